@@ -206,6 +206,11 @@ hash_newtype! {
     ChainId
 }
 hash_newtype! {
+    /// A key in the authenticated state tree: BLAKE3 in the [`domain::STATE_KEY`] domain over a
+    /// table tag and the entry's canonical key encoding.
+    StateKey
+}
+hash_newtype! {
     /// A generic BLAKE3 digest (record content hashes, commitments, state values).
     Digest
 }
