@@ -4,3 +4,5 @@
 
 pub mod codec;
 pub mod hash;
+pub mod merkle;
+pub mod tx;

@@ -1,0 +1,479 @@
+//! Signed transactions.
+//!
+//! A [`Transaction`] is an envelope `{chain id, signer key, nonce, payload}` ([`TxBody`]) plus an
+//! Ed25519 signature over it. The signature covers the chain id, so a transaction signed for one
+//! chain is invalid on every other; the per-account nonce, checked by the chain state, stops
+//! replays within a chain. Weak (small-order) public keys and non-canonical signatures are refused.
+//!
+//! ```
+//! use medledger::tx::{Keypair, Payload, Transaction};
+//! use medledger::hash::{ChainId, Digest};
+//!
+//! let alice = Keypair::generate();
+//! let chain = ChainId::from_bytes([7; 32]);
+//! let tx = Transaction::sign(&alice, chain, 0, Payload::Data { record: Digest::from_bytes([1; 32]) });
+//! let verified = tx.verify().unwrap();
+//! assert_eq!(verified.signer(), alice.public());
+//! ```
+
+use core::fmt;
+
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, Canonical, DecodeError};
+use crate::hash::{domain, hash_newtype, AccountId, ChainId, Digest, TxId};
+
+hash_newtype! {
+    /// An Ed25519 public key, as its 32-byte compressed encoding.
+    ///
+    /// Whether the bytes are a valid, non-weak key is checked when a transaction is verified.
+    PublicKey
+}
+
+impl PublicKey {
+    /// The account this key opens: an account's id is the key it was first seen with.
+    pub const fn account(self) -> AccountId {
+        AccountId::from_bytes(self.0)
+    }
+
+    /// Decompresses the key, refusing invalid encodings and weak (small-order) keys.
+    ///
+    /// # Errors
+    ///
+    /// [`TxError::InvalidKey`] or [`TxError::WeakKey`].
+    pub fn verifying_key(&self) -> Result<VerifyingKey, TxError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| TxError::InvalidKey(*self))?;
+        if key.is_weak() {
+            return Err(TxError::WeakKey(*self));
+        }
+        Ok(key)
+    }
+}
+
+/// An Ed25519 signature (64 bytes: `R ‖ S`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Signature(#[serde(with = "crate::codec::byte_array")] [u8; 64]);
+
+impl Signature {
+    /// Wraps raw bytes (validity is checked on verification).
+    pub const fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(bytes)
+    }
+    /// The raw bytes.
+    pub const fn to_bytes(&self) -> [u8; 64] {
+        self.0
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Signature(")?;
+        crate::hash::write_hex(f, &self.0)?;
+        f.write_str(")")
+    }
+}
+
+/// An Ed25519 signing key. Zeroized on drop; `Debug` never prints the secret.
+pub struct Keypair(SigningKey);
+
+impl Keypair {
+    /// A fresh key from the operating system's randomness.
+    pub fn generate() -> Self {
+        Self(SigningKey::generate(&mut rand_core::OsRng))
+    }
+    /// The key with the given 32-byte secret seed.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(seed))
+    }
+    /// The public key.
+    pub fn public(&self) -> PublicKey {
+        PublicKey::from_bytes(self.0.verifying_key().to_bytes())
+    }
+    /// The account this key opens (see [`PublicKey::account`]).
+    pub fn account(&self) -> AccountId {
+        self.public().account()
+    }
+    /// Signs `message` (already domain-separated by the caller).
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        Signature(self.0.sign(message).to_bytes())
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keypair({} <secret redacted>)", self.public())
+    }
+}
+
+/// The largest encoded transaction accepted, in bytes.
+pub const MAX_TX_LEN: usize = 16 * 1024;
+
+/// What a transaction does. Later modules add variants; unknown tags fail to decode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Payload {
+    /// Anchors the hash of an off-chain record: proves the record existed, unchanged, at this
+    /// block's time.
+    Data {
+        /// Content hash of the record.
+        record: Digest,
+    },
+}
+
+/// The signed part of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxBody {
+    /// The chain this transaction is for.
+    pub chain_id: ChainId,
+    /// The key that signs; it must be the current key of the account it acts for.
+    pub signer: PublicKey,
+    /// The signer account's next nonce: 0 for its first transaction, then one more each time.
+    pub nonce: u64,
+    /// What the transaction does.
+    pub payload: Payload,
+}
+
+/// Prefix of every transaction signing message, so that no other signed object of the crate can
+/// be mistaken for a transaction.
+const SIGNING_CONTEXT: &[u8] = b"medledger/tx/v1:";
+
+impl TxBody {
+    /// The exact bytes the signature covers.
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(SIGNING_CONTEXT.len() + 128);
+        m.extend_from_slice(SIGNING_CONTEXT);
+        codec::encode_body_into(self, &mut m);
+        m
+    }
+}
+
+/// A transaction as received: signature not yet checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// The signed content.
+    pub body: TxBody,
+    /// The signer's signature over [`TxBody::signing_message`].
+    pub signature: Signature,
+}
+
+impl Canonical for Transaction {
+    const NAME: &'static str = "transaction";
+    const MAX_ENCODED_LEN: usize = MAX_TX_LEN;
+}
+
+impl Transaction {
+    /// Signs `payload` as `keypair`'s transaction number `nonce` on `chain_id`.
+    pub fn sign(keypair: &Keypair, chain_id: ChainId, nonce: u64, payload: Payload) -> Self {
+        let body = TxBody {
+            chain_id,
+            signer: keypair.public(),
+            nonce,
+            payload,
+        };
+        let signature = keypair.sign(&body.signing_message());
+        Self { body, signature }
+    }
+
+    /// Decodes a transaction from its canonical encoding.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] if the bytes are not a canonical transaction of at most [`MAX_TX_LEN`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes)
+    }
+
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// The transaction id: the hash of the canonical encoding, signature included.
+    pub fn id(&self) -> TxId {
+        TxId::from_bytes(domain::TX.hash(&self.encode()))
+    }
+
+    /// The account the transaction acts for, before any key rotation is taken into account
+    /// (the chain state maps rotated keys back to their account).
+    pub fn signer(&self) -> PublicKey {
+        self.body.signer
+    }
+
+    /// Checks the signature strictly (canonical `S`, no weak key, no small-order `R`).
+    ///
+    /// # Errors
+    ///
+    /// [`TxError`] naming what is wrong.
+    pub fn verify(self) -> Result<VerifiedTx, TxError> {
+        let key = self.body.signer.verifying_key()?;
+        let sig = ed25519_dalek::Signature::from_bytes(&self.signature.0);
+        key.verify_strict(&self.body.signing_message(), &sig)
+            .map_err(|_| TxError::BadSignature(self.body.signer))?;
+        Ok(VerifiedTx::new_unchecked(self))
+    }
+}
+
+/// A transaction whose signature has been checked, with its id computed once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedTx {
+    tx: Transaction,
+    id: TxId,
+}
+
+impl VerifiedTx {
+    fn new_unchecked(tx: Transaction) -> Self {
+        let id = tx.id();
+        Self { tx, id }
+    }
+    pub(crate) fn from_parts(tx: Transaction, id: TxId) -> Self {
+        Self { tx, id }
+    }
+    /// The transaction id.
+    pub fn id(&self) -> TxId {
+        self.id
+    }
+    /// The signing key.
+    pub fn signer(&self) -> PublicKey {
+        self.tx.body.signer
+    }
+    /// The signed content.
+    pub fn body(&self) -> &TxBody {
+        &self.tx.body
+    }
+    /// The transaction.
+    pub fn transaction(&self) -> &Transaction {
+        &self.tx
+    }
+    /// Unwraps the transaction.
+    pub fn into_transaction(self) -> Transaction {
+        self.tx
+    }
+}
+
+/// Why a transaction is invalid on its own (before any state is consulted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxError {
+    /// The signer bytes are not a valid Ed25519 point.
+    #[error("signer {0} is not a valid ed25519 public key")]
+    InvalidKey(PublicKey),
+    /// The signer key has small order: anyone could forge its signatures.
+    #[error("signer {0} is a weak (small-order) ed25519 key")]
+    WeakKey(PublicKey),
+    /// The signature does not verify (or is non-canonical).
+    #[error("signature by {0} does not verify")]
+    BadSignature(PublicKey),
+    /// The transaction is for another chain.
+    #[error("transaction is for chain {found}, not {expected}")]
+    WrongChain {
+        /// This chain's id.
+        expected: ChainId,
+        /// The id the transaction was signed for.
+        found: ChainId,
+    },
+    /// One transaction of a batch is invalid.
+    #[error("transaction {index} of the batch: {source}")]
+    InBatch {
+        /// Its position in the batch.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<TxError>,
+    },
+}
+
+/// Signatures checked per `verify_batch` call: a fixed chunking keeps the batch equation, and
+/// so every verdict, independent of the number of threads.
+pub const BATCH_CHUNK: usize = 64;
+
+/// Verifies many transactions at once with Ed25519 batch verification (in parallel with the
+/// `parallel` feature), checking each is for `chain_id`.
+///
+/// A failing chunk is re-checked one transaction at a time with strict verification, so the
+/// error names the first bad transaction.
+///
+/// # Errors
+///
+/// [`TxError::InBatch`] with the index of the first invalid transaction.
+pub fn verify_batch(chain_id: ChainId, txs: Vec<Transaction>) -> Result<Vec<VerifiedTx>, TxError> {
+    let chunks: Vec<Vec<Transaction>> = {
+        let mut out = Vec::with_capacity(txs.len().div_ceil(BATCH_CHUNK));
+        let mut it = txs.into_iter().peekable();
+        while it.peek().is_some() {
+            out.push(it.by_ref().take(BATCH_CHUNK).collect());
+        }
+        out
+    };
+    let check = |(ci, chunk): (usize, Vec<Transaction>)| -> Result<Vec<VerifiedTx>, TxError> {
+        verify_chunk(chain_id, chunk).map_err(|(i, e)| TxError::InBatch {
+            index: ci * BATCH_CHUNK + i,
+            source: Box::new(e),
+        })
+    };
+    #[cfg(feature = "parallel")]
+    let results: Vec<Result<Vec<VerifiedTx>, TxError>> = {
+        use rayon::prelude::*;
+        chunks.into_par_iter().enumerate().map(check).collect()
+    };
+    #[cfg(not(feature = "parallel"))]
+    let results: Vec<Result<Vec<VerifiedTx>, TxError>> =
+        chunks.into_iter().enumerate().map(check).collect();
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+fn verify_chunk(
+    chain_id: ChainId,
+    chunk: Vec<Transaction>,
+) -> Result<Vec<VerifiedTx>, (usize, TxError)> {
+    let mut keys = Vec::with_capacity(chunk.len());
+    let mut messages = Vec::with_capacity(chunk.len());
+    let mut sigs = Vec::with_capacity(chunk.len());
+    for (i, tx) in chunk.iter().enumerate() {
+        if tx.body.chain_id != chain_id {
+            return Err((
+                i,
+                TxError::WrongChain {
+                    expected: chain_id,
+                    found: tx.body.chain_id,
+                },
+            ));
+        }
+        keys.push(tx.body.signer.verifying_key().map_err(|e| (i, e))?);
+        messages.push(tx.body.signing_message());
+        sigs.push(ed25519_dalek::Signature::from_bytes(&tx.signature.0));
+    }
+    let msg_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    if ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_err() {
+        for (i, ((key, msg), sig)) in keys.iter().zip(&messages).zip(&sigs).enumerate() {
+            if key.verify_strict(msg, sig).is_err() {
+                return Err((i, TxError::BadSignature(chunk[i].body.signer)));
+            }
+        }
+    }
+    Ok(chunk.into_iter().map(VerifiedTx::new_unchecked).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn chain() -> ChainId {
+        ChainId::from_bytes([9; 32])
+    }
+
+    fn data(n: u8) -> Payload {
+        Payload::Data {
+            record: Digest::from_bytes([n; 32]),
+        }
+    }
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let k = Keypair::from_seed(&[1; 32]);
+        let tx = Transaction::sign(&k, chain(), 3, data(1));
+        assert!(tx.clone().verify().is_ok());
+        let mut t = tx.clone();
+        t.body.nonce = 4;
+        assert_eq!(t.verify(), Err(TxError::BadSignature(k.public())));
+        let mut t = tx.clone();
+        t.body.chain_id = ChainId::from_bytes([8; 32]);
+        assert!(t.verify().is_err(), "signature covers the chain id");
+        let mut t = tx;
+        t.signature.0[5] ^= 1;
+        assert!(t.verify().is_err());
+    }
+
+    #[test]
+    fn weak_and_invalid_keys_are_refused() {
+        // The identity point (small order) as a public key.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let pk = PublicKey::from_bytes(identity);
+        assert_eq!(pk.verifying_key(), Err(TxError::WeakKey(pk)));
+        // A y-coordinate that is not on the curve.
+        let bad = PublicKey::from_bytes([
+            2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0,
+        ]);
+        assert!(matches!(
+            bad.verifying_key(),
+            Err(TxError::InvalidKey(_) | TxError::WeakKey(_))
+        ));
+    }
+
+    #[test]
+    fn non_canonical_s_is_refused() {
+        let k = Keypair::from_seed(&[2; 32]);
+        let mut tx = Transaction::sign(&k, chain(), 0, data(2));
+        // Add the group order L to S: same value mod L, non-canonical encoding.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = u16::from(tx.signature.0[32 + i]) + u16::from(L[i]) + carry;
+            tx.signature.0[32 + i] = v as u8;
+            carry = v >> 8;
+        }
+        assert!(tx.clone().verify().is_err());
+        assert!(verify_batch(chain(), vec![tx]).is_err());
+    }
+
+    #[test]
+    fn batch_names_the_bad_transaction() {
+        let keys: Vec<Keypair> = (0..150u8).map(|i| Keypair::from_seed(&[i; 32])).collect();
+        let mut txs: Vec<Transaction> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Transaction::sign(k, chain(), i as u64, data(i as u8)))
+            .collect();
+        let ok = verify_batch(chain(), txs.clone()).unwrap();
+        assert_eq!(ok.len(), 150);
+        assert_eq!(ok[7].id(), txs[7].id());
+        txs[131].body.nonce += 1;
+        match verify_batch(chain(), txs.clone()) {
+            Err(TxError::InBatch { index: 131, .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        txs[131].body.nonce -= 1;
+        txs[70].body.chain_id = ChainId::from_bytes([0; 32]);
+        match verify_batch(chain(), txs) {
+            Err(TxError::InBatch { index: 70, source }) => {
+                assert!(matches!(*source, TxError::WrongChain { .. }))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keypair_debug_hides_secret() {
+        let k = Keypair::from_seed(&[0x42; 32]);
+        let s = format!("{k:?}");
+        assert!(s.contains("redacted"));
+        assert!(!s.contains(&crate::hash::to_hex(&[0x42; 32])));
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(seed in any::<[u8; 32]>(), nonce in any::<u64>(), rec in any::<[u8; 32]>()) {
+            let k = Keypair::from_seed(&seed);
+            let tx = Transaction::sign(&k, chain(), nonce, Payload::Data { record: Digest::from_bytes(rec) });
+            let bytes = tx.encode();
+            prop_assert_eq!(Transaction::decode(&bytes).unwrap(), tx);
+        }
+
+        #[test]
+        fn decode_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(tx) = Transaction::decode(&bytes) {
+                prop_assert_eq!(tx.encode(), bytes);
+            }
+        }
+    }
+}
