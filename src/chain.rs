@@ -1,0 +1,801 @@
+//! The chain: genesis, validation and append, fork choice, reorganisation and replay.
+//!
+//! ```
+//! use medledger::chain::ChainBuilder;
+//! use medledger::pow::ProofOfWork;
+//! use medledger::tx::{Keypair, Payload, Transaction};
+//! use medledger::hash::Digest;
+//!
+//! let mut chain = ChainBuilder::new("example", ProofOfWork::regtest()).genesis_time(1_700_000_000).build()?;
+//! let alice = Keypair::from_seed(&[1; 32]);
+//! let tx = Transaction::sign(&alice, chain.chain_id(), 0, Payload::Data { record: Digest::from_bytes([7; 32]) });
+//! let block = chain.mine(vec![tx], 1_700_000_600)?;
+//! let appended = chain.append(block)?;
+//! assert_eq!(chain.height(), 1);
+//! assert_eq!(appended.applied.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::block::{Block, CheckedBlock, Header, StructureError, HEADER_VERSION};
+use crate::codec::{BoundedVec, DecodeError};
+use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
+use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
+use crate::merkle::merkle_root;
+use crate::smt::{StateProof, StateTree};
+use crate::state::{BlockUndo, Event, State, StateError, TxFailure};
+use crate::store::{MemoryStore, Store, StoreError};
+use crate::tx::{self, Transaction, TxError, VerifiedTx};
+
+/// The default limit on how many blocks a reorganisation may roll back.
+pub const DEFAULT_MAX_REORG_DEPTH: u64 = 100;
+
+/// A source of the current time (Unix seconds), used only to refuse blocks from the future.
+pub trait Clock: Send + Sync {
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// A clock that reads what it was last set to (for tests and simulations).
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    /// A clock reading `now`.
+    pub fn new(now: u64) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(now))
+    }
+    /// Sets the time.
+    pub fn set(&self, now: u64) {
+        self.0.store(now, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Why the chain refused a block or an operation. The chain and state are unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The bytes are not a block.
+    #[error("undecodable block: {0}")]
+    Decode(#[from] DecodeError),
+    /// The block is malformed or a transaction's signature fails.
+    #[error("invalid block structure: {0}")]
+    Structure(#[from] StructureError),
+    /// The consensus engine refused the header.
+    #[error("consensus: {0}")]
+    Consensus(#[from] ConsensusError),
+    /// The block is already known.
+    #[error("block {0} is already known")]
+    AlreadyKnown(BlockHash),
+    /// The block was found invalid before (it or an ancestor).
+    #[error("block {0} is known to be invalid")]
+    KnownInvalid(BlockHash),
+    /// The parent is unknown.
+    #[error("parent {0} is unknown")]
+    UnknownParent(BlockHash),
+    /// The height is not the parent's plus one.
+    #[error("height {found}, expected {expected}")]
+    BadHeight {
+        /// Parent height + 1.
+        expected: u64,
+        /// Height in the header.
+        found: u64,
+    },
+    /// A transaction fails against the state.
+    #[error("block {block}: {failure}")]
+    Tx {
+        /// The block.
+        block: BlockHash,
+        /// Which transaction and why.
+        #[source]
+        failure: TxFailure,
+    },
+    /// The header's state root differs from the state the transactions produce.
+    #[error("block {block}: header state root {header} differs from computed {computed}")]
+    StateRoot {
+        /// The block.
+        block: BlockHash,
+        /// Root in the header.
+        header: StateRoot,
+        /// Root computed by applying the transactions.
+        computed: StateRoot,
+    },
+    /// Following the heavier branch would roll back more blocks than allowed.
+    #[error("reorganisation of depth {depth} exceeds the limit of {max}")]
+    ReorgTooDeep {
+        /// Blocks that would be rolled back.
+        depth: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// A transaction is invalid on its own (block building).
+    #[error("transaction: {0}")]
+    Transaction(#[from] TxError),
+    /// The storage backend failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// The store holds another chain.
+    #[error("the store holds chain with genesis {found}, not {expected}")]
+    GenesisMismatch {
+        /// This configuration's genesis.
+        expected: BlockHash,
+        /// Genesis in the store.
+        found: BlockHash,
+    },
+    /// The configuration is invalid.
+    #[error("invalid chain configuration: {0}")]
+    Config(String),
+}
+
+/// What happened to the main chain, for embedders to notify their users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedBlock {
+    /// The block.
+    pub hash: BlockHash,
+    /// Its height.
+    pub height: u64,
+    /// Events of each transaction, in block order.
+    pub events: Vec<(TxId, Vec<Event>)>,
+}
+
+/// The result of a successful [`Chain::append`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Main-chain blocks rolled back (tip first), if the chain reorganised.
+    pub reverted: Vec<BlockHash>,
+    /// Blocks newly applied to the main chain, in height order.
+    pub applied: Vec<AppliedBlock>,
+}
+
+impl Appended {
+    /// Whether the block went to a side branch (valid structure, not heavier).
+    pub fn is_side_branch(&self) -> bool {
+        self.applied.is_empty()
+    }
+}
+
+/// A block ready to be sealed: everything but the seal.
+#[derive(Clone, Debug)]
+pub struct BlockTemplate {
+    /// Height.
+    pub height: u64,
+    /// Parent hash.
+    pub parent: BlockHash,
+    /// Merkle root of the included transactions.
+    pub tx_root: MerkleRoot,
+    /// State root after the included transactions.
+    pub state_root: StateRoot,
+    /// Timestamp.
+    pub timestamp: u64,
+    /// Included transactions.
+    pub txs: Vec<Transaction>,
+    /// Transactions left out because they fail against the state, with the reason.
+    pub rejected: Vec<(Transaction, StateError)>,
+}
+
+impl BlockTemplate {
+    /// The header with `seal`.
+    pub fn header<S>(&self, seal: S) -> Header<S> {
+        Header {
+            version: HEADER_VERSION,
+            height: self.height,
+            parent: self.parent,
+            tx_root: self.tx_root,
+            tx_count: self.txs.len() as u32,
+            state_root: self.state_root,
+            timestamp: self.timestamp,
+            seal,
+        }
+    }
+
+    /// The block with `seal`.
+    pub fn seal<S>(self, seal: S) -> Block<S> {
+        let header = self.header(seal);
+        Block {
+            header,
+            txs: BoundedVec::try_from(self.txs).expect("templates hold at most MAX_BLOCK_TXS"),
+        }
+    }
+}
+
+struct Entry<S> {
+    header: Header<S>,
+    total_work: Work,
+}
+
+/// Configures and builds a [`Chain`].
+pub struct ChainBuilder<C: Consensus> {
+    name: String,
+    engine: C,
+    genesis_time: u64,
+    store: Box<dyn Store>,
+    clock: Arc<dyn Clock>,
+    max_reorg_depth: u64,
+}
+
+impl<C: Consensus> ChainBuilder<C> {
+    /// A chain called `name` (its id is derived from the name) run by `engine`.
+    pub fn new(name: impl Into<String>, engine: C) -> Self {
+        Self {
+            name: name.into(),
+            engine,
+            genesis_time: 0,
+            store: Box::new(MemoryStore::new()),
+            clock: Arc::new(SystemClock),
+            max_reorg_depth: DEFAULT_MAX_REORG_DEPTH,
+        }
+    }
+    /// The genesis block's timestamp.
+    pub fn genesis_time(mut self, t: u64) -> Self {
+        self.genesis_time = t;
+        self
+    }
+    /// The storage backend (default: [`MemoryStore`]). If it already holds blocks of this chain,
+    /// they are re-validated and the chain resumes at their best tip.
+    pub fn store(mut self, store: impl Store + 'static) -> Self {
+        self.store = Box::new(store);
+        self
+    }
+    /// The clock used to refuse blocks from the future (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// How many blocks a reorganisation may roll back (default [`DEFAULT_MAX_REORG_DEPTH`]).
+    pub fn max_reorg_depth(mut self, depth: u64) -> Self {
+        self.max_reorg_depth = depth;
+        self
+    }
+
+    /// Builds the chain: creates genesis, or reopens the store and replays it.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::Config`] for an empty name, [`ChainError::GenesisMismatch`] if the store
+    /// holds another chain, [`ChainError::Store`] if it fails.
+    pub fn build(self) -> Result<Chain<C>, ChainError> {
+        if self.name.is_empty() || self.name.len() > 256 {
+            return Err(ChainError::Config(
+                "chain name must be 1 to 256 bytes".into(),
+            ));
+        }
+        let chain_id = ChainId::from_bytes(domain::CHAIN_ID.hash(self.name.as_bytes()));
+        let genesis = Block {
+            header: Header {
+                version: HEADER_VERSION,
+                height: 0,
+                parent: BlockHash::default(),
+                tx_root: merkle_root(&[]),
+                tx_count: 0,
+                state_root: StateTree::new().root(),
+                timestamp: self.genesis_time,
+                seal: self.engine.genesis_seal(),
+            },
+            txs: BoundedVec::new(),
+        };
+        let genesis_hash = genesis.hash();
+        let mut index = HashMap::new();
+        index.insert(
+            genesis_hash,
+            Entry {
+                header: genesis.header.clone(),
+                total_work: Work::ZERO,
+            },
+        );
+        let mut chain = Chain {
+            engine: self.engine,
+            chain_id,
+            name: self.name,
+            store: self.store,
+            clock: self.clock,
+            max_reorg_depth: self.max_reorg_depth,
+            index,
+            invalid: HashSet::new(),
+            main: vec![genesis_hash],
+            trees: vec![StateTree::new()],
+            undo: VecDeque::new(),
+            state: State::new(),
+            replaying: false,
+        };
+        let stored = chain.store.block_hashes()?;
+        match stored.first() {
+            None => {
+                chain.store.put_block(&genesis_hash, &genesis.encode())?;
+                chain.store.set_main_chain(0, &[genesis_hash])?;
+                chain.store.sync()?;
+            }
+            Some(first) if *first != genesis_hash => {
+                return Err(ChainError::GenesisMismatch {
+                    expected: genesis_hash,
+                    found: *first,
+                })
+            }
+            Some(_) => chain.reload(&stored[1..])?,
+        }
+        Ok(chain)
+    }
+}
+
+/// A chain of blocks validated by the consensus engine `C`, with its state.
+pub struct Chain<C: Consensus> {
+    engine: C,
+    chain_id: ChainId,
+    name: String,
+    store: Box<dyn Store>,
+    clock: Arc<dyn Clock>,
+    max_reorg_depth: u64,
+    index: HashMap<BlockHash, Entry<C::Seal>>,
+    invalid: HashSet<BlockHash>,
+    /// Main chain hashes by height.
+    main: Vec<BlockHash>,
+    /// State tree after each main-chain block, by height (shared structure, cheap).
+    trees: Vec<StateTree>,
+    /// Undo data of the last `max_reorg_depth` main-chain blocks (oldest first).
+    undo: VecDeque<BlockUndo>,
+    state: State,
+    replaying: bool,
+}
+
+impl<C: Consensus> core::fmt::Debug for Chain<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Chain")
+            .field("name", &self.name)
+            .field("engine", &self.engine.name())
+            .field("height", &self.height())
+            .field("tip", &self.tip())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The branch ending at a given block, as seen by the consensus engine.
+struct Branch<'a, S> {
+    index: &'a HashMap<BlockHash, Entry<S>>,
+    main: &'a [BlockHash],
+    parent: &'a Header<S>,
+    parent_hash: BlockHash,
+}
+
+impl<S: serde::Serialize> Ancestors<S> for Branch<'_, S> {
+    fn parent(&self) -> &Header<S> {
+        self.parent
+    }
+
+    fn at_height(&self, height: u64) -> Option<&Header<S>> {
+        if height > self.parent.height {
+            return None;
+        }
+        let (mut hash, mut header) = (self.parent_hash, self.parent);
+        loop {
+            // Once on the main chain, jump straight to the height.
+            if self.main.get(header.height as usize) == Some(&hash) {
+                let h = self.main.get(height as usize)?;
+                return self.index.get(h).map(|e| &e.header);
+            }
+            if header.height == height {
+                return Some(header);
+            }
+            hash = header.parent;
+            header = &self.index.get(&hash)?.header;
+        }
+    }
+}
+
+impl<C: Consensus> Chain<C> {
+    /// The chain id (covered by every transaction signature).
+    pub fn chain_id(&self) -> ChainId {
+        self.chain_id
+    }
+    /// The chain's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The consensus engine.
+    pub fn engine(&self) -> &C {
+        &self.engine
+    }
+    /// Height of the tip.
+    pub fn height(&self) -> u64 {
+        (self.main.len() - 1) as u64
+    }
+    /// Hash of the tip.
+    pub fn tip(&self) -> BlockHash {
+        *self.main.last().expect("the main chain holds at least genesis")
+    }
+    /// Header of the tip.
+    pub fn tip_header(&self) -> &Header<C::Seal> {
+        &self.index[&self.tip()].header
+    }
+    /// Total work of the main chain.
+    pub fn total_work(&self) -> Work {
+        self.index[&self.tip()].total_work
+    }
+    /// Hash of the genesis block.
+    pub fn genesis_hash(&self) -> BlockHash {
+        self.main[0]
+    }
+    /// The main-chain block hash at `height`.
+    pub fn hash_at(&self, height: u64) -> Option<BlockHash> {
+        self.main.get(usize::try_from(height).ok()?).copied()
+    }
+    /// Any known header (main chain or side branch).
+    pub fn header(&self, hash: &BlockHash) -> Option<&Header<C::Seal>> {
+        self.index.get(hash).map(|e| &e.header)
+    }
+    /// The main-chain header at `height`.
+    pub fn header_at(&self, height: u64) -> Option<&Header<C::Seal>> {
+        self.header(&self.hash_at(height)?)
+    }
+    /// The current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    /// The state tree after the main-chain block at `height` (for proofs "as of" that height).
+    pub fn state_tree_at(&self, height: u64) -> Option<&StateTree> {
+        self.trees.get(usize::try_from(height).ok()?)
+    }
+    /// A proof of entry `key` of table `tag` as of main-chain `height`, verifiable against that
+    /// header's state root.
+    pub fn prove_at<K: serde::Serialize + ?Sized>(
+        &self,
+        height: u64,
+        tag: &str,
+        key: &K,
+    ) -> Option<StateProof> {
+        Some(self.state_tree_at(height)?.prove(&crate::state::entry_key(tag, key)))
+    }
+    /// Reads a stored block.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::Store`] or [`ChainError::Decode`].
+    pub fn block(&self, hash: &BlockHash) -> Result<Option<Block<C::Seal>>, ChainError> {
+        match self.store.get_block(hash)? {
+            Some(bytes) => Ok(Some(Block::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn branch(&self, parent_hash: BlockHash) -> Option<Branch<'_, C::Seal>> {
+        let parent = &self.index.get(&parent_hash)?.header;
+        Some(Branch {
+            index: &self.index,
+            main: &self.main,
+            parent,
+            parent_hash,
+        })
+    }
+
+    /// The tip's branch, as consensus engines see it (for sealing the next block).
+    pub fn tip_ancestors(&self) -> impl Ancestors<C::Seal> + '_ {
+        self.branch(self.tip())
+            .expect("the tip is always in the index")
+    }
+
+    /// Builds the next block on the tip from `txs`: verifies signatures, applies them to a
+    /// scratch copy of the state (transactions that fail are left out and reported), and
+    /// computes the roots. Seal the result with the engine.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::Transaction`] if a signature fails.
+    pub fn build_template(
+        &mut self,
+        txs: Vec<Transaction>,
+        timestamp: u64,
+    ) -> Result<BlockTemplate, ChainError> {
+        let verified = tx::verify_batch(self.chain_id, txs)?;
+        let height = self.height() + 1;
+        let (executed, skipped) = self
+            .state
+            .execute(self.chain_id, height, timestamp, &verified, true)
+            .expect("execution with skipping never fails");
+        // Find why each skipped transaction failed, for the caller.
+        let state_root = executed.tree.root();
+        self.state.discard();
+        let skipped: HashSet<usize> = skipped.into_iter().collect();
+        let mut included: Vec<VerifiedTx> = Vec::with_capacity(verified.len());
+        let mut rejected = Vec::new();
+        for (i, tx) in verified.into_iter().enumerate() {
+            if skipped.contains(&i) {
+                rejected.push(tx);
+            } else {
+                included.push(tx);
+            }
+        }
+        let rejected = rejected
+            .into_iter()
+            .map(|tx| {
+                let mut probe: Vec<VerifiedTx> = included.clone();
+                probe.push(tx.clone());
+                let err = match self.state.execute(self.chain_id, height, timestamp, &probe, false) {
+                    Err(f) => f.error,
+                    Ok(_) => unreachable!("a skipped transaction fails after the included ones"),
+                };
+                (tx.into_transaction(), err)
+            })
+            .collect();
+        let ids: Vec<TxId> = included.iter().map(VerifiedTx::id).collect();
+        Ok(BlockTemplate {
+            height,
+            parent: self.tip(),
+            tx_root: merkle_root(&ids),
+            state_root,
+            timestamp,
+            txs: included.into_iter().map(VerifiedTx::into_transaction).collect(),
+            rejected,
+        })
+    }
+
+    /// Decodes and appends a block received as bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append), plus [`ChainError::Decode`].
+    pub fn append_bytes(&mut self, bytes: &[u8]) -> Result<Appended, ChainError> {
+        self.append(Block::decode(bytes)?)
+    }
+
+    /// Validates `block` in full and adds it: to the main chain if it extends the tip, to a side
+    /// branch if its branch is not heavier, or by reorganising onto its branch if heavier.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError`] naming what is wrong; the chain and state are then exactly as before.
+    pub fn append(&mut self, block: Block<C::Seal>) -> Result<Appended, ChainError> {
+        let hash = block.hash();
+        if self.index.contains_key(&hash) {
+            return Err(ChainError::AlreadyKnown(hash));
+        }
+        if self.invalid.contains(&hash) || self.invalid.contains(&block.header.parent) {
+            return Err(ChainError::KnownInvalid(hash));
+        }
+        let parent_hash = block.header.parent;
+        let parent = self
+            .index
+            .get(&parent_hash)
+            .ok_or(ChainError::UnknownParent(parent_hash))?;
+        let expected = parent.header.height + 1;
+        if block.header.height != expected {
+            return Err(ChainError::BadHeight {
+                expected,
+                found: block.header.height,
+            });
+        }
+        let parent_work = parent.total_work;
+        let checked = block.check_structure(self.chain_id)?;
+        let now = self.clock.now();
+        let work = {
+            let branch = self.branch(parent_hash).expect("parent is indexed");
+            self.engine.verify_header(checked.header(), &branch, now)?
+        };
+        let total_work = parent_work.saturating_add(work);
+        if parent_hash == self.tip() {
+            let applied = self.apply_checked(&checked)?;
+            self.store_block(&checked, total_work)?;
+            self.main.push(hash);
+            self.store.set_main_chain(applied.height, &[hash])?;
+            self.sync()?;
+            return Ok(Appended {
+                reverted: Vec::new(),
+                applied: vec![applied],
+            });
+        }
+        if total_work <= self.total_work() {
+            self.store_block(&checked, total_work)?;
+            self.sync()?;
+            return Ok(Appended::default());
+        }
+        self.reorganise(checked, total_work)
+    }
+
+    fn sync(&mut self) -> Result<(), ChainError> {
+        if !self.replaying {
+            self.store.sync()?;
+        }
+        Ok(())
+    }
+
+    fn store_block(&mut self, block: &CheckedBlock<C::Seal>, total_work: Work) -> Result<(), ChainError> {
+        if !self.replaying {
+            self.store.put_block(&block.hash(), &block.to_block().encode())?;
+        }
+        self.index.insert(
+            block.hash(),
+            Entry {
+                header: block.header().clone(),
+                total_work,
+            },
+        );
+        Ok(())
+    }
+
+    /// Executes a checked block on the tip's state, checks its state root, and commits it.
+    fn apply_checked(&mut self, block: &CheckedBlock<C::Seal>) -> Result<AppliedBlock, ChainError> {
+        let h = block.header();
+        let (executed, _) = self
+            .state
+            .execute(self.chain_id, h.height, h.timestamp, block.txs(), false)
+            .map_err(|failure| ChainError::Tx {
+                block: block.hash(),
+                failure,
+            })?;
+        let computed = executed.tree.root();
+        if computed != h.state_root {
+            self.state.discard();
+            return Err(ChainError::StateRoot {
+                block: block.hash(),
+                header: h.state_root,
+                computed,
+            });
+        }
+        let events = executed.events.clone();
+        self.trees.push(executed.tree.clone());
+        let undo = self.state.commit(executed);
+        self.undo.push_back(undo);
+        while self.undo.len() as u64 > self.max_reorg_depth {
+            self.undo.pop_front();
+        }
+        Ok(AppliedBlock {
+            hash: block.hash(),
+            height: h.height,
+            events,
+        })
+    }
+
+    /// Rolls back the main-chain tip (undo data must be available).
+    fn revert_tip(&mut self) -> BlockHash {
+        let undo = self.undo.pop_back().expect("caller checked the undo depth");
+        self.state.undo(undo);
+        self.trees.pop();
+        self.main.pop().expect("never reverts genesis")
+    }
+
+    fn load_checked(&self, hash: &BlockHash) -> Result<CheckedBlock<C::Seal>, ChainError> {
+        let block = self.block(hash)?.ok_or_else(|| {
+            ChainError::Store(StoreError::Corrupt(format!("block {hash} is indexed but not stored")))
+        })?;
+        Ok(block.check_structure(self.chain_id)?)
+    }
+
+    fn reorganise(
+        &mut self,
+        new_tip: CheckedBlock<C::Seal>,
+        total_work: Work,
+    ) -> Result<Appended, ChainError> {
+        // Collect the new branch back to the main chain.
+        let mut branch = vec![new_tip.hash()];
+        let mut cursor = new_tip.header().parent;
+        loop {
+            let e = &self.index[&cursor];
+            if self.main.get(e.header.height as usize) == Some(&cursor) {
+                break;
+            }
+            branch.push(cursor);
+            cursor = e.header.parent;
+        }
+        let fork_height = self.index[&cursor].header.height;
+        let depth = self.height() - fork_height;
+        if depth > self.max_reorg_depth || depth > self.undo.len() as u64 {
+            return Err(ChainError::ReorgTooDeep {
+                depth,
+                max: self.max_reorg_depth.min(self.undo.len() as u64),
+            });
+        }
+        branch.reverse();
+        // Roll back, then apply the branch; on failure restore the old main chain.
+        let old_main: Vec<BlockHash> = self.main[fork_height as usize + 1..].to_vec();
+        let mut reverted = Vec::with_capacity(old_main.len());
+        for _ in 0..depth {
+            reverted.push(self.revert_tip());
+        }
+        let mut applied = Vec::with_capacity(branch.len());
+        let mut failure = None;
+        for hash in &branch {
+            let block = if *hash == new_tip.hash() {
+                Ok(new_tip.clone())
+            } else {
+                self.load_checked(hash)
+            };
+            match block.and_then(|b| self.apply_checked(&b).map(|a| (a, b))) {
+                Ok((a, _)) => {
+                    self.main.push(*hash);
+                    applied.push(a);
+                }
+                Err(e) => {
+                    failure = Some((*hash, e));
+                    break;
+                }
+            }
+        }
+        if let Some((bad, err)) = failure {
+            for _ in 0..applied.len() {
+                self.revert_tip();
+            }
+            for hash in &old_main {
+                let block = self.load_checked(hash)?;
+                self.apply_checked(&block)?;
+                self.main.push(*hash);
+            }
+            // Forget the invalid block and everything built on it.
+            self.invalid.insert(bad);
+            if bad != new_tip.hash() {
+                self.invalid.insert(new_tip.hash());
+                for h in branch.iter().skip_while(|h| **h != bad) {
+                    self.index.remove(h);
+                    self.invalid.insert(*h);
+                }
+            }
+            return Err(err);
+        }
+        self.store_block(&new_tip, total_work)?;
+        self.store
+            .set_main_chain(fork_height + 1, &self.main[fork_height as usize + 1..])?;
+        self.sync()?;
+        Ok(Appended { reverted, applied })
+    }
+
+    /// Re-validates blocks read back from the store (in stored order).
+    fn reload(&mut self, hashes: &[BlockHash]) -> Result<(), ChainError> {
+        self.replaying = true;
+        for hash in hashes {
+            let Some(block) = self.block(hash)? else { continue };
+            // A stored block that no longer validates (e.g. written before a crash that lost its
+            // parent) is skipped, not fatal: validity never depends on the store.
+            let _ = self.append(block);
+        }
+        self.replaying = false;
+        self.store
+            .set_main_chain(0, &self.main.clone())?;
+        self.store.sync()?;
+        Ok(())
+    }
+
+    /// Rebuilds the state from genesis by re-executing every main-chain block from the store,
+    /// and returns it. Its root equals the tip's state root on a healthy chain.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError`] if a stored block cannot be read or no longer applies.
+    pub fn replay_state(&self) -> Result<State, ChainError> {
+        let mut state = State::new();
+        for hash in &self.main[1..] {
+            let block = self.load_checked(hash)?;
+            let h = block.header();
+            let (executed, _) = state
+                .execute(self.chain_id, h.height, h.timestamp, block.txs(), false)
+                .map_err(|failure| ChainError::Tx {
+                    block: *hash,
+                    failure,
+                })?;
+            if executed.tree.root() != h.state_root {
+                return Err(ChainError::StateRoot {
+                    block: *hash,
+                    header: h.state_root,
+                    computed: executed.tree.root(),
+                });
+            }
+            state.commit(executed);
+        }
+        Ok(state)
+    }
+}

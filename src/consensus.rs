@@ -1,0 +1,123 @@
+//! The consensus trait: what an engine must decide for the chain.
+//!
+//! The [`Chain`](crate::chain::Chain) is generic over one [`Consensus`] engine. An engine owns the
+//! seal type its blocks carry, checks a header's seal and its own rules against the branch the
+//! header extends, and says how much [`Work`] the block adds to its branch; the chain follows the
+//! branch with the most work. Two engines ship in the crate — [`pow::ProofOfWork`] and
+//! [`committee::CommitteeConsensus`](crate::committee) — and embedders can write their own:
+//!
+//! ```
+//! use medledger::block::Header;
+//! use medledger::consensus::{Ancestors, Consensus, ConsensusError};
+//! use medledger::pow::Work;
+//!
+//! /// A toy engine: every block must carry the height as its seal, and weighs 1.
+//! struct Counter;
+//!
+//! impl Consensus for Counter {
+//!     type Seal = u64;
+//!     fn name(&self) -> &'static str { "counter" }
+//!     fn genesis_seal(&self) -> u64 { 0 }
+//!     fn verify_header(&self, header: &Header<u64>, _: &dyn Ancestors<u64>, _now: u64)
+//!         -> Result<Work, ConsensusError>
+//!     {
+//!         if header.seal != header.height {
+//!             return Err(ConsensusError::BadSeal(format!("seal {} at height {}", header.seal, header.height)));
+//!         }
+//!         Ok(Work::from_u64(1))
+//!     }
+//! }
+//!
+//! let chain = medledger::chain::ChainBuilder::new("toy", Counter).genesis_time(0).build().unwrap();
+//! assert_eq!(chain.height(), 0);
+//! ```
+//!
+//! [`pow::ProofOfWork`]: crate::pow::ProofOfWork
+
+use core::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::block::Header;
+pub use crate::pow::Work;
+
+/// The headers of the branch a new header extends, as the engine may need them (timestamps for
+/// the median-time-past rule, the last retarget block, previous seals).
+pub trait Ancestors<S> {
+    /// The parent of the header being checked.
+    fn parent(&self) -> &Header<S>;
+    /// The header at `height` on the branch ending at the parent; `None` above the parent.
+    fn at_height(&self, height: u64) -> Option<&Header<S>>;
+}
+
+/// A consensus engine.
+///
+/// Implementations must be deterministic: the same header and ancestors always give the same
+/// verdict (the `now` argument only bounds how far in the future a timestamp may be).
+pub trait Consensus: Send + Sync + 'static {
+    /// The engine's proof, carried in every block header.
+    type Seal: Clone + fmt::Debug + PartialEq + Eq + Serialize + DeserializeOwned + Send + Sync;
+
+    /// A short name for diagnostics ("pow", "committee", …).
+    fn name(&self) -> &'static str;
+
+    /// The seal of the genesis block (never verified).
+    fn genesis_seal(&self) -> Self::Seal;
+
+    /// Checks `header`'s seal and the engine's rules against the branch it extends, and returns
+    /// the work the block adds to that branch (fork choice follows the most total work).
+    ///
+    /// The chain has already checked the height, parent link, structure and Merkle root.
+    ///
+    /// # Errors
+    ///
+    /// [`ConsensusError`] saying which rule the header breaks.
+    fn verify_header(
+        &self,
+        header: &Header<Self::Seal>,
+        ancestors: &dyn Ancestors<Self::Seal>,
+        now: u64,
+    ) -> Result<Work, ConsensusError>;
+}
+
+/// Why a consensus engine rejects a header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsensusError {
+    /// The seal is malformed or does not prove what it must.
+    #[error("invalid seal: {0}")]
+    BadSeal(String),
+    /// The block hash does not meet the target its seal claims.
+    #[error("proof of work does not meet target {target:#010x}")]
+    InsufficientWork {
+        /// The claimed compact target.
+        target: u32,
+    },
+    /// The seal claims a target other than the one the rules require.
+    #[error("wrong difficulty: expected target {expected:#010x}, found {found:#010x}")]
+    WrongTarget {
+        /// Required compact target.
+        expected: u32,
+        /// Claimed compact target.
+        found: u32,
+    },
+    /// The timestamp is not after the median of the previous blocks.
+    #[error("timestamp {found} is not after the median time past {median}")]
+    TimestampTooOld {
+        /// Median time past.
+        median: u64,
+        /// Header timestamp.
+        found: u64,
+    },
+    /// The timestamp is too far in the future.
+    #[error("timestamp {found} is more than {max_drift} s ahead of now ({now})")]
+    TimestampTooNew {
+        /// Header timestamp.
+        found: u64,
+        /// Local clock.
+        now: u64,
+        /// Allowed drift.
+        max_drift: u64,
+    },
+}
