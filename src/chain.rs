@@ -509,31 +509,17 @@ impl<C: Consensus> Chain<C> {
             .state
             .execute(self.chain_id, height, timestamp, &verified, true)
             .expect("execution with skipping never fails");
-        // Find why each skipped transaction failed, for the caller.
         let state_root = executed.tree.root();
         self.state.discard();
-        let skipped: HashSet<usize> = skipped.into_iter().collect();
+        let mut skipped = skipped.into_iter().peekable();
         let mut included: Vec<VerifiedTx> = Vec::with_capacity(verified.len());
         let mut rejected = Vec::new();
         for (i, tx) in verified.into_iter().enumerate() {
-            if skipped.contains(&i) {
-                rejected.push(tx);
-            } else {
-                included.push(tx);
+            match skipped.next_if(|(j, _)| *j == i) {
+                Some((_, err)) => rejected.push((tx.into_transaction(), err)),
+                None => included.push(tx),
             }
         }
-        let rejected = rejected
-            .into_iter()
-            .map(|tx| {
-                let mut probe: Vec<VerifiedTx> = included.clone();
-                probe.push(tx.clone());
-                let err = match self.state.execute(self.chain_id, height, timestamp, &probe, false) {
-                    Err(f) => f.error,
-                    Ok(_) => unreachable!("a skipped transaction fails after the included ones"),
-                };
-                (tx.into_transaction(), err)
-            })
-            .collect();
         let ids: Vec<TxId> = included.iter().map(VerifiedTx::id).collect();
         Ok(BlockTemplate {
             height,
@@ -593,8 +579,7 @@ impl<C: Consensus> Chain<C> {
             let applied = self.apply_checked(&checked)?;
             self.store_block(&checked, total_work)?;
             self.main.push(hash);
-            self.store.set_main_chain(applied.height, &[hash])?;
-            self.sync()?;
+            self.persist_main(applied.height)?;
             return Ok(Appended {
                 reverted: Vec::new(),
                 applied: vec![applied],
@@ -602,14 +587,19 @@ impl<C: Consensus> Chain<C> {
         }
         if total_work <= self.total_work() {
             self.store_block(&checked, total_work)?;
-            self.sync()?;
+            if !self.replaying {
+                self.store.sync()?;
+            }
             return Ok(Appended::default());
         }
         self.reorganise(checked, total_work)
     }
 
-    fn sync(&mut self) -> Result<(), ChainError> {
+    /// Writes the main chain from `from_height` up to the tip to the store, and syncs.
+    fn persist_main(&mut self, from_height: u64) -> Result<(), ChainError> {
         if !self.replaying {
+            self.store
+                .set_main_chain(from_height, &self.main[from_height as usize..])?;
             self.store.sync()?;
         }
         Ok(())
@@ -748,9 +738,7 @@ impl<C: Consensus> Chain<C> {
             return Err(err);
         }
         self.store_block(&new_tip, total_work)?;
-        self.store
-            .set_main_chain(fork_height + 1, &self.main[fork_height as usize + 1..])?;
-        self.sync()?;
+        self.persist_main(fork_height + 1)?;
         Ok(Appended { reverted, applied })
     }
 
@@ -764,9 +752,16 @@ impl<C: Consensus> Chain<C> {
             let _ = self.append(block);
         }
         self.replaying = false;
-        self.store
-            .set_main_chain(0, &self.main.clone())?;
-        self.store.sync()?;
+        // Rewrite the stored height index only from where it differs from the replayed one.
+        let mut from = 0;
+        while (from as usize) < self.main.len()
+            && self.store.main_hash(from)? == Some(self.main[from as usize])
+        {
+            from += 1;
+        }
+        if from as usize != self.main.len() || self.store.tip_height()? != Some(self.height()) {
+            self.persist_main(from.min(self.height()))?;
+        }
         Ok(())
     }
 

@@ -3,7 +3,12 @@
 #![deny(missing_docs)]
 
 pub mod block;
+pub mod chain;
 pub mod codec;
+pub mod consensus;
 pub mod hash;
 pub mod merkle;
+pub mod smt;
+pub mod state;
+pub mod store;
 pub mod tx;

@@ -260,7 +260,7 @@ impl State {
         time: u64,
         txs: &[VerifiedTx],
         skip_failed: bool,
-    ) -> Result<(Executed, Vec<usize>), TxFailure> {
+    ) -> Result<(Executed, Vec<(usize, StateError)>), TxFailure> {
         let mut events = Vec::with_capacity(txs.len());
         let mut skipped = Vec::new();
         for (index, tx) in txs.iter().enumerate() {
@@ -281,7 +281,7 @@ impl State {
                 Err(error) => {
                     self.savepoint(false);
                     if skip_failed {
-                        skipped.push(index);
+                        skipped.push((index, error));
                         continue;
                     }
                     self.discard();
