@@ -256,6 +256,11 @@ impl<C: Consensus> ChainBuilder<C> {
         self.store = Box::new(store);
         self
     }
+    /// The storage backend, boxed (for example one taken back with [`Chain::into_store`]).
+    pub fn boxed_store(mut self, store: Box<dyn Store>) -> Self {
+        self.store = store;
+        self
+    }
     /// The clock used to refuse blocks from the future (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -408,6 +413,10 @@ impl<C: Consensus> Chain<C> {
     /// The chain's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// Closes the chain and hands back its store (to reopen it, or inspect it).
+    pub fn into_store(self) -> Box<dyn Store> {
+        self.store
     }
     /// The consensus engine.
     pub fn engine(&self) -> &C {

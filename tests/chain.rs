@@ -1,0 +1,414 @@
+//! User stories of the foundation: build a chain, mine, append, reject each kind of invalid
+//! block without changing anything, reorganise, reload from a store, replay from genesis.
+
+use std::sync::Arc;
+
+use medledger::block::Block;
+use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
+use medledger::consensus::ConsensusError;
+use medledger::hash::{BlockHash, ChainId, Digest, StateRoot};
+use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams};
+use medledger::state::StateError;
+use medledger::store::MemoryStore;
+use medledger::tx::{Keypair, Payload, Transaction};
+use proptest::prelude::*;
+
+const T0: u64 = 1_750_000_000;
+
+fn engine() -> ProofOfWork {
+    // About 1 in 256 hashes meets this target: mining is instant, a tampered nonce fails.
+    ProofOfWork::new(
+        RetargetParams::builder()
+            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
+            .no_retargeting(true)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn new_chain() -> (Chain<ProofOfWork>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0 + 1_000_000));
+    let chain = ChainBuilder::new("test-chain", engine())
+        .genesis_time(T0)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    (chain, clock)
+}
+
+fn data_tx(chain: &Chain<ProofOfWork>, key: &Keypair, nonce: u64, n: u8) -> Transaction {
+    Transaction::sign(
+        key,
+        chain.chain_id(),
+        nonce,
+        Payload::Data {
+            record: Digest::from_bytes([n; 32]),
+        },
+    )
+}
+
+/// Snapshot of everything a rejected block must leave untouched.
+fn snapshot(chain: &Chain<ProofOfWork>) -> (BlockHash, u64, StateRoot) {
+    (chain.tip(), chain.height(), chain.state().root())
+}
+
+/// Re-mines `block` after `edit` so that the seal is valid again (isolates the edited rule).
+fn remine(chain: &Chain<ProofOfWork>, mut block: Block<PowSeal>) -> Block<PowSeal> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    block.header.seal = chain.engine().solve(block.header.clone(), &never).unwrap();
+    block
+}
+
+#[test]
+fn mine_append_and_query() {
+    let (mut chain, _) = new_chain();
+    let alice = Keypair::from_seed(&[1; 32]);
+    let txs = vec![data_tx(&chain, &alice, 0, 1), data_tx(&chain, &alice, 1, 2)];
+    let block = chain.mine(txs, T0 + 600).unwrap();
+    let out = chain.append(block.clone()).unwrap();
+    assert_eq!(chain.height(), 1);
+    assert_eq!(chain.tip(), block.hash());
+    assert_eq!(out.applied.len(), 1);
+    assert_eq!(out.applied[0].events.len(), 2);
+    assert_eq!(chain.state().next_nonce(&alice.account()), 2);
+    assert_eq!(chain.tip_header().state_root, chain.state().root());
+    // A transaction's inclusion proof verifies against the header alone.
+    let proof = medledger::merkle::MerkleProof::new(
+        &block.txs.iter().map(Transaction::id).collect::<Vec<_>>(),
+        1,
+    )
+    .unwrap();
+    assert!(chain
+        .tip_header()
+        .verify_tx_proof(&proof, &block.txs[1].id())
+        .is_ok());
+    assert!(matches!(
+        chain.append(block),
+        Err(ChainError::AlreadyKnown(_))
+    ));
+}
+
+#[test]
+fn template_leaves_out_failing_transactions() {
+    let (mut chain, _) = new_chain();
+    let alice = Keypair::from_seed(&[1; 32]);
+    let txs = vec![
+        data_tx(&chain, &alice, 0, 1),
+        data_tx(&chain, &alice, 0, 2), // replays nonce 0
+        data_tx(&chain, &alice, 5, 3), // gap
+        data_tx(&chain, &alice, 1, 4),
+    ];
+    let t = chain.build_template(txs, T0 + 600).unwrap();
+    assert_eq!(t.txs.len(), 2);
+    assert_eq!(t.rejected.len(), 2);
+    assert!(matches!(
+        t.rejected[0].1,
+        StateError::BadNonce {
+            expected: 1,
+            found: 0,
+            ..
+        }
+    ));
+    // Building a template changes nothing.
+    assert_eq!(chain.state().next_nonce(&alice.account()), 0);
+}
+
+#[test]
+fn every_invalid_block_is_rejected_without_change() {
+    let (mut chain, clock) = new_chain();
+    let alice = Keypair::from_seed(&[1; 32]);
+    let b1 = chain.mine(vec![data_tx(&chain, &alice, 0, 1)], T0 + 600).unwrap();
+    chain.append(b1).unwrap();
+    let good = chain
+        .mine(vec![data_tx(&chain, &alice, 1, 2)], T0 + 1200)
+        .unwrap();
+    let before = snapshot(&chain);
+
+    let check = |chain: &mut Chain<ProofOfWork>, block: Block<PowSeal>, what: &str| {
+        let err = chain.append(block).expect_err(what);
+        assert_eq!(snapshot(chain), before, "{what} changed the chain: {err}");
+        err
+    };
+
+    // Unknown parent.
+    let mut b = good.clone();
+    b.header.parent = BlockHash::from_bytes([9; 32]);
+    assert!(matches!(check(&mut chain, b, "orphan"), ChainError::UnknownParent(_)));
+    // Wrong height.
+    let mut b = good.clone();
+    b.header.height = 5;
+    assert!(matches!(check(&mut chain, b, "height"), ChainError::BadHeight { expected: 2, found: 5 }));
+    // Proof of work not met.
+    let mut b = good.clone();
+    while ProofOfWork::pow_hash(&b.header)[31] == 0 || {
+        let t = medledger::pow::Target::from_compact(b.header.seal.bits).unwrap();
+        t.is_met_by(&ProofOfWork::pow_hash(&b.header))
+    } {
+        b.header.seal.nonce = b.header.seal.nonce.wrapping_add(1);
+    }
+    assert!(matches!(
+        check(&mut chain, b, "pow"),
+        ChainError::Consensus(ConsensusError::InsufficientWork { .. })
+    ));
+    // Wrong difficulty claimed (an easier target, re-mined).
+    let mut b = good.clone();
+    b.header.seal.bits = CompactTarget::from_consensus(0x207f_ffff);
+    let b = remine(&chain, b);
+    assert!(matches!(
+        check(&mut chain, b, "bits"),
+        ChainError::Consensus(ConsensusError::WrongTarget { .. })
+    ));
+    // Timestamp not after the median time past.
+    let mut b = good.clone();
+    b.header.timestamp = T0 + 600;
+    let b = remine(&chain, b);
+    assert!(matches!(
+        check(&mut chain, b, "old time"),
+        ChainError::Consensus(ConsensusError::TimestampTooOld { .. })
+    ));
+    // Timestamp too far in the future.
+    clock.set(T0 + 1200);
+    let mut b = good.clone();
+    b.header.timestamp = T0 + 1200 + 2 * 3600 + 1;
+    let b = remine(&chain, b);
+    assert!(matches!(
+        check(&mut chain, b, "future time"),
+        ChainError::Consensus(ConsensusError::TimestampTooNew { .. })
+    ));
+    clock.set(T0 + 1_000_000);
+    // Merkle root that does not match the body.
+    let mut b = good.clone();
+    b.header.tx_root = medledger::hash::MerkleRoot::from_bytes([1; 32]);
+    let b = remine(&chain, b);
+    assert!(matches!(check(&mut chain, b, "merkle"), ChainError::Structure(_)));
+    // A forged signature.
+    let mut b = good.clone();
+    let mut txs = b.txs.to_vec();
+    txs[0].body.payload = Payload::Data {
+        record: Digest::from_bytes([0xee; 32]),
+    };
+    b.txs = txs.try_into().unwrap();
+    assert!(matches!(check(&mut chain, b, "signature"), ChainError::Structure(_)));
+    // A transaction signed for another chain.
+    let other = Transaction::sign(
+        &alice,
+        ChainId::from_bytes([1; 32]),
+        1,
+        Payload::Data {
+            record: Digest::from_bytes([3; 32]),
+        },
+    );
+    let mut b = good.clone();
+    b.txs = vec![other].try_into().unwrap();
+    b.header.tx_root = medledger::merkle::merkle_root(&[b.txs[0].id()]);
+    let b = remine(&chain, b);
+    assert!(matches!(check(&mut chain, b, "chain id"), ChainError::Structure(_)));
+    // A replayed nonce (valid signature, stale nonce).
+    let mut b = good.clone();
+    let replay = data_tx(&chain, &alice, 0, 7);
+    b.header.tx_root = medledger::merkle::merkle_root(&[replay.id()]);
+    b.txs = vec![replay].try_into().unwrap();
+    let b = remine(&chain, b);
+    match check(&mut chain, b, "replay") {
+        ChainError::Tx { failure, .. } => assert!(matches!(
+            failure.error,
+            StateError::BadNonce { expected: 1, found: 0, .. }
+        )),
+        other => panic!("unexpected {other}"),
+    }
+    // A state root that is not what the transactions produce.
+    let mut b = good.clone();
+    b.header.state_root = StateRoot::from_bytes([4; 32]);
+    let b = remine(&chain, b);
+    assert!(matches!(check(&mut chain, b, "state root"), ChainError::StateRoot { .. }));
+
+    // The untouched block still goes in.
+    chain.append(good).unwrap();
+    assert_eq!(chain.height(), 2);
+}
+
+/// Mines `n` blocks on top of `parent` (a side branch if it is not the tip) without appending.
+fn mine_branch(
+    chain: &mut Chain<ProofOfWork>,
+    key: &Keypair,
+    first_nonce: u64,
+    n: usize,
+    time: u64,
+    tag: u8,
+) -> Vec<Block<PowSeal>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let b = chain
+            .mine(vec![data_tx(chain, key, first_nonce + i as u64, tag + i as u8)], time + 600 * i as u64)
+            .unwrap();
+        chain.append(b.clone()).unwrap();
+        out.push(b);
+    }
+    out
+}
+
+#[test]
+fn heavier_branch_reorganises_and_replays() {
+    let (mut chain, _) = new_chain();
+    let alice = Keypair::from_seed(&[1; 32]);
+    let bob = Keypair::from_seed(&[2; 32]);
+    mine_branch(&mut chain, &alice, 0, 1, T0 + 600, 0);
+    let fork_point = chain.tip();
+    let fork_root = chain.state().root();
+
+    // A second node follows another branch from the fork point: three blocks by bob.
+    let (mut other, _) = new_chain();
+    other.append(chain.block(&fork_point).unwrap().unwrap()).unwrap();
+    let branch_b = mine_branch(&mut other, &bob, 0, 3, T0 + 1200, 50);
+
+    // Our main chain grows two blocks by alice.
+    let main_a = mine_branch(&mut chain, &alice, 1, 2, T0 + 1200, 100);
+    assert_eq!(chain.height(), 3);
+
+    // Bob's first two blocks are a side branch of equal or less work.
+    assert!(chain.append(branch_b[0].clone()).unwrap().is_side_branch());
+    assert!(chain.append(branch_b[1].clone()).unwrap().is_side_branch());
+    assert_eq!(chain.tip(), main_a[1].hash());
+    // The third makes it heavier: reorganise.
+    let out = chain.append(branch_b[2].clone()).unwrap();
+    assert_eq!(out.reverted, vec![main_a[1].hash(), main_a[0].hash()]);
+    assert_eq!(out.applied.len(), 3);
+    assert_eq!(chain.tip(), branch_b[2].hash());
+    assert_eq!(chain.state().root(), other.state().root());
+    assert_eq!(chain.state().next_nonce(&alice.account()), 1);
+    assert_eq!(chain.state().next_nonce(&bob.account()), 3);
+    assert_ne!(chain.state().root(), fork_root);
+    // Replay from genesis rebuilds the same state.
+    assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
+}
+
+#[test]
+fn invalid_block_on_heavier_branch_restores_old_chain() {
+    let (mut chain, _) = new_chain();
+    let alice = Keypair::from_seed(&[1; 32]);
+    let bob = Keypair::from_seed(&[2; 32]);
+    mine_branch(&mut chain, &alice, 0, 2, T0 + 600, 0);
+    let before = snapshot(&chain);
+    // Bob's branch from genesis: its second block carries a wrong state root.
+    let (mut other, _) = new_chain();
+    let b = mine_branch(&mut other, &bob, 0, 1, T0 + 600, 50);
+    let mut bad = other.mine(vec![data_tx(&other, &bob, 1, 51)], T0 + 1200).unwrap();
+    bad.header.state_root = StateRoot::from_bytes([1; 32]);
+    let bad = remine(&other, bad);
+    let mut child = bad.clone();
+    child.header.parent = bad.hash();
+    child.header.height = 3;
+    child.header.timestamp = T0 + 1800;
+    child.header.tx_root = medledger::merkle::merkle_root(&[]);
+    child.header.tx_count = 0;
+    child.txs = Default::default();
+    let child = remine(&other, child);
+
+    assert!(chain.append(b[0].clone()).unwrap().is_side_branch());
+    assert!(chain.append(bad.clone()).unwrap().is_side_branch());
+    let err = chain.append(child.clone()).unwrap_err();
+    assert!(matches!(err, ChainError::StateRoot { .. }), "{err}");
+    assert_eq!(snapshot(&chain), before);
+    assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
+    assert!(matches!(chain.append(child), Err(ChainError::KnownInvalid(_))));
+}
+
+#[test]
+fn reorg_deeper_than_the_limit_is_refused() {
+    let clock = Arc::new(ManualClock::new(T0 + 1_000_000));
+    let mut chain = ChainBuilder::new("test-chain", engine())
+        .genesis_time(T0)
+        .clock(clock.clone())
+        .max_reorg_depth(2)
+        .build()
+        .unwrap();
+    let alice = Keypair::from_seed(&[1; 32]);
+    let bob = Keypair::from_seed(&[2; 32]);
+    mine_branch(&mut chain, &alice, 0, 3, T0 + 600, 0);
+    let before = snapshot(&chain);
+    let (mut other, _) = new_chain();
+    let branch = mine_branch(&mut other, &bob, 0, 4, T0 + 600, 50);
+    for b in &branch[..3] {
+        chain.append(b.clone()).unwrap();
+    }
+    match chain.append(branch[3].clone()) {
+        Err(ChainError::ReorgTooDeep { depth: 3, .. }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(snapshot(&chain), before);
+}
+
+#[test]
+fn reopening_a_store_resumes_at_the_tip() {
+    let (mut chain, clock) = new_chain();
+    let alice = Keypair::from_seed(&[1; 32]);
+    mine_branch(&mut chain, &alice, 0, 4, T0 + 600, 0);
+    let before = snapshot(&chain);
+    let store = chain.into_store();
+    let reopened = ChainBuilder::new("test-chain", engine())
+        .genesis_time(T0)
+        .clock(clock)
+        .boxed_store(store)
+        .build()
+        .unwrap();
+    assert_eq!(snapshot(&reopened), before);
+    // Another chain's configuration refuses the store.
+    let store = reopened.into_store();
+    assert!(matches!(
+        ChainBuilder::new("other-chain", engine())
+            .genesis_time(T0)
+            .boxed_store(store)
+            .build(),
+        Err(ChainError::GenesisMismatch { .. })
+    ));
+}
+
+#[test]
+fn store_is_memory_by_default() {
+    let (chain, _) = new_chain();
+    let _ = MemoryStore::new();
+    assert_eq!(chain.height(), 0);
+    assert_eq!(chain.state().root(), medledger::smt::StateTree::new().root());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn single_byte_corruption_never_changes_the_chain(pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+        let (mut chain, _) = new_chain();
+        let alice = Keypair::from_seed(&[1; 32]);
+        let block = chain.mine(vec![data_tx(&chain, &alice, 0, 1), data_tx(&chain, &alice, 1, 2)], T0 + 600).unwrap();
+        let mut bytes = block.encode();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= flip;
+        let before = snapshot(&chain);
+        prop_assert!(chain.append_bytes(&bytes).is_err());
+        prop_assert_eq!(snapshot(&chain), before);
+        // The original still applies.
+        prop_assert!(chain.append(block).is_ok());
+    }
+
+    #[test]
+    fn replay_is_deterministic(plan in proptest::collection::vec((0u8..3, 0u8..4), 1..12)) {
+        let keys: Vec<Keypair> = (0..3u8).map(|i| Keypair::from_seed(&[i + 1; 32])).collect();
+        let run = || {
+            let (mut chain, _) = new_chain();
+            let mut nonces = [0u64; 3];
+            for (i, (who, n)) in plan.iter().enumerate() {
+                let who = *who as usize;
+                let txs: Vec<Transaction> = (0..*n).map(|j| {
+                    let tx = data_tx(&chain, &keys[who], nonces[who], j);
+                    nonces[who] += 1;
+                    tx
+                }).collect();
+                let b = chain.mine(txs, T0 + 600 * (i as u64 + 1)).unwrap();
+                chain.append(b).unwrap();
+            }
+            chain
+        };
+        let (a, b) = (run(), run());
+        prop_assert_eq!(a.state().root(), b.state().root());
+        prop_assert_eq!(a.replay_state().unwrap().root(), a.state().root());
+    }
+}
