@@ -583,6 +583,7 @@ impl<C: Consensus> Chain<C> {
             let branch = self.branch(parent_hash).expect("parent is indexed");
             self.engine.verify_header(checked.header(), &branch, now)?
         };
+        self.engine.verify_body(checked.header(), checked.txs())?;
         let total_work = parent_work.saturating_add(work);
         if parent_hash == self.tip() {
             let applied = self.apply_checked(&checked)?;

@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::block::Header;
+use crate::tx::VerifiedTx;
 pub use crate::pow::Work;
 
 /// The headers of the branch a new header extends, as the engine may need them (timestamps for
@@ -79,6 +80,23 @@ pub trait Consensus: Send + Sync + 'static {
         ancestors: &dyn Ancestors<Self::Seal>,
         now: u64,
     ) -> Result<Work, ConsensusError>;
+
+    /// Checks the block's transactions against what the seal certifies (for engines whose seal
+    /// commits to how the body was agreed, such as per-shard certificates). The chain calls it
+    /// after [`verify_header`](Self::verify_header), with signatures already verified. The
+    /// default accepts every body.
+    ///
+    /// # Errors
+    ///
+    /// [`ConsensusError`] saying what does not match.
+    fn verify_body(
+        &self,
+        header: &Header<Self::Seal>,
+        txs: &[VerifiedTx],
+    ) -> Result<(), ConsensusError> {
+        let _ = (header, txs);
+        Ok(())
+    }
 }
 
 /// Why a consensus engine rejects a header.
