@@ -32,7 +32,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::Deref;
 
-use serde::de::{DeserializeOwned, Error as _, SeqAccess, Visitor};
+use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The version byte that prefixes every canonical encoding.
@@ -495,6 +495,8 @@ impl<'de, const MAX: usize> Deserialize<'de> for BoundedBytes<MAX> {
 }
 
 /// Serde helper for fixed arrays longer than 32 bytes (encoded as a tuple: raw bytes, no length).
+// Used by modules on other branches; unused until they merge.
+#[allow(dead_code)]
 pub(crate) mod byte_array {
     use core::fmt;
 

@@ -12,7 +12,6 @@
 //! [`FromStr`](core::str::FromStr), and a `Debug` of the form `BlockHash(00ab…)`.
 
 use core::fmt;
-use core::str::FromStr;
 use std::sync::OnceLock;
 
 use blake3::hazmat::{ContextKey, HasherExt};
@@ -173,6 +172,8 @@ macro_rules! hash_newtype {
         }
     };
 }
+// Used by modules on other branches; unused until they merge.
+#[allow(unused_imports)]
 pub(crate) use hash_newtype;
 
 hash_newtype! {
