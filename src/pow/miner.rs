@@ -330,3 +330,200 @@ fn span(nonces: &impl RangeBounds<u32>) -> (u64, u64) {
     };
     (start, end)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::pow::{header_hash, CompactTarget, BITCOIN_GENESIS_HEADER};
+
+    /// A target that roughly one hash in `2^bits` meets.
+    fn easy_target(bits: u32) -> Target {
+        let mut be = [0xff; 32];
+        for i in 0..bits as usize {
+            be[i / 8] &= !(0x80 >> (i % 8));
+        }
+        Target::from_be_bytes(be)
+    }
+
+    const ALL_ONES: Target = Target::from_be_bytes([0xff; 32]);
+
+    #[test]
+    fn padding_templates() {
+        let t = tail_template(&BITCOIN_GENESIS_HEADER);
+        assert_eq!(t[..16], BITCOIN_GENESIS_HEADER[64..]);
+        assert_eq!(t[16], 0x80);
+        assert!(t[17..62].iter().all(|&b| b == 0));
+        assert_eq!(t[62..], [0x02, 0x80]); // 640 bits
+        assert_eq!(DIGEST_BLOCK[32], 0x80);
+        assert_eq!(DIGEST_BLOCK[62..], [0x01, 0x00]); // 256 bits
+    }
+
+    #[test]
+    fn finds_the_real_genesis_nonce() {
+        let target = Target::from_compact(CompactTarget::BITCOIN_MAINNET_LIMIT).unwrap();
+        let miner = Miner::new(&BITCOIN_GENESIS_HEADER, target);
+        let real = 2_083_236_893;
+        assert!(miner.is_valid_nonce(real));
+        assert!(!miner.is_valid_nonce(real + 1));
+        assert_eq!(miner.header_with_nonce(real), BITCOIN_GENESIS_HEADER);
+        let cancel = AtomicBool::new(false);
+        assert_eq!(miner.search(real - 1500..real + 500, &cancel), Some(real));
+        assert_eq!(miner.search(real - 1500..real, &cancel), None);
+        assert_eq!(miner.search(real + 1..=real + 500, &cancel), None);
+        assert_eq!(miner.hashes_tried(), 1501 + 1500 + 500);
+        assert_eq!(
+            miner.search_parallel_in(real - 700..=real, &cancel),
+            Some(real)
+        );
+    }
+
+    #[test]
+    fn range_edges() {
+        let miner = Miner::new(&[7; 80], ALL_ONES);
+        let cancel = AtomicBool::new(false);
+        assert_eq!(miner.search(.., &cancel), Some(0));
+        assert_eq!(miner.search(5.., &cancel), Some(5));
+        assert_eq!(miner.search(u32::MAX.., &cancel), Some(u32::MAX));
+        assert_eq!(
+            miner.search_parallel_in(u32::MAX.., &cancel),
+            Some(u32::MAX)
+        );
+        assert_eq!(miner.search(3..3, &cancel), None);
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = 9..3;
+        assert_eq!(miner.search(reversed, &cancel), None);
+        assert_eq!(miner.search_parallel_in(3..3, &cancel), None);
+        // An already-set cancel flag stops before the first hash.
+        let before = miner.hashes_tried();
+        assert_eq!(miner.search(.., &AtomicBool::new(true)), None);
+        assert_eq!(miner.search_parallel(&AtomicBool::new(true)), None);
+        assert_eq!(miner.hashes_tried(), before);
+    }
+
+    #[test]
+    fn counts_every_hash() {
+        let miner = Miner::new(&[1; 80], Target::ZERO);
+        let cancel = AtomicBool::new(false);
+        assert_eq!(miner.search(10..10_010, &cancel), None);
+        assert_eq!(miner.hashes_tried(), 10_000);
+        assert_eq!(
+            miner.search_parallel_in(0..3 * CHECK_EVERY as u32 + 5, &cancel),
+            None
+        );
+        assert_eq!(miner.hashes_tried(), 10_000 + 3 * CHECK_EVERY + 5);
+    }
+
+    #[test]
+    fn cancel_stops_an_impossible_search() {
+        let miner = Miner::new(&BITCOIN_GENESIS_HEADER, Target::ZERO);
+        let cancel = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                cancel.store(true, Relaxed);
+            });
+            let start = Instant::now();
+            assert_eq!(miner.search(.., &cancel), None);
+            assert!(start.elapsed() < Duration::from_secs(10));
+        });
+        let tried = miner.hashes_tried();
+        assert!(tried > 0 && tried < 1 << 32);
+
+        cancel.store(false, Relaxed);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                cancel.store(true, Relaxed);
+            });
+            let start = Instant::now();
+            assert_eq!(miner.search_parallel(&cancel), None);
+            assert!(start.elapsed() < Duration::from_secs(10));
+        });
+        assert!(miner.hashes_tried() > tried);
+    }
+
+    #[test]
+    fn miner_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Miner>();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn midstate_hash_equals_sha256d(header in any::<[u8; 80]>(), nonce in any::<u32>()) {
+            let miner = Miner::new(&header, Target::ZERO);
+            let full = miner.header_with_nonce(nonce);
+            prop_assert_eq!(&full[..76], &header[..76]);
+            prop_assert_eq!(miner.hash_with_nonce(nonce), header_hash(&full));
+        }
+
+        #[test]
+        fn fast_check_agrees_with_is_met_by(header in any::<[u8; 80]>(), nonce in any::<u32>(),
+                                           flip in 0usize..256, up in any::<bool>()) {
+            // Targets right at the hash: equal, one bit below, one bit above.
+            let miner = Miner::new(&header, Target::ZERO);
+            let hash = miner.hash_with_nonce(nonce);
+            let mut near = hash;
+            let (byte, bit) = (flip / 8, flip % 8);
+            if up { near[byte] |= 1 << bit } else { near[byte] &= !(1 << bit) }
+            for t in [Target::from_le_bytes(hash), Target::from_le_bytes(near)] {
+                let m = Miner::new(&header, t);
+                prop_assert_eq!(m.is_valid_nonce(nonce), t.is_met_by(&hash));
+                let mut tail = Block::from(m.tail);
+                let mut digest = Block::from(DIGEST_BLOCK);
+                let words = m.hash_words(&mut tail, &mut digest, nonce);
+                prop_assert_eq!(m.meets(&words), t.is_met_by(&hash));
+            }
+        }
+
+        #[test]
+        fn serial_finds_the_smallest_valid_nonce(header in any::<[u8; 80]>(), start in 0u32..1000) {
+            let target = easy_target(8);
+            let miner = Miner::new(&header, target);
+            let cancel = AtomicBool::new(false);
+            let found = miner.search(start..start + 20_000, &cancel);
+            let expected = (start..start + 20_000)
+                .find(|&n| target.is_met_by(&header_hash(&miner.header_with_nonce(n))));
+            prop_assert_eq!(found, expected);
+            let nonce = found.expect("one hash in 256 meets the target");
+            prop_assert!(target.is_met_by(&header_hash(&miner.header_with_nonce(nonce))));
+        }
+    }
+
+    #[cfg(feature = "parallel")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn parallel_equals_serial(header in any::<[u8; 80]>(), bits in 6u32..12,
+                                  chunk in 1u64..300) {
+            let miner = Miner::new(&header, easy_target(bits));
+            let cancel = AtomicBool::new(false);
+            let serial = miner.search(..1 << 16, &cancel);
+            // Small chunks, so that many workers race over many chunks.
+            prop_assert_eq!(miner.scan_parallel(0, 1 << 16, chunk, &cancel), serial);
+            prop_assert_eq!(miner.search_parallel_in(..1 << 16, &cancel), serial);
+            if let Some(n) = serial {
+                prop_assert!(miner.is_valid_nonce(n));
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_full_space_equals_serial() {
+        for seed in 0u8..4 {
+            let miner = Miner::new(&[seed; 80], easy_target(14));
+            let cancel = AtomicBool::new(false);
+            let serial = miner.search(.., &cancel);
+            assert!(serial.is_some());
+            assert_eq!(miner.search_parallel(&cancel), serial);
+        }
+    }
+}

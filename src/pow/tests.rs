@@ -156,7 +156,11 @@ fn core_set_compact_vectors() {
         if let Some(v) = value {
             assert_eq!(Target::from_u256(d.value), target_hex(v), "{n:#010x}");
             // GetCompact (without the negative flag) of the decoded value.
-            assert_eq!(Target::from_u256(d.value).to_compact(), bits(compact), "{n:#010x}");
+            assert_eq!(
+                Target::from_u256(d.value).to_compact(),
+                bits(compact),
+                "{n:#010x}"
+            );
         }
         let decoded = Target::from_compact(bits(n));
         match (negative, overflow) {
@@ -229,13 +233,37 @@ fn core_check_proof_of_work_cases() {
 /// Bitcoin Core's `pow_tests`: (last nBits, first block time, last block time, expected).
 const CORE_RETARGETS: [(&str, u32, u64, u64, u32); 4] = [
     // Blocks 30240 and 32255; no clamp applies.
-    ("get_next_work", 0x1d00ffff, 1_261_130_161, 1_262_152_739, 0x1d00d86a),
+    (
+        "get_next_work",
+        0x1d00ffff,
+        1_261_130_161,
+        1_262_152_739,
+        0x1d00d86a,
+    ),
     // Blocks 0 and 2015; the result is capped at the limit.
-    ("get_next_work_pow_limit", 0x1d00ffff, 1_231_006_505, 1_233_061_996, 0x1d00ffff),
+    (
+        "get_next_work_pow_limit",
+        0x1d00ffff,
+        1_231_006_505,
+        1_233_061_996,
+        0x1d00ffff,
+    ),
     // Blocks 66528 and 68543; the timespan is clamped from below.
-    ("get_next_work_lower_limit_actual", 0x1c05a3f4, 1_279_008_237, 1_279_297_671, 0x1c0168fd),
+    (
+        "get_next_work_lower_limit_actual",
+        0x1c05a3f4,
+        1_279_008_237,
+        1_279_297_671,
+        0x1c0168fd,
+    ),
     // Block 46367 and a made-up first time; the timespan is clamped from above.
-    ("get_next_work_upper_limit_actual", 0x1c387f6f, 1_263_163_443, 1_269_211_443, 0x1d00e1fd),
+    (
+        "get_next_work_upper_limit_actual",
+        0x1c387f6f,
+        1_263_163_443,
+        1_269_211_443,
+        0x1d00e1fd,
+    ),
 ];
 
 #[test]
@@ -278,11 +306,17 @@ fn retarget_edges() {
     );
     // Regtest never retargets.
     let regtest = RetargetParams::regtest();
-    assert_eq!(next_target(bits(0x207fffff), 0, 1, &regtest), bits(0x207fffff));
+    assert_eq!(
+        next_target(bits(0x207fffff), 0, 1, &regtest),
+        bits(0x207fffff)
+    );
     // Inputs a valid chain never has still give a target no easier than the limit.
     for weird in [0xff12_3456, 0x1d80ffff, 0x2100ffff, 0] {
         let t = next_target(bits(weird), 0, u64::MAX, &params);
-        assert!(Target::from_compact(t).unwrap() <= Target::MAX, "{weird:#x}");
+        assert!(
+            Target::from_compact(t).unwrap() <= Target::MAX,
+            "{weird:#x}"
+        );
     }
 }
 
@@ -302,9 +336,9 @@ fn retarget_params_validation() {
     );
     assert_eq!(
         b().pow_limit(bits(0x1d80ffff)).build(),
-        Err(Error::InvalidPowLimit(Box::new(Error::NegativeCompactTarget(
-            bits(0x1d80ffff)
-        ))))
+        Err(Error::InvalidPowLimit(Box::new(
+            Error::NegativeCompactTarget(bits(0x1d80ffff))
+        )))
     );
     assert!(matches!(
         b().pow_limit(bits(0)).build(),
@@ -322,8 +356,16 @@ fn retarget_params_validation() {
         b().target_timespan(u64::MAX).clamp_factor(2).build(),
         Err(Error::RetargetOverflow { .. })
     ));
-    let p = b().interval(10).target_timespan(100).clamp_factor(2).build().unwrap();
-    assert_eq!((p.interval(), p.target_spacing(), p.clamp_factor()), (10, 10, 2));
+    let p = b()
+        .interval(10)
+        .target_timespan(100)
+        .clamp_factor(2)
+        .build()
+        .unwrap();
+    assert_eq!(
+        (p.interval(), p.target_spacing(), p.clamp_factor()),
+        (10, 10, 2)
+    );
     assert!(p.is_retarget_height(10) && !p.is_retarget_height(15));
 }
 
@@ -359,7 +401,10 @@ fn block_time_rules() {
 fn work_values() {
     // Core's work for difficulty 1.
     assert_eq!(Target::MAX.to_work(), Work::from_u64(0x1_0001_0001));
-    assert_eq!(Target::MAX.to_work().to_string(), format!("{:064x}", 0x1_0001_0001u64));
+    assert_eq!(
+        Target::MAX.to_work().to_string(),
+        format!("{:064x}", 0x1_0001_0001u64)
+    );
     // Regtest blocks weigh 2.
     assert_eq!(Target::REGTEST_LIMIT.to_work(), Work::from_u64(2));
     // Block 100000 (0x1b04864c): floor(2^256 / (0x04864c * 256^24 + 1)).
@@ -367,12 +412,18 @@ fn work_values() {
     assert_eq!(t.to_work(), Work::from_u64(0x3894_6224_e37e));
     // Edge cases.
     assert_eq!(Target::ZERO.to_work(), Work::ZERO);
-    assert_eq!(Target::from_be_bytes([0xff; 32]).to_work(), Work::from_u64(1));
+    assert_eq!(
+        Target::from_be_bytes([0xff; 32]).to_work(),
+        Work::from_u64(1)
+    );
     let mut one = [0u8; 32];
     one[31] = 1;
     let mut half = [0u8; 32];
     half[0] = 0x80;
-    assert_eq!(Target::from_be_bytes(one).to_work(), Work::from_be_bytes(half));
+    assert_eq!(
+        Target::from_be_bytes(one).to_work(),
+        Work::from_be_bytes(half)
+    );
 }
 
 #[test]
@@ -481,9 +532,8 @@ fn any_target() -> impl Strategy<Value = Target> {
     prop_oneof![
         any::<[u8; 32]>().prop_map(Target::from_be_bytes),
         // Mostly leading zeros, like real targets.
-        (any::<u64>(), 0u32..256).prop_map(|(v, s)| {
-            Target::from_u256(u256::U256::from_u64(v).shl(s))
-        }),
+        (any::<u64>(), 0u32..256)
+            .prop_map(|(v, s)| { Target::from_u256(u256::U256::from_u64(v).shl(s)) }),
     ]
 }
 

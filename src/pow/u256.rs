@@ -281,10 +281,7 @@ impl U256 {
 impl Ord for U256 {
     fn cmp(&self, other: &Self) -> Ordering {
         // Most significant limb first.
-        self.0
-            .iter()
-            .rev()
-            .cmp(other.0.iter().rev())
+        self.0.iter().rev().cmp(other.0.iter().rev())
     }
 }
 
