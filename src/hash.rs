@@ -197,7 +197,7 @@ hash_newtype! {
 hash_newtype! {
     /// An account: the Ed25519 public key the account was first seen with.
     ///
-    /// Key rotation (see [`access`](crate::access)) changes the key that signs for an account,
+    /// Key rotation (in the access-control module) changes the key that signs for an account,
     /// never its id.
     AccountId
 }
