@@ -12,7 +12,6 @@
 //! [`FromStr`](core::str::FromStr), and a `Debug` of the form `BlockHash(00ab…)`.
 
 use core::fmt;
-use core::str::FromStr;
 use std::sync::OnceLock;
 
 use blake3::hazmat::{ContextKey, HasherExt};
@@ -173,6 +172,8 @@ macro_rules! hash_newtype {
         }
     };
 }
+// Used by modules on other branches; unused until they merge.
+#[allow(unused_imports)]
 pub(crate) use hash_newtype;
 
 hash_newtype! {
@@ -196,7 +197,7 @@ hash_newtype! {
 hash_newtype! {
     /// An account: the Ed25519 public key the account was first seen with.
     ///
-    /// Key rotation (see [`access`](crate::access)) changes the key that signs for an account,
+    /// Key rotation (in the access-control module) changes the key that signs for an account,
     /// never its id.
     AccountId
 }
@@ -301,19 +302,24 @@ pub mod domain {
     /// Record content hashes computed by the crate's helpers.
     pub static RECORD: Domain = Domain::new("medledger 2026-12 record content v1");
     /// Committee identity proof-of-work (Elastico step 1).
-    pub static COMMITTEE_IDENTITY: Domain = Domain::new("medledger 2026-12 committee identity pow v1");
+    pub static COMMITTEE_IDENTITY: Domain =
+        Domain::new("medledger 2026-12 committee identity pow v1");
     /// Committee votes and certificates.
     pub static COMMITTEE_VOTE: Domain = Domain::new("medledger 2026-12 committee vote v1");
     /// Committee commit-reveal randomness.
-    pub static COMMITTEE_RANDOMNESS: Domain = Domain::new("medledger 2026-12 committee randomness v1");
+    pub static COMMITTEE_RANDOMNESS: Domain =
+        Domain::new("medledger 2026-12 committee randomness v1");
     /// Pseudonym derivation.
     pub static PSEUDONYM: Domain = Domain::new("medledger 2026-12 pseudonym v1");
     /// Per-context pseudonym signing key derivation.
-    pub static PSEUDONYM_SIGNING_KEY: Domain = Domain::new("medledger 2026-12 pseudonym signing key v1");
+    pub static PSEUDONYM_SIGNING_KEY: Domain =
+        Domain::new("medledger 2026-12 pseudonym signing key v1");
     /// Epoch key derivation for pseudonyms.
-    pub static PSEUDONYM_EPOCH_KEY: Domain = Domain::new("medledger 2026-12 pseudonym epoch key v1");
+    pub static PSEUDONYM_EPOCH_KEY: Domain =
+        Domain::new("medledger 2026-12 pseudonym epoch key v1");
     /// Common-control statements linking pseudonyms.
-    pub static PSEUDONYM_LINK: Domain = Domain::new("medledger 2026-12 pseudonym link statement v1");
+    pub static PSEUDONYM_LINK: Domain =
+        Domain::new("medledger 2026-12 pseudonym link statement v1");
     /// File store record checksums.
     pub static STORE_RECORD: Domain = Domain::new("medledger 2026-12 file store record v1");
 }
@@ -370,10 +376,25 @@ mod tests {
     fn domain_contexts_are_unique() {
         use domain::*;
         let all = [
-            &BLOCK, &TX, &TX_MERKLE, &CHAIN_ID, &POW_COMMIT, &STATE_LEAF, &STATE_NODE,
-            &STATE_KEY, &STATE_VALUE, &IDENTITY_COMMIT, &RECORD, &COMMITTEE_IDENTITY,
-            &COMMITTEE_VOTE, &COMMITTEE_RANDOMNESS, &PSEUDONYM, &PSEUDONYM_SIGNING_KEY,
-            &PSEUDONYM_EPOCH_KEY, &PSEUDONYM_LINK, &STORE_RECORD,
+            &BLOCK,
+            &TX,
+            &TX_MERKLE,
+            &CHAIN_ID,
+            &POW_COMMIT,
+            &STATE_LEAF,
+            &STATE_NODE,
+            &STATE_KEY,
+            &STATE_VALUE,
+            &IDENTITY_COMMIT,
+            &RECORD,
+            &COMMITTEE_IDENTITY,
+            &COMMITTEE_VOTE,
+            &COMMITTEE_RANDOMNESS,
+            &PSEUDONYM,
+            &PSEUDONYM_SIGNING_KEY,
+            &PSEUDONYM_EPOCH_KEY,
+            &PSEUDONYM_LINK,
+            &STORE_RECORD,
         ];
         let mut set = std::collections::HashSet::new();
         for d in all {

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod consensus;
 pub mod hash;
 pub mod merkle;
+pub mod pow;
 pub mod smt;
 pub mod state;
 pub mod store;
