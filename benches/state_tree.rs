@@ -1,0 +1,87 @@
+//! State tree benchmarks: a 1,000-update batch into a tree of 1M entries, and lookups and proofs
+//! at 1M entries.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use medledger::hash::{domain, Digest, StateKey};
+use medledger::smt::{StateTree, StateUpdate};
+
+const ENTRIES: u64 = 1_000_000;
+const BATCH: u64 = 1_000;
+
+fn key(n: u64) -> StateKey {
+    StateKey::from_bytes(domain::STATE_KEY.hash(&n.to_le_bytes()))
+}
+
+fn value(n: u64) -> Digest {
+    Digest::from_bytes(domain::STATE_VALUE.hash(&n.to_le_bytes()))
+}
+
+/// A tree of `ENTRIES` entries, built in one batch.
+fn big_tree() -> StateTree {
+    let mut updates: Vec<StateUpdate> = (0..ENTRIES).map(|i| (key(i), Some(value(i)))).collect();
+    updates.sort_unstable_by_key(|(k, _)| *k);
+    let mut tree = StateTree::new();
+    tree.apply(&updates).expect("sorted distinct keys");
+    tree
+}
+
+fn benches(c: &mut Criterion) {
+    let tree = big_tree();
+    assert_eq!(tree.len(), ENTRIES as usize);
+
+    // Half overwrites of existing entries, half inserts of new keys.
+    let mut batch: Vec<StateUpdate> = (0..BATCH / 2)
+        .map(|i| (key(i * 1999), Some(value(ENTRIES + i))))
+        .chain((0..BATCH / 2).map(|i| (key(ENTRIES + i), Some(value(i)))))
+        .collect();
+    batch.sort_unstable_by_key(|(k, _)| *k);
+
+    let mut group = c.benchmark_group("state_tree_1m");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+
+    group.bench_function("apply_1000", |b| {
+        b.iter_batched(
+            || tree.clone(),
+            |mut t| {
+                t.apply(black_box(&batch)).expect("sorted batch");
+                t
+            },
+            BatchSize::SmallInput,
+        );
+    });
+
+    let present: Vec<StateKey> = (0..4096).map(|i| key(i * 241)).collect();
+    let absent: Vec<StateKey> = (0..4096).map(|i| key(ENTRIES * 2 + i)).collect();
+    for (name, keys) in [("get_present", &present), ("get_absent", &absent)] {
+        let mut i = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % keys.len();
+                tree.get(black_box(&keys[i]))
+            });
+        });
+    }
+
+    let root = tree.root();
+    let present_values: Vec<(StateKey, Digest)> =
+        (0..4096).map(|i| (key(i * 241), value(i * 241))).collect();
+    let mut i = 0;
+    group.bench_function("prove_and_verify", |b| {
+        b.iter(|| {
+            i = (i + 1) % present_values.len();
+            let (k, v) = &present_values[i];
+            let proof = tree.prove(black_box(k));
+            proof.verify(&root, k, Some(v)).expect("valid proof");
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(state_tree, benches);
+criterion_main!(state_tree);
