@@ -29,7 +29,7 @@ pub struct Header<S> {
     pub version: u32,
     /// Height: 0 for genesis, parent's height + 1 otherwise.
     pub height: u64,
-    /// Hash of the parent header (all zeros for genesis).
+    /// Hash of the parent header (for genesis: the chain id).
     pub parent: BlockHash,
     /// Merkle root of the transaction ids (see [`merkle`](crate::merkle)).
     pub tx_root: MerkleRoot,

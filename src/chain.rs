@@ -108,7 +108,7 @@ pub enum ChainError {
         block: BlockHash,
         /// Which transaction and why.
         #[source]
-        failure: TxFailure,
+        failure: Box<TxFailure>,
     },
     /// The header's state root differs from the state the transactions produce.
     #[error("block {block}: header state root {header} differs from computed {computed}")]
@@ -289,7 +289,9 @@ impl<C: Consensus> ChainBuilder<C> {
             header: Header {
                 version: HEADER_VERSION,
                 height: 0,
-                parent: BlockHash::default(),
+                // Genesis has no parent; this slot commits it to the chain id instead, so two
+                // chains never share a genesis block.
+                parent: BlockHash::from_bytes(chain_id.to_bytes()),
                 tx_root: merkle_root(&[]),
                 tx_count: 0,
                 state_root: StateTree::new().root(),
@@ -428,7 +430,10 @@ impl<C: Consensus> Chain<C> {
     }
     /// Hash of the tip.
     pub fn tip(&self) -> BlockHash {
-        *self.main.last().expect("the main chain holds at least genesis")
+        *self
+            .main
+            .last()
+            .expect("the main chain holds at least genesis")
     }
     /// Header of the tip.
     pub fn tip_header(&self) -> &Header<C::Seal> {
@@ -470,7 +475,10 @@ impl<C: Consensus> Chain<C> {
         tag: &str,
         key: &K,
     ) -> Option<StateProof> {
-        Some(self.state_tree_at(height)?.prove(&crate::state::entry_key(tag, key)))
+        Some(
+            self.state_tree_at(height)?
+                .prove(&crate::state::entry_key(tag, key)),
+        )
     }
     /// Reads a stored block.
     ///
@@ -536,7 +544,10 @@ impl<C: Consensus> Chain<C> {
             tx_root: merkle_root(&ids),
             state_root,
             timestamp,
-            txs: included.into_iter().map(VerifiedTx::into_transaction).collect(),
+            txs: included
+                .into_iter()
+                .map(VerifiedTx::into_transaction)
+                .collect(),
             rejected,
         })
     }
@@ -615,9 +626,14 @@ impl<C: Consensus> Chain<C> {
         Ok(())
     }
 
-    fn store_block(&mut self, block: &CheckedBlock<C::Seal>, total_work: Work) -> Result<(), ChainError> {
+    fn store_block(
+        &mut self,
+        block: &CheckedBlock<C::Seal>,
+        total_work: Work,
+    ) -> Result<(), ChainError> {
         if !self.replaying {
-            self.store.put_block(&block.hash(), &block.to_block().encode())?;
+            self.store
+                .put_block(&block.hash(), &block.to_block().encode())?;
         }
         self.index.insert(
             block.hash(),
@@ -637,7 +653,7 @@ impl<C: Consensus> Chain<C> {
             .execute(self.chain_id, h.height, h.timestamp, block.txs(), false)
             .map_err(|failure| ChainError::Tx {
                 block: block.hash(),
-                failure,
+                failure: Box::new(failure),
             })?;
         let computed = executed.tree.root();
         if computed != h.state_root {
@@ -672,7 +688,9 @@ impl<C: Consensus> Chain<C> {
 
     fn load_checked(&self, hash: &BlockHash) -> Result<CheckedBlock<C::Seal>, ChainError> {
         let block = self.block(hash)?.ok_or_else(|| {
-            ChainError::Store(StoreError::Corrupt(format!("block {hash} is indexed but not stored")))
+            ChainError::Store(StoreError::Corrupt(format!(
+                "block {hash} is indexed but not stored"
+            )))
         })?;
         Ok(block.check_structure(self.chain_id)?)
     }
@@ -756,7 +774,9 @@ impl<C: Consensus> Chain<C> {
     fn reload(&mut self, hashes: &[BlockHash]) -> Result<(), ChainError> {
         self.replaying = true;
         for hash in hashes {
-            let Some(block) = self.block(hash)? else { continue };
+            let Some(block) = self.block(hash)? else {
+                continue;
+            };
             // A stored block that no longer validates (e.g. written before a crash that lost its
             // parent) is skipped, not fatal: validity never depends on the store.
             let _ = self.append(block);
@@ -790,7 +810,7 @@ impl<C: Consensus> Chain<C> {
                 .execute(self.chain_id, h.height, h.timestamp, block.txs(), false)
                 .map_err(|failure| ChainError::Tx {
                     block: *hash,
-                    failure,
+                    failure: Box::new(failure),
                 })?;
             if executed.tree.root() != h.state_root {
                 return Err(ChainError::StateRoot {

@@ -4,7 +4,7 @@
 //! seal type its blocks carry, checks a header's seal and its own rules against the branch the
 //! header extends, and says how much [`Work`] the block adds to its branch; the chain follows the
 //! branch with the most work. Two engines ship in the crate — [`pow::ProofOfWork`] and
-//! [`committee::CommitteeConsensus`](crate::committee) — and embedders can write their own:
+//! `committee::CommitteeConsensus` — and embedders can write their own:
 //!
 //! ```
 //! use medledger::block::Header;
@@ -40,8 +40,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::block::Header;
-use crate::tx::VerifiedTx;
 pub use crate::pow::Work;
+use crate::tx::VerifiedTx;
 
 /// The headers of the branch a new header extends, as the engine may need them (timestamps for
 /// the median-time-past rule, the last retarget block, previous seals).

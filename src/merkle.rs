@@ -193,10 +193,16 @@ impl MerkleProof {
         while (end - start) * 32 > CHUNK_LEN {
             let split = start + left_subtree_len(((end - start) * 32) as u64) as usize / 32;
             if target < split {
-                siblings.push(Digest::from_bytes(subtree_cv(&ids[split..end], split as u64 * 32)));
+                siblings.push(Digest::from_bytes(subtree_cv(
+                    &ids[split..end],
+                    split as u64 * 32,
+                )));
                 end = split;
             } else {
-                siblings.push(Digest::from_bytes(subtree_cv(&ids[start..split], start as u64 * 32)));
+                siblings.push(Digest::from_bytes(subtree_cv(
+                    &ids[start..split],
+                    start as u64 * 32,
+                )));
                 start = split;
             }
         }
@@ -370,18 +376,27 @@ mod tests {
         assert_eq!(q.verify(&root, 300, &v[100]), Err(MerkleError::WrongLeaf));
         let mut q = p.clone();
         q.count = 301;
-        assert!(matches!(q.verify(&root, 300, &v[100]), Err(MerkleError::CountMismatch { .. })));
+        assert!(matches!(
+            q.verify(&root, 300, &v[100]),
+            Err(MerkleError::CountMismatch { .. })
+        ));
         assert!(p.verify(&root, 301, &v[100]).is_err());
         let mut q = p.clone();
         let mut s = q.siblings.to_vec();
         s[0] = Digest::from_bytes([0; 32]);
         q.siblings = s.try_into().unwrap();
-        assert_eq!(q.verify(&root, 300, &v[100]), Err(MerkleError::RootMismatch));
+        assert_eq!(
+            q.verify(&root, 300, &v[100]),
+            Err(MerkleError::RootMismatch)
+        );
         let mut q = p.clone();
         let mut s = q.siblings.to_vec();
         s.pop();
         q.siblings = s.try_into().unwrap();
-        assert!(matches!(q.verify(&root, 300, &v[100]), Err(MerkleError::BadDepth { .. })));
+        assert!(matches!(
+            q.verify(&root, 300, &v[100]),
+            Err(MerkleError::BadDepth { .. })
+        ));
         assert_eq!(
             p.verify(&MerkleRoot::from_bytes([1; 32]), 300, &v[100]),
             Err(MerkleError::RootMismatch)

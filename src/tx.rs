@@ -226,9 +226,6 @@ impl VerifiedTx {
         let id = tx.id();
         Self { tx, id }
     }
-    pub(crate) fn from_parts(tx: Transaction, id: TxId) -> Self {
-        Self { tx, id }
-    }
     /// The transaction id.
     pub fn id(&self) -> TxId {
         self.id
@@ -398,8 +395,8 @@ mod tests {
         assert_eq!(pk.verifying_key(), Err(TxError::WeakKey(pk)));
         // A y-coordinate that is not on the curve.
         let bad = PublicKey::from_bytes([
-            2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0,
+            2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0,
         ]);
         assert!(matches!(
             bad.verifying_key(),
@@ -417,9 +414,9 @@ mod tests {
             0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
         ];
         let mut carry = 0u16;
-        for i in 0..32 {
-            let v = u16::from(tx.signature.0[32 + i]) + u16::from(L[i]) + carry;
-            tx.signature.0[32 + i] = v as u8;
+        for (s, l) in tx.signature.0[32..].iter_mut().zip(L) {
+            let v = u16::from(*s) + u16::from(l) + carry;
+            *s = v as u8;
             carry = v >> 8;
         }
         assert!(tx.clone().verify().is_err());

@@ -117,7 +117,9 @@ fn template_leaves_out_failing_transactions() {
 fn every_invalid_block_is_rejected_without_change() {
     let (mut chain, clock) = new_chain();
     let alice = Keypair::from_seed(&[1; 32]);
-    let b1 = chain.mine(vec![data_tx(&chain, &alice, 0, 1)], T0 + 600).unwrap();
+    let b1 = chain
+        .mine(vec![data_tx(&chain, &alice, 0, 1)], T0 + 600)
+        .unwrap();
     chain.append(b1).unwrap();
     let good = chain
         .mine(vec![data_tx(&chain, &alice, 1, 2)], T0 + 1200)
@@ -133,11 +135,20 @@ fn every_invalid_block_is_rejected_without_change() {
     // Unknown parent.
     let mut b = good.clone();
     b.header.parent = BlockHash::from_bytes([9; 32]);
-    assert!(matches!(check(&mut chain, b, "orphan"), ChainError::UnknownParent(_)));
+    assert!(matches!(
+        check(&mut chain, b, "orphan"),
+        ChainError::UnknownParent(_)
+    ));
     // Wrong height.
     let mut b = good.clone();
     b.header.height = 5;
-    assert!(matches!(check(&mut chain, b, "height"), ChainError::BadHeight { expected: 2, found: 5 }));
+    assert!(matches!(
+        check(&mut chain, b, "height"),
+        ChainError::BadHeight {
+            expected: 2,
+            found: 5
+        }
+    ));
     // Proof of work not met.
     let mut b = good.clone();
     while ProofOfWork::pow_hash(&b.header)[31] == 0 || {
@@ -180,7 +191,10 @@ fn every_invalid_block_is_rejected_without_change() {
     let mut b = good.clone();
     b.header.tx_root = medledger::hash::MerkleRoot::from_bytes([1; 32]);
     let b = remine(&chain, b);
-    assert!(matches!(check(&mut chain, b, "merkle"), ChainError::Structure(_)));
+    assert!(matches!(
+        check(&mut chain, b, "merkle"),
+        ChainError::Structure(_)
+    ));
     // A forged signature.
     let mut b = good.clone();
     let mut txs = b.txs.to_vec();
@@ -188,7 +202,10 @@ fn every_invalid_block_is_rejected_without_change() {
         record: Digest::from_bytes([0xee; 32]),
     };
     b.txs = txs.try_into().unwrap();
-    assert!(matches!(check(&mut chain, b, "signature"), ChainError::Structure(_)));
+    assert!(matches!(
+        check(&mut chain, b, "signature"),
+        ChainError::Structure(_)
+    ));
     // A transaction signed for another chain.
     let other = Transaction::sign(
         &alice,
@@ -202,7 +219,10 @@ fn every_invalid_block_is_rejected_without_change() {
     b.txs = vec![other].try_into().unwrap();
     b.header.tx_root = medledger::merkle::merkle_root(&[b.txs[0].id()]);
     let b = remine(&chain, b);
-    assert!(matches!(check(&mut chain, b, "chain id"), ChainError::Structure(_)));
+    assert!(matches!(
+        check(&mut chain, b, "chain id"),
+        ChainError::Structure(_)
+    ));
     // A replayed nonce (valid signature, stale nonce).
     let mut b = good.clone();
     let replay = data_tx(&chain, &alice, 0, 7);
@@ -212,7 +232,11 @@ fn every_invalid_block_is_rejected_without_change() {
     match check(&mut chain, b, "replay") {
         ChainError::Tx { failure, .. } => assert!(matches!(
             failure.error,
-            StateError::BadNonce { expected: 1, found: 0, .. }
+            StateError::BadNonce {
+                expected: 1,
+                found: 0,
+                ..
+            }
         )),
         other => panic!("unexpected {other}"),
     }
@@ -220,7 +244,10 @@ fn every_invalid_block_is_rejected_without_change() {
     let mut b = good.clone();
     b.header.state_root = StateRoot::from_bytes([4; 32]);
     let b = remine(&chain, b);
-    assert!(matches!(check(&mut chain, b, "state root"), ChainError::StateRoot { .. }));
+    assert!(matches!(
+        check(&mut chain, b, "state root"),
+        ChainError::StateRoot { .. }
+    ));
 
     // The untouched block still goes in.
     chain.append(good).unwrap();
@@ -239,7 +266,10 @@ fn mine_branch(
     let mut out = Vec::new();
     for i in 0..n {
         let b = chain
-            .mine(vec![data_tx(chain, key, first_nonce + i as u64, tag + i as u8)], time + 600 * i as u64)
+            .mine(
+                vec![data_tx(chain, key, first_nonce + i as u64, tag + i as u8)],
+                time + 600 * i as u64,
+            )
             .unwrap();
         chain.append(b.clone()).unwrap();
         out.push(b);
@@ -258,7 +288,9 @@ fn heavier_branch_reorganises_and_replays() {
 
     // A second node follows another branch from the fork point: three blocks by bob.
     let (mut other, _) = new_chain();
-    other.append(chain.block(&fork_point).unwrap().unwrap()).unwrap();
+    other
+        .append(chain.block(&fork_point).unwrap().unwrap())
+        .unwrap();
     let branch_b = mine_branch(&mut other, &bob, 0, 3, T0 + 1200, 50);
 
     // Our main chain grows two blocks by alice.
@@ -292,7 +324,9 @@ fn invalid_block_on_heavier_branch_restores_old_chain() {
     // Bob's branch from genesis: its second block carries a wrong state root.
     let (mut other, _) = new_chain();
     let b = mine_branch(&mut other, &bob, 0, 1, T0 + 600, 50);
-    let mut bad = other.mine(vec![data_tx(&other, &bob, 1, 51)], T0 + 1200).unwrap();
+    let mut bad = other
+        .mine(vec![data_tx(&other, &bob, 1, 51)], T0 + 1200)
+        .unwrap();
     bad.header.state_root = StateRoot::from_bytes([1; 32]);
     let bad = remine(&other, bad);
     let mut child = bad.clone();
@@ -310,7 +344,10 @@ fn invalid_block_on_heavier_branch_restores_old_chain() {
     assert!(matches!(err, ChainError::StateRoot { .. }), "{err}");
     assert_eq!(snapshot(&chain), before);
     assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
-    assert!(matches!(chain.append(child), Err(ChainError::KnownInvalid(_))));
+    assert!(matches!(
+        chain.append(child),
+        Err(ChainError::KnownInvalid(_))
+    ));
 }
 
 #[test]
@@ -368,7 +405,10 @@ fn store_is_memory_by_default() {
     let (chain, _) = new_chain();
     let _ = MemoryStore::new();
     assert_eq!(chain.height(), 0);
-    assert_eq!(chain.state().root(), medledger::smt::StateTree::new().root());
+    assert_eq!(
+        chain.state().root(),
+        medledger::smt::StateTree::new().root()
+    );
 }
 
 proptest! {

@@ -5,8 +5,8 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    header_hash, median_time_past, next_target, CompactTarget, Miner,
-    RetargetParams, Target, Work, HEADER_LEN, MAX_FUTURE_BLOCK_TIME, MEDIAN_TIME_SPAN,
+    header_hash, median_time_past, next_target, CompactTarget, Miner, RetargetParams, Target, Work,
+    HEADER_LEN, MAX_FUTURE_BLOCK_TIME, MEDIAN_TIME_SPAN,
 };
 use crate::block::{Block, Header};
 use crate::chain::{Chain, ChainError};
@@ -203,7 +203,11 @@ impl Chain<ProofOfWork> {
     /// # Errors
     ///
     /// [`ChainError::Transaction`] if a signature fails.
-    pub fn mine(&mut self, txs: Vec<Transaction>, timestamp: u64) -> Result<Block<PowSeal>, ChainError> {
+    pub fn mine(
+        &mut self,
+        txs: Vec<Transaction>,
+        timestamp: u64,
+    ) -> Result<Block<PowSeal>, ChainError> {
         let never = AtomicBool::new(false);
         Ok(self
             .mine_cancellable(txs, timestamp, &never)?

@@ -297,7 +297,7 @@ impl State {
         for t in self.tables() {
             t.pending_leaves(&mut leaves);
         }
-        leaves.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        leaves.sort_unstable_by_key(|leaf| leaf.0);
         let mut tree = self.tree.clone();
         tree.apply(&leaves)
             .expect("leaf updates are sorted and unique: every table entry has its own key");
@@ -313,7 +313,11 @@ impl State {
 
     /// Commits an executed block, returning what undoes it.
     pub(crate) fn commit(&mut self, executed: Executed) -> BlockUndo {
-        let tables = self.tables_mut().into_iter().map(|t| t.commit_block()).collect();
+        let tables = self
+            .tables_mut()
+            .into_iter()
+            .map(|t| t.commit_block())
+            .collect();
         let tree = core::mem::replace(&mut self.tree, executed.tree);
         BlockUndo { tree, tables }
     }

@@ -90,10 +90,6 @@ where
         self.committed.get(key)
     }
 
-    pub(crate) fn contains(&self, key: &K) -> bool {
-        self.get(key).is_some()
-    }
-
     fn write(&mut self, key: K, value: Option<V>) {
         let previous = self.pending.insert(key.clone(), value);
         self.journal.push((key, previous));
@@ -103,31 +99,11 @@ where
         self.write(key, Some(value));
     }
 
-    pub(crate) fn remove(&mut self, key: &K) {
-        if self.contains(key) {
-            self.write(key.clone(), None);
-        }
-    }
-
     /// Reads, changes and writes back an entry (inserting `default` first if absent).
     pub(crate) fn update(&mut self, key: K, default: impl FnOnce() -> V, f: impl FnOnce(&mut V)) {
         let mut v = self.get(&key).cloned().unwrap_or_else(default);
         f(&mut v);
         self.insert(key, v);
-    }
-
-    /// Number of committed entries.
-    pub(crate) fn len_committed(&self) -> usize {
-        self.committed.len()
-    }
-
-    /// Committed entries.
-    pub(crate) fn iter_committed(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.committed.iter()
-    }
-
-    pub(crate) fn tag(&self) -> &'static str {
-        self.tag
     }
 }
 
@@ -216,10 +192,13 @@ mod tests {
         assert!(t.get(&2).is_none());
         let mut leaves = Vec::new();
         t.pending_leaves(&mut leaves);
-        assert_eq!(leaves, vec![(entry_key("t", &1u32), Some(value_digest("a")))]);
+        assert_eq!(
+            leaves,
+            vec![(entry_key("t", &1u32), Some(value_digest("a")))]
+        );
         let undo = t.commit_block();
         assert_eq!(t.get_committed(&1).unwrap(), "a");
-        t.remove(&1);
+        t.write(1, None);
         t.commit_tx();
         let mut leaves = Vec::new();
         t.pending_leaves(&mut leaves);
@@ -228,7 +207,7 @@ mod tests {
         assert_eq!(t.get(&1).unwrap(), "a");
         t.undo_block(undo);
         assert!(t.get(&1).is_none());
-        assert_eq!(t.len_committed(), 0);
+        assert!(t.get_committed(&1).is_none());
     }
 
     #[test]
