@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod block;
 pub mod chain;
 pub mod codec;
@@ -9,6 +10,7 @@ pub mod consensus;
 pub mod hash;
 pub mod merkle;
 pub mod pow;
+pub mod purpose;
 pub mod smt;
 pub mod state;
 pub mod store;
