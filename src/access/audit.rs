@@ -90,3 +90,54 @@ impl AccessState {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::access::tests::{reason, Cast};
+    use crate::access::{AccessEvent, AccessOp};
+
+    #[test]
+    fn the_trail_is_append_only_and_ordered() {
+        let mut c = Cast::new();
+        let (rel, _, _) = c.with_records();
+        let before: Vec<_> =
+            c.h.access()
+                .audit_trail(&c.patient.account())
+                .into_iter()
+                .cloned()
+                .collect();
+        let g = c.h.grant(&c.patient, c.treat_terms(rel, 30), None);
+        c.h.ok(
+            &c.patient,
+            AccessOp::RevokeGrant {
+                grant: g,
+                reason: reason("changed my mind"),
+            },
+        );
+        let after = c.h.access().audit_trail(&c.patient.account());
+        assert_eq!(after.len(), before.len() + 2);
+        for (old, new) in before.iter().zip(&after) {
+            assert_eq!(old, *new, "earlier entries never change");
+        }
+        for (i, e) in after.iter().enumerate() {
+            assert_eq!(e.seq, i as u64);
+        }
+        assert!(after.windows(2).all(|w| w[0].at <= w[1].at));
+        assert!(matches!(
+            after.last().unwrap().event,
+            AccessEvent::GrantRevoked { .. }
+        ));
+        assert_eq!(
+            c.h.access()
+                .audit_trail_from(&c.patient.account(), after.len() as u64 - 1)
+                .len(),
+            1
+        );
+        // Registration, proposal, acceptance, two pointers, grant, revocation.
+        let kinds: Vec<_> = after
+            .iter()
+            .map(|e| core::mem::discriminant(&e.event))
+            .collect();
+        assert_eq!(kinds.len(), 7);
+    }
+}

@@ -209,3 +209,151 @@ impl AccessState {
         self.break_glass.get(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::tests::{reason, Cast};
+    use crate::access::{AccessOp, Action, Basis, Decision, DenyReason};
+    use crate::purpose::PurposeOfUse::{EmergencyTreatment, Research, Treatment};
+
+    fn open(c: &mut Cast, secs: u64) -> BreakGlassId {
+        let op = AccessOp::OpenBreakGlass {
+            patient: c.patient.account(),
+            reason: reason("unconscious on arrival"),
+            duration_secs: secs,
+        };
+        let id = BreakGlassId::of_tx(c.h.next_tx_id(&c.hospital, &op));
+        c.h.ok(&c.hospital, op);
+        id
+    }
+
+    #[test]
+    fn break_glass_is_time_boxed_scoped_and_reviewed() {
+        let mut c = Cast::new();
+        let (_, lab, _) = c.with_records();
+        // The record's custodian is permitted anyway: use a second emergency provider.
+        let er = crate::access::tests::key(8);
+        c.h.provider(&c.authority, &er, "Emergency Room", true);
+        let op = AccessOp::OpenBreakGlass {
+            patient: c.patient.account(),
+            reason: reason("cardiac arrest"),
+            duration_secs: 3600,
+        };
+        let s = BreakGlassId::of_tx(c.h.next_tx_id(&er, &op));
+        c.h.ok(&er, op.clone());
+        let opened = c.h.time;
+        let read = |c: &Cast, purpose, t| {
+            c.h.access().decide(
+                er.account(),
+                c.patient.account(),
+                lab,
+                Action::Read,
+                purpose,
+                t,
+            )
+        };
+        assert_eq!(
+            read(&c, EmergencyTreatment, opened + 10),
+            Decision::Permit(Basis::BreakGlass(s))
+        );
+        // Only emergency purposes, only reading.
+        assert!(!read(&c, Treatment, opened + 10).is_permit());
+        assert!(!read(&c, Research, opened + 10).is_permit());
+        assert!(!c
+            .h
+            .access()
+            .decide(
+                er.account(),
+                c.patient.account(),
+                lab,
+                Action::Disclose,
+                EmergencyTreatment,
+                opened + 10
+            )
+            .is_permit());
+        // It expires by itself.
+        assert_eq!(
+            read(&c, EmergencyTreatment, opened + 3600),
+            Decision::Deny(DenyReason::BreakGlassNotOpen { session: s })
+        );
+        assert_eq!(c.h.refused(&er, op), AccessError::BreakGlassAlreadyOpen(s));
+        // The patient sees it in the review queue and the audit trail.
+        let queue = c.h.access().review_queue(&c.patient.account());
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].reason.as_str(), "cardiac arrest");
+        assert!(c.h.access().audit_trail(&c.patient.account()).iter().any(
+            |e| matches!(e.event, AccessEvent::BreakGlassOpened { session, .. } if session == s)
+        ));
+        let review = AccessOp::ReviewBreakGlass {
+            session: s,
+            outcome: ReviewOutcome::Acknowledged,
+            note: None,
+        };
+        assert_eq!(
+            c.h.refused(&er, review.clone()),
+            AccessError::NotThePatient(er.account())
+        );
+        c.h.ok(&c.patient, review.clone());
+        assert!(c.h.access().review_queue(&c.patient.account()).is_empty());
+        assert_eq!(
+            c.h.refused(&c.patient, review),
+            AccessError::AlreadyReviewed(s)
+        );
+        // Closing early.
+        assert_eq!(
+            c.h.refused(&c.hospital, AccessOp::CloseBreakGlass { session: s }),
+            AccessError::NotTheOpener(c.hospital.account())
+        );
+        c.h.ok(&er, AccessOp::CloseBreakGlass { session: s });
+        assert!(!read(&c, EmergencyTreatment, opened + 20).is_permit());
+        assert_eq!(
+            c.h.refused(&er, AccessOp::CloseBreakGlass { session: s }),
+            AccessError::SessionClosed(s)
+        );
+        // A new session after the old one closed; the old stays on record.
+        let s2 = open(&mut c, 60);
+        assert_eq!(
+            c.h.access().break_glass_session(&s2).unwrap().previous,
+            None
+        );
+        assert_eq!(
+            c.h.access()
+                .break_glass_sessions(&c.patient.account())
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn only_emergency_certified_providers_break_glass_within_bounds() {
+        let mut c = Cast::new();
+        c.with_records();
+        let op = |secs| AccessOp::OpenBreakGlass {
+            patient: c.patient.account(),
+            reason: reason("emergency"),
+            duration_secs: secs,
+        };
+        assert_eq!(
+            c.h.refused(&c.clinic, op(60)),
+            AccessError::NotEmergencyCertified(c.clinic.account())
+        );
+        assert_eq!(
+            c.h.refused(&c.specialist, op(60)),
+            AccessError::NotCertified(c.specialist.account())
+        );
+        assert!(matches!(
+            c.h.refused(&c.researcher, op(60)),
+            AccessError::WrongRole { .. }
+        ));
+        assert!(matches!(
+            c.h.refused(&c.hospital, op(MAX_BREAK_GLASS_SECS + 1)),
+            AccessError::BreakGlassDuration { .. }
+        ));
+        assert!(matches!(
+            c.h.refused(&c.hospital, op(0)),
+            AccessError::BreakGlassDuration { .. }
+        ));
+        open(&mut c, MAX_BREAK_GLASS_SECS);
+    }
+}

@@ -574,3 +574,241 @@ fn check_grant(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::tests::{key, reason, record, Cast, DAY};
+    use crate::access::{AccessError, AccessOp, Category, GrantTerms, Period, PurposeSet, Scope};
+    use crate::purpose::PurposeOfUse::{Payment, Research, Treatment};
+
+    #[test]
+    fn every_deny_reason_is_explained() {
+        let mut c = Cast::new();
+        let (rel, lab, _) = c.with_records();
+        let read = |c: &Cast, p, purpose| {
+            c.h.decide(&c.specialist, &c.patient, p, Action::Read, purpose)
+        };
+        assert_eq!(
+            read(&c, lab, Treatment),
+            Decision::Deny(DenyReason::NoGrant)
+        );
+        assert_eq!(
+            read(&c, PointerId::default(), Treatment),
+            Decision::Deny(DenyReason::UnknownPointer(PointerId::default()))
+        );
+        // A pointer asked about under another patient.
+        assert!(matches!(
+            c.h.decide(&c.specialist, &c.guardian, lab, Action::Read, Treatment),
+            Decision::Deny(DenyReason::NotThePatientsPointer { .. })
+        ));
+        let start = c.h.time + DAY;
+        let terms = GrantTerms {
+            period: Period::new(start, start + DAY).unwrap(),
+            ..c.treat_terms(rel, 30)
+        };
+        let g = c.h.grant(&c.patient, terms, None);
+        assert_eq!(
+            read(&c, lab, Treatment),
+            Decision::Deny(DenyReason::NotYetValid { grant: g, start })
+        );
+        assert_eq!(
+            read(&c, lab, Research),
+            Decision::Deny(DenyReason::PurposeNotAllowed {
+                grant: g,
+                purpose: Research
+            })
+        );
+        assert_eq!(
+            c.h.decide(&c.specialist, &c.patient, lab, Action::Disclose, Treatment),
+            Decision::Deny(DenyReason::ActionNotAllowed {
+                grant: g,
+                action: Action::Disclose
+            })
+        );
+        let at = |c: &Cast, t| {
+            c.h.access().decide(
+                c.specialist.account(),
+                c.patient.account(),
+                lab,
+                Action::Read,
+                Treatment,
+                t,
+            )
+        };
+        assert_eq!(at(&c, start), Decision::Permit(Basis::Grant(g)));
+        assert_eq!(
+            at(&c, start + DAY),
+            Decision::Deny(DenyReason::Expired {
+                grant: g,
+                end: start + DAY
+            })
+        );
+        // Patient and custodian.
+        assert_eq!(
+            c.h.decide(&c.patient, &c.patient, lab, Action::Disclose, Payment),
+            Decision::Permit(Basis::Patient)
+        );
+        assert_eq!(
+            c.h.decide(&c.hospital, &c.patient, lab, Action::Read, Research),
+            Decision::Permit(Basis::Custodian)
+        );
+        // A terminated relationship.
+        c.h.ok(
+            &c.patient,
+            AccessOp::TerminateRelationship {
+                relationship: rel,
+                reason: reason("moving"),
+            },
+        );
+        assert!(matches!(
+            at(&c, start),
+            Decision::Deny(DenyReason::RelationshipNotActive {
+                status: RelationshipStatus::Terminated,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_most_specific_reason_wins_and_the_earliest_permit_is_named() {
+        let mut c = Cast::new();
+        let (rel, lab, mh) = c.with_records();
+        let narrow = GrantTerms {
+            scope: Scope::pointers(&[mh]),
+            ..c.treat_terms(rel, 30)
+        };
+        let g1 = c.h.grant(&c.patient, narrow, None);
+        let research = GrantTerms {
+            purposes: PurposeSet::of(&[Research]),
+            ..c.treat_terms(rel, 30)
+        };
+        let g2 = c.h.grant(&c.patient, research, None);
+        // g1 is out of scope (rank 3), g2 has the wrong purpose (rank 5).
+        assert_eq!(
+            c.h.decide(&c.specialist, &c.patient, lab, Action::Read, Treatment),
+            Decision::Deny(DenyReason::PurposeNotAllowed {
+                grant: g2,
+                purpose: Treatment
+            })
+        );
+        let g3 = c.h.grant(&c.patient, c.treat_terms(rel, 30), None);
+        let g4 = c.h.grant(&c.patient, c.treat_terms(rel, 30), None);
+        assert_eq!(
+            c.h.decide(&c.specialist, &c.patient, lab, Action::Read, Treatment),
+            Decision::Permit(Basis::Grant(g3))
+        );
+        assert_eq!(
+            c.h.decide(&c.specialist, &c.patient, mh, Action::Read, Treatment),
+            Decision::Permit(Basis::Grant(g1))
+        );
+        let _ = g4;
+    }
+
+    #[test]
+    fn as_of_queries_see_the_past() {
+        let mut c = Cast::new();
+        let (rel, lab, _) = c.with_records();
+        let before_grant = c.h.height;
+        let g = c.h.grant(&c.patient, c.treat_terms(rel, 30), None);
+        let granted = (c.h.height, c.h.time);
+        c.h.ok(
+            &c.patient,
+            AccessOp::RevokeGrant {
+                grant: g,
+                reason: reason("done"),
+            },
+        );
+        let revoked = (c.h.height, c.h.time);
+        let req = |time| AccessRequest {
+            viewer: c.specialist.account(),
+            patient: c.patient.account(),
+            pointer: lab,
+            action: Action::Read,
+            purpose: Treatment,
+            time,
+        };
+        let a = c.h.access();
+        assert_eq!(
+            a.decide_as_of(&req(granted.1), before_grant),
+            Decision::Deny(DenyReason::NoGrant)
+        );
+        assert_eq!(
+            a.decide_as_of(&req(granted.1), granted.0),
+            Decision::Permit(Basis::Grant(g))
+        );
+        assert_eq!(
+            a.decide_as_of(&req(revoked.1), revoked.0),
+            Decision::Deny(DenyReason::Revoked {
+                grant: g,
+                height: revoked.0
+            })
+        );
+        assert_eq!(
+            a.decide_request(&req(revoked.1)),
+            a.decide_as_of(&req(revoked.1), revoked.0)
+        );
+        // Before the pointer existed.
+        assert_eq!(
+            a.decide_as_of(&req(granted.1), 1),
+            Decision::Deny(DenyReason::UnknownPointer(lab))
+        );
+    }
+
+    #[test]
+    fn receipts_are_checked_against_the_basis_they_name() {
+        let mut c = Cast::new();
+        let (rel, lab, mh) = c.with_records();
+        let g = c.h.grant(
+            &c.patient,
+            GrantTerms {
+                scope: Scope::pointers(&[lab]),
+                ..c.treat_terms(rel, 30)
+            },
+            None,
+        );
+        let receipt = |pointer, purpose, basis| AccessOp::RecordAccess {
+            patient: c.patient.account(),
+            pointer,
+            action: Action::Read,
+            purpose,
+            basis,
+        };
+        c.h.ok(&c.specialist, receipt(lab, Treatment, Basis::Grant(g)));
+        // Someone else's grant, the wrong purpose, out of scope, a basis that is not theirs.
+        assert_eq!(
+            c.h.refused(&c.researcher, receipt(lab, Treatment, Basis::Grant(g))),
+            AccessError::Denied(DenyReason::BasisNotApplicable(Basis::Grant(g)))
+        );
+        assert_eq!(
+            c.h.refused(&c.specialist, receipt(lab, Research, Basis::Grant(g))),
+            AccessError::Denied(DenyReason::PurposeNotAllowed {
+                grant: g,
+                purpose: Research
+            })
+        );
+        assert_eq!(
+            c.h.refused(&c.specialist, receipt(mh, Treatment, Basis::Grant(g))),
+            AccessError::Denied(DenyReason::NotInScope { grant: g })
+        );
+        for basis in [Basis::Patient, Basis::Custodian] {
+            assert_eq!(
+                c.h.refused(&c.specialist, receipt(lab, Treatment, basis)),
+                AccessError::Denied(DenyReason::BasisNotApplicable(basis))
+            );
+        }
+        assert!(matches!(
+            c.h.refused(&key(99), receipt(lab, Treatment, Basis::Grant(g))),
+            AccessError::NotRegistered(_)
+        ));
+        // The patient's own read is logged too.
+        c.h.ok(&c.patient, receipt(mh, Payment, Basis::Patient));
+        let lab2 =
+            c.h.pointer(&c.hospital, rel, record(40, Category::Laboratory), None);
+        assert!(matches!(
+            c.h.refused(&c.specialist, receipt(lab2, Treatment, Basis::Grant(g))),
+            AccessError::Denied(DenyReason::NotInScope { .. })
+        ));
+        assert_eq!(c.h.access().access_receipts(&c.patient.account()).len(), 2);
+    }
+}

@@ -188,3 +188,243 @@ impl AccessState {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::tests::{reason, record, Cast, DAY};
+    use crate::access::{AccessOp, Action, Category, CategorySet, GrantTerms, PointerId, Viewer};
+    use crate::purpose::PurposeOfUse::{Research, Treatment};
+
+    fn setup() -> (Cast, RelationshipId, PointerId, PointerId, DelegationId) {
+        let mut c = Cast::new();
+        let (rel, lab, mh) = c.with_records();
+        let terms = DelegationTerms {
+            relationship: Some(rel),
+            scope: Scope::categories(CategorySet::of(&[Category::Laboratory])),
+            actions: ActionSet::of(&[Action::Read]),
+            purposes: PurposeSet::of(&[Treatment]),
+            period: Period::lasting(c.h.time, 60 * DAY),
+        };
+        let op = AccessOp::Delegate {
+            delegate: c.guardian.account(),
+            terms,
+        };
+        let d = DelegationId::of_tx(c.h.next_tx_id(&c.patient, &op));
+        c.h.ok(&c.patient, op);
+        (c, rel, lab, mh, d)
+    }
+
+    fn narrow(c: &Cast, rel: RelationshipId, lab: PointerId) -> GrantTerms {
+        GrantTerms {
+            scope: Scope::pointers(&[lab]),
+            ..c.treat_terms(rel, 30)
+        }
+    }
+
+    #[test]
+    fn a_delegate_may_only_narrow() {
+        let (mut c, rel, lab, mh, d) = setup();
+        let ok = narrow(&c, rel, lab);
+        let wider: [(&str, GrantTerms); 5] = [
+            (
+                "scope",
+                GrantTerms {
+                    scope: Scope::All,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "scope",
+                GrantTerms {
+                    scope: Scope::pointers(&[mh]),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "actions",
+                GrantTerms {
+                    actions: ActionSet::all(),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "purposes",
+                GrantTerms {
+                    purposes: PurposeSet::of(&[Treatment, Research]),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "period",
+                GrantTerms {
+                    period: Period::lasting(c.h.time, 90 * DAY),
+                    ..ok.clone()
+                },
+            ),
+        ];
+        for (what, terms) in wider {
+            assert_eq!(
+                c.h.refused(
+                    &c.guardian,
+                    AccessOp::Grant {
+                        terms,
+                        under: Some(d)
+                    }
+                ),
+                AccessError::Widens {
+                    delegation: d,
+                    what
+                },
+                "{what}"
+            );
+        }
+        // Not the delegate, or no delegation named.
+        assert_eq!(
+            c.h.refused(
+                &c.specialist,
+                AccessOp::Grant {
+                    terms: ok.clone(),
+                    under: Some(d)
+                }
+            ),
+            AccessError::NotTheDelegate(c.specialist.account())
+        );
+        assert_eq!(
+            c.h.refused(
+                &c.guardian,
+                AccessOp::Grant {
+                    terms: ok.clone(),
+                    under: None
+                }
+            ),
+            AccessError::NotThePatient(c.guardian.account())
+        );
+        let g = c.h.grant(&c.guardian, ok, Some(d));
+        let grant = c.h.access().grant(&g).unwrap();
+        assert_eq!(
+            (grant.granted_by, grant.under),
+            (c.guardian.account(), Some(d))
+        );
+        assert!(c
+            .h
+            .decide(&c.specialist, &c.patient, lab, Action::Read, Treatment)
+            .is_permit());
+        // Within the category, a later record is fine too.
+        let lab2 =
+            c.h.pointer(&c.hospital, rel, record(30, Category::Laboratory), None);
+        c.h.grant(&c.guardian, narrow(&c, rel, lab2), Some(d));
+    }
+
+    #[test]
+    fn revoking_a_delegation_cascades_and_is_recorded() {
+        let (mut c, rel, lab, _, d) = setup();
+        let g1 = c.h.grant(&c.guardian, narrow(&c, rel, lab), Some(d));
+        let g2 = c.h.grant(
+            &c.guardian,
+            GrantTerms {
+                viewer: Viewer::Account(c.researcher.account()),
+                ..narrow(&c, rel, lab)
+            },
+            Some(d),
+        );
+        // The delegate revokes one of its own grants.
+        c.h.ok(
+            &c.guardian,
+            AccessOp::RevokeGrant {
+                grant: g2,
+                reason: reason("no longer needed"),
+            },
+        );
+        let impact = c.h.access().delegation_revocation_impact(&d, c.h.time);
+        assert!(impact.iter().all(|l| l.viewer == c.specialist.account()));
+        assert!(!impact.is_empty());
+        let events = c.h.ok(
+            &c.patient,
+            AccessOp::RevokeDelegation {
+                delegation: d,
+                reason: reason("guardian moved"),
+            },
+        );
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, AccessEvent::DelegationRevoked { cascaded: 1, .. })));
+        let r1 = c.h.access().revocation(&g1).unwrap();
+        assert_eq!(r1.cause, RevocationCause::DelegationRevoked(d));
+        assert_eq!(r1.by, c.patient.account());
+        assert_eq!(
+            c.h.access().revocation(&g2).unwrap().cause,
+            RevocationCause::Explicit
+        );
+        assert!(!c
+            .h
+            .decide(&c.specialist, &c.patient, lab, Action::Read, Treatment)
+            .is_permit());
+        assert_eq!(c.h.access().grants_under(&d), vec![g1, g2]);
+        // The delegate can no longer grant.
+        assert_eq!(
+            c.h.refused(
+                &c.guardian,
+                AccessOp::Grant {
+                    terms: narrow(&c, rel, lab),
+                    under: Some(d)
+                }
+            ),
+            AccessError::DelegationInactive(d)
+        );
+        assert_eq!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::RevokeDelegation {
+                    delegation: d,
+                    reason: reason("x")
+                }
+            ),
+            AccessError::DelegationAlreadyRevoked(d)
+        );
+    }
+
+    #[test]
+    fn delegation_refusals() {
+        let mut c = Cast::new();
+        let (rel, _, _) = c.with_records();
+        let terms = DelegationTerms {
+            relationship: Some(rel),
+            scope: Scope::All,
+            actions: ActionSet::all(),
+            purposes: PurposeSet::all(),
+            period: Period::lasting(c.h.time, DAY),
+        };
+        assert!(matches!(
+            c.h.refused(
+                &c.hospital,
+                AccessOp::Delegate {
+                    delegate: c.guardian.account(),
+                    terms: terms.clone()
+                }
+            ),
+            AccessError::WrongRole { .. }
+        ));
+        // The guardian cannot delegate the patient's relationship.
+        assert_eq!(
+            c.h.refused(
+                &c.guardian,
+                AccessOp::Delegate {
+                    delegate: c.specialist.account(),
+                    terms: terms.clone()
+                }
+            ),
+            AccessError::NotThePatient(c.guardian.account())
+        );
+        assert_eq!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::Delegate {
+                    delegate: c.patient.account(),
+                    terms
+                }
+            ),
+            AccessError::NotTheDelegate(c.patient.account())
+        );
+    }
+}

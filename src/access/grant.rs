@@ -702,3 +702,368 @@ impl AccessState {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::tests::{reason, Cast, DAY};
+    use crate::access::{AccessOp, Action, Category, Decision, DenyReason};
+    use crate::purpose::PurposeOfUse::{self, *};
+
+    fn read(c: &Cast, p: PointerId, purpose: PurposeOfUse) -> Decision {
+        c.h.decide(&c.specialist, &c.patient, p, Action::Read, purpose)
+    }
+
+    #[test]
+    fn deny_overrides_permit_and_nested_provisions_are_exceptions() {
+        let mut c = Cast::new();
+        let (rel, lab, mh) = c.with_records();
+        // Grant: everything, for treatment and research.
+        //   0: deny mental health
+        //   1:   permit it for treatment (exception to 0)
+        //   2:     deny disclosing it (exception to 1)
+        //   3: deny research (a sibling of 0)
+        //   4: permit laboratory (a sibling of 3: deny overrides it)
+        let terms = GrantTerms::new(
+            rel,
+            Viewer::Account(c.specialist.account()),
+            Scope::All,
+            ActionSet::all(),
+            PurposeSet::of(&[Treatment, Research]),
+            Period::lasting(c.h.time, 30 * DAY),
+        )
+        .with_provision(
+            Provision::new(ProvisionKind::Deny)
+                .with_categories(CategorySet::of(&[Category::MentalHealth])),
+        )
+        .with_provision(
+            Provision::new(ProvisionKind::Permit)
+                .under(0)
+                .with_purposes(PurposeSet::of(&[Treatment])),
+        )
+        .with_provision(
+            Provision::new(ProvisionKind::Deny)
+                .under(1)
+                .with_actions(ActionSet::of(&[Action::Disclose])),
+        )
+        .with_provision(
+            Provision::new(ProvisionKind::Deny).with_purposes(PurposeSet::of(&[Research])),
+        )
+        .with_provision(
+            Provision::new(ProvisionKind::Permit)
+                .with_categories(CategorySet::of(&[Category::Laboratory])),
+        );
+        let g = c.h.grant(&c.patient, terms, None);
+        let decide = |p, action, purpose| c.h.decide(&c.specialist, &c.patient, p, action, purpose);
+        let denied_by = |n| {
+            Decision::Deny(DenyReason::DeniedByProvision {
+                grant: g,
+                provision: n,
+            })
+        };
+        // Laboratory: permitted for treatment; research denied by 3 despite 4 permitting.
+        assert_eq!(
+            decide(lab, Action::Read, Treatment),
+            Decision::Permit(crate::access::Basis::Grant(g))
+        );
+        assert_eq!(decide(lab, Action::Read, Research), denied_by(3));
+        // Mental health: the exception (1) re-permits treatment reads...
+        assert!(decide(mh, Action::Read, Treatment).is_permit());
+        // ...but not disclosure (2, the exception to the exception)...
+        assert_eq!(decide(mh, Action::Disclose, Treatment), denied_by(2));
+        // ...and research falls back to the deny (0; 3 also denies, 0 comes first).
+        assert_eq!(decide(mh, Action::Read, Research), denied_by(0));
+        // Outside the root (a purpose never granted): the root does not apply.
+        assert_eq!(
+            decide(lab, Action::Read, Payment),
+            Decision::Deny(DenyReason::PurposeNotAllowed {
+                grant: g,
+                purpose: Payment
+            })
+        );
+    }
+
+    #[test]
+    fn provisions_by_time_and_data_period() {
+        let mut c = Cast::new();
+        let (rel, lab, _) = c.with_records();
+        let now = c.h.time;
+        let terms = c
+            .treat_terms(rel, 30)
+            // Not on days 10 to 12.
+            .with_provision(
+                Provision::new(ProvisionKind::Deny)
+                    .with_period(Period::new(now + 10 * DAY, now + 12 * DAY).unwrap()),
+            )
+            // Nothing recorded before 2000.
+            .with_provision(
+                Provision::new(ProvisionKind::Deny)
+                    .with_data_period(Period::new(0, 946_684_800).unwrap()),
+            );
+        let g = c.h.grant(&c.patient, terms, None);
+        let at = |t| {
+            c.h.access().decide(
+                c.specialist.account(),
+                c.patient.account(),
+                lab,
+                Action::Read,
+                Treatment,
+                t,
+            )
+        };
+        assert!(at(now + DAY).is_permit());
+        assert_eq!(
+            at(now + 11 * DAY),
+            Decision::Deny(DenyReason::DeniedByProvision {
+                grant: g,
+                provision: 0
+            })
+        );
+        assert!(at(now + 13 * DAY).is_permit());
+    }
+
+    #[test]
+    fn malformed_provisions_are_refused() {
+        let mut c = Cast::new();
+        let (rel, _, _) = c.with_records();
+        let forward = c
+            .treat_terms(rel, 30)
+            .with_provision(Provision::new(ProvisionKind::Deny).under(0));
+        assert!(matches!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::Grant {
+                    terms: forward,
+                    under: None
+                }
+            ),
+            AccessError::InvalidProvision { index: 0, .. }
+        ));
+        let mut deep = c
+            .treat_terms(rel, 30)
+            .with_provision(Provision::new(ProvisionKind::Deny));
+        for i in 0..MAX_PROVISION_DEPTH as u16 {
+            deep = deep.with_provision(Provision::new(ProvisionKind::Permit).under(i));
+        }
+        assert!(matches!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::Grant {
+                    terms: deep,
+                    under: None
+                }
+            ),
+            AccessError::InvalidProvision {
+                why: "nested too deep",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn grant_refusals() {
+        let mut c = Cast::new();
+        let (rel, lab, _) = c.with_records();
+        let terms = c.treat_terms(rel, 30);
+        // Nobody but the patient grants (no unauthenticated permission change).
+        for who in [&c.hospital, &c.specialist, &c.guardian] {
+            assert_eq!(
+                c.h.refused(
+                    who,
+                    AccessOp::Grant {
+                        terms: terms.clone(),
+                        under: None
+                    }
+                ),
+                AccessError::NotThePatient(who.account())
+            );
+        }
+        let mut t = terms.clone();
+        t.actions = ActionSet::new();
+        assert_eq!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::Grant {
+                    terms: t,
+                    under: None
+                }
+            ),
+            AccessError::Empty("actions")
+        );
+        let mut t = terms.clone();
+        t.period = Period::new(0, c.h.time).unwrap();
+        assert!(matches!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::Grant {
+                    terms: t,
+                    under: None
+                }
+            ),
+            AccessError::PeriodOver { .. }
+        ));
+        let mut t = terms.clone();
+        t.scope = Scope::pointers(&[lab, lab]);
+        assert_eq!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::Grant {
+                    terms: t,
+                    under: None
+                }
+            ),
+            AccessError::Duplicate("scope")
+        );
+        let mut t = terms.clone();
+        t.scope = Scope::pointers(&[PointerId::default()]);
+        assert_eq!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::Grant {
+                    terms: t,
+                    under: None
+                }
+            ),
+            AccessError::UnknownPointer(PointerId::default())
+        );
+        let mut t = terms.clone();
+        t.viewer = Viewer::Account(crate::access::tests::key(99).account());
+        assert!(matches!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::Grant {
+                    terms: t,
+                    under: None
+                }
+            ),
+            AccessError::NotRegistered(_)
+        ));
+        // A pending relationship takes no grants.
+        c.h.ok(
+            &c.clinic,
+            AccessOp::CreateRelationship {
+                patient: c.patient.account(),
+            },
+        );
+        let clinic_rel = RelationshipId::of(c.patient.account(), c.clinic.account());
+        let mut t = terms;
+        t.relationship = clinic_rel;
+        assert!(matches!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::Grant {
+                    terms: t,
+                    under: None
+                }
+            ),
+            AccessError::WrongStatus { .. }
+        ));
+    }
+
+    #[test]
+    fn revocation_is_recorded_not_erased() {
+        let mut c = Cast::new();
+        let (rel, lab, _) = c.with_records();
+        let terms = c.treat_terms(rel, 30);
+        let g = c.h.grant(&c.patient, terms, None);
+        assert!(read(&c, lab, Treatment).is_permit());
+        let op = AccessOp::RevokeGrant {
+            grant: g,
+            reason: reason("second opinion done"),
+        };
+        assert_eq!(
+            c.h.refused(&c.specialist, op.clone()),
+            AccessError::NotGrantManager {
+                account: c.specialist.account(),
+                grant: g
+            }
+        );
+        c.h.ok(&c.patient, op.clone());
+        let r = c.h.access().revocation(&g).unwrap();
+        assert_eq!(
+            (r.by, r.at.height, r.reason.as_str(), r.cause),
+            (
+                c.patient.account(),
+                c.h.height,
+                "second opinion done",
+                RevocationCause::Explicit
+            )
+        );
+        assert!(
+            c.h.access().grant(&g).is_some(),
+            "the grant stays on record"
+        );
+        assert_eq!(
+            read(&c, lab, Treatment),
+            Decision::Deny(DenyReason::Revoked {
+                grant: g,
+                height: c.h.height
+            })
+        );
+        assert_eq!(
+            c.h.refused(&c.patient, op),
+            AccessError::GrantAlreadyRevoked(g)
+        );
+        assert!(c
+            .h
+            .access()
+            .grants_to(
+                &c.patient.account(),
+                &Viewer::Account(c.specialist.account())
+            )
+            .is_empty());
+        assert_eq!(c.h.access().grants_of(&rel).len(), 1);
+    }
+
+    #[test]
+    fn scope_by_category_covers_later_records_and_versions_by_origin() {
+        let mut c = Cast::new();
+        let (rel, lab, mh) = c.with_records();
+        let mut terms = c.treat_terms(rel, 30);
+        terms.scope = Scope::pointers(&[lab]);
+        c.h.grant(&c.patient, terms, None);
+        let v2 = c.h.pointer(
+            &c.hospital,
+            rel,
+            crate::access::tests::record(21, Category::Laboratory),
+            Some(lab),
+        );
+        assert!(read(&c, lab, Treatment).is_permit());
+        assert!(
+            read(&c, v2, Treatment).is_permit(),
+            "a new version stays granted"
+        );
+        assert!(matches!(
+            read(&c, mh, Treatment),
+            Decision::Deny(DenyReason::NotInScope { .. })
+        ));
+        let mut terms = c.treat_terms(rel, 30);
+        terms.scope = Scope::categories(CategorySet::of(&[Category::MentalHealth]));
+        c.h.grant(&c.patient, terms, None);
+        assert!(read(&c, mh, Treatment).is_permit());
+    }
+
+    #[test]
+    fn full_viewer_lists_prune_dead_grants() {
+        let mut c = Cast::new();
+        let (rel, lab, _) = c.with_records();
+        for _ in 0..MAX_LIVE_GRANTS_PER_VIEWER {
+            let terms = c.treat_terms(rel, 1);
+            c.h.grant(&c.patient, terms, None);
+        }
+        let terms = c.treat_terms(rel, 1);
+        assert!(matches!(
+            c.h.refused(&c.patient, AccessOp::Grant { terms, under: None }),
+            AccessError::LimitReached { .. }
+        ));
+        // Two days later they have all expired: room again.
+        c.h.time += 2 * DAY;
+        assert!(!read(&c, lab, Treatment).is_permit());
+        let terms = c.treat_terms(rel, 1);
+        let g = c.h.grant(&c.patient, terms, None);
+        assert_eq!(
+            read(&c, lab, Treatment),
+            Decision::Permit(crate::access::Basis::Grant(g))
+        );
+    }
+}

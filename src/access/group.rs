@@ -199,3 +199,95 @@ impl AccessState {
             .is_some_and(|m| m.is_member_at(height))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::tests::Cast;
+    use crate::access::{AccessOp, Action, Basis, Decision, GrantTerms, PointerId};
+    use crate::purpose::PurposeOfUse::Treatment;
+
+    #[test]
+    fn group_grants_follow_membership_with_history() {
+        let mut c = Cast::new();
+        let (rel, lab, _) = c.with_records();
+        let op = AccessOp::CreateGroup {
+            label: "care team".try_into().unwrap(),
+        };
+        let group = GroupId::of_tx(c.h.next_tx_id(&c.patient, &op));
+        assert!(matches!(
+            c.h.refused(&c.hospital, op.clone()),
+            AccessError::WrongRole { .. }
+        ));
+        c.h.ok(&c.patient, op);
+        let add = AccessOp::AddGroupMember {
+            group,
+            member: c.specialist.account(),
+        };
+        assert_eq!(
+            c.h.refused(&c.specialist, add.clone()),
+            AccessError::NotThePatient(c.specialist.account())
+        );
+        c.h.ok(&c.patient, add.clone());
+        let joined = c.h.height;
+        assert_eq!(
+            c.h.refused(&c.patient, add),
+            AccessError::AlreadyMember(c.specialist.account())
+        );
+        let terms = GrantTerms {
+            viewer: Viewer::Group(group),
+            ..c.treat_terms(rel, 30)
+        };
+        let g = c.h.grant(&c.patient, terms, None);
+        let read = |c: &Cast, p: PointerId| {
+            c.h.decide(&c.specialist, &c.patient, p, Action::Read, Treatment)
+        };
+        assert_eq!(read(&c, lab), Decision::Permit(Basis::Grant(g)));
+        c.h.ok(
+            &c.patient,
+            AccessOp::RemoveGroupMember {
+                group,
+                member: c.specialist.account(),
+            },
+        );
+        let left = c.h.height;
+        assert!(!read(&c, lab).is_permit());
+        assert_eq!(
+            c.h.access().members_of(&group, joined),
+            vec![c.specialist.account()]
+        );
+        assert!(c.h.access().members_of(&group, left).is_empty());
+        assert_eq!(
+            c.h.refused(
+                &c.patient,
+                AccessOp::RemoveGroupMember {
+                    group,
+                    member: c.specialist.account()
+                }
+            ),
+            AccessError::NotMember(c.specialist.account())
+        );
+        // Another patient's group cannot be granted to.
+        c.h.ok(
+            &c.guardian,
+            AccessOp::CreateGroup {
+                label: "mine".try_into().unwrap(),
+            },
+        );
+        let tx =
+            c.h.access()
+                .audit_trail(&c.guardian.account())
+                .last()
+                .unwrap()
+                .tx;
+        let other = GroupId::of_tx(tx);
+        let terms = GrantTerms {
+            viewer: Viewer::Group(other),
+            ..c.treat_terms(rel, 30)
+        };
+        assert_eq!(
+            c.h.refused(&c.patient, AccessOp::Grant { terms, under: None }),
+            AccessError::NotGroupOwner(other)
+        );
+    }
+}

@@ -141,3 +141,85 @@ impl GrantProof {
         codec::decode(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::tests::{reason, Cast, DAY};
+    use crate::access::AccessOp;
+    use crate::state::State;
+    use proptest::prelude::*;
+
+    fn prove(state: &State, grant: &GrantId) -> GrantProof {
+        GrantProof {
+            grant: state.access().grant(grant).unwrap().clone(),
+            grant_proof: state.prove(GRANTS_TABLE, grant),
+            revocation: state.access().revocation(grant).cloned(),
+            revocation_proof: state.prove(REVOCATIONS_TABLE, grant),
+        }
+    }
+
+    #[test]
+    fn proofs_show_active_expired_and_revoked() {
+        let mut c = Cast::new();
+        let (rel, _, _) = c.with_records();
+        let g = c.h.grant(&c.patient, c.treat_terms(rel, 30), None);
+        let (root, now) = (c.h.root(), c.h.time);
+        let proof = prove(&c.h.state, &g);
+        let bytes = proof.encode();
+        let decoded = GrantProof::decode(&bytes).unwrap();
+        assert_eq!(decoded, proof);
+        assert_eq!(decoded.verify(&root, &g, now), Ok(GrantStatus::Active));
+        assert_eq!(
+            decoded.verify(&root, &g, now + 31 * DAY),
+            Ok(GrantStatus::Expired)
+        );
+        assert_eq!(
+            decoded.verify(&root, &g, now - DAY),
+            Ok(GrantStatus::NotYetValid)
+        );
+        assert!(matches!(
+            decoded.verify(&root, &GrantId::default(), now),
+            Err(GrantProofError::WrongGrant { .. })
+        ));
+        // A widened grant does not verify.
+        let mut forged = proof.clone();
+        forged.grant.terms.period.end += DAY;
+        assert!(matches!(
+            forged.verify(&root, &g, now),
+            Err(GrantProofError::Grant(_))
+        ));
+
+        c.h.ok(
+            &c.patient,
+            AccessOp::RevokeGrant {
+                grant: g,
+                reason: reason("done"),
+            },
+        );
+        let new_root = c.h.root();
+        // The old proof still holds at the old root, not at the new one.
+        assert_eq!(proof.verify(&root, &g, now), Ok(GrantStatus::Active));
+        assert!(proof.verify(&new_root, &g, now).is_err());
+        let revoked = prove(&c.h.state, &g);
+        assert!(
+            matches!(revoked.verify(&new_root, &g, now), Ok(GrantStatus::Revoked(at)) if at.height == c.h.height)
+        );
+        // Hiding the revocation does not verify.
+        let mut hidden = revoked;
+        hidden.revocation = None;
+        assert!(matches!(
+            hidden.verify(&new_root, &g, now),
+            Err(GrantProofError::Revocation(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(p) = GrantProof::decode(&bytes) {
+                prop_assert_eq!(p.encode(), bytes);
+            }
+        }
+    }
+}

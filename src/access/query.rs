@@ -246,3 +246,108 @@ impl<C: Consensus> Chain<C> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::tests::{reason, Cast};
+    use crate::access::{AccessOp, GrantTerms, GroupId, Scope};
+
+    #[test]
+    fn who_can_read_now_and_as_of() {
+        let mut c = Cast::new();
+        let (rel, lab, mh) = c.with_records();
+        let h0 = c.h.height;
+        let g = c.h.grant(
+            &c.patient,
+            GrantTerms {
+                scope: Scope::pointers(&[lab]),
+                ..c.treat_terms(rel, 30)
+            },
+            None,
+        );
+        let h1 = c.h.height;
+        let readers = c.h.access().who_can_read(&lab, c.h.time);
+        let viewers: Vec<_> = readers.iter().map(|r| (r.viewer, r.basis)).collect();
+        assert!(viewers.contains(&(c.patient.account(), Basis::Patient)));
+        assert!(viewers.contains(&(c.hospital.account(), Basis::Custodian)));
+        assert!(viewers.contains(&(c.specialist.account(), Basis::Grant(g))));
+        assert_eq!(readers.len(), 3);
+        let s = readers
+            .iter()
+            .find(|r| r.viewer == c.specialist.account())
+            .unwrap();
+        assert_eq!(s.purposes, PurposeSet::of(&[PurposeOfUse::Treatment]));
+        assert_eq!(s.actions, ActionSet::of(&[Action::Read]));
+        assert_eq!(c.h.access().who_can_read(&mh, c.h.time).len(), 2);
+        c.h.ok(
+            &c.patient,
+            AccessOp::RevokeGrant {
+                grant: g,
+                reason: reason("done"),
+            },
+        );
+        let t1 = c.h.time - 10;
+        assert_eq!(c.h.access().who_can_read(&lab, c.h.time).len(), 2);
+        assert_eq!(c.h.access().who_could_read(&lab, h1, t1).len(), 3);
+        assert_eq!(c.h.access().who_could_read(&lab, h0, t1).len(), 2);
+    }
+
+    #[test]
+    fn revocation_dry_run_changes_nothing() {
+        let mut c = Cast::new();
+        let (rel, lab, mh) = c.with_records();
+        let op = AccessOp::CreateGroup {
+            label: "team".try_into().unwrap(),
+        };
+        let group = GroupId::of_tx(c.h.next_tx_id(&c.patient, &op));
+        c.h.ok(&c.patient, op);
+        c.h.ok(
+            &c.patient,
+            AccessOp::AddGroupMember {
+                group,
+                member: c.researcher.account(),
+            },
+        );
+        let g = c.h.grant(
+            &c.patient,
+            GrantTerms {
+                viewer: Viewer::Group(group),
+                ..c.treat_terms(rel, 30)
+            },
+            None,
+        );
+        // The specialist also holds its own grant on the lab record: it loses nothing there.
+        c.h.grant(
+            &c.patient,
+            GrantTerms {
+                scope: Scope::pointers(&[lab]),
+                ..c.treat_terms(rel, 30)
+            },
+            None,
+        );
+        c.h.ok(
+            &c.patient,
+            AccessOp::AddGroupMember {
+                group,
+                member: c.specialist.account(),
+            },
+        );
+        let root = c.h.root();
+        let losses = c.h.access().revocation_impact(&g, c.h.time);
+        assert_eq!(c.h.root(), root);
+        let expected = vec![
+            (c.researcher.account(), lab),
+            (c.researcher.account(), mh),
+            (c.specialist.account(), mh),
+        ];
+        let mut got: Vec<_> = losses.iter().map(|l| (l.viewer, l.pointer)).collect();
+        got.sort();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(got, expected);
+        assert!(losses
+            .iter()
+            .all(|l| l.action == Action::Read && l.purpose == PurposeOfUse::Treatment));
+    }
+}

@@ -439,3 +439,198 @@ impl AccessState {
         Some(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::tests::{reason, record, Cast};
+    use crate::access::{AccessOp, Side};
+
+    #[test]
+    fn pending_until_the_patient_answers() {
+        let mut c = Cast::new();
+        c.h.ok(
+            &c.hospital,
+            AccessOp::CreateRelationship {
+                patient: c.patient.account(),
+            },
+        );
+        let id = RelationshipId::of(c.patient.account(), c.hospital.account());
+        let pending = c.h.access().pending_for(&c.patient.account());
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].relationship, id);
+        assert_eq!(pending[0].side, Side::Patient);
+        assert_eq!(pending[0].counterparty, c.hospital.account());
+        assert_eq!(c.h.access().pending_for(&c.hospital.account()).len(), 1);
+        // Only the patient answers; the provider cannot accept for it.
+        let accept = AccessOp::AcceptRelationship { relationship: id };
+        assert_eq!(
+            c.h.refused(&c.hospital, accept.clone()),
+            AccessError::NotThePatient(c.hospital.account())
+        );
+        assert_eq!(
+            c.h.refused(&c.specialist, accept.clone()),
+            AccessError::NotThePatient(c.specialist.account())
+        );
+        let created = c.h.height;
+        c.h.ok(&c.patient, accept.clone());
+        let rel = c.h.access().relationship(&id).unwrap();
+        assert_eq!(rel.status(), RelationshipStatus::Accepted);
+        assert_eq!(rel.status_at(created), Some(RelationshipStatus::Pending));
+        assert_eq!(rel.status_at(created - 1), None);
+        assert!(c.h.access().pending_for(&c.patient.account()).is_empty());
+        assert!(matches!(
+            c.h.refused(&c.patient, accept),
+            AccessError::WrongStatus { .. }
+        ));
+        // One relationship per pair.
+        assert_eq!(
+            c.h.refused(
+                &c.hospital,
+                AccessOp::CreateRelationship {
+                    patient: c.patient.account()
+                }
+            ),
+            AccessError::RelationshipExists(id)
+        );
+    }
+
+    #[test]
+    fn only_certified_providers_open_relationships_with_patients() {
+        let mut c = Cast::new();
+        let to_patient = AccessOp::CreateRelationship {
+            patient: c.patient.account(),
+        };
+        // Registered as a provider, never certified.
+        assert_eq!(
+            c.h.refused(&c.specialist, to_patient.clone()),
+            AccessError::NotCertified(c.specialist.account())
+        );
+        assert!(matches!(
+            c.h.refused(&c.researcher, to_patient),
+            AccessError::WrongRole { .. }
+        ));
+        // A provider cannot make itself (or another provider) the patient.
+        assert!(matches!(
+            c.h.refused(
+                &c.hospital,
+                AccessOp::CreateRelationship {
+                    patient: c.hospital.account()
+                }
+            ),
+            AccessError::WrongRole {
+                expected: Role::Patient,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rejection_and_termination_are_recorded() {
+        let mut c = Cast::new();
+        c.h.ok(
+            &c.clinic,
+            AccessOp::CreateRelationship {
+                patient: c.patient.account(),
+            },
+        );
+        let clinic_rel = RelationshipId::of(c.patient.account(), c.clinic.account());
+        c.h.ok(
+            &c.patient,
+            AccessOp::RejectRelationship {
+                relationship: clinic_rel,
+                reason: reason("not my clinic"),
+            },
+        );
+        let r = c.h.access().relationship(&clinic_rel).unwrap();
+        assert_eq!(r.status(), RelationshipStatus::Rejected);
+        assert_eq!(r.rejected.as_ref().unwrap().1.as_str(), "not my clinic");
+
+        let (rel, _, _) = c.with_records();
+        let terms = c.treat_terms(rel, 30);
+        let g = c.h.grant(&c.patient, terms, None);
+        assert_eq!(
+            c.h.refused(
+                &c.specialist,
+                AccessOp::TerminateRelationship {
+                    relationship: rel,
+                    reason: reason("x")
+                }
+            ),
+            AccessError::NotAParty(c.specialist.account())
+        );
+        c.h.ok(
+            &c.hospital,
+            AccessOp::TerminateRelationship {
+                relationship: rel,
+                reason: reason("patient moved away"),
+            },
+        );
+        let r = c.h.access().relationship(&rel).unwrap();
+        let t = r.termination.as_ref().unwrap();
+        assert_eq!(
+            (t.by, t.at.height, t.reason.as_str()),
+            (c.hospital.account(), c.h.height, "patient moved away")
+        );
+        // The grant is revoked in cascade, with the cause recorded; the grant stays.
+        let rev = c.h.access().revocation(&g).unwrap();
+        assert_eq!(rev.cause, RevocationCause::RelationshipTerminated);
+        assert!(c.h.access().grant(&g).is_some());
+        // No more pointers on a terminated relationship.
+        let op = AccessOp::AddPointer {
+            relationship: rel,
+            record: record(9, Category::General),
+            replaces: None,
+        };
+        assert!(matches!(
+            c.h.refused(&c.hospital, op),
+            AccessError::WrongStatus { .. }
+        ));
+    }
+
+    #[test]
+    fn new_versions_record_what_they_replace() {
+        let mut c = Cast::new();
+        let (rel, lab, mh) = c.with_records();
+        let op = AccessOp::AddPointer {
+            relationship: rel,
+            record: record(1, Category::Laboratory),
+            replaces: None,
+        };
+        assert_eq!(
+            c.h.refused(&c.specialist, op),
+            AccessError::NotTheProvider(c.specialist.account())
+        );
+        let v2 = c.h.pointer(
+            &c.hospital,
+            rel,
+            record(11, Category::Laboratory),
+            Some(lab),
+        );
+        let a = c.h.access();
+        let p2 = a.pointer(&v2).unwrap();
+        assert_eq!((p2.replaces, p2.origin), (Some(lab), lab));
+        assert_eq!(a.pointer(&lab).unwrap().superseded_by, Some(v2));
+        assert_eq!(a.latest_version(&lab).unwrap().id, v2);
+        assert_eq!(a.pointers_of(&rel).len(), 3);
+        // Replacing an old version again, or changing the category, is refused.
+        let again = AccessOp::AddPointer {
+            relationship: rel,
+            record: record(12, Category::Laboratory),
+            replaces: Some(lab),
+        };
+        assert_eq!(
+            c.h.refused(&c.hospital, again),
+            AccessError::PointerSuperseded(lab)
+        );
+        let recat = AccessOp::AddPointer {
+            relationship: rel,
+            record: record(13, Category::Imaging),
+            replaces: Some(mh),
+        };
+        assert!(matches!(
+            c.h.refused(&c.hospital, recat),
+            AccessError::CategoryChanged { .. }
+        ));
+    }
+}

@@ -85,3 +85,32 @@ impl AccessState {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::access::tests::Cast;
+    use crate::access::{AccessOp, RelationshipStatus, Side};
+
+    #[test]
+    fn summary_lists_both_sides_with_status() {
+        let mut c = Cast::new();
+        c.with_records();
+        c.h.ok(
+            &c.clinic,
+            AccessOp::CreateRelationship {
+                patient: c.patient.account(),
+            },
+        );
+        let s = c.h.access().summary(&c.patient.account());
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].status, RelationshipStatus::Accepted);
+        assert_eq!(s[0].pointers, 2);
+        assert_eq!(s[1].status, RelationshipStatus::Pending);
+        assert_eq!(s[1].counterparty, c.clinic.account());
+        let p = c.h.access().summary(&c.hospital.account());
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].side, Side::Provider);
+        assert_eq!(c.h.access().pending_for(&c.patient.account()).len(), 1);
+        assert!(c.h.access().review_queue(&c.patient.account()).is_empty());
+    }
+}
