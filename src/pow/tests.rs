@@ -558,6 +558,15 @@ proptest! {
     }
 
     #[test]
+    fn mainnet_limit_matches_cores_declared_limit(n in any::<u32>()) {
+        // Core declares 2^224 - 1; no compact target lies between it and Target::MAX.
+        let core_limit = target_hex(&"ff".repeat(28));
+        if let Ok(t) = Target::from_compact(bits(n)) {
+            prop_assert_eq!(t <= Target::MAX, t <= core_limit);
+        }
+    }
+
+    #[test]
     fn to_compact_truncates(t in any_target()) {
         let c = t.to_compact();
         prop_assert_eq!(c.to_consensus(), reference_get_compact(t.to_be_bytes()));
