@@ -32,7 +32,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::Deref;
 
-use serde::de::{DeserializeOwned, Error as _, SeqAccess, Visitor};
+use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The version byte that prefixes every canonical encoding.

@@ -2,7 +2,7 @@
 //!
 //! Two hash functions are used, each for one job:
 //!
-//! * **SHA-256d** ([`sha256d`]) for Proof-of-Work only, so that the [`pow`](crate::pow) module is
+//! * **SHA-256d** ([`sha256d`]) for Proof-of-Work only, so that the proof-of-work module is
 //!   bit-for-bit compatible with Bitcoin's header hashing.
 //! * **BLAKE3** for everything else. Every use has a named [`Domain`] whose context string is kept
 //!   in this module ([`domain`]), so no two kinds of object can ever hash to the same preimage.
@@ -12,7 +12,6 @@
 //! [`FromStr`](core::str::FromStr), and a `Debug` of the form `BlockHash(00ab…)`.
 
 use core::fmt;
-use core::str::FromStr;
 use std::sync::OnceLock;
 
 use blake3::hazmat::{ContextKey, HasherExt};
@@ -24,7 +23,12 @@ use sha2::{Digest as _, Sha256};
 ///
 /// ```
 /// // The Bitcoin genesis block hash, as computed (displayed reversed by Bitcoin tools).
-/// let header = medledger::pow::BITCOIN_GENESIS_HEADER;
+/// let header: [u8; 80] = medledger::hash::from_hex(concat!(
+///     "0100000000000000000000000000000000000000000000000000000000000000",
+///     "000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa",
+///     "4b1e5e4a29ab5f49ffff001d1dac2b7c",
+/// ))
+/// .unwrap();
 /// let mut h = medledger::hash::sha256d(&header);
 /// h.reverse();
 /// assert!(h.starts_with(&[0, 0, 0, 0, 0, 0x19, 0xd6, 0x68, 0x9c]));
@@ -196,7 +200,7 @@ hash_newtype! {
 hash_newtype! {
     /// An account: the Ed25519 public key the account was first seen with.
     ///
-    /// Key rotation (see [`access`](crate::access)) changes the key that signs for an account,
+    /// Key rotation (in the access-control module) changes the key that signs for an account,
     /// never its id.
     AccountId
 }
@@ -314,6 +318,9 @@ pub mod domain {
     pub static PSEUDONYM_EPOCH_KEY: Domain = Domain::new("medledger 2026-12 pseudonym epoch key v1");
     /// Common-control statements linking pseudonyms.
     pub static PSEUDONYM_LINK: Domain = Domain::new("medledger 2026-12 pseudonym link statement v1");
+    /// Pseudonym recipients named by a public group label rather than an account.
+    pub static PSEUDONYM_RECIPIENT_GROUP: Domain =
+        Domain::new("medledger 2026-12 pseudonym recipient group v1");
     /// File store record checksums.
     pub static STORE_RECORD: Domain = Domain::new("medledger 2026-12 file store record v1");
 }
@@ -373,7 +380,7 @@ mod tests {
             &BLOCK, &TX, &TX_MERKLE, &CHAIN_ID, &POW_COMMIT, &STATE_LEAF, &STATE_NODE,
             &STATE_KEY, &STATE_VALUE, &IDENTITY_COMMIT, &RECORD, &COMMITTEE_IDENTITY,
             &COMMITTEE_VOTE, &COMMITTEE_RANDOMNESS, &PSEUDONYM, &PSEUDONYM_SIGNING_KEY,
-            &PSEUDONYM_EPOCH_KEY, &PSEUDONYM_LINK, &STORE_RECORD,
+            &PSEUDONYM_EPOCH_KEY, &PSEUDONYM_LINK, &PSEUDONYM_RECIPIENT_GROUP, &STORE_RECORD,
         ];
         let mut set = std::collections::HashSet::new();
         for d in all {
