@@ -97,7 +97,9 @@ pub enum DecodeError {
         count: usize,
     },
     /// The bytes decode, but not in canonical form (for example an over-long varint).
-    #[error("{what}: non-canonical encoding ({len} bytes where the canonical form has {canonical})")]
+    #[error(
+        "{what}: non-canonical encoding ({len} bytes where the canonical form has {canonical})"
+    )]
     NonCanonical {
         /// The type being decoded.
         what: &'static str,
@@ -145,7 +147,8 @@ pub(crate) fn encode_body_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u
     let buf = core::mem::take(out);
     // Serialising into a Vec only fails if a Serialize impl reports an error, and every type
     // in this crate serialises infallibly.
-    *out = postcard::to_extend(value, buf).expect("postcard serialisation into a Vec is infallible");
+    *out =
+        postcard::to_extend(value, buf).expect("postcard serialisation into a Vec is infallible");
 }
 
 /// The length of `value`'s postcard body (without the version byte).
@@ -575,7 +578,10 @@ mod tests {
             decode::<Sample>(&v2),
             Err(DecodeError::UnsupportedVersion { found: 2, .. })
         ));
-        assert!(matches!(decode::<Sample>(&[]), Err(DecodeError::Empty { .. })));
+        assert!(matches!(
+            decode::<Sample>(&[]),
+            Err(DecodeError::Empty { .. })
+        ));
     }
 
     #[test]
@@ -589,7 +595,11 @@ mod tests {
         let big = vec![1u8; 65];
         assert!(matches!(
             decode::<Sample>(&big),
-            Err(DecodeError::InputTooLarge { len: 65, max: 64, .. })
+            Err(DecodeError::InputTooLarge {
+                len: 65,
+                max: 64,
+                ..
+            })
         ));
     }
 

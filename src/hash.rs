@@ -305,19 +305,24 @@ pub mod domain {
     /// Record content hashes computed by the crate's helpers.
     pub static RECORD: Domain = Domain::new("medledger 2026-12 record content v1");
     /// Committee identity proof-of-work (Elastico step 1).
-    pub static COMMITTEE_IDENTITY: Domain = Domain::new("medledger 2026-12 committee identity pow v1");
+    pub static COMMITTEE_IDENTITY: Domain =
+        Domain::new("medledger 2026-12 committee identity pow v1");
     /// Committee votes and certificates.
     pub static COMMITTEE_VOTE: Domain = Domain::new("medledger 2026-12 committee vote v1");
     /// Committee commit-reveal randomness.
-    pub static COMMITTEE_RANDOMNESS: Domain = Domain::new("medledger 2026-12 committee randomness v1");
+    pub static COMMITTEE_RANDOMNESS: Domain =
+        Domain::new("medledger 2026-12 committee randomness v1");
     /// Pseudonym derivation.
     pub static PSEUDONYM: Domain = Domain::new("medledger 2026-12 pseudonym v1");
     /// Per-context pseudonym signing key derivation.
-    pub static PSEUDONYM_SIGNING_KEY: Domain = Domain::new("medledger 2026-12 pseudonym signing key v1");
+    pub static PSEUDONYM_SIGNING_KEY: Domain =
+        Domain::new("medledger 2026-12 pseudonym signing key v1");
     /// Epoch key derivation for pseudonyms.
-    pub static PSEUDONYM_EPOCH_KEY: Domain = Domain::new("medledger 2026-12 pseudonym epoch key v1");
+    pub static PSEUDONYM_EPOCH_KEY: Domain =
+        Domain::new("medledger 2026-12 pseudonym epoch key v1");
     /// Common-control statements linking pseudonyms.
-    pub static PSEUDONYM_LINK: Domain = Domain::new("medledger 2026-12 pseudonym link statement v1");
+    pub static PSEUDONYM_LINK: Domain =
+        Domain::new("medledger 2026-12 pseudonym link statement v1");
     /// Pseudonym recipients named by a public group label rather than an account.
     pub static PSEUDONYM_RECIPIENT_GROUP: Domain =
         Domain::new("medledger 2026-12 pseudonym recipient group v1");
@@ -377,10 +382,26 @@ mod tests {
     fn domain_contexts_are_unique() {
         use domain::*;
         let all = [
-            &BLOCK, &TX, &TX_MERKLE, &CHAIN_ID, &POW_COMMIT, &STATE_LEAF, &STATE_NODE,
-            &STATE_KEY, &STATE_VALUE, &IDENTITY_COMMIT, &RECORD, &COMMITTEE_IDENTITY,
-            &COMMITTEE_VOTE, &COMMITTEE_RANDOMNESS, &PSEUDONYM, &PSEUDONYM_SIGNING_KEY,
-            &PSEUDONYM_EPOCH_KEY, &PSEUDONYM_LINK, &PSEUDONYM_RECIPIENT_GROUP, &STORE_RECORD,
+            &BLOCK,
+            &TX,
+            &TX_MERKLE,
+            &CHAIN_ID,
+            &POW_COMMIT,
+            &STATE_LEAF,
+            &STATE_NODE,
+            &STATE_KEY,
+            &STATE_VALUE,
+            &IDENTITY_COMMIT,
+            &RECORD,
+            &COMMITTEE_IDENTITY,
+            &COMMITTEE_VOTE,
+            &COMMITTEE_RANDOMNESS,
+            &PSEUDONYM,
+            &PSEUDONYM_SIGNING_KEY,
+            &PSEUDONYM_EPOCH_KEY,
+            &PSEUDONYM_LINK,
+            &PSEUDONYM_RECIPIENT_GROUP,
+            &STORE_RECORD,
         ];
         let mut set = std::collections::HashSet::new();
         for d in all {
