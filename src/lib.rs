@@ -4,3 +4,5 @@
 
 pub mod codec;
 pub mod hash;
+pub mod pseudonym;
+pub mod purpose;
