@@ -27,18 +27,14 @@ const TAG_ROOT: u8 = 0;
 const TAG_LEFT: u8 = 1;
 const TAG_RIGHT: u8 = 2;
 
-fn derive_root(secret: &[u8; 32]) -> Box<Key32> {
-    Box::new(Key32(
-        domain::PSEUDONYM_EPOCH_KEY.hash_parts(&[secret, &[TAG_ROOT, 0]]),
-    ))
+fn derive_root(secret: &[u8; 32]) -> Key32 {
+    Key32(domain::PSEUDONYM_EPOCH_KEY.hash_parts(&[secret, &[TAG_ROOT, 0]]))
 }
 
 /// The child of a node: `depth` is the child's depth (1..=64), `bit` the branch taken.
-fn derive_child(parent: &Key32, depth: u8, bit: bool) -> Box<Key32> {
+fn derive_child(parent: &Key32, depth: u8, bit: bool) -> Key32 {
     let tag = if bit { TAG_RIGHT } else { TAG_LEFT };
-    Box::new(Key32(
-        domain::PSEUDONYM_EPOCH_KEY.hash_parts(&[&parent.0, &[tag, depth]]),
-    ))
+    Key32(domain::PSEUDONYM_EPOCH_KEY.hash_parts(&[&parent.0, &[tag, depth]]))
 }
 
 /// A patient's root secret: 32 bytes from a cryptographically secure random generator.
@@ -268,7 +264,10 @@ impl EpochKeyTree {
     /// The whole tree of a patient secret.
     pub fn from_secret(secret: &PatientSecret) -> Self {
         let mut nodes = BTreeMap::new();
-        nodes.insert(Node::ROOT.start, (Node::ROOT.depth, derive_root(&secret.0)));
+        nodes.insert(
+            Node::ROOT.start,
+            (Node::ROOT.depth, Box::new(derive_root(&secret.0))),
+        );
         Self { nodes }
     }
 
@@ -296,17 +295,13 @@ impl EpochKeyTree {
         let (node, key) = self
             .holder(epoch.0)
             .ok_or(PseudonymError::EpochShredded { epoch })?;
-        let mut current: Option<Box<Key32>> = None;
+        // Walk down on the stack (each intermediate key is erased when replaced), box the leaf.
+        let mut current = Key32(key.0);
         for depth in node.depth..64 {
             let bit = (epoch.0 >> (63 - u32::from(depth))) & 1 == 1;
-            let parent = current.as_deref().unwrap_or(key);
-            current = Some(derive_child(parent, depth + 1, bit));
+            current = derive_child(&current, depth + 1, bit);
         }
-        let key = match current {
-            Some(k) => k,
-            // The holder is the leaf itself.
-            None => Box::new(Key32(key.0)),
-        };
+        let key = Box::new(current);
         Ok(EpochKey { epoch, key })
     }
 
@@ -342,7 +337,7 @@ impl EpochKeyTree {
         } else {
             // Partial overlap, so the node is not a leaf (a leaf's range is one epoch).
             for (bit, child) in node.children().into_iter().enumerate() {
-                let child_key = derive_child(&key, child.depth, bit == 1);
+                let child_key = Box::new(derive_child(&key, child.depth, bit == 1));
                 self.split_out(child, child_key, lo, hi);
             }
         }
