@@ -172,6 +172,11 @@ mod tests {
     }
 
     #[test]
+    fn all_is_in_ord_order() {
+        assert!(PurposeOfUse::ALL.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
     fn emergency() {
         assert!(PurposeOfUse::BreakTheGlass.is_emergency());
         assert!(!PurposeOfUse::Research.is_emergency());

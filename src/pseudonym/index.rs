@@ -113,15 +113,16 @@ impl LinkIndex {
     pub fn remove_patient(&mut self, patient: &PatientHandle) -> usize {
         let mut removed = 0;
         for entries in self.epochs.values_mut() {
+            // The patient's entries are contiguous, starting at the smallest purpose and
+            // recipient (`PurposeOfUse::ALL` is in `Ord` order).
+            let first = (
+                *patient,
+                PurposeOfUse::ALL[0],
+                Recipient::from_bytes([0; 32]),
+            );
             let mine: Vec<_> = entries
                 .forward
-                .range(
-                    (
-                        *patient,
-                        PurposeOfUse::Treatment,
-                        Recipient::from_bytes([0; 32]),
-                    )..,
-                )
+                .range(first..)
                 .take_while(|((p, _, _), _)| p == patient)
                 .map(|(&k, &v)| (k, v))
                 .collect();

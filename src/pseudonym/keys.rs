@@ -475,6 +475,37 @@ mod tests {
         assert!(tree.covers(Epoch(1000)));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Shredding against a model: a set of shredded epochs.
+        #[test]
+        fn shredding_matches_a_model(
+            ranges in proptest::collection::vec((0u64..200, 0u64..20), 0..12),
+            probes in proptest::collection::vec(0u64..240, 16),
+        ) {
+            let s = secret();
+            let full = s.key_tree();
+            let mut tree = s.key_tree();
+            let mut model = std::collections::BTreeSet::new();
+            for (start, len) in ranges {
+                tree.shred(Epoch(start)..=Epoch(start + len));
+                model.extend(start..=start + len);
+            }
+            for e in probes.into_iter().chain([u64::MAX, 1 << 50]) {
+                let shredded = model.contains(&e);
+                proptest::prop_assert_eq!(tree.covers(Epoch(e)), !shredded);
+                match tree.epoch_key(Epoch(e)) {
+                    Ok(k) => proptest::prop_assert_eq!(k, full.epoch_key(Epoch(e)).unwrap()),
+                    Err(err) => {
+                        proptest::prop_assert!(shredded);
+                        proptest::prop_assert_eq!(err, PseudonymError::EpochShredded { epoch: Epoch(e) });
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn secrets_never_print_and_compare() {
         let a = PatientSecret::from_bytes([1; 32]);
