@@ -47,6 +47,8 @@ pub mod consensus;
 pub mod hash;
 pub mod merkle;
 pub mod pow;
+pub mod pseudonym;
+pub mod purpose;
 pub mod smt;
 pub mod state;
 pub mod store;
