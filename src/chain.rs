@@ -27,7 +27,7 @@ use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
 use crate::state::{BlockUndo, Event, State, StateError, TxFailure};
 use crate::store::{MemoryStore, Store, StoreError};
-use crate::tx::{self, PublicKey, Transaction, TxError, VerifiedTx};
+use crate::tx::{self, KeyCache, PublicKey, Transaction, TxError, VerifiedTx};
 
 /// The default limit on how many blocks a reorganisation may roll back.
 pub const DEFAULT_MAX_REORG_DEPTH: u64 = 100;
@@ -348,6 +348,7 @@ impl<C: Consensus> ChainBuilder<C> {
             state,
             replaying: false,
             authorities,
+            keys: KeyCache::default(),
         };
         let stored = chain.store.block_hashes()?;
         match stored.first() {
@@ -388,6 +389,7 @@ pub struct Chain<C: Consensus> {
     replaying: bool,
     /// The genesis authorities (to rebuild the genesis state on replay).
     authorities: Vec<(crate::access::Name, PublicKey)>,
+    keys: KeyCache,
 }
 
 impl<C: Consensus> core::fmt::Debug for Chain<C> {
@@ -547,7 +549,7 @@ impl<C: Consensus> Chain<C> {
         txs: Vec<Transaction>,
         timestamp: u64,
     ) -> Result<BlockTemplate, ChainError> {
-        let verified = tx::verify_batch(self.chain_id, txs)?;
+        let verified = tx::verify_batch_cached(self.chain_id, txs, &self.keys)?;
         let height = self.height() + 1;
         let (executed, skipped) = self
             .state
@@ -615,7 +617,7 @@ impl<C: Consensus> Chain<C> {
             });
         }
         let parent_work = parent.total_work;
-        let checked = block.check_structure(self.chain_id)?;
+        let checked = block.check_structure_cached(self.chain_id, &self.keys)?;
         let now = self.clock.now();
         let work = {
             let branch = self.branch(parent_hash).expect("parent is indexed");
@@ -719,7 +721,7 @@ impl<C: Consensus> Chain<C> {
                 "block {hash} is indexed but not stored"
             )))
         })?;
-        Ok(block.check_structure(self.chain_id)?)
+        Ok(block.check_structure_cached(self.chain_id, &self.keys)?)
     }
 
     fn reorganise(
