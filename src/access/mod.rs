@@ -868,7 +868,7 @@ pub enum AccessError {
     #[error("account {0} did not open the session")]
     NotTheOpener(AccountId),
     /// An access receipt was refused: the permission it claims does not hold.
-    #[error("access denied: {0}")]
+    #[error("the permission does not hold: {0}")]
     Denied(DenyReason),
     /// A bounded list in the state is full.
     #[error("limit reached: at most {max} {what}")]
