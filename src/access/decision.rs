@@ -275,6 +275,11 @@ impl AccessState {
         height: u64,
         excluded: &[GrantId],
     ) -> Decision {
+        // The index entry does not depend on the pointer: look both up before using either,
+        // so that their memory loads overlap.
+        let index = self
+            .viewer_index
+            .get(&(req.patient, Viewer::Account(req.viewer)));
         let pointer = match self.pointer_for(req, height) {
             Ok(p) => p,
             Err(r) => return Decision::Deny(r),
@@ -285,39 +290,49 @@ impl AccessState {
         if req.viewer == pointer.provider {
             return Decision::Permit(Basis::Custodian);
         }
+        // Grants need no look at the relationship's status: they are only made on accepted
+        // relationships, and a relationship only leaves that status by termination, which
+        // revokes them all at the same height. A grant that is not revoked therefore implies
+        // an accepted relationship, now and at every past height.
+        let mut best = DenyReason::NoGrant;
+        let mut try_grant = |id: GrantId, revoked: Option<u64>| -> bool {
+            if excluded.contains(&id) {
+                return false;
+            }
+            let Some(grant) = self.grants.get(&id) else {
+                return false;
+            };
+            match check_grant(grant, revoked, req, pointer, height) {
+                Ok(()) => true,
+                Err(r) => {
+                    keep_best(&mut best, r);
+                    false
+                }
+            }
+        };
+        let permitted = if height == NOW {
+            self.live_candidates(index, req, pointer.relationship, &mut try_grant)
+        } else {
+            self.relationships
+                .get(&pointer.relationship)
+                .and_then(|rel| self.past_candidates(rel, req, height, &mut try_grant))
+        };
+        if let Some(id) = permitted {
+            debug_assert_eq!(
+                self.relationships
+                    .get(&pointer.relationship)
+                    .and_then(|r| r.status_at(height)),
+                Some(RelationshipStatus::Accepted),
+                "a grant that is not revoked implies an accepted relationship"
+            );
+            return Decision::Permit(Basis::Grant(id));
+        }
         let Some(rel) = self.relationships.get(&pointer.relationship) else {
             return Decision::Deny(DenyReason::UnknownPointer(req.pointer));
         };
         let status = rel.status_at(height).unwrap_or(RelationshipStatus::Pending);
-        let index = self
-            .viewer_index
-            .get(&(req.patient, Viewer::Account(req.viewer)));
-        let mut best = DenyReason::NoGrant;
-        if status == RelationshipStatus::Accepted {
-            let mut try_grant = |id: GrantId, revoked: Option<u64>| -> bool {
-                if excluded.contains(&id) {
-                    return false;
-                }
-                let Some(grant) = self.grants.get(&id) else {
-                    return false;
-                };
-                match check_grant(grant, revoked, req, pointer, height) {
-                    Ok(()) => true,
-                    Err(r) => {
-                        keep_best(&mut best, r);
-                        false
-                    }
-                }
-            };
-            let permitted = if height == NOW {
-                self.live_candidates(index, req, rel.id, &mut try_grant)
-            } else {
-                self.past_candidates(rel, req, height, &mut try_grant)
-            };
-            if let Some(id) = permitted {
-                return Decision::Permit(Basis::Grant(id));
-            }
-        } else {
+        if status != RelationshipStatus::Accepted {
+            // Its grants (if any) are revoked: the relationship is the reason.
             best = DenyReason::RelationshipNotActive {
                 relationship: rel.id,
                 status,

@@ -396,6 +396,12 @@ impl State {
         result
     }
 
+    /// The genesis state with `authorities` (benchmarks that build states without a chain).
+    #[doc(hidden)]
+    pub fn bench_genesis(authorities: &[(Name, PublicKey)], time: u64) -> Self {
+        Self::genesis(authorities, time)
+    }
+
     /// Commits pending writes to the tables without updating the state tree (benchmarks
     /// only: the state root no longer matches the tables).
     #[doc(hidden)]
