@@ -649,9 +649,11 @@ impl Exec<'_> {
         );
         let key = (patient, viewer);
         if let Some(index) = self.s.viewer_index.get(&key) {
-            if let Some(pos) = index.grants.iter().position(|g| g.grant == id) {
+            if index.grants.iter().any(|g| g.grant == id) {
                 let mut index: ViewerIndex = index.clone();
-                index.grants[pos].revoked = Some(at.height);
+                for g in index.grants.iter_mut().filter(|g| g.grant == id) {
+                    g.revoked = Some(at.height);
+                }
                 self.s.viewer_index.insert(key, index);
             }
         }

@@ -1131,12 +1131,56 @@ pub(crate) struct IndexedGrant {
     pub(crate) revoked: Option<u64>,
 }
 
+/// A viewer's grants from one patient, in creation order: the first inline (most viewers
+/// hold one, and `decide` then reads no further memory), the others on the heap.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GrantList {
+    first: Option<IndexedGrant>,
+    rest: Vec<IndexedGrant>,
+}
+
+impl GrantList {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &IndexedGrant> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut IndexedGrant> {
+        self.first.iter_mut().chain(&mut self.rest)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    pub(crate) fn push(&mut self, grant: IndexedGrant) {
+        match self.first {
+            None => self.first = Some(grant),
+            Some(_) => self.rest.push(grant),
+        }
+    }
+
+    /// Keeps the grants for which `keep` holds, in order.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&IndexedGrant) -> bool) {
+        let rest = core::mem::take(&mut self.rest);
+        let mut kept = self
+            .first
+            .take()
+            .into_iter()
+            .chain(rest)
+            .filter(|g| keep(g))
+            .collect::<Vec<_>>()
+            .into_iter();
+        self.first = kept.next();
+        self.rest = kept.collect();
+    }
+}
+
 /// What the decision needs about a (patient, viewer) pair, in one entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ViewerIndex {
     /// Grants to this viewer, in creation order (revoked and expired ones are pruned when the
     /// list is full).
-    pub(crate) grants: Vec<IndexedGrant>,
+    pub(crate) grants: GrantList,
     /// Groups of the patient the viewer (an account) was ever a member of.
     pub(crate) groups: Vec<GroupId>,
     /// The viewer's latest break-glass session for the patient.
