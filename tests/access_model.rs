@@ -278,8 +278,7 @@ impl Model {
         viewer: usize,
         patient: usize,
         ptr: &PointerId,
-        action: Action,
-        purpose: PurposeOfUse,
+        (action, purpose): (Action, PurposeOfUse),
         basis: Basis,
         t: u64,
     ) -> bool {
@@ -524,16 +523,15 @@ fn op() -> impl Strategy<Value = Op> {
 // ---------------------------------------------------------------------------------------------
 // The runner
 
+/// A decision recorded at a block: viewer, pointer, action, purpose, and the decision.
+type Recorded = (usize, PointerId, Action, PurposeOfUse, Decision);
+
 struct Run {
     net: Net,
     keys: Vec<Keypair>,
     model: Model,
     /// Decisions recorded at each height, to check "as of" queries at the end.
-    history: Vec<(
-        u64,
-        u64,
-        Vec<(usize, PointerId, Action, PurposeOfUse, Decision)>,
-    )>,
+    history: Vec<(u64, u64, Vec<Recorded>)>,
 }
 
 impl Run {
@@ -1170,7 +1168,7 @@ impl Run {
                     Some(b) if basis % 2 == 0 => b,
                     _ => bases[basis as usize % bases.len()],
                 };
-                let allowed = m.receipt_ok(viewer, patient, &p.id, action, purpose, basis, t);
+                let allowed = m.receipt_ok(viewer, patient, &p.id, (action, purpose), basis, t);
                 let op = AccessOp::RecordAccess {
                     patient: self.keys[patient].account(),
                     pointer: p.id,

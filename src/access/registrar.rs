@@ -8,7 +8,8 @@
 //! ([`AccessState::account_by_identity`], [`AccessState::identity_of`]).
 //!
 //! Keys rotate ([`AccessOp::RotateKey`]): the old key signs, the new key proves possession; the
-//! history is kept so that [`AccessState::key_at`] tells which key an account had at any height.
+//! history is kept so that [`State::key_at`](crate::state::State::key_at) tells which key an
+//! account had at any height.
 //! Nonces stay per account across rotations.
 //!
 //! Health authorities are set in the genesis configuration
