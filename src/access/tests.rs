@@ -447,3 +447,145 @@ fn every_state_change_emits_an_event_and_audit_entry() {
     assert_eq!(receipts[0].actor, c.specialist.account());
     assert_eq!(receipts[0].at.height, c.h.height);
 }
+
+mod decoding {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An encoded transaction carrying a grant with provisions, pointers and a delegation.
+    fn sample() -> Vec<u8> {
+        let terms = GrantTerms::new(
+            RelationshipId::from_bytes([1; 32]),
+            Viewer::Group(GroupId::from_bytes([2; 32])),
+            Scope::pointers(&[PointerId::from_bytes([3; 32])]),
+            ActionSet::of(&[Action::Read]),
+            PurposeSet::of(&[PurposeOfUse::Treatment, PurposeOfUse::Research]),
+            Period::new(10, 20).unwrap(),
+        )
+        .with_provision(
+            Provision::new(ProvisionKind::Deny)
+                .with_categories(CategorySet::of(&[Category::Genomic]))
+                .with_period(Period::new(12, 14).unwrap()),
+        )
+        .with_provision(Provision::new(ProvisionKind::Permit).under(0));
+        let op = AccessOp::Grant {
+            terms,
+            under: Some(DelegationId::from_bytes([4; 32])),
+        };
+        Transaction::sign(&key(1), ChainId::default(), 7, Payload::Access(op)).encode()
+    }
+
+    proptest! {
+        /// Corrupted access transactions never panic the decoder, and whatever decodes is
+        /// canonical.
+        #[test]
+        fn corrupted_access_transactions_decode_canonically_or_not_at_all(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let mut bytes = sample();
+            for (at, x) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= x;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            if let Ok(tx) = Transaction::decode(&bytes) {
+                prop_assert_eq!(tx.encode(), bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn every_operation_round_trips() {
+        let ops = vec![
+            AccessOp::Register {
+                role: Role::Patient,
+                identity: Identity::Commitment(IdentityCommitment::new("x", &[0; 32])),
+            },
+            AccessOp::rotate_key(ChainId::default(), key(1).account(), &key(2)),
+            AccessOp::CertifyProvider {
+                provider: key(3).account(),
+                emergency: true,
+            },
+            AccessOp::DecertifyProvider {
+                provider: key(3).account(),
+                reason: reason("r"),
+            },
+            AccessOp::CreateRelationship {
+                patient: key(4).account(),
+            },
+            AccessOp::AcceptRelationship {
+                relationship: RelationshipId::default(),
+            },
+            AccessOp::RejectRelationship {
+                relationship: RelationshipId::default(),
+                reason: reason("r"),
+            },
+            AccessOp::TerminateRelationship {
+                relationship: RelationshipId::default(),
+                reason: reason("r"),
+            },
+            AccessOp::AddPointer {
+                relationship: RelationshipId::default(),
+                record: record(1, Category::Imaging),
+                replaces: Some(PointerId::default()),
+            },
+            AccessOp::CreateGroup {
+                label: "g".try_into().unwrap(),
+            },
+            AccessOp::AddGroupMember {
+                group: GroupId::default(),
+                member: key(5).account(),
+            },
+            AccessOp::RemoveGroupMember {
+                group: GroupId::default(),
+                member: key(5).account(),
+            },
+            AccessOp::RevokeGrant {
+                grant: GrantId::default(),
+                reason: reason("r"),
+            },
+            AccessOp::Delegate {
+                delegate: key(6).account(),
+                terms: DelegationTerms {
+                    relationship: None,
+                    scope: Scope::All,
+                    actions: ActionSet::all(),
+                    purposes: PurposeSet::all(),
+                    period: Period::new(1, 2).unwrap(),
+                },
+            },
+            AccessOp::RevokeDelegation {
+                delegation: DelegationId::default(),
+                reason: reason("r"),
+            },
+            AccessOp::OpenBreakGlass {
+                patient: key(4).account(),
+                reason: reason("r"),
+                duration_secs: 60,
+            },
+            AccessOp::CloseBreakGlass {
+                session: BreakGlassId::default(),
+            },
+            AccessOp::ReviewBreakGlass {
+                session: BreakGlassId::default(),
+                outcome: ReviewOutcome::Disputed,
+                note: Some(reason("n")),
+            },
+            AccessOp::RecordAccess {
+                patient: key(4).account(),
+                pointer: PointerId::default(),
+                action: Action::Disclose,
+                purpose: PurposeOfUse::PublicHealth,
+                basis: Basis::BreakGlass(BreakGlassId::default()),
+            },
+        ];
+        for op in ops {
+            let tx = Transaction::sign(&key(1), ChainId::default(), 0, Payload::Access(op));
+            assert_eq!(Transaction::decode(&tx.encode()).unwrap(), tx);
+        }
+    }
+}
