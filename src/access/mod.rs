@@ -17,6 +17,66 @@
 //! | viewer permissions | [`grant`], [`group`], [`delegation`]: FHIR-Consent-style grants with nested provisions, groups, narrowing delegation |
 //! | database gatekeeper | [`decision`]: explainable decisions, and access receipts the chain re-checks |
 //!
+//! ```
+//! use medledger::access::*;
+//! use medledger::chain::ChainBuilder;
+//! use medledger::pow::ProofOfWork;
+//! use medledger::purpose::PurposeOfUse;
+//! use medledger::tx::{Keypair, Payload, Transaction};
+//!
+//! let (authority, hospital, patient, doctor) =
+//!     (Keypair::generate(), Keypair::generate(), Keypair::generate(), Keypair::generate());
+//! let t0 = 1_700_000_000;
+//! let mut chain = ChainBuilder::new("docs", ProofOfWork::regtest())
+//!     .genesis_time(t0)
+//!     .authority("Health Authority", authority.public())
+//!     .build()?;
+//! let id = chain.chain_id();
+//! let tx = |k: &Keypair, nonce, op| Transaction::sign(k, id, nonce, Payload::Access(op));
+//! let org = |s: &str| Identity::Organisation(s.try_into().unwrap());
+//! let rel = RelationshipId::of(patient.account(), hospital.account());
+//! let record = RecordPointer {
+//!     query: "SELECT * FROM labs WHERE id = 1".try_into()?,
+//!     content_hash: RecordPointer::content_hash_of(b"the lab result"),
+//!     category: Category::Laboratory,
+//!     data_period: Period::new(t0 - 86_400, t0)?,
+//! };
+//! let add = tx(&hospital, 2, AccessOp::AddPointer { relationship: rel, record, replaces: None });
+//! let pointer = PointerId::of_tx(add.id());
+//! let terms = GrantTerms::new(
+//!     rel,
+//!     Viewer::Account(doctor.account()),
+//!     Scope::All,
+//!     ActionSet::of(&[Action::Read]),
+//!     PurposeSet::of(&[PurposeOfUse::Treatment]),
+//!     Period::lasting(t0, 30 * 86_400),
+//! );
+//! let txs = vec![
+//!     tx(&authority, 0, AccessOp::CertifyProvider { provider: hospital.account(), emergency: false }),
+//!     tx(&hospital, 0, AccessOp::Register { role: Role::Provider, identity: org("St Mary's") }),
+//!     tx(&doctor, 0, AccessOp::Register { role: Role::Provider, identity: org("Dr Lee") }),
+//!     tx(&patient, 0, AccessOp::Register {
+//!         role: Role::Patient,
+//!         identity: Identity::Commitment(IdentityCommitment::new("NHS-943-476-5919", &[7; 32])),
+//!     }),
+//!     tx(&hospital, 1, AccessOp::CreateRelationship { patient: patient.account() }),
+//!     add,
+//!     tx(&patient, 1, AccessOp::AcceptRelationship { relationship: rel }),
+//!     tx(&patient, 2, AccessOp::Grant { terms, under: None }),
+//! ];
+//! let block = chain.mine(txs, t0 + 600)?;
+//! chain.append(block)?;
+//! let read = |purpose| {
+//!     chain.decide(doctor.account(), patient.account(), pointer, Action::Read, purpose, t0 + 700)
+//! };
+//! assert!(read(PurposeOfUse::Treatment).is_permit());
+//! assert!(matches!(
+//!     read(PurposeOfUse::Research),
+//!     Decision::Deny(DenyReason::PurposeNotAllowed { .. })
+//! ));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # How a request is decided
 //!
 //! [`AccessState::decide`] answers *may `viewer` perform `action` on `pointer` of `patient` for
