@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::grant::evaluate_provisions;
 use super::{
-    AccessState, Action, BreakGlassId, Grant, GrantId, Pointer, PointerId, Relationship,
-    RelationshipId, RelationshipStatus, Viewer,
+    AccessState, Action, BreakGlassId, Grant, GrantId, GrantTerms, IndexedGrant, Pointer,
+    PointerId, Relationship, RelationshipId, RelationshipStatus, Viewer,
 };
 use crate::hash::AccountId;
 use crate::purpose::PurposeOfUse;
@@ -295,14 +295,11 @@ impl AccessState {
         // revokes them all at the same height. A grant that is not revoked therefore implies
         // an accepted relationship, now and at every past height.
         let mut best = DenyReason::NoGrant;
-        let mut try_grant = |id: GrantId, revoked: Option<u64>| -> bool {
+        let mut try_grant = |id: GrantId, terms: &GrantTerms, revoked: Option<u64>| -> bool {
             if excluded.contains(&id) {
                 return false;
             }
-            let Some(grant) = self.grants.get(&id) else {
-                return false;
-            };
-            match check_grant(grant, revoked, req, pointer, height) {
+            match check_grant(id, terms, revoked, req, pointer, height) {
                 Ok(()) => true,
                 Err(r) => {
                     keep_best(&mut best, r);
@@ -382,7 +379,7 @@ impl AccessState {
         index: Option<&super::ViewerIndex>,
         req: &AccessRequest,
         relationship: RelationshipId,
-        try_grant: &mut impl FnMut(GrantId, Option<u64>) -> bool,
+        try_grant: &mut impl FnMut(GrantId, &GrantTerms, Option<u64>) -> bool,
     ) -> Option<GrantId> {
         let index = index?;
         if index.groups.is_empty() {
@@ -390,15 +387,14 @@ impl AccessState {
             return index
                 .grants
                 .iter()
-                .filter(|g| g.relationship == relationship)
-                .find(|g| try_grant(g.grant, g.revoked))
+                .filter(|g| g.terms.relationship == relationship)
+                .find(|g| try_grant(g.grant, &g.terms, g.revoked))
                 .map(|g| g.grant);
         }
-        let mut candidates: Vec<(u32, GrantId, Option<u64>)> = index
+        let mut candidates: Vec<&IndexedGrant> = index
             .grants
             .iter()
-            .filter(|g| g.relationship == relationship)
-            .map(|g| (g.seq, g.grant, g.revoked))
+            .filter(|g| g.terms.relationship == relationship)
             .collect();
         for group in &index.groups {
             if !self.is_member_at(group, &req.viewer, NOW) {
@@ -408,16 +404,15 @@ impl AccessState {
                 candidates.extend(
                     gi.grants
                         .iter()
-                        .filter(|g| g.relationship == relationship)
-                        .map(|g| (g.seq, g.grant, g.revoked)),
+                        .filter(|g| g.terms.relationship == relationship),
                 );
             }
         }
-        candidates.sort_unstable_by_key(|c| c.0);
+        candidates.sort_unstable_by_key(|g| g.seq);
         candidates
             .into_iter()
-            .find(|&(_, id, revoked)| try_grant(id, revoked))
-            .map(|c| c.1)
+            .find(|g| try_grant(g.grant, &g.terms, g.revoked))
+            .map(|g| g.grant)
     }
 
     /// Tries the grants on the relationship that concerned the viewer at `height`, in creation
@@ -427,7 +422,7 @@ impl AccessState {
         rel: &Relationship,
         req: &AccessRequest,
         height: u64,
-        try_grant: &mut impl FnMut(GrantId, Option<u64>) -> bool,
+        try_grant: &mut impl FnMut(GrantId, &GrantTerms, Option<u64>) -> bool,
     ) -> Option<GrantId> {
         for seq in 0..rel.grants {
             let Some(id) = self.relationship_grants.get(&(rel.id, seq)) else {
@@ -440,7 +435,7 @@ impl AccessState {
                 continue;
             }
             let revoked = self.revocations.get(id).map(|r| r.at.height);
-            if try_grant(*id, revoked) {
+            if try_grant(*id, &grant.terms, revoked) {
                 return Some(*id);
             }
         }
@@ -510,7 +505,7 @@ impl AccessState {
                     });
                 }
                 let revoked = self.revocations.get(&id).map(|r| r.at.height);
-                check_grant(grant, revoked, req, pointer, height)
+                check_grant(id, &grant.terms, revoked, req, pointer, height)
             }
             Basis::BreakGlass(id) => {
                 let session = match self.break_glass.get(&id) {
@@ -541,14 +536,13 @@ impl AccessState {
 /// Checks one grant (already known to concern the viewer and the pointer's relationship).
 #[inline]
 fn check_grant(
-    grant: &Grant,
+    id: GrantId,
+    t: &GrantTerms,
     revoked: Option<u64>,
     req: &AccessRequest,
     pointer: &Pointer,
     height: u64,
 ) -> Result<(), DenyReason> {
-    let t = &grant.terms;
-    let id = grant.id;
     if !t.scope.covers(pointer) {
         return Err(DenyReason::NotInScope { grant: id });
     }

@@ -395,7 +395,9 @@ impl Exec<'_> {
         let mut index = self.s.viewer_index.get(&key).cloned().unwrap_or_default();
         if index.grants.len() >= MAX_LIVE_GRANTS_PER_VIEWER {
             let now = self.cx.time;
-            index.grants.retain(|g| g.revoked.is_none() && g.end > now);
+            index
+                .grants
+                .retain(|g| g.revoked.is_none() && g.terms.period.end > now);
             if index.grants.len() >= MAX_LIVE_GRANTS_PER_VIEWER {
                 return Err(AccessError::LimitReached {
                     what: "live grants per viewer",
@@ -405,10 +407,9 @@ impl Exec<'_> {
         }
         index.grants.push(IndexedGrant {
             grant: id,
-            relationship: rel.id,
             seq,
-            end: terms.period.end,
             revoked: None,
+            terms: terms.clone(),
         });
         if let Some(mut d) = delegation {
             if d.grants >= MAX_GRANTS_PER_DELEGATION {

@@ -1179,16 +1179,17 @@ pub(crate) struct Counters {
     pub(crate) audit: u64,
 }
 
-/// A grant as seen from the viewer index: enough to skip it without reading the grant.
+/// A grant as seen from the viewer index: a copy of its terms, so that `decide` reads the
+/// index entry and the pointer and nothing else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct IndexedGrant {
     pub(crate) grant: GrantId,
-    pub(crate) relationship: RelationshipId,
     /// Position in the relationship's grant list (creation order).
     pub(crate) seq: u32,
-    pub(crate) end: u64,
     /// Height of its revocation.
     pub(crate) revoked: Option<u64>,
+    /// The grant's (normalised) terms, as in its record.
+    pub(crate) terms: GrantTerms,
 }
 
 /// A viewer's grants from one patient, in creation order: the first inline (most viewers
