@@ -1,9 +1,12 @@
 //! Access decisions: explainable permit or deny, and the check behind access receipts.
 //!
-//! [`AccessState::decide`] runs in a handful of table lookups — the pointer, its relationship,
-//! the (patient, viewer) index entry and the candidate grants — never a scan of all grants.
-//! Candidates are the viewer's own grants on the pointer's relationship and those of the
-//! patient's groups it is a member of, tried in the order they were made.
+//! [`AccessState::decide`] runs in a few table lookups, never a scan of all grants: the
+//! (patient, viewer) index entry, which carries the terms of the viewer's grants from that
+//! patient, and the pointer — two independent lookups — then, only if no grant permits, the
+//! pointer's relationship (for the reason, and for break-glass). Candidates are the viewer's
+//! own grants on the pointer's relationship and those of the patient's groups it is a member
+//! of (one more lookup per group), tried in the order they were made. "As of" decisions use
+//! the relationship's grant list instead, which keeps every grant ever made.
 //!
 //! A denial gives the most specific reason found: the one from the candidate grant that got
 //! furthest through the checks, in this order (later is more specific): in scope, action
