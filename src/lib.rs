@@ -5,6 +5,7 @@
 pub mod block;
 pub mod chain;
 pub mod codec;
+pub mod committee;
 pub mod consensus;
 pub mod hash;
 pub mod merkle;
