@@ -10,6 +10,7 @@ pub mod consensus;
 pub mod hash;
 pub mod merkle;
 pub mod pow;
+pub mod sim;
 pub mod smt;
 pub mod state;
 pub mod store;
