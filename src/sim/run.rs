@@ -401,12 +401,23 @@ impl Simulation {
     /// Runs, and also returns, for every agreement `(height, stage)`, the set of values honest
     /// nodes decided (one each when the protocol is safe).
     pub fn run_with_decisions(mut self) -> (Report, BTreeMap<(u64, Stage), BTreeSet<Digest>>) {
+        self.start_all();
+        self.drain();
+        let report = self.report();
+        (report, core::mem::take(&mut self.decided))
+    }
+
+    /// Runs, and hands back the chain every produced block was appended to.
+    pub fn run_to_chain(mut self) -> (Report, Chain<CommitteeConsensus>) {
+        self.start_all();
+        self.drain();
+        (self.report(), self.ledger.chain)
+    }
+
+    fn start_all(&mut self) {
         for i in 0..self.nodes.len() {
             self.push(0, EvKind::Start(i));
         }
-        self.drain();
-        let decided = self.decided.clone();
-        (self.report(), decided)
     }
 
     fn latency(&mut self, a: usize, b: usize) -> u64 {
@@ -621,7 +632,7 @@ impl Simulation {
         }
     }
 
-    fn report(self) -> Report {
+    fn report(&self) -> Report {
         let blocks = self.commit_times.len() as u64;
         let txs: u64 = self.block_txs.iter().sum();
         let tx_per_sec = if blocks >= 2 {
