@@ -54,8 +54,11 @@ pub(crate) struct Bft {
     pending: BTreeMap<u32, Proposal>,
     prevotes: Votes,
     precommits: Votes,
-    prevoted_by: BTreeSet<(u32, u16)>,
-    precommitted_by: BTreeSet<(u32, u16)>,
+    prevoted_by: BTreeSet<(u32, u16, Digest)>,
+    precommitted_by: BTreeSet<(u32, u16, Digest)>,
+    /// Whether to echo the decided round's precommits, so that every honest member ends with
+    /// the same set and seals the same certificate.
+    pub echo: bool,
     sent_prevote: BTreeSet<u32>,
     sent_precommit: BTreeSet<u32>,
     locked: Option<(u32, Digest)>,
@@ -97,6 +100,7 @@ impl Bft {
             precommits: BTreeMap::new(),
             prevoted_by: BTreeSet::new(),
             precommitted_by: BTreeSet::new(),
+            echo: false,
             sent_prevote: BTreeSet::new(),
             sent_precommit: BTreeSet::new(),
             locked: None,
@@ -326,13 +330,15 @@ impl Bft {
         out.push(BftOut::Broadcast(Message::Vote(vote)));
     }
 
+    /// Records a vote; a member's votes for different values are all kept (an equivocating
+    /// member counts towards each, as quorum intersection allows).
     fn record_vote(&mut self, v: &Vote) -> bool {
         let (by, votes) = match v.phase {
             Phase::Prevote => (&mut self.prevoted_by, &mut self.prevotes),
             Phase::Precommit => (&mut self.precommitted_by, &mut self.precommits),
             Phase::Propose => return false,
         };
-        if !by.insert((v.round, v.member)) {
+        if !by.insert((v.round, v.member, v.value)) {
             return false;
         }
         votes
@@ -342,9 +348,12 @@ impl Bft {
         true
     }
 
-    pub fn on_vote(&mut self, v: Vote, from: usize, now: u64, ctx: &mut dyn BftCtx) -> Vec<BftOut> {
+    /// Handles a vote. Votes are checked against the key of the member they name, so that they
+    /// can be relayed by others.
+    pub fn on_vote(&mut self, v: Vote, now: u64, ctx: &mut dyn BftCtx) -> Vec<BftOut> {
         let mut out = Vec::new();
-        if usize::from(v.member) != from || v.round > self.round + ROUND_WINDOW {
+        let member = usize::from(v.member);
+        if member >= self.members.len() || v.round > self.round + ROUND_WINDOW {
             return out;
         }
         let seen = match v.phase {
@@ -352,17 +361,20 @@ impl Bft {
             Phase::Precommit => &self.precommitted_by,
             Phase::Propose => return out,
         };
-        if seen.contains(&(v.round, v.member)) {
+        if seen.contains(&(v.round, v.member, v.value)) {
             return out;
         }
         let digest = self.body(v.round, v.phase, v.value).digest();
         if ctx
-            .check(&[(self.members[from], digest, v.signature)])
+            .check(&[(self.members[member], digest, v.signature)])
             .is_err()
         {
             return out;
         }
         self.record_vote(&v);
+        if self.echo && v.phase == Phase::Precommit && self.decided == Some((v.round, v.value)) {
+            out.push(BftOut::Broadcast(Message::Vote(v)));
+        }
         self.progress(now, ctx, &mut out);
         out
     }
@@ -454,12 +466,25 @@ impl Bft {
             }
         }
         // Precommit quorum in any round: decide.
-        if let Some(((r, d), _)) = self.precommits.iter().find(|(_, s)| s.len() >= self.quorum) {
-            self.decided = Some((*r, *d));
-            out.push(BftOut::Decided {
-                round: *r,
-                value: *d,
-            });
+        if let Some(((r, d), sigs)) = self.precommits.iter().find(|(_, s)| s.len() >= self.quorum)
+        {
+            let (r, d) = (*r, *d);
+            if self.echo {
+                for (m, sig) in sigs {
+                    out.push(BftOut::Broadcast(Message::Vote(Vote {
+                        height: self.height,
+                        parent: self.parent,
+                        stage: self.stage,
+                        round: r,
+                        phase: Phase::Precommit,
+                        value: d,
+                        member: *m,
+                        signature: *sig,
+                    })));
+                }
+            }
+            self.decided = Some((r, d));
+            out.push(BftOut::Decided { round: r, value: d });
         }
     }
 

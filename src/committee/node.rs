@@ -862,6 +862,7 @@ impl Node {
                 now,
             );
             bft.set_deadline(e.fin_open_at.saturating_add(self.timing.round_timeout));
+            bft.echo = true;
             e.fin = Some(bft);
             self.send(
                 final_keys,
@@ -967,7 +968,7 @@ impl Node {
                 };
                 match msg {
                     Message::Proposal(p) => bft.on_proposal(p, idx, now, ctx),
-                    Message::Vote(v) => bft.on_vote(v, idx, now, ctx),
+                    Message::Vote(v) => bft.on_vote(v, now, ctx),
                     Message::RoundChange(r) => bft.on_round_change(r, idx, now, ctx),
                     _ => Vec::new(),
                 }

@@ -50,7 +50,7 @@ use crate::committee::{ParamsError, Timing};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Strategy {
-    /// Send nothing at all.
+    /// Register an identity (and so be drawn into committees), then send nothing.
     Silent,
     /// Follow the protocol, but as leaders send two conflicting, individually valid proposals to
     /// the two halves of the committee, and vote for a second value towards the second half.

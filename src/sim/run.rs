@@ -388,10 +388,6 @@ impl Simulation {
         }));
     }
 
-    fn silent(&self, i: usize) -> bool {
-        self.byzantine[i] && self.cfg.strategy == Strategy::Silent
-    }
-
     /// Runs until the configured number of blocks is committed (or the time limit), and
     /// reports.
     pub fn run(self) -> Report {
@@ -547,7 +543,12 @@ impl Simulation {
         let targets: Vec<usize> = to.iter().filter_map(|k| self.index.get(k).copied()).collect();
         if self.byzantine[node] {
             match self.cfg.strategy {
-                Strategy::Silent => return,
+                Strategy::Silent => {
+                    // Registers an identity (so it is drawn into committees), then says nothing.
+                    if !matches!(message, Message::Identity { .. }) {
+                        return;
+                    }
+                }
                 Strategy::Withholding => {
                     let keep = match &message {
                         Message::Proposal(_) => targets.len().div_ceil(3),
@@ -702,9 +703,6 @@ impl Simulation {
                 EvKind::Start(i) | EvKind::Tick(i) => *i,
                 EvKind::Deliver { to, .. } => *to,
             };
-            if self.silent(node) {
-                continue;
-            }
             let start = ev.time.max(self.busy_until[node]);
             let now = GENESIS_TIME * 1_000_000 + start;
             let mut host = SimHost {
