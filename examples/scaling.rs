@@ -30,7 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&out_dir)?;
 
     let bar = ProgressBar::new(COMMITTEES.len() as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} committees={msg}")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} committees={msg}",
+    )?);
     let mut rows: Vec<(usize, Report)> = Vec::new();
     for k in COMMITTEES {
         bar.set_message(k.to_string());
@@ -56,7 +58,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         table,
         "{:>10} {:>7} {:>11} {:>12} {:>10} {:>10} {:>9} {:>12} {:>7}",
-        "committees", "nodes", "tx/s", "ratio to k×1", "p50 (s)", "p99 (s)", "msgs/node", "bytes/node", "views"
+        "committees",
+        "nodes",
+        "tx/s",
+        "ratio to k×1",
+        "p50 (s)",
+        "p99 (s)",
+        "msgs/node",
+        "bytes/node",
+        "views"
     )?;
     let mut csv = String::from(
         "engine,committees,nodes,tx_per_sec,ratio_to_k_times_one,latency_p50_s,latency_p99_s,messages_per_node,bytes_per_node,view_changes,safety_violations,chain_rejections\n",
@@ -102,18 +112,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nthroughput(16) / (16 × throughput(1)) = {:.3} (goal ≥ 0.85)",
         k16 / (16.0 * base)
     );
-    if rows.iter().any(|(_, r)| r.safety_violations + r.chain_rejections > 0) {
+    if rows
+        .iter()
+        .any(|(_, r)| r.safety_violations + r.chain_rejections > 0)
+    {
         return Err("a run reported a safety violation or a rejected block".into());
     }
 
     std::fs::write(out_dir.join("scaling.csv"), &csv)?;
     let svg = out_dir.join("scaling.svg");
     plot(&svg, &rows)?;
-    println!("wrote {} and {}", out_dir.join("scaling.csv").display(), svg.display());
+    println!(
+        "wrote {} and {}",
+        out_dir.join("scaling.csv").display(),
+        svg.display()
+    );
     Ok(())
 }
 
-fn plot(path: &std::path::Path, rows: &[(usize, Report)]) -> Result<(), Box<dyn std::error::Error>> {
+fn plot(
+    path: &std::path::Path,
+    rows: &[(usize, Report)],
+) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(450);
@@ -135,7 +155,10 @@ fn plot(path: &std::path::Path, rows: &[(usize, Report)]) -> Result<(), Box<dyn 
     ))?
     .label("simulated")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
-    c.draw_series(rows.iter().map(|(k, r)| Circle::new((*k as f64, r.tx_per_sec), 3, BLUE.filled())))?;
+    c.draw_series(
+        rows.iter()
+            .map(|(k, r)| Circle::new((*k as f64, r.tx_per_sec), 3, BLUE.filled())),
+    )?;
     c.draw_series(LineSeries::new(
         rows.iter().map(|(k, _)| (*k as f64, ideal * *k as f64)),
         &BLACK.mix(0.4),
@@ -160,13 +183,15 @@ fn plot(path: &std::path::Path, rows: &[(usize, Report)]) -> Result<(), Box<dyn 
         .y_desc("seconds")
         .draw()?;
     c.draw_series(LineSeries::new(
-        rows.iter().map(|(k, r)| (*k as f64, r.latency_p50_us as f64 / 1e6)),
+        rows.iter()
+            .map(|(k, r)| (*k as f64, r.latency_p50_us as f64 / 1e6)),
         &GREEN,
     ))?
     .label("p50")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], GREEN));
     c.draw_series(LineSeries::new(
-        rows.iter().map(|(k, r)| (*k as f64, r.latency_p99_us as f64 / 1e6)),
+        rows.iter()
+            .map(|(k, r)| (*k as f64, r.latency_p99_us as f64 / 1e6)),
         &RED,
     ))?
     .label("p99")

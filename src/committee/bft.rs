@@ -273,8 +273,7 @@ impl Bft {
             None => {}
         }
         self.proposals.insert(p.round, digest);
-        if p.round != self.round || self.decided.is_some() || self.sent_prevote.contains(&p.round)
-        {
+        if p.round != self.round || self.decided.is_some() || self.sent_prevote.contains(&p.round) {
             self.values.entry(digest).or_insert(p.value);
             return;
         }
@@ -466,8 +465,7 @@ impl Bft {
             }
         }
         // Precommit quorum in any round: decide.
-        if let Some(((r, d), sigs)) = self.precommits.iter().find(|(_, s)| s.len() >= self.quorum)
-        {
+        if let Some(((r, d), sigs)) = self.precommits.iter().find(|(_, s)| s.len() >= self.quorum) {
             let (r, d) = (*r, *d);
             if self.echo {
                 for (m, sig) in sigs {

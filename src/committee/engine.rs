@@ -2,12 +2,8 @@
 
 use std::collections::HashSet;
 
-use super::seal::{
-    commitment_of, verify_certificate, verify_signatures, SigChecker, SigItem,
-};
-use super::{
-    CommitteeParams, CommitteeSeal, FinalValue, SealError, Stage,
-};
+use super::seal::{commitment_of, verify_certificate, verify_signatures, SigChecker, SigItem};
+use super::{CommitteeParams, CommitteeSeal, FinalValue, SealError, Stage};
 use crate::block::Header;
 use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
 use crate::hash::TxId;
@@ -78,7 +74,11 @@ impl CommitteeConsensus {
                 return Err(bad.into());
             }
             let key = parent.seal.cert.members.get(usize::from(r.member));
-            let commitment = parent.seal.commitments.iter().find(|c| c.member == r.member);
+            let commitment = parent
+                .seal
+                .commitments
+                .iter()
+                .find(|c| c.member == r.member);
             match (key, commitment) {
                 (Some(k), Some(c)) if commitment_of(&k.key, &r.value) == c.value => {}
                 _ => return Err(bad.into()),

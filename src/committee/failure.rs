@@ -315,7 +315,10 @@ mod tests {
                         }
                         let want = num as f64 / c128(n, c) as f64;
                         let got = failure_probability(n, f, c, t);
-                        assert!(close(got, want, 1e-11), "n={n} f={f} c={c} t={t}: {got} vs {want}");
+                        assert!(
+                            close(got, want, 1e-11),
+                            "n={n} f={f} c={c} t={t}: {got} vs {want}"
+                        );
                     }
                 }
             }
@@ -333,7 +336,10 @@ mod tests {
         ] {
             let want = exact_tail(n, f, c, t);
             let got = failure_probability(n, f, c, t);
-            assert!(close(got, want, 1e-9), "n={n} f={f} c={c} t={t}: {got:e} vs {want:e}");
+            assert!(
+                close(got, want, 1e-9),
+                "n={n} f={f} c={c} t={t}: {got:e} vs {want:e}"
+            );
         }
         // The deepest of these is far into the tail.
         assert!(failure_probability(5_000, 100, 300, 100) < 1e-40);

@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::bft::{Bft, BftCtx, BftOut};
 use super::identity::{IdentityProof, Randomness};
-use super::messages::{
-    Membership, Message, NextEpoch, ShardResult, ShardValue, Value,
-};
+use super::messages::{Membership, Message, NextEpoch, ShardResult, ShardValue, Value};
 use super::seal::{
     commitment_of, verify_certificate, verify_members, Certificate, Commitment, CommitteeSeal,
     FinalValue, Reveal, ShardCertificate, SigItem, Stage, VoteBody,
@@ -30,8 +28,10 @@ use crate::tx::{Keypair, PublicKey, Signature, Transaction};
 /// deterministic function of its arguments (and of the committed ledger).
 pub trait Host {
     /// Checks signatures over 32-byte digests; on failure returns the index of a bad one.
-    fn verify_signatures(&mut self, items: &[(PublicKey, [u8; 32], Signature)])
-        -> Result<(), usize>;
+    fn verify_signatures(
+        &mut self,
+        items: &[(PublicKey, [u8; 32], Signature)],
+    ) -> Result<(), usize>;
     /// Whether every transaction's signature verifies and is for this chain.
     fn verify_txs(&mut self, txs: &[Transaction]) -> bool;
     /// The next nonce of `account` in the state after block `parent`, if that state is known.
@@ -257,7 +257,10 @@ impl Epoch {
 
     fn reveal_valid(&self, r: &Reveal) -> bool {
         let key = self.directory.get(usize::from(r.member));
-        let c = self.parent_commitments.iter().find(|c| c.member == r.member);
+        let c = self
+            .parent_commitments
+            .iter()
+            .find(|c| c.member == r.member);
         matches!((key, c), (Some(k), Some(c)) if commitment_of(k, &r.value) == c.value)
     }
 }
@@ -414,9 +417,7 @@ impl Ctx<'_> {
         let txs = self.shard_txs(&shards)?;
         let timestamp = e.parent_ts.max(now / 1_000_000);
         let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
-        let state_root = self
-            .host
-            .state_root(&e.parent, e.height, timestamp, &txs)?;
+        let state_root = self.host.state_root(&e.parent, e.height, timestamp, &txs)?;
         Some(FinalValue {
             timestamp,
             tx_root: merkle_root(&ids),
@@ -693,7 +694,9 @@ impl Node {
         if e.dir_publish_at.is_none() || proof.key != from || e.dir_ids.contains_key(&from) {
             return;
         }
-        if proof.hash(&e.randomness).meets(self.params.identity_difficulty())
+        if proof
+            .hash(&e.randomness)
+            .meets(self.params.identity_difficulty())
             && from.verifying_key().is_ok()
         {
             e.dir_ids.insert(from, proof);
@@ -799,15 +802,13 @@ impl Node {
             // Check the lists once per distinct content.
             let ok_members = match m.committee {
                 Some(j) => {
-                    verify_members(&self.params, &e.randomness, Stage::Shard(j), &m.members)
-                        .is_ok()
+                    verify_members(&self.params, &e.randomness, Stage::Shard(j), &m.members).is_ok()
                         && m.members.iter().any(|p| p.key == self.key)
                 }
                 None => m.members.is_empty(),
             };
             let ok_final =
-                verify_members(&self.params, &e.randomness, Stage::Final, &m.final_members)
-                    .is_ok();
+                verify_members(&self.params, &e.randomness, Stage::Final, &m.final_members).is_ok();
             if !(ok_members && ok_final) {
                 e.membership_votes.remove(&digest);
                 return;
@@ -826,7 +827,10 @@ impl Node {
         let (height, parent) = (e.height, e.parent);
         if let Some(j) = m.committee {
             let keys: Vec<PublicKey> = e.members.iter().map(|p| p.key).collect();
-            let me = keys.iter().position(|k| *k == self.key).expect("checked above");
+            let me = keys
+                .iter()
+                .position(|k| *k == self.key)
+                .expect("checked above");
             e.shard = Some(Bft::new(
                 height,
                 parent,
@@ -1106,7 +1110,13 @@ impl Node {
         if self.epoch.dir_publish_at.is_some_and(|t| now >= t) {
             self.publish_directory(out);
         }
-        if self.epoch.shard.as_ref().and_then(Bft::deadline).is_some_and(|t| now >= t) {
+        if self
+            .epoch
+            .shard
+            .as_ref()
+            .and_then(Bft::deadline)
+            .is_some_and(|t| now >= t)
+        {
             self.run_shard(None, now, host, out);
         }
         if self.epoch.fin.is_some() {
@@ -1191,7 +1201,9 @@ impl Node {
             if !e.final_members.iter().any(|m| m.key == from) {
                 return;
             }
-            (e.final_members.len() + 1).saturating_sub(self.params.quorum()).max(1)
+            (e.final_members.len() + 1)
+                .saturating_sub(self.params.quorum())
+                .max(1)
         };
         let entry = e
             .next_votes
@@ -1214,4 +1226,3 @@ impl Node {
         self.begin_epoch(now, host, out);
     }
 }
-

@@ -157,11 +157,7 @@ pub struct Reveal {
 
 /// The commitment of `key` to randomness share `share`.
 pub fn commitment_of(key: &PublicKey, share: &Digest) -> Digest {
-    Digest::from_bytes(tagged_hash(
-        &domain::COMMITTEE_RANDOMNESS,
-        0,
-        &(key, share),
-    ))
+    Digest::from_bytes(tagged_hash(&domain::COMMITTEE_RANDOMNESS, 0, &(key, share)))
 }
 
 /// The randomness of the epoch after a block whose own epoch randomness is `current` and which

@@ -162,14 +162,18 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
         5 => Message::ShardResult(ShardResult {
             height: h,
             parent,
-            cert: seal(b, n | 1).shards.first().cloned().unwrap_or(ShardCertificate {
-                summary: ShardSummary {
-                    shard: 0,
-                    tx_root: MerkleRoot::from_bytes(b),
-                    tx_count: 0,
-                },
-                cert: Certificate::empty(),
-            }),
+            cert: seal(b, n | 1)
+                .shards
+                .first()
+                .cloned()
+                .unwrap_or(ShardCertificate {
+                    summary: ShardSummary {
+                        shard: 0,
+                        tx_root: MerkleRoot::from_bytes(b),
+                        tx_count: 0,
+                    },
+                    cert: Certificate::empty(),
+                }),
             txs: (0..n % 3)
                 .map(|i| tx(n, u64::from(i)))
                 .collect::<Vec<_>>()
@@ -185,11 +189,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             block: parent,
             timestamp: h.wrapping_mul(3),
             randomness: Randomness::from_bytes(b),
-            directory: (0..n % 4)
-                .map(key)
-                .collect::<Vec<_>>()
-                .try_into()
-                .unwrap(),
+            directory: (0..n % 4).map(key).collect::<Vec<_>>().try_into().unwrap(),
             commitments: seal(b, n).commitments,
         }),
     }

@@ -152,7 +152,9 @@ pub fn calibrate() -> CpuModel {
             .collect();
         let t = Instant::now();
         let _ = c.build_template(txs, 1);
-        (t.elapsed().as_nanos() as u64 / 128).saturating_sub(batch).max(500)
+        (t.elapsed().as_nanos() as u64 / 128)
+            .saturating_sub(batch)
+            .max(500)
     };
     CpuModel {
         sig_verify_ns: single.max(1),

@@ -89,12 +89,16 @@ impl Host for SimHost<'_> {
         self.cpu_ns += self.cpu.sig_verify_ns * items.len() as u64;
         for (i, (k, m, s)) in items.iter().enumerate() {
             let id = blake3::hash(&[k.as_bytes().as_slice(), m, &s.to_bytes()].concat());
-            let ok = *self.ledger.sig_cache.entry(*id.as_bytes()).or_insert_with(|| {
-                k.verifying_key().is_ok_and(|vk| {
-                    vk.verify_strict(m, &ed25519_dalek::Signature::from_bytes(&s.to_bytes()))
-                        .is_ok()
-                })
-            });
+            let ok = *self
+                .ledger
+                .sig_cache
+                .entry(*id.as_bytes())
+                .or_insert_with(|| {
+                    k.verifying_key().is_ok_and(|vk| {
+                        vk.verify_strict(m, &ed25519_dalek::Signature::from_bytes(&s.to_bytes()))
+                            .is_ok()
+                    })
+                });
             if !ok {
                 return Err(i);
             }
@@ -117,7 +121,8 @@ impl Host for SimHost<'_> {
                 self.ledger.tx_cache.insert(t.id(), good);
             }
         }
-        txs.iter().all(|t| self.ledger.tx_cache.get(&t.id()) == Some(&true))
+        txs.iter()
+            .all(|t| self.ledger.tx_cache.get(&t.id()) == Some(&true))
     }
 
     fn next_nonce(&mut self, parent: &BlockHash, account: &AccountId) -> Option<u64> {
@@ -465,7 +470,10 @@ impl Simulation {
                     value,
                 } => {
                     if !self.byzantine[node] {
-                        self.decided.entry((height, stage)).or_default().insert(value);
+                        self.decided
+                            .entry((height, stage))
+                            .or_default()
+                            .insert(value);
                         let r = self.decide_round.entry((height, stage)).or_insert(round);
                         *r = (*r).min(round);
                     }
@@ -487,9 +495,7 @@ impl Simulation {
         let n = txs.len() as u64;
         let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
         if self.cfg.append_to_chain {
-            self.ledger
-                .clock
-                .set(GENESIS_TIME + now / 1_000_000 + 1);
+            self.ledger.clock.set(GENESIS_TIME + now / 1_000_000 + 1);
             let block = crate::block::Block {
                 header,
                 txs: codec::BoundedVec::try_from(txs).expect("within block limits"),
@@ -540,7 +546,10 @@ impl Simulation {
                 self.record_membership(m);
             }
         }
-        let targets: Vec<usize> = to.iter().filter_map(|k| self.index.get(k).copied()).collect();
+        let targets: Vec<usize> = to
+            .iter()
+            .filter_map(|k| self.index.get(k).copied())
+            .collect();
         if self.byzantine[node] {
             match self.cfg.strategy {
                 Strategy::Silent => {
