@@ -32,9 +32,13 @@ pub(crate) trait BftCtx {
 /// What the agreement asks the node to do.
 pub(crate) enum BftOut {
     /// Send to every other member.
-    Broadcast(Message),
+    Broadcast(Box<Message>),
     /// The value with this digest is decided in `round`.
     Decided { round: u32, value: Digest },
+}
+
+fn bcast(m: Message) -> BftOut {
+    BftOut::Broadcast(Box::new(m))
 }
 
 type Votes = BTreeMap<(u32, Digest), BTreeMap<u16, Signature>>;
@@ -185,7 +189,7 @@ impl Bft {
             .entry(round)
             .or_default()
             .insert(self.me as u16, pol.clone());
-        out.push(BftOut::Broadcast(Message::RoundChange(RoundChange {
+        out.push(bcast(Message::RoundChange(RoundChange {
             height: self.height,
             parent: self.parent,
             stage: self.stage,
@@ -326,7 +330,7 @@ impl Bft {
             signature,
         };
         self.record_vote(&vote);
-        out.push(BftOut::Broadcast(Message::Vote(vote)));
+        out.push(bcast(Message::Vote(vote)));
     }
 
     /// Records a vote; a member's votes for different values are all kept (an equivocating
@@ -372,7 +376,7 @@ impl Bft {
         }
         self.record_vote(&v);
         if self.echo && v.phase == Phase::Precommit && self.decided == Some((v.round, v.value)) {
-            out.push(BftOut::Broadcast(Message::Vote(v)));
+            out.push(bcast(Message::Vote(v)));
         }
         self.progress(now, ctx, &mut out);
         out
@@ -438,7 +442,7 @@ impl Bft {
             if ready {
                 if let Some(p) = self.make_proposal(round, now, ctx) {
                     self.proposed.insert(round);
-                    out.push(BftOut::Broadcast(Message::Proposal(p.clone())));
+                    out.push(bcast(Message::Proposal(p.clone())));
                     self.accept_proposal(p, self.me, now, ctx, out);
                 }
             }
@@ -469,7 +473,7 @@ impl Bft {
             let (r, d) = (*r, *d);
             if self.echo {
                 for (m, sig) in sigs {
-                    out.push(BftOut::Broadcast(Message::Vote(Vote {
+                    out.push(bcast(Message::Vote(Vote {
                         height: self.height,
                         parent: self.parent,
                         stage: self.stage,

@@ -56,6 +56,8 @@ pub trait Host {
 /// What the caller must do after a call into the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+// Outputs are moved out once; boxing the common `Send` variant would only add allocations.
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// Send `message` to each of `to`.
     Send {
@@ -1006,7 +1008,7 @@ impl Node {
         let members = bft.members.clone();
         for o in outs {
             match o {
-                BftOut::Broadcast(m) => self.send(members.clone(), m, out),
+                BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
                 BftOut::Decided { round, value } => out.push(Output::Decided {
                     height: bft.height,
                     stage: bft.stage,
@@ -1091,7 +1093,7 @@ impl Node {
         let members = bft.members.clone();
         for o in outs {
             match o {
-                BftOut::Broadcast(m) => self.send(members.clone(), m, out),
+                BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
                 BftOut::Decided { round, value } => out.push(Output::Decided {
                     height: bft.height,
                     stage: Stage::Final,

@@ -468,20 +468,16 @@ impl Simulation {
                     stage,
                     round,
                     value,
-                } => {
-                    if !self.byzantine[node] {
-                        self.decided
-                            .entry((height, stage))
-                            .or_default()
-                            .insert(value);
-                        let r = self.decide_round.entry((height, stage)).or_insert(round);
-                        *r = (*r).min(round);
-                    }
+                } if !self.byzantine[node] => {
+                    self.decided
+                        .entry((height, stage))
+                        .or_default()
+                        .insert(value);
+                    let r = self.decide_round.entry((height, stage)).or_insert(round);
+                    *r = (*r).min(round);
                 }
-                Output::Block { header, txs } => {
-                    if !self.byzantine[node] {
-                        self.on_block(*header, txs, done);
-                    }
+                Output::Block { header, txs } if !self.byzantine[node] => {
+                    self.on_block(*header, txs, done);
                 }
                 _ => {}
             }
