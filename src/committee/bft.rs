@@ -407,7 +407,7 @@ impl Bft {
             .or_insert(pol);
         // Enough members have moved past our round: follow them to the lowest such round.
         if self.decided.is_none() {
-            let f1 = self.members.len() - self.quorum + 1;
+            let f1 = self.members.len().saturating_sub(self.quorum) + 1;
             let target = self
                 .round_changes
                 .range(self.round + 1..)

@@ -267,7 +267,12 @@ impl Epoch {
     }
 }
 
-/// A committee protocol node (see the [module](self) docs).
+/// A committee protocol node, as a sans-I/O state machine.
+///
+/// It never touches a socket or a clock: the embedder (or the [simulator](crate::sim)) hands it
+/// messages with [`handle`](Self::handle) and the time with [`tick`](Self::tick), and carries
+/// out the [`Output`]s returned: messages to send, when to tick next, decisions and finished
+/// blocks. What it needs besides messages goes through the [`Host`].
 #[derive(Debug)]
 pub struct Node {
     params: CommitteeParams,
