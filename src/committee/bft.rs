@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::messages::{Message, Pol, Proposal, RoundChange, Value, Vote};
+use super::messages::{Message, Pol, Precommits, Proposal, RoundChange, Value, Vote};
 use super::seal::{MemberSignature, Phase, SigItem, Stage, VoteBody};
 use crate::codec::BoundedVec;
 use crate::hash::{BlockHash, Digest};
@@ -376,7 +376,62 @@ impl Bft {
         }
         self.record_vote(&v);
         if self.echo && v.phase == Phase::Precommit && self.decided == Some((v.round, v.value)) {
-            out.push(bcast(Message::Vote(v)));
+            out.push(self.bundle(
+                v.round,
+                v.value,
+                vec![MemberSignature {
+                    member: v.member,
+                    signature: v.signature,
+                }],
+            ));
+        }
+        self.progress(now, ctx, &mut out);
+        out
+    }
+
+    fn bundle(&self, round: u32, value: Digest, signatures: Vec<MemberSignature>) -> BftOut {
+        bcast(Message::Precommits(Precommits {
+            height: self.height,
+            parent: self.parent,
+            stage: self.stage,
+            round,
+            value,
+            signatures: BoundedVec::try_from(signatures).expect("at most one per member"),
+        }))
+    }
+
+    /// Handles relayed precommits: each is checked against the member it names.
+    pub fn on_precommits(&mut self, p: Precommits, now: u64, ctx: &mut dyn BftCtx) -> Vec<BftOut> {
+        let mut out = Vec::new();
+        if p.round > self.round + ROUND_WINDOW {
+            return out;
+        }
+        let digest = self.body(p.round, Phase::Precommit, p.value).digest();
+        let mut fresh = Vec::new();
+        for s in &p.signatures {
+            let m = usize::from(s.member);
+            if m >= self.members.len()
+                || self.precommitted_by.contains(&(p.round, s.member, p.value))
+                || ctx
+                    .check(&[(self.members[m], digest, s.signature)])
+                    .is_err()
+            {
+                continue;
+            }
+            self.record_vote(&Vote {
+                height: self.height,
+                parent: self.parent,
+                stage: self.stage,
+                round: p.round,
+                phase: Phase::Precommit,
+                value: p.value,
+                member: s.member,
+                signature: s.signature,
+            });
+            fresh.push(*s);
+        }
+        if self.echo && !fresh.is_empty() && self.decided == Some((p.round, p.value)) {
+            out.push(self.bundle(p.round, p.value, fresh));
         }
         self.progress(now, ctx, &mut out);
         out
@@ -472,18 +527,14 @@ impl Bft {
         if let Some(((r, d), sigs)) = self.precommits.iter().find(|(_, s)| s.len() >= self.quorum) {
             let (r, d) = (*r, *d);
             if self.echo {
-                for (m, sig) in sigs {
-                    out.push(bcast(Message::Vote(Vote {
-                        height: self.height,
-                        parent: self.parent,
-                        stage: self.stage,
-                        round: r,
-                        phase: Phase::Precommit,
-                        value: d,
+                let all = sigs
+                    .iter()
+                    .map(|(m, s)| MemberSignature {
                         member: *m,
-                        signature: *sig,
-                    })));
-                }
+                        signature: *s,
+                    })
+                    .collect();
+                out.push(self.bundle(r, d, all));
             }
             self.decided = Some((r, d));
             out.push(BftOut::Decided { round: r, value: d });

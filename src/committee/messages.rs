@@ -106,6 +106,24 @@ pub struct Vote {
     pub signature: Signature,
 }
 
+/// Precommits of one round for one value, relayed together (final members relay the deciding
+/// round's precommits so that all of them seal the same certificate).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Precommits {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// Which agreement.
+    pub stage: Stage,
+    /// The round.
+    pub round: u32,
+    /// The value's digest.
+    pub value: Digest,
+    /// The precommit signatures, by strictly increasing member index.
+    pub signatures: BoundedVec<MemberSignature, MAX_COMMITTEE_SIZE>,
+}
+
 /// A member moving to a new round, with the highest prevote quorum it knows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoundChange {
@@ -186,6 +204,8 @@ pub enum Message {
     Vote(Vote),
     /// A round change.
     RoundChange(RoundChange),
+    /// Relayed precommits.
+    Precommits(Precommits),
     /// A certified shard result.
     ShardResult(ShardResult),
     /// A final member's randomness commitment, sent to the other final members.
@@ -208,6 +228,7 @@ impl Message {
             Message::Proposal(p) => p.height,
             Message::Vote(v) => v.height,
             Message::RoundChange(r) => r.height,
+            Message::Precommits(p) => p.height,
             Message::ShardResult(r) => r.height,
             Message::Next(n) => n.height,
         }
@@ -221,6 +242,7 @@ impl Message {
             Message::Proposal(_) => "proposal",
             Message::Vote(_) => "vote",
             Message::RoundChange(_) => "round-change",
+            Message::Precommits(_) => "precommits",
             Message::ShardResult(_) => "shard-result",
             Message::Commitment { .. } => "commitment",
             Message::Next(_) => "next",
@@ -242,6 +264,7 @@ canonical! {
     Proposal => "committee proposal",
     Vote => "committee vote",
     RoundChange => "committee round change",
+    Precommits => "committee precommits",
     Membership => "committee membership",
     ShardResult => "committee shard result",
     NextEpoch => "committee next epoch",

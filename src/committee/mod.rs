@@ -61,8 +61,8 @@ pub use failure::{
 };
 pub use identity::{IdentityHash, IdentityProof, Randomness};
 pub use messages::{
-    Membership, Message, NextEpoch, Pol, Proposal, RoundChange, ShardResult, ShardValue, Value,
-    Vote, MAX_MESSAGE_LEN, MAX_SHARD_TXS,
+    Membership, Message, NextEpoch, Pol, Precommits, Proposal, RoundChange, ShardResult,
+    ShardValue, Value, Vote, MAX_MESSAGE_LEN, MAX_SHARD_TXS,
 };
 pub use node::{Host, Node, NodeConfig, NodeStatus, Output, Timing, TipInfo};
 pub use seal::{

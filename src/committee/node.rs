@@ -689,9 +689,10 @@ impl Node {
                 self.run_final(now, host, out);
             }
             Message::ShardResult(r) => self.on_shard_result(r, now, host, out),
-            Message::Proposal(_) | Message::Vote(_) | Message::RoundChange(_) => {
-                self.on_bft(from, message, now, host, out)
-            }
+            Message::Proposal(_)
+            | Message::Vote(_)
+            | Message::RoundChange(_)
+            | Message::Precommits(_) => self.on_bft(from, message, now, host, out),
             Message::Next(_) => {}
         }
     }
@@ -943,6 +944,7 @@ impl Node {
             Message::Proposal(p) => (p.stage, p.parent),
             Message::Vote(v) => (v.stage, v.parent),
             Message::RoundChange(r) => (r.stage, r.parent),
+            Message::Precommits(p) => (p.stage, p.parent),
             _ => return,
         };
         if parent != e.parent {
@@ -981,6 +983,7 @@ impl Node {
                     Message::Proposal(p) => bft.on_proposal(p, idx, now, ctx),
                     Message::Vote(v) => bft.on_vote(v, now, ctx),
                     Message::RoundChange(r) => bft.on_round_change(r, idx, now, ctx),
+                    Message::Precommits(p) => bft.on_precommits(p, now, ctx),
                     _ => Vec::new(),
                 }
             }

@@ -103,7 +103,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
         round: u32::from(n),
         signatures: cert(n % 4, 0).signatures,
     });
-    match kind % 8 {
+    match kind % 9 {
         0 => Message::Identity {
             height: h,
             proof: proof(n, h),
@@ -180,6 +180,14 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
                 .try_into()
                 .unwrap(),
         }),
+        8 => Message::Precommits(Precommits {
+            height: h,
+            parent,
+            stage,
+            round: u32::from(n),
+            value: Digest::from_bytes(b),
+            signatures: cert(n % 5, 0).signatures,
+        }),
         6 => Message::Commitment {
             height: h,
             value: Digest::from_bytes(b),
@@ -199,7 +207,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     #[test]
-    fn messages_round_trip(kind in 0u8..8, b in any::<[u8; 32]>(), n in 0u8..12, h in any::<u64>()) {
+    fn messages_round_trip(kind in 0u8..9, b in any::<[u8; 32]>(), n in 0u8..12, h in any::<u64>()) {
         let m = message(kind, b, n, h);
         let bytes = codec::encode(&m);
         prop_assert_eq!(codec::decode::<Message>(&bytes).unwrap(), m.clone());
@@ -231,10 +239,11 @@ proptest! {
         let _ = codec::decode::<NextEpoch>(&bytes);
         let _ = codec::decode::<Value>(&bytes);
         let _ = codec::decode::<Pol>(&bytes);
+        let _ = codec::decode::<Precommits>(&bytes);
     }
 
     #[test]
-    fn corrupted_messages_never_panic(kind in 0u8..8, n in 0u8..12, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+    fn corrupted_messages_never_panic(kind in 0u8..9, n in 0u8..12, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let mut bytes = codec::encode(&message(kind, [7; 32], n, 9));
         let i = pos.index(bytes.len());
         bytes[i] ^= flip;
