@@ -1210,17 +1210,18 @@ impl Node {
         let mut buf = Vec::new();
         codec::encode_body_into(&n, &mut buf);
         let digest = Digest::from_bytes(domain::COMMITTEE_VOTE.hash(&buf));
+        // More senders than a committee tolerates Byzantine members: at least one is honest.
+        // (A live final committee has at least a quorum of honest members, more than this.)
         let threshold = if from == self.key {
             1
-        } else if e.final_members.is_empty() || n.height != e.height {
-            usize::from(self.params.committee_size()) - self.params.quorum() + 1
         } else {
-            if !e.final_members.iter().any(|m| m.key == from) {
+            if n.height == e.height
+                && !e.final_members.is_empty()
+                && !e.final_members.iter().any(|m| m.key == from)
+            {
                 return;
             }
-            (e.final_members.len() + 1)
-                .saturating_sub(self.params.quorum())
-                .max(1)
+            self.params.tolerated() + 1
         };
         let entry = e
             .next_votes
