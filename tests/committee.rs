@@ -90,7 +90,6 @@ fn tampered_seals_are_refused_precisely_without_change() {
     let (blocks, mut chain) = blocks_and_fresh_chain();
     chain.append(blocks[0].clone()).unwrap();
     let good = blocks[1].clone();
-    let p = params(1, 4, SEED);
     let randomness = good.header.seal.randomness;
 
     // A missing final signature.
@@ -164,7 +163,6 @@ fn tampered_seals_are_refused_precisely_without_change() {
     ));
 
     // The untampered block is still accepted afterwards.
-    let _ = p;
     chain.append(good).unwrap();
     assert_eq!(chain.height(), 2);
 }
