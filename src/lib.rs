@@ -43,12 +43,14 @@
 pub mod block;
 pub mod chain;
 pub mod codec;
+pub mod committee;
 pub mod consensus;
 pub mod hash;
 pub mod merkle;
 pub mod pow;
 pub mod pseudonym;
 pub mod purpose;
+pub mod sim;
 pub mod smt;
 pub mod state;
 pub mod store;
