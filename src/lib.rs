@@ -6,6 +6,7 @@ pub mod block;
 pub mod chain;
 pub mod codec;
 pub mod consensus;
+pub mod file_store;
 pub mod hash;
 pub mod merkle;
 pub mod pow;
