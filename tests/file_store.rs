@@ -111,6 +111,20 @@ fn reopened_chain_resumes_with_the_same_tip_and_state_root() {
 }
 
 #[test]
+fn a_new_file_is_created_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.mlg");
+    let store = FileStore::open(&path).unwrap();
+    assert!(store.recovery().created);
+    drop(store);
+    // Header in place, no temporary file left behind.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 32);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let store = FileStore::open(&path).unwrap();
+    assert!(!store.recovery().created);
+}
+
+#[test]
 fn a_second_writer_is_locked_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.mlg");

@@ -89,10 +89,8 @@ impl FileDisk {
     /// lock; [`FileStoreError::Io`] otherwise.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, FileStoreError> {
         let path = path.as_ref();
-        match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(file) => return Self::locked(file),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+        if let Some(disk) = Self::open_existing(path)? {
+            return Ok(disk);
         }
         let file = OpenOptions::new()
             .read(true)
@@ -103,6 +101,46 @@ impl FileDisk {
         let disk = Self::locked(file)?;
         sync_parent_dir(path)?;
         Ok(disk)
+    }
+
+    /// Opens and locks the file at `path`, or `None` if there is none.
+    pub(crate) fn open_existing(path: &Path) -> Result<Option<Self>, FileStoreError> {
+        match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => Self::locked(file).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the file at `path` holding `contents`, atomically: the contents are written and
+    /// synced in a temporary file that is then linked into place, so a crash leaves either no
+    /// file or the complete contents. If the file appears meanwhile, that file is opened.
+    pub(crate) fn create_with(path: &Path, contents: &[u8]) -> Result<Self, FileStoreError> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.creating", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        // A leftover from an earlier crash of this same process id.
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            std::io::Write::write_all(&mut f, contents)?;
+            f.sync_all()?;
+        }
+        // Linking (unlike renaming) never replaces a file another process created meanwhile.
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        sync_parent_dir(path)?;
+        Self::open_existing(path)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "created file vanished").into())
     }
 
     fn locked(file: File) -> Result<Self, FileStoreError> {

@@ -200,14 +200,23 @@ impl FileStoreBuilder {
         }
     }
 
-    /// Opens the store in the file at `path`, creating it if missing, and locks it.
+    /// Opens the store in the file at `path`, and locks it. A missing file is created
+    /// atomically (a crash leaves no file, or a complete header).
     ///
     /// # Errors
     ///
     /// As [`open_disk`](Self::open_disk), plus [`FileStoreError::Locked`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<FileStore, FileStoreError> {
         self.validate()?;
-        self.open_disk(FileDisk::open(path)?)
+        let path = path.as_ref();
+        let (disk, created) = match FileDisk::open_existing(path)? {
+            Some(disk) => (disk, false),
+            // A new file is created with its header in place, atomically.
+            None => (FileDisk::create_with(path, &file_header())?, true),
+        };
+        let mut store = self.open_disk(disk)?;
+        store.recovery.created |= created;
+        Ok(store)
     }
 
     /// Opens the store on `disk`: recovers it (see the [module docs](self)) or, if it is empty,
@@ -229,8 +238,8 @@ impl FileStoreBuilder {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
-    /// Whether the file was new (empty, or holding only part of a header from a crash during
-    /// creation) and a header was written.
+    /// Whether the store was new: its file was created by this open, or the disk was empty
+    /// (or held only part of a header, from a crash while it was being created).
     pub created: bool,
     /// Valid records read.
     pub records: u64,
