@@ -81,7 +81,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 file.write_all(black_box(&record)).unwrap();
                 n += 1;
-                if n % every == 0 {
+                if n.is_multiple_of(every) {
                     file.sync_data().unwrap();
                 }
             })
