@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, BoundedVec, Canonical, DecodeError};
 use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
 use crate::merkle::{merkle_root, MerkleError, MerkleProof};
-use crate::tx::{self, Transaction, TxError, VerifiedTx};
+use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
 
 /// The header format this build writes and accepts.
 pub const HEADER_VERSION: u32 = 1;
@@ -145,6 +145,20 @@ impl<S: Serialize + DeserializeOwned> Block<S> {
     ///
     /// [`StructureError`] naming the first problem.
     pub fn check_structure(self, chain_id: ChainId) -> Result<CheckedBlock<S>, StructureError> {
+        self.check_structure_cached(chain_id, &KeyCache::new(0))
+    }
+
+    /// As [`check_structure`](Self::check_structure), with decompressed signer keys taken from
+    /// (and added to) `keys`.
+    ///
+    /// # Errors
+    ///
+    /// [`StructureError`] naming the first problem.
+    pub fn check_structure_cached(
+        self,
+        chain_id: ChainId,
+        keys: &KeyCache,
+    ) -> Result<CheckedBlock<S>, StructureError> {
         let Block { header, txs } = self;
         if header.version != HEADER_VERSION {
             return Err(StructureError::Version {
@@ -158,7 +172,7 @@ impl<S: Serialize + DeserializeOwned> Block<S> {
                 body: txs.len(),
             });
         }
-        let txs = tx::verify_batch(chain_id, txs.into_inner())?;
+        let txs = tx::verify_batch_cached(chain_id, txs.into_inner(), keys)?;
         let ids: Vec<TxId> = txs.iter().map(VerifiedTx::id).collect();
         let computed = merkle_root(&ids);
         if computed != header.tx_root {

@@ -27,7 +27,7 @@ use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
 use crate::state::{BlockUndo, Event, State, StateError, TxFailure};
 use crate::store::{MemoryStore, Store, StoreError};
-use crate::tx::{self, Transaction, TxError, VerifiedTx};
+use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
 
 /// The default limit on how many blocks a reorganisation may roll back.
 pub const DEFAULT_MAX_REORG_DEPTH: u64 = 100;
@@ -323,6 +323,7 @@ impl<C: Consensus> ChainBuilder<C> {
             undo: VecDeque::new(),
             state: State::new(),
             replaying: false,
+            keys: KeyCache::default(),
         };
         let stored = chain.store.block_hashes()?;
         match stored.first() {
@@ -361,6 +362,7 @@ pub struct Chain<C: Consensus> {
     undo: VecDeque<BlockUndo>,
     state: State,
     replaying: bool,
+    keys: KeyCache,
 }
 
 impl<C: Consensus> core::fmt::Debug for Chain<C> {
@@ -520,7 +522,7 @@ impl<C: Consensus> Chain<C> {
         txs: Vec<Transaction>,
         timestamp: u64,
     ) -> Result<BlockTemplate, ChainError> {
-        let verified = tx::verify_batch(self.chain_id, txs)?;
+        let verified = tx::verify_batch_cached(self.chain_id, txs, &self.keys)?;
         let height = self.height() + 1;
         let (executed, skipped) = self
             .state
@@ -588,7 +590,7 @@ impl<C: Consensus> Chain<C> {
             });
         }
         let parent_work = parent.total_work;
-        let checked = block.check_structure(self.chain_id)?;
+        let checked = block.check_structure_cached(self.chain_id, &self.keys)?;
         let now = self.clock.now();
         let work = {
             let branch = self.branch(parent_hash).expect("parent is indexed");
@@ -692,7 +694,7 @@ impl<C: Consensus> Chain<C> {
                 "block {hash} is indexed but not stored"
             )))
         })?;
-        Ok(block.check_structure(self.chain_id)?)
+        Ok(block.check_structure_cached(self.chain_id, &self.keys)?)
     }
 
     fn reorganise(

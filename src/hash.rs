@@ -23,7 +23,12 @@ use sha2::{Digest as _, Sha256};
 ///
 /// ```
 /// // The Bitcoin genesis block hash, as computed (displayed reversed by Bitcoin tools).
-/// let header = medledger::pow::BITCOIN_GENESIS_HEADER;
+/// let header: [u8; 80] = medledger::hash::from_hex(concat!(
+///     "0100000000000000000000000000000000000000000000000000000000000000",
+///     "000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa",
+///     "4b1e5e4a29ab5f49ffff001d1dac2b7c",
+/// ))
+/// .unwrap();
 /// let mut h = medledger::hash::sha256d(&header);
 /// h.reverse();
 /// assert!(h.starts_with(&[0, 0, 0, 0, 0, 0x19, 0xd6, 0x68, 0x9c]));
@@ -320,6 +325,9 @@ pub mod domain {
     /// Common-control statements linking pseudonyms.
     pub static PSEUDONYM_LINK: Domain =
         Domain::new("medledger 2026-12 pseudonym link statement v1");
+    /// Pseudonym recipients named by a public group label rather than an account.
+    pub static PSEUDONYM_RECIPIENT_GROUP: Domain =
+        Domain::new("medledger 2026-12 pseudonym recipient group v1");
     /// File store record checksums.
     pub static STORE_RECORD: Domain = Domain::new("medledger 2026-12 file store record v1");
 }
@@ -394,6 +402,7 @@ mod tests {
             &PSEUDONYM_SIGNING_KEY,
             &PSEUDONYM_EPOCH_KEY,
             &PSEUDONYM_LINK,
+            &PSEUDONYM_RECIPIENT_GROUP,
             &STORE_RECORD,
         ];
         let mut set = std::collections::HashSet::new();

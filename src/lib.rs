@@ -1,4 +1,42 @@
-//! medledger: an embeddable ledger for medical records.
+//! medledger: an embeddable ledger for medical records, after the MedRec design.
+//!
+//! Patients control who may read the records that providers keep in their own databases.
+//! Records stay off-chain; the chain holds identities, record pointers and content hashes,
+//! permissions, and an audit trail. The crate is a library: networking and storage stay with the
+//! embedding application, behind small traits ([`consensus::Consensus`], [`store::Store`]).
+//!
+//! ```
+//! use medledger::chain::ChainBuilder;
+//! use medledger::hash::Digest;
+//! use medledger::pow::ProofOfWork;
+//! use medledger::tx::{Keypair, Payload, Transaction};
+//!
+//! // A chain with Proof-of-Work at a trivial target, on the in-memory store.
+//! let mut chain = ChainBuilder::new("my-hospital-network", ProofOfWork::regtest())
+//!     .genesis_time(1_700_000_000)
+//!     .build()?;
+//! // A provider anchors the hash of a record it keeps in its own database.
+//! let provider = Keypair::generate();
+//! let record = Digest::from_bytes(*blake3::hash(b"lab result #1").as_bytes());
+//! let tx = Transaction::sign(&provider, chain.chain_id(), 0, Payload::Data { record });
+//! let block = chain.mine(vec![tx], 1_700_000_600)?;
+//! chain.append(block)?;
+//! assert_eq!(chain.height(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Modules
+//!
+//! * Foundation: [`hash`] (ids, domains), [`codec`] (canonical bounded encoding), [`tx`]
+//!   (signed transactions), [`merkle`] (transaction root, proofs), [`block`], [`smt`] (the
+//!   authenticated state tree), [`state`], [`chain`] (validation, fork choice, replay),
+//!   [`store`] (persistence trait, in-memory store).
+//! * Consensus: the [`consensus::Consensus`] trait and [`pow`] (Bitcoin-exact Proof-of-Work).
+//!
+//! # Features
+//!
+//! * `parallel` (default): rayon for batch signature verification, Merkle and state-tree
+//!   hashing and mining. Without it every computation runs serially, with identical results.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -10,6 +48,8 @@ pub mod file_store;
 pub mod hash;
 pub mod merkle;
 pub mod pow;
+pub mod pseudonym;
+pub mod purpose;
 pub mod smt;
 pub mod state;
 pub mod store;

@@ -12,8 +12,8 @@
 //! * [`next_target`] is Core's `CalculateNextWorkRequired`, driven by [`RetargetParams`];
 //! * [`median_time_past`] and [`check_block_time`] are Core's timestamp rules.
 //!
-//! The 256-bit arithmetic is a small private fixed-width integer; nothing in this module
-//! allocates or panics on any input.
+//! The 256-bit arithmetic is a small private fixed-width integer. No function here panics on
+//! any input, and hashing, target checks and retargeting never allocate.
 //!
 //! [`Miner`] searches the nonce space of an 80-byte header. It hashes the first 64 bytes once
 //! (the SHA-256 midstate) and then spends exactly two SHA-256 compressions per nonce. With the

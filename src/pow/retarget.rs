@@ -26,7 +26,7 @@ pub const MEDIAN_TIME_SPAN: usize = 11;
 /// let fast = RetargetParams::builder()
 ///     .interval(10)
 ///     .target_timespan(10 * 60)
-///     .pow_limit(CompactTarget::from_consensus(0x207fffff))
+///     .pow_limit(CompactTarget::from_consensus(0x1f00ffff))
 ///     .build()?;
 /// assert!(fast.is_retarget_height(20));
 ///

@@ -348,6 +348,12 @@ impl Work {
     }
 }
 
+impl From<u64> for Work {
+    fn from(work: u64) -> Self {
+        Self::from_u64(work)
+    }
+}
+
 impl Add for Work {
     type Output = Work;
     /// Saturating addition (see the type's documentation).

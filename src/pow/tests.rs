@@ -113,7 +113,7 @@ fn is_met_by_reads_the_hash_little_endian() {
 /// Bitcoin Core's `bignum_SetCompact` vectors: (nBits, value as hex, GetCompact, negative,
 /// overflow). `None` for the value means Core does not check it.
 #[allow(clippy::type_complexity)]
-const SET_COMPACT: [(u32, Option<&str>, u32, bool, bool); 21] = [
+const SET_COMPACT: [(u32, Option<&str>, u32, bool, bool); 29] = [
     (0x0000_0000, Some("0"), 0, false, false),
     (0x0012_3456, Some("0"), 0, false, false),
     (0x0100_3456, Some("0"), 0, false, false),
@@ -140,6 +140,27 @@ const SET_COMPACT: [(u32, Option<&str>, u32, bool, bool); 21] = [
         false,
     ),
     (0xff12_3456, None, 0, false, true),
+    // The overflow boundary (not in Core's table; Core's flag is value >= 2^256).
+    (0x2201_0000, None, 0, false, true),
+    (0x2200_ffff, None, 0, false, true),
+    (0x2200_0100, None, 0, false, true),
+    (
+        0x2200_00ff,
+        Some("ff00000000000000000000000000000000000000000000000000000000000000"),
+        0x2100_ff00,
+        false,
+        false,
+    ),
+    (
+        0x2100_ffff,
+        Some("ffff000000000000000000000000000000000000000000000000000000000000"),
+        0x2100_ffff,
+        false,
+        false,
+    ),
+    (0x2101_0000, None, 0, false, true),
+    (0x2300_0001, None, 0, false, true),
+    (0x2280_00ff, None, 0, true, false),
     // Core's CheckProofOfWork overflow case: ~0x00800000.
     (0xff7f_ffff, None, 0, false, true),
 ];
@@ -512,20 +533,37 @@ fn reference_get_compact(value_be: [u8; 32]) -> u32 {
     (size << 24) | mantissa
 }
 
-/// Core's SetCompact for a valid (non-negative, non-overflowing) encoding, byte by byte.
-fn reference_set_compact(n: u32) -> [u8; 32] {
+/// Core's SetCompact, byte by byte: the value's big-endian bytes (sign bit ignored) and
+/// whether a non-zero mantissa byte lands beyond the 32nd byte (Core's overflow flag).
+fn reference_set_compact(n: u32) -> ([u8; 32], bool) {
     let size = (n >> 24) as usize;
     let m = (n & 0x007f_ffff).to_be_bytes(); // m[1..4] are the mantissa bytes
     let mut out = [0u8; 32];
+    let mut overflow = false;
     for (k, &b) in m[1..4].iter().enumerate() {
         // Mantissa byte k is worth 256^(size - 1 - k).
         if let Some(power) = size.checked_sub(1 + k) {
             if power < 32 {
                 out[31 - power] = b;
+            } else {
+                overflow |= b != 0;
             }
         }
     }
-    out
+    (out, overflow)
+}
+
+/// Compact encodings, biased towards the interesting exponents and small mantissas.
+fn any_compact() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        any::<u32>(),
+        (0u32..=4, any::<u32>()).prop_map(|(s, m)| (s << 24) | (m & 0x00ff_ffff)),
+        (30u32..=36, any::<u32>(), 0u32..4).prop_map(|(s, m, width)| {
+            // A mantissa of 1, 2 or 3 significant bytes, sign bit clear or set.
+            let m = m & [0x80_00ff, 0x80_ffff, 0xff_ffff, 0x80_0000][width as usize];
+            (s << 24) | m
+        }),
+    ]
 }
 
 fn any_target() -> impl Strategy<Value = Target> {
@@ -539,11 +577,13 @@ fn any_target() -> impl Strategy<Value = Target> {
 
 proptest! {
     #[test]
-    fn compact_round_trip_is_core_normalisation(n in any::<u32>()) {
+    fn compact_round_trip_is_core_normalisation(n in any_compact()) {
         let d = target::decode_compact(bits(n));
+        let (reference_value, reference_overflow) = reference_set_compact(n);
+        prop_assert_eq!(d.value.to_be_bytes(), reference_value);
+        prop_assert_eq!(d.overflow, reference_overflow);
         match Target::from_compact(bits(n)) {
             Ok(t) => {
-                prop_assert_eq!(t.to_be_bytes(), reference_set_compact(n));
                 let normalised = t.to_compact();
                 prop_assert_eq!(normalised.to_consensus(), reference_get_compact(t.to_be_bytes()));
                 // The normal form decodes to the same value and is its own normal form.
@@ -554,6 +594,15 @@ proptest! {
             Err(Error::NegativeCompactTarget(_)) => prop_assert!(d.negative),
             Err(Error::CompactTargetOverflow(_)) => prop_assert!(d.overflow && !d.negative),
             Err(e) => prop_assert!(false, "unexpected {}", e),
+        }
+    }
+
+    #[test]
+    fn mainnet_limit_matches_cores_declared_limit(n in any::<u32>()) {
+        // Core declares 2^224 - 1; no compact target lies between it and Target::MAX.
+        let core_limit = target_hex(&"ff".repeat(28));
+        if let Ok(t) = Target::from_compact(bits(n)) {
+            prop_assert_eq!(t <= Target::MAX, t <= core_limit);
         }
     }
 
