@@ -114,7 +114,8 @@ impl FileDisk {
 
     /// Creates the file at `path` holding `contents`, atomically: the contents are written and
     /// synced in a temporary file that is then linked into place, so a crash leaves either no
-    /// file or the complete contents. If the file appears meanwhile, that file is opened.
+    /// file or the complete contents. If the file appears meanwhile, that file is opened. Where
+    /// the file system has no hard links, the file is created empty instead.
     pub(crate) fn create_with(path: &Path, contents: &[u8]) -> Result<Self, FileStoreError> {
         let name = path
             .file_name()
@@ -136,7 +137,9 @@ impl FileDisk {
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e.into()),
+            // No hard links on this file system: create the file empty; the store then writes
+            // the header itself, and recovers a header torn by a crash (cut short or zeroed).
+            Err(_) => return Self::open(path),
         }
         sync_parent_dir(path)?;
         Self::open_existing(path)?

@@ -6,6 +6,7 @@
 //! record  = marker[4] len:u32 synced:u64 check[16] body[len]      (32 + len bytes)
 //! body    = 0x01 hash[32] block-bytes                             a block
 //!         | 0x02 from_height:u64 hash[32]*                        a main-chain update
+//!         | 0x03                                                  a checkpoint
 //! ```
 //!
 //! Integers are little-endian. `header.check` is the first 16 bytes of BLAKE3 in the
@@ -13,7 +14,9 @@
 //! `record.check` is the same over the record's offset (`u64`), `len`, `synced` and body, so a
 //! record is valid only where it was written. `synced` is how much of the file was durable
 //! (synced) when the record was appended: recovery uses it to tell damage in the unsynced tail of
-//! a crash (truncated away) from damage to data that was once durable (refused).
+//! a crash (truncated away) from damage to data that was once durable (refused). A checkpoint
+//! carries nothing else: it is appended on a clean close and on open when the last records have
+//! no later record vouching for them.
 
 use std::io;
 
@@ -41,6 +44,9 @@ pub(crate) const MAX_MAIN_HASHES_PER_RECORD: usize = 1 << 16;
 
 const KIND_BLOCK: u8 = 1;
 const KIND_MAIN: u8 = 2;
+const KIND_CHECKPOINT: u8 = 3;
+/// The body of a checkpoint record.
+pub(crate) const CHECKPOINT_BODY: [u8; 1] = [KIND_CHECKPOINT];
 /// Bytes of a block body before the block's own bytes.
 pub(crate) const BLOCK_PREFIX_LEN: usize = 1 + 32;
 const MAIN_PREFIX_LEN: usize = 1 + 8;
@@ -173,6 +179,8 @@ pub(crate) enum Record {
         /// The new hashes from that height.
         hashes: Vec<BlockHash>,
     },
+    /// Only its frame's durable length matters.
+    Checkpoint,
 }
 
 /// Decodes a checksummed body found at file offset `body_at`.
@@ -215,6 +223,8 @@ pub(crate) fn decode_body(body: &[u8], body_at: u64) -> Result<Record, &'static 
                 hashes,
             })
         }
+        Some(&KIND_CHECKPOINT) if body.len() == 1 => Ok(Record::Checkpoint),
+        Some(&KIND_CHECKPOINT) => Err("checkpoint record with a payload"),
         Some(_) => Err("unknown record kind"),
         None => Err("empty record"),
     }

@@ -15,11 +15,13 @@
 //!
 //! **Recovery.** Opening the file scans it. A damaged record in the tail that was never synced
 //! (a write torn by a crash or power cut) is truncated away, with [`Recovery`] saying how many
-//! bytes went. Damage to data that had been synced (a later record proves it) is refused with
-//! [`FileStoreError::CorruptRecord`] naming its offset: the file is left untouched for the
-//! operator. Damage in the last synced record cannot be told from a torn write, and is
-//! truncated. A file written by a newer format version is refused with
-//! [`FileStoreError::UnsupportedVersion`].
+//! bytes went. Damage to data that had been synced is refused with
+//! [`FileStoreError::CorruptRecord`] naming its offset, and the file is left untouched for the
+//! operator. Each record says how much of the file was synced when it was written, which is how
+//! the two are told apart; a clean close, and an open after a crash, append a small checkpoint
+//! record vouching for the last writes. (So only damage that strikes the last synced writes
+//! between a crash and the next open could pass for a torn write.) A file written by a newer
+//! format version is refused with [`FileStoreError::UnsupportedVersion`].
 //!
 //! **Locking.** The file is locked exclusively while open, so a second writer, in this process
 //! or another, gets [`FileStoreError::Locked`].
@@ -79,8 +81,8 @@ pub use format::MAX_RECORD_LEN;
 
 use format::{
     check_file_header, encode_record, file_header, main_body, HeaderCheck, Record, Scanner,
-    BLOCK_KIND, BLOCK_PREFIX_LEN, FILE_HEADER_LEN, FORMAT_VERSION, MAX_MAIN_HASHES_PER_RECORD,
-    RECORD_HEADER_LEN,
+    BLOCK_KIND, BLOCK_PREFIX_LEN, CHECKPOINT_BODY, FILE_HEADER_LEN, FORMAT_VERSION,
+    MAX_MAIN_HASHES_PER_RECORD, RECORD_HEADER_LEN,
 };
 
 /// The file format version this build writes, and the newest it reads.
@@ -265,9 +267,15 @@ pub struct FileStore {
     len: u64,
     /// Bytes known durable.
     synced: u64,
+    /// Bytes proven durable to recovery: the largest `synced` written in any record.
+    evidenced: u64,
+    /// End of the last block or main-chain record.
+    data_end: u64,
     pending: u32,
     pending_since: Option<Instant>,
     poisoned: bool,
+    /// Whether recovery finished (a store that failed to open must not write on drop).
+    opened: bool,
     blocks: HashMap<BlockHash, Location>,
     order: Vec<BlockHash>,
     main: Vec<BlockHash>,
@@ -339,9 +347,12 @@ impl FileStore {
             policy,
             len: FILE_HEADER_LEN,
             synced: FILE_HEADER_LEN,
+            evidenced: FILE_HEADER_LEN,
+            data_end: FILE_HEADER_LEN,
             pending: 0,
             pending_since: None,
             poisoned: false,
+            opened: false,
             blocks: HashMap::new(),
             order: Vec::new(),
             main: Vec::new(),
@@ -359,6 +370,10 @@ impl FileStore {
                             offset: pos,
                             reason,
                         })?;
+                    if record != Record::Checkpoint {
+                        store.data_end = frame.end;
+                    }
+                    store.evidenced = store.evidenced.max(frame.synced);
                     Self::apply(
                         &mut store.blocks,
                         &mut store.order,
@@ -391,6 +406,10 @@ impl FileStore {
         store.len = pos;
         store.synced = pos;
         store.recovery.blocks = store.order.len() as u64;
+        // Vouch for the last records now, so that later damage to them is not taken for a
+        // torn write.
+        store.checkpoint()?;
+        store.opened = true;
         Ok(store)
     }
 
@@ -443,6 +462,7 @@ impl FileStore {
                     order.push(hash);
                 }
             }
+            Record::Checkpoint => {}
             Record::Main {
                 from_height,
                 hashes,
@@ -489,7 +509,11 @@ impl FileStore {
             }
             return Err(e.into());
         }
+        self.evidenced = self.evidenced.max(self.synced);
         self.len += n;
+        if body != [&CHECKPOINT_BODY[..]] {
+            self.data_end = self.len;
+        }
         self.pending += 1;
         let since = *self.pending_since.get_or_insert_with(Instant::now);
         let due = match self.policy {
@@ -521,6 +545,17 @@ impl FileStore {
         self.synced = self.len;
         self.pending = 0;
         self.pending_since = None;
+        Ok(())
+    }
+
+    /// Syncs, then, if the last block or main-chain records have no later record proving they
+    /// were synced, appends and syncs a checkpoint that does.
+    fn checkpoint(&mut self) -> Result<(), FileStoreError> {
+        self.sync_now()?;
+        if self.data_end > self.evidenced {
+            self.append_record(&[&CHECKPOINT_BODY])?;
+            self.sync_now()?;
+        }
         Ok(())
     }
 
@@ -624,10 +659,11 @@ impl Store for FileStore {
 
 impl Drop for FileStore {
     fn drop(&mut self) {
-        // A clean close acknowledges pending group-commit records; errors cannot be reported
-        // here, and recovery handles whatever did not reach the disk.
-        if !self.poisoned {
-            let _ = self.sync_now();
+        // A clean close acknowledges pending group-commit records and vouches for the last
+        // ones; errors cannot be reported here, and recovery handles whatever did not reach
+        // the disk.
+        if self.opened && !self.poisoned {
+            let _ = self.checkpoint();
         }
     }
 }

@@ -107,8 +107,9 @@ fn new_store_round_trips_and_reopens() {
     let s = open(&disk).unwrap();
     let r = s.recovery();
     assert!(!r.created);
-    assert_eq!((r.records, r.blocks, r.truncated_bytes), (7, 3, 0));
-    assert_eq!(s.log_len(), len);
+    // Seven records and the checkpoint of the clean close.
+    assert_eq!((r.records, r.blocks, r.truncated_bytes), (8, 3, 0));
+    assert_eq!(s.log_len(), len + RECORD_HEADER_LEN + 1);
     assert_eq!(s.block_hashes().unwrap(), vec![h(1), h(2), h(3)]);
     assert_eq!(s.get_block(&h(2)).unwrap().unwrap(), vec![2; 102]);
     assert_eq!(s.get_block(&h(9)).unwrap(), None);
@@ -173,30 +174,35 @@ fn every_append_syncs_and_group_commit_waits_for_sync() {
 fn torn_tail_at_every_length_is_truncated_to_a_prefix() {
     let disk = MemDisk::new();
     let mut s = open(&disk).unwrap();
-    let offsets = fill(&mut s, 4);
+    // Eight data records, then the checkpoint of the clean close.
+    let mut starts = fill(&mut s, 4);
+    starts.push(s.log_len());
     drop(s);
     let full = disk.bytes();
+    let ends: Vec<u64> = starts[1..]
+        .iter()
+        .copied()
+        .chain([full.len() as u64])
+        .collect();
     for cut in 0..full.len() {
         let d = MemDisk::with_bytes(full[..cut].to_vec());
         let mut s = open(&d).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         // Records wholly before the cut survive; nothing else does.
-        let kept = offsets
-            .iter()
-            .chain([&(full.len() as u64)])
-            .skip(1)
-            .filter(|&&end| end <= cut as u64)
-            .count();
-        let blocks = kept.div_ceil(2);
-        let mains = kept / 2;
-        assert_eq!(s.recovery().records as usize, kept, "cut at {cut}");
-        assert_eq!(s.block_hashes().unwrap().len(), blocks, "cut at {cut}");
+        let kept = ends.iter().filter(|&&end| end <= cut as u64).count();
+        let data = kept.min(8);
+        assert_eq!(
+            s.block_hashes().unwrap().len(),
+            data.div_ceil(2),
+            "cut at {cut}"
+        );
         assert_eq!(
             s.tip_height().unwrap(),
-            (mains as u64).checked_sub(1),
+            (data as u64 / 2).checked_sub(1),
             "cut at {cut}"
         );
         if cut as u64 >= FILE_HEADER_LEN {
-            let end = offsets.get(kept).copied().unwrap_or(full.len() as u64);
+            assert_eq!(s.recovery().records as usize, kept, "cut at {cut}");
+            let end = starts.get(kept).copied().unwrap_or(full.len() as u64);
             assert_eq!(s.recovery().truncated_bytes, cut as u64 - end);
         } else {
             assert!(s.recovery().created);
@@ -236,13 +242,47 @@ fn damage_to_a_synced_record_is_refused_with_its_offset() {
             assert!(msg.contains(&format!("offset {at}")), "{msg}");
         }
     }
-    // Damage to the last record cannot be told from a torn write: it is truncated.
-    let mut bytes = full.clone();
+    // The last data record is vouched for by the checkpoint of the clean close.
     let last = *offsets.last().unwrap();
+    let mut bytes = full.clone();
     bytes[last as usize + 40] ^= 1;
+    assert!(matches!(
+        open(&MemDisk::with_bytes(bytes)),
+        Err(FileStoreError::CorruptRecord { offset, .. }) if offset == last
+    ));
+    // Damage to the checkpoint itself loses nothing.
+    let mut bytes = full.clone();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
     let s = open(&MemDisk::with_bytes(bytes)).unwrap();
-    assert_eq!(s.recovery().truncated_bytes, full.len() as u64 - last);
-    assert_eq!(s.tip_height().unwrap(), Some(1));
+    assert_eq!(s.recovery().truncated_bytes, RECORD_HEADER_LEN + 1);
+    assert_eq!(s.tip_height().unwrap(), Some(2));
+    assert_eq!(s.block_hashes().unwrap().len(), 3);
+}
+
+#[test]
+fn open_vouches_for_records_a_crash_left_unvouched() {
+    let disk = MemDisk::new();
+    let mut s = open(&disk).unwrap();
+    let offsets = fill(&mut s, 2);
+    // A crash: no clean close, so no checkpoint.
+    core::mem::forget(s);
+    let crashed = disk.bytes();
+    // Damage to the last record now looks like a torn write, and is truncated...
+    let mut bytes = crashed.clone();
+    let last = *offsets.last().unwrap() as usize;
+    bytes[last + 40] ^= 1;
+    let s = open(&MemDisk::with_bytes(bytes)).unwrap();
+    assert_eq!(s.recovery().truncated_bytes, (crashed.len() - last) as u64);
+    // ...but once the store has been opened, a checkpoint vouches for it.
+    let d = MemDisk::with_bytes(crashed);
+    drop(open(&d).unwrap());
+    let mut bytes = d.bytes();
+    bytes[last + 40] ^= 1;
+    assert!(matches!(
+        open(&MemDisk::with_bytes(bytes)),
+        Err(FileStoreError::CorruptRecord { offset, .. }) if offset == last as u64
+    ));
 }
 
 #[test]
@@ -269,7 +309,8 @@ fn unsynced_group_tail_damaged_out_of_order_is_truncated() {
     }
     let s = open(&MemDisk::with_bytes(bytes)).unwrap();
     assert_eq!(s.block_hashes().unwrap(), vec![h(1)]);
-    assert_eq!(s.log_len(), synced);
+    // Truncated to what was synced, plus a checkpoint vouching for it.
+    assert_eq!(s.log_len(), synced + RECORD_HEADER_LEN + 1);
 }
 
 #[test]
@@ -374,7 +415,7 @@ fn long_main_chain_updates_are_split_and_reopen() {
     s.set_main_chain(3, &[]).unwrap();
     drop(s);
     let s = open(&disk).unwrap();
-    assert_eq!(s.recovery().records, 3);
+    assert_eq!(s.recovery().records, 4);
     assert_eq!(s.tip_height().unwrap(), Some(2));
     assert_eq!(s.main_hash(2).unwrap(), Some(hashes[2]));
 }
