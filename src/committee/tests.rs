@@ -94,12 +94,12 @@ fn final_value(b: [u8; 32], n: u8) -> FinalValue {
 
 fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
     let parent = BlockHash::from_bytes(b);
-    let stage = if n % 2 == 0 {
+    let stage = if n.is_multiple_of(2) {
         Stage::Final
     } else {
         Stage::Shard(u16::from(n))
     };
-    let pol = (n % 3 == 0).then(|| Pol {
+    let pol = n.is_multiple_of(3).then(|| Pol {
         round: u32::from(n),
         signatures: cert(n % 4, 0).signatures,
     });
@@ -111,7 +111,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
         1 => Message::Membership(Membership {
             height: h,
             randomness: Randomness::from_bytes(b),
-            committee: (n % 2 == 0).then_some(u16::from(n)),
+            committee: n.is_multiple_of(2).then_some(u16::from(n)),
             members: cert(n % 5, 0).members,
             final_members: cert(n % 3, 0).members,
             reveal: (n % 3 == 1).then_some(Reveal {
@@ -124,7 +124,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             parent,
             stage,
             round: u32::from(n),
-            value: if n % 2 == 0 {
+            value: if n.is_multiple_of(2) {
                 Value::Final(final_value(b, n))
             } else {
                 Value::Shard(ShardValue {
@@ -143,7 +143,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             parent,
             stage,
             round: u32::from(n),
-            phase: if n % 2 == 0 {
+            phase: if n.is_multiple_of(2) {
                 Phase::Prevote
             } else {
                 Phase::Precommit
