@@ -329,7 +329,7 @@ impl Model {
             .ptrs
             .iter()
             .filter(|p| {
-                foreign || (self.rels[p.rel].patient == patient && rel.map_or(true, |r| r == p.rel))
+                foreign || (self.rels[p.rel].patient == patient && rel.is_none_or(|r| r == p.rel))
             })
             .map(|p| p.id)
             .collect();
@@ -772,7 +772,7 @@ impl Run {
                 let replaced = replaces.and_then(|i| Self::idx(i, m.ptrs.len()));
                 let allowed = who == m.rels[r].provider
                     && matches!(m.rels[r].status, St::Pending | St::Accepted)
-                    && replaced.map_or(true, |o| {
+                    && replaced.is_none_or(|o| {
                         let old = &m.ptrs[o];
                         old.rel == r && !old.superseded && old.category == category
                     });
@@ -850,7 +850,7 @@ impl Run {
                     !acts.is_empty() && !purps.is_empty() && period.end > t && scoped.is_some();
                 if let (Some(d), Some((ms, _))) = (del, &scoped) {
                     let d = &m.dels[d];
-                    allowed &= d.rel.map_or(true, |dr| dr == r)
+                    allowed &= d.rel.is_none_or(|dr| dr == r)
                         && acts.is_subset(&d.actions)
                         && purps.is_subset(&d.purposes)
                         && d.period.covers(&period)
@@ -1010,7 +1010,7 @@ impl Run {
                 let scoped = m.scope(scope, who, r);
                 let allowed = ROLES[delegate].is_some()
                     && delegate != who
-                    && r.map_or(true, |r| m.rels[r].patient == who)
+                    && r.is_none_or(|r| m.rels[r].patient == who)
                     && !acts.is_empty()
                     && !purps.is_empty()
                     && scoped.is_some();

@@ -67,7 +67,7 @@ impl BreakGlass {
         self.opened.height <= height
             && self.opened.time <= time
             && time < self.expires_at
-            && self.closed.map_or(true, |c| c.height > height)
+            && self.closed.is_none_or(|c| c.height > height)
     }
 }
 

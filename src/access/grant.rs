@@ -189,10 +189,10 @@ impl Provision {
             || self.pointers.contains(&pointer.origin);
         data && (self.actions.is_empty() || self.actions.contains(req.action))
             && (self.purposes.is_empty() || self.purposes.contains(req.purpose))
-            && self.period.map_or(true, |p| p.contains(req.time))
+            && self.period.is_none_or(|p| p.contains(req.time))
             && self
                 .data_period
-                .map_or(true, |p| p.overlaps(&pointer.record.data_period))
+                .is_none_or(|p| p.overlaps(&pointer.record.data_period))
     }
 }
 

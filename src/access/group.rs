@@ -46,7 +46,7 @@ impl Membership {
     pub fn is_member_at(&self, height: u64) -> bool {
         self.spells
             .iter()
-            .any(|&(from, to)| from <= height && to.map_or(true, |to| to > height))
+            .any(|&(from, to)| from <= height && to.is_none_or(|to| to > height))
     }
 }
 
