@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha512};
 
 use medledger::block::{Block, StructureError};
 use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
-use medledger::hash::{BlockHash, ChainId, Digest, StateRoot};
+use medledger::hash::{BlockHash, Digest, StateRoot};
 use medledger::merkle::merkle_root;
 use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams};
 use medledger::tx::{self, Keypair, Payload, PublicKey, Signature, Transaction, TxError};
@@ -280,4 +280,249 @@ fn blocks_built_on_an_invalidated_branch_are_refused_without_panicking() {
     assert!(matches!(err, ChainError::UnknownParent(_)), "{err}");
     assert_eq!(snapshot(&chain), before);
     assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
+}
+
+#[test]
+fn non_canonical_s_is_refused_in_a_block() {
+    let mut chain = new_chain();
+    let alice = Keypair::from_seed(&[4; 32]);
+    let honest = Transaction::sign(&alice, chain.chain_id(), 0, record(1));
+    // S + L: the same scalar modulo the group order, so the same equation holds.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut sig = honest.signature.to_bytes();
+    let mut carry = 0u16;
+    for (s, l) in sig[32..].iter_mut().zip(L) {
+        let v = u16::from(*s) + u16::from(l) + carry;
+        *s = v as u8;
+        carry = v >> 8;
+    }
+    let mut malleated = honest.clone();
+    malleated.signature = Signature::from_bytes(sig);
+    assert_ne!(malleated.id(), honest.id());
+    let good = chain.mine(vec![honest], T0 + 600).unwrap();
+    let bad = with_txs(&chain, good.clone(), vec![malleated]);
+    match refused(&mut chain, bad) {
+        ChainError::Structure(StructureError::Tx(TxError::InBatch { index: 0, source })) => {
+            assert_eq!(*source, TxError::BadSignature(alice.public()))
+        }
+        other => panic!("unexpected {other}"),
+    }
+    chain.append(good).unwrap();
+}
+
+#[test]
+fn an_included_transaction_cannot_be_replayed() {
+    let mut chain = new_chain();
+    let alice = Keypair::from_seed(&[5; 32]);
+    let tx = Transaction::sign(&alice, chain.chain_id(), 0, record(1));
+    let b1 = chain.mine(vec![tx.clone()], T0 + 600).unwrap();
+    chain.append(b1).unwrap();
+    // The very same transaction (same id) in the next block.
+    let b2 = chain.mine(vec![], T0 + 1200).unwrap();
+    let replay = with_txs(&chain, b2.clone(), vec![tx.clone()]);
+    match refused(&mut chain, replay) {
+        ChainError::Tx { failure, .. } => {
+            assert_eq!(failure.index, 0);
+            assert_eq!(failure.tx_id, tx.id());
+            assert!(matches!(
+                failure.error,
+                medledger::state::StateError::BadNonce {
+                    expected: 1,
+                    found: 0,
+                    ..
+                }
+            ));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // Twice in one block.
+    let tx1 = Transaction::sign(&alice, chain.chain_id(), 1, record(2));
+    let twice = with_txs(&chain, b2.clone(), vec![tx1.clone(), tx1.clone()]);
+    assert!(matches!(
+        refused(&mut chain, twice),
+        ChainError::Structure(StructureError::DuplicateTx(id)) if id == tx1.id()
+    ));
+    // A template leaves the replay out.
+    let t = chain
+        .build_template(vec![tx, tx1.clone()], T0 + 1200)
+        .unwrap();
+    assert_eq!(t.txs, vec![tx1]);
+    assert_eq!(t.rejected.len(), 1);
+    chain.append(b2).unwrap();
+}
+
+#[test]
+fn duplicating_the_last_leaf_is_refused() {
+    // CVE-2012-2459: in Bitcoin's tree, [a, b, c] and [a, b, c, c] share a root, so a valid
+    // block's header also commits to a body with the last transaction repeated.
+    let mut chain = new_chain();
+    let alice = Keypair::from_seed(&[6; 32]);
+    let txs: Vec<Transaction> = (0..3)
+        .map(|n| Transaction::sign(&alice, chain.chain_id(), n, record(n as u8)))
+        .collect();
+    let good = chain.mine(txs.clone(), T0 + 600).unwrap();
+    let mut doubled = txs.clone();
+    doubled.push(txs[2].clone());
+    let ids: Vec<_> = doubled.iter().map(Transaction::id).collect();
+    assert_ne!(merkle_root(&ids), good.header.tx_root);
+
+    // The header of the good block over the doubled body: the count gives it away first...
+    let mut b = good.clone();
+    b.txs = doubled.clone().try_into().unwrap();
+    assert!(matches!(
+        refused(&mut chain, b.clone()),
+        ChainError::Structure(StructureError::TxCount { header: 3, body: 4 })
+    ));
+    // ...and with the count raised, the root differs.
+    b.header.tx_count = 4;
+    let b = remine(&chain, b);
+    assert!(matches!(
+        refused(&mut chain, b),
+        ChainError::Structure(StructureError::MerkleRoot { .. })
+    ));
+    // With its own root, the repeated transaction is refused.
+    let b = with_txs(&chain, good.clone(), doubled);
+    assert!(matches!(
+        refused(&mut chain, b),
+        ChainError::Structure(StructureError::DuplicateTx(id)) if id == txs[2].id()
+    ));
+    chain.append(good).unwrap();
+}
+
+#[test]
+fn the_latest_possible_timestamp_is_refused() {
+    let mut chain = new_chain();
+    let mut b = chain.mine(vec![], T0 + 600).unwrap();
+    b.header.timestamp = u64::MAX;
+    let b = remine(&chain, b);
+    assert!(matches!(
+        refused(&mut chain, b),
+        ChainError::Consensus(medledger::consensus::ConsensusError::TimestampTooNew {
+            found: u64::MAX,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn oversize_input_is_refused_at_every_layer() {
+    use medledger::block::{Header, MAX_BLOCK_LEN, MAX_BLOCK_TXS, MAX_HEADER_LEN};
+    use medledger::codec::{self, DecodeError};
+
+    let mut chain = new_chain();
+    let before = snapshot(&chain);
+    let good = chain.mine(vec![], T0 + 600).unwrap();
+
+    // Block bytes over the limit: refused before parsing.
+    let mut bytes = good.encode();
+    bytes.resize(MAX_BLOCK_LEN + 1, 0);
+    assert!(matches!(
+        chain.append_bytes(&bytes),
+        Err(ChainError::Decode(DecodeError::InputTooLarge { len, max, .. }))
+            if len == MAX_BLOCK_LEN + 1 && max == MAX_BLOCK_LEN
+    ));
+    // A transaction count over the limit: refused on the count, before any transaction.
+    let mut bytes = codec::encode(&good.header);
+    let mut n = MAX_BLOCK_TXS + 1;
+    while n >= 0x80 {
+        bytes.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    bytes.push(n as u8);
+    bytes.resize(bytes.len() + MAX_BLOCK_TXS + 1, 0);
+    assert!(matches!(
+        chain.append_bytes(&bytes),
+        Err(ChainError::Decode(DecodeError::CountTooLarge { len, .. })) if len == MAX_BLOCK_TXS + 1
+    ));
+    // A header, a transaction and proofs over their limits.
+    let mut h = codec::encode(&good.header);
+    h.resize(MAX_HEADER_LEN + 1, 0);
+    assert!(matches!(
+        codec::decode::<Header<PowSeal>>(&h),
+        Err(DecodeError::InputTooLarge { .. })
+    ));
+    let alice = Keypair::from_seed(&[8; 32]);
+    let mut t = Transaction::sign(&alice, chain.chain_id(), 0, record(1)).encode();
+    t.resize(tx::MAX_TX_LEN + 1, 0);
+    assert!(matches!(
+        Transaction::decode(&t),
+        Err(DecodeError::InputTooLarge { .. })
+    ));
+    fn too_large<T: medledger::codec::Canonical + std::fmt::Debug>() {
+        let bytes = vec![1u8; T::MAX_ENCODED_LEN + 1];
+        assert!(
+            matches!(
+                codec::decode::<T>(&bytes),
+                Err(DecodeError::InputTooLarge { .. })
+            ),
+            "{}",
+            T::NAME
+        );
+    }
+    too_large::<medledger::merkle::MerkleProof>();
+    too_large::<medledger::smt::StateProof>();
+    too_large::<medledger::pseudonym::Context>();
+    too_large::<medledger::pseudonym::LinkStatement>();
+    assert_eq!(snapshot(&chain), before);
+    chain.append(good).unwrap();
+}
+
+/// A consensus engine whose seal is a byte string of any length up to twice the header limit,
+/// and which accepts every header: only the chain's own size check stands in the way.
+struct BigSeal;
+
+type Bytes = medledger::codec::BoundedBytes<{ 2 * medledger::block::MAX_HEADER_LEN }>;
+
+impl medledger::consensus::Consensus for BigSeal {
+    type Seal = Bytes;
+    fn name(&self) -> &'static str {
+        "big seal"
+    }
+    fn genesis_seal(&self) -> Bytes {
+        Bytes::default()
+    }
+    fn verify_header(
+        &self,
+        _: &medledger::block::Header<Bytes>,
+        _: &dyn medledger::consensus::Ancestors<Bytes>,
+        _: u64,
+    ) -> Result<medledger::consensus::Work, medledger::consensus::ConsensusError> {
+        Ok(medledger::consensus::Work::from_u64(1))
+    }
+}
+
+#[test]
+fn an_oversize_block_built_in_memory_is_refused() {
+    use medledger::block::{Header, HEADER_VERSION, MAX_HEADER_LEN};
+    let mut chain = ChainBuilder::new("big seal", BigSeal).build().unwrap();
+    let before = (chain.tip(), chain.height(), chain.state().root());
+    let block = Block {
+        header: Header {
+            version: HEADER_VERSION,
+            height: 1,
+            parent: chain.tip(),
+            tx_root: merkle_root(&[]),
+            tx_count: 0,
+            state_root: chain.state().root(),
+            timestamp: 1,
+            seal: Bytes::try_from(vec![7; MAX_HEADER_LEN]).unwrap(),
+        },
+        txs: Default::default(),
+    };
+    // It could never be read back from the store: refused, nothing changes.
+    match chain.append(block.clone()) {
+        Err(ChainError::Structure(StructureError::TooLarge { what, max, .. })) => {
+            assert_eq!((what, max), ("block header", MAX_HEADER_LEN))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!((chain.tip(), chain.height(), chain.state().root()), before);
+    // A seal that fits goes in.
+    let mut small = block;
+    small.header.seal = Bytes::try_from(vec![7; 1024]).unwrap();
+    chain.append(small).unwrap();
+    assert_eq!(chain.height(), 1);
 }
