@@ -184,12 +184,12 @@ pub fn run(data: &[u8]) {
     Harness::new(depth).run(&ops);
 }
 
-/// The engine: about one hash in 256 meets the target, so mining is cheap and a tampered seal
-/// fails.
+/// The engine: regtest's target (about one hash in two meets it), so mining costs next to
+/// nothing; a tampered seal is made to fail on purpose.
 fn engine() -> ProofOfWork {
     ProofOfWork::new(
         RetargetParams::builder()
-            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
+            .pow_limit(CompactTarget::from_consensus(0x207f_ffff))
             .no_retargeting(true)
             .build()
             .expect("valid parameters"),
@@ -619,8 +619,8 @@ impl Harness {
     /// state refuses it, and whether it executes correctly.
     fn tamper(&mut self, parent: BlockHash, kind: u8, dt: u8) -> (Block<PowSeal>, bool, bool) {
         let signer = dt % KEYS as u8;
-        let (block, valid, state) = self.build(parent, &[(signer, 1)], dt);
         // Ancestors' validity carries over: a block on an invalid branch is never valid.
+        let (block, valid, _) = self.build(parent, &[(signer, 1)], dt);
         let tx = block.txs.first().cloned();
         let mut b = block.clone();
         let with_txs = |h: &Self, mut b: Block<PowSeal>, txs: Vec<Transaction>| {
@@ -640,10 +640,12 @@ impl Harness {
             1 => {
                 let key = &self.keys[usize::from(signer)];
                 let account = key.account();
-                let next = state
+                // The signer's next nonce before this block: one less (a replay) or a gap.
+                let next = self.model.blocks[&parent]
+                    .state
                     .as_ref()
                     .and_then(|s| s.get(&account))
-                    .map_or(1, |a| a.next_nonce);
+                    .map_or(0, |a| a.next_nonce);
                 let stale = next.wrapping_sub(1).wrapping_add(u64::from(dt % 2) * 3);
                 let t = Transaction::sign(
                     key,
@@ -709,9 +711,9 @@ impl Harness {
                 };
                 (with_txs(self, b, vec![t]), true, valid)
             }
-            // A seal claiming an easier target than the rules require.
+            // A seal claiming another target than the rules require (met, but not the one due).
             10 => {
-                b.header.seal.bits = CompactTarget::from_consensus(0x207f_ffff);
+                b.header.seal.bits = CompactTarget::from_consensus(0x2000_ffff);
                 (self.remine(b), true, valid)
             }
             // The same transaction twice.
