@@ -275,6 +275,39 @@ fn bitcoin_headers() -> Vec<[u8; 80]> {
         .collect()
 }
 
+fn p5_committees(rows: &mut Vec<Row>) {
+    use medledger::sim::{SimConfig, Simulation};
+    // The settings of `examples/scaling.rs`: committees of 24, 512 transactions per shard.
+    let run = |k: usize| {
+        let config = SimConfig::builder()
+            .committees(k)
+            .committee_size(24)
+            .block_size(512)
+            .blocks(6)
+            .seed(2026)
+            .build()
+            .expect("valid simulation");
+        Simulation::new(config).expect("valid simulation").run()
+    };
+    let (one, sixteen) = (run(1), run(16));
+    let ratio = sixteen.tx_per_sec / (16.0 * one.tx_per_sec);
+    rows.push(Row {
+        id: "P5",
+        what: "committee consensus (simulated): tx/s at 16 committees vs 16 x (1 committee)".into(),
+        ours: sixteen.tx_per_sec,
+        reference: 16.0 * one.tx_per_sec,
+        unit: "tx/s",
+        ratio,
+        goal: ">= 0.85",
+        met: ratio >= 0.85,
+        note: format!(
+            "simulated time; p50 {:.2} s at 1, {:.2} s at 16",
+            one.latency_p50_us as f64 / 1e6,
+            sixteen.latency_p50_us as f64 / 1e6
+        ),
+    });
+}
+
 fn p6_bitcoin_peer(rows: &mut Vec<Row>) {
     use bitcoin::consensus::deserialize;
     let headers = bitcoin_headers();
@@ -374,6 +407,7 @@ fn main() {
     p1_pow(&mut rows);
     p2_validation(&mut rows);
     p3_merkle(&mut rows);
+    p5_committees(&mut rows);
     p6_bitcoin_peer(&mut rows);
     p7_replay(&mut rows);
 

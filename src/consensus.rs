@@ -138,4 +138,7 @@ pub enum ConsensusError {
         /// Allowed drift.
         max_drift: u64,
     },
+    /// A committee seal or body breaks the committee protocol's rules.
+    #[error("committee: {0}")]
+    Committee(#[from] crate::committee::SealError),
 }

@@ -30,7 +30,8 @@
 //! * Foundation: [`hash`] (ids, domains), [`codec`] (canonical bounded encoding), [`tx`]
 //!   (signed transactions), [`merkle`] (transaction root, proofs), [`block`], [`smt`] (the
 //!   authenticated state tree), [`state`], [`chain`] (validation, fork choice, replay),
-//!   [`store`] (persistence trait, in-memory store).
+//!   [`store`] (persistence trait, in-memory store), [`file_store`] (crash-safe append-only
+//!   file store).
 //! * Consensus: the [`consensus::Consensus`] trait and [`pow`] (Bitcoin-exact Proof-of-Work).
 //!
 //! # Features
@@ -43,12 +44,15 @@
 pub mod block;
 pub mod chain;
 pub mod codec;
+pub mod committee;
 pub mod consensus;
+pub mod file_store;
 pub mod hash;
 pub mod merkle;
 pub mod pow;
 pub mod pseudonym;
 pub mod purpose;
+pub mod sim;
 pub mod smt;
 pub mod state;
 pub mod store;

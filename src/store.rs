@@ -3,7 +3,7 @@
 //! The chain writes every accepted block (by hash) and the main chain's height index; on start it
 //! reads them back and re-validates every block, so a store never needs to be trusted for
 //! validity, only for durability. [`MemoryStore`] is the embedded default;
-//! `FileStore` is crash-safe on disk, and embedders can plug in their own
+//! [`FileStore`](crate::file_store::FileStore) is crash-safe on disk, and embedders can plug in their own
 //! database by implementing [`Store`].
 
 use std::collections::HashMap;

@@ -1,5 +1,8 @@
 //! User stories of the foundation: build a chain, mine, append, reject each kind of invalid
 //! block without changing anything, reorganise, reload from a store, replay from genesis.
+//!
+//! Other test crates run this whole suite on their own store by including this file as a module
+//! and defining `store_under_test` at their root (`tests/file_store.rs`, `tests/sqlite_store.rs`).
 
 use std::sync::Arc;
 
@@ -9,11 +12,18 @@ use medledger::consensus::ConsensusError;
 use medledger::hash::{BlockHash, ChainId, Digest, StateRoot};
 use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams};
 use medledger::state::StateError;
-use medledger::store::MemoryStore;
+use medledger::store::{MemoryStore, Store};
 use medledger::tx::{Keypair, Payload, Transaction};
 use proptest::prelude::*;
 
 const T0: u64 = 1_750_000_000;
+
+/// The store every chain of the suite runs on: the memory store here; a crate that includes
+/// this file as a module supplies its own at its root.
+#[allow(dead_code)]
+fn store_under_test() -> Box<dyn Store> {
+    Box::new(MemoryStore::new())
+}
 
 fn engine() -> ProofOfWork {
     // About 1 in 256 hashes meets this target: mining is instant, a tampered nonce fails.
@@ -29,6 +39,7 @@ fn engine() -> ProofOfWork {
 fn new_chain() -> (Chain<ProofOfWork>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(T0 + 1_000_000));
     let chain = ChainBuilder::new("test-chain", engine())
+        .boxed_store(crate::store_under_test())
         .genesis_time(T0)
         .clock(clock.clone())
         .build()
@@ -354,6 +365,7 @@ fn invalid_block_on_heavier_branch_restores_old_chain() {
 fn reorg_deeper_than_the_limit_is_refused() {
     let clock = Arc::new(ManualClock::new(T0 + 1_000_000));
     let mut chain = ChainBuilder::new("test-chain", engine())
+        .boxed_store(crate::store_under_test())
         .genesis_time(T0)
         .clock(clock.clone())
         .max_reorg_depth(2)

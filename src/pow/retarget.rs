@@ -119,7 +119,7 @@ impl RetargetParams {
     /// `first_block_time` and the time of block `height - 1` as `last_block_time` (Bitcoin's
     /// window, which spans `interval - 1` block gaps). Other blocks keep their parent's target.
     pub const fn is_retarget_height(&self, height: u64) -> bool {
-        height != 0 && height % self.interval == 0
+        height != 0 && height.is_multiple_of(self.interval)
     }
 }
 

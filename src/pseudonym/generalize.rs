@@ -63,7 +63,7 @@ pub struct CivilDate {
 }
 
 fn is_leap(year: u16) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
 }
 
 fn days_in_month(year: u16, month: u8) -> u8 {
@@ -383,7 +383,7 @@ pub fn k_anonymity<K: Ord>(records: &[K]) -> Option<usize> {
 /// Whether every combination of quasi-identifiers is shared by at least `k` records (an empty
 /// table is).
 pub fn is_k_anonymous<K: Ord>(records: &[K], k: usize) -> bool {
-    k_anonymity(records).map_or(true, |m| m >= k)
+    k_anonymity(records).is_none_or(|m| m >= k)
 }
 
 /// The indices of the records in equivalence classes smaller than `k`: the ones to suppress (or

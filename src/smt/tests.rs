@@ -478,7 +478,7 @@ fn leaf_off_path_is_refused() {
 fn decode_rejects_oversized_sibling_lists() {
     // Option tag 0, then a sibling count of 257 (varint 0x81 0x02).
     let mut bytes = vec![codec::FORMAT_VERSION, 0, 0x81, 0x02];
-    bytes.extend(std::iter::repeat(0).take(257 * 32));
+    bytes.extend(std::iter::repeat_n(0, 257 * 32));
     assert!(bytes.len() <= StateProof::MAX_ENCODED_LEN);
     assert!(matches!(
         codec::decode::<StateProof>(&bytes),

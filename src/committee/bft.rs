@@ -1,0 +1,578 @@
+//! One committee's agreement on one value: a two-phase, locking BFT protocol.
+//!
+//! Rounds have a leader each (rotating over the members). The leader proposes; members prevote
+//! the proposal if it is valid and compatible with their lock; more than two thirds of prevotes
+//! for a value in a round lock it and trigger a precommit; more than two thirds of precommits for
+//! a value in one round decide it. A member whose round times out, or who sees the leader sign
+//! two proposals for the round, moves to the next round and tells the others, with the highest
+//! prevote quorum it knows; the next leader re-proposes the value of the highest such quorum.
+//! A locked member prevotes another value only with a prevote quorum for it from a round at or
+//! after its lock, which is what keeps two values from both being decided.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::messages::{Message, Pol, Precommits, Proposal, RoundChange, Value, Vote};
+use super::seal::{MemberSignature, Phase, SigItem, Stage, VoteBody};
+use crate::codec::BoundedVec;
+use crate::hash::{BlockHash, Digest};
+use crate::tx::{PublicKey, Signature};
+
+/// What the agreement needs from the node around it.
+pub(crate) trait BftCtx {
+    /// Signs a vote body with the node's key.
+    fn sign(&mut self, body: &VoteBody) -> Signature;
+    /// Checks signatures (index of a bad one on failure).
+    fn check(&mut self, items: &[SigItem]) -> Result<(), usize>;
+    /// Whether a proposed value is valid.
+    fn validate(&mut self, value: &Value, now: u64) -> bool;
+    /// A fresh value to propose, if one is ready.
+    fn propose(&mut self, now: u64) -> Option<Value>;
+}
+
+/// What the agreement asks the node to do.
+pub(crate) enum BftOut {
+    /// Send to every other member.
+    Broadcast(Box<Message>),
+    /// The value with this digest is decided in `round`.
+    Decided { round: u32, value: Digest },
+}
+
+fn bcast(m: Message) -> BftOut {
+    BftOut::Broadcast(Box::new(m))
+}
+
+type Votes = BTreeMap<(u32, Digest), BTreeMap<u16, Signature>>;
+
+pub(crate) struct Bft {
+    pub height: u64,
+    pub parent: BlockHash,
+    pub stage: Stage,
+    pub members: Vec<PublicKey>,
+    pub me: usize,
+    quorum: usize,
+    base_timeout: u64,
+    pub round: u32,
+    deadline: u64,
+    proposals: BTreeMap<u32, Digest>,
+    pub values: BTreeMap<Digest, Value>,
+    pending: BTreeMap<u32, Proposal>,
+    prevotes: Votes,
+    precommits: Votes,
+    prevoted_by: BTreeSet<(u32, u16, Digest)>,
+    precommitted_by: BTreeSet<(u32, u16, Digest)>,
+    /// Whether to echo the decided round's precommits, so that every honest member ends with
+    /// the same set and seals the same certificate.
+    pub echo: bool,
+    sent_prevote: BTreeSet<u32>,
+    sent_precommit: BTreeSet<u32>,
+    locked: Option<(u32, Digest)>,
+    pol: Option<(u32, Digest, Vec<MemberSignature>)>,
+    round_changes: BTreeMap<u32, BTreeMap<u16, Option<(Digest, Pol)>>>,
+    proposed: BTreeSet<u32>,
+    pub decided: Option<(u32, Digest)>,
+}
+
+/// Rounds beyond the current one whose messages are kept.
+const ROUND_WINDOW: u32 = 64;
+
+impl Bft {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        height: u64,
+        parent: BlockHash,
+        stage: Stage,
+        members: Vec<PublicKey>,
+        me: usize,
+        quorum: usize,
+        base_timeout: u64,
+        now: u64,
+    ) -> Self {
+        Self {
+            height,
+            parent,
+            stage,
+            members,
+            me,
+            quorum,
+            base_timeout,
+            round: 0,
+            deadline: now.saturating_add(base_timeout),
+            proposals: BTreeMap::new(),
+            values: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            prevotes: BTreeMap::new(),
+            precommits: BTreeMap::new(),
+            prevoted_by: BTreeSet::new(),
+            precommitted_by: BTreeSet::new(),
+            echo: false,
+            sent_prevote: BTreeSet::new(),
+            sent_precommit: BTreeSet::new(),
+            locked: None,
+            pol: None,
+            round_changes: BTreeMap::new(),
+            proposed: BTreeSet::new(),
+            decided: None,
+        }
+    }
+
+    pub fn leader(&self, round: u32) -> usize {
+        ((self.height + u64::from(round)) % self.members.len() as u64) as usize
+    }
+
+    pub fn deadline(&self) -> Option<u64> {
+        self.decided.is_none().then_some(self.deadline)
+    }
+
+    /// Moves the current round's deadline (the final committee's first round waits for shards).
+    pub fn set_deadline(&mut self, at: u64) {
+        self.deadline = at;
+    }
+
+    fn timeout(&self, round: u32) -> u64 {
+        self.base_timeout.saturating_mul(1 << round.min(6))
+    }
+
+    fn body(&self, round: u32, phase: Phase, value: Digest) -> VoteBody {
+        VoteBody {
+            height: self.height,
+            parent: self.parent,
+            stage: self.stage,
+            round,
+            phase,
+            value,
+        }
+    }
+
+    /// The precommit signatures of the decided round, lowest member indices first, `quorum` of
+    /// them (so that members that saw the same precommits build the same certificate).
+    pub fn certificate(&self) -> Option<(u32, Vec<MemberSignature>)> {
+        let (round, value) = self.decided?;
+        let sigs = self.precommits.get(&(round, value))?;
+        Some((
+            round,
+            sigs.iter()
+                .take(self.quorum)
+                .map(|(m, s)| MemberSignature {
+                    member: *m,
+                    signature: *s,
+                })
+                .collect(),
+        ))
+    }
+
+    pub fn tick(&mut self, now: u64, ctx: &mut dyn BftCtx) -> Vec<BftOut> {
+        let mut out = Vec::new();
+        if self.decided.is_none() && now >= self.deadline {
+            self.enter_round(self.round + 1, now, ctx, &mut out);
+        }
+        self.progress(now, ctx, &mut out);
+        out
+    }
+
+    fn enter_round(&mut self, round: u32, now: u64, ctx: &mut dyn BftCtx, out: &mut Vec<BftOut>) {
+        if round <= self.round {
+            return;
+        }
+        self.round = round;
+        self.deadline = now.saturating_add(self.timeout(round));
+        let pol = self.pol.as_ref().map(|(r, d, sigs)| {
+            (
+                *d,
+                Pol {
+                    round: *r,
+                    signatures: BoundedVec::try_from(sigs.clone())
+                        .expect("a prevote quorum fits in a committee"),
+                },
+            )
+        });
+        self.round_changes
+            .entry(round)
+            .or_default()
+            .insert(self.me as u16, pol.clone());
+        out.push(bcast(Message::RoundChange(RoundChange {
+            height: self.height,
+            parent: self.parent,
+            stage: self.stage,
+            round,
+            pol,
+        })));
+        if let Some(p) = self.pending.remove(&round) {
+            let from = self.leader(round);
+            self.accept_proposal(p, from, now, ctx, out);
+        }
+    }
+
+    /// Verifies a prevote quorum for `value` at `pol.round`.
+    fn pol_valid(&self, value: Digest, pol: &Pol, ctx: &mut dyn BftCtx) -> bool {
+        if pol.signatures.len() < self.quorum {
+            return false;
+        }
+        let digest = self.body(pol.round, Phase::Prevote, value).digest();
+        let mut items = Vec::with_capacity(pol.signatures.len());
+        for (i, s) in pol.signatures.iter().enumerate() {
+            if usize::from(s.member) >= self.members.len()
+                || (i > 0 && pol.signatures[i - 1].member >= s.member)
+            {
+                return false;
+            }
+            items.push((self.members[usize::from(s.member)], digest, s.signature));
+        }
+        ctx.check(&items).is_ok()
+    }
+
+    fn set_pol(&mut self, round: u32, value: Digest, sigs: Vec<MemberSignature>) {
+        if !matches!(&self.pol, Some((r, _, _)) if *r >= round) {
+            self.pol = Some((round, value, sigs));
+        }
+    }
+
+    pub fn on_proposal(
+        &mut self,
+        p: Proposal,
+        from: usize,
+        now: u64,
+        ctx: &mut dyn BftCtx,
+    ) -> Vec<BftOut> {
+        let mut out = Vec::new();
+        if p.round > self.round {
+            if p.round <= self.round + ROUND_WINDOW && from == self.leader(p.round) {
+                self.pending.entry(p.round).or_insert(p);
+            }
+        } else {
+            self.accept_proposal(p, from, now, ctx, &mut out);
+        }
+        self.progress(now, ctx, &mut out);
+        out
+    }
+
+    fn accept_proposal(
+        &mut self,
+        p: Proposal,
+        from: usize,
+        now: u64,
+        ctx: &mut dyn BftCtx,
+        out: &mut Vec<BftOut>,
+    ) {
+        if from != self.leader(p.round) {
+            return;
+        }
+        let digest = p.value.digest(self.stage);
+        let body = self.body(p.round, Phase::Propose, digest);
+        if from != self.me
+            && ctx
+                .check(&[(self.members[from], body.digest(), p.signature)])
+                .is_err()
+        {
+            return;
+        }
+        match self.proposals.get(&p.round) {
+            Some(d) if *d != digest => {
+                // The leader signed two proposals for one round: move on at once.
+                if p.round == self.round && self.decided.is_none() {
+                    self.enter_round(self.round + 1, now, ctx, out);
+                }
+                return;
+            }
+            Some(_) => return,
+            None => {}
+        }
+        self.proposals.insert(p.round, digest);
+        if p.round != self.round || self.decided.is_some() || self.sent_prevote.contains(&p.round) {
+            self.values.entry(digest).or_insert(p.value);
+            return;
+        }
+        let pol_ok = match &p.pol {
+            Some(pol) if pol.round < p.round => {
+                let ok = self.pol_valid(digest, pol, ctx);
+                if ok {
+                    self.set_pol(pol.round, digest, pol.signatures.to_vec());
+                }
+                ok.then_some(pol.round)
+            }
+            _ => None,
+        };
+        let lock_ok = match self.locked {
+            None => true,
+            Some((lr, ld)) => ld == digest || pol_ok.is_some_and(|r| r >= lr),
+        };
+        // A leader does not re-check the value it just built.
+        let valid = lock_ok && (from == self.me || ctx.validate(&p.value, now));
+        self.values.entry(digest).or_insert(p.value);
+        if valid {
+            self.send_vote(Phase::Prevote, p.round, digest, ctx, out);
+        }
+    }
+
+    fn send_vote(
+        &mut self,
+        phase: Phase,
+        round: u32,
+        value: Digest,
+        ctx: &mut dyn BftCtx,
+        out: &mut Vec<BftOut>,
+    ) {
+        let sent = match phase {
+            Phase::Prevote => &mut self.sent_prevote,
+            Phase::Precommit => &mut self.sent_precommit,
+            Phase::Propose => return,
+        };
+        if !sent.insert(round) {
+            return;
+        }
+        let signature = ctx.sign(&self.body(round, phase, value));
+        let vote = Vote {
+            height: self.height,
+            parent: self.parent,
+            stage: self.stage,
+            round,
+            phase,
+            value,
+            member: self.me as u16,
+            signature,
+        };
+        self.record_vote(&vote);
+        out.push(bcast(Message::Vote(vote)));
+    }
+
+    /// Records a vote; a member's votes for different values are all kept (an equivocating
+    /// member counts towards each, as quorum intersection allows).
+    fn record_vote(&mut self, v: &Vote) -> bool {
+        let (by, votes) = match v.phase {
+            Phase::Prevote => (&mut self.prevoted_by, &mut self.prevotes),
+            Phase::Precommit => (&mut self.precommitted_by, &mut self.precommits),
+            Phase::Propose => return false,
+        };
+        if !by.insert((v.round, v.member, v.value)) {
+            return false;
+        }
+        votes
+            .entry((v.round, v.value))
+            .or_default()
+            .insert(v.member, v.signature);
+        true
+    }
+
+    /// Handles a vote. Votes are checked against the key of the member they name, so that they
+    /// can be relayed by others.
+    pub fn on_vote(&mut self, v: Vote, now: u64, ctx: &mut dyn BftCtx) -> Vec<BftOut> {
+        let mut out = Vec::new();
+        let member = usize::from(v.member);
+        if member >= self.members.len() || v.round > self.round + ROUND_WINDOW {
+            return out;
+        }
+        let seen = match v.phase {
+            Phase::Prevote => &self.prevoted_by,
+            Phase::Precommit => &self.precommitted_by,
+            Phase::Propose => return out,
+        };
+        if seen.contains(&(v.round, v.member, v.value)) {
+            return out;
+        }
+        let digest = self.body(v.round, v.phase, v.value).digest();
+        if ctx
+            .check(&[(self.members[member], digest, v.signature)])
+            .is_err()
+        {
+            return out;
+        }
+        self.record_vote(&v);
+        if self.echo && v.phase == Phase::Precommit && self.decided == Some((v.round, v.value)) {
+            out.push(self.bundle(
+                v.round,
+                v.value,
+                vec![MemberSignature {
+                    member: v.member,
+                    signature: v.signature,
+                }],
+            ));
+        }
+        self.progress(now, ctx, &mut out);
+        out
+    }
+
+    fn bundle(&self, round: u32, value: Digest, signatures: Vec<MemberSignature>) -> BftOut {
+        bcast(Message::Precommits(Precommits {
+            height: self.height,
+            parent: self.parent,
+            stage: self.stage,
+            round,
+            value,
+            signatures: BoundedVec::try_from(signatures).expect("at most one per member"),
+        }))
+    }
+
+    /// Handles relayed precommits: each is checked against the member it names.
+    pub fn on_precommits(&mut self, p: Precommits, now: u64, ctx: &mut dyn BftCtx) -> Vec<BftOut> {
+        let mut out = Vec::new();
+        if p.round > self.round + ROUND_WINDOW {
+            return out;
+        }
+        let digest = self.body(p.round, Phase::Precommit, p.value).digest();
+        let mut fresh = Vec::new();
+        for s in &p.signatures {
+            let m = usize::from(s.member);
+            if m >= self.members.len()
+                || self.precommitted_by.contains(&(p.round, s.member, p.value))
+                || ctx
+                    .check(&[(self.members[m], digest, s.signature)])
+                    .is_err()
+            {
+                continue;
+            }
+            self.record_vote(&Vote {
+                height: self.height,
+                parent: self.parent,
+                stage: self.stage,
+                round: p.round,
+                phase: Phase::Precommit,
+                value: p.value,
+                member: s.member,
+                signature: s.signature,
+            });
+            fresh.push(*s);
+        }
+        if self.echo && !fresh.is_empty() && self.decided == Some((p.round, p.value)) {
+            out.push(self.bundle(p.round, p.value, fresh));
+        }
+        self.progress(now, ctx, &mut out);
+        out
+    }
+
+    pub fn on_round_change(
+        &mut self,
+        rc: RoundChange,
+        from: usize,
+        now: u64,
+        ctx: &mut dyn BftCtx,
+    ) -> Vec<BftOut> {
+        let mut out = Vec::new();
+        if rc.round == 0 || rc.round > self.round + ROUND_WINDOW {
+            return out;
+        }
+        let pol = match rc.pol {
+            Some((d, pol)) if pol.round < rc.round && self.pol_valid(d, &pol, ctx) => {
+                self.set_pol(pol.round, d, pol.signatures.to_vec());
+                Some((d, pol))
+            }
+            _ => None,
+        };
+        self.round_changes
+            .entry(rc.round)
+            .or_default()
+            .entry(from as u16)
+            .or_insert(pol);
+        // Enough members have moved past our round: follow them to the lowest such round.
+        if self.decided.is_none() {
+            let f1 = self.members.len().saturating_sub(self.quorum) + 1;
+            let target = self
+                .round_changes
+                .range(self.round + 1..)
+                .rev()
+                .scan(BTreeSet::new(), |acc, (r, m)| {
+                    acc.extend(m.keys().copied());
+                    Some((*r, acc.len()))
+                })
+                .filter(|(_, n)| *n >= f1)
+                .map(|(r, _)| r)
+                .max();
+            if let Some(r) = target {
+                self.enter_round(r, now, ctx, &mut out);
+            }
+        }
+        self.progress(now, ctx, &mut out);
+        out
+    }
+
+    fn progress(&mut self, now: u64, ctx: &mut dyn BftCtx, out: &mut Vec<BftOut>) {
+        if self.decided.is_some() {
+            return;
+        }
+        let round = self.round;
+        // Propose if leader.
+        if self.leader(round) == self.me && !self.proposed.contains(&round) {
+            let ready = round == 0
+                || self
+                    .round_changes
+                    .get(&round)
+                    .is_some_and(|m| m.len() >= self.quorum);
+            if ready {
+                if let Some(p) = self.make_proposal(round, now, ctx) {
+                    self.proposed.insert(round);
+                    out.push(bcast(Message::Proposal(p.clone())));
+                    self.accept_proposal(p, self.me, now, ctx, out);
+                }
+            }
+        }
+        // Prevote quorum in this round: lock and precommit.
+        if !self.sent_precommit.contains(&round) {
+            let q = self
+                .prevotes
+                .range((round, Digest::from_bytes([0; 32]))..)
+                .take_while(|((r, _), _)| *r == round)
+                .find(|(_, s)| s.len() >= self.quorum)
+                .map(|((_, d), s)| (*d, s.clone()));
+            if let Some((d, sigs)) = q {
+                let sigs: Vec<MemberSignature> = sigs
+                    .into_iter()
+                    .take(self.quorum)
+                    .map(|(member, signature)| MemberSignature { member, signature })
+                    .collect();
+                self.set_pol(round, d, sigs);
+                if self.values.contains_key(&d) {
+                    self.locked = Some((round, d));
+                    self.send_vote(Phase::Precommit, round, d, ctx, out);
+                }
+            }
+        }
+        // Precommit quorum in any round: decide.
+        if let Some(((r, d), sigs)) = self.precommits.iter().find(|(_, s)| s.len() >= self.quorum) {
+            let (r, d) = (*r, *d);
+            if self.echo {
+                let all = sigs
+                    .iter()
+                    .map(|(m, s)| MemberSignature {
+                        member: *m,
+                        signature: *s,
+                    })
+                    .collect();
+                out.push(self.bundle(r, d, all));
+            }
+            self.decided = Some((r, d));
+            out.push(BftOut::Decided { round: r, value: d });
+        }
+    }
+
+    fn make_proposal(&mut self, round: u32, now: u64, ctx: &mut dyn BftCtx) -> Option<Proposal> {
+        // The highest prevote quorum among our own and the round changes received.
+        let mut best = self.pol.clone();
+        if let Some(m) = self.round_changes.get(&round) {
+            for (d, pol) in m.values().flatten() {
+                if !matches!(&best, Some((r, _, _)) if *r >= pol.round) {
+                    best = Some((pol.round, *d, pol.signatures.to_vec()));
+                }
+            }
+        }
+        let (value, pol) = match best {
+            Some((r, d, sigs)) => {
+                let v = self.values.get(&d)?.clone();
+                let pol = Pol {
+                    round: r,
+                    signatures: BoundedVec::try_from(sigs).ok()?,
+                };
+                (v, Some(pol))
+            }
+            None => (ctx.propose(now)?, None),
+        };
+        let digest = value.digest(self.stage);
+        let signature = ctx.sign(&self.body(round, Phase::Propose, digest));
+        Some(Proposal {
+            height: self.height,
+            parent: self.parent,
+            stage: self.stage,
+            round,
+            value,
+            pol,
+            signature,
+        })
+    }
+}

@@ -1,0 +1,241 @@
+//! The committee consensus engine: checks committee seals for the chain.
+
+use std::collections::HashSet;
+
+use super::seal::{commitment_of, verify_certificate, verify_signatures, SigChecker, SigItem};
+use super::{CommitteeParams, CommitteeSeal, FinalValue, SealError, Stage};
+use crate::block::Header;
+use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
+use crate::hash::TxId;
+use crate::merkle::merkle_root;
+use crate::tx::VerifiedTx;
+
+/// Partitioned committee consensus: blocks certified by shard committees and a final committee
+/// whose members proved their identities with proof of work (see the [module](super) docs).
+///
+/// Every certified block is final and adds the same work ([`Work`] of 1), so the chain never
+/// prefers one certified branch over another by weight; the protocol's safety is what keeps a
+/// height from having two.
+#[derive(Clone, Debug)]
+pub struct CommitteeConsensus {
+    params: CommitteeParams,
+}
+
+impl CommitteeConsensus {
+    /// An engine with `params`.
+    pub fn new(params: CommitteeParams) -> Self {
+        Self { params }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &CommitteeParams {
+        &self.params
+    }
+
+    /// Checks `header`'s seal against its `parent` with signatures checked by `check`
+    /// (batch verification for the chain; a memoising checker in the simulator).
+    pub(crate) fn verify_seal_with(
+        &self,
+        header: &Header<CommitteeSeal>,
+        parent: &Header<CommitteeSeal>,
+        now: u64,
+        check: &mut SigChecker<'_>,
+    ) -> Result<(), ConsensusError> {
+        let p = &self.params;
+        let seal = &header.seal;
+        if header.timestamp < parent.timestamp {
+            return Err(ConsensusError::TimestampTooOld {
+                median: parent.timestamp,
+                found: header.timestamp,
+            });
+        }
+        if header.timestamp > now.saturating_add(p.max_future_drift()) {
+            return Err(ConsensusError::TimestampTooNew {
+                found: header.timestamp,
+                now,
+                max_drift: p.max_future_drift(),
+            });
+        }
+        let expected = parent.seal.next_randomness();
+        if seal.randomness != expected {
+            return Err(SealError::StaleRandomness {
+                expected,
+                found: seal.randomness,
+            }
+            .into());
+        }
+        // Reveals open the parent's commitments.
+        for (i, r) in seal.reveals.iter().enumerate() {
+            let bad = SealError::BadReveal {
+                index: i,
+                member: r.member,
+            };
+            if i > 0 && seal.reveals[i - 1].member >= r.member {
+                return Err(bad.into());
+            }
+            let key = parent.seal.cert.members.get(usize::from(r.member));
+            let commitment = parent
+                .seal
+                .commitments
+                .iter()
+                .find(|c| c.member == r.member);
+            match (key, commitment) {
+                (Some(k), Some(c)) if commitment_of(&k.key, &r.value) == c.value => {}
+                _ => return Err(bad.into()),
+            }
+        }
+        let required = if parent.seal.commitments.is_empty() {
+            0
+        } else {
+            parent.seal.commitments.len() / 2 + 1
+        };
+        if seal.reveals.len() < required {
+            return Err(SealError::RevealsTooFew {
+                found: seal.reveals.len(),
+                required,
+            }
+            .into());
+        }
+        // Commitments name final members.
+        for (i, c) in seal.commitments.iter().enumerate() {
+            if usize::from(c.member) >= seal.cert.members.len()
+                || (i > 0 && seal.commitments[i - 1].member >= c.member)
+            {
+                return Err(SealError::CommitmentIndex {
+                    index: i,
+                    member: c.member,
+                }
+                .into());
+            }
+        }
+        if seal.commitments.len() < p.quorum() {
+            return Err(SealError::CommitmentsTooFew {
+                found: seal.commitments.len(),
+                required: p.quorum(),
+            }
+            .into());
+        }
+        // Shard certificates.
+        let mut total: u64 = 0;
+        let mut keys = HashSet::new();
+        for (i, sc) in seal.shards.iter().enumerate() {
+            let shard = sc.summary.shard;
+            if usize::from(shard) >= p.committees()
+                || (i > 0 && seal.shards[i - 1].summary.shard >= shard)
+            {
+                return Err(SealError::ShardOrder { index: i, shard }.into());
+            }
+            for m in &sc.cert.members {
+                if !keys.insert(m.key) {
+                    return Err(SealError::DuplicateIdentity { key: m.key }.into());
+                }
+            }
+            total += u64::from(sc.summary.tx_count);
+        }
+        if total != u64::from(header.tx_count) {
+            return Err(SealError::TxCountMismatch {
+                header: header.tx_count,
+                shards: total,
+            }
+            .into());
+        }
+        for sc in &seal.shards {
+            verify_certificate(
+                p,
+                &seal.randomness,
+                header.height,
+                header.parent,
+                Stage::Shard(sc.summary.shard),
+                sc.summary.digest(),
+                &sc.cert,
+                check,
+            )?;
+        }
+        verify_certificate(
+            p,
+            &seal.randomness,
+            header.height,
+            header.parent,
+            Stage::Final,
+            FinalValue::of_header(header).digest(),
+            &seal.cert,
+            check,
+        )?;
+        Ok(())
+    }
+
+    /// Checks that `txs` are the concatenation of the certified shard slices: each transaction
+    /// in its shard's slice, each slice with its certified root.
+    pub(crate) fn check_body(
+        &self,
+        seal: &CommitteeSeal,
+        ids_and_signers: &[(TxId, crate::tx::PublicKey)],
+    ) -> Result<(), SealError> {
+        let mut at = 0usize;
+        for sc in &seal.shards {
+            let n = sc.summary.tx_count as usize;
+            let slice = ids_and_signers
+                .get(at..at + n)
+                .ok_or(SealError::ShardRootMismatch {
+                    shard: sc.summary.shard,
+                })?;
+            for (j, (_, signer)) in slice.iter().enumerate() {
+                let found = self.params.shard_of_key(signer);
+                if found != sc.summary.shard {
+                    return Err(SealError::TxInWrongShard {
+                        index: at + j,
+                        expected: sc.summary.shard,
+                        found,
+                    });
+                }
+            }
+            let ids: Vec<TxId> = slice.iter().map(|(id, _)| *id).collect();
+            if merkle_root(&ids) != sc.summary.tx_root {
+                return Err(SealError::ShardRootMismatch {
+                    shard: sc.summary.shard,
+                });
+            }
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+impl Consensus for CommitteeConsensus {
+    type Seal = CommitteeSeal;
+
+    fn name(&self) -> &'static str {
+        "committee"
+    }
+
+    fn genesis_seal(&self) -> CommitteeSeal {
+        CommitteeSeal {
+            randomness: self.params.genesis_randomness(),
+            shards: Default::default(),
+            commitments: Default::default(),
+            reveals: Default::default(),
+            cert: super::Certificate::empty(),
+        }
+    }
+
+    fn verify_header(
+        &self,
+        header: &Header<CommitteeSeal>,
+        ancestors: &dyn Ancestors<CommitteeSeal>,
+        now: u64,
+    ) -> Result<Work, ConsensusError> {
+        let mut check = |items: &[SigItem]| verify_signatures(items);
+        self.verify_seal_with(header, ancestors.parent(), now, &mut check)?;
+        Ok(Work::from_u64(1))
+    }
+
+    fn verify_body(
+        &self,
+        header: &Header<CommitteeSeal>,
+        txs: &[VerifiedTx],
+    ) -> Result<(), ConsensusError> {
+        let pairs: Vec<_> = txs.iter().map(|t| (t.id(), t.signer())).collect();
+        self.check_body(&header.seal, &pairs)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! The protocol's messages. Each has a canonical, bounded encoding.
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::{IdentityProof, Randomness};
+use super::seal::{
+    Commitment, FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary, Stage,
+};
+use super::MAX_COMMITTEE_SIZE;
+use crate::block::MAX_HEADER_LEN;
+use crate::codec::{BoundedVec, Canonical};
+use crate::hash::{BlockHash, Digest, TxId};
+use crate::merkle::merkle_root;
+use crate::tx::{PublicKey, Signature, Transaction};
+
+/// The most transactions one shard contributes to a block.
+pub const MAX_SHARD_TXS: usize = 1 << 14;
+/// The largest encoded protocol message accepted, in bytes.
+pub const MAX_MESSAGE_LEN: usize = MAX_HEADER_LEN;
+
+/// A shard committee's value: its shard's transactions, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardValue {
+    /// The transactions.
+    pub txs: BoundedVec<Transaction, MAX_SHARD_TXS>,
+}
+
+impl ShardValue {
+    /// The summary certified for `shard`.
+    pub fn summary(&self, shard: u16) -> ShardSummary {
+        let ids: Vec<TxId> = self.txs.iter().map(Transaction::id).collect();
+        ShardSummary {
+            shard,
+            tx_root: merkle_root(&ids),
+            tx_count: self.txs.len() as u32,
+        }
+    }
+}
+
+/// A value under agreement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// A shard's transactions.
+    Shard(ShardValue),
+    /// The final block's content.
+    Final(FinalValue),
+}
+
+impl Value {
+    /// The digest votes carry: the shard summary's digest (for `shard`) or the final value's.
+    pub fn digest(&self, stage: Stage) -> Digest {
+        match (self, stage) {
+            (Value::Shard(v), Stage::Shard(s)) => v.summary(s).digest(),
+            (Value::Shard(v), Stage::Final) => v.summary(u16::MAX).digest(),
+            (Value::Final(v), _) => v.digest(),
+        }
+    }
+}
+
+/// Prevotes of one round for one value: proof that the value may be re-proposed over a lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pol {
+    /// The round of the prevotes.
+    pub round: u32,
+    /// More than two thirds of the committee's prevotes.
+    pub signatures: BoundedVec<MemberSignature, MAX_COMMITTEE_SIZE>,
+}
+
+/// A leader's proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// Which agreement.
+    pub stage: Stage,
+    /// The round.
+    pub round: u32,
+    /// The proposed value.
+    pub value: Value,
+    /// Prevotes for this value in an earlier round, when re-proposing a locked value.
+    pub pol: Option<Pol>,
+    /// The leader's signature over the [`VoteBody`](super::VoteBody) of phase `Propose`.
+    pub signature: Signature,
+}
+
+/// A prevote or precommit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// Which agreement.
+    pub stage: Stage,
+    /// The round.
+    pub round: u32,
+    /// Prevote or precommit.
+    pub phase: Phase,
+    /// The value's digest.
+    pub value: Digest,
+    /// The voter's index in its committee.
+    pub member: u16,
+    /// Signature over the [`VoteBody`](super::VoteBody).
+    pub signature: Signature,
+}
+
+/// Precommits of one round for one value, relayed together (final members relay the deciding
+/// round's precommits so that all of them seal the same certificate).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Precommits {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// Which agreement.
+    pub stage: Stage,
+    /// The round.
+    pub round: u32,
+    /// The value's digest.
+    pub value: Digest,
+    /// The precommit signatures, by strictly increasing member index.
+    pub signatures: BoundedVec<MemberSignature, MAX_COMMITTEE_SIZE>,
+}
+
+/// A member moving to a new round, with the highest prevote quorum it knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundChange {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// Which agreement.
+    pub stage: Stage,
+    /// The round being entered.
+    pub round: u32,
+    /// The value digest and prevotes of the highest prevote quorum known.
+    pub pol: Option<(Digest, Pol)>,
+}
+
+/// The directory's answer to an identity: its committee and the final committee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The epoch (block height).
+    pub height: u64,
+    /// The epoch randomness the identities were checked against.
+    pub randomness: Randomness,
+    /// The recipient's committee, or `None` if it was not selected this epoch.
+    pub committee: Option<u16>,
+    /// That committee's members, sorted by key.
+    pub members: BoundedVec<IdentityProof, MAX_COMMITTEE_SIZE>,
+    /// The final committee's members, sorted by key.
+    pub final_members: BoundedVec<IdentityProof, MAX_COMMITTEE_SIZE>,
+    /// The sender's reveal of the share it committed in the parent block (to final members).
+    pub reveal: Option<Reveal>,
+}
+
+/// A certified shard result, sent to the final committee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardResult {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// The shard's summary and certificate.
+    pub cert: ShardCertificate,
+    /// The shard's transactions.
+    pub txs: BoundedVec<Transaction, MAX_SHARD_TXS>,
+}
+
+/// A final member's announcement that a block is final, with what the next epoch needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextEpoch {
+    /// Height of the final block.
+    pub height: u64,
+    /// Its hash.
+    pub block: BlockHash,
+    /// Its time.
+    pub timestamp: u64,
+    /// The next epoch's randomness.
+    pub randomness: Randomness,
+    /// The block's final committee (the next directory), in certificate order.
+    pub directory: BoundedVec<PublicKey, MAX_COMMITTEE_SIZE>,
+    /// The block's randomness commitments.
+    pub commitments: BoundedVec<Commitment, MAX_COMMITTEE_SIZE>,
+}
+
+/// Every protocol message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A node's identity for an epoch, sent to the directory.
+    Identity {
+        /// The epoch.
+        height: u64,
+        /// The proof.
+        proof: IdentityProof,
+    },
+    /// The directory's committee assignment.
+    Membership(Membership),
+    /// A leader's proposal.
+    Proposal(Proposal),
+    /// A prevote or precommit.
+    Vote(Vote),
+    /// A round change.
+    RoundChange(RoundChange),
+    /// Relayed precommits.
+    Precommits(Precommits),
+    /// A certified shard result.
+    ShardResult(ShardResult),
+    /// A final member's randomness commitment, sent to the other final members.
+    Commitment {
+        /// The epoch.
+        height: u64,
+        /// The commitment.
+        value: Digest,
+    },
+    /// A block is final.
+    Next(NextEpoch),
+}
+
+impl Message {
+    /// The epoch (block height) the message belongs to.
+    pub fn height(&self) -> u64 {
+        match self {
+            Message::Identity { height, .. } | Message::Commitment { height, .. } => *height,
+            Message::Membership(m) => m.height,
+            Message::Proposal(p) => p.height,
+            Message::Vote(v) => v.height,
+            Message::RoundChange(r) => r.height,
+            Message::Precommits(p) => p.height,
+            Message::ShardResult(r) => r.height,
+            Message::Next(n) => n.height,
+        }
+    }
+
+    /// A short name of the message kind (for statistics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Identity { .. } => "identity",
+            Message::Membership(_) => "membership",
+            Message::Proposal(_) => "proposal",
+            Message::Vote(_) => "vote",
+            Message::RoundChange(_) => "round-change",
+            Message::Precommits(_) => "precommits",
+            Message::ShardResult(_) => "shard-result",
+            Message::Commitment { .. } => "commitment",
+            Message::Next(_) => "next",
+        }
+    }
+}
+
+macro_rules! canonical {
+    ($($t:ty => $name:literal),* $(,)?) => {$(
+        impl Canonical for $t {
+            const NAME: &'static str = $name;
+            const MAX_ENCODED_LEN: usize = MAX_MESSAGE_LEN;
+        }
+    )*};
+}
+
+canonical! {
+    Message => "committee message",
+    Proposal => "committee proposal",
+    Vote => "committee vote",
+    RoundChange => "committee round change",
+    Precommits => "committee precommits",
+    Membership => "committee membership",
+    ShardResult => "committee shard result",
+    NextEpoch => "committee next epoch",
+    Value => "committee value",
+    Pol => "committee prevote quorum",
+}

@@ -1,0 +1,420 @@
+//! Partitioned committee consensus after SCP and Elastico (Luu et al., ePrint 2015/1168;
+//! CCS 2016).
+//!
+//! Each epoch produces one block:
+//!
+//! 1. **Identities.** Every node mines a nonce so that the [`IdentityHash`] of
+//!    `epoch randomness ‖ public key ‖ nonce` has [`CommitteeParams::identity_difficulty`]
+//!    leading zero bits. The randomness comes from the parent block's seal, so no identity can
+//!    be precomputed.
+//! 2. **Committees.** The last [`CommitteeParams::shard_bits`] bits of the identity hash pick one
+//!    of `2^s` committees. Committee 0 is also the final committee.
+//! 3. **Directory.** The directory (the previous block's final committee; for the first block
+//!    the bootstrap identities) collects identities for a fixed window and sends every member
+//!    its committee: the [`CommitteeParams::committee_size`] identities of that committee with
+//!    the smallest hashes, sorted by key.
+//! 4. **Shards.** Transactions are sharded by sender account ([`shard_of`]), so nonces never
+//!    conflict across shards. Each committee agrees on its shard's transactions with a
+//!    two-phase, locking BFT protocol (proposal, prevote, precommit; a round change when a leader
+//!    is silent or equivocates) and certifies the result with more than two thirds of its
+//!    members' Ed25519 signatures.
+//! 5. **Final block.** The final committee merges the certified shard results into one block,
+//!    certifies it the same way, and its members commit to randomness shares that the next
+//!    final committee includes as reveals; their XOR seeds the next epoch.
+//!
+//! The block's [`CommitteeSeal`] lets a node that saw none of the messages verify all of this:
+//! [`CommitteeConsensus`] implements [`Consensus`](crate::consensus::Consensus), checking the
+//! randomness against the parent's seal, every member's identity proof and committee bits,
+//! quorum sizes and signatures, and (in `verify_body`) that each transaction sits in its
+//! shard's slice and that the slices match the certified shard roots. A certified block is final,
+//! so every block weighs the same constant work.
+//!
+//! [`Node`] is the protocol as a sans-I/O state machine: it takes messages and clock ticks and
+//! returns messages to send; [`sim`](crate::sim) drives many of them.
+//!
+//! [`failure_probability`] gives the exact hypergeometric probability that a committee holds too
+//! many Byzantine members, with helpers for whole epochs.
+//!
+//! # Trust model
+//!
+//! The transport authenticates senders (as mutual TLS would); only what must convince third
+//! parties is signed: proposals, prevotes and precommits. Sybil resistance is the identity proof
+//! of work: certifying a shard needs more than two thirds of `committee_size` distinct identities
+//! of that shard's committee, each a fresh proof against the epoch's randomness. As in Elastico,
+//! the final committee chooses which of the revealed shares it includes (at least a majority of
+//! the committed ones), which lets it bias the next randomness by that choice only.
+
+mod bft;
+mod engine;
+mod failure;
+mod identity;
+mod messages;
+mod node;
+mod seal;
+#[cfg(test)]
+mod tests;
+
+pub use engine::CommitteeConsensus;
+pub use failure::{
+    epoch_failure_probability, epoch_failure_union_bound, expected_epochs_to_failure,
+    failure_probability, failure_threshold, ln_binomial, ln_factorial, ln_failure_probability,
+};
+pub use identity::{IdentityHash, IdentityProof, Randomness};
+pub use messages::{
+    Membership, Message, NextEpoch, Pol, Precommits, Proposal, RoundChange, ShardResult,
+    ShardValue, Value, Vote, MAX_MESSAGE_LEN, MAX_SHARD_TXS,
+};
+pub use node::{Host, Node, NodeConfig, NodeStatus, Output, Timing, TipInfo};
+pub use seal::{
+    commitment_of, genesis_randomness, next_randomness, Certificate, Commitment, CommitteeSeal,
+    FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary, Stage, VoteBody,
+    MAX_SEAL_LEN,
+};
+
+use crate::hash::AccountId;
+use crate::tx::PublicKey;
+
+/// The most shard bits: at most 256 committees.
+pub const MAX_SHARD_BITS: u8 = 8;
+/// The most committees (shards) a block may certify.
+pub const MAX_SHARDS: usize = 1 << MAX_SHARD_BITS;
+/// The largest committee.
+pub const MAX_COMMITTEE_SIZE: usize = 512;
+/// The highest identity difficulty (leading zero bits).
+pub const MAX_IDENTITY_DIFFICULTY: u8 = 64;
+
+/// The shard of an account: the low `shard_bits` bits of its first two bytes (account ids are
+/// Ed25519 keys, uniformly spread).
+pub fn shard_of(account: &AccountId, shard_bits: u8) -> u16 {
+    let b = account.as_bytes();
+    let v = u16::from_le_bytes([b[0], b[1]]);
+    if shard_bits >= 16 {
+        v
+    } else {
+        v & ((1u16 << shard_bits) - 1)
+    }
+}
+
+/// The smallest number of signatures that certifies a committee of `size`: more than two thirds.
+pub const fn quorum_of(size: u16) -> usize {
+    (2 * size as usize) / 3 + 1
+}
+
+/// Parameters of the committee protocol, fixed for a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitteeParams {
+    shard_bits: u8,
+    committee_size: u16,
+    identity_difficulty: u8,
+    max_future_drift: u64,
+    genesis_randomness: Randomness,
+}
+
+impl CommitteeParams {
+    /// A builder with defaults: 4 committees, committees of 16, difficulty 8, two hours' drift.
+    pub fn builder() -> CommitteeParamsBuilder {
+        CommitteeParamsBuilder {
+            shard_bits: 2,
+            committee_size: 16,
+            identity_difficulty: 8,
+            max_future_drift: 2 * 60 * 60,
+            genesis_seed: b"medledger committee genesis".to_vec(),
+        }
+    }
+    /// `s`: there are `2^s` committees.
+    pub fn shard_bits(&self) -> u8 {
+        self.shard_bits
+    }
+    /// The number of committees (shards), `2^s`.
+    pub fn committees(&self) -> usize {
+        1 << self.shard_bits
+    }
+    /// `c`: the most members a committee has (the directory publishes at most this many).
+    pub fn committee_size(&self) -> u16 {
+        self.committee_size
+    }
+    /// Signatures a certificate needs: more than two thirds of `c`.
+    pub fn quorum(&self) -> usize {
+        quorum_of(self.committee_size)
+    }
+    /// The most Byzantine members a full committee tolerates (fewer than a third).
+    pub fn tolerated(&self) -> usize {
+        usize::from(self.committee_size) - self.quorum()
+    }
+    /// Leading zero bits an identity hash needs.
+    pub fn identity_difficulty(&self) -> u8 {
+        self.identity_difficulty
+    }
+    /// How far ahead of the local clock a block's time may be, in seconds.
+    pub fn max_future_drift(&self) -> u64 {
+        self.max_future_drift
+    }
+    /// The first epoch's randomness.
+    pub fn genesis_randomness(&self) -> Randomness {
+        self.genesis_randomness
+    }
+    /// The shard of `key`'s account.
+    pub fn shard_of_key(&self, key: &PublicKey) -> u16 {
+        shard_of(&key.account(), self.shard_bits)
+    }
+}
+
+/// Builds [`CommitteeParams`], validating them in [`build`](Self::build).
+#[derive(Clone, Debug)]
+pub struct CommitteeParamsBuilder {
+    shard_bits: u8,
+    committee_size: u16,
+    identity_difficulty: u8,
+    max_future_drift: u64,
+    genesis_seed: Vec<u8>,
+}
+
+impl CommitteeParamsBuilder {
+    /// `2^bits` committees (at most [`MAX_SHARD_BITS`]).
+    pub fn shard_bits(mut self, bits: u8) -> Self {
+        self.shard_bits = bits;
+        self
+    }
+    /// Committee size `c` (1 to [`MAX_COMMITTEE_SIZE`]).
+    pub fn committee_size(mut self, c: u16) -> Self {
+        self.committee_size = c;
+        self
+    }
+    /// Identity difficulty in leading zero bits (at most [`MAX_IDENTITY_DIFFICULTY`]).
+    pub fn identity_difficulty(mut self, bits: u8) -> Self {
+        self.identity_difficulty = bits;
+        self
+    }
+    /// Allowed clock drift for block times, in seconds.
+    pub fn max_future_drift(mut self, seconds: u64) -> Self {
+        self.max_future_drift = seconds;
+        self
+    }
+    /// The seed of the first epoch's randomness (make it unpredictable before launch).
+    pub fn genesis_seed(mut self, seed: impl AsRef<[u8]>) -> Self {
+        self.genesis_seed = seed.as_ref().to_vec();
+        self
+    }
+    /// Validates and builds.
+    ///
+    /// # Errors
+    ///
+    /// [`ParamsError`] naming the parameter out of range.
+    pub fn build(self) -> Result<CommitteeParams, ParamsError> {
+        if self.shard_bits > MAX_SHARD_BITS {
+            return Err(ParamsError::TooManyShards {
+                bits: self.shard_bits,
+                max: MAX_SHARD_BITS,
+            });
+        }
+        if self.committee_size == 0 || usize::from(self.committee_size) > MAX_COMMITTEE_SIZE {
+            return Err(ParamsError::CommitteeSize {
+                size: self.committee_size,
+                max: MAX_COMMITTEE_SIZE,
+            });
+        }
+        if self.identity_difficulty > MAX_IDENTITY_DIFFICULTY {
+            return Err(ParamsError::Difficulty {
+                bits: self.identity_difficulty,
+                max: MAX_IDENTITY_DIFFICULTY,
+            });
+        }
+        Ok(CommitteeParams {
+            shard_bits: self.shard_bits,
+            committee_size: self.committee_size,
+            identity_difficulty: self.identity_difficulty,
+            max_future_drift: self.max_future_drift,
+            genesis_randomness: genesis_randomness(&self.genesis_seed),
+        })
+    }
+}
+
+/// Invalid committee parameters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamsError {
+    /// Too many shard bits.
+    #[error("{bits} shard bits exceed the maximum of {max}")]
+    TooManyShards {
+        /// Requested bits.
+        bits: u8,
+        /// The limit.
+        max: u8,
+    },
+    /// Committee size out of range.
+    #[error("committee size {size} is not between 1 and {max}")]
+    CommitteeSize {
+        /// Requested size.
+        size: u16,
+        /// The limit.
+        max: usize,
+    },
+    /// Identity difficulty out of range.
+    #[error("identity difficulty {bits} exceeds {max} bits")]
+    Difficulty {
+        /// Requested bits.
+        bits: u8,
+        /// The limit.
+        max: u8,
+    },
+}
+
+/// Why a committee seal or body is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The seal's randomness is not the one the parent's seal gives.
+    #[error("stale randomness: expected {expected}, found {found}")]
+    StaleRandomness {
+        /// Randomness derived from the parent.
+        expected: Randomness,
+        /// Randomness in the seal.
+        found: Randomness,
+    },
+    /// A member's identity hash does not meet the difficulty.
+    #[error("{stage}: member {member} ({key}) does not meet the identity proof of work")]
+    IdentityPowNotMet {
+        /// The committee.
+        stage: Stage,
+        /// Index of the member.
+        member: usize,
+        /// Its key.
+        key: PublicKey,
+    },
+    /// A member's identity hash selects another committee.
+    #[error("{stage}: member {member} belongs to committee {found}, not {expected}")]
+    WrongCommittee {
+        /// The committee.
+        stage: Stage,
+        /// Index of the member.
+        member: usize,
+        /// The certificate's committee.
+        expected: u16,
+        /// The committee the member's hash selects.
+        found: u16,
+    },
+    /// A member key is not a valid, non-weak Ed25519 key.
+    #[error("{stage}: member {member} has an invalid key")]
+    InvalidMemberKey {
+        /// The committee.
+        stage: Stage,
+        /// Index of the member.
+        member: usize,
+    },
+    /// Members are not sorted by key, or a key repeats.
+    #[error("{stage}: member {member} is out of order or repeated")]
+    MembersNotSorted {
+        /// The committee.
+        stage: Stage,
+        /// Index of the member.
+        member: usize,
+    },
+    /// The committee is larger than the parameters allow.
+    #[error("{stage}: {size} members exceed the committee size {max}")]
+    CommitteeTooLarge {
+        /// The committee.
+        stage: Stage,
+        /// Members listed.
+        size: usize,
+        /// Committee size.
+        max: usize,
+    },
+    /// Too few signatures.
+    #[error("{stage}: {signatures} signatures, a certificate needs {quorum}")]
+    QuorumNotMet {
+        /// The committee.
+        stage: Stage,
+        /// Signatures present.
+        signatures: usize,
+        /// Signatures required.
+        quorum: usize,
+    },
+    /// A signature names no member, or member indices do not increase.
+    #[error("{stage}: signature {index} names member {member} out of range or order")]
+    SignatureIndex {
+        /// The committee.
+        stage: Stage,
+        /// Position of the signature.
+        index: usize,
+        /// The member it names.
+        member: u16,
+    },
+    /// A signature does not verify.
+    #[error("{stage}: signature of member {member} does not verify")]
+    BadSignature {
+        /// The committee.
+        stage: Stage,
+        /// The member.
+        member: u16,
+    },
+    /// A shard index is out of range or shards are not in increasing order.
+    #[error("shard certificate {index} (shard {shard}) is out of range or order")]
+    ShardOrder {
+        /// Position in the seal.
+        index: usize,
+        /// The shard it claims.
+        shard: u16,
+    },
+    /// One key serves in two shard committees.
+    #[error("key {key} serves in two shard committees")]
+    DuplicateIdentity {
+        /// The key.
+        key: PublicKey,
+    },
+    /// The header's transaction count is not the shards' total.
+    #[error("header holds {header} transactions, the shard certificates {shards}")]
+    TxCountMismatch {
+        /// Count in the header.
+        header: u32,
+        /// Sum over the shard summaries.
+        shards: u64,
+    },
+    /// Too few randomness commitments.
+    #[error("{found} randomness commitments, at least {required} required")]
+    CommitmentsTooFew {
+        /// Commitments present.
+        found: usize,
+        /// Commitments required.
+        required: usize,
+    },
+    /// A commitment names no final member, or members do not increase.
+    #[error("commitment {index} names member {member} out of range or order")]
+    CommitmentIndex {
+        /// Position of the commitment.
+        index: usize,
+        /// The member it names.
+        member: u16,
+    },
+    /// Too few reveals of the parent's commitments.
+    #[error("{found} reveals of the parent's commitments, at least {required} required")]
+    RevealsTooFew {
+        /// Reveals present.
+        found: usize,
+        /// Reveals required.
+        required: usize,
+    },
+    /// A reveal does not open the parent's commitment of that member.
+    #[error("reveal {index} does not open the parent's commitment of member {member}")]
+    BadReveal {
+        /// Position of the reveal.
+        index: usize,
+        /// The member it names.
+        member: u16,
+    },
+    /// A transaction sits in another shard's slice of the block.
+    #[error("transaction {index} belongs to shard {found}, but sits in shard {expected}'s slice")]
+    TxInWrongShard {
+        /// Position in the block.
+        index: usize,
+        /// The slice's shard.
+        expected: u16,
+        /// The transaction's shard.
+        found: u16,
+    },
+    /// A shard's slice does not have its certified root.
+    #[error("shard {shard}'s transactions do not match its certified root")]
+    ShardRootMismatch {
+        /// The shard.
+        shard: u16,
+    },
+}

@@ -1,0 +1,1246 @@
+//! A committee node as a sans-I/O state machine.
+//!
+//! A [`Node`] never touches a socket or a clock. The embedder (or the [simulator](crate::sim))
+//! hands it messages with [`Node::handle`] and the time with [`Node::tick`], and carries out the
+//! [`Output`]s it returns: messages to send, when to call `tick` next, decisions and finished
+//! blocks. Everything the node needs from the world that is not a message goes through the
+//! [`Host`]: signature checks, the mempool, and the ledger state (nonces and state roots). Those
+//! are deterministic functions of their arguments, so a simulator can memoise them and charge
+//! each node the simulated CPU cost while spending the real cost once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::bft::{Bft, BftCtx, BftOut};
+use super::identity::{IdentityProof, Randomness};
+use super::messages::{Membership, Message, NextEpoch, ShardResult, ShardValue, Value};
+use super::seal::{
+    commitment_of, verify_certificate, verify_members, Certificate, Commitment, CommitteeSeal,
+    FinalValue, Reveal, ShardCertificate, SigItem, Stage, VoteBody,
+};
+use super::CommitteeParams;
+use crate::block::{Header, HEADER_VERSION};
+use crate::codec::{self, BoundedVec};
+use crate::hash::{domain, AccountId, BlockHash, Digest, StateRoot, TxId};
+use crate::merkle::merkle_root;
+use crate::tx::{Keypair, PublicKey, Signature, Transaction};
+
+/// What a node needs from its environment besides messages. Every method must be a
+/// deterministic function of its arguments (and of the committed ledger).
+pub trait Host {
+    /// Checks signatures over 32-byte digests; on failure returns the index of a bad one.
+    fn verify_signatures(
+        &mut self,
+        items: &[(PublicKey, [u8; 32], Signature)],
+    ) -> Result<(), usize>;
+    /// Whether every transaction's signature verifies and is for this chain.
+    fn verify_txs(&mut self, txs: &[Transaction]) -> bool;
+    /// The next nonce of `account` in the state after block `parent`, if that state is known.
+    fn next_nonce(&mut self, parent: &BlockHash, account: &AccountId) -> Option<u64>;
+    /// The state root after applying `txs` (all of which must apply) on top of `parent`, as
+    /// block `height` at `timestamp`; `None` if a transaction fails or the state is unknown.
+    fn state_root(
+        &mut self,
+        parent: &BlockHash,
+        height: u64,
+        timestamp: u64,
+        txs: &[Transaction],
+    ) -> Option<StateRoot>;
+    /// Up to `max` pending transactions of `shard`, valid in order on top of `parent`.
+    fn take_txs(&mut self, parent: &BlockHash, shard: u16, max: usize) -> Vec<Transaction>;
+    /// Told how many identity hashes the node computed (for CPU accounting).
+    fn hashed(&mut self, count: u64) {
+        let _ = count;
+    }
+}
+
+/// What the caller must do after a call into the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+// Outputs are moved out once; boxing the common `Send` variant would only add allocations.
+#[allow(clippy::large_enum_variant)]
+pub enum Output {
+    /// Send `message` to each of `to`.
+    Send {
+        /// Recipients.
+        to: Vec<PublicKey>,
+        /// The message.
+        message: Message,
+    },
+    /// Call [`Node::tick`] at this time (microseconds) or later.
+    Timer(u64),
+    /// This node saw a value decided.
+    Decided {
+        /// The block height.
+        height: u64,
+        /// Which agreement.
+        stage: Stage,
+        /// The deciding round (rounds above 0 followed round changes).
+        round: u32,
+        /// The decided value's digest.
+        value: Digest,
+    },
+    /// This final member assembled the certified block.
+    Block {
+        /// The sealed header.
+        header: Box<Header<CommitteeSeal>>,
+        /// The body.
+        txs: Vec<Transaction>,
+    },
+    /// The node began working on the block at `height`.
+    EpochStarted {
+        /// The block height of the new epoch.
+        height: u64,
+    },
+}
+
+/// Protocol timing, in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How long the directory collects identities.
+    pub identity_window: u64,
+    /// The first round's timeout (doubling each round, up to 64 times).
+    pub round_timeout: u64,
+    /// How long the final committee's first leader waits for missing shards.
+    pub final_wait: u64,
+    /// How long a final member collects late precommits before sealing the block (members
+    /// that saw the same precommits seal identical blocks).
+    pub settle: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            identity_window: 1_000_000,
+            round_timeout: 2_000_000,
+            final_wait: 3_000_000,
+            settle: 300_000,
+        }
+    }
+}
+
+/// What a node must know about the last final block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TipInfo {
+    /// Its height.
+    pub height: u64,
+    /// Its hash.
+    pub hash: BlockHash,
+    /// Its time.
+    pub timestamp: u64,
+    /// The randomness of the epoch after it.
+    pub next_randomness: Randomness,
+    /// The directory of the next epoch: the block's final committee in certificate order.
+    pub directory: Vec<PublicKey>,
+    /// The block's randomness commitments.
+    pub commitments: Vec<Commitment>,
+}
+
+impl TipInfo {
+    /// The tip info of a header; `bootstrap` is the directory when the header has no final
+    /// committee (genesis).
+    pub fn of_header(header: &Header<CommitteeSeal>, bootstrap: &[PublicKey]) -> Self {
+        let directory = if header.seal.cert.members.is_empty() {
+            bootstrap.to_vec()
+        } else {
+            header.seal.cert.members.iter().map(|m| m.key).collect()
+        };
+        Self {
+            height: header.height,
+            hash: header.hash(),
+            timestamp: header.timestamp,
+            next_randomness: header.seal.next_randomness(),
+            directory,
+            commitments: header.seal.commitments.to_vec(),
+        }
+    }
+}
+
+/// A node's configuration.
+#[derive(Debug)]
+pub struct NodeConfig {
+    /// The chain's committee parameters.
+    pub params: CommitteeParams,
+    /// The node's key (its identity and its address).
+    pub keypair: Keypair,
+    /// Every node of the network (block announcements go to all of them).
+    pub peers: Vec<PublicKey>,
+    /// The last final block.
+    pub tip: TipInfo,
+    /// Protocol timing.
+    pub timing: Timing,
+    /// The most transactions a shard leader proposes.
+    pub max_shard_txs: usize,
+}
+
+/// A node's view, for monitoring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The height being agreed.
+    pub height: u64,
+    /// The node's committee this epoch, if any.
+    pub committee: Option<u16>,
+    /// Whether it is in the final committee.
+    pub is_final: bool,
+    /// Its shard agreement's round.
+    pub shard_round: Option<u32>,
+    /// Its final agreement's round.
+    pub final_round: Option<u32>,
+}
+
+/// Messages for later epochs kept until the node gets there.
+const MAX_BUFFERED: usize = 1 << 14;
+
+struct Epoch {
+    height: u64,
+    parent: BlockHash,
+    parent_ts: u64,
+    randomness: Randomness,
+    directory: Vec<PublicKey>,
+    parent_commitments: Vec<Commitment>,
+    dir_ids: BTreeMap<PublicKey, IdentityProof>,
+    dir_publish_at: Option<u64>,
+    membership_votes: BTreeMap<Digest, BTreeSet<PublicKey>>,
+    membership_senders: BTreeSet<PublicKey>,
+    assigned: bool,
+    committee: Option<u16>,
+    members: Vec<IdentityProof>,
+    final_members: Vec<IdentityProof>,
+    reveals: BTreeMap<u16, Digest>,
+    shard: Option<Bft>,
+    fin: Option<Bft>,
+    shard_results: BTreeMap<u16, ShardResult>,
+    commitments: BTreeMap<PublicKey, Digest>,
+    my_commitment: Option<Digest>,
+    fin_open_at: u64,
+    settle_until: Option<u64>,
+    block_done: bool,
+    early: Vec<(PublicKey, Message)>,
+    next_votes: BTreeMap<Digest, (NextEpoch, BTreeSet<PublicKey>)>,
+}
+
+impl Epoch {
+    fn new(tip: &TipInfo) -> Self {
+        Self {
+            height: tip.height + 1,
+            parent: tip.hash,
+            parent_ts: tip.timestamp,
+            randomness: tip.next_randomness,
+            directory: tip.directory.clone(),
+            parent_commitments: tip.commitments.clone(),
+            dir_ids: BTreeMap::new(),
+            dir_publish_at: None,
+            membership_votes: BTreeMap::new(),
+            membership_senders: BTreeSet::new(),
+            assigned: false,
+            committee: None,
+            members: Vec::new(),
+            final_members: Vec::new(),
+            reveals: BTreeMap::new(),
+            shard: None,
+            fin: None,
+            shard_results: BTreeMap::new(),
+            commitments: BTreeMap::new(),
+            my_commitment: None,
+            fin_open_at: 0,
+            settle_until: None,
+            block_done: false,
+            early: Vec::new(),
+            next_votes: BTreeMap::new(),
+        }
+    }
+
+    fn required_reveals(&self) -> usize {
+        if self.parent_commitments.is_empty() {
+            0
+        } else {
+            self.parent_commitments.len() / 2 + 1
+        }
+    }
+
+    fn reveal_valid(&self, r: &Reveal) -> bool {
+        let key = self.directory.get(usize::from(r.member));
+        let c = self
+            .parent_commitments
+            .iter()
+            .find(|c| c.member == r.member);
+        matches!((key, c), (Some(k), Some(c)) if commitment_of(k, &r.value) == c.value)
+    }
+}
+
+/// A committee protocol node, as a sans-I/O state machine.
+///
+/// It never touches a socket or a clock: the embedder (or the [simulator](crate::sim)) hands it
+/// messages with [`handle`](Self::handle) and the time with [`tick`](Self::tick), and carries
+/// out the [`Output`]s returned: messages to send, when to tick next, decisions and finished
+/// blocks. What it needs besides messages goes through the [`Host`].
+#[derive(Debug)]
+pub struct Node {
+    params: CommitteeParams,
+    keypair: Keypair,
+    key: PublicKey,
+    peers: Vec<PublicKey>,
+    timing: Timing,
+    max_shard_txs: usize,
+    epoch: Epoch,
+    shares: BTreeMap<u64, Digest>,
+    future: Vec<(PublicKey, Message)>,
+    inbox: Vec<Message>,
+    last_timer: Option<u64>,
+    started: bool,
+}
+
+impl core::fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Epoch")
+            .field("height", &self.height)
+            .field("committee", &self.committee)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Ctx<'a> {
+    keypair: &'a Keypair,
+    key: PublicKey,
+    host: &'a mut dyn Host,
+    params: &'a CommitteeParams,
+    epoch: &'a Epoch,
+    max_shard_txs: usize,
+    stage: Stage,
+}
+
+impl BftCtx for Ctx<'_> {
+    fn sign(&mut self, body: &VoteBody) -> Signature {
+        self.keypair.sign(&body.digest())
+    }
+
+    fn check(&mut self, items: &[SigItem]) -> Result<(), usize> {
+        self.host.verify_signatures(items)
+    }
+
+    fn validate(&mut self, value: &Value, now: u64) -> bool {
+        match (value, self.stage) {
+            (Value::Shard(v), Stage::Shard(s)) => self.validate_shard(v, s),
+            (Value::Final(v), Stage::Final) => self.validate_final(v, now),
+            _ => false,
+        }
+    }
+
+    fn propose(&mut self, now: u64) -> Option<Value> {
+        match self.stage {
+            Stage::Shard(s) => {
+                let txs = self
+                    .host
+                    .take_txs(&self.epoch.parent, s, self.max_shard_txs);
+                Some(Value::Shard(ShardValue {
+                    txs: BoundedVec::try_from(txs).ok()?,
+                }))
+            }
+            Stage::Final => self.propose_final(now).map(Value::Final),
+        }
+    }
+}
+
+impl Ctx<'_> {
+    fn validate_shard(&mut self, v: &ShardValue, shard: u16) -> bool {
+        if v.txs.len() > self.max_shard_txs {
+            return false;
+        }
+        let mut ids = BTreeSet::new();
+        let mut nonces: BTreeMap<AccountId, u64> = BTreeMap::new();
+        for tx in &v.txs {
+            if self.params.shard_of_key(&tx.signer()) != shard || !ids.insert(tx.id()) {
+                return false;
+            }
+        }
+        if !self.host.verify_txs(&v.txs) {
+            return false;
+        }
+        for tx in &v.txs {
+            let account = tx.signer().account();
+            let next = match nonces.get(&account) {
+                Some(n) => *n,
+                None => match self.host.next_nonce(&self.epoch.parent, &account) {
+                    Some(n) => n,
+                    None => return false,
+                },
+            };
+            if tx.body.nonce != next {
+                return false;
+            }
+            nonces.insert(account, next + 1);
+        }
+        true
+    }
+
+    fn final_commitments(&self) -> Vec<Commitment> {
+        let e = self.epoch;
+        e.final_members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                e.commitments.get(&m.key).map(|v| Commitment {
+                    member: i as u16,
+                    value: *v,
+                })
+            })
+            .collect()
+    }
+
+    fn shard_txs(&self, shards: &[ShardCertificate]) -> Option<Vec<Transaction>> {
+        let mut txs = Vec::new();
+        for sc in shards {
+            let r = self.epoch.shard_results.get(&sc.summary.shard)?;
+            if r.cert.summary != sc.summary {
+                return None;
+            }
+            txs.extend(r.txs.iter().cloned());
+        }
+        Some(txs)
+    }
+
+    fn propose_final(&mut self, now: u64) -> Option<FinalValue> {
+        let e = self.epoch;
+        let all = e.shard_results.len() == self.params.committees();
+        if !all && now < e.fin_open_at {
+            return None;
+        }
+        let commitments = self.final_commitments();
+        if commitments.len() < self.params.quorum() {
+            return None;
+        }
+        let reveals: Vec<Reveal> = e
+            .reveals
+            .iter()
+            .map(|(m, v)| Reveal {
+                member: *m,
+                value: *v,
+            })
+            .collect();
+        if reveals.len() < e.required_reveals() {
+            return None;
+        }
+        let shards: Vec<ShardCertificate> =
+            e.shard_results.values().map(|r| r.cert.clone()).collect();
+        let txs = self.shard_txs(&shards)?;
+        let timestamp = e.parent_ts.max(now / 1_000_000);
+        let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
+        let state_root = self.host.state_root(&e.parent, e.height, timestamp, &txs)?;
+        Some(FinalValue {
+            timestamp,
+            tx_root: merkle_root(&ids),
+            tx_count: txs.len() as u32,
+            state_root,
+            randomness: e.randomness,
+            shards: BoundedVec::try_from(shards).ok()?,
+            commitments: BoundedVec::try_from(commitments).ok()?,
+            reveals: BoundedVec::try_from(reveals).ok()?,
+        })
+    }
+
+    fn validate_final(&mut self, v: &FinalValue, now: u64) -> bool {
+        let e = self.epoch;
+        let p = self.params;
+        if v.randomness != e.randomness
+            || v.timestamp < e.parent_ts
+            || v.timestamp > (now / 1_000_000).saturating_add(p.max_future_drift())
+        {
+            return false;
+        }
+        for (i, sc) in v.shards.iter().enumerate() {
+            if usize::from(sc.summary.shard) >= p.committees()
+                || (i > 0 && v.shards[i - 1].summary.shard >= sc.summary.shard)
+            {
+                return false;
+            }
+        }
+        let Some(txs) = self.shard_txs(&v.shards) else {
+            return false;
+        };
+        for sc in &v.shards {
+            // Certificates identical to those verified on arrival need no second check.
+            if e.shard_results
+                .get(&sc.summary.shard)
+                .is_some_and(|r| r.cert == *sc)
+            {
+                continue;
+            }
+            let host = &mut *self.host;
+            let mut check = |items: &[SigItem]| host.verify_signatures(items);
+            if verify_certificate(
+                p,
+                &e.randomness,
+                e.height,
+                e.parent,
+                Stage::Shard(sc.summary.shard),
+                sc.summary.digest(),
+                &sc.cert,
+                &mut check,
+            )
+            .is_err()
+            {
+                return false;
+            }
+        }
+        let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
+        if v.tx_count as usize != txs.len() || v.tx_root != merkle_root(&ids) {
+            return false;
+        }
+        if v.commitments.len() < p.quorum() {
+            return false;
+        }
+        for (i, c) in v.commitments.iter().enumerate() {
+            let Some(m) = e.final_members.get(usize::from(c.member)) else {
+                return false;
+            };
+            if i > 0 && v.commitments[i - 1].member >= c.member {
+                return false;
+            }
+            if m.key == self.key && Some(c.value) != e.my_commitment {
+                return false;
+            }
+        }
+        for (i, r) in v.reveals.iter().enumerate() {
+            if (i > 0 && v.reveals[i - 1].member >= r.member) || !e.reveal_valid(r) {
+                return false;
+            }
+        }
+        if v.reveals.len() < e.required_reveals() {
+            return false;
+        }
+        self.host.state_root(&e.parent, e.height, v.timestamp, &txs) == Some(v.state_root)
+    }
+}
+
+impl Node {
+    /// A node at `config.tip`; call [`start`](Self::start) to begin the next epoch.
+    pub fn new(config: NodeConfig) -> Self {
+        let key = config.keypair.public();
+        let epoch = Epoch::new(&config.tip);
+        Self {
+            params: config.params,
+            keypair: config.keypair,
+            key,
+            peers: config.peers,
+            timing: config.timing,
+            max_shard_txs: config.max_shard_txs,
+            epoch,
+            shares: BTreeMap::new(),
+            future: Vec::new(),
+            inbox: Vec::new(),
+            last_timer: None,
+            started: false,
+        }
+    }
+
+    /// The node's key.
+    pub fn key(&self) -> PublicKey {
+        self.key
+    }
+
+    /// The node's view.
+    pub fn status(&self) -> NodeStatus {
+        let e = &self.epoch;
+        NodeStatus {
+            height: e.height,
+            committee: e.committee,
+            is_final: e.fin.is_some(),
+            shard_round: e.shard.as_ref().map(|b| b.round),
+            final_round: e.fin.as_ref().map(|b| b.round),
+        }
+    }
+
+    /// Begins the epoch after the configured tip: mines an identity and sends it to the
+    /// directory.
+    pub fn start(&mut self, now: u64, host: &mut dyn Host) -> Vec<Output> {
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            self.begin_epoch(now, host, &mut out);
+        }
+        self.finish(now, host, &mut out);
+        out
+    }
+
+    /// Handles a message from `from` (authenticated by the transport).
+    pub fn handle(
+        &mut self,
+        from: PublicKey,
+        message: Message,
+        now: u64,
+        host: &mut dyn Host,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.dispatch(from, message, now, host, &mut out);
+        self.finish(now, host, &mut out);
+        out
+    }
+
+    /// Lets time pass: directory deadlines, round timeouts, sealing.
+    pub fn tick(&mut self, now: u64, host: &mut dyn Host) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.on_time(now, host, &mut out);
+        self.finish(now, host, &mut out);
+        out
+    }
+
+    fn finish(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Output>) {
+        // Messages to ourselves, then timers that are already due.
+        let mut guard = 0;
+        while !self.inbox.is_empty() && guard < 64 {
+            guard += 1;
+            for m in core::mem::take(&mut self.inbox) {
+                self.dispatch(self.key, m, now, host, out);
+            }
+            self.on_time(now, host, out);
+        }
+        let e = &self.epoch;
+        let mut next: Option<u64> = None;
+        let mut consider = |t: Option<u64>| {
+            if let Some(t) = t {
+                if t > now {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+            }
+        };
+        consider(e.dir_publish_at);
+        consider(e.shard.as_ref().and_then(Bft::deadline));
+        consider(e.fin.as_ref().and_then(Bft::deadline));
+        if e.fin.is_some() {
+            consider(Some(e.fin_open_at));
+        }
+        if !e.block_done {
+            consider(e.settle_until);
+        }
+        if let Some(t) = next {
+            if self.last_timer != Some(t) {
+                self.last_timer = Some(t);
+                out.push(Output::Timer(t));
+            }
+        }
+    }
+
+    fn send(&mut self, to: Vec<PublicKey>, message: Message, out: &mut Vec<Output>) {
+        let mut to = to;
+        if let Some(i) = to.iter().position(|k| *k == self.key) {
+            to.swap_remove(i);
+            self.inbox.push(message.clone());
+        }
+        if !to.is_empty() {
+            out.push(Output::Send { to, message });
+        }
+    }
+
+    fn share(&self, height: u64, randomness: &Randomness) -> Digest {
+        let mut buf = Vec::new();
+        codec::encode_body_into(&(b"share", height, randomness), &mut buf);
+        let sig = self.keypair.sign(&domain::COMMITTEE_RANDOMNESS.hash(&buf));
+        Digest::from_bytes(domain::COMMITTEE_RANDOMNESS.hash(&sig.to_bytes()))
+    }
+
+    fn begin_epoch(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Output>) {
+        let e = &mut self.epoch;
+        let (proof, tries) = IdentityProof::mine(
+            self.key,
+            &e.randomness,
+            self.params.identity_difficulty(),
+            0,
+        );
+        host.hashed(tries);
+        if e.directory.contains(&self.key) {
+            e.dir_publish_at = Some(now.saturating_add(self.timing.identity_window));
+        }
+        let height = e.height;
+        let dir = e.directory.clone();
+        out.push(Output::EpochStarted { height });
+        self.send(dir, Message::Identity { height, proof }, out);
+        let buffered: Vec<_> = core::mem::take(&mut self.future);
+        for (from, m) in buffered {
+            let h = m.height();
+            if h == height || matches!(m, Message::Next(_)) && h >= height {
+                self.dispatch(from, m, now, host, out);
+            } else if h > height {
+                self.future.push((from, m));
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        from: PublicKey,
+        message: Message,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Output>,
+    ) {
+        let h = message.height();
+        if let Message::Next(n) = message {
+            if h >= self.epoch.height {
+                self.on_next(from, n, now, host, out);
+            }
+            return;
+        }
+        if h > self.epoch.height {
+            if self.future.len() < MAX_BUFFERED {
+                self.future.push((from, message));
+            }
+            return;
+        }
+        if h < self.epoch.height {
+            return;
+        }
+        match message {
+            Message::Identity { proof, .. } => self.on_identity(from, proof),
+            Message::Membership(m) => self.on_membership(from, m, now, host, out),
+            Message::Commitment { value, .. } => {
+                self.epoch.commitments.entry(from).or_insert(value);
+                self.run_final(now, host, out);
+            }
+            Message::ShardResult(r) => self.on_shard_result(r, now, host, out),
+            Message::Proposal(_)
+            | Message::Vote(_)
+            | Message::RoundChange(_)
+            | Message::Precommits(_) => self.on_bft(from, message, now, host, out),
+            Message::Next(_) => {}
+        }
+    }
+
+    fn on_identity(&mut self, from: PublicKey, proof: IdentityProof) {
+        let e = &mut self.epoch;
+        if e.dir_publish_at.is_none() || proof.key != from || e.dir_ids.contains_key(&from) {
+            return;
+        }
+        if proof
+            .hash(&e.randomness)
+            .meets(self.params.identity_difficulty())
+            && from.verifying_key().is_ok()
+        {
+            e.dir_ids.insert(from, proof);
+        }
+    }
+
+    fn publish_directory(&mut self, out: &mut Vec<Output>) {
+        let e = &mut self.epoch;
+        e.dir_publish_at = None;
+        let r = e.randomness;
+        let c = usize::from(self.params.committee_size());
+        let mut by_committee: BTreeMap<u16, Vec<(crate::committee::IdentityHash, IdentityProof)>> =
+            BTreeMap::new();
+        for p in e.dir_ids.values() {
+            let h = p.hash(&r);
+            by_committee
+                .entry(h.committee(self.params.shard_bits()))
+                .or_default()
+                .push((h, *p));
+        }
+        let mut lists: BTreeMap<u16, Vec<IdentityProof>> = BTreeMap::new();
+        for (j, mut v) in by_committee {
+            v.sort();
+            let mut chosen: Vec<IdentityProof> = v.into_iter().take(c).map(|(_, p)| p).collect();
+            chosen.sort_by_key(|p| p.key);
+            lists.insert(j, chosen);
+        }
+        let final_members = lists.get(&0).cloned().unwrap_or_default();
+        let my_index = e.directory.iter().position(|k| *k == self.key);
+        let reveal = match (my_index, self.shares.get(&(e.height - 1))) {
+            (Some(i), Some(v)) => Some(Reveal {
+                member: i as u16,
+                value: *v,
+            }),
+            _ => None,
+        };
+        let height = e.height;
+        let mut selected = BTreeSet::new();
+        let mut sends = Vec::new();
+        for (j, members) in &lists {
+            selected.extend(members.iter().map(|m| m.key));
+            let msg = Membership {
+                height,
+                randomness: r,
+                committee: Some(*j),
+                members: BoundedVec::try_from(members.clone()).expect("at most c members"),
+                final_members: BoundedVec::try_from(final_members.clone())
+                    .expect("at most c members"),
+                reveal: if *j == 0 { reveal } else { None },
+            };
+            sends.push((members.iter().map(|m| m.key).collect::<Vec<_>>(), msg));
+        }
+        let rest: Vec<PublicKey> = e
+            .dir_ids
+            .keys()
+            .filter(|k| !selected.contains(*k))
+            .copied()
+            .collect();
+        if !rest.is_empty() {
+            sends.push((
+                rest,
+                Membership {
+                    height,
+                    randomness: r,
+                    committee: None,
+                    members: BoundedVec::new(),
+                    final_members: BoundedVec::try_from(final_members).expect("at most c members"),
+                    reveal: None,
+                },
+            ));
+        }
+        for (to, msg) in sends {
+            self.send(to, Message::Membership(msg), out);
+        }
+    }
+
+    fn on_membership(
+        &mut self,
+        from: PublicKey,
+        m: Membership,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Output>,
+    ) {
+        let e = &mut self.epoch;
+        if !e.directory.contains(&from) || m.randomness != e.randomness {
+            return;
+        }
+        if let Some(r) = m.reveal {
+            if e.reveal_valid(&r) {
+                e.reveals.entry(r.member).or_insert(r.value);
+            }
+        }
+        if e.assigned || !e.membership_senders.insert(from) {
+            self.run_final(now, host, out);
+            return;
+        }
+        let mut buf = Vec::new();
+        codec::encode_body_into(&(&m.committee, &m.members, &m.final_members), &mut buf);
+        let digest = Digest::from_bytes(domain::COMMITTEE_VOTE.hash(&buf));
+        let votes = e.membership_votes.entry(digest).or_default();
+        if votes.is_empty() {
+            // Check the lists once per distinct content.
+            let ok_members = match m.committee {
+                Some(j) => {
+                    verify_members(&self.params, &e.randomness, Stage::Shard(j), &m.members).is_ok()
+                        && m.members.iter().any(|p| p.key == self.key)
+                }
+                None => m.members.is_empty(),
+            };
+            let ok_final =
+                verify_members(&self.params, &e.randomness, Stage::Final, &m.final_members).is_ok();
+            if !(ok_members && ok_final) {
+                e.membership_votes.remove(&digest);
+                return;
+            }
+        }
+        let votes = e.membership_votes.entry(digest).or_default();
+        votes.insert(from);
+        if votes.len() < e.directory.len() / 2 + 1 {
+            return;
+        }
+        e.assigned = true;
+        e.committee = m.committee;
+        e.members = m.members.to_vec();
+        e.final_members = m.final_members.to_vec();
+        let quorum = self.params.quorum();
+        let (height, parent) = (e.height, e.parent);
+        if let Some(j) = m.committee {
+            let keys: Vec<PublicKey> = e.members.iter().map(|p| p.key).collect();
+            let me = keys
+                .iter()
+                .position(|k| *k == self.key)
+                .expect("checked above");
+            e.shard = Some(Bft::new(
+                height,
+                parent,
+                Stage::Shard(j),
+                keys,
+                me,
+                quorum,
+                self.timing.round_timeout,
+                now,
+            ));
+        }
+        let final_keys: Vec<PublicKey> = e.final_members.iter().map(|p| p.key).collect();
+        if let Some(me) = final_keys.iter().position(|k| *k == self.key) {
+            let randomness = e.randomness;
+            let share = self.share(height, &randomness);
+            self.shares.insert(height, share);
+            while self.shares.len() > 4 {
+                self.shares.pop_first();
+            }
+            let commitment = commitment_of(&self.key, &share);
+            let e = &mut self.epoch;
+            e.my_commitment = Some(commitment);
+            e.commitments.insert(self.key, commitment);
+            e.fin_open_at = now.saturating_add(self.timing.final_wait);
+            let mut bft = Bft::new(
+                height,
+                parent,
+                Stage::Final,
+                final_keys.clone(),
+                me,
+                quorum,
+                self.timing.round_timeout,
+                now,
+            );
+            bft.set_deadline(e.fin_open_at.saturating_add(self.timing.round_timeout));
+            bft.echo = true;
+            e.fin = Some(bft);
+            self.send(
+                final_keys,
+                Message::Commitment {
+                    height,
+                    value: commitment,
+                },
+                out,
+            );
+        }
+        // Start the shard agreement, then replay what arrived early.
+        self.run_shard(None, now, host, out);
+        for (from, msg) in core::mem::take(&mut self.epoch.early) {
+            self.dispatch(from, msg, now, host, out);
+        }
+        self.run_final(now, host, out);
+    }
+
+    fn on_shard_result(
+        &mut self,
+        r: ShardResult,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Output>,
+    ) {
+        let e = &self.epoch;
+        let shard = r.cert.summary.shard;
+        if r.parent != e.parent
+            || usize::from(shard) >= self.params.committees()
+            || e.shard_results.contains_key(&shard)
+        {
+            return;
+        }
+        let value = ShardValue { txs: r.txs.clone() };
+        if value.summary(shard) != r.cert.summary {
+            return;
+        }
+        let mut check = |items: &[SigItem]| host.verify_signatures(items);
+        if verify_certificate(
+            &self.params,
+            &e.randomness,
+            e.height,
+            e.parent,
+            Stage::Shard(shard),
+            r.cert.summary.digest(),
+            &r.cert.cert,
+            &mut check,
+        )
+        .is_err()
+        {
+            return;
+        }
+        self.epoch.shard_results.insert(shard, r);
+        self.run_final(now, host, out);
+    }
+
+    fn on_bft(
+        &mut self,
+        from: PublicKey,
+        message: Message,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Output>,
+    ) {
+        let e = &mut self.epoch;
+        let (stage, parent) = match &message {
+            Message::Proposal(p) => (p.stage, p.parent),
+            Message::Vote(v) => (v.stage, v.parent),
+            Message::RoundChange(r) => (r.stage, r.parent),
+            Message::Precommits(p) => (p.stage, p.parent),
+            _ => return,
+        };
+        if parent != e.parent {
+            return;
+        }
+        if !e.assigned {
+            if e.early.len() < MAX_BUFFERED {
+                e.early.push((from, message));
+            }
+            return;
+        }
+        match stage {
+            Stage::Shard(j) if e.committee == Some(j) => {
+                self.run_shard(Some((from, message)), now, host, out)
+            }
+            Stage::Final if e.fin.is_some() => {
+                self.run_bft_final(Some((from, message)), now, host, out)
+            }
+            _ => {}
+        }
+    }
+
+    fn drive(
+        bft: &mut Bft,
+        input: Option<(PublicKey, Message)>,
+        now: u64,
+        ctx: &mut Ctx<'_>,
+    ) -> Vec<BftOut> {
+        match input {
+            None => bft.tick(now, ctx),
+            Some((from, msg)) => {
+                let Some(idx) = bft.members.iter().position(|k| *k == from) else {
+                    return Vec::new();
+                };
+                match msg {
+                    Message::Proposal(p) => bft.on_proposal(p, idx, now, ctx),
+                    Message::Vote(v) => bft.on_vote(v, now, ctx),
+                    Message::RoundChange(r) => bft.on_round_change(r, idx, now, ctx),
+                    Message::Precommits(p) => bft.on_precommits(p, now, ctx),
+                    _ => Vec::new(),
+                }
+            }
+        }
+    }
+
+    fn run_shard(
+        &mut self,
+        input: Option<(PublicKey, Message)>,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(mut bft) = self.epoch.shard.take() else {
+            return;
+        };
+        let was_decided = bft.decided.is_some();
+        let outs = {
+            let mut ctx = Ctx {
+                keypair: &self.keypair,
+                key: self.key,
+                host,
+                params: &self.params,
+                epoch: &self.epoch,
+                max_shard_txs: self.max_shard_txs,
+                stage: bft.stage,
+            };
+            Self::drive(&mut bft, input, now, &mut ctx)
+        };
+        let members = bft.members.clone();
+        for o in outs {
+            match o {
+                BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
+                BftOut::Decided { round, value } => out.push(Output::Decided {
+                    height: bft.height,
+                    stage: bft.stage,
+                    round,
+                    value,
+                }),
+            }
+        }
+        if !was_decided && bft.decided.is_some() {
+            self.send_shard_result(&bft, out);
+        }
+        self.epoch.shard = Some(bft);
+    }
+
+    fn send_shard_result(&mut self, bft: &Bft, out: &mut Vec<Output>) {
+        let Stage::Shard(shard) = bft.stage else {
+            return;
+        };
+        let Some((round, signatures)) = bft.certificate() else {
+            return;
+        };
+        let Some((_, digest)) = bft.decided else {
+            return;
+        };
+        let Some(Value::Shard(v)) = bft.values.get(&digest) else {
+            return;
+        };
+        let e = &self.epoch;
+        let mf = e.final_members.len();
+        if mf == 0 {
+            return;
+        }
+        let cert = ShardCertificate {
+            summary: v.summary(shard),
+            cert: Certificate {
+                round,
+                members: BoundedVec::try_from(e.members.clone()).expect("at most c members"),
+                signatures: BoundedVec::try_from(signatures).expect("at most c signatures"),
+            },
+        };
+        let result = ShardResult {
+            height: e.height,
+            parent: e.parent,
+            cert,
+            txs: v.txs.clone(),
+        };
+        let mut to: Vec<PublicKey> = [bft.me % mf, (bft.me + 1) % mf]
+            .iter()
+            .map(|i| e.final_members[*i].key)
+            .collect();
+        to.dedup();
+        self.send(to, Message::ShardResult(result), out);
+    }
+
+    fn run_final(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Output>) {
+        self.run_bft_final(None, now, host, out);
+    }
+
+    fn run_bft_final(
+        &mut self,
+        input: Option<(PublicKey, Message)>,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(mut bft) = self.epoch.fin.take() else {
+            return;
+        };
+        let was_decided = bft.decided.is_some();
+        let outs = {
+            let mut ctx = Ctx {
+                keypair: &self.keypair,
+                key: self.key,
+                host,
+                params: &self.params,
+                epoch: &self.epoch,
+                max_shard_txs: self.max_shard_txs,
+                stage: Stage::Final,
+            };
+            Self::drive(&mut bft, input, now, &mut ctx)
+        };
+        let members = bft.members.clone();
+        for o in outs {
+            match o {
+                BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
+                BftOut::Decided { round, value } => out.push(Output::Decided {
+                    height: bft.height,
+                    stage: Stage::Final,
+                    round,
+                    value,
+                }),
+            }
+        }
+        if !was_decided && bft.decided.is_some() {
+            self.epoch.settle_until = Some(now.saturating_add(self.timing.settle));
+        }
+        self.epoch.fin = Some(bft);
+    }
+
+    fn on_time(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Output>) {
+        if self.epoch.dir_publish_at.is_some_and(|t| now >= t) {
+            self.publish_directory(out);
+        }
+        if self
+            .epoch
+            .shard
+            .as_ref()
+            .and_then(Bft::deadline)
+            .is_some_and(|t| now >= t)
+        {
+            self.run_shard(None, now, host, out);
+        }
+        if self.epoch.fin.is_some() {
+            self.run_final(now, host, out);
+        }
+        if !self.epoch.block_done && self.epoch.settle_until.is_some_and(|t| now >= t) {
+            self.seal_block(out);
+        }
+    }
+
+    fn seal_block(&mut self, out: &mut Vec<Output>) {
+        let e = &mut self.epoch;
+        e.block_done = true;
+        let Some(bft) = e.fin.as_ref() else {
+            return;
+        };
+        let (Some((round, signatures)), Some((_, digest))) = (bft.certificate(), bft.decided)
+        else {
+            return;
+        };
+        let Some(Value::Final(v)) = bft.values.get(&digest).cloned() else {
+            return;
+        };
+        let mut txs = Vec::with_capacity(v.tx_count as usize);
+        for sc in &v.shards {
+            match e.shard_results.get(&sc.summary.shard) {
+                Some(r) if r.cert.summary == sc.summary => txs.extend(r.txs.iter().cloned()),
+                _ => return,
+            }
+        }
+        let cert = Certificate {
+            round,
+            members: BoundedVec::try_from(e.final_members.clone()).expect("at most c members"),
+            signatures: BoundedVec::try_from(signatures).expect("at most c signatures"),
+        };
+        let header = Header {
+            version: HEADER_VERSION,
+            height: e.height,
+            parent: e.parent,
+            tx_root: v.tx_root,
+            tx_count: v.tx_count,
+            state_root: v.state_root,
+            timestamp: v.timestamp,
+            seal: v.into_seal(cert),
+        };
+        let next = NextEpoch {
+            height: header.height,
+            block: header.hash(),
+            timestamp: header.timestamp,
+            randomness: header.seal.next_randomness(),
+            directory: BoundedVec::try_from(
+                e.final_members.iter().map(|m| m.key).collect::<Vec<_>>(),
+            )
+            .expect("at most c members"),
+            commitments: header.seal.commitments.clone(),
+        };
+        out.push(Output::Block {
+            header: Box::new(header),
+            txs,
+        });
+        let peers = self.peers.clone();
+        self.send(peers, Message::Next(next), out);
+    }
+
+    fn on_next(
+        &mut self,
+        from: PublicKey,
+        n: NextEpoch,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Output>,
+    ) {
+        let e = &mut self.epoch;
+        let mut buf = Vec::new();
+        codec::encode_body_into(&n, &mut buf);
+        let digest = Digest::from_bytes(domain::COMMITTEE_VOTE.hash(&buf));
+        // More senders than a committee tolerates Byzantine members: at least one is honest.
+        // (A live final committee has at least a quorum of honest members, more than this.)
+        let threshold = if from == self.key {
+            1
+        } else {
+            if n.height == e.height
+                && !e.final_members.is_empty()
+                && !e.final_members.iter().any(|m| m.key == from)
+            {
+                return;
+            }
+            self.params.tolerated() + 1
+        };
+        let entry = e
+            .next_votes
+            .entry(digest)
+            .or_insert_with(|| (n, BTreeSet::new()));
+        entry.1.insert(from);
+        if entry.1.len() < threshold {
+            return;
+        }
+        let n = entry.0.clone();
+        let tip = TipInfo {
+            height: n.height,
+            hash: n.block,
+            timestamp: n.timestamp,
+            next_randomness: n.randomness,
+            directory: n.directory.to_vec(),
+            commitments: n.commitments.to_vec(),
+        };
+        self.epoch = Epoch::new(&tip);
+        self.begin_epoch(now, host, out);
+    }
+}

@@ -1,0 +1,360 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::codec::{self, BoundedVec};
+use crate::hash::{BlockHash, ChainId, Digest, MerkleRoot, StateRoot};
+use crate::tx::{Keypair, Payload, Signature, Transaction};
+
+fn key(i: u8) -> crate::tx::PublicKey {
+    Keypair::from_seed(&[i; 32]).public()
+}
+
+fn proof(i: u8, nonce: u64) -> IdentityProof {
+    IdentityProof { key: key(i), nonce }
+}
+
+fn cert(n: u8, round: u32) -> Certificate {
+    Certificate {
+        round,
+        members: (0..n)
+            .map(|i| proof(i, u64::from(i) * 7))
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+        signatures: (0..n)
+            .map(|i| MemberSignature {
+                member: u16::from(i),
+                signature: Signature::from_bytes([i; 64]),
+            })
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+    }
+}
+
+fn tx(seed: u8, nonce: u64) -> Transaction {
+    Transaction::sign(
+        &Keypair::from_seed(&[seed; 32]),
+        ChainId::from_bytes([1; 32]),
+        nonce,
+        Payload::Data {
+            record: Digest::from_bytes([seed; 32]),
+        },
+    )
+}
+
+fn seal(b: [u8; 32], n: u8) -> CommitteeSeal {
+    CommitteeSeal {
+        randomness: Randomness::from_bytes(b),
+        shards: (0..n % 4)
+            .map(|s| ShardCertificate {
+                summary: ShardSummary {
+                    shard: u16::from(s),
+                    tx_root: MerkleRoot::from_bytes(b),
+                    tx_count: u32::from(n),
+                },
+                cert: cert(n % 5, u32::from(s)),
+            })
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+        commitments: (0..n % 3)
+            .map(|m| Commitment {
+                member: u16::from(m),
+                value: Digest::from_bytes(b),
+            })
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+        reveals: (0..n % 2)
+            .map(|m| Reveal {
+                member: u16::from(m),
+                value: Digest::from_bytes(b),
+            })
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+        cert: cert(n % 6, u32::from(n)),
+    }
+}
+
+fn final_value(b: [u8; 32], n: u8) -> FinalValue {
+    let s = seal(b, n);
+    FinalValue {
+        timestamp: u64::from(n) * 1000,
+        tx_root: MerkleRoot::from_bytes(b),
+        tx_count: u32::from(n),
+        state_root: StateRoot::from_bytes(b),
+        randomness: s.randomness,
+        shards: s.shards,
+        commitments: s.commitments,
+        reveals: s.reveals,
+    }
+}
+
+fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
+    let parent = BlockHash::from_bytes(b);
+    let stage = if n.is_multiple_of(2) {
+        Stage::Final
+    } else {
+        Stage::Shard(u16::from(n))
+    };
+    let pol = n.is_multiple_of(3).then(|| Pol {
+        round: u32::from(n),
+        signatures: cert(n % 4, 0).signatures,
+    });
+    match kind % 9 {
+        0 => Message::Identity {
+            height: h,
+            proof: proof(n, h),
+        },
+        1 => Message::Membership(Membership {
+            height: h,
+            randomness: Randomness::from_bytes(b),
+            committee: n.is_multiple_of(2).then_some(u16::from(n)),
+            members: cert(n % 5, 0).members,
+            final_members: cert(n % 3, 0).members,
+            reveal: (n % 3 == 1).then_some(Reveal {
+                member: 2,
+                value: Digest::from_bytes(b),
+            }),
+        }),
+        2 => Message::Proposal(Proposal {
+            height: h,
+            parent,
+            stage,
+            round: u32::from(n),
+            value: if n.is_multiple_of(2) {
+                Value::Final(final_value(b, n))
+            } else {
+                Value::Shard(ShardValue {
+                    txs: (0..n % 4)
+                        .map(|i| tx(n, u64::from(i)))
+                        .collect::<Vec<_>>()
+                        .try_into()
+                        .unwrap(),
+                })
+            },
+            pol,
+            signature: Signature::from_bytes([n; 64]),
+        }),
+        3 => Message::Vote(Vote {
+            height: h,
+            parent,
+            stage,
+            round: u32::from(n),
+            phase: if n.is_multiple_of(2) {
+                Phase::Prevote
+            } else {
+                Phase::Precommit
+            },
+            value: Digest::from_bytes(b),
+            member: u16::from(n),
+            signature: Signature::from_bytes([n; 64]),
+        }),
+        4 => Message::RoundChange(RoundChange {
+            height: h,
+            parent,
+            stage,
+            round: u32::from(n) + 1,
+            pol: pol.map(|p| (Digest::from_bytes(b), p)),
+        }),
+        5 => Message::ShardResult(ShardResult {
+            height: h,
+            parent,
+            cert: seal(b, n | 1)
+                .shards
+                .first()
+                .cloned()
+                .unwrap_or(ShardCertificate {
+                    summary: ShardSummary {
+                        shard: 0,
+                        tx_root: MerkleRoot::from_bytes(b),
+                        tx_count: 0,
+                    },
+                    cert: Certificate::empty(),
+                }),
+            txs: (0..n % 3)
+                .map(|i| tx(n, u64::from(i)))
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap(),
+        }),
+        8 => Message::Precommits(Precommits {
+            height: h,
+            parent,
+            stage,
+            round: u32::from(n),
+            value: Digest::from_bytes(b),
+            signatures: cert(n % 5, 0).signatures,
+        }),
+        6 => Message::Commitment {
+            height: h,
+            value: Digest::from_bytes(b),
+        },
+        _ => Message::Next(NextEpoch {
+            height: h,
+            block: parent,
+            timestamp: h.wrapping_mul(3),
+            randomness: Randomness::from_bytes(b),
+            directory: (0..n % 4).map(key).collect::<Vec<_>>().try_into().unwrap(),
+            commitments: seal(b, n).commitments,
+        }),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    #[test]
+    fn messages_round_trip(kind in 0u8..9, b in any::<[u8; 32]>(), n in 0u8..12, h in any::<u64>()) {
+        let m = message(kind, b, n, h);
+        let bytes = codec::encode(&m);
+        prop_assert_eq!(codec::decode::<Message>(&bytes).unwrap(), m.clone());
+        prop_assert_eq!(m.height(), h);
+        if let Message::Proposal(p) = &m {
+            let pb = codec::encode(p);
+            prop_assert_eq!(&codec::decode::<Proposal>(&pb).unwrap(), p);
+            let vb = codec::encode(&p.value);
+            prop_assert_eq!(&codec::decode::<Value>(&vb).unwrap(), &p.value);
+        }
+    }
+
+    #[test]
+    fn seals_round_trip(b in any::<[u8; 32]>(), n in 0u8..20) {
+        let s = seal(b, n);
+        let bytes = codec::encode(&s);
+        prop_assert_eq!(codec::decode::<CommitteeSeal>(&bytes).unwrap(), s);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = codec::decode::<Message>(&bytes);
+        let _ = codec::decode::<CommitteeSeal>(&bytes);
+        let _ = codec::decode::<Proposal>(&bytes);
+        let _ = codec::decode::<Vote>(&bytes);
+        let _ = codec::decode::<RoundChange>(&bytes);
+        let _ = codec::decode::<Membership>(&bytes);
+        let _ = codec::decode::<ShardResult>(&bytes);
+        let _ = codec::decode::<NextEpoch>(&bytes);
+        let _ = codec::decode::<Value>(&bytes);
+        let _ = codec::decode::<Pol>(&bytes);
+        let _ = codec::decode::<Precommits>(&bytes);
+    }
+
+    #[test]
+    fn corrupted_messages_never_panic(kind in 0u8..9, n in 0u8..12, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+        let mut bytes = codec::encode(&message(kind, [7; 32], n, 9));
+        let i = pos.index(bytes.len());
+        bytes[i] ^= flip;
+        if let Ok(m) = codec::decode::<Message>(&bytes) {
+            prop_assert_eq!(codec::encode(&m), bytes);
+        }
+    }
+}
+
+#[test]
+fn oversized_counts_are_refused_before_allocation() {
+    // A membership claiming more members than a committee may hold.
+    let mut bytes = vec![codec::FORMAT_VERSION, 1, 5];
+    bytes.extend_from_slice(&[0; 32]);
+    bytes.push(0); // committee: None
+    bytes.extend_from_slice(&[0xff, 0xff, 0x03]); // 65535 members
+    bytes.resize(bytes.len() + 65_535 * 40, 0); // and the bytes they would take
+    let err = codec::decode::<Message>(&bytes).unwrap_err();
+    assert!(
+        matches!(err, codec::DecodeError::CountTooLarge { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn params_are_validated() {
+    assert!(matches!(
+        CommitteeParams::builder().shard_bits(9).build(),
+        Err(ParamsError::TooManyShards { bits: 9, .. })
+    ));
+    assert!(matches!(
+        CommitteeParams::builder().committee_size(0).build(),
+        Err(ParamsError::CommitteeSize { .. })
+    ));
+    assert!(matches!(
+        CommitteeParams::builder().identity_difficulty(65).build(),
+        Err(ParamsError::Difficulty { .. })
+    ));
+    let p = CommitteeParams::builder()
+        .committee_size(100)
+        .build()
+        .unwrap();
+    assert_eq!(p.quorum(), 67);
+    assert_eq!(p.tolerated(), 33);
+    assert_eq!(quorum_of(4), 3);
+    assert_eq!(quorum_of(3), 3);
+    assert_eq!(quorum_of(1), 1);
+}
+
+#[test]
+fn body_must_follow_the_certified_shards() {
+    let p = CommitteeParams::builder().shard_bits(1).build().unwrap();
+    let engine = CommitteeConsensus::new(p.clone());
+    // Transactions from accounts of each shard.
+    let mut by_shard: [Vec<Transaction>; 2] = [Vec::new(), Vec::new()];
+    for seed in 1..40u8 {
+        let t = tx(seed, 0);
+        let s = usize::from(p.shard_of_key(&t.signer()));
+        if by_shard[s].len() < 2 {
+            by_shard[s].push(t);
+        }
+    }
+    let summary = |s: u16, txs: &[Transaction]| ShardSummary {
+        shard: s,
+        tx_root: crate::merkle::merkle_root(&txs.iter().map(Transaction::id).collect::<Vec<_>>()),
+        tx_count: txs.len() as u32,
+    };
+    let seal_of = |sums: Vec<ShardSummary>| CommitteeSeal {
+        randomness: Randomness::default(),
+        shards: sums
+            .into_iter()
+            .map(|summary| ShardCertificate {
+                summary,
+                cert: Certificate::empty(),
+            })
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+        commitments: BoundedVec::new(),
+        reveals: BoundedVec::new(),
+        cert: Certificate::empty(),
+    };
+    let pairs = |txs: &[Transaction]| txs.iter().map(|t| (t.id(), t.signer())).collect::<Vec<_>>();
+    let all: Vec<Transaction> = by_shard.concat();
+    let good = seal_of(vec![summary(0, &by_shard[0]), summary(1, &by_shard[1])]);
+    assert_eq!(engine.check_body(&good, &pairs(&all)), Ok(()));
+    // Shard 1's transactions claimed by shard 0.
+    let wrong = seal_of(vec![summary(0, &by_shard[1])]);
+    assert!(matches!(
+        engine.check_body(&wrong, &pairs(&by_shard[1])),
+        Err(SealError::TxInWrongShard {
+            index: 0,
+            expected: 0,
+            found: 1
+        })
+    ));
+    // A slice that does not match its certified root.
+    let mut swapped = by_shard[0].clone();
+    swapped.reverse();
+    let mut txs = swapped;
+    txs.extend(by_shard[1].clone());
+    assert_eq!(
+        engine.check_body(&good, &pairs(&txs)),
+        Err(SealError::ShardRootMismatch { shard: 0 })
+    );
+}
+
+#[test]
+fn errors_are_send_sync_static() {
+    fn check<T: Send + Sync + 'static + std::error::Error>() {}
+    check::<SealError>();
+    check::<ParamsError>();
+    check::<crate::sim::SimError>();
+}

@@ -1,0 +1,258 @@
+//! User stories of the committee engine: blocks certified by the protocol are accepted by the
+//! chain; tampered seals are refused precisely and change nothing; the protocol stays safe under
+//! Byzantine members, reordering, delays and drops, and live after faulty leaders; runs are
+//! deterministic.
+
+use std::sync::Arc;
+
+use medledger::block::Block;
+use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
+use medledger::committee::{
+    CommitteeConsensus, CommitteeParams, CommitteeSeal, IdentityProof, SealError, Stage,
+};
+use medledger::consensus::ConsensusError;
+use medledger::sim::{NetworkModel, SimConfig, SimConfigBuilder, Simulation, Strategy};
+use proptest::prelude::*;
+
+const SEED: u64 = 11;
+
+fn small(seed: u64) -> SimConfigBuilder {
+    SimConfig::builder()
+        .committees(2)
+        .committee_size(4)
+        .nodes(14)
+        .block_size(6)
+        .blocks(3)
+        .seed(seed)
+}
+
+/// The parameters the simulator derives from a configuration.
+fn params(shard_bits: u8, c: u16, seed: u64) -> CommitteeParams {
+    CommitteeParams::builder()
+        .shard_bits(shard_bits)
+        .committee_size(c)
+        .identity_difficulty(4)
+        .genesis_seed(seed.to_le_bytes())
+        .build()
+        .unwrap()
+}
+
+/// Blocks produced by a simulated run, and a fresh chain of the same network.
+fn blocks_and_fresh_chain() -> (Vec<Block<CommitteeSeal>>, Chain<CommitteeConsensus>) {
+    let (report, chain) = Simulation::new(small(SEED).build().unwrap())
+        .unwrap()
+        .run_to_chain();
+    assert_eq!(report.blocks, 3);
+    assert_eq!(report.chain_rejections, 0);
+    let blocks: Vec<_> = (1..=chain.height())
+        .map(|h| chain.block(&chain.hash_at(h).unwrap()).unwrap().unwrap())
+        .collect();
+    let clock = Arc::new(ManualClock::new(chain.tip_header().timestamp + 10));
+    let fresh = ChainBuilder::new("medledger-sim", CommitteeConsensus::new(params(1, 4, SEED)))
+        .genesis_time(chain.header_at(0).unwrap().timestamp)
+        .clock(clock)
+        .build()
+        .unwrap();
+    assert_eq!(fresh.genesis_hash(), chain.genesis_hash());
+    (blocks, fresh)
+}
+
+#[test]
+fn certified_blocks_replay_on_a_fresh_chain() {
+    let (blocks, mut chain) = blocks_and_fresh_chain();
+    for b in blocks {
+        let n = b.txs.len();
+        let out = chain.append(b).unwrap();
+        assert_eq!(out.applied[0].events.len(), n);
+    }
+    assert_eq!(chain.height(), 3);
+}
+
+fn expect_seal_error(
+    chain: &mut Chain<CommitteeConsensus>,
+    block: Block<CommitteeSeal>,
+) -> SealError {
+    let before = (chain.tip(), chain.height(), chain.state().root());
+    let err = chain.append(block).expect_err("tampered block accepted");
+    assert_eq!(
+        (chain.tip(), chain.height(), chain.state().root()),
+        before,
+        "a refused block changed the chain"
+    );
+    match err {
+        ChainError::Consensus(ConsensusError::Committee(e)) => e,
+        other => panic!("expected a committee seal error, got {other}"),
+    }
+}
+
+#[test]
+fn tampered_seals_are_refused_precisely_without_change() {
+    let (blocks, mut chain) = blocks_and_fresh_chain();
+    chain.append(blocks[0].clone()).unwrap();
+    let good = blocks[1].clone();
+    let randomness = good.header.seal.randomness;
+
+    // A missing final signature.
+    let mut b = good.clone();
+    let mut sigs = b.header.seal.cert.signatures.to_vec();
+    sigs.pop();
+    b.header.seal.cert.signatures = sigs.try_into().unwrap();
+    assert!(matches!(
+        expect_seal_error(&mut chain, b),
+        SealError::QuorumNotMet {
+            stage: Stage::Final,
+            ..
+        }
+    ));
+
+    // A shard member whose identity selects another committee.
+    let mut b = good.clone();
+    let shard = &mut b.header.seal.shards.to_vec();
+    let s = shard[0].summary.shard;
+    let mut members = shard[0].cert.members.to_vec();
+    members[0] = IdentityProof::mine_for_committee(members[0].key, &randomness, 4, 1, 1 - s);
+    shard[0].cert.members = members.try_into().unwrap();
+    b.header.seal.shards = shard.clone().try_into().unwrap();
+    assert_eq!(
+        expect_seal_error(&mut chain, b),
+        SealError::WrongCommittee {
+            stage: Stage::Shard(s),
+            member: 0,
+            expected: s,
+            found: 1 - s,
+        }
+    );
+
+    // A final member whose identity proof of work is not met.
+    let mut b = good.clone();
+    let mut members = b.header.seal.cert.members.to_vec();
+    let key = members[1].key;
+    let nonce = (0..)
+        .find(|n| !IdentityProof { key, nonce: *n }.hash(&randomness).meets(4))
+        .unwrap();
+    members[1].nonce = nonce;
+    b.header.seal.cert.members = members.try_into().unwrap();
+    assert_eq!(
+        expect_seal_error(&mut chain, b),
+        SealError::IdentityPowNotMet {
+            stage: Stage::Final,
+            member: 1,
+            key
+        }
+    );
+
+    // Stale randomness: the parent's instead of the one derived from it.
+    let mut b = good.clone();
+    b.header.seal.randomness = blocks[0].header.seal.randomness;
+    assert!(matches!(
+        expect_seal_error(&mut chain, b),
+        SealError::StaleRandomness { .. }
+    ));
+
+    // A forged signature.
+    let mut b = good.clone();
+    let mut sigs = b.header.seal.cert.signatures.to_vec();
+    sigs[0].signature = sigs[1].signature;
+    b.header.seal.cert.signatures = sigs.try_into().unwrap();
+    assert!(matches!(
+        expect_seal_error(&mut chain, b),
+        SealError::BadSignature {
+            stage: Stage::Final,
+            ..
+        }
+    ));
+
+    // The untampered block is still accepted afterwards.
+    chain.append(good).unwrap();
+    assert_eq!(chain.height(), 2);
+}
+
+#[test]
+fn runs_are_deterministic() {
+    let a = Simulation::new(small(5).build().unwrap()).unwrap().run();
+    let b = Simulation::new(small(5).build().unwrap()).unwrap().run();
+    let c = Simulation::new(small(6).build().unwrap()).unwrap().run();
+    assert_eq!(a, b);
+    assert_ne!(a.fingerprint, c.fingerprint);
+}
+
+#[test]
+fn blocks_keep_coming_after_faulty_leaders() {
+    for strategy in [
+        Strategy::Silent,
+        Strategy::Equivocating,
+        Strategy::Withholding,
+    ] {
+        // Find a seed where a faulty member leads a round (a view change happens) while every
+        // committee stays within what it tolerates.
+        let mut found = false;
+        for seed in 0..40 {
+            let cfg = SimConfig::builder()
+                .committees(2)
+                .committee_size(7)
+                .nodes(28)
+                .block_size(4)
+                .blocks(3)
+                .seed(seed)
+                .byzantine(0.1, strategy)
+                .max_sim_time_us(300_000_000)
+                .build()
+                .unwrap();
+            let r = Simulation::new(cfg).unwrap().run();
+            assert_eq!(r.safety_violations, 0, "{strategy:?} seed {seed}");
+            assert_eq!(r.chain_rejections, 0, "{strategy:?} seed {seed}");
+            if r.committee_failures == 0 && r.undersized_committees == 0 {
+                assert_eq!(r.blocks, 3, "{strategy:?} seed {seed}: liveness lost");
+                if r.view_changes > 0 {
+                    found = true;
+                    break;
+                }
+            }
+        }
+        assert!(found, "no run with a view change for {strategy:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+
+    /// With at most the tolerated Byzantine members per committee, honest nodes never decide two
+    /// values for one agreement, whatever the message order, delays and drops.
+    #[test]
+    fn safety_under_random_schedules(
+        seed in any::<u64>(),
+        jitter_ms in 0u64..400,
+        drop_ppm in 0u32..150_000,
+        strategy in prop_oneof![
+            Just(Strategy::Equivocating),
+            Just(Strategy::Withholding),
+            Just(Strategy::Silent),
+        ],
+    ) {
+        let net = NetworkModel {
+            min_latency_us: 1_000,
+            max_latency_us: 100_000,
+            jitter_us: jitter_ms * 1_000,
+            drop_ppm,
+            ..NetworkModel::default()
+        };
+        let cfg = SimConfig::builder()
+            .committees(2)
+            .committee_size(4)
+            .nodes(12)
+            .block_size(4)
+            .blocks(3)
+            .seed(seed)
+            .network(net)
+            .byzantine(0.1, strategy)
+            .max_sim_time_us(60_000_000)
+            .build()
+            .unwrap();
+        let (report, decided) = Simulation::new(cfg).unwrap().run_with_decisions();
+        prop_assume!(report.committee_failures == 0);
+        for (key, values) in &decided {
+            prop_assert_eq!(values.len(), 1, "two values decided for {:?}", key);
+        }
+        prop_assert_eq!(report.chain_rejections, 0);
+    }
+}
