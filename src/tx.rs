@@ -420,8 +420,9 @@ const SMALL_ORDER_Y: [[u8; 32]; 7] = {
     ]
 };
 
-/// Whether the signature's `R` is an encoding of a small-order point.
-fn has_small_order_r(sig: &Signature) -> bool {
+/// Whether the signature's `R` is an encoding of a small-order point. Strict verification refuses
+/// such signatures; batch verification does not, so every batch path checks this first.
+pub(crate) fn has_small_order_r(sig: &Signature) -> bool {
     let mut y = [0u8; 32];
     y.copy_from_slice(&sig.0[..32]);
     y[31] &= 0x7f;
@@ -466,6 +467,32 @@ fn verify_chunk(
         }
     }
     Ok(chunk.into_iter().map(VerifiedTx::new_unchecked).collect())
+}
+
+/// A signature over `message` by `Keypair::from_seed(seed)` with `R` the identity point and
+/// `S = H(R ‖ A ‖ M)·a`: it satisfies the cofactorless equation `[S]B = R + [k]A`, so batch
+/// verification accepts it, while strict verification refuses its small-order `R`.
+#[cfg(test)]
+pub(crate) fn identity_r_signature(seed: &[u8; 32], message: &[u8]) -> Signature {
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest as _, Sha512};
+    let h = Sha512::digest(seed);
+    let mut a = [0u8; 32];
+    a.copy_from_slice(&h[..32]);
+    a[0] &= 248;
+    a[31] &= 127;
+    a[31] |= 64;
+    let mut r = [0u8; 32];
+    r[0] = 1;
+    let mut k = Sha512::new();
+    k.update(r);
+    k.update(Keypair::from_seed(seed).public().as_bytes());
+    k.update(message);
+    let s = Scalar::from_hash(k) * Scalar::from_bytes_mod_order(a);
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(&r);
+    sig[32..].copy_from_slice(s.as_bytes());
+    Signature(sig)
 }
 
 #[cfg(test)]
@@ -586,6 +613,23 @@ mod tests {
                 assert!(VerifyingKey::from_bytes(&e).unwrap().is_weak());
             }
         }
+        // The crafted signature passes the batch equation and only this check stops it.
+        let k = Keypair::from_seed(&[3; 32]);
+        let mut tx = Transaction::sign(&k, chain(), 0, data(3));
+        tx.signature = identity_r_signature(&[3; 32], &tx.body.signing_message());
+        assert!(has_small_order_r(&tx.signature));
+        let vk = k.public().verifying_key().unwrap();
+        let sig = ed25519_dalek::Signature::from_bytes(&tx.signature.0);
+        let msg = tx.body.signing_message();
+        assert!(ed25519_dalek::verify_batch(&[&msg[..]], &[sig], &[vk]).is_ok());
+        assert!(vk.verify_strict(&msg, &sig).is_err());
+        assert_eq!(
+            verify_batch(chain(), vec![tx]),
+            Err(TxError::InBatch {
+                index: 0,
+                source: Box::new(TxError::BadSignature(k.public()))
+            })
+        );
         // Honest signatures are never caught.
         for i in 0..64u8 {
             let k = Keypair::from_seed(&[i; 32]);

@@ -358,3 +358,17 @@ fn errors_are_send_sync_static() {
     check::<ParamsError>();
     check::<crate::sim::SimError>();
 }
+
+#[test]
+fn batch_signature_check_refuses_small_order_r() {
+    // A member re-signs its precommit with R the identity point: the batch equation holds, strict
+    // verification fails; the certificate check must refuse it, naming it.
+    let k = Keypair::from_seed(&[21; 32]);
+    let digest = [0x5a; 32];
+    let honest = k.sign(&digest);
+    let forged = crate::tx::identity_r_signature(&[21; 32], &digest);
+    assert_ne!(honest, forged);
+    let items = vec![(k.public(), digest, honest), (k.public(), digest, forged)];
+    assert_eq!(seal::verify_signatures(&items[..1]), Ok(()));
+    assert_eq!(seal::verify_signatures(&items), Err(1));
+}
