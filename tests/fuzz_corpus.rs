@@ -105,6 +105,9 @@ replay_tests!(
     state_proof,
     pseudonym_context,
     link_statement,
+    committee_message,
+    committee_block,
+    file_store,
     chain_model,
 );
 
@@ -134,6 +137,8 @@ fn seeds() -> Vec<Seed> {
     merkle_seeds(&mut out);
     state_proof_seeds(&mut out);
     pseudonym_seeds(&mut out);
+    committee_seeds(&mut out);
+    file_store_seeds(&mut out);
     chain_model_seeds(&mut out);
     out
 }
@@ -575,4 +580,249 @@ fn chain_model_seeds(out: &mut Vec<Seed>) {
             ext(TIP, 1, &[(3, 1)]),
         ],
     );
+}
+
+fn committee_seeds(out: &mut Vec<Seed>) {
+    use fuzz_checks::committee::SIM_SEED;
+    use medledger::committee::{
+        FinalValue, Membership, Message, NextEpoch, Phase, Pol, Precommits, Proposal, RoundChange,
+        ShardResult, ShardValue, Stage, Value, Vote, MAX_COMMITTEE_SIZE,
+    };
+    use medledger::sim::{SimConfig, Simulation};
+
+    let (report, chain) = Simulation::new(
+        SimConfig::builder()
+            .committees(2)
+            .committee_size(4)
+            .nodes(14)
+            .block_size(6)
+            .blocks(3)
+            .seed(SIM_SEED)
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+    .run_to_chain();
+    assert_eq!(report.blocks, 3);
+    let fresh = fuzz_checks::committee::fresh_chain();
+    assert_eq!(
+        fresh.genesis_hash(),
+        chain.genesis_hash(),
+        "the check's chain is the sim's"
+    );
+    let blocks: Vec<_> = (1..=chain.height())
+        .map(|h| chain.block(&chain.hash_at(h).unwrap()).unwrap().unwrap())
+        .collect();
+
+    let mut fresh = fresh;
+    fresh
+        .append(blocks[0].clone())
+        .expect("block 1 seed is valid on the check's chain");
+    let t = "committee_block";
+    for (i, b) in blocks.iter().enumerate() {
+        out.push((t, format!("block{}", i + 1), b.encode()));
+    }
+    let b1 = &blocks[0];
+    out.push((t, "header1".into(), codec::encode(&b1.header)));
+    out.push((t, "seal1".into(), codec::encode(&b1.header.seal)));
+    let genesis = chain.block(&chain.genesis_hash()).unwrap().unwrap();
+    out.push((t, "genesis".into(), genesis.encode()));
+
+    let t = "committee_message";
+    let seal = &b1.header.seal;
+    let (height, parent) = (b1.header.height, b1.header.parent);
+    let final_value = FinalValue::of_header(&b1.header);
+    let sigs = seal.cert.signatures.clone();
+    let pol = Pol {
+        round: 0,
+        signatures: sigs.clone(),
+    };
+    let shard_txs = seal
+        .shards
+        .first()
+        .map_or(0, |s| s.summary.tx_count as usize);
+    let msgs = vec![
+        (
+            "identity",
+            Message::Identity {
+                height,
+                proof: seal.cert.members[0],
+            },
+        ),
+        (
+            "membership",
+            Message::Membership(Membership {
+                height,
+                randomness: seal.randomness,
+                committee: Some(0),
+                members: seal.cert.members.clone(),
+                final_members: seal.cert.members.clone(),
+                reveal: seal.reveals.first().copied(),
+            }),
+        ),
+        (
+            "proposal-final",
+            Message::Proposal(Proposal {
+                height,
+                parent,
+                stage: Stage::Final,
+                round: 1,
+                value: Value::Final(final_value.clone()),
+                pol: Some(pol.clone()),
+                signature: sigs[0].signature,
+            }),
+        ),
+        (
+            "proposal-shard",
+            Message::Proposal(Proposal {
+                height,
+                parent,
+                stage: Stage::Shard(0),
+                round: 0,
+                value: Value::Shard(ShardValue {
+                    txs: b1.txs[..shard_txs].to_vec().try_into().unwrap(),
+                }),
+                pol: None,
+                signature: sigs[1].signature,
+            }),
+        ),
+        (
+            "vote",
+            Message::Vote(Vote {
+                height,
+                parent,
+                stage: Stage::Final,
+                round: 0,
+                phase: Phase::Precommit,
+                value: final_value.digest(),
+                member: sigs[0].member,
+                signature: sigs[0].signature,
+            }),
+        ),
+        (
+            "round-change",
+            Message::RoundChange(RoundChange {
+                height,
+                parent,
+                stage: Stage::Shard(1),
+                round: 2,
+                pol: Some((final_value.digest(), pol.clone())),
+            }),
+        ),
+        (
+            "precommits",
+            Message::Precommits(Precommits {
+                height,
+                parent,
+                stage: Stage::Final,
+                round: 0,
+                value: final_value.digest(),
+                signatures: sigs.clone(),
+            }),
+        ),
+        (
+            "shard-result",
+            Message::ShardResult(ShardResult {
+                height,
+                parent,
+                cert: seal.shards[0].clone(),
+                txs: b1.txs[..shard_txs].to_vec().try_into().unwrap(),
+            }),
+        ),
+        (
+            "commitment",
+            Message::Commitment {
+                height,
+                value: seal.commitments[0].value,
+            },
+        ),
+        (
+            "next",
+            Message::Next(NextEpoch {
+                height,
+                block: b1.hash(),
+                timestamp: b1.header.timestamp,
+                randomness: seal.next_randomness(),
+                directory: seal
+                    .cert
+                    .members
+                    .iter()
+                    .map(|m| m.key)
+                    .collect::<Vec<_>>()
+                    .try_into()
+                    .unwrap(),
+                commitments: seal.commitments.clone(),
+            }),
+        ),
+    ];
+    for (name, m) in msgs {
+        out.push((t, name.into(), codec::encode(&m)));
+    }
+    // A member list one over the committee limit, with the bytes to hold it.
+    let mut v = vec![FORMAT_VERSION, 1]; // Message::Membership
+    v.push(1); // height
+    v.extend([0u8; 32]); // randomness
+    v.push(0); // committee: None
+    let mut n = MAX_COMMITTEE_SIZE + 1;
+    while n >= 0x80 {
+        v.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    v.push(n as u8);
+    v.resize(v.len() + (MAX_COMMITTEE_SIZE + 1) * 33, 0);
+    out.push((t, "members-over-limit".into(), v));
+}
+
+fn file_store_seeds(out: &mut Vec<Seed>) {
+    use fuzz_checks::file_store::{engine, MemDisk, CHAIN_NAME, GENESIS_TIME};
+    use medledger::file_store::FileStore;
+
+    let t = "file_store";
+    let disk = MemDisk::default();
+    let mut chain = ChainBuilder::new(CHAIN_NAME, engine())
+        .genesis_time(GENESIS_TIME)
+        .store(FileStore::builder().open_disk(disk.clone()).unwrap())
+        .build()
+        .unwrap();
+    out.push((t, "genesis-only".into(), disk.bytes()));
+    let k = Keypair::from_seed(&[3; 32]);
+    let mut side = None;
+    for i in 0..3u64 {
+        let tx = Transaction::sign(
+            &k,
+            chain.chain_id(),
+            i,
+            Payload::Data {
+                record: Digest::from_bytes([i as u8; 32]),
+            },
+        );
+        let b = chain.mine(vec![tx], GENESIS_TIME + 600 * (i + 1)).unwrap();
+        if i == 1 {
+            // A rival of block 2 on block 1 (same height): a side branch.
+            let mut rival = b.clone();
+            rival.header.timestamp += 1;
+            let never = std::sync::atomic::AtomicBool::new(false);
+            rival.header.seal = chain.engine().solve(rival.header.clone(), &never).unwrap();
+            side = Some(rival);
+        }
+        chain.append(b).unwrap();
+    }
+    chain.append(side.unwrap()).unwrap();
+    drop(chain);
+    let full = disk.bytes();
+    out.push((t, "three-blocks-and-a-fork".into(), full.clone()));
+    // A torn tail: the last record cut short.
+    out.push((t, "torn-tail".into(), full[..full.len() - 7].to_vec()));
+    // A damaged byte in the middle of durable data.
+    let mut v = full.clone();
+    let mid = v.len() / 2;
+    v[mid] ^= 0x40;
+    out.push((t, "damaged-middle".into(), v));
+    out.push((t, "empty".into(), vec![]));
+    out.push((t, "header-only".into(), full[..32].to_vec()));
+    out.push((t, "partial-header".into(), full[..11].to_vec()));
+    let mut v = full[..32].to_vec();
+    v[8] = 2;
+    out.push((t, "version-2".into(), v));
+    out.push((t, "not-a-store".into(), b"just some text\n".to_vec()));
 }

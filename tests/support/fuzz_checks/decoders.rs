@@ -12,7 +12,7 @@ use medledger::tx::{self, Transaction};
 
 /// Decodes `data` as a `T`. If it decodes, re-encoding must give `data` back exactly; if it does
 /// not, the error must say why (and an input over the type's limit must be refused as such).
-fn round_trip<T: Canonical>(data: &[u8]) -> Option<T> {
+pub fn round_trip<T: Canonical>(data: &[u8]) -> Option<T> {
     match codec::decode::<T>(data) {
         Ok(value) => {
             assert!(

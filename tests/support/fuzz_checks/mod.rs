@@ -12,7 +12,9 @@
 #![allow(dead_code)] // every fuzz target includes this module and uses one check of it
 
 pub mod chain_model;
+pub mod committee;
 pub mod decoders;
+pub mod file_store;
 
 /// One fuzz target: its name (the file under `fuzz/fuzz_targets/` and the folder under
 /// `fuzz/corpus/`) and its check.
@@ -61,6 +63,21 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "link_statement",
         check: decoders::link_statement,
+        metered: true,
+    },
+    Target {
+        name: "committee_message",
+        check: committee::committee_message,
+        metered: true,
+    },
+    Target {
+        name: "committee_block",
+        check: committee::committee_block,
+        metered: true,
+    },
+    Target {
+        name: "file_store",
+        check: file_store::file_store,
         metered: true,
     },
     Target {
