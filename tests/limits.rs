@@ -397,3 +397,172 @@ fn in_memory_block_size() {
     assert_eq!(codec::encode(&fits.header).len(), MAX_HEADER_LEN);
     fits.check_structure(chain_id()).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Committee consensus
+
+mod committee_limits {
+    use super::*;
+    use medledger::committee::{
+        Certificate, CommitteeParams, CommitteeSeal, Membership, Message, Randomness,
+        ShardCertificate, ShardSummary, Value, MAX_COMMITTEE_SIZE, MAX_MESSAGE_LEN, MAX_SEAL_LEN,
+        MAX_SHARDS, MAX_SHARD_TXS,
+    };
+    use medledger::hash::MerkleRoot;
+
+    fn membership(members: usize) -> Vec<u8> {
+        let m = Message::Membership(Membership {
+            height: 1,
+            randomness: Randomness::default(),
+            committee: Some(0),
+            members: BoundedVec::new(),
+            final_members: BoundedVec::new(),
+            reveal: None,
+        });
+        // Re-encode with `members` identity proofs in place of the empty list.
+        let mut v = codec::encode(&m);
+        let empty_lists_at = v.len() - 3; // members len, final_members len, reveal tag
+        v.truncate(empty_lists_at);
+        varint(members, &mut v);
+        for i in 0..members {
+            v.extend([i as u8; 32]);
+            v.push(0);
+        }
+        v.extend([0, 0]);
+        v
+    }
+
+    #[test]
+    fn members_per_committee() {
+        match codec::decode::<Message>(&membership(MAX_COMMITTEE_SIZE)).unwrap() {
+            Message::Membership(m) => assert_eq!(m.members.len(), MAX_COMMITTEE_SIZE),
+            other => panic!("{other:?}"),
+        }
+        match codec::decode::<Message>(&membership(MAX_COMMITTEE_SIZE + 1)) {
+            Err(DecodeError::CountTooLarge { len, max, .. }) => {
+                assert_eq!((len, max), (MAX_COMMITTEE_SIZE + 1, MAX_COMMITTEE_SIZE))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Parameters refuse a larger committee too.
+        assert!(CommitteeParams::builder()
+            .committee_size(MAX_COMMITTEE_SIZE as u16)
+            .build()
+            .is_ok());
+        assert!(CommitteeParams::builder()
+            .committee_size(MAX_COMMITTEE_SIZE as u16 + 1)
+            .build()
+            .is_err());
+    }
+
+    #[test]
+    fn transactions_per_shard() {
+        let body = tx(0).encode();
+        let value = |n: usize| {
+            let mut v = vec![FORMAT_VERSION, 0]; // Value::Shard
+            varint(n, &mut v);
+            for _ in 0..n {
+                v.extend_from_slice(&body[1..]);
+            }
+            v
+        };
+        let at = value(MAX_SHARD_TXS);
+        assert!(at.len() <= MAX_MESSAGE_LEN);
+        match codec::decode::<Value>(&at).unwrap() {
+            Value::Shard(s) => assert_eq!(s.txs.len(), MAX_SHARD_TXS),
+            other => panic!("{other:?}"),
+        }
+        match codec::decode::<Value>(&value(MAX_SHARD_TXS + 1)) {
+            Err(DecodeError::CountTooLarge { len, max, .. }) => {
+                assert_eq!((len, max), (MAX_SHARD_TXS + 1, MAX_SHARD_TXS))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The encoding of an otherwise empty seal with `shards` shard certificates.
+    fn seal(shards: usize) -> Vec<u8> {
+        let mut v = vec![FORMAT_VERSION];
+        v.extend(Randomness::default().as_bytes());
+        varint(shards, &mut v);
+        for shard in 0..shards {
+            let cert = ShardCertificate {
+                summary: ShardSummary {
+                    shard: shard as u16,
+                    tx_root: MerkleRoot::default(),
+                    tx_count: 0,
+                },
+                cert: Certificate::empty(),
+            };
+            let mut one = Vec::new();
+            codec::encode_into(&cert, &mut one);
+            v.extend(&one[1..]);
+        }
+        // No commitments, no reveals, an empty final certificate.
+        v.extend([0, 0, 0, 0, 0]);
+        v
+    }
+
+    #[test]
+    fn shards_per_block() {
+        let at: CommitteeSeal = codec::decode(&seal(MAX_SHARDS)).unwrap();
+        assert_eq!(at.shards.len(), MAX_SHARDS);
+        match codec::decode::<CommitteeSeal>(&seal(MAX_SHARDS + 1)) {
+            Err(DecodeError::CountTooLarge { len, max, .. }) => {
+                assert_eq!((len, max), (MAX_SHARDS + 1, MAX_SHARDS))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn seal_length() {
+        input_limit::<CommitteeSeal>(seal(1), MAX_SEAL_LEN);
+    }
+
+    #[test]
+    fn message_length() {
+        input_limit::<Message>(membership(3), MAX_MESSAGE_LEN);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// File store
+
+#[allow(dead_code)]
+#[path = "support/fuzz_checks/file_store.rs"]
+mod file_store_support;
+
+#[test]
+fn file_store_record_length() {
+    use medledger::file_store::{FileStore, FileStoreError, MAX_RECORD_LEN};
+    use medledger::store::{Store, StoreError};
+
+    let disk = file_store_support::MemDisk::default();
+    let mut store = FileStore::builder().open_disk(disk.clone()).unwrap();
+    // The largest block a store takes is the largest block a peer may send.
+    let at = vec![0xab; MAX_BLOCK_LEN];
+    store
+        .put_block(&BlockHash::from_bytes([1; 32]), &at)
+        .unwrap();
+    match store.put_block(&BlockHash::from_bytes([2; 32]), &vec![0; MAX_BLOCK_LEN + 1]) {
+        Err(StoreError::Backend(e)) => match e.downcast_ref::<FileStoreError>() {
+            Some(FileStoreError::RecordTooLarge { len, max }) => {
+                assert!(*len > MAX_BLOCK_LEN + 1 && *max == MAX_RECORD_LEN)
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    drop(store);
+    // It reads back after a reopen; the refused one left nothing behind.
+    let store = FileStore::builder().open_disk(disk).unwrap();
+    assert_eq!(
+        store.block_hashes().unwrap(),
+        vec![BlockHash::from_bytes([1; 32])]
+    );
+    assert_eq!(
+        store.get_block(&BlockHash::from_bytes([1; 32])).unwrap(),
+        Some(at)
+    );
+}
