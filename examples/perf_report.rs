@@ -21,6 +21,9 @@ use medledger::pow::{self, Miner, ProofOfWork, Target};
 use medledger::tx::{Keypair, Payload, Transaction, BATCH_CHUNK};
 use sha2::digest::generic_array::GenericArray;
 
+#[path = "../benches/support/access_state.rs"]
+mod access_state;
+
 const ROUNDS: usize = 5;
 const T0: u64 = 1_750_000_000;
 
@@ -275,6 +278,84 @@ fn bitcoin_headers() -> Vec<[u8; 80]> {
         .collect()
 }
 
+/// Resident memory of this process in bytes (Linux), for the memory row.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Decisions per second over a state of `n` patients, and a bare `HashMap` lookup of a
+/// (viewer, pointer) key over as many entries, side by side.
+fn decide_rates(n: u64) -> (f64, f64, Option<u64>) {
+    use medledger::access::Action;
+    use medledger::purpose::PurposeOfUse;
+    let before = resident_bytes();
+    let (state, triples) = access_state::build_state(n);
+    let grew = before.zip(resident_bytes()).map(|(b, a)| a.saturating_sub(b));
+    let access = state.access();
+    let order = access_state::shuffled(triples.len());
+    let at = access_state::T0 + access_state::DAY;
+    let table: std::collections::HashMap<_, u8> =
+        triples.iter().map(|&(v, _, ptr)| ((v, ptr), 1)).collect();
+    const BATCH: usize = 4096;
+    let (mut i, mut j) = (0usize, 0usize);
+    let (ours, reference) = side_by_side(
+        Duration::from_millis(300),
+        || {
+            for _ in 0..BATCH {
+                let (v, p, ptr) = triples[order[i % order.len()]];
+                i += 1;
+                let d = access.decide(v, p, ptr, Action::Read, PurposeOfUse::Treatment, at);
+                assert!(d.is_permit());
+            }
+            BATCH as u64
+        },
+        || {
+            for _ in 0..BATCH {
+                let (v, _, ptr) = triples[order[j % order.len()]];
+                j += 1;
+                assert!(black_box(table.get(&(v, ptr))).is_some());
+            }
+            BATCH as u64
+        },
+    );
+    (ours, reference, grew)
+}
+
+fn p4_decide(rows: &mut Vec<Row>) -> Option<u64> {
+    let (small, small_map, _) = decide_rates(1_000);
+    let (large, map, grew) = decide_rates(1_000_000);
+    let ratio = map / large;
+    rows.push(Row {
+        id: "P4",
+        what: "access decide at 1M patients vs bare HashMap lookup (cost ratio)".into(),
+        ours: large,
+        reference: map,
+        unit: "decision/s",
+        ratio,
+        goal: "<= 3.0",
+        met: ratio <= 3.0,
+        note: "ratio = our cost / HashMap cost".into(),
+    });
+    let ratio = small / large;
+    rows.push(Row {
+        id: "P4",
+        what: "access decide at 1M patients vs its own cost at 1k (cost ratio)".into(),
+        ours: large,
+        reference: small,
+        unit: "decision/s",
+        ratio,
+        goal: "<= 2.0",
+        met: ratio <= 2.0,
+        note: format!(
+            "ratio = cost at 1M / cost at 1k; the bare HashMap's own ratio: {:.2}",
+            small_map / map
+        ),
+    });
+    grew
+}
+
 fn p5_committees(rows: &mut Vec<Row>) {
     use medledger::sim::{SimConfig, Simulation};
     // The settings of `examples/scaling.rs`: committees of 24, 512 transactions per shard.
@@ -353,7 +434,7 @@ fn p6_bitcoin_peer(rows: &mut Vec<Row>) {
     });
 }
 
-fn p7_replay(rows: &mut Vec<Row>) {
+fn p7_replay(rows: &mut Vec<Row>, grant_state_bytes: Option<u64>) {
     const BLOCKS: usize = 50;
     const PER_BLOCK: usize = 400;
     let clock = Arc::new(ManualClock::new(T0 + 10_000_000));
@@ -383,6 +464,20 @@ fn p7_replay(rows: &mut Vec<Row>) {
         met: true,
         note: "full re-validation: signatures, Merkle, state, state root".into(),
     });
+    if let Some(bytes) = grant_state_bytes {
+        rows.push(Row {
+            id: "P7",
+            what: "memory per million grants (1M patients: registration, relationship, record, grant)"
+                .into(),
+            ours: bytes as f64,
+            reference: f64::NAN,
+            unit: "B",
+            ratio: f64::NAN,
+            goal: "report",
+            met: true,
+            note: "resident memory growth while building the state, state tree included".into(),
+        });
+    }
 }
 
 fn sha_ni() -> bool {
@@ -407,9 +502,10 @@ fn main() {
     p1_pow(&mut rows);
     p2_validation(&mut rows);
     p3_merkle(&mut rows);
+    let grant_bytes = p4_decide(&mut rows);
     p5_committees(&mut rows);
     p6_bitcoin_peer(&mut rows);
-    p7_replay(&mut rows);
+    p7_replay(&mut rows, grant_bytes);
 
     println!(
         "\n{:<4} {:<78} {:>14} {:>14} {:>7} {:>8} {:>4}",
@@ -446,6 +542,9 @@ fn main() {
 }
 
 fn human(v: f64, unit: &str) -> String {
+    if v.is_nan() {
+        return "-".into();
+    }
     let (v, p) = if v >= 1e9 {
         (v / 1e9, "G")
     } else if v >= 1e6 {

@@ -27,7 +27,7 @@ use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
 use crate::state::{BlockUndo, Event, State, StateError, TxFailure};
 use crate::store::{MemoryStore, Store, StoreError};
-use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
+use crate::tx::{self, KeyCache, PublicKey, Transaction, TxError, VerifiedTx};
 
 /// The default limit on how many blocks a reorganisation may roll back.
 pub const DEFAULT_MAX_REORG_DEPTH: u64 = 100;
@@ -231,6 +231,7 @@ pub struct ChainBuilder<C: Consensus> {
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     max_reorg_depth: u64,
+    authorities: Vec<(String, PublicKey)>,
 }
 
 impl<C: Consensus> ChainBuilder<C> {
@@ -243,6 +244,7 @@ impl<C: Consensus> ChainBuilder<C> {
             store: Box::new(MemoryStore::new()),
             clock: Arc::new(SystemClock),
             max_reorg_depth: DEFAULT_MAX_REORG_DEPTH,
+            authorities: Vec::new(),
         }
     }
     /// The genesis block's timestamp.
@@ -271,19 +273,41 @@ impl<C: Consensus> ChainBuilder<C> {
         self.max_reorg_depth = depth;
         self
     }
+    /// Adds a health authority, registered in the genesis state with its public name: it
+    /// certifies providers (see [`access::registrar`](crate::access::registrar)). The genesis
+    /// header's state root commits to the authorities.
+    pub fn authority(mut self, name: impl Into<String>, key: PublicKey) -> Self {
+        self.authorities.push((name.into(), key));
+        self
+    }
 
     /// Builds the chain: creates genesis, or reopens the store and replays it.
     ///
     /// # Errors
     ///
-    /// [`ChainError::Config`] for an empty name, [`ChainError::GenesisMismatch`] if the store
-    /// holds another chain, [`ChainError::Store`] if it fails.
+    /// [`ChainError::Config`] for an empty name or an invalid authority (empty or over-long
+    /// name, weak key, duplicate), [`ChainError::GenesisMismatch`] if the store holds another
+    /// chain, [`ChainError::Store`] if it fails.
     pub fn build(self) -> Result<Chain<C>, ChainError> {
         if self.name.is_empty() || self.name.len() > 256 {
             return Err(ChainError::Config(
                 "chain name must be 1 to 256 bytes".into(),
             ));
         }
+        let mut authorities: Vec<(crate::access::Name, PublicKey)> = Vec::new();
+        for (name, key) in &self.authorities {
+            let bad = |why: &str| ChainError::Config(format!("authority {key}: {why}"));
+            let name = crate::access::Name::try_from(name.as_str())
+                .ok()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| bad("name must be 1 to 128 bytes"))?;
+            key.verifying_key().map_err(|e| bad(&e.to_string()))?;
+            if authorities.iter().any(|(n, k)| *n == name || k == key) {
+                return Err(bad("duplicate name or key"));
+            }
+            authorities.push((name, *key));
+        }
+        let state = State::genesis(&authorities, self.genesis_time);
         let chain_id = ChainId::from_bytes(domain::CHAIN_ID.hash(self.name.as_bytes()));
         let genesis = Block {
             header: Header {
@@ -294,7 +318,7 @@ impl<C: Consensus> ChainBuilder<C> {
                 parent: BlockHash::from_bytes(chain_id.to_bytes()),
                 tx_root: merkle_root(&[]),
                 tx_count: 0,
-                state_root: StateTree::new().root(),
+                state_root: state.root(),
                 timestamp: self.genesis_time,
                 seal: self.engine.genesis_seal(),
             },
@@ -319,10 +343,11 @@ impl<C: Consensus> ChainBuilder<C> {
             index,
             invalid: HashSet::new(),
             main: vec![genesis_hash],
-            trees: vec![StateTree::new()],
+            trees: vec![state.tree().clone()],
             undo: VecDeque::new(),
-            state: State::new(),
+            state,
             replaying: false,
+            authorities,
             keys: KeyCache::default(),
         };
         let stored = chain.store.block_hashes()?;
@@ -362,6 +387,8 @@ pub struct Chain<C: Consensus> {
     undo: VecDeque<BlockUndo>,
     state: State,
     replaying: bool,
+    /// The genesis authorities (to rebuild the genesis state on replay).
+    authorities: Vec<(crate::access::Name, PublicKey)>,
     keys: KeyCache,
 }
 
@@ -821,7 +848,10 @@ impl<C: Consensus> Chain<C> {
     ///
     /// [`ChainError`] if a stored block cannot be read or no longer applies.
     pub fn replay_state(&self) -> Result<State, ChainError> {
-        let mut state = State::new();
+        let mut state = State::genesis(
+            &self.authorities,
+            self.index[&self.main[0]].header.timestamp,
+        );
         for hash in &self.main[1..] {
             let block = self.load_checked(hash)?;
             let h = block.header();

@@ -304,6 +304,9 @@ pub mod domain {
     pub static STATE_VALUE: Domain = Domain::new("medledger 2026-12 state value v1");
     /// Salted commitment to a patient's real identity.
     pub static IDENTITY_COMMIT: Domain = Domain::new("medledger 2026-12 identity commitment v1");
+    /// Access-control identifiers (relationships, pointers, grants, groups, delegations,
+    /// break-glass sessions), each derived from what makes it unique.
+    pub static ACCESS_ID: Domain = Domain::new("medledger 2026-12 access id v1");
     /// Record content hashes computed by the crate's helpers.
     pub static RECORD: Domain = Domain::new("medledger 2026-12 record content v1");
     /// Committee identity proof-of-work (Elastico step 1).
@@ -394,6 +397,7 @@ mod tests {
             &STATE_KEY,
             &STATE_VALUE,
             &IDENTITY_COMMIT,
+            &ACCESS_ID,
             &RECORD,
             &COMMITTEE_IDENTITY,
             &COMMITTEE_VOTE,

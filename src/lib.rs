@@ -33,6 +33,9 @@
 //!   [`store`] (persistence trait, in-memory store), [`file_store`] (crash-safe append-only
 //!   file store).
 //! * Consensus: the [`consensus::Consensus`] trait and [`pow`] (Bitcoin-exact Proof-of-Work).
+//! * Access control: [`access`] (MedRec's registrar, relationships and summaries; consent
+//!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
+//!   and light-client grant proofs), with purposes of use from [`purpose`].
 //!
 //! # Features
 //!
@@ -41,6 +44,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod block;
 pub mod chain;
 pub mod codec;

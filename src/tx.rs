@@ -119,6 +119,8 @@ pub enum Payload {
         /// Content hash of the record.
         record: Digest,
     },
+    /// An access-control operation (see [`access`](crate::access)).
+    Access(crate::access::AccessOp),
 }
 
 /// The signed part of a transaction.

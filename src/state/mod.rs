@@ -13,6 +13,7 @@ use core::any::Any;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{self, AccessError, AccessEvent, AccessState, Name};
 use crate::hash::{AccountId, ChainId, Digest, StateRoot, TxId};
 use crate::smt::{StateProof, StateTree};
 use crate::tx::{Payload, PublicKey, VerifiedTx};
@@ -75,6 +76,8 @@ pub enum Event {
         /// The record's content hash.
         record: Digest,
     },
+    /// An access-control state change.
+    Access(AccessEvent),
 }
 
 /// Why a transaction cannot be applied to the current state. Nothing was changed.
@@ -99,6 +102,9 @@ pub enum StateError {
         /// When it was retired.
         retired_at: u64,
     },
+    /// The access-control operation was refused.
+    #[error("access control: {0}")]
+    Access(#[from] AccessError),
 }
 
 /// The state of the ledger.
@@ -106,6 +112,7 @@ pub struct State {
     tree: StateTree,
     pub(crate) accounts: Table<AccountId, AccountState>,
     pub(crate) keys: Table<PublicKey, KeyState>,
+    pub(crate) access: AccessState,
 }
 
 impl core::fmt::Debug for State {
@@ -156,7 +163,41 @@ impl State {
             tree: StateTree::new(),
             accounts: Table::new(ACCOUNTS_TABLE),
             keys: Table::new(KEYS_TABLE),
+            access: AccessState::new(),
         }
+    }
+
+    /// The genesis state: the health authorities registered at height 0 and `time`.
+    pub(crate) fn genesis(authorities: &[(Name, PublicKey)], time: u64) -> Self {
+        let mut state = Self::new();
+        if authorities.is_empty() {
+            return state;
+        }
+        access::genesis(
+            &mut state.access,
+            &mut state.keys,
+            &mut state.accounts,
+            authorities,
+            time,
+        );
+        state.savepoint(true);
+        let tree = state.pending_tree();
+        state.commit(Executed {
+            tree,
+            events: Vec::new(),
+        });
+        state
+    }
+
+    /// The access-control state.
+    pub fn access(&self) -> &AccessState {
+        &self.access
+    }
+
+    /// The key that signed for `account` in the state after block `height`, for accounts
+    /// registered with the access-control registrar (which keeps the key history).
+    pub fn key_at(&self, account: &AccountId, height: u64) -> Option<PublicKey> {
+        self.access.key_at(&self.keys, account, height)
     }
 
     /// The committed state root.
@@ -190,11 +231,15 @@ impl State {
     }
 
     fn tables_mut(&mut self) -> Vec<&mut dyn TableOps> {
-        vec![&mut self.accounts, &mut self.keys]
+        let mut out: Vec<&mut dyn TableOps> = vec![&mut self.accounts, &mut self.keys];
+        self.access.tables_mut(&mut out);
+        out
     }
 
     fn tables(&self) -> Vec<&dyn TableOps> {
-        vec![&self.accounts, &self.keys]
+        let mut out: Vec<&dyn TableOps> = vec![&self.accounts, &self.keys];
+        self.access.tables(&mut out);
+        out
     }
 
     /// Applies one transaction; on error nothing is changed.
@@ -228,6 +273,12 @@ impl State {
                 account,
                 record: *record,
             }],
+            Payload::Access(op) => self
+                .access
+                .apply(op, cx, &mut self.keys, &mut self.accounts)?
+                .into_iter()
+                .map(Event::Access)
+                .collect(),
         };
         self.accounts.update(
             account,
@@ -293,6 +344,12 @@ impl State {
                 }
             }
         }
+        let tree = self.pending_tree();
+        Ok((Executed { tree, events }, skipped))
+    }
+
+    /// The committed tree with the pending writes applied.
+    fn pending_tree(&self) -> StateTree {
         let mut leaves: Leaves = Vec::new();
         for t in self.tables() {
             t.pending_leaves(&mut leaves);
@@ -301,7 +358,57 @@ impl State {
         let mut tree = self.tree.clone();
         tree.apply(&leaves)
             .expect("leaf updates are sorted and unique: every table entry has its own key");
-        Ok((Executed { tree, events }, skipped))
+        tree
+    }
+
+    /// Applies an access-control operation as if `signer` had signed it in block `height` at
+    /// `time`, with `tx_id` for the ids it derives, skipping signatures and nonces; keeps it
+    /// pending (or rolls it back on error).
+    ///
+    /// For benchmarks that build large states without mining; with
+    /// [`bench_commit_untracked`](Self::bench_commit_untracked), the state root goes stale.
+    ///
+    /// # Errors
+    ///
+    /// The operation's [`AccessError`].
+    #[doc(hidden)]
+    pub fn bench_apply_access(
+        &mut self,
+        signer: PublicKey,
+        op: &access::AccessOp,
+        height: u64,
+        time: u64,
+        tx_id: TxId,
+    ) -> Result<Vec<AccessEvent>, AccessError> {
+        let cx = TxContext {
+            chain_id: ChainId::default(),
+            height,
+            time,
+            tx_id,
+            index: 0,
+            account: self.account_of_key(&signer),
+            signer,
+        };
+        let result = self
+            .access
+            .apply(op, &cx, &mut self.keys, &mut self.accounts);
+        self.savepoint(result.is_ok());
+        result
+    }
+
+    /// The genesis state with `authorities` (benchmarks that build states without a chain).
+    #[doc(hidden)]
+    pub fn bench_genesis(authorities: &[(Name, PublicKey)], time: u64) -> Self {
+        Self::genesis(authorities, time)
+    }
+
+    /// Commits pending writes to the tables without updating the state tree (benchmarks
+    /// only: the state root no longer matches the tables).
+    #[doc(hidden)]
+    pub fn bench_commit_untracked(&mut self) {
+        for t in self.tables_mut() {
+            drop(t.commit_block());
+        }
     }
 
     /// Drops the pending writes of an executed block.
