@@ -292,7 +292,9 @@ fn decide_rates(n: u64) -> (f64, f64, Option<u64>) {
     use medledger::purpose::PurposeOfUse;
     let before = resident_bytes();
     let (state, triples) = access_state::build_state(n);
-    let grew = before.zip(resident_bytes()).map(|(b, a)| a.saturating_sub(b));
+    let grew = before
+        .zip(resident_bytes())
+        .map(|(b, a)| a.saturating_sub(b));
     let access = state.access();
     let order = access_state::shuffled(triples.len());
     let at = access_state::T0 + access_state::DAY;
@@ -467,8 +469,9 @@ fn p7_replay(rows: &mut Vec<Row>, grant_state_bytes: Option<u64>) {
     if let Some(bytes) = grant_state_bytes {
         rows.push(Row {
             id: "P7",
-            what: "memory per million grants (1M patients: registration, relationship, record, grant)"
-                .into(),
+            what:
+                "memory per million grants (1M patients: registration, relationship, record, grant)"
+                    .into(),
             ours: bytes as f64,
             reference: f64::NAN,
             unit: "B",

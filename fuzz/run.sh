@@ -22,10 +22,10 @@ else
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 
-# The decoders run under AddressSanitizer (the default). The model-based targets look for logic
+# The decoders run under AddressSanitizer (the default). The chain-driving targets look for logic
 # errors, not memory errors, in code that forbids `unsafe`: they run without a sanitizer, about
 # three times faster, from a build directory of their own so that neither build evicts the other.
-unsanitized() { case "$1" in chain_model) return 0 ;; *) return 1 ;; esac; }
+unsanitized() { case "$1" in chain_model | access_op) return 0 ;; *) return 1 ;; esac; }
 nosan=(-s none --target-dir target/nosan)
 
 cargo +nightly fuzz build

@@ -108,6 +108,8 @@ replay_tests!(
     committee_message,
     committee_block,
     file_store,
+    access_op,
+    grant_proof,
     chain_model,
 );
 
@@ -139,6 +141,7 @@ fn seeds() -> Vec<Seed> {
     pseudonym_seeds(&mut out);
     committee_seeds(&mut out);
     file_store_seeds(&mut out);
+    access_seeds(&mut out);
     chain_model_seeds(&mut out);
     out
 }
@@ -825,4 +828,94 @@ fn file_store_seeds(out: &mut Vec<Seed>) {
     v[8] = 2;
     out.push((t, "version-2".into(), v));
     out.push((t, "not-a-store".into(), b"just some text\n".to_vec()));
+}
+
+fn access_seeds(out: &mut Vec<Seed>) {
+    use fuzz_checks::access::{genesis, keys, setup, setup_txs};
+    use medledger::access::{AccessOp, GrantProof, RelationshipId};
+
+    let (chain, _, grant) = setup();
+    let [authority, hospital, doctor, patient] = keys();
+    // Each setup operation (its actor picked by the nonce: 0 authority, 1 hospital, 2 doctor,
+    // 3 patient), and operations that act on the setup's state.
+    let (txs, _, _) = setup_txs(&genesis());
+    let actor = [0u64, 1, 2, 3, 1, 1, 3, 3];
+    let as_op = |nonce: u64, op: AccessOp| {
+        Transaction::sign(&authority, chain.chain_id(), nonce, Payload::Access(op)).encode()
+    };
+    let t = "access_op";
+    for (i, tx) in txs.iter().enumerate() {
+        let Payload::Access(op) = tx.body.payload.clone() else {
+            unreachable!()
+        };
+        out.push((t, format!("setup-{i}"), as_op(actor[i], op)));
+    }
+    let rel = RelationshipId::of(patient.account(), hospital.account());
+    let reason = || "no longer needed".try_into().unwrap();
+    let more = vec![
+        (
+            "revoke-grant",
+            3,
+            AccessOp::RevokeGrant {
+                grant,
+                reason: reason(),
+            },
+        ),
+        (
+            "terminate-relationship",
+            3,
+            AccessOp::TerminateRelationship {
+                relationship: rel,
+                reason: reason(),
+            },
+        ),
+        (
+            "decertify",
+            0,
+            AccessOp::DecertifyProvider {
+                provider: hospital.account(),
+                reason: reason(),
+            },
+        ),
+        (
+            "create-group",
+            3,
+            AccessOp::CreateGroup {
+                label: "care team".try_into().unwrap(),
+            },
+        ),
+        (
+            "open-break-glass",
+            1,
+            AccessOp::OpenBreakGlass {
+                patient: patient.account(),
+                reason: reason(),
+                duration_secs: 3_600,
+            },
+        ),
+        (
+            "relationship-with-doctor",
+            2,
+            AccessOp::CreateRelationship {
+                patient: patient.account(),
+            },
+        ),
+    ];
+    for (name, nonce, op) in more {
+        out.push((t, name.into(), as_op(nonce, op)));
+    }
+    let _ = doctor;
+
+    let t = "grant_proof";
+    let proof: GrantProof = chain.prove_grant(&grant, chain.height()).unwrap();
+    let root = chain.state().root();
+    assert!(proof
+        .verify(&root, &grant, fuzz_checks::access::OP_TIME)
+        .unwrap()
+        .is_active());
+    out.push((t, "active".into(), proof.encode()));
+    let before = chain.prove_grant(&grant, 0);
+    if let Some(p) = before {
+        out.push((t, "before-the-grant".into(), p.encode()));
+    }
 }

@@ -11,6 +11,7 @@
 //! every step with a small reference model.
 #![allow(dead_code)] // every fuzz target includes this module and uses one check of it
 
+pub mod access;
 pub mod chain_model;
 pub mod committee;
 pub mod decoders;
@@ -23,8 +24,8 @@ pub struct Target {
     pub name: &'static str,
     /// The check: panics if the input reveals a bug.
     pub check: fn(&[u8]),
-    /// Whether the check is held to [`allocation_budget`] (the decoders; not the chain model,
-    /// which builds whole chains).
+    /// Whether the check is held to [`allocation_budget`] (the decoders; not the targets that
+    /// build whole chains around what they decode).
     pub metered: bool,
 }
 
@@ -78,6 +79,16 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "file_store",
         check: file_store::file_store,
+        metered: true,
+    },
+    Target {
+        name: "access_op",
+        check: access::access_op,
+        metered: false,
+    },
+    Target {
+        name: "grant_proof",
+        check: access::grant_proof,
         metered: true,
     },
     Target {
