@@ -566,3 +566,88 @@ fn file_store_record_length() {
         Some(at)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Access control: every string a peer writes into the ledger
+
+mod access_limits {
+    use super::*;
+    use medledger::access::{
+        AccessOp, Category, Identity, Period, RecordPointer, RelationshipId, MAX_LABEL_LEN,
+        MAX_NAME_LEN, MAX_QUERY_LEN, MAX_REASON_LEN,
+    };
+    use medledger::hash::AccountId;
+
+    /// A transaction carrying `op(s)` with `s` a string of `max` bytes decodes; the same encoding
+    /// with one more byte in the string is refused on that string's length.
+    fn string_limit(max: usize, op: impl Fn(String) -> AccessOp) {
+        let s = "q".repeat(max);
+        let tx = Transaction::sign(
+            &Keypair::from_seed(&[1; 32]),
+            chain_id(),
+            0,
+            Payload::Access(op(s.clone())),
+        );
+        let bytes = tx.encode();
+        assert_eq!(Transaction::decode(&bytes).unwrap(), tx);
+        // Rewrite the length prefix (max → max + 1) and add a byte to the string.
+        let at = bytes
+            .windows(max)
+            .position(|w| w == s.as_bytes())
+            .expect("the string is in the encoding");
+        let mut prefix = Vec::new();
+        varint(max, &mut prefix);
+        assert_eq!(&bytes[at - prefix.len()..at], &prefix[..]);
+        let mut longer = Vec::new();
+        varint(max + 1, &mut longer);
+        assert_eq!(longer.len(), prefix.len());
+        let mut past = bytes[..at - prefix.len()].to_vec();
+        past.extend(&longer);
+        past.extend(s.as_bytes());
+        past.push(b'q');
+        past.extend(&bytes[at + max..]);
+        match Transaction::decode(&past) {
+            Err(DecodeError::CountTooLarge { len, max: m, .. }) => {
+                assert_eq!((len, m), (max + 1, max))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn record_pointer_query() {
+        string_limit(MAX_QUERY_LEN, |q| AccessOp::AddPointer {
+            relationship: RelationshipId::of(AccountId::default(), AccountId::default()),
+            record: RecordPointer {
+                query: q.try_into().unwrap(),
+                content_hash: RecordPointer::content_hash_of(b"r"),
+                category: Category::Laboratory,
+                data_period: Period::new(0, 1).unwrap(),
+            },
+            replaces: None,
+        });
+    }
+
+    #[test]
+    fn organisation_name() {
+        string_limit(MAX_NAME_LEN, |n| AccessOp::Register {
+            role: medledger::access::Role::Provider,
+            identity: Identity::Organisation(n.try_into().unwrap()),
+        });
+    }
+
+    #[test]
+    fn reason() {
+        string_limit(MAX_REASON_LEN, |r| AccessOp::DecertifyProvider {
+            provider: AccountId::default(),
+            reason: r.try_into().unwrap(),
+        });
+    }
+
+    #[test]
+    fn group_label() {
+        string_limit(MAX_LABEL_LEN, |l| AccessOp::CreateGroup {
+            label: l.try_into().unwrap(),
+        });
+    }
+}
