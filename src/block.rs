@@ -108,6 +108,17 @@ pub enum StructureError {
         /// Root of the body.
         computed: MerkleRoot,
     },
+    /// The header or the block encodes to more bytes than a peer may send (a block built in
+    /// memory with an oversize seal, say): it could never be decoded back from the store.
+    #[error("{what} encodes to {len} bytes, over the limit of {max}")]
+    TooLarge {
+        /// "block header" or "block".
+        what: &'static str,
+        /// Encoded length, version byte included.
+        len: usize,
+        /// The limit ([`MAX_HEADER_LEN`] or [`MAX_BLOCK_LEN`]).
+        max: usize,
+    },
     /// The same transaction appears twice.
     #[error("transaction {0} appears twice in the block")]
     DuplicateTx(TxId),
@@ -137,8 +148,9 @@ impl<S: Serialize + DeserializeOwned> Block<S> {
         self.header.hash()
     }
 
-    /// Checks everything that needs no chain state: header version, transaction count and
-    /// Merkle root, no duplicate transaction, every signature (batch-verified) and chain id.
+    /// Checks everything that needs no chain state: encoded size, header version, transaction
+    /// count and Merkle root, no duplicate transaction, every signature (batch-verified) and
+    /// chain id.
     /// The seal, parent and state transition are the chain's to check.
     ///
     /// # Errors
@@ -159,6 +171,23 @@ impl<S: Serialize + DeserializeOwned> Block<S> {
         chain_id: ChainId,
         keys: &KeyCache,
     ) -> Result<CheckedBlock<S>, StructureError> {
+        // A decoded block is within these limits already; one built in memory may not be.
+        let header_len = 1 + codec::body_len(&self.header);
+        if header_len > MAX_HEADER_LEN {
+            return Err(StructureError::TooLarge {
+                what: "block header",
+                len: header_len,
+                max: MAX_HEADER_LEN,
+            });
+        }
+        let block_len = 1 + codec::body_len(&self);
+        if block_len > MAX_BLOCK_LEN {
+            return Err(StructureError::TooLarge {
+                what: "block",
+                len: block_len,
+                max: MAX_BLOCK_LEN,
+            });
+        }
         let Block { header, txs } = self;
         if header.version != HEADER_VERSION {
             return Err(StructureError::Version {

@@ -730,17 +730,22 @@ impl<C: Consensus> Chain<C> {
         total_work: Work,
     ) -> Result<Appended, ChainError> {
         // Collect the new branch back to the main chain.
+        // Every indexed block's ancestors are indexed (an invalid block is forgotten together
+        // with all its descendants), so this walk ends on the main chain; a gap is refused, not
+        // a panic.
         let mut branch = vec![new_tip.hash()];
         let mut cursor = new_tip.header().parent;
-        loop {
-            let e = &self.index[&cursor];
+        let fork_height = loop {
+            let e = self
+                .index
+                .get(&cursor)
+                .ok_or(ChainError::UnknownParent(cursor))?;
             if self.main.get(e.header.height as usize) == Some(&cursor) {
-                break;
+                break e.header.height;
             }
             branch.push(cursor);
             cursor = e.header.parent;
-        }
-        let fork_height = self.index[&cursor].header.height;
+        };
         let depth = self.height() - fork_height;
         if depth > self.max_reorg_depth || depth > self.undo.len() as u64 {
             return Err(ChainError::ReorgTooDeep {
@@ -783,20 +788,32 @@ impl<C: Consensus> Chain<C> {
                 self.apply_checked(&block)?;
                 self.main.push(*hash);
             }
-            // Forget the invalid block and everything built on it.
-            self.invalid.insert(bad);
-            if bad != new_tip.hash() {
-                self.invalid.insert(new_tip.hash());
-                for h in branch.iter().skip_while(|h| **h != bad) {
-                    self.index.remove(h);
-                    self.invalid.insert(*h);
-                }
-            }
+            // Forget the invalid block and everything built on it: the rest of this branch and
+            // any other side branch stored on top of it.
+            self.invalid.insert(new_tip.hash());
+            self.forget_descendants(bad);
             return Err(err);
         }
         self.store_block(&new_tip, total_work)?;
         self.persist_main(fork_height + 1)?;
         Ok(Appended { reverted, applied })
+    }
+
+    /// Marks `bad` and every indexed block descending from it invalid, and drops them from the
+    /// index.
+    fn forget_descendants(&mut self, bad: BlockHash) {
+        let mut children: HashMap<BlockHash, Vec<BlockHash>> = HashMap::new();
+        for (hash, e) in &self.index {
+            children.entry(e.header.parent).or_default().push(*hash);
+        }
+        let mut stack = vec![bad];
+        while let Some(h) = stack.pop() {
+            self.index.remove(&h);
+            self.invalid.insert(h);
+            if let Some(kids) = children.remove(&h) {
+                stack.extend(kids);
+            }
+        }
     }
 
     /// Re-validates blocks read back from the store (in stored order).

@@ -333,8 +333,10 @@ impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for BoundedVec
                 if len > MAX {
                     return Err(overflow(core::any::type_name::<T>(), len, MAX));
                 }
-                // `len` is bounded by MAX, so this allocation is bounded.
-                let mut v = Vec::with_capacity(len);
+                // `len` is only claimed: reserve at most PREALLOC_BYTES for it and let the vector
+                // grow with the items that really arrive (each consumes input), so memory stays
+                // proportional to the input, not to MAX.
+                let mut v = Vec::with_capacity(len.min(prealloc_items::<T>()));
                 while let Some(item) = seq.next_element()? {
                     if v.len() == MAX {
                         return Err(overflow(core::any::type_name::<T>(), MAX + 1, MAX));
@@ -345,6 +347,21 @@ impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for BoundedVec
             }
         }
         d.deserialize_seq(V::<T, MAX>(PhantomData))
+    }
+}
+
+/// The most memory a bounded vector reserves up front for a decoded length claim.
+const PREALLOC_BYTES: usize = 4096;
+
+/// How many `T` fit in [`PREALLOC_BYTES`] (at least one).
+const fn prealloc_items<T>() -> usize {
+    let size = core::mem::size_of::<T>();
+    if size == 0 {
+        usize::MAX
+    } else if size >= PREALLOC_BYTES {
+        1
+    } else {
+        PREALLOC_BYTES / size
     }
 }
 

@@ -239,6 +239,12 @@ impl MerkleProof {
             });
         }
         let (index, count) = (self.index as usize, self.count as usize);
+        if count > MAX_PROOF_LEAVES {
+            return Err(MerkleError::TooManyLeaves {
+                count: u64::from(self.count),
+                max: MAX_PROOF_LEAVES,
+            });
+        }
         if index >= count {
             return Err(MerkleError::IndexOutOfRange {
                 index: index as u64,

@@ -388,6 +388,49 @@ pub fn verify_batch_cached(
     Ok(out)
 }
 
+/// The encodings of the y-coordinates of the eight small-order Ed25519 points, sign bit clear,
+/// including the non-canonical ones (`y + p` for `y < 19`) that decompression accepts. With either
+/// sign bit, these 14 encodings are exactly the byte strings that decompress to a point of small
+/// order (a unit test checks this against the curve's 8-torsion).
+const SMALL_ORDER_Y: [[u8; 32]; 7] = {
+    const fn le(first: u8, middle: u8, last: u8) -> [u8; 32] {
+        let mut b = [middle; 32];
+        b[0] = first;
+        b[31] = last;
+        b
+    }
+    [
+        // The identity (0, 1), and 1 + p.
+        le(0x01, 0x00, 0x00),
+        le(0xee, 0xff, 0x7f),
+        // The point of order 2, (0, -1): y = p - 1.
+        le(0xec, 0xff, 0x7f),
+        // The points of order 4, (±sqrt(-1), 0): y = 0, and y = p.
+        le(0x00, 0x00, 0x00),
+        le(0xed, 0xff, 0x7f),
+        // The points of order 8.
+        [
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10,
+            0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77,
+            0x92, 0xac, 0x03, 0x7a,
+        ],
+        [
+            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef,
+            0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88,
+            0x6d, 0x53, 0xfc, 0x05,
+        ],
+    ]
+};
+
+/// Whether the signature's `R` is an encoding of a small-order point. Strict verification refuses
+/// such signatures; batch verification does not, so every batch path checks this first.
+pub(crate) fn has_small_order_r(sig: &Signature) -> bool {
+    let mut y = [0u8; 32];
+    y.copy_from_slice(&sig.0[..32]);
+    y[31] &= 0x7f;
+    SMALL_ORDER_Y.contains(&y)
+}
+
 fn verify_chunk(
     chain_id: ChainId,
     chunk: Vec<Transaction>,
@@ -407,6 +450,13 @@ fn verify_chunk(
             ));
         }
         keys.push(cache.verifying_key(&tx.body.signer).map_err(|e| (i, e))?);
+        // Batch verification checks the cofactorless equation only, which a signature with a
+        // small-order `R` can satisfy (`R` = identity, `S = H(R ‖ A ‖ M)·a`): the signer would
+        // get a second, valid-looking signature and so a second transaction id for the same
+        // content. Strict verification refuses such an `R`; so does this path.
+        if has_small_order_r(&tx.signature) {
+            return Err((i, TxError::BadSignature(tx.body.signer)));
+        }
         messages.push(tx.body.signing_message());
         sigs.push(ed25519_dalek::Signature::from_bytes(&tx.signature.0));
     }
@@ -419,6 +469,32 @@ fn verify_chunk(
         }
     }
     Ok(chunk.into_iter().map(VerifiedTx::new_unchecked).collect())
+}
+
+/// A signature over `message` by `Keypair::from_seed(seed)` with `R` the identity point and
+/// `S = H(R ‖ A ‖ M)·a`: it satisfies the cofactorless equation `[S]B = R + [k]A`, so batch
+/// verification accepts it, while strict verification refuses its small-order `R`.
+#[cfg(test)]
+pub(crate) fn identity_r_signature(seed: &[u8; 32], message: &[u8]) -> Signature {
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest as _, Sha512};
+    let h = Sha512::digest(seed);
+    let mut a = [0u8; 32];
+    a.copy_from_slice(&h[..32]);
+    a[0] &= 248;
+    a[31] &= 127;
+    a[31] |= 64;
+    let mut r = [0u8; 32];
+    r[0] = 1;
+    let mut k = Sha512::new();
+    k.update(r);
+    k.update(Keypair::from_seed(seed).public().as_bytes());
+    k.update(message);
+    let s = Scalar::from_hash(k) * Scalar::from_bytes_mod_order(a);
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(&r);
+    sig[32..].copy_from_slice(s.as_bytes());
+    Signature(sig)
 }
 
 #[cfg(test)]
@@ -487,6 +563,81 @@ mod tests {
         }
         assert!(tx.clone().verify().is_err());
         assert!(verify_batch(chain(), vec![tx]).is_err());
+    }
+
+    /// Every encoding the decompressor accepts for each of the eight small-order points.
+    fn small_order_encodings() -> Vec<[u8; 32]> {
+        let mut out = Vec::new();
+        for point in curve25519_dalek::constants::EIGHT_TORSION {
+            let canonical = point.compress().to_bytes();
+            let mut ys = vec![canonical];
+            let mut y = canonical;
+            y[31] &= 0x7f;
+            if y[0] < 19 && y[1..].iter().all(|&b| b == 0) {
+                // y + p, still below 2^255.
+                let mut alt = [0xff; 32];
+                alt[0] = 0xed + y[0];
+                alt[31] = 0x7f | (canonical[31] & 0x80);
+                ys.push(alt);
+            }
+            for enc in ys {
+                for sign in [0, 0x80] {
+                    let mut e = enc;
+                    e[31] = (e[31] & 0x7f) | sign;
+                    if let Ok(k) = VerifyingKey::from_bytes(&e) {
+                        if k.is_weak() && !out.contains(&e) {
+                            out.push(e);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn small_order_r_list_is_exactly_the_small_order_encodings() {
+        let all = small_order_encodings();
+        assert_eq!(all.len(), 14);
+        let sig = |r: [u8; 32]| {
+            let mut b = [0u8; 64];
+            b[..32].copy_from_slice(&r);
+            Signature(b)
+        };
+        for e in &all {
+            assert!(has_small_order_r(&sig(*e)), "{}", crate::hash::to_hex(e));
+        }
+        for y in SMALL_ORDER_Y {
+            for sign in [0, 0x80] {
+                let mut e = y;
+                e[31] |= sign;
+                assert!(all.contains(&e), "{}", crate::hash::to_hex(&e));
+                assert!(VerifyingKey::from_bytes(&e).unwrap().is_weak());
+            }
+        }
+        // The crafted signature passes the batch equation and only this check stops it.
+        let k = Keypair::from_seed(&[3; 32]);
+        let mut tx = Transaction::sign(&k, chain(), 0, data(3));
+        tx.signature = identity_r_signature(&[3; 32], &tx.body.signing_message());
+        assert!(has_small_order_r(&tx.signature));
+        let vk = k.public().verifying_key().unwrap();
+        let sig = ed25519_dalek::Signature::from_bytes(&tx.signature.0);
+        let msg = tx.body.signing_message();
+        assert!(ed25519_dalek::verify_batch(&[&msg[..]], &[sig], &[vk]).is_ok());
+        assert!(vk.verify_strict(&msg, &sig).is_err());
+        assert_eq!(
+            verify_batch(chain(), vec![tx]),
+            Err(TxError::InBatch {
+                index: 0,
+                source: Box::new(TxError::BadSignature(k.public()))
+            })
+        );
+        // Honest signatures are never caught.
+        for i in 0..64u8 {
+            let k = Keypair::from_seed(&[i; 32]);
+            let tx = Transaction::sign(&k, chain(), u64::from(i), data(i));
+            assert!(!has_small_order_r(&tx.signature));
+        }
     }
 
     #[test]

@@ -64,7 +64,10 @@ pub use messages::{
     Membership, Message, NextEpoch, Pol, Precommits, Proposal, RoundChange, ShardResult,
     ShardValue, Value, Vote, MAX_MESSAGE_LEN, MAX_SHARD_TXS,
 };
-pub use node::{Host, Node, NodeConfig, NodeStatus, Output, Timing, TipInfo};
+pub use node::{
+    Host, Node, NodeConfig, NodeStatus, Output, Timing, TipInfo, MAX_BUFFERED_BYTES,
+    MAX_BUFFERED_MESSAGES,
+};
 pub use seal::{
     commitment_of, genesis_randomness, next_randomness, Certificate, Commitment, CommitteeSeal,
     FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary, Stage, VoteBody,

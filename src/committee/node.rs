@@ -187,8 +187,44 @@ pub struct NodeStatus {
     pub final_round: Option<u32>,
 }
 
-/// Messages for later epochs kept until the node gets there.
-const MAX_BUFFERED: usize = 1 << 14;
+/// The most messages a node keeps for later (for a later epoch, or for an agreement it has not
+/// been assigned to yet), in each of its two buffers.
+pub const MAX_BUFFERED_MESSAGES: usize = 1 << 14;
+/// The most bytes of encoded messages a node keeps in each of those buffers: without it, peers
+/// could park [`MAX_BUFFERED_MESSAGES`] messages of up to
+/// [`MAX_MESSAGE_LEN`](super::MAX_MESSAGE_LEN) each (64 GiB) in every node.
+pub const MAX_BUFFERED_BYTES: usize = 64 << 20;
+
+/// Messages kept for later, bounded in number and bytes; what does not fit is dropped.
+#[derive(Default)]
+struct Buffer {
+    items: Vec<(PublicKey, Message)>,
+    bytes: usize,
+}
+
+impl core::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Buffer")
+            .field("messages", &self.items.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl Buffer {
+    fn push(&mut self, from: PublicKey, message: Message) {
+        let len = codec::body_len(&message);
+        if self.items.len() < MAX_BUFFERED_MESSAGES && self.bytes + len <= MAX_BUFFERED_BYTES {
+            self.bytes += len;
+            self.items.push((from, message));
+        }
+    }
+
+    fn take(&mut self) -> Vec<(PublicKey, Message)> {
+        self.bytes = 0;
+        core::mem::take(&mut self.items)
+    }
+}
 
 struct Epoch {
     height: u64,
@@ -214,8 +250,10 @@ struct Epoch {
     fin_open_at: u64,
     settle_until: Option<u64>,
     block_done: bool,
-    early: Vec<(PublicKey, Message)>,
+    early: Buffer,
     next_votes: BTreeMap<Digest, (NextEpoch, BTreeSet<PublicKey>)>,
+    /// Each sender's latest block announcement (a new one replaces its vote for the old).
+    next_voters: BTreeMap<PublicKey, Digest>,
 }
 
 impl Epoch {
@@ -244,8 +282,9 @@ impl Epoch {
             fin_open_at: 0,
             settle_until: None,
             block_done: false,
-            early: Vec::new(),
+            early: Buffer::default(),
             next_votes: BTreeMap::new(),
+            next_voters: BTreeMap::new(),
         }
     }
 
@@ -283,7 +322,7 @@ pub struct Node {
     max_shard_txs: usize,
     epoch: Epoch,
     shares: BTreeMap<u64, Digest>,
-    future: Vec<(PublicKey, Message)>,
+    future: Buffer,
     inbox: Vec<Message>,
     last_timer: Option<u64>,
     started: bool,
@@ -525,11 +564,20 @@ impl Node {
             max_shard_txs: config.max_shard_txs,
             epoch,
             shares: BTreeMap::new(),
-            future: Vec::new(),
+            future: Buffer::default(),
             inbox: Vec::new(),
             last_timer: None,
             started: false,
         }
+    }
+
+    /// Bytes buffered for later, and block announcements held (for tests of the limits).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> (usize, usize) {
+        (
+            self.future.bytes + self.epoch.early.bytes,
+            self.epoch.next_votes.len(),
+        )
     }
 
     /// The node's key.
@@ -653,13 +701,13 @@ impl Node {
         let dir = e.directory.clone();
         out.push(Output::EpochStarted { height });
         self.send(dir, Message::Identity { height, proof }, out);
-        let buffered: Vec<_> = core::mem::take(&mut self.future);
+        let buffered = self.future.take();
         for (from, m) in buffered {
             let h = m.height();
             if h == height || matches!(m, Message::Next(_)) && h >= height {
                 self.dispatch(from, m, now, host, out);
             } else if h > height {
-                self.future.push((from, m));
+                self.future.push(from, m);
             }
         }
     }
@@ -680,9 +728,7 @@ impl Node {
             return;
         }
         if h > self.epoch.height {
-            if self.future.len() < MAX_BUFFERED {
-                self.future.push((from, message));
-            }
+            self.future.push(from, message);
             return;
         }
         if h < self.epoch.height {
@@ -894,7 +940,7 @@ impl Node {
         }
         // Start the shard agreement, then replay what arrived early.
         self.run_shard(None, now, host, out);
-        for (from, msg) in core::mem::take(&mut self.epoch.early) {
+        for (from, msg) in self.epoch.early.take() {
             self.dispatch(from, msg, now, host, out);
         }
         self.run_final(now, host, out);
@@ -958,9 +1004,7 @@ impl Node {
             return;
         }
         if !e.assigned {
-            if e.early.len() < MAX_BUFFERED {
-                e.early.push((from, message));
-            }
+            e.early.push(from, message);
             return;
         }
         match stage {
@@ -1223,6 +1267,18 @@ impl Node {
             }
             self.params.tolerated() + 1
         };
+        // One vote per sender: an announcement replaces the sender's earlier one, so a peer
+        // cannot fill the node with distinct announcements.
+        if let Some(old) = e.next_voters.insert(from, digest) {
+            if old != digest {
+                if let Some(votes) = e.next_votes.get_mut(&old) {
+                    votes.1.remove(&from);
+                    if votes.1.is_empty() {
+                        e.next_votes.remove(&old);
+                    }
+                }
+            }
+        }
         let entry = e
             .next_votes
             .entry(digest)

@@ -275,6 +275,11 @@ pub(crate) fn verify_signatures(items: &[SigItem]) -> Result<(), usize> {
     let mut sigs = Vec::with_capacity(items.len());
     for (i, (k, _, s)) in items.iter().enumerate() {
         keys.push(k.verifying_key().map_err(|_| i)?);
+        // Batch verification accepts a small-order `R` that strict verification refuses: such a
+        // second signature would give one certificate two encodings (and blocks two hashes).
+        if crate::tx::has_small_order_r(s) {
+            return Err(i);
+        }
         sigs.push(ed25519_dalek::Signature::from_bytes(&s.to_bytes()));
     }
     let msgs: Vec<&[u8]> = items.iter().map(|(_, m, _)| m.as_slice()).collect();

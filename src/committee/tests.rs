@@ -358,3 +358,124 @@ fn errors_are_send_sync_static() {
     check::<ParamsError>();
     check::<crate::sim::SimError>();
 }
+
+#[test]
+fn batch_signature_check_refuses_small_order_r() {
+    // A member re-signs its precommit with R the identity point: the batch equation holds, strict
+    // verification fails; the certificate check must refuse it, naming it.
+    let k = Keypair::from_seed(&[21; 32]);
+    let digest = [0x5a; 32];
+    let honest = k.sign(&digest);
+    let forged = crate::tx::identity_r_signature(&[21; 32], &digest);
+    assert_ne!(honest, forged);
+    let items = vec![(k.public(), digest, honest), (k.public(), digest, forged)];
+    assert_eq!(seal::verify_signatures(&items[..1]), Ok(()));
+    assert_eq!(seal::verify_signatures(&items), Err(1));
+}
+
+/// A host that accepts everything (the buffers are filled before any check).
+struct AcceptAll;
+
+impl Host for AcceptAll {
+    fn verify_signatures(&mut self, _: &[(PublicKey, [u8; 32], Signature)]) -> Result<(), usize> {
+        Ok(())
+    }
+    fn verify_txs(&mut self, _: &[Transaction]) -> bool {
+        true
+    }
+    fn next_nonce(&mut self, _: &BlockHash, _: &AccountId) -> Option<u64> {
+        Some(0)
+    }
+    fn state_root(
+        &mut self,
+        _: &BlockHash,
+        _: u64,
+        _: u64,
+        _: &[Transaction],
+    ) -> Option<StateRoot> {
+        Some(StateRoot::default())
+    }
+    fn take_txs(&mut self, _: &BlockHash, _: u16, _: usize) -> Vec<Transaction> {
+        Vec::new()
+    }
+}
+
+/// A started node at genesis of a two-node network, and the other node's key.
+fn started_node() -> (Node, PublicKey) {
+    let me = Keypair::from_seed(&[1; 32]);
+    let peer = Keypair::from_seed(&[2; 32]).public();
+    let tip = TipInfo {
+        height: 0,
+        hash: BlockHash::from_bytes([7; 32]),
+        timestamp: 0,
+        next_randomness: Randomness::from_bytes([1; 32]),
+        directory: vec![me.public(), peer],
+        commitments: vec![],
+    };
+    let mut node = Node::new(NodeConfig {
+        params: CommitteeParams::builder()
+            .shard_bits(1)
+            .committee_size(4)
+            .identity_difficulty(1)
+            .build()
+            .unwrap(),
+        keypair: me,
+        peers: vec![peer],
+        tip,
+        timing: Timing::default(),
+        max_shard_txs: 8,
+    });
+    node.start(0, &mut AcceptAll);
+    (node, peer)
+}
+
+#[test]
+fn a_node_keeps_a_bounded_number_of_bytes_for_later_epochs() {
+    let (mut node, peer) = started_node();
+    let members: BoundedVec<IdentityProof, MAX_COMMITTEE_SIZE> = (0..MAX_COMMITTEE_SIZE)
+        .map(|i| IdentityProof {
+            key: PublicKey::from_bytes([i as u8; 32]),
+            nonce: i as u64,
+        })
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    // Large messages for a far epoch, more bytes of them than the buffer takes.
+    let big = Message::Membership(Membership {
+        height: 1_000,
+        randomness: Randomness::default(),
+        committee: None,
+        members: members.clone(),
+        final_members: members,
+        reveal: None,
+    });
+    let size = codec::encode(&big).len() - 1;
+    for _ in 0..MAX_BUFFERED_BYTES / size + 5 {
+        node.handle(peer, big.clone(), 1, &mut AcceptAll);
+    }
+    let (bytes, _) = node.held();
+    assert!(bytes <= MAX_BUFFERED_BYTES, "{bytes}");
+    assert!(bytes + size > MAX_BUFFERED_BYTES, "{bytes}");
+}
+
+#[test]
+fn a_peer_holds_one_block_announcement_at_a_time() {
+    let (mut node, peer) = started_node();
+    for i in 0..100u8 {
+        let next = Message::Next(NextEpoch {
+            height: 5,
+            block: BlockHash::from_bytes([i; 32]),
+            timestamp: u64::from(i),
+            randomness: Randomness::default(),
+            directory: BoundedVec::new(),
+            commitments: BoundedVec::new(),
+        });
+        node.handle(peer, next, 1, &mut AcceptAll);
+    }
+    assert_eq!(node.held().1, 1);
+    assert_eq!(
+        node.status().height,
+        1,
+        "one peer alone does not move the node on"
+    );
+}

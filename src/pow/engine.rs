@@ -105,7 +105,7 @@ impl ProofOfWork {
     /// `GetNextWorkRequired` without the testnet special case).
     pub fn required_bits(&self, ancestors: &dyn Ancestors<PowSeal>) -> CompactTarget {
         let parent = ancestors.parent();
-        let height = parent.height + 1;
+        let height = parent.height.saturating_add(1);
         if self.params.no_retargeting() || !self.params.is_retarget_height(height) {
             return parent.seal.bits;
         }
@@ -118,7 +118,10 @@ impl ProofOfWork {
 
     fn median_time_past(ancestors: &dyn Ancestors<PowSeal>) -> u64 {
         let parent = ancestors.parent();
-        let lowest = (parent.height + 1).saturating_sub(MEDIAN_TIME_SPAN as u64);
+        let lowest = parent
+            .height
+            .saturating_add(1)
+            .saturating_sub(MEDIAN_TIME_SPAN as u64);
         let times: Vec<u64> = (lowest..=parent.height)
             .filter_map(|h| ancestors.at_height(h).map(|h| h.timestamp))
             .collect();

@@ -1,0 +1,16 @@
+//! Grant proofs: round trip; verification never panics, against the root of a chain holding the
+//! grant or any other.
+#![no_main]
+
+#[path = "../../tests/support/alloc_meter.rs"]
+mod alloc_meter;
+#[path = "../../tests/support/fuzz_checks/mod.rs"]
+mod fuzz_checks;
+
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let ((), peak) = alloc_meter::peak_during(|| fuzz_checks::access::grant_proof(data));
+    fuzz_checks::assert_within_budget("grant_proof", data.len(), peak);
+});

@@ -1,0 +1,158 @@
+//! Committee consensus: every protocol message decoder (a node handles whatever decodes), and
+//! committee blocks, headers and seals (a fresh chain validates whatever decodes).
+
+use std::sync::Arc;
+
+use medledger::block::{Block, Header};
+use medledger::chain::{Chain, ChainBuilder, ManualClock};
+use medledger::codec::{self, Canonical};
+use medledger::committee::{
+    CommitteeConsensus, CommitteeParams, CommitteeSeal, Host, Membership, Message, NextEpoch, Node,
+    NodeConfig, Pol, Precommits, Proposal, RoundChange, ShardResult, Timing, TipInfo, Value, Vote,
+};
+use medledger::hash::{AccountId, BlockHash, StateRoot};
+use medledger::tx::{Keypair, PublicKey, Signature, Transaction};
+
+use super::decoders::round_trip;
+
+/// The simulator's seed the committee seeds were produced with.
+pub const SIM_SEED: u64 = 11;
+/// The simulator's genesis time.
+pub const SIM_GENESIS_TIME: u64 = 1_800_000_000;
+
+/// The parameters of the simulated network the seeds come from (two committees of four).
+pub fn params() -> CommitteeParams {
+    CommitteeParams::builder()
+        .shard_bits(1)
+        .committee_size(4)
+        .identity_difficulty(4)
+        .genesis_seed(SIM_SEED.to_le_bytes())
+        .build()
+        .expect("valid parameters")
+}
+
+/// A fresh chain of that network, at genesis, with a clock that refuses no past block.
+pub fn fresh_chain() -> Chain<CommitteeConsensus> {
+    ChainBuilder::new("medledger-sim", CommitteeConsensus::new(params()))
+        .genesis_time(SIM_GENESIS_TIME)
+        .clock(Arc::new(ManualClock::new(SIM_GENESIS_TIME + 1_000_000)))
+        .build()
+        .expect("the chain opens")
+}
+
+/// Re-encoding `value` and decoding it as a `T` on its own gives it back.
+fn standalone<T: Canonical + PartialEq + core::fmt::Debug>(value: &T) {
+    let bytes = codec::encode(value);
+    assert_eq!(
+        codec::decode::<T>(&bytes).as_ref(),
+        Ok(value),
+        "{}",
+        T::NAME
+    );
+}
+
+/// Every committee message decoder on the input; a decoded [`Message`] is handed to a node.
+pub fn committee_message(data: &[u8]) {
+    if let Some(m) = round_trip::<Message>(data) {
+        let _ = (m.height(), m.kind());
+        match &m {
+            Message::Proposal(p) => {
+                standalone(p);
+                standalone(&p.value);
+                if let Some(pol) = &p.pol {
+                    standalone(pol);
+                }
+            }
+            Message::Vote(v) => standalone(v),
+            Message::RoundChange(r) => standalone(r),
+            Message::Precommits(p) => standalone(p),
+            Message::Membership(x) => standalone(x),
+            Message::ShardResult(r) => standalone(r),
+            Message::Next(n) => standalone(n),
+            _ => {}
+        }
+        handle(m);
+    }
+    let _ = round_trip::<Proposal>(data);
+    let _ = round_trip::<Vote>(data);
+    let _ = round_trip::<RoundChange>(data);
+    let _ = round_trip::<Precommits>(data);
+    let _ = round_trip::<Membership>(data);
+    let _ = round_trip::<ShardResult>(data);
+    let _ = round_trip::<NextEpoch>(data);
+    let _ = round_trip::<Value>(data);
+    let _ = round_trip::<Pol>(data);
+}
+
+/// A host that accepts every signature and transaction, so that a fuzzed message reaches the
+/// protocol logic behind the signature checks.
+struct Permissive;
+
+impl Host for Permissive {
+    fn verify_signatures(&mut self, _: &[(PublicKey, [u8; 32], Signature)]) -> Result<(), usize> {
+        Ok(())
+    }
+    fn verify_txs(&mut self, _: &[Transaction]) -> bool {
+        true
+    }
+    fn next_nonce(&mut self, _: &BlockHash, _: &AccountId) -> Option<u64> {
+        Some(0)
+    }
+    fn state_root(
+        &mut self,
+        _: &BlockHash,
+        _: u64,
+        _: u64,
+        _: &[Transaction],
+    ) -> Option<StateRoot> {
+        Some(StateRoot::default())
+    }
+    fn take_txs(&mut self, _: &BlockHash, _: u16, _: usize) -> Vec<Transaction> {
+        Vec::new()
+    }
+}
+
+/// A node at genesis of a two-node network (itself and the sender, both in the directory)
+/// handles `m` from the other node, then lets time pass.
+fn handle(m: Message) {
+    let me = Keypair::from_seed(&[1; 32]);
+    let peer = Keypair::from_seed(&[2; 32]).public();
+    let chain = fresh_chain();
+    let bootstrap = vec![me.public(), peer];
+    let tip = TipInfo::of_header(chain.tip_header(), &bootstrap);
+    let mut node = Node::new(NodeConfig {
+        params: params(),
+        keypair: me,
+        peers: bootstrap,
+        tip,
+        timing: Timing::default(),
+        max_shard_txs: 16,
+    });
+    let mut host = Permissive;
+    let _ = node.start(0, &mut host);
+    let _ = node.handle(peer, m, 1, &mut host);
+    let _ = node.tick(60_000_000, &mut host);
+    let _ = node.status();
+}
+
+/// Committee seals, headers and blocks: round trips; a decoded block is offered to a fresh chain
+/// of the seeds' network (so a block 1 of that network is checked in full).
+pub fn committee_block(data: &[u8]) {
+    if let Some(seal) = round_trip::<CommitteeSeal>(data) {
+        let _ = seal.next_randomness();
+    }
+    if let Some(h) = round_trip::<Header<CommitteeSeal>>(data) {
+        let _ = h.hash();
+    }
+    if let Some(b) = round_trip::<Block<CommitteeSeal>>(data) {
+        let mut chain = fresh_chain();
+        let before = (chain.tip(), chain.height(), chain.state().root());
+        match chain.append(b) {
+            Ok(_) => assert_eq!(chain.height(), 1),
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                assert_eq!((chain.tip(), chain.height(), chain.state().root()), before);
+            }
+        }
+    }
+}

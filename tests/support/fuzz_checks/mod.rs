@@ -1,0 +1,131 @@
+//! The checks behind every fuzz target, shared by the fuzz crate (`fuzz/fuzz_targets/*.rs`) and
+//! the ordinary test suite, which replays the committed corpora through them
+//! (`tests/fuzz_corpus.rs`).
+//!
+//! Each decoder check takes arbitrary bytes and asserts that decoding never panics, that an
+//! accepted input re-encodes to exactly the same bytes, and that what can be done with a decoded
+//! value (verify it, hash it, prove with it) never panics either. The fuzz harness and the replay
+//! also measure the heap the check keeps live, against [`allocation_budget`].
+//!
+//! [`chain_model`] drives a chain with an arbitrary sequence of operations and compares it after
+//! every step with a small reference model.
+#![allow(dead_code)] // every fuzz target includes this module and uses one check of it
+
+pub mod access;
+pub mod chain_model;
+pub mod committee;
+pub mod decoders;
+pub mod file_store;
+
+/// One fuzz target: its name (the file under `fuzz/fuzz_targets/` and the folder under
+/// `fuzz/corpus/`) and its check.
+pub struct Target {
+    /// The target's name.
+    pub name: &'static str,
+    /// The check: panics if the input reveals a bug.
+    pub check: fn(&[u8]),
+    /// Whether the check is held to [`allocation_budget`] (the decoders; not the targets that
+    /// build whole chains around what they decode).
+    pub metered: bool,
+}
+
+/// Every fuzz target.
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "transaction",
+        check: decoders::transaction,
+        metered: true,
+    },
+    Target {
+        name: "block_header",
+        check: decoders::block_header,
+        metered: true,
+    },
+    Target {
+        name: "block",
+        check: decoders::block,
+        metered: true,
+    },
+    Target {
+        name: "merkle_proof",
+        check: decoders::merkle_proof,
+        metered: true,
+    },
+    Target {
+        name: "state_proof",
+        check: decoders::state_proof,
+        metered: true,
+    },
+    Target {
+        name: "pseudonym_context",
+        check: decoders::pseudonym_context,
+        metered: true,
+    },
+    Target {
+        name: "link_statement",
+        check: decoders::link_statement,
+        metered: true,
+    },
+    Target {
+        name: "committee_message",
+        check: committee::committee_message,
+        metered: true,
+    },
+    Target {
+        name: "committee_block",
+        check: committee::committee_block,
+        metered: true,
+    },
+    Target {
+        name: "file_store",
+        check: file_store::file_store,
+        metered: true,
+    },
+    Target {
+        name: "access_op",
+        check: access::access_op,
+        metered: false,
+    },
+    Target {
+        name: "grant_proof",
+        check: access::grant_proof,
+        metered: true,
+    },
+    Target {
+        name: "chain_model",
+        check: chain_model::run,
+        metered: false,
+    },
+];
+
+/// The target called `name`.
+///
+/// # Panics
+///
+/// If there is no such target.
+pub fn target(name: &str) -> &'static Target {
+    TARGETS
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no fuzz target {name}"))
+}
+
+/// The most heap bytes a decoder check may keep live for an input of `len` bytes: a fixed
+/// allowance (thread-pool start-up, hashing buffers) plus a multiple of the input. A decoder that
+/// allocates for a length the input only claims exceeds it.
+pub const fn allocation_budget(len: usize) -> usize {
+    256 * 1024 + 64 * len
+}
+
+/// Asserts that a check of target `name` on `len` bytes kept at most the budget live.
+///
+/// # Panics
+///
+/// If `peak` exceeds [`allocation_budget`].
+pub fn assert_within_budget(name: &str, len: usize, peak: usize) {
+    assert!(
+        peak <= allocation_budget(len),
+        "{name}: {peak} heap bytes live for an input of {len} bytes (budget {})",
+        allocation_budget(len)
+    );
+}
