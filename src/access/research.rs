@@ -57,16 +57,15 @@
 //! 5. it allows reading for research, was not revoked, and its period covers the release time.
 //!
 //! Each failure is a precise [`ReleaseAuditError`]. That the pseudonym is indeed the patient's
-//! is shown by the custodian's vault
-//! ([`PseudonymBackend::relink`](crate::pseudonym::PseudonymBackend::relink)), or by the
-//! patient, who can recompute it from their secret and find their own entries with
+//! is shown by the custodian's vault ([`PseudonymBackend::relink`]), or by the patient, who
+//! can recompute it from their secret and find their own entries with
 //! [`AccessState::find_released_subject`]. A grant's scope and provisions select records; which
 //! records went into the data set is checked against the data set itself (its content hash is
 //! in the release), not on chain.
 //!
 //! # Why not pseudonymous access receipts
 //!
-//! An access receipt ([`AccessOp::RecordAccess`](super::AccessOp::RecordAccess)) names a record
+//! An access receipt ([`AccessOp::RecordAccess`]) names a record
 //! pointer, and every pointer is bound on chain to its patient: a receipt under a pseudonym
 //! would still name the patient through its pointer. A release names a data set by its content
 //! hash instead, so the research path is the release receipt: the researcher receives the data
