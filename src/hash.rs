@@ -331,6 +331,10 @@ pub mod domain {
     /// Pseudonym recipients named by a public group label rather than an account.
     pub static PSEUDONYM_RECIPIENT_GROUP: Domain =
         Domain::new("medledger 2026-12 pseudonym recipient group v1");
+    /// Consent commitments of research data releases: a grant id, a pseudonym and the
+    /// custodian's private opening.
+    pub static RESEARCH_CONSENT: Domain =
+        Domain::new("medledger 2026-12 research consent commitment v1");
     /// File store record checksums.
     pub static STORE_RECORD: Domain = Domain::new("medledger 2026-12 file store record v1");
 }
@@ -407,6 +411,7 @@ mod tests {
             &PSEUDONYM_EPOCH_KEY,
             &PSEUDONYM_LINK,
             &PSEUDONYM_RECIPIENT_GROUP,
+            &RESEARCH_CONSENT,
             &STORE_RECORD,
         ];
         let mut set = std::collections::HashSet::new();

@@ -446,7 +446,7 @@ impl AccessState {
     }
 
     /// Whether `account` is the grant's viewer (or a member of its group) at `height`.
-    fn is_viewer_at(&self, grant: &Grant, account: &AccountId, height: u64) -> bool {
+    pub(super) fn is_viewer_at(&self, grant: &Grant, account: &AccountId, height: u64) -> bool {
         match grant.terms.viewer {
             Viewer::Account(a) => a == *account,
             Viewer::Group(g) => self.is_member_at(&g, account, height),

@@ -16,6 +16,7 @@
 //! | Summary Contract | [`summary`]: each account's relationships with their status, the patient's break-glass review queue |
 //! | viewer permissions | [`grant`], [`group`], [`delegation`]: FHIR-Consent-style grants with nested provisions, groups, narrowing delegation |
 //! | database gatekeeper | [`decision`]: explainable decisions, and access receipts the chain re-checks |
+//! | (third-party reads, never logged) | [`research`]: research data releases under research-window pseudonyms, accountable to an auditor yet unlinkable on chain |
 //!
 //! ```
 //! use medledger::access::*;
@@ -124,6 +125,7 @@ pub mod proof;
 pub mod query;
 pub mod registrar;
 pub mod relationship;
+pub mod research;
 pub mod summary;
 
 use core::fmt;
@@ -131,8 +133,9 @@ use core::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, BoundedString};
-use crate::hash::{domain, hash_newtype, AccountId, TxId};
+use crate::codec::{self, BoundedString, BoundedVec};
+use crate::hash::{domain, hash_newtype, AccountId, Digest, TxId};
+use crate::pseudonym::Epoch;
 use crate::purpose::PurposeOfUse;
 use crate::state::{AccountState, KeyState, Table, TableOps, TxContext};
 use crate::tx::{PublicKey, Signature};
@@ -152,6 +155,11 @@ pub use query::{Loss, Reader};
 pub use registrar::{AccountRecord, Certification, Identity, IdentityCommitment, Role};
 pub use relationship::{
     Pointer, RecordPointer, Relationship, RelationshipStatus, Termination, MAX_QUERY_LEN,
+};
+pub use research::{
+    prepare_release, prepare_release_with, research_context, ConsentCommitment, ConsentOpening,
+    PreparedRelease, Release, ReleaseAuditError, ReleaseBuildError, ReleasedSubject,
+    SubjectOpening, MAX_RELEASE_SUBJECTS,
 };
 pub use summary::{Side, SummaryItem};
 
@@ -200,6 +208,11 @@ hash_newtype! {
     /// ([`BreakGlassId::of_tx`]).
     BreakGlassId
 }
+hash_newtype! {
+    /// A research data release, derived from the transaction that recorded it
+    /// ([`ReleaseId::of_tx`]).
+    ReleaseId
+}
 
 /// Kinds of derived identifiers (the first byte hashed), so no two kinds can collide.
 mod id_kind {
@@ -209,6 +222,7 @@ mod id_kind {
     pub(super) const GROUP: u8 = 4;
     pub(super) const DELEGATION: u8 = 5;
     pub(super) const BREAK_GLASS: u8 = 6;
+    pub(super) const RELEASE: u8 = 7;
 }
 
 fn derive_id<T: Serialize + ?Sized>(kind: u8, parts: &T) -> [u8; 32] {
@@ -240,6 +254,7 @@ id_of_tx!(GrantId, id_kind::GRANT, "grant");
 id_of_tx!(GroupId, id_kind::GROUP, "group");
 id_of_tx!(DelegationId, id_kind::DELEGATION, "delegation");
 id_of_tx!(BreakGlassId, id_kind::BREAK_GLASS, "break-glass session");
+id_of_tx!(ReleaseId, id_kind::RELEASE, "research data release");
 
 // ---------------------------------------------------------------------------------------------
 // Time
@@ -727,6 +742,22 @@ pub enum AccessOp {
         /// What permits it.
         basis: Basis,
     },
+    /// A certified provider (the custodian) records that it released a data set to a
+    /// registered [`Role::Researcher`] under research-window pseudonyms: one
+    /// [`ReleasedSubject`] per patient, in strictly ascending pseudonym order, each with a
+    /// hiding commitment to the consent (grant) it relies on. Nothing in it names a patient;
+    /// see [`research`] for what the chain checks and how an auditor opens a subject. Build it
+    /// with [`prepare_release`].
+    ReleaseResearchData {
+        /// The researcher receiving the data.
+        recipient: AccountId,
+        /// The research window whose pseudonyms the subjects carry.
+        epoch: Epoch,
+        /// The content hash of the released data set.
+        dataset: Digest,
+        /// The released subjects, in strictly ascending pseudonym order (not empty).
+        subjects: BoundedVec<ReleasedSubject, MAX_RELEASE_SUBJECTS>,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -893,6 +924,9 @@ pub enum AccessError {
     /// A list holds the same entry twice.
     #[error("the {0} list holds an entry twice")]
     Duplicate(&'static str),
+    /// A list that must be in ascending order is not.
+    #[error("the {0} list is not in ascending order")]
+    NotInOrder(&'static str),
     /// A provision is malformed.
     #[error("provision {index}: {why}")]
     InvalidProvision {
@@ -1140,6 +1174,22 @@ pub enum AccessEvent {
         /// What permitted it.
         basis: Basis,
     },
+    /// A custodian released research data under pseudonyms (no patient is named: the event
+    /// goes to no patient's audit trail).
+    ResearchDataReleased {
+        /// The release.
+        release: ReleaseId,
+        /// The provider that released the data.
+        custodian: AccountId,
+        /// The researcher that received it.
+        recipient: AccountId,
+        /// The research window of the pseudonyms.
+        epoch: Epoch,
+        /// The content hash of the data set.
+        dataset: Digest,
+        /// How many subjects it holds.
+        subjects: u32,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1169,6 +1219,8 @@ pub const DELEGATIONS_TABLE: &str = "access.delegations";
 pub const BREAK_GLASS_TABLE: &str = "access.break-glass";
 /// Tag of the audit table (keyed by patient and sequence number).
 pub const AUDIT_TABLE: &str = "access.audit";
+/// Tag of the research release table (keyed by [`ReleaseId`]; written once).
+pub const RELEASES_TABLE: &str = "access.releases";
 
 /// Per-account counters of the append-only lists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1271,6 +1323,9 @@ pub struct AccessState {
     pub(crate) break_glass: Table<BreakGlassId, BreakGlass>,
     pub(crate) patient_break_glass: Table<(AccountId, u32), BreakGlassId>,
     pub(crate) audit: Table<(AccountId, u64), AuditEntry>,
+    pub(crate) releases: Table<ReleaseId, Release>,
+    pub(crate) recipient_releases: Table<(AccountId, u32), ReleaseId>,
+    pub(crate) release_counts: Table<AccountId, u32>,
 }
 
 impl fmt::Debug for AccessState {
@@ -1310,6 +1365,9 @@ impl AccessState {
             break_glass: Table::new(BREAK_GLASS_TABLE),
             patient_break_glass: Table::new("access.patient-break-glass"),
             audit: Table::new(AUDIT_TABLE),
+            releases: Table::new(RELEASES_TABLE),
+            recipient_releases: Table::new("access.recipient-releases"),
+            release_counts: Table::new("access.release-counts"),
         }
     }
 
@@ -1337,6 +1395,9 @@ impl AccessState {
             &mut self.break_glass,
             &mut self.patient_break_glass,
             &mut self.audit,
+            &mut self.releases,
+            &mut self.recipient_releases,
+            &mut self.release_counts,
         ]);
     }
 
@@ -1364,6 +1425,9 @@ impl AccessState {
             &self.break_glass,
             &self.patient_break_glass,
             &self.audit,
+            &self.releases,
+            &self.recipient_releases,
+            &self.release_counts,
         ]);
     }
 
@@ -1440,6 +1504,12 @@ impl AccessState {
                 purpose,
                 basis,
             } => x.record_access(*patient, *pointer, *action, *purpose, *basis)?,
+            AccessOp::ReleaseResearchData {
+                recipient,
+                epoch,
+                dataset,
+                subjects,
+            } => x.release_research_data(*recipient, *epoch, *dataset, subjects)?,
         }
         Ok(x.events)
     }
