@@ -501,24 +501,36 @@ impl Exec<'_> {
         }
     }
 
+    /// Refuses empty `actions` or `purposes`, and a `period` that is malformed or already over;
+    /// the checks grants and delegations share, in this order.
+    pub(super) fn check_actions_purposes_period(
+        &self,
+        actions: &ActionSet,
+        purposes: &PurposeSet,
+        period: &Period,
+    ) -> Result<(), AccessError> {
+        if actions.is_empty() {
+            return Err(AccessError::Empty("actions"));
+        }
+        if purposes.is_empty() {
+            return Err(AccessError::Empty("purposes"));
+        }
+        period.check()?;
+        if period.end <= self.cx.time {
+            return Err(AccessError::PeriodOver {
+                end: period.end,
+                now: self.cx.time,
+            });
+        }
+        Ok(())
+    }
+
     fn normalise_terms(
         &self,
         terms: &GrantTerms,
         rel: &Relationship,
     ) -> Result<GrantTerms, AccessError> {
-        if terms.actions.is_empty() {
-            return Err(AccessError::Empty("actions"));
-        }
-        if terms.purposes.is_empty() {
-            return Err(AccessError::Empty("purposes"));
-        }
-        terms.period.check()?;
-        if terms.period.end <= self.cx.time {
-            return Err(AccessError::PeriodOver {
-                end: terms.period.end,
-                now: self.cx.time,
-            });
-        }
+        self.check_actions_purposes_period(&terms.actions, &terms.purposes, &terms.period)?;
         let scope = self.normalise_scope(&terms.scope, rel.patient, Some(rel.id))?;
         let mut provisions = Vec::with_capacity(terms.provisions.len());
         let mut depth: Vec<usize> = Vec::with_capacity(terms.provisions.len());
