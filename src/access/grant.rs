@@ -729,6 +729,11 @@ mod tests {
         c.h.decide(&c.specialist, &c.patient, p, Action::Read, purpose)
     }
 
+    /// A grant of `terms` that no delegation stands behind.
+    fn grant_op(terms: GrantTerms) -> AccessOp {
+        AccessOp::Grant { terms, under: None }
+    }
+
     #[test]
     fn deny_overrides_permit_and_nested_provisions_are_exceptions() {
         let mut c = Cast::new();
@@ -845,13 +850,7 @@ mod tests {
             .treat_terms(rel, 30)
             .with_provision(Provision::new(ProvisionKind::Deny).under(0));
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: forward,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(forward)),
             AccessError::InvalidProvision { index: 0, .. }
         ));
         let mut deep = c
@@ -861,13 +860,7 @@ mod tests {
             deep = deep.with_provision(Provision::new(ProvisionKind::Permit).under(i));
         }
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: deep,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(deep)),
             AccessError::InvalidProvision {
                 why: "nested too deep",
                 ..
@@ -883,74 +876,38 @@ mod tests {
         // Nobody but the patient grants (no unauthenticated permission change).
         for who in [&c.hospital, &c.specialist, &c.guardian] {
             assert_eq!(
-                c.h.refused(
-                    who,
-                    AccessOp::Grant {
-                        terms: terms.clone(),
-                        under: None
-                    }
-                ),
+                c.h.refused(who, grant_op(terms.clone())),
                 AccessError::NotThePatient(who.account())
             );
         }
         let mut t = terms.clone();
         t.actions = ActionSet::new();
         assert_eq!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::Empty("actions")
         );
         let mut t = terms.clone();
         t.period = Period::new(0, c.h.time).unwrap();
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::PeriodOver { .. }
         ));
         let mut t = terms.clone();
         t.scope = Scope::pointers(&[lab, lab]);
         assert_eq!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::Duplicate("scope")
         );
         let mut t = terms.clone();
         t.scope = Scope::pointers(&[PointerId::default()]);
         assert_eq!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::UnknownPointer(PointerId::default())
         );
         let mut t = terms.clone();
         t.viewer = Viewer::Account(crate::access::tests::key(99).account());
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::NotRegistered(_)
         ));
         // A pending relationship takes no grants.
@@ -964,13 +921,7 @@ mod tests {
         let mut t = terms;
         t.relationship = clinic_rel;
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::WrongStatus { .. }
         ));
     }
@@ -1068,7 +1019,7 @@ mod tests {
         }
         let terms = c.treat_terms(rel, 1);
         assert!(matches!(
-            c.h.refused(&c.patient, AccessOp::Grant { terms, under: None }),
+            c.h.refused(&c.patient, grant_op(terms)),
             AccessError::LimitReached { .. }
         ));
         // Two days later they have all expired: room again.
