@@ -9,6 +9,10 @@
 //!
 //! Set `ACCESS_BENCH_BIG` to change the large size (default 1,000,000).
 
+#[path = "../tests/support/pow.rs"]
+mod pow_setup;
+use pow_setup::engine;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use medledger::access::{
 };
 use medledger::chain::{Chain, ChainBuilder, ManualClock};
 use medledger::hash::{AccountId, Digest};
-use medledger::pow::{CompactTarget, ProofOfWork, RetargetParams};
+use medledger::pow::ProofOfWork;
 use medledger::purpose::PurposeOfUse;
 use medledger::tx::{Keypair, Payload, Transaction};
 
@@ -85,16 +89,6 @@ fn decide_large(c: &mut Criterion) {
 // A block of 1,000 access transactions
 
 const BLOCK: usize = 1_000;
-
-fn engine() -> ProofOfWork {
-    ProofOfWork::new(
-        RetargetParams::builder()
-            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
-            .no_retargeting(true)
-            .build()
-            .unwrap(),
-    )
-}
 
 struct Net {
     chain: Chain<ProofOfWork>,

@@ -465,6 +465,30 @@ enum Op {
     },
 }
 
+/// `provider` opens a relationship with `patient`.
+fn create_rel(provider: u8, patient: u8) -> Op {
+    Op::CreateRel { provider, patient }
+}
+
+/// The patient of relationship `rel` answers it, signing as themself.
+fn answer(rel: u8, accept: bool) -> Op {
+    Op::Answer {
+        rel,
+        accept,
+        signer: None,
+    }
+}
+
+/// The provider of relationship `rel` adds a new record of `category`, signing as themself.
+fn add_pointer(rel: u8, category: u8) -> Op {
+    Op::AddPointer {
+        rel,
+        category,
+        replaces: None,
+        signer: None,
+    }
+}
+
 fn signer() -> impl Strategy<Value = Option<u8>> {
     prop_oneof![4 => Just(None), 1 => (0..ACTORS as u8).prop_map(Some)]
 }
@@ -573,58 +597,16 @@ impl Run {
     fn with_world() -> Self {
         let mut run = Self::new();
         let prefix = [
-            Op::CreateRel {
-                provider: 1,
-                patient: 6,
-            },
-            Op::CreateRel {
-                provider: 2,
-                patient: 6,
-            },
-            Op::CreateRel {
-                provider: 1,
-                patient: 7,
-            },
-            Op::AddPointer {
-                rel: 0,
-                category: 0,
-                replaces: None,
-                signer: None,
-            },
-            Op::AddPointer {
-                rel: 0,
-                category: 2,
-                replaces: None,
-                signer: None,
-            },
-            Op::AddPointer {
-                rel: 1,
-                category: 1,
-                replaces: None,
-                signer: None,
-            },
-            Op::AddPointer {
-                rel: 2,
-                category: 0,
-                replaces: None,
-                signer: None,
-            },
-            Op::AddPointer {
-                rel: 2,
-                category: 1,
-                replaces: None,
-                signer: None,
-            },
-            Op::Answer {
-                rel: 0,
-                accept: true,
-                signer: None,
-            },
-            Op::Answer {
-                rel: 2,
-                accept: true,
-                signer: None,
-            },
+            create_rel(1, 6),
+            create_rel(2, 6),
+            create_rel(1, 7),
+            add_pointer(0, 0),
+            add_pointer(0, 2),
+            add_pointer(1, 1),
+            add_pointer(2, 0),
+            add_pointer(2, 1),
+            answer(0, true),
+            answer(2, true),
             Op::CreateGroup { patient: 6 },
             Op::Member {
                 group: 0,
@@ -1343,47 +1325,18 @@ proptest! {
 #[test]
 fn a_fixed_sequence_agrees_with_the_model() {
     let ops = vec![
-        Op::CreateRel {
-            provider: 1,
-            patient: 6,
-        },
-        Op::CreateRel {
-            provider: 2,
-            patient: 6,
-        },
-        Op::AddPointer {
-            rel: 0,
-            category: 0,
-            replaces: None,
-            signer: None,
-        },
-        Op::AddPointer {
-            rel: 0,
-            category: 2,
-            replaces: None,
-            signer: None,
-        },
-        Op::AddPointer {
-            rel: 1,
-            category: 1,
-            replaces: None,
-            signer: None,
-        },
-        Op::Answer {
-            rel: 0,
-            accept: true,
-            signer: None,
-        },
+        create_rel(1, 6),
+        create_rel(2, 6),
+        add_pointer(0, 0),
+        add_pointer(0, 2),
+        add_pointer(1, 1),
+        answer(0, true),
         Op::Answer {
             rel: 1,
             accept: true,
             signer: Some(4),
         },
-        Op::Answer {
-            rel: 1,
-            accept: true,
-            signer: None,
-        },
+        answer(1, true),
         Op::CreateGroup { patient: 6 },
         Op::Member {
             group: 0,

@@ -6,7 +6,9 @@
 //! `tests/chain.rs`; non-canonical `S` and weak keys at the transaction level are unit tests of
 //! `tx`; the duplicated-last-leaf root is a unit test of `merkle`.
 
-use std::sync::Arc;
+#[path = "support/pow.rs"]
+mod pow_setup;
+use pow_setup::{remine, snapshot};
 
 use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::edwards::EdwardsPoint;
@@ -15,28 +17,16 @@ use curve25519_dalek::traits::Identity;
 use sha2::{Digest as _, Sha512};
 
 use medledger::block::{Block, StructureError};
-use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
+use medledger::chain::{Chain, ChainBuilder, ChainError};
 use medledger::hash::{BlockHash, Digest, StateRoot};
 use medledger::merkle::merkle_root;
-use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams};
+use medledger::pow::{PowSeal, ProofOfWork};
 use medledger::tx::{self, Keypair, Payload, PublicKey, Signature, Transaction, TxError};
 
 const T0: u64 = 1_750_000_000;
 
-fn engine() -> ProofOfWork {
-    ProofOfWork::new(
-        RetargetParams::builder()
-            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
-            .no_retargeting(true)
-            .build()
-            .unwrap(),
-    )
-}
-
 fn new_chain() -> Chain<ProofOfWork> {
-    ChainBuilder::new("adversarial", engine())
-        .genesis_time(T0)
-        .clock(Arc::new(ManualClock::new(T0 + 1_000_000)))
+    pow_setup::builder("adversarial", T0, T0 + 1_000_000)
         .build()
         .unwrap()
 }
@@ -45,17 +35,6 @@ fn record(n: u8) -> Payload {
     Payload::Data {
         record: Digest::from_bytes([n; 32]),
     }
-}
-
-fn snapshot(chain: &Chain<ProofOfWork>) -> (BlockHash, u64, StateRoot) {
-    (chain.tip(), chain.height(), chain.state().root())
-}
-
-/// Re-mines `block` so that its seal is valid again after an edit.
-fn remine(chain: &Chain<ProofOfWork>, mut block: Block<PowSeal>) -> Block<PowSeal> {
-    let never = std::sync::atomic::AtomicBool::new(false);
-    block.header.seal = chain.engine().solve(block.header.clone(), &never).unwrap();
-    block
 }
 
 /// Replaces the body of `block` by `txs`, fixing the count and Merkle root, and re-mines it.

@@ -4,13 +4,17 @@
 //! Other test crates run this whole suite on their own store by including this file as a module
 //! and defining `store_under_test` at their root (`tests/file_store.rs`, `tests/sqlite_store.rs`).
 
+#[path = "support/pow.rs"]
+pub(crate) mod pow_setup;
+use pow_setup::{engine, remine, snapshot};
+
 use std::sync::Arc;
 
 use medledger::block::Block;
 use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
 use medledger::consensus::ConsensusError;
 use medledger::hash::{BlockHash, ChainId, Digest, StateRoot};
-use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams};
+use medledger::pow::{CompactTarget, PowSeal, ProofOfWork};
 use medledger::state::StateError;
 use medledger::store::{MemoryStore, Store};
 use medledger::tx::{Keypair, Payload, Transaction};
@@ -23,17 +27,6 @@ const T0: u64 = 1_750_000_000;
 #[allow(dead_code)]
 fn store_under_test() -> Box<dyn Store> {
     Box::new(MemoryStore::new())
-}
-
-fn engine() -> ProofOfWork {
-    // About 1 in 256 hashes meets this target: mining is instant, a tampered nonce fails.
-    ProofOfWork::new(
-        RetargetParams::builder()
-            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
-            .no_retargeting(true)
-            .build()
-            .unwrap(),
-    )
 }
 
 fn new_chain() -> (Chain<ProofOfWork>, Arc<ManualClock>) {
@@ -56,18 +49,6 @@ fn data_tx(chain: &Chain<ProofOfWork>, key: &Keypair, nonce: u64, n: u8) -> Tran
             record: Digest::from_bytes([n; 32]),
         },
     )
-}
-
-/// Snapshot of everything a rejected block must leave untouched.
-fn snapshot(chain: &Chain<ProofOfWork>) -> (BlockHash, u64, StateRoot) {
-    (chain.tip(), chain.height(), chain.state().root())
-}
-
-/// Re-mines `block` after `edit` so that the seal is valid again (isolates the edited rule).
-fn remine(chain: &Chain<ProofOfWork>, mut block: Block<PowSeal>) -> Block<PowSeal> {
-    let never = std::sync::atomic::AtomicBool::new(false);
-    block.header.seal = chain.engine().solve(block.header.clone(), &never).unwrap();
-    block
 }
 
 #[test]

@@ -12,16 +12,19 @@
 //!    real file and prints each acknowledged block; the parent kills it (SIGKILL on Unix) at
 //!    random times, reopens the file and checks every acknowledged block.
 
+#[path = "support/pow.rs"]
+mod pow_setup;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use medledger::block::Block;
-use medledger::chain::{Chain, ChainBuilder, ManualClock};
+use medledger::chain::{Chain, ChainBuilder};
 use medledger::file_store::{Disk, FileStore, FileStoreError, SyncPolicy};
 use medledger::hash::{BlockHash, Digest, StateRoot};
-use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams};
+use medledger::pow::{PowSeal, ProofOfWork};
 use medledger::store::Store;
 use medledger::tx::{Keypair, Payload, Transaction};
 
@@ -264,20 +267,8 @@ fn crash_points(trace: &[OpKind]) -> Vec<(u64, Tear)> {
 // ---------------------------------------------------------------------------------------------
 // The chain workload: blocks mined once, appended in a fixed order with a reorganisation.
 
-fn engine() -> ProofOfWork {
-    ProofOfWork::new(
-        RetargetParams::builder()
-            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
-            .no_retargeting(true)
-            .build()
-            .unwrap(),
-    )
-}
-
 fn builder() -> ChainBuilder<ProofOfWork> {
-    ChainBuilder::new("crash-chain", engine())
-        .genesis_time(T0)
-        .clock(Arc::new(ManualClock::new(T0 + 10_000_000)))
+    pow_setup::builder("crash-chain", T0, T0 + 10_000_000)
 }
 
 struct Workload {

@@ -5,13 +5,16 @@
 #[path = "chain.rs"]
 mod chain_suite;
 
+// The included chain suite brings the shared Proof-of-Work setup.
+use chain_suite::pow_setup::engine;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use medledger::chain::{Chain, ChainBuilder};
 use medledger::file_store::{FileStore, FileStoreError, SyncPolicy, MAX_RECORD_LEN};
 use medledger::hash::Digest;
-use medledger::pow::{CompactTarget, ProofOfWork, RetargetParams};
+use medledger::pow::ProofOfWork;
 use medledger::store::Store;
 use medledger::tx::{Keypair, Payload, Transaction};
 
@@ -38,16 +41,6 @@ fn store_under_test() -> Box<dyn Store> {
 }
 
 const T0: u64 = 1_750_000_000;
-
-fn engine() -> ProofOfWork {
-    ProofOfWork::new(
-        RetargetParams::builder()
-            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
-            .no_retargeting(true)
-            .build()
-            .unwrap(),
-    )
-}
 
 fn build(store: FileStore) -> Chain<ProofOfWork> {
     ChainBuilder::new("file-chain", engine())

@@ -2,6 +2,10 @@
 //! one test per limit, at the limit (accepted, or refused for another reason than size) and one
 //! past it (refused with the limit's own error).
 
+#[path = "support/pow.rs"]
+mod pow_setup;
+use pow_setup::engine;
+
 use std::sync::Arc;
 
 use medledger::block::{
@@ -14,7 +18,7 @@ use medledger::hash::{BlockHash, ChainId, Digest, StateRoot, TxId};
 use medledger::merkle::{
     self, merkle_root, MerkleError, MerkleProof, IDS_PER_CHUNK, MAX_PROOF_LEAVES,
 };
-use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams, MAX_FUTURE_BLOCK_TIME};
+use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, MAX_FUTURE_BLOCK_TIME};
 use medledger::pseudonym::{Context, Epoch, LinkStatement, PatientSecret, Recipient};
 use medledger::purpose::PurposeOfUse;
 use medledger::smt::{self, StateProof};
@@ -275,16 +279,6 @@ fn link_statement_length() {
     let bytes = codec::encode(&st);
     assert!(bytes.len() <= LinkStatement::MAX_ENCODED_LEN);
     input_limit::<LinkStatement>(bytes, LinkStatement::MAX_ENCODED_LEN);
-}
-
-fn engine() -> ProofOfWork {
-    ProofOfWork::new(
-        RetargetParams::builder()
-            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
-            .no_retargeting(true)
-            .build()
-            .unwrap(),
-    )
 }
 
 fn chain(max_reorg_depth: u64, clock: Arc<ManualClock>) -> Chain<ProofOfWork> {

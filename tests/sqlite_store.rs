@@ -8,9 +8,11 @@ mod sqlite_store;
 #[path = "chain.rs"]
 mod chain_suite;
 
+// The included chain suite brings the shared Proof-of-Work setup.
+use chain_suite::pow_setup::engine;
+
 use medledger::chain::ChainBuilder;
 use medledger::hash::Digest;
-use medledger::pow::{CompactTarget, ProofOfWork, RetargetParams};
 use medledger::store::Store;
 use medledger::tx::{Keypair, Payload, Transaction};
 use sqlite_store::SqliteStore;
@@ -21,16 +23,6 @@ fn store_under_test() -> Box<dyn Store> {
 }
 
 const T0: u64 = 1_750_000_000;
-
-fn engine() -> ProofOfWork {
-    ProofOfWork::new(
-        RetargetParams::builder()
-            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
-            .no_retargeting(true)
-            .build()
-            .unwrap(),
-    )
-}
 
 #[test]
 fn reopened_database_resumes_beside_the_applications_tables() {

@@ -87,19 +87,7 @@ impl Exec<'_> {
                 return Err(AccessError::NotThePatient(patient));
             }
         }
-        if terms.actions.is_empty() {
-            return Err(AccessError::Empty("actions"));
-        }
-        if terms.purposes.is_empty() {
-            return Err(AccessError::Empty("purposes"));
-        }
-        terms.period.check()?;
-        if terms.period.end <= self.cx.time {
-            return Err(AccessError::PeriodOver {
-                end: terms.period.end,
-                now: self.cx.time,
-            });
-        }
+        self.check_actions_purposes_period(&terms.actions, &terms.purposes, &terms.period)?;
         let scope = self.normalise_scope(&terms.scope, patient, terms.relationship)?;
         let id = DelegationId::of_tx(self.cx.tx_id);
         self.s.delegations.insert(

@@ -501,24 +501,36 @@ impl Exec<'_> {
         }
     }
 
+    /// Refuses empty `actions` or `purposes`, and a `period` that is malformed or already over;
+    /// the checks grants and delegations share, in this order.
+    pub(super) fn check_actions_purposes_period(
+        &self,
+        actions: &ActionSet,
+        purposes: &PurposeSet,
+        period: &Period,
+    ) -> Result<(), AccessError> {
+        if actions.is_empty() {
+            return Err(AccessError::Empty("actions"));
+        }
+        if purposes.is_empty() {
+            return Err(AccessError::Empty("purposes"));
+        }
+        period.check()?;
+        if period.end <= self.cx.time {
+            return Err(AccessError::PeriodOver {
+                end: period.end,
+                now: self.cx.time,
+            });
+        }
+        Ok(())
+    }
+
     fn normalise_terms(
         &self,
         terms: &GrantTerms,
         rel: &Relationship,
     ) -> Result<GrantTerms, AccessError> {
-        if terms.actions.is_empty() {
-            return Err(AccessError::Empty("actions"));
-        }
-        if terms.purposes.is_empty() {
-            return Err(AccessError::Empty("purposes"));
-        }
-        terms.period.check()?;
-        if terms.period.end <= self.cx.time {
-            return Err(AccessError::PeriodOver {
-                end: terms.period.end,
-                now: self.cx.time,
-            });
-        }
+        self.check_actions_purposes_period(&terms.actions, &terms.purposes, &terms.period)?;
         let scope = self.normalise_scope(&terms.scope, rel.patient, Some(rel.id))?;
         let mut provisions = Vec::with_capacity(terms.provisions.len());
         let mut depth: Vec<usize> = Vec::with_capacity(terms.provisions.len());
@@ -717,6 +729,11 @@ mod tests {
         c.h.decide(&c.specialist, &c.patient, p, Action::Read, purpose)
     }
 
+    /// A grant of `terms` that no delegation stands behind.
+    fn grant_op(terms: GrantTerms) -> AccessOp {
+        AccessOp::Grant { terms, under: None }
+    }
+
     #[test]
     fn deny_overrides_permit_and_nested_provisions_are_exceptions() {
         let mut c = Cast::new();
@@ -833,13 +850,7 @@ mod tests {
             .treat_terms(rel, 30)
             .with_provision(Provision::new(ProvisionKind::Deny).under(0));
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: forward,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(forward)),
             AccessError::InvalidProvision { index: 0, .. }
         ));
         let mut deep = c
@@ -849,13 +860,7 @@ mod tests {
             deep = deep.with_provision(Provision::new(ProvisionKind::Permit).under(i));
         }
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: deep,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(deep)),
             AccessError::InvalidProvision {
                 why: "nested too deep",
                 ..
@@ -871,74 +876,38 @@ mod tests {
         // Nobody but the patient grants (no unauthenticated permission change).
         for who in [&c.hospital, &c.specialist, &c.guardian] {
             assert_eq!(
-                c.h.refused(
-                    who,
-                    AccessOp::Grant {
-                        terms: terms.clone(),
-                        under: None
-                    }
-                ),
+                c.h.refused(who, grant_op(terms.clone())),
                 AccessError::NotThePatient(who.account())
             );
         }
         let mut t = terms.clone();
         t.actions = ActionSet::new();
         assert_eq!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::Empty("actions")
         );
         let mut t = terms.clone();
         t.period = Period::new(0, c.h.time).unwrap();
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::PeriodOver { .. }
         ));
         let mut t = terms.clone();
         t.scope = Scope::pointers(&[lab, lab]);
         assert_eq!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::Duplicate("scope")
         );
         let mut t = terms.clone();
         t.scope = Scope::pointers(&[PointerId::default()]);
         assert_eq!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::UnknownPointer(PointerId::default())
         );
         let mut t = terms.clone();
         t.viewer = Viewer::Account(crate::access::tests::key(99).account());
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::NotRegistered(_)
         ));
         // A pending relationship takes no grants.
@@ -952,13 +921,7 @@ mod tests {
         let mut t = terms;
         t.relationship = clinic_rel;
         assert!(matches!(
-            c.h.refused(
-                &c.patient,
-                AccessOp::Grant {
-                    terms: t,
-                    under: None
-                }
-            ),
+            c.h.refused(&c.patient, grant_op(t)),
             AccessError::WrongStatus { .. }
         ));
     }
@@ -1056,7 +1019,7 @@ mod tests {
         }
         let terms = c.treat_terms(rel, 1);
         assert!(matches!(
-            c.h.refused(&c.patient, AccessOp::Grant { terms, under: None }),
+            c.h.refused(&c.patient, grant_op(terms)),
             AccessError::LimitReached { .. }
         ));
         // Two days later they have all expired: room again.

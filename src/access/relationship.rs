@@ -157,6 +157,22 @@ pub struct Pointer {
     pub added: Stamp,
 }
 
+/// Refuses relationship `id` unless it is pending or accepted (not rejected, not terminated).
+fn ensure_open(id: RelationshipId, rel: &Relationship) -> Result<(), AccessError> {
+    let status = rel.status();
+    if !matches!(
+        status,
+        RelationshipStatus::Pending | RelationshipStatus::Accepted
+    ) {
+        return Err(AccessError::WrongStatus {
+            relationship: id,
+            status,
+            expected: "pending or accepted",
+        });
+    }
+    Ok(())
+}
+
 impl Exec<'_> {
     pub(super) fn create_relationship(&mut self, patient: AccountId) -> Result<(), AccessError> {
         let provider = self.actor();
@@ -265,17 +281,7 @@ impl Exec<'_> {
         if by != rel.patient && by != rel.provider {
             return Err(AccessError::NotAParty(by));
         }
-        let status = rel.status();
-        if !matches!(
-            status,
-            RelationshipStatus::Pending | RelationshipStatus::Accepted
-        ) {
-            return Err(AccessError::WrongStatus {
-                relationship: id,
-                status,
-                expected: "pending or accepted",
-            });
-        }
+        ensure_open(id, &rel)?;
         rel.termination = Some(Termination {
             by,
             at: self.stamp(),
@@ -316,17 +322,7 @@ impl Exec<'_> {
         if rel.provider != actor {
             return Err(AccessError::NotTheProvider(actor));
         }
-        let status = rel.status();
-        if !matches!(
-            status,
-            RelationshipStatus::Pending | RelationshipStatus::Accepted
-        ) {
-            return Err(AccessError::WrongStatus {
-                relationship: id,
-                status,
-                expected: "pending or accepted",
-            });
-        }
+        ensure_open(id, &rel)?;
         record.data_period.check()?;
         let pointer = PointerId::of_tx(self.cx.tx_id);
         let origin = match replaces {

@@ -1051,6 +1051,24 @@ impl Node {
         let Some(mut bft) = self.epoch.shard.take() else {
             return;
         };
+        let stage = bft.stage;
+        if self.step_bft(&mut bft, stage, input, now, host, out) {
+            self.send_shard_result(&bft, out);
+        }
+        self.epoch.shard = Some(bft);
+    }
+
+    /// Drives `bft` (of `stage`) with `input` at `now`: broadcasts what it sends to its
+    /// members and reports what it decides. Returns whether it decided just now.
+    fn step_bft(
+        &mut self,
+        bft: &mut Bft,
+        stage: Stage,
+        input: Option<(PublicKey, Message)>,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Output>,
+    ) -> bool {
         let was_decided = bft.decided.is_some();
         let outs = {
             let mut ctx = Ctx {
@@ -1060,9 +1078,9 @@ impl Node {
                 params: &self.params,
                 epoch: &self.epoch,
                 max_shard_txs: self.max_shard_txs,
-                stage: bft.stage,
+                stage,
             };
-            Self::drive(&mut bft, input, now, &mut ctx)
+            Self::drive(bft, input, now, &mut ctx)
         };
         let members = bft.members.clone();
         for o in outs {
@@ -1070,16 +1088,13 @@ impl Node {
                 BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
                 BftOut::Decided { round, value } => out.push(Output::Decided {
                     height: bft.height,
-                    stage: bft.stage,
+                    stage,
                     round,
                     value,
                 }),
             }
         }
-        if !was_decided && bft.decided.is_some() {
-            self.send_shard_result(&bft, out);
-        }
-        self.epoch.shard = Some(bft);
+        !was_decided && bft.decided.is_some()
     }
 
     fn send_shard_result(&mut self, bft: &Bft, out: &mut Vec<Output>) {
@@ -1136,32 +1151,7 @@ impl Node {
         let Some(mut bft) = self.epoch.fin.take() else {
             return;
         };
-        let was_decided = bft.decided.is_some();
-        let outs = {
-            let mut ctx = Ctx {
-                keypair: &self.keypair,
-                key: self.key,
-                host,
-                params: &self.params,
-                epoch: &self.epoch,
-                max_shard_txs: self.max_shard_txs,
-                stage: Stage::Final,
-            };
-            Self::drive(&mut bft, input, now, &mut ctx)
-        };
-        let members = bft.members.clone();
-        for o in outs {
-            match o {
-                BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
-                BftOut::Decided { round, value } => out.push(Output::Decided {
-                    height: bft.height,
-                    stage: Stage::Final,
-                    round,
-                    value,
-                }),
-            }
-        }
-        if !was_decided && bft.decided.is_some() {
+        if self.step_bft(&mut bft, Stage::Final, input, now, host, out) {
             self.epoch.settle_until = Some(now.saturating_add(self.timing.settle));
         }
         self.epoch.fin = Some(bft);

@@ -10,6 +10,29 @@ use core::cmp::Ordering;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub(crate) struct U256([u64; 4]);
 
+/// The 8 bytes of `b` from offset `o`.
+const fn eight_at(b: &[u8; 32], o: usize) -> [u8; 8] {
+    [
+        b[o],
+        b[o + 1],
+        b[o + 2],
+        b[o + 3],
+        b[o + 4],
+        b[o + 5],
+        b[o + 6],
+        b[o + 7],
+    ]
+}
+
+/// Writes `bytes` into `out` from offset `o`.
+const fn put_eight_at(out: &mut [u8; 32], o: usize, bytes: [u8; 8]) {
+    let mut j = 0;
+    while j < 8 {
+        out[o + j] = bytes[j];
+        j += 1;
+    }
+}
+
 impl U256 {
     /// Zero.
     pub(crate) const ZERO: Self = Self([0; 4]);
@@ -53,16 +76,7 @@ impl U256 {
         while i < 4 {
             // Limb i holds bytes 24 - 8i .. 32 - 8i.
             let o = 24 - 8 * i;
-            limbs[i] = u64::from_be_bytes([
-                b[o],
-                b[o + 1],
-                b[o + 2],
-                b[o + 3],
-                b[o + 4],
-                b[o + 5],
-                b[o + 6],
-                b[o + 7],
-            ]);
+            limbs[i] = u64::from_be_bytes(eight_at(&b, o));
             i += 1;
         }
         Self(limbs)
@@ -74,16 +88,7 @@ impl U256 {
         let mut i = 0;
         while i < 4 {
             let o = 8 * i;
-            limbs[i] = u64::from_le_bytes([
-                b[o],
-                b[o + 1],
-                b[o + 2],
-                b[o + 3],
-                b[o + 4],
-                b[o + 5],
-                b[o + 6],
-                b[o + 7],
-            ]);
+            limbs[i] = u64::from_le_bytes(eight_at(&b, o));
             i += 1;
         }
         Self(limbs)
@@ -94,13 +99,7 @@ impl U256 {
         let mut out = [0u8; 32];
         let mut i = 0;
         while i < 4 {
-            let bytes = self.0[i].to_be_bytes();
-            let o = 24 - 8 * i;
-            let mut j = 0;
-            while j < 8 {
-                out[o + j] = bytes[j];
-                j += 1;
-            }
+            put_eight_at(&mut out, 24 - 8 * i, self.0[i].to_be_bytes());
             i += 1;
         }
         out
@@ -111,12 +110,7 @@ impl U256 {
         let mut out = [0u8; 32];
         let mut i = 0;
         while i < 4 {
-            let bytes = self.0[i].to_le_bytes();
-            let mut j = 0;
-            while j < 8 {
-                out[8 * i + j] = bytes[j];
-                j += 1;
-            }
+            put_eight_at(&mut out, 8 * i, self.0[i].to_le_bytes());
             i += 1;
         }
         out

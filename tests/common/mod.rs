@@ -3,6 +3,10 @@
 //! out of a block template, and a block forced to include them refused by `append`).
 #![allow(dead_code)]
 
+#[path = "../support/pow.rs"]
+mod pow_setup;
+pub use pow_setup::engine;
+
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -15,23 +19,12 @@ use medledger::block::Block;
 use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
 use medledger::hash::{AccountId, BlockHash, StateRoot};
 use medledger::merkle::merkle_root;
-use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams};
+use medledger::pow::{PowSeal, ProofOfWork};
 use medledger::state::{Event, StateError};
 use medledger::tx::{Keypair, Payload, Transaction};
 
 pub const T0: u64 = 1_767_225_600;
 pub const DAY: u64 = 86_400;
-
-/// About 1 in 256 hashes meets this target: mining is instant.
-pub fn engine() -> ProofOfWork {
-    ProofOfWork::new(
-        RetargetParams::builder()
-            .pow_limit(CompactTarget::from_consensus(0x2000_ffff))
-            .no_retargeting(true)
-            .build()
-            .unwrap(),
-    )
-}
 
 pub struct Net {
     pub chain: Chain<ProofOfWork>,
