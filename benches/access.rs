@@ -20,12 +20,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use medledger::access::{
-    AccessOp, Action, ActionSet, Basis, Category, GrantId, GrantTerms, Identity,
-    IdentityCommitment, Period, PointerId, PurposeSet, RecordPointer, RelationshipId, Role, Scope,
-    Viewer,
+    AccessOp, Action, ActionSet, Basis, GrantId, GrantTerms, Identity, IdentityCommitment, Period,
+    PointerId, PurposeSet, RelationshipId, Role, Scope, Viewer,
 };
 use medledger::chain::{Chain, ChainBuilder, ManualClock};
-use medledger::hash::{AccountId, Digest};
+use medledger::hash::AccountId;
 use medledger::pow::ProofOfWork;
 use medledger::purpose::PurposeOfUse;
 use medledger::tx::{Keypair, Payload, Transaction};
@@ -33,7 +32,7 @@ use medledger::tx::{Keypair, Payload, Transaction};
 #[path = "support/access_state.rs"]
 mod access_state;
 
-use access_state::{build_state, name, shuffled, DAY, T0};
+use access_state::{build_state, lab_record_op, name, shuffled, DAY, T0};
 
 fn bench_decide(c: &mut Criterion, label: &str, n: u64) {
     let started = Instant::now();
@@ -184,22 +183,7 @@ fn bench_block(c: &mut Criterion) {
                 patient: p.account(),
             },
         ));
-        let add = net.sign(
-            &provider,
-            2 + 2 * i as u64,
-            AccessOp::AddPointer {
-                relationship: rel,
-                record: RecordPointer {
-                    query: format!("SELECT * FROM labs WHERE id = {i}")
-                        .try_into()
-                        .unwrap(),
-                    content_hash: Digest::from_bytes([7; 32]),
-                    category: Category::Laboratory,
-                    data_period: Period::new(T0 - DAY, T0).unwrap(),
-                },
-                replaces: None,
-            },
-        );
+        let add = net.sign(&provider, 2 + 2 * i as u64, lab_record_op(rel, i as u64));
         pointers.push(PointerId::of_tx(add.id()));
         txs.push(add);
     }

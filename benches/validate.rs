@@ -9,12 +9,16 @@
 
 use std::sync::Arc;
 
+#[path = "support/data_txs.rs"]
+mod data_txs;
+
+use data_txs::signed_data_txs;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ed25519_dalek::VerifyingKey;
 use medledger::chain::{Chain, ChainBuilder, ManualClock};
-use medledger::hash::Digest;
 use medledger::pow::ProofOfWork;
-use medledger::tx::{Keypair, Payload, Transaction, BATCH_CHUNK};
+use medledger::tx::BATCH_CHUNK;
 
 const TXS: usize = 2048;
 const T0: u64 = 1_750_000_000;
@@ -29,25 +33,7 @@ fn bench_block(c: &mut Criterion, signers: usize) {
             .unwrap()
     };
     let mut chain = new_chain();
-    let keys: Vec<Keypair> = (0..signers)
-        .map(|i| {
-            let mut seed = [0u8; 32];
-            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            Keypair::from_seed(&seed)
-        })
-        .collect();
-    let txs: Vec<Transaction> = (0..TXS)
-        .map(|i| {
-            Transaction::sign(
-                &keys[i % signers],
-                chain.chain_id(),
-                (i / signers) as u64,
-                Payload::Data {
-                    record: Digest::from_bytes(*blake3::hash(&i.to_le_bytes()).as_bytes()),
-                },
-            )
-        })
-        .collect();
+    let txs = signed_data_txs(chain.chain_id(), TXS, signers);
     let block = chain.mine(txs.clone(), T0 + 600).unwrap();
     assert_eq!(block.txs.len(), TXS);
     let bytes = block.encode();

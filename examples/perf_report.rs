@@ -15,14 +15,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use medledger::chain::{Chain, ChainBuilder, ManualClock};
-use medledger::hash::{Digest, TxId};
+use medledger::hash::TxId;
 use medledger::merkle::merkle_root;
 use medledger::pow::{self, Miner, ProofOfWork, Target};
-use medledger::tx::{Keypair, Payload, Transaction, BATCH_CHUNK};
+use medledger::tx::BATCH_CHUNK;
 use sha2::digest::generic_array::GenericArray;
 
 #[path = "../benches/support/access_state.rs"]
 mod access_state;
+#[path = "../benches/support/data_txs.rs"]
+mod data_txs;
+
+use data_txs::signed_data_txs;
 
 const ROUNDS: usize = 5;
 const T0: u64 = 1_750_000_000;
@@ -141,34 +145,12 @@ fn pow_chain(clock: &Arc<ManualClock>) -> Chain<ProofOfWork> {
         .expect("valid configuration")
 }
 
-fn signed_data_txs(chain: &Chain<ProofOfWork>, n: usize, signers: usize) -> Vec<Transaction> {
-    let keys: Vec<Keypair> = (0..signers)
-        .map(|i| {
-            let mut seed = [7u8; 32];
-            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            Keypair::from_seed(&seed)
-        })
-        .collect();
-    (0..n)
-        .map(|i| {
-            Transaction::sign(
-                &keys[i % signers],
-                chain.chain_id(),
-                (i / signers) as u64,
-                Payload::Data {
-                    record: Digest::from_bytes(*blake3::hash(&i.to_le_bytes()).as_bytes()),
-                },
-            )
-        })
-        .collect()
-}
-
 fn p2_validation(rows: &mut Vec<Row>) {
     const TXS: usize = 2048;
     for signers in [TXS, 64] {
         let clock = Arc::new(ManualClock::new(T0 + 3600));
         let mut chain = pow_chain(&clock);
-        let txs = signed_data_txs(&chain, TXS, signers);
+        let txs = signed_data_txs(chain.chain_id(), TXS, signers);
         let block = chain
             .mine(txs.clone(), T0 + 600)
             .expect("valid transactions");
@@ -441,7 +423,7 @@ fn p7_replay(rows: &mut Vec<Row>, grant_state_bytes: Option<u64>) {
     const PER_BLOCK: usize = 400;
     let clock = Arc::new(ManualClock::new(T0 + 10_000_000));
     let mut chain = pow_chain(&clock);
-    let all = signed_data_txs(&chain, BLOCKS * PER_BLOCK, 256);
+    let all = signed_data_txs(chain.chain_id(), BLOCKS * PER_BLOCK, 256);
     for (i, txs) in all.chunks(PER_BLOCK).enumerate() {
         let b = chain
             .mine(txs.to_vec(), T0 + 600 * (i as u64 + 1))

@@ -27,6 +27,22 @@ pub fn name(s: String) -> Name {
     Name::try_from(s).expect("short name")
 }
 
+/// The provider adds patient `i`'s laboratory record to relationship `rel`.
+pub fn lab_record_op(rel: RelationshipId, i: u64) -> AccessOp {
+    AccessOp::AddPointer {
+        relationship: rel,
+        record: RecordPointer {
+            query: format!("SELECT * FROM labs WHERE id = {i}")
+                .try_into()
+                .unwrap(),
+            content_hash: Digest::from_bytes([7; 32]),
+            category: Category::Laboratory,
+            data_period: Period::new(T0 - DAY, T0).unwrap(),
+        },
+        replaces: None,
+    }
+}
+
 /// A state with `n` patients, each with an accepted relationship to one of the providers, one
 /// record, and a grant to one of the viewers; returns it with the (viewer, patient, pointer)
 /// triples.
@@ -84,18 +100,7 @@ pub fn build_state(n: u64) -> (State, Vec<(AccountId, AccountId, PointerId)>) {
         };
         apply(&mut state, provider, create, next_tx());
         let tx = next_tx();
-        let add = AccessOp::AddPointer {
-            relationship: rel,
-            record: RecordPointer {
-                query: format!("SELECT * FROM labs WHERE id = {i}")
-                    .try_into()
-                    .unwrap(),
-                content_hash: Digest::from_bytes([7; 32]),
-                category: Category::Laboratory,
-                data_period: Period::new(T0 - DAY, T0).unwrap(),
-            },
-            replaces: None,
-        };
+        let add = lab_record_op(rel, i);
         apply(&mut state, provider, add, tx);
         let pointer = PointerId::of_tx(tx);
         apply(
