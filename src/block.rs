@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, BoundedVec, Canonical, DecodeError};
 use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
 use crate::merkle::{merkle_root, MerkleError, MerkleProof};
-use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
+use crate::tx::{self, AppPayload, KeyCache, Transaction, TxError, VerifiedTx};
 
 /// The header format this build writes and accepts.
 pub const HEADER_VERSION: u32 = 1;
@@ -66,16 +66,21 @@ impl<S: Serialize + DeserializeOwned> Canonical for Header<S> {
     const MAX_ENCODED_LEN: usize = MAX_HEADER_LEN;
 }
 
-/// A block as decoded: nothing about it is trusted yet.
+/// A block as decoded: nothing about it is trusted yet. `S` is the consensus engine's seal, `P`
+/// the application's transaction payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Block<S> {
+#[serde(bound(
+    serialize = "S: Serialize, P: AppPayload",
+    deserialize = "S: DeserializeOwned, P: AppPayload"
+))]
+pub struct Block<S, P> {
     /// The header.
     pub header: Header<S>,
     /// The transactions, in order.
-    pub txs: BoundedVec<Transaction, MAX_BLOCK_TXS>,
+    pub txs: BoundedVec<Transaction<P>, MAX_BLOCK_TXS>,
 }
 
-impl<S: Serialize + DeserializeOwned> Canonical for Block<S> {
+impl<S: Serialize + DeserializeOwned, P: AppPayload> Canonical for Block<S, P> {
     const NAME: &'static str = "block";
     const MAX_ENCODED_LEN: usize = MAX_BLOCK_LEN;
 }
@@ -127,7 +132,7 @@ pub enum StructureError {
     Tx(#[from] TxError),
 }
 
-impl<S: Serialize + DeserializeOwned> Block<S> {
+impl<S: Serialize + DeserializeOwned, P: AppPayload> Block<S, P> {
     /// Decodes a block from its canonical encoding.
     ///
     /// # Errors
@@ -156,7 +161,7 @@ impl<S: Serialize + DeserializeOwned> Block<S> {
     /// # Errors
     ///
     /// [`StructureError`] naming the first problem.
-    pub fn check_structure(self, chain_id: ChainId) -> Result<CheckedBlock<S>, StructureError> {
+    pub fn check_structure(self, chain_id: ChainId) -> Result<CheckedBlock<S, P>, StructureError> {
         self.check_structure_cached(chain_id, &KeyCache::new(0))
     }
 
@@ -170,7 +175,7 @@ impl<S: Serialize + DeserializeOwned> Block<S> {
         self,
         chain_id: ChainId,
         keys: &KeyCache,
-    ) -> Result<CheckedBlock<S>, StructureError> {
+    ) -> Result<CheckedBlock<S, P>, StructureError> {
         // A decoded block is within these limits already; one built in memory may not be.
         let header_len = 1 + codec::body_len(&self.header);
         if header_len > MAX_HEADER_LEN {
@@ -223,19 +228,19 @@ impl<S: Serialize + DeserializeOwned> Block<S> {
 
 /// A block whose structure and signatures have been verified ([`Block::check_structure`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CheckedBlock<S> {
+pub struct CheckedBlock<S, P> {
     header: Header<S>,
-    txs: Vec<VerifiedTx>,
+    txs: Vec<VerifiedTx<P>>,
     hash: BlockHash,
 }
 
-impl<S: Serialize + Clone> CheckedBlock<S> {
+impl<S: Serialize + Clone, P: AppPayload> CheckedBlock<S, P> {
     /// The header.
     pub fn header(&self) -> &Header<S> {
         &self.header
     }
     /// The verified transactions, in order.
-    pub fn txs(&self) -> &[VerifiedTx] {
+    pub fn txs(&self) -> &[VerifiedTx<P>] {
         &self.txs
     }
     /// The block hash.
@@ -243,7 +248,7 @@ impl<S: Serialize + Clone> CheckedBlock<S> {
         self.hash
     }
     /// Back to the plain (encodable) block.
-    pub fn to_block(&self) -> Block<S> {
+    pub fn to_block(&self) -> Block<S, P> {
         Block {
             header: self.header.clone(),
             txs: BoundedVec::try_from(
@@ -270,14 +275,15 @@ impl<S: Serialize + Clone> CheckedBlock<S> {
 mod tests {
     use super::*;
     use crate::hash::Digest;
-    use crate::tx::{Keypair, Payload};
+    use crate::tx::testing::{Payload, Transaction};
+    use crate::tx::Keypair;
     use proptest::prelude::*;
 
     fn chain() -> ChainId {
         ChainId::from_bytes([3; 32])
     }
 
-    fn block(n: usize) -> Block<u64> {
+    fn block(n: usize) -> Block<u64, Payload> {
         let k = Keypair::from_seed(&[5; 32]);
         let txs: Vec<Transaction> = (0..n)
             .map(|i| {

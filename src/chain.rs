@@ -1,9 +1,12 @@
 //! The chain: genesis, validation and append, fork choice, reorganisation and replay.
 //!
+//! The chain is generic over its consensus engine `C` and its [`Application`] `A`; the crate
+//! root names the MedRec instantiation ([`medledger::ChainBuilder`](crate::ChainBuilder)).
+//!
 //! ```
-//! use medledger::chain::ChainBuilder;
+//! use medledger::{ChainBuilder, Payload, Transaction};
 //! use medledger::pow::ProofOfWork;
-//! use medledger::tx::{Keypair, Payload, Transaction};
+//! use medledger::tx::Keypair;
 //! use medledger::hash::Digest;
 //!
 //! let mut chain = ChainBuilder::new("example", ProofOfWork::regtest()).genesis_time(1_700_000_000).build()?;
@@ -19,15 +22,16 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use crate::app::Application;
 use crate::block::{Block, CheckedBlock, Header, StructureError, HEADER_VERSION};
 use crate::codec::{BoundedVec, DecodeError};
 use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
 use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
 use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
-use crate::state::{BlockUndo, Event, State, StateError, TxFailure};
+use crate::state::{BlockUndo, State, StateError, TxFailure};
 use crate::store::{MemoryStore, Store, StoreError};
-use crate::tx::{self, KeyCache, PublicKey, Transaction, TxError, VerifiedTx};
+use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
 
 /// The default limit on how many blocks a reorganisation may roll back.
 pub const DEFAULT_MAX_REORG_DEPTH: u64 = 100;
@@ -72,9 +76,11 @@ impl Clock for ManualClock {
 }
 
 /// Why the chain refused a block or an operation. The chain and state are unchanged.
+///
+/// `E` is the application's refusal ([`Application::Error`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ChainError {
+pub enum ChainError<E: std::error::Error + 'static> {
     /// The bytes are not a block.
     #[error("undecodable block: {0}")]
     Decode(#[from] DecodeError),
@@ -108,7 +114,7 @@ pub enum ChainError {
         block: BlockHash,
         /// Which transaction and why.
         #[source]
-        failure: Box<TxFailure>,
+        failure: Box<TxFailure<E>>,
     },
     /// The header's state root differs from the state the transactions produce.
     #[error("block {block}: header state root {header} differs from computed {computed}")]
@@ -147,36 +153,47 @@ pub enum ChainError {
     Config(String),
 }
 
-/// What happened to the main chain, for embedders to notify their users.
+/// What happened to the main chain, for embedders to notify their users. `Ev` is the
+/// application's event ([`Application::Event`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AppliedBlock {
+pub struct AppliedBlock<Ev> {
     /// The block.
     pub hash: BlockHash,
     /// Its height.
     pub height: u64,
     /// Events of each transaction, in block order.
-    pub events: Vec<(TxId, Vec<Event>)>,
+    pub events: Vec<(TxId, Vec<Ev>)>,
 }
 
 /// The result of a successful [`Chain::append`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Appended {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended<Ev> {
     /// Main-chain blocks rolled back (tip first), if the chain reorganised.
     pub reverted: Vec<BlockHash>,
     /// Blocks newly applied to the main chain, in height order.
-    pub applied: Vec<AppliedBlock>,
+    pub applied: Vec<AppliedBlock<Ev>>,
 }
 
-impl Appended {
+impl<Ev> Default for Appended<Ev> {
+    fn default() -> Self {
+        Self {
+            reverted: Vec::new(),
+            applied: Vec::new(),
+        }
+    }
+}
+
+impl<Ev> Appended<Ev> {
     /// Whether the block went to a side branch (valid structure, not heavier).
     pub fn is_side_branch(&self) -> bool {
         self.applied.is_empty()
     }
 }
 
-/// A block ready to be sealed: everything but the seal.
+/// A block ready to be sealed: everything but the seal. `P` is the application's payload, `E`
+/// its refusal.
 #[derive(Clone, Debug)]
-pub struct BlockTemplate {
+pub struct BlockTemplate<P, E> {
     /// Height.
     pub height: u64,
     /// Parent hash.
@@ -188,12 +205,12 @@ pub struct BlockTemplate {
     /// Timestamp.
     pub timestamp: u64,
     /// Included transactions.
-    pub txs: Vec<Transaction>,
+    pub txs: Vec<Transaction<P>>,
     /// Transactions left out because they fail against the state, with the reason.
-    pub rejected: Vec<(Transaction, StateError)>,
+    pub rejected: Vec<(Transaction<P>, StateError<E>)>,
 }
 
-impl BlockTemplate {
+impl<P: crate::tx::AppPayload, E> BlockTemplate<P, E> {
     /// The header with `seal`.
     pub fn header<S>(&self, seal: S) -> Header<S> {
         Header {
@@ -209,7 +226,7 @@ impl BlockTemplate {
     }
 
     /// The block with `seal`.
-    pub fn seal<S>(self, seal: S) -> Block<S> {
+    pub fn seal<S>(self, seal: S) -> Block<S, P> {
         let header = self.header(seal);
         Block {
             header,
@@ -224,19 +241,31 @@ struct Entry<S> {
 }
 
 /// Configures and builds a [`Chain`].
-pub struct ChainBuilder<C: Consensus> {
+pub struct ChainBuilder<C: Consensus, A: Application> {
     name: String,
     engine: C,
     genesis_time: u64,
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     max_reorg_depth: u64,
-    authorities: Vec<(String, PublicKey)>,
+    genesis: A::Genesis,
 }
 
-impl<C: Consensus> ChainBuilder<C> {
-    /// A chain called `name` (its id is derived from the name) run by `engine`.
+impl<C: Consensus, A: Application> ChainBuilder<C, A>
+where
+    A::Genesis: Default,
+{
+    /// A chain called `name` (its id is derived from the name) run by `engine`, with the
+    /// application's default genesis configuration.
     pub fn new(name: impl Into<String>, engine: C) -> Self {
+        Self::with_app(name, engine, A::Genesis::default())
+    }
+}
+
+impl<C: Consensus, A: Application> ChainBuilder<C, A> {
+    /// A chain called `name` (its id is derived from the name) run by `engine`, whose genesis
+    /// state the application builds from `genesis`.
+    pub fn with_app(name: impl Into<String>, engine: C, genesis: A::Genesis) -> Self {
         Self {
             name: name.into(),
             engine,
@@ -244,8 +273,12 @@ impl<C: Consensus> ChainBuilder<C> {
             store: Box::new(MemoryStore::new()),
             clock: Arc::new(SystemClock),
             max_reorg_depth: DEFAULT_MAX_REORG_DEPTH,
-            authorities: Vec::new(),
+            genesis,
         }
+    }
+    /// The application's genesis configuration, to change before building.
+    pub fn genesis_config_mut(&mut self) -> &mut A::Genesis {
+        &mut self.genesis
     }
     /// The genesis block's timestamp.
     pub fn genesis_time(mut self, t: u64) -> Self {
@@ -273,43 +306,22 @@ impl<C: Consensus> ChainBuilder<C> {
         self.max_reorg_depth = depth;
         self
     }
-    /// Adds a health authority, registered in the genesis state with its public name: it
-    /// certifies providers (see [`access::registrar`](crate::access::registrar)). The genesis
-    /// header's state root commits to the authorities.
-    pub fn authority(mut self, name: impl Into<String>, key: PublicKey) -> Self {
-        self.authorities.push((name.into(), key));
-        self
-    }
-
     /// Builds the chain: creates genesis, or reopens the store and replays it.
     ///
     /// # Errors
     ///
-    /// [`ChainError::Config`] for an empty name or an invalid authority (empty or over-long
-    /// name, weak key, duplicate), [`ChainError::GenesisMismatch`] if the store holds another
-    /// chain, [`ChainError::Store`] if it fails.
-    pub fn build(self) -> Result<Chain<C>, ChainError> {
+    /// [`ChainError::Config`] for an empty name or a genesis configuration the application
+    /// refuses, [`ChainError::GenesisMismatch`] if the store holds another chain,
+    /// [`ChainError::Store`] if it fails.
+    pub fn build(self) -> Result<Chain<C, A>, ChainError<A::Error>> {
         if self.name.is_empty() || self.name.len() > 256 {
             return Err(ChainError::Config(
                 "chain name must be 1 to 256 bytes".into(),
             ));
         }
-        let mut authorities: Vec<(crate::access::Name, PublicKey)> = Vec::new();
-        for (name, key) in &self.authorities {
-            let bad = |why: &str| ChainError::Config(format!("authority {key}: {why}"));
-            let name = crate::access::Name::try_from(name.as_str())
-                .ok()
-                .filter(|n| !n.is_empty())
-                .ok_or_else(|| bad("name must be 1 to 128 bytes"))?;
-            key.verifying_key().map_err(|e| bad(&e.to_string()))?;
-            if authorities.iter().any(|(n, k)| *n == name || k == key) {
-                return Err(bad("duplicate name or key"));
-            }
-            authorities.push((name, *key));
-        }
-        let state = State::genesis(&authorities, self.genesis_time);
+        let state = genesis_state::<A>(&self.genesis, self.genesis_time)?;
         let chain_id = ChainId::from_bytes(domain::CHAIN_ID.hash(self.name.as_bytes()));
-        let genesis = Block {
+        let genesis: Block<C::Seal, A::Payload> = Block {
             header: Header {
                 version: HEADER_VERSION,
                 height: 0,
@@ -347,7 +359,7 @@ impl<C: Consensus> ChainBuilder<C> {
             undo: VecDeque::new(),
             state,
             replaying: false,
-            authorities,
+            genesis: self.genesis,
             keys: KeyCache::default(),
         };
         let stored = chain.store.block_hashes()?;
@@ -369,8 +381,24 @@ impl<C: Consensus> ChainBuilder<C> {
     }
 }
 
-/// A chain of blocks validated by the consensus engine `C`, with its state.
-pub struct Chain<C: Consensus> {
+/// The genesis state of application `A` from `config` at `time`.
+fn genesis_state<A: Application>(
+    config: &A::Genesis,
+    time: u64,
+) -> Result<State<A::State>, ChainError<A::Error>> {
+    let mut refused = None;
+    let state = State::genesis(|app, core| {
+        refused = A::genesis(config, app, core, time).err();
+    });
+    match refused {
+        Some(why) => Err(ChainError::Config(why)),
+        None => Ok(state),
+    }
+}
+
+/// A chain of blocks validated by the consensus engine `C`, running the application `A`, with
+/// its state.
+pub struct Chain<C: Consensus, A: Application> {
     engine: C,
     chain_id: ChainId,
     name: String,
@@ -385,18 +413,19 @@ pub struct Chain<C: Consensus> {
     trees: Vec<StateTree>,
     /// Undo data of the last `max_reorg_depth` main-chain blocks (oldest first).
     undo: VecDeque<BlockUndo>,
-    state: State,
+    state: State<A::State>,
     replaying: bool,
-    /// The genesis authorities (to rebuild the genesis state on replay).
-    authorities: Vec<(crate::access::Name, PublicKey)>,
+    /// The application's genesis configuration (to rebuild the genesis state on replay).
+    genesis: A::Genesis,
     keys: KeyCache,
 }
 
-impl<C: Consensus> core::fmt::Debug for Chain<C> {
+impl<C: Consensus, A: Application> core::fmt::Debug for Chain<C, A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Chain")
             .field("name", &self.name)
             .field("engine", &self.engine.name())
+            .field("app", &A::NAME)
             .field("height", &self.height())
             .field("tip", &self.tip())
             .finish_non_exhaustive()
@@ -436,7 +465,7 @@ impl<S: serde::Serialize> Ancestors<S> for Branch<'_, S> {
     }
 }
 
-impl<C: Consensus> Chain<C> {
+impl<C: Consensus, A: Application> Chain<C, A> {
     /// The chain id (covered by every transaction signature).
     pub fn chain_id(&self) -> ChainId {
         self.chain_id
@@ -489,7 +518,7 @@ impl<C: Consensus> Chain<C> {
         self.header(&self.hash_at(height)?)
     }
     /// The current state.
-    pub fn state(&self) -> &State {
+    pub fn state(&self) -> &State<A::State> {
         &self.state
     }
     /// The state tree after the main-chain block at `height` (for proofs "as of" that height).
@@ -514,7 +543,10 @@ impl<C: Consensus> Chain<C> {
     /// # Errors
     ///
     /// [`ChainError::Store`] or [`ChainError::Decode`].
-    pub fn block(&self, hash: &BlockHash) -> Result<Option<Block<C::Seal>>, ChainError> {
+    pub fn block(
+        &self,
+        hash: &BlockHash,
+    ) -> Result<Option<Block<C::Seal, A::Payload>>, ChainError<A::Error>> {
         match self.store.get_block(hash)? {
             Some(bytes) => Ok(Some(Block::decode(&bytes)?)),
             None => Ok(None),
@@ -546,19 +578,19 @@ impl<C: Consensus> Chain<C> {
     /// [`ChainError::Transaction`] if a signature fails.
     pub fn build_template(
         &mut self,
-        txs: Vec<Transaction>,
+        txs: Vec<Transaction<A::Payload>>,
         timestamp: u64,
-    ) -> Result<BlockTemplate, ChainError> {
+    ) -> Result<BlockTemplate<A::Payload, A::Error>, ChainError<A::Error>> {
         let verified = tx::verify_batch_cached(self.chain_id, txs, &self.keys)?;
         let height = self.height() + 1;
         let (executed, skipped) = self
             .state
-            .execute(self.chain_id, height, timestamp, &verified, true)
+            .execute(self.chain_id, height, timestamp, &verified, true, A::apply)
             .expect("execution with skipping never fails");
         let state_root = executed.tree.root();
         self.state.discard();
         let mut skipped = skipped.into_iter().peekable();
-        let mut included: Vec<VerifiedTx> = Vec::with_capacity(verified.len());
+        let mut included: Vec<VerifiedTx<A::Payload>> = Vec::with_capacity(verified.len());
         let mut rejected = Vec::new();
         for (i, tx) in verified.into_iter().enumerate() {
             match skipped.next_if(|(j, _)| *j == i) {
@@ -586,7 +618,10 @@ impl<C: Consensus> Chain<C> {
     /// # Errors
     ///
     /// As [`append`](Self::append), plus [`ChainError::Decode`].
-    pub fn append_bytes(&mut self, bytes: &[u8]) -> Result<Appended, ChainError> {
+    pub fn append_bytes(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<Appended<A::Event>, ChainError<A::Error>> {
         self.append(Block::decode(bytes)?)
     }
 
@@ -596,7 +631,10 @@ impl<C: Consensus> Chain<C> {
     /// # Errors
     ///
     /// [`ChainError`] naming what is wrong; the chain and state are then exactly as before.
-    pub fn append(&mut self, block: Block<C::Seal>) -> Result<Appended, ChainError> {
+    pub fn append(
+        &mut self,
+        block: Block<C::Seal, A::Payload>,
+    ) -> Result<Appended<A::Event>, ChainError<A::Error>> {
         let hash = block.hash();
         if self.index.contains_key(&hash) {
             return Err(ChainError::AlreadyKnown(hash));
@@ -646,7 +684,7 @@ impl<C: Consensus> Chain<C> {
     }
 
     /// Writes the main chain from `from_height` up to the tip to the store, and syncs.
-    fn persist_main(&mut self, from_height: u64) -> Result<(), ChainError> {
+    fn persist_main(&mut self, from_height: u64) -> Result<(), ChainError<A::Error>> {
         if !self.replaying {
             self.store
                 .set_main_chain(from_height, &self.main[from_height as usize..])?;
@@ -657,9 +695,9 @@ impl<C: Consensus> Chain<C> {
 
     fn store_block(
         &mut self,
-        block: &CheckedBlock<C::Seal>,
+        block: &CheckedBlock<C::Seal, A::Payload>,
         total_work: Work,
-    ) -> Result<(), ChainError> {
+    ) -> Result<(), ChainError<A::Error>> {
         if !self.replaying {
             self.store
                 .put_block(&block.hash(), &block.to_block().encode())?;
@@ -675,11 +713,21 @@ impl<C: Consensus> Chain<C> {
     }
 
     /// Executes a checked block on the tip's state, checks its state root, and commits it.
-    fn apply_checked(&mut self, block: &CheckedBlock<C::Seal>) -> Result<AppliedBlock, ChainError> {
+    fn apply_checked(
+        &mut self,
+        block: &CheckedBlock<C::Seal, A::Payload>,
+    ) -> Result<AppliedBlock<A::Event>, ChainError<A::Error>> {
         let h = block.header();
         let (executed, _) = self
             .state
-            .execute(self.chain_id, h.height, h.timestamp, block.txs(), false)
+            .execute(
+                self.chain_id,
+                h.height,
+                h.timestamp,
+                block.txs(),
+                false,
+                A::apply,
+            )
             .map_err(|failure| ChainError::Tx {
                 block: block.hash(),
                 failure: Box::new(failure),
@@ -715,7 +763,10 @@ impl<C: Consensus> Chain<C> {
         self.main.pop().expect("never reverts genesis")
     }
 
-    fn load_checked(&self, hash: &BlockHash) -> Result<CheckedBlock<C::Seal>, ChainError> {
+    fn load_checked(
+        &self,
+        hash: &BlockHash,
+    ) -> Result<CheckedBlock<C::Seal, A::Payload>, ChainError<A::Error>> {
         let block = self.block(hash)?.ok_or_else(|| {
             ChainError::Store(StoreError::Corrupt(format!(
                 "block {hash} is indexed but not stored"
@@ -726,9 +777,9 @@ impl<C: Consensus> Chain<C> {
 
     fn reorganise(
         &mut self,
-        new_tip: CheckedBlock<C::Seal>,
+        new_tip: CheckedBlock<C::Seal, A::Payload>,
         total_work: Work,
-    ) -> Result<Appended, ChainError> {
+    ) -> Result<Appended<A::Event>, ChainError<A::Error>> {
         // Collect the new branch back to the main chain.
         // Every indexed block's ancestors are indexed (an invalid block is forgotten together
         // with all its descendants), so this walk ends on the main chain; a gap is refused, not
@@ -817,7 +868,7 @@ impl<C: Consensus> Chain<C> {
     }
 
     /// Re-validates blocks read back from the store (in stored order).
-    fn reload(&mut self, hashes: &[BlockHash]) -> Result<(), ChainError> {
+    fn reload(&mut self, hashes: &[BlockHash]) -> Result<(), ChainError<A::Error>> {
         self.replaying = true;
         for hash in hashes {
             let Some(block) = self.block(hash)? else {
@@ -847,16 +898,21 @@ impl<C: Consensus> Chain<C> {
     /// # Errors
     ///
     /// [`ChainError`] if a stored block cannot be read or no longer applies.
-    pub fn replay_state(&self) -> Result<State, ChainError> {
-        let mut state = State::genesis(
-            &self.authorities,
-            self.index[&self.main[0]].header.timestamp,
-        );
+    pub fn replay_state(&self) -> Result<State<A::State>, ChainError<A::Error>> {
+        let mut state =
+            genesis_state::<A>(&self.genesis, self.index[&self.main[0]].header.timestamp)?;
         for hash in &self.main[1..] {
             let block = self.load_checked(hash)?;
             let h = block.header();
             let (executed, _) = state
-                .execute(self.chain_id, h.height, h.timestamp, block.txs(), false)
+                .execute(
+                    self.chain_id,
+                    h.height,
+                    h.timestamp,
+                    block.txs(),
+                    false,
+                    A::apply,
+                )
                 .map_err(|failure| ChainError::Tx {
                     block: *hash,
                     failure: Box::new(failure),

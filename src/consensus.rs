@@ -28,7 +28,7 @@
 //!     }
 //! }
 //!
-//! let chain = medledger::chain::ChainBuilder::new("toy", Counter).genesis_time(0).build().unwrap();
+//! let chain = medledger::ChainBuilder::new("toy", Counter).genesis_time(0).build().unwrap();
 //! assert_eq!(chain.height(), 0);
 //! ```
 //!
@@ -41,7 +41,7 @@ use serde::Serialize;
 
 use crate::block::Header;
 pub use crate::pow::Work;
-use crate::tx::VerifiedTx;
+use crate::tx::{AppPayload, VerifiedTx};
 
 /// The headers of the branch a new header extends, as the engine may need them (timestamps for
 /// the median-time-past rule, the last retarget block, previous seals).
@@ -89,10 +89,10 @@ pub trait Consensus: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`ConsensusError`] saying what does not match.
-    fn verify_body(
+    fn verify_body<P: AppPayload>(
         &self,
         header: &Header<Self::Seal>,
-        txs: &[VerifiedTx],
+        txs: &[VerifiedTx<P>],
     ) -> Result<(), ConsensusError> {
         let _ = (header, txs);
         Ok(())

@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod app;
 pub mod block;
 pub mod chain;
 pub mod codec;
@@ -61,3 +62,33 @@ pub mod smt;
 pub mod state;
 pub mod store;
 pub mod tx;
+
+pub use access::{AccessError, AccessState, Event, MedRec, MedRecState, Payload};
+
+/// A MedRec transaction: [`tx::Transaction`] carrying a [`Payload`].
+pub type Transaction = tx::Transaction<Payload>;
+/// A MedRec transaction whose signature was checked.
+pub type VerifiedTx = tx::VerifiedTx<Payload>;
+/// A block of MedRec transactions sealed by an engine's `S`.
+pub type Block<S> = block::Block<S, Payload>;
+/// A MedRec block whose structure and signatures were checked.
+pub type CheckedBlock<S> = block::CheckedBlock<S, Payload>;
+/// A chain running MedRec under the consensus engine `C`.
+pub type Chain<C> = chain::Chain<C, MedRec>;
+/// Builds a [`Chain`]; add health authorities with
+/// [`authority`](chain::ChainBuilder::authority).
+pub type ChainBuilder<C> = chain::ChainBuilder<C, MedRec>;
+/// Why a MedRec chain refused a block or an operation.
+pub type ChainError = chain::ChainError<AccessError>;
+/// Why a MedRec transaction cannot be applied to the current state.
+pub type StateError = state::StateError<AccessError>;
+/// A MedRec transaction that failed while executing a block.
+pub type TxFailure = state::TxFailure<AccessError>;
+/// The MedRec ledger state: the core's tables and the access-control tables.
+pub type State = state::State<AccessState>;
+/// What a MedRec chain's append did to the main chain.
+pub type Appended = chain::Appended<Event>;
+/// One block applied to a MedRec main chain, with its events.
+pub type AppliedBlock = chain::AppliedBlock<Event>;
+/// A MedRec block ready to be sealed.
+pub type BlockTemplate = chain::BlockTemplate<Payload, AccessError>;

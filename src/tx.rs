@@ -5,9 +5,14 @@
 //! chain is invalid on every other; the per-account nonce, checked by the chain state, stops
 //! replays within a chain. Weak (small-order) public keys and non-canonical signatures are refused.
 //!
+//! The payload is the application's: this module signs, encodes and verifies envelopes around
+//! any [`AppPayload`] and never looks inside. The MedRec application's payload is
+//! [`access::Payload`](crate::access::Payload).
+//!
 //! ```
-//! use medledger::tx::{Keypair, Payload, Transaction};
+//! use medledger::tx::{Keypair, Transaction};
 //! use medledger::hash::{ChainId, Digest};
+//! use medledger::Payload;
 //!
 //! let alice = Keypair::generate();
 //! let chain = ChainId::from_bytes([7; 32]);
@@ -19,10 +24,11 @@
 use core::fmt;
 
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Canonical, DecodeError};
-use crate::hash::{domain, hash_newtype, AccountId, ChainId, Digest, TxId};
+use crate::hash::{domain, hash_newtype, AccountId, ChainId, TxId};
 
 hash_newtype! {
     /// An Ed25519 public key, as its 32-byte compressed encoding.
@@ -109,23 +115,24 @@ impl fmt::Debug for Keypair {
 /// The largest encoded transaction accepted, in bytes.
 pub const MAX_TX_LEN: usize = 16 * 1024;
 
-/// What a transaction does. Later modules add variants; unknown tags fail to decode.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Payload {
-    /// Anchors the hash of an off-chain record: proves the record existed, unchanged, at this
-    /// block's time.
-    Data {
-        /// Content hash of the record.
-        record: Digest,
-    },
-    /// An access-control operation (see [`access`](crate::access)).
-    Access(crate::access::AccessOp),
+/// What an application carries in its transactions: any value with a canonical serde encoding.
+///
+/// Implemented for every type with the listed bounds; an application names its payload type in
+/// [`Application::Payload`](crate::app::Application::Payload).
+pub trait AppPayload:
+    Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Eq + Send + Sync + 'static
+{
+}
+
+impl<T> AppPayload for T where
+    T: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Eq + Send + Sync + 'static
+{
 }
 
 /// The signed part of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TxBody {
+#[serde(bound = "P: AppPayload")]
+pub struct TxBody<P> {
     /// The chain this transaction is for.
     pub chain_id: ChainId,
     /// The key that signs; it must be the current key of the account it acts for.
@@ -133,14 +140,14 @@ pub struct TxBody {
     /// The signer account's next nonce: 0 for its first transaction, then one more each time.
     pub nonce: u64,
     /// What the transaction does.
-    pub payload: Payload,
+    pub payload: P,
 }
 
 /// Prefix of every transaction signing message, so that no other signed object of the crate can
 /// be mistaken for a transaction.
 const SIGNING_CONTEXT: &[u8] = b"medledger/tx/v1:";
 
-impl TxBody {
+impl<P: AppPayload> TxBody<P> {
     /// The exact bytes the signature covers.
     pub fn signing_message(&self) -> Vec<u8> {
         let mut m = Vec::with_capacity(SIGNING_CONTEXT.len() + 128);
@@ -152,21 +159,22 @@ impl TxBody {
 
 /// A transaction as received: signature not yet checked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Transaction {
+#[serde(bound = "P: AppPayload")]
+pub struct Transaction<P> {
     /// The signed content.
-    pub body: TxBody,
+    pub body: TxBody<P>,
     /// The signer's signature over [`TxBody::signing_message`].
     pub signature: Signature,
 }
 
-impl Canonical for Transaction {
+impl<P: AppPayload> Canonical for Transaction<P> {
     const NAME: &'static str = "transaction";
     const MAX_ENCODED_LEN: usize = MAX_TX_LEN;
 }
 
-impl Transaction {
+impl<P: AppPayload> Transaction<P> {
     /// Signs `payload` as `keypair`'s transaction number `nonce` on `chain_id`.
-    pub fn sign(keypair: &Keypair, chain_id: ChainId, nonce: u64, payload: Payload) -> Self {
+    pub fn sign(keypair: &Keypair, chain_id: ChainId, nonce: u64, payload: P) -> Self {
         let body = TxBody {
             chain_id,
             signer: keypair.public(),
@@ -207,7 +215,7 @@ impl Transaction {
     /// # Errors
     ///
     /// [`TxError`] naming what is wrong.
-    pub fn verify(self) -> Result<VerifiedTx, TxError> {
+    pub fn verify(self) -> Result<VerifiedTx<P>, TxError> {
         let key = self.body.signer.verifying_key()?;
         let sig = ed25519_dalek::Signature::from_bytes(&self.signature.0);
         key.verify_strict(&self.body.signing_message(), &sig)
@@ -218,13 +226,13 @@ impl Transaction {
 
 /// A transaction whose signature has been checked, with its id computed once.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifiedTx {
-    tx: Transaction,
+pub struct VerifiedTx<P> {
+    tx: Transaction<P>,
     id: TxId,
 }
 
-impl VerifiedTx {
-    fn new_unchecked(tx: Transaction) -> Self {
+impl<P: AppPayload> VerifiedTx<P> {
+    fn new_unchecked(tx: Transaction<P>) -> Self {
         let id = tx.id();
         Self { tx, id }
     }
@@ -237,15 +245,15 @@ impl VerifiedTx {
         self.tx.body.signer
     }
     /// The signed content.
-    pub fn body(&self) -> &TxBody {
+    pub fn body(&self) -> &TxBody<P> {
         &self.tx.body
     }
     /// The transaction.
-    pub fn transaction(&self) -> &Transaction {
+    pub fn transaction(&self) -> &Transaction<P> {
         &self.tx
     }
     /// Unwraps the transaction.
-    pub fn into_transaction(self) -> Transaction {
+    pub fn into_transaction(self) -> Transaction<P> {
         self.tx
     }
 }
@@ -345,7 +353,10 @@ pub const BATCH_CHUNK: usize = 64;
 /// # Errors
 ///
 /// [`TxError::InBatch`] with the index of the first invalid transaction.
-pub fn verify_batch(chain_id: ChainId, txs: Vec<Transaction>) -> Result<Vec<VerifiedTx>, TxError> {
+pub fn verify_batch<P: AppPayload>(
+    chain_id: ChainId,
+    txs: Vec<Transaction<P>>,
+) -> Result<Vec<VerifiedTx<P>>, TxError> {
     verify_batch_cached(chain_id, txs, &KeyCache::new(0))
 }
 
@@ -354,12 +365,12 @@ pub fn verify_batch(chain_id: ChainId, txs: Vec<Transaction>) -> Result<Vec<Veri
 /// # Errors
 ///
 /// [`TxError::InBatch`] with the index of the first invalid transaction.
-pub fn verify_batch_cached(
+pub fn verify_batch_cached<P: AppPayload>(
     chain_id: ChainId,
-    txs: Vec<Transaction>,
+    txs: Vec<Transaction<P>>,
     cache: &KeyCache,
-) -> Result<Vec<VerifiedTx>, TxError> {
-    let chunks: Vec<Vec<Transaction>> = {
+) -> Result<Vec<VerifiedTx<P>>, TxError> {
+    let chunks: Vec<Vec<Transaction<P>>> = {
         let mut out = Vec::with_capacity(txs.len().div_ceil(BATCH_CHUNK));
         let mut it = txs.into_iter().peekable();
         while it.peek().is_some() {
@@ -367,19 +378,19 @@ pub fn verify_batch_cached(
         }
         out
     };
-    let check = |(ci, chunk): (usize, Vec<Transaction>)| -> Result<Vec<VerifiedTx>, TxError> {
+    let check = |(ci, chunk): (usize, Vec<Transaction<P>>)| -> Result<Vec<VerifiedTx<P>>, TxError> {
         verify_chunk(chain_id, chunk, cache).map_err(|(i, e)| TxError::InBatch {
             index: ci * BATCH_CHUNK + i,
             source: Box::new(e),
         })
     };
     #[cfg(feature = "parallel")]
-    let results: Vec<Result<Vec<VerifiedTx>, TxError>> = {
+    let results: Vec<Result<Vec<VerifiedTx<P>>, TxError>> = {
         use rayon::prelude::*;
         chunks.into_par_iter().enumerate().map(check).collect()
     };
     #[cfg(not(feature = "parallel"))]
-    let results: Vec<Result<Vec<VerifiedTx>, TxError>> =
+    let results: Vec<Result<Vec<VerifiedTx<P>>, TxError>> =
         chunks.into_iter().enumerate().map(check).collect();
     let mut out = Vec::new();
     for r in results {
@@ -431,11 +442,11 @@ pub(crate) fn has_small_order_r(sig: &Signature) -> bool {
     SMALL_ORDER_Y.contains(&y)
 }
 
-fn verify_chunk(
+fn verify_chunk<P: AppPayload>(
     chain_id: ChainId,
-    chunk: Vec<Transaction>,
+    chunk: Vec<Transaction<P>>,
     cache: &KeyCache,
-) -> Result<Vec<VerifiedTx>, (usize, TxError)> {
+) -> Result<Vec<VerifiedTx<P>>, (usize, TxError)> {
     let mut keys = Vec::with_capacity(chunk.len());
     let mut messages = Vec::with_capacity(chunk.len());
     let mut sigs = Vec::with_capacity(chunk.len());
@@ -497,10 +508,33 @@ pub(crate) fn identity_r_signature(seed: &[u8; 32], message: &[u8]) -> Signature
     Signature(sig)
 }
 
+/// A payload for the crate's unit tests, encoded as MedRec's `Payload::Data` is.
+#[cfg(test)]
+pub(crate) mod testing {
+    use serde::{Deserialize, Serialize};
+
+    use crate::hash::Digest;
+
+    /// An application payload of the usual shape: an enum of operations.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) enum Payload {
+        /// Anchors a record hash.
+        Data {
+            /// The hash.
+            record: Digest,
+        },
+    }
+
+    /// A transaction carrying the test payload.
+    pub(crate) type Transaction = super::Transaction<Payload>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    use super::testing::{Payload, Transaction};
 
     fn chain() -> ChainId {
         ChainId::from_bytes([9; 32])

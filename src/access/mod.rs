@@ -115,6 +115,7 @@
 //! terminated at, so queries can be asked "as of" a past height
 //! ([`AccessState::decide_as_of`]).
 
+mod app;
 pub mod audit;
 pub mod breakglass;
 pub mod decision;
@@ -137,9 +138,10 @@ use crate::codec::{self, BoundedString, BoundedVec};
 use crate::hash::{domain, hash_newtype, AccountId, Digest, TxId};
 use crate::pseudonym::Epoch;
 use crate::purpose::PurposeOfUse;
-use crate::state::{AccountState, KeyState, Table, TableOps, TxContext};
+use crate::state::{AccountState, CoreTables, KeyState, Table, TableOps, TxContext};
 use crate::tx::{PublicKey, Signature};
 
+pub use app::{bench_genesis, Event, Genesis, MedRec, MedRecState, Payload};
 pub use audit::AuditEntry;
 pub use breakglass::{BreakGlass, Review, ReviewOutcome, MAX_BREAK_GLASS_SECS};
 pub use decision::{AccessRequest, Basis, Decision, DenyReason};
@@ -1372,7 +1374,7 @@ impl AccessState {
     }
 
     /// Adds every table to `out` (for block application).
-    pub(crate) fn tables_mut<'a>(&'a mut self, out: &mut Vec<&'a mut dyn TableOps>) {
+    pub(crate) fn list_tables_mut<'a>(&'a mut self, out: &mut Vec<&'a mut dyn TableOps>) {
         out.extend([
             &mut self.accounts as &mut dyn TableOps,
             &mut self.identities,
@@ -1402,7 +1404,7 @@ impl AccessState {
     }
 
     /// Adds every table to `out` (for computing a block's leaf updates).
-    pub(crate) fn tables<'a>(&'a self, out: &mut Vec<&'a dyn TableOps>) {
+    pub(crate) fn list_tables<'a>(&'a self, out: &mut Vec<&'a dyn TableOps>) {
         out.extend([
             &self.accounts as &dyn TableOps,
             &self.identities,
@@ -1441,9 +1443,9 @@ impl AccessState {
         &mut self,
         op: &AccessOp,
         cx: &TxContext,
-        keys: &mut Table<PublicKey, KeyState>,
-        accounts: &mut Table<AccountId, AccountState>,
+        core: &mut CoreTables,
     ) -> Result<Vec<AccessEvent>, AccessError> {
+        let CoreTables { accounts, keys } = core;
         let mut x = Exec {
             s: self,
             cx,
@@ -1578,10 +1580,9 @@ impl Exec<'_> {
 }
 
 /// Writes the genesis authorities (registered, with their keys) into a fresh state.
-pub(crate) fn genesis(
+fn genesis(
     access: &mut AccessState,
-    keys: &mut Table<PublicKey, KeyState>,
-    accounts: &mut Table<AccountId, AccountState>,
+    core: &mut CoreTables,
     authorities: &[(Name, PublicKey)],
     time: u64,
 ) {
@@ -1600,7 +1601,7 @@ pub(crate) fn genesis(
         );
         access.identities.insert(identity, account);
         access.key_history.insert((account, 0), *key);
-        keys.insert(
+        core.keys.insert(
             *key,
             KeyState {
                 account,
@@ -1608,7 +1609,7 @@ pub(crate) fn genesis(
                 retired_at: None,
             },
         );
-        accounts.insert(
+        core.accounts.insert(
             account,
             AccountState {
                 next_nonce: 0,

@@ -9,6 +9,7 @@ use super::{
     AccessState, Action, ActionSet, Basis, DelegationId, GrantId, GrantProof, PointerId,
     PurposeSet, Viewer, GRANTS_TABLE, REVOCATIONS_TABLE,
 };
+use super::{MedRec, MedRecState};
 use crate::chain::Chain;
 use crate::consensus::Consensus;
 use crate::hash::AccountId;
@@ -170,7 +171,7 @@ impl AccessState {
 
 /// Access-control conveniences: the same queries as [`AccessState`], with "as of" heights
 /// resolved to the main chain's headers.
-impl<C: Consensus> Chain<C> {
+impl<C: Consensus> Chain<C, MedRec> {
     /// The access-control state at the tip.
     pub fn access(&self) -> &AccessState {
         self.state().access()

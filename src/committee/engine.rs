@@ -8,7 +8,7 @@ use crate::block::Header;
 use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
 use crate::hash::TxId;
 use crate::merkle::merkle_root;
-use crate::tx::VerifiedTx;
+use crate::tx::{AppPayload, VerifiedTx};
 
 /// Partitioned committee consensus: blocks certified by shard committees and a final committee
 /// whose members proved their identities with proof of work (see the [module](super) docs).
@@ -229,10 +229,10 @@ impl Consensus for CommitteeConsensus {
         Ok(Work::from_u64(1))
     }
 
-    fn verify_body(
+    fn verify_body<P: AppPayload>(
         &self,
         header: &Header<CommitteeSeal>,
-        txs: &[VerifiedTx],
+        txs: &[VerifiedTx<P>],
     ) -> Result<(), ConsensusError> {
         let pairs: Vec<_> = txs.iter().map(|t| (t.id(), t.signer())).collect();
         self.check_body(&header.seal, &pairs)?;

@@ -11,7 +11,8 @@ use crate::block::MAX_HEADER_LEN;
 use crate::codec::{BoundedVec, Canonical};
 use crate::hash::{BlockHash, Digest, TxId};
 use crate::merkle::merkle_root;
-use crate::tx::{PublicKey, Signature, Transaction};
+use super::Transaction;
+use crate::tx::{PublicKey, Signature};
 
 /// The most transactions one shard contributes to a block.
 pub const MAX_SHARD_TXS: usize = 1 << 14;

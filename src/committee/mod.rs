@@ -77,6 +77,11 @@ pub use seal::{
 use crate::hash::AccountId;
 use crate::tx::PublicKey;
 
+/// The transactions the committee protocol orders: MedRec's. The engine's seal checks
+/// ([`CommitteeConsensus`]) work for any application; the message-driven [`Node`] carries this
+/// one payload until the protocol interface makes it generic.
+pub type Transaction = crate::tx::Transaction<crate::access::Payload>;
+
 /// The most shard bits: at most 256 committees.
 pub const MAX_SHARD_BITS: u8 = 8;
 /// The most committees (shards) a block may certify.

@@ -22,7 +22,8 @@ use crate::block::{Header, HEADER_VERSION};
 use crate::codec::{self, BoundedVec};
 use crate::hash::{domain, AccountId, BlockHash, Digest, StateRoot, TxId};
 use crate::merkle::merkle_root;
-use crate::tx::{Keypair, PublicKey, Signature, Transaction};
+use super::Transaction;
+use crate::tx::{Keypair, PublicKey, Signature};
 
 /// What a node needs from its environment besides messages. Every method must be a
 /// deterministic function of its arguments (and of the committed ledger).

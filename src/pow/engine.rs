@@ -13,6 +13,7 @@ use crate::chain::{Chain, ChainError};
 use crate::codec;
 use crate::consensus::{Ancestors, Consensus, ConsensusError};
 use crate::hash::domain;
+use crate::app::Application;
 use crate::tx::Transaction;
 
 /// The seal of a Proof-of-Work block.
@@ -199,7 +200,7 @@ impl Consensus for ProofOfWork {
     }
 }
 
-impl Chain<ProofOfWork> {
+impl<A: Application> Chain<ProofOfWork, A> {
     /// Builds the next block from `txs` (see [`Chain::build_template`]) and mines it on all
     /// cores. Transactions that fail against the state are left out.
     ///
@@ -208,9 +209,9 @@ impl Chain<ProofOfWork> {
     /// [`ChainError::Transaction`] if a signature fails.
     pub fn mine(
         &mut self,
-        txs: Vec<Transaction>,
+        txs: Vec<Transaction<A::Payload>>,
         timestamp: u64,
-    ) -> Result<Block<PowSeal>, ChainError> {
+    ) -> Result<Block<PowSeal, A::Payload>, ChainError<A::Error>> {
         let never = AtomicBool::new(false);
         Ok(self
             .mine_cancellable(txs, timestamp, &never)?
@@ -224,10 +225,10 @@ impl Chain<ProofOfWork> {
     /// [`ChainError::Transaction`] if a signature fails.
     pub fn mine_cancellable(
         &mut self,
-        txs: Vec<Transaction>,
+        txs: Vec<Transaction<A::Payload>>,
         timestamp: u64,
         cancel: &AtomicBool,
-    ) -> Result<Option<Block<PowSeal>>, ChainError> {
+    ) -> Result<Option<Block<PowSeal, A::Payload>>, ChainError<A::Error>> {
         let template = self.build_template(txs, timestamp)?;
         let bits = self.engine().required_bits(&self.tip_ancestors());
         let header = template.header(PowSeal {

@@ -92,7 +92,8 @@ impl Default for CpuModel {
 /// transaction execution and identity hashes. Takes about a second.
 pub fn calibrate() -> CpuModel {
     use crate::hash::{ChainId, Digest};
-    use crate::tx::{verify_batch, Keypair, Payload, Transaction};
+    use crate::tx::{verify_batch, Keypair};
+    use crate::{Payload, Transaction};
     use std::time::Instant;
     let chain = ChainId::from_bytes([1; 32]);
     let txs: Vec<Transaction> = (0..256u64)
@@ -139,9 +140,10 @@ pub fn calibrate() -> CpuModel {
     });
     let verified = verify_batch(chain, txs.clone()).expect("freshly signed transactions verify");
     let exec = best(&mut || {
-        let mut state = crate::state::State::new();
+        use crate::app::Application;
+        let mut state = crate::State::new();
         let t = Instant::now();
-        let _ = state.execute(chain, 1, 1, &verified, true);
+        let _ = state.execute(chain, 1, 1, &verified, true, crate::MedRec::apply);
         t.elapsed().as_nanos() as u64 / verified.len() as u64
     });
     CpuModel {

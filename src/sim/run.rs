@@ -10,14 +10,15 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::{Report, SimConfig, SimError, Strategy};
 use crate::block::Header;
-use crate::chain::{Chain, ChainBuilder, ManualClock};
+use crate::chain::ManualClock;
 use crate::codec;
 use crate::committee::{
     CommitteeConsensus, CommitteeParams, CommitteeSeal, Host, Message, Node, NodeConfig, Output,
     Phase, Proposal, Stage, TipInfo, Value, Vote, VoteBody,
 };
 use crate::hash::{AccountId, BlockHash, Digest, StateRoot, TxId};
-use crate::tx::{Keypair, Payload, PublicKey, Signature, Transaction};
+use crate::tx::{Keypair, PublicKey, Signature};
+use crate::{Chain, ChainBuilder, Payload, Transaction};
 
 /// Genesis time of simulated chains (Unix seconds).
 const GENESIS_TIME: u64 = 1_800_000_000;

@@ -1,7 +1,9 @@
 //! The ledger state: what applying every block from genesis produces.
 //!
-//! The state is a set of typed tables (accounts and their nonces, keys, and the access-control
-//! contracts), all committed to one [`StateTree`] whose root every block header carries.
+//! The state is a set of typed tables: the core's (accounts and their nonces, signing keys) and
+//! the application's ([`AppState`]), all committed to one [`StateTree`] whose root every block
+//! header carries. The state knows no application: it executes a block's transactions by
+//! checking each signer's key and nonce and handing the payload to a function the chain supplies.
 //! Applying a block is transactional at two levels: a transaction that fails leaves no trace
 //! (per-transaction savepoints), and a block is either committed whole — after its state root is
 //! checked against the header — or discarded. Committed blocks keep undo data so the chain can
@@ -13,13 +15,11 @@ use core::any::Any;
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::{self, AccessError, AccessEvent, AccessState, Name};
-use crate::hash::{AccountId, ChainId, Digest, StateRoot, TxId};
+use crate::hash::{AccountId, ChainId, StateRoot, TxId};
 use crate::smt::{StateProof, StateTree};
-use crate::tx::{Payload, PublicKey, VerifiedTx};
+use crate::tx::{AppPayload, PublicKey, VerifiedTx};
 
-pub use table::{entry_key, value_digest};
-pub(crate) use table::{Leaves, Table, TableOps};
+pub use table::{entry_key, value_digest, Leaves, Table, TableOps};
 
 /// Tag of the accounts table (see [`entry_key`]).
 pub const ACCOUNTS_TABLE: &str = "accounts";
@@ -65,25 +65,12 @@ pub struct TxContext {
     pub signer: PublicKey,
 }
 
-/// Something that happened when a transaction was applied, for embedders to notify users.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A record hash was anchored.
-    Anchored {
-        /// The account that anchored it.
-        account: AccountId,
-        /// The record's content hash.
-        record: Digest,
-    },
-    /// An access-control state change.
-    Access(AccessEvent),
-}
-
 /// Why a transaction cannot be applied to the current state. Nothing was changed.
+///
+/// `E` is the application's refusal (for MedRec, [`AccessError`](crate::access::AccessError)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum StateError {
+pub enum StateError<E> {
     /// The nonce is not the account's next one (a replay, or out of order).
     #[error("nonce {found} for account {account}, expected {expected}")]
     BadNonce {
@@ -102,20 +89,53 @@ pub enum StateError {
         /// When it was retired.
         retired_at: u64,
     },
-    /// The access-control operation was refused.
-    #[error("access control: {0}")]
-    Access(#[from] AccessError),
+    /// The application refused the payload.
+    #[error(transparent)]
+    App(E),
 }
 
-/// The state of the ledger.
-pub struct State {
+/// The core's own tables: accounts (nonce, current key) and signing keys. An application may
+/// read and write them (a registrar that rotates keys, say) through [`State`]'s execution.
+#[derive(Debug)]
+pub struct CoreTables {
+    /// Accounts by id.
+    pub accounts: Table<AccountId, AccountState>,
+    /// Signing keys.
+    pub keys: Table<PublicKey, KeyState>,
+}
+
+impl Default for CoreTables {
+    fn default() -> Self {
+        Self {
+            accounts: Table::new(ACCOUNTS_TABLE),
+            keys: Table::new(KEYS_TABLE),
+        }
+    }
+}
+
+/// An application's part of the state: its tables, listed in a fixed order. Savepoints, block
+/// commit, undo and the state root cover every table listed.
+pub trait AppState: Default + Send + Sync + 'static {
+    /// Appends every table to `out`, in a fixed order.
+    fn tables<'a>(&'a self, out: &mut Vec<&'a dyn TableOps>);
+    /// Appends every table to `out`, mutably, in the same order.
+    fn tables_mut<'a>(&'a mut self, out: &mut Vec<&'a mut dyn TableOps>);
+}
+
+/// An application without state of its own.
+impl AppState for () {
+    fn tables<'a>(&'a self, _: &mut Vec<&'a dyn TableOps>) {}
+    fn tables_mut<'a>(&'a mut self, _: &mut Vec<&'a mut dyn TableOps>) {}
+}
+
+/// The state of the ledger: the core's tables and the application's `T`.
+pub struct State<T> {
     tree: StateTree,
-    pub(crate) accounts: Table<AccountId, AccountState>,
-    pub(crate) keys: Table<PublicKey, KeyState>,
-    pub(crate) access: AccessState,
+    pub(crate) core: CoreTables,
+    pub(crate) app: T,
 }
 
-impl core::fmt::Debug for State {
+impl<T> core::fmt::Debug for State<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("State")
             .field("root", &self.tree.root())
@@ -124,7 +144,7 @@ impl core::fmt::Debug for State {
     }
 }
 
-impl Default for State {
+impl<T: AppState> Default for State<T> {
     fn default() -> Self {
         Self::new()
     }
@@ -132,9 +152,9 @@ impl Default for State {
 
 /// The outcome of executing a block's transactions: pending writes in the tables, plus the tree
 /// they would produce. Commit it with [`State::commit`] or drop it with [`State::discard`].
-pub(crate) struct Executed {
+pub(crate) struct Executed<Ev> {
     pub(crate) tree: StateTree,
-    pub(crate) events: Vec<(TxId, Vec<Event>)>,
+    pub(crate) events: Vec<(TxId, Vec<Ev>)>,
 }
 
 /// What undoes one committed block.
@@ -146,58 +166,46 @@ pub(crate) struct BlockUndo {
 /// A transaction that failed while executing a block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("transaction {index} ({tx_id}): {error}")]
-pub struct TxFailure {
+pub struct TxFailure<E> {
     /// Position in the block.
     pub index: usize,
     /// Its id.
     pub tx_id: TxId,
     /// Why it failed.
     #[source]
-    pub error: StateError,
+    pub error: StateError<E>,
 }
 
-impl State {
+/// A failed execution that skips nothing: the failure. With skipping: the executed block and
+/// the skipped transactions by position.
+pub(crate) type Execution<Ev, E> = Result<(Executed<Ev>, Vec<(usize, StateError<E>)>), TxFailure<E>>;
+
+impl<T: AppState> State<T> {
     /// The empty state.
     pub fn new() -> Self {
         Self {
             tree: StateTree::new(),
-            accounts: Table::new(ACCOUNTS_TABLE),
-            keys: Table::new(KEYS_TABLE),
-            access: AccessState::new(),
+            core: CoreTables::default(),
+            app: T::default(),
         }
     }
 
-    /// The genesis state: the health authorities registered at height 0 and `time`.
-    pub(crate) fn genesis(authorities: &[(Name, PublicKey)], time: u64) -> Self {
+    /// The state after `init` wrote the genesis entries (at height 0), committed.
+    pub(crate) fn genesis(init: impl FnOnce(&mut T, &mut CoreTables)) -> Self {
         let mut state = Self::new();
-        if authorities.is_empty() {
-            return state;
-        }
-        access::genesis(
-            &mut state.access,
-            &mut state.keys,
-            &mut state.accounts,
-            authorities,
-            time,
-        );
+        init(&mut state.app, &mut state.core);
         state.savepoint(true);
         let tree = state.pending_tree();
-        state.commit(Executed {
+        state.commit(Executed::<()> {
             tree,
             events: Vec::new(),
         });
         state
     }
 
-    /// The access-control state.
-    pub fn access(&self) -> &AccessState {
-        &self.access
-    }
-
-    /// The key that signed for `account` in the state after block `height`, for accounts
-    /// registered with the access-control registrar (which keeps the key history).
-    pub fn key_at(&self, account: &AccountId, height: u64) -> Option<PublicKey> {
-        self.access.key_at(&self.keys, account, height)
+    /// The application's state.
+    pub fn app(&self) -> &T {
+        &self.app
     }
 
     /// The committed state root.
@@ -212,17 +220,22 @@ impl State {
 
     /// The account's committed entry.
     pub fn account(&self, account: &AccountId) -> Option<&AccountState> {
-        self.accounts.get_committed(account)
+        self.core.accounts.get_committed(account)
+    }
+
+    /// The signing key's committed entry (keys seen only as signers have none).
+    pub fn key(&self, key: &PublicKey) -> Option<&KeyState> {
+        self.core.keys.get_committed(key)
     }
 
     /// The nonce the account's next transaction must carry.
     pub fn next_nonce(&self, account: &AccountId) -> u64 {
-        self.accounts.get(account).map_or(0, |a| a.next_nonce)
+        self.core.accounts.get(account).map_or(0, |a| a.next_nonce)
     }
 
     /// The account a key signs for (its own account if the key was never registered or rotated).
     pub fn account_of_key(&self, key: &PublicKey) -> AccountId {
-        self.keys.get(key).map_or(key.account(), |k| k.account)
+        self.core.keys.get(key).map_or(key.account(), |k| k.account)
     }
 
     /// A proof of the committed entry `key` of table `tag` against [`root`](Self::root).
@@ -231,21 +244,27 @@ impl State {
     }
 
     fn tables_mut(&mut self) -> Vec<&mut dyn TableOps> {
-        let mut out: Vec<&mut dyn TableOps> = vec![&mut self.accounts, &mut self.keys];
-        self.access.tables_mut(&mut out);
+        let mut out: Vec<&mut dyn TableOps> = vec![&mut self.core.accounts, &mut self.core.keys];
+        self.app.tables_mut(&mut out);
         out
     }
 
     fn tables(&self) -> Vec<&dyn TableOps> {
-        let mut out: Vec<&dyn TableOps> = vec![&self.accounts, &self.keys];
-        self.access.tables(&mut out);
+        let mut out: Vec<&dyn TableOps> = vec![&self.core.accounts, &self.core.keys];
+        self.app.tables(&mut out);
         out
     }
 
-    /// Applies one transaction; on error nothing is changed.
-    fn apply_tx(&mut self, tx: &VerifiedTx, cx: &mut TxContext) -> Result<Vec<Event>, StateError> {
+    /// Resolves the signer's account, checks its key and nonce, runs `apply`, and advances the
+    /// nonce; on error nothing is changed (the caller rolls the savepoint back).
+    fn apply_tx<P: AppPayload, Ev, E>(
+        &mut self,
+        tx: &VerifiedTx<P>,
+        cx: &mut TxContext,
+        apply: &mut impl FnMut(&mut T, &mut CoreTables, &P, &TxContext) -> Result<Vec<Ev>, E>,
+    ) -> Result<Vec<Ev>, StateError<E>> {
         let signer = tx.signer();
-        let account = match self.keys.get(&signer) {
+        let account = match self.core.keys.get(&signer) {
             Some(KeyState {
                 retired_at: Some(h),
                 ..
@@ -268,19 +287,9 @@ impl State {
         }
         cx.account = account;
         cx.signer = signer;
-        let events = match &tx.body().payload {
-            Payload::Data { record } => vec![Event::Anchored {
-                account,
-                record: *record,
-            }],
-            Payload::Access(op) => self
-                .access
-                .apply(op, cx, &mut self.keys, &mut self.accounts)?
-                .into_iter()
-                .map(Event::Access)
-                .collect(),
-        };
-        self.accounts.update(
+        let events =
+            apply(&mut self.app, &mut self.core, &tx.body().payload, cx).map_err(StateError::App)?;
+        self.core.accounts.update(
             account,
             || AccountState {
                 next_nonce: 0,
@@ -301,17 +310,18 @@ impl State {
         }
     }
 
-    /// Executes `txs` in order as block `height` at `time`. With `skip_failed`, a failing
-    /// transaction is rolled back and left out (block building); otherwise the first failure
-    /// discards the whole block and is returned.
-    pub(crate) fn execute(
+    /// Executes `txs` in order as block `height` at `time`, handing each payload to `apply`.
+    /// With `skip_failed`, a failing transaction is rolled back and left out (block building);
+    /// otherwise the first failure discards the whole block and is returned.
+    pub(crate) fn execute<P: AppPayload, Ev, E>(
         &mut self,
         chain_id: ChainId,
         height: u64,
         time: u64,
-        txs: &[VerifiedTx],
+        txs: &[VerifiedTx<P>],
         skip_failed: bool,
-    ) -> Result<(Executed, Vec<(usize, StateError)>), TxFailure> {
+        mut apply: impl FnMut(&mut T, &mut CoreTables, &P, &TxContext) -> Result<Vec<Ev>, E>,
+    ) -> Execution<Ev, E> {
         let mut events = Vec::with_capacity(txs.len());
         let mut skipped = Vec::new();
         for (index, tx) in txs.iter().enumerate() {
@@ -324,7 +334,7 @@ impl State {
                 account: tx.signer().account(),
                 signer: tx.signer(),
             };
-            match self.apply_tx(tx, &mut cx) {
+            match self.apply_tx(tx, &mut cx, &mut apply) {
                 Ok(ev) => {
                     self.savepoint(true);
                     events.push((tx.id(), ev));
@@ -361,25 +371,25 @@ impl State {
         tree
     }
 
-    /// Applies an access-control operation as if `signer` had signed it in block `height` at
-    /// `time`, with `tx_id` for the ids it derives, skipping signatures and nonces; keeps it
-    /// pending (or rolls it back on error).
+    /// Runs `apply` as if `signer` had signed a transaction in block `height` at `time`, with
+    /// `tx_id` for the ids it derives, skipping signatures and nonces; keeps its writes pending
+    /// (or rolls them back on error).
     ///
     /// For benchmarks that build large states without mining; with
     /// [`bench_commit_untracked`](Self::bench_commit_untracked), the state root goes stale.
     ///
     /// # Errors
     ///
-    /// The operation's [`AccessError`].
+    /// What `apply` returns.
     #[doc(hidden)]
-    pub fn bench_apply_access(
+    pub fn bench_apply<R, E>(
         &mut self,
         signer: PublicKey,
-        op: &access::AccessOp,
         height: u64,
         time: u64,
         tx_id: TxId,
-    ) -> Result<Vec<AccessEvent>, AccessError> {
+        apply: impl FnOnce(&mut T, &mut CoreTables, &TxContext) -> Result<R, E>,
+    ) -> Result<R, E> {
         let cx = TxContext {
             chain_id: ChainId::default(),
             height,
@@ -389,17 +399,9 @@ impl State {
             account: self.account_of_key(&signer),
             signer,
         };
-        let result = self
-            .access
-            .apply(op, &cx, &mut self.keys, &mut self.accounts);
+        let result = apply(&mut self.app, &mut self.core, &cx);
         self.savepoint(result.is_ok());
         result
-    }
-
-    /// The genesis state with `authorities` (benchmarks that build states without a chain).
-    #[doc(hidden)]
-    pub fn bench_genesis(authorities: &[(Name, PublicKey)], time: u64) -> Self {
-        Self::genesis(authorities, time)
     }
 
     /// Commits pending writes to the tables without updating the state tree (benchmarks
@@ -419,7 +421,7 @@ impl State {
     }
 
     /// Commits an executed block, returning what undoes it.
-    pub(crate) fn commit(&mut self, executed: Executed) -> BlockUndo {
+    pub(crate) fn commit<Ev>(&mut self, executed: Executed<Ev>) -> BlockUndo {
         let tables = self
             .tables_mut()
             .into_iter()

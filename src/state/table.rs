@@ -30,10 +30,12 @@ pub fn value_digest<V: Serialize + ?Sized>(value: &V) -> Digest {
 }
 
 /// The leaf updates a block produces: `(key, Some(value digest))` or `(key, None)` to delete.
-pub(crate) type Leaves = Vec<(StateKey, Option<Digest>)>;
+pub type Leaves = Vec<(StateKey, Option<Digest>)>;
 
-/// What a table needs to take part in block application, without its types.
-pub(crate) trait TableOps: Send + Sync {
+/// What a table needs to take part in block application, without its types: the state drives
+/// every table of the core and of the application through this (an application lists its
+/// tables in [`AppState`](crate::state::AppState)). Implemented by [`Table`].
+pub trait TableOps: Send + Sync {
     /// Keeps the current transaction's writes.
     fn commit_tx(&mut self);
     /// Drops the current transaction's writes.
@@ -50,8 +52,12 @@ pub(crate) trait TableOps: Send + Sync {
 
 /// A state table: committed entries, the current block's pending writes, and the current
 /// transaction's savepoint journal.
+///
+/// Reads see the current transaction's and block's writes; writes are journalled so that a
+/// failing transaction leaves no trace, and a block's writes are committed, discarded or undone
+/// as one. Every entry is committed to the state tree under [`entry_key`]`(tag, key)`.
 #[derive(Debug)]
-pub(crate) struct Table<K, V> {
+pub struct Table<K, V> {
     tag: &'static str,
     committed: HashMap<K, V>,
     pending: HashMap<K, Option<V>>,
@@ -64,7 +70,8 @@ where
     K: Eq + Hash + Clone + Serialize + Send + Sync + 'static,
     V: Clone + Serialize + Send + Sync + 'static,
 {
-    pub(crate) fn new(tag: &'static str) -> Self {
+    /// An empty table whose entries are committed under `tag` (unique per state).
+    pub fn new(tag: &'static str) -> Self {
         Self {
             tag,
             committed: HashMap::new(),
@@ -75,7 +82,7 @@ where
 
     /// The current value (pending writes first).
     #[inline]
-    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+    pub fn get(&self, key: &K) -> Option<&V> {
         if !self.pending.is_empty() {
             if let Some(slot) = self.pending.get(key) {
                 return slot.as_ref();
@@ -86,7 +93,7 @@ where
 
     /// The committed value, ignoring pending writes.
     #[inline]
-    pub(crate) fn get_committed(&self, key: &K) -> Option<&V> {
+    pub fn get_committed(&self, key: &K) -> Option<&V> {
         self.committed.get(key)
     }
 
@@ -95,12 +102,13 @@ where
         self.journal.push((key, previous));
     }
 
-    pub(crate) fn insert(&mut self, key: K, value: V) {
+    /// Writes an entry (pending until the block commits).
+    pub fn insert(&mut self, key: K, value: V) {
         self.write(key, Some(value));
     }
 
     /// Reads, changes and writes back an entry (inserting `default` first if absent).
-    pub(crate) fn update(&mut self, key: K, default: impl FnOnce() -> V, f: impl FnOnce(&mut V)) {
+    pub fn update(&mut self, key: K, default: impl FnOnce() -> V, f: impl FnOnce(&mut V)) {
         let mut v = self.get(&key).cloned().unwrap_or_else(default);
         f(&mut v);
         self.insert(key, v);

@@ -1,0 +1,199 @@
+//! MedRec as the chain's application: the payload its transactions carry, the events it reports,
+//! the genesis it starts from, and the one place where the core hands a transaction to access
+//! control.
+
+use serde::{Deserialize, Serialize};
+
+use super::{AccessError, AccessEvent, AccessOp, AccessState, Name, TableOps};
+use crate::app::Application;
+use crate::hash::{AccountId, Digest};
+use crate::state::{AppState, CoreTables, State, TxContext};
+use crate::tx::PublicKey;
+
+/// What a MedRec transaction does.
+///
+/// Its canonical encoding (an enum tag, then the fields) is part of every transaction and block;
+/// new variants go at the end, and unknown tags fail to decode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Payload {
+    /// Anchors the hash of an off-chain record: proves the record existed, unchanged, at this
+    /// block's time. Hash the record with
+    /// [`RecordPointer::content_hash_of`](super::RecordPointer::content_hash_of).
+    Data {
+        /// Content hash of the record.
+        record: Digest,
+    },
+    /// An access-control operation.
+    Access(AccessOp),
+}
+
+/// Something that happened when a MedRec transaction was applied, for embedders to notify users.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Event {
+    /// A record hash was anchored.
+    Anchored {
+        /// The account that anchored it.
+        account: AccountId,
+        /// The record's content hash.
+        record: Digest,
+    },
+    /// An access-control state change.
+    Access(AccessEvent),
+}
+
+/// The genesis of a MedRec chain: the health authorities that certify providers, registered at
+/// height 0 with their public names. The genesis header's state root commits to them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Genesis {
+    /// Each authority's public name (1 to [`MAX_NAME_LEN`](super::MAX_NAME_LEN) bytes) and key.
+    pub authorities: Vec<(String, PublicKey)>,
+}
+
+/// The MedRec application: registrar, relationships, summaries, consent, delegation,
+/// break-glass, receipts and the audit trail (see the [module documentation](super)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MedRec;
+
+impl Application for MedRec {
+    const NAME: &'static str = "medrec";
+    type Payload = Payload;
+    type State = AccessState;
+    type Event = Event;
+    type Error = AccessError;
+    type Genesis = Genesis;
+
+    fn genesis(
+        config: &Genesis,
+        state: &mut AccessState,
+        core: &mut CoreTables,
+        time: u64,
+    ) -> Result<(), String> {
+        let mut authorities: Vec<(Name, PublicKey)> = Vec::new();
+        for (name, key) in &config.authorities {
+            let bad = |why: &str| format!("authority {key}: {why}");
+            let name = Name::try_from(name.as_str())
+                .ok()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| bad("name must be 1 to 128 bytes"))?;
+            key.verifying_key().map_err(|e| bad(&e.to_string()))?;
+            if authorities.iter().any(|(n, k)| *n == name || k == key) {
+                return Err(bad("duplicate name or key"));
+            }
+            authorities.push((name, *key));
+        }
+        super::genesis(state, core, &authorities, time);
+        Ok(())
+    }
+
+    fn apply(
+        state: &mut AccessState,
+        core: &mut CoreTables,
+        payload: &Payload,
+        cx: &TxContext,
+    ) -> Result<Vec<Event>, AccessError> {
+        Ok(match payload {
+            Payload::Data { record } => vec![Event::Anchored {
+                account: cx.account,
+                record: *record,
+            }],
+            Payload::Access(op) => state
+                .apply(op, cx, core)?
+                .into_iter()
+                .map(Event::Access)
+                .collect(),
+        })
+    }
+}
+
+impl AppState for AccessState {
+    fn tables<'a>(&'a self, out: &mut Vec<&'a dyn TableOps>) {
+        self.list_tables(out);
+    }
+    fn tables_mut<'a>(&'a mut self, out: &mut Vec<&'a mut dyn TableOps>) {
+        self.list_tables_mut(out);
+    }
+}
+
+/// Access-control views of a MedRec [`State`].
+pub trait MedRecState {
+    /// The access-control state.
+    fn access(&self) -> &AccessState;
+    /// The key that signed for `account` in the state after block `height`, for accounts
+    /// registered with the registrar (which keeps the key history).
+    fn key_at(&self, account: &AccountId, height: u64) -> Option<PublicKey>;
+    /// Applies an access-control operation as if `signer` had signed it in block `height` at
+    /// `time`, with `tx_id` for the ids it derives, skipping signatures and nonces; keeps it
+    /// pending (or rolls it back on error). For benchmarks that build large states without
+    /// mining.
+    ///
+    /// # Errors
+    ///
+    /// The operation's [`AccessError`].
+    #[doc(hidden)]
+    fn bench_apply_access(
+        &mut self,
+        signer: PublicKey,
+        op: &AccessOp,
+        height: u64,
+        time: u64,
+        tx_id: crate::hash::TxId,
+    ) -> Result<Vec<AccessEvent>, AccessError>;
+}
+
+impl MedRecState for State<AccessState> {
+    fn access(&self) -> &AccessState {
+        self.app()
+    }
+
+    fn key_at(&self, account: &AccountId, height: u64) -> Option<PublicKey> {
+        self.app.key_at(&self.core.keys, account, height)
+    }
+
+    fn bench_apply_access(
+        &mut self,
+        signer: PublicKey,
+        op: &AccessOp,
+        height: u64,
+        time: u64,
+        tx_id: crate::hash::TxId,
+    ) -> Result<Vec<AccessEvent>, AccessError> {
+        self.bench_apply(signer, height, time, tx_id, |access, core, cx| {
+            access.apply(op, cx, core)
+        })
+    }
+}
+
+/// The genesis state of a MedRec chain with `authorities` at `time` (benchmarks that build
+/// states without a chain).
+///
+/// # Errors
+///
+/// What is wrong with an authority's name or key.
+#[doc(hidden)]
+pub fn bench_genesis(
+    authorities: &[(String, PublicKey)],
+    time: u64,
+) -> Result<State<AccessState>, String> {
+    let config = Genesis {
+        authorities: authorities.to_vec(),
+    };
+    let mut refused = None;
+    let state = State::genesis(|access, core| {
+        refused = MedRec::genesis(&config, access, core, time).err();
+    });
+    refused.map_or(Ok(state), Err)
+}
+
+impl<C: crate::consensus::Consensus> crate::chain::ChainBuilder<C, MedRec> {
+    /// Adds a health authority, registered in the genesis state with its public name: it
+    /// certifies providers (see [`registrar`](super::registrar)). The genesis header's state
+    /// root commits to the authorities.
+    pub fn authority(mut self, name: impl Into<String>, key: PublicKey) -> Self {
+        self.genesis_config_mut()
+            .authorities
+            .push((name.into(), key));
+        self
+    }
+}
