@@ -23,11 +23,13 @@ use medledger::access::{
     AccessOp, Action, ActionSet, Basis, GrantId, GrantTerms, Identity, IdentityCommitment, Period,
     PointerId, PurposeSet, RelationshipId, Role, Scope, Viewer,
 };
-use medledger::chain::{Chain, ChainBuilder, ManualClock};
+use medledger::chain::ManualClock;
 use medledger::hash::AccountId;
 use medledger::pow::ProofOfWork;
 use medledger::purpose::PurposeOfUse;
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::{Chain, ChainBuilder};
+use medledger::{Payload, Transaction};
 
 #[path = "support/access_state.rs"]
 mod access_state;

@@ -16,9 +16,10 @@ use data_txs::signed_data_txs;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ed25519_dalek::VerifyingKey;
-use medledger::chain::{Chain, ChainBuilder, ManualClock};
+use medledger::chain::ManualClock;
 use medledger::pow::ProofOfWork;
 use medledger::tx::BATCH_CHUNK;
+use medledger::{Chain, ChainBuilder};
 
 const TXS: usize = 2048;
 const T0: u64 = 1_750_000_000;

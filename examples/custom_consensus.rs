@@ -8,11 +8,14 @@
 
 use std::sync::Arc;
 
-use medledger::block::{Block, Header};
-use medledger::chain::{BlockTemplate, ChainBuilder, ChainError, ManualClock};
+use medledger::block::Header;
+use medledger::chain::ManualClock;
 use medledger::consensus::{Ancestors, Consensus, ConsensusError, Work};
 use medledger::hash::Digest;
-use medledger::tx::{Keypair, Payload, PublicKey, Signature, Transaction};
+use medledger::tx::{Keypair, PublicKey, Signature};
+use medledger::Block;
+use medledger::{BlockTemplate, ChainBuilder, ChainError};
+use medledger::{Payload, Transaction};
 use serde::{Deserialize, Serialize};
 
 /// The seal: which authority signed, and its signature over the header's other fields.

@@ -8,11 +8,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use medledger::chain::ChainBuilder;
 use medledger::file_store::{FileStore, SyncPolicy};
 use medledger::hash::Digest;
 use medledger::pow::ProofOfWork;
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::ChainBuilder;
+use medledger::{Payload, Transaction};
 
 const BLOCKS_PER_RUN: u64 = 3;
 const GENESIS_TIME: u64 = 1_700_000_000;

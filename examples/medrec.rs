@@ -16,12 +16,14 @@ use medledger::access::{
     GrantProof, GrantTerms, Identity, IdentityCommitment, Period, PointerId, Provision,
     ProvisionKind, PurposeSet, RecordPointer, RelationshipId, ReviewOutcome, Role, Scope, Viewer,
 };
-use medledger::chain::{Chain, ChainBuilder, ManualClock};
+use medledger::chain::ManualClock;
 use medledger::hash::AccountId;
 use medledger::pow::ProofOfWork;
 use medledger::purpose::PurposeOfUse;
-use medledger::state::{Event, StateError};
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::{Chain, ChainBuilder};
+use medledger::{Event, StateError};
+use medledger::{Payload, Transaction};
 
 const DAY: u64 = 86_400;
 /// 1 January 2026, 00:00 UTC.

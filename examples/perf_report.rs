@@ -14,11 +14,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medledger::chain::{Chain, ChainBuilder, ManualClock};
+use medledger::chain::ManualClock;
 use medledger::hash::TxId;
 use medledger::merkle::merkle_root;
 use medledger::pow::{self, Miner, ProofOfWork, Target};
 use medledger::tx::BATCH_CHUNK;
+use medledger::{Chain, ChainBuilder};
 use sha2::digest::generic_array::GenericArray;
 
 #[path = "../benches/support/access_state.rs"]

@@ -13,10 +13,11 @@ mod sqlite_store;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use medledger::chain::ChainBuilder;
 use medledger::hash::{domain, Digest};
 use medledger::pow::ProofOfWork;
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::ChainBuilder;
+use medledger::{Payload, Transaction};
 use sqlite_store::SqliteStore;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -371,7 +371,7 @@ mod tests {
             b.header.height = h;
             b.header.timestamp = t;
             let bytes = b.encode();
-            prop_assert_eq!(Block::<u64>::decode(&bytes).unwrap(), b.clone());
+            prop_assert_eq!(Block::<u64, Payload>::decode(&bytes).unwrap(), b.clone());
             let hb = codec::encode(&b.header);
             prop_assert_eq!(codec::decode::<Header<u64>>(&hb).unwrap(), b.header);
         }
@@ -385,7 +385,7 @@ mod tests {
             bytes[i] ^= flip;
             // Either it does not decode, or it decodes to a block that fails its checks or is a
             // different block (different hash) — never the same block with altered content.
-            if let Ok(d) = Block::<u64>::decode(&bytes) {
+            if let Ok(d) = Block::<u64, Payload>::decode(&bytes) {
                 let same_hash = d.hash() == original_hash;
                 let checked = d.check_structure(chain());
                 prop_assert!(checked.is_err() || !same_hash);

@@ -63,7 +63,7 @@ pub mod state;
 pub mod store;
 pub mod tx;
 
-pub use access::{AccessError, AccessState, Event, MedRec, MedRecState, Payload};
+pub use access::{AccessError, AccessState, Event, MedRec, Payload};
 
 /// A MedRec transaction: [`tx::Transaction`] carrying a [`Payload`].
 pub type Transaction = tx::Transaction<Payload>;

@@ -535,6 +535,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::testing::{Payload, Transaction};
+    use crate::hash::Digest;
 
     fn chain() -> ChainId {
         ChainId::from_bytes([9; 32])

@@ -16,11 +16,12 @@ use medledger::access::{
     IdentityCommitment, Period, PointerId, Provision, ProvisionKind, PurposeSet, RelationshipId,
     Role, Scope, Viewer, MAX_BREAK_GLASS_SECS,
 };
-use medledger::chain::ChainError;
 use medledger::hash::ChainId;
 use medledger::purpose::PurposeOfUse::{self, *};
-use medledger::state::StateError;
-use medledger::tx::{Keypair, Payload, PublicKey, Transaction, TxError};
+use medledger::tx::{Keypair, PublicKey, TxError};
+use medledger::ChainError;
+use medledger::StateError;
+use medledger::{Payload, Transaction};
 
 struct World {
     net: Net,

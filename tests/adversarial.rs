@@ -16,12 +16,14 @@ use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::Identity;
 use sha2::{Digest as _, Sha512};
 
-use medledger::block::{Block, StructureError};
-use medledger::chain::{Chain, ChainBuilder, ChainError};
+use medledger::block::StructureError;
 use medledger::hash::{BlockHash, Digest, StateRoot};
 use medledger::merkle::merkle_root;
 use medledger::pow::{PowSeal, ProofOfWork};
-use medledger::tx::{self, Keypair, Payload, PublicKey, Signature, Transaction, TxError};
+use medledger::tx::{self, Keypair, PublicKey, Signature, TxError};
+use medledger::Block;
+use medledger::{Chain, ChainBuilder, ChainError};
+use medledger::{Payload, Transaction};
 
 const T0: u64 = 1_750_000_000;
 

@@ -10,14 +10,16 @@ use pow_setup::{engine, remine, snapshot};
 
 use std::sync::Arc;
 
-use medledger::block::Block;
-use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
+use medledger::chain::ManualClock;
 use medledger::consensus::ConsensusError;
 use medledger::hash::{BlockHash, ChainId, Digest, StateRoot};
 use medledger::pow::{CompactTarget, PowSeal, ProofOfWork};
-use medledger::state::StateError;
 use medledger::store::{MemoryStore, Store};
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::Block;
+use medledger::StateError;
+use medledger::{Chain, ChainBuilder, ChainError};
+use medledger::{Payload, Transaction};
 use proptest::prelude::*;
 
 const T0: u64 = 1_750_000_000;

@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
-use medledger::block::Block;
-use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
+use medledger::chain::ManualClock;
 use medledger::committee::{
     CommitteeConsensus, CommitteeParams, CommitteeSeal, IdentityProof, SealError, Stage,
 };
 use medledger::consensus::ConsensusError;
 use medledger::sim::{NetworkModel, SimConfig, SimConfigBuilder, Simulation, Strategy};
+use medledger::Block;
+use medledger::{Chain, ChainBuilder, ChainError};
 use proptest::prelude::*;
 
 const SEED: u64 = 11;

@@ -20,13 +20,14 @@ use std::io::{self, BufRead};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use medledger::block::Block;
-use medledger::chain::{Chain, ChainBuilder};
 use medledger::file_store::{Disk, FileStore, FileStoreError, SyncPolicy};
 use medledger::hash::{BlockHash, Digest, StateRoot};
 use medledger::pow::{PowSeal, ProofOfWork};
 use medledger::store::Store;
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::Block;
+use medledger::{Chain, ChainBuilder};
+use medledger::{Payload, Transaction};
 
 const T0: u64 = 1_750_000_000;
 const SECTOR: usize = 512;

@@ -11,12 +11,13 @@ use chain_suite::pow_setup::engine;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use medledger::chain::{Chain, ChainBuilder};
 use medledger::file_store::{FileStore, FileStoreError, SyncPolicy, MAX_RECORD_LEN};
 use medledger::hash::Digest;
 use medledger::pow::ProofOfWork;
 use medledger::store::Store;
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::{Chain, ChainBuilder};
+use medledger::{Payload, Transaction};
 
 /// The store the included chain suite runs on: a fresh file per chain, with group commit (the
 /// chain syncs after every block).

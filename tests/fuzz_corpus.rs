@@ -20,8 +20,7 @@ use curve25519_dalek::traits::Identity;
 use sha2::{Digest as _, Sha512};
 
 use fuzz_checks::chain_model::{self, Op};
-use medledger::block::{Block, Header, HEADER_VERSION, MAX_BLOCK_TXS};
-use medledger::chain::ChainBuilder;
+use medledger::block::{Header, HEADER_VERSION, MAX_BLOCK_TXS};
 use medledger::codec::{self, FORMAT_VERSION};
 use medledger::hash::{BlockHash, ChainId, Digest, MerkleRoot, StateKey, StateRoot, TxId};
 use medledger::merkle::{merkle_root, MerkleProof};
@@ -29,7 +28,10 @@ use medledger::pow::{CompactTarget, PowSeal, ProofOfWork};
 use medledger::pseudonym::{Context, Epoch, LinkStatement, PatientSecret, Recipient};
 use medledger::purpose::PurposeOfUse;
 use medledger::smt::{StateTree, MAX_PROOF_DEPTH};
-use medledger::tx::{Keypair, Payload, PublicKey, Signature, Transaction};
+use medledger::tx::{Keypair, PublicKey, Signature};
+use medledger::Block;
+use medledger::ChainBuilder;
+use medledger::{Payload, Transaction};
 
 #[global_allocator]
 static METER: alloc_meter::Meter = alloc_meter::Meter;

@@ -9,9 +9,9 @@ use pow_setup::engine;
 use std::sync::Arc;
 
 use medledger::block::{
-    Block, Header, StructureError, HEADER_VERSION, MAX_BLOCK_LEN, MAX_BLOCK_TXS, MAX_HEADER_LEN,
+    Header, StructureError, HEADER_VERSION, MAX_BLOCK_LEN, MAX_BLOCK_TXS, MAX_HEADER_LEN,
 };
-use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
+use medledger::chain::ManualClock;
 use medledger::codec::{self, BoundedBytes, BoundedVec, Canonical, DecodeError, FORMAT_VERSION};
 use medledger::consensus::ConsensusError;
 use medledger::hash::{BlockHash, ChainId, Digest, StateRoot, TxId};
@@ -22,7 +22,10 @@ use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, MAX_FUTURE_BLOCK_TIME}
 use medledger::pseudonym::{Context, Epoch, LinkStatement, PatientSecret, Recipient};
 use medledger::purpose::PurposeOfUse;
 use medledger::smt::{self, StateProof};
-use medledger::tx::{Keypair, Payload, Transaction, MAX_TX_LEN};
+use medledger::tx::{Keypair, MAX_TX_LEN};
+use medledger::Block;
+use medledger::{Chain, ChainBuilder, ChainError};
+use medledger::{Payload, Transaction};
 
 const T0: u64 = 1_750_000_000;
 

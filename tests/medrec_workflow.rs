@@ -13,9 +13,9 @@ use medledger::access::{
     PointerId, Provision, ProvisionKind, PurposeSet, RelationshipStatus, ReviewOutcome, Role,
     Scope, Viewer,
 };
-use medledger::chain::{ChainBuilder, ChainError};
 use medledger::purpose::PurposeOfUse::{self, EmergencyTreatment, Research, Treatment};
 use medledger::tx::Keypair;
+use medledger::{ChainBuilder, ChainError};
 
 struct Cast {
     authority: Keypair,

@@ -11,13 +11,13 @@ use medledger::access::{
     GrantTerms, Period, PurposeSet, Release, ReleaseAuditError, ReleaseId, ReleasedSubject, Role,
     Scope, SubjectOpening, Viewer, MAX_RELEASE_SUBJECTS,
 };
-use medledger::chain::ChainError;
 use medledger::hash::{AccountId, Digest};
 use medledger::pseudonym::{
     DerivedBackend, Epoch, PatientHandle, Pseudonym, PseudonymBackend, Scheme,
 };
 use medledger::purpose::PurposeOfUse::{self, Research, Treatment};
 use medledger::tx::Keypair;
+use medledger::ChainError;
 
 const PATIENTS: usize = 6;
 

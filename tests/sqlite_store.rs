@@ -11,10 +11,11 @@ mod chain_suite;
 // The included chain suite brings the shared Proof-of-Work setup.
 use chain_suite::pow_setup::engine;
 
-use medledger::chain::ChainBuilder;
 use medledger::hash::Digest;
 use medledger::store::Store;
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::ChainBuilder;
+use medledger::{Payload, Transaction};
 use sqlite_store::SqliteStore;
 
 /// The store the included chain suite runs on.

@@ -7,8 +7,8 @@ use medledger::access::{
 };
 use medledger::hash::{AccountId, Digest, TxId};
 use medledger::purpose::PurposeOfUse;
-use medledger::state::State;
 use medledger::tx::PublicKey;
+use medledger::State;
 
 pub const T0: u64 = 1_767_225_600;
 pub const DAY: u64 = 86_400;

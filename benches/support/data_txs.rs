@@ -1,7 +1,8 @@
 //! Signed `Data` transactions for the validation bench and the performance report.
 
 use medledger::hash::{ChainId, Digest};
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::{Payload, Transaction};
 
 /// `n` signed record anchors from `signers` accounts taking turns, each with its next nonce.
 pub fn signed_data_txs(chain_id: ChainId, n: usize, signers: usize) -> Vec<Transaction> {

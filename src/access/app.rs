@@ -116,13 +116,19 @@ impl AppState for AccessState {
     }
 }
 
-/// Access-control views of a MedRec [`State`].
-pub trait MedRecState {
+/// Access-control views of a MedRec [`State`] (defined here, beside the application).
+impl State<AccessState> {
     /// The access-control state.
-    fn access(&self) -> &AccessState;
+    pub fn access(&self) -> &AccessState {
+        self.app()
+    }
+
     /// The key that signed for `account` in the state after block `height`, for accounts
     /// registered with the registrar (which keeps the key history).
-    fn key_at(&self, account: &AccountId, height: u64) -> Option<PublicKey>;
+    pub fn key_at(&self, account: &AccountId, height: u64) -> Option<PublicKey> {
+        self.app.key_at(&self.core.keys, account, height)
+    }
+
     /// Applies an access-control operation as if `signer` had signed it in block `height` at
     /// `time`, with `tx_id` for the ids it derives, skipping signatures and nonces; keeps it
     /// pending (or rolls it back on error). For benchmarks that build large states without
@@ -132,26 +138,7 @@ pub trait MedRecState {
     ///
     /// The operation's [`AccessError`].
     #[doc(hidden)]
-    fn bench_apply_access(
-        &mut self,
-        signer: PublicKey,
-        op: &AccessOp,
-        height: u64,
-        time: u64,
-        tx_id: crate::hash::TxId,
-    ) -> Result<Vec<AccessEvent>, AccessError>;
-}
-
-impl MedRecState for State<AccessState> {
-    fn access(&self) -> &AccessState {
-        self.app()
-    }
-
-    fn key_at(&self, account: &AccountId, height: u64) -> Option<PublicKey> {
-        self.app.key_at(&self.core.keys, account, height)
-    }
-
-    fn bench_apply_access(
+    pub fn bench_apply_access(
         &mut self,
         signer: PublicKey,
         op: &AccessOp,
@@ -164,7 +151,6 @@ impl MedRecState for State<AccessState> {
         })
     }
 }
-
 /// The genesis state of a MedRec chain with `authorities` at `time` (benchmarks that build
 /// states without a chain).
 ///

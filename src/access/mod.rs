@@ -141,7 +141,7 @@ use crate::purpose::PurposeOfUse;
 use crate::state::{AccountState, CoreTables, KeyState, Table, TableOps, TxContext};
 use crate::tx::{PublicKey, Signature};
 
-pub use app::{bench_genesis, Event, Genesis, MedRec, MedRecState, Payload};
+pub use app::{bench_genesis, Event, Genesis, MedRec, Payload};
 pub use audit::AuditEntry;
 pub use breakglass::{BreakGlass, Review, ReviewOutcome, MAX_BREAK_GLASS_SECS};
 pub use decision::{AccessRequest, Basis, Decision, DenyReason};

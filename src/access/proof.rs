@@ -147,7 +147,7 @@ mod tests {
     use super::*;
     use crate::access::tests::{reason, Cast, DAY};
     use crate::access::AccessOp;
-    use crate::state::State;
+    use crate::State;
     use proptest::prelude::*;
 
     fn prove(state: &State, grant: &GrantId) -> GrantProof {

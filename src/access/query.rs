@@ -9,12 +9,12 @@ use super::{
     AccessState, Action, ActionSet, Basis, DelegationId, GrantId, GrantProof, PointerId,
     PurposeSet, Viewer, GRANTS_TABLE, REVOCATIONS_TABLE,
 };
-use super::{MedRec, MedRecState};
-use crate::chain::Chain;
+use super::MedRec;
 use crate::consensus::Consensus;
 use crate::hash::AccountId;
 use crate::purpose::PurposeOfUse;
 use crate::state::entry_key;
+use crate::chain::Chain;
 
 /// Someone who may use a record, and on what basis.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -420,7 +420,7 @@ impl AccessState {
 mod tests {
     use super::*;
     use crate::access::tests::{key, name, Cast, Harness};
-    use crate::state::StateError;
+    use crate::StateError;
 
     #[test]
     fn register_and_look_up_both_ways() {
@@ -535,6 +535,7 @@ mod tests {
                 h.time + 1,
                 &[tx.verify().unwrap()],
                 false,
+                <crate::MedRec as crate::app::Application>::apply,
             )
             .err()
             .unwrap();

@@ -661,7 +661,7 @@ mod tests {
     use crate::codec::Canonical;
     use crate::hash::ChainId;
     use crate::pseudonym::{DerivedBackend, Scheme};
-    use crate::tx::{Payload, Transaction};
+    use crate::{Payload, Transaction};
     use proptest::prelude::*;
 
     fn research_terms(c: &Cast, rel: RelationshipId, purpose: PurposeOfUse) -> GrantTerms {

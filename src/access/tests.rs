@@ -4,8 +4,10 @@
 use super::*;
 use crate::codec::{BoundedVec, Canonical};
 use crate::hash::{ChainId, Digest, StateRoot};
-use crate::state::{State, StateError};
-use crate::tx::{Keypair, Payload, Transaction};
+use crate::tx::Keypair;
+use crate::{Payload, Transaction};
+use crate::app::Application as _;
+use crate::{State, StateError};
 
 pub(crate) const T0: u64 = 1_750_000_000;
 pub(crate) const DAY: u64 = 86_400;
@@ -43,7 +45,8 @@ impl Harness {
     /// Genesis with `authority` registered.
     pub(crate) fn new(authority: &Keypair) -> Self {
         Self {
-            state: State::genesis(&[(name("Health Authority"), authority.public())], T0),
+            state: bench_genesis(&[("Health Authority".into(), authority.public())], T0)
+                .expect("a valid authority"),
             height: 0,
             time: T0,
             chain: ChainId::from_bytes([42; 32]),
@@ -83,7 +86,7 @@ impl Harness {
         let (height, time) = (self.height + 1, self.time + secs);
         match self
             .state
-            .execute(self.chain, height, time, &[verified], false)
+            .execute(self.chain, height, time, &[verified], false, MedRec::apply)
         {
             Ok((executed, _)) => {
                 let events = executed.events[0].1.clone();
@@ -94,7 +97,7 @@ impl Harness {
                 Ok(events
                     .into_iter()
                     .map(|e| match e {
-                        crate::state::Event::Access(a) => a,
+                        crate::Event::Access(a) => a,
                         other => panic!("unexpected event {other:?}"),
                     })
                     .collect())
@@ -121,7 +124,7 @@ impl Harness {
     pub(crate) fn refused(&mut self, key: &Keypair, op: AccessOp) -> AccessError {
         let before = (self.root(), self.height);
         match self.apply(key, op) {
-            Err(StateError::Access(e)) => {
+            Err(StateError::App(e)) => {
                 assert_eq!((self.root(), self.height), before);
                 e
             }
@@ -395,7 +398,7 @@ fn genesis_registers_authorities_and_commits_them() {
             .account_by_identity(&Identity::Organisation(name("Health Authority"))),
         Some(key(1).account())
     );
-    assert_eq!(State::genesis(&[], T0).root(), crate::smt::EMPTY_ROOT);
+    assert_eq!(bench_genesis(&[], T0).unwrap().root(), crate::smt::EMPTY_ROOT);
 }
 
 #[test]

@@ -6,12 +6,12 @@ use super::identity::{IdentityProof, Randomness};
 use super::seal::{
     Commitment, FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary, Stage,
 };
+use super::Transaction;
 use super::MAX_COMMITTEE_SIZE;
 use crate::block::MAX_HEADER_LEN;
 use crate::codec::{BoundedVec, Canonical};
 use crate::hash::{BlockHash, Digest, TxId};
 use crate::merkle::merkle_root;
-use super::Transaction;
 use crate::tx::{PublicKey, Signature};
 
 /// The most transactions one shard contributes to a block.

@@ -18,11 +18,11 @@ use super::seal::{
     FinalValue, Reveal, ShardCertificate, SigItem, Stage, VoteBody,
 };
 use super::CommitteeParams;
+use super::Transaction;
 use crate::block::{Header, HEADER_VERSION};
 use crate::codec::{self, BoundedVec};
 use crate::hash::{domain, AccountId, BlockHash, Digest, StateRoot, TxId};
 use crate::merkle::merkle_root;
-use super::Transaction;
 use crate::tx::{Keypair, PublicKey, Signature};
 
 /// What a node needs from its environment besides messages. Every method must be a

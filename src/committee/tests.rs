@@ -3,7 +3,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::codec::{self, BoundedVec};
 use crate::hash::{BlockHash, ChainId, Digest, MerkleRoot, StateRoot};
-use crate::tx::{Keypair, Payload, Signature, Transaction};
+use crate::tx::{Keypair, Signature};
+use crate::{Payload, Transaction};
 
 fn key(i: u8) -> crate::tx::PublicKey {
     Keypair::from_seed(&[i; 32]).public()

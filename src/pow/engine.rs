@@ -8,12 +8,12 @@ use super::{
     header_hash, median_time_past, next_target, CompactTarget, Miner, RetargetParams, Target, Work,
     HEADER_LEN, MAX_FUTURE_BLOCK_TIME, MEDIAN_TIME_SPAN,
 };
+use crate::app::Application;
 use crate::block::{Block, Header};
 use crate::chain::{Chain, ChainError};
 use crate::codec;
 use crate::consensus::{Ancestors, Consensus, ConsensusError};
 use crate::hash::domain;
-use crate::app::Application;
 use crate::tx::Transaction;
 
 /// The seal of a Proof-of-Work block.

@@ -178,7 +178,8 @@ pub struct TxFailure<E> {
 
 /// A failed execution that skips nothing: the failure. With skipping: the executed block and
 /// the skipped transactions by position.
-pub(crate) type Execution<Ev, E> = Result<(Executed<Ev>, Vec<(usize, StateError<E>)>), TxFailure<E>>;
+pub(crate) type Execution<Ev, E> =
+    Result<(Executed<Ev>, Vec<(usize, StateError<E>)>), TxFailure<E>>;
 
 impl<T: AppState> State<T> {
     /// The empty state.
@@ -287,8 +288,8 @@ impl<T: AppState> State<T> {
         }
         cx.account = account;
         cx.signer = signer;
-        let events =
-            apply(&mut self.app, &mut self.core, &tx.body().payload, cx).map_err(StateError::App)?;
+        let events = apply(&mut self.app, &mut self.core, &tx.body().payload, cx)
+            .map_err(StateError::App)?;
         self.core.accounts.update(
             account,
             || AccountState {

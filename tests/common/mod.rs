@@ -15,13 +15,15 @@ use medledger::access::{
     AccessError, AccessEvent, AccessOp, Identity, IdentityCommitment, PointerId, RecordPointer,
     RelationshipId, Role,
 };
-use medledger::block::Block;
-use medledger::chain::{Chain, ChainBuilder, ChainError, ManualClock};
+use medledger::chain::ManualClock;
 use medledger::hash::{AccountId, BlockHash, StateRoot};
 use medledger::merkle::merkle_root;
 use medledger::pow::{PowSeal, ProofOfWork};
-use medledger::state::{Event, StateError};
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::Block;
+use medledger::{Chain, ChainBuilder, ChainError};
+use medledger::{Event, StateError};
+use medledger::{Payload, Transaction};
 
 pub const T0: u64 = 1_767_225_600;
 pub const DAY: u64 = 86_400;
@@ -177,7 +179,7 @@ impl Net {
     /// [`refuse_tx`](Self::refuse_tx) for one operation, expecting an access error.
     pub fn refuse(&mut self, key: &Keypair, op: AccessOp) -> AccessError {
         match self.refuse_tx(self.sign(key, op)) {
-            StateError::Access(e) => e,
+            StateError::App(e) => e,
             other => panic!("expected an access error, got {other}"),
         }
     }

@@ -6,10 +6,11 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use medledger::block::Block;
-use medledger::chain::{Chain, ChainBuilder, ManualClock};
+use medledger::chain::ManualClock;
 use medledger::hash::{BlockHash, StateRoot};
 use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams};
+use medledger::Block;
+use medledger::{Chain, ChainBuilder};
 
 /// About 1 in 256 hashes meets this target: mining is instant, a tampered nonce fails.
 pub fn engine() -> ProofOfWork {

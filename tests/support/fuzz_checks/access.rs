@@ -10,12 +10,13 @@ use medledger::access::{
     IdentityCommitment, Period, PointerId, PurposeSet, RecordPointer, RelationshipId, Role, Scope,
     Viewer,
 };
-use medledger::block::Block;
-use medledger::chain::{Chain, ChainBuilder};
 use medledger::hash::StateRoot;
 use medledger::pow::{PowSeal, ProofOfWork};
 use medledger::purpose::PurposeOfUse;
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::Block;
+use medledger::{Chain, ChainBuilder};
+use medledger::{Payload, Transaction};
 
 use super::decoders::round_trip;
 

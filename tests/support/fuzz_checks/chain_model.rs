@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use medledger::block::{Block, Header, HEADER_VERSION};
-use medledger::chain::{Appended, Chain, ChainBuilder, ChainError, ManualClock};
+use medledger::block::{Header, HEADER_VERSION};
+use medledger::chain::ManualClock;
 use medledger::consensus::Consensus;
 use medledger::hash::{AccountId, BlockHash, ChainId, Digest, StateRoot};
 use medledger::merkle::merkle_root;
@@ -26,7 +26,10 @@ use medledger::pow::{CompactTarget, PowSeal, ProofOfWork, RetargetParams, Target
 use medledger::smt::StateTree;
 use medledger::state::{entry_key, value_digest, AccountState, ACCOUNTS_TABLE};
 use medledger::store::{MemoryStore, Store};
-use medledger::tx::{Keypair, Payload, Transaction};
+use medledger::tx::Keypair;
+use medledger::Block;
+use medledger::{Appended, Chain, ChainBuilder, ChainError};
+use medledger::{Payload, Transaction};
 
 /// Genesis time.
 const T0: u64 = 1_750_000_000;

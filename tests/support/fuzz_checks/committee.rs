@@ -3,15 +3,18 @@
 
 use std::sync::Arc;
 
-use medledger::block::{Block, Header};
-use medledger::chain::{Chain, ChainBuilder, ManualClock};
+use medledger::block::Header;
+use medledger::chain::ManualClock;
 use medledger::codec::{self, Canonical};
 use medledger::committee::{
     CommitteeConsensus, CommitteeParams, CommitteeSeal, Host, Membership, Message, NextEpoch, Node,
     NodeConfig, Pol, Precommits, Proposal, RoundChange, ShardResult, Timing, TipInfo, Value, Vote,
 };
 use medledger::hash::{AccountId, BlockHash, StateRoot};
-use medledger::tx::{Keypair, PublicKey, Signature, Transaction};
+use medledger::tx::{Keypair, PublicKey, Signature};
+use medledger::Block;
+use medledger::Transaction;
+use medledger::{Chain, ChainBuilder};
 
 use super::decoders::round_trip;
 

@@ -1,6 +1,6 @@
 //! One check per decoder: no panic, exact round trip, and no panic in what follows decoding.
 
-use medledger::block::{Block, Header};
+use medledger::block::Header;
 use medledger::codec::{self, Canonical, DecodeError};
 use medledger::consensus::{Ancestors, Consensus};
 use medledger::hash::{ChainId, MerkleRoot, StateKey};
@@ -8,7 +8,9 @@ use medledger::merkle::{merkle_root, MerkleProof};
 use medledger::pow::{PowSeal, ProofOfWork};
 use medledger::pseudonym::{Context, LinkStatement, PatientSecret};
 use medledger::smt::{StateProof, StateTree, EMPTY_ROOT};
-use medledger::tx::{self, Transaction};
+use medledger::tx::{self};
+use medledger::Block;
+use medledger::Transaction;
 
 /// Decodes `data` as a `T`. If it decodes, re-encoding must give `data` back exactly; if it does
 /// not, the error must say why (and an input over the type's limit must be refused as such).

@@ -5,10 +5,10 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use medledger::chain::ChainBuilder;
 use medledger::file_store::{Disk, FileStore};
 use medledger::pow::ProofOfWork;
 use medledger::store::Store;
+use medledger::ChainBuilder;
 
 /// The chain the seed stores hold.
 pub const CHAIN_NAME: &str = "file store seeds";
