@@ -33,6 +33,15 @@ use crate::state::{BlockUndo, State, StateError, TxFailure};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
 
+/// The block type of a chain whose engine is `C` and whose application is `A`.
+pub type ChainBlock<C, A> = Block<<C as Consensus>::Seal, <A as Application>::Payload>;
+
+/// A checked block of a chain whose engine is `C` and whose application is `A`.
+type CheckedChainBlock<C, A> = CheckedBlock<<C as Consensus>::Seal, <A as Application>::Payload>;
+
+/// The result of a chain operation: what the chain of application `A` refused, or `T`.
+pub type ChainResult<T, A> = Result<T, ChainError<<A as Application>::Error>>;
+
 /// The default limit on how many blocks a reorganisation may roll back.
 pub const DEFAULT_MAX_REORG_DEPTH: u64 = 100;
 
@@ -313,7 +322,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
     /// [`ChainError::Config`] for an empty name or a genesis configuration the application
     /// refuses, [`ChainError::GenesisMismatch`] if the store holds another chain,
     /// [`ChainError::Store`] if it fails.
-    pub fn build(self) -> Result<Chain<C, A>, ChainError<A::Error>> {
+    pub fn build(self) -> ChainResult<Chain<C, A>, A> {
         if self.name.is_empty() || self.name.len() > 256 {
             return Err(ChainError::Config(
                 "chain name must be 1 to 256 bytes".into(),
@@ -321,7 +330,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         }
         let state = genesis_state::<A>(&self.genesis, self.genesis_time)?;
         let chain_id = ChainId::from_bytes(domain::CHAIN_ID.hash(self.name.as_bytes()));
-        let genesis: Block<C::Seal, A::Payload> = Block {
+        let genesis: ChainBlock<C, A> = Block {
             header: Header {
                 version: HEADER_VERSION,
                 height: 0,
@@ -385,7 +394,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
 fn genesis_state<A: Application>(
     config: &A::Genesis,
     time: u64,
-) -> Result<State<A::State>, ChainError<A::Error>> {
+) -> ChainResult<State<A::State>, A> {
     let mut refused = None;
     let state = State::genesis(|app, core| {
         refused = A::genesis(config, app, core, time).err();
@@ -543,10 +552,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     /// # Errors
     ///
     /// [`ChainError::Store`] or [`ChainError::Decode`].
-    pub fn block(
-        &self,
-        hash: &BlockHash,
-    ) -> Result<Option<Block<C::Seal, A::Payload>>, ChainError<A::Error>> {
+    pub fn block(&self, hash: &BlockHash) -> ChainResult<Option<ChainBlock<C, A>>, A> {
         match self.store.get_block(hash)? {
             Some(bytes) => Ok(Some(Block::decode(&bytes)?)),
             None => Ok(None),
@@ -580,7 +586,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         &mut self,
         txs: Vec<Transaction<A::Payload>>,
         timestamp: u64,
-    ) -> Result<BlockTemplate<A::Payload, A::Error>, ChainError<A::Error>> {
+    ) -> ChainResult<BlockTemplate<A::Payload, A::Error>, A> {
         let verified = tx::verify_batch_cached(self.chain_id, txs, &self.keys)?;
         let height = self.height() + 1;
         let (executed, skipped) = self
@@ -618,10 +624,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     /// # Errors
     ///
     /// As [`append`](Self::append), plus [`ChainError::Decode`].
-    pub fn append_bytes(
-        &mut self,
-        bytes: &[u8],
-    ) -> Result<Appended<A::Event>, ChainError<A::Error>> {
+    pub fn append_bytes(&mut self, bytes: &[u8]) -> ChainResult<Appended<A::Event>, A> {
         self.append(Block::decode(bytes)?)
     }
 
@@ -631,10 +634,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     /// # Errors
     ///
     /// [`ChainError`] naming what is wrong; the chain and state are then exactly as before.
-    pub fn append(
-        &mut self,
-        block: Block<C::Seal, A::Payload>,
-    ) -> Result<Appended<A::Event>, ChainError<A::Error>> {
+    pub fn append(&mut self, block: ChainBlock<C, A>) -> ChainResult<Appended<A::Event>, A> {
         let hash = block.hash();
         if self.index.contains_key(&hash) {
             return Err(ChainError::AlreadyKnown(hash));
@@ -684,7 +684,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     }
 
     /// Writes the main chain from `from_height` up to the tip to the store, and syncs.
-    fn persist_main(&mut self, from_height: u64) -> Result<(), ChainError<A::Error>> {
+    fn persist_main(&mut self, from_height: u64) -> ChainResult<(), A> {
         if !self.replaying {
             self.store
                 .set_main_chain(from_height, &self.main[from_height as usize..])?;
@@ -695,9 +695,9 @@ impl<C: Consensus, A: Application> Chain<C, A> {
 
     fn store_block(
         &mut self,
-        block: &CheckedBlock<C::Seal, A::Payload>,
+        block: &CheckedChainBlock<C, A>,
         total_work: Work,
-    ) -> Result<(), ChainError<A::Error>> {
+    ) -> ChainResult<(), A> {
         if !self.replaying {
             self.store
                 .put_block(&block.hash(), &block.to_block().encode())?;
@@ -715,8 +715,8 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     /// Executes a checked block on the tip's state, checks its state root, and commits it.
     fn apply_checked(
         &mut self,
-        block: &CheckedBlock<C::Seal, A::Payload>,
-    ) -> Result<AppliedBlock<A::Event>, ChainError<A::Error>> {
+        block: &CheckedChainBlock<C, A>,
+    ) -> ChainResult<AppliedBlock<A::Event>, A> {
         let h = block.header();
         let (executed, _) = self
             .state
@@ -763,10 +763,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         self.main.pop().expect("never reverts genesis")
     }
 
-    fn load_checked(
-        &self,
-        hash: &BlockHash,
-    ) -> Result<CheckedBlock<C::Seal, A::Payload>, ChainError<A::Error>> {
+    fn load_checked(&self, hash: &BlockHash) -> ChainResult<CheckedChainBlock<C, A>, A> {
         let block = self.block(hash)?.ok_or_else(|| {
             ChainError::Store(StoreError::Corrupt(format!(
                 "block {hash} is indexed but not stored"
@@ -777,9 +774,9 @@ impl<C: Consensus, A: Application> Chain<C, A> {
 
     fn reorganise(
         &mut self,
-        new_tip: CheckedBlock<C::Seal, A::Payload>,
+        new_tip: CheckedChainBlock<C, A>,
         total_work: Work,
-    ) -> Result<Appended<A::Event>, ChainError<A::Error>> {
+    ) -> ChainResult<Appended<A::Event>, A> {
         // Collect the new branch back to the main chain.
         // Every indexed block's ancestors are indexed (an invalid block is forgotten together
         // with all its descendants), so this walk ends on the main chain; a gap is refused, not
@@ -868,7 +865,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     }
 
     /// Re-validates blocks read back from the store (in stored order).
-    fn reload(&mut self, hashes: &[BlockHash]) -> Result<(), ChainError<A::Error>> {
+    fn reload(&mut self, hashes: &[BlockHash]) -> ChainResult<(), A> {
         self.replaying = true;
         for hash in hashes {
             let Some(block) = self.block(hash)? else {
@@ -898,7 +895,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     /// # Errors
     ///
     /// [`ChainError`] if a stored block cannot be read or no longer applies.
-    pub fn replay_state(&self) -> Result<State<A::State>, ChainError<A::Error>> {
+    pub fn replay_state(&self) -> ChainResult<State<A::State>, A> {
         let mut state =
             genesis_state::<A>(&self.genesis, self.index[&self.main[0]].header.timestamp)?;
         for hash in &self.main[1..] {

@@ -6,10 +6,11 @@
 //! embedding application, behind small traits ([`consensus::Consensus`], [`store::Store`]).
 //!
 //! ```
-//! use medledger::chain::ChainBuilder;
+//! use medledger::ChainBuilder;
 //! use medledger::hash::Digest;
 //! use medledger::pow::ProofOfWork;
-//! use medledger::tx::{Keypair, Payload, Transaction};
+//! use medledger::tx::Keypair;
+//! use medledger::{Payload, Transaction};
 //!
 //! // A chain with Proof-of-Work at a trivial target, on the in-memory store.
 //! let mut chain = ChainBuilder::new("my-hospital-network", ProofOfWork::regtest())

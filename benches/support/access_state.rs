@@ -48,7 +48,8 @@ pub fn lab_record_op(rel: RelationshipId, i: u64) -> AccessOp {
 /// triples.
 pub fn build_state(n: u64) -> (State, Vec<(AccountId, AccountId, PointerId)>) {
     let authority = pk(0, 0);
-    let mut state = State::bench_genesis(&[(name("Authority".into()), authority)], T0);
+    let mut state = medledger::access::bench_genesis(&[("Authority".into(), authority)], T0)
+        .expect("a valid authority");
     let mut tx_counter = 0u64;
     let mut next_tx = || {
         tx_counter += 1;

@@ -4,7 +4,7 @@
 //! A patient controls who may read the records that providers keep in their own databases.
 //! Records stay off-chain; the chain holds identities, record pointers and their content hashes,
 //! permissions and an audit trail of every read. Every operation is an [`AccessOp`] carried by a
-//! signed transaction ([`Payload::Access`](crate::tx::Payload::Access)), authorised by its
+//! signed transaction ([`Payload::Access`]), authorised by its
 //! signer's role and relationship; a refused operation fails with an [`AccessError`] and changes
 //! nothing. Every state change emits an [`AccessEvent`] and, when it concerns a patient, appends
 //! it to that patient's append-only [audit trail](audit).
@@ -20,10 +20,11 @@
 //!
 //! ```
 //! use medledger::access::*;
-//! use medledger::chain::ChainBuilder;
+//! use medledger::ChainBuilder;
 //! use medledger::pow::ProofOfWork;
 //! use medledger::purpose::PurposeOfUse;
-//! use medledger::tx::{Keypair, Payload, Transaction};
+//! use medledger::tx::Keypair;
+//! use medledger::{Payload, Transaction};
 //!
 //! let (authority, hospital, patient, doctor) =
 //!     (Keypair::generate(), Keypair::generate(), Keypair::generate(), Keypair::generate());
@@ -590,7 +591,7 @@ pub type CategorySet = EnumSet<Category>;
 // Operations
 
 /// An access-control operation: the payload of a transaction
-/// ([`Payload::Access`](crate::tx::Payload::Access)). Its signer is the actor.
+/// ([`Payload::Access`]). Its signer is the actor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum AccessOp {

@@ -6,7 +6,7 @@
 //! hospital can show a third party that it was allowed, without the ledger's state.
 //!
 //! ```no_run
-//! # fn demo(chain: &medledger::chain::Chain<medledger::pow::ProofOfWork>,
+//! # fn demo(chain: &medledger::Chain<medledger::pow::ProofOfWork>,
 //! #         grant: medledger::access::GrantId) -> Result<(), Box<dyn std::error::Error>> {
 //! use medledger::access::GrantProof;
 //! let height = chain.height();

@@ -5,16 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::decision::{AccessRequest, NOW};
+use super::MedRec;
 use super::{
     AccessState, Action, ActionSet, Basis, DelegationId, GrantId, GrantProof, PointerId,
     PurposeSet, Viewer, GRANTS_TABLE, REVOCATIONS_TABLE,
 };
-use super::MedRec;
+use crate::chain::Chain;
 use crate::consensus::Consensus;
 use crate::hash::AccountId;
 use crate::purpose::PurposeOfUse;
 use crate::state::entry_key;
-use crate::chain::Chain;
 
 /// Someone who may use a record, and on what basis.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,11 +2,11 @@
 //! shared types.
 
 use super::*;
+use crate::app::Application as _;
 use crate::codec::{BoundedVec, Canonical};
 use crate::hash::{ChainId, Digest, StateRoot};
 use crate::tx::Keypair;
 use crate::{Payload, Transaction};
-use crate::app::Application as _;
 use crate::{State, StateError};
 
 pub(crate) const T0: u64 = 1_750_000_000;
@@ -398,7 +398,10 @@ fn genesis_registers_authorities_and_commits_them() {
             .account_by_identity(&Identity::Organisation(name("Health Authority"))),
         Some(key(1).account())
     );
-    assert_eq!(bench_genesis(&[], T0).unwrap().root(), crate::smt::EMPTY_ROOT);
+    assert_eq!(
+        bench_genesis(&[], T0).unwrap().root(),
+        crate::smt::EMPTY_ROOT
+    );
 }
 
 #[test]

@@ -31,7 +31,7 @@
 //! unsynced bytes or tears writes.
 //!
 //! ```
-//! use medledger::chain::ChainBuilder;
+//! use medledger::ChainBuilder;
 //! use medledger::file_store::{FileStore, SyncPolicy};
 //! use medledger::pow::ProofOfWork;
 //! use std::time::Duration;

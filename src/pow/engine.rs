@@ -10,7 +10,7 @@ use super::{
 };
 use crate::app::Application;
 use crate::block::{Block, Header};
-use crate::chain::{Chain, ChainError};
+use crate::chain::{Chain, ChainResult};
 use crate::codec;
 use crate::consensus::{Ancestors, Consensus, ConsensusError};
 use crate::hash::domain;
@@ -206,12 +206,12 @@ impl<A: Application> Chain<ProofOfWork, A> {
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`] if a signature fails.
+    /// [`ChainError::Transaction`](crate::chain::ChainError::Transaction) if a signature fails.
     pub fn mine(
         &mut self,
         txs: Vec<Transaction<A::Payload>>,
         timestamp: u64,
-    ) -> Result<Block<PowSeal, A::Payload>, ChainError<A::Error>> {
+    ) -> ChainResult<Block<PowSeal, A::Payload>, A> {
         let never = AtomicBool::new(false);
         Ok(self
             .mine_cancellable(txs, timestamp, &never)?
@@ -222,13 +222,13 @@ impl<A: Application> Chain<ProofOfWork, A> {
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`] if a signature fails.
+    /// [`ChainError::Transaction`](crate::chain::ChainError::Transaction) if a signature fails.
     pub fn mine_cancellable(
         &mut self,
         txs: Vec<Transaction<A::Payload>>,
         timestamp: u64,
         cancel: &AtomicBool,
-    ) -> Result<Option<Block<PowSeal, A::Payload>>, ChainError<A::Error>> {
+    ) -> ChainResult<Option<Block<PowSeal, A::Payload>>, A> {
         let template = self.build_template(txs, timestamp)?;
         let bits = self.engine().required_bits(&self.tip_ancestors());
         let header = template.header(PowSeal {

@@ -122,7 +122,7 @@ impl Net {
     pub fn forced_block(&self, advance: u64, txs: Vec<Transaction>) -> Block<PowSeal> {
         let time = self.now + advance;
         let ids: Vec<_> = txs.iter().map(Transaction::id).collect();
-        let template = medledger::chain::BlockTemplate {
+        let template = medledger::BlockTemplate {
             height: self.chain.height() + 1,
             parent: self.chain.tip(),
             tx_root: merkle_root(&[]),
