@@ -63,6 +63,7 @@ pub mod smt;
 pub mod state;
 pub mod store;
 pub mod tx;
+mod u256;
 
 pub use access::{AccessError, AccessState, Event, MedRec, Payload};
 

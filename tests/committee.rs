@@ -81,7 +81,10 @@ fn expect_seal_error(
         "a refused block changed the chain"
     );
     match err {
-        ChainError::Consensus(ConsensusError::Committee(e)) => e,
+        ChainError::Consensus(ConsensusError::Engine(e)) => e
+            .downcast_ref::<SealError>()
+            .expect("the committee engine refuses with a SealError")
+            .clone(),
         other => panic!("expected a committee seal error, got {other}"),
     }
 }

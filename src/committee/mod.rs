@@ -426,3 +426,9 @@ pub enum SealError {
         shard: u16,
     },
 }
+
+impl From<SealError> for crate::consensus::ConsensusError {
+    fn from(e: SealError) -> Self {
+        Self::Engine(crate::consensus::EngineError::new("committee", e))
+    }
+}

@@ -37,15 +37,15 @@ mod engine;
 mod miner;
 mod retarget;
 mod target;
-mod u256;
 
+pub use crate::consensus::Work;
 pub use engine::{PowSeal, ProofOfWork};
 pub use miner::Miner;
 pub use retarget::{
     check_block_time, median_time_past, next_target, RetargetParams, RetargetParamsBuilder,
     MAX_FUTURE_BLOCK_TIME, MEDIAN_TIME_SPAN,
 };
-pub use target::{CompactTarget, Target, Work};
+pub use target::{CompactTarget, Target};
 
 /// The length of a Bitcoin-layout block header.
 pub const HEADER_LEN: usize = 80;

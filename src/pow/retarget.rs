@@ -1,8 +1,8 @@
 //! Difficulty retargeting and timestamp rules.
 
 use super::target::decode_compact;
-use super::u256::U256;
 use super::{CompactTarget, Error, Target};
+use crate::u256::U256;
 
 /// How far ahead of the current time a block time may be, in seconds (Bitcoin: two hours).
 pub const MAX_FUTURE_BLOCK_TIME: u64 = 2 * 60 * 60;

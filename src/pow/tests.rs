@@ -571,7 +571,7 @@ fn any_target() -> impl Strategy<Value = Target> {
         any::<[u8; 32]>().prop_map(Target::from_be_bytes),
         // Mostly leading zeros, like real targets.
         (any::<u64>(), 0u32..256)
-            .prop_map(|(v, s)| { Target::from_u256(u256::U256::from_u64(v).shl(s)) }),
+            .prop_map(|(v, s)| { Target::from_u256(crate::u256::U256::from_u64(v).shl(s)) }),
     ]
 }
 
@@ -624,15 +624,15 @@ proptest! {
         } else {
             // With d = t + 1 (no wrap unless t is all ones): w * d <= 2^256 < (w + 1) * d,
             // i.e. w * d ≡ -r (mod 2^256) with 0 <= r < d.
-            let d = t.as_u256().wrapping_add(u256::U256::ONE);
-            let wv = u256::U256::from_be_bytes(w.to_be_bytes());
+            let d = t.as_u256().wrapping_add(crate::u256::U256::ONE);
+            let wv = crate::u256::U256::from_be_bytes(w.to_be_bytes());
             if !d.is_zero() {
-                let mut prod = u256::U256::ZERO;
+                let mut prod = crate::u256::U256::ZERO;
                 for (i, limb) in d.to_le_bytes().chunks_exact(8).enumerate() {
                     let limb = u64::from_le_bytes(limb.try_into().unwrap());
                     prod = prod.wrapping_add(wv.overflowing_mul_u64(limb).0.shl(64 * i as u32));
                 }
-                let r = u256::U256::ZERO.overflowing_sub(prod).0;
+                let r = crate::u256::U256::ZERO.overflowing_sub(prod).0;
                 prop_assert!(r < d);
                 prop_assert!(!wv.is_zero());
             }
@@ -664,7 +664,7 @@ proptest! {
         // truncation (a relative error below 2^-15 here).
         let (old, new) = (old.as_u256(), new.as_u256());
         prop_assert!(new <= old.overflowing_mul_u64(4).0);
-        let slack = old.shr(14).wrapping_add(u256::U256::from_u64(4));
+        let slack = old.shr(14).wrapping_add(crate::u256::U256::from_u64(4));
         prop_assert!(new.overflowing_mul_u64(4).0.wrapping_add(slack) >= old);
     }
 

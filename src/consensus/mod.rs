@@ -35,13 +35,16 @@
 //! [`pow::ProofOfWork`]: crate::pow::ProofOfWork
 
 use core::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::block::Header;
-pub use crate::pow::Work;
+mod work;
+
 use crate::tx::{AppPayload, VerifiedTx};
+pub use work::Work;
 
 /// The headers of the branch a new header extends, as the engine may need them (timestamps for
 /// the median-time-past rule, the last retarget block, previous seals).
@@ -138,7 +141,63 @@ pub enum ConsensusError {
         /// Allowed drift.
         max_drift: u64,
     },
-    /// A committee seal or body breaks the committee protocol's rules.
-    #[error("committee: {0}")]
-    Committee(#[from] crate::committee::SealError),
+    /// The engine's own rules refuse the seal or body, with its typed reason.
+    #[error(transparent)]
+    Engine(EngineError),
 }
+
+/// An engine's own reason for refusing a header or a body, kept typed so that the caller can
+/// look at it with [`downcast_ref`](Self::downcast_ref) without the chain knowing the engine.
+#[derive(Clone)]
+pub struct EngineError {
+    engine: &'static str,
+    error: Arc<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl EngineError {
+    /// `engine`'s refusal `error`.
+    pub fn new(
+        engine: &'static str,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            engine,
+            error: Arc::new(error),
+        }
+    }
+    /// The engine's name.
+    pub fn engine(&self) -> &'static str {
+        self.engine
+    }
+    /// The engine's error, if it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.error.downcast_ref()
+    }
+}
+
+impl fmt::Debug for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EngineError({}: {:?})", self.engine, self.error)
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.engine, self.error)
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
+/// Two engine errors are equal when the same engine gives the same reason.
+impl PartialEq for EngineError {
+    fn eq(&self, other: &Self) -> bool {
+        self.engine == other.engine && self.error.to_string() == other.error.to_string()
+    }
+}
+
+impl Eq for EngineError {}
