@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::decision::AccessRequest;
 use super::{
     AccessError, AccessEvent, AccessState, ActionSet, CategorySet, Delegation, DelegationId, Exec,
-    GrantId, GroupId, IndexedGrant, Period, Pointer, PointerId, PurposeSet, Reason, Relationship,
-    RelationshipId, RelationshipStatus, Stamp, ViewerIndex, MAX_GRANTS_PER_DELEGATION,
+    GrantId, GroupId, IndexedGrant, LiveGrant, Period, Pointer, PointerId, PurposeSet, Reason,
+    Relationship, RelationshipId, RelationshipStatus, Stamp, ViewerIndex,
+    MAX_GRANTS_PER_DELEGATION,
 };
 use crate::codec::BoundedVec;
 use crate::hash::AccountId;
@@ -33,11 +34,20 @@ pub const MAX_PROVISIONS: usize = 16;
 pub const MAX_PROVISION_DEPTH: usize = 4;
 /// The most pointers a provision lists.
 pub const MAX_PROVISION_POINTERS: usize = 16;
-/// The most grants a viewer holds from one patient at a time (revoked and expired ones are
-/// pruned to make room).
+/// The most live grants (not revoked, not expired at the block's time) a patient itself holds
+/// open to one viewer. Grants made by delegates never count against it.
 pub const MAX_LIVE_GRANTS_PER_VIEWER: usize = 64;
-/// The most grants made on one relationship, ever.
-pub const MAX_GRANTS_PER_RELATIONSHIP: u32 = 1024;
+/// The most live grants delegates hold open to one viewer of a patient, all delegates
+/// together: their own quota, apart from the patient's.
+pub const MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER: usize = 16;
+/// The most live grants (not revoked, not expired at the block's time) a patient itself holds
+/// open on one relationship. Grants made by delegates never count against it, and revoked or
+/// expired grants make room again: however many grants were ever made, the patient can grant
+/// as long as fewer than this many of its own are live.
+pub const MAX_LIVE_GRANTS_PER_RELATIONSHIP: usize = 256;
+/// The most live grants delegates hold open on one relationship, all delegates together: their
+/// own quota, apart from the patient's.
+pub const MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP: usize = 64;
 
 /// Who a grant is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -382,27 +392,78 @@ impl Exec<'_> {
         if let Some(d) = &delegation {
             self.check_narrower(d, &terms)?;
         }
-        if rel.grants >= MAX_GRANTS_PER_RELATIONSHIP {
-            return Err(AccessError::LimitReached {
-                what: "grants per relationship",
-                max: MAX_GRANTS_PER_RELATIONSHIP.into(),
-            });
-        }
         let id = GrantId::of_tx(self.cx.tx_id);
         let seq = rel.grants;
-        rel.grants += 1;
+        rel.grants = rel.grants.checked_add(1).ok_or(AccessError::LimitReached {
+            what: "grants per relationship",
+            max: u32::MAX.into(),
+        })?;
+        let now = self.cx.time;
+        let delegated = delegation.is_some();
+        if let Some(d) = &delegation {
+            if d.grants >= MAX_GRANTS_PER_DELEGATION {
+                return Err(AccessError::LimitReached {
+                    what: "grants per delegation",
+                    max: MAX_GRANTS_PER_DELEGATION.into(),
+                });
+            }
+        }
+        // The patient's grants and the delegates' are counted apart, so that no delegate can
+        // use up what the patient may grant; dead grants are pruned when a count is full.
+        let mut live = self.s.live_grants.get(&rel.id).cloned().unwrap_or_default();
+        let (max, what) = if delegated {
+            (
+                MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP,
+                "live delegated grants per relationship",
+            )
+        } else {
+            (
+                MAX_LIVE_GRANTS_PER_RELATIONSHIP,
+                "live grants per relationship",
+            )
+        };
+        let same_kind = |g: &&LiveGrant| g.delegated == delegated;
+        if live.0.iter().filter(same_kind).count() >= max {
+            live.0.retain(|g| g.end > now);
+            if live.0.iter().filter(same_kind).count() >= max {
+                return Err(AccessError::LimitReached {
+                    what,
+                    max: max as u64,
+                });
+            }
+        }
+        live.0.push(LiveGrant {
+            grant: id,
+            end: terms.period.end,
+            delegated,
+        });
         let key = (patient, terms.viewer);
         let mut index = self.s.viewer_index.get(&key).cloned().unwrap_or_default();
-        if index.grants.len() >= MAX_LIVE_GRANTS_PER_VIEWER {
-            let now = self.cx.time;
-            index
-                .grants
-                .retain(|g| g.revoked.is_none() && g.terms.period.end > now);
-            if index.grants.len() >= MAX_LIVE_GRANTS_PER_VIEWER {
-                return Err(AccessError::LimitReached {
-                    what: "live grants per viewer",
-                    max: MAX_LIVE_GRANTS_PER_VIEWER as u64,
-                });
+        let (max, what) = if delegated {
+            (
+                MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER,
+                "live delegated grants per viewer",
+            )
+        } else {
+            (MAX_LIVE_GRANTS_PER_VIEWER, "live grants per viewer")
+        };
+        if index.grants.len() >= max {
+            let grants = &self.s.grants;
+            let same_kind = |g: &&IndexedGrant| {
+                grants
+                    .get(&g.grant)
+                    .is_some_and(|r| r.under.is_some() == delegated)
+            };
+            if index.grants.iter().filter(same_kind).count() >= max {
+                index
+                    .grants
+                    .retain(|g| g.revoked.is_none() && g.terms.period.end > now);
+                if index.grants.iter().filter(same_kind).count() >= max {
+                    return Err(AccessError::LimitReached {
+                        what,
+                        max: max as u64,
+                    });
+                }
             }
         }
         index.grants.push(IndexedGrant {
@@ -412,16 +473,11 @@ impl Exec<'_> {
             terms: terms.clone(),
         });
         if let Some(mut d) = delegation {
-            if d.grants >= MAX_GRANTS_PER_DELEGATION {
-                return Err(AccessError::LimitReached {
-                    what: "grants per delegation",
-                    max: MAX_GRANTS_PER_DELEGATION.into(),
-                });
-            }
             self.s.delegation_grants.insert((d.id, d.grants), id);
             d.grants += 1;
             self.s.delegations.insert(d.id, d);
         }
+        self.s.live_grants.insert(rel.id, live);
         let viewer = terms.viewer;
         self.s.viewer_index.insert(key, index);
         self.s.relationship_grants.insert((rel.id, seq), id);
@@ -648,7 +704,8 @@ impl Exec<'_> {
             .grants
             .get(&id)
             .ok_or(AccessError::UnknownGrant(id))?;
-        let (patient, viewer) = (grant.patient, grant.terms.viewer);
+        let (patient, viewer, relationship) =
+            (grant.patient, grant.terms.viewer, grant.terms.relationship);
         let by = self.actor();
         let at = self.stamp();
         self.s.revocations.insert(
@@ -668,6 +725,17 @@ impl Exec<'_> {
                     g.revoked = Some(at.height);
                 }
                 self.s.viewer_index.insert(key, index);
+            }
+        }
+        if let Some(live) = self.s.live_grants.get(&relationship) {
+            if live.0.iter().any(|g| g.grant == id) {
+                let mut live = live.clone();
+                live.0.retain(|g| g.grant != id);
+                if live.0.is_empty() {
+                    self.s.live_grants.remove(relationship);
+                } else {
+                    self.s.live_grants.insert(relationship, live);
+                }
             }
         }
         self.emit(

@@ -34,7 +34,11 @@
 //!     .build()?;
 //! let id = chain.chain_id();
 //! let tx = |k: &Keypair, nonce, op| Transaction::sign(k, id, nonce, Payload::Access(op));
-//! let org = |s: &str| Identity::Organisation(s.try_into().unwrap());
+//! let provider = |s: &str| AccessOp::Register {
+//!     role: Role::Provider,
+//!     identity: Identity::Organisation(s.try_into().unwrap()),
+//!     blinded: None,
+//! };
 //! let rel = RelationshipId::of(patient.account(), hospital.account());
 //! let record = RecordPointer {
 //!     query: "SELECT * FROM labs WHERE id = 1".try_into()?,
@@ -54,12 +58,9 @@
 //! );
 //! let txs = vec![
 //!     tx(&authority, 0, AccessOp::CertifyProvider { provider: hospital.account(), emergency: false }),
-//!     tx(&hospital, 0, AccessOp::Register { role: Role::Provider, identity: org("St Mary's") }),
-//!     tx(&doctor, 0, AccessOp::Register { role: Role::Provider, identity: org("Dr Lee") }),
-//!     tx(&patient, 0, AccessOp::Register {
-//!         role: Role::Patient,
-//!         identity: Identity::Commitment(IdentityCommitment::new("NHS-943-476-5919", &[7; 32])),
-//!     }),
+//!     tx(&hospital, 0, provider("St Mary's")),
+//!     tx(&doctor, 0, provider("Dr Lee")),
+//!     tx(&patient, 0, AccessOp::register_patient(patient.account(), "NHS-943-476-5919", &[7; 32])),
 //!     tx(&hospital, 1, AccessOp::CreateRelationship { patient: patient.account() }),
 //!     add,
 //!     tx(&patient, 1, AccessOp::AcceptRelationship { relationship: rel }),
@@ -141,18 +142,23 @@ use crate::state::{AccountState, KeyState, Table, TableOps, TxContext};
 use crate::tx::{PublicKey, Signature};
 
 pub use audit::AuditEntry;
-pub use breakglass::{BreakGlass, Review, ReviewOutcome, MAX_BREAK_GLASS_SECS};
+pub use breakglass::{
+    BreakGlass, Review, ReviewOutcome, MAX_BREAK_GLASS_SECS, MAX_OPEN_SESSIONS_PER_PROVIDER,
+};
 pub use decision::{AccessRequest, Basis, Decision, DenyReason};
 pub use delegation::{Delegation, DelegationTerms, MAX_GRANTS_PER_DELEGATION};
 pub use grant::{
     Grant, GrantTerms, Provision, ProvisionKind, Revocation, RevocationCause, Scope, Viewer,
-    MAX_GRANTS_PER_RELATIONSHIP, MAX_LIVE_GRANTS_PER_VIEWER, MAX_PROVISIONS, MAX_PROVISION_DEPTH,
-    MAX_PROVISION_POINTERS, MAX_SCOPE_POINTERS,
+    MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP, MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER,
+    MAX_LIVE_GRANTS_PER_RELATIONSHIP, MAX_LIVE_GRANTS_PER_VIEWER, MAX_PROVISIONS,
+    MAX_PROVISION_DEPTH, MAX_PROVISION_POINTERS, MAX_SCOPE_POINTERS,
 };
 pub use group::{Group, Membership, MAX_GROUPS_PER_PATIENT, MAX_GROUP_MEMBERS};
 pub use proof::{GrantProof, GrantProofError, GrantStatus};
 pub use query::{Loss, Reader};
-pub use registrar::{AccountRecord, Certification, Identity, IdentityCommitment, Role};
+pub use registrar::{
+    AccountRecord, BlindedIdentity, Certification, Identity, IdentityCommitment, Role,
+};
 pub use relationship::{
     Pointer, RecordPointer, Relationship, RelationshipStatus, Termination, MAX_QUERY_LEN,
 };
@@ -592,14 +598,18 @@ pub type CategorySet = EnumSet<Category>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum AccessOp {
-    /// Registers the signer's account with a role and an identity. Patients register a salted
-    /// [`IdentityCommitment`], every other role a public organisation name. The
-    /// [`Role::Authority`] role is only given in the genesis configuration.
+    /// Registers the signer's account with a role and an identity. Patients register an
+    /// [`IdentityCommitment`] bound to the signing account, with the [`BlindedIdentity`] it
+    /// binds (see [`AccessOp::register_patient`]); every other role a public organisation
+    /// name. The [`Role::Authority`] role is only given in the genesis configuration.
     Register {
         /// The role.
         role: Role,
         /// The identity.
         identity: Identity,
+        /// For a patient, the blinded identity its commitment binds to the signing account
+        /// (the chain checks [`IdentityCommitment::bind`]); `None` for every other role.
+        blinded: Option<BlindedIdentity>,
     },
     /// Replaces the signer's key (the old key signs); the new key proves possession by signing
     /// [`registrar::possession_message`]. See [`AccessOp::rotate_key`].
@@ -610,13 +620,15 @@ pub enum AccessOp {
         possession: Signature,
     },
     /// An authority certifies a provider (registered or not yet), for emergencies or not.
+    /// Certifying it again without `emergency` closes its open break-glass sessions.
     CertifyProvider {
         /// The provider's account.
         provider: AccountId,
         /// Whether the provider may break glass.
         emergency: bool,
     },
-    /// An authority withdraws a provider's certification (recorded).
+    /// An authority withdraws a provider's certification (recorded). The provider's open
+    /// break-glass sessions close with it, and it adds no more records.
     DecertifyProvider {
         /// The provider's account.
         provider: AccountId,
@@ -641,14 +653,16 @@ pub enum AccessOp {
         /// Why.
         reason: Reason,
     },
-    /// Either party ends a pending or accepted relationship; its grants are revoked (recorded).
+    /// Either party ends a pending or accepted relationship; its live grants are revoked
+    /// (recorded).
     TerminateRelationship {
         /// The relationship.
         relationship: RelationshipId,
         /// Why.
         reason: Reason,
     },
-    /// The provider adds a pointer to a record in its database, or a new version of one.
+    /// The provider adds a pointer to a record in its database, or a new version of one. Its
+    /// certification must hold.
     AddPointer {
         /// The relationship.
         relationship: RelationshipId,
@@ -776,6 +790,10 @@ pub enum AccessError {
     /// Another account registered this identity.
     #[error("the identity is already registered to account {0}")]
     IdentityTaken(AccountId),
+    /// The identity commitment is not the blinded identity bound to the registering account
+    /// (a registration copied from another account's).
+    #[error("the identity commitment is not bound to the registering account {0}")]
+    CommitmentNotBound(AccountId),
     /// The role can only be given in the genesis configuration.
     #[error("the {0} role cannot be self-registered")]
     RoleNotSelfAssignable(Role),
@@ -888,6 +906,16 @@ pub enum AccessError {
     /// The account is not the delegation's delegate.
     #[error("account {0} is not the delegate")]
     NotTheDelegate(AccountId),
+    /// The account is neither the delegation's patient nor its delegate.
+    #[error(
+        "account {account} is neither the patient nor the delegate of delegation {delegation}"
+    )]
+    NotADelegationParty {
+        /// The account.
+        account: AccountId,
+        /// The delegation.
+        delegation: DelegationId,
+    },
     /// The delegation is revoked, or the time is outside its period.
     #[error("delegation {0} is not active")]
     DelegationInactive(DelegationId),
@@ -1190,6 +1218,19 @@ pub enum AccessEvent {
         /// How many subjects it holds.
         subjects: u32,
     },
+    /// An authority withdrew a provider's emergency certification (decertified it, or
+    /// certified it again without emergency access), which closed the provider's open
+    /// break-glass session.
+    BreakGlassRevoked {
+        /// The patient.
+        patient: AccountId,
+        /// The session.
+        session: BreakGlassId,
+        /// The provider that opened it.
+        provider: AccountId,
+        /// The authority.
+        by: AccountId,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1288,6 +1329,28 @@ impl GrantList {
     }
 }
 
+/// A grant of a relationship that may still be live, as its limits count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LiveGrant {
+    pub(crate) grant: GrantId,
+    /// The end of its period: from then on it is dead, and the entry is pruned when the list
+    /// is full.
+    pub(crate) end: u64,
+    /// Whether a delegate made it (delegates have their own, smaller quota).
+    pub(crate) delegated: bool,
+}
+
+/// The grants of a relationship that are not revoked and may not have expired, in creation
+/// order: what the relationship's limits count and what its termination revokes. A revoked
+/// grant leaves the list at once; an expired one when the list of its kind is full.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LiveGrants(pub(crate) Vec<LiveGrant>);
+
+/// An emergency provider's break-glass sessions that may still be open, with the time each
+/// expires at: what withdrawing its emergency certification closes. A closed session leaves
+/// the list at once; an expired one at the provider's next opening.
+pub(crate) type OpenSessions = Vec<(BreakGlassId, u64)>;
+
 /// What the decision needs about a (patient, viewer) pair, in one entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ViewerIndex {
@@ -1310,6 +1373,7 @@ pub struct AccessState {
     pub(crate) pointers: Table<PointerId, Pointer>,
     pub(crate) relationship_pointers: Table<(RelationshipId, u32), PointerId>,
     pub(crate) relationship_grants: Table<(RelationshipId, u32), GrantId>,
+    pub(crate) live_grants: Table<RelationshipId, LiveGrants>,
     pub(crate) summaries: Table<(AccountId, u32), RelationshipId>,
     pub(crate) counters: Table<AccountId, Counters>,
     pub(crate) grants: Table<GrantId, Grant>,
@@ -1322,6 +1386,7 @@ pub struct AccessState {
     pub(crate) delegation_grants: Table<(DelegationId, u32), GrantId>,
     pub(crate) break_glass: Table<BreakGlassId, BreakGlass>,
     pub(crate) patient_break_glass: Table<(AccountId, u32), BreakGlassId>,
+    pub(crate) open_sessions: Table<AccountId, OpenSessions>,
     pub(crate) audit: Table<(AccountId, u64), AuditEntry>,
     pub(crate) releases: Table<ReleaseId, Release>,
     pub(crate) recipient_releases: Table<(AccountId, u32), ReleaseId>,
@@ -1352,6 +1417,7 @@ impl AccessState {
             pointers: Table::new(POINTERS_TABLE),
             relationship_pointers: Table::new("access.relationship-pointers"),
             relationship_grants: Table::new("access.relationship-grants"),
+            live_grants: Table::new("access.live-grants"),
             summaries: Table::new("access.summaries"),
             counters: Table::new("access.counters"),
             grants: Table::new(GRANTS_TABLE),
@@ -1364,6 +1430,7 @@ impl AccessState {
             delegation_grants: Table::new("access.delegation-grants"),
             break_glass: Table::new(BREAK_GLASS_TABLE),
             patient_break_glass: Table::new("access.patient-break-glass"),
+            open_sessions: Table::new("access.open-break-glass"),
             audit: Table::new(AUDIT_TABLE),
             releases: Table::new(RELEASES_TABLE),
             recipient_releases: Table::new("access.recipient-releases"),
@@ -1382,6 +1449,7 @@ impl AccessState {
             &mut self.pointers,
             &mut self.relationship_pointers,
             &mut self.relationship_grants,
+            &mut self.live_grants,
             &mut self.summaries,
             &mut self.counters,
             &mut self.grants,
@@ -1394,6 +1462,7 @@ impl AccessState {
             &mut self.delegation_grants,
             &mut self.break_glass,
             &mut self.patient_break_glass,
+            &mut self.open_sessions,
             &mut self.audit,
             &mut self.releases,
             &mut self.recipient_releases,
@@ -1412,6 +1481,7 @@ impl AccessState {
             &self.pointers,
             &self.relationship_pointers,
             &self.relationship_grants,
+            &self.live_grants,
             &self.summaries,
             &self.counters,
             &self.grants,
@@ -1424,6 +1494,7 @@ impl AccessState {
             &self.delegation_grants,
             &self.break_glass,
             &self.patient_break_glass,
+            &self.open_sessions,
             &self.audit,
             &self.releases,
             &self.recipient_releases,
@@ -1450,7 +1521,11 @@ impl AccessState {
             events: Vec::new(),
         };
         match op {
-            AccessOp::Register { role, identity } => x.register(*role, identity, keys)?,
+            AccessOp::Register {
+                role,
+                identity,
+                blinded,
+            } => x.register(*role, identity, *blinded, keys)?,
             AccessOp::RotateKey {
                 new_key,
                 possession,

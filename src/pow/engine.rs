@@ -205,7 +205,8 @@ impl Chain<ProofOfWork> {
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`] if a signature fails.
+    /// As [`Chain::build_template`]: [`ChainError::TimestampBeforeParent`] if `timestamp` is
+    /// earlier than the tip's, [`ChainError::Transaction`] if a signature fails.
     pub fn mine(
         &mut self,
         txs: Vec<Transaction>,
@@ -221,7 +222,7 @@ impl Chain<ProofOfWork> {
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`] if a signature fails.
+    /// As [`mine`](Self::mine).
     pub fn mine_cancellable(
         &mut self,
         txs: Vec<Transaction>,
