@@ -7,6 +7,14 @@
 //! by the delegate giving it up) revokes every grant made under it, each with its own recorded
 //! revocation whose cause names the delegation.
 //!
+//! A delegate's grants never count against the patient's limits: delegates have smaller quotas
+//! of their own ([`MAX_GRANTS_PER_DELEGATION`], and the live quotas
+//! [`MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP`] and [`MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER`]
+//! shared by all delegates), so no delegate can use up what the patient may grant.
+//!
+//! [`MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP`]: super::MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP
+//! [`MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER`]: super::MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER
+//!
 //! [`AccessOp::Grant`]: super::AccessOp::Grant
 
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,10 @@
 //! ([`GrantProof`](super::GrantProof)). Grants are also revoked in cascade, with the cause
 //! recorded, when the delegation they were made under is revoked or their relationship ends.
 //!
+//! How many grants are live (not revoked, not expired at the block's time) is bounded per
+//! relationship and per viewer, with the patient's own grants and its delegates' counted apart
+//! (the [limits](super#limits-a-patient-can-meet)); dead grants make room again.
+//!
 //! [group]: super::group
 
 use serde::{Deserialize, Serialize};
@@ -1075,6 +1079,49 @@ mod tests {
         terms.scope = Scope::categories(CategorySet::of(&[Category::MentalHealth]));
         c.h.grant(&c.patient, terms, None);
         assert!(read(&c, mh, Treatment).is_permit());
+    }
+
+    #[test]
+    fn the_relationship_limit_counts_the_patients_live_grants_not_every_grant_made() {
+        let mut c = Cast::new();
+        let (rel, _, _) = c.with_records();
+        let per_viewer = MAX_LIVE_GRANTS_PER_VIEWER;
+        let viewers: Vec<_> = (0..MAX_LIVE_GRANTS_PER_RELATIONSHIP / per_viewer + 1)
+            .map(|i| crate::access::tests::key(20 + i as u8))
+            .collect();
+        for (i, v) in viewers.iter().enumerate() {
+            c.h.register(v, crate::access::Role::Researcher, &format!("lab {i}"));
+        }
+        let terms = |c: &Cast, v: usize, days| GrantTerms {
+            viewer: Viewer::Account(viewers[v].account()),
+            ..c.treat_terms(rel, days)
+        };
+        let mut made = Vec::new();
+        for i in 0..MAX_LIVE_GRANTS_PER_RELATIONSHIP {
+            made.push(c.h.grant(&c.patient, terms(&c, i / per_viewer, 30), None));
+        }
+        let last = viewers.len() - 1;
+        let full = AccessError::LimitReached {
+            what: "live grants per relationship",
+            max: MAX_LIVE_GRANTS_PER_RELATIONSHIP as u64,
+        };
+        assert_eq!(c.h.refused(&c.patient, grant_op(terms(&c, last, 30))), full);
+        // Revoking one makes room for one.
+        c.h.ok(
+            &c.patient,
+            AccessOp::RevokeGrant {
+                grant: made[0],
+                reason: reason("no longer needed"),
+            },
+        );
+        c.h.grant(&c.patient, terms(&c, last, 1), None);
+        assert_eq!(c.h.refused(&c.patient, grant_op(terms(&c, last, 30))), full);
+        // Once they have expired, there is room again: what counts is what is live.
+        c.h.time += 31 * DAY;
+        for i in 0..per_viewer {
+            c.h.grant(&c.patient, terms(&c, i % viewers.len(), 30), None);
+        }
+        assert!(c.h.access().grants_of(&rel).len() > MAX_LIVE_GRANTS_PER_RELATIONSHIP + per_viewer);
     }
 
     #[test]

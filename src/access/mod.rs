@@ -112,9 +112,38 @@
 //! # Time
 //!
 //! Every time check uses the block's timestamp; validity periods are half-open `[start, end)`
-//! in Unix seconds. Records keep the height and time they were created, answered, revoked or
-//! terminated at, so queries can be asked "as of" a past height
-//! ([`AccessState::decide_as_of`]).
+//! in Unix seconds. The chain refuses a block stamped earlier than its parent
+//! ([`ChainError::TimestampBeforeParent`]), whatever its consensus engine allows, so time never
+//! goes backwards on a branch: a grant that has expired or a break-glass session past its end
+//! cannot be used again by back-dating a block, and the times in an audit trail never decrease.
+//! Records keep the height and time they were created, answered, revoked or terminated at, so
+//! queries can be asked "as of" a past height ([`AccessState::decide_as_of`]).
+//!
+//! # Limits a patient can meet
+//!
+//! A patient's state is bounded where an operation reads it, and no one else's operations can
+//! use up what the patient may do: grants made by delegates count against quotas of their own.
+//! A *live* grant is one not revoked whose period has not ended at the block's time (one not
+//! started yet is live); revoking a grant, or its expiry, makes room again.
+//!
+//! | limit | what it bounds |
+//! | --- | --- |
+//! | [`MAX_LIVE_GRANTS_PER_RELATIONSHIP`] | live grants the patient itself made on one relationship |
+//! | [`MAX_LIVE_GRANTS_PER_VIEWER`] | live grants the patient itself made to one viewer (account or group) |
+//! | [`MAX_GROUPS_PER_PATIENT`] | groups the patient creates, ever |
+//! | [`MAX_GROUP_MEMBERS`] | distinct accounts ever added to one group |
+//! | [`group::MAX_MEMBERSHIP_SPELLS`] | times one account joins the same group |
+//!
+//! Delegates, all together, hold at most [`MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP`] live
+//! grants on a relationship and [`MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER`] to a viewer, and one
+//! delegation makes at most [`MAX_GRANTS_PER_DELEGATION`] grants in all (a new delegation
+//! starts afresh). However many grants were ever made on a relationship, by anyone, the
+//! patient can grant as long as fewer than [`MAX_LIVE_GRANTS_PER_RELATIONSHIP`] of its own are
+//! live; revoking a delegation revokes its grants, so it also frees the delegates' quotas.
+//! Everything else a patient accumulates (relationships, break-glass sessions, audit entries)
+//! is an append-only history, bounded only by its counter's width.
+//!
+//! [`ChainError::TimestampBeforeParent`]: crate::chain::ChainError::TimestampBeforeParent
 
 pub mod audit;
 pub mod breakglass;

@@ -549,6 +549,9 @@ mod tests {
         let (rel, _, _) = c.with_records();
         let terms = c.treat_terms(rel, 30);
         let g = c.h.grant(&c.patient, terms, None);
+        let terms = c.treat_terms(rel, 1);
+        let expired = c.h.grant(&c.patient, terms, None);
+        c.h.time += 2 * crate::access::tests::DAY;
         assert_eq!(
             c.h.refused(
                 &c.specialist,
@@ -572,10 +575,12 @@ mod tests {
             (t.by, t.at.height, t.reason.as_str()),
             (c.hospital.account(), c.h.height, "patient moved away")
         );
-        // The grant is revoked in cascade, with the cause recorded; the grant stays.
+        // The live grant is revoked in cascade, with the cause recorded; the grant stays. The
+        // expired one stays expired.
         let rev = c.h.access().revocation(&g).unwrap();
         assert_eq!(rev.cause, RevocationCause::RelationshipTerminated);
         assert!(c.h.access().grant(&g).is_some());
+        assert!(c.h.access().revocation(&expired).is_none());
         // No more pointers on a terminated relationship.
         let op = AccessOp::AddPointer {
             relationship: rel,
