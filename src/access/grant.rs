@@ -402,7 +402,6 @@ impl Exec<'_> {
             what: "grants per relationship",
             max: u32::MAX.into(),
         })?;
-        let now = self.cx.time;
         let delegated = delegation.is_some();
         if let Some(d) = &delegation {
             if d.grants >= MAX_GRANTS_PER_DELEGATION {
@@ -413,62 +412,41 @@ impl Exec<'_> {
             }
         }
         // The patient's grants and the delegates' are counted apart, so that no delegate can
-        // use up what the patient may grant; dead grants are pruned when a count is full.
-        let mut live = self.s.live_grants.get(&rel.id).cloned().unwrap_or_default();
-        let (max, what) = if delegated {
-            (
-                MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP,
-                "live delegated grants per relationship",
-            )
-        } else {
-            (
-                MAX_LIVE_GRANTS_PER_RELATIONSHIP,
-                "live grants per relationship",
-            )
-        };
-        let same_kind = |g: &&LiveGrant| g.delegated == delegated;
-        if live.0.iter().filter(same_kind).count() >= max {
-            live.0.retain(|g| g.end > now);
-            if live.0.iter().filter(same_kind).count() >= max {
-                return Err(AccessError::LimitReached {
-                    what,
-                    max: max as u64,
-                });
-            }
-        }
-        live.0.push(LiveGrant {
+        // use up what the patient may grant.
+        let entry = LiveGrant {
             grant: id,
             end: terms.period.end,
             delegated,
-        });
+        };
+        let mut live = self.s.live_grants.get(&rel.id).cloned().unwrap_or_default();
         let key = (patient, terms.viewer);
         let mut index = self.s.viewer_index.get(&key).cloned().unwrap_or_default();
-        let (max, what) = if delegated {
-            (
+        if delegated {
+            live.admit(
+                entry,
+                self.cx.time,
+                MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP,
+                "live delegated grants per relationship",
+            )?;
+            self.make_room(
+                &mut index,
+                true,
                 MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER,
                 "live delegated grants per viewer",
-            )
+            )?;
         } else {
-            (MAX_LIVE_GRANTS_PER_VIEWER, "live grants per viewer")
-        };
-        if index.grants.len() >= max {
-            let grants = &self.s.grants;
-            let same_kind = |g: &&IndexedGrant| {
-                grants
-                    .get(&g.grant)
-                    .is_some_and(|r| r.under.is_some() == delegated)
-            };
-            if index.grants.iter().filter(same_kind).count() >= max {
-                index
-                    .grants
-                    .retain(|g| g.revoked.is_none() && g.terms.period.end > now);
-                if index.grants.iter().filter(same_kind).count() >= max {
-                    return Err(AccessError::LimitReached {
-                        what,
-                        max: max as u64,
-                    });
-                }
-            }
+            live.admit(
+                entry,
+                self.cx.time,
+                MAX_LIVE_GRANTS_PER_RELATIONSHIP,
+                "live grants per relationship",
+            )?;
+            self.make_room(
+                &mut index,
+                false,
+                MAX_LIVE_GRANTS_PER_VIEWER,
+                "live grants per viewer",
+            )?;
         }
         index.grants.push(IndexedGrant {
             grant: id,
@@ -508,6 +486,43 @@ impl Exec<'_> {
                 under,
             },
         );
+        Ok(())
+    }
+
+    /// Makes room in a viewer's list for one more grant of a kind (a delegate's if `delegated`,
+    /// else the patient's own): refuses if `max` grants of that kind are in it, counting the
+    /// dead ones (revoked, or expired at the block's time) only until the kind is full, when
+    /// they are pruned.
+    fn make_room(
+        &self,
+        index: &mut ViewerIndex,
+        delegated: bool,
+        max: usize,
+        what: &'static str,
+    ) -> Result<(), AccessError> {
+        if index.grants.len() < max {
+            return Ok(());
+        }
+        let of_kind = |index: &ViewerIndex| {
+            index
+                .grants
+                .iter()
+                .filter_map(|g| self.s.grants.get(&g.grant))
+                .filter(|g| g.under.is_some() == delegated)
+                .count()
+        };
+        if of_kind(index) >= max {
+            let now = self.cx.time;
+            index
+                .grants
+                .retain(|g| g.revoked.is_none() && g.terms.period.end > now);
+            if of_kind(index) >= max {
+                return Err(AccessError::LimitReached {
+                    what,
+                    max: max as u64,
+                });
+            }
+        }
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 //!
 //! | MedRec (2016) | here |
 //! | --- | --- |
-//! | Registrar Contract | [`registrar`]: roles, salted identity commitments, key rotation with history, provider certification by genesis authorities |
+//! | Registrar Contract | [`registrar`]: roles, salted identity commitments bound to their account, key rotation with history, provider certification by genesis authorities |
 //! | Patient–Provider Relationship | [`relationship`]: one per pair, pending until the patient answers, record pointers with versions, recorded termination |
 //! | Summary Contract | [`summary`]: each account's relationships with their status, the patient's break-glass review queue |
 //! | viewer permissions | [`grant`], [`group`], [`delegation`]: FHIR-Consent-style grants with nested provisions, groups, narrowing delegation |
@@ -121,8 +121,8 @@
 //!
 //! # Limits a patient can meet
 //!
-//! A patient's state is bounded where an operation reads it, and no one else's operations can
-//! use up what the patient may do: grants made by delegates count against quotas of their own.
+//! What an operation has to read is bounded, and no one else's operations can use up what the
+//! patient may do: grants made by delegates count against quotas of their own.
 //! A *live* grant is one not revoked whose period has not ended at the block's time (one not
 //! started yet is live); revoking a grant, or its expiry, makes room again.
 //!
@@ -140,8 +140,9 @@
 //! starts afresh). However many grants were ever made on a relationship, by anyone, the
 //! patient can grant as long as fewer than [`MAX_LIVE_GRANTS_PER_RELATIONSHIP`] of its own are
 //! live; revoking a delegation revokes its grants, so it also frees the delegates' quotas.
-//! Everything else a patient accumulates (relationships, break-glass sessions, audit entries)
-//! is an append-only history, bounded only by its counter's width.
+//! Everything else a patient accumulates (relationships, break-glass sessions, the audit
+//! trail, a relationship's grant history kept for "as of" queries) is an append-only history,
+//! one entry per transaction, bounded only by its counter's width.
 //!
 //! [`ChainError::TimestampBeforeParent`]: crate::chain::ChainError::TimestampBeforeParent
 
@@ -1374,6 +1375,35 @@ pub(crate) struct LiveGrant {
 /// grant leaves the list at once; an expired one when the list of its kind is full.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct LiveGrants(pub(crate) Vec<LiveGrant>);
+
+impl LiveGrants {
+    /// Adds `entry`, unless `max` grants of its kind (the patient's own, or the delegates') are
+    /// in the list: expired ones count only until the kind is full, when they are pruned.
+    pub(crate) fn admit(
+        &mut self,
+        entry: LiveGrant,
+        now: u64,
+        max: usize,
+        what: &'static str,
+    ) -> Result<(), AccessError> {
+        let of_kind = |l: &Self| {
+            l.0.iter()
+                .filter(|g| g.delegated == entry.delegated)
+                .count()
+        };
+        if of_kind(self) >= max {
+            self.0.retain(|g| g.end > now);
+            if of_kind(self) >= max {
+                return Err(AccessError::LimitReached {
+                    what,
+                    max: max as u64,
+                });
+            }
+        }
+        self.0.push(entry);
+        Ok(())
+    }
+}
 
 /// An emergency provider's break-glass sessions that may still be open, with the time each
 /// expires at: what withdrawing its emergency certification closes. A closed session leaves
