@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use medledger::access::{
-    AccessOp, Action, ActionSet, Basis, GrantId, GrantTerms, Identity, IdentityCommitment, Period,
-    PointerId, PurposeSet, RelationshipId, Role, Scope, Viewer,
+    AccessOp, Action, ActionSet, Basis, GrantId, GrantTerms, Identity, Period, PointerId,
+    PurposeSet, RelationshipId, Role, Scope, Viewer,
 };
 use medledger::chain::ManualClock;
 use medledger::hash::AccountId;
@@ -150,6 +150,7 @@ fn bench_block(c: &mut Criterion) {
             AccessOp::Register {
                 role: Role::Provider,
                 identity: Identity::Organisation(name("Hospital".into())),
+                blinded: None,
             },
         ),
         net.sign(
@@ -158,20 +159,13 @@ fn bench_block(c: &mut Criterion) {
             AccessOp::Register {
                 role: Role::Researcher,
                 identity: Identity::Organisation(name("Viewer".into())),
+                blinded: None,
             },
         ),
     ];
     for (i, p) in patients.iter().enumerate() {
-        let identity =
-            Identity::Commitment(IdentityCommitment::new(&format!("patient {i}"), &[1; 32]));
-        txs.push(net.sign(
-            p,
-            0,
-            AccessOp::Register {
-                role: Role::Patient,
-                identity,
-            },
-        ));
+        let register = AccessOp::register_patient(p.account(), &format!("patient {i}"), &[1; 32]);
+        txs.push(net.sign(p, 0, register));
     }
     net.mine(txs);
     let mut txs = Vec::new();

@@ -164,12 +164,16 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     println!("1. The authority certifies a hospital, a clinic and an emergency room; everyone registers.");
     let salt = [0x5a; 32]; // the patient's secret salt, kept on the patient's device
-    let commitment = IdentityCommitment::new("NHS-943-476-5919", &salt);
+    let commitment = IdentityCommitment::new("NHS-943-476-5919", &salt, patient.account());
     let certify = |p: &Keypair, emergency| AccessOp::CertifyProvider {
         provider: p.account(),
         emergency,
     };
-    let register = |role, identity| AccessOp::Register { role, identity };
+    let register = |role, identity| AccessOp::Register {
+        role,
+        identity,
+        blinded: None,
+    };
     l.block(
         600,
         vec![
@@ -192,13 +196,13 @@ fn main() -> Result<(), Box<dyn Error>> {
             ),
             (
                 &patient,
-                register(Role::Patient, Identity::Commitment(commitment)),
+                AccessOp::register_patient(patient.account(), "NHS-943-476-5919", &salt),
             ),
         ],
     )?;
     let a = l.chain.access();
     println!(
-        "      the patient's identity is on chain only as a salted commitment {}; it maps to account {}",
+        "      the patient's identity is on chain only as a salted commitment bound to its account {}; it maps to account {}",
         short(commitment),
         short(a.account_by_identity(&Identity::Commitment(commitment)).expect("registered"))
     );

@@ -116,6 +116,15 @@ pub enum ChainError<E: std::error::Error + 'static> {
         /// Height in the header.
         found: u64,
     },
+    /// The timestamp is earlier than the parent's: block times never go backwards, so that no
+    /// time check (a grant's period, a break-glass window) can be re-run at an earlier time.
+    #[error("timestamp {found} is earlier than the parent's {parent}")]
+    TimestampBeforeParent {
+        /// The parent's timestamp.
+        parent: u64,
+        /// Timestamp in the header.
+        found: u64,
+    },
     /// A transaction fails against the state.
     #[error("block {block}: {failure}")]
     Tx {
@@ -247,6 +256,22 @@ impl<P: crate::tx::AppPayload, E> BlockTemplate<P, E> {
 struct Entry<S> {
     header: Header<S>,
     total_work: Work,
+}
+
+/// Refuses a block `timestamp` earlier than its parent's: whatever the consensus engine allows
+/// (Proof-of-Work only asks for more than the median of the last eleven blocks), time on a
+/// branch never goes backwards, so every time check of the state runs at the latest time seen.
+fn check_not_before_parent<E: std::error::Error>(
+    parent: u64,
+    timestamp: u64,
+) -> Result<(), ChainError<E>> {
+    if timestamp < parent {
+        return Err(ChainError::TimestampBeforeParent {
+            parent,
+            found: timestamp,
+        });
+    }
+    Ok(())
 }
 
 /// Configures and builds a [`Chain`].
@@ -581,12 +606,14 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`] if a signature fails.
+    /// [`ChainError::TimestampBeforeParent`] if `timestamp` is earlier than the tip's (the
+    /// block would be refused), [`ChainError::Transaction`] if a signature fails.
     pub fn build_template(
         &mut self,
         txs: Vec<Transaction<A::Payload>>,
         timestamp: u64,
     ) -> ChainResult<BlockTemplate<A::Payload, A::Error>, A> {
+        check_not_before_parent(self.tip_header().timestamp, timestamp)?;
         let verified = tx::verify_batch_cached(self.chain_id, txs, &self.keys)?;
         let height = self.height() + 1;
         let (executed, skipped) = self
@@ -654,6 +681,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
                 found: block.header.height,
             });
         }
+        check_not_before_parent(parent.header.timestamp, block.header.timestamp)?;
         let parent_work = parent.total_work;
         let checked = block.check_structure_cached(self.chain_id, &self.keys)?;
         let now = self.clock.now();

@@ -302,8 +302,11 @@ pub mod domain {
     pub static STATE_KEY: Domain = Domain::new("medledger 2026-12 state key v1");
     /// State tree: values (the entry's canonical encoding).
     pub static STATE_VALUE: Domain = Domain::new("medledger 2026-12 state value v1");
-    /// Salted commitment to a patient's real identity.
-    pub static IDENTITY_COMMIT: Domain = Domain::new("medledger 2026-12 identity commitment v1");
+    /// A patient's real identity under a secret salt (the blinded identity).
+    pub static IDENTITY_BLIND: Domain = Domain::new("medledger 2026-12 blinded identity v1");
+    /// Commitment to a patient's identity: its blinded identity bound to the registering
+    /// account.
+    pub static IDENTITY_COMMIT: Domain = Domain::new("medledger 2026-12 identity commitment v2");
     /// Access-control identifiers (relationships, pointers, grants, groups, delegations,
     /// break-glass sessions), each derived from what makes it unique.
     pub static ACCESS_ID: Domain = Domain::new("medledger 2026-12 access id v1");
@@ -400,6 +403,7 @@ mod tests {
             &STATE_NODE,
             &STATE_KEY,
             &STATE_VALUE,
+            &IDENTITY_BLIND,
             &IDENTITY_COMMIT,
             &ACCESS_ID,
             &RECORD,

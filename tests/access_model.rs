@@ -580,7 +580,10 @@ impl Run {
         ];
         for (i, role) in ROLES.iter().enumerate().skip(1) {
             if let Some(role) = role {
-                ops.push((&keys[i], register_op(*role, &format!("actor {i}"))));
+                ops.push((
+                    &keys[i],
+                    register_op(&keys[i], *role, &format!("actor {i}")),
+                ));
             }
         }
         net.run(ops);

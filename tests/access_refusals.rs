@@ -10,17 +10,22 @@
 mod common;
 
 use common::*;
+use std::sync::atomic::AtomicBool;
+
 use medledger::access::{
-    AccessError, AccessOp, Action, ActionSet, Basis, BreakGlassId, Category, CategorySet,
-    DelegationId, DelegationTerms, DenyReason, GrantId, GrantTerms, GroupId, Identity,
+    AccessError, AccessEvent, AccessOp, Action, ActionSet, Basis, BreakGlassId, Category,
+    CategorySet, DelegationId, DelegationTerms, DenyReason, GrantId, GrantTerms, GroupId, Identity,
     IdentityCommitment, Period, PointerId, Provision, ProvisionKind, PurposeSet, RelationshipId,
-    Role, Scope, Viewer, MAX_BREAK_GLASS_SECS,
+    Role, Scope, Viewer, MAX_BREAK_GLASS_SECS, MAX_GRANTS_PER_DELEGATION,
+    MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP, MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER,
 };
 use medledger::hash::ChainId;
+use medledger::pow::PowSeal;
 use medledger::purpose::PurposeOfUse::{self, *};
 use medledger::tx::{Keypair, PublicKey, TxError};
 use medledger::ChainError;
 use medledger::StateError;
+use medledger::{Block, BlockTemplate};
 use medledger::{Payload, Transaction};
 
 struct World {
@@ -70,17 +75,29 @@ fn world() -> World {
                 emergency: true,
             },
         ),
-        (&hospital, register_op(Role::Provider, "Hospital")),
-        (&er, register_op(Role::Provider, "ER")),
+        (
+            &hospital,
+            register_op(&hospital, Role::Provider, "Hospital"),
+        ),
+        (&er, register_op(&er, Role::Provider, "ER")),
         (
             &uncertified,
-            register_op(Role::Provider, "Back-street Clinic"),
+            register_op(&uncertified, Role::Provider, "Back-street Clinic"),
         ),
-        (&patient, register_op(Role::Patient, "patient")),
-        (&other_patient, register_op(Role::Patient, "other patient")),
-        (&specialist, register_op(Role::Provider, "Specialist")),
-        (&researcher, register_op(Role::Researcher, "Lab")),
-        (&guardian, register_op(Role::Patient, "guardian")),
+        (&patient, register_op(&patient, Role::Patient, "patient")),
+        (
+            &other_patient,
+            register_op(&other_patient, Role::Patient, "other patient"),
+        ),
+        (
+            &specialist,
+            register_op(&specialist, Role::Provider, "Specialist"),
+        ),
+        (
+            &researcher,
+            register_op(&researcher, Role::Researcher, "Lab"),
+        ),
+        (&guardian, register_op(&guardian, Role::Patient, "guardian")),
     ]);
     let rel = relationship(&patient, &hospital);
     let txs = net.sign_all(vec![
@@ -314,7 +331,10 @@ fn permission_changes_check_their_caller() {
             delegation: w.delegation,
             reason: reason("x"),
         },
-        AccessError::NotThePatient(s),
+        AccessError::NotADelegationParty {
+            account: s,
+            delegation: w.delegation,
+        },
     );
     // The patient's relationship answered, ended or filled by others.
     let hospital = k(2);
@@ -374,25 +394,22 @@ fn permission_changes_check_their_caller() {
 fn nobody_makes_themselves_the_patient() {
     let mut w = world();
     let stranger = k(10);
-    // Registering with the patient's identity commitment.
-    let steal = AccessOp::Register {
-        role: Role::Patient,
-        identity: Identity::Commitment(IdentityCommitment::new("patient", &[7; 32])),
-    };
+    // Registering with the patient's identity commitment (bound to the patient's account).
+    let steal = AccessOp::register_patient(w.patient.account(), "patient", &[7; 32]);
     w.refuse(
         &stranger,
         steal,
-        AccessError::IdentityTaken(w.patient.account()),
+        AccessError::CommitmentNotBound(stranger.account()),
     );
     // Registering again under another role, or as an authority.
     w.refuse(
         &k(5),
-        register_op(Role::Researcher, "Patient's Lab"),
+        register_op(&k(5), Role::Researcher, "Patient's Lab"),
         AccessError::AlreadyRegistered(w.patient.account()),
     );
     w.refuse(
         &stranger,
-        register_op(Role::Authority, "Self-made Authority"),
+        register_op(&stranger, Role::Authority, "Self-made Authority"),
         AccessError::RoleNotSelfAssignable(Role::Authority),
     );
     // Accepting the patient's pending relationship in its place.
@@ -930,7 +947,9 @@ fn weak_and_retired_keys() {
     let mut identity = [0u8; 32];
     identity[0] = 1;
     let weak = PublicKey::from_bytes(identity);
-    let mut tx = w.net.sign(&k(10), register_op(Role::Patient, "weak"));
+    let mut tx = w
+        .net
+        .sign(&k(10), register_op(&k(10), Role::Patient, "weak"));
     tx.body.signer = weak;
     assert!(matches!(tx.clone().verify(), Err(TxError::WeakKey(_))));
     assert!(w
@@ -1168,4 +1187,430 @@ fn break_glass_refusals() {
         AccessError::Denied(DenyReason::BreakGlassNotOpen { session }),
     );
     w.net.run(vec![(&patient, review)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consent capacity, time, certification and identity
+
+impl World {
+    /// Refuses `block` with an error `ok` accepts, checking the chain and queries are unchanged.
+    fn refuse_block(&mut self, block: Block<PowSeal>, ok: impl Fn(&ChainError) -> bool) {
+        let before = (self.net.snapshot(), self.queries());
+        let err = self
+            .net
+            .chain
+            .append(block)
+            .expect_err("the block was accepted");
+        assert!(ok(&err), "unexpected refusal: {err}");
+        assert_eq!(
+            (self.net.snapshot(), self.queries()),
+            before,
+            "a refused block changed the chain"
+        );
+    }
+
+    /// A grant by the guardian under its delegation: the lab record, for treatment, from the
+    /// next block's time on for `secs`.
+    fn delegated(&self, viewer: &Keypair, secs: u64) -> AccessOp {
+        AccessOp::Grant {
+            terms: GrantTerms {
+                scope: Scope::pointers(&[self.lab]),
+                actions: ActionSet::of(&[Action::Read]),
+                purposes: PurposeSet::of(&[Treatment]),
+                period: Period::lasting(self.net.now + 60, secs),
+                ..self.terms(viewer)
+            },
+            under: Some(self.delegation),
+        }
+    }
+}
+
+/// A block on the tip stamped `time`, earlier than the tip's, and otherwise valid: `txs` apply
+/// at `time` and the state root is theirs. The tip must be an empty block, so that the state
+/// `txs` apply to is also its parent's; the root is computed on a replica of the chain whose
+/// copy of the tip is stamped `time`.
+fn back_dated_block(w: &World, time: u64, txs: Vec<Transaction>) -> Block<PowSeal> {
+    let chain = &w.net.chain;
+    let tip = chain.block(&chain.tip()).unwrap().unwrap();
+    assert!(tip.txs.is_empty() && time < tip.header.timestamp);
+    let mut replica = Net::new(&[("Health Authority", &w.authority)]);
+    replica.clock.set(w.net.now);
+    for height in 1..chain.height() {
+        let block = chain
+            .block(&chain.hash_at(height).unwrap())
+            .unwrap()
+            .unwrap();
+        replica.chain.append(block).unwrap();
+    }
+    let twin = replica.chain.mine(vec![], time).unwrap();
+    replica.chain.append(twin).unwrap();
+    let template = replica.chain.build_template(txs, time).unwrap();
+    assert!(template.rejected.is_empty(), "{:?}", template.rejected);
+    let template = BlockTemplate {
+        parent: chain.tip(),
+        ..template
+    };
+    let header = template.header(PowSeal {
+        bits: chain.engine().required_bits(&chain.tip_ancestors()),
+        nonce: 0,
+        extra_nonce: 0,
+    });
+    let seal = chain
+        .engine()
+        .solve(header, &AtomicBool::new(false))
+        .unwrap();
+    template.seal(seal)
+}
+
+#[test]
+fn a_delegate_cannot_use_up_the_patients_capacity_to_grant() {
+    let mut w = world();
+    let (guardian, patient, spec) = (k(9), k(5), k(7));
+    // The guardian, on the narrowest delegation, makes one-second grants block after block
+    // until it is stopped.
+    let batch = MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER;
+    let mut made = 0;
+    let stopped = loop {
+        let ops = (0..batch)
+            .map(|_| (&guardian, w.delegated(&spec, 1)))
+            .collect();
+        let txs = w.net.sign_all(ops);
+        let time = w.net.now + 60;
+        w.net.clock.set(time);
+        let template = w.net.chain.build_template(txs, time).unwrap();
+        if let Some((_, err)) = template.rejected.first() {
+            break err.clone();
+        }
+        w.net.mine(60, template.txs);
+        made += batch;
+        assert!(made <= 4096, "the delegate is never stopped");
+    };
+    // It was stopped by its own quota, and the patient can still grant.
+    assert_eq!(
+        stopped,
+        StateError::App(AccessError::LimitReached {
+            what: "grants per delegation",
+            max: MAX_GRANTS_PER_DELEGATION.into(),
+        })
+    );
+    assert_eq!(made, MAX_GRANTS_PER_DELEGATION as usize);
+    let terms = w.terms(&spec);
+    w.net
+        .run(vec![(&patient, AccessOp::Grant { terms, under: None })]);
+    let op = w.delegated(&spec, 1);
+    w.refuse(
+        &guardian,
+        op,
+        AccessError::LimitReached {
+            what: "grants per delegation",
+            max: MAX_GRANTS_PER_DELEGATION.into(),
+        },
+    );
+    // Once the delegation is revoked, the patient still grants, as often as it likes.
+    w.net.run(vec![(
+        &patient,
+        AccessOp::RevokeDelegation {
+            delegation: w.delegation,
+            reason: reason("guardian no longer needed"),
+        },
+    )]);
+    for _ in 0..3 {
+        let terms = GrantTerms {
+            period: Period::lasting(w.net.now + 60, 1),
+            ..w.terms(&spec)
+        };
+        w.net
+            .run(vec![(&patient, AccessOp::Grant { terms, under: None })]);
+    }
+}
+
+#[test]
+fn delegates_share_smaller_live_quotas_apart_from_the_patients() {
+    let mut w = world();
+    let (guardian, patient) = (k(9), k(5));
+    let viewers = [k(7), k(8), k(3), k(6), k(2)];
+    // Per viewer: the delegates' live grants to the specialist are capped...
+    let ops = (0..MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER)
+        .map(|_| (&guardian, w.delegated(&viewers[0], 10 * DAY)))
+        .collect();
+    w.net.run(ops);
+    let op = w.delegated(&viewers[0], 10 * DAY);
+    w.refuse(
+        &guardian,
+        op,
+        AccessError::LimitReached {
+            what: "live delegated grants per viewer",
+            max: MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER as u64,
+        },
+    );
+    // ...while the patient's own grants to it are not.
+    let terms = w.terms(&viewers[0]);
+    w.net
+        .run(vec![(&patient, AccessOp::Grant { terms, under: None })]);
+    // Per relationship: all delegates together hold a smaller quota than the patient.
+    let per_viewer = MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER;
+    let more = MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP - per_viewer;
+    let ops = (0..more)
+        .map(|i| {
+            (
+                &guardian,
+                w.delegated(&viewers[1 + i / per_viewer], 10 * DAY),
+            )
+        })
+        .collect();
+    w.net.run(ops);
+    let last = &viewers[1 + more / per_viewer];
+    let op = w.delegated(last, 10 * DAY);
+    w.refuse(
+        &guardian,
+        op,
+        AccessError::LimitReached {
+            what: "live delegated grants per relationship",
+            max: MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP as u64,
+        },
+    );
+    let terms = w.terms(last);
+    w.net
+        .run(vec![(&patient, AccessOp::Grant { terms, under: None })]);
+    // The delegates' grants expire, and make room again.
+    w.net.run_after(10 * DAY, vec![]);
+    let op = w.delegated(last, DAY);
+    w.net.run(vec![(&guardian, op)]);
+}
+
+#[test]
+fn a_back_dated_block_cannot_reopen_an_expired_grant_or_break_glass_window() {
+    let mut w = world();
+    let (spec, er) = (k(7), k(3));
+    let end = T0 + 30 * DAY;
+    // The specialist's grant expired one block ago...
+    w.net.run_after(30 * DAY, vec![]);
+    assert!(w.net.now > end);
+    // ...and a block stamped before its end, logging a read under it, is refused.
+    let read = w.net.sign(
+        &spec,
+        w.receipt(w.lab, Action::Read, Treatment, Basis::Grant(w.grant)),
+    );
+    let block = back_dated_block(&w, end - 60, vec![read]);
+    let parent = w.net.now;
+    w.refuse_block(block, |e| {
+        matches!(e, ChainError::TimestampBeforeParent { parent: p, found }
+            if (*p, *found) == (parent, end - 60))
+    });
+    // An emergency session that expired by itself.
+    let open = w.net.sign(
+        &er,
+        AccessOp::OpenBreakGlass {
+            patient: w.patient.account(),
+            reason: reason("unconscious on arrival"),
+            duration_secs: 3600,
+        },
+    );
+    let session = BreakGlassId::of_tx(open.id());
+    w.net.mine(60, vec![open]);
+    let opened = w.net.now;
+    w.net.run_after(2 * 3600, vec![]);
+    let read = w.net.sign(
+        &er,
+        w.receipt(
+            w.lab,
+            Action::Read,
+            EmergencyTreatment,
+            Basis::BreakGlass(session),
+        ),
+    );
+    let block = back_dated_block(&w, opened + 1800, vec![read]);
+    w.refuse_block(block, |e| {
+        matches!(e, ChainError::TimestampBeforeParent { .. })
+    });
+    // At the time the chain has reached, both stay closed.
+    let op = w.receipt(w.lab, Action::Read, Treatment, Basis::Grant(w.grant));
+    w.refuse(
+        &spec,
+        op,
+        AccessError::Denied(DenyReason::Expired {
+            grant: w.grant,
+            end,
+        }),
+    );
+}
+
+#[test]
+fn withdrawing_emergency_certification_closes_open_break_glass_sessions() {
+    let mut w = world();
+    let (er, patient) = (k(3), k(5));
+    let open = |w: &World| {
+        w.net.sign(
+            &er,
+            AccessOp::OpenBreakGlass {
+                patient: w.patient.account(),
+                reason: reason("unconscious on arrival"),
+                duration_secs: MAX_BREAK_GLASS_SECS,
+            },
+        )
+    };
+    let read = |w: &World, session| {
+        w.receipt(
+            w.lab,
+            Action::Read,
+            EmergencyTreatment,
+            Basis::BreakGlass(session),
+        )
+    };
+    let withdrawals = [
+        AccessOp::CertifyProvider {
+            provider: w.er.account(),
+            emergency: false,
+        },
+        AccessOp::DecertifyProvider {
+            provider: w.er.account(),
+            reason: reason("licence suspended"),
+        },
+    ];
+    for withdrawal in withdrawals {
+        let tx = open(&w);
+        let session = BreakGlassId::of_tx(tx.id());
+        w.net.mine(60, vec![tx]);
+        w.net.run(vec![(&er, read(&w, session))]);
+        let authority = Keypair::from_seed(&[1; 32]);
+        let events = w.net.run(vec![(&authority, withdrawal)]);
+        // Closed at once, recorded for the patient: the session's closure and the audit entry
+        // naming the authority.
+        let closed_at = w.net.chain.height();
+        assert!(events.iter().any(|e| matches!(
+            e,
+            AccessEvent::BreakGlassRevoked { session: s, by, .. }
+                if *s == session && *by == w.authority.account()
+        )));
+        let a = w.net.chain.access();
+        let queued = a.review_queue(&w.patient.account());
+        let s = queued.iter().find(|s| s.id == session).unwrap();
+        assert_eq!(s.closed.map(|c| c.height), Some(closed_at));
+        let entry = a.audit_trail(&w.patient.account()).pop().unwrap();
+        assert_eq!(entry.actor, w.authority.account());
+        assert!(matches!(entry.event, AccessEvent::BreakGlassRevoked { .. }));
+        let op = read(&w, session);
+        w.refuse(
+            &er,
+            op,
+            AccessError::Denied(DenyReason::BreakGlassNotOpen { session }),
+        );
+        // Certified for emergencies again, to try the other withdrawal.
+        w.net.run(vec![(
+            &authority,
+            AccessOp::CertifyProvider {
+                provider: w.er.account(),
+                emergency: true,
+            },
+        )]);
+    }
+    // The patient reviews what happened.
+    let sessions = w
+        .net
+        .chain
+        .access()
+        .break_glass_sessions(&w.patient.account())
+        .iter()
+        .map(|s| s.id)
+        .collect::<Vec<_>>();
+    assert_eq!(sessions.len(), 2);
+    w.net.run(vec![(
+        &patient,
+        AccessOp::ReviewBreakGlass {
+            session: sessions[0],
+            outcome: medledger::access::ReviewOutcome::Disputed,
+            note: None,
+        },
+    )]);
+}
+
+#[test]
+fn a_decertified_provider_adds_no_records_to_its_relationships() {
+    let mut w = world();
+    let hospital = k(2);
+    w.net.run(vec![(
+        &w.authority,
+        AccessOp::DecertifyProvider {
+            provider: w.hospital.account(),
+            reason: reason("licence lapsed"),
+        },
+    )]);
+    for replaces in [None, Some(w.lab)] {
+        let op = AccessOp::AddPointer {
+            relationship: w.rel,
+            record: record(3, Category::Laboratory),
+            replaces,
+        };
+        w.refuse(
+            &hospital,
+            op,
+            AccessError::NotCertified(w.hospital.account()),
+        );
+    }
+    // It may still end the relationship.
+    w.net.run(vec![(
+        &hospital,
+        AccessOp::TerminateRelationship {
+            relationship: w.rel,
+            reason: reason("closing down"),
+        },
+    )]);
+}
+
+#[test]
+fn a_pending_registration_cannot_be_front_run() {
+    let mut w = world();
+    let (patient, attacker) = (k(11), k(12));
+    let salt = [0x5a; 32];
+    let honest = AccessOp::register_patient(patient.account(), "NHS-485-777-3456", &salt);
+    let commitment = Identity::Commitment(IdentityCommitment::new(
+        "NHS-485-777-3456",
+        &salt,
+        patient.account(),
+    ));
+    // The attacker copies the pending registration and signs it with its own key.
+    w.refuse(
+        &attacker,
+        honest.clone(),
+        AccessError::CommitmentNotBound(attacker.account()),
+    );
+    // Ahead of the honest one in the same block, the copy is left out; the honest one is not.
+    let txs = vec![
+        w.net.sign(&attacker, honest.clone()),
+        w.net.sign(&patient, honest),
+    ];
+    let time = w.net.now + 60;
+    w.net.clock.set(time);
+    let template = w.net.chain.build_template(txs, time).unwrap();
+    assert_eq!(template.rejected.len(), 1);
+    assert_eq!(
+        template.rejected[0].1,
+        StateError::App(AccessError::CommitmentNotBound(attacker.account()))
+    );
+    w.net.mine(60, template.txs);
+    let a = w.net.chain.access();
+    assert_eq!(a.account_by_identity(&commitment), Some(patient.account()));
+    assert!(a.account(&attacker.account()).is_none());
+    // Binding the copied blinded identity to its own account gives the attacker a commitment of
+    // its own: the patient's identity stays the patient's.
+    let AccessOp::Register {
+        blinded: Some(blinded),
+        ..
+    } = AccessOp::register_patient(patient.account(), "NHS-485-777-3456", &salt)
+    else {
+        unreachable!()
+    };
+    let own = Identity::Commitment(IdentityCommitment::bind(blinded, attacker.account()));
+    w.net.run(vec![(
+        &attacker,
+        AccessOp::Register {
+            role: Role::Patient,
+            identity: own.clone(),
+            blinded: Some(blinded),
+        },
+    )]);
+    let a = w.net.chain.access();
+    assert_ne!(own, commitment);
+    assert_eq!(a.identity_of(&attacker.account()), Some(&own));
+    assert_eq!(a.account_by_identity(&commitment), Some(patient.account()));
 }

@@ -80,6 +80,16 @@ fn mine_append_and_query() {
         chain.append(block),
         Err(ChainError::AlreadyKnown(_))
     ));
+    // The miner never builds a block the chain would refuse for going back in time.
+    assert!(matches!(
+        chain.mine(vec![], T0 + 599),
+        Err(ChainError::TimestampBeforeParent { parent, found })
+            if (parent, found) == (T0 + 600, T0 + 599)
+    ));
+    assert!(
+        chain.mine(vec![], T0 + 600).is_ok(),
+        "the parent's time is allowed"
+    );
 }
 
 #[test]
@@ -163,7 +173,17 @@ fn every_invalid_block_is_rejected_without_change() {
         check(&mut chain, b, "bits"),
         ChainError::Consensus(ConsensusError::WrongTarget { .. })
     ));
-    // Timestamp not after the median time past.
+    // Timestamp earlier than the parent's (T0 + 600), yet after the median time past (T0):
+    // the chain refuses it whatever the engine allows.
+    let mut b = good.clone();
+    b.header.timestamp = T0 + 599;
+    let b = remine(&chain, b);
+    assert!(matches!(
+        check(&mut chain, b, "back-dated"),
+        ChainError::TimestampBeforeParent { parent, found }
+            if (parent, found) == (T0 + 600, T0 + 599)
+    ));
+    // Timestamp equal to the parent's, not after the median time past (the parent's time).
     let mut b = good.clone();
     b.header.timestamp = T0 + 600;
     let b = remine(&chain, b);

@@ -630,6 +630,7 @@ mod access_limits {
         string_limit(MAX_NAME_LEN, |n| AccessOp::Register {
             role: medledger::access::Role::Provider,
             identity: Identity::Organisation(n.try_into().unwrap()),
+            blinded: None,
         });
     }
 

@@ -49,12 +49,21 @@ fn setup(c: &Cast) -> (Net, PointerId, PointerId) {
         (&c.authority, certify(&c.er, true)),
         (
             &c.hospital,
-            register_op(Role::Provider, "St Mary's Hospital"),
+            register_op(&c.hospital, Role::Provider, "St Mary's Hospital"),
         ),
-        (&c.er, register_op(Role::Provider, "City ER")),
-        (&c.specialist, register_op(Role::Provider, "Dr Okafor")),
-        (&c.researcher, register_op(Role::Researcher, "Heart Study")),
-        (&c.patient, register_op(Role::Patient, "NHS-943-476-5919")),
+        (&c.er, register_op(&c.er, Role::Provider, "City ER")),
+        (
+            &c.specialist,
+            register_op(&c.specialist, Role::Provider, "Dr Okafor"),
+        ),
+        (
+            &c.researcher,
+            register_op(&c.researcher, Role::Researcher, "Heart Study"),
+        ),
+        (
+            &c.patient,
+            register_op(&c.patient, Role::Patient, "NHS-943-476-5919"),
+        ),
     ]);
     let rel = relationship(&c.patient, &c.hospital);
     let ops = vec![
@@ -131,7 +140,7 @@ fn the_whole_medrec_workflow() {
     );
 
     // The identity commitment maps both ways; the clear identity is nowhere on chain.
-    let commitment = IdentityCommitment::new("NHS-943-476-5919", &[7; 32]);
+    let commitment = IdentityCommitment::new("NHS-943-476-5919", &[7; 32], c.patient.account());
     let access = net.chain.access();
     assert_eq!(
         access.account_by_identity(&Identity::Commitment(commitment)),

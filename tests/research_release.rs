@@ -67,16 +67,19 @@ fn setup(c: &Cast) -> (Net, Vec<GrantId>) {
         ),
         (
             &c.hospital,
-            register_op(Role::Provider, "St Mary's Hospital"),
+            register_op(&c.hospital, Role::Provider, "St Mary's Hospital"),
         ),
-        (&c.clinic, register_op(Role::Provider, "Corner Clinic")),
+        (
+            &c.clinic,
+            register_op(&c.clinic, Role::Provider, "Corner Clinic"),
+        ),
         (
             &c.researcher,
-            register_op(Role::Researcher, "Cardiology Outcomes Study"),
+            register_op(&c.researcher, Role::Researcher, "Cardiology Outcomes Study"),
         ),
     ];
     for (i, p) in c.patients.iter().enumerate() {
-        ops.push((p, register_op(Role::Patient, &format!("NHS-{i}"))));
+        ops.push((p, register_op(p, Role::Patient, &format!("NHS-{i}"))));
     }
     net.run(ops);
     let ops = c

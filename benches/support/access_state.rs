@@ -2,8 +2,8 @@
 //! applied without signatures or blocks), shared by the access bench and the performance report.
 
 use medledger::access::{
-    AccessOp, Action, ActionSet, Category, GrantTerms, Identity, IdentityCommitment, Name, Period,
-    PointerId, PurposeSet, RecordPointer, RelationshipId, Role, Scope, Viewer,
+    AccessOp, Action, ActionSet, Category, GrantTerms, Identity, Name, Period, PointerId,
+    PurposeSet, RecordPointer, RelationshipId, Role, Scope, Viewer,
 };
 use medledger::hash::{AccountId, Digest, TxId};
 use medledger::purpose::PurposeOfUse;
@@ -73,6 +73,7 @@ pub fn build_state(n: u64) -> (State, Vec<(AccountId, AccountId, PointerId)>) {
         let op = AccessOp::Register {
             role: Role::Provider,
             identity: Identity::Organisation(name(format!("provider {p}"))),
+            blinded: None,
         };
         apply(&mut state, provider, op, next_tx());
     }
@@ -80,6 +81,7 @@ pub fn build_state(n: u64) -> (State, Vec<(AccountId, AccountId, PointerId)>) {
         let op = AccessOp::Register {
             role: Role::Researcher,
             identity: Identity::Organisation(name(format!("viewer {v}"))),
+            blinded: None,
         };
         apply(&mut state, pk(2, v), op, next_tx());
     }
@@ -88,13 +90,8 @@ pub fn build_state(n: u64) -> (State, Vec<(AccountId, AccountId, PointerId)>) {
     for i in 0..n {
         let (patient, provider, viewer) = (pk(3, i), pk(1, i % PROVIDERS), pk(2, i % VIEWERS));
         let rel = RelationshipId::of(patient.account(), provider.account());
-        let register = AccessOp::Register {
-            role: Role::Patient,
-            identity: Identity::Commitment(IdentityCommitment::new(
-                &format!("patient {i}"),
-                &[1; 32],
-            )),
-        };
+        let register =
+            AccessOp::register_patient(patient.account(), &format!("patient {i}"), &[1; 32]);
         apply(&mut state, patient, register, next_tx());
         let create = AccessOp::CreateRelationship {
             patient: patient.account(),

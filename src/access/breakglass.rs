@@ -7,6 +7,15 @@
 //! at the block time it was opened plus its duration; the provider may close it earlier. Every
 //! session enters the patient's review queue ([`AccessState::review_queue`]) and audit trail
 //! until the patient reviews it.
+//!
+//! A session lasts only as long as the provider's emergency certification: when an authority
+//! withdraws it ([`AccessOp::DecertifyProvider`], or [`AccessOp::CertifyProvider`] without
+//! `emergency`), every session the provider still has open is closed in the same transaction,
+//! each closure recorded on the session (its `closed` stamp, seen in the review queue) and as
+//! an [`AccessEvent::BreakGlassRevoked`] naming the authority in the patient's audit trail.
+//!
+//! [`AccessOp::DecertifyProvider`]: super::AccessOp::DecertifyProvider
+//! [`AccessOp::CertifyProvider`]: super::AccessOp::CertifyProvider
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +26,8 @@ use crate::hash::AccountId;
 
 /// The longest a break-glass session lasts: 24 hours.
 pub const MAX_BREAK_GLASS_SECS: u64 = 24 * 3600;
+/// The most break-glass sessions one provider has open at a time (on as many patients).
+pub const MAX_OPEN_SESSIONS_PER_PROVIDER: usize = 1024;
 
 /// The patient's verdict on a break-glass session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -108,6 +119,22 @@ impl Exec<'_> {
         }
         let id = BreakGlassId::of_tx(self.cx.tx_id);
         let expires_at = self.cx.time.saturating_add(duration_secs);
+        let now = self.cx.time;
+        let mut open = self
+            .s
+            .open_sessions
+            .get(&provider)
+            .cloned()
+            .unwrap_or_default();
+        open.retain(|(_, expires)| *expires > now);
+        if open.len() >= MAX_OPEN_SESSIONS_PER_PROVIDER {
+            return Err(AccessError::LimitReached {
+                what: "open break-glass sessions per provider",
+                max: MAX_OPEN_SESSIONS_PER_PROVIDER as u64,
+            });
+        }
+        open.push((id, expires_at));
+        self.s.open_sessions.insert(provider, open);
         self.s.break_glass.insert(
             id,
             BreakGlass {
@@ -160,6 +187,15 @@ impl Exec<'_> {
         s.closed = Some(self.stamp());
         let patient = s.patient;
         self.s.break_glass.insert(id, s);
+        if let Some(open) = self.s.open_sessions.get(&actor) {
+            let mut open = open.clone();
+            open.retain(|(session, _)| *session != id);
+            if open.is_empty() {
+                self.s.open_sessions.remove(actor);
+            } else {
+                self.s.open_sessions.insert(actor, open);
+            }
+        }
         self.emit(
             Some(patient),
             AccessEvent::BreakGlassClosed {
@@ -167,6 +203,36 @@ impl Exec<'_> {
                 session: id,
             },
         );
+        Ok(())
+    }
+
+    /// Closes every session `provider` still has open, its emergency certification being
+    /// withdrawn by the signer: each closure is stamped on the session and goes to its
+    /// patient's audit trail.
+    pub(super) fn close_sessions_of(&mut self, provider: AccountId) -> Result<(), AccessError> {
+        let Some(open) = self.s.open_sessions.get(&provider).cloned() else {
+            return Ok(());
+        };
+        self.s.open_sessions.remove(provider);
+        let by = self.actor();
+        for (id, _) in open {
+            let mut s = self.session(id)?;
+            if !s.is_open_at(self.cx.time, u64::MAX) {
+                continue;
+            }
+            s.closed = Some(self.stamp());
+            let patient = s.patient;
+            self.s.break_glass.insert(id, s);
+            self.emit(
+                Some(patient),
+                AccessEvent::BreakGlassRevoked {
+                    patient,
+                    session: id,
+                    provider,
+                    by,
+                },
+            );
+        }
         Ok(())
     }
 

@@ -7,6 +7,14 @@
 //! by the delegate giving it up) revokes every grant made under it, each with its own recorded
 //! revocation whose cause names the delegation.
 //!
+//! A delegate's grants never count against the patient's limits: delegates have smaller quotas
+//! of their own ([`MAX_GRANTS_PER_DELEGATION`], and the live quotas
+//! [`MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP`] and [`MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER`]
+//! shared by all delegates), so no delegate can use up what the patient may grant.
+//!
+//! [`MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP`]: super::MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP
+//! [`MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER`]: super::MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER
+//!
 //! [`AccessOp::Grant`]: super::AccessOp::Grant
 
 use serde::{Deserialize, Serialize};
@@ -17,8 +25,12 @@ use super::{
 };
 use crate::hash::AccountId;
 
-/// The most grants a delegate makes under one delegation.
-pub const MAX_GRANTS_PER_DELEGATION: u32 = 1024;
+/// The most grants a delegate makes under one delegation, ever: a quota of the delegate's own,
+/// never taken from the patient's (see [`MAX_LIVE_GRANTS_PER_RELATIONSHIP`]). The patient gives
+/// a new delegation when it is used up.
+///
+/// [`MAX_LIVE_GRANTS_PER_RELATIONSHIP`]: super::MAX_LIVE_GRANTS_PER_RELATIONSHIP
+pub const MAX_GRANTS_PER_DELEGATION: u32 = 256;
 
 /// The bounds of a delegation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +136,10 @@ impl Exec<'_> {
         let mut d = self.delegation(id)?;
         let by = self.actor();
         if by != d.patient && by != d.delegate {
-            return Err(AccessError::NotThePatient(by));
+            return Err(AccessError::NotADelegationParty {
+                account: by,
+                delegation: id,
+            });
         }
         if d.revoked.is_some() {
             return Err(AccessError::DelegationAlreadyRevoked(id));

@@ -12,6 +12,10 @@
 //! ([`GrantProof`](super::GrantProof)). Grants are also revoked in cascade, with the cause
 //! recorded, when the delegation they were made under is revoked or their relationship ends.
 //!
+//! How many grants are live (not revoked, not expired at the block's time) is bounded per
+//! relationship and per viewer, with the patient's own grants and its delegates' counted apart
+//! (the [limits](super#limits-a-patient-can-meet)); dead grants make room again.
+//!
 //! [group]: super::group
 
 use serde::{Deserialize, Serialize};
@@ -19,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::decision::AccessRequest;
 use super::{
     AccessError, AccessEvent, AccessState, ActionSet, CategorySet, Delegation, DelegationId, Exec,
-    GrantId, GroupId, IndexedGrant, Period, Pointer, PointerId, PurposeSet, Reason, Relationship,
-    RelationshipId, RelationshipStatus, Stamp, ViewerIndex, MAX_GRANTS_PER_DELEGATION,
+    GrantId, GroupId, IndexedGrant, LiveGrant, Period, Pointer, PointerId, PurposeSet, Reason,
+    Relationship, RelationshipId, RelationshipStatus, Stamp, ViewerIndex,
+    MAX_GRANTS_PER_DELEGATION,
 };
 use crate::codec::BoundedVec;
 use crate::hash::AccountId;
@@ -33,11 +38,20 @@ pub const MAX_PROVISIONS: usize = 16;
 pub const MAX_PROVISION_DEPTH: usize = 4;
 /// The most pointers a provision lists.
 pub const MAX_PROVISION_POINTERS: usize = 16;
-/// The most grants a viewer holds from one patient at a time (revoked and expired ones are
-/// pruned to make room).
+/// The most live grants (not revoked, not expired at the block's time) a patient itself holds
+/// open to one viewer. Grants made by delegates never count against it.
 pub const MAX_LIVE_GRANTS_PER_VIEWER: usize = 64;
-/// The most grants made on one relationship, ever.
-pub const MAX_GRANTS_PER_RELATIONSHIP: u32 = 1024;
+/// The most live grants delegates hold open to one viewer of a patient, all delegates
+/// together: their own quota, apart from the patient's.
+pub const MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER: usize = 16;
+/// The most live grants (not revoked, not expired at the block's time) a patient itself holds
+/// open on one relationship. Grants made by delegates never count against it, and revoked or
+/// expired grants make room again: however many grants were ever made, the patient can grant
+/// as long as fewer than this many of its own are live.
+pub const MAX_LIVE_GRANTS_PER_RELATIONSHIP: usize = 256;
+/// The most live grants delegates hold open on one relationship, all delegates together: their
+/// own quota, apart from the patient's.
+pub const MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP: usize = 64;
 
 /// Who a grant is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -382,28 +396,57 @@ impl Exec<'_> {
         if let Some(d) = &delegation {
             self.check_narrower(d, &terms)?;
         }
-        if rel.grants >= MAX_GRANTS_PER_RELATIONSHIP {
-            return Err(AccessError::LimitReached {
-                what: "grants per relationship",
-                max: MAX_GRANTS_PER_RELATIONSHIP.into(),
-            });
-        }
         let id = GrantId::of_tx(self.cx.tx_id);
         let seq = rel.grants;
-        rel.grants += 1;
-        let key = (patient, terms.viewer);
-        let mut index = self.s.viewer_index.get(&key).cloned().unwrap_or_default();
-        if index.grants.len() >= MAX_LIVE_GRANTS_PER_VIEWER {
-            let now = self.cx.time;
-            index
-                .grants
-                .retain(|g| g.revoked.is_none() && g.terms.period.end > now);
-            if index.grants.len() >= MAX_LIVE_GRANTS_PER_VIEWER {
+        rel.grants = rel.grants.checked_add(1).ok_or(AccessError::LimitReached {
+            what: "grants per relationship",
+            max: u32::MAX.into(),
+        })?;
+        let delegated = delegation.is_some();
+        if let Some(d) = &delegation {
+            if d.grants >= MAX_GRANTS_PER_DELEGATION {
                 return Err(AccessError::LimitReached {
-                    what: "live grants per viewer",
-                    max: MAX_LIVE_GRANTS_PER_VIEWER as u64,
+                    what: "grants per delegation",
+                    max: MAX_GRANTS_PER_DELEGATION.into(),
                 });
             }
+        }
+        // The patient's grants and the delegates' are counted apart, so that no delegate can
+        // use up what the patient may grant.
+        let entry = LiveGrant {
+            grant: id,
+            end: terms.period.end,
+            delegated,
+        };
+        let mut live = self.s.live_grants.get(&rel.id).cloned().unwrap_or_default();
+        let key = (patient, terms.viewer);
+        let mut index = self.s.viewer_index.get(&key).cloned().unwrap_or_default();
+        if delegated {
+            live.admit(
+                entry,
+                self.cx.time,
+                MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP,
+                "live delegated grants per relationship",
+            )?;
+            self.make_room(
+                &mut index,
+                true,
+                MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER,
+                "live delegated grants per viewer",
+            )?;
+        } else {
+            live.admit(
+                entry,
+                self.cx.time,
+                MAX_LIVE_GRANTS_PER_RELATIONSHIP,
+                "live grants per relationship",
+            )?;
+            self.make_room(
+                &mut index,
+                false,
+                MAX_LIVE_GRANTS_PER_VIEWER,
+                "live grants per viewer",
+            )?;
         }
         index.grants.push(IndexedGrant {
             grant: id,
@@ -412,16 +455,11 @@ impl Exec<'_> {
             terms: terms.clone(),
         });
         if let Some(mut d) = delegation {
-            if d.grants >= MAX_GRANTS_PER_DELEGATION {
-                return Err(AccessError::LimitReached {
-                    what: "grants per delegation",
-                    max: MAX_GRANTS_PER_DELEGATION.into(),
-                });
-            }
             self.s.delegation_grants.insert((d.id, d.grants), id);
             d.grants += 1;
             self.s.delegations.insert(d.id, d);
         }
+        self.s.live_grants.insert(rel.id, live);
         let viewer = terms.viewer;
         self.s.viewer_index.insert(key, index);
         self.s.relationship_grants.insert((rel.id, seq), id);
@@ -448,6 +486,43 @@ impl Exec<'_> {
                 under,
             },
         );
+        Ok(())
+    }
+
+    /// Makes room in a viewer's list for one more grant of a kind (a delegate's if `delegated`,
+    /// else the patient's own): refuses if `max` grants of that kind are in it, counting the
+    /// dead ones (revoked, or expired at the block's time) only until the kind is full, when
+    /// they are pruned.
+    fn make_room(
+        &self,
+        index: &mut ViewerIndex,
+        delegated: bool,
+        max: usize,
+        what: &'static str,
+    ) -> Result<(), AccessError> {
+        if index.grants.len() < max {
+            return Ok(());
+        }
+        let of_kind = |index: &ViewerIndex| {
+            index
+                .grants
+                .iter()
+                .filter_map(|g| self.s.grants.get(&g.grant))
+                .filter(|g| g.under.is_some() == delegated)
+                .count()
+        };
+        if of_kind(index) >= max {
+            let now = self.cx.time;
+            index
+                .grants
+                .retain(|g| g.revoked.is_none() && g.terms.period.end > now);
+            if of_kind(index) >= max {
+                return Err(AccessError::LimitReached {
+                    what,
+                    max: max as u64,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -648,7 +723,8 @@ impl Exec<'_> {
             .grants
             .get(&id)
             .ok_or(AccessError::UnknownGrant(id))?;
-        let (patient, viewer) = (grant.patient, grant.terms.viewer);
+        let (patient, viewer, relationship) =
+            (grant.patient, grant.terms.viewer, grant.terms.relationship);
         let by = self.actor();
         let at = self.stamp();
         self.s.revocations.insert(
@@ -668,6 +744,17 @@ impl Exec<'_> {
                     g.revoked = Some(at.height);
                 }
                 self.s.viewer_index.insert(key, index);
+            }
+        }
+        if let Some(live) = self.s.live_grants.get(&relationship) {
+            if live.0.iter().any(|g| g.grant == id) {
+                let mut live = live.clone();
+                live.0.retain(|g| g.grant != id);
+                if live.0.is_empty() {
+                    self.s.live_grants.remove(relationship);
+                } else {
+                    self.s.live_grants.insert(relationship, live);
+                }
             }
         }
         self.emit(
@@ -1007,6 +1094,49 @@ mod tests {
         terms.scope = Scope::categories(CategorySet::of(&[Category::MentalHealth]));
         c.h.grant(&c.patient, terms, None);
         assert!(read(&c, mh, Treatment).is_permit());
+    }
+
+    #[test]
+    fn the_relationship_limit_counts_the_patients_live_grants_not_every_grant_made() {
+        let mut c = Cast::new();
+        let (rel, _, _) = c.with_records();
+        let per_viewer = MAX_LIVE_GRANTS_PER_VIEWER;
+        let viewers: Vec<_> = (0..MAX_LIVE_GRANTS_PER_RELATIONSHIP / per_viewer + 1)
+            .map(|i| crate::access::tests::key(20 + i as u8))
+            .collect();
+        for (i, v) in viewers.iter().enumerate() {
+            c.h.register(v, crate::access::Role::Researcher, &format!("lab {i}"));
+        }
+        let terms = |c: &Cast, v: usize, days| GrantTerms {
+            viewer: Viewer::Account(viewers[v].account()),
+            ..c.treat_terms(rel, days)
+        };
+        let mut made = Vec::new();
+        for i in 0..MAX_LIVE_GRANTS_PER_RELATIONSHIP {
+            made.push(c.h.grant(&c.patient, terms(&c, i / per_viewer, 30), None));
+        }
+        let last = viewers.len() - 1;
+        let full = AccessError::LimitReached {
+            what: "live grants per relationship",
+            max: MAX_LIVE_GRANTS_PER_RELATIONSHIP as u64,
+        };
+        assert_eq!(c.h.refused(&c.patient, grant_op(terms(&c, last, 30))), full);
+        // Revoking one makes room for one.
+        c.h.ok(
+            &c.patient,
+            AccessOp::RevokeGrant {
+                grant: made[0],
+                reason: reason("no longer needed"),
+            },
+        );
+        c.h.grant(&c.patient, terms(&c, last, 1), None);
+        assert_eq!(c.h.refused(&c.patient, grant_op(terms(&c, last, 30))), full);
+        // Once they have expired, there is room again: what counts is what is live.
+        c.h.time += 31 * DAY;
+        for i in 0..per_viewer {
+            c.h.grant(&c.patient, terms(&c, i % viewers.len(), 30), None);
+        }
+        assert!(c.h.access().grants_of(&rel).len() > MAX_LIVE_GRANTS_PER_RELATIONSHIP + per_viewer);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! | MedRec (2016) | here |
 //! | --- | --- |
-//! | Registrar Contract | [`registrar`]: roles, salted identity commitments, key rotation with history, provider certification by genesis authorities |
+//! | Registrar Contract | [`registrar`]: roles, salted identity commitments bound to their account, key rotation with history, provider certification by genesis authorities |
 //! | Patient–Provider Relationship | [`relationship`]: one per pair, pending until the patient answers, record pointers with versions, recorded termination |
 //! | Summary Contract | [`summary`]: each account's relationships with their status, the patient's break-glass review queue |
 //! | viewer permissions | [`grant`], [`group`], [`delegation`]: FHIR-Consent-style grants with nested provisions, groups, narrowing delegation |
@@ -35,7 +35,11 @@
 //!     .build()?;
 //! let id = chain.chain_id();
 //! let tx = |k: &Keypair, nonce, op| Transaction::sign(k, id, nonce, Payload::Access(op));
-//! let org = |s: &str| Identity::Organisation(s.try_into().unwrap());
+//! let provider = |s: &str| AccessOp::Register {
+//!     role: Role::Provider,
+//!     identity: Identity::Organisation(s.try_into().unwrap()),
+//!     blinded: None,
+//! };
 //! let rel = RelationshipId::of(patient.account(), hospital.account());
 //! let record = RecordPointer {
 //!     query: "SELECT * FROM labs WHERE id = 1".try_into()?,
@@ -55,12 +59,9 @@
 //! );
 //! let txs = vec![
 //!     tx(&authority, 0, AccessOp::CertifyProvider { provider: hospital.account(), emergency: false }),
-//!     tx(&hospital, 0, AccessOp::Register { role: Role::Provider, identity: org("St Mary's") }),
-//!     tx(&doctor, 0, AccessOp::Register { role: Role::Provider, identity: org("Dr Lee") }),
-//!     tx(&patient, 0, AccessOp::Register {
-//!         role: Role::Patient,
-//!         identity: Identity::Commitment(IdentityCommitment::new("NHS-943-476-5919", &[7; 32])),
-//!     }),
+//!     tx(&hospital, 0, provider("St Mary's")),
+//!     tx(&doctor, 0, provider("Dr Lee")),
+//!     tx(&patient, 0, AccessOp::register_patient(patient.account(), "NHS-943-476-5919", &[7; 32])),
 //!     tx(&hospital, 1, AccessOp::CreateRelationship { patient: patient.account() }),
 //!     add,
 //!     tx(&patient, 1, AccessOp::AcceptRelationship { relationship: rel }),
@@ -112,9 +113,39 @@
 //! # Time
 //!
 //! Every time check uses the block's timestamp; validity periods are half-open `[start, end)`
-//! in Unix seconds. Records keep the height and time they were created, answered, revoked or
-//! terminated at, so queries can be asked "as of" a past height
-//! ([`AccessState::decide_as_of`]).
+//! in Unix seconds. The chain refuses a block stamped earlier than its parent
+//! ([`ChainError::TimestampBeforeParent`]), whatever its consensus engine allows, so time never
+//! goes backwards on a branch: a grant that has expired or a break-glass session past its end
+//! cannot be used again by back-dating a block, and the times in an audit trail never decrease.
+//! Records keep the height and time they were created, answered, revoked or terminated at, so
+//! queries can be asked "as of" a past height ([`AccessState::decide_as_of`]).
+//!
+//! # Limits a patient can meet
+//!
+//! What an operation has to read is bounded, and no one else's operations can use up what the
+//! patient may do: grants made by delegates count against quotas of their own.
+//! A *live* grant is one not revoked whose period has not ended at the block's time (one not
+//! started yet is live); revoking a grant, or its expiry, makes room again.
+//!
+//! | limit | what it bounds |
+//! | --- | --- |
+//! | [`MAX_LIVE_GRANTS_PER_RELATIONSHIP`] | live grants the patient itself made on one relationship |
+//! | [`MAX_LIVE_GRANTS_PER_VIEWER`] | live grants the patient itself made to one viewer (account or group) |
+//! | [`MAX_GROUPS_PER_PATIENT`] | groups the patient creates, ever |
+//! | [`MAX_GROUP_MEMBERS`] | distinct accounts ever added to one group |
+//! | [`group::MAX_MEMBERSHIP_SPELLS`] | times one account joins the same group |
+//!
+//! Delegates, all together, hold at most [`MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP`] live
+//! grants on a relationship and [`MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER`] to a viewer, and one
+//! delegation makes at most [`MAX_GRANTS_PER_DELEGATION`] grants in all (a new delegation
+//! starts afresh). However many grants were ever made on a relationship, by anyone, the
+//! patient can grant as long as fewer than [`MAX_LIVE_GRANTS_PER_RELATIONSHIP`] of its own are
+//! live; revoking a delegation revokes its grants, so it also frees the delegates' quotas.
+//! Everything else a patient accumulates (relationships, break-glass sessions, the audit
+//! trail, a relationship's grant history kept for "as of" queries) is an append-only history,
+//! one entry per transaction, bounded only by its counter's width.
+//!
+//! [`ChainError::TimestampBeforeParent`]: crate::chain::ChainError::TimestampBeforeParent
 
 mod app;
 pub mod audit;
@@ -144,18 +175,23 @@ use crate::tx::{PublicKey, Signature};
 
 pub use app::{bench_genesis, Event, Genesis, MedRec, Payload};
 pub use audit::AuditEntry;
-pub use breakglass::{BreakGlass, Review, ReviewOutcome, MAX_BREAK_GLASS_SECS};
+pub use breakglass::{
+    BreakGlass, Review, ReviewOutcome, MAX_BREAK_GLASS_SECS, MAX_OPEN_SESSIONS_PER_PROVIDER,
+};
 pub use decision::{AccessRequest, Basis, Decision, DenyReason};
 pub use delegation::{Delegation, DelegationTerms, MAX_GRANTS_PER_DELEGATION};
 pub use grant::{
     Grant, GrantTerms, Provision, ProvisionKind, Revocation, RevocationCause, Scope, Viewer,
-    MAX_GRANTS_PER_RELATIONSHIP, MAX_LIVE_GRANTS_PER_VIEWER, MAX_PROVISIONS, MAX_PROVISION_DEPTH,
-    MAX_PROVISION_POINTERS, MAX_SCOPE_POINTERS,
+    MAX_LIVE_DELEGATED_GRANTS_PER_RELATIONSHIP, MAX_LIVE_DELEGATED_GRANTS_PER_VIEWER,
+    MAX_LIVE_GRANTS_PER_RELATIONSHIP, MAX_LIVE_GRANTS_PER_VIEWER, MAX_PROVISIONS,
+    MAX_PROVISION_DEPTH, MAX_PROVISION_POINTERS, MAX_SCOPE_POINTERS,
 };
 pub use group::{Group, Membership, MAX_GROUPS_PER_PATIENT, MAX_GROUP_MEMBERS};
 pub use proof::{GrantProof, GrantProofError, GrantStatus};
 pub use query::{Loss, Reader};
-pub use registrar::{AccountRecord, Certification, Identity, IdentityCommitment, Role};
+pub use registrar::{
+    AccountRecord, BlindedIdentity, Certification, Identity, IdentityCommitment, Role,
+};
 pub use relationship::{
     Pointer, RecordPointer, Relationship, RelationshipStatus, Termination, MAX_QUERY_LEN,
 };
@@ -595,14 +631,18 @@ pub type CategorySet = EnumSet<Category>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum AccessOp {
-    /// Registers the signer's account with a role and an identity. Patients register a salted
-    /// [`IdentityCommitment`], every other role a public organisation name. The
-    /// [`Role::Authority`] role is only given in the genesis configuration.
+    /// Registers the signer's account with a role and an identity. Patients register an
+    /// [`IdentityCommitment`] bound to the signing account, with the [`BlindedIdentity`] it
+    /// binds (see [`AccessOp::register_patient`]); every other role a public organisation
+    /// name. The [`Role::Authority`] role is only given in the genesis configuration.
     Register {
         /// The role.
         role: Role,
         /// The identity.
         identity: Identity,
+        /// For a patient, the blinded identity its commitment binds to the signing account
+        /// (the chain checks [`IdentityCommitment::bind`]); `None` for every other role.
+        blinded: Option<BlindedIdentity>,
     },
     /// Replaces the signer's key (the old key signs); the new key proves possession by signing
     /// [`registrar::possession_message`]. See [`AccessOp::rotate_key`].
@@ -613,13 +653,15 @@ pub enum AccessOp {
         possession: Signature,
     },
     /// An authority certifies a provider (registered or not yet), for emergencies or not.
+    /// Certifying it again without `emergency` closes its open break-glass sessions.
     CertifyProvider {
         /// The provider's account.
         provider: AccountId,
         /// Whether the provider may break glass.
         emergency: bool,
     },
-    /// An authority withdraws a provider's certification (recorded).
+    /// An authority withdraws a provider's certification (recorded). The provider's open
+    /// break-glass sessions close with it, and it adds no more records.
     DecertifyProvider {
         /// The provider's account.
         provider: AccountId,
@@ -644,14 +686,16 @@ pub enum AccessOp {
         /// Why.
         reason: Reason,
     },
-    /// Either party ends a pending or accepted relationship; its grants are revoked (recorded).
+    /// Either party ends a pending or accepted relationship; its live grants are revoked
+    /// (recorded).
     TerminateRelationship {
         /// The relationship.
         relationship: RelationshipId,
         /// Why.
         reason: Reason,
     },
-    /// The provider adds a pointer to a record in its database, or a new version of one.
+    /// The provider adds a pointer to a record in its database, or a new version of one. Its
+    /// certification must hold.
     AddPointer {
         /// The relationship.
         relationship: RelationshipId,
@@ -779,6 +823,10 @@ pub enum AccessError {
     /// Another account registered this identity.
     #[error("the identity is already registered to account {0}")]
     IdentityTaken(AccountId),
+    /// The identity commitment is not the blinded identity bound to the registering account
+    /// (a registration copied from another account's).
+    #[error("the identity commitment is not bound to the registering account {0}")]
+    CommitmentNotBound(AccountId),
     /// The role can only be given in the genesis configuration.
     #[error("the {0} role cannot be self-registered")]
     RoleNotSelfAssignable(Role),
@@ -891,6 +939,16 @@ pub enum AccessError {
     /// The account is not the delegation's delegate.
     #[error("account {0} is not the delegate")]
     NotTheDelegate(AccountId),
+    /// The account is neither the delegation's patient nor its delegate.
+    #[error(
+        "account {account} is neither the patient nor the delegate of delegation {delegation}"
+    )]
+    NotADelegationParty {
+        /// The account.
+        account: AccountId,
+        /// The delegation.
+        delegation: DelegationId,
+    },
     /// The delegation is revoked, or the time is outside its period.
     #[error("delegation {0} is not active")]
     DelegationInactive(DelegationId),
@@ -1193,6 +1251,19 @@ pub enum AccessEvent {
         /// How many subjects it holds.
         subjects: u32,
     },
+    /// An authority withdrew a provider's emergency certification (decertified it, or
+    /// certified it again without emergency access), which closed the provider's open
+    /// break-glass session.
+    BreakGlassRevoked {
+        /// The patient.
+        patient: AccountId,
+        /// The session.
+        session: BreakGlassId,
+        /// The provider that opened it.
+        provider: AccountId,
+        /// The authority.
+        by: AccountId,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1291,6 +1362,57 @@ impl GrantList {
     }
 }
 
+/// A grant of a relationship that may still be live, as its limits count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LiveGrant {
+    pub(crate) grant: GrantId,
+    /// The end of its period: from then on it is dead, and the entry is pruned when the list
+    /// is full.
+    pub(crate) end: u64,
+    /// Whether a delegate made it (delegates have their own, smaller quota).
+    pub(crate) delegated: bool,
+}
+
+/// The grants of a relationship that are not revoked and may not have expired, in creation
+/// order: what the relationship's limits count and what its termination revokes. A revoked
+/// grant leaves the list at once; an expired one when the list of its kind is full.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LiveGrants(pub(crate) Vec<LiveGrant>);
+
+impl LiveGrants {
+    /// Adds `entry`, unless `max` grants of its kind (the patient's own, or the delegates') are
+    /// in the list: expired ones count only until the kind is full, when they are pruned.
+    pub(crate) fn admit(
+        &mut self,
+        entry: LiveGrant,
+        now: u64,
+        max: usize,
+        what: &'static str,
+    ) -> Result<(), AccessError> {
+        let of_kind = |l: &Self| {
+            l.0.iter()
+                .filter(|g| g.delegated == entry.delegated)
+                .count()
+        };
+        if of_kind(self) >= max {
+            self.0.retain(|g| g.end > now);
+            if of_kind(self) >= max {
+                return Err(AccessError::LimitReached {
+                    what,
+                    max: max as u64,
+                });
+            }
+        }
+        self.0.push(entry);
+        Ok(())
+    }
+}
+
+/// An emergency provider's break-glass sessions that may still be open, with the time each
+/// expires at: what withdrawing its emergency certification closes. A closed session leaves
+/// the list at once; an expired one at the provider's next opening.
+pub(crate) type OpenSessions = Vec<(BreakGlassId, u64)>;
+
 /// What the decision needs about a (patient, viewer) pair, in one entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ViewerIndex {
@@ -1313,6 +1435,7 @@ pub struct AccessState {
     pub(crate) pointers: Table<PointerId, Pointer>,
     pub(crate) relationship_pointers: Table<(RelationshipId, u32), PointerId>,
     pub(crate) relationship_grants: Table<(RelationshipId, u32), GrantId>,
+    pub(crate) live_grants: Table<RelationshipId, LiveGrants>,
     pub(crate) summaries: Table<(AccountId, u32), RelationshipId>,
     pub(crate) counters: Table<AccountId, Counters>,
     pub(crate) grants: Table<GrantId, Grant>,
@@ -1325,6 +1448,7 @@ pub struct AccessState {
     pub(crate) delegation_grants: Table<(DelegationId, u32), GrantId>,
     pub(crate) break_glass: Table<BreakGlassId, BreakGlass>,
     pub(crate) patient_break_glass: Table<(AccountId, u32), BreakGlassId>,
+    pub(crate) open_sessions: Table<AccountId, OpenSessions>,
     pub(crate) audit: Table<(AccountId, u64), AuditEntry>,
     pub(crate) releases: Table<ReleaseId, Release>,
     pub(crate) recipient_releases: Table<(AccountId, u32), ReleaseId>,
@@ -1355,6 +1479,7 @@ impl AccessState {
             pointers: Table::new(POINTERS_TABLE),
             relationship_pointers: Table::new("access.relationship-pointers"),
             relationship_grants: Table::new("access.relationship-grants"),
+            live_grants: Table::new("access.live-grants"),
             summaries: Table::new("access.summaries"),
             counters: Table::new("access.counters"),
             grants: Table::new(GRANTS_TABLE),
@@ -1367,6 +1492,7 @@ impl AccessState {
             delegation_grants: Table::new("access.delegation-grants"),
             break_glass: Table::new(BREAK_GLASS_TABLE),
             patient_break_glass: Table::new("access.patient-break-glass"),
+            open_sessions: Table::new("access.open-break-glass"),
             audit: Table::new(AUDIT_TABLE),
             releases: Table::new(RELEASES_TABLE),
             recipient_releases: Table::new("access.recipient-releases"),
@@ -1385,6 +1511,7 @@ impl AccessState {
             &mut self.pointers,
             &mut self.relationship_pointers,
             &mut self.relationship_grants,
+            &mut self.live_grants,
             &mut self.summaries,
             &mut self.counters,
             &mut self.grants,
@@ -1397,6 +1524,7 @@ impl AccessState {
             &mut self.delegation_grants,
             &mut self.break_glass,
             &mut self.patient_break_glass,
+            &mut self.open_sessions,
             &mut self.audit,
             &mut self.releases,
             &mut self.recipient_releases,
@@ -1415,6 +1543,7 @@ impl AccessState {
             &self.pointers,
             &self.relationship_pointers,
             &self.relationship_grants,
+            &self.live_grants,
             &self.summaries,
             &self.counters,
             &self.grants,
@@ -1427,6 +1556,7 @@ impl AccessState {
             &self.delegation_grants,
             &self.break_glass,
             &self.patient_break_glass,
+            &self.open_sessions,
             &self.audit,
             &self.releases,
             &self.recipient_releases,
@@ -1453,7 +1583,11 @@ impl AccessState {
             events: Vec::new(),
         };
         match op {
-            AccessOp::Register { role, identity } => x.register(*role, identity, keys)?,
+            AccessOp::Register {
+                role,
+                identity,
+                blinded,
+            } => x.register(*role, identity, *blinded, keys)?,
             AccessOp::RotateKey {
                 new_key,
                 possession,

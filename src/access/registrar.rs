@@ -3,9 +3,18 @@
 //!
 //! An account is the Ed25519 key it was first seen with ([`AccountId`]); registering gives it a
 //! [`Role`] and an [`Identity`]. A patient's real identity never goes on chain: the patient
-//! registers a salted [`IdentityCommitment`], computed on the client, and keeps the salt. Other
-//! roles register a public organisation name. Both directions can be looked up
-//! ([`AccessState::account_by_identity`], [`AccessState::identity_of`]).
+//! hides it under a secret salt it keeps ([`BlindedIdentity`]) and registers the
+//! [`IdentityCommitment`] binding that blinded identity to its own account, with the blinded
+//! identity beside it so the chain can check the binding
+//! ([`AccessOp::register_patient`] builds the operation). Other roles register a public
+//! organisation name. Both directions can be looked up ([`AccessState::account_by_identity`],
+//! [`AccessState::identity_of`]).
+//!
+//! Because the commitment names the account, nobody can take a patient's identity by copying
+//! its registration from the network and getting it on chain first: signed by another key the
+//! copy is refused ([`AccessError::CommitmentNotBound`]), and the patient's own registration
+//! still goes through. Binding the copied blinded identity to another account gives a
+//! commitment of its own, which only the salt's holder could ever open.
 //!
 //! Keys rotate ([`AccessOp::RotateKey`]): the old key signs, the new key proves possession; the
 //! history is kept so that [`State::key_at`](crate::state::State::key_at) tells which key an
@@ -18,12 +27,17 @@
 //! glass.
 //!
 //! ```
-//! use medledger::access::IdentityCommitment;
+//! use medledger::access::{BlindedIdentity, IdentityCommitment};
+//! use medledger::tx::Keypair;
 //!
+//! let (patient, other) = (Keypair::generate(), Keypair::generate());
 //! let salt = [7u8; 32]; // kept by the patient, never published
-//! let c = IdentityCommitment::new("NHS 943 476 5919", &salt);
-//! assert_eq!(c, IdentityCommitment::new("NHS 943 476 5919", &salt));
-//! assert_ne!(c, IdentityCommitment::new("NHS 943 476 5919", &[8; 32]));
+//! let c = IdentityCommitment::new("NHS 943 476 5919", &salt, patient.account());
+//! let blinded = BlindedIdentity::new("NHS 943 476 5919", &salt);
+//! assert_eq!(c, IdentityCommitment::bind(blinded, patient.account()));
+//! // Another salt, or another account, gives another commitment.
+//! assert_ne!(c, IdentityCommitment::new("NHS 943 476 5919", &[8; 32], patient.account()));
+//! assert_ne!(c, IdentityCommitment::bind(blinded, other.account()));
 //! ```
 
 use core::fmt;
@@ -37,21 +51,46 @@ use crate::state::{AccountState, KeyState, Table};
 use crate::tx::{Keypair, PublicKey, Signature};
 
 hash_newtype! {
-    /// A salted commitment to a person's real identity (BLAKE3 in the
-    /// [`domain::IDENTITY_COMMIT`] domain over the identity and a 32-byte secret salt).
+    /// A person's real identity hidden under a 32-byte secret salt (BLAKE3 in the
+    /// [`domain::IDENTITY_BLIND`] domain over the salt and the identity).
     ///
-    /// Without the salt, the commitment reveals nothing about the identity, not even to someone
-    /// who guesses it; with the salt, its owner can show which identity it commits to.
+    /// Without the salt it reveals nothing about the identity, not even to someone who guesses
+    /// it. It names no account: a patient registers the [`IdentityCommitment`] binding it to its
+    /// own.
+    BlindedIdentity
+}
+
+impl BlindedIdentity {
+    /// `identity` (as the client normalises it, e.g. a national health number without spaces)
+    /// blinded with the secret `salt` (32 random bytes the patient keeps).
+    pub fn new(identity: &str, salt: &[u8; 32]) -> Self {
+        let mut buf = Vec::with_capacity(40 + identity.len());
+        codec::encode_body_into(&(salt, identity), &mut buf);
+        Self(domain::IDENTITY_BLIND.hash(&buf))
+    }
+}
+
+hash_newtype! {
+    /// A commitment to a person's real identity, bound to the account that registers it: BLAKE3
+    /// in the [`domain::IDENTITY_COMMIT`] domain over a [`BlindedIdentity`] and the
+    /// [`AccountId`].
+    ///
+    /// Without the salt, the commitment reveals nothing about the identity; with the salt, its
+    /// owner can show which identity it commits to, and for which account. No other account
+    /// can register it.
     IdentityCommitment
 }
 
 impl IdentityCommitment {
-    /// The commitment to `identity` (as the client normalises it, e.g. a national health
-    /// number without spaces) with the secret `salt` (32 random bytes the patient keeps).
-    pub fn new(identity: &str, salt: &[u8; 32]) -> Self {
-        let mut buf = Vec::with_capacity(40 + identity.len());
-        codec::encode_body_into(&(salt, identity), &mut buf);
-        Self(domain::IDENTITY_COMMIT.hash(&buf))
+    /// The commitment binding `blinded` to `account`.
+    pub fn bind(blinded: BlindedIdentity, account: AccountId) -> Self {
+        Self(domain::IDENTITY_COMMIT.hash_parts(&[blinded.as_bytes(), account.as_bytes()]))
+    }
+
+    /// The commitment of `account` to `identity` blinded with the secret `salt`:
+    /// [`bind`](Self::bind)`(`[`BlindedIdentity::new`]`(identity, salt), account)`.
+    pub fn new(identity: &str, salt: &[u8; 32], account: AccountId) -> Self {
+        Self::bind(BlindedIdentity::new(identity, salt), account)
     }
 }
 
@@ -143,6 +182,18 @@ pub fn possession_message(chain_id: ChainId, account: AccountId, new_key: Public
 }
 
 impl AccessOp {
+    /// The operation that registers `account` (sign it with the account's key) as a patient
+    /// with `identity` blinded by the secret `salt`: its [`IdentityCommitment`] and the
+    /// [`BlindedIdentity`] the chain checks it against.
+    pub fn register_patient(account: AccountId, identity: &str, salt: &[u8; 32]) -> Self {
+        let blinded = BlindedIdentity::new(identity, salt);
+        AccessOp::Register {
+            role: Role::Patient,
+            identity: Identity::Commitment(IdentityCommitment::bind(blinded, account)),
+            blinded: Some(blinded),
+        }
+    }
+
     /// The operation that rotates `account`'s key to `new_key` on `chain_id` (sign it with the
     /// current key).
     pub fn rotate_key(chain_id: ChainId, account: AccountId, new_key: &Keypair) -> Self {
@@ -159,6 +210,7 @@ impl Exec<'_> {
         &mut self,
         role: Role,
         identity: &Identity,
+        blinded: Option<BlindedIdentity>,
         keys: &mut Table<PublicKey, KeyState>,
     ) -> Result<(), AccessError> {
         let account = self.actor();
@@ -168,19 +220,23 @@ impl Exec<'_> {
         if role == Role::Authority {
             return Err(AccessError::RoleNotSelfAssignable(role));
         }
-        match (role, identity) {
-            (Role::Patient, Identity::Commitment(_)) => {}
-            (Role::Patient, _) => {
+        match (role, identity, blinded) {
+            (Role::Patient, Identity::Commitment(c), Some(b)) => {
+                if *c != IdentityCommitment::bind(b, account) {
+                    return Err(AccessError::CommitmentNotBound(account));
+                }
+            }
+            (Role::Patient, _, _) => {
                 return Err(AccessError::IdentityKindMismatch {
                     role,
-                    expected: "a salted identity commitment",
+                    expected: "an identity commitment and the blinded identity it binds",
                 })
             }
-            (_, Identity::Organisation(name)) if !name.is_empty() => {}
+            (_, Identity::Organisation(name), None) if !name.is_empty() => {}
             _ => {
                 return Err(AccessError::IdentityKindMismatch {
                     role,
-                    expected: "a non-empty organisation name",
+                    expected: "a non-empty organisation name and no blinded identity",
                 })
             }
         }
@@ -314,6 +370,9 @@ impl Exec<'_> {
                 emergency,
             },
         );
+        if !emergency {
+            self.close_sessions_of(provider)?;
+        }
         Ok(())
     }
 
@@ -338,7 +397,7 @@ impl Exec<'_> {
                 reason: reason.clone(),
             },
         );
-        Ok(())
+        self.close_sessions_of(provider)
     }
 
     /// Checks `provider` is a registered provider with a valid certification; returns it.
@@ -425,7 +484,7 @@ mod tests {
     #[test]
     fn register_and_look_up_both_ways() {
         let mut h = Harness::new(&key(1));
-        let commitment = IdentityCommitment::new("patient-4", &[9; 32]);
+        let commitment = IdentityCommitment::new("patient-4", &[9; 32], key(4).account());
         h.register(&key(4), Role::Patient, "patient-4");
         let a = h.access();
         assert_eq!(
@@ -444,51 +503,52 @@ mod tests {
     fn registration_refusals() {
         let mut h = Harness::new(&key(1));
         h.register(&key(4), Role::Patient, "patient-4");
-        let again = AccessOp::Register {
-            role: Role::Researcher,
-            identity: Identity::Organisation(name("Lab")),
+        let org = |role, n: &str| AccessOp::Register {
+            role,
+            identity: Identity::Organisation(name(n)),
+            blinded: None,
         };
+        let again = org(Role::Researcher, "Lab");
         assert_eq!(
             h.refused(&key(4), again),
             AccessError::AlreadyRegistered(key(4).account())
         );
-        // Someone else claiming the patient's identity commitment.
-        let steal = AccessOp::Register {
-            role: Role::Patient,
-            identity: Identity::Commitment(IdentityCommitment::new("patient-4", &[9; 32])),
-        };
+        // Someone else claiming the patient's identity commitment: bound to the patient's
+        // account, it is refused for any other.
+        let steal = AccessOp::register_patient(key(4).account(), "patient-4", &[9; 32]);
         assert_eq!(
             h.refused(&key(5), steal),
-            AccessError::IdentityTaken(key(4).account())
+            AccessError::CommitmentNotBound(key(5).account())
         );
-        let authority = AccessOp::Register {
-            role: Role::Authority,
-            identity: Identity::Organisation(name("Rogue Authority")),
-        };
+        let authority = org(Role::Authority, "Rogue Authority");
         assert_eq!(
             h.refused(&key(5), authority),
             AccessError::RoleNotSelfAssignable(Role::Authority)
         );
-        let clear_name = AccessOp::Register {
-            role: Role::Patient,
-            identity: Identity::Organisation(name("Jane Doe")),
-        };
-        assert!(matches!(
-            h.refused(&key(5), clear_name),
-            AccessError::IdentityKindMismatch { .. }
-        ));
-        let empty = AccessOp::Register {
-            role: Role::Provider,
-            identity: Identity::Organisation(name("")),
-        };
-        assert!(matches!(
-            h.refused(&key(5), empty),
-            AccessError::IdentityKindMismatch { .. }
-        ));
-        let taken_name = AccessOp::Register {
-            role: Role::Provider,
-            identity: Identity::Organisation(name("Health Authority")),
-        };
+        let blinded = BlindedIdentity::new("Jane Doe", &[9; 32]);
+        let kind_mismatches = [
+            // A patient in clear, or without the blinded identity that shows the binding.
+            org(Role::Patient, "Jane Doe"),
+            AccessOp::Register {
+                role: Role::Patient,
+                identity: Identity::Commitment(IdentityCommitment::bind(blinded, key(5).account())),
+                blinded: None,
+            },
+            // An organisation with an empty name, or with a blinded identity.
+            org(Role::Provider, ""),
+            AccessOp::Register {
+                role: Role::Provider,
+                identity: Identity::Organisation(name("Lab")),
+                blinded: Some(blinded),
+            },
+        ];
+        for op in kind_mismatches {
+            assert!(matches!(
+                h.refused(&key(5), op),
+                AccessError::IdentityKindMismatch { .. }
+            ));
+        }
+        let taken_name = org(Role::Provider, "Health Authority");
         assert_eq!(
             h.refused(&key(5), taken_name),
             AccessError::IdentityTaken(key(1).account())

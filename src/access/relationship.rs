@@ -5,8 +5,11 @@
 //! provider adds [`RecordPointer`]s: a query string into its own database, the content hash of
 //! the record it selects (to detect changes at the source), a category and the period the data
 //! covers. A new version of a pointer names the one it replaces, which keeps its place and
-//! records its successor. Either side may terminate the relationship; the termination is
-//! recorded (who, when, why), never erased, and revokes the relationship's grants.
+//! records its successor. Only a provider whose certification holds adds pointers: once an
+//! authority withdraws it, the provider's relationships stay (either side may still end them)
+//! but take no new records or versions from it. Either side may terminate the relationship;
+//! the termination is recorded (who, when, why), never erased, and revokes the relationship's
+//! live grants (those not revoked yet and not expired).
 //!
 //! [`AccessOp::CreateRelationship`]: super::AccessOp::CreateRelationship
 
@@ -287,7 +290,7 @@ impl Exec<'_> {
             at: self.stamp(),
             reason: reason.clone(),
         });
-        let (patient, grants) = (rel.patient, rel.grants);
+        let patient = rel.patient;
         self.s.relationships.insert(id, rel);
         self.emit(
             Some(patient),
@@ -298,14 +301,12 @@ impl Exec<'_> {
                 reason: reason.clone(),
             },
         );
-        for seq in 0..grants {
-            let grant = *self
-                .s
-                .relationship_grants
-                .get(&(id, seq))
-                .expect("a relationship's grant list is contiguous");
-            if self.s.revocations.get(&grant).is_none() {
-                self.revoke_one(grant, reason, RevocationCause::RelationshipTerminated)?;
+        // Its live grants are revoked; expired ones stay as they are (time never goes back).
+        let live = self.s.live_grants.get(&id).cloned().unwrap_or_default();
+        self.s.live_grants.remove(id);
+        for g in live.0 {
+            if g.end > self.cx.time && self.s.revocations.get(&g.grant).is_none() {
+                self.revoke_one(g.grant, reason, RevocationCause::RelationshipTerminated)?;
             }
         }
         Ok(())
@@ -322,6 +323,9 @@ impl Exec<'_> {
         if rel.provider != actor {
             return Err(AccessError::NotTheProvider(actor));
         }
+        // Records come only from providers an authority vouches for: a decertified provider
+        // keeps its relationships (and may end them) but publishes nothing more.
+        self.certified_provider(actor)?;
         ensure_open(id, &rel)?;
         record.data_period.check()?;
         let pointer = PointerId::of_tx(self.cx.tx_id);
@@ -545,6 +549,9 @@ mod tests {
         let (rel, _, _) = c.with_records();
         let terms = c.treat_terms(rel, 30);
         let g = c.h.grant(&c.patient, terms, None);
+        let terms = c.treat_terms(rel, 1);
+        let expired = c.h.grant(&c.patient, terms, None);
+        c.h.time += 2 * crate::access::tests::DAY;
         assert_eq!(
             c.h.refused(
                 &c.specialist,
@@ -568,10 +575,12 @@ mod tests {
             (t.by, t.at.height, t.reason.as_str()),
             (c.hospital.account(), c.h.height, "patient moved away")
         );
-        // The grant is revoked in cascade, with the cause recorded; the grant stays.
+        // The live grant is revoked in cascade, with the cause recorded; the grant stays. The
+        // expired one stays expired.
         let rev = c.h.access().revocation(&g).unwrap();
         assert_eq!(rev.cause, RevocationCause::RelationshipTerminated);
         assert!(c.h.access().grant(&g).is_some());
+        assert!(c.h.access().revocation(&expired).is_none());
         // No more pointers on a terminated relationship.
         let op = AccessOp::AddPointer {
             relationship: rel,

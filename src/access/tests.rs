@@ -138,11 +138,15 @@ impl Harness {
     }
 
     pub(crate) fn register(&mut self, key: &Keypair, role: Role, label: &str) {
-        let identity = match role {
-            Role::Patient => Identity::Commitment(IdentityCommitment::new(label, &[9; 32])),
-            _ => Identity::Organisation(name(label)),
+        let op = match role {
+            Role::Patient => AccessOp::register_patient(key.account(), label, &[9; 32]),
+            _ => AccessOp::Register {
+                role,
+                identity: Identity::Organisation(name(label)),
+                blinded: None,
+            },
         };
-        self.ok(key, AccessOp::Register { role, identity });
+        self.ok(key, op);
     }
 
     /// Registers and certifies a provider.
@@ -507,9 +511,11 @@ mod decoding {
     #[test]
     fn every_operation_round_trips() {
         let ops = vec![
+            AccessOp::register_patient(key(1).account(), "x", &[0; 32]),
             AccessOp::Register {
-                role: Role::Patient,
-                identity: Identity::Commitment(IdentityCommitment::new("x", &[0; 32])),
+                role: Role::Provider,
+                identity: Identity::Organisation(name("x")),
+                blinded: None,
             },
             AccessOp::rotate_key(ChainId::default(), key(1).account(), &key(2)),
             AccessOp::CertifyProvider {

@@ -206,7 +206,8 @@ impl<A: Application> Chain<ProofOfWork, A> {
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`](crate::chain::ChainError::Transaction) if a signature fails.
+    /// As [`Chain::build_template`]: [`ChainError::TimestampBeforeParent`] if `timestamp` is
+    /// earlier than the tip's, [`ChainError::Transaction`] if a signature fails.
     pub fn mine(
         &mut self,
         txs: Vec<Transaction<A::Payload>>,
@@ -222,7 +223,7 @@ impl<A: Application> Chain<ProofOfWork, A> {
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`](crate::chain::ChainError::Transaction) if a signature fails.
+    /// As [`mine`](Self::mine).
     pub fn mine_cancellable(
         &mut self,
         txs: Vec<Transaction<A::Payload>>,

@@ -107,6 +107,11 @@ where
         self.write(key, Some(value));
     }
 
+    /// Deletes an entry (nothing happens if there is none).
+    pub(crate) fn remove(&mut self, key: K) {
+        self.write(key, None);
+    }
+
     /// Reads, changes and writes back an entry (inserting `default` first if absent).
     pub fn update(&mut self, key: K, default: impl FnOnce() -> V, f: impl FnOnce(&mut V)) {
         let mut v = self.get(&key).cloned().unwrap_or_else(default);

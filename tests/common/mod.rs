@@ -12,8 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use medledger::access::{
-    AccessError, AccessEvent, AccessOp, Identity, IdentityCommitment, PointerId, RecordPointer,
-    RelationshipId, Role,
+    AccessError, AccessEvent, AccessOp, Identity, PointerId, RecordPointer, RelationshipId, Role,
 };
 use medledger::chain::ManualClock;
 use medledger::hash::{AccountId, BlockHash, StateRoot};
@@ -185,12 +184,17 @@ impl Net {
     }
 }
 
-pub fn register_op(role: Role, label: &str) -> AccessOp {
-    let identity = match role {
-        Role::Patient => Identity::Commitment(IdentityCommitment::new(label, &[7; 32])),
-        _ => Identity::Organisation(label.try_into().unwrap()),
-    };
-    AccessOp::Register { role, identity }
+/// The registration of `key`'s account with `role`: a patient's identity commitment to `label`
+/// (salted, bound to the account), any other role's organisation name `label`.
+pub fn register_op(key: &Keypair, role: Role, label: &str) -> AccessOp {
+    match role {
+        Role::Patient => AccessOp::register_patient(key.account(), label, &[7; 32]),
+        _ => AccessOp::Register {
+            role,
+            identity: Identity::Organisation(label.try_into().unwrap()),
+            blinded: None,
+        },
+    }
 }
 
 pub fn relationship(patient: &Keypair, provider: &Keypair) -> RelationshipId {

@@ -6,9 +6,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use medledger::access::{
-    AccessOp, Action, ActionSet, Category, GrantId, GrantProof, GrantTerms, Identity,
-    IdentityCommitment, Period, PointerId, PurposeSet, RecordPointer, RelationshipId, Role, Scope,
-    Viewer,
+    AccessOp, Action, ActionSet, Category, GrantId, GrantProof, GrantTerms, Identity, Period,
+    PointerId, PurposeSet, RecordPointer, RelationshipId, Role, Scope, Viewer,
 };
 use medledger::hash::StateRoot;
 use medledger::pow::{PowSeal, ProofOfWork};
@@ -83,6 +82,7 @@ pub fn setup_txs(chain: &Chain<ProofOfWork>) -> (Vec<Transaction>, PointerId, Gr
             AccessOp::Register {
                 role: Role::Provider,
                 identity: org("St Mary's"),
+                blinded: None,
             },
         ),
         tx(
@@ -91,15 +91,13 @@ pub fn setup_txs(chain: &Chain<ProofOfWork>) -> (Vec<Transaction>, PointerId, Gr
             AccessOp::Register {
                 role: Role::Provider,
                 identity: org("Dr Lee"),
+                blinded: None,
             },
         ),
         tx(
             &patient,
             0,
-            AccessOp::Register {
-                role: Role::Patient,
-                identity: Identity::Commitment(IdentityCommitment::new("NHS-1", &[7; 32])),
-            },
+            AccessOp::register_patient(patient.account(), "NHS-1", &[7; 32]),
         ),
         tx(
             &hospital,

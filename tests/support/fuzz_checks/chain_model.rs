@@ -252,6 +252,7 @@ fn outcome(r: &Result<Appended, ChainError>) -> Outcome {
         Err(ChainError::UnknownParent(_)) => Outcome::UnknownParent,
         Err(
             ChainError::BadHeight { .. }
+            | ChainError::TimestampBeforeParent { .. }
             | ChainError::Structure(_)
             | ChainError::Consensus(_)
             | ChainError::Decode(_),
@@ -670,7 +671,7 @@ impl Harness {
                 b.header.timestamp = NOW + MAX_FUTURE_BLOCK_TIME + 1 + u64::from(dt);
                 (self.remine(b), true, valid)
             }
-            // A time not after the median time past.
+            // A time not after the median time past (and, above genesis, before the parent's).
             4 => {
                 b.header.timestamp = T0;
                 (self.remine(b), true, valid)
