@@ -206,8 +206,8 @@ impl<A: Application> Chain<ProofOfWork, A> {
     ///
     /// # Errors
     ///
-    /// As [`Chain::build_template`]: [`ChainError::TimestampBeforeParent`] if `timestamp` is
-    /// earlier than the tip's, [`ChainError::Transaction`] if a signature fails.
+    /// As [`Chain::build_template`]: [`ChainError::TimestampBeforeParent`](crate::chain::ChainError::TimestampBeforeParent) if `timestamp` is
+    /// earlier than the tip's, [`ChainError::Transaction`](crate::chain::ChainError::Transaction) if a signature fails.
     pub fn mine(
         &mut self,
         txs: Vec<Transaction<A::Payload>>,
