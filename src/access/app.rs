@@ -4,10 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AccessError, AccessEvent, AccessOp, AccessState, Name, TableOps};
+use super::{AccessError, AccessEvent, AccessOp, AccessState, Name};
 use crate::app::Application;
 use crate::hash::{AccountId, Digest};
-use crate::state::{AppState, CoreTables, State, TxContext};
+use crate::state::{AppState, CoreTables, State, TableOps, TxContext};
 use crate::tx::PublicKey;
 
 /// What a MedRec transaction does.

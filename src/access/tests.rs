@@ -3,8 +3,9 @@
 
 use super::*;
 use crate::app::Application as _;
-use crate::codec::{BoundedVec, Canonical};
-use crate::hash::{ChainId, Digest, StateRoot};
+use crate::codec::{BoundedString, BoundedVec, Canonical};
+use crate::hash::{AccountId, ChainId, Digest, StateRoot, TxId};
+use crate::purpose::PurposeOfUse;
 use crate::tx::Keypair;
 use crate::{Payload, Transaction};
 use crate::{State, StateError};

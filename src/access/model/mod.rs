@@ -1,0 +1,13 @@
+//! What access control talks about: identifiers, time, and the vocabulary of consent. These
+//! types depend only on the crate's foundations, never on the state or the chain.
+
+mod ids;
+mod time;
+mod vocabulary;
+
+pub use ids::{BreakGlassId, DelegationId, GrantId, GroupId, PointerId, RelationshipId, ReleaseId};
+pub use time::{Period, Stamp};
+pub use vocabulary::{
+    Action, ActionSet, Category, CategorySet, EnumSet, Label, Name, PurposeSet, Reason, SetMember,
+    MAX_LABEL_LEN, MAX_NAME_LEN, MAX_REASON_LEN,
+};

@@ -1,0 +1,195 @@
+//! The access-control operations a transaction carries.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Action, Basis, BlindedIdentity, BreakGlassId, DelegationId, DelegationTerms, GrantId,
+    GrantTerms, GroupId, Identity, Label, PointerId, Reason, RecordPointer, RelationshipId,
+    ReleasedSubject, ReviewOutcome, Role, MAX_RELEASE_SUBJECTS,
+};
+use crate::codec::BoundedVec;
+use crate::hash::{AccountId, Digest};
+use crate::pseudonym::Epoch;
+use crate::purpose::PurposeOfUse;
+use crate::tx::{PublicKey, Signature};
+
+/// An access-control operation: the payload of a transaction
+/// ([`Payload::Access`]). Its signer is the actor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AccessOp {
+    /// Registers the signer's account with a role and an identity. Patients register an
+    /// [`IdentityCommitment`] bound to the signing account, with the [`BlindedIdentity`] it
+    /// binds (see [`AccessOp::register_patient`]); every other role a public organisation
+    /// name. The [`Role::Authority`] role is only given in the genesis configuration.
+    Register {
+        /// The role.
+        role: Role,
+        /// The identity.
+        identity: Identity,
+        /// For a patient, the blinded identity its commitment binds to the signing account
+        /// (the chain checks [`IdentityCommitment::bind`]); `None` for every other role.
+        blinded: Option<BlindedIdentity>,
+    },
+    /// Replaces the signer's key (the old key signs); the new key proves possession by signing
+    /// [`registrar::possession_message`]. See [`AccessOp::rotate_key`].
+    RotateKey {
+        /// The key that signs for the account from now on.
+        new_key: PublicKey,
+        /// The new key's signature over [`registrar::possession_message`].
+        possession: Signature,
+    },
+    /// An authority certifies a provider (registered or not yet), for emergencies or not.
+    /// Certifying it again without `emergency` closes its open break-glass sessions.
+    CertifyProvider {
+        /// The provider's account.
+        provider: AccountId,
+        /// Whether the provider may break glass.
+        emergency: bool,
+    },
+    /// An authority withdraws a provider's certification (recorded). The provider's open
+    /// break-glass sessions close with it, and it adds no more records.
+    DecertifyProvider {
+        /// The provider's account.
+        provider: AccountId,
+        /// Why.
+        reason: Reason,
+    },
+    /// A certified provider opens a relationship with a patient; it is *pending* until the
+    /// patient answers.
+    CreateRelationship {
+        /// The patient's account.
+        patient: AccountId,
+    },
+    /// The patient accepts a pending relationship.
+    AcceptRelationship {
+        /// The relationship.
+        relationship: RelationshipId,
+    },
+    /// The patient rejects a pending relationship.
+    RejectRelationship {
+        /// The relationship.
+        relationship: RelationshipId,
+        /// Why.
+        reason: Reason,
+    },
+    /// Either party ends a pending or accepted relationship; its live grants are revoked
+    /// (recorded).
+    TerminateRelationship {
+        /// The relationship.
+        relationship: RelationshipId,
+        /// Why.
+        reason: Reason,
+    },
+    /// The provider adds a pointer to a record in its database, or a new version of one. Its
+    /// certification must hold.
+    AddPointer {
+        /// The relationship.
+        relationship: RelationshipId,
+        /// The pointer.
+        record: RecordPointer,
+        /// The pointer this one is a new version of.
+        replaces: Option<PointerId>,
+    },
+    /// A patient creates a group of viewers, to grant access to all its members at once.
+    CreateGroup {
+        /// The group's label.
+        label: Label,
+    },
+    /// The group's patient adds a member.
+    AddGroupMember {
+        /// The group.
+        group: GroupId,
+        /// The new member.
+        member: AccountId,
+    },
+    /// The group's patient removes a member (recorded: "as of" queries still see it).
+    RemoveGroupMember {
+        /// The group.
+        group: GroupId,
+        /// The member.
+        member: AccountId,
+    },
+    /// The patient (or a delegate, `under` its delegation) grants a viewer access.
+    Grant {
+        /// What is granted.
+        terms: GrantTerms,
+        /// The delegation a delegate acts under; `None` when the patient signs.
+        under: Option<DelegationId>,
+    },
+    /// The patient (or the delegate that made it) revokes a grant (recorded).
+    RevokeGrant {
+        /// The grant.
+        grant: GrantId,
+        /// Why.
+        reason: Reason,
+    },
+    /// The patient delegates managing consent, within bounds, to a guardian.
+    Delegate {
+        /// The guardian's account.
+        delegate: AccountId,
+        /// The bounds.
+        terms: DelegationTerms,
+    },
+    /// The patient (or the delegate) ends a delegation; grants made under it are revoked.
+    RevokeDelegation {
+        /// The delegation.
+        delegation: DelegationId,
+        /// Why.
+        reason: Reason,
+    },
+    /// An emergency-certified provider opens time-boxed read access to a patient's records.
+    OpenBreakGlass {
+        /// The patient.
+        patient: AccountId,
+        /// Why (recorded, for the patient's review).
+        reason: Reason,
+        /// How long, at most [`MAX_BREAK_GLASS_SECS`].
+        duration_secs: u64,
+    },
+    /// The provider that opened a break-glass session closes it early.
+    CloseBreakGlass {
+        /// The session.
+        session: BreakGlassId,
+    },
+    /// The patient reviews a break-glass session, taking it off the review queue.
+    ReviewBreakGlass {
+        /// The session.
+        session: BreakGlassId,
+        /// The patient's verdict.
+        outcome: ReviewOutcome,
+        /// A note.
+        note: Option<Reason>,
+    },
+    /// A viewer's read (or disclosure) of a record, bound to what permits it: the chain
+    /// re-checks the permission at the block's time and refuses the receipt if it does not
+    /// hold, then appends it to the patient's audit trail.
+    RecordAccess {
+        /// The patient.
+        patient: AccountId,
+        /// The record.
+        pointer: PointerId,
+        /// What the viewer does.
+        action: Action,
+        /// Why.
+        purpose: PurposeOfUse,
+        /// What permits it.
+        basis: Basis,
+    },
+    /// A certified provider (the custodian) records that it released a data set to a
+    /// registered [`Role::Researcher`] under research-window pseudonyms: one
+    /// [`ReleasedSubject`] per patient, in strictly ascending pseudonym order, each with a
+    /// hiding commitment to the consent (grant) it relies on. Nothing in it names a patient;
+    /// see [`research`] for what the chain checks and how an auditor opens a subject. Build it
+    /// with [`prepare_release`].
+    ReleaseResearchData {
+        /// The researcher receiving the data.
+        recipient: AccountId,
+        /// The research window whose pseudonyms the subjects carry.
+        epoch: Epoch,
+        /// The content hash of the released data set.
+        dataset: Digest,
+        /// The released subjects, in strictly ascending pseudonym order (not empty).
+        subjects: BoundedVec<ReleasedSubject, MAX_RELEASE_SUBJECTS>,
+    },
+}
