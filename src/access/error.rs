@@ -272,7 +272,7 @@ impl AccessError {
         match self {
             IdentityKindMismatch { .. }
             | BadKey(_)
-            | BadPossession { .. }
+            | BadPossession
             | Widens { .. }
             | InvalidPeriod { .. }
             | Empty(_)
