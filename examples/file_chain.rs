@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use medledger::chain::ChainBuilder;
 use medledger::file_store::{FileStore, SyncPolicy};
-use medledger::hash::Digest;
+use medledger::hash::content_hash;
 use medledger::pow::ProofOfWork;
 use medledger::tx::{Keypair, Payload, Transaction};
 
@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clinic = Keypair::from_seed(&[7; 32]);
     for _ in 0..BLOCKS_PER_RUN {
         let nonce = chain.state().next_nonce(&clinic.account());
-        let record = Digest::from_bytes(medledger::hash::domain::RECORD.hash(&nonce.to_le_bytes()));
+        let record = content_hash(&nonce.to_le_bytes());
         let tx = Transaction::sign(&clinic, chain.chain_id(), nonce, Payload::Data { record });
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let time = now.max(chain.tip_header().timestamp + 1);

@@ -207,7 +207,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         query: "SELECT * FROM ecg WHERE mrn = 'H-1187' AND study = 42"
             .try_into()
             .expect("short query"),
-        content_hash: RecordPointer::content_hash_of(b"ECG 2026-01-02: sinus rhythm, 72 bpm"),
+        content_hash: medledger::hash::content_hash(b"ECG 2026-01-02: sinus rhythm, 72 bpm"),
         category: Category::Imaging,
         data_period: Period::new(GENESIS_TIME, GENESIS_TIME + DAY)?,
     };
@@ -215,7 +215,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         query: "SELECT * FROM notes WHERE mrn = 'H-1187' AND kind = 'psych'"
             .try_into()
             .expect("short query"),
-        content_hash: RecordPointer::content_hash_of(b"psychiatry consult notes"),
+        content_hash: medledger::hash::content_hash(b"psychiatry consult notes"),
         category: Category::MentalHealth,
         data_period: Period::new(GENESIS_TIME, GENESIS_TIME + DAY)?,
     };

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use crate::block::{Block, CheckedBlock, Header, StructureError, HEADER_VERSION};
+use crate::block::{Block, CheckedBlock, Header, StructureError, HEADER_VERSION, MAX_BLOCK_TXS};
 use crate::codec::{BoundedVec, DecodeError};
 use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
 use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
@@ -131,6 +131,18 @@ pub enum ChainError {
     /// A transaction is invalid on its own (block building).
     #[error("transaction: {0}")]
     Transaction(#[from] TxError),
+    /// Transactions given to [`mine`](Chain::mine) fail against the state: no block was built.
+    /// Each failure names the transaction's position in the list given, its id and why.
+    #[error("{} transaction(s) fail against the state, the first: {}", .0.len(), FirstFailure(.0))]
+    Refused(Vec<TxFailure>),
+    /// More transactions than a block may hold were given to build one block.
+    #[error("{count} transactions do not fit in one block (at most {max})")]
+    TooManyTxs {
+        /// Transactions given.
+        count: usize,
+        /// [`MAX_BLOCK_TXS`].
+        max: usize,
+    },
     /// The storage backend failed.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -145,6 +157,18 @@ pub enum ChainError {
     /// The configuration is invalid.
     #[error("invalid chain configuration: {0}")]
     Config(String),
+}
+
+/// Shows the first failure of a list (for [`ChainError::Refused`]'s message).
+struct FirstFailure<'a>(&'a [TxFailure]);
+
+impl core::fmt::Display for FirstFailure<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0.first() {
+            Some(failure) => core::fmt::Display::fmt(failure, f),
+            None => f.write_str("none"),
+        }
+    }
 }
 
 /// What happened to the main chain, for embedders to notify their users.
@@ -193,6 +217,17 @@ pub struct BlockTemplate {
     pub rejected: Vec<(Transaction, StateError)>,
 }
 
+/// The transaction limit of one block, checked before any work is done.
+fn check_tx_count(count: usize) -> Result<(), ChainError> {
+    if count > MAX_BLOCK_TXS {
+        return Err(ChainError::TooManyTxs {
+            count,
+            max: MAX_BLOCK_TXS,
+        });
+    }
+    Ok(())
+}
+
 impl BlockTemplate {
     /// The header with `seal`.
     pub fn header<S>(&self, seal: S) -> Header<S> {
@@ -209,12 +244,19 @@ impl BlockTemplate {
     }
 
     /// The block with `seal`.
-    pub fn seal<S>(self, seal: S) -> Block<S> {
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::TooManyTxs`] if the template holds more than [`MAX_BLOCK_TXS`]
+    /// transactions (templates from [`Chain::build_template`] never do).
+    pub fn seal<S>(self, seal: S) -> Result<Block<S>, ChainError> {
         let header = self.header(seal);
-        Block {
-            header,
-            txs: BoundedVec::try_from(self.txs).expect("templates hold at most MAX_BLOCK_TXS"),
-        }
+        let count = self.txs.len();
+        let txs = BoundedVec::try_from(self.txs).map_err(|_| ChainError::TooManyTxs {
+            count,
+            max: MAX_BLOCK_TXS,
+        })?;
+        Ok(Block { header, txs })
     }
 }
 
@@ -445,6 +487,14 @@ impl<C: Consensus> Chain<C> {
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The clock the chain refuses blocks from the future by (see [`ChainBuilder::clock`]).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+    /// How many blocks a reorganisation may roll back (see [`ChainBuilder::max_reorg_depth`]).
+    pub fn max_reorg_depth(&self) -> u64 {
+        self.max_reorg_depth
+    }
     /// Closes the chain and hands back its store (to reopen it, or inspect it).
     pub fn into_store(self) -> Box<dyn Store> {
         self.store
@@ -538,36 +588,68 @@ impl<C: Consensus> Chain<C> {
     }
 
     /// Builds the next block on the tip from `txs`: verifies signatures, applies them to a
-    /// scratch copy of the state (transactions that fail are left out and reported), and
-    /// computes the roots. Seal the result with the engine.
+    /// scratch copy of the state (transactions that fail are left out and reported in
+    /// [`BlockTemplate::rejected`]), and computes the roots. Seal the result with the engine.
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`] if a signature fails.
+    /// [`ChainError::TooManyTxs`] for more than [`MAX_BLOCK_TXS`] transactions (checked
+    /// first), [`ChainError::Transaction`] if a signature fails.
     pub fn build_template(
         &mut self,
         txs: Vec<Transaction>,
         timestamp: u64,
     ) -> Result<BlockTemplate, ChainError> {
+        Ok(self.template_with_failures(txs, timestamp)?.0)
+    }
+
+    /// [`build_template`](Self::build_template), also returning each left-out transaction's
+    /// position in `txs`.
+    pub(crate) fn template_with_failures(
+        &mut self,
+        txs: Vec<Transaction>,
+        timestamp: u64,
+    ) -> Result<(BlockTemplate, Vec<TxFailure>), ChainError> {
+        check_tx_count(txs.len())?;
         let verified = tx::verify_batch_cached(self.chain_id, txs, &self.keys)?;
+        self.template_verified(verified, timestamp)
+    }
+
+    /// Builds a template from transactions whose signatures (and chain id) were already
+    /// checked; see [`build_template`](Self::build_template).
+    pub(crate) fn template_verified(
+        &mut self,
+        verified: Vec<VerifiedTx>,
+        timestamp: u64,
+    ) -> Result<(BlockTemplate, Vec<TxFailure>), ChainError> {
+        check_tx_count(verified.len())?;
         let height = self.height() + 1;
         let (executed, skipped) = self
             .state
             .execute(self.chain_id, height, timestamp, &verified, true)
-            .expect("execution with skipping never fails");
+            // Execution that skips failures reports none; should it ever, refuse the lot.
+            .map_err(|failure| ChainError::Refused(vec![failure]))?;
         let state_root = executed.tree.root();
         self.state.discard();
         let mut skipped = skipped.into_iter().peekable();
         let mut included: Vec<VerifiedTx> = Vec::with_capacity(verified.len());
         let mut rejected = Vec::new();
+        let mut failures = Vec::new();
         for (i, tx) in verified.into_iter().enumerate() {
             match skipped.next_if(|(j, _)| *j == i) {
-                Some((_, err)) => rejected.push((tx.into_transaction(), err)),
+                Some((index, error)) => {
+                    failures.push(TxFailure {
+                        index,
+                        tx_id: tx.id(),
+                        error: error.clone(),
+                    });
+                    rejected.push((tx.into_transaction(), error));
+                }
                 None => included.push(tx),
             }
         }
         let ids: Vec<TxId> = included.iter().map(VerifiedTx::id).collect();
-        Ok(BlockTemplate {
+        let template = BlockTemplate {
             height,
             parent: self.tip(),
             tx_root: merkle_root(&ids),
@@ -578,7 +660,8 @@ impl<C: Consensus> Chain<C> {
                 .map(VerifiedTx::into_transaction)
                 .collect(),
             rejected,
-        })
+        };
+        Ok((template, failures))
     }
 
     /// Decodes and appends a block received as bytes.

@@ -119,14 +119,89 @@ pub fn from_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     Ok(out)
 }
 
+/// The content hash of an off-chain record's bytes: BLAKE3 in the [`domain::RECORD`] domain.
+///
+/// This is the one way the crate hashes record contents: the digest anchored by
+/// [`Payload::Data`](crate::tx::Payload::Data), carried by an access-control
+/// [`RecordPointer`](crate::access::RecordPointer), and re-computed by whoever fetches the record
+/// to check it is the one on chain.
+///
+/// ```
+/// use medledger::hash::content_hash;
+///
+/// let anchored = content_hash(b"lab result #1");
+/// assert_eq!(content_hash(b"lab result #1"), anchored);
+/// assert_ne!(content_hash(b"lab result #2"), anchored);
+/// ```
+pub fn content_hash(record: &[u8]) -> Digest {
+    Digest::from_bytes(domain::RECORD.hash(record))
+}
+
+/// Deserialises `N` bytes: a hex string in human-readable formats, the raw bytes (a newtype
+/// around a tuple of `N` bytes, as derived serde writes it) in binary ones.
+#[doc(hidden)]
+pub fn deserialize_hex_or_bytes<'de, D: serde::Deserializer<'de>, const N: usize>(
+    d: D,
+    name: &'static str,
+) -> Result<[u8; N], D::Error> {
+    use serde::de::{Error, Visitor};
+
+    struct Hex<const N: usize>;
+    impl<const N: usize> Visitor<'_> for Hex<N> {
+        type Value = [u8; N];
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{} hex digits", 2 * N)
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<[u8; N], E> {
+            from_hex::<N>(v).map_err(E::custom)
+        }
+    }
+
+    struct Bytes<const N: usize>;
+    impl<'de, const N: usize> Visitor<'de> for Bytes<N> {
+        type Value = [u8; N];
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{N} bytes")
+        }
+        fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> Result<[u8; N], D::Error> {
+            crate::codec::byte_array::deserialize(d)
+        }
+    }
+
+    if d.is_human_readable() {
+        d.deserialize_str(Hex::<N>)
+    } else {
+        d.deserialize_newtype_struct(name, Bytes::<N>)
+    }
+}
+
 /// Defines a 32-byte identifier newtype with hex `Display`/`FromStr`, `Debug` as `Name(hex)`,
-/// byte accessors and serde support (encoded as 32 raw bytes by postcard).
+/// byte accessors and serde support: 32 raw bytes in binary formats (the canonical postcard
+/// encoding), a lower-case hex string in human-readable ones such as JSON.
 macro_rules! hash_newtype {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-        #[derive(serde::Serialize, serde::Deserialize)]
         pub struct $name([u8; 32]);
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    s.serialize_newtype_struct(stringify!($name), &self.0)
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::hash::deserialize_hex_or_bytes::<D, 32>(d, stringify!($name)).map(Self)
+            }
+        }
 
         impl $name {
             /// Wraps raw bytes.

@@ -52,6 +52,7 @@ pub mod committee;
 pub mod consensus;
 pub mod file_store;
 pub mod hash;
+pub mod ledger;
 pub mod merkle;
 pub mod pow;
 pub mod pseudonym;

@@ -32,7 +32,7 @@ use crate::purpose::PurposeOfUse;
 
 /// A question to the access control: may `viewer` perform `action` on `pointer` of `patient`
 /// for `purpose` at `time`?
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AccessRequest {
     /// Who asks.
     pub viewer: AccountId,
@@ -191,7 +191,7 @@ impl DenyReason {
 }
 
 /// The answer to an [`AccessRequest`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Decision {
     /// Permitted, by this basis.
     Permit(Basis),

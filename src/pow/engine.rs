@@ -9,7 +9,7 @@ use super::{
     HEADER_LEN, MAX_FUTURE_BLOCK_TIME, MEDIAN_TIME_SPAN,
 };
 use crate::block::{Block, Header};
-use crate::chain::{Chain, ChainError};
+use crate::chain::{BlockTemplate, Chain, ChainError};
 use crate::codec;
 use crate::consensus::{Ancestors, Consensus, ConsensusError};
 use crate::hash::domain;
@@ -201,43 +201,72 @@ impl Consensus for ProofOfWork {
 
 impl Chain<ProofOfWork> {
     /// Builds the next block from `txs` (see [`Chain::build_template`]) and mines it on all
-    /// cores. Transactions that fail against the state are left out.
+    /// cores. Every transaction goes into the block, or none does: `mine` never leaves one out.
+    /// To build a block from whatever applies, and learn what does not, use
+    /// [`Chain::build_template`] (or the [`Ledger`](crate::ledger::Ledger), which also keeps
+    /// a mempool).
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`] if a signature fails.
+    /// [`ChainError::TooManyTxs`] for more than [`MAX_BLOCK_TXS`](crate::block::MAX_BLOCK_TXS)
+    /// transactions, [`ChainError::Transaction`] if a signature fails,
+    /// [`ChainError::Refused`] naming every transaction that fails against the state (a stale
+    /// nonce, an access-control refusal…), [`ChainError::Consensus`] if the required target
+    /// is not a valid one.
     pub fn mine(
         &mut self,
         txs: Vec<Transaction>,
         timestamp: u64,
     ) -> Result<Block<PowSeal>, ChainError> {
         let never = AtomicBool::new(false);
-        Ok(self
-            .mine_cancellable(txs, timestamp, &never)?
-            .expect("mining without cancellation always finishes"))
+        self.mine_cancellable(txs, timestamp, &never)?
+            .ok_or_else(|| {
+                ChainError::Consensus(ConsensusError::BadSeal(
+                    "the miner stopped without a solution".into(),
+                ))
+            })
     }
 
     /// As [`mine`](Self::mine), returning `Ok(None)` if `cancel` is set before a solution is found.
     ///
     /// # Errors
     ///
-    /// [`ChainError::Transaction`] if a signature fails.
+    /// As [`mine`](Self::mine).
     pub fn mine_cancellable(
         &mut self,
         txs: Vec<Transaction>,
         timestamp: u64,
         cancel: &AtomicBool,
     ) -> Result<Option<Block<PowSeal>>, ChainError> {
-        let template = self.build_template(txs, timestamp)?;
+        let (template, failures) = self.template_with_failures(txs, timestamp)?;
+        if !failures.is_empty() {
+            return Err(ChainError::Refused(failures));
+        }
+        self.seal_pow(template, cancel)
+    }
+
+    /// Mines `template` (built on the tip): finds a seal meeting the target the tip requires.
+    /// Returns `Ok(None)` if `cancel` is set first.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::Consensus`] if the required target is not a valid one,
+    /// [`ChainError::TooManyTxs`] if the template holds too many transactions.
+    pub fn seal_pow(
+        &self,
+        template: BlockTemplate,
+        cancel: &AtomicBool,
+    ) -> Result<Option<Block<PowSeal>>, ChainError> {
         let bits = self.engine().required_bits(&self.tip_ancestors());
+        Target::from_compact(bits).map_err(|e| ConsensusError::BadSeal(e.to_string()))?;
         let header = template.header(PowSeal {
             bits,
             nonce: 0,
             extra_nonce: 0,
         });
-        Ok(self
-            .engine()
-            .solve(header, cancel)
-            .map(|seal| template.seal(seal)))
+        match self.engine().solve(header, cancel) {
+            Some(seal) => template.seal(seal).map(Some),
+            None => Ok(None),
+        }
     }
 }
