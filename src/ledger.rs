@@ -98,7 +98,9 @@ use crate::consensus::{Consensus, ConsensusError};
 use crate::hash::{AccountId, BlockHash, ChainId, TxId};
 use crate::pow::{PowSeal, ProofOfWork};
 use crate::state::{BlockUndo, Event, State, StateError};
-use crate::tx::{Keypair, Payload, PublicKey, Signature, Transaction, TxBody, TxError, VerifiedTx};
+use crate::tx::{
+    KeyCache, Keypair, Payload, PublicKey, Signature, Transaction, TxBody, TxError, VerifiedTx,
+};
 
 /// The default bound on the number of pending transactions: two full blocks.
 pub const DEFAULT_MAX_POOL_TXS: usize = 2 * MAX_BLOCK_TXS;
@@ -411,6 +413,7 @@ impl<C: Consensus> LedgerBuilder<C> {
             view,
             statuses: StatusLog::new(self.max_statuses),
             subscribers: Vec::new(),
+            keys: KeyCache::default(),
         })
     }
 }
@@ -511,6 +514,8 @@ pub struct Ledger<C: Consensus> {
     view: View,
     statuses: StatusLog,
     subscribers: Vec<mpsc::Sender<LedgerEvent>>,
+    /// Decompressed signer keys, for checking signatures on submission.
+    keys: KeyCache,
 }
 
 impl<C: Consensus> core::fmt::Debug for Ledger<C> {
@@ -520,6 +525,36 @@ impl<C: Consensus> core::fmt::Debug for Ledger<C> {
             .field("pending", &self.pool.len())
             .field("pending_bytes", &self.pool_bytes)
             .finish_non_exhaustive()
+    }
+}
+
+/// The checks of a submitted transaction that need neither the state nor the pool: size,
+/// chain id and signature.
+struct Stateless<'a> {
+    chain_id: ChainId,
+    max_len: usize,
+    keys: &'a KeyCache,
+}
+
+impl Stateless<'_> {
+    /// The verified transaction and its encoded length.
+    fn check(&self, tx: &Transaction) -> Result<(VerifiedTx, usize), Refusal> {
+        let bytes = tx.encode();
+        let len = bytes.len();
+        if len > self.max_len {
+            return Err(Refusal::TooLarge {
+                len,
+                max: self.max_len,
+            });
+        }
+        if tx.body.chain_id != self.chain_id {
+            return Err(Refusal::Tx(TxError::WrongChain {
+                expected: self.chain_id,
+                found: tx.body.chain_id,
+            }));
+        }
+        let id = TxId::from_bytes(crate::hash::domain::TX.hash(&bytes));
+        Ok((tx.clone().verify_with_id(id, self.keys)?, len))
     }
 }
 
@@ -658,26 +693,30 @@ impl<C: Consensus> Ledger<C> {
         self.subscribers.retain(|s| s.send(event.clone()).is_ok());
     }
 
-    /// The checks that need no state: size, duplicate, chain id and signature.
-    fn check_alone(&self, tx: &Transaction) -> Result<(VerifiedTx, usize), Refusal> {
-        let len = tx.encode().len();
-        let max = crate::tx::MAX_TX_LEN.min(self.limits.block_bytes);
-        if len > max {
-            return Err(Refusal::TooLarge { len, max });
+    /// The checks that need neither the state nor the pool.
+    fn stateless(&self) -> Stateless<'_> {
+        Stateless {
+            chain_id: self.chain_id(),
+            max_len: crate::tx::MAX_TX_LEN.min(self.limits.block_bytes),
+            keys: &self.keys,
         }
-        let id = tx.id();
+    }
+
+    /// Refuses a transaction already pending or recently included.
+    fn check_new(&self, id: TxId) -> Result<(), Refusal> {
         if self.pool_ids.contains(&id)
             || matches!(self.statuses.get(&id), Some(TxStatus::Included { .. }))
         {
             return Err(Refusal::Duplicate(id));
         }
-        if tx.body.chain_id != self.chain_id() {
-            return Err(Refusal::Tx(TxError::WrongChain {
-                expected: self.chain_id(),
-                found: tx.body.chain_id,
-            }));
-        }
-        Ok((tx.clone().verify()?, len))
+        Ok(())
+    }
+
+    /// Every check of [`submit`](Self::submit) but the pool's room.
+    fn check_alone(&self, tx: &Transaction) -> Result<(VerifiedTx, usize), Refusal> {
+        let (verified, len) = self.stateless().check(tx)?;
+        self.check_new(verified.id())?;
+        Ok((verified, len))
     }
 
     /// Applies `tx` to the pool's view after the pending transactions, as of the next block;
@@ -714,7 +753,7 @@ impl<C: Consensus> Ledger<C> {
     /// [`Refusal`] saying why; the pool is then unchanged. A refused transaction's status is
     /// [`TxStatus::Refused`] (unless it is a duplicate: the original's status stands).
     pub fn submit(&mut self, tx: Transaction) -> Result<Accepted, Refusal> {
-        let result = self.admit(tx.clone());
+        let result = self.admit(&tx);
         if let Err(reason) = &result {
             if !matches!(reason, Refusal::Duplicate(_)) {
                 self.statuses
@@ -724,8 +763,14 @@ impl<C: Consensus> Ledger<C> {
         result
     }
 
-    fn admit(&mut self, tx: Transaction) -> Result<Accepted, Refusal> {
-        let (verified, len) = self.check_alone(&tx)?;
+    fn admit(&mut self, tx: &Transaction) -> Result<Accepted, Refusal> {
+        let checked = self.check_alone(tx)?;
+        self.add_checked(checked)
+    }
+
+    /// Adds a transaction that passed the stateless and duplicate checks, if the pool has room
+    /// and it applies.
+    fn add_checked(&mut self, (verified, len): (VerifiedTx, usize)) -> Result<Accepted, Refusal> {
         if self.pool.len() >= self.limits.pool_txs {
             return Err(Refusal::PoolFull {
                 what: "transactions",
@@ -744,6 +789,40 @@ impl<C: Consensus> Ledger<C> {
         self.pool.push(PoolEntry { tx: verified, len });
         self.statuses.forget(&accepted.id);
         Ok(accepted)
+    }
+
+    /// [`submit`](Self::submit)s each of `txs` in order, answering each; the signatures are
+    /// checked first, all at once (on all cores with the `parallel` feature). For bursts: the
+    /// answers are exactly those of submitting one at a time.
+    pub fn submit_all(&mut self, txs: Vec<Transaction>) -> Vec<Result<Accepted, Refusal>> {
+        let checks: Vec<Result<(VerifiedTx, usize), Refusal>> = {
+            let stateless = self.stateless();
+            #[cfg(feature = "parallel")]
+            {
+                use rayon::prelude::*;
+                txs.par_iter().map(|tx| stateless.check(tx)).collect()
+            }
+            #[cfg(not(feature = "parallel"))]
+            {
+                txs.iter().map(|tx| stateless.check(tx)).collect()
+            }
+        };
+        txs.iter()
+            .zip(checks)
+            .map(|(tx, check)| {
+                let result = check.and_then(|(verified, len)| {
+                    self.check_new(verified.id())?;
+                    self.add_checked((verified, len))
+                });
+                if let Err(reason) = &result {
+                    if !matches!(reason, Refusal::Duplicate(_)) {
+                        self.statuses
+                            .set(tx.id(), TxStatus::Refused(reason.clone()));
+                    }
+                }
+                result
+            })
+            .collect()
     }
 
     /// Whether [`submit`](Self::submit) would accept `tx` now, and what it would do; nothing
@@ -863,6 +942,7 @@ impl<C: Consensus> Ledger<C> {
     ) -> Result<ChainUpdate, LedgerError> {
         let hash = block.hash();
         let appended = self.chain.append(block.clone())?;
+        let mut block_txs = Some(block.txs.into_inner());
         if appended.applied.is_empty() {
             return Ok(ChainUpdate::default());
         }
@@ -890,7 +970,7 @@ impl<C: Consensus> Ledger<C> {
         let mut reports = Vec::with_capacity(appended.applied.len());
         for applied in &appended.applied {
             let txs = if applied.hash == hash {
-                Some(block.txs.to_vec())
+                block_txs.take()
             } else {
                 self.chain
                     .block(&applied.hash)
@@ -900,10 +980,11 @@ impl<C: Consensus> Ledger<C> {
             };
             let timestamp = self.chain.header(&applied.hash).map_or(0, |h| h.timestamp);
             match txs {
-                Some(txs) if !resync => {
-                    for (i, tx) in txs.into_iter().enumerate() {
-                        // A block the chain just validated: its signatures hold.
-                        let tx = VerifiedTx::new_unchecked(tx);
+                Some(txs) if !resync && txs.len() == applied.events.len() => {
+                    for (i, (tx, (id, _))) in txs.into_iter().zip(&applied.events).enumerate() {
+                        // A block the chain just validated: its signatures hold, its ids are
+                        // the chain's.
+                        let tx = VerifiedTx::validated(tx, *id);
                         let index = u32::try_from(i).unwrap_or(u32::MAX);
                         if self
                             .view

@@ -320,11 +320,18 @@ impl Transaction {
     ///
     /// [`TxError`] naming what is wrong.
     pub fn verify(self) -> Result<VerifiedTx, TxError> {
-        let key = self.body.signer.verifying_key()?;
+        let id = self.id();
+        self.verify_with_id(id, &KeyCache::new(0))
+    }
+
+    /// [`verify`](Self::verify) for a transaction whose `id` the caller computed already, with
+    /// the signer's decompressed key from (and added to) `keys`.
+    pub(crate) fn verify_with_id(self, id: TxId, keys: &KeyCache) -> Result<VerifiedTx, TxError> {
+        let key = keys.verifying_key(&self.body.signer)?;
         let sig = ed25519_dalek::Signature::from_bytes(&self.signature.0);
         key.verify_strict(&self.body.signing_message(), &sig)
             .map_err(|_| TxError::BadSignature(self.body.signer))?;
-        Ok(VerifiedTx::new_unchecked(self))
+        Ok(VerifiedTx { tx: self, id })
     }
 }
 
@@ -340,6 +347,11 @@ impl VerifiedTx {
     /// an unsigned dry run).
     pub(crate) fn new_unchecked(tx: Transaction) -> Self {
         let id = tx.id();
+        Self { tx, id }
+    }
+    /// Wraps a transaction of a block the chain validated, with its id as the chain computed
+    /// it (saves encoding it again).
+    pub(crate) fn validated(tx: Transaction, id: TxId) -> Self {
         Self { tx, id }
     }
     /// The transaction id.
