@@ -7,21 +7,24 @@
 //!
 //! ```
 //! use medledger::chain::ChainBuilder;
-//! use medledger::hash::Digest;
+//! use medledger::hash::content_hash;
+//! use medledger::ledger::Ledger;
 //! use medledger::pow::ProofOfWork;
-//! use medledger::tx::{Keypair, Payload, Transaction};
+//! use medledger::tx::{Keypair, Payload};
 //!
-//! // A chain with Proof-of-Work at a trivial target, on the in-memory store.
-//! let mut chain = ChainBuilder::new("my-hospital-network", ProofOfWork::regtest())
+//! // A chain with Proof-of-Work at a trivial target, on the in-memory store, and the ledger
+//! // that keeps its mempool and produces its blocks.
+//! let chain = ChainBuilder::new("my-hospital-network", ProofOfWork::regtest())
 //!     .genesis_time(1_700_000_000)
 //!     .build()?;
-//! // A provider anchors the hash of a record it keeps in its own database.
+//! let mut ledger = Ledger::new(chain)?;
+//! // A provider anchors the content hash of a record it keeps in its own database.
 //! let provider = Keypair::generate();
-//! let record = Digest::from_bytes(*blake3::hash(b"lab result #1").as_bytes());
-//! let tx = Transaction::sign(&provider, chain.chain_id(), 0, Payload::Data { record });
-//! let block = chain.mine(vec![tx], 1_700_000_600)?;
-//! chain.append(block)?;
-//! assert_eq!(chain.height(), 1);
+//! let record = content_hash(b"lab result #1");
+//! ledger.sign_and_submit(&provider, Payload::Data { record })?;
+//! let produced = ledger.produce_block()?;
+//! assert_eq!(ledger.chain().height(), 1);
+//! assert_eq!(produced.report.txs.len(), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -32,6 +35,9 @@
 //!   authenticated state tree), [`state`], [`chain`] (validation, fork choice, replay),
 //!   [`store`] (persistence trait, in-memory store), [`file_store`] (crash-safe append-only
 //!   file store).
+//! * For embedders: [`ledger`] — one object per process with the chain, a mempool that checks
+//!   each transaction against the state and the pending ones, block production with valid
+//!   times, per-transaction outcomes and created ids, statuses and event subscription.
 //! * Consensus: the [`consensus::Consensus`] trait and [`pow`] (Bitcoin-exact Proof-of-Work).
 //! * Access control: [`access`] (MedRec's registrar, relationships and summaries; consent
 //!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
