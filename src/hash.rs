@@ -12,6 +12,7 @@
 //! [`FromStr`](core::str::FromStr), and a `Debug` of the form `BlockHash(00ab…)`.
 
 use core::fmt;
+use core::fmt::Write as _;
 use std::sync::OnceLock;
 
 use blake3::hazmat::{ContextKey, HasherExt};
@@ -72,6 +73,22 @@ pub(crate) fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result
         }
         // The buffer holds only ASCII hex digits.
         f.write_str(core::str::from_utf8(out).map_err(|_| fmt::Error)?)?;
+    }
+    Ok(())
+}
+
+/// Writes the first `digits` hex digits of `bytes` (all of them if `None`).
+#[doc(hidden)]
+pub fn write_hex_digits(
+    f: &mut fmt::Formatter<'_>,
+    bytes: &[u8],
+    digits: Option<usize>,
+) -> fmt::Result {
+    let digits = digits.unwrap_or(usize::MAX).min(2 * bytes.len());
+    write_hex(f, &bytes[..digits / 2])?;
+    if digits % 2 == 1 {
+        let high = bytes[digits / 2] >> 4;
+        f.write_char(char::from_digit(u32::from(high), 16).unwrap_or('0'))?;
     }
     Ok(())
 }
@@ -219,8 +236,9 @@ macro_rules! hash_newtype {
         }
 
         impl core::fmt::Display for $name {
+            /// Lower-case hex; a precision keeps that many leading digits (`{:.8}`).
             fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                $crate::hash::write_hex(f, &self.0)
+                $crate::hash::write_hex_digits(f, &self.0, f.precision())
             }
         }
 
@@ -452,6 +470,11 @@ mod tests {
             })
         );
         assert!(format!("{id:?}").starts_with("BlockHash(abab"));
+        let id = TxId::from_bytes([0x12; 32]);
+        assert_eq!(format!("{id:.8}"), "12121212");
+        assert_eq!(format!("{id:.3}"), "121");
+        assert_eq!(format!("{id:.0}"), "");
+        assert_eq!(format!("{id:.99}"), id.to_string());
     }
 
     #[test]

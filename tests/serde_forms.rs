@@ -6,9 +6,9 @@ mod common;
 
 use common::{record, register_op, Net, DAY, T0};
 use medledger::access::{
-    AccessOp, AccessRequest, Action, ActionSet, AuditEntry, Basis, Category, Decision,
-    DenyReason, GrantId, GrantTerms, Period, PointerId, PurposeSet, Reader, RelationshipId, Role,
-    Scope, SummaryItem, Viewer,
+    AccessOp, AccessRequest, Action, ActionSet, AuditEntry, Basis, Category, Decision, DenyReason,
+    GrantId, GrantTerms, Period, PointerId, PurposeSet, Reader, RelationshipId, Role, Scope,
+    SummaryItem, Viewer,
 };
 use medledger::hash::{content_hash, AccountId, BlockHash, Digest, StateRoot, TxId};
 use medledger::purpose::PurposeOfUse;
@@ -16,7 +16,9 @@ use medledger::tx::{Keypair, Payload, PublicKey, Signature, Transaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-fn json_round_trip<T: Serialize + DeserializeOwned + PartialEq + core::fmt::Debug>(v: &T) -> String {
+fn json_round_trip<T: Serialize + DeserializeOwned + PartialEq + core::fmt::Debug>(
+    v: &T,
+) -> String {
     let json = serde_json::to_string(v).unwrap();
     let back: T = serde_json::from_str(&json).unwrap();
     assert_eq!(&back, v, "{json}");
@@ -67,7 +69,10 @@ fn the_binary_encoding_is_unchanged() {
     );
     assert_eq!(Transaction::decode(&tx.encode()).unwrap(), tx);
     let json = json_round_trip(&tx);
-    assert!(json.contains(&format!("\"signer\":\"{}\"", k.public())), "{json}");
+    assert!(
+        json.contains(&format!("\"signer\":\"{}\"", k.public())),
+        "{json}"
+    );
     assert!(json.contains(&format!("\"{}\"", tx.signature)), "{json}");
     let back: Transaction = serde_json::from_str(&json).unwrap();
     assert_eq!(back.id(), tx.id());
@@ -131,7 +136,10 @@ fn decisions_requests_readers_summaries_and_audit_entries_round_trip() {
         time: net.now,
     };
     let json = json_round_trip(&request);
-    assert!(json.contains(&format!("\"viewer\":\"{}\"", doctor.account())), "{json}");
+    assert!(
+        json.contains(&format!("\"viewer\":\"{}\"", doctor.account())),
+        "{json}"
+    );
     let permit = access.decide_request(&request);
     assert!(matches!(permit, Decision::Permit(Basis::Grant(_))));
     json_round_trip(&permit);

@@ -1,5 +1,6 @@
-//! How access-control values read to a person: `Display` for events, audit entries, viewers,
-//! revocation causes and review outcomes (and for the ledger's [`Event`]).
+//! How access-control values read to a person: `Display` for events, audit entries, stamps,
+//! viewers, revocation causes, review outcomes and grant statuses (and for the ledger's
+//! [`Event`]).
 //!
 //! Identifiers are written in full (64 hex digits) by default. The alternate form (`{:#}`)
 //! shortens every identifier to its first 8 hex digits, for screens and logs read by people:
@@ -13,11 +14,15 @@
 //! assert_eq!(e.to_string().len(), "account  registered as a patient".len() + 64);
 //! ```
 //!
-//! Times are written as UTC dates and times in ISO 8601 (`2026-01-02T10:00:00Z`).
+//! Times are written as UTC dates and times in ISO 8601 (`2026-01-02T10:00:00Z`), here and in
+//! the messages of [`DenyReason`](super::DenyReason).
 
 use core::fmt;
 
-use super::{AccessEvent, AuditEntry, Basis, ReviewOutcome, RevocationCause, Viewer};
+use super::{
+    AccessEvent, AuditEntry, Basis, Decision, GrantStatus, ReviewOutcome, RevocationCause, Stamp,
+    Viewer,
+};
 use crate::state::Event;
 
 /// Writes an identifier: in full, or its first 8 hex digits if `short` (the alternate form of
@@ -33,6 +38,78 @@ impl<T: AsRef<[u8]>> fmt::Display for Id<'_, T> {
             bytes
         };
         crate::hash::write_hex(f, shown)
+    }
+}
+
+/// Passes text through, shortening every run of exactly 64 hex digits (a full identifier) to
+/// its first 8: the alternate form of values whose messages come from elsewhere (errors).
+struct ShortIds<'a, 'b> {
+    out: &'a mut fmt::Formatter<'b>,
+    run: [u8; 64],
+    len: usize,
+    /// The current run of hex digits is longer than 64: not an identifier.
+    long: bool,
+}
+
+impl<'a, 'b> ShortIds<'a, 'b> {
+    fn new(out: &'a mut fmt::Formatter<'b>) -> Self {
+        Self {
+            out,
+            run: [0; 64],
+            len: 0,
+            long: false,
+        }
+    }
+
+    /// Ends the current run of hex digits.
+    fn flush(&mut self) -> fmt::Result {
+        let keep = if self.len == 64 && !self.long {
+            8
+        } else {
+            self.len
+        };
+        let digits = core::str::from_utf8(&self.run[..keep]).map_err(|_| fmt::Error)?;
+        self.out.write_str(digits)?;
+        self.len = 0;
+        self.long = false;
+        Ok(())
+    }
+}
+
+impl fmt::Write for ShortIds<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c.is_ascii_hexdigit() {
+                if self.len == 64 {
+                    // Longer than an identifier: pass it through whole.
+                    self.long = true;
+                    let digits = core::str::from_utf8(&self.run).map_err(|_| fmt::Error)?;
+                    self.out.write_str(digits)?;
+                    self.len = 0;
+                }
+                if self.long {
+                    self.out.write_char(c)?;
+                } else {
+                    self.run[self.len] = c as u8;
+                    self.len += 1;
+                }
+            } else {
+                self.flush()?;
+                self.out.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `value` in full, or with identifiers shortened in the alternate form.
+fn maybe_short(f: &mut fmt::Formatter<'_>, value: &dyn fmt::Display) -> fmt::Result {
+    if f.alternate() {
+        let mut short = ShortIds::new(f);
+        fmt::write(&mut short, format_args!("{value}"))?;
+        short.flush()
+    } else {
+        value.fmt(f)
     }
 }
 
@@ -83,6 +160,16 @@ fn basis(f: &mut fmt::Formatter<'_>, b: &Basis) -> fmt::Result {
     }
 }
 
+impl fmt::Display for Decision {
+    /// `permit (basis)` or `deny (reason)`; identifiers shortened in the alternate form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Permit(b) => maybe_short(f, &format_args!("permit ({b})")),
+            Decision::Deny(r) => maybe_short(f, &format_args!("deny ({r})")),
+        }
+    }
+}
+
 impl fmt::Display for Viewer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let short = f.alternate();
@@ -102,6 +189,24 @@ impl fmt::Display for RevocationCause {
                 write!(f, "delegation {} was revoked", Id(d, short))
             }
             RevocationCause::RelationshipTerminated => f.write_str("the relationship ended"),
+        }
+    }
+}
+
+impl fmt::Display for Stamp {
+    /// `height h (time)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "height {} ({})", self.height, UtcTime(self.time))
+    }
+}
+
+impl fmt::Display for GrantStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrantStatus::Active => f.write_str("active"),
+            GrantStatus::NotYetValid => f.write_str("not yet valid"),
+            GrantStatus::Expired => f.write_str("expired"),
+            GrantStatus::Revoked(at) => write!(f, "revoked at {at}"),
         }
     }
 }
@@ -366,10 +471,9 @@ impl fmt::Display for AuditEntry {
         let short = f.alternate();
         write!(
             f,
-            "#{} at height {} ({}) by account {}",
+            "#{} at {} by account {}",
             self.seq,
-            self.at.height,
-            UtcTime(self.at.time),
+            self.at,
             Id(&self.actor, short)
         )?;
         if !f.alternate() {
@@ -400,7 +504,7 @@ impl fmt::Display for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::{Action, GrantId, PointerId, Stamp};
+    use crate::access::{Action, DenyReason, GrantId, PointerId, Stamp};
     use crate::hash::{AccountId, TxId};
     use crate::purpose::PurposeOfUse;
 
@@ -478,5 +582,43 @@ mod tests {
         );
         assert!(entry.to_string().contains(&"55".repeat(32)));
         assert_eq!(format!("{:#}", Event::Access(e.clone())), format!("{e:#}"));
+    }
+
+    #[test]
+    fn decisions_shorten_ids_only_in_the_alternate_form() {
+        let grant = GrantId::from_bytes([0xab; 32]);
+        let d = Decision::Deny(DenyReason::Revoked { grant, height: 7 });
+        assert_eq!(
+            format!("{d:#}"),
+            "deny (grant abababab was revoked at height 7)"
+        );
+        assert_eq!(
+            d.to_string(),
+            format!("deny (grant {grant} was revoked at height 7)")
+        );
+        let d = Decision::Permit(Basis::Grant(grant));
+        assert_eq!(format!("{d:#}"), "permit (grant abababab)");
+        assert_eq!(
+            format!("{:#}", Decision::Permit(Basis::Patient)),
+            "permit (the patient)"
+        );
+    }
+
+    #[test]
+    fn short_form_keeps_other_hex_runs() {
+        struct Text(&'static str);
+        impl fmt::Display for Text {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                maybe_short(f, &self.0)
+            }
+        }
+        let id = "cd".repeat(32);
+        let longer = "e".repeat(70);
+        let text: &'static str = Box::leak(format!("a {id}, 1234 {longer} {id}").into_boxed_str());
+        assert_eq!(
+            format!("{:#}", Text(text)),
+            format!("a cdcdcdcd, 1234 {longer} cdcdcdcd")
+        );
+        assert_eq!(Text(text).to_string(), text);
     }
 }
