@@ -1050,6 +1050,7 @@ impl<C: Consensus> Ledger<C> {
         }
         // Everything not included goes through the checks again, in order: rolled-back
         // transactions first (they were accepted earlier), then the pool.
+        left_out.retain(|l| !included.contains(&l.id));
         let known_left_out: HashSet<TxId> = left_out.iter().map(|l| l.id).collect();
         let time = self.next_block_time();
         let old_pool = core::mem::take(&mut self.pool);
@@ -1072,7 +1073,13 @@ impl<C: Consensus> Ledger<C> {
             if known_left_out.contains(&id) {
                 continue;
             }
-            let refusal = if self.pool.len() >= self.limits.pool_txs {
+            let max_len = self.stateless().max_len;
+            let refusal = if entry.len > max_len {
+                Some(Refusal::TooLarge {
+                    len: entry.len,
+                    max: max_len,
+                })
+            } else if self.pool.len() >= self.limits.pool_txs {
                 Some(Refusal::PoolFull {
                     what: "transactions",
                     max: self.limits.pool_txs,

@@ -22,6 +22,16 @@ use medledger::purpose::PurposeOfUse;
 use medledger::state::StateError;
 use medledger::tx::{Keypair, Payload, Transaction, TxError, MAX_TX_LEN};
 
+#[test]
+fn ledgers_move_between_threads_and_errors_are_plain_data() {
+    fn send<T: Send>() {}
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    send::<Ledger<ProofOfWork>>();
+    send::<LedgerEvent>();
+    error::<Refusal>();
+    error::<LedgerError>();
+}
+
 fn chain_on(clock: &Arc<ManualClock>, authorities: &[&Keypair]) -> Chain<ProofOfWork> {
     let mut b = ChainBuilder::new("ledger-tests", engine())
         .genesis_time(T0)
