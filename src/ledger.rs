@@ -558,7 +558,8 @@ impl Stateless<'_> {
     }
 }
 
-/// The objects the events report created (the access-control part of an outcome).
+/// The objects the events report created. This and the `created` fields are the ledger's only
+/// tie to the access-control application (see `access::ledger` for its side).
 fn created_by(events: &[Event]) -> Vec<Created> {
     events
         .iter()

@@ -228,7 +228,7 @@ pub enum Payload {
     /// Anchors the hash of an off-chain record: proves the record existed, unchanged, at this
     /// block's time.
     Data {
-        /// Content hash of the record.
+        /// Content hash of the record: [`content_hash`](crate::hash::content_hash) of its bytes.
         record: Digest,
     },
     /// An access-control operation (see [`access`](crate::access)).
