@@ -50,7 +50,12 @@ impl ProofOfAuthority {
     }
 
     /// Seals a template as `key`, the authority at `index`.
-    fn seal(&self, template: BlockTemplate, key: &Keypair, index: u16) -> Block<AuthoritySeal> {
+    fn seal(
+        &self,
+        template: BlockTemplate,
+        key: &Keypair,
+        index: u16,
+    ) -> Result<Block<AuthoritySeal>, ChainError> {
         let unsigned = template.header(());
         let signature = key.sign(&Self::signing_digest(&unsigned));
         template.seal(AuthoritySeal {
@@ -143,7 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let template = chain.build_template(vec![tx], t)?;
         let leader = chain.engine().leader(height);
         let (name, key) = &hospitals[leader];
-        let block = chain.engine().seal(template, key, leader as u16);
+        let block = chain.engine().seal(template, key, leader as u16)?;
         chain.append(block)?;
         println!("block {height} sealed by {name}, tip {}", chain.tip());
     }
@@ -155,7 +160,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wrong = (chain.engine().leader(7) + 1) % hospitals.len();
     let block = chain
         .engine()
-        .seal(template.clone(), &hospitals[wrong].1, wrong as u16);
+        .seal(template.clone(), &hospitals[wrong].1, wrong as u16)?;
     let err = chain.append(block).unwrap_err();
     println!("out of turn: {err}");
     assert!(matches!(
@@ -163,7 +168,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ChainError::Consensus(ConsensusError::BadSeal(_))
     ));
     let leader = chain.engine().leader(7);
-    let forged = chain.engine().seal(template, &doctor, leader as u16);
+    let forged = chain.engine().seal(template, &doctor, leader as u16)?;
     println!("forged: {}", chain.append(forged).unwrap_err());
     assert_eq!(chain.height(), 6);
     println!(

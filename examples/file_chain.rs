@@ -6,14 +6,15 @@
 //! cargo run --example file_chain -- my.ledger  # or in a file of your choice
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use medledger::file_store::{FileStore, SyncPolicy};
-use medledger::hash::Digest;
+use medledger::hash::content_hash;
 use medledger::pow::ProofOfWork;
 use medledger::tx::Keypair;
 use medledger::ChainBuilder;
-use medledger::{Payload, Transaction};
+use medledger::Ledger;
+use medledger::Payload;
 
 const BLOCKS_PER_RUN: u64 = 3;
 const GENESIS_TIME: u64 = 1_700_000_000;
@@ -32,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .open(&path)?;
     let recovery = store.recovery().clone();
-    let mut chain = ChainBuilder::new("file-chain-example", ProofOfWork::regtest())
+    let chain = ChainBuilder::new("file-chain-example", ProofOfWork::regtest())
         .genesis_time(GENESIS_TIME)
         .store(store)
         .build()?;
@@ -49,17 +50,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("resumed at height {} (tip {})", chain.height(), chain.tip());
 
+    // The ledger signs with the next nonce and stamps each block with a valid time (several
+    // blocks within one second included).
+    let mut ledger = Ledger::new(chain)?;
     let clinic = Keypair::from_seed(&[7; 32]);
     for _ in 0..BLOCKS_PER_RUN {
-        let nonce = chain.state().next_nonce(&clinic.account());
-        let record = Digest::from_bytes(medledger::hash::domain::RECORD.hash(&nonce.to_le_bytes()));
-        let tx = Transaction::sign(&clinic, chain.chain_id(), nonce, Payload::Data { record });
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let time = now.max(chain.tip_header().timestamp + 1);
-        let block = chain.mine(vec![tx], time)?;
-        chain.append(block)?;
-        println!("mined height {} ({})", chain.height(), chain.tip());
+        let nonce = ledger.next_nonce(&clinic.account());
+        let record = content_hash(&nonce.to_le_bytes());
+        ledger.sign_and_submit(&clinic, Payload::Data { record })?;
+        let produced = ledger.produce_block()?;
+        println!(
+            "mined height {} ({})",
+            produced.report.height, produced.report.hash
+        );
     }
+    let chain = ledger.chain();
     println!(
         "stopped at height {}, state root {}",
         chain.height(),

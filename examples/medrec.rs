@@ -1,132 +1,150 @@
-//! The MedRec workflow, end to end, on the embedded default (in-memory store, Proof-of-Work at a
-//! trivial target): a health authority certifies providers; a hospital adds a record and opens
-//! a relationship; the patient is notified, accepts and grants a specialist access; reads are
-//! checked and leave receipts on chain; a researcher is denied; grants expire and are revoked;
-//! an emergency doctor breaks the glass; the patient reviews the audit trail; a third party
-//! checks a grant against a block header alone.
+//! The MedRec workflow, end to end, through the embedder's `Ledger` (in-memory store,
+//! Proof-of-Work at a trivial target): a health authority certifies providers; a hospital adds
+//! records and opens a relationship; the patient is notified, accepts and grants a specialist
+//! access; reads are checked and leave receipts on chain; a researcher is denied; grants expire
+//! and are revoked; an emergency room breaks the glass; the patient reviews the audit trail; a
+//! third party checks a grant against a block header alone.
 //!
 //! Run with `cargo run --release --example medrec`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::error::Error;
 use std::sync::Arc;
 
 use medledger::access::{
-    AccessEvent, AccessOp, Action, ActionSet, Basis, BreakGlassId, Category, CategorySet, GrantId,
-    GrantProof, GrantTerms, Identity, IdentityCommitment, Period, PointerId, Provision,
-    ProvisionKind, PurposeSet, RecordPointer, RelationshipId, ReviewOutcome, Role, Scope, Viewer,
+    AccessOp, Action, ActionSet, Basis, Category, CategorySet, Created, GrantProof, GrantTerms,
+    Identity, IdentityCommitment, Period, PointerId, Provision, ProvisionKind, PurposeSet,
+    RecordPointer, RelationshipId, ReviewOutcome, Role, Scope, Viewer,
 };
 use medledger::chain::ManualClock;
-use medledger::hash::AccountId;
+use medledger::hash::content_hash;
 use medledger::pow::ProofOfWork;
 use medledger::purpose::PurposeOfUse;
 use medledger::tx::Keypair;
-use medledger::{Chain, ChainBuilder};
-use medledger::{Event, StateError};
-use medledger::{Payload, Transaction};
+use medledger::ChainBuilder;
+use medledger::{Ledger, Refusal, TxStatus};
 
+const HOUR: u64 = 3_600;
 const DAY: u64 = 86_400;
 /// 1 January 2026, 00:00 UTC.
 const GENESIS_TIME: u64 = 1_767_225_600;
 
-/// The chain, its clock, and the time of the next block.
-struct Ledger {
-    chain: Chain<ProofOfWork>,
-    clock: Arc<ManualClock>,
-    now: u64,
+/// An ISO 8601 UTC date and time to the minute, from Unix seconds.
+fn iso(t: u64) -> String {
+    // Days since 1970-01-01 to a civil date, counting 400-year eras from 0000-03-01.
+    let z = t / DAY + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let (h, m) = (t % DAY / HOUR, t % HOUR / 60);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}Z")
 }
 
-impl Ledger {
-    /// Signs each operation with its actor's next nonce (counting earlier ones in the batch).
-    fn sign(&self, ops: Vec<(&Keypair, AccessOp)>) -> Vec<Transaction> {
-        let mut nonces: HashMap<AccountId, u64> = HashMap::new();
-        ops.into_iter()
-            .map(|(key, op)| {
-                let state = self.chain.state();
-                let account = state.account_of_key(&key.public());
-                let nonce = nonces
-                    .entry(account)
-                    .or_insert_with(|| state.next_nonce(&account));
-                let tx = Transaction::sign(key, self.chain.chain_id(), *nonce, Payload::Access(op));
-                *nonce += 1;
-                tx
-            })
-            .collect()
+/// The story's ledger, and how its output names things.
+struct Demo {
+    ledger: Ledger<ProofOfWork>,
+    clock: Arc<ManualClock>,
+    now: u64,
+    /// Short ids (first 8 hex digits) of the actors and records, with what they are.
+    names: HashMap<String, String>,
+    /// HL7 purpose codes already explained once.
+    explained: HashSet<PurposeOfUse>,
+}
+
+impl Demo {
+    fn name(&mut self, id: impl std::fmt::Display, what: &str) {
+        self.names.insert(id.to_string()[..8].into(), what.into());
     }
 
-    /// Mines the operations into the next block, `advance` seconds later; prints refusals.
+    /// A readable line: known accounts by role and short id, records with their name, HL7
+    /// codes explained the first time.
+    fn say(&mut self, text: impl std::fmt::Display) -> String {
+        let text = text.to_string();
+        let words: Vec<&str> = text.split(' ').collect();
+        let mut out: Vec<String> = Vec::with_capacity(words.len());
+        for word in words {
+            let mut bare = word.trim_end_matches([',', ':', ';', '?', ')', '.', '"']);
+            let rest = &word[bare.len()..];
+            // Full ids (64 hex digits) are shown by their first 8.
+            if bare.len() == 64 && bare.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bare = &bare[..8];
+            }
+            if let Some(name) = self.names.get(bare) {
+                match out.last().map(String::as_str) {
+                    Some("account" | "patient" | "provider" | "researcher") => {
+                        out.pop();
+                        out.push(format!("{name} {bare}{rest}"));
+                    }
+                    _ => out.push(format!("{bare} ({name}){rest}")),
+                }
+                continue;
+            }
+            match bare.parse::<PurposeOfUse>() {
+                Ok(p) if self.explained.insert(p) => {
+                    out.push(format!("{bare} ({}){rest}", p.description()));
+                }
+                _ => out.push(format!("{bare}{rest}")),
+            }
+        }
+        out.join(" ")
+    }
+
+    /// Submits the operations and produces a block `advance` seconds later; prints what each
+    /// refused operation was refused for. Returns what the operations created.
     fn block(
         &mut self,
         advance: u64,
         ops: Vec<(&Keypair, AccessOp)>,
-    ) -> Result<Vec<AccessEvent>, Box<dyn Error>> {
-        let txs = self.sign(ops);
+    ) -> Result<Vec<Created>, Box<dyn Error>> {
+        let mut created = Vec::new();
+        for (key, op) in ops {
+            match self.ledger.sign_and_submit(key, op) {
+                Ok(accepted) => created.extend(accepted.created),
+                Err(why) => println!("      refused: {}", self.say(format!("{why:#}"))),
+            }
+        }
         self.now += advance;
         self.clock.set(self.now);
-        let template = self.chain.build_template(txs, self.now)?;
-        for (_, err) in &template.rejected {
-            println!("      refused by the chain: {}", shorten(err));
+        let produced = self.ledger.produce_block()?;
+        for left in &produced.report.left_out {
+            println!("      left out: {}", self.say(&left.reason));
         }
-        let block = self.chain.mine(template.txs, self.now)?;
-        let appended = self.chain.append(block)?;
-        let events = appended.applied[0]
-            .events
-            .iter()
-            .flat_map(|(_, ev)| ev.iter())
-            .filter_map(|e| match e {
-                Event::Access(a) => Some(a.clone()),
-                _ => None,
-            })
-            .collect();
         println!(
-            "      block {} mined at day {} ({} transactions)",
-            self.chain.height(),
-            (self.now - GENESIS_TIME) / DAY,
-            self.chain.tip_header().tx_count
+            "      block {} at {} ({} transaction(s))",
+            produced.report.height,
+            iso(produced.report.timestamp),
+            produced.report.txs.len()
         );
-        Ok(events)
+        Ok(created)
     }
 
-    /// The error a single operation would be refused with (it is left out of the block).
-    fn try_op(
-        &mut self,
-        key: &Keypair,
-        op: AccessOp,
-    ) -> Result<Option<StateError>, Box<dyn Error>> {
-        let txs = self.sign(vec![(key, op)]);
-        let template = self.chain.build_template(txs, self.now + 60)?;
-        Ok(template.rejected.into_iter().next().map(|(_, e)| e))
+    /// Why `op` would be refused now, if it would (nothing is submitted).
+    fn would_refuse(&mut self, key: &Keypair, op: AccessOp) -> Option<Refusal> {
+        let tx = self.ledger.sign(key, op);
+        self.ledger.dry_run(&tx).err()
     }
 
-    fn day(&self) -> u64 {
-        (self.now - GENESIS_TIME) / DAY
+    fn decide(&mut self, viewer: &Keypair, patient: &Keypair, record: PointerId, p: PurposeOfUse) {
+        let d = self.ledger.chain().decide(
+            viewer.account(),
+            patient.account(),
+            record,
+            Action::Read,
+            p,
+            self.now + 60,
+        );
+        let line = self.say(format!(
+            "decide: may account {:#} read record {:#} of patient {:#} for {p}? {d:#}",
+            viewer.account(),
+            record,
+            patient.account()
+        ));
+        println!("      {line}");
     }
-}
-
-fn short(id: impl std::fmt::Display) -> String {
-    id.to_string()[..8].to_string()
-}
-
-/// Shortens every 64-digit hex id in `s` to its first 8 digits.
-fn shorten(s: impl std::fmt::Display) -> String {
-    let s = s.to_string();
-    let mut out = String::with_capacity(s.len());
-    let mut run = String::new();
-    for c in s.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_hexdigit() {
-            run.push(c);
-            continue;
-        }
-        if run.len() == 64 {
-            out.push_str(&run[..8]);
-        } else {
-            out.push_str(&run);
-        }
-        run.clear();
-        out.push(c);
-    }
-    out.pop();
-    out
 }
 
 fn org(name: &str) -> Identity {
@@ -135,13 +153,8 @@ fn org(name: &str) -> Identity {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let started = std::time::Instant::now();
-    let authority = Keypair::generate();
-    let hospital = Keypair::generate();
-    let clinic = Keypair::generate();
-    let er = Keypair::generate();
-    let patient = Keypair::generate();
-    let specialist = Keypair::generate();
-    let researcher = Keypair::generate();
+    let [authority, hospital, clinic, er, patient, specialist, researcher] =
+        std::array::from_fn(|_| Keypair::generate());
 
     println!("== MedRec on medledger ==");
     println!("0. A health authority is set in the genesis configuration.");
@@ -152,15 +165,29 @@ fn main() -> Result<(), Box<dyn Error>> {
         .authority("Regional Health Authority", authority.public())
         .build()?;
     println!(
-        "      genesis {} commits to the authority (state root {})",
-        short(chain.genesis_hash()),
-        short(chain.tip_header().state_root)
+        "      genesis {} at {} commits to the authority (state root {})",
+        &chain.genesis_hash().to_string()[..8],
+        iso(GENESIS_TIME),
+        &chain.tip_header().state_root.to_string()[..8]
     );
-    let mut l = Ledger {
-        chain,
+    let mut d = Demo {
+        ledger: Ledger::new(chain)?,
         clock,
         now: GENESIS_TIME,
+        names: HashMap::new(),
+        explained: HashSet::new(),
     };
+    for (key, role) in [
+        (&authority, "authority"),
+        (&hospital, "hospital"),
+        (&clinic, "clinic"),
+        (&er, "emergency-room"),
+        (&patient, "patient"),
+        (&specialist, "specialist"),
+        (&researcher, "researcher"),
+    ] {
+        d.name(key.account(), role);
+    }
 
     println!("1. The authority certifies a hospital, a clinic and an emergency room; everyone registers.");
     let salt = [0x5a; 32]; // the patient's secret salt, kept on the patient's device
@@ -174,7 +201,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         identity,
         blinded: None,
     };
-    l.block(
+    d.block(
         600,
         vec![
             (&authority, certify(&hospital, false)),
@@ -200,62 +227,74 @@ fn main() -> Result<(), Box<dyn Error>> {
             ),
         ],
     )?;
-    let a = l.chain.access();
-    println!(
-        "      the patient's identity is on chain only as a salted commitment bound to its account {}; it maps to account {}",
-        short(commitment),
-        short(a.account_by_identity(&Identity::Commitment(commitment)).expect("registered"))
-    );
+    let account = d
+        .ledger
+        .chain()
+        .access()
+        .account_by_identity(&Identity::Commitment(commitment))
+        .expect("registered");
+    let line = d.say(format!(
+        "the patient is on chain only as a salted commitment {commitment}; it maps to account {account}"
+    ));
+    println!("      {line}");
 
-    println!("2. The hospital adds a record to its database and opens a relationship (pending).");
+    println!(
+        "2. The hospital adds two records to its database and opens a relationship (pending)."
+    );
     let rel = RelationshipId::of(patient.account(), hospital.account());
-    let ecg = RecordPointer {
-        query: "SELECT * FROM ecg WHERE mrn = 'H-1187' AND study = 42"
-            .try_into()
-            .expect("short query"),
-        content_hash: RecordPointer::content_hash_of(b"ECG 2026-01-02: sinus rhythm, 72 bpm"),
-        category: Category::Imaging,
-        data_period: Period::new(GENESIS_TIME, GENESIS_TIME + DAY)?,
+    let pointer = |query: &str, record: &[u8], category| RecordPointer {
+        query: query.try_into().expect("short query"),
+        content_hash: content_hash(record),
+        category,
+        data_period: Period::lasting(GENESIS_TIME, DAY),
     };
-    let notes = RecordPointer {
-        query: "SELECT * FROM notes WHERE mrn = 'H-1187' AND kind = 'psych'"
-            .try_into()
-            .expect("short query"),
-        content_hash: RecordPointer::content_hash_of(b"psychiatry consult notes"),
-        category: Category::MentalHealth,
-        data_period: Period::new(GENESIS_TIME, GENESIS_TIME + DAY)?,
-    };
+    let ecg = pointer(
+        "SELECT * FROM ecg WHERE mrn = 'H-1187' AND study = 42",
+        b"ECG 2026-01-01: sinus rhythm, 72 bpm",
+        Category::Imaging,
+    );
+    let notes = pointer(
+        "SELECT * FROM notes WHERE mrn = 'H-1187' AND kind = 'psych'",
+        b"psychiatry consult notes",
+        Category::MentalHealth,
+    );
     let add = |record| AccessOp::AddPointer {
         relationship: rel,
         record,
         replaces: None,
     };
-    let ops = vec![
-        (
-            &hospital,
-            AccessOp::CreateRelationship {
-                patient: patient.account(),
-            },
-        ),
-        (&hospital, add(ecg)),
-        (&hospital, add(notes)),
-    ];
-    // Ids derive from the transactions (signatures are deterministic).
-    let txs = l.sign(ops.clone());
-    let ecg_ptr = PointerId::of_tx(txs[1].id());
-    let notes_ptr = PointerId::of_tx(txs[2].id());
-    println!("3. Miners validate: the block is mined.");
-    l.block(DAY, ops)?;
+    let patient_id = patient.account();
+    println!("3. Miners validate: the block is mined; the ledger reports the ids it created.");
+    let created = d.block(
+        DAY,
+        vec![
+            (
+                &hospital,
+                AccessOp::CreateRelationship {
+                    patient: patient_id,
+                },
+            ),
+            (&hospital, add(ecg)),
+            (&hospital, add(notes)),
+        ],
+    )?;
+    let records: Vec<PointerId> = created.iter().filter_map(Created::pointer).collect();
+    let (ecg_ptr, notes_ptr) = (records[0], records[1]);
+    d.name(ecg_ptr, "the ECG");
+    d.name(notes_ptr, "the psychiatry notes");
+    d.name(rel, "patient and hospital");
+    for c in &created {
+        let line = d.say(format!("{c:#}"));
+        println!("      created {line}");
+    }
 
     println!("4. The patient is notified: what is pending for me?");
-    for item in l.chain.access().pending_for(&patient.account()) {
-        println!(
-            "      relationship {} with {} is {} ({} record pointers)",
-            short(item.relationship),
-            short(item.counterparty),
-            item.status,
-            item.pointers
-        );
+    for item in d.ledger.chain().access().pending_for(&patient_id) {
+        let line = d.say(format!(
+            "relationship {:#} with account {:#} is {} ({} record pointers)",
+            item.relationship, item.counterparty, item.status, item.pointers
+        ));
+        println!("      {line}");
     }
 
     println!("5. The patient accepts and grants the specialist 30 days of reading for treatment,");
@@ -266,106 +305,72 @@ fn main() -> Result<(), Box<dyn Error>> {
         Scope::All,
         ActionSet::of(&[Action::Read]),
         PurposeSet::of(&[PurposeOfUse::Treatment]),
-        Period::lasting(l.now + 3600, 30 * DAY),
+        Period::lasting(d.now + HOUR, 30 * DAY),
     )
     .with_provision(
         Provision::new(ProvisionKind::Deny)
             .with_categories(CategorySet::of(&[Category::MentalHealth])),
     );
-    let ops = vec![
-        (&patient, AccessOp::AcceptRelationship { relationship: rel }),
-        (
-            &patient,
-            AccessOp::Grant {
-                terms: treat,
-                under: None,
-            },
-        ),
-    ];
-    let grant_tx = l.sign(ops.clone())[1].id();
-    let specialist_grant = GrantId::of_tx(grant_tx);
-    l.block(3600, ops)?;
-    let granted_at = l.chain.height();
-    println!(
-        "      relationship is now {}; grant {} recorded",
-        l.chain
-            .access()
-            .relationship(&rel)
-            .expect("exists")
-            .status(),
-        short(specialist_grant)
-    );
+    let created = d.block(
+        HOUR,
+        vec![
+            (&patient, AccessOp::AcceptRelationship { relationship: rel }),
+            (
+                &patient,
+                AccessOp::Grant {
+                    terms: treat,
+                    under: None,
+                },
+            ),
+        ],
+    )?;
+    let specialist_grant = created.iter().find_map(Created::grant).expect("granted");
+    d.name(specialist_grant, "the specialist's grant");
+    let granted_at = d.ledger.chain().height();
+    let status = d
+        .ledger
+        .chain()
+        .access()
+        .relationship(&rel)
+        .expect("exists")
+        .status();
+    let line = d.say(format!(
+        "relationship is now {status}; grant {specialist_grant:#} recorded"
+    ));
+    println!("      {line}");
 
-    println!("6. The specialist asks the hospital's gatekeeper for the ECG.");
-    let d = l.chain.decide(
-        specialist.account(),
-        patient.account(),
-        ecg_ptr,
-        Action::Read,
-        PurposeOfUse::Treatment,
-        l.now + 60,
-    );
-    println!(
-        "      decide(specialist, ECG, read, TREAT) = {}",
-        shorten(d)
-    );
-    let d = l.chain.decide(
-        specialist.account(),
-        patient.account(),
-        notes_ptr,
-        Action::Read,
-        PurposeOfUse::Treatment,
-        l.now + 60,
-    );
-    println!(
-        "      decide(specialist, notes, read, TREAT) = {}",
-        shorten(d)
-    );
+    println!("6. The specialist asks the hospital's gatekeeper for the ECG and the notes.");
+    d.decide(&specialist, &patient, ecg_ptr, PurposeOfUse::Treatment);
+    d.decide(&specialist, &patient, notes_ptr, PurposeOfUse::Treatment);
     let receipt = |pointer, purpose, basis| AccessOp::RecordAccess {
-        patient: patient.account(),
+        patient: patient_id,
         pointer,
         action: Action::Read,
         purpose,
         basis,
     };
-    let events = l.block(
-        120,
-        vec![(
-            &specialist,
-            receipt(
-                ecg_ptr,
-                PurposeOfUse::Treatment,
-                Basis::Grant(specialist_grant),
-            ),
-        )],
-    )?;
-    println!("      access receipt on chain: {}", describe(&events[0]));
+    let read = receipt(
+        ecg_ptr,
+        PurposeOfUse::Treatment,
+        Basis::Grant(specialist_grant),
+    );
+    let tx = d.ledger.sign(&specialist, read);
+    d.ledger.submit(tx.clone())?;
+    d.block(120, vec![])?;
+    if let Some(TxStatus::Included { height, index, .. }) = d.ledger.status(&tx.id()) {
+        println!("      the read's receipt is on chain: block {height}, transaction {index}");
+    }
 
     println!("7. A researcher asks for the same record.");
-    let d = l.chain.decide(
-        researcher.account(),
-        patient.account(),
+    d.decide(&researcher, &patient, ecg_ptr, PurposeOfUse::Research);
+    let claim = receipt(
         ecg_ptr,
-        Action::Read,
         PurposeOfUse::Research,
-        l.now + 60,
+        Basis::Grant(specialist_grant),
     );
-    println!(
-        "      decide(researcher, ECG, read, HRESCH) = {}",
-        shorten(d)
-    );
-    if let Some(err) = l.try_op(
-        &researcher,
-        receipt(
-            ecg_ptr,
-            PurposeOfUse::Research,
-            Basis::Grant(specialist_grant),
-        ),
-    )? {
-        println!(
-            "      a receipt claiming the specialist's grant is refused: {}",
-            shorten(err)
-        );
+    if let Some(why) = d.would_refuse(&researcher, claim) {
+        let line = d.say(format!("{why:#}"));
+        println!("      a receipt claiming the specialist's grant would be refused: {line}");
     }
 
     println!("8. The patient grants the researcher imaging for research, then thinks again.");
@@ -375,234 +380,166 @@ fn main() -> Result<(), Box<dyn Error>> {
         Scope::categories(CategorySet::of(&[Category::Imaging])),
         ActionSet::of(&[Action::Read]),
         PurposeSet::of(&[PurposeOfUse::Research]),
-        Period::lasting(l.now, 90 * DAY),
+        Period::lasting(d.now, 90 * DAY),
     );
     let op = AccessOp::Grant {
         terms: research,
         under: None,
     };
-    let research_grant = GrantId::of_tx(l.sign(vec![(&patient, op.clone())])[0].id());
-    l.block(DAY, vec![(&patient, op)])?;
-    let loss = l.chain.access().revocation_impact(&research_grant, l.now);
-    println!(
-        "      dry run: revoking {} would take away {} permission(s), e.g. {:?} on {}",
-        short(research_grant),
+    let created = d.block(DAY, vec![(&patient, op)])?;
+    let research_grant = created.iter().find_map(Created::grant).expect("granted");
+    d.name(research_grant, "the research grant");
+    let loss = d
+        .ledger
+        .chain()
+        .access()
+        .revocation_impact(&research_grant, d.now);
+    let line = d.say(format!(
+        "dry run: revoking grant {research_grant:#} would take away {} permission(s): read of record {:#} for {}",
         loss.len(),
-        loss[0].purpose,
-        short(loss[0].pointer)
-    );
-    l.block(
-        600,
-        vec![(
-            &patient,
-            AccessOp::RevokeGrant {
-                grant: research_grant,
-                reason: "I withdraw from the study".try_into()?,
-            },
-        )],
-    )?;
-    let r = l
-        .chain
+        loss[0].pointer,
+        loss[0].purpose
+    ));
+    println!("      {line}");
+    let revoke = AccessOp::RevokeGrant {
+        grant: research_grant,
+        reason: "I withdraw from the study".try_into()?,
+    };
+    d.block(600, vec![(&patient, revoke)])?;
+    let r = d
+        .ledger
+        .chain()
         .access()
         .revocation(&research_grant)
-        .expect("revoked");
-    println!(
-        "      revoked by {} at height {} because \"{}\"; the grant stays on record",
-        short(r.by),
+        .expect("revoked")
+        .clone();
+    let line = d.say(format!(
+        "revoked by account {:#} at height {} ({}) because \"{}\"; the grant stays on record",
+        r.by,
         r.at.height,
+        iso(r.at.time),
         r.reason
-    );
-    let d = l.chain.decide(
-        researcher.account(),
-        patient.account(),
-        ecg_ptr,
-        Action::Read,
-        PurposeOfUse::Research,
-        l.now + 60,
-    );
-    println!("      next read: {}", shorten(d));
+    ));
+    println!("      {line}");
+    d.decide(&researcher, &patient, ecg_ptr, PurposeOfUse::Research);
 
     println!("9. Thirty days on, the specialist's grant has expired by itself.");
-    l.block(30 * DAY, vec![])?;
-    let d = l.chain.decide(
-        specialist.account(),
-        patient.account(),
+    d.block(30 * DAY, vec![])?;
+    d.decide(&specialist, &patient, ecg_ptr, PurposeOfUse::Treatment);
+    let late = receipt(
         ecg_ptr,
-        Action::Read,
         PurposeOfUse::Treatment,
-        l.now + 60,
+        Basis::Grant(specialist_grant),
     );
-    println!(
-        "      day {}: decide(specialist, ECG) = {}",
-        l.day(),
-        shorten(d)
-    );
-    if let Some(err) = l.try_op(
-        &specialist,
-        receipt(
-            ecg_ptr,
-            PurposeOfUse::Treatment,
-            Basis::Grant(specialist_grant),
-        ),
-    )? {
-        println!("      its receipt is refused: {}", shorten(err));
+    if let Some(why) = d.would_refuse(&specialist, late) {
+        let line = d.say(format!("{why:#}"));
+        println!("      its receipt would be refused: {line}");
     }
 
     println!("10. The patient collapses; the emergency room breaks the glass for 4 hours.");
     let op = AccessOp::OpenBreakGlass {
-        patient: patient.account(),
+        patient: patient_id,
         reason: "unconscious on arrival, suspected arrhythmia".try_into()?,
-        duration_secs: 4 * 3600,
+        duration_secs: 4 * HOUR,
     };
-    let session = BreakGlassId::of_tx(l.sign(vec![(&er, op.clone())])[0].id());
-    l.block(3 * DAY, vec![(&er, op)])?;
-    let d = l.chain.decide(
-        er.account(),
-        patient.account(),
+    let created = d.block(3 * DAY, vec![(&er, op)])?;
+    let session = created
+        .iter()
+        .find_map(Created::break_glass)
+        .expect("opened");
+    d.name(session, "the emergency session");
+    d.decide(&er, &patient, ecg_ptr, PurposeOfUse::EmergencyTreatment);
+    let read = receipt(
         ecg_ptr,
-        Action::Read,
         PurposeOfUse::EmergencyTreatment,
-        l.now + 60,
+        Basis::BreakGlass(session),
     );
-    println!("      decide(ER, ECG, read, ETREAT) = {}", shorten(d));
-    l.block(
-        600,
-        vec![(
-            &er,
-            receipt(
-                ecg_ptr,
-                PurposeOfUse::EmergencyTreatment,
-                Basis::BreakGlass(session),
-            ),
-        )],
-    )?;
-    l.block(5 * 3600, vec![])?;
-    let d = l.chain.decide(
-        er.account(),
-        patient.account(),
-        ecg_ptr,
-        Action::Read,
-        PurposeOfUse::EmergencyTreatment,
-        l.now + 60,
-    );
-    println!("      five hours later: {}", shorten(d));
+    d.block(600, vec![(&er, read)])?;
+    d.block(5 * HOUR, vec![])?;
+    println!("      five hours later:");
+    d.decide(&er, &patient, ecg_ptr, PurposeOfUse::EmergencyTreatment);
 
     println!("11. The patient reviews: the review queue and the audit trail.");
-    for s in l.chain.access().review_queue(&patient.account()) {
-        println!(
-            "      to review: break-glass {} by {} at day {}: \"{}\"",
-            short(s.id),
-            short(s.provider),
-            (s.opened.time - GENESIS_TIME) / DAY,
+    let queue: Vec<_> = d
+        .ledger
+        .chain()
+        .access()
+        .review_queue(&patient_id)
+        .into_iter()
+        .cloned()
+        .collect();
+    for s in queue {
+        let line = d.say(format!(
+            "to review: break-glass session {:#} by account {:#} at {}: \"{}\"",
+            s.id,
+            s.provider,
+            iso(s.opened.time),
             s.reason
-        );
+        ));
+        println!("      {line}");
     }
-    l.block(
-        DAY,
-        vec![(
-            &patient,
-            AccessOp::ReviewBreakGlass {
-                session,
-                outcome: ReviewOutcome::Acknowledged,
-                note: Some("thank you".try_into()?),
-            },
-        )],
-    )?;
-    for e in l.chain.access().audit_trail(&patient.account()) {
-        println!(
-            "      #{:<2} day {:>2} height {:>2} by {}: {}",
-            e.seq,
-            (e.at.time - GENESIS_TIME) / DAY,
-            e.at.height,
-            short(e.actor),
-            describe(&e.event)
-        );
+    let review = AccessOp::ReviewBreakGlass {
+        session,
+        outcome: ReviewOutcome::Acknowledged,
+        note: Some("thank you".try_into()?),
+    };
+    d.block(DAY, vec![(&patient, review)])?;
+    let trail: Vec<String> = d
+        .ledger
+        .chain()
+        .access()
+        .audit_trail(&patient_id)
+        .iter()
+        .map(|e| format!("{e:#}"))
+        .collect();
+    for entry in trail {
+        let line = d.say(entry);
+        println!("      {line}");
     }
 
     println!("12. A third party checks, from a header alone, that the specialist was allowed.");
-    let header = l.chain.header_at(granted_at).expect("main chain");
-    let proof_bytes = l
-        .chain
+    let chain = d.ledger.chain();
+    let header = chain.header_at(granted_at).expect("main chain");
+    let proof_bytes = chain
         .prove_grant(&specialist_grant, granted_at)
         .expect("grant exists")
         .encode();
     let status = GrantProof::decode(&proof_bytes)?.verify(
         &header.state_root,
         &specialist_grant,
-        header.timestamp + 3600,
+        header.timestamp + HOUR,
     )?;
     println!(
-        "      proof of {} bytes against block {}: {:?}",
-        proof_bytes.len(),
-        granted_at,
-        status
+        "      proof of {} bytes against block {granted_at}: the grant was {status}",
+        proof_bytes.len()
     );
-    let tip = l.chain.tip_header();
-    let status = l
-        .chain
-        .prove_grant(&research_grant, l.chain.height())
+    let tip = chain.tip_header();
+    let status = chain
+        .prove_grant(&research_grant, chain.height())
         .expect("grant exists")
         .verify(&tip.state_root, &research_grant, tip.timestamp)?;
-    println!("      the research grant at the tip: {status:?}");
-    let as_of = l
-        .chain
+    println!("      the research grant at the tip: {status}");
+    let list = chain
         .who_could_read_as_of(&ecg_ptr, granted_at + 1)
-        .expect("height");
-    println!(
-        "      who could read the ECG as of block {}: {}",
-        granted_at + 1,
-        as_of
-            .iter()
-            .map(|r| format!("{} ({})", short(r.viewer), shorten(r.basis)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+        .expect("height")
+        .iter()
+        .map(|r| format!("account {} (as {})", r.viewer, r.basis))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let line = d.say(format!(
+        "who could read the ECG as of block {}: {list}",
+        granted_at + 1
+    ));
+    println!("      {line}");
 
-    let replayed = l.chain.replay_state()?;
-    assert_eq!(replayed.root(), l.chain.state().root());
+    let chain = d.ledger.chain();
+    let replayed = chain.replay_state()?;
+    assert_eq!(replayed.root(), chain.state().root());
     println!(
         "13. Replaying {} blocks from genesis gives the same state root {}.",
-        l.chain.height(),
-        short(replayed.root())
+        chain.height(),
+        &replayed.root().to_string()[..8]
     );
     println!("Done in {:.2?}.", started.elapsed());
     Ok(())
-}
-
-fn describe(e: &AccessEvent) -> String {
-    match e {
-        AccessEvent::Registered { role, .. } => format!("registered as {role}"),
-        AccessEvent::RelationshipProposed { provider, .. } => {
-            format!("relationship proposed by {}", short(provider))
-        }
-        AccessEvent::RelationshipAccepted { .. } => "relationship accepted".into(),
-        AccessEvent::PointerAdded { pointer, .. } => format!("record {} added", short(pointer)),
-        AccessEvent::GrantCreated { grant, viewer, .. } => {
-            let v = match viewer {
-                Viewer::Account(a) => short(a),
-                Viewer::Group(g) => short(g),
-            };
-            format!("grant {} to {v}", short(grant))
-        }
-        AccessEvent::GrantRevoked { grant, .. } => format!("grant {} revoked", short(grant)),
-        AccessEvent::BreakGlassOpened { provider, .. } => {
-            format!("BREAK-GLASS opened by {}", short(provider))
-        }
-        AccessEvent::BreakGlassReviewed { outcome, .. } => {
-            format!("break-glass reviewed: {outcome:?}")
-        }
-        AccessEvent::Accessed {
-            viewer,
-            pointer,
-            purpose,
-            basis,
-            ..
-        } => format!(
-            "READ of {} by {} for {purpose} ({})",
-            short(pointer),
-            short(viewer),
-            shorten(basis)
-        ),
-        other => format!("{other:?}"),
-    }
 }

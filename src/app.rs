@@ -24,6 +24,7 @@
 //!     type State = ();
 //!     type Event = (AccountId, Digest);
 //!     type Error = std::convert::Infallible;
+//!     type Created = Digest;
 //!     type Genesis = ();
 //!
 //!     fn genesis(_: &(), _: &mut (), _: &mut CoreTables, _: u64) -> Result<(), String> {
@@ -36,6 +37,9 @@
 //!         cx: &TxContext,
 //!     ) -> Result<Vec<Self::Event>, Self::Error> {
 //!         Ok(vec![(cx.account, *record)])
+//!     }
+//!     fn created(event: &Self::Event) -> Option<Digest> {
+//!         Some(event.1)
 //!     }
 //! }
 //!
@@ -75,6 +79,9 @@ pub trait Application: Clone + Debug + Default + PartialEq + Eq + Send + Sync + 
     type Event: Clone + Debug + PartialEq + Eq + Send + Sync + 'static;
     /// Why an operation is refused.
     type Error: std::error::Error + Clone + PartialEq + Eq + Send + Sync + 'static;
+    /// An object an operation created, named by its identifier, as the
+    /// [`Ledger`](crate::ledger::Ledger) reports it to the submitter.
+    type Created: Clone + Debug + PartialEq + Eq + Send + Sync + 'static;
     /// What the genesis state is built from (configuration, not transactions).
     type Genesis: Clone + Debug + Send + Sync + 'static;
 
@@ -104,4 +111,7 @@ pub trait Application: Clone + Debug + Default + PartialEq + Eq + Send + Sync + 
         payload: &Self::Payload,
         cx: &TxContext,
     ) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// The object `event` reports created, if any.
+    fn created(event: &Self::Event) -> Option<Self::Created>;
 }

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::app::Application;
-use crate::block::{Block, CheckedBlock, Header, StructureError, HEADER_VERSION};
+use crate::block::{Block, CheckedBlock, Header, StructureError, HEADER_VERSION, MAX_BLOCK_TXS};
 use crate::codec::{BoundedVec, DecodeError};
 use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
 use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
@@ -38,6 +38,12 @@ pub type ChainBlock<C, A> = Block<<C as Consensus>::Seal, <A as Application>::Pa
 
 /// A checked block of a chain whose engine is `C` and whose application is `A`.
 type CheckedChainBlock<C, A> = CheckedBlock<<C as Consensus>::Seal, <A as Application>::Payload>;
+
+/// A block template and the transactions left out of it, with their positions and reasons.
+pub(crate) type TemplateWithFailures<A> = (
+    BlockTemplate<<A as Application>::Payload, <A as Application>::Error>,
+    Vec<TxFailure<<A as Application>::Error>>,
+);
 
 /// The result of a chain operation: what the chain of application `A` refused, or `T`.
 pub type ChainResult<T, A> = Result<T, ChainError<<A as Application>::Error>>;
@@ -155,6 +161,18 @@ pub enum ChainError<E: std::error::Error + 'static> {
     /// A transaction is invalid on its own (block building).
     #[error("transaction: {0}")]
     Transaction(#[from] TxError),
+    /// Transactions given to [`mine`](Chain::mine) fail against the state: no block was built.
+    /// Each failure names the transaction's position in the list given, its id and why.
+    #[error("{} transaction(s) fail against the state, the first: {}", .0.len(), FirstFailure(.0))]
+    Refused(Vec<TxFailure<E>>),
+    /// More transactions than a block may hold were given to build one block.
+    #[error("{count} transactions do not fit in one block (at most {max})")]
+    TooManyTxs {
+        /// Transactions given.
+        count: usize,
+        /// [`MAX_BLOCK_TXS`].
+        max: usize,
+    },
     /// The storage backend failed.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -169,6 +187,18 @@ pub enum ChainError<E: std::error::Error + 'static> {
     /// The configuration is invalid.
     #[error("invalid chain configuration: {0}")]
     Config(String),
+}
+
+/// Shows the first failure of a list (for [`ChainError::Refused`]'s message).
+struct FirstFailure<'a, E>(&'a [TxFailure<E>]);
+
+impl<E: core::fmt::Display> core::fmt::Display for FirstFailure<'_, E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0.first() {
+            Some(failure) => core::fmt::Display::fmt(failure, f),
+            None => f.write_str("none"),
+        }
+    }
 }
 
 /// What happened to the main chain, for embedders to notify their users. `Ev` is the
@@ -228,7 +258,18 @@ pub struct BlockTemplate<P, E> {
     pub rejected: Vec<(Transaction<P>, StateError<E>)>,
 }
 
-impl<P: crate::tx::AppPayload, E> BlockTemplate<P, E> {
+/// The transaction limit of one block, checked before any work is done.
+fn check_tx_count<E: std::error::Error>(count: usize) -> Result<(), ChainError<E>> {
+    if count > MAX_BLOCK_TXS {
+        return Err(ChainError::TooManyTxs {
+            count,
+            max: MAX_BLOCK_TXS,
+        });
+    }
+    Ok(())
+}
+
+impl<P: crate::tx::AppPayload, E: std::error::Error> BlockTemplate<P, E> {
     /// The header with `seal`.
     pub fn header<S>(&self, seal: S) -> Header<S> {
         Header {
@@ -244,12 +285,19 @@ impl<P: crate::tx::AppPayload, E> BlockTemplate<P, E> {
     }
 
     /// The block with `seal`.
-    pub fn seal<S>(self, seal: S) -> Block<S, P> {
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::TooManyTxs`] if the template holds more than [`MAX_BLOCK_TXS`]
+    /// transactions (templates from [`Chain::build_template`] never do).
+    pub fn seal<S>(self, seal: S) -> Result<Block<S, P>, ChainError<E>> {
         let header = self.header(seal);
-        Block {
-            header,
-            txs: BoundedVec::try_from(self.txs).expect("templates hold at most MAX_BLOCK_TXS"),
-        }
+        let count = self.txs.len();
+        let txs = BoundedVec::try_from(self.txs).map_err(|_| ChainError::TooManyTxs {
+            count,
+            max: MAX_BLOCK_TXS,
+        })?;
+        Ok(Block { header, txs })
     }
 }
 
@@ -508,6 +556,14 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The clock the chain refuses blocks from the future by (see [`ChainBuilder::clock`]).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+    /// How many blocks a reorganisation may roll back (see [`ChainBuilder::max_reorg_depth`]).
+    pub fn max_reorg_depth(&self) -> u64 {
+        self.max_reorg_depth
+    }
     /// Closes the chain and hands back its store (to reopen it, or inspect it).
     pub fn into_store(self) -> Box<dyn Store> {
         self.store
@@ -601,38 +657,70 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     }
 
     /// Builds the next block on the tip from `txs`: verifies signatures, applies them to a
-    /// scratch copy of the state (transactions that fail are left out and reported), and
-    /// computes the roots. Seal the result with the engine.
+    /// scratch copy of the state (transactions that fail are left out and reported in
+    /// [`BlockTemplate::rejected`]), and computes the roots. Seal the result with the engine.
     ///
     /// # Errors
     ///
-    /// [`ChainError::TimestampBeforeParent`] if `timestamp` is earlier than the tip's (the
-    /// block would be refused), [`ChainError::Transaction`] if a signature fails.
+    /// [`ChainError::TooManyTxs`] for more than [`MAX_BLOCK_TXS`] transactions (checked
+    /// first), [`ChainError::TimestampBeforeParent`] if `timestamp` is earlier than the tip's
+    /// (the block would be refused), [`ChainError::Transaction`] if a signature fails.
     pub fn build_template(
         &mut self,
         txs: Vec<Transaction<A::Payload>>,
         timestamp: u64,
     ) -> ChainResult<BlockTemplate<A::Payload, A::Error>, A> {
+        Ok(self.template_with_failures(txs, timestamp)?.0)
+    }
+
+    /// [`build_template`](Self::build_template), also returning each left-out transaction's
+    /// position in `txs`.
+    pub(crate) fn template_with_failures(
+        &mut self,
+        txs: Vec<Transaction<A::Payload>>,
+        timestamp: u64,
+    ) -> ChainResult<TemplateWithFailures<A>, A> {
+        check_tx_count(txs.len())?;
         check_not_before_parent(self.tip_header().timestamp, timestamp)?;
         let verified = tx::verify_batch_cached(self.chain_id, txs, &self.keys)?;
+        self.template_verified(verified, timestamp)
+    }
+
+    /// Builds a template from transactions whose signatures (and chain id) were already
+    /// checked; see [`build_template`](Self::build_template).
+    pub(crate) fn template_verified(
+        &mut self,
+        verified: Vec<VerifiedTx<A::Payload>>,
+        timestamp: u64,
+    ) -> ChainResult<TemplateWithFailures<A>, A> {
+        check_tx_count(verified.len())?;
         let height = self.height() + 1;
         let (executed, skipped) = self
             .state
             .execute(self.chain_id, height, timestamp, &verified, true, A::apply)
-            .expect("execution with skipping never fails");
+            // Execution that skips failures reports none; should it ever, refuse the lot.
+            .map_err(|failure| ChainError::Refused(vec![failure]))?;
         let state_root = executed.tree.root();
         self.state.discard();
         let mut skipped = skipped.into_iter().peekable();
         let mut included: Vec<VerifiedTx<A::Payload>> = Vec::with_capacity(verified.len());
         let mut rejected = Vec::new();
+        let mut failures = Vec::new();
         for (i, tx) in verified.into_iter().enumerate() {
             match skipped.next_if(|(j, _)| *j == i) {
-                Some((_, err)) => rejected.push((tx.into_transaction(), err)),
+                Some((index, error)) => {
+                    failures.push(TxFailure {
+                        index,
+                        tx_id: tx.id(),
+                        error: error.clone(),
+                    });
+                    rejected.push((tx.into_transaction(), error));
+                }
                 None => included.push(tx),
             }
         }
         let ids: Vec<TxId> = included.iter().map(VerifiedTx::id).collect();
-        Ok(BlockTemplate {
+        let template = BlockTemplate {
             height,
             parent: self.tip(),
             tx_root: merkle_root(&ids),
@@ -643,7 +731,8 @@ impl<C: Consensus, A: Application> Chain<C, A> {
                 .map(VerifiedTx::into_transaction)
                 .collect(),
             rejected,
-        })
+        };
+        Ok((template, failures))
     }
 
     /// Decodes and appends a block received as bytes.

@@ -12,6 +12,7 @@
 //! [`FromStr`](core::str::FromStr), and a `Debug` of the form `BlockHash(00ab…)`.
 
 use core::fmt;
+use core::fmt::Write as _;
 use std::sync::OnceLock;
 
 use blake3::hazmat::{ContextKey, HasherExt};
@@ -76,6 +77,22 @@ pub(crate) fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result
     Ok(())
 }
 
+/// Writes the first `digits` hex digits of `bytes` (all of them if `None`).
+#[doc(hidden)]
+pub fn write_hex_digits(
+    f: &mut fmt::Formatter<'_>,
+    bytes: &[u8],
+    digits: Option<usize>,
+) -> fmt::Result {
+    let digits = digits.unwrap_or(usize::MAX).min(2 * bytes.len());
+    write_hex(f, &bytes[..digits / 2])?;
+    if digits % 2 == 1 {
+        let high = bytes[digits / 2] >> 4;
+        f.write_char(char::from_digit(u32::from(high), 16).unwrap_or('0'))?;
+    }
+    Ok(())
+}
+
 /// Lower-case hex of `bytes`, as a `String`.
 pub fn to_hex(bytes: &[u8]) -> String {
     struct Hex<'a>(&'a [u8]);
@@ -119,14 +136,89 @@ pub fn from_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     Ok(out)
 }
 
+/// The content hash of an off-chain record's bytes: BLAKE3 in the [`domain::RECORD`] domain.
+///
+/// This is the one way the crate hashes record contents: the digest anchored by
+/// [`Payload::Data`](crate::access::Payload::Data), carried by an access-control
+/// [`RecordPointer`](crate::access::RecordPointer), and re-computed by whoever fetches the record
+/// to check it is the one on chain.
+///
+/// ```
+/// use medledger::hash::content_hash;
+///
+/// let anchored = content_hash(b"lab result #1");
+/// assert_eq!(content_hash(b"lab result #1"), anchored);
+/// assert_ne!(content_hash(b"lab result #2"), anchored);
+/// ```
+pub fn content_hash(record: &[u8]) -> Digest {
+    Digest::from_bytes(domain::RECORD.hash(record))
+}
+
+/// Deserialises `N` bytes: a hex string in human-readable formats, the raw bytes (a newtype
+/// around a tuple of `N` bytes, as derived serde writes it) in binary ones.
+#[doc(hidden)]
+pub fn deserialize_hex_or_bytes<'de, D: serde::Deserializer<'de>, const N: usize>(
+    d: D,
+    name: &'static str,
+) -> Result<[u8; N], D::Error> {
+    use serde::de::{Error, Visitor};
+
+    struct Hex<const N: usize>;
+    impl<const N: usize> Visitor<'_> for Hex<N> {
+        type Value = [u8; N];
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{} hex digits", 2 * N)
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<[u8; N], E> {
+            from_hex::<N>(v).map_err(E::custom)
+        }
+    }
+
+    struct Bytes<const N: usize>;
+    impl<'de, const N: usize> Visitor<'de> for Bytes<N> {
+        type Value = [u8; N];
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{N} bytes")
+        }
+        fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> Result<[u8; N], D::Error> {
+            crate::codec::byte_array::deserialize(d)
+        }
+    }
+
+    if d.is_human_readable() {
+        d.deserialize_str(Hex::<N>)
+    } else {
+        d.deserialize_newtype_struct(name, Bytes::<N>)
+    }
+}
+
 /// Defines a 32-byte identifier newtype with hex `Display`/`FromStr`, `Debug` as `Name(hex)`,
-/// byte accessors and serde support (encoded as 32 raw bytes by postcard).
+/// byte accessors and serde support: 32 raw bytes in binary formats (the canonical postcard
+/// encoding), a lower-case hex string in human-readable ones such as JSON.
 macro_rules! hash_newtype {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-        #[derive(serde::Serialize, serde::Deserialize)]
         pub struct $name([u8; 32]);
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    s.serialize_newtype_struct(stringify!($name), &self.0)
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::hash::deserialize_hex_or_bytes::<D, 32>(d, stringify!($name)).map(Self)
+            }
+        }
 
         impl $name {
             /// Wraps raw bytes.
@@ -144,8 +236,9 @@ macro_rules! hash_newtype {
         }
 
         impl core::fmt::Display for $name {
+            /// Lower-case hex; a precision keeps that many leading digits (`{:.8}`).
             fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                $crate::hash::write_hex(f, &self.0)
+                $crate::hash::write_hex_digits(f, &self.0, f.precision())
             }
         }
 
@@ -380,6 +473,11 @@ mod tests {
             })
         );
         assert!(format!("{id:?}").starts_with("BlockHash(abab"));
+        let id = TxId::from_bytes([0x12; 32]);
+        assert_eq!(format!("{id:.8}"), "12121212");
+        assert_eq!(format!("{id:.3}"), "121");
+        assert_eq!(format!("{id:.0}"), "");
+        assert_eq!(format!("{id:.99}"), id.to_string());
     }
 
     #[test]

@@ -6,23 +6,24 @@
 //! embedding application, behind small traits ([`consensus::Consensus`], [`store::Store`]).
 //!
 //! ```
-//! use medledger::ChainBuilder;
-//! use medledger::hash::Digest;
+//! use medledger::hash::content_hash;
 //! use medledger::pow::ProofOfWork;
 //! use medledger::tx::Keypair;
-//! use medledger::{Payload, Transaction};
+//! use medledger::{ChainBuilder, Ledger, Payload};
 //!
-//! // A chain with Proof-of-Work at a trivial target, on the in-memory store.
-//! let mut chain = ChainBuilder::new("my-hospital-network", ProofOfWork::regtest())
+//! // A chain with Proof-of-Work at a trivial target, on the in-memory store, and the ledger
+//! // that keeps its mempool and produces its blocks.
+//! let chain = ChainBuilder::new("my-hospital-network", ProofOfWork::regtest())
 //!     .genesis_time(1_700_000_000)
 //!     .build()?;
-//! // A provider anchors the hash of a record it keeps in its own database.
+//! let mut ledger = Ledger::new(chain)?;
+//! // A provider anchors the content hash of a record it keeps in its own database.
 //! let provider = Keypair::generate();
-//! let record = Digest::from_bytes(*blake3::hash(b"lab result #1").as_bytes());
-//! let tx = Transaction::sign(&provider, chain.chain_id(), 0, Payload::Data { record });
-//! let block = chain.mine(vec![tx], 1_700_000_600)?;
-//! chain.append(block)?;
-//! assert_eq!(chain.height(), 1);
+//! let record = content_hash(b"lab result #1");
+//! ledger.sign_and_submit(&provider, Payload::Data { record })?;
+//! let produced = ledger.produce_block()?;
+//! assert_eq!(ledger.chain().height(), 1);
+//! assert_eq!(produced.report.txs.len(), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -33,6 +34,9 @@
 //!   authenticated state tree), [`state`], [`chain`] (validation, fork choice, replay),
 //!   [`store`] (persistence trait, in-memory store), [`file_store`] (crash-safe append-only
 //!   file store).
+//! * For embedders: [`ledger`] — one object per process with the chain, a mempool that checks
+//!   each transaction against the state and the pending ones, block production with valid
+//!   times, per-transaction outcomes and created ids, statuses and event subscription.
 //! * Consensus: the [`consensus::Consensus`] trait and [`pow`] (Bitcoin-exact Proof-of-Work).
 //! * Access control: [`access`] (MedRec's registrar, relationships and summaries; consent
 //!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
@@ -54,6 +58,7 @@ pub mod committee;
 pub mod consensus;
 pub mod file_store;
 pub mod hash;
+pub mod ledger;
 pub mod merkle;
 pub mod pow;
 pub mod pseudonym;
@@ -94,3 +99,21 @@ pub type Appended = chain::Appended<Event>;
 pub type AppliedBlock = chain::AppliedBlock<Event>;
 /// A MedRec block ready to be sealed.
 pub type BlockTemplate = chain::BlockTemplate<Payload, AccessError>;
+/// The embedder's ledger over a MedRec chain run by the engine `C`.
+pub type Ledger<C> = ledger::Ledger<C, MedRec>;
+/// Builds a [`Ledger`].
+pub type LedgerBuilder<C> = ledger::LedgerBuilder<C, MedRec>;
+/// Why a MedRec ledger could not build, produce or append a block.
+pub type LedgerError = ledger::LedgerError<MedRec>;
+/// Why a MedRec ledger refused a transaction.
+pub type Refusal = ledger::Refusal<MedRec>;
+/// Where a transaction submitted to a MedRec ledger stands.
+pub type TxStatus = ledger::TxStatus<MedRec>;
+/// What a MedRec ledger tells its subscribers.
+pub type LedgerEvent = ledger::LedgerEvent<MedRec>;
+/// A transaction a MedRec ledger accepted, with its events and the objects it creates.
+pub type Accepted = ledger::Accepted<MedRec>;
+/// What a main-chain block did, per transaction.
+pub type BlockReport = ledger::BlockReport<MedRec>;
+/// A block a MedRec ledger produced and appended, with its report.
+pub type Produced<S> = ledger::Produced<S, MedRec>;

@@ -111,6 +111,28 @@ impl PurposeOfUse {
         }
     }
 
+    /// What the code means, in a few words (`TREAT` → "treatment"), for people reading it.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::Treatment => "treatment",
+            Self::EmergencyTreatment => "emergency treatment",
+            Self::BreakTheGlass => "break the glass",
+            Self::Payment => "payment for care",
+            Self::Operations => "healthcare operations",
+            Self::Research => "healthcare research",
+            Self::ClinicalTrialResearch => "clinical trial research",
+            Self::PublicHealth => "public health",
+            Self::QualityImprovement => "quality improvement",
+            Self::Coverage => "coverage",
+            Self::PatientRequest => "the patient's request",
+            Self::FamilyRequest => "the family's request",
+            Self::PowerOfAttorney => "the power of attorney's request",
+            Self::Legal => "legal proceedings",
+            Self::Marketing => "marketing",
+            Self::Training => "staff training",
+        }
+    }
+
     /// Whether this purpose is an emergency override (`ETREAT` or `BTG`), which access control
     /// grants only time-boxed and under review.
     pub const fn is_emergency(self) -> bool {

@@ -58,8 +58,49 @@ impl PublicKey {
 }
 
 /// An Ed25519 signature (64 bytes: `R ‖ S`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Signature(#[serde(with = "crate::codec::byte_array")] [u8; 64]);
+///
+/// Serialised as 64 raw bytes in binary formats (the canonical encoding) and as 128 lower-case
+/// hex digits in human-readable ones such as JSON; `Display` and `FromStr` use the same hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature([u8; 64]);
+
+impl Serialize for Signature {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_newtype_struct("Signature", &Sig64(&self.0))
+        }
+    }
+}
+
+/// The 64 signature bytes as a tuple (what serde derives for an array).
+struct Sig64<'a>(&'a [u8; 64]);
+
+impl Serialize for Sig64<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        codec::byte_array::serialize(self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::hash::deserialize_hex_or_bytes::<D, 64>(d, "Signature").map(Self)
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::hash::write_hex(f, &self.0)
+    }
+}
+
+impl core::str::FromStr for Signature {
+    type Err = crate::hash::HexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::hash::from_hex::<64>(s).map(Self)
+    }
+}
 
 impl Signature {
     /// Wraps raw bytes (validity is checked on verification).
@@ -81,6 +122,50 @@ impl fmt::Debug for Signature {
 }
 
 /// An Ed25519 signing key. Zeroized on drop; `Debug` never prints the secret.
+///
+/// # Keeping a key across restarts
+///
+/// [`to_secret_bytes`](Self::to_secret_bytes) exports the 32-byte secret (wiped from memory
+/// when dropped) and [`from_secret_bytes`](Self::from_secret_bytes) imports it. The crate does
+/// no I/O; a simple way to keep a key is a file only its owner can read (mode `0600` on Unix),
+/// created exclusively so that an existing key is never overwritten:
+///
+/// ```no_run
+/// # #[cfg(unix)]
+/// # fn main() -> std::io::Result<()> {
+/// use std::io::{Read, Write};
+/// use std::os::unix::fs::OpenOptionsExt;
+/// use medledger::tx::Keypair;
+///
+/// let path = "hospital.key";
+/// let key = match std::fs::File::open(path) {
+///     Ok(mut file) => {
+///         let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+///         file.read_exact(&mut secret[..])?;
+///         Keypair::from_secret_bytes(&secret)
+///     }
+///     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+///         let key = Keypair::generate();
+///         let mut file = std::fs::OpenOptions::new()
+///             .write(true)
+///             .create_new(true)
+///             .mode(0o600)
+///             .open(path)?;
+///         file.write_all(key.to_secret_bytes().as_bytes())?;
+///         file.sync_all()?;
+///         key
+///     }
+///     Err(e) => return Err(e),
+/// };
+/// println!("signing as {}", key.account());
+/// # Ok(())
+/// # }
+/// # #[cfg(not(unix))]
+/// # fn main() {}
+/// ```
+///
+/// A hardware security module or the operating system's key store are the stronger choices
+/// where available: sign there and submit the [`Transaction`].
 pub struct Keypair(SigningKey);
 
 impl Keypair {
@@ -91,6 +176,16 @@ impl Keypair {
     /// The key with the given 32-byte secret seed.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         Self(SigningKey::from_bytes(seed))
+    }
+    /// The 32-byte secret (the Ed25519 seed), to keep the key across restarts; the copy is
+    /// wiped from memory when dropped. Whoever reads it can sign as this key: store it where
+    /// only its owner can read it (see the [type documentation](Self)).
+    pub fn to_secret_bytes(&self) -> SecretBytes {
+        SecretBytes(zeroize::Zeroizing::new(self.0.to_bytes()))
+    }
+    /// The key whose secret [`to_secret_bytes`](Self::to_secret_bytes) exported.
+    pub fn from_secret_bytes(secret: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(secret))
     }
     /// The public key.
     pub fn public(&self) -> PublicKey {
@@ -103,6 +198,23 @@ impl Keypair {
     /// Signs `message` (already domain-separated by the caller).
     pub fn sign(&self, message: &[u8]) -> Signature {
         Signature(self.0.sign(message).to_bytes())
+    }
+}
+
+/// A signing key's exported 32-byte secret ([`Keypair::to_secret_bytes`]): wiped from memory
+/// when dropped, never printed by `Debug`.
+pub struct SecretBytes(zeroize::Zeroizing<[u8; 32]>);
+
+impl SecretBytes {
+    /// The secret bytes, to write where only the key's owner can read them.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
     }
 }
 
@@ -216,11 +328,22 @@ impl<P: AppPayload> Transaction<P> {
     ///
     /// [`TxError`] naming what is wrong.
     pub fn verify(self) -> Result<VerifiedTx<P>, TxError> {
-        let key = self.body.signer.verifying_key()?;
+        let id = self.id();
+        self.verify_with_id(id, &KeyCache::new(0))
+    }
+
+    /// [`verify`](Self::verify) for a transaction whose `id` the caller computed already, with
+    /// the signer's decompressed key from (and added to) `keys`.
+    pub(crate) fn verify_with_id(
+        self,
+        id: TxId,
+        keys: &KeyCache,
+    ) -> Result<VerifiedTx<P>, TxError> {
+        let key = keys.verifying_key(&self.body.signer)?;
         let sig = ed25519_dalek::Signature::from_bytes(&self.signature.0);
         key.verify_strict(&self.body.signing_message(), &sig)
             .map_err(|_| TxError::BadSignature(self.body.signer))?;
-        Ok(VerifiedTx::new_unchecked(self))
+        Ok(VerifiedTx { tx: self, id })
     }
 }
 
@@ -232,8 +355,15 @@ pub struct VerifiedTx<P> {
 }
 
 impl<P: AppPayload> VerifiedTx<P> {
-    fn new_unchecked(tx: Transaction<P>) -> Self {
+    /// Wraps a transaction whose signature was checked (or that never leaves the crate, such as
+    /// an unsigned dry run).
+    pub(crate) fn new_unchecked(tx: Transaction<P>) -> Self {
         let id = tx.id();
+        Self { tx, id }
+    }
+    /// Wraps a transaction of a block the chain validated, with its id as the chain computed
+    /// it (saves encoding it again).
+    pub(crate) fn validated(tx: Transaction<P>, id: TxId) -> Self {
         Self { tx, id }
     }
     /// The transaction id.
@@ -707,6 +837,28 @@ mod tests {
         let s = format!("{k:?}");
         assert!(s.contains("redacted"));
         assert!(!s.contains(&crate::hash::to_hex(&[0x42; 32])));
+    }
+
+    #[test]
+    fn secret_export_round_trips_and_stays_hidden() {
+        let k = Keypair::from_seed(&[0x42; 32]);
+        let secret = k.to_secret_bytes();
+        assert_eq!(secret.as_bytes(), &[0x42; 32]);
+        let back = Keypair::from_secret_bytes(secret.as_bytes());
+        assert_eq!(back.public(), k.public());
+        assert_eq!(back.sign(b"m"), k.sign(b"m"));
+        let shown = format!("{secret:?}");
+        assert!(!shown.contains("42"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn signature_hex_round_trips() {
+        let sig = Keypair::from_seed(&[1; 32]).sign(b"m");
+        let hex = sig.to_string();
+        assert_eq!(hex.len(), 128);
+        assert_eq!(hex.parse::<Signature>().unwrap(), sig);
+        assert!(hex[..127].parse::<Signature>().is_err());
     }
 
     proptest! {

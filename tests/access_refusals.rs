@@ -1259,7 +1259,9 @@ fn back_dated_block(w: &World, time: u64, txs: Vec<Transaction>) -> Block<PowSea
         .engine()
         .solve(header, &AtomicBool::new(false))
         .unwrap();
-    template.seal(seal)
+    template
+        .seal(seal)
+        .expect("a template of a few transactions fits a block")
 }
 
 #[test]

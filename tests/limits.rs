@@ -617,7 +617,7 @@ mod access_limits {
             relationship: RelationshipId::of(AccountId::default(), AccountId::default()),
             record: RecordPointer {
                 query: q.try_into().unwrap(),
-                content_hash: RecordPointer::content_hash_of(b"r"),
+                content_hash: medledger::hash::content_hash(b"r"),
                 category: Category::Laboratory,
                 data_period: Period::new(0, 1).unwrap(),
             },

@@ -1,6 +1,6 @@
 //! Signed `Data` transactions for the validation bench and the performance report.
 
-use medledger::hash::{ChainId, Digest};
+use medledger::hash::{content_hash, ChainId};
 use medledger::tx::Keypair;
 use medledger::{Payload, Transaction};
 
@@ -20,7 +20,7 @@ pub fn signed_data_txs(chain_id: ChainId, n: usize, signers: usize) -> Vec<Trans
                 chain_id,
                 (i / signers) as u64,
                 Payload::Data {
-                    record: Digest::from_bytes(*blake3::hash(&i.to_le_bytes()).as_bytes()),
+                    record: content_hash(&i.to_le_bytes()),
                 },
             )
         })

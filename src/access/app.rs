@@ -19,7 +19,7 @@ use crate::tx::PublicKey;
 pub enum Payload {
     /// Anchors the hash of an off-chain record: proves the record existed, unchanged, at this
     /// block's time. Hash the record with
-    /// [`RecordPointer::content_hash_of`](super::RecordPointer::content_hash_of).
+    /// [`content_hash`](crate::hash::content_hash).
     Data {
         /// Content hash of the record.
         record: Digest,
@@ -62,6 +62,7 @@ impl Application for MedRec {
     type State = AccessState;
     type Event = Event;
     type Error = AccessError;
+    type Created = super::Created;
     type Genesis = Genesis;
 
     fn genesis(
@@ -104,6 +105,13 @@ impl Application for MedRec {
                 .map(Event::Access)
                 .collect(),
         })
+    }
+
+    fn created(event: &Event) -> Option<super::Created> {
+        match event {
+            Event::Access(a) => a.created(),
+            Event::Anchored { .. } => None,
+        }
     }
 }
 

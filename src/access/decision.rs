@@ -32,7 +32,7 @@ use crate::purpose::PurposeOfUse;
 
 /// A question to the access control: may `viewer` perform `action` on `pointer` of `patient`
 /// for `purpose` at `time`?
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AccessRequest {
     /// Who asks.
     pub viewer: AccountId,
@@ -129,7 +129,7 @@ pub enum DenyReason {
         height: u64,
     },
     /// The grant's period has not started.
-    #[error("grant {grant} is valid from {start}")]
+    #[error("grant {grant} is valid from {}", super::display::UtcTime(*.start))]
     NotYetValid {
         /// The grant.
         grant: GrantId,
@@ -137,7 +137,7 @@ pub enum DenyReason {
         start: u64,
     },
     /// The grant's period is over.
-    #[error("grant {grant} expired at {end}")]
+    #[error("grant {grant} expired at {}", super::display::UtcTime(*.end))]
     Expired {
         /// The grant.
         grant: GrantId,
@@ -191,7 +191,7 @@ impl DenyReason {
 }
 
 /// The answer to an [`AccessRequest`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Decision {
     /// Permitted, by this basis.
     Permit(Basis),
@@ -210,15 +210,6 @@ impl Decision {
         match self {
             Decision::Permit(b) => Some(*b),
             Decision::Deny(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Decision::Permit(b) => write!(f, "permit ({b})"),
-            Decision::Deny(r) => write!(f, "deny ({r})"),
         }
     }
 }

@@ -208,7 +208,7 @@ pub enum AccessError {
     BreakGlassDuration {
         /// The duration asked.
         secs: u64,
-        /// [`MAX_BREAK_GLASS_SECS`].
+        /// [`MAX_BREAK_GLASS_SECS`](super::MAX_BREAK_GLASS_SECS).
         max: u64,
     },
     /// The provider already has an open session for the patient.

@@ -12,7 +12,7 @@ use crate::purpose::PurposeOfUse;
 use crate::tx::PublicKey;
 
 /// A change of the access-control state, for embedders to notify users; the ones concerning a
-/// patient are also appended to that patient's [audit trail](AuditEntry).
+/// patient are also appended to that patient's [audit trail](super::AuditEntry).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum AccessEvent {

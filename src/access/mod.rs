@@ -43,7 +43,7 @@
 //! let rel = RelationshipId::of(patient.account(), hospital.account());
 //! let record = RecordPointer {
 //!     query: "SELECT * FROM labs WHERE id = 1".try_into()?,
-//!     content_hash: RecordPointer::content_hash_of(b"the lab result"),
+//!     content_hash: medledger::hash::content_hash(b"the lab result"),
 //!     category: Category::Laboratory,
 //!     data_period: Period::new(t0 - 86_400, t0)?,
 //! };
@@ -152,11 +152,13 @@ pub mod audit;
 pub mod breakglass;
 pub mod decision;
 pub mod delegation;
+pub mod display;
 mod error;
 mod event;
 mod exec;
 pub mod grant;
 pub mod group;
+mod ledger;
 mod model;
 mod op;
 pub mod proof;
@@ -188,6 +190,7 @@ pub use grant::{
     MAX_PROVISION_DEPTH, MAX_PROVISION_POINTERS, MAX_SCOPE_POINTERS,
 };
 pub use group::{Group, Membership, MAX_GROUPS_PER_PATIENT, MAX_GROUP_MEMBERS};
+pub use ledger::Created;
 pub use proof::{GrantProof, GrantProofError, GrantStatus};
 pub use query::{Loss, Reader};
 pub use registrar::{

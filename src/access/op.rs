@@ -14,12 +14,12 @@ use crate::purpose::PurposeOfUse;
 use crate::tx::{PublicKey, Signature};
 
 /// An access-control operation: the payload of a transaction
-/// ([`Payload::Access`]). Its signer is the actor.
+/// ([`Payload::Access`](super::Payload::Access)). Its signer is the actor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum AccessOp {
     /// Registers the signer's account with a role and an identity. Patients register an
-    /// [`IdentityCommitment`] bound to the signing account, with the [`BlindedIdentity`] it
+    /// [`IdentityCommitment`](super::IdentityCommitment) bound to the signing account, with the [`BlindedIdentity`] it
     /// binds (see [`AccessOp::register_patient`]); every other role a public organisation
     /// name. The [`Role::Authority`] role is only given in the genesis configuration.
     Register {
@@ -28,15 +28,15 @@ pub enum AccessOp {
         /// The identity.
         identity: Identity,
         /// For a patient, the blinded identity its commitment binds to the signing account
-        /// (the chain checks [`IdentityCommitment::bind`]); `None` for every other role.
+        /// (the chain checks [`IdentityCommitment::bind`](super::IdentityCommitment::bind)); `None` for every other role.
         blinded: Option<BlindedIdentity>,
     },
     /// Replaces the signer's key (the old key signs); the new key proves possession by signing
-    /// [`registrar::possession_message`]. See [`AccessOp::rotate_key`].
+    /// [`registrar::possession_message`](super::registrar::possession_message). See [`AccessOp::rotate_key`].
     RotateKey {
         /// The key that signs for the account from now on.
         new_key: PublicKey,
-        /// The new key's signature over [`registrar::possession_message`].
+        /// The new key's signature over [`registrar::possession_message`](super::registrar::possession_message).
         possession: Signature,
     },
     /// An authority certifies a provider (registered or not yet), for emergencies or not.
@@ -144,7 +144,7 @@ pub enum AccessOp {
         patient: AccountId,
         /// Why (recorded, for the patient's review).
         reason: Reason,
-        /// How long, at most [`MAX_BREAK_GLASS_SECS`].
+        /// How long, at most [`MAX_BREAK_GLASS_SECS`](super::MAX_BREAK_GLASS_SECS).
         duration_secs: u64,
     },
     /// The provider that opened a break-glass session closes it early.
@@ -180,8 +180,8 @@ pub enum AccessOp {
     /// registered [`Role::Researcher`] under research-window pseudonyms: one
     /// [`ReleasedSubject`] per patient, in strictly ascending pseudonym order, each with a
     /// hiding commitment to the consent (grant) it relies on. Nothing in it names a patient;
-    /// see [`research`] for what the chain checks and how an auditor opens a subject. Build it
-    /// with [`prepare_release`].
+    /// see [`research`](super::research) for what the chain checks and how an auditor opens a subject. Build it
+    /// with [`prepare_release`](super::prepare_release).
     ReleaseResearchData {
         /// The researcher receiving the data.
         recipient: AccountId,

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use super::decision::{AccessRequest, NOW};
 use super::MedRec;
 use super::{
@@ -17,7 +19,7 @@ use crate::purpose::PurposeOfUse;
 use crate::state::entry_key;
 
 /// Someone who may use a record, and on what basis.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reader {
     /// The viewer.
     pub viewer: AccountId,
@@ -30,7 +32,7 @@ pub struct Reader {
 }
 
 /// A permission a revocation would take away.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Loss {
     /// The viewer.
     pub viewer: AccountId,

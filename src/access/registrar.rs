@@ -194,6 +194,28 @@ impl AccessOp {
         }
     }
 
+    /// The operation that registers the signer as an organisation (provider, researcher,
+    /// auditor) with its public `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::Empty`] for an empty name, [`AccessError::LimitReached`] for one longer
+    /// than [`MAX_NAME_LEN`](super::MAX_NAME_LEN) bytes.
+    pub fn register_organisation(role: Role, name: &str) -> Result<Self, AccessError> {
+        if name.is_empty() {
+            return Err(AccessError::Empty("organisation name"));
+        }
+        let name = Name::try_from(name).map_err(|_| AccessError::LimitReached {
+            what: "organisation name bytes",
+            max: super::MAX_NAME_LEN as u64,
+        })?;
+        Ok(AccessOp::Register {
+            role,
+            identity: Identity::Organisation(name),
+            blinded: None,
+        })
+    }
+
     /// The operation that rotates `account`'s key to `new_key` on `chain_id` (sign it with the
     /// current key).
     pub fn rotate_key(chain_id: ChainId, account: AccountId, new_key: &Keypair) -> Self {

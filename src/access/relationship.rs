@@ -22,7 +22,7 @@ use super::{
     RelationshipId, RevocationCause, Role, Stamp,
 };
 use crate::codec::BoundedString;
-use crate::hash::{domain, AccountId, Digest};
+use crate::hash::{AccountId, Digest};
 
 /// The longest query string of a record pointer, in bytes.
 pub const MAX_QUERY_LEN: usize = 1024;
@@ -121,19 +121,12 @@ impl Relationship {
 pub struct RecordPointer {
     /// The query that selects the record in the provider's database.
     pub query: BoundedString<MAX_QUERY_LEN>,
-    /// The record's content hash (see [`RecordPointer::content_hash_of`]).
+    /// The record's content hash ([`content_hash`](crate::hash::content_hash) of its bytes).
     pub content_hash: Digest,
     /// The kind of data.
     pub category: Category,
     /// The period the data covers.
     pub data_period: Period,
-}
-
-impl RecordPointer {
-    /// The content hash of a record's bytes (BLAKE3 in the [`domain::RECORD`] domain).
-    pub fn content_hash_of(record: &[u8]) -> Digest {
-        Digest::from_bytes(domain::RECORD.hash(record))
-    }
 }
 
 /// A record pointer in the state.

@@ -25,7 +25,7 @@ pub const CERTIFICATIONS_TABLE: &str = "access.certifications";
 pub const RELATIONSHIPS_TABLE: &str = "access.relationships";
 /// Tag of the pointer table.
 pub const POINTERS_TABLE: &str = "access.pointers";
-/// Tag of the grant table: a grant's record never changes once made (see [`GrantProof`]).
+/// Tag of the grant table: a grant's record never changes once made (see [`GrantProof`](super::GrantProof)).
 pub const GRANTS_TABLE: &str = "access.grants";
 /// Tag of the revocation table (keyed by grant id; written once).
 pub const REVOCATIONS_TABLE: &str = "access.revocations";

@@ -17,7 +17,7 @@ pub enum Side {
 }
 
 /// One line of an account's summary.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SummaryItem {
     /// The relationship.
     pub relationship: RelationshipId,

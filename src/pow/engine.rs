@@ -10,7 +10,7 @@ use super::{
 };
 use crate::app::Application;
 use crate::block::{Block, Header};
-use crate::chain::{Chain, ChainResult};
+use crate::chain::{BlockTemplate, Chain, ChainError, ChainResult};
 use crate::codec;
 use crate::consensus::{Ancestors, Consensus, ConsensusError};
 use crate::hash::domain;
@@ -202,21 +202,30 @@ impl Consensus for ProofOfWork {
 
 impl<A: Application> Chain<ProofOfWork, A> {
     /// Builds the next block from `txs` (see [`Chain::build_template`]) and mines it on all
-    /// cores. Transactions that fail against the state are left out.
+    /// cores. Every transaction goes into the block, or none does: `mine` never leaves one out.
+    /// To build a block from whatever applies, and learn what does not, use
+    /// [`Chain::build_template`] (or the [`Ledger`](crate::ledger::Ledger), which also keeps
+    /// a mempool).
     ///
     /// # Errors
     ///
-    /// As [`Chain::build_template`]: [`ChainError::TimestampBeforeParent`](crate::chain::ChainError::TimestampBeforeParent) if `timestamp` is
-    /// earlier than the tip's, [`ChainError::Transaction`](crate::chain::ChainError::Transaction) if a signature fails.
+    /// [`ChainError::TooManyTxs`] for more than [`MAX_BLOCK_TXS`](crate::block::MAX_BLOCK_TXS)
+    /// transactions, [`ChainError::TimestampBeforeParent`] if `timestamp` is earlier than the
+    /// tip's, [`ChainError::Transaction`] if a signature fails, [`ChainError::Refused`] naming
+    /// every transaction that fails against the state (a stale nonce, an access-control
+    /// refusal…), [`ChainError::Consensus`] if the required target is not a valid one.
     pub fn mine(
         &mut self,
         txs: Vec<Transaction<A::Payload>>,
         timestamp: u64,
     ) -> ChainResult<Block<PowSeal, A::Payload>, A> {
         let never = AtomicBool::new(false);
-        Ok(self
-            .mine_cancellable(txs, timestamp, &never)?
-            .expect("mining without cancellation always finishes"))
+        self.mine_cancellable(txs, timestamp, &never)?
+            .ok_or_else(|| {
+                ChainError::Consensus(ConsensusError::BadSeal(
+                    "the miner stopped without a solution".into(),
+                ))
+            })
     }
 
     /// As [`mine`](Self::mine), returning `Ok(None)` if `cancel` is set before a solution is found.
@@ -230,16 +239,35 @@ impl<A: Application> Chain<ProofOfWork, A> {
         timestamp: u64,
         cancel: &AtomicBool,
     ) -> ChainResult<Option<Block<PowSeal, A::Payload>>, A> {
-        let template = self.build_template(txs, timestamp)?;
+        let (template, failures) = self.template_with_failures(txs, timestamp)?;
+        if !failures.is_empty() {
+            return Err(ChainError::Refused(failures));
+        }
+        self.seal_pow(template, cancel)
+    }
+
+    /// Mines `template` (built on the tip): finds a seal meeting the target the tip requires.
+    /// Returns `Ok(None)` if `cancel` is set first.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::Consensus`] if the required target is not a valid one,
+    /// [`ChainError::TooManyTxs`] if the template holds too many transactions.
+    pub fn seal_pow(
+        &self,
+        template: BlockTemplate<A::Payload, A::Error>,
+        cancel: &AtomicBool,
+    ) -> ChainResult<Option<Block<PowSeal, A::Payload>>, A> {
         let bits = self.engine().required_bits(&self.tip_ancestors());
+        Target::from_compact(bits).map_err(|e| ConsensusError::BadSeal(e.to_string()))?;
         let header = template.header(PowSeal {
             bits,
             nonce: 0,
             extra_nonce: 0,
         });
-        Ok(self
-            .engine()
-            .solve(header, cancel)
-            .map(|seal| template.seal(seal)))
+        match self.engine().solve(header, cancel) {
+            Some(seal) => template.seal(seal).map(Some),
+            None => Ok(None),
+        }
     }
 }

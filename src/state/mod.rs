@@ -359,6 +359,50 @@ impl<T: AppState> State<T> {
         Ok((Executed { tree, events }, skipped))
     }
 
+    /// Applies `tx` on top of the pending writes as transaction `index` of the block at
+    /// `height` and `time`, without computing the state tree; its writes stay pending if `keep`
+    /// and it applies, and are rolled back otherwise. For a mempool that keeps its pool applied
+    /// on its own copy of the state.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn apply_pending<P: AppPayload, Ev, E>(
+        &mut self,
+        chain_id: ChainId,
+        height: u64,
+        time: u64,
+        index: u32,
+        tx: &VerifiedTx<P>,
+        keep: bool,
+        mut apply: impl FnMut(&mut T, &mut CoreTables, &P, &TxContext) -> Result<Vec<Ev>, E>,
+    ) -> Result<Vec<Ev>, StateError<E>> {
+        let mut cx = TxContext {
+            chain_id,
+            height,
+            time,
+            tx_id: tx.id(),
+            index,
+            account: tx.signer().account(),
+            signer: tx.signer(),
+        };
+        let result = self.apply_tx(tx, &mut cx, &mut apply);
+        self.savepoint(keep && result.is_ok());
+        result
+    }
+
+    /// Commits the pending writes to the tables, leaving the state tree (and so the
+    /// [`root`](Self::root)) as it was; returns what undoes them. For a copy of the state that
+    /// answers queries but is never proved from.
+    pub(crate) fn commit_untracked(&mut self) -> BlockUndo {
+        let tables = self
+            .tables_mut()
+            .into_iter()
+            .map(|t| t.commit_block())
+            .collect();
+        BlockUndo {
+            tree: self.tree.clone(),
+            tables,
+        }
+    }
+
     /// The committed tree with the pending writes applied.
     fn pending_tree(&self) -> StateTree {
         let mut leaves: Leaves = Vec::new();

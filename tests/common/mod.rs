@@ -211,7 +211,7 @@ pub fn record(n: u8, category: medledger::access::Category) -> RecordPointer {
         query: format!("SELECT * FROM records WHERE id = {n}")
             .try_into()
             .unwrap(),
-        content_hash: RecordPointer::content_hash_of(&[n]),
+        content_hash: medledger::hash::content_hash(&[n]),
         category,
         data_period: medledger::access::Period::new(T0 - 100 * DAY, T0).unwrap(),
     }

@@ -43,7 +43,7 @@ pub fn setup_txs(chain: &Chain<ProofOfWork>) -> (Vec<Transaction>, PointerId, Gr
         query: "SELECT * FROM labs WHERE id = 1"
             .try_into()
             .expect("short query"),
-        content_hash: RecordPointer::content_hash_of(b"the lab result"),
+        content_hash: medledger::hash::content_hash(b"the lab result"),
         category: Category::Laboratory,
         data_period: Period::new(T0 - 86_400, T0).expect("valid period"),
     };
