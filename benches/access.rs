@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use medledger::access::AccessRequest;
 use medledger::access::{
     AccessOp, Action, ActionSet, Basis, GrantId, GrantTerms, Identity, Period, PointerId,
     PurposeSet, RelationshipId, Role, Scope, Viewer,
@@ -45,7 +46,14 @@ fn bench_decide(c: &mut Criterion, label: &str, n: u64) {
     let at = T0 + DAY;
     let (v, p, ptr) = triples[0];
     assert!(access
-        .decide(v, p, ptr, Action::Read, PurposeOfUse::Treatment, at)
+        .decide(&AccessRequest::new(
+            v,
+            p,
+            ptr,
+            Action::Read,
+            PurposeOfUse::Treatment,
+            at
+        ))
         .is_permit());
 
     // The baseline: a precomputed permission table over a comparable key.
@@ -60,7 +68,14 @@ fn bench_decide(c: &mut Criterion, label: &str, n: u64) {
         b.iter(|| {
             let (v, p, ptr) = triples[order[i % order.len()]];
             i += 1;
-            black_box(access.decide(v, p, ptr, Action::Read, PurposeOfUse::Treatment, at))
+            black_box(access.decide(&AccessRequest::new(
+                v,
+                p,
+                ptr,
+                Action::Read,
+                PurposeOfUse::Treatment,
+                at,
+            )))
         })
     });
     let mut i = 0;

@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use medledger::access::AccessRequest;
 use medledger::access::{
     AccessOp, Action, ActionSet, Category, GrantTerms, Period, PurposeSet, RecordPointer,
     RelationshipId, Role, Scope, Viewer,
@@ -113,10 +114,12 @@ fn main() -> Result<()> {
     println!("block {height}: {file} anchored, grant {grant:.8} for 30 days");
 
     // The specialist asks; the hospital's gatekeeper decides, serves the file, checks its hash.
-    let decide = |l: &Ledger<ProofOfWork>| {
-        let at = l.next_block_time();
-        l.chain()
-            .decide(viewer, owner, pointer, Action::Read, Treatment, at)
+    let ask = AccessRequest::new(viewer, owner, pointer, Action::Read, Treatment, 0);
+    let decide = |l: &Ledger<_>| {
+        l.chain().decide(&AccessRequest {
+            time: l.next_block_time(),
+            ..ask
+        })
     };
     let decision = decide(&ledger);
     println!("decide(specialist, {file}, read, TREAT) = {decision:#}");
@@ -125,14 +128,8 @@ fn main() -> Result<()> {
     let anchored = access.pointer(&pointer).map(|p| p.record.content_hash);
     let check = ["MISMATCH", "matches the chain"][usize::from(anchored == Some(served))];
     println!("hash check of the served file: {check}");
-    let receipt = AccessOp::RecordAccess {
-        patient: owner,
-        pointer,
-        action: Action::Read,
-        purpose: Treatment,
-        basis: decision.basis().ok_or("the read was denied")?,
-    };
-    ledger.sign_and_submit(&specialist, receipt)?;
+    let basis = decision.basis().ok_or("the read was denied")?;
+    ledger.sign_and_submit(&specialist, AccessOp::record_access(&ask, basis))?;
 
     // The patient revokes; the next request is denied.
     let reason = "second opinion done".try_into()?;

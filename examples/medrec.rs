@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::error::Error;
 use std::sync::Arc;
 
+use medledger::access::AccessRequest;
 use medledger::access::{
     AccessOp, Action, ActionSet, Basis, Category, CategorySet, Created, GrantProof, GrantTerms,
     Identity, IdentityCommitment, Period, PointerId, Provision, ProvisionKind, PurposeSet,
@@ -129,14 +130,14 @@ impl Demo {
     }
 
     fn decide(&mut self, viewer: &Keypair, patient: &Keypair, record: PointerId, p: PurposeOfUse) {
-        let d = self.ledger.chain().decide(
+        let d = self.ledger.chain().decide(&AccessRequest::new(
             viewer.account(),
             patient.account(),
             record,
             Action::Read,
             p,
             self.now + 60,
-        );
+        ));
         let line = self.say(format!(
             "decide: may account {:#} read record {:#} of patient {:#} for {p}? {d:#}",
             viewer.account(),

@@ -271,7 +271,7 @@ fn resident_bytes() -> Option<u64> {
 /// Decisions per second over a state of `n` patients, and a bare `HashMap` lookup of a
 /// (viewer, pointer) key over as many entries, side by side.
 fn decide_rates(n: u64) -> (f64, f64, Option<u64>) {
-    use medledger::access::Action;
+    use medledger::access::{AccessRequest, Action};
     use medledger::purpose::PurposeOfUse;
     let before = resident_bytes();
     let (state, triples) = access_state::build_state(n);
@@ -291,7 +291,14 @@ fn decide_rates(n: u64) -> (f64, f64, Option<u64>) {
             for _ in 0..BATCH {
                 let (v, p, ptr) = triples[order[i % order.len()]];
                 i += 1;
-                let d = access.decide(v, p, ptr, Action::Read, PurposeOfUse::Treatment, at);
+                let d = access.decide(&AccessRequest::new(
+                    v,
+                    p,
+                    ptr,
+                    Action::Read,
+                    PurposeOfUse::Treatment,
+                    at,
+                ));
                 assert!(d.is_permit());
             }
             BATCH as u64

@@ -607,6 +607,10 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     pub fn header_at(&self, height: u64) -> Option<&Header<C::Seal>> {
         self.header(&self.hash_at(height)?)
     }
+    /// The timestamp of the main-chain block at `height`.
+    pub fn time_at(&self, height: u64) -> Option<u64> {
+        self.header_at(height).map(|h| h.timestamp)
+    }
     /// The current state.
     pub fn state(&self) -> &State<A::State> {
         &self.state

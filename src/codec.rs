@@ -514,50 +514,6 @@ impl<'de, const MAX: usize> Deserialize<'de> for BoundedBytes<MAX> {
     }
 }
 
-/// Serde helper for fixed arrays longer than 32 bytes (encoded as a tuple: raw bytes, no length).
-// Used by modules on other branches; unused until they merge.
-#[allow(dead_code)]
-pub(crate) mod byte_array {
-    use core::fmt;
-
-    use serde::de::{Error, SeqAccess, Visitor};
-    use serde::ser::SerializeTuple;
-    use serde::{Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer, const N: usize>(
-        v: &[u8; N],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(N)?;
-        for b in v {
-            t.serialize_element(b)?;
-        }
-        t.end()
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
-        d: D,
-    ) -> Result<[u8; N], D::Error> {
-        struct V<const N: usize>;
-        impl<'de, const N: usize> Visitor<'de> for V<N> {
-            type Value = [u8; N];
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{N} bytes")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; N], A::Error> {
-                let mut out = [0u8; N];
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = seq
-                        .next_element()?
-                        .ok_or_else(|| A::Error::invalid_length(i, &self))?;
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_tuple(N, V::<N>)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,7 +79,7 @@ struct Sig64<'a>(&'a [u8; 64]);
 
 impl Serialize for Sig64<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        codec::byte_array::serialize(self.0, s)
+        crate::hash::byte_array::serialize(self.0, s)
     }
 }
 

@@ -1185,7 +1185,7 @@ impl Run {
             purpose,
             time: t,
         };
-        let d = access.decide_request(&req);
+        let d = access.decide(&req);
         let expected = self.model.decide(viewer, owner, &p.id, action, purpose, t);
         assert_eq!(
             d.basis(),

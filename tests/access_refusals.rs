@@ -12,6 +12,7 @@ mod common;
 use common::*;
 use std::sync::atomic::AtomicBool;
 
+use medledger::access::AccessRequest;
 use medledger::access::{
     AccessError, AccessEvent, AccessOp, Action, ActionSet, Basis, BreakGlassId, Category,
     CategorySet, DelegationId, DelegationTerms, DenyReason, GrantId, GrantTerms, GroupId, Identity,
@@ -208,14 +209,14 @@ impl World {
                     (Action::Read, Research),
                     (Action::Read, EmergencyTreatment),
                 ] {
-                    let d = a.decide(
+                    let d = a.decide(&AccessRequest::new(
                         viewer.account(),
                         p,
                         pointer,
                         action,
                         purpose,
                         self.net.now + 1,
-                    );
+                    ));
                     out += &format!("{d:?}\n");
                 }
             }

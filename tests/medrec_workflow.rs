@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use medledger::access::AccessRequest;
 use medledger::access::{
     AccessEvent, AccessOp, Action, ActionSet, Basis, BreakGlassId, Category, CategorySet, Decision,
     DenyReason, GrantId, GrantProof, GrantStatus, GrantTerms, Identity, IdentityCommitment, Period,
@@ -107,14 +108,14 @@ fn read(
     p: PointerId,
     purpose: PurposeOfUse,
 ) -> Decision {
-    net.chain.decide(
+    net.chain.decide(&AccessRequest::new(
         viewer.account(),
         patient.account(),
         p,
         Action::Read,
         purpose,
         net.now + 1,
-    )
+    ))
 }
 
 fn receipt(patient: &Keypair, pointer: PointerId, purpose: PurposeOfUse, basis: Basis) -> AccessOp {
@@ -361,23 +362,29 @@ fn the_whole_medrec_workflow() {
     // 13. "As of" queries: the specialist could read at the grant's height, not now.
     assert_eq!(
         net.chain.decide_as_of(
-            granted_at,
-            c.specialist.account(),
-            c.patient.account(),
-            ecg,
-            Action::Read,
-            Treatment
+            &AccessRequest::new(
+                c.specialist.account(),
+                c.patient.account(),
+                ecg,
+                Action::Read,
+                Treatment,
+                net.chain.time_at(granted_at).unwrap()
+            ),
+            granted_at
         ),
         Some(Decision::Permit(Basis::Grant(grant)))
     );
     assert_eq!(
         net.chain.decide_as_of(
-            granted_at - 1,
-            c.specialist.account(),
-            c.patient.account(),
-            ecg,
-            Action::Read,
-            Treatment
+            &AccessRequest::new(
+                c.specialist.account(),
+                c.patient.account(),
+                ecg,
+                Action::Read,
+                Treatment,
+                net.chain.time_at(granted_at - 1).unwrap()
+            ),
+            granted_at - 1
         ),
         Some(Decision::Deny(DenyReason::RelationshipNotActive {
             relationship: rel,

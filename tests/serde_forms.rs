@@ -144,7 +144,7 @@ fn decisions_requests_readers_summaries_and_audit_entries_round_trip() {
         json.contains(&format!("\"viewer\":\"{}\"", doctor.account())),
         "{json}"
     );
-    let permit = access.decide_request(&request);
+    let permit = access.decide(&request);
     assert!(matches!(permit, Decision::Permit(Basis::Grant(_))));
     json_round_trip(&permit);
     json_round_trip(&Decision::Deny(DenyReason::NoGrant));

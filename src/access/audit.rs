@@ -7,8 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::decision::AccessRequest;
-use super::{AccessError, AccessEvent, AccessState, Action, Basis, Exec, PointerId, Stamp};
+use super::{
+    AccessError, AccessEvent, AccessOp, AccessRequest, AccessState, Action, Basis, Exec, PointerId,
+    Stamp,
+};
 use crate::hash::{AccountId, TxId};
 use crate::purpose::PurposeOfUse;
 
@@ -25,6 +27,22 @@ pub struct AuditEntry {
     pub actor: AccountId,
     /// What happened.
     pub event: AccessEvent,
+}
+
+impl AccessOp {
+    /// The receipt of the access `req` on `basis` (as a permit's [`Decision::basis`] gives it),
+    /// to be signed by the viewer. Its time is the block's, not `req.time`.
+    ///
+    /// [`Decision::basis`]: super::Decision::basis
+    pub fn record_access(req: &AccessRequest, basis: Basis) -> Self {
+        AccessOp::RecordAccess {
+            patient: req.patient,
+            pointer: req.pointer,
+            action: req.action,
+            purpose: req.purpose,
+            basis,
+        }
+    }
 }
 
 impl Exec<'_> {

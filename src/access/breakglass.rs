@@ -280,6 +280,7 @@ impl AccessState {
 mod tests {
     use super::*;
     use crate::access::tests::{reason, Cast};
+    use crate::access::AccessRequest;
     use crate::access::{AccessOp, Action, Basis, Decision, DenyReason};
     use crate::purpose::PurposeOfUse::{EmergencyTreatment, Research, Treatment};
 
@@ -310,14 +311,14 @@ mod tests {
         c.h.ok(&er, op.clone());
         let opened = c.h.time;
         let read = |c: &Cast, purpose, t| {
-            c.h.access().decide(
+            c.h.access().decide(&AccessRequest::new(
                 er.account(),
                 c.patient.account(),
                 lab,
                 Action::Read,
                 purpose,
                 t,
-            )
+            ))
         };
         assert_eq!(
             read(&c, EmergencyTreatment, opened + 10),
@@ -329,14 +330,14 @@ mod tests {
         assert!(!c
             .h
             .access()
-            .decide(
+            .decide(&AccessRequest::new(
                 er.account(),
                 c.patient.account(),
                 lab,
                 Action::Disclose,
                 EmergencyTreatment,
                 opened + 10
-            )
+            ))
             .is_permit());
         // It expires by itself.
         assert_eq!(

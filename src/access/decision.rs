@@ -24,29 +24,11 @@ use serde::{Deserialize, Serialize};
 
 use super::grant::evaluate_provisions;
 use super::{
-    AccessState, Action, BreakGlassId, Grant, GrantId, GrantTerms, IndexedGrant, Pointer,
-    PointerId, Relationship, RelationshipId, RelationshipStatus, Viewer,
+    AccessRequest, AccessState, Action, BreakGlassId, Grant, GrantId, GrantTerms, IndexedGrant,
+    Pointer, PointerId, Relationship, RelationshipId, RelationshipStatus, Viewer,
 };
 use crate::hash::AccountId;
 use crate::purpose::PurposeOfUse;
-
-/// A question to the access control: may `viewer` perform `action` on `pointer` of `patient`
-/// for `purpose` at `time`?
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct AccessRequest {
-    /// Who asks.
-    pub viewer: AccountId,
-    /// Whose record.
-    pub patient: AccountId,
-    /// Which record.
-    pub pointer: PointerId,
-    /// To do what.
-    pub action: Action,
-    /// Why.
-    pub purpose: PurposeOfUse,
-    /// When (Unix seconds).
-    pub time: u64,
-}
 
 /// What permits an access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -225,32 +207,8 @@ fn keep_best(best: &mut DenyReason, candidate: DenyReason) {
 pub(crate) const NOW: u64 = u64::MAX;
 
 impl AccessState {
-    /// Decides whether `viewer` may perform `action` on `pointer` of `patient` for `purpose`
-    /// at time `at`, under the current state (see the [module documentation](self)).
-    ///
-    /// `at` is meant to be the time of the request (no earlier than the latest block): for
-    /// what was allowed in the past, ask [`decide_as_of`](Self::decide_as_of) a past height.
-    pub fn decide(
-        &self,
-        viewer: AccountId,
-        patient: AccountId,
-        pointer: PointerId,
-        action: Action,
-        purpose: PurposeOfUse,
-        at: u64,
-    ) -> Decision {
-        self.decide_request(&AccessRequest {
-            viewer,
-            patient,
-            pointer,
-            action,
-            purpose,
-            time: at,
-        })
-    }
-
-    /// [`decide`](Self::decide) for a request.
-    pub fn decide_request(&self, req: &AccessRequest) -> Decision {
+    /// Decides `req` against the current state: permit with the basis, or deny with the reason.
+    pub fn decide(&self, req: &AccessRequest) -> Decision {
         self.evaluate(req, NOW, &[])
     }
 
@@ -630,14 +588,14 @@ mod tests {
             })
         );
         let at = |c: &Cast, t| {
-            c.h.access().decide(
+            c.h.access().decide(&AccessRequest::new(
                 c.specialist.account(),
                 c.patient.account(),
                 lab,
                 Action::Read,
                 Treatment,
                 t,
-            )
+            ))
         };
         assert_eq!(at(&c, start), Decision::Permit(Basis::Grant(g)));
         assert_eq!(
@@ -748,7 +706,7 @@ mod tests {
             })
         );
         assert_eq!(
-            a.decide_request(&req(revoked.1)),
+            a.decide(&req(revoked.1)),
             a.decide_as_of(&req(revoked.1), revoked.0)
         );
         // Before the pointer existed.

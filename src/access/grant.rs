@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::decision::AccessRequest;
+use super::AccessRequest;
 use super::{
     AccessError, AccessEvent, AccessState, ActionSet, CategorySet, Delegation, DelegationId, Exec,
     GrantId, GroupId, IndexedGrant, LiveGrant, Period, Pointer, PointerId, PurposeSet, Reason,
@@ -909,14 +909,14 @@ mod tests {
             );
         let g = c.h.grant(&c.patient, terms, None);
         let at = |t| {
-            c.h.access().decide(
+            c.h.access().decide(&AccessRequest::new(
                 c.specialist.account(),
                 c.patient.account(),
                 lab,
                 Action::Read,
                 Treatment,
                 t,
-            )
+            ))
         };
         assert!(at(now + DAY).is_permit());
         assert_eq!(

@@ -70,7 +70,7 @@
 //! let block = chain.mine(txs, t0 + 600)?;
 //! chain.append(block)?;
 //! let read = |purpose| {
-//!     chain.decide(doctor.account(), patient.account(), pointer, Action::Read, purpose, t0 + 700)
+//!     chain.decide(&AccessRequest::new(doctor.account(), patient.account(), pointer, Action::Read, purpose, t0 + 700))
 //! };
 //! assert!(read(PurposeOfUse::Treatment).is_permit());
 //! assert!(matches!(
@@ -180,7 +180,7 @@ pub use audit::AuditEntry;
 pub use breakglass::{
     BreakGlass, Review, ReviewOutcome, MAX_BREAK_GLASS_SECS, MAX_OPEN_SESSIONS_PER_PROVIDER,
 };
-pub use decision::{AccessRequest, Basis, Decision, DenyReason};
+pub use decision::{Basis, Decision, DenyReason};
 pub use delegation::{Delegation, DelegationTerms, MAX_GRANTS_PER_DELEGATION};
 pub(crate) use exec::{genesis, Exec};
 pub use grant::{

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::decision::{AccessRequest, NOW};
+use super::decision::NOW;
+use super::AccessRequest;
 use super::MedRec;
 use super::{
     AccessState, Action, ActionSet, Basis, DelegationId, GrantId, GrantProof, PointerId,
@@ -180,40 +181,16 @@ impl<C: Consensus> Chain<C, MedRec> {
     }
 
     /// [`AccessState::decide`] at the tip.
-    pub fn decide(
-        &self,
-        viewer: AccountId,
-        patient: AccountId,
-        pointer: PointerId,
-        action: Action,
-        purpose: PurposeOfUse,
-        at: u64,
-    ) -> super::Decision {
-        self.access()
-            .decide(viewer, patient, pointer, action, purpose, at)
+    pub fn decide(&self, req: &AccessRequest) -> super::Decision {
+        self.access().decide(req)
     }
 
-    /// The decision as of main-chain block `height`, at that block's time (`None` if there is
-    /// no such block).
-    pub fn decide_as_of(
-        &self,
-        height: u64,
-        viewer: AccountId,
-        patient: AccountId,
-        pointer: PointerId,
-        action: Action,
-        purpose: PurposeOfUse,
-    ) -> Option<super::Decision> {
-        let time = self.header_at(height)?.timestamp;
-        let req = AccessRequest {
-            viewer,
-            patient,
-            pointer,
-            action,
-            purpose,
-            time,
-        };
-        Some(self.access().decide_as_of(&req, height))
+    /// [`AccessState::decide_as_of`] main-chain block `height` (`None` if there is no such
+    /// block). The time is `req.time`; [`time_at`](crate::chain::Chain::time_at) gives the
+    /// block's.
+    pub fn decide_as_of(&self, req: &AccessRequest, height: u64) -> Option<super::Decision> {
+        self.header_at(height)?;
+        Some(self.access().decide_as_of(req, height))
     }
 
     /// [`AccessState::who_can_read`] at the tip.

@@ -220,14 +220,14 @@ impl Harness {
         action: Action,
         purpose: PurposeOfUse,
     ) -> Decision {
-        self.access().decide(
+        self.access().decide(&AccessRequest::new(
             viewer.account(),
             patient.account(),
             pointer,
             action,
             purpose,
             self.time,
-        )
+        ))
     }
 }
 

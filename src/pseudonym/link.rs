@@ -121,9 +121,9 @@ pub struct LinkStatement {
     a: Pseudonym,
     b: Pseudonym,
     context: Context,
-    #[serde(with = "crate::codec::byte_array")]
+    #[serde(with = "crate::hash::byte_array")]
     sig_a: [u8; 64],
-    #[serde(with = "crate::codec::byte_array")]
+    #[serde(with = "crate::hash::byte_array")]
     sig_b: [u8; 64],
 }
 

@@ -2,10 +2,12 @@
 //! types depend only on the crate's foundations, never on the state or the chain.
 
 mod ids;
+mod request;
 mod time;
 mod vocabulary;
 
 pub use ids::{BreakGlassId, DelegationId, GrantId, GroupId, PointerId, RelationshipId, ReleaseId};
+pub use request::AccessRequest;
 pub use time::{Period, Stamp};
 pub use vocabulary::{
     Action, ActionSet, Category, CategorySet, EnumSet, Label, Name, PurposeSet, Reason, SetMember,

@@ -5,6 +5,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
+use medledger::access::AccessRequest;
 use medledger::access::{
     AccessOp, Action, ActionSet, Category, GrantId, GrantProof, GrantTerms, Identity, Period,
     PointerId, PurposeSet, RecordPointer, RelationshipId, Role, Scope, Viewer,
@@ -193,14 +194,14 @@ pub fn access_op(data: &[u8]) {
     }
     let [_, hospital, doctor, patient] = keys();
     for viewer in [&doctor, &hospital] {
-        let _ = chain.decide(
+        let _ = chain.decide(&AccessRequest::new(
             viewer.account(),
             patient.account(),
             pointer,
             Action::Read,
             PurposeOfUse::Treatment,
             OP_TIME + 1,
-        );
+        ));
     }
 }
 
