@@ -62,6 +62,8 @@ pub mod sim;
 pub mod smt;
 pub mod state;
 pub mod store;
+#[cfg(feature = "tendermint")]
+pub mod tendermint;
 pub mod tx;
 mod u256;
 

@@ -41,9 +41,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::block::Header;
+pub mod protocol;
 mod work;
 
 use crate::tx::{AppPayload, VerifiedTx};
+pub use protocol::Protocol;
 pub use work::Work;
 
 /// The headers of the branch a new header extends, as the engine may need them (timestamps for
