@@ -4,11 +4,19 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use malachitebft_core_driver::{Driver, Input as DInput, Output as DOutput, ThresholdParams};
-use malachitebft_core_types::{LinearTimeouts, Round, Timeout, TimeoutKind, Validity};
+use malachitebft_core_types::{
+    LinearTimeouts, PolkaCertificate as MPolka, PolkaSignature, Round, Timeout, TimeoutKind,
+    Validity,
+};
 
-use super::context::{from_mproposal, from_mvote, to_mproposal, to_mvote, Ctx, MHeight, MProposal};
+use super::context::{
+    from_mproposal, from_mvote, to_mproposal, to_mvote, Ctx, MHeight, MProposal, Sig,
+};
 use super::messages::Message;
-use super::seal::{Evidence, TendermintConsensus, TendermintSeal, MAX_FUTURE_DRIFT};
+use super::seal::{
+    CommitSignature, Evidence, PolkaCertificate, TendermintConsensus, TendermintSeal,
+    MAX_FUTURE_DRIFT,
+};
 use super::types::{BlockId, Proposal, ProposedBlock, SignedProposal, SignedVote, VoteKind};
 use super::TendermintError;
 use crate::app::Application;
@@ -371,10 +379,12 @@ impl<A: Application> Tendermint<A> {
         input: DInput<Ctx<P<A>>>,
         out: &mut TmOutputs<A>,
     ) -> Result<(), TendermintError> {
-        let outputs = self
-            .driver()?
-            .process(input)
-            .map_err(|e| TendermintError::Driver(e.to_string()))?;
+        // Inputs are checked before they reach the driver, so it refuses none; were it to, the
+        // input is dropped like any other refused one (its state is unchanged), and the outputs
+        // gathered so far still go out: outputs are never lost once the engine has changed.
+        let Ok(outputs) = self.driver()?.process(input) else {
+            return Ok(());
+        };
         self.collect_evidence(out);
         for o in outputs {
             if self.decided {
@@ -409,6 +419,16 @@ impl<A: Application> Tendermint<A> {
                 self.validity
                     .insert(signed.proposal.block.id(), Validity::Valid);
                 self.own_proposal = Some((signed.clone(), parent_seal.clone()));
+                if let Some(pol) = signed.proposal.pol_round {
+                    // A re-proposal: show everyone the prevote quorum that justifies it.
+                    if let Some(polka) = self.polka_of(Round::new(pol), signed.proposal.block.id())
+                    {
+                        out.push(Output::Send {
+                            to: Recipients::All,
+                            message: Message::Polka(polka),
+                        });
+                    }
+                }
                 out.push(Output::Send {
                     to: Recipients::All,
                     message: Message::Proposal {
@@ -434,7 +454,10 @@ impl<A: Application> Tendermint<A> {
                 });
                 self.apply(ledger, now, DInput::Vote(to_mvote(&signed)), out)
             }
-            DOutput::Decide(round, proposal) => self.decide(round, proposal, out),
+            DOutput::Decide(_, proposal) => {
+                self.decide(proposal, out);
+                Ok(())
+            }
             DOutput::ScheduleTimeout(timeout) => {
                 self.set_timer(now, timeout, out);
                 Ok(())
@@ -443,34 +466,66 @@ impl<A: Application> Tendermint<A> {
                 if !self.is_validator {
                     return Ok(());
                 }
-                let value = self.build_proposal(ledger, now)?;
-                self.apply(ledger, now, DInput::ProposeValue(round, value), out)
+                // If the ledger cannot build a block, the round's propose timeout runs out and
+                // validators move on.
+                match self.build_proposal(ledger, now) {
+                    Ok(value) => self.apply(ledger, now, DInput::ProposeValue(round, value), out),
+                    Err(_) => Ok(()),
+                }
             }
         }
     }
 
-    fn decide(
-        &mut self,
-        round: Round,
-        proposal: MProposal<P<A>>,
-        out: &mut TmOutputs<A>,
-    ) -> Result<(), TendermintError> {
+    fn decide(&mut self, proposal: MProposal<P<A>>, out: &mut TmOutputs<A>) {
+        // The driver reports the round it is in; the precommits are of the proposal's round.
+        let round = proposal.proposal.round;
         let block = proposal.proposal.block;
         let id = block.id();
-        let precommits: Vec<SignedVote> = self
-            .driver()?
-            .restore_precommits(round, &id)
+        let Some(driver) = self.driver.as_ref() else {
+            return;
+        };
+        let precommits: Vec<SignedVote> = driver
+            .restore_precommits(Round::new(round), &id)
             .iter()
             .map(from_mvote)
             .collect();
-        let r = round.as_u32().unwrap_or(0);
-        let seal = self
+        // The driver decides only on a quorum of precommits, which it holds; should that ever
+        // not hold, the height is left to a peer's decided block.
+        let Ok(seal) = self
             .engine
-            .seal_from_precommits(self.height, r, id, &precommits)?;
+            .seal_from_precommits(self.height, round, id, &precommits)
+        else {
+            return;
+        };
         self.decided = true;
         self.cancel_timers(out);
         out.push(Output::Append(block.seal(seal)));
-        Ok(())
+    }
+
+    /// The prevote quorum for `block` in `round` that the driver holds, if any.
+    fn polka_of(&self, round: Round, block: BlockId) -> Option<PolkaCertificate> {
+        let driver = self.driver.as_ref()?;
+        let cert = driver.polka_certificate(round, &block)?;
+        let validators = self.engine.validators();
+        let mut signatures: Vec<CommitSignature> = cert
+            .polka_signatures
+            .iter()
+            .filter_map(|s| {
+                let index = validators.index_of(&s.address)?;
+                Some(CommitSignature {
+                    validator: u16::try_from(index).ok()?,
+                    signature: s.signature.0,
+                })
+            })
+            .collect();
+        signatures.sort_by_key(|s| s.validator);
+        signatures.dedup_by_key(|s| s.validator);
+        Some(PolkaCertificate {
+            height: self.height,
+            round: round.as_u32()?,
+            block,
+            signatures: signatures.try_into().ok()?,
+        })
     }
 
     fn collect_evidence(&mut self, out: &mut TmOutputs<A>) {
@@ -656,6 +711,10 @@ impl<A: Application> Tendermint<A> {
                 }
                 self.check_round(p.round, height > self.height)?;
             }
+            Message::Polka(polka) => {
+                self.engine.verify_polka(polka)?;
+                self.check_round(polka.round, height > self.height)?;
+            }
             Message::Decided { block, .. } => {
                 if height == self.height && !self.decided {
                     self.engine.verify_commit(&block.header)?;
@@ -685,6 +744,23 @@ impl<A: Application> Tendermint<A> {
         }
         match message {
             Message::Vote(v) => self.apply(ledger, now, DInput::Vote(to_mvote(&v)), out),
+            Message::Polka(polka) => {
+                let validators = self.engine.validators();
+                let certificate = MPolka {
+                    height: MHeight(polka.height),
+                    round: Round::new(polka.round),
+                    value_id: polka.block,
+                    polka_signatures: polka
+                        .signatures
+                        .iter()
+                        .map(|s| {
+                            let key = validators.validators()[usize::from(s.validator)].key();
+                            PolkaSignature::new(key, Sig(s.signature))
+                        })
+                        .collect(),
+                };
+                self.apply(ledger, now, DInput::PolkaCertificate(certificate), out)
+            }
             Message::Proposal {
                 proposal,
                 parent_seal,

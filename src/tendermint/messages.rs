@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::seal::TendermintSeal;
+use super::seal::{PolkaCertificate, TendermintSeal};
 use super::types::{SignedProposal, SignedVote};
 use crate::block::{Block, MAX_BLOCK_LEN};
 use crate::codec::Canonical;
@@ -30,6 +30,9 @@ pub enum Message<P> {
     },
     /// A prevote or a precommit.
     Vote(SignedVote),
+    /// The prevote quorum behind a re-proposed or locked block, for validators that missed
+    /// some of those prevotes.
+    Polka(PolkaCertificate),
     /// A block already decided, with its commit certificate: the answer to a peer still voting
     /// at a height this node has finished.
     Decided {
@@ -51,6 +54,7 @@ impl<P: AppPayload> Message<P> {
         match self {
             Message::Proposal { proposal, .. } => proposal.proposal.height(),
             Message::Vote(v) => v.vote.height,
+            Message::Polka(p) => p.height,
             Message::Decided { block, .. } => block.header.height,
         }
     }

@@ -64,7 +64,10 @@ pub use engine::{
     MAX_BUFFERED_MESSAGES, MAX_CHECKED_PROPOSALS, MAX_ROUND, MAX_ROUNDS_AHEAD,
 };
 pub use messages::{Message, MAX_MESSAGE_LEN};
-pub use seal::{CommitSignature, Evidence, TendermintConsensus, TendermintSeal, MAX_FUTURE_DRIFT};
+pub use seal::{
+    CommitSignature, Evidence, PolkaCertificate, TendermintConsensus, TendermintSeal,
+    MAX_FUTURE_DRIFT,
+};
 pub use types::{
     block_id, BlockId, Proposal, ProposalSummary, ProposedBlock, SignedProposal, SignedSummary,
     SignedVote, Validator, ValidatorSet, Vote, VoteKind, MAX_TOTAL_POWER, MAX_VALIDATORS,
@@ -166,7 +169,4 @@ pub enum TendermintError {
     /// The ledger failed (reading a block, building a proposal).
     #[error("ledger: {0}")]
     Ledger(String),
-    /// Malachite's driver refused an input (a bug if it happens: inputs are checked first).
-    #[error("consensus driver: {0}")]
-    Driver(String),
 }

@@ -41,6 +41,21 @@ pub struct TendermintSeal {
     pub signatures: BoundedVec<CommitSignature, MAX_VALIDATORS>,
 }
 
+/// More than two thirds of the voting power prevoting one block in one round (a "polka"): what
+/// lets a validator that missed some of those prevotes accept the block re-proposed in a later
+/// round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolkaCertificate {
+    /// The height.
+    pub height: u64,
+    /// The round of the prevotes.
+    pub round: u32,
+    /// The block prevoted.
+    pub block: BlockId,
+    /// Prevote signatures, by strictly increasing validator index.
+    pub signatures: BoundedVec<CommitSignature, MAX_VALIDATORS>,
+}
+
 /// Tendermint consensus for a consortium of known validators: checks each block's commit
 /// certificate against the validator set, with no other state.
 ///
@@ -99,18 +114,50 @@ impl TendermintConsensus {
     ///
     /// [`TendermintError`] naming the first problem.
     pub fn verify_commit(&self, header: &Header<TendermintSeal>) -> Result<(), TendermintError> {
-        let seal = &header.seal;
+        self.verify_quorum(
+            VoteKind::Precommit,
+            header.height,
+            header.seal.round,
+            block_id(header),
+            &header.seal.signatures,
+        )
+    }
+
+    /// Checks a prevote quorum certificate (a polka): prevotes for its block by more than two
+    /// thirds of the voting power, as [`verify_commit`](Self::verify_commit) checks precommits.
+    ///
+    /// # Errors
+    ///
+    /// [`TendermintError`] naming the first problem.
+    pub fn verify_polka(&self, polka: &PolkaCertificate) -> Result<(), TendermintError> {
+        self.verify_quorum(
+            VoteKind::Prevote,
+            polka.height,
+            polka.round,
+            polka.block,
+            &polka.signatures,
+        )
+    }
+
+    fn verify_quorum(
+        &self,
+        kind: VoteKind,
+        height: u64,
+        round: u32,
+        block: BlockId,
+        signatures: &[CommitSignature],
+    ) -> Result<(), TendermintError> {
         let vote = Vote {
-            kind: VoteKind::Precommit,
-            height: header.height,
-            round: seal.round,
-            block: Some(block_id(header)),
+            kind,
+            height,
+            round,
+            block: Some(block),
             validator: PublicKey::from_bytes([0; 32]),
         };
         let digest = vote.digest(self.chain);
         let mut signed: u64 = 0;
         let mut last: Option<u16> = None;
-        for (position, s) in seal.signatures.iter().enumerate() {
+        for (position, s) in signatures.iter().enumerate() {
             if last.is_some_and(|l| l >= s.validator) {
                 return Err(TendermintError::SignatureOrder { position });
             }
