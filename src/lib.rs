@@ -33,7 +33,9 @@
 //!   authenticated state tree), [`state`], [`chain`] (validation, fork choice, replay),
 //!   [`store`] (persistence trait, in-memory store), [`file_store`] (crash-safe append-only
 //!   file store).
-//! * Consensus: the [`consensus::Consensus`] trait and [`pow`] (Bitcoin-exact Proof-of-Work).
+//! * Consensus: the [`consensus::Consensus`] trait (stateless seal checks), the
+//!   [`consensus::protocol`] interface engines that exchange messages implement, [`pow`]
+//!   (Bitcoin-exact Proof-of-Work), [`committee`], and `tendermint` (feature).
 //! * Access control: [`access`] (MedRec's registrar, relationships and summaries; consent
 //!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
 //!   and light-client grant proofs), with purposes of use from [`purpose`].
@@ -42,6 +44,8 @@
 //!
 //! * `parallel` (default): rayon for batch signature verification, Merkle and state-tree
 //!   hashing and mining. Without it every computation runs serially, with identical results.
+//! * `tendermint`: the `tendermint` module, BFT consensus for consortia of known validators on
+//!   Malachite's sans-I/O core.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -32,6 +32,10 @@
 //! assert_eq!(chain.height(), 0);
 //! ```
 //!
+//! An engine whose nodes exchange messages to agree on blocks (the committee protocol,
+//! Tendermint) is driven through the sans-I/O [`protocol::Protocol`] interface; this trait stays
+//! the stateless check of what such an engine produced.
+//!
 //! [`pow::ProofOfWork`]: crate::pow::ProofOfWork
 
 use core::fmt;

@@ -158,8 +158,9 @@ pub type ProtocolInput<P> =
 /// A consensus engine as a deterministic, sans-I/O state machine (see the [module](self)
 /// documentation for how to drive one).
 pub trait Protocol {
-    /// What peers exchange. Decoded from untrusted bytes with [`decode_message`]
-    /// (Self::decode_message), which bounds its size before anything is allocated.
+    /// What peers exchange. Decoded from untrusted bytes with
+    /// [`decode_message`](Self::decode_message), which bounds its size before anything is
+    /// allocated.
     type Message: Canonical + Clone + Debug;
     /// The engine's timers (a timer names what it is for, such as a round's step).
     type Timer: Clone + Debug + Eq + Ord;

@@ -69,8 +69,8 @@ pub struct PolkaCertificate {
 /// [`max_reorg_depth(0)`](crate::chain::ChainBuilder::max_reorg_depth) to refuse even that:
 /// a certified block is then never reverted, whatever the validators sign later.
 ///
-/// A light client verifies a header with this type alone ([`verify_commit`]
-/// (Self::verify_commit)): no ancestors, no state.
+/// A light client verifies a header with this type alone
+/// ([`verify_commit`](Self::verify_commit)): no ancestors, no state.
 #[derive(Clone, Debug)]
 pub struct TendermintConsensus {
     chain: ChainId,
