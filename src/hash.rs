@@ -433,6 +433,8 @@ pub mod domain {
         Domain::new("medledger 2026-12 research consent commitment v1");
     /// File store record checksums.
     pub static STORE_RECORD: Domain = Domain::new("medledger 2026-12 file store record v1");
+    /// Tendermint: block ids (the header without its seal), and what proposals and votes sign.
+    pub static TENDERMINT: Domain = Domain::new("medledger 2026-12 tendermint v1");
 }
 
 /// Serde helper for fixed arrays longer than 32 bytes (encoded as a tuple: raw bytes, no length).
@@ -557,6 +559,7 @@ mod tests {
             &PSEUDONYM_RECIPIENT_GROUP,
             &RESEARCH_CONSENT,
             &STORE_RECORD,
+            &TENDERMINT,
         ];
         let mut set = std::collections::HashSet::new();
         for d in all {

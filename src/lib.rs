@@ -37,7 +37,9 @@
 //! * For embedders: [`ledger`] — one object per process with the chain, a mempool that checks
 //!   each transaction against the state and the pending ones, block production with valid
 //!   times, per-transaction outcomes and created ids, statuses and event subscription.
-//! * Consensus: the [`consensus::Consensus`] trait and [`pow`] (Bitcoin-exact Proof-of-Work).
+//! * Consensus: the [`consensus::Consensus`] trait (stateless seal checks), the
+//!   [`consensus::protocol`] interface engines that exchange messages implement, [`pow`]
+//!   (Bitcoin-exact Proof-of-Work), [`committee`], and `tendermint` (feature).
 //! * Access control: [`access`] (MedRec's registrar, relationships and summaries; consent
 //!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
 //!   and light-client grant proofs), with purposes of use from [`purpose`].
@@ -46,6 +48,8 @@
 //!
 //! * `parallel` (default): rayon for batch signature verification, Merkle and state-tree
 //!   hashing and mining. Without it every computation runs serially, with identical results.
+//! * `tendermint`: the `tendermint` module, BFT consensus for consortia of known validators on
+//!   Malachite's sans-I/O core.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -67,6 +71,8 @@ pub mod sim;
 pub mod smt;
 pub mod state;
 pub mod store;
+#[cfg(feature = "tendermint")]
+pub mod tendermint;
 pub mod tx;
 mod u256;
 

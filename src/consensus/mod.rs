@@ -32,6 +32,10 @@
 //! assert_eq!(chain.height(), 0);
 //! ```
 //!
+//! An engine whose nodes exchange messages to agree on blocks (the committee protocol,
+//! Tendermint) is driven through the sans-I/O [`protocol::Protocol`] interface; this trait stays
+//! the stateless check of what such an engine produced.
+//!
 //! [`pow::ProofOfWork`]: crate::pow::ProofOfWork
 
 use core::fmt;
@@ -41,9 +45,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::block::Header;
+pub mod protocol;
 mod work;
 
 use crate::tx::{AppPayload, VerifiedTx};
+pub use protocol::Protocol;
 pub use work::Work;
 
 /// The headers of the branch a new header extends, as the engine may need them (timestamps for

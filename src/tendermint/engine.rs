@@ -1,0 +1,993 @@
+//! The Tendermint engine: Malachite's driver behind the crate's [`Protocol`] interface.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use malachitebft_core_driver::{Driver, Input as DInput, Output as DOutput, ThresholdParams};
+use malachitebft_core_types::{
+    LinearTimeouts, PolkaCertificate as MPolka, PolkaSignature, Round, Timeout, TimeoutKind,
+    Validity,
+};
+
+use super::context::{
+    from_mproposal, from_mvote, to_mproposal, to_mvote, Ctx, MHeight, MProposal, Sig,
+};
+use super::messages::Message;
+use super::seal::{
+    CommitSignature, Evidence, PolkaCertificate, TendermintConsensus, TendermintSeal,
+    MAX_FUTURE_DRIFT,
+};
+use super::types::{BlockId, Proposal, ProposedBlock, SignedProposal, SignedVote, VoteKind};
+use super::TendermintError;
+use crate::app::Application;
+use crate::block::{Block, Header, HEADER_VERSION, MAX_BLOCK_LEN};
+use crate::chain::Chain;
+use crate::codec;
+use crate::consensus::protocol::Time;
+use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
+use crate::hash::TxId;
+use crate::tx::{self, Keypair, PublicKey, Transaction};
+
+/// The highest round a message may name (rounds beyond it would overflow the round counter).
+pub const MAX_ROUND: u32 = u32::MAX / 2;
+/// How many rounds ahead of the engine's round a message may be; further ones are refused, so
+/// a peer cannot make the vote keeper track rounds without end.
+pub const MAX_ROUNDS_AHEAD: u32 = 64;
+/// The most messages for the next height kept until the engine gets there.
+pub const MAX_BUFFERED_MESSAGES: usize = 4096;
+/// The most bytes of such messages kept.
+pub const MAX_BUFFERED_BYTES: usize = 64 << 20;
+/// The most distinct proposed blocks checked per height; further ones (only a Byzantine
+/// proposer sends more than one per round) count as invalid without being executed.
+pub const MAX_CHECKED_PROPOSALS: usize = 256;
+/// Room left in a proposed block for the header and the largest commit certificate.
+const SEAL_ROOM: usize = 128 * 1024;
+
+/// How long the engine waits at each step, in microseconds. Each round waits `delta` longer
+/// than the one before, up to `max`, so that after the network settles rounds become long
+/// enough to decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Waiting for the round's proposal before prevoting nil.
+    pub propose: u64,
+    /// Waiting for more prevotes once more than two thirds arrived but for different blocks.
+    pub prevote: u64,
+    /// Waiting for more precommits once more than two thirds arrived but for different blocks.
+    pub precommit: u64,
+    /// Added to each of the above per round.
+    pub delta: u64,
+    /// Between rebroadcasts of the engine's last votes (resynchronises rounds after loss).
+    pub rebroadcast: u64,
+    /// The longest any timeout grows.
+    pub max: u64,
+}
+
+impl Default for Timeouts {
+    /// Three seconds to propose, one to collect prevotes and precommits, half a second more
+    /// each round, rebroadcast every five seconds, at most a minute.
+    fn default() -> Self {
+        Self {
+            propose: 3_000_000,
+            prevote: 1_000_000,
+            precommit: 1_000_000,
+            delta: 500_000,
+            rebroadcast: 5_000_000,
+            max: 60_000_000,
+        }
+    }
+}
+
+impl Timeouts {
+    fn linear(&self) -> LinearTimeouts {
+        let d = Duration::from_micros;
+        LinearTimeouts {
+            propose: d(self.propose),
+            propose_delta: d(self.delta),
+            prevote: d(self.prevote),
+            prevote_delta: d(self.delta),
+            precommit: d(self.precommit),
+            precommit_delta: d(self.delta),
+            rebroadcast: d(self.rebroadcast),
+            max_timeout: d(self.max),
+        }
+    }
+}
+
+/// What a timer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    /// The propose step's timeout.
+    Propose,
+    /// The prevote step's timeout.
+    Prevote,
+    /// The precommit step's timeout.
+    Precommit,
+    /// Time to rebroadcast the last votes.
+    Rebroadcast,
+}
+
+/// A timer of the engine: a step of a round of a height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timer {
+    /// The height.
+    pub height: u64,
+    /// The round.
+    pub round: u32,
+    /// What it is for.
+    pub kind: TimerKind,
+}
+
+/// A validator's (or an observer's) configuration.
+#[derive(Debug)]
+pub struct TendermintConfig {
+    /// The node's key: it signs proposals and votes if it is in the validator set.
+    pub keypair: Keypair,
+    /// Step timeouts.
+    pub timeouts: Timeouts,
+    /// The most transactions the node puts in a block it proposes.
+    pub max_block_txs: usize,
+    /// The most offered transactions it keeps.
+    pub max_pool_txs: usize,
+}
+
+impl TendermintConfig {
+    /// A configuration for the node with `keypair`, with default timeouts and limits.
+    pub fn new(keypair: Keypair) -> Self {
+        Self {
+            keypair,
+            timeouts: Timeouts::default(),
+            max_block_txs: 4096,
+            max_pool_txs: 1 << 16,
+        }
+    }
+}
+
+type P<A> = <A as Application>::Payload;
+type TmOutputs<A> = Outputs<Tendermint<A>>;
+type SealedBlock<A> = Block<TendermintSeal, P<A>>;
+
+/// A Tendermint validator (or, with a key outside the validator set, an observer that follows
+/// the votes and appends decided blocks without signing anything).
+///
+/// It implements [`Protocol`] over a [`Chain`] run by [`TendermintConsensus`]; see the
+/// [protocol module](crate::consensus::protocol) for how to drive it. Malachite's driver decides;
+/// the engine feeds it checked inputs and carries out its outputs:
+///
+/// * proposals and votes are accepted only with a valid signature by a validator (proposals
+///   only from the round's proposer), for the height being agreed and at most
+///   [`MAX_ROUNDS_AHEAD`] rounds ahead; messages for the next height wait in a bounded buffer;
+/// * a proposed block is valid when it extends the chain's tip, its time is not before its
+///   parent's nor too far ahead, and executing its transactions on the tip's state gives its
+///   roots with none refused;
+/// * when proposing, it builds the block from the transactions offered to it;
+/// * on a decision it seals the block with the precommits it holds and outputs it to append.
+///
+/// **Seals differ, decisions do not.** Each validator seals a decided block with the precommits
+/// it received, so two validators may hold the same block (same [`BlockId`], same transactions
+/// and state) under different seals, hence different block hashes. The next height settles it:
+/// the proposer builds on its own copy and sends that copy's seal with the proposal; a
+/// validator holding another copy appends the proposer's copy beside its own (valid, equally
+/// certified), and when the next block is decided, its chain switches to the copy that block
+/// extends. So chains agree on every block below the tip, and the tip's seal may be replaced
+/// once, by a one-block reorganisation that changes no transaction and no state: keep the
+/// chain's reorganisation limit at 1 or more.
+pub struct Tendermint<A: Application> {
+    engine: TendermintConsensus,
+    keypair: Keypair,
+    me: PublicKey,
+    is_validator: bool,
+    timeouts: LinearTimeouts,
+    rebroadcast: u64,
+    max_block_txs: usize,
+    max_pool_txs: usize,
+    driver: Option<Driver<Ctx<P<A>>>>,
+    height: u64,
+    decided: bool,
+    pool: VecDeque<Transaction<P<A>>>,
+    pool_ids: HashSet<TxId>,
+    validity: HashMap<BlockId, Validity>,
+    last_prevote: Option<SignedVote>,
+    last_precommit: Option<SignedVote>,
+    own_proposal: Option<(SignedProposal<P<A>>, TendermintSeal)>,
+    future: Vec<(PublicKey, Message<P<A>>)>,
+    future_bytes: usize,
+    timers: BTreeSet<Timer>,
+    served: HashMap<PublicKey, (u64, Time)>,
+    evidence_seen: HashSet<Evidence>,
+}
+
+impl<A: Application> core::fmt::Debug for Tendermint<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Tendermint")
+            .field("key", &self.me)
+            .field("validator", &self.is_validator)
+            .field("height", &self.height)
+            .field("round", &self.round())
+            .field("decided", &self.decided)
+            .field("pool", &self.pool.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Application> Tendermint<A> {
+    /// An engine for `config.keypair`'s node on the chain that `engine` checks.
+    pub fn new(engine: TendermintConsensus, config: TendermintConfig) -> Self {
+        let me = config.keypair.public();
+        Self {
+            is_validator: engine.validators().get(&me).is_some(),
+            engine,
+            keypair: config.keypair,
+            me,
+            timeouts: config.timeouts.linear(),
+            rebroadcast: config.timeouts.rebroadcast,
+            max_block_txs: config.max_block_txs,
+            max_pool_txs: config.max_pool_txs,
+            driver: None,
+            height: 0,
+            decided: false,
+            pool: VecDeque::new(),
+            pool_ids: HashSet::new(),
+            validity: HashMap::new(),
+            last_prevote: None,
+            last_precommit: None,
+            own_proposal: None,
+            future: Vec::new(),
+            future_bytes: 0,
+            timers: BTreeSet::new(),
+            served: HashMap::new(),
+            evidence_seen: HashSet::new(),
+        }
+    }
+
+    /// The node's key.
+    pub fn key(&self) -> PublicKey {
+        self.me
+    }
+    /// Whether the node is in the validator set (and so signs proposals and votes).
+    pub fn is_validator(&self) -> bool {
+        self.is_validator
+    }
+    /// The height being agreed (0 before [`Input::Start`]).
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+    /// The current round.
+    pub fn round(&self) -> u32 {
+        self.driver
+            .as_ref()
+            .and_then(|d| d.round().as_u32())
+            .unwrap_or(0)
+    }
+    /// Whether the current height is decided (its block output, waiting for
+    /// [`Input::Appended`]).
+    pub fn is_decided(&self) -> bool {
+        self.decided
+    }
+    /// How many offered transactions wait for a block.
+    pub fn pool_len(&self) -> usize {
+        self.pool.len()
+    }
+    /// The engine's [`TendermintConsensus`].
+    pub fn consensus(&self) -> &TendermintConsensus {
+        &self.engine
+    }
+
+    fn driver(&mut self) -> Result<&mut Driver<Ctx<P<A>>>, TendermintError> {
+        self.driver.as_mut().ok_or(TendermintError::NotStarted)
+    }
+
+    // ----- heights and rounds -----
+
+    fn sync_to_ledger(
+        &mut self,
+        ledger: &mut Chain<TendermintConsensus, A>,
+        now: Time,
+        out: &mut TmOutputs<A>,
+    ) -> Result<(), TendermintError> {
+        if ledger.chain_id() != self.engine.chain_id() {
+            return Err(TendermintError::WrongChain {
+                ledger: ledger.chain_id(),
+                engine: self.engine.chain_id(),
+            });
+        }
+        let next = ledger.height() + 1;
+        if self.driver.is_some() && next <= self.height {
+            return Ok(());
+        }
+        self.height = next;
+        self.decided = false;
+        self.validity.clear();
+        self.evidence_seen.clear();
+        self.prune_pool(ledger);
+        let validators = self.engine.validators().clone();
+        match &mut self.driver {
+            Some(d) => d.move_to_height(MHeight(next), validators),
+            None => {
+                self.driver = Some(Driver::new(
+                    Ctx::new(),
+                    MHeight(next),
+                    validators,
+                    self.me,
+                    ThresholdParams::default(),
+                ))
+            }
+        }
+        let proposer = self.engine.validators().proposer(next, 0).key();
+        self.enter_round(now, next, 0, out);
+        self.apply(
+            ledger,
+            now,
+            DInput::NewRound(MHeight(next), Round::new(0), proposer),
+            out,
+        )?;
+        // Messages that arrived early for this height.
+        let buffered = core::mem::take(&mut self.future);
+        self.future_bytes = 0;
+        for (from, message) in buffered {
+            if message.height() == self.height {
+                // A buffered message that no longer applies is dropped, as it would be now.
+                let _ = self.on_message(ledger, now, from, message, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn cancel_timers(&mut self, out: &mut TmOutputs<A>) {
+        for t in core::mem::take(&mut self.timers) {
+            out.push(Output::CancelTimer(t));
+        }
+    }
+
+    fn enter_round(&mut self, now: Time, height: u64, round: u32, out: &mut TmOutputs<A>) {
+        self.cancel_timers(out);
+        self.last_prevote = None;
+        self.last_precommit = None;
+        self.own_proposal = None;
+        out.push(Output::Progress { height, round });
+        self.set_timer(now, Timeout::rebroadcast(Round::new(round)), out);
+    }
+
+    fn set_timer(&mut self, now: Time, timeout: Timeout, out: &mut TmOutputs<A>) {
+        let kind = match timeout.kind {
+            TimeoutKind::Propose => TimerKind::Propose,
+            TimeoutKind::Prevote => TimerKind::Prevote,
+            TimeoutKind::Precommit => TimerKind::Precommit,
+            TimeoutKind::Rebroadcast => TimerKind::Rebroadcast,
+            // Only Malachite's host layer (not used here) schedules this one.
+            TimeoutKind::FinalizeHeight(_) => return,
+        };
+        let Some(round) = timeout.round.as_u32() else {
+            return;
+        };
+        let after = self.timeouts.duration_for(timeout).as_micros();
+        let at = now.saturating_add(u64::try_from(after).unwrap_or(u64::MAX));
+        let timer = Timer {
+            height: self.height,
+            round,
+            kind,
+        };
+        self.timers.insert(timer);
+        out.push(Output::SetTimer { timer, at });
+    }
+
+    // ----- the driver -----
+
+    fn apply(
+        &mut self,
+        ledger: &mut Chain<TendermintConsensus, A>,
+        now: Time,
+        input: DInput<Ctx<P<A>>>,
+        out: &mut TmOutputs<A>,
+    ) -> Result<(), TendermintError> {
+        // Inputs are checked before they reach the driver, so it refuses none; were it to, the
+        // input is dropped like any other refused one (its state is unchanged), and the outputs
+        // gathered so far still go out: outputs are never lost once the engine has changed.
+        let Ok(outputs) = self.driver()?.process(input) else {
+            return Ok(());
+        };
+        self.collect_evidence(out);
+        for o in outputs {
+            if self.decided {
+                break;
+            }
+            self.on_driver_output(ledger, now, o, out)?;
+        }
+        Ok(())
+    }
+
+    fn on_driver_output(
+        &mut self,
+        ledger: &mut Chain<TendermintConsensus, A>,
+        now: Time,
+        output: DOutput<Ctx<P<A>>>,
+        out: &mut TmOutputs<A>,
+    ) -> Result<(), TendermintError> {
+        let chain = self.engine.chain_id();
+        match output {
+            DOutput::NewRound(height, round) => {
+                let r = round.as_u32().unwrap_or(0);
+                let proposer = self.engine.validators().proposer(height.0, r).key();
+                self.enter_round(now, height.0, r, out);
+                self.apply(ledger, now, DInput::NewRound(height, round, proposer), out)
+            }
+            DOutput::Propose(proposal) => {
+                if !self.is_validator {
+                    return Ok(());
+                }
+                let signed = proposal.proposal.sign(&self.keypair, chain);
+                let parent_seal = ledger.tip_header().seal.clone();
+                self.validity
+                    .insert(signed.proposal.block.id(), Validity::Valid);
+                self.own_proposal = Some((signed.clone(), parent_seal.clone()));
+                if let Some(pol) = signed.proposal.pol_round {
+                    // A re-proposal: show everyone the prevote quorum that justifies it.
+                    if let Some(polka) = self.polka_of(Round::new(pol), signed.proposal.block.id())
+                    {
+                        out.push(Output::Send {
+                            to: Recipients::All,
+                            message: Message::Polka(polka),
+                        });
+                    }
+                }
+                out.push(Output::Send {
+                    to: Recipients::All,
+                    message: Message::Proposal {
+                        proposal: signed.clone(),
+                        parent_seal,
+                    },
+                });
+                let input = DInput::Proposal(to_mproposal(&signed), Validity::Valid);
+                self.apply(ledger, now, input, out)
+            }
+            DOutput::Vote(vote) => {
+                if !self.is_validator {
+                    return Ok(());
+                }
+                let signed = vote.vote.sign(&self.keypair, chain);
+                match signed.vote.kind {
+                    VoteKind::Prevote => self.last_prevote = Some(signed),
+                    VoteKind::Precommit => self.last_precommit = Some(signed),
+                }
+                out.push(Output::Send {
+                    to: Recipients::All,
+                    message: Message::Vote(signed),
+                });
+                self.apply(ledger, now, DInput::Vote(to_mvote(&signed)), out)
+            }
+            DOutput::Decide(_, proposal) => {
+                self.decide(proposal, out);
+                Ok(())
+            }
+            DOutput::ScheduleTimeout(timeout) => {
+                self.set_timer(now, timeout, out);
+                Ok(())
+            }
+            DOutput::GetValue(_, round, _) => {
+                if !self.is_validator {
+                    return Ok(());
+                }
+                // If the ledger cannot build a block, the round's propose timeout runs out and
+                // validators move on.
+                match self.build_proposal(ledger, now) {
+                    Ok(value) => self.apply(ledger, now, DInput::ProposeValue(round, value), out),
+                    Err(_) => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn decide(&mut self, proposal: MProposal<P<A>>, out: &mut TmOutputs<A>) {
+        // The driver reports the round it is in; the precommits are of the proposal's round.
+        let round = proposal.proposal.round;
+        let block = proposal.proposal.block;
+        let id = block.id();
+        let Some(driver) = self.driver.as_ref() else {
+            return;
+        };
+        let precommits: Vec<SignedVote> = driver
+            .restore_precommits(Round::new(round), &id)
+            .iter()
+            .map(from_mvote)
+            .collect();
+        // The driver decides only on a quorum of precommits, which it holds; should that ever
+        // not hold, the height is left to a peer's decided block.
+        let Ok(seal) = self
+            .engine
+            .seal_from_precommits(self.height, round, id, &precommits)
+        else {
+            return;
+        };
+        self.decided = true;
+        self.cancel_timers(out);
+        out.push(Output::Append(block.seal(seal)));
+    }
+
+    /// The prevote quorum for `block` in `round` that the driver holds, if any.
+    fn polka_of(&self, round: Round, block: BlockId) -> Option<PolkaCertificate> {
+        let driver = self.driver.as_ref()?;
+        let cert = driver.polka_certificate(round, &block)?;
+        let validators = self.engine.validators();
+        let mut signatures: Vec<CommitSignature> = cert
+            .polka_signatures
+            .iter()
+            .filter_map(|s| {
+                let index = validators.index_of(&s.address)?;
+                Some(CommitSignature {
+                    validator: u16::try_from(index).ok()?,
+                    signature: s.signature.0,
+                })
+            })
+            .collect();
+        signatures.sort_by_key(|s| s.validator);
+        signatures.dedup_by_key(|s| s.validator);
+        Some(PolkaCertificate {
+            height: self.height,
+            round: round.as_u32()?,
+            block,
+            signatures: signatures.try_into().ok()?,
+        })
+    }
+
+    fn collect_evidence(&mut self, out: &mut TmOutputs<A>) {
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
+        let mut found = Vec::new();
+        for (_, pairs) in driver.take_vote_evidence() {
+            for (a, b) in pairs {
+                found.push(Evidence::DoubleVote {
+                    first: from_mvote(&a),
+                    second: from_mvote(&b),
+                });
+            }
+        }
+        for (_, pairs) in driver.take_proposal_evidence() {
+            for (a, b) in pairs {
+                found.push(Evidence::DoubleProposal {
+                    first: from_mproposal(&a).signed_summary(),
+                    second: from_mproposal(&b).signed_summary(),
+                });
+            }
+        }
+        for e in found {
+            if self.evidence_seen.insert(e) {
+                out.push(Output::Evidence(e));
+            }
+        }
+    }
+
+    // ----- blocks -----
+
+    fn build_proposal(
+        &mut self,
+        ledger: &mut Chain<TendermintConsensus, A>,
+        now: Time,
+    ) -> Result<ProposedBlock<P<A>>, TendermintError> {
+        let timestamp = (now / 1_000_000).max(ledger.tip_header().timestamp);
+        let mut txs = Vec::new();
+        let mut bytes = 0;
+        for tx in &self.pool {
+            let len = codec::body_len(tx);
+            if txs.len() == self.max_block_txs || bytes + len > MAX_BLOCK_LEN - SEAL_ROOM {
+                break;
+            }
+            bytes += len;
+            txs.push(tx.clone());
+        }
+        let mut template = ledger
+            .build_template(txs, timestamp)
+            .map_err(|e| TendermintError::Ledger(e.to_string()))?;
+        for (tx, _) in core::mem::take(&mut template.rejected) {
+            self.forget_tx(&tx.id());
+        }
+        let block = template
+            .seal(())
+            .map_err(|e| TendermintError::Ledger(e.to_string()))?;
+        Ok(ProposedBlock::new(block))
+    }
+
+    /// Whether `block` may be the next block of `ledger` at time `now`.
+    fn check_block(
+        &self,
+        ledger: &mut Chain<TendermintConsensus, A>,
+        now: Time,
+        block: &Block<(), P<A>>,
+        parent: BlockIdCheck,
+    ) -> Result<(), String> {
+        let h = &block.header;
+        let tip = ledger.tip_header().clone();
+        if h.version != HEADER_VERSION || h.height != ledger.height() + 1 {
+            return Err(format!("version {} height {}", h.version, h.height));
+        }
+        if let BlockIdCheck::Mismatch = parent {
+            return Err("extends no copy of the tip".into());
+        }
+        if h.timestamp < tip.timestamp || h.timestamp > (now / 1_000_000) + MAX_FUTURE_DRIFT {
+            return Err(format!("timestamp {}", h.timestamp));
+        }
+        if h.tx_count as usize != block.txs.len()
+            || 1 + codec::body_len(block) > MAX_BLOCK_LEN - SEAL_ROOM
+        {
+            return Err("size".into());
+        }
+        let template = ledger
+            .build_template(block.txs.to_vec(), h.timestamp)
+            .map_err(|e| e.to_string())?;
+        if !template.rejected.is_empty()
+            || template.txs.len() != block.txs.len()
+            || template.tx_root != h.tx_root
+            || template.state_root != h.state_root
+        {
+            return Err("transactions do not give the header's roots".into());
+        }
+        Ok(())
+    }
+
+    /// Whether `parent_hash` is the ledger's tip or the tip under `parent_seal` (another
+    /// validator's copy of the same decided block); in the second case also that copy, to
+    /// append beside the ledger's own.
+    fn parent_copy(
+        &self,
+        ledger: &Chain<TendermintConsensus, A>,
+        parent_hash: &crate::hash::BlockHash,
+        parent_seal: &TendermintSeal,
+    ) -> (BlockIdCheck, Option<SealedBlock<A>>) {
+        if *parent_hash == ledger.tip() {
+            return (BlockIdCheck::Tip, None);
+        }
+        let tip = ledger.tip_header();
+        let copy = Header {
+            seal: parent_seal.clone(),
+            ..tip.clone()
+        };
+        if copy.hash() != *parent_hash || self.engine.verify_commit(&copy).is_err() {
+            return (BlockIdCheck::Mismatch, None);
+        }
+        if ledger.header(parent_hash).is_some() {
+            return (BlockIdCheck::Copy, None);
+        }
+        match ledger.block(&ledger.tip()) {
+            Ok(Some(own)) => (
+                BlockIdCheck::Copy,
+                Some(Block {
+                    header: copy,
+                    txs: own.txs,
+                }),
+            ),
+            _ => (BlockIdCheck::Mismatch, None),
+        }
+    }
+
+    // ----- messages -----
+
+    fn check_round(&self, round: u32, at_next_height: bool) -> Result<(), TendermintError> {
+        let current = if at_next_height { 0 } else { self.round() };
+        let max = current.saturating_add(MAX_ROUNDS_AHEAD).min(MAX_ROUND);
+        if round > max {
+            return Err(TendermintError::RoundTooFar {
+                round,
+                current,
+                max: MAX_ROUNDS_AHEAD,
+            });
+        }
+        Ok(())
+    }
+
+    fn on_message(
+        &mut self,
+        ledger: &mut Chain<TendermintConsensus, A>,
+        now: Time,
+        from: PublicKey,
+        message: Message<P<A>>,
+        out: &mut TmOutputs<A>,
+    ) -> Result<(), TendermintError> {
+        if self.driver.is_none() {
+            return Err(TendermintError::NotStarted);
+        }
+        let chain = self.engine.chain_id();
+        let height = message.height();
+        // Checks that need no state first: signatures, proposer, round bounds.
+        match &message {
+            Message::Vote(v) => {
+                v.verify(self.engine.validators(), chain)?;
+                self.check_round(v.vote.round, height > self.height)?;
+            }
+            Message::Proposal { proposal, .. } => {
+                let p = &proposal.proposal;
+                if let Some(pol) = p.pol_round.filter(|pol| *pol >= p.round) {
+                    return Err(TendermintError::BadPolRound {
+                        round: p.round,
+                        pol_round: pol,
+                    });
+                }
+                proposal
+                    .signed_summary()
+                    .verify(self.engine.validators(), chain)?;
+                let expected = self.engine.validators().proposer(height, p.round).key();
+                if expected != p.proposer {
+                    return Err(TendermintError::WrongProposer {
+                        height,
+                        round: p.round,
+                        expected,
+                        found: p.proposer,
+                    });
+                }
+                self.check_round(p.round, height > self.height)?;
+            }
+            Message::Polka(polka) => {
+                self.engine.verify_polka(polka)?;
+                self.check_round(polka.round, height > self.height)?;
+            }
+            Message::Decided { block, .. } => {
+                if height == self.height && !self.decided {
+                    self.engine.verify_commit(&block.header)?;
+                }
+            }
+        }
+        if height > self.height.saturating_add(1) {
+            return Err(TendermintError::HeightTooFar {
+                found: height,
+                current: self.height,
+            });
+        }
+        if height > self.height {
+            if !matches!(message, Message::Decided { .. }) {
+                self.buffer(from, message);
+            }
+            return Ok(());
+        }
+        if height < self.height {
+            if !matches!(message, Message::Decided { .. }) {
+                self.serve(ledger, now, from, height, out);
+            }
+            return Ok(());
+        }
+        if self.decided {
+            return Ok(());
+        }
+        match message {
+            Message::Vote(v) => self.apply(ledger, now, DInput::Vote(to_mvote(&v)), out),
+            Message::Polka(polka) => {
+                let validators = self.engine.validators();
+                let certificate = MPolka {
+                    height: MHeight(polka.height),
+                    round: Round::new(polka.round),
+                    value_id: polka.block,
+                    polka_signatures: polka
+                        .signatures
+                        .iter()
+                        .map(|s| {
+                            let key = validators.validators()[usize::from(s.validator)].key();
+                            PolkaSignature::new(key, Sig(s.signature))
+                        })
+                        .collect(),
+                };
+                self.apply(ledger, now, DInput::PolkaCertificate(certificate), out)
+            }
+            Message::Proposal {
+                proposal,
+                parent_seal,
+            } => {
+                let validity = self.validity_of(ledger, now, &proposal.proposal, &parent_seal, out);
+                let input = DInput::Proposal(to_mproposal(&proposal), validity);
+                self.apply(ledger, now, input, out)
+            }
+            Message::Decided { block, parent_seal } => {
+                let (check, copy) = self.parent_copy(ledger, &block.header.parent, &parent_seal);
+                if check != BlockIdCheck::Mismatch {
+                    out.extend(copy.map(Output::Append));
+                    out.push(Output::Append(block));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn validity_of(
+        &mut self,
+        ledger: &mut Chain<TendermintConsensus, A>,
+        now: Time,
+        proposal: &Proposal<P<A>>,
+        parent_seal: &TendermintSeal,
+        out: &mut TmOutputs<A>,
+    ) -> Validity {
+        let id = proposal.block.id();
+        if let Some(v) = self.validity.get(&id) {
+            return *v;
+        }
+        if self.validity.len() >= MAX_CHECKED_PROPOSALS {
+            return Validity::Invalid;
+        }
+        let block = proposal.block.block();
+        let (check, copy) = self.parent_copy(ledger, &block.header.parent, parent_seal);
+        let valid = self.check_block(ledger, now, block, check).is_ok();
+        if valid {
+            // The decided block may extend the proposer's copy of the tip: keep it at hand.
+            out.extend(copy.map(Output::Append));
+        }
+        let validity = Validity::from_bool(valid);
+        self.validity.insert(id, validity);
+        validity
+    }
+
+    fn buffer(&mut self, from: PublicKey, message: Message<P<A>>) {
+        let len = codec::body_len(&message);
+        if self.future.len() < MAX_BUFFERED_MESSAGES
+            && self.future_bytes + len <= MAX_BUFFERED_BYTES
+        {
+            self.future_bytes += len;
+            self.future.push((from, message));
+        }
+    }
+
+    /// Sends `peer`, still voting at `height`, the block decided there (at most once per
+    /// rebroadcast interval).
+    fn serve(
+        &mut self,
+        ledger: &Chain<TendermintConsensus, A>,
+        now: Time,
+        peer: PublicKey,
+        height: u64,
+        out: &mut TmOutputs<A>,
+    ) {
+        if let Some((h, at)) = self.served.get(&peer) {
+            if *h == height && now < at.saturating_add(self.rebroadcast) {
+                return;
+            }
+        }
+        let (Some(hash), Some(parent)) = (
+            ledger.hash_at(height),
+            height.checked_sub(1).and_then(|h| ledger.header_at(h)),
+        ) else {
+            return;
+        };
+        let parent_seal = parent.seal.clone();
+        let Ok(Some(block)) = ledger.block(&hash) else {
+            return;
+        };
+        if self.served.len() >= MAX_BUFFERED_MESSAGES {
+            self.served.clear();
+        }
+        self.served.insert(peer, (height, now));
+        out.push(Output::Send {
+            to: Recipients::One(peer),
+            message: Message::Decided { block, parent_seal },
+        });
+    }
+
+    fn on_timer(
+        &mut self,
+        ledger: &mut Chain<TendermintConsensus, A>,
+        now: Time,
+        timer: Timer,
+        out: &mut TmOutputs<A>,
+    ) -> Result<(), TendermintError> {
+        if !self.timers.remove(&timer)
+            || timer.height != self.height
+            || timer.round != self.round()
+            || self.decided
+        {
+            return Ok(());
+        }
+        let round = Round::new(timer.round);
+        let timeout = match timer.kind {
+            TimerKind::Propose => Timeout::propose(round),
+            TimerKind::Prevote => Timeout::prevote(round),
+            TimerKind::Precommit => Timeout::precommit(round),
+            TimerKind::Rebroadcast => {
+                if let Some((proposal, parent_seal)) = &self.own_proposal {
+                    out.push(Output::Send {
+                        to: Recipients::All,
+                        message: Message::Proposal {
+                            proposal: proposal.clone(),
+                            parent_seal: parent_seal.clone(),
+                        },
+                    });
+                }
+                for vote in [self.last_prevote, self.last_precommit]
+                    .into_iter()
+                    .flatten()
+                {
+                    out.push(Output::Send {
+                        to: Recipients::All,
+                        message: Message::Vote(vote),
+                    });
+                }
+                self.set_timer(now, Timeout::rebroadcast(round), out);
+                return Ok(());
+            }
+        };
+        self.apply(ledger, now, DInput::TimeoutElapsed(timeout), out)
+    }
+
+    // ----- transactions -----
+
+    fn offer(
+        &mut self,
+        ledger: &Chain<TendermintConsensus, A>,
+        txs: Vec<Transaction<P<A>>>,
+    ) -> Result<(), TendermintError> {
+        let new: Vec<Transaction<P<A>>> = {
+            let mut seen = HashSet::new();
+            txs.into_iter()
+                .filter(|t| {
+                    let id = t.id();
+                    !self.pool_ids.contains(&id) && seen.insert(id)
+                })
+                .collect()
+        };
+        if self.pool.len() + new.len() > self.max_pool_txs {
+            return Err(TendermintError::Ledger(format!(
+                "{} new transactions do not fit in a pool of {} holding {}",
+                new.len(),
+                self.max_pool_txs,
+                self.pool.len()
+            )));
+        }
+        let verified = tx::verify_batch(ledger.chain_id(), new)?;
+        for tx in verified {
+            self.pool_ids.insert(tx.id());
+            self.pool.push_back(tx.into_transaction());
+        }
+        Ok(())
+    }
+
+    fn forget_tx(&mut self, id: &TxId) {
+        if self.pool_ids.remove(id) {
+            self.pool.retain(|t| t.id() != *id);
+        }
+    }
+
+    /// Drops offered transactions the chain has already executed (their nonce is used).
+    fn prune_pool(&mut self, ledger: &Chain<TendermintConsensus, A>) {
+        let state = ledger.state();
+        let ids = &mut self.pool_ids;
+        self.pool.retain(|t| {
+            let account = state.account_of_key(&t.body.signer);
+            let keep = t.body.nonce >= state.next_nonce(&account);
+            if !keep {
+                ids.remove(&t.id());
+            }
+            keep
+        });
+    }
+}
+
+/// How a proposed block's parent relates to the ledger's tip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlockIdCheck {
+    /// It is the tip.
+    Tip,
+    /// It is the tip's block under another valid seal.
+    Copy,
+    /// Neither.
+    Mismatch,
+}
+
+impl<A: Application> Protocol for Tendermint<A> {
+    type Message = Message<P<A>>;
+    type Timer = Timer;
+    type Tx = Transaction<P<A>>;
+    type Block = SealedBlock<A>;
+    type Evidence = Evidence;
+    type Error = TendermintError;
+    type Ledger = Chain<TendermintConsensus, A>;
+
+    fn handle(
+        &mut self,
+        ledger: &mut Chain<TendermintConsensus, A>,
+        now: Time,
+        input: ProtocolInput<Self>,
+    ) -> Result<TmOutputs<A>, TendermintError> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start | Input::Appended => self.sync_to_ledger(ledger, now, &mut out)?,
+            Input::Timer(timer) => self.on_timer(ledger, now, timer, &mut out)?,
+            Input::Transactions(txs) => self.offer(ledger, txs)?,
+            Input::Message { from, message } => {
+                self.on_message(ledger, now, from, message, &mut out)?
+            }
+        }
+        Ok(out)
+    }
+}

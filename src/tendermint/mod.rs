@@ -1,0 +1,172 @@
+//! Tendermint for hospital consortia: Byzantine fault tolerance among known validators, with
+//! final blocks and no wasted work (feature `tendermint`).
+//!
+//! The voting rules are not ours: they are Malachite's sans-I/O core (the
+//! `arc-malachitebft-core-driver` crate, which runs its round state machine and vote keeper).
+//! This module gives that core the crate's types and does what its driver leaves to the host:
+//!
+//! * [`Tendermint`] is the engine, a [`Protocol`](crate::consensus::Protocol): it signs and
+//!   checks proposals and votes (Ed25519), builds proposals from the transactions it was offered,
+//!   checks a proposed block by executing it against the chain, keeps the round's timers,
+//!   rebroadcasts its last votes so rounds resynchronise after message loss, answers a peer still
+//!   voting on a finished height with the decided block, and reports double signing as
+//!   [`Evidence`].
+//! * [`TendermintConsensus`] is the stateless [`Consensus`](crate::consensus::Consensus) check of
+//!   what the engine produced: a block's [`TendermintSeal`] is its commit certificate, the
+//!   precommits of more than two thirds of the voting power for that block, round, height and
+//!   chain. A light client verifies a header with the validator set alone.
+//!
+//! # Assumptions
+//!
+//! * `n ≥ 3f + 1`: validators that deviate from the protocol hold less than a third of the
+//!   voting power. Then no two blocks of one height are ever both certified (safety), whatever
+//!   the network does.
+//! * Partial synchrony: after some unknown time, messages between honest validators arrive
+//!   within some unknown bound. Then blocks keep being decided (liveness); before it, or in a
+//!   partition where no side holds more than two thirds of the power, nothing is decided and
+//!   nothing unsafe happens. Timeouts grow with each round, so the protocol finds the bound.
+//!
+//! # Validators
+//!
+//! The [`ValidatorSet`] (each hospital's Ed25519 key and voting power) is fixed when the chain
+//! is built: the same set in every validator's and every verifier's [`TendermintConsensus`].
+//! Changing it through registrar operations on chain is not yet supported.
+//!
+//! # Finality
+//!
+//! Every certified block adds the same [`Work`](crate::consensus::Work), so a branch competing
+//! with the main chain at the same height is never adopted; build the chain with
+//! [`max_reorg_depth(0)`](crate::chain::ChainBuilder::max_reorg_depth) and a block, once
+//! appended, is never reverted at all.
+//!
+//! ```
+//! use medledger::tendermint::{TendermintConsensus, ValidatorSet};
+//! use medledger::tx::Keypair;
+//! use medledger::ChainBuilder;
+//!
+//! let hospitals: Vec<Keypair> = (1..=4).map(|i| Keypair::from_seed(&[i; 32])).collect();
+//! let validators = ValidatorSet::equal(hospitals.iter().map(|k| k.public()))?;
+//! let chain = ChainBuilder::new("consortium", TendermintConsensus::new("consortium", validators))
+//!     .max_reorg_depth(0)
+//!     .build()?;
+//! assert_eq!(chain.engine().validators().len(), 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod context;
+mod engine;
+mod messages;
+mod seal;
+mod types;
+
+pub use engine::{
+    Tendermint, TendermintConfig, Timeouts, Timer, TimerKind, MAX_BUFFERED_BYTES,
+    MAX_BUFFERED_MESSAGES, MAX_CHECKED_PROPOSALS, MAX_ROUND, MAX_ROUNDS_AHEAD,
+};
+pub use messages::{Message, MAX_MESSAGE_LEN};
+pub use seal::{
+    CommitSignature, Evidence, PolkaCertificate, TendermintConsensus, TendermintSeal,
+    MAX_FUTURE_DRIFT,
+};
+pub use types::{
+    block_id, BlockId, Proposal, ProposalSummary, ProposedBlock, SignedProposal, SignedSummary,
+    SignedVote, Validator, ValidatorSet, Vote, VoteKind, MAX_TOTAL_POWER, MAX_VALIDATORS,
+};
+
+use crate::tx::PublicKey;
+
+/// Why the Tendermint engine refused a seal, a message or an input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TendermintError {
+    /// The validator set is unusable.
+    #[error("invalid validator set: {0}")]
+    ValidatorSet(String),
+    /// A signature names a validator index outside the set.
+    #[error("no validator has index {index}")]
+    UnknownValidator {
+        /// The index.
+        index: usize,
+    },
+    /// A message is signed by a key outside the validator set.
+    #[error("{0} is not a validator")]
+    NotAValidator(PublicKey),
+    /// A signature does not verify.
+    #[error("signature by validator {validator} does not verify")]
+    BadSignature {
+        /// The validator it claims to be from.
+        validator: PublicKey,
+    },
+    /// A certificate's signatures are not by strictly increasing validator index.
+    #[error("commit signature {position} is out of order or repeated")]
+    SignatureOrder {
+        /// Its position in the certificate.
+        position: usize,
+    },
+    /// The signers hold two thirds of the voting power or less.
+    #[error("signers hold {signed} of {total} voting power, not more than two thirds")]
+    InsufficientPower {
+        /// Power of the valid signatures.
+        signed: u64,
+        /// Total power of the set.
+        total: u64,
+    },
+    /// A proposal is signed by a validator that is not the round's proposer.
+    #[error("{found} proposed at height {height} round {round}, whose proposer is {expected}")]
+    WrongProposer {
+        /// Height.
+        height: u64,
+        /// Round.
+        round: u32,
+        /// The round's proposer.
+        expected: PublicKey,
+        /// The signer.
+        found: PublicKey,
+    },
+    /// A message's round is beyond what the engine tracks.
+    #[error("round {round} is too far ahead of round {current} (at most {max} ahead)")]
+    RoundTooFar {
+        /// The message's round.
+        round: u32,
+        /// The engine's round.
+        current: u32,
+        /// How far ahead a message may be.
+        max: u32,
+    },
+    /// A re-proposal's justifying round is not before the proposal's round.
+    #[error("proposal for round {round} claims a prevote quorum in round {pol_round}")]
+    BadPolRound {
+        /// The proposal's round.
+        round: u32,
+        /// The claimed round.
+        pol_round: u32,
+    },
+    /// A message is for a height more than one beyond the one being agreed.
+    #[error("message for height {found} while agreeing on height {current}")]
+    HeightTooFar {
+        /// The message's height.
+        found: u64,
+        /// The height being agreed.
+        current: u64,
+    },
+    /// Two messages offered as evidence do not conflict.
+    #[error("the two messages do not conflict")]
+    NotEvidence,
+    /// The ledger is another chain than the engine's validators sign for.
+    #[error("the ledger is chain {ledger}, the engine signs for {engine}")]
+    WrongChain {
+        /// The ledger's chain id.
+        ledger: crate::hash::ChainId,
+        /// The engine's.
+        engine: crate::hash::ChainId,
+    },
+    /// An offered transaction is invalid.
+    #[error("transaction refused: {0}")]
+    Transaction(#[from] crate::tx::TxError),
+    /// The engine was given an input before [`Input::Start`](crate::consensus::protocol::Input).
+    #[error("the engine has not been started")]
+    NotStarted,
+    /// The ledger failed (reading a block, building a proposal).
+    #[error("ledger: {0}")]
+    Ledger(String),
+}

@@ -1,0 +1,880 @@
+//! User stories of the Tendermint engine (feature `tendermint`): four hospitals' validators,
+//! each with its own chain, driven through the protocol interface by a seeded network with a
+//! virtual clock. Honest validators finalise identical chains; one Byzantine validator (double
+//! signing, equivocating proposals, or silent) never breaks agreement; a crashed validator does
+//! not stop the others; a partition without a quorum finalises nothing and resumes once healed;
+//! forged commit certificates are refused by the chain; untrusted bytes never panic the decoder.
+#![cfg(feature = "tendermint")]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use medledger::chain::ChainError;
+use medledger::consensus::protocol::{Input, Output, Recipients, Time};
+use medledger::consensus::{ConsensusError, Protocol};
+use medledger::hash::Digest;
+use medledger::tendermint::{
+    block_id, BlockId, CommitSignature, Evidence, Message, ProposedBlock, SignedVote, Tendermint,
+    TendermintConfig, TendermintConsensus, TendermintError, TendermintSeal, Timeouts, Timer,
+    ValidatorSet, Vote, VoteKind,
+};
+use medledger::tx::{Keypair, PublicKey};
+use medledger::{Block, Chain, ChainBuilder, MedRec, Payload, Transaction};
+use proptest::prelude::*;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const NAME: &str = "consortium";
+const GENESIS: u64 = 1_700_000_000;
+const SECOND: Time = 1_000_000;
+
+type Engine = Tendermint<MedRec>;
+type TmChain = Chain<TendermintConsensus>;
+type TmBlock = Block<TendermintSeal>;
+
+fn validator_keys() -> Vec<Keypair> {
+    (1..=4u8).map(|i| Keypair::from_seed(&[i; 32])).collect()
+}
+
+fn validator_set() -> ValidatorSet {
+    ValidatorSet::equal(validator_keys().iter().map(Keypair::public)).unwrap()
+}
+
+fn new_chain() -> TmChain {
+    ChainBuilder::new(NAME, TendermintConsensus::new(NAME, validator_set()))
+        .genesis_time(GENESIS)
+        .build()
+        .unwrap()
+}
+
+fn fast_timeouts() -> Timeouts {
+    Timeouts {
+        propose: 200_000,
+        prevote: 100_000,
+        precommit: 100_000,
+        delta: 50_000,
+        rebroadcast: 300_000,
+        max: 2_000_000,
+    }
+}
+
+/// Signed record anchors from a few clients, nonces in order.
+fn client_txs(count: u64) -> Vec<Transaction> {
+    let clients: Vec<Keypair> = (0..4u8)
+        .map(|i| Keypair::from_seed(&[100 + i; 32]))
+        .collect();
+    let chain = new_chain().chain_id();
+    (0..count)
+        .map(|i| {
+            let c = &clients[(i % 4) as usize];
+            let record = Digest::from_bytes(*blake3::hash(&i.to_le_bytes()).as_bytes());
+            Transaction::sign(c, chain, i / 4, Payload::Data { record })
+        })
+        .collect()
+}
+
+/// How a validator behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    Honest,
+    /// Never sends anything (crashed from the start, or silent).
+    Silent,
+    /// Runs the protocol, but signs a conflicting twin of every vote and proposal it sends and
+    /// shows each peer one, the other, or both, at random.
+    Equivocator,
+}
+
+enum Event {
+    Deliver {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        timer: Timer,
+    },
+}
+
+struct Node {
+    engine: Engine,
+    chain: TmChain,
+    keypair: Keypair,
+    behaviour: Behaviour,
+    crashed: bool,
+    timers: BTreeMap<Timer, Time>,
+}
+
+/// A seeded network of four validators with a virtual clock.
+struct Net {
+    nodes: Vec<Node>,
+    queue: BinaryHeap<Reverse<(Time, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    next_event: usize,
+    seq: u64,
+    now: Time,
+    rng: ChaCha8Rng,
+    max_latency: Time,
+    /// Side of each node while partitioned; messages between sides are lost.
+    partition: Option<Vec<u8>>,
+    evidence: Vec<(usize, Evidence)>,
+    refused_appends: Vec<String>,
+}
+
+impl Net {
+    fn new(seed: u64, behaviours: [Behaviour; 4], max_latency: Time) -> Self {
+        let nodes = validator_keys()
+            .into_iter()
+            .zip(behaviours)
+            .enumerate()
+            .map(|(i, (keypair, behaviour))| {
+                let mut config = TendermintConfig::new(Keypair::from_seed(&[i as u8 + 1; 32]));
+                config.timeouts = fast_timeouts();
+                Node {
+                    engine: Engine::new(TendermintConsensus::new(NAME, validator_set()), config),
+                    chain: new_chain(),
+                    keypair,
+                    behaviour,
+                    crashed: behaviour == Behaviour::Silent,
+                    timers: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let mut net = Self {
+            nodes,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_event: 0,
+            seq: 0,
+            now: GENESIS * SECOND,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            max_latency,
+            partition: None,
+            evidence: Vec::new(),
+            refused_appends: Vec::new(),
+        };
+        for i in 0..4 {
+            net.input(i, Input::Start);
+        }
+        net
+    }
+
+    fn schedule(&mut self, at: Time, event: Event) {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.seq += 1;
+        self.events.insert(id, event);
+        self.queue.push(Reverse((at, self.seq, id)));
+    }
+
+    fn offer(&mut self, txs: &[Transaction]) {
+        for i in 0..self.nodes.len() {
+            self.input(i, Input::Transactions(txs.to_vec()));
+        }
+    }
+
+    fn input(&mut self, i: usize, input: Input<Message<Payload>, Timer, Transaction>) {
+        if self.nodes[i].crashed {
+            return;
+        }
+        let node = &mut self.nodes[i];
+        let outputs = match node.engine.handle(&mut node.chain, self.now, input) {
+            Ok(o) => o,
+            // A refused input changes nothing; the network carries on.
+            Err(_) => return,
+        };
+        for output in outputs {
+            match output {
+                Output::Send { to, message } => self.send(i, &to, message),
+                Output::SetTimer { timer, at } => {
+                    self.nodes[i].timers.insert(timer, at);
+                    self.schedule(at, Event::Timer { node: i, timer });
+                }
+                Output::CancelTimer(timer) => {
+                    self.nodes[i].timers.remove(&timer);
+                }
+                Output::Append(block) => {
+                    let node = &mut self.nodes[i];
+                    match node.chain.append(block) {
+                        Ok(_) => self.input(i, Input::Appended),
+                        Err(ChainError::AlreadyKnown(_)) => {}
+                        Err(e) => self.refused_appends.push(format!("node {i}: {e}")),
+                    }
+                }
+                Output::Evidence(e) => self.evidence.push((i, e)),
+                Output::Progress { .. } => {}
+            }
+        }
+    }
+
+    fn send(&mut self, from: usize, to: &Recipients, message: Message<Payload>) {
+        let targets: Vec<usize> = (0..self.nodes.len())
+            .filter(|j| *j != from && to.includes(&self.nodes[*j].keypair.public()))
+            .collect();
+        let twin = match self.nodes[from].behaviour {
+            Behaviour::Equivocator => self.twin(from, &message),
+            _ => None,
+        };
+        for j in targets {
+            // An equivocator shows each peer the message, its twin, or both.
+            let pick = if twin.is_some() {
+                self.rng.next_u64() % 3
+            } else {
+                0
+            };
+            let copies = [
+                (pick != 1).then_some(&message),
+                twin.as_ref().filter(|_| pick != 0),
+            ];
+            for m in copies.into_iter().flatten() {
+                let delay = 1 + self.rng.next_u64() % self.max_latency;
+                let bytes = Engine::encode_message(m);
+                self.schedule(self.now + delay, Event::Deliver { to: j, from, bytes });
+            }
+        }
+    }
+
+    /// A conflicting message signed by `from`'s key: a vote for another block (or nil), or a
+    /// proposal of the same transactions one second later.
+    fn twin(&self, from: usize, message: &Message<Payload>) -> Option<Message<Payload>> {
+        let key = &self.nodes[from].keypair;
+        let chain = self.nodes[from].chain.chain_id();
+        match message {
+            Message::Vote(v) => {
+                let mut vote = v.vote;
+                vote.block = match vote.block {
+                    Some(_) => None,
+                    None => Some(BlockId::from_bytes([7; 32])),
+                };
+                Some(Message::Vote(vote.sign(key, chain)))
+            }
+            Message::Proposal {
+                proposal,
+                parent_seal,
+            } => {
+                let mut p = proposal.proposal.clone();
+                let mut block = p.block.block().clone();
+                block.header.timestamp += 1;
+                p.block = ProposedBlock::new(block);
+                Some(Message::Proposal {
+                    proposal: p.sign(key, chain),
+                    parent_seal: parent_seal.clone(),
+                })
+            }
+            Message::Decided { .. } | Message::Polka(_) => None,
+        }
+    }
+
+    fn step(&mut self) -> bool {
+        let Some(Reverse((at, _, id))) = self.queue.pop() else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        match self.events.remove(&id).expect("scheduled") {
+            Event::Deliver { to, from, bytes } => {
+                let cut = self
+                    .partition
+                    .as_ref()
+                    .is_some_and(|side| side[to] != side[from]);
+                if cut {
+                    return true;
+                }
+                let message = Engine::decode_message(&bytes).expect("honest encodings decode");
+                let from = self.nodes[from].keypair.public();
+                self.input(to, Input::Message { from, message });
+            }
+            Event::Timer { node, timer } => {
+                if self.nodes[node].timers.get(&timer) == Some(&at) {
+                    self.nodes[node].timers.remove(&timer);
+                    self.input(node, Input::Timer(timer));
+                }
+            }
+        }
+        true
+    }
+
+    /// Runs until virtual time `until` (or until every honest node reaches `height`).
+    fn run(&mut self, until: Time, height: u64) {
+        while self.now < until && self.honest().any(|n| n.chain.height() < height) {
+            if !self.step() {
+                break;
+            }
+        }
+    }
+
+    fn honest(&self) -> impl Iterator<Item = &Node> {
+        self.nodes
+            .iter()
+            .filter(|n| n.behaviour == Behaviour::Honest && !n.crashed)
+    }
+
+    fn min_height(&self) -> u64 {
+        self.honest().map(|n| n.chain.height()).min().unwrap()
+    }
+
+    /// Agreement violations among honest nodes: heights where two of them hold blocks with
+    /// different ids, plus heights below both tips where their block hashes differ.
+    fn violations(&self) -> Vec<String> {
+        let honest: Vec<&Node> = self.honest().collect();
+        let mut out = Vec::new();
+        for (a, na) in honest.iter().enumerate() {
+            for nb in &honest[a + 1..] {
+                let top = na.chain.height().min(nb.chain.height());
+                for h in 1..=top {
+                    let (ha, hb) = (
+                        na.chain.header_at(h).unwrap(),
+                        nb.chain.header_at(h).unwrap(),
+                    );
+                    if block_id(ha) != block_id(hb) || (h < top && ha.hash() != hb.hash()) {
+                        out.push(format!("height {h}: {} vs {}", ha.hash(), hb.hash()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn committed_txs(&self, node: usize) -> usize {
+        let chain = &self.nodes[node].chain;
+        (1..=chain.height())
+            .map(|h| chain.header_at(h).unwrap().tx_count as usize)
+            .sum()
+    }
+}
+
+#[test]
+fn four_honest_validators_finalise_identical_chains_with_every_offered_transaction() {
+    let mut net = Net::new(1, [Behaviour::Honest; 4], 20_000);
+    let txs = client_txs(40);
+    net.offer(&txs);
+    net.run(net.now + 30 * SECOND, 8);
+    assert!(net.min_height() >= 8, "heights {:?}", heights(&net));
+    assert_eq!(net.violations(), Vec::<String>::new());
+    assert_eq!(net.refused_appends, Vec::<String>::new());
+    assert!(net.evidence.is_empty());
+    for i in 0..4 {
+        assert_eq!(net.committed_txs(i), txs.len(), "node {i}");
+        // Each block carries the certificate that the chain checked on append.
+        let chain = &net.nodes[i].chain;
+        let engine = chain.engine();
+        for h in 1..=chain.height() {
+            engine.verify_commit(chain.header_at(h).unwrap()).unwrap();
+        }
+    }
+}
+
+fn heights(net: &Net) -> Vec<u64> {
+    net.nodes.iter().map(|n| n.chain.height()).collect()
+}
+
+#[test]
+fn runs_are_deterministic() {
+    let run = || {
+        let mut net = Net::new(9, [Behaviour::Honest; 4], 30_000);
+        net.offer(&client_txs(8));
+        net.run(net.now + 10 * SECOND, 4);
+        (0..4).map(|i| net.nodes[i].chain.tip()).collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn a_crashed_validator_does_not_stop_the_others() {
+    let mut behaviours = [Behaviour::Honest; 4];
+    behaviours[1] = Behaviour::Silent;
+    let mut net = Net::new(3, behaviours, 20_000);
+    let txs = client_txs(12);
+    net.offer(&txs);
+    net.run(net.now + 60 * SECOND, 6);
+    assert!(net.min_height() >= 6, "heights {:?}", heights(&net));
+    assert_eq!(net.violations(), Vec::<String>::new());
+    assert_eq!(net.committed_txs(0), txs.len());
+}
+
+#[test]
+fn a_validator_crashing_midway_does_not_stop_the_others() {
+    let mut net = Net::new(4, [Behaviour::Honest; 4], 20_000);
+    net.run(net.now + 20 * SECOND, 3);
+    let before = net.min_height();
+    net.nodes[2].crashed = true;
+    net.run(net.now + 60 * SECOND, before + 5);
+    assert!(
+        net.min_height() >= before + 5,
+        "heights {:?}",
+        heights(&net)
+    );
+    assert_eq!(net.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn a_partition_without_quorum_finalises_nothing_and_resumes_after_healing() {
+    let mut net = Net::new(5, [Behaviour::Honest; 4], 20_000);
+    net.partition = Some(vec![0, 0, 1, 1]);
+    net.offer(&client_txs(8));
+    net.run(net.now + 20 * SECOND, u64::MAX);
+    assert_eq!(
+        heights(&net),
+        vec![0; 4],
+        "nothing is final without a quorum"
+    );
+    net.partition = None;
+    net.run(net.now + 60 * SECOND, 3);
+    assert!(net.min_height() >= 3, "heights {:?}", heights(&net));
+    assert_eq!(net.violations(), Vec::<String>::new());
+    assert_eq!(net.committed_txs(0), 8);
+}
+
+#[test]
+fn a_partition_after_progress_stalls_then_the_lagging_side_catches_up() {
+    let mut net = Net::new(6, [Behaviour::Honest; 4], 20_000);
+    net.run(net.now + 10 * SECOND, 2);
+    net.partition = Some(vec![0, 1, 1, 0]);
+    net.run(net.now + 10 * SECOND, u64::MAX);
+    let stalled = heights(&net);
+    net.run(net.now + 10 * SECOND, u64::MAX);
+    assert_eq!(heights(&net), stalled, "no side holds a quorum");
+    net.partition = None;
+    let target = stalled.iter().max().unwrap() + 3;
+    net.run(net.now + 60 * SECOND, target);
+    assert!(net.min_height() >= target, "heights {:?}", heights(&net));
+    assert_eq!(net.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn an_equivocating_validator_is_caught_by_verifiable_evidence() {
+    let mut behaviours = [Behaviour::Honest; 4];
+    behaviours[0] = Behaviour::Equivocator;
+    let mut net = Net::new(7, behaviours, 20_000);
+    net.run(net.now + 60 * SECOND, 24);
+    assert!(net.min_height() >= 24, "heights {:?}", heights(&net));
+    assert_eq!(net.violations(), Vec::<String>::new());
+    let offender = net.nodes[0].keypair.public();
+    let engine = TendermintConsensus::new(NAME, validator_set());
+    assert!(net
+        .evidence
+        .iter()
+        .any(|(_, e)| matches!(e, Evidence::DoubleVote { .. })));
+    assert!(net
+        .evidence
+        .iter()
+        .any(|(_, e)| matches!(e, Evidence::DoubleProposal { .. })));
+    for (_, e) in &net.evidence {
+        assert_eq!(e.verify(&engine), Ok(offender));
+        assert_eq!(e.offender(), offender);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn one_byzantine_validator_never_breaks_agreement(
+        seed in any::<u64>(),
+        byzantine in 0usize..4,
+        equivocates in any::<bool>(),
+        max_latency in 1_000u64..150_000,
+    ) {
+        let mut behaviours = [Behaviour::Honest; 4];
+        behaviours[byzantine] = if equivocates { Behaviour::Equivocator } else { Behaviour::Silent };
+        let mut net = Net::new(seed, behaviours, max_latency);
+        net.offer(&client_txs(8));
+        net.run(net.now + 20 * SECOND, 3);
+        prop_assert_eq!(net.violations(), Vec::<String>::new());
+        prop_assert_eq!(net.refused_appends.clone(), Vec::<String>::new());
+        prop_assert!(net.min_height() >= 3, "heights {:?}", heights(&net));
+    }
+}
+
+// ----- forged commits -----
+
+/// A chain, the validators' keys, and an unsealed next block.
+fn next_block(chain: &mut TmChain, timestamp: u64) -> (Block<()>, BlockId) {
+    let template = chain.build_template(client_txs(2), timestamp).unwrap();
+    let block = template.seal(()).unwrap();
+    let id = block_id(&block.header);
+    (block, id)
+}
+
+fn precommit(key: &Keypair, height: u64, round: u32, id: BlockId) -> SignedVote {
+    Vote {
+        kind: VoteKind::Precommit,
+        height,
+        round,
+        block: Some(id),
+        validator: key.public(),
+    }
+    .sign(key, new_chain().chain_id())
+}
+
+fn seal_with(signers: &[(u16, SignedVote)], round: u32) -> TendermintSeal {
+    TendermintSeal {
+        round,
+        signatures: signers
+            .iter()
+            .map(|(i, v)| CommitSignature {
+                validator: *i,
+                signature: v.signature,
+            })
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+    }
+}
+
+fn sealed(block: &Block<()>, seal: TendermintSeal) -> TmBlock {
+    ProposedBlock::new(block.clone()).seal(seal)
+}
+
+fn refusal(chain: &mut TmChain, block: TmBlock) -> TendermintError {
+    let (height, tip) = (chain.height(), chain.tip());
+    let err = chain.append(block).unwrap_err();
+    assert_eq!(
+        (chain.height(), chain.tip()),
+        (height, tip),
+        "a refused block changes nothing"
+    );
+    match err {
+        ChainError::Consensus(ConsensusError::Engine(e)) => {
+            assert_eq!(e.engine(), "tendermint");
+            e.downcast_ref::<TendermintError>().unwrap().clone()
+        }
+        other => panic!("unexpected refusal {other}"),
+    }
+}
+
+/// The validators' canonical indices (by key, all powers equal).
+fn indexed() -> Vec<(u16, Keypair)> {
+    let set = validator_set();
+    validator_keys()
+        .into_iter()
+        .map(|k| (set.index_of(&k.public()).unwrap() as u16, k))
+        .collect::<Vec<_>>()
+}
+
+fn sorted_votes(
+    keys: &[(u16, Keypair)],
+    height: u64,
+    round: u32,
+    id: BlockId,
+) -> Vec<(u16, SignedVote)> {
+    let mut v: Vec<(u16, SignedVote)> = keys
+        .iter()
+        .map(|(i, k)| (*i, precommit(k, height, round, id)))
+        .collect();
+    v.sort_by_key(|(i, _)| *i);
+    v
+}
+
+#[test]
+fn forged_commits_are_refused_by_the_chain() {
+    let mut chain = new_chain();
+    let keys = indexed();
+    let (block, id) = next_block(&mut chain, GENESIS + 5);
+    let all = sorted_votes(&keys, 1, 0, id);
+
+    // Two of four validators: not more than two thirds.
+    assert_eq!(
+        refusal(&mut chain, sealed(&block, seal_with(&all[..2], 0))),
+        TendermintError::InsufficientPower {
+            signed: 2,
+            total: 4
+        }
+    );
+    // The same signature twice does not count twice.
+    let twice = vec![all[0], all[0], all[1]];
+    assert_eq!(
+        refusal(&mut chain, sealed(&block, seal_with(&twice, 0))),
+        TendermintError::SignatureOrder { position: 1 }
+    );
+    // A validator index outside the set.
+    let mut outside = all[..3].to_vec();
+    outside[2].0 = 4;
+    assert_eq!(
+        refusal(&mut chain, sealed(&block, seal_with(&outside, 0))),
+        TendermintError::UnknownValidator { index: 4 }
+    );
+    // A non-validator's signature in a validator's slot.
+    let stranger = Keypair::from_seed(&[99; 32]);
+    let mut forged = all[..3].to_vec();
+    forged[2].1 = precommit(&stranger, 1, 0, id);
+    assert!(matches!(
+        refusal(&mut chain, sealed(&block, seal_with(&forged, 0))),
+        TendermintError::BadSignature { .. }
+    ));
+    // Precommits of round 0 replayed as a round-1 certificate.
+    assert!(matches!(
+        refusal(&mut chain, sealed(&block, seal_with(&all[..3], 1))),
+        TendermintError::BadSignature { .. }
+    ));
+    // Precommits for another block of the same height.
+    let (other, other_id) = next_block(&mut chain, GENESIS + 6);
+    let for_other = sorted_votes(&keys, 1, 0, other_id);
+    assert!(matches!(
+        refusal(&mut chain, sealed(&block, seal_with(&for_other[..3], 0))),
+        TendermintError::BadSignature { .. }
+    ));
+
+    // Three of four is a quorum: the block is appended.
+    chain
+        .append(sealed(&block, seal_with(&all[..3], 0)))
+        .unwrap();
+    assert_eq!(chain.height(), 1);
+    drop(other);
+
+    // Height 1's precommits replayed on a block at height 2.
+    let (block2, _) = next_block(&mut chain, GENESIS + 10);
+    assert!(matches!(
+        refusal(&mut chain, sealed(&block2, seal_with(&all[..3], 0))),
+        TendermintError::BadSignature { .. }
+    ));
+}
+
+#[test]
+fn a_certified_block_is_never_reverted_by_a_competing_certified_block() {
+    // Only a third or more of the power can certify two blocks of one height; even then the
+    // chain keeps the first (equal work), and with no reorganisation allowed, forever.
+    let mut chain = ChainBuilder::new(NAME, TendermintConsensus::new(NAME, validator_set()))
+        .genesis_time(GENESIS)
+        .max_reorg_depth(0)
+        .build()
+        .unwrap();
+    let keys = indexed();
+    let (a, a_id) = next_block(&mut chain, GENESIS + 5);
+    let (b, b_id) = next_block(&mut chain, GENESIS + 6);
+    let seal_a = seal_with(&sorted_votes(&keys, 1, 0, a_id)[..3], 0);
+    let seal_b = seal_with(&sorted_votes(&keys, 1, 0, b_id)[1..], 0);
+    let block_a = sealed(&a, seal_a);
+    chain.append(block_a.clone()).unwrap();
+    let appended = chain.append(sealed(&b, seal_b)).unwrap();
+    assert!(appended.is_side_branch());
+    assert_eq!(chain.tip(), block_a.hash());
+}
+
+// ----- messages from peers -----
+
+#[test]
+fn untrusted_message_bytes_decode_to_errors_never_panics() {
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    for _ in 0..20_000 {
+        let len = (rng.next_u64() % 300) as usize;
+        let mut bytes = vec![0u8; len];
+        rng.fill_bytes(&mut bytes);
+        if let Some(b) = bytes.first_mut() {
+            *b = 1; // the format version, so decoding goes past the first byte
+        }
+        if let Ok(m) = Engine::decode_message(&bytes) {
+            assert_eq!(
+                Engine::encode_message(&m),
+                bytes,
+                "accepted bytes are canonical"
+            );
+        }
+    }
+    // Mutations of real messages.
+    let mut net = Net::new(2, [Behaviour::Honest; 4], 10_000);
+    net.offer(&client_txs(4));
+    net.run(net.now + 5 * SECOND, 2);
+    let chain = &net.nodes[0].chain;
+    let samples = vec![
+        Engine::encode_message(&Message::Vote(precommit(
+            &validator_keys()[0],
+            1,
+            0,
+            block_id(chain.header_at(1).unwrap()),
+        ))),
+        Engine::encode_message(&Message::Decided {
+            block: chain.block(&chain.hash_at(1).unwrap()).unwrap().unwrap(),
+            parent_seal: TendermintSeal::default(),
+        }),
+    ];
+    for sample in samples {
+        assert!(Engine::decode_message(&sample).is_ok());
+        for _ in 0..2_000 {
+            let mut m = sample.clone();
+            let i = (rng.next_u64() as usize) % m.len();
+            m[i] ^= 1 << (rng.next_u64() % 8);
+            if rng.next_u64() % 4 == 0 {
+                m.truncate((rng.next_u64() as usize) % m.len());
+            }
+            if let Ok(msg) = Engine::decode_message(&m) {
+                assert_eq!(Engine::encode_message(&msg), m);
+            }
+        }
+        let mut long = sample.clone();
+        long.push(0);
+        assert!(
+            Engine::decode_message(&long).is_err(),
+            "trailing bytes are refused"
+        );
+    }
+}
+
+fn started() -> (Engine, TmChain) {
+    let mut config = TendermintConfig::new(Keypair::from_seed(&[2; 32]));
+    config.timeouts = fast_timeouts();
+    let mut engine = Engine::new(TendermintConsensus::new(NAME, validator_set()), config);
+    let mut chain = new_chain();
+    engine
+        .handle(&mut chain, GENESIS * SECOND, Input::Start)
+        .unwrap();
+    (engine, chain)
+}
+
+fn deliver(
+    engine: &mut Engine,
+    chain: &mut TmChain,
+    from: PublicKey,
+    message: Message<Payload>,
+) -> Result<(), TendermintError> {
+    engine
+        .handle(
+            chain,
+            GENESIS * SECOND + 1,
+            Input::Message { from, message },
+        )
+        .map(drop)
+}
+
+#[test]
+fn the_engine_refuses_unsigned_foreign_and_far_ahead_messages() {
+    let (mut engine, mut chain) = started();
+    let keys = validator_keys();
+    let vote = |key: &Keypair, round: u32| {
+        Message::Vote(
+            Vote {
+                kind: VoteKind::Prevote,
+                height: 1,
+                round,
+                block: None,
+                validator: key.public(),
+            }
+            .sign(key, chain_id()),
+        )
+    };
+    let k0 = keys[0].public();
+    // A bad signature.
+    let Message::Vote(mut v) = vote(&keys[0], 0) else {
+        unreachable!()
+    };
+    v.signature = vote(&keys[1], 0).clone().into_vote().signature;
+    assert_eq!(
+        deliver(&mut engine, &mut chain, k0, Message::Vote(v)),
+        Err(TendermintError::BadSignature { validator: k0 })
+    );
+    // A key outside the validator set.
+    let stranger = Keypair::from_seed(&[77; 32]);
+    assert_eq!(
+        deliver(
+            &mut engine,
+            &mut chain,
+            stranger.public(),
+            vote(&stranger, 0)
+        ),
+        Err(TendermintError::NotAValidator(stranger.public()))
+    );
+    // Too many rounds ahead.
+    assert!(matches!(
+        deliver(&mut engine, &mut chain, k0, vote(&keys[0], 1_000)),
+        Err(TendermintError::RoundTooFar { round: 1_000, .. })
+    ));
+    // Too many heights ahead.
+    let mut far = vote(&keys[0], 0).into_vote().vote;
+    far.height = 5;
+    assert!(matches!(
+        deliver(
+            &mut engine,
+            &mut chain,
+            k0,
+            Message::Vote(far.sign(&keys[0], chain_id()))
+        ),
+        Err(TendermintError::HeightTooFar {
+            found: 5,
+            current: 1
+        })
+    ));
+    // None of it moved the engine.
+    assert_eq!((engine.height(), engine.round()), (1, 0));
+    // A valid vote is taken.
+    assert_eq!(
+        deliver(&mut engine, &mut chain, k0, vote(&keys[0], 0)),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_proposal_from_anyone_but_the_rounds_proposer_is_refused() {
+    let (mut engine, mut chain) = started();
+    let set = validator_set();
+    let proposer = set.proposer(1, 0).key();
+    let impostor = validator_keys()
+        .into_iter()
+        .find(|k| k.public() != proposer)
+        .unwrap();
+    let (block, _) = next_block(&mut chain, GENESIS + 1);
+    let proposal = medledger::tendermint::Proposal {
+        round: 0,
+        pol_round: None,
+        proposer: impostor.public(),
+        block: ProposedBlock::new(block),
+    }
+    .sign(&impostor, chain_id());
+    let err = deliver(
+        &mut engine,
+        &mut chain,
+        impostor.public(),
+        Message::Proposal {
+            proposal,
+            parent_seal: TendermintSeal::default(),
+        },
+    );
+    assert_eq!(
+        err,
+        Err(TendermintError::WrongProposer {
+            height: 1,
+            round: 0,
+            expected: proposer,
+            found: impostor.public()
+        })
+    );
+}
+
+#[test]
+fn offered_transactions_with_bad_signatures_are_refused_whole() {
+    let (mut engine, mut chain) = started();
+    let mut txs = client_txs(3);
+    txs[1].signature = txs[0].signature;
+    let err = engine
+        .handle(
+            &mut chain,
+            GENESIS * SECOND,
+            Input::Transactions(txs.clone()),
+        )
+        .unwrap_err();
+    assert!(matches!(err, TendermintError::Transaction(_)), "{err}");
+    assert_eq!(engine.pool_len(), 0);
+    engine
+        .handle(
+            &mut chain,
+            GENESIS * SECOND,
+            Input::Transactions(client_txs(3)),
+        )
+        .unwrap();
+    assert_eq!(engine.pool_len(), 3);
+}
+
+fn chain_id() -> medledger::hash::ChainId {
+    new_chain().chain_id()
+}
+
+trait IntoVote {
+    fn into_vote(self) -> SignedVote;
+}
+
+impl IntoVote for Message<Payload> {
+    fn into_vote(self) -> SignedVote {
+        match self {
+            Message::Vote(v) => v,
+            _ => panic!("not a vote"),
+        }
+    }
+}
