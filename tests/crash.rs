@@ -693,6 +693,38 @@ fn group_commit_store_survives_a_crash_at_every_write_boundary() {
 
 const CHILD_ENV: &str = "MEDLEDGER_CRASH_CHILD";
 
+/// What a child writer prints for each block it has acknowledged: `acked <height> <hash>`.
+const ACK: &str = "acked ";
+
+/// The acknowledgement in `line`, if it holds one: `Some(Err(line))` if it holds the marker but
+/// not a height and a hash after it. The marker is looked for anywhere in the line, since the
+/// test harness prints `test child_writer ... ` before the child's first line, on the same line.
+fn parse_ack(line: &str) -> Option<Result<(u64, BlockHash), String>> {
+    let at = line.find(ACK)?;
+    let mut it = line[at + ACK.len()..].split_whitespace();
+    let parsed = it
+        .next()
+        .and_then(|h| h.parse().ok())
+        .zip(it.next().and_then(|h| h.parse().ok()));
+    Some(parsed.ok_or_else(|| line.to_string()))
+}
+
+#[test]
+fn acknowledgements_are_found_after_the_harness_output() {
+    let hash = BlockHash::from_bytes([7; 32]);
+    for line in [
+        format!("acked 1 {hash}"),
+        format!("test child_writer ... acked 1 {hash}"),
+    ] {
+        assert_eq!(parse_ack(&line), Some(Ok((1, hash))), "{line}");
+    }
+    assert_eq!(parse_ack("running 1 test"), None);
+    assert_eq!(
+        parse_ack("test child_writer ... acked 1"),
+        Some(Err("test child_writer ... acked 1".into()))
+    );
+}
+
 /// Child mode (does nothing in a normal run): writes blocks to the file named by the
 /// environment until killed, printing `acked <height> <hash>` once each block is acknowledged.
 #[test]
@@ -721,7 +753,7 @@ fn child_writer() {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         mine_on(&mut chain, &key, 1, 1);
-        println!("acked {} {}", chain.height(), chain.tip());
+        println!("{ACK}{} {}", chain.height(), chain.tip());
     }
 }
 
@@ -736,7 +768,9 @@ fn killed_writer_loses_no_acknowledged_block() {
         .as_nanos() as u64;
     let mut rng = Rng(seed);
     let mut acked: HashMap<u64, BlockHash> = HashMap::new();
-    let (mut kills, mut lost) = (0, 0u64);
+    let (mut kills, mut lost, mut acknowledged) = (0, 0u64, 0usize);
+    // The height each child starts from: the chain as the previous round left it.
+    let mut start = 0u64;
     for round in 0..8 {
         let mut cmd = std::process::Command::new(&exe);
         cmd.args(["child_writer", "--exact", "--nocapture", "--test-threads=1"])
@@ -752,12 +786,7 @@ fn killed_writer_loses_no_acknowledged_block() {
             io::BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|l| {
-                    let mut it = l.strip_prefix("acked ")?.split(' ');
-                    let h: u64 = it.next()?.parse().ok()?;
-                    let hash: BlockHash = it.next()?.parse().ok()?;
-                    Some((h, hash))
-                })
+                .filter_map(|l| parse_ack(&l))
                 .collect::<Vec<_>>()
         });
         // Killed at a random moment: during start-up, replay or writing.
@@ -765,26 +794,40 @@ fn killed_writer_loses_no_acknowledged_block() {
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
-        for (h, hash) in reader.join().unwrap() {
-            acked.insert(h, hash);
-        }
+        // Each line is one write to a pipe, whole or absent: every acknowledgement parses.
+        let round_acks: Vec<(u64, BlockHash)> = reader
+            .join()
+            .unwrap()
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|line| panic!("unreadable acknowledgement {line:?}, seed {seed}"));
+        // None was skipped: the child acknowledged every height from where it started.
+        let heights: Vec<u64> = round_acks.iter().map(|&(h, _)| h).collect();
+        let expected: Vec<u64> = (start + 1..=start + heights.len() as u64).collect();
+        assert_eq!(heights, expected, "round {round}, seed {seed}");
+        acknowledged += round_acks.len();
+        acked.extend(round_acks);
         let store = FileStore::open(&path).expect("the killed writer's file reopens");
         let chain = builder().store(store).build().expect("and its chain");
+        let mut checked = 0;
         for (&h, &hash) in &acked {
+            checked += 1;
             if chain.hash_at(h) != Some(hash) {
                 lost += 1;
             }
         }
+        // Every block acknowledged so far, in any round, was checked.
+        assert_eq!(checked, acknowledged, "seed {seed}");
         assert_eq!(
             chain.replay_state().unwrap().root(),
             chain.state().root(),
             "seed {seed}"
         );
+        start = chain.height();
     }
     let top = acked.keys().max().copied().unwrap_or(0);
     println!(
-        "killed writer: {kills} kills (seed {seed}), {} blocks acknowledged, top height {top}, {lost} lost",
-        acked.len()
+        "killed writer: {kills} kills (seed {seed}), {acknowledged} blocks acknowledged and checked, top height {top}, {lost} lost"
     );
     assert_eq!(lost, 0, "seed {seed}");
 }
