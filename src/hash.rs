@@ -337,6 +337,8 @@ pub mod domain {
         Domain::new("medledger 2026-12 research consent commitment v1");
     /// File store record checksums.
     pub static STORE_RECORD: Domain = Domain::new("medledger 2026-12 file store record v1");
+    /// File store anchor checksums (the acknowledged length, rewritten in place).
+    pub static STORE_ANCHOR: Domain = Domain::new("medledger 2026-12 file store anchor v1");
 }
 
 #[cfg(test)]
@@ -413,6 +415,7 @@ mod tests {
             &PSEUDONYM_RECIPIENT_GROUP,
             &RESEARCH_CONSENT,
             &STORE_RECORD,
+            &STORE_ANCHOR,
         ];
         let mut set = std::collections::HashSet::new();
         for d in all {

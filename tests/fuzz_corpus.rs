@@ -784,7 +784,7 @@ fn file_store_seeds(out: &mut Vec<Seed>) {
     let disk = MemDisk::default();
     let mut chain = ChainBuilder::new(CHAIN_NAME, engine())
         .genesis_time(GENESIS_TIME)
-        .store(FileStore::builder().open_disk(disk.clone()).unwrap())
+        .store(FileStore::builder().create_disk(disk.clone()).unwrap())
         .build()
         .unwrap();
     out.push((t, "genesis-only".into(), disk.bytes()));
