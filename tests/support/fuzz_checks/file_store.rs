@@ -6,7 +6,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use medledger::chain::ChainBuilder;
-use medledger::file_store::{Disk, FileStore};
+use medledger::file_store::{Disk, FileStore, MAX_RECORD_LEN};
 use medledger::pow::ProofOfWork;
 use medledger::store::Store;
 
@@ -74,6 +74,11 @@ impl Disk for MemDisk {
 /// rewrites) end: see the format grammar in `src/file_store/format.rs`.
 const HEADER_LEN: usize = 32;
 const ANCHORS_END: usize = 96;
+/// A record's frame header.
+const RECORD_HEADER_LEN: usize = 32;
+/// The longest file the target reads: a store holding one record of the largest length, the
+/// most recovery reads at once.
+pub const MAX_FILE_LEN: usize = ANCHORS_END + RECORD_HEADER_LEN + MAX_RECORD_LEN;
 
 /// The engine of the seed stores' chain.
 pub fn engine() -> ProofOfWork {
