@@ -1063,7 +1063,11 @@ fn limit_seeds(out: &mut Vec<Seed>) {
 
     // Proofs and pseudonym types at their longest.
     let mut v = vec![FORMAT_VERSION];
-    for n in [u32::MAX as usize, u32::MAX as usize, medledger::merkle::IDS_PER_CHUNK] {
+    for n in [
+        u32::MAX as usize,
+        u32::MAX as usize,
+        medledger::merkle::IDS_PER_CHUNK,
+    ] {
         varint(n, &mut v);
     }
     v.extend(vec![7u8; medledger::merkle::IDS_PER_CHUNK * 32]);
@@ -1078,7 +1082,11 @@ fn limit_seeds(out: &mut Vec<Seed>) {
             Recipient::group(label),
         )
     };
-    out.push(("pseudonym_context", "longest".into(), longest("any").encode()));
+    out.push((
+        "pseudonym_context",
+        "longest".into(),
+        longest("any").encode(),
+    ));
     let tree = PatientSecret::from_bytes([2; 32]).key_tree();
     let (ca, cb) = (longest("a"), longest("b"));
     let ka = tree.epoch_key(ca.epoch).unwrap().signing_key(&ca).unwrap();
@@ -1102,7 +1110,11 @@ fn limit_seeds(out: &mut Vec<Seed>) {
         cert: b1.header.seal.shards[0].clone(),
         txs: txs[..MAX_SHARD_TXS].to_vec().try_into().unwrap(),
     });
-    out.push(("committee_message", "shard-of-most-txs".into(), codec::encode(&shard)));
+    out.push((
+        "committee_message",
+        "shard-of-most-txs".into(),
+        codec::encode(&shard),
+    ));
     let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
     let mut big = b1;
     big.header.tx_root = merkle_root(&ids);
