@@ -25,9 +25,10 @@
 //! also says how much of the file was synced when it was written, so a valid record after damage
 //! proves the damaged bytes were durable (refused, not truncated). The anchor acknowledging a
 //! sync is written as the sync returns and reaches the disk with the next sync, a clean close or
-//! the next open; a killed process loses nothing of it, but a power cut may, and then only the
-//! records of that last sync are vouched for by nothing but the records after them. A file
-//! written by another format version is refused with [`FileStoreError::UnsupportedVersion`].
+//! the next open (so a sync costs no second flush). A killed process loses nothing of it, but a
+//! power cut may; the records of that last sync then count as durable only if a later record
+//! says so, and damage or a cut confined to them passes for a torn tail. A file written by
+//! another format version is refused with [`FileStoreError::UnsupportedVersion`].
 //!
 //! **New stores.** [`FileStore::open`] creates a missing file atomically, its header and first
 //! anchor in place; [`FileStoreBuilder::create_disk`] writes them to an empty [`Disk`]. Opening
@@ -37,8 +38,8 @@
 //! or another, gets [`FileStoreError::Locked`].
 //!
 //! **Fault injection.** The store reaches its file only through the small [`Disk`] trait;
-//! [`FileStoreBuilder::open_disk`] puts it on any implementation, such as a test disk that loses
-//! unsynced bytes or tears writes.
+//! [`FileStoreBuilder::open_disk`] and [`FileStoreBuilder::create_disk`] put it on any
+//! implementation, such as a test disk that loses unsynced bytes or tears writes.
 //!
 //! ```
 //! use medledger::chain::ChainBuilder;
