@@ -158,6 +158,10 @@ impl<S: Serialize + DeserializeOwned, P: AppPayload> Block<S, P> {
     /// chain id.
     /// The seal, parent and state transition are the chain's to check.
     ///
+    /// The checks run cheapest first: the header's own fields, then the Merkle root over the
+    /// transaction ids (hashing only), and the signatures last, so a block whose header does not
+    /// commit to its body costs no signature check.
+    ///
     /// # Errors
     ///
     /// [`StructureError`] naming the first problem.
@@ -176,6 +180,13 @@ impl<S: Serialize + DeserializeOwned, P: AppPayload> Block<S, P> {
         chain_id: ChainId,
         keys: &KeyCache,
     ) -> Result<CheckedBlock<S, P>, StructureError> {
+        self.check_header_shape()?;
+        self.check_commitments()?.verify_signatures(chain_id, keys)
+    }
+
+    /// The checks on the header alone, each costing no more than encoding the header: its
+    /// encoded size, version, and transaction count against the body's length.
+    pub(crate) fn check_header_shape(&self) -> Result<(), StructureError> {
         // A decoded block is within these limits already; one built in memory may not be.
         let header_len = 1 + codec::body_len(&self.header);
         if header_len > MAX_HEADER_LEN {
@@ -185,6 +196,25 @@ impl<S: Serialize + DeserializeOwned, P: AppPayload> Block<S, P> {
                 max: MAX_HEADER_LEN,
             });
         }
+        if self.header.version != HEADER_VERSION {
+            return Err(StructureError::Version {
+                expected: HEADER_VERSION,
+                found: self.header.version,
+            });
+        }
+        if self.header.tx_count as usize != self.txs.len() {
+            return Err(StructureError::TxCount {
+                header: self.header.tx_count,
+                body: self.txs.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The checks that the header commits to this body, by hashing alone (no signature is
+    /// checked): the block's encoded size, the Merkle root over the transaction ids, and no
+    /// transaction twice. The caller has checked [`check_header_shape`](Self::check_header_shape).
+    pub(crate) fn check_commitments(self) -> Result<CommittedBlock<S, P>, StructureError> {
         let block_len = 1 + codec::body_len(&self);
         if block_len > MAX_BLOCK_LEN {
             return Err(StructureError::TooLarge {
@@ -194,20 +224,8 @@ impl<S: Serialize + DeserializeOwned, P: AppPayload> Block<S, P> {
             });
         }
         let Block { header, txs } = self;
-        if header.version != HEADER_VERSION {
-            return Err(StructureError::Version {
-                expected: HEADER_VERSION,
-                found: header.version,
-            });
-        }
-        if header.tx_count as usize != txs.len() {
-            return Err(StructureError::TxCount {
-                header: header.tx_count,
-                body: txs.len(),
-            });
-        }
-        let txs = tx::verify_batch_cached(chain_id, txs.into_inner(), keys)?;
-        let ids: Vec<TxId> = txs.iter().map(VerifiedTx::id).collect();
+        let txs = txs.into_inner();
+        let ids = tx_ids(&txs);
         let computed = merkle_root(&ids);
         if computed != header.tx_root {
             return Err(StructureError::MerkleRoot {
@@ -221,6 +239,38 @@ impl<S: Serialize + DeserializeOwned, P: AppPayload> Block<S, P> {
                 return Err(StructureError::DuplicateTx(*id));
             }
         }
+        Ok(CommittedBlock { header, txs, ids })
+    }
+}
+
+/// The ids of `txs`, hashed in parallel with the `parallel` feature.
+fn tx_ids<P: AppPayload>(txs: &[Transaction<P>]) -> Vec<TxId> {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        txs.par_iter().map(Transaction::id).collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    txs.iter().map(Transaction::id).collect()
+}
+
+/// A block whose header shape and commitment to its body hold, with its transaction ids
+/// computed; its signatures are not checked yet.
+pub(crate) struct CommittedBlock<S, P> {
+    header: Header<S>,
+    txs: Vec<Transaction<P>>,
+    ids: Vec<TxId>,
+}
+
+impl<S: Serialize, P: AppPayload> CommittedBlock<S, P> {
+    /// Verifies every transaction's signature and chain id (batch-verified, keys from `keys`).
+    pub(crate) fn verify_signatures(
+        self,
+        chain_id: ChainId,
+        keys: &KeyCache,
+    ) -> Result<CheckedBlock<S, P>, StructureError> {
+        let CommittedBlock { header, txs, ids } = self;
+        let txs = tx::verify_batch_identified(chain_id, txs, ids, keys)?;
         let hash = header.hash();
         Ok(CheckedBlock { header, txs, hash })
     }
@@ -361,6 +411,13 @@ mod tests {
         assert!(matches!(
             block(2).check_structure(ChainId::default()),
             Err(StructureError::Tx(TxError::InBatch { index: 0, .. }))
+        ));
+        // The Merkle root (hashing only) is checked before any signature.
+        let mut b = block(3);
+        b.header.tx_root = MerkleRoot::default();
+        assert!(matches!(
+            b.check_structure(ChainId::default()),
+            Err(StructureError::MerkleRoot { .. })
         ));
     }
 

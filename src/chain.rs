@@ -322,6 +322,14 @@ fn check_not_before_parent<E: std::error::Error>(
     Ok(())
 }
 
+/// What the header stage of validation found.
+struct HeaderVerdict {
+    hash: BlockHash,
+    parent_work: Work,
+    /// The work the block adds to its branch.
+    work: Work,
+}
+
 /// Configures and builds a [`Chain`].
 pub struct ChainBuilder<C: Consensus, A: Application> {
     name: String,
@@ -748,13 +756,31 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         self.append(Block::decode(bytes)?)
     }
 
-    /// Validates `block` in full and adds it: to the main chain if it extends the tip, to a side
-    /// branch if its branch is not heavier, or by reorganising onto its branch if heavier.
+    /// Checks `block` as [`append`](Self::append) would, in the same order, up to but not
+    /// including the state transition: the header, its parent and height, the engine's header
+    /// rules, the Merkle root, the signatures and the engine's body rules. The chain is
+    /// unchanged; a relay can check a block this way before passing it on.
     ///
     /// # Errors
     ///
-    /// [`ChainError`] naming what is wrong; the chain and state are then exactly as before.
-    pub fn append(&mut self, block: ChainBlock<C, A>) -> ChainResult<Appended<A::Event>, A> {
+    /// As [`append`](Self::append), but for the errors of the state transition
+    /// ([`ChainError::Tx`], [`ChainError::StateRoot`], [`ChainError::ReorgTooDeep`]) and of the
+    /// store.
+    pub fn check_block(&self, block: &ChainBlock<C, A>) -> ChainResult<(), A> {
+        self.check_header_stage(block)?;
+        // The body is copied only once the header has passed.
+        let checked = block
+            .clone()
+            .check_commitments()?
+            .verify_signatures(self.chain_id, &self.keys)?;
+        self.engine.verify_body(checked.header(), checked.txs())?;
+        Ok(())
+    }
+
+    /// The checks that read only the header and the body's length, cheapest first: not already
+    /// known or known invalid, the header's size and version, the transaction count, the parent
+    /// and height, and the engine's header rules.
+    fn check_header_stage(&self, block: &ChainBlock<C, A>) -> ChainResult<HeaderVerdict, A> {
         let hash = block.hash();
         if self.index.contains_key(&hash) {
             return Err(ChainError::AlreadyKnown(hash));
@@ -762,6 +788,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         if self.invalid.contains(&hash) || self.invalid.contains(&block.header.parent) {
             return Err(ChainError::KnownInvalid(hash));
         }
+        block.check_header_shape()?;
         let parent_hash = block.header.parent;
         let parent = self
             .index
@@ -775,16 +802,42 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             });
         }
         check_not_before_parent(parent.header.timestamp, block.header.timestamp)?;
-        let parent_work = parent.total_work;
-        let checked = block.check_structure_cached(self.chain_id, &self.keys)?;
-        let now = self.clock.now();
-        let work = {
-            let branch = self.branch(parent_hash).expect("parent is indexed");
-            self.engine.verify_header(checked.header(), &branch, now)?
-        };
+        let branch = self.branch(parent_hash).expect("parent is indexed");
+        let work = self
+            .engine
+            .verify_header(&block.header, &branch, self.clock.now())?;
+        Ok(HeaderVerdict {
+            hash,
+            parent_work: parent.total_work,
+            work,
+        })
+    }
+
+    /// Validates `block` in full and adds it: to the main chain if it extends the tip, to a side
+    /// branch if its branch is not heavier, or by reorganising onto its branch if heavier.
+    ///
+    /// Validation runs cheapest first, so that refusing a block costs no more than the first
+    /// rule it breaks: the header's own fields (size, version, transaction count), its parent
+    /// and height, the engine's header rules (timestamps and the seal: proof of work, or a
+    /// committee's certificate), then the Merkle root over the transaction ids (hashing only),
+    /// and only then the transactions' signatures, the engine's body rules and the state
+    /// transition. A header that breaks a rule costs no signature check.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError`] naming what is wrong; the chain and state are then exactly as before.
+    pub fn append(&mut self, block: ChainBlock<C, A>) -> ChainResult<Appended<A::Event>, A> {
+        let HeaderVerdict {
+            hash,
+            parent_work,
+            work,
+        } = self.check_header_stage(&block)?;
+        let checked = block
+            .check_commitments()?
+            .verify_signatures(self.chain_id, &self.keys)?;
         self.engine.verify_body(checked.header(), checked.txs())?;
         let total_work = parent_work.saturating_add(work);
-        if parent_hash == self.tip() {
+        if checked.header().parent == self.tip() {
             let applied = self.apply_checked(&checked)?;
             self.store_block(&checked, total_work)?;
             self.main.push(hash);

@@ -433,6 +433,8 @@ pub mod domain {
         Domain::new("medledger 2026-12 research consent commitment v1");
     /// File store record checksums.
     pub static STORE_RECORD: Domain = Domain::new("medledger 2026-12 file store record v1");
+    /// File store anchor checksums (the acknowledged length, rewritten in place).
+    pub static STORE_ANCHOR: Domain = Domain::new("medledger 2026-12 file store anchor v1");
     /// Tendermint: block ids (the header without its seal), and what proposals and votes sign.
     pub static TENDERMINT: Domain = Domain::new("medledger 2026-12 tendermint v1");
 }
@@ -560,6 +562,7 @@ mod tests {
             &RESEARCH_CONSENT,
             &STORE_RECORD,
             &TENDERMINT,
+            &STORE_ANCHOR,
         ];
         let mut set = std::collections::HashSet::new();
         for d in all {

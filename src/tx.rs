@@ -500,15 +500,44 @@ pub fn verify_batch_cached<P: AppPayload>(
     txs: Vec<Transaction<P>>,
     cache: &KeyCache,
 ) -> Result<Vec<VerifiedTx<P>>, TxError> {
-    let chunks: Vec<Vec<Transaction<P>>> = {
-        let mut out = Vec::with_capacity(txs.len().div_ceil(BATCH_CHUNK));
-        let mut it = txs.into_iter().peekable();
+    verify_batch_inner(
+        chain_id,
+        txs.into_iter().map(|t| (t, None)).collect(),
+        cache,
+    )
+}
+
+/// As [`verify_batch_cached`], for transactions whose ids the caller has computed already
+/// (`ids[i]` is `txs[i].id()`): a block's ids are hashed for its Merkle root before any
+/// signature is checked.
+pub(crate) fn verify_batch_identified<P: AppPayload>(
+    chain_id: ChainId,
+    txs: Vec<Transaction<P>>,
+    ids: Vec<TxId>,
+    cache: &KeyCache,
+) -> Result<Vec<VerifiedTx<P>>, TxError> {
+    debug_assert_eq!(txs.len(), ids.len());
+    let items = txs.into_iter().zip(ids.into_iter().map(Some)).collect();
+    verify_batch_inner(chain_id, items, cache)
+}
+
+/// A transaction to verify, with its id if already known.
+type Item<P> = (Transaction<P>, Option<TxId>);
+
+fn verify_batch_inner<P: AppPayload>(
+    chain_id: ChainId,
+    items: Vec<Item<P>>,
+    cache: &KeyCache,
+) -> Result<Vec<VerifiedTx<P>>, TxError> {
+    let chunks: Vec<Vec<Item<P>>> = {
+        let mut out = Vec::with_capacity(items.len().div_ceil(BATCH_CHUNK));
+        let mut it = items.into_iter().peekable();
         while it.peek().is_some() {
             out.push(it.by_ref().take(BATCH_CHUNK).collect());
         }
         out
     };
-    let check = |(ci, chunk): (usize, Vec<Transaction<P>>)| -> Result<Vec<VerifiedTx<P>>, TxError> {
+    let check = |(ci, chunk): (usize, Vec<Item<P>>)| -> Result<Vec<VerifiedTx<P>>, TxError> {
         verify_chunk(chain_id, chunk, cache).map_err(|(i, e)| TxError::InBatch {
             index: ci * BATCH_CHUNK + i,
             source: Box::new(e),
@@ -574,13 +603,13 @@ pub(crate) fn has_small_order_r(sig: &Signature) -> bool {
 
 fn verify_chunk<P: AppPayload>(
     chain_id: ChainId,
-    chunk: Vec<Transaction<P>>,
+    chunk: Vec<Item<P>>,
     cache: &KeyCache,
 ) -> Result<Vec<VerifiedTx<P>>, (usize, TxError)> {
     let mut keys = Vec::with_capacity(chunk.len());
     let mut messages = Vec::with_capacity(chunk.len());
     let mut sigs = Vec::with_capacity(chunk.len());
-    for (i, tx) in chunk.iter().enumerate() {
+    for (i, (tx, _)) in chunk.iter().enumerate() {
         if tx.body.chain_id != chain_id {
             return Err((
                 i,
@@ -605,11 +634,17 @@ fn verify_chunk<P: AppPayload>(
     if ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_err() {
         for (i, ((key, msg), sig)) in keys.iter().zip(&messages).zip(&sigs).enumerate() {
             if key.verify_strict(msg, sig).is_err() {
-                return Err((i, TxError::BadSignature(chunk[i].body.signer)));
+                return Err((i, TxError::BadSignature(chunk[i].0.body.signer)));
             }
         }
     }
-    Ok(chunk.into_iter().map(VerifiedTx::new_unchecked).collect())
+    Ok(chunk
+        .into_iter()
+        .map(|(tx, id)| match id {
+            Some(id) => VerifiedTx { tx, id },
+            None => VerifiedTx::new_unchecked(tx),
+        })
+        .collect())
 }
 
 /// A signature over `message` by `Keypair::from_seed(seed)` with `R` the identity point and

@@ -738,8 +738,13 @@ impl Run {
                 };
                 if self.submit(who, op, allowed, STEP).is_some() {
                     self.model.rels[r].status = St::Terminated;
+                    // Ending a relationship revokes its live grants; expired ones stay as they
+                    // were (the relationship's status denies them anyway).
+                    let now = self.net.now;
                     for g in self.model.grants.iter_mut().filter(|g| g.rel == r) {
-                        g.revoked = true;
+                        if g.period.end > now {
+                            g.revoked = true;
+                        }
                     }
                 }
             }

@@ -373,6 +373,68 @@ fn duplicating_the_last_leaf_is_refused() {
     chain.append(good).unwrap();
 }
 
+/// A block whose seal fails is refused on the seal, before a single signature of its body is
+/// checked: otherwise each refusal of a large bogus block would cost the attacker nothing and
+/// the node thousands of signature checks. Then the Merkle root comes before the signatures.
+#[test]
+fn a_bad_seal_is_refused_before_any_signature_is_checked() {
+    use medledger::consensus::{Consensus, ConsensusError};
+    const N: u64 = 4096;
+    let mut chain = new_chain();
+    let alice = Keypair::from_seed(&[8; 32]);
+    let mut txs: Vec<Transaction> = (0..N)
+        .map(|n| Transaction::sign(&alice, chain.chain_id(), n, record(n as u8)))
+        .collect();
+    // The last transaction's signature is forged as well.
+    let mut sig = txs[N as usize - 1].signature.to_bytes();
+    sig[40] ^= 1;
+    txs[N as usize - 1].signature = Signature::from_bytes(sig);
+    let good = chain.mine(vec![], T0 + 600).unwrap();
+    let mut bad = with_txs(&chain, good.clone(), txs);
+    // A nonce whose hash misses the target.
+    let now = T0 + 1_000_000;
+    while !matches!(
+        chain
+            .engine()
+            .verify_header(&bad.header, &chain.tip_ancestors(), now),
+        Err(ConsensusError::InsufficientWork { .. })
+    ) {
+        bad.header.seal.nonce = bad.header.seal.nonce.wrapping_add(1);
+    }
+    let seal_first = |e: &ChainError| {
+        matches!(
+            e,
+            ChainError::Consensus(ConsensusError::InsufficientWork { .. })
+        )
+    };
+    let err = chain.check_block(&bad).unwrap_err();
+    assert!(seal_first(&err), "{err}");
+    let err = refused(&mut chain, bad.clone());
+    assert!(seal_first(&err), "{err}");
+    // With a valid seal, a bogus Merkle root is found before the forged signature...
+    let mut bogus_root = bad.clone();
+    bogus_root.header.tx_root = good.header.tx_root;
+    let bogus_root = remine(&chain, bogus_root);
+    assert!(matches!(
+        refused(&mut chain, bogus_root),
+        ChainError::Structure(StructureError::MerkleRoot { .. })
+    ));
+    // ...and with its root right, the forged signature is found, by its index.
+    let bad = remine(&chain, bad);
+    assert!(matches!(
+        chain.check_block(&bad),
+        Err(ChainError::Structure(StructureError::Tx(TxError::InBatch { index, .. }))) if index == N as usize - 1
+    ));
+    assert!(matches!(
+        refused(&mut chain, bad),
+        ChainError::Structure(StructureError::Tx(TxError::InBatch { index, .. })) if index == N as usize - 1
+    ));
+    // A good block passes the check without being added, then appends.
+    chain.check_block(&good).unwrap();
+    assert_eq!(chain.height(), 0);
+    chain.append(good).unwrap();
+}
+
 #[test]
 fn the_latest_possible_timestamp_is_refused() {
     let mut chain = new_chain();

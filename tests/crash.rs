@@ -1,11 +1,13 @@
 //! Crash testing of `FileStore`.
 //!
 //! 1. **Simulated crashes.** A fault-injecting in-memory [`Disk`] keeps what a real disk keeps:
-//!    bytes synced before the crash, plus any part of what was written since (nothing, all of
+//!    bytes synced before the crash, plus any part of what was appended since (nothing, all of
 //!    it, a prefix, a prefix ending in garbage, or 512-byte sectors independently kept, zeroed
-//!    or garbled). A workload runs until the disk "crashes" at one chosen write boundary
-//!    (before or after an append, a sync or a truncation) or in the middle of an append (torn
-//!    at chosen byte offsets); then every resulting disk image is reopened and checked: every
+//!    or garbled), and, for each range overwritten in place since (the store's anchors), its old
+//!    bytes, its new ones, a mix or garbage. A workload runs until the disk "crashes" at one
+//!    chosen write boundary (before or after an append, an overwrite, a sync or a truncation) or
+//!    in the middle of an append or overwrite (torn at chosen byte offsets); then every
+//!    resulting disk image is reopened and checked: every
 //!    acknowledged block is there, nothing unacknowledged is garbage, the chain's state root
 //!    equals a replay from genesis, and the chain goes on from there.
 //! 2. **Killed processes.** This test binary is spawned in a child mode that writes blocks to a
@@ -74,6 +76,7 @@ enum Tear {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OpKind {
     Append(usize),
+    WriteAt(usize),
     Sync,
     Truncate,
 }
@@ -84,6 +87,8 @@ struct DiskState {
     durable: Vec<u8>,
     /// What the process sees (the page cache).
     cache: Vec<u8>,
+    /// Ranges of `cache` overwritten in place since the last sync.
+    overwritten: Vec<(usize, usize)>,
     ops: u64,
     crash: Option<(u64, Tear)>,
     crashed: bool,
@@ -135,25 +140,44 @@ impl FaultDisk {
     /// The disk images a crash can leave, each kind of survival once (deduplicated).
     fn crash_images(&self, rng: &mut Rng, sectors: usize) -> Vec<Vec<u8>> {
         let s = self.0.lock().unwrap();
+        // The appended bytes as the process saw them, with the ranges overwritten in place
+        // since the last sync as they were then: those are chosen per image below.
+        let mut log = s.cache.clone();
+        let ranges: Vec<(usize, usize)> = s
+            .overwritten
+            .iter()
+            .copied()
+            .filter(|&(_, hi)| hi <= s.durable.len() && hi <= log.len())
+            .collect();
+        for &(lo, hi) in &ranges {
+            log[lo..hi].copy_from_slice(&s.durable[lo..hi]);
+        }
         let common = s
             .durable
             .iter()
-            .zip(&s.cache)
+            .zip(&log)
             .take_while(|(a, b)| a == b)
             .count();
-        let unsynced = s.cache.len() - common;
+        let unsynced = log.len() - common;
         let mut images = vec![s.durable.clone(), s.cache.clone()];
+        // What was synced, with the overwrites but none of the appends since.
+        let mut with_overwrites = s.durable.clone();
+        for &(lo, hi) in &ranges {
+            with_overwrites[lo..hi].copy_from_slice(&s.cache[lo..hi]);
+        }
+        images.push(with_overwrites);
+        let mut logs = Vec::new();
         // A prefix of what was written.
-        images.push(s.cache[..common + rng.upto(unsynced)].to_vec());
+        logs.push(log[..common + rng.upto(unsynced)].to_vec());
         // A prefix whose last bytes (a torn sector) are garbage.
-        let mut torn = s.cache[..common + rng.upto(unsynced)].to_vec();
+        let mut torn = log[..common + rng.upto(unsynced)].to_vec();
         let bad = rng.upto((torn.len() - common).min(SECTOR));
         let n = torn.len();
         rng.garbage(&mut torn[n - bad..]);
-        images.push(torn);
+        logs.push(torn);
         // Sectors written back out of order: each kept, lost (zeros) or garbled.
         for _ in 0..sectors {
-            let mut img = s.cache[..common + rng.upto(unsynced)].to_vec();
+            let mut img = log[..common + rng.upto(unsynced)].to_vec();
             let mut start = common / SECTOR * SECTOR;
             while start < img.len() {
                 let lo = start.max(common);
@@ -164,6 +188,22 @@ impl FaultDisk {
                     _ => rng.garbage(&mut img[lo..hi]),
                 }
                 start += SECTOR;
+            }
+            logs.push(img);
+        }
+        // Each range overwritten in place: its old bytes, its new ones, new up to a point and
+        // old after it, or garbage (never bytes outside the range).
+        for mut img in logs {
+            for &(lo, hi) in &ranges {
+                match rng.upto(3) {
+                    0 => {}
+                    1 => img[lo..hi].copy_from_slice(&s.cache[lo..hi]),
+                    2 => {
+                        let k = lo + rng.upto(hi - lo);
+                        img[lo..k].copy_from_slice(&s.cache[lo..k]);
+                    }
+                    _ => rng.garbage(&mut img[lo..hi]),
+                }
             }
             images.push(img);
         }
@@ -217,16 +257,39 @@ impl Disk for FaultDisk {
         }
     }
 
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut s = self.0.lock().unwrap();
+        let lo = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let hi = lo
+            .checked_add(data.len())
+            .filter(|&hi| hi <= s.cache.len())
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        let n = match Self::step(&mut s, OpKind::WriteAt(data.len()))? {
+            None => data.len(),
+            Some(Tear::Before) => return Err(crash_error()),
+            Some(Tear::After) => data.len(),
+            Some(Tear::Partial(n)) => n.min(data.len()),
+        };
+        s.cache[lo..lo + n].copy_from_slice(&data[..n]);
+        s.overwritten.push((lo, hi));
+        if s.crashed {
+            return Err(crash_error());
+        }
+        Ok(())
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         let mut s = self.0.lock().unwrap();
         match Self::step(&mut s, OpKind::Sync)? {
             None => {
                 s.durable = s.cache.clone();
+                s.overwritten.clear();
                 Ok(())
             }
             Some(tear) => {
                 if tear == Tear::After {
                     s.durable = s.cache.clone();
+                    s.overwritten.clear();
                 }
                 Err(crash_error())
             }
@@ -254,7 +317,7 @@ fn crash_points(trace: &[OpKind]) -> Vec<(u64, Tear)> {
         let at = i as u64 + 1;
         out.push((at, Tear::Before));
         out.push((at, Tear::After));
-        if let OpKind::Append(len) = *kind {
+        if let OpKind::Append(len) | OpKind::WriteAt(len) = *kind {
             let mut cuts = vec![1, 4, 8, 16, 31, 32, 33, len / 2, len - 1];
             cuts.retain(|&c| c > 0 && c < len);
             cuts.sort_unstable();
@@ -360,7 +423,7 @@ fn workload() -> &'static Workload {
 /// Runs the workload on `disk` until it fails; returns how many blocks were acknowledged.
 fn run_chain(disk: FaultDisk, policy: SyncPolicy) -> usize {
     let w = workload();
-    let Ok(store) = FileStore::builder().sync_policy(policy).open_disk(disk) else {
+    let Ok(store) = FileStore::builder().sync_policy(policy).create_disk(disk) else {
         return 0;
     };
     let Ok(mut chain) = builder().store(store).build() else {
@@ -378,9 +441,9 @@ fn run_chain(disk: FaultDisk, policy: SyncPolicy) -> usize {
 struct Tally {
     crash_points: u64,
     images: u64,
-    /// Images of a disk on which nothing was ever synced, holding a damaged partial header:
-    /// refused as not a store (nothing was acknowledged, and a short file that is not a store
-    /// header may be someone else's). Real files are created atomically, header included.
+    /// Images of a disk on which nothing was ever synced, holding a part of a new store's first
+    /// bytes, or nothing: refused (nothing was acknowledged, and a store is never made anew from
+    /// an empty or damaged file). Real files are created atomically, first bytes included.
     creation_refused: u64,
     torn_tails: u64,
     lost: u64,
@@ -420,7 +483,8 @@ fn reopen(
     ctx: &str,
 ) -> Option<FileStore> {
     tally.images += 1;
-    let short = image.len() <= 32;
+    // Shorter than a new store's header and first anchor.
+    let short = image.len() <= 96;
     match FileStore::builder()
         .sync_policy(policy)
         .open_disk(FaultDisk::with_image(image))
@@ -601,7 +665,7 @@ fn store_models(ops: &[StoreOp]) -> Vec<(usize, Vec<BlockHash>)> {
 
 /// Runs the store ops until one fails; returns how many ops were acknowledged by a sync.
 fn run_store(disk: FaultDisk, policy: SyncPolicy, ops: &[StoreOp]) -> usize {
-    let Ok(mut store) = FileStore::builder().sync_policy(policy).open_disk(disk) else {
+    let Ok(mut store) = FileStore::builder().sync_policy(policy).create_disk(disk) else {
         return 0;
     };
     let mut acked = 0;
@@ -694,6 +758,38 @@ fn group_commit_store_survives_a_crash_at_every_write_boundary() {
 
 const CHILD_ENV: &str = "MEDLEDGER_CRASH_CHILD";
 
+/// What a child writer prints for each block it has acknowledged: `acked <height> <hash>`.
+const ACK: &str = "acked ";
+
+/// The acknowledgement in `line`, if it holds one: `Some(Err(line))` if it holds the marker but
+/// not a height and a hash after it. The marker is looked for anywhere in the line, since the
+/// test harness prints `test child_writer ... ` before the child's first line, on the same line.
+fn parse_ack(line: &str) -> Option<Result<(u64, BlockHash), String>> {
+    let at = line.find(ACK)?;
+    let mut it = line[at + ACK.len()..].split_whitespace();
+    let parsed = it
+        .next()
+        .and_then(|h| h.parse().ok())
+        .zip(it.next().and_then(|h| h.parse().ok()));
+    Some(parsed.ok_or_else(|| line.to_string()))
+}
+
+#[test]
+fn acknowledgements_are_found_after_the_harness_output() {
+    let hash = BlockHash::from_bytes([7; 32]);
+    for line in [
+        format!("acked 1 {hash}"),
+        format!("test child_writer ... acked 1 {hash}"),
+    ] {
+        assert_eq!(parse_ack(&line), Some(Ok((1, hash))), "{line}");
+    }
+    assert_eq!(parse_ack("running 1 test"), None);
+    assert_eq!(
+        parse_ack("test child_writer ... acked 1"),
+        Some(Err("test child_writer ... acked 1".into()))
+    );
+}
+
 /// Child mode (does nothing in a normal run): writes blocks to the file named by the
 /// environment until killed, printing `acked <height> <hash>` once each block is acknowledged.
 #[test]
@@ -722,7 +818,7 @@ fn child_writer() {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         mine_on(&mut chain, &key, 1, 1);
-        println!("acked {} {}", chain.height(), chain.tip());
+        println!("{ACK}{} {}", chain.height(), chain.tip());
     }
 }
 
@@ -737,7 +833,9 @@ fn killed_writer_loses_no_acknowledged_block() {
         .as_nanos() as u64;
     let mut rng = Rng(seed);
     let mut acked: HashMap<u64, BlockHash> = HashMap::new();
-    let (mut kills, mut lost) = (0, 0u64);
+    let (mut kills, mut lost, mut acknowledged) = (0, 0u64, 0usize);
+    // The height each child starts from: the chain as the previous round left it.
+    let mut start = 0u64;
     for round in 0..8 {
         let mut cmd = std::process::Command::new(&exe);
         cmd.args(["child_writer", "--exact", "--nocapture", "--test-threads=1"])
@@ -753,12 +851,7 @@ fn killed_writer_loses_no_acknowledged_block() {
             io::BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|l| {
-                    let mut it = l.strip_prefix("acked ")?.split(' ');
-                    let h: u64 = it.next()?.parse().ok()?;
-                    let hash: BlockHash = it.next()?.parse().ok()?;
-                    Some((h, hash))
-                })
+                .filter_map(|l| parse_ack(&l))
                 .collect::<Vec<_>>()
         });
         // Killed at a random moment: during start-up, replay or writing.
@@ -766,26 +859,40 @@ fn killed_writer_loses_no_acknowledged_block() {
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
-        for (h, hash) in reader.join().unwrap() {
-            acked.insert(h, hash);
-        }
+        // Each line is one write to a pipe, whole or absent: every acknowledgement parses.
+        let round_acks: Vec<(u64, BlockHash)> = reader
+            .join()
+            .unwrap()
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|line| panic!("unreadable acknowledgement {line:?}, seed {seed}"));
+        // None was skipped: the child acknowledged every height from where it started.
+        let heights: Vec<u64> = round_acks.iter().map(|&(h, _)| h).collect();
+        let expected: Vec<u64> = (start + 1..=start + heights.len() as u64).collect();
+        assert_eq!(heights, expected, "round {round}, seed {seed}");
+        acknowledged += round_acks.len();
+        acked.extend(round_acks);
         let store = FileStore::open(&path).expect("the killed writer's file reopens");
         let chain = builder().store(store).build().expect("and its chain");
+        let mut checked = 0;
         for (&h, &hash) in &acked {
+            checked += 1;
             if chain.hash_at(h) != Some(hash) {
                 lost += 1;
             }
         }
+        // Every block acknowledged so far, in any round, was checked.
+        assert_eq!(checked, acknowledged, "seed {seed}");
         assert_eq!(
             chain.replay_state().unwrap().root(),
             chain.state().root(),
             "seed {seed}"
         );
+        start = chain.height();
     }
     let top = acked.keys().max().copied().unwrap_or(0);
     println!(
-        "killed writer: {kills} kills (seed {seed}), {} blocks acknowledged, top height {top}, {lost} lost",
-        acked.len()
+        "killed writer: {kills} kills (seed {seed}), {acknowledged} blocks acknowledged and checked, top height {top}, {lost} lost"
     );
     assert_eq!(lost, 0, "seed {seed}");
 }

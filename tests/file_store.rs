@@ -111,8 +111,8 @@ fn a_new_file_is_created_whole() {
     let store = FileStore::open(&path).unwrap();
     assert!(store.recovery().created);
     drop(store);
-    // Header in place, no temporary file left behind.
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 32);
+    // Header and first anchor in place, no temporary file left behind.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 96);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     let store = FileStore::open(&path).unwrap();
     assert!(!store.recovery().created);
@@ -140,18 +140,19 @@ fn damage_and_newer_formats_are_refused_clearly() {
     drop(chain);
     let good = std::fs::read(&path).unwrap();
 
-    // A flipped bit in the genesis block's record (the first record, at offset 32).
+    // A flipped bit in the genesis block's record (the first record, at offset 96, after the
+    // header and the two anchors).
     let mut bytes = good.clone();
-    bytes[32 + 32 + 40] ^= 1;
+    bytes[96 + 32 + 40] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
     let err = FileStore::open(&path).unwrap_err();
     assert!(
-        matches!(err, FileStoreError::CorruptRecord { offset: 32, .. }),
+        matches!(err, FileStoreError::CorruptRecord { offset: 96, .. }),
         "{err}"
     );
     assert_eq!(
         err.to_string(),
-        "file store record at offset 32 is corrupt: checksum mismatch"
+        "file store record at offset 96 is corrupt: checksum mismatch"
     );
     assert_eq!(
         std::fs::read(&path).unwrap(),
@@ -161,12 +162,12 @@ fn damage_and_newer_formats_are_refused_clearly() {
 
     // A file from a newer format version.
     let mut bytes = good.clone();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let err = FileStore::open(&path).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "file store format version 2 is not supported (this build reads version 1)"
+        "file store format version 3 is not supported (this build reads version 2)"
     );
 
     // Not a store at all.
@@ -176,12 +177,35 @@ fn damage_and_newer_formats_are_refused_clearly() {
         Err(FileStoreError::NotAStore)
     ));
 
-    // A torn tail is truncated, and the chain resumes at the last complete block.
-    std::fs::write(&path, &good[..good.len() - 7]).unwrap();
+    // A file cut short after it was closed has lost acknowledged blocks: refused, naming both
+    // lengths, and left as it is. Emptied, it is not taken for a new store either.
+    let cut = &good[..good.len() - 7];
+    std::fs::write(&path, cut).unwrap();
+    let err = FileStore::open(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "file store is cut short: it holds {} bytes, but {} bytes were acknowledged as durable",
+            cut.len(),
+            good.len()
+        )
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), cut, "left for the operator");
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(
+        FileStore::open(&path),
+        Err(FileStoreError::CorruptHeader(_))
+    ));
+
+    // A torn tail past the acknowledged length (a record cut short by a crash) is truncated,
+    // and the chain resumes at its last block.
+    let mut torn = good.clone();
+    torn.extend_from_slice(b"\xa5rec\x09\x00\x00");
+    std::fs::write(&path, &torn).unwrap();
     let store = FileStore::open(&path).unwrap();
-    assert!(store.recovery().truncated_bytes > 0);
+    assert_eq!(store.recovery().truncated_bytes, 7);
     let chain = build(store);
-    assert!(chain.height() >= 1);
+    assert_eq!(chain.height(), 2);
     assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
     const { assert!(MAX_RECORD_LEN > medledger::block::MAX_BLOCK_LEN) };
 }

@@ -118,7 +118,8 @@ replay_tests!(
 // ---------------------------------------------------------------------------------------------
 // The seed generator
 
-/// Writes the seed corpus of every target to `fuzz/corpus/<target>/<name>`.
+/// Writes the seed corpus of every target to `fuzz/corpus/<target>/<name>`, and
+/// `fuzz/max_len.txt`.
 #[test]
 #[ignore = "writes the committed seed corpus; run by hand after a format change"]
 fn write_seed_corpus() {
@@ -129,7 +130,50 @@ fn write_seed_corpus() {
         std::fs::write(dir.join(name), bytes).unwrap();
         count += 1;
     }
+    std::fs::write(fuzz_dir().join("max_len.txt"), max_len_table()).unwrap();
     println!("wrote {count} seed inputs");
+}
+
+/// `fuzz/max_len.txt`, which `fuzz/run.sh` reads: each target's `-max_len`, one byte past its
+/// decoder's size limit.
+fn max_len_table() -> String {
+    let mut out = String::from(
+        "# target, and -max_len for fuzz/run.sh: one byte past the decoder's size limit.\n\
+         # Written by write_seed_corpus in tests/fuzz_corpus.rs, which checks it is current.\n",
+    );
+    for t in fuzz_checks::TARGETS {
+        out += &format!("{} {}\n", t.name, t.max_len + 1);
+    }
+    out
+}
+
+#[test]
+fn the_fuzzing_length_limits_are_the_decoders_limits() {
+    let committed = std::fs::read_to_string(fuzz_dir().join("max_len.txt")).unwrap();
+    assert_eq!(
+        committed,
+        max_len_table(),
+        "fuzz/max_len.txt is stale: run write_seed_corpus"
+    );
+}
+
+/// libFuzzer grows inputs slowly from the largest seed: each target has a seed within its
+/// limit and at least half as long, so that large inputs are fuzzed from the start.
+#[test]
+fn every_target_has_a_seed_near_its_limit() {
+    for t in fuzz_checks::TARGETS {
+        let largest = corpus_files(t.name)
+            .iter()
+            .map(|f| f.metadata().unwrap().len() as usize)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            largest <= t.max_len && largest >= t.max_len / 2,
+            "{}: largest seed {largest} bytes, limit {}",
+            t.name,
+            t.max_len
+        );
+    }
 }
 
 type Seed = (&'static str, String, Vec<u8>);
@@ -145,6 +189,7 @@ fn seeds() -> Vec<Seed> {
     file_store_seeds(&mut out);
     access_seeds(&mut out);
     chain_model_seeds(&mut out);
+    limit_seeds(&mut out);
     out
 }
 
@@ -786,7 +831,7 @@ fn file_store_seeds(out: &mut Vec<Seed>) {
     let disk = MemDisk::default();
     let mut chain = ChainBuilder::new(CHAIN_NAME, engine())
         .genesis_time(GENESIS_TIME)
-        .store(FileStore::builder().open_disk(disk.clone()).unwrap())
+        .store(FileStore::builder().create_disk(disk.clone()).unwrap())
         .build()
         .unwrap();
     out.push((t, "genesis-only".into(), disk.bytes()));
@@ -816,8 +861,10 @@ fn file_store_seeds(out: &mut Vec<Seed>) {
     drop(chain);
     let full = disk.bytes();
     out.push((t, "three-blocks-and-a-fork".into(), full.clone()));
-    // A torn tail: the last record cut short.
-    out.push((t, "torn-tail".into(), full[..full.len() - 7].to_vec()));
+    // A torn tail: a record cut short after the acknowledged length.
+    let mut v = full.clone();
+    v.extend_from_slice(b"\xa5rec\x40\x00\x00\x00\x00");
+    out.push((t, "torn-tail".into(), v));
     // A damaged byte in the middle of durable data.
     let mut v = full.clone();
     let mid = v.len() / 2;
@@ -826,9 +873,17 @@ fn file_store_seeds(out: &mut Vec<Seed>) {
     out.push((t, "empty".into(), vec![]));
     out.push((t, "header-only".into(), full[..32].to_vec()));
     out.push((t, "partial-header".into(), full[..11].to_vec()));
-    let mut v = full[..32].to_vec();
-    v[8] = 2;
-    out.push((t, "version-2".into(), v));
+    // Cut short of what its anchors acknowledged.
+    out.push((t, "cut-short".into(), full[..full.len() - 7].to_vec()));
+    // A new store: its header and first anchor.
+    let fresh = MemDisk::default();
+    drop(FileStore::builder().create_disk(fresh.clone()).unwrap());
+    out.push((t, "new-store".into(), fresh.bytes()));
+    for version in [1, 3] {
+        let mut v = full.clone();
+        v[8] = version;
+        out.push((t, format!("version-{version}"), v));
+    }
     out.push((t, "not-a-store".into(), b"just some text\n".to_vec()));
 }
 
@@ -920,4 +975,204 @@ fn access_seeds(out: &mut Vec<Seed>) {
     if let Some(p) = before {
         out.push((t, "before-the-grant".into(), p.encode()));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeds at the limits: the longest inputs each decoder reads, so that fuzzing mutates large
+// inputs from the start. Transactions in the largest bodies carry zero signatures: a large
+// body is then refused quickly (at its root, or at the first transaction of each batch chunk),
+// however the fuzzer mutates it.
+
+/// `n` transactions of one signer with zero signatures.
+fn unsigned_txs(n: usize) -> Vec<Transaction> {
+    let signer = Keypair::from_seed(&[4; 32]).public();
+    (0..n as u64)
+        .map(|nonce| Transaction {
+            body: medledger::tx::TxBody {
+                chain_id: chain_id(),
+                signer,
+                nonce,
+                payload: Payload::Data {
+                    record: Digest::from_bytes([4; 32]),
+                },
+            },
+            signature: Signature::from_bytes([0; 64]),
+        })
+        .collect()
+}
+
+/// `bytes` padded with zeros to `len`: parsed, then refused for its trailing bytes.
+fn padded(mut bytes: Vec<u8>, len: usize) -> Vec<u8> {
+    assert!(bytes.len() <= len);
+    bytes.resize(len, 0);
+    bytes
+}
+
+fn limit_seeds(out: &mut Vec<Seed>) {
+    use medledger::access::{
+        AccessOp, ConsentCommitment, GrantProof, ReleasedSubject, MAX_RELEASE_SUBJECTS,
+    };
+    use medledger::block::MAX_HEADER_LEN;
+    use medledger::codec::Canonical;
+    use medledger::committee::{Message, ShardResult, MAX_SHARD_TXS};
+    use medledger::pseudonym::Pseudonym;
+    use medledger::tx::MAX_TX_LEN;
+
+    // The largest access operation: a research release of the most subjects.
+    let subjects: Vec<ReleasedSubject> = (0..MAX_RELEASE_SUBJECTS as u8)
+        .map(|i| ReleasedSubject {
+            pseudonym: Pseudonym::from_bytes([i; 32]),
+            consent: ConsentCommitment::from_bytes([!i; 32]),
+        })
+        .collect();
+    let release = Transaction::sign(
+        &Keypair::from_seed(&[5; 32]),
+        chain_id(),
+        1,
+        Payload::Access(AccessOp::ReleaseResearchData {
+            recipient: Keypair::from_seed(&[6; 32]).account(),
+            epoch: Epoch::new(3),
+            dataset: Digest::from_bytes([7; 32]),
+            subjects: subjects.try_into().unwrap(),
+        }),
+    )
+    .encode();
+    assert!(release.len() <= MAX_TX_LEN);
+    out.push(("transaction", "largest-access-op".into(), release.clone()));
+    out.push(("access_op", "largest-access-op".into(), release));
+    out.push((
+        "transaction",
+        "at-limit".into(),
+        padded(signed(1, 0).encode(), MAX_TX_LEN),
+    ));
+
+    // Headers and blocks.
+    let mut chain = ChainBuilder::new("seed", ProofOfWork::regtest())
+        .genesis_time(1_750_000_000)
+        .build()
+        .unwrap();
+    let mined = chain.mine(vec![], 1_750_000_600).unwrap();
+    out.push((
+        "block_header",
+        "at-limit".into(),
+        padded(codec::encode(&mined.header), MAX_HEADER_LEN),
+    ));
+    let txs = unsigned_txs(MAX_BLOCK_TXS);
+    let block = block_of(txs.clone());
+    let bytes = block.encode();
+    assert!(bytes.len() <= medledger::block::MAX_BLOCK_LEN);
+    out.push(("block", "most-txs".into(), bytes));
+
+    // Proofs and pseudonym types at their longest.
+    let mut v = vec![FORMAT_VERSION];
+    for n in [
+        u32::MAX as usize,
+        u32::MAX as usize,
+        medledger::merkle::IDS_PER_CHUNK,
+    ] {
+        varint(n, &mut v);
+    }
+    v.extend(vec![7u8; medledger::merkle::IDS_PER_CHUNK * 32]);
+    varint(medledger::merkle::MAX_PROOF_DEPTH, &mut v);
+    v.extend(vec![9u8; medledger::merkle::MAX_PROOF_DEPTH * 32]);
+    assert_eq!(v.len(), MerkleProof::MAX_ENCODED_LEN);
+    out.push(("merkle_proof", "longest".into(), v));
+    let longest = |label: &str| {
+        Context::new(
+            Epoch::MAX,
+            *PurposeOfUse::ALL.last().unwrap(),
+            Recipient::group(label),
+        )
+    };
+    out.push((
+        "pseudonym_context",
+        "longest".into(),
+        longest("any").encode(),
+    ));
+    let tree = PatientSecret::from_bytes([2; 32]).key_tree();
+    let (ca, cb) = (longest("a"), longest("b"));
+    let ka = tree.epoch_key(ca.epoch).unwrap().signing_key(&ca).unwrap();
+    let kb = tree.epoch_key(cb.epoch).unwrap().signing_key(&cb).unwrap();
+    let st = LinkStatement::sign(&ka, &kb, longest("verifier")).unwrap();
+    out.push(("link_statement", "longest".into(), codec::encode(&st)));
+
+    // Committee messages and blocks: a shard of the most transactions, and block 1 of the seeds'
+    // network carrying the most transactions a block holds (its seal then fails).
+    let fresh = fuzz_checks::committee::fresh_chain();
+    let committee_seed = |name: &str| {
+        let path = fuzz_dir().join("corpus").join("committee_block").join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let b1 = Block::<medledger::committee::CommitteeSeal>::decode(&committee_seed("block1"))
+        .expect("the committee seeds are written first");
+    assert_eq!(b1.header.parent, fresh.genesis_hash());
+    let shard = Message::ShardResult(ShardResult {
+        height: b1.header.height,
+        parent: b1.header.parent,
+        cert: b1.header.seal.shards[0].clone(),
+        txs: txs[..MAX_SHARD_TXS].to_vec().try_into().unwrap(),
+    });
+    out.push((
+        "committee_message",
+        "shard-of-most-txs".into(),
+        codec::encode(&shard),
+    ));
+    let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
+    let mut big = b1;
+    big.header.tx_root = merkle_root(&ids);
+    big.header.tx_count = txs.len() as u32;
+    big.txs = txs.try_into().unwrap();
+    out.push(("committee_block", "most-txs".into(), big.encode()));
+
+    // A store holding the seeds' genesis and a record of nearly the largest length.
+    {
+        use fuzz_checks::file_store::{engine, MemDisk, CHAIN_NAME, GENESIS_TIME};
+        use medledger::file_store::FileStore;
+        let disk = MemDisk::default();
+        let chain = ChainBuilder::new(CHAIN_NAME, engine())
+            .genesis_time(GENESIS_TIME)
+            .store(FileStore::builder().create_disk(disk.clone()).unwrap())
+            .build()
+            .unwrap();
+        let mut store = chain.into_store();
+        let len = medledger::block::MAX_BLOCK_LEN - 4096;
+        let hash = BlockHash::from_bytes([0x5a; 32]);
+        store.put_block(&hash, &vec![0x5a; len]).unwrap();
+        drop(store);
+        let bytes = disk.bytes();
+        assert!(bytes.len() <= fuzz_checks::file_store::MAX_FILE_LEN);
+        out.push(("file_store", "largest-record".into(), bytes));
+    }
+
+    // Grant proofs, padded to their limit.
+    let (chain, _, grant) = fuzz_checks::access::setup();
+    let proof: GrantProof = chain.prove_grant(&grant, chain.height()).unwrap();
+    out.push((
+        "grant_proof",
+        "at-limit".into(),
+        padded(proof.encode(), GrantProof::MAX_ENCODED_LEN),
+    ));
+
+    // The longest scenario: every operation garbage bytes of the longest length (the start of
+    // a real block, cut short).
+    let start = mined.encode();
+    let ops: Vec<Op> = (0..chain_model::MAX_OPS)
+        .map(|i| {
+            let mut b = start.clone();
+            b.resize(255, i as u8);
+            Op::Bytes(b)
+        })
+        .collect();
+    let bytes = chain_model::encode(1, &ops);
+    assert_eq!(bytes.len(), chain_model::MAX_SCENARIO_LEN);
+    out.push(("chain_model", "longest".into(), bytes));
+}
+
+/// A canonical varint.
+fn varint(mut n: usize, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }

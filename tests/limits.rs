@@ -536,7 +536,7 @@ fn file_store_record_length() {
     use medledger::store::{Store, StoreError};
 
     let disk = file_store_support::MemDisk::default();
-    let mut store = FileStore::builder().open_disk(disk.clone()).unwrap();
+    let mut store = FileStore::builder().create_disk(disk.clone()).unwrap();
     // The largest block a store takes is the largest block a peer may send.
     let at = vec![0xab; MAX_BLOCK_LEN];
     store

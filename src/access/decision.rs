@@ -266,20 +266,17 @@ impl AccessState {
                 .get(&pointer.relationship)
                 .and_then(|rel| self.past_candidates(rel, req, height, &mut try_grant))
         };
-        if let Some(id) = permitted {
-            debug_assert_eq!(
-                self.relationships
-                    .get(&pointer.relationship)
-                    .and_then(|r| r.status_at(height)),
-                Some(RelationshipStatus::Accepted),
-                "a grant that is not revoked implies an accepted relationship"
-            );
-            return Decision::Permit(Basis::Grant(id));
-        }
         let Some(rel) = self.relationships.get(&pointer.relationship) else {
             return Decision::Deny(DenyReason::UnknownPointer(req.pointer));
         };
         let status = rel.status_at(height).unwrap_or(RelationshipStatus::Pending);
+        if let Some(id) = permitted {
+            // Ending a relationship revokes its live grants, but not those expired by then: a
+            // request dated before such a grant's end must still find the relationship over.
+            if status == RelationshipStatus::Accepted {
+                return Decision::Permit(Basis::Grant(id));
+            }
+        }
         if status != RelationshipStatus::Accepted {
             // Its grants (if any) are revoked: the relationship is the reason.
             best = DenyReason::RelationshipNotActive {
@@ -624,6 +621,43 @@ mod tests {
         );
         assert!(matches!(
             at(&c, start),
+            Decision::Deny(DenyReason::RelationshipNotActive {
+                status: RelationshipStatus::Terminated,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_grant_expired_before_its_relationship_ended_permits_nothing_at_earlier_times() {
+        let mut c = Cast::new();
+        let (rel, lab, _) = c.with_records();
+        let start = c.h.time;
+        let terms = c.treat_terms(rel, 1);
+        let g = c.h.grant(&c.patient, terms, None);
+        // The grant expires; then the patient ends the relationship, which revokes only live
+        // grants, so this one keeps no revocation record.
+        c.h.apply_after(
+            2 * DAY,
+            &c.patient,
+            AccessOp::TerminateRelationship {
+                relationship: rel,
+                reason: reason("moving"),
+            },
+        )
+        .unwrap();
+        assert!(c.h.access().revocation(&g).is_none());
+        // A request dated inside the grant's period finds the relationship over.
+        let req = AccessRequest::new(
+            c.specialist.account(),
+            c.patient.account(),
+            lab,
+            Action::Read,
+            Treatment,
+            start + 10,
+        );
+        assert!(matches!(
+            c.h.access().decide(&req),
             Decision::Deny(DenyReason::RelationshipNotActive {
                 status: RelationshipStatus::Terminated,
                 ..

@@ -78,7 +78,10 @@ pub trait Consensus: Send + Sync + 'static {
     /// Checks `header`'s seal and the engine's rules against the branch it extends, and returns
     /// the work the block adds to that branch (fork choice follows the most total work).
     ///
-    /// The chain has already checked the height, parent link, structure and Merkle root.
+    /// The chain has already checked the header's size, version and transaction count, its
+    /// parent link and its height; it checks the Merkle root and the transactions' signatures
+    /// only after this call, so that a header breaking the engine's rules costs no signature
+    /// check. The verdict must therefore depend on the header and its ancestors alone.
     ///
     /// # Errors
     ///

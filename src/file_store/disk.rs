@@ -1,4 +1,4 @@
-//! The file layer under [`FileStore`](super::FileStore): five operations on one growing byte
+//! The file layer under [`FileStore`](super::FileStore): six operations on one growing byte
 //! array, so that tests can put the store on a disk that loses or tears writes.
 
 use std::fs::{File, OpenOptions};
@@ -19,6 +19,9 @@ use super::FileStoreError;
 /// * bytes are durable only once a later [`sync`](Self::sync) has returned `Ok`; after a crash,
 ///   everything synced is intact, while bytes appended since the last sync may be missing, cut
 ///   short or damaged;
+/// * [`write_at`](Self::write_at) overwrites bytes in place (the store does so only for its two
+///   small anchors near the start); until the next `sync` returns `Ok`, a crash may leave the
+///   range written old, new, or torn between the two, but never changes bytes outside it;
 /// * [`truncate`](Self::truncate) shortens the data (made durable by the next `sync`).
 pub trait Disk: Send {
     /// The current length in bytes (appended bytes included, synced or not).
@@ -51,7 +54,16 @@ pub trait Disk: Send {
     /// The underlying I/O error; part of `data` may then have been written.
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
 
-    /// Makes every byte appended so far, and the current length, durable.
+    /// Overwrites the bytes at `offset..offset + data.len()`, which lie within the current
+    /// length.
+    ///
+    /// # Errors
+    ///
+    /// The underlying I/O error (part of `data` may then have been written);
+    /// [`io::ErrorKind::InvalidInput`] if the range passes the end.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// Makes every byte appended or written so far, and the current length, durable.
     ///
     /// # Errors
     ///
@@ -138,7 +150,8 @@ impl FileDisk {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             // No hard links on this file system: create the file empty; the store then writes
-            // the header itself, and recovers a header torn by a crash (cut short or zeroed).
+            // its first bytes itself (a crash before they are synced leaves a file that is
+            // refused, never taken for a new store: remove it to start again).
             Err(_) => return Self::open(path),
         }
         sync_parent_dir(path)?;
@@ -253,6 +266,14 @@ impl Disk for FileDisk {
         write_all_at(&self.file, data, self.len)?;
         self.len += data.len() as u64;
         Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        offset
+            .checked_add(data.len() as u64)
+            .filter(|&end| end <= self.len)
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        write_all_at(&self.file, data, offset)
     }
 
     fn sync(&mut self) -> io::Result<()> {

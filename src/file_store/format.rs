@@ -1,12 +1,12 @@
-//! The on-disk format, version 1.
+//! The on-disk format, version 2.
 //!
 //! ```text
-//! file    = header record*
+//! file    = header anchor anchor record*
 //! header  = magic[8] version:u32 flags:u32 check[16]             (32 bytes)
+//! anchor  = seq:u64 acked:u64 check[16]                          (32 bytes, rewritten in place)
 //! record  = marker[4] len:u32 synced:u64 check[16] body[len]      (32 + len bytes)
 //! body    = 0x01 hash[32] block-bytes                             a block
 //!         | 0x02 from_height:u64 hash[32]*                        a main-chain update
-//!         | 0x03                                                  a checkpoint
 //! ```
 //!
 //! Integers are little-endian. `header.check` is the first 16 bytes of BLAKE3 in the
@@ -14,9 +14,18 @@
 //! `record.check` is the same over the record's offset (`u64`), `len`, `synced` and body, so a
 //! record is valid only where it was written. `synced` is how much of the file was durable
 //! (synced) when the record was appended: recovery uses it to tell damage in the unsynced tail of
-//! a crash (truncated away) from damage to data that was once durable (refused). A checkpoint
-//! carries nothing else: it is appended on a clean close and on open when the last records have
-//! no later record vouching for them.
+//! a crash (truncated away) from damage to data that was once durable (refused).
+//!
+//! The two anchors are the only bytes ever rewritten. Each holds `acked`, a length of the file
+//! that the store had synced, and so acknowledged as durable, before it wrote the anchor, and a
+//! sequence number; `anchor.check` is the first 16 bytes of BLAKE3 in the
+//! [`STORE_ANCHOR`](crate::hash::domain::STORE_ANCHOR) domain over the anchor's offset, `seq`
+//! and `acked`. The valid anchor with the higher `seq` counts: a file shorter than its `acked` was
+//! cut short and is refused, as is damage below it; only bytes past it can be a torn tail.
+//! The store writes a new anchor, into the slot of the older one, only once the newer one has
+//! been synced, so a crash while an anchor is written (which may tear it) leaves the other one
+//! valid; and since an anchor only ever claims bytes synced before it was written, no crash can
+//! leave an anchor claiming more than the file holds.
 
 use std::io;
 
@@ -29,9 +38,13 @@ use super::disk::Disk;
 /// transfers, as in PNG).
 pub(crate) const MAGIC: [u8; 8] = *b"\x89MLEDGR\n";
 /// The format version this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// Length of the file header.
 pub(crate) const FILE_HEADER_LEN: u64 = 32;
+/// Length of an anchor.
+pub(crate) const ANCHOR_LEN: u64 = 32;
+/// Where the first record starts: after the header and the two anchors.
+pub(crate) const DATA_START: u64 = FILE_HEADER_LEN + 2 * ANCHOR_LEN;
 /// Marks the start of every record (lets recovery find records after a damaged one).
 pub(crate) const RECORD_MARKER: [u8; 4] = *b"\xa5rec";
 /// Length of a record's frame header.
@@ -44,9 +57,6 @@ pub(crate) const MAX_MAIN_HASHES_PER_RECORD: usize = 1 << 16;
 
 const KIND_BLOCK: u8 = 1;
 const KIND_MAIN: u8 = 2;
-const KIND_CHECKPOINT: u8 = 3;
-/// The body of a checkpoint record.
-pub(crate) const CHECKPOINT_BODY: [u8; 1] = [KIND_CHECKPOINT];
 /// Bytes of a block body before the block's own bytes.
 pub(crate) const BLOCK_PREFIX_LEN: usize = 1 + 32;
 const MAIN_PREFIX_LEN: usize = 1 + 8;
@@ -64,6 +74,66 @@ pub(crate) fn file_header() -> [u8; FILE_HEADER_LEN as usize] {
     let check = domain::STORE_RECORD.hash(&h[..16]);
     h[16..].copy_from_slice(&check[..16]);
     h
+}
+
+/// Where anchor `slot` (0 or 1) lies.
+pub(crate) fn anchor_offset(slot: usize) -> u64 {
+    FILE_HEADER_LEN + ANCHOR_LEN * slot as u64
+}
+
+/// An anchor: the file length the store acknowledged, and which anchor is newer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Anchor {
+    /// Sequence number: the valid anchor with the higher one counts.
+    pub seq: u64,
+    /// Bytes of the file synced before the anchor was written.
+    pub acked: u64,
+}
+
+fn anchor_check(slot: usize, seq: u64, acked: u64) -> [u8; 16] {
+    let full = domain::STORE_ANCHOR.hash_parts(&[
+        &anchor_offset(slot).to_le_bytes(),
+        &seq.to_le_bytes(),
+        &acked.to_le_bytes(),
+    ]);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// The bytes of `anchor` in `slot`.
+pub(crate) fn encode_anchor(slot: usize, anchor: Anchor) -> [u8; ANCHOR_LEN as usize] {
+    let mut a = [0u8; ANCHOR_LEN as usize];
+    a[..8].copy_from_slice(&anchor.seq.to_le_bytes());
+    a[8..16].copy_from_slice(&anchor.acked.to_le_bytes());
+    a[16..].copy_from_slice(&anchor_check(slot, anchor.seq, anchor.acked));
+    a
+}
+
+/// The anchor in `slot`, if its bytes are a valid one (a torn or never-written slot is not).
+pub(crate) fn decode_anchor(slot: usize, a: &[u8; ANCHOR_LEN as usize]) -> Option<Anchor> {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&a[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    let (seq, acked) = (word(0), word(8));
+    (a[16..] == anchor_check(slot, seq, acked) && seq > 0 && acked >= DATA_START)
+        .then_some(Anchor { seq, acked })
+}
+
+/// The first bytes of a new store: the header, a first anchor (acknowledging exactly these
+/// bytes) and an empty slot for the second.
+pub(crate) fn new_file_prefix() -> [u8; DATA_START as usize] {
+    let mut p = [0u8; DATA_START as usize];
+    p[..FILE_HEADER_LEN as usize].copy_from_slice(&file_header());
+    let first = Anchor {
+        seq: 1,
+        acked: DATA_START,
+    };
+    let at = anchor_offset(0) as usize;
+    p[at..at + ANCHOR_LEN as usize].copy_from_slice(&encode_anchor(0, first));
+    p
 }
 
 /// What a file header says.
@@ -179,8 +249,6 @@ pub(crate) enum Record {
         /// The new hashes from that height.
         hashes: Vec<BlockHash>,
     },
-    /// Only its frame's durable length matters.
-    Checkpoint,
 }
 
 /// Decodes a checksummed body found at file offset `body_at`.
@@ -223,8 +291,6 @@ pub(crate) fn decode_body(body: &[u8], body_at: u64) -> Result<Record, &'static 
                 hashes,
             })
         }
-        Some(&KIND_CHECKPOINT) if body.len() == 1 => Ok(Record::Checkpoint),
-        Some(&KIND_CHECKPOINT) => Err("checkpoint record with a payload"),
         Some(_) => Err("unknown record kind"),
         None => Err("empty record"),
     }
@@ -307,7 +373,7 @@ impl<'a> Scanner<'a> {
         if record_check(pos, len, synced, body) != check {
             return Ok(Err("checksum mismatch"));
         }
-        if synced > pos || synced < FILE_HEADER_LEN {
+        if synced > pos || synced < DATA_START {
             // Checksummed, so written by a store: never a torn write.
             return Ok(Ok(Frame {
                 synced,

@@ -13,22 +13,33 @@
 //! chain both policies acknowledge every block, and `Group` does it with one sync per block
 //! instead of two.
 //!
-//! **Recovery.** Opening the file scans it. A damaged record in the tail that was never synced
-//! (a write torn by a crash or power cut) is truncated away, with [`Recovery`] saying how many
-//! bytes went. Damage to data that had been synced is refused with
-//! [`FileStoreError::CorruptRecord`] naming its offset, and the file is left untouched for the
-//! operator. Each record says how much of the file was synced when it was written, which is how
-//! the two are told apart; a clean close, and an open after a crash, append a small checkpoint
-//! record vouching for the last writes. (So only damage that strikes the last synced writes
-//! between a crash and the next open could pass for a torn write.) A file written by a newer
-//! format version is refused with [`FileStoreError::UnsupportedVersion`].
+//! **Recovery.** Opening the file scans it. Two small anchors after the header, the only bytes
+//! ever rewritten, record how much of the file the store has acknowledged as durable; a new
+//! anchor is written after every sync. A file shorter than that was cut short after the fact
+//! (an incomplete copy, a truncation) and is refused with [`FileStoreError::Truncated`], naming
+//! both lengths; damage to acknowledged data is refused with [`FileStoreError::CorruptRecord`]
+//! naming its offset, and a damaged header or pair of anchors with
+//! [`FileStoreError::CorruptHeader`]. The file is then left untouched for the operator. Past the
+//! acknowledged length, a damaged record in a tail that was never synced (a write torn by a crash
+//! or power cut) is truncated away, with [`Recovery`] saying how many bytes went. Each record
+//! also says how much of the file was synced when it was written, so a valid record after damage
+//! proves the damaged bytes were durable (refused, not truncated). The anchor acknowledging a
+//! sync is written as the sync returns and reaches the disk with the next sync, a clean close or
+//! the next open (so a sync costs no second flush). A killed process loses nothing of it, but a
+//! power cut may; the records of that last sync then count as durable only if a later record
+//! says so, and damage or a cut confined to them passes for a torn tail. A file written by
+//! another format version is refused with [`FileStoreError::UnsupportedVersion`].
+//!
+//! **New stores.** [`FileStore::open`] creates a missing file atomically, its header and first
+//! anchor in place; [`FileStoreBuilder::create_disk`] writes them to an empty [`Disk`]. Opening
+//! never takes an empty or damaged file for a new store.
 //!
 //! **Locking.** The file is locked exclusively while open, so a second writer, in this process
 //! or another, gets [`FileStoreError::Locked`].
 //!
 //! **Fault injection.** The store reaches its file only through the small [`Disk`] trait;
-//! [`FileStoreBuilder::open_disk`] puts it on any implementation, such as a test disk that loses
-//! unsynced bytes or tears writes.
+//! [`FileStoreBuilder::open_disk`] and [`FileStoreBuilder::create_disk`] put it on any
+//! implementation, such as a test disk that loses unsynced bytes or tears writes.
 //!
 //! ```
 //! use medledger::ChainBuilder;
@@ -39,6 +50,7 @@
 //! let dir = std::env::temp_dir().join(format!("medledger-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir)?;
 //! let path = dir.join("ledger.mlg");
+//! # let _ = std::fs::remove_file(&path);
 //! let store = FileStore::builder()
 //!     .sync_policy(SyncPolicy::Group { max_records: 64, max_delay: Duration::from_millis(10) })
 //!     .open(&path)?;
@@ -80,9 +92,10 @@ pub use disk::{Disk, FileDisk};
 pub use format::MAX_RECORD_LEN;
 
 use format::{
-    check_file_header, encode_record, file_header, main_body, HeaderCheck, Record, Scanner,
-    BLOCK_KIND, BLOCK_PREFIX_LEN, CHECKPOINT_BODY, FILE_HEADER_LEN, FORMAT_VERSION,
-    MAX_MAIN_HASHES_PER_RECORD, RECORD_HEADER_LEN,
+    anchor_offset, check_file_header, decode_anchor, encode_anchor, encode_record, main_body,
+    new_file_prefix, Anchor, HeaderCheck, Record, Scanner, ANCHOR_LEN, BLOCK_KIND,
+    BLOCK_PREFIX_LEN, DATA_START, FILE_HEADER_LEN, FORMAT_VERSION, MAX_MAIN_HASHES_PER_RECORD,
+    RECORD_HEADER_LEN,
 };
 
 /// The file format version this build writes, and the newest it reads.
@@ -101,7 +114,7 @@ pub enum FileStoreError {
     /// The file does not start with the file store's magic bytes.
     #[error("not a medledger file store (bad magic bytes)")]
     NotAStore,
-    /// The file was written by a format version this build does not read.
+    /// The file was written by a format version this build does not read (older or newer).
     #[error(
         "file store format version {found} is not supported (this build reads version {supported})"
     )]
@@ -111,9 +124,28 @@ pub enum FileStoreError {
         /// The version this build reads ([`FILE_FORMAT_VERSION`]).
         supported: u32,
     },
-    /// The file header is damaged.
+    /// The file header or its anchors are damaged, or the file is cut short inside them (an
+    /// empty file included): never taken for a new store.
     #[error("file store header is corrupt: {0}")]
     CorruptHeader(&'static str),
+    /// The file is shorter than the length the store had acknowledged as durable: it was cut
+    /// short after it was written, and acknowledged blocks are missing. The file is left as it
+    /// is.
+    #[error(
+        "file store is cut short: it holds {len} bytes, but {acknowledged} bytes were acknowledged as durable"
+    )]
+    Truncated {
+        /// The file's length.
+        len: u64,
+        /// The length its anchor acknowledged.
+        acknowledged: u64,
+    },
+    /// [`FileStoreBuilder::create_disk`] was given a disk that is not empty.
+    #[error("a new file store needs an empty disk, this one holds {len} bytes")]
+    NotEmpty {
+        /// The disk's length.
+        len: u64,
+    },
     /// A record that had been synced is damaged (or a checksummed record is invalid). The file
     /// is left as it is.
     #[error("file store record at offset {offset} is corrupt: {reason}")]
@@ -154,6 +186,7 @@ impl From<FileStoreError> for StoreError {
             FileStoreError::Io(e) => StoreError::Io(e),
             e @ (FileStoreError::NotAStore
             | FileStoreError::CorruptHeader(_)
+            | FileStoreError::Truncated { .. }
             | FileStoreError::CorruptRecord { .. }
             | FileStoreError::MainChainGap { .. }) => StoreError::Corrupt(e.to_string()),
             e => StoreError::Backend(Box::new(e)),
@@ -203,36 +236,51 @@ impl FileStoreBuilder {
     }
 
     /// Opens the store in the file at `path`, and locks it. A missing file is created
-    /// atomically (a crash leaves no file, or a complete header).
+    /// atomically (a crash leaves no file, or its complete first bytes).
     ///
     /// # Errors
     ///
-    /// As [`open_disk`](Self::open_disk), plus [`FileStoreError::Locked`].
+    /// As [`open_disk`](Self::open_disk) (an existing empty file is refused as
+    /// [`FileStoreError::CorruptHeader`]), plus [`FileStoreError::Locked`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<FileStore, FileStoreError> {
         self.validate()?;
         let path = path.as_ref();
         let (disk, created) = match FileDisk::open_existing(path)? {
             Some(disk) => (disk, false),
-            // A new file is created with its header in place, atomically.
-            None => (FileDisk::create_with(path, &file_header())?, true),
+            // A new file is created with its first bytes in place, atomically.
+            None => (FileDisk::create_with(path, &new_file_prefix())?, true),
         };
-        let mut store = self.open_disk(disk)?;
+        let mut store = FileStore::recover(Box::new(disk), self.sync, created)?;
         store.recovery.created |= created;
         Ok(store)
     }
 
-    /// Opens the store on `disk`: recovers it (see the [module docs](self)) or, if it is empty,
-    /// writes a new header.
+    /// Opens the store on `disk` and recovers it (see the [module docs](self)).
     ///
     /// # Errors
     ///
-    /// [`FileStoreError::Config`] for an invalid configuration, [`FileStoreError::NotAStore`],
-    /// [`FileStoreError::UnsupportedVersion`], [`FileStoreError::CorruptHeader`] or
-    /// [`FileStoreError::CorruptRecord`] for a file it will not open, and
-    /// [`FileStoreError::Io`].
+    /// [`FileStoreError::Config`] for an invalid configuration; [`FileStoreError::NotAStore`],
+    /// [`FileStoreError::UnsupportedVersion`], [`FileStoreError::CorruptHeader`] (an empty disk
+    /// included), [`FileStoreError::Truncated`] or [`FileStoreError::CorruptRecord`] for a disk
+    /// it will not open, which it then leaves untouched; and [`FileStoreError::Io`].
     pub fn open_disk(self, disk: impl Disk + 'static) -> Result<FileStore, FileStoreError> {
         self.validate()?;
-        FileStore::recover(Box::new(disk), self.sync)
+        FileStore::recover(Box::new(disk), self.sync, false)
+    }
+
+    /// Creates a new store on `disk`, which must be empty.
+    ///
+    /// # Errors
+    ///
+    /// [`FileStoreError::Config`] for an invalid configuration, [`FileStoreError::NotEmpty`] if
+    /// the disk holds anything (it is then left untouched), and [`FileStoreError::Io`].
+    pub fn create_disk(self, disk: impl Disk + 'static) -> Result<FileStore, FileStoreError> {
+        self.validate()?;
+        let len = disk.len()?;
+        if len != 0 {
+            return Err(FileStoreError::NotEmpty { len });
+        }
+        FileStore::recover(Box::new(disk), self.sync, true)
     }
 }
 
@@ -240,8 +288,8 @@ impl FileStoreBuilder {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
-    /// Whether the store was new: its file was created by this open, or the disk was empty
-    /// (or held only part of a header, from a crash while it was being created).
+    /// Whether the store was new: its file was created by this open, or by
+    /// [`FileStoreBuilder::create_disk`].
     pub created: bool,
     /// Valid records read.
     pub records: u64,
@@ -249,6 +297,8 @@ pub struct Recovery {
     pub blocks: u64,
     /// Bytes of a torn, never-synced tail that were truncated.
     pub truncated_bytes: u64,
+    /// The length the file's anchor acknowledged as durable: the file held at least this much.
+    pub acknowledged_len: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -267,10 +317,11 @@ pub struct FileStore {
     len: u64,
     /// Bytes known durable.
     synced: u64,
-    /// Bytes proven durable to recovery: the largest `synced` written in any record.
-    evidenced: u64,
-    /// End of the last block or main-chain record.
-    data_end: u64,
+    /// The newest anchor written: what it acknowledges, and in which slot.
+    anchor: Anchor,
+    anchor_slot: usize,
+    /// Whether that anchor has been synced (only then may the other slot be overwritten).
+    anchor_durable: bool,
     pending: u32,
     pending_since: Option<Instant>,
     poisoned: bool,
@@ -332,23 +383,36 @@ impl FileStore {
         self.synced
     }
 
-    fn recover(mut disk: Box<dyn Disk>, policy: SyncPolicy) -> Result<Self, FileStoreError> {
+    /// Opens the store on `disk`; `create`: the disk may be empty, and is then a new store.
+    /// Nothing is written before the disk has passed every check.
+    fn recover(
+        mut disk: Box<dyn Disk>,
+        policy: SyncPolicy,
+        create: bool,
+    ) -> Result<Self, FileStoreError> {
         let mut recovery = Recovery::default();
-        let file_len = disk.len()?;
-        if Self::needs_header(&*disk, file_len)? {
-            disk.truncate(0)?;
-            disk.append(&file_header())?;
+        if create && disk.is_empty()? {
+            disk.append(&new_file_prefix())?;
             disk.sync()?;
             recovery.created = true;
         }
         let file_len = disk.len()?;
+        let (anchor, anchor_slot) = Self::check_start(&*disk, file_len)?;
+        if file_len < anchor.acked {
+            return Err(FileStoreError::Truncated {
+                len: file_len,
+                acknowledged: anchor.acked,
+            });
+        }
+        recovery.acknowledged_len = anchor.acked;
         let mut store = Self {
             disk,
             policy,
-            len: FILE_HEADER_LEN,
-            synced: FILE_HEADER_LEN,
-            evidenced: FILE_HEADER_LEN,
-            data_end: FILE_HEADER_LEN,
+            len: DATA_START,
+            synced: DATA_START,
+            anchor,
+            anchor_slot,
+            anchor_durable: false,
             pending: 0,
             pending_since: None,
             poisoned: false,
@@ -359,7 +423,7 @@ impl FileStore {
             recovery,
             buf: Vec::new(),
         };
-        let mut pos = FILE_HEADER_LEN;
+        let mut pos = DATA_START;
         let mut scanner = Scanner::new(&*store.disk, file_len);
         while pos < file_len {
             match scanner.frame_at(pos)? {
@@ -370,10 +434,6 @@ impl FileStore {
                             offset: pos,
                             reason,
                         })?;
-                    if record != Record::Checkpoint {
-                        store.data_end = frame.end;
-                    }
-                    store.evidenced = store.evidenced.max(frame.synced);
                     Self::apply(
                         &mut store.blocks,
                         &mut store.order,
@@ -385,7 +445,10 @@ impl FileStore {
                     pos = frame.end;
                 }
                 Err(damage) => {
-                    if scanner.durable_after(pos)?.is_some() {
+                    // Damage to acknowledged bytes, or followed by a record written after the
+                    // damaged bytes were synced, is damage to durable data; anything else is a
+                    // tail torn by a crash.
+                    if pos < anchor.acked || scanner.durable_after(pos)?.is_some() {
                         return Err(FileStoreError::CorruptRecord {
                             offset: pos,
                             reason: damage,
@@ -401,51 +464,68 @@ impl FileStore {
             store.recovery.truncated_bytes = file_len - pos;
         }
         // What was read may still be only in the OS cache (a writer killed before its group
-        // commit); make it durable before new records claim it is.
+        // commit); make it durable, anchors included, before new records claim it is.
         store.disk.sync()?;
+        store.anchor_durable = true;
         store.len = pos;
         store.synced = pos;
         store.recovery.blocks = store.order.len() as u64;
-        // Vouch for the last records now, so that later damage to them is not taken for a
-        // torn write.
-        store.checkpoint()?;
+        // Acknowledge what was recovered, so that later damage to it is not taken for a torn
+        // write, and a file cut short below it is refused.
+        store.seal()?;
         store.opened = true;
         Ok(store)
     }
 
-    /// Whether the disk holds no store yet: empty, or only a prefix of a header (or zeros) left
-    /// by a crash while the store was being created.
-    fn needs_header(disk: &dyn Disk, file_len: u64) -> Result<bool, FileStoreError> {
-        let expected = file_header();
+    /// Checks the header and the anchors; returns the anchor that counts, and its slot.
+    fn check_start(disk: &dyn Disk, file_len: u64) -> Result<(Anchor, usize), FileStoreError> {
+        if file_len == 0 {
+            return Err(FileStoreError::CorruptHeader(
+                "the file is empty (a store holds its header from the start)",
+            ));
+        }
+        let expected = new_file_prefix();
         let n = file_len.min(FILE_HEADER_LEN) as usize;
         let mut head = [0u8; FILE_HEADER_LEN as usize];
         disk.read_at(0, &mut head[..n])?;
-        let head = &head[..n];
-        let partial = head == &expected[..n] || head.iter().all(|&b| b == 0);
-        if file_len <= FILE_HEADER_LEN && partial && head != expected {
-            return Ok(true);
-        }
         if file_len < FILE_HEADER_LEN {
             return Err(if head[..n.min(8)] != expected[..n.min(8)] {
                 FileStoreError::NotAStore
             } else {
-                FileStoreError::CorruptHeader("truncated header")
+                FileStoreError::CorruptHeader("the file is cut short inside its header")
             });
         }
-        let mut full = [0u8; FILE_HEADER_LEN as usize];
-        full.copy_from_slice(head);
-        match check_file_header(&full) {
-            HeaderCheck::Valid => Ok(false),
-            HeaderCheck::NotAStore => Err(FileStoreError::NotAStore),
-            HeaderCheck::Version(found) if found > FORMAT_VERSION => {
-                Err(FileStoreError::UnsupportedVersion {
+        match check_file_header(&head) {
+            HeaderCheck::Valid => {}
+            HeaderCheck::NotAStore => return Err(FileStoreError::NotAStore),
+            HeaderCheck::Version(0) => {
+                return Err(FileStoreError::CorruptHeader("format version 0"));
+            }
+            HeaderCheck::Version(found) => {
+                return Err(FileStoreError::UnsupportedVersion {
                     found,
                     supported: FORMAT_VERSION,
                 })
             }
-            HeaderCheck::Version(_) => Err(FileStoreError::CorruptHeader("unknown format version")),
-            HeaderCheck::Corrupt(reason) => Err(FileStoreError::CorruptHeader(reason)),
+            HeaderCheck::Corrupt(reason) => return Err(FileStoreError::CorruptHeader(reason)),
         }
+        if file_len < DATA_START {
+            return Err(FileStoreError::CorruptHeader(
+                "the file is cut short inside its anchors",
+            ));
+        }
+        let mut best: Option<(Anchor, usize)> = None;
+        for slot in 0..2 {
+            let mut a = [0u8; ANCHOR_LEN as usize];
+            disk.read_at(anchor_offset(slot), &mut a)?;
+            if let Some(anchor) = decode_anchor(slot, &a) {
+                if best.is_none_or(|(b, _)| anchor.seq > b.seq) {
+                    best = Some((anchor, slot));
+                }
+            }
+        }
+        // A crash can tear at most the anchor being written: the other one was synced first.
+        best.ok_or(FileStoreError::CorruptHeader("both anchors are damaged"))
     }
 
     fn apply(
@@ -462,7 +542,6 @@ impl FileStore {
                     order.push(hash);
                 }
             }
-            Record::Checkpoint => {}
             Record::Main {
                 from_height,
                 hashes,
@@ -509,11 +588,7 @@ impl FileStore {
             }
             return Err(e.into());
         }
-        self.evidenced = self.evidenced.max(self.synced);
         self.len += n;
-        if body != [&CHECKPOINT_BODY[..]] {
-            self.data_end = self.len;
-        }
         self.pending += 1;
         let since = *self.pending_since.get_or_insert_with(Instant::now);
         let due = match self.policy {
@@ -529,6 +604,7 @@ impl FileStore {
         Ok(())
     }
 
+    /// Syncs what was appended, then writes (without syncing) an anchor acknowledging it.
     fn sync_now(&mut self) -> Result<(), FileStoreError> {
         if self.poisoned {
             return Err(FileStoreError::Poisoned);
@@ -545,16 +621,49 @@ impl FileStore {
         self.synced = self.len;
         self.pending = 0;
         self.pending_since = None;
+        // The sync made the last anchor durable too: the other slot may now be overwritten.
+        self.anchor_durable = true;
+        self.write_anchor()
+    }
+
+    /// Writes an anchor acknowledging everything synced so far into the slot of the older
+    /// anchor, if the newest one acknowledges less. The newest must be durable: a crash while
+    /// this one is written, which may tear it, then leaves that one valid.
+    fn write_anchor(&mut self) -> Result<(), FileStoreError> {
+        if self.anchor.acked >= self.synced {
+            return Ok(());
+        }
+        debug_assert!(self.anchor_durable, "the newest anchor is synced first");
+        let anchor = Anchor {
+            seq: self.anchor.seq + 1,
+            acked: self.synced,
+        };
+        let slot = 1 - self.anchor_slot;
+        if let Err(e) = self
+            .disk
+            .write_at(anchor_offset(slot), &encode_anchor(slot, anchor))
+        {
+            // The other anchor is intact, but what reached this slot is unknown.
+            self.poisoned = true;
+            return Err(e.into());
+        }
+        self.anchor = anchor;
+        self.anchor_slot = slot;
+        self.anchor_durable = false;
         Ok(())
     }
 
-    /// Syncs, then, if the last block or main-chain records have no later record proving they
-    /// were synced, appends and syncs a checkpoint that does.
-    fn checkpoint(&mut self) -> Result<(), FileStoreError> {
+    /// Syncs everything, and the anchor acknowledging it: after this, a file shorter than
+    /// the log is refused.
+    fn seal(&mut self) -> Result<(), FileStoreError> {
         self.sync_now()?;
-        if self.data_end > self.evidenced {
-            self.append_record(&[&CHECKPOINT_BODY])?;
-            self.sync_now()?;
+        self.write_anchor()?;
+        if !self.anchor_durable {
+            if let Err(e) = self.disk.sync() {
+                self.poisoned = true;
+                return Err(e.into());
+            }
+            self.anchor_durable = true;
         }
         Ok(())
     }
@@ -659,11 +768,11 @@ impl Store for FileStore {
 
 impl Drop for FileStore {
     fn drop(&mut self) {
-        // A clean close acknowledges pending group-commit records and vouches for the last
-        // ones; errors cannot be reported here, and recovery handles whatever did not reach
+        // A clean close acknowledges pending group-commit records and syncs the anchor that
+        // says so; errors cannot be reported here, and recovery handles whatever did not reach
         // the disk.
         if self.opened && !self.poisoned {
-            let _ = self.checkpoint();
+            let _ = self.seal();
         }
     }
 }

@@ -39,6 +39,9 @@ const NOW: u64 = T0 + 1_000_000_000;
 const KEYS: usize = 4;
 /// Operations read from one input, at most.
 pub const MAX_OPS: usize = 48;
+/// The longest scenario [`decode`] reads: the limit's byte and [`MAX_OPS`] of the longest
+/// operation (garbage bytes: a tag, a length byte and up to 255 bytes).
+pub const MAX_SCENARIO_LEN: usize = 1 + MAX_OPS * (2 + 255);
 /// Tamper kinds (see [`Model::tamper`]).
 pub const TAMPER_KINDS: u8 = 12;
 

@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use medledger::file_store::{Disk, FileStore};
+use medledger::file_store::{Disk, FileStore, MAX_RECORD_LEN};
 use medledger::pow::ProofOfWork;
 use medledger::store::Store;
 use medledger::ChainBuilder;
@@ -51,6 +51,15 @@ impl Disk for MemDisk {
             .extend_from_slice(bytes);
         Ok(())
     }
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut data = self.0.lock().expect("not poisoned");
+        let dst = usize::try_from(offset)
+            .ok()
+            .and_then(|start| data.get_mut(start..start.checked_add(bytes.len())?))
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        dst.copy_from_slice(bytes);
+        Ok(())
+    }
     fn sync(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -60,6 +69,16 @@ impl Disk for MemDisk {
         Ok(())
     }
 }
+
+/// The file header's length, and where the two anchors after it (the only bytes a store
+/// rewrites) end: see the format grammar in `src/file_store/format.rs`.
+const HEADER_LEN: usize = 32;
+const ANCHORS_END: usize = 96;
+/// A record's frame header.
+const RECORD_HEADER_LEN: usize = 32;
+/// The longest file the target reads: a store holding one record of the largest length, the
+/// most recovery reads at once.
+pub const MAX_FILE_LEN: usize = ANCHORS_END + RECORD_HEADER_LEN + MAX_RECORD_LEN;
 
 /// The engine of the seed stores' chain.
 pub fn engine() -> ProofOfWork {
@@ -82,15 +101,25 @@ pub fn file_store(data: &[u8]) {
         }
     };
     let recovery = store.recovery().clone();
-    if !recovery.created {
-        // Opening only cuts a torn tail and appends: the rest of the file is untouched.
-        let kept = data.len() - usize::try_from(recovery.truncated_bytes).expect("small");
-        assert_eq!(
-            &disk.bytes()[..kept],
-            &data[..kept],
-            "recovery rewrote kept bytes"
-        );
-    }
+    assert!(!recovery.created, "opening never creates a store");
+    // Opening only cuts a torn tail, past the acknowledged length, and rewrites an anchor: the
+    // rest of the file is untouched.
+    let kept = data.len() - usize::try_from(recovery.truncated_bytes).expect("small");
+    assert!(
+        kept as u64 >= recovery.acknowledged_len,
+        "acknowledged bytes cut"
+    );
+    let now = disk.bytes();
+    assert_eq!(
+        now.len(),
+        kept,
+        "recovery appended or cut more than the torn tail"
+    );
+    assert_eq!(
+        (&now[..HEADER_LEN], &now[ANCHORS_END..]),
+        (&data[..HEADER_LEN], &data[ANCHORS_END..kept]),
+        "recovery rewrote kept bytes"
+    );
     let hashes = store.block_hashes().expect("in-memory index");
     for h in &hashes {
         match store.get_block(h) {
@@ -108,6 +137,7 @@ pub fn file_store(data: &[u8]) {
     let again = FileStore::builder()
         .open_disk(disk.clone())
         .expect("a store that opened once reopens");
+    assert_eq!(again.recovery().acknowledged_len, kept as u64);
     assert_eq!(again.block_hashes().expect("index"), hashes);
     assert_eq!(again.tip_height().expect("index"), tip);
     for (h, want) in main.iter().enumerate() {

@@ -17,6 +17,17 @@ pub mod committee;
 pub mod decoders;
 pub mod file_store;
 
+use medledger::access::GrantProof;
+use medledger::block::Header;
+use medledger::codec::Canonical;
+use medledger::committee::{CommitteeSeal, MAX_MESSAGE_LEN};
+use medledger::merkle::MerkleProof;
+use medledger::pow::PowSeal;
+use medledger::pseudonym::{Context, LinkStatement};
+use medledger::smt::StateProof;
+use medledger::tx::MAX_TX_LEN;
+use medledger::Block;
+
 /// One fuzz target: its name (the file under `fuzz/fuzz_targets/` and the folder under
 /// `fuzz/corpus/`) and its check.
 pub struct Target {
@@ -27,6 +38,10 @@ pub struct Target {
     /// Whether the check is held to [`allocation_budget`] (the decoders; not the targets that
     /// build whole chains around what they decode).
     pub metered: bool,
+    /// The longest input the target's decoder reads: its size limit. Fuzzing runs with
+    /// inputs up to one byte more (`fuzz/max_len.txt`), so that both sides of the limit are
+    /// reached.
+    pub max_len: usize,
 }
 
 /// Every fuzz target.
@@ -35,66 +50,79 @@ pub const TARGETS: &[Target] = &[
         name: "transaction",
         check: decoders::transaction,
         metered: true,
+        max_len: MAX_TX_LEN,
     },
     Target {
         name: "block_header",
         check: decoders::block_header,
         metered: true,
+        max_len: <Header<PowSeal> as Canonical>::MAX_ENCODED_LEN,
     },
     Target {
         name: "block",
         check: decoders::block,
         metered: true,
+        max_len: <Block<PowSeal> as Canonical>::MAX_ENCODED_LEN,
     },
     Target {
         name: "merkle_proof",
         check: decoders::merkle_proof,
         metered: true,
+        max_len: MerkleProof::MAX_ENCODED_LEN,
     },
     Target {
         name: "state_proof",
         check: decoders::state_proof,
         metered: true,
+        max_len: StateProof::MAX_ENCODED_LEN,
     },
     Target {
         name: "pseudonym_context",
         check: decoders::pseudonym_context,
         metered: true,
+        max_len: Context::MAX_ENCODED_LEN,
     },
     Target {
         name: "link_statement",
         check: decoders::link_statement,
         metered: true,
+        max_len: LinkStatement::MAX_ENCODED_LEN,
     },
     Target {
         name: "committee_message",
         check: committee::committee_message,
         metered: true,
+        max_len: MAX_MESSAGE_LEN,
     },
     Target {
         name: "committee_block",
         check: committee::committee_block,
         metered: true,
+        max_len: <Block<CommitteeSeal> as Canonical>::MAX_ENCODED_LEN,
     },
     Target {
         name: "file_store",
         check: file_store::file_store,
         metered: true,
+        max_len: file_store::MAX_FILE_LEN,
     },
     Target {
         name: "access_op",
         check: access::access_op,
         metered: false,
+        max_len: MAX_TX_LEN,
     },
     Target {
         name: "grant_proof",
         check: access::grant_proof,
         metered: true,
+        max_len: GrantProof::MAX_ENCODED_LEN,
     },
     Target {
         name: "chain_model",
         check: chain_model::run,
         metered: false,
+        max_len: chain_model::MAX_SCENARIO_LEN,
     },
 ];
 
