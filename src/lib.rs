@@ -27,6 +27,83 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Start here
+//!
+//! An EMR vendor's first decision, from keys to a permit with its receipt on chain. Everything
+//! below comes from [`prelude`]; the `emr` example does the same on a file store across
+//! restarts, with keys kept in files.
+//!
+//! ```
+//! use medledger::prelude::*;
+//!
+//! // 1. Keys: one per actor. Keep them across restarts with `Keypair::to_secret_bytes` in a
+//! //    file only their owner can read, and `Keypair::from_secret_bytes`.
+//! let authority = Keypair::generate(); // certifies providers; named in the genesis
+//! let (hospital, patient, specialist) = (Keypair::generate(), Keypair::generate(), Keypair::generate());
+//!
+//! // 2. The ledger: a chain (here Proof-of-Work at a trivial target, in memory) and its mempool.
+//! let chain = ChainBuilder::new("my-hospital-network", ProofOfWork::regtest())
+//!     .authority("Regional Health Authority", authority.public())
+//!     .build()?;
+//! let mut ledger = Ledger::new(chain)?;
+//!
+//! // 3. Everyone registers; the authority certifies the hospital; the hospital opens a
+//! //    relationship with the patient, who accepts it. Each operation is checked as it is
+//! //    submitted and refused with the chain's own reason if it would fail.
+//! let salt = [7; 32]; // the patient's secret; the chain sees only a salted commitment
+//! let rel = RelationshipId::of(patient.account(), hospital.account());
+//! for (key, op) in [
+//!     (&authority, AccessOp::CertifyProvider { provider: hospital.account(), emergency: false }),
+//!     (&hospital, AccessOp::register_organisation(Role::Provider, "St Mary's")?),
+//!     (&specialist, AccessOp::register_organisation(Role::Provider, "Dr Okafor")?),
+//!     (&patient, AccessOp::register_patient(patient.account(), "NHS-485-777", &salt)),
+//!     (&hospital, AccessOp::CreateRelationship { patient: patient.account() }),
+//!     (&patient, AccessOp::AcceptRelationship { relationship: rel }),
+//! ] {
+//!     ledger.sign_and_submit(key, op)?;
+//! }
+//! ledger.produce_block()?;
+//!
+//! // 4. The hospital anchors a record it keeps in its own database: a query and its hash.
+//! let now = ledger.next_block_time();
+//! let record = RecordPointer {
+//!     query: "SELECT * FROM lab WHERE id = 1".try_into()?,
+//!     content_hash: content_hash(b"potassium 4.1 mmol/L"),
+//!     category: Category::Laboratory,
+//!     data_period: Period::lasting(now - 86_400, 86_400),
+//! };
+//! let added = ledger.sign_and_submit(&hospital, AccessOp::AddPointer { relationship: rel, record, replaces: None })?;
+//! let pointer = added.created[0].pointer().expect("a record pointer");
+//!
+//! // 5. The patient grants the specialist 30 days of reading it for treatment.
+//! let terms = GrantTerms::new(
+//!     rel,
+//!     Viewer::Account(specialist.account()),
+//!     Scope::All,
+//!     ActionSet::of(&[Action::Read]),
+//!     PurposeSet::of(&[PurposeOfUse::Treatment]),
+//!     Period::lasting(now, 30 * 86_400),
+//! );
+//! ledger.sign_and_submit(&patient, AccessOp::Grant { terms, under: None })?;
+//! ledger.produce_block()?;
+//!
+//! // 6. The specialist asks; the hospital's gatekeeper decides and the read leaves a receipt.
+//! let ask = AccessRequest::new(
+//!     specialist.account(),
+//!     patient.account(),
+//!     pointer,
+//!     Action::Read,
+//!     PurposeOfUse::Treatment,
+//!     ledger.next_block_time(),
+//! );
+//! let decision = ledger.chain().decide(&ask);
+//! let basis = decision.basis().expect("the grant permits the read");
+//! ledger.sign_and_submit(&specialist, AccessOp::record_access(&ask, basis))?;
+//! ledger.produce_block()?;
+//! assert_eq!(ledger.chain().access().audit_trail(&patient.account()).len(), 6);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Modules
 //!
 //! * Foundation: [`hash`] (ids, domains), [`codec`] (canonical bounded encoding), [`tx`]
@@ -65,6 +142,7 @@ pub mod hash;
 pub mod ledger;
 pub mod merkle;
 pub mod pow;
+pub mod prelude;
 pub mod pseudonym;
 pub mod purpose;
 pub mod sim;
