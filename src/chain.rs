@@ -29,7 +29,7 @@ use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
 use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
 use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
-use crate::state::{BlockUndo, State, StateError, TxFailure};
+use crate::state::{BlockUndo, Executed, State, StateError, TxFailure};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
 
@@ -486,6 +486,39 @@ fn genesis_state<A: Application>(
     }
 }
 
+/// Executes a checked block's transactions on `state` and checks the state root its header
+/// claims; on any failure the pending writes are discarded.
+fn execute_block<C: Consensus, A: Application>(
+    state: &mut State<A::State>,
+    chain_id: ChainId,
+    block: &CheckedChainBlock<C, A>,
+) -> ChainResult<Executed<A::Event>, A> {
+    let h = block.header();
+    let (executed, _) = state
+        .execute(
+            chain_id,
+            h.height,
+            h.timestamp,
+            block.txs(),
+            false,
+            A::apply,
+        )
+        .map_err(|failure| ChainError::Tx {
+            block: block.hash(),
+            failure: Box::new(failure),
+        })?;
+    let computed = executed.tree.root();
+    if computed != h.state_root {
+        state.discard();
+        return Err(ChainError::StateRoot {
+            block: block.hash(),
+            header: h.state_root,
+            computed,
+        });
+    }
+    Ok(executed)
+}
+
 /// A chain of blocks validated by the consensus engine `C`, running the application `A`, with
 /// its state.
 pub struct Chain<C: Consensus, A: Application> {
@@ -892,29 +925,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         block: &CheckedChainBlock<C, A>,
     ) -> ChainResult<AppliedBlock<A::Event>, A> {
         let h = block.header();
-        let (executed, _) = self
-            .state
-            .execute(
-                self.chain_id,
-                h.height,
-                h.timestamp,
-                block.txs(),
-                false,
-                A::apply,
-            )
-            .map_err(|failure| ChainError::Tx {
-                block: block.hash(),
-                failure: Box::new(failure),
-            })?;
-        let computed = executed.tree.root();
-        if computed != h.state_root {
-            self.state.discard();
-            return Err(ChainError::StateRoot {
-                block: block.hash(),
-                header: h.state_root,
-                computed,
-            });
-        }
+        let executed = execute_block::<C, A>(&mut self.state, self.chain_id, block)?;
         let events = executed.events.clone();
         self.trees.push(executed.tree.clone());
         let undo = self.state.commit(executed);
@@ -1074,27 +1085,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             genesis_state::<A>(&self.genesis, self.index[&self.main[0]].header.timestamp)?;
         for hash in &self.main[1..] {
             let block = self.load_checked(hash)?;
-            let h = block.header();
-            let (executed, _) = state
-                .execute(
-                    self.chain_id,
-                    h.height,
-                    h.timestamp,
-                    block.txs(),
-                    false,
-                    A::apply,
-                )
-                .map_err(|failure| ChainError::Tx {
-                    block: *hash,
-                    failure: Box::new(failure),
-                })?;
-            if executed.tree.root() != h.state_root {
-                return Err(ChainError::StateRoot {
-                    block: *hash,
-                    header: h.state_root,
-                    computed: executed.tree.root(),
-                });
-            }
+            let executed = execute_block::<C, A>(&mut state, self.chain_id, &block)?;
             state.commit(executed);
         }
         Ok(state)
