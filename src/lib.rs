@@ -58,6 +58,8 @@ pub mod pseudonym;
 pub mod purpose;
 pub mod sim;
 pub mod smt;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_store;
 pub mod state;
 pub mod store;
 pub mod tx;
