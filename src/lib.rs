@@ -31,7 +31,7 @@
 //!   (signed transactions), [`merkle`] (transaction root, proofs), [`block`], [`smt`] (the
 //!   authenticated state tree), [`state`], [`chain`] (validation, fork choice, replay),
 //!   [`store`] (persistence trait, in-memory store), [`file_store`] (crash-safe append-only
-//!   file store).
+//!   file store), `sqlite_store` (the ledger in a SQLite database; feature `sqlite`).
 //! * Consensus: the [`consensus::Consensus`] trait and [`pow`] (Bitcoin-exact Proof-of-Work).
 //! * Access control: [`access`] (MedRec's registrar, relationships and summaries; consent
 //!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
@@ -41,6 +41,12 @@
 //!
 //! * `parallel` (default): rayon for batch signature verification, Merkle and state-tree
 //!   hashing and mining. Without it every computation runs serially, with identical results.
+//! * `lab` (default): research tools an EMR build can leave out: the committee simulator
+//!   (`sim`), the pseudonym linkage experiment (`pseudonym::linkage`) and committee failure
+//!   probabilities (`committee::failure_probability` and its helpers).
+//! * `sqlite`: `sqlite_store::SqliteStore`, a [`store::Store`] in a SQLite database beside the
+//!   application's own tables. SQLite is compiled in (no system library), which needs a C
+//!   compiler.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -56,6 +62,7 @@ pub mod merkle;
 pub mod pow;
 pub mod pseudonym;
 pub mod purpose;
+#[cfg(feature = "lab")]
 pub mod sim;
 pub mod smt;
 #[cfg(feature = "sqlite")]

@@ -141,7 +141,7 @@ pub struct RoundChange {
 
 /// The directory's answer to an identity: its committee and the final committee.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
+pub struct CommitteeAssignment {
     /// The epoch (block height).
     pub height: u64,
     /// The epoch randomness the identities were checked against.
@@ -197,7 +197,7 @@ pub enum Message {
         proof: IdentityProof,
     },
     /// The directory's committee assignment.
-    Membership(Membership),
+    Assignment(CommitteeAssignment),
     /// A leader's proposal.
     Proposal(Proposal),
     /// A prevote or precommit.
@@ -224,7 +224,7 @@ impl Message {
     pub fn height(&self) -> u64 {
         match self {
             Message::Identity { height, .. } | Message::Commitment { height, .. } => *height,
-            Message::Membership(m) => m.height,
+            Message::Assignment(m) => m.height,
             Message::Proposal(p) => p.height,
             Message::Vote(v) => v.height,
             Message::RoundChange(r) => r.height,
@@ -238,7 +238,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Identity { .. } => "identity",
-            Message::Membership(_) => "membership",
+            Message::Assignment(_) => "assignment",
             Message::Proposal(_) => "proposal",
             Message::Vote(_) => "vote",
             Message::RoundChange(_) => "round-change",
@@ -265,7 +265,7 @@ canonical! {
     Vote => "committee vote",
     RoundChange => "committee round change",
     Precommits => "committee precommits",
-    Membership => "committee membership",
+    CommitteeAssignment => "committee assignment",
     ShardResult => "committee shard result",
     NextEpoch => "committee next epoch",
     Value => "committee value",
