@@ -1,24 +1,19 @@
-//! Plugging the ledger into a database the application already has: a `Store` in SQLite
-//! (`tests/support/sqlite_store.rs`, shared with the test suite), whose tables sit beside the
-//! EMR's own in one database file. Each run appends a block recording a new visit and reopens
-//! where the last run stopped.
+//! Plugging the ledger into a database the application already has: the `SqliteStore` of the
+//! `sqlite` feature, whose tables sit beside the EMR's own in one database file. Each run
+//! appends a block recording a new visit and reopens where the last run stopped.
 //!
 //! ```text
-//! cargo run --example sqlite_store               # database in the system temp directory
-//! cargo run --example sqlite_store -- emr.sqlite
+//! cargo run --features sqlite --example sqlite_store               # database in the temp dir
+//! cargo run --features sqlite --example sqlite_store -- emr.sqlite
 //! ```
-
-#[path = "../tests/support/sqlite_store.rs"]
-mod sqlite_store;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use medledger::hash::{domain, Digest};
 use medledger::pow::ProofOfWork;
+use medledger::sqlite_store::SqliteStore;
 use medledger::tx::Keypair;
-use medledger::ChainBuilder;
-use medledger::{Payload, Transaction};
-use sqlite_store::SqliteStore;
+use medledger::{ChainBuilder, Payload, Transaction};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args_os()

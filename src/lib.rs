@@ -110,7 +110,7 @@
 //!   (signed transactions), [`merkle`] (transaction root, proofs), [`block`], [`smt`] (the
 //!   authenticated state tree), [`state`], [`chain`] (validation, fork choice, replay),
 //!   [`store`] (persistence trait, in-memory store), [`file_store`] (crash-safe append-only
-//!   file store).
+//!   file store), `sqlite_store` (the ledger in a SQLite database; feature `sqlite`).
 //! * For embedders: [`ledger`] — one object per process with the chain, a mempool that checks
 //!   each transaction against the state and the pending ones, block production with valid
 //!   times, per-transaction outcomes and created ids, statuses and event subscription.
@@ -127,6 +127,12 @@
 //!   hashing and mining. Without it every computation runs serially, with identical results.
 //! * `tendermint`: the `tendermint` module, BFT consensus for consortia of known validators on
 //!   Malachite's sans-I/O core.
+//! * `lab` (default): research tools an EMR build can leave out: the committee simulator
+//!   (`sim`), the pseudonym linkage experiment (`pseudonym::linkage`) and committee failure
+//!   probabilities (`committee::failure_probability` and its helpers).
+//! * `sqlite`: `sqlite_store::SqliteStore`, a [`store::Store`] in a SQLite database beside the
+//!   application's own tables. SQLite is compiled in (no system library), which needs a C
+//!   compiler.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -145,8 +151,11 @@ pub mod pow;
 pub mod prelude;
 pub mod pseudonym;
 pub mod purpose;
+#[cfg(feature = "lab")]
 pub mod sim;
 pub mod smt;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_store;
 pub mod state;
 pub mod store;
 #[cfg(feature = "tendermint")]

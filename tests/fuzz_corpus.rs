@@ -632,11 +632,17 @@ fn chain_model_seeds(out: &mut Vec<Seed>) {
     );
 }
 
+#[cfg(not(feature = "lab"))]
+fn committee_seeds(_: &mut Vec<Seed>) {
+    panic!("the committee seeds are produced by the simulator: run with the `lab` feature");
+}
+
+#[cfg(feature = "lab")]
 fn committee_seeds(out: &mut Vec<Seed>) {
     use fuzz_checks::committee::SIM_SEED;
     use medledger::committee::{
-        FinalValue, Membership, Message, NextEpoch, Phase, Pol, Precommits, Proposal, RoundChange,
-        ShardResult, ShardValue, Stage, Value, Vote, MAX_COMMITTEE_SIZE,
+        CommitteeAssignment, FinalValue, Message, NextEpoch, Phase, Pol, Precommits, Proposal,
+        RoundChange, ShardResult, ShardValue, Stage, Value, Vote, MAX_COMMITTEE_SIZE,
     };
     use medledger::sim::{SimConfig, Simulation};
 
@@ -701,7 +707,7 @@ fn committee_seeds(out: &mut Vec<Seed>) {
         ),
         (
             "membership",
-            Message::Membership(Membership {
+            Message::Assignment(CommitteeAssignment {
                 height,
                 randomness: seal.randomness,
                 committee: Some(0),
@@ -809,7 +815,7 @@ fn committee_seeds(out: &mut Vec<Seed>) {
         out.push((t, name.into(), codec::encode(&m)));
     }
     // A member list one over the committee limit, with the bytes to hold it.
-    let mut v = vec![FORMAT_VERSION, 1]; // Message::Membership
+    let mut v = vec![FORMAT_VERSION, 1]; // Message::Assignment
     v.push(1); // height
     v.extend([0u8; 32]); // randomness
     v.push(0); // committee: None

@@ -401,14 +401,14 @@ fn in_memory_block_size() {
 mod committee_limits {
     use super::*;
     use medledger::committee::{
-        Certificate, CommitteeParams, CommitteeSeal, Membership, Message, Randomness,
+        Certificate, CommitteeAssignment, CommitteeParams, CommitteeSeal, Message, Randomness,
         ShardCertificate, ShardSummary, Value, MAX_COMMITTEE_SIZE, MAX_MESSAGE_LEN, MAX_SEAL_LEN,
         MAX_SHARDS, MAX_SHARD_TXS,
     };
     use medledger::hash::MerkleRoot;
 
     fn membership(members: usize) -> Vec<u8> {
-        let m = Message::Membership(Membership {
+        let m = Message::Assignment(CommitteeAssignment {
             height: 1,
             randomness: Randomness::default(),
             committee: Some(0),
@@ -432,7 +432,7 @@ mod committee_limits {
     #[test]
     fn members_per_committee() {
         match codec::decode::<Message>(&membership(MAX_COMMITTEE_SIZE)).unwrap() {
-            Message::Membership(m) => assert_eq!(m.members.len(), MAX_COMMITTEE_SIZE),
+            Message::Assignment(m) => assert_eq!(m.members.len(), MAX_COMMITTEE_SIZE),
             other => panic!("{other:?}"),
         }
         match codec::decode::<Message>(&membership(MAX_COMMITTEE_SIZE + 1)) {

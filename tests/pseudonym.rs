@@ -6,6 +6,7 @@ use medledger::pseudonym::generalize::{
     generalize_birth, generalize_zip, k_anonymity, AdministrativeGender, CivilDate,
     QuasiIdentifiers,
 };
+#[cfg(feature = "lab")]
 use medledger::pseudonym::linkage::{LinkageBackend, LinkageExperiment, QuasiRelease};
 use medledger::pseudonym::{
     Context, DerivedBackend, EpochSchedule, LinkStatement, PatientHandle, PatientSecret,
@@ -126,6 +127,7 @@ fn selective_linking_across_studies() -> Result<(), PseudonymError> {
 }
 
 /// The auditor's linkage experiment at a small n (the example runs it at full size).
+#[cfg(feature = "lab")]
 #[test]
 fn linkage_experiment_small_n() {
     for backend in [

@@ -1,9 +1,6 @@
-//! The chain's integration suite on a SQLite store (`tests/support/sqlite_store.rs`), and the
-//! SQLite store's own durability: a reopened database resumes the chain, beside the
-//! application's own tables.
-
-#[path = "support/sqlite_store.rs"]
-mod sqlite_store;
+//! The chain's integration suite on a `SqliteStore` (feature `sqlite`), and the SQLite store's
+//! own promises: a reopened database resumes the chain beside the application's own tables,
+//! unsynced writes are not acknowledged, and damaged or foreign data is refused with an error.
 
 #[path = "chain.rs"]
 mod chain_suite;
@@ -12,11 +9,11 @@ mod chain_suite;
 use chain_suite::pow_setup::engine;
 
 use medledger::hash::Digest;
-use medledger::store::Store;
+use medledger::sqlite_store::rusqlite;
+use medledger::sqlite_store::{SqliteError, SqliteStore};
+use medledger::store::{Store, StoreError};
 use medledger::tx::Keypair;
-use medledger::ChainBuilder;
-use medledger::{Payload, Transaction};
-use sqlite_store::SqliteStore;
+use medledger::{ChainBuilder, Payload, Transaction};
 
 /// The store the included chain suite runs on.
 fn store_under_test() -> Box<dyn Store> {
@@ -94,4 +91,173 @@ fn unsynced_writes_are_not_acknowledged() {
         .unwrap()
         .set_main_chain(1, &[h(1)])
         .is_err());
+}
+
+/// A database holding a chain of `blocks` mined blocks, closed.
+fn database_with_chain(path: &std::path::Path, blocks: u8) {
+    let mut chain = ChainBuilder::new("emr", engine())
+        .genesis_time(T0)
+        .store(SqliteStore::open(path).unwrap())
+        .build()
+        .unwrap();
+    for i in 0..blocks {
+        let block = chain.mine(vec![], T0 + 600 * (u64::from(i) + 1)).unwrap();
+        chain.append(block).unwrap();
+    }
+}
+
+fn corrupt_message(e: &StoreError) -> &str {
+    match e {
+        StoreError::Corrupt(msg) => msg,
+        other => panic!("expected a corrupt-store error, got {other}"),
+    }
+}
+
+#[test]
+fn a_garbage_row_is_refused_with_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    database_with_chain(&path, 2);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO medledger_blocks (hash, bytes) VALUES (x'0102030405', x'00')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let e = store.block_hashes().unwrap_err();
+    let msg = corrupt_message(&e);
+    assert!(
+        msg.contains("medledger_blocks") && msg.contains("5 bytes"),
+        "{msg}"
+    );
+    // The chain refuses to start on it rather than guessing.
+    let built = ChainBuilder::new("emr", engine())
+        .genesis_time(T0)
+        .store(store)
+        .build();
+    assert!(matches!(
+        built,
+        Err(medledger::chain::ChainError::Store(StoreError::Corrupt(_)))
+    ));
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_a_corrupt_store_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    database_with_chain(&path, 1);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE medledger_main_chain SET hash = 'not a hash' WHERE height = 1",
+            [],
+        )
+        .unwrap();
+        conn.execute("UPDATE medledger_blocks SET bytes = 42 WHERE seq = 2", [])
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let msg = corrupt_message(&store.main_hash(1).unwrap_err()).to_owned();
+    assert!(msg.contains("read the main chain"), "{msg}");
+    let block = store.block_hashes().unwrap()[1];
+    let msg = corrupt_message(&store.get_block(&block).unwrap_err()).to_owned();
+    assert!(msg.contains("read a block"), "{msg}");
+}
+
+#[test]
+fn damaged_block_bytes_are_refused_by_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    database_with_chain(&path, 2);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE medledger_blocks SET bytes = x'deadbeef' WHERE seq = 2",
+            [],
+        )
+        .unwrap();
+    }
+    let built = ChainBuilder::new("emr", engine())
+        .genesis_time(T0)
+        .store(SqliteStore::open(&path).unwrap())
+        .build();
+    assert!(matches!(
+        built,
+        Err(medledger::chain::ChainError::Decode(_))
+    ));
+}
+
+#[test]
+fn a_foreign_table_under_the_ledgers_name_is_refused_and_left_alone() {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    conn.execute_batch(
+        "CREATE TABLE medledger_blocks (id INTEGER PRIMARY KEY, payload TEXT);
+         INSERT INTO medledger_blocks (payload) VALUES ('the vendor''s data');",
+    )
+    .unwrap();
+    let e = SqliteStore::from_connection(conn).unwrap_err();
+    let msg = corrupt_message(&e);
+    assert!(
+        msg.contains("medledger_blocks") && msg.contains("id INTEGER, payload TEXT"),
+        "{msg}"
+    );
+
+    // Nothing was created or changed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vendor.sqlite");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE medledger_main_chain (height TEXT, note TEXT);")
+        .unwrap();
+    drop(conn);
+    assert!(SqliteStore::open(&path).is_err());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, ["medledger_main_chain"]);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.sqlite");
+    let garbage = vec![0xA5u8; 8192];
+    std::fs::write(&path, &garbage).unwrap();
+    let e = SqliteStore::open(&path).unwrap_err();
+    assert!(corrupt_message(&e).contains("not a database"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+#[test]
+fn a_newer_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    database_with_chain(&path, 0);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE medledger_meta SET value = 2 WHERE name = 'schema_version'",
+            [],
+        )
+        .unwrap();
+    }
+    let e = SqliteStore::open(&path).unwrap_err();
+    match &e {
+        StoreError::Backend(inner) => assert!(
+            matches!(
+                inner.downcast_ref::<SqliteError>(),
+                Some(SqliteError::UnsupportedVersion { found: 2 })
+            ),
+            "{e}"
+        ),
+        other => panic!("expected a backend error, got {other}"),
+    }
+    assert!(e.to_string().contains("schema version 2"), "{e}");
 }

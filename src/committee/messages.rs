@@ -142,7 +142,7 @@ pub struct RoundChange {
 
 /// The directory's answer to an identity: its committee and the final committee.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
+pub struct CommitteeAssignment {
     /// The epoch (block height).
     pub height: u64,
     /// The epoch randomness the identities were checked against.
@@ -198,7 +198,7 @@ pub enum Message {
         proof: IdentityProof,
     },
     /// The directory's committee assignment.
-    Membership(Membership),
+    Assignment(CommitteeAssignment),
     /// A leader's proposal.
     Proposal(Proposal),
     /// A prevote or precommit.
@@ -225,7 +225,7 @@ impl Message {
     pub fn height(&self) -> u64 {
         match self {
             Message::Identity { height, .. } | Message::Commitment { height, .. } => *height,
-            Message::Membership(m) => m.height,
+            Message::Assignment(m) => m.height,
             Message::Proposal(p) => p.height,
             Message::Vote(v) => v.height,
             Message::RoundChange(r) => r.height,
@@ -239,7 +239,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Identity { .. } => "identity",
-            Message::Membership(_) => "membership",
+            Message::Assignment(_) => "assignment",
             Message::Proposal(_) => "proposal",
             Message::Vote(_) => "vote",
             Message::RoundChange(_) => "round-change",
@@ -266,7 +266,7 @@ canonical! {
     Vote => "committee vote",
     RoundChange => "committee round change",
     Precommits => "committee precommits",
-    Membership => "committee membership",
+    CommitteeAssignment => "committee assignment",
     ShardResult => "committee shard result",
     NextEpoch => "committee next epoch",
     Value => "committee value",

@@ -30,10 +30,10 @@
 //! so every block weighs the same constant work.
 //!
 //! [`Node`] is the protocol as a sans-I/O state machine: it takes messages and clock ticks and
-//! returns messages to send; [`sim`](crate::sim) drives many of them.
+//! returns messages to send; the simulator (`medledger::sim`, feature `lab`) drives many of them.
 //!
-//! [`failure_probability`] gives the exact hypergeometric probability that a committee holds too
-//! many Byzantine members, with helpers for whole epochs.
+//! With the `lab` feature, `failure_probability` gives the exact hypergeometric probability that
+//! a committee holds too many Byzantine members, with helpers for whole epochs.
 //!
 //! # Trust model
 //!
@@ -46,6 +46,7 @@
 
 mod bft;
 mod engine;
+#[cfg(feature = "lab")]
 mod failure;
 mod identity;
 mod messages;
@@ -55,13 +56,14 @@ mod seal;
 mod tests;
 
 pub use engine::CommitteeConsensus;
+#[cfg(feature = "lab")]
 pub use failure::{
     epoch_failure_probability, epoch_failure_union_bound, expected_epochs_to_failure,
     failure_probability, failure_threshold, ln_binomial, ln_factorial, ln_failure_probability,
 };
 pub use identity::{IdentityHash, IdentityProof, Randomness};
 pub use messages::{
-    Membership, Message, NextEpoch, Pol, Precommits, Proposal, RoundChange, ShardResult,
+    CommitteeAssignment, Message, NextEpoch, Pol, Precommits, Proposal, RoundChange, ShardResult,
     ShardValue, Value, Vote, MAX_MESSAGE_LEN, MAX_SHARD_TXS,
 };
 pub use node::{

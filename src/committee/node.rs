@@ -1,6 +1,6 @@
 //! A committee node as a sans-I/O state machine.
 //!
-//! A [`Node`] never touches a socket or a clock. The embedder (or the [simulator](crate::sim))
+//! A [`Node`] never touches a socket or a clock. The embedder (or the simulator, `sim`)
 //! hands it messages with [`Node::handle`] and the time with [`Node::tick`], and carries out the
 //! [`Output`]s it returns: messages to send, when to call `tick` next, decisions and finished
 //! blocks. Everything the node needs from the world that is not a message goes through the
@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::bft::{Bft, BftCtx, BftOut};
 use super::identity::{IdentityProof, Randomness};
-use super::messages::{Membership, Message, NextEpoch, ShardResult, ShardValue, Value};
+use super::messages::{CommitteeAssignment, Message, NextEpoch, ShardResult, ShardValue, Value};
 use super::seal::{
     commitment_of, verify_certificate, verify_members, Certificate, Commitment, CommitteeSeal,
     FinalValue, Reveal, ShardCertificate, SigItem, Stage, VoteBody,
@@ -309,7 +309,7 @@ impl Epoch {
 
 /// A committee protocol node, as a sans-I/O state machine.
 ///
-/// It never touches a socket or a clock: the embedder (or the [simulator](crate::sim)) hands it
+/// It never touches a socket or a clock: the embedder (or the simulator, `medledger::sim`) hands it
 /// messages with [`handle`](Self::handle) and the time with [`tick`](Self::tick), and carries
 /// out the [`Output`]s returned: messages to send, when to tick next, decisions and finished
 /// blocks. What it needs besides messages goes through the [`Host`].
@@ -737,7 +737,7 @@ impl Node {
         }
         match message {
             Message::Identity { proof, .. } => self.on_identity(from, proof),
-            Message::Membership(m) => self.on_membership(from, m, now, host, out),
+            Message::Assignment(m) => self.on_membership(from, m, now, host, out),
             Message::Commitment { value, .. } => {
                 self.epoch.commitments.entry(from).or_insert(value);
                 self.run_final(now, host, out);
@@ -800,7 +800,7 @@ impl Node {
         let mut sends = Vec::new();
         for (j, members) in &lists {
             selected.extend(members.iter().map(|m| m.key));
-            let msg = Membership {
+            let msg = CommitteeAssignment {
                 height,
                 randomness: r,
                 committee: Some(*j),
@@ -820,7 +820,7 @@ impl Node {
         if !rest.is_empty() {
             sends.push((
                 rest,
-                Membership {
+                CommitteeAssignment {
                     height,
                     randomness: r,
                     committee: None,
@@ -831,14 +831,14 @@ impl Node {
             ));
         }
         for (to, msg) in sends {
-            self.send(to, Message::Membership(msg), out);
+            self.send(to, Message::Assignment(msg), out);
         }
     }
 
     fn on_membership(
         &mut self,
         from: PublicKey,
-        m: Membership,
+        m: CommitteeAssignment,
         now: u64,
         host: &mut dyn Host,
         out: &mut Vec<Output>,

@@ -109,7 +109,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             height: h,
             proof: proof(n, h),
         },
-        1 => Message::Membership(Membership {
+        1 => Message::Assignment(CommitteeAssignment {
             height: h,
             randomness: Randomness::from_bytes(b),
             committee: n.is_multiple_of(2).then_some(u16::from(n)),
@@ -235,7 +235,7 @@ proptest! {
         let _ = codec::decode::<Proposal>(&bytes);
         let _ = codec::decode::<Vote>(&bytes);
         let _ = codec::decode::<RoundChange>(&bytes);
-        let _ = codec::decode::<Membership>(&bytes);
+        let _ = codec::decode::<CommitteeAssignment>(&bytes);
         let _ = codec::decode::<ShardResult>(&bytes);
         let _ = codec::decode::<NextEpoch>(&bytes);
         let _ = codec::decode::<Value>(&bytes);
@@ -357,6 +357,7 @@ fn errors_are_send_sync_static() {
     fn check<T: Send + Sync + 'static + std::error::Error>() {}
     check::<SealError>();
     check::<ParamsError>();
+    #[cfg(feature = "lab")]
     check::<crate::sim::SimError>();
 }
 
@@ -442,7 +443,7 @@ fn a_node_keeps_a_bounded_number_of_bytes_for_later_epochs() {
         .try_into()
         .unwrap();
     // Large messages for a far epoch, more bytes of them than the buffer takes.
-    let big = Message::Membership(Membership {
+    let big = Message::Assignment(CommitteeAssignment {
         height: 1_000,
         randomness: Randomness::default(),
         committee: None,

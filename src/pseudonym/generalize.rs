@@ -32,7 +32,7 @@
 //!
 //! Safe Harbor also requires that the publisher have no actual knowledge that what remains
 //! could identify a person; these helpers cannot decide that. The
-//! [`linkage`](super::linkage) experiment shows how much a release's quasi-identifiers alone
+//! `linkage` experiment (feature `lab`) shows how much a release's quasi-identifiers alone
 //! let an adversary link records across pseudonym windows.
 
 use core::fmt;
@@ -90,6 +90,7 @@ impl CivilDate {
     }
 
     /// A date known to be valid (for constants).
+    #[cfg(feature = "lab")]
     pub(crate) const fn from_parts_unchecked(year: u16, month: u8, day: u8) -> Self {
         Self { year, month, day }
     }

@@ -48,18 +48,18 @@ impl fmt::Debug for ContextSigningKey {
 
 /// Which pseudonym of a [`LinkStatement`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
+pub enum LinkSide {
     /// The first pseudonym.
     A,
     /// The second pseudonym.
     B,
 }
 
-impl fmt::Display for Side {
+impl fmt::Display for LinkSide {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Side::A => "first",
-            Side::B => "second",
+            LinkSide::A => "first",
+            LinkSide::B => "second",
         })
     }
 }
@@ -73,13 +73,13 @@ pub enum LinkError {
     SamePseudonym,
     /// A pseudonym is not a valid Ed25519 public key.
     #[error("{0} pseudonym is not an ed25519 public key")]
-    InvalidKey(Side),
+    InvalidKey(LinkSide),
     /// A pseudonym is a small-order Ed25519 point, for which signatures prove nothing.
     #[error("{0} pseudonym is a weak (small-order) key")]
-    WeakKey(Side),
+    WeakKey(LinkSide),
     /// A signature does not verify under strict Ed25519 rules.
     #[error("{0} signature does not verify")]
-    BadSignature(Side),
+    BadSignature(LinkSide),
     /// The statement is addressed to another recipient.
     #[error("link statement is addressed to another recipient")]
     WrongRecipient,
@@ -204,12 +204,12 @@ impl LinkStatement {
             }
             Ok(vk)
         };
-        let (ka, kb) = (key(Side::A, &self.a)?, key(Side::B, &self.b)?);
+        let (ka, kb) = (key(LinkSide::A, &self.a)?, key(LinkSide::B, &self.b)?);
         let msg = message(&self.a, &self.b, &self.context);
         ka.verify_strict(&msg, &Signature::from_bytes(&self.sig_a))
-            .map_err(|_| LinkError::BadSignature(Side::A))?;
+            .map_err(|_| LinkError::BadSignature(LinkSide::A))?;
         kb.verify_strict(&msg, &Signature::from_bytes(&self.sig_b))
-            .map_err(|_| LinkError::BadSignature(Side::B))?;
+            .map_err(|_| LinkError::BadSignature(LinkSide::B))?;
         Ok(())
     }
 
@@ -310,10 +310,10 @@ mod tests {
         let st = statement();
         let mut t = st.clone();
         t.context.epoch = Epoch::new(3);
-        assert_eq!(t.verify(), Err(LinkError::BadSignature(Side::A)));
+        assert_eq!(t.verify(), Err(LinkError::BadSignature(LinkSide::A)));
         let mut t = st.clone();
         t.sig_b[0] ^= 1;
-        assert_eq!(t.verify(), Err(LinkError::BadSignature(Side::B)));
+        assert_eq!(t.verify(), Err(LinkError::BadSignature(LinkSide::B)));
         // Swapping a and b changes the message.
         let mut t = st.clone();
         core::mem::swap(&mut t.a, &mut t.b);
@@ -329,12 +329,12 @@ mod tests {
             .signing_key(&c)
             .unwrap()
             .pseudonym();
-        assert_eq!(t.verify(), Err(LinkError::BadSignature(Side::A)));
+        assert_eq!(t.verify(), Err(LinkError::BadSignature(LinkSide::A)));
         // Even with a's signature remade over the new message, b's does not verify.
         let (ka, _) = keys();
         let msg = message(&t.a, &t.b, &t.context);
         t.sig_a = ka.key.sign(&msg).to_bytes();
-        assert_eq!(t.verify(), Err(LinkError::BadSignature(Side::B)));
+        assert_eq!(t.verify(), Err(LinkError::BadSignature(LinkSide::B)));
     }
 
     #[test]
@@ -344,13 +344,13 @@ mod tests {
         identity[0] = 1;
         let mut t = statement();
         t.b = Pseudonym::from_bytes(identity);
-        assert_eq!(t.verify(), Err(LinkError::WeakKey(Side::B)));
+        assert_eq!(t.verify(), Err(LinkError::WeakKey(LinkSide::B)));
         // Not a point at all: y = 2 has no x on the curve.
         let mut bad = [0u8; 32];
         bad[0] = 2;
         let mut t = statement();
         t.a = Pseudonym::from_bytes(bad);
-        assert_eq!(t.verify(), Err(LinkError::InvalidKey(Side::A)));
+        assert_eq!(t.verify(), Err(LinkError::InvalidKey(LinkSide::A)));
     }
 
     #[test]

@@ -52,7 +52,8 @@
 //! All derivations use BLAKE3's key-derivation mode with the versioned context strings of
 //! [`hash::domain`](crate::hash::domain); the secret key material comes first, so every output
 //! is a pseudorandom function of the secret. Without the epoch key, pseudonyms of different
-//! contexts are independent uniformly random strings: the [`linkage`] experiment measures this.
+//! contexts are independent uniformly random strings: the `linkage` experiment (feature `lab`)
+//! measures this.
 //!
 //! # Crypto-shredding: why a tree
 //!
@@ -103,13 +104,14 @@ pub mod generalize;
 mod index;
 mod keys;
 mod link;
+#[cfg(feature = "lab")]
 pub mod linkage;
 mod schedule;
 
 pub use backend::{DerivedBackend, RandomTokenBackend, Scheme, MAX_CACHED_EPOCH_KEYS};
 pub use index::LinkIndex;
 pub use keys::{EpochKey, EpochKeyTree, PatientSecret};
-pub use link::{ContextSigningKey, LinkError, LinkStatement, Side};
+pub use link::{ContextSigningKey, LinkError, LinkSide, LinkStatement};
 pub use schedule::{EpochSchedule, EpochScheduleBuilder, ScheduleError};
 
 hash_newtype! {

@@ -519,7 +519,7 @@ impl Simulation {
         }
     }
 
-    fn record_membership(&mut self, m: &crate::committee::Membership) {
+    fn record_membership(&mut self, m: &crate::committee::CommitteeAssignment) {
         if !self.committees_seen.insert((m.height, m.committee)) || m.committee.is_none() {
             return;
         }
@@ -538,7 +538,7 @@ impl Simulation {
     }
 
     fn send(&mut self, node: usize, at: u64, to: Vec<PublicKey>, message: Message) {
-        if let Message::Membership(m) = &message {
+        if let Message::Assignment(m) = &message {
             if !self.byzantine[node] {
                 self.record_membership(m);
             }
@@ -559,7 +559,7 @@ impl Simulation {
                     let keep = match &message {
                         Message::Proposal(_) => targets.len().div_ceil(3),
                         Message::Vote(v) if v.phase == Phase::Precommit => 0,
-                        Message::ShardResult(_) | Message::Next(_) | Message::Membership(_) => 0,
+                        Message::ShardResult(_) | Message::Next(_) | Message::Assignment(_) => 0,
                         _ => targets.len(),
                     };
                     let msg = Rc::new(message);

@@ -7,8 +7,9 @@ use medledger::block::Header;
 use medledger::chain::ManualClock;
 use medledger::codec::{self, Canonical};
 use medledger::committee::{
-    CommitteeConsensus, CommitteeParams, CommitteeSeal, Host, Membership, Message, NextEpoch, Node,
-    NodeConfig, Pol, Precommits, Proposal, RoundChange, ShardResult, Timing, TipInfo, Value, Vote,
+    CommitteeAssignment, CommitteeConsensus, CommitteeParams, CommitteeSeal, Host, Message,
+    NextEpoch, Node, NodeConfig, Pol, Precommits, Proposal, RoundChange, ShardResult, Timing,
+    TipInfo, Value, Vote,
 };
 use medledger::hash::{AccountId, BlockHash, StateRoot};
 use medledger::tx::{Keypair, PublicKey, Signature};
@@ -69,7 +70,7 @@ pub fn committee_message(data: &[u8]) {
             Message::Vote(v) => standalone(v),
             Message::RoundChange(r) => standalone(r),
             Message::Precommits(p) => standalone(p),
-            Message::Membership(x) => standalone(x),
+            Message::Assignment(x) => standalone(x),
             Message::ShardResult(r) => standalone(r),
             Message::Next(n) => standalone(n),
             _ => {}
@@ -80,7 +81,7 @@ pub fn committee_message(data: &[u8]) {
     let _ = round_trip::<Vote>(data);
     let _ = round_trip::<RoundChange>(data);
     let _ = round_trip::<Precommits>(data);
-    let _ = round_trip::<Membership>(data);
+    let _ = round_trip::<CommitteeAssignment>(data);
     let _ = round_trip::<ShardResult>(data);
     let _ = round_trip::<NextEpoch>(data);
     let _ = round_trip::<Value>(data);

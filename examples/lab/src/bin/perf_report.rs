@@ -2,8 +2,8 @@
 //! measured side by side in one run, so the ratios hold on any machine.
 //!
 //! ```sh
-//! cargo run --release --example perf_report            # prints the table
-//! cargo run --release --example perf_report -- out.csv  # and writes it as CSV
+//! cargo run --release -p medledger-lab --bin perf_report            # prints the table
+//! cargo run --release -p medledger-lab --bin perf_report -- out.csv  # and writes it as CSV
 //! ```
 //!
 //! Each row times ours and the reference alternately, several rounds each, and keeps the best
@@ -22,9 +22,9 @@ use medledger::tx::BATCH_CHUNK;
 use medledger::{Chain, ChainBuilder};
 use sha2::digest::generic_array::GenericArray;
 
-#[path = "../benches/support/access_state.rs"]
+#[path = "../../../../benches/support/access_state.rs"]
 mod access_state;
-#[path = "../benches/support/data_txs.rs"]
+#[path = "../../../../benches/support/data_txs.rs"]
 mod data_txs;
 
 use data_txs::signed_data_txs;
@@ -350,7 +350,8 @@ fn p4_decide(rows: &mut Vec<Row>) -> Option<u64> {
 
 fn p5_committees(rows: &mut Vec<Row>) {
     use medledger::sim::{SimConfig, Simulation};
-    // The settings of `examples/scaling.rs`: committees of 24, 512 transactions per shard.
+    // The settings of the scaling sweep (`scaling.rs` beside this file): committees of 24, 512
+    // transactions per shard.
     let run = |k: usize| {
         let config = SimConfig::builder()
             .committees(k)

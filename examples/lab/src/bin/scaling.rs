@@ -5,8 +5,8 @@
 //! SVG plot of throughput and latency against committees. Proof of work is shown for contrast.
 //!
 //! ```sh
-//! cargo run --release --example scaling            # outputs under target/scaling/
-//! cargo run --release --example scaling -- out/    # outputs under out/
+//! cargo run --release -p medledger-lab --bin scaling            # outputs under target/scaling/
+//! cargo run --release -p medledger-lab --bin scaling -- out/    # outputs under out/
 //! ```
 
 use std::fmt::Write as _;
