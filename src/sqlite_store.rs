@@ -31,7 +31,7 @@
 //! server is needed, but building it needs a C compiler.
 //!
 //! ```
-//! use medledger::chain::ChainBuilder;
+//! use medledger::ChainBuilder;
 //! use medledger::pow::ProofOfWork;
 //! use medledger::sqlite_store::SqliteStore;
 //!
