@@ -1,12 +1,15 @@
 //! The ledger of one process: a [`Chain`], a mempool and a clock, behind one object.
 //!
+//! It is generic over the chain's engine and application; [`medledger::Ledger`](crate::Ledger)
+//! names the MedRec one, which the examples below use.
+//!
 //! An embedder (a hospital's EMR, a clinic's gateway) hands the [`Ledger`] signed transactions
 //! and asks it to produce blocks; the ledger does the bookkeeping every embedder would otherwise
 //! write:
 //!
 //! * [`submit`](Ledger::submit) checks a transaction against the current state *and* everything
-//!   already pending — signature and chain id, nonce order, and the access-control rules, by
-//!   applying it to the pool's own copy of the state — and answers [`Accepted`] (with the events
+//!   already pending — signature and chain id, nonce order, and the application's rules (for
+//!   MedRec, access control), by applying it to the pool's own copy of the state — and answers [`Accepted`] (with the events
 //!   it would emit and the ids of the objects it would create) or a [`Refusal`] carrying the same
 //!   typed reason the chain would give ([`TxError`], [`StateError`]). Nothing is added on
 //!   refusal.
@@ -124,7 +127,8 @@ pub enum Refusal<A: Application> {
     #[error("invalid transaction: {0}")]
     Tx(#[from] TxError),
     /// The transaction fails against the state with the pending transactions applied: its
-    /// nonce, a retired key, or an access-control rule — the chain's own reason.
+    /// nonce, a retired key, or an application's rule (for MedRec, access control) — the chain's
+    /// own reason.
     #[error("refused by the state: {0}")]
     State(#[from] StateError<A::Error>),
     /// The transaction is already pending, or was recently included.
@@ -562,8 +566,8 @@ impl Stateless<'_> {
     }
 }
 
-/// The objects the events report created. This and the `created` fields are the ledger's only
-/// tie to the access-control application (see `access::ledger` for its side).
+/// The objects the events report created, as the application names them
+/// ([`Application::created`]).
 fn created_by<A: Application>(events: &[A::Event]) -> Vec<A::Created> {
     events.iter().filter_map(A::created).collect()
 }
