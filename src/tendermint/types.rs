@@ -186,6 +186,20 @@ impl ValidatorSet {
         &self.validators[i as usize]
     }
 
+    /// Checks that `signer` is a validator and signed `digest`; returns its canonical index.
+    pub(crate) fn verify_signer(
+        &self,
+        signer: &PublicKey,
+        digest: &[u8; 32],
+        signature: &Signature,
+    ) -> Result<usize, TendermintError> {
+        let index = self
+            .index_of(signer)
+            .ok_or(TendermintError::NotAValidator(*signer))?;
+        self.verify(index, digest, signature)?;
+        Ok(index)
+    }
+
     pub(crate) fn verify(
         &self,
         index: usize,
@@ -353,11 +367,11 @@ impl SignedVote {
         validators: &ValidatorSet,
         chain: ChainId,
     ) -> Result<usize, TendermintError> {
-        let index = validators
-            .index_of(&self.vote.validator)
-            .ok_or(TendermintError::NotAValidator(self.vote.validator))?;
-        validators.verify(index, &self.vote.digest(chain), &self.signature)?;
-        Ok(index)
+        validators.verify_signer(
+            &self.vote.validator,
+            &self.vote.digest(chain),
+            &self.signature,
+        )
     }
 }
 
@@ -407,11 +421,11 @@ impl SignedSummary {
         validators: &ValidatorSet,
         chain: ChainId,
     ) -> Result<usize, TendermintError> {
-        let index = validators
-            .index_of(&self.summary.proposer)
-            .ok_or(TendermintError::NotAValidator(self.summary.proposer))?;
-        validators.verify(index, &self.summary.digest(chain), &self.signature)?;
-        Ok(index)
+        validators.verify_signer(
+            &self.summary.proposer,
+            &self.summary.digest(chain),
+            &self.signature,
+        )
     }
 }
 
