@@ -40,9 +40,20 @@
 //!   shard's transactions; full nodes fetch bodies off the critical path.
 //! * Throughput is measured over the steady state: from the first block's commit to the last's.
 
+pub mod network;
+mod replicas;
 mod run;
+#[cfg(feature = "tendermint")]
+mod tendermint;
 
+pub use network::{Behaviour, Deployment, EngineReport, Fault, Finalised, NetConfig, Network};
+pub use replicas::{
+    medrec_chain, medrec_load, BlockIdFn, CostFn, EngineFn, EquivocateFn, Replica, Replicas,
+    WorkloadFn,
+};
 pub use run::Simulation;
+#[cfg(feature = "tendermint")]
+pub use tendermint::{validator_key, TendermintReplicas, TendermintSetup};
 
 use crate::committee::{ParamsError, Timing};
 
