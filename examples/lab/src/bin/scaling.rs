@@ -1,8 +1,10 @@
-//! How throughput grows with the number of committees.
+//! How throughput grows with the number of committees, and how the engines compare.
 //!
 //! Sweeps 1, 2, 4, 8 and 16 committees through the deterministic simulator (the real protocol
 //! state machines over a modelled network and CPU), prints a table, and writes a CSV file and an
-//! SVG plot of throughput and latency against committees. Proof of work is shown for contrast.
+//! SVG plot of throughput and latency against committees. Then runs every engine on the same
+//! simulated network, honest and with one faulty node, and writes `engines.csv` and
+//! `engines.svg` (finalised tx/s, time to finality, bytes per node, agreement violations).
 //!
 //! ```sh
 //! cargo run --release -p medledger-lab --bin scaling            # outputs under target/scaling/
@@ -14,6 +16,7 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use medledger::sim::{Report, SimConfig, Simulation};
+use medledger_lab::engines;
 use plotters::prelude::*;
 
 const COMMITTEES: [usize; 5] = [1, 2, 4, 8, 16];
@@ -127,6 +130,89 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("scaling.csv").display(),
         svg.display()
     );
+    compare_engines(&out_dir)
+}
+
+/// Every engine on the same network: a table, `engines.csv` and `engines.svg`.
+fn compare_engines(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let bar = ProgressBar::new(engines::Scenario::ALL.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
+    let rows = engines::compare(|what| {
+        bar.set_message(what.to_string());
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    println!(
+        "\nengines on one network ({} blocks each, seed {}):",
+        engines::BLOCKS,
+        engines::SEED
+    );
+    print!("{}", engines::table(&rows));
+    if rows
+        .iter()
+        .any(|r| r.report.agreement_violations + r.report.refused_appends > 0)
+    {
+        return Err("an engine violated agreement or produced a refused block".into());
+    }
+    std::fs::write(out_dir.join("engines.csv"), engines::csv(&rows))?;
+    let svg = out_dir.join("engines.svg");
+    plot_engines(&svg, &rows)?;
+    println!(
+        "wrote {} and {}",
+        out_dir.join("engines.csv").display(),
+        svg.display()
+    );
+    Ok(())
+}
+
+fn plot_engines(
+    path: &std::path::Path,
+    rows: &[engines::Row],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(450);
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} / {}", r.report.engine, r.scenario.label()))
+        .collect();
+    let n = rows.len() as f64;
+    let bars = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+                caption: &str,
+                unit: &str,
+                value: &dyn Fn(&engines::Row) -> f64|
+     -> Result<(), Box<dyn std::error::Error>> {
+        let max = rows.iter().map(value).fold(1e-9, f64::max) * 1.15;
+        let mut c = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(20)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..n, 0.0..max)?;
+        c.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc(unit)
+            .draw()?;
+        for (i, r) in rows.iter().enumerate() {
+            let colour = Palette99::pick(i).filled();
+            c.draw_series(std::iter::once(Rectangle::new(
+                [(i as f64 + 0.1, 0.0), (i as f64 + 0.9, value(r))],
+                colour,
+            )))?
+            .label(labels[i].clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour));
+        }
+        c.configure_series_labels().border_style(BLACK).draw()?;
+        Ok(())
+    };
+    bars(&left, "finalised throughput", "tx/s", &|r| {
+        r.report.tx_per_sec
+    })?;
+    bars(&right, "time to finality, p99", "seconds", &|r| {
+        r.report.finality_p99_us as f64 / 1e6
+    })?;
+    root.present()?;
     Ok(())
 }
 

@@ -1,0 +1,175 @@
+//! Every consensus engine on the same simulated network, under the same faults.
+//!
+//! Each engine runs in [`medledger::sim::Network`] with the same network model (20–80 ms pair
+//! latency, 5 ms jitter, 200 Mbit/s per node), the same CPU model and the same MedRec client
+//! load, and is measured the same way: finalised transactions per simulated second, time from
+//! submission to finality, bytes sent per node, and agreement violations among honest nodes.
+
+use std::fmt::Write as _;
+
+use medledger::sim::network::SECOND;
+use medledger::sim::{Behaviour, EngineReport, NetConfig, Network, NetworkModel, TendermintSetup};
+
+/// The seed of every comparison run.
+pub const SEED: u64 = 2026;
+/// Heights each run finalises.
+pub const BLOCKS: u64 = 12;
+/// Transactions per block (per shard for committees).
+pub const BLOCK_SIZE: usize = 512;
+
+/// What goes wrong during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Every node follows the protocol.
+    Honest,
+    /// One node is down from the start.
+    OneCrashed,
+    /// One node signs conflicting messages.
+    OneEquivocating,
+}
+
+impl Scenario {
+    /// All scenarios, in table order.
+    pub const ALL: [Scenario; 3] = [
+        Scenario::Honest,
+        Scenario::OneCrashed,
+        Scenario::OneEquivocating,
+    ];
+
+    /// A short label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Scenario::Honest => "honest",
+            Scenario::OneCrashed => "1 crashed",
+            Scenario::OneEquivocating => "1 equivocating",
+        }
+    }
+
+    fn behaviours(self, node: usize) -> Vec<Behaviour> {
+        let faulty = match self {
+            Scenario::Honest => return Vec::new(),
+            Scenario::OneCrashed => Behaviour::Silent,
+            Scenario::OneEquivocating => Behaviour::Equivocating,
+        };
+        let mut b = vec![Behaviour::Honest; node + 1];
+        b[node] = faulty;
+        b
+    }
+}
+
+/// The network every engine runs on.
+pub fn network() -> NetworkModel {
+    NetworkModel::default()
+}
+
+fn config(scenario: Scenario, faulty_node: usize) -> NetConfig {
+    NetConfig {
+        network: network(),
+        behaviours: scenario.behaviours(faulty_node),
+        seed: SEED,
+        blocks: BLOCKS,
+        max_time: 600 * SECOND,
+        ..NetConfig::default()
+    }
+}
+
+/// Tendermint with `validators` equal validators.
+pub fn tendermint(validators: usize, scenario: Scenario) -> EngineReport {
+    let setup = TendermintSetup {
+        validators,
+        block_size: BLOCK_SIZE,
+        ..TendermintSetup::default()
+    };
+    let deployment = setup.build().expect("valid Tendermint setup");
+    // The last validator is the faulty one: it proposes every `validators`-th height.
+    Network::new(deployment, config(scenario, validators - 1)).run()
+}
+
+/// One comparison row.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// How many faulty nodes the engine tolerates with these settings.
+    pub tolerates: String,
+    /// What the run measured.
+    pub report: EngineReport,
+}
+
+/// Runs every engine under every scenario.
+pub fn compare(mut progress: impl FnMut(&str)) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for scenario in Scenario::ALL {
+        progress(&format!("tendermint, {}", scenario.label()));
+        rows.push(Row {
+            scenario,
+            tolerates: "f < n/3".into(),
+            report: tendermint(4, scenario),
+        });
+    }
+    rows
+}
+
+/// The comparison as a table.
+pub fn table(rows: &[Row]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:<12} {:>5} {:<15} {:>9} {:>9} {:>9} {:>12} {:>10} {:<9}",
+        "engine",
+        "nodes",
+        "scenario",
+        "tx/s",
+        "p50 (s)",
+        "p99 (s)",
+        "bytes/node",
+        "violations",
+        "tolerates"
+    );
+    for r in rows {
+        let p = &r.report;
+        let _ = writeln!(
+            t,
+            "{:<12} {:>5} {:<15} {:>9.1} {:>9.2} {:>9.2} {:>12.0} {:>10} {:<9}",
+            p.engine,
+            p.nodes,
+            r.scenario.label(),
+            p.tx_per_sec,
+            p.finality_p50_us as f64 / 1e6,
+            p.finality_p99_us as f64 / 1e6,
+            p.bytes_per_node,
+            p.agreement_violations,
+            r.tolerates
+        );
+    }
+    t
+}
+
+/// The comparison as CSV.
+pub fn csv(rows: &[Row]) -> String {
+    let mut c = String::from(
+        "engine,nodes,scenario,blocks,txs,tx_per_sec,finality_p50_s,finality_p99_s,messages_per_node,bytes_per_node,extra_rounds,evidence,agreement_violations,refused_appends\n",
+    );
+    for r in rows {
+        let p = &r.report;
+        let _ = writeln!(
+            c,
+            "{},{},{},{},{},{:.3},{:.3},{:.3},{:.1},{:.0},{},{},{},{}",
+            p.engine,
+            p.nodes,
+            r.scenario.label(),
+            p.blocks,
+            p.txs,
+            p.tx_per_sec,
+            p.finality_p50_us as f64 / 1e6,
+            p.finality_p99_us as f64 / 1e6,
+            p.messages_per_node,
+            p.bytes_per_node,
+            p.extra_rounds,
+            p.evidence,
+            p.agreement_violations,
+            p.refused_appends
+        );
+    }
+    c
+}
