@@ -72,3 +72,37 @@ fn simulations_are_deterministic() {
     assert_eq!(run(9).fingerprint, run(9).fingerprint);
     assert_ne!(run(9).fingerprint, run(10).fingerprint);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 8, ..Default::default() })]
+
+    /// Whatever the schedule (seed, latency, jitter, loss) and whichever validator is Byzantine,
+    /// honest validators never finalise different blocks at one height.
+    #[test]
+    fn tendermint_agreement_holds_across_seeded_schedules(
+        seed in 0u64..u64::MAX,
+        byzantine in 0usize..4,
+        equivocating in proptest::bool::ANY,
+        max_latency_ms in 1u64..200,
+        jitter_ms in 0u64..100,
+        loss_percent in 0u32..10,
+    ) {
+        let mut cfg = config(seed, 4);
+        cfg.max_time = 60 * SECOND;
+        cfg.network.min_latency_us = 1_000;
+        cfg.network.max_latency_us = max_latency_ms * 1_000;
+        cfg.network.jitter_us = jitter_ms * 1_000;
+        cfg.network.drop_ppm = loss_percent * 10_000;
+        let mut behaviours = vec![Behaviour::Honest; 4];
+        behaviours[byzantine] = if equivocating {
+            Behaviour::Equivocating
+        } else {
+            Behaviour::Silent
+        };
+        cfg.behaviours = behaviours;
+        let report = Network::new(tendermint().build().unwrap(), cfg).run();
+        proptest::prop_assert_eq!(report.agreement_violations, 0);
+        proptest::prop_assert_eq!(report.refused_appends, 0);
+        proptest::prop_assert!(report.blocks >= 1, "three honest validators keep finalising");
+    }
+}
