@@ -2,7 +2,7 @@
 //!
 //! [`PowNode`] is Nakamoto consensus as a deterministic, sans-I/O state machine over a
 //! [`Chain`] run by [`ProofOfWork`]. It never touches a socket, a clock or a thread: the driver
-//! (a node on a real network, the simulator in [`sim`](crate::sim), a test) hands it inputs and
+//! (a node on a real network, the `sim` simulator, a test) hands it inputs and
 //! carries out its outputs, as the [protocol module](crate::consensus::protocol) describes.
 //!
 //! * **Mining.** Every [`PowTimer::Mine`] tick tries [`PowNodeConfig::hashes_per_tick`] nonces
@@ -33,7 +33,7 @@
 //!
 //! Proof of work has no equivocation to prove, so [`Protocol::Evidence`] is
 //! [`Infallible`]; a block is final only probabilistically, once enough blocks are built on it
-//! (the simulator's [`finality_depth`](crate::sim::Replicas::finality_depth)).
+//! (the simulator's `Replicas::finality_depth`, feature `lab`).
 
 use core::convert::Infallible;
 use std::collections::{BTreeMap, HashSet};
