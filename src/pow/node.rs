@@ -1,39 +1,5 @@
-//! A proof-of-work node as a [`Protocol`] engine: mining, block relay and block sync.
-//!
-//! [`PowNode`] is Nakamoto consensus as a deterministic, sans-I/O state machine over a
-//! [`Chain`] run by [`ProofOfWork`]. It never touches a socket, a clock or a thread: the driver
-//! (a node on a real network, the `sim` simulator, a test) hands it inputs and
-//! carries out its outputs, as the [protocol module](crate::consensus::protocol) describes.
-//!
-//! * **Mining.** Every [`PowTimer::Mine`] tick tries [`PowNodeConfig::hashes_per_tick`] nonces
-//!   of a block built on the ledger's tip: real Bitcoin-exact proof of work (SHA-256d of the
-//!   80-byte preimage, midstate included), at whatever target the chain's
-//!   [`RetargetParams`](super::RetargetParams) require. The hash rate is the number of ticks per
-//!   second times the hashes per tick, so a simulated network mines at the rate it models while
-//!   the machine does a small, fixed amount of real hashing. Each template gets its own extra
-//!   nonce, derived from the node's key and [`PowNodeConfig::seed`], so that no two nodes ever
-//!   search the same preimages.
-//! * **Transactions.** Offered transactions ([`Input::Transactions`]) are checked (signatures,
-//!   chain id) and kept in a bounded pool ordered by account and nonce; a block takes, account
-//!   by account, the run of nonces that follows the account's next nonce on the tip. Those the
-//!   chain has executed are dropped; those of blocks a reorganisation reverted come back.
-//! * **Blocks.** A found block is output as [`Output::Append`] and announced to every peer. A
-//!   received block is checked cheaply, its header's proof of work before anything else (so a
-//!   forged block costs its sender real work and the receiver one hash), and output to append:
-//!   the chain validates it in full and does fork choice by total work, reorganising if the
-//!   block's branch is heavier.
-//! * **Sync.** A block whose parent is unknown (the node missed blocks, was partitioned or was
-//!   restarted) makes the node ask its sender for the blocks it lacks, with a Bitcoin-style
-//!   locator of its main chain ([`PowMessage::GetBlocks`]); the answer ([`PowMessage::Blocks`])
-//!   holds at most [`MAX_SYNC_BLOCKS`] blocks and [`MAX_SYNC_BYTES`] bytes, and says whether more
-//!   follow, in which case the node asks again from the last block received. At
-//!   [`Input::Start`] the node asks every peer, so that a restarted node catches up at once.
-//! * **Tips.** After [`Input::Appended`] the node drops its current template; the next tick
-//!   mines on the new tip.
-//!
-//! Proof of work has no equivocation to prove, so [`Protocol::Evidence`] is
-//! [`Infallible`]; a block is final only probabilistically, once enough blocks are built on it
-//! (the simulator's `Replicas::finality_depth`, feature `lab`).
+//! A proof-of-work node as a [`Protocol`] engine: mining, block relay and block sync (see
+//! [`PowNode`]).
 
 use core::convert::Infallible;
 use std::collections::{BTreeMap, HashSet};
@@ -205,8 +171,41 @@ struct Work<A: Application> {
     next_nonce: u64,
 }
 
-/// A proof-of-work node (see the [module](self) documentation): it mines, relays and syncs
-/// blocks of a [`Chain`] run by [`ProofOfWork`].
+/// A proof-of-work node: Nakamoto consensus as a deterministic, sans-I/O state machine that
+/// mines, relays and syncs blocks of a [`Chain`] run by [`ProofOfWork`]. It never touches a
+/// socket, a clock or a thread: the driver (a node on a real network, the `sim` simulator, a
+/// test) hands it inputs and carries out its outputs, as the
+/// [protocol module](crate::consensus::protocol) describes.
+///
+/// * **Mining.** Every [`PowTimer::Mine`] tick tries [`PowNodeConfig::hashes_per_tick`] nonces
+///   of a block built on the ledger's tip: real Bitcoin-exact proof of work (SHA-256d of the
+///   80-byte preimage, midstate included), at whatever target the chain's
+///   [`RetargetParams`](super::RetargetParams) require. The hash rate is the number of ticks per
+///   second times the hashes per tick, so a simulated network mines at the rate it models while
+///   the machine does a small, fixed amount of real hashing. Each template gets its own extra
+///   nonce, derived from the node's key and [`PowNodeConfig::seed`], so that no two nodes ever
+///   search the same preimages.
+/// * **Transactions.** Offered transactions ([`Input::Transactions`]) are checked (signatures,
+///   chain id) and kept in a bounded pool ordered by account and nonce; a block takes, account
+///   by account, the run of nonces that follows the account's next nonce on the tip. Those the
+///   chain has executed are dropped; those of blocks a reorganisation reverted come back.
+/// * **Blocks.** A found block is output as [`Output::Append`] and announced to every peer. A
+///   received block is checked cheaply, its header's proof of work before anything else (so a
+///   forged block costs its sender real work and the receiver one hash), and output to append:
+///   the chain validates it in full and does fork choice by total work, reorganising if the
+///   block's branch is heavier.
+/// * **Sync.** A block whose parent is unknown (the node missed blocks, was partitioned or was
+///   restarted) makes the node ask its sender for the blocks it lacks, with a Bitcoin-style
+///   locator of its main chain ([`PowMessage::GetBlocks`]); the answer ([`PowMessage::Blocks`])
+///   holds at most [`MAX_SYNC_BLOCKS`] blocks and [`MAX_SYNC_BYTES`] bytes, and says whether more
+///   follow, in which case the node asks again from the last block received. At
+///   [`Input::Start`] the node asks every peer, so that a restarted node catches up at once.
+/// * **Tips.** After [`Input::Appended`] the node drops its current template; the next tick
+///   mines on the new tip.
+///
+/// Proof of work has no equivocation to prove, so [`Protocol::Evidence`] is
+/// [`Infallible`]; a block is final only probabilistically, once enough blocks are built on it
+/// (the simulator's `Replicas::finality_depth`, feature `lab`).
 pub struct PowNode<A: Application> {
     config: PowNodeConfig,
     /// The first extra nonce; each template takes the next.

@@ -22,6 +22,18 @@ const CHAIN: &str = "medledger-sim-pow";
 /// A proof-of-work deployment. The difficulty is set from the rest: the chain's target (fixed,
 /// no retargeting) makes the network's whole simulated hash rate, `miners × hashes_per_tick`
 /// per `tick`, find a block every `block_interval` on average.
+///
+/// ```
+/// use medledger::sim::network::SECOND;
+/// use medledger::sim::{NetConfig, Network, PowSetup};
+///
+/// let setup = PowSetup { block_size: 8, confirmations: 2, ..PowSetup::default() };
+/// let config = NetConfig { blocks: 3, max_time: 60 * SECOND, ..NetConfig::default() };
+/// let report = Network::new(setup.build()?, config).run();
+/// assert_eq!(report.blocks, 3);
+/// assert_eq!(report.agreement_violations, 0);
+/// # Ok::<(), medledger::sim::SimError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct PowSetup {
     /// Miners (equal hash rate).
