@@ -118,6 +118,17 @@ pub enum PowNodeError {
         /// The pool's capacity.
         max: usize,
     },
+    /// A peer asked for blocks again sooner than [`PowNodeConfig::serve_interval`] after the
+    /// last answer it got.
+    #[error("{peer} asked for blocks {since} µs after the last answer (at most one per {min} µs)")]
+    TooFrequent {
+        /// The peer.
+        peer: PublicKey,
+        /// Time since its last answer.
+        since: Time,
+        /// The interval between answers.
+        min: Time,
+    },
     /// An offered transaction is invalid on its own (signature, chain id).
     #[error("transaction refused: {0}")]
     Transaction(#[from] tx::TxError),
@@ -141,13 +152,17 @@ pub struct PowNodeConfig {
     /// How long a sync request to a peer stays pending (no second request to that peer
     /// meanwhile), microseconds.
     pub request_timeout: Time,
+    /// The least time between two answers to one peer's [`PowMessage::GetBlocks`], so that a
+    /// peer cannot make the node read and send blocks without end (microseconds).
+    pub serve_interval: Time,
     /// Mixed into the extra nonces, so that runs with different seeds mine different blocks.
     pub seed: u64,
 }
 
 impl PowNodeConfig {
     /// Settings for the node known by `key`: 1000 hashes every 100 ms, blocks of at most 4096
-    /// transactions, a pool of 65536, sync requests pending for 5 s.
+    /// transactions, a pool of 65536, sync requests pending for 5 s, at most one answer per
+    /// peer every 20 ms.
     pub fn new(key: PublicKey) -> Self {
         Self {
             key,
@@ -157,6 +172,7 @@ impl PowNodeConfig {
             max_block_bytes: MAX_BLOCK_LEN - 64 * 1024,
             max_pool_txs: 1 << 16,
             request_timeout: 5 * SECOND,
+            serve_interval: 20_000,
             seed: 0,
         }
     }
@@ -221,6 +237,8 @@ pub struct PowNode<A: Application> {
     known_tip: Option<BlockHash>,
     /// Pending sync requests: peer → when the request expires.
     requests: BTreeMap<PublicKey, Time>,
+    /// When each peer's last request for blocks was answered.
+    served: BTreeMap<PublicKey, Time>,
     hashes: u64,
     found: u64,
 }
@@ -256,6 +274,7 @@ impl<A: Application> PowNode<A> {
             stale: false,
             known_tip: None,
             requests: BTreeMap::new(),
+            served: BTreeMap::new(),
             hashes: 0,
             found: 0,
         }
@@ -623,11 +642,29 @@ impl<A: Application> PowNode<A> {
     }
 
     fn on_get_blocks(
+        &mut self,
         ledger: &Chain<ProofOfWork, A>,
+        now: Time,
         from: PublicKey,
         locator: &[BlockHash],
         out: &mut NodeOutputs<A>,
-    ) {
+    ) -> Result<(), PowNodeError> {
+        let min = self.config.serve_interval;
+        if let Some(last) = self.served.get(&from) {
+            let since = now.saturating_sub(*last);
+            if since < min {
+                return Err(PowNodeError::TooFrequent {
+                    peer: from,
+                    since,
+                    min,
+                });
+            }
+        }
+        if self.served.len() >= MAX_REQUESTS {
+            self.served
+                .retain(|_, last| now.saturating_sub(*last) < min);
+        }
+        self.served.insert(from, now);
         let fork = locator
             .iter()
             .find_map(|hash| {
@@ -659,6 +696,7 @@ impl<A: Application> PowNode<A> {
                 more: height <= ledger.height(),
             },
         });
+        Ok(())
     }
 }
 
@@ -735,7 +773,7 @@ impl<A: Application> Protocol for PowNode<A> {
             Input::Message { from, message } => match message {
                 PowMessage::Block(block) => self.on_block(ledger, now, from, block, &mut out)?,
                 PowMessage::GetBlocks { locator } => {
-                    Self::on_get_blocks(ledger, from, &locator, &mut out)
+                    self.on_get_blocks(ledger, now, from, &locator, &mut out)?
                 }
                 PowMessage::Blocks { blocks, more } => {
                     self.on_blocks(ledger, now, from, blocks.into_inner(), more, &mut out)?
@@ -942,6 +980,23 @@ mod tests {
                 },
             )
             .unwrap();
+        // Asked again at once: refused, saying why.
+        let err = miner
+            .handle(
+                &mut miner_chain,
+                now + 1,
+                Input::Message {
+                    from: peer(),
+                    message: PowMessage::GetBlocks {
+                        locator: super::locator(&c, None),
+                    },
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, PowNodeError::TooFrequent { since: 1, .. }),
+            "{err}"
+        );
         let message = match answer.into_iter().next() {
             Some(Output::Send { message, .. }) => message,
             other => panic!("{other:?}"),
