@@ -1,8 +1,13 @@
 //! Every engine on the same simulated network: agreement, liveness under faults, determinism.
-#![cfg(feature = "tendermint")]
+#![cfg(feature = "lab")]
 
+use medledger::consensus::Protocol;
+use medledger::pow::{PowMessage, PowNode};
 use medledger::sim::network::SECOND;
-use medledger::sim::{Behaviour, Fault, NetConfig, Network, TendermintSetup};
+#[cfg(feature = "tendermint")]
+use medledger::sim::{Behaviour, TendermintSetup};
+use medledger::sim::{Fault, NetConfig, Network, PowSetup};
+use medledger::MedRec;
 
 fn config(seed: u64, blocks: u64) -> NetConfig {
     NetConfig {
@@ -13,6 +18,7 @@ fn config(seed: u64, blocks: u64) -> NetConfig {
     }
 }
 
+#[cfg(feature = "tendermint")]
 fn tendermint() -> TendermintSetup {
     TendermintSetup {
         block_size: 32,
@@ -20,6 +26,7 @@ fn tendermint() -> TendermintSetup {
     }
 }
 
+#[cfg(feature = "tendermint")]
 #[test]
 fn tendermint_finalises_with_agreement_on_the_shared_network() {
     let mut net = Network::new(tendermint().build().unwrap(), config(1, 10));
@@ -32,6 +39,7 @@ fn tendermint_finalises_with_agreement_on_the_shared_network() {
     assert!(report.finality_p50_us > 0 && report.finality_p50_us <= report.finality_p99_us);
 }
 
+#[cfg(feature = "tendermint")]
 #[test]
 fn tendermint_with_an_equivocating_validator_stays_in_agreement_and_yields_evidence() {
     let mut cfg = config(2, 8);
@@ -44,6 +52,7 @@ fn tendermint_with_an_equivocating_validator_stays_in_agreement_and_yields_evide
     assert!(report.evidence > 0);
 }
 
+#[cfg(feature = "tendermint")]
 #[test]
 fn tendermint_survives_a_crash_and_a_partition_without_quorum() {
     let mut net = Network::new(tendermint().build().unwrap(), config(3, 1_000));
@@ -66,6 +75,7 @@ fn tendermint_survives_a_crash_and_a_partition_without_quorum() {
     assert_eq!(net.report().agreement_violations, 0);
 }
 
+#[cfg(feature = "tendermint")]
 #[test]
 fn simulations_are_deterministic() {
     let run = |seed| Network::new(tendermint().build().unwrap(), config(seed, 5)).run();
@@ -73,6 +83,7 @@ fn simulations_are_deterministic() {
     assert_ne!(run(9).fingerprint, run(10).fingerprint);
 }
 
+#[cfg(feature = "tendermint")]
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 8, ..Default::default() })]
 
@@ -105,4 +116,200 @@ proptest::proptest! {
         proptest::prop_assert_eq!(report.refused_appends, 0);
         proptest::prop_assert!(report.blocks >= 1, "three honest validators keep finalising");
     }
+}
+// ----- proof of work -----
+
+fn pow(confirmations: u64, seed: u64) -> PowSetup {
+    PowSetup {
+        block_size: 16,
+        confirmations,
+        seed,
+        ..PowSetup::default()
+    }
+}
+
+/// The main-chain hash of `node` at `height`.
+fn hash_at(net: &Network<medledger::sim::PowReplicas>, node: usize, height: u64) -> Option<String> {
+    let chain = net.deployment().ledger(node)?;
+    chain.hash_at(height).map(|h| h.to_string())
+}
+
+fn height(net: &Network<medledger::sim::PowReplicas>, node: usize) -> u64 {
+    net.deployment().ledger(node).map_or(0, |c| c.height())
+}
+
+#[test]
+fn pow_miners_finalise_with_agreement_at_depth_k() {
+    let mut net = Network::new(pow(4, 1).build().unwrap(), config(1, 10));
+    let report = net.run();
+    eprintln!("{report:?}");
+    assert_eq!(report.engine, "pow");
+    assert_eq!(report.blocks, 10);
+    assert_eq!(report.agreement_violations, 0);
+    assert_eq!(report.refused_appends, 0);
+    assert!(report.txs > 0 && report.tx_per_sec > 0.0);
+    assert!(report.finality_p50_us > 0 && report.finality_p50_us <= report.finality_p99_us);
+    // Final means buried: every node's chain is at least k blocks past the last final height.
+    for i in 0..4 {
+        assert!(height(&net, i) >= 10, "node {i} at {}", height(&net, i));
+    }
+    let found: u64 = (0..4)
+        .map(|i| net.deployment().engine(i).unwrap().blocks_found())
+        .sum();
+    assert!(found >= 14, "blocks were mined by the miners: {found}");
+}
+
+#[test]
+fn pow_partition_both_sides_mine_then_converge_by_reorganising() {
+    let mut net = Network::new(pow(12, 2).build().unwrap(), config(2, 1_000));
+    net.run_until(6 * SECOND);
+    let before = (0..4).map(|i| height(&net, i)).min().unwrap();
+    net.apply(Fault::Partition(vec![0, 0, 1, 1]));
+    net.run_until(36 * SECOND);
+    // Both halves mined on their own branch.
+    let (a, b) = (height(&net, 0), height(&net, 2));
+    assert!(
+        a > before && b > before,
+        "both sides mine: {before} → {a}, {b}"
+    );
+    let fork = before + 1;
+    let side_a = hash_at(&net, 0, fork);
+    let side_b = hash_at(&net, 2, fork);
+    assert_ne!(
+        side_a, side_b,
+        "the sides hold different blocks at height {fork}"
+    );
+    net.apply(Fault::Heal);
+    net.run_until(80 * SECOND);
+    // One chain again: every node holds the same blocks below the last two heights.
+    let common = (0..4).map(|i| height(&net, i)).min().unwrap() - 2;
+    assert!(
+        common > a.max(b),
+        "the chain grew past the partition: {common}"
+    );
+    for h in [fork, common] {
+        let ours = hash_at(&net, 0, h);
+        for i in 1..4 {
+            assert_eq!(hash_at(&net, i, h), ours, "node {i} at height {h}");
+        }
+    }
+    // One side's branch was rolled back.
+    let kept = hash_at(&net, 0, fork);
+    assert!(kept == side_a || kept == side_b);
+    let report = net.report();
+    eprintln!("{report:?}");
+    assert_eq!(
+        report.agreement_violations, 0,
+        "k = 12 outlasts the partition"
+    );
+    assert_eq!(report.refused_appends, 0);
+    assert!(report.blocks > common.saturating_sub(12));
+}
+
+#[test]
+fn pow_restarted_miner_catches_up_by_requesting_blocks() {
+    let mut net = Network::new(pow(4, 3).build().unwrap(), config(3, 1_000));
+    net.run_until(4 * SECOND);
+    net.apply(Fault::Crash(3));
+    net.run_until(30 * SECOND);
+    let behind = height(&net, 3);
+    let ahead = height(&net, 0);
+    assert!(
+        ahead > behind + 3,
+        "the others mined on: {behind} vs {ahead}"
+    );
+    net.apply(Fault::Restart(3));
+    net.run_until(32 * SECOND);
+    // Caught up in about a round trip, before more than a block or two were found.
+    assert!(
+        height(&net, 3) + 1 >= height(&net, 0),
+        "{} vs {}",
+        height(&net, 3),
+        height(&net, 0)
+    );
+    let h = height(&net, 3).min(height(&net, 0));
+    assert_eq!(hash_at(&net, 3, h), hash_at(&net, 0, h));
+    let report = net.report();
+    assert_eq!(report.agreement_violations, 0);
+    assert_eq!(report.refused_appends, 0);
+}
+
+#[test]
+fn pow_runs_are_deterministic_by_seed() {
+    let run = |seed| Network::new(pow(3, seed).build().unwrap(), config(seed, 6)).run();
+    let (a, b, c) = (run(9), run(9), run(10));
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_eq!(a, b);
+    assert_ne!(a.fingerprint, c.fingerprint);
+}
+
+#[test]
+fn pow_messages_decode_strictly() {
+    type Node = PowNode<MedRec>;
+    let get = PowMessage::GetBlocks {
+        locator: vec![medledger::hash::BlockHash::from_bytes([3; 32])]
+            .try_into()
+            .unwrap(),
+    };
+    let bytes = Node::encode_message(&get);
+    assert_eq!(Node::decode_message(&bytes).unwrap(), get);
+    // Empty, truncated, trailing, unknown variant, oversized count, oversized input.
+    assert!(Node::decode_message(&[]).is_err());
+    assert!(Node::decode_message(&bytes[..bytes.len() - 1]).is_err());
+    assert!(Node::decode_message(&[bytes.as_slice(), &[0]].concat()).is_err());
+    assert!(Node::decode_message(&[1, 9]).is_err());
+    let mut huge_locator = vec![1u8, 1];
+    huge_locator.extend_from_slice(&[0xc8, 0x01]); // 200 hashes, above the limit of 101
+    huge_locator.extend(std::iter::repeat_n(0u8, 200 * 32));
+    let err = Node::decode_message(&huge_locator).unwrap_err();
+    assert!(err.to_string().contains("101"), "{err}");
+    let too_long = vec![1u8; medledger::pow::MAX_MESSAGE_LEN + 1];
+    assert!(Node::decode_message(&too_long).is_err());
+    for seed in 0u8..64 {
+        let garbage: Vec<u8> = (0..200u32)
+            .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
+            .collect();
+        let _ = Node::decode_message(&garbage);
+    }
+}
+
+#[test]
+fn pow_finality_too_shallow_for_a_partition_shows_as_agreement_violations() {
+    // One confirmation: each side of a long partition finalises its own blocks, and healing
+    // reverts one side's. The simulator measures what k = 12 prevented above.
+    let mut net = Network::new(pow(1, 4).build().unwrap(), config(4, 1_000));
+    net.run_until(4 * SECOND);
+    net.apply(Fault::Partition(vec![0, 0, 1, 1]));
+    net.run_until(40 * SECOND);
+    net.apply(Fault::Heal);
+    net.run_until(70 * SECOND);
+    let report = net.report();
+    eprintln!("{report:?}");
+    assert!(report.agreement_violations > 0);
+    assert_eq!(report.refused_appends, 0);
+    // The chains still converge.
+    let h = (0..4).map(|i| height(&net, i)).min().unwrap() - 2;
+    for i in 1..4 {
+        assert_eq!(hash_at(&net, i, h), hash_at(&net, 0, h));
+    }
+}
+
+#[cfg(feature = "tendermint")]
+#[test]
+fn pow_and_tendermint_run_on_the_same_network_model() {
+    let net = config(5, 5);
+    let pow_report = Network::new(pow(3, 5).build().unwrap(), net.clone()).run();
+    let bft_report = Network::new(tendermint().build().unwrap(), net).run();
+    eprintln!("{pow_report:?}\n{bft_report:?}");
+    for r in [&pow_report, &bft_report] {
+        assert_eq!(r.blocks, 5);
+        assert_eq!(r.agreement_violations, 0);
+        assert_eq!(r.refused_appends, 0);
+    }
+    assert_eq!(
+        (pow_report.engine.as_str(), bft_report.engine.as_str()),
+        ("pow", "tendermint")
+    );
+    // Proof of work waits for confirmations; Tendermint's blocks are final once decided.
+    assert!(pow_report.finality_p50_us > bft_report.finality_p50_us);
 }

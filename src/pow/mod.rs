@@ -20,6 +20,10 @@
 //! `parallel` feature (on by default) [`Miner::search_parallel`] spreads the work over rayon's
 //! thread pool; without it the same call runs serially and returns the same nonce.
 //!
+//! [`PowNode`] is a whole proof-of-work node as a sans-I/O [`Protocol`](crate::consensus::Protocol)
+//! engine: it mines on its chain's tip with the transactions offered to it, announces what it
+//! finds, checks and relays to its chain what it receives, and fetches blocks it missed.
+//!
 //! ```
 //! use medledger::pow::{self, CompactTarget, Target, BITCOIN_GENESIS_HEADER};
 //!
@@ -35,12 +39,17 @@
 
 mod engine;
 mod miner;
+mod node;
 mod retarget;
 mod target;
 
 pub use crate::consensus::Work;
 pub use engine::{PowSeal, ProofOfWork};
 pub use miner::Miner;
+pub use node::{
+    PowMessage, PowNode, PowNodeConfig, PowNodeError, PowTimer, MAX_LOCATOR, MAX_MESSAGE_LEN,
+    MAX_SYNC_BLOCKS, MAX_SYNC_BYTES,
+};
 pub use retarget::{
     check_block_time, median_time_past, next_target, RetargetParams, RetargetParamsBuilder,
     MAX_FUTURE_BLOCK_TIME, MEDIAN_TIME_SPAN,

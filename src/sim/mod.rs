@@ -41,12 +41,14 @@
 //! * Throughput is measured over the steady state: from the first block's commit to the last's.
 
 pub mod network;
+mod pow;
 mod replicas;
 mod run;
 #[cfg(feature = "tendermint")]
 mod tendermint;
 
 pub use network::{Behaviour, Deployment, EngineReport, Fault, Finalised, NetConfig, Network};
+pub use pow::{miner_key, PowReplicas, PowSetup};
 pub use replicas::{
     medrec_chain, medrec_load, BlockIdFn, CostFn, EngineFn, EquivocateFn, Replica, Replicas,
     WorkloadFn,
