@@ -50,8 +50,8 @@ mod tendermint;
 pub use network::{Behaviour, Deployment, EngineReport, Fault, Finalised, NetConfig, Network};
 pub use pow::{miner_key, PowReplicas, PowSetup};
 pub use replicas::{
-    medrec_chain, medrec_load, BlockIdFn, CostFn, EngineFn, EquivocateFn, Replica, Replicas,
-    WorkloadFn,
+    medrec_chain, medrec_load, medrec_nodes, BlockIdFn, CostFn, EngineFn, EquivocateFn, NodeSetup,
+    Replica, Replicas, WorkloadFn,
 };
 pub use run::Simulation;
 #[cfg(feature = "tendermint")]

@@ -69,6 +69,9 @@ pub type EquivocateFn<P> =
     Box<dyn FnMut(usize, &<P as Protocol>::Message) -> Option<<P as Protocol>::Message>>;
 /// Client transactions submitted at a time (see [`Deployment::workload`]).
 pub type WorkloadFn<P> = Box<dyn FnMut(Time) -> Vec<(TxId, <P as Protocol>::Tx)>>;
+/// A node of [`Replicas::new`]: the key peers know it by, its ledger, and the clock its chain
+/// reads.
+pub type NodeSetup<L> = (PublicKey, L, Arc<ManualClock>);
 /// What identifies a finalised block, from its header.
 pub type BlockIdFn<S> = fn(&crate::block::Header<S>) -> Digest;
 
@@ -110,7 +113,7 @@ where
     /// per-message time.
     pub fn new(
         name: impl Into<String>,
-        nodes: Vec<(PublicKey, L, Arc<ManualClock>)>,
+        nodes: Vec<NodeSetup<L>>,
         make: EngineFn<P>,
         workload: WorkloadFn<P>,
     ) -> Self {
@@ -292,6 +295,25 @@ pub fn medrec_load<P: Protocol<Tx = Transaction<Payload>>>(
         }
         out
     })
+}
+
+/// The nodes of [`Replicas::new`] for an engine on MedRec chains: for each key, a MedRec chain
+/// checked by `engine` (see [`medrec_chain`]) and its clock.
+///
+/// # Errors
+///
+/// [`ChainError`](crate::ChainError) if a chain cannot be built.
+pub fn medrec_nodes<C: Consensus + Clone>(
+    name: &str,
+    engine: &C,
+    keys: impl IntoIterator<Item = PublicKey>,
+) -> Result<Vec<NodeSetup<Chain<C, MedRec>>>, crate::ChainError> {
+    keys.into_iter()
+        .map(|key| {
+            let (chain, clock) = medrec_chain(name, engine.clone())?;
+            Ok((key, chain, clock))
+        })
+        .collect()
 }
 
 /// A MedRec chain for a simulated node, with an empty registrar, and the clock it reads (which

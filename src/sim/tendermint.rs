@@ -1,6 +1,6 @@
 //! Tendermint validators on the simulated network.
 
-use super::replicas::{medrec_chain, medrec_load, Replicas};
+use super::replicas::{medrec_load, medrec_nodes, Replicas};
 use super::{CpuModel, SimError};
 use crate::chain::Chain;
 use crate::consensus::protocol::Input;
@@ -61,12 +61,8 @@ impl TendermintSetup {
         let set = ValidatorSet::equal(keys.iter().map(Keypair::public))
             .map_err(|e| SimError::Config(e.to_string()))?;
         let engine = TendermintConsensus::new(CHAIN, set);
-        let mut nodes = Vec::with_capacity(keys.len());
-        for key in &keys {
-            let (chain, clock) =
-                medrec_chain(CHAIN, engine.clone()).map_err(|e| SimError::Config(e.to_string()))?;
-            nodes.push((key.public(), chain, clock));
-        }
+        let nodes = medrec_nodes(CHAIN, &engine, keys.iter().map(Keypair::public))
+            .map_err(|e| SimError::Config(e.to_string()))?;
         let chain_id = nodes[0].1.chain_id();
         let (timeouts, block_size) = (self.timeouts, self.block_size);
         let make = Box::new(move |i: usize| {
