@@ -8,7 +8,9 @@
 use std::fmt::Write as _;
 
 use medledger::sim::network::SECOND;
-use medledger::sim::{Behaviour, EngineReport, NetConfig, Network, NetworkModel, TendermintSetup};
+use medledger::sim::{
+    Behaviour, EngineReport, NetConfig, Network, NetworkModel, PowSetup, TendermintSetup,
+};
 
 /// The seed of every comparison run.
 pub const SEED: u64 = 2026;
@@ -85,6 +87,22 @@ pub fn tendermint(validators: usize, scenario: Scenario) -> EngineReport {
     Network::new(deployment, config(scenario, validators - 1)).run()
 }
 
+/// Proof of work among `miners` equal miners: a block every 10 s on average, final after 6
+/// confirmations.
+pub fn pow(miners: usize, scenario: Scenario) -> EngineReport {
+    let setup = PowSetup {
+        miners,
+        block_interval: 10 * SECOND,
+        hashes_per_tick: 20,
+        block_size: BLOCK_SIZE,
+        confirmations: 6,
+        seed: SEED,
+        ..PowSetup::default()
+    };
+    let deployment = setup.build().expect("valid proof-of-work setup");
+    Network::new(deployment, config(scenario, miners - 1)).run()
+}
+
 /// One comparison row.
 #[derive(Clone, Debug)]
 pub struct Row {
@@ -105,6 +123,15 @@ pub fn compare(mut progress: impl FnMut(&str)) -> Vec<Row> {
             scenario,
             tolerates: "f < n/3".into(),
             report: tendermint(4, scenario),
+        });
+    }
+    // A miner has nothing to sign twice: equivocation does not apply to proof of work.
+    for scenario in [Scenario::Honest, Scenario::OneCrashed] {
+        progress(&format!("proof of work, {}", scenario.label()));
+        rows.push(Row {
+            scenario,
+            tolerates: "< 1/2 hash power; final after 6 blocks".into(),
+            report: pow(4, scenario),
         });
     }
     rows
