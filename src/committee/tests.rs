@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::codec::{self, BoundedVec};
+use crate::consensus::protocol::{Input, Protocol};
 use crate::hash::{BlockHash, ChainId, Digest, MerkleRoot, StateRoot};
 use crate::tx::{Keypair, Signature};
 use crate::{Payload, Transaction};
@@ -427,7 +428,7 @@ fn started_node() -> (Node, PublicKey) {
         timing: Timing::default(),
         max_shard_txs: 8,
     });
-    node.start(0, &mut AcceptAll);
+    node.handle(&mut AcceptAll, 0, Input::Start).unwrap();
     (node, peer)
 }
 
@@ -453,7 +454,16 @@ fn a_node_keeps_a_bounded_number_of_bytes_for_later_epochs() {
     });
     let size = codec::encode(&big).len() - 1;
     for _ in 0..MAX_BUFFERED_BYTES / size + 5 {
-        node.handle(peer, big.clone(), 1, &mut AcceptAll);
+        let message = big.clone();
+        node.handle(
+            &mut AcceptAll,
+            1,
+            Input::Message {
+                from: peer,
+                message,
+            },
+        )
+        .unwrap();
     }
     let (bytes, _) = node.held();
     assert!(bytes <= MAX_BUFFERED_BYTES, "{bytes}");
@@ -472,7 +482,15 @@ fn a_peer_holds_one_block_announcement_at_a_time() {
             directory: BoundedVec::new(),
             commitments: BoundedVec::new(),
         });
-        node.handle(peer, next, 1, &mut AcceptAll);
+        node.handle(
+            &mut AcceptAll,
+            1,
+            Input::Message {
+                from: peer,
+                message: next,
+            },
+        )
+        .unwrap();
     }
     assert_eq!(node.held().1, 1);
     assert_eq!(

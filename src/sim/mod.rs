@@ -40,12 +40,14 @@
 //!   shard's transactions; full nodes fetch bodies off the critical path.
 //! * Throughput is measured over the steady state: from the first block's commit to the last's.
 
+mod committee;
 pub mod network;
 mod replicas;
 mod run;
 #[cfg(feature = "tendermint")]
 mod tendermint;
 
+pub use committee::{CommitteeDeployment, Decisions, SimHost};
 pub use network::{Behaviour, Deployment, EngineReport, Fault, Finalised, NetConfig, Network};
 pub use replicas::{
     medrec_chain, medrec_load, BlockIdFn, CostFn, EngineFn, EquivocateFn, Replica, Replicas,
@@ -246,6 +248,18 @@ impl SimConfig {
     pub fn committee_size(&self) -> u16 {
         self.committee_size
     }
+    /// The network setting of this configuration: its network model, seed, blocks and time
+    /// limit, every node honest as far as the network is concerned (the committee deployment
+    /// applies the Byzantine [`Strategy`] itself) and no faults (add some to the result).
+    pub fn net_config(&self) -> NetConfig {
+        NetConfig {
+            network: self.network,
+            seed: self.seed,
+            blocks: self.blocks,
+            max_time: self.max_sim_time_us,
+            ..NetConfig::default()
+        }
+    }
 }
 
 /// Builds a [`SimConfig`], validating it in [`build`](Self::build).
@@ -426,8 +440,11 @@ pub struct Report {
     pub safety_violations: u64,
     /// Blocks the chain refused (must be 0).
     pub chain_rejections: u64,
-    /// Digest of everything decided, for determinism checks.
+    /// Digest of everything decided and finalised, for determinism checks.
     pub fingerprint: [u8; 32],
+    /// The measures every engine on the [`Network`] reports, for comparison with other engines
+    /// (the fields above that it shares come from it).
+    pub engine: EngineReport,
 }
 
 /// Why a simulation cannot be set up.
