@@ -9,38 +9,7 @@
 //! functions of their arguments, so a simulator can memoise them and charge each node the
 //! simulated CPU cost while spending the real cost once.
 //!
-//! # How the committee protocol maps onto the interface
-//!
-//! | interface | committee node |
-//! |---|---|
-//! | [`Input::Start`] | mine an identity for the epoch after the configured tip and send it to the directory |
-//! | [`Input::Message`] | a protocol message (identities, assignments, proposals, votes, shard results, block announcements) |
-//! | [`Input::Timer`] | let time pass: the directory's window, round timeouts, the final committee's wait, sealing |
-//! | [`Input::Transactions`], [`Input::Appended`] | nothing: see below |
-//! | [`Output::Send`] | to [`Recipients::Some`] peers (committee members, the directory, or every peer) |
-//! | [`Output::SetTimer`] | "tick at or after `at`": the timer is the deadline itself ([`Tick`]) |
-//! | [`Output::Append`] | a final member sealed the certified block |
-//! | [`Output::Progress`] | an epoch began (round 0), or an agreement decided in some round |
-//!
-//! * **Timers.** The state machine asks to be called back "at or after" its next deadline, and
-//!   asks again whenever that deadline changes. The interface keeps one deadline per timer
-//!   value and a new deadline for the same timer replaces the old, so each deadline is its own
-//!   timer, [`Tick`]`(at)`: no deadline the node asked for is lost when it asks for another, and
-//!   a tick that finds nothing due (a deadline that no longer applies) changes nothing.
-//! * **Transactions** are the host's: committee leaders take their shard's pending
-//!   transactions from [`Host::take_txs`], the shard's mempool. Offered transactions are for the
-//!   driver to pool there; the node ignores them.
-//! * **New blocks.** A node moves to the next epoch when enough members of the final committee
-//!   announce the block ([`NextEpoch`]), which carries what the epoch needs beyond the ledger's
-//!   tip (the next randomness and directory), so it needs no [`Input::Appended`]. A restarted
-//!   node is a new [`Node`] at the ledger's tip ([`TipInfo::of_header`]).
-//! * **Decisions** of every agreement (each shard's and the final one) are reported as
-//!   [`Output::Progress`] with their round, and kept for [`Node::take_decisions`], with the
-//!   decided value's digest, for drivers that check agreement by agreement.
-//! * **Blocks.** Each final member seals the block it saw certified and outputs it as
-//!   [`Output::Append`]. Members may collect different sets of precommits, so their seals may
-//!   differ; what they all agree on when the protocol is safe is the decided final value, whose
-//!   digest ([`FinalValue::of_header`]`(..).digest()`) identifies the block across members.
+//! [`Node`]'s documentation says how the committee protocol maps onto the interface.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -354,7 +323,40 @@ impl Epoch {
 /// It never touches a socket or a clock: the driver hands it inputs with
 /// [`handle`](Protocol::handle) and carries out the [`Output`]s returned: messages to send, when
 /// to call back, progress and finished blocks. What it needs besides messages goes through the
-/// [`Host`]. See the [module](self) documentation for how the protocol maps onto the interface.
+/// [`Host`].
+///
+/// # The protocol interface
+///
+/// | interface | committee node |
+/// |---|---|
+/// | [`Input::Start`] | mine an identity for the epoch after the configured tip and send it to the directory |
+/// | [`Input::Message`] | a protocol message (identities, assignments, proposals, votes, shard results, block announcements) |
+/// | [`Input::Timer`] | let time pass: the directory's window, round timeouts, the final committee's wait, sealing |
+/// | [`Input::Transactions`], [`Input::Appended`] | nothing: see below |
+/// | [`Output::Send`] | to [`Recipients::Some`] peers (committee members, the directory, or every peer) |
+/// | [`Output::SetTimer`] | "tick at or after `at`": the timer is the deadline itself ([`Tick`]) |
+/// | [`Output::Append`] | a final member sealed the certified block |
+/// | [`Output::Progress`] | an epoch began (round 0), or an agreement decided in some round |
+///
+/// * **Timers.** The state machine asks to be called back "at or after" its next deadline, and
+///   asks again whenever that deadline changes. The interface keeps one deadline per timer
+///   value and a new deadline for the same timer replaces the old, so each deadline is its own
+///   timer, [`Tick`]`(at)`: no deadline the node asked for is lost when it asks for another, and
+///   a tick that finds nothing due (a deadline that no longer applies) changes nothing.
+/// * **Transactions** are the host's: committee leaders take their shard's pending
+///   transactions from [`Host::take_txs`], the shard's mempool. Offered transactions are for the
+///   driver to pool there; the node ignores them.
+/// * **New blocks.** A node moves to the next epoch when enough members of the final committee
+///   announce the block ([`NextEpoch`]), which carries what the epoch needs beyond the ledger's
+///   tip (the next randomness and directory), so it needs no [`Input::Appended`]. A restarted
+///   node is a new [`Node`] at the ledger's tip ([`TipInfo::of_header`]).
+/// * **Decisions** of every agreement (each shard's and the final one) are reported as
+///   [`Output::Progress`] with their round, and kept for [`Node::take_decisions`], with the
+///   decided value's digest, for drivers that check agreement by agreement.
+/// * **Blocks.** Each final member seals the block it saw certified and outputs it as
+///   [`Output::Append`]. Members may collect different sets of precommits, so their seals may
+///   differ; what they all agree on when the protocol is safe is the decided final value, whose
+///   digest ([`FinalValue::of_header`]`(..).digest()`) identifies the block across members.
 #[derive(Debug)]
 pub struct Node {
     params: CommitteeParams,
@@ -595,7 +597,7 @@ impl Ctx<'_> {
 }
 
 impl Node {
-    /// A node at `config.tip`; call [`start`](Self::start) to begin the next epoch.
+    /// A node at `config.tip`; hand it [`Input::Start`] to begin the next epoch.
     pub fn new(config: NodeConfig) -> Self {
         let key = config.keypair.public();
         let epoch = Epoch::new(&config.tip);
@@ -1385,8 +1387,8 @@ impl Node {
     }
 }
 
-/// The committee node as a [`Protocol`] engine (see the [module](self) documentation for how its
-/// steps map onto the interface).
+/// The committee node as a [`Protocol`] engine (see [`Node`] for how its steps map onto the
+/// interface).
 impl Protocol for Node {
     type Message = Message;
     type Timer = Tick;

@@ -5,33 +5,7 @@
 //! CPU queues, faults and measures are [`network`](super::network)'s, exactly as for every other
 //! engine.
 //!
-//! * **One shared, memoising host.** Every node's [`Host`] is the same [`SimHost`]: signature
-//!   and transaction checks and state roots are memoised by content, so each node is charged
-//!   the simulated [`CpuModel`] cost while the machine pays the real cost once. It holds the one
-//!   real [`Chain`] every produced block is appended to (through
-//!   [`CommitteeConsensus`](crate::committee::CommitteeConsensus), so what the protocol
-//!   certifies is checked by the chain), and each shard's pending pool, which the workload refills
-//!   when a block is finalised (closed-loop load) and committee leaders take from
-//!   ([`Host::take_txs`]). Nodes draw transactions from that pool rather than from offers, so the
-//!   network does not offer transactions to each node
-//!   ([`Deployment::offers_transactions`]).
-//! * **Finality.** A committee block is final once certified: an honest final member's
-//!   [`Append`](crate::consensus::protocol::Output::Append) is finalised at once. The chain
-//!   appends the first block of each height; the same height sealed by other final members is
-//!   not appended again. The [`Finalised::id`] is the digest of the decided **final value**
-//!   ([`FinalValue::of_header`]`(..).digest()`): final members may collect different precommits
-//!   and so seal different certificates, but when the protocol is safe all honest final members
-//!   decided the same value, so the network's agreement check compares what was agreed, not
-//!   who signed.
-//! * **Byzantine nodes** follow a [`Strategy`] the deployment applies to what their engines
-//!   output (silent after registering an identity, equivocating leaders and voters, withholding);
-//!   their blocks, decisions and progress are never counted. The network sees every node as
-//!   honest ([`Behaviour::Honest`](super::Behaviour)); [`Deployment::equivocate`] also gives the
-//!   network's generic [`Behaviour::Equivocating`](super::Behaviour) a conflicting, signed
-//!   proposal or vote.
-//! * **Committee measures** besides the network's: agreements (each shard's and the final one)
-//!   in which honest nodes decided different values, committees with more Byzantine members than
-//!   they tolerate or fewer members than a quorum, and rounds beyond the first.
+//! [`CommitteeDeployment`]'s documentation says what it models and how.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -220,7 +194,35 @@ impl Host for SimHost {
 /// Agreement `(height, stage)` → the values honest nodes decided in it.
 pub type Decisions = BTreeMap<(u64, Stage), BTreeSet<Digest>>;
 
-/// Committee nodes on the simulated network (see the [module](self) documentation).
+/// Committee nodes on the simulated network.
+///
+/// * **One shared, memoising host.** Every node's [`Host`] is the same [`SimHost`]: signature
+///   and transaction checks and state roots are memoised by content, so each node is charged
+///   the simulated [`CpuModel`] cost while the machine pays the real cost once. It holds the one
+///   real [`Chain`] every produced block is appended to (through
+///   [`CommitteeConsensus`](crate::committee::CommitteeConsensus), so what the protocol
+///   certifies is checked by the chain), and each shard's pending pool, which the workload refills
+///   when a block is finalised (closed-loop load) and committee leaders take from
+///   ([`Host::take_txs`]). Nodes draw transactions from that pool rather than from offers, so the
+///   network does not offer transactions to each node
+///   ([`Deployment::offers_transactions`]).
+/// * **Finality.** A committee block is final once certified: an honest final member's
+///   [`Append`](crate::consensus::protocol::Output::Append) is finalised at once. The chain
+///   appends the first block of each height; the same height sealed by other final members is
+///   not appended again. The [`Finalised::id`] is the digest of the decided **final value**
+///   ([`FinalValue::of_header`]`(..).digest()`): final members may collect different precommits
+///   and so seal different certificates, but when the protocol is safe all honest final members
+///   decided the same value, so the network's agreement check compares what was agreed, not
+///   who signed.
+/// * **Byzantine nodes** follow a [`Strategy`] the deployment applies to what their engines
+///   output (silent after registering an identity, equivocating leaders and voters, withholding);
+///   their blocks, decisions and progress are never counted. The network sees every node as
+///   honest ([`Behaviour::Honest`](super::Behaviour)); [`Deployment::equivocate`] also gives the
+///   network's generic [`Behaviour::Equivocating`](super::Behaviour) a conflicting, signed
+///   proposal or vote.
+/// * **Committee measures** besides the network's: agreements (each shard's and the final one)
+///   in which honest nodes decided different values, committees with more Byzantine members than
+///   they tolerate or fewer members than a quorum, and rounds beyond the first.
 pub struct CommitteeDeployment {
     cfg: SimConfig,
     params: CommitteeParams,

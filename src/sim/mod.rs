@@ -1,14 +1,25 @@
-//! A deterministic discrete-event simulator of the committee protocol.
+//! Deterministic discrete-event simulation of consensus engines, and of the committee protocol
+//! in particular.
 //!
-//! The simulator runs the real [`committee::Node`](crate::committee::Node) state machines — one
-//! per simulated node — over a modelled network (per-pair latency, jitter, per-node upload and
-//! download bandwidth, message drops) and modelled CPUs (each signature check, transaction check,
-//! execution and identity hash costs simulated time). Real cryptography is done once: signature
-//! and transaction checks and state execution are memoised by content, so every node is charged
-//! the simulated cost while the machine pays the real one once. Every block the protocol
-//! produces is appended to a real [`Chain`](crate::chain::Chain) through
-//! [`CommitteeConsensus`](crate::committee::CommitteeConsensus), so a run also checks that what
-//! the protocol certifies is what the chain accepts.
+//! [`Network`] is the simulator: it drives any [`Protocol`](crate::consensus::protocol::Protocol)
+//! engine, one instance per simulated node, over a modelled network (per-pair latency, jitter,
+//! per-node upload and download bandwidth, message drops, partitions, crashes and restarts) and
+//! modelled CPUs, through the protocol interface alone, and measures every engine the same way
+//! ([`EngineReport`]). What is specific to an engine is its [`Deployment`]: [`Replicas`] for
+//! engines in which every node keeps its own chain (Tendermint, feature `tendermint`), and
+//! [`CommitteeDeployment`] for the committee protocol.
+//!
+//! [`Simulation`] is the committee protocol's front end: a [`CommitteeDeployment`] on a
+//! [`Network`], both set up from one [`SimConfig`]. It runs the real
+//! [`committee::Node`](crate::committee::Node) state machines, which implement `Protocol`. Real
+//! cryptography is done once: signature and transaction checks and state execution are memoised
+//! by content, so every node is charged the simulated cost while the machine pays the real one
+//! once. Every block the protocol produces is appended to a real [`Chain`](crate::chain::Chain)
+//! through [`CommitteeConsensus`](crate::committee::CommitteeConsensus), so a run also checks
+//! that what the protocol certifies is what the chain accepts. Its [`Report`] adds the committee
+//! measures (committee failures, undersized committees, per-agreement safety violations, view
+//! changes) to the network's, which it carries as [`Report::engine`] for comparison with other
+//! engines.
 //!
 //! A run is a pure function of its [`SimConfig`]: the same seed gives the same run, bit for bit.
 //!
@@ -39,6 +50,9 @@
 //!   [`NextEpoch`](crate::committee::NextEpoch) to all, and committee members already hold their
 //!   shard's transactions; full nodes fetch bodies off the critical path.
 //! * Throughput is measured over the steady state: from the first block's commit to the last's.
+//! * A committee block is final when the first honest final member seals it; the network checks
+//!   agreement on the decided final value's digest, which all honest final members share when
+//!   the protocol is safe even if their certificates differ ([`CommitteeDeployment`]).
 
 mod committee;
 pub mod network;
