@@ -114,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if rows
         .iter()
-        .any(|(_, r)| r.safety_violations + r.chain_rejections > 0)
+        .any(|(_, r)| r.safety_violations + r.chain_rejections + r.engine.agreement_violations > 0)
     {
         return Err("a run reported a safety violation or a rejected block".into());
     }
