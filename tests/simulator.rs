@@ -313,3 +313,33 @@ fn pow_and_tendermint_run_on_the_same_network_model() {
     // Proof of work waits for confirmations; Tendermint's blocks are final once decided.
     assert!(pow_report.finality_p50_us > bft_report.finality_p50_us);
 }
+
+#[cfg(feature = "tendermint")]
+#[test]
+fn committees_and_tendermint_are_measured_alike_on_one_network() {
+    use medledger::sim::{CommitteeDeployment, SimConfig};
+    let committees = SimConfig::builder()
+        .committees(2)
+        .committee_size(4)
+        .nodes(12)
+        .block_size(8)
+        .blocks(3)
+        .seed(4)
+        .build()
+        .unwrap();
+    let mut net = committees.net_config();
+    net.max_time = 120 * SECOND;
+    let c = Network::new(CommitteeDeployment::new(&committees).unwrap(), net.clone()).run();
+    let t = Network::new(tendermint().build().unwrap(), net).run();
+    eprintln!("{c:?}\n{t:?}");
+    for r in [&c, &t] {
+        assert_eq!(r.blocks, 3, "{}", r.engine);
+        assert_eq!(r.agreement_violations, 0, "{}", r.engine);
+        assert_eq!(r.refused_appends, 0, "{}", r.engine);
+        assert!(r.tx_per_sec > 0.0 && r.finality_p50_us > 0, "{}", r.engine);
+    }
+    assert_eq!(
+        (c.engine.as_str(), t.engine.as_str()),
+        ("committee", "tendermint")
+    );
+}

@@ -29,8 +29,10 @@
 //! shard's slice and that the slices match the certified shard roots. A certified block is final,
 //! so every block weighs the same constant work.
 //!
-//! [`Node`] is the protocol as a sans-I/O state machine: it takes messages and clock ticks and
-//! returns messages to send; the simulator (`medledger::sim`, feature `lab`) drives many of them.
+//! [`Node`] is the protocol as a sans-I/O state machine that implements the crate's
+//! [`Protocol`](crate::consensus::protocol::Protocol) interface: it takes messages and timers and
+//! returns messages to send and blocks to append, so any driver of that interface runs it; the
+//! simulator (`medledger::sim`, feature `lab`) drives many of them on its modelled network.
 //!
 //! With the `lab` feature, `failure_probability` gives the exact hypergeometric probability that
 //! a committee holds too many Byzantine members, with helpers for whole epochs.
@@ -67,8 +69,8 @@ pub use messages::{
     ShardValue, Value, Vote, MAX_MESSAGE_LEN, MAX_SHARD_TXS,
 };
 pub use node::{
-    Host, Node, NodeConfig, NodeStatus, Output, Timing, TipInfo, MAX_BUFFERED_BYTES,
-    MAX_BUFFERED_MESSAGES,
+    Decision, Host, Node, NodeConfig, NodeStatus, Tick, Timing, TipInfo, MAX_BUFFERED_BYTES,
+    MAX_BUFFERED_MESSAGES, MAX_KEPT_DECISIONS,
 };
 pub use seal::{
     commitment_of, genesis_randomness, next_randomness, Certificate, Commitment, CommitteeSeal,

@@ -1,14 +1,17 @@
-//! A committee node as a sans-I/O state machine.
+//! A committee node as a sans-I/O [`Protocol`] engine.
 //!
-//! A [`Node`] never touches a socket or a clock. The embedder (or the simulator, `sim`)
-//! hands it messages with [`Node::handle`] and the time with [`Node::tick`], and carries out the
-//! [`Output`]s it returns: messages to send, when to call `tick` next, decisions and finished
-//! blocks. Everything the node needs from the world that is not a message goes through the
-//! [`Host`]: signature checks, the mempool, and the ledger state (nonces and state roots). Those
-//! are deterministic functions of their arguments, so a simulator can memoise them and charge
-//! each node the simulated CPU cost while spending the real cost once.
+//! A [`Node`] never touches a socket or a clock. Whoever drives it (a node on a real network,
+//! the engine-agnostic simulator `sim::Network`, a test) hands it one [`Input`] at a time through
+//! [`Protocol::handle`] and carries out the [`Output`]s it returns, as for any engine (see
+//! [`protocol`](crate::consensus::protocol)). Everything the node needs from the world that is
+//! not a message goes through its [`Host`], the engine's [`Ledger`](Protocol::Ledger): signature
+//! checks, the mempool, and the ledger state (nonces and state roots). Those are deterministic
+//! functions of their arguments, so a simulator can memoise them and charge each node the
+//! simulated CPU cost while spending the real cost once.
+//!
+//! [`Node`]'s documentation says how the committee protocol maps onto the interface.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::bft::{Bft, BftCtx, BftOut};
 use super::identity::{IdentityProof, Randomness};
@@ -21,6 +24,9 @@ use super::CommitteeParams;
 use super::Transaction;
 use crate::block::{Header, HEADER_VERSION};
 use crate::codec::{self, BoundedVec};
+use crate::consensus::protocol::{
+    Input, Output, Outputs, Protocol, ProtocolInput, Recipients, Time,
+};
 use crate::hash::{domain, AccountId, BlockHash, Digest, StateRoot, TxId};
 use crate::merkle::merkle_root;
 use crate::tx::{Keypair, PublicKey, Signature};
@@ -54,45 +60,50 @@ pub trait Host {
     }
 }
 
-/// What the caller must do after a call into the node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-// Outputs are moved out once; boxing the common `Send` variant would only add allocations.
+/// What one call into the node's state machine produced; [`Protocol::handle`] turns these into
+/// the interface's [`Output`]s.
+// Steps are moved out once; boxing the common `Send` variant would only add allocations.
 #[allow(clippy::large_enum_variant)]
-pub enum Output {
+enum Step {
     /// Send `message` to each of `to`.
     Send {
-        /// Recipients.
         to: Vec<PublicKey>,
-        /// The message.
         message: Message,
     },
-    /// Call [`Node::tick`] at this time (microseconds) or later.
+    /// Call `tick` at this time (microseconds) or later.
     Timer(u64),
     /// This node saw a value decided.
-    Decided {
-        /// The block height.
-        height: u64,
-        /// Which agreement.
-        stage: Stage,
-        /// The deciding round (rounds above 0 followed round changes).
-        round: u32,
-        /// The decided value's digest.
-        value: Digest,
-    },
+    Decided(Decision),
     /// This final member assembled the certified block.
     Block {
-        /// The sealed header.
         header: Box<Header<CommitteeSeal>>,
-        /// The body.
         txs: Vec<Transaction>,
     },
     /// The node began working on the block at `height`.
-    EpochStarted {
-        /// The block height of the new epoch.
-        height: u64,
-    },
+    EpochStarted { height: u64 },
 }
+
+/// An agreement a node saw decided ([`Node::take_decisions`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The block height.
+    pub height: u64,
+    /// Which agreement: a shard's or the final one.
+    pub stage: Stage,
+    /// The deciding round (rounds above 0 followed round changes).
+    pub round: u32,
+    /// The decided value's digest.
+    pub value: Digest,
+}
+
+/// The most decisions a node keeps for [`Node::take_decisions`]; older ones are dropped first.
+pub const MAX_KEPT_DECISIONS: usize = 4_096;
+
+/// The committee node's timer: call back at or after this time (microseconds). Each deadline the
+/// node asks for is its own timer, so a driver that keeps one deadline per timer value keeps
+/// every one the node asked for; a tick that finds nothing due does nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tick(pub Time);
 
 /// Protocol timing, in microseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -307,12 +318,45 @@ impl Epoch {
     }
 }
 
-/// A committee protocol node, as a sans-I/O state machine.
+/// A committee protocol node, as a sans-I/O state machine driven through [`Protocol`].
 ///
-/// It never touches a socket or a clock: the embedder (or the simulator, `medledger::sim`) hands it
-/// messages with [`handle`](Self::handle) and the time with [`tick`](Self::tick), and carries
-/// out the [`Output`]s returned: messages to send, when to tick next, decisions and finished
-/// blocks. What it needs besides messages goes through the [`Host`].
+/// It never touches a socket or a clock: the driver hands it inputs with
+/// [`handle`](Protocol::handle) and carries out the [`Output`]s returned: messages to send, when
+/// to call back, progress and finished blocks. What it needs besides messages goes through the
+/// [`Host`].
+///
+/// # The protocol interface
+///
+/// | interface | committee node |
+/// |---|---|
+/// | [`Input::Start`] | mine an identity for the epoch after the configured tip and send it to the directory |
+/// | [`Input::Message`] | a protocol message (identities, assignments, proposals, votes, shard results, block announcements) |
+/// | [`Input::Timer`] | let time pass: the directory's window, round timeouts, the final committee's wait, sealing |
+/// | [`Input::Transactions`], [`Input::Appended`] | nothing: see below |
+/// | [`Output::Send`] | to [`Recipients::Some`] peers (committee members, the directory, or every peer) |
+/// | [`Output::SetTimer`] | "tick at or after `at`": the timer is the deadline itself ([`Tick`]) |
+/// | [`Output::Append`] | a final member sealed the certified block |
+/// | [`Output::Progress`] | an epoch began (round 0), or an agreement decided in some round |
+///
+/// * **Timers.** The state machine asks to be called back "at or after" its next deadline, and
+///   asks again whenever that deadline changes. The interface keeps one deadline per timer
+///   value and a new deadline for the same timer replaces the old, so each deadline is its own
+///   timer, [`Tick`]`(at)`: no deadline the node asked for is lost when it asks for another, and
+///   a tick that finds nothing due (a deadline that no longer applies) changes nothing.
+/// * **Transactions** are the host's: committee leaders take their shard's pending
+///   transactions from [`Host::take_txs`], the shard's mempool. Offered transactions are for the
+///   driver to pool there; the node ignores them.
+/// * **New blocks.** A node moves to the next epoch when enough members of the final committee
+///   announce the block ([`NextEpoch`]), which carries what the epoch needs beyond the ledger's
+///   tip (the next randomness and directory), so it needs no [`Input::Appended`]. A restarted
+///   node is a new [`Node`] at the ledger's tip ([`TipInfo::of_header`]).
+/// * **Decisions** of every agreement (each shard's and the final one) are reported as
+///   [`Output::Progress`] with their round, and kept for [`Node::take_decisions`], with the
+///   decided value's digest, for drivers that check agreement by agreement.
+/// * **Blocks.** Each final member seals the block it saw certified and outputs it as
+///   [`Output::Append`]. Members may collect different sets of precommits, so their seals may
+///   differ; what they all agree on when the protocol is safe is the decided final value, whose
+///   digest ([`FinalValue::of_header`]`(..).digest()`) identifies the block across members.
 #[derive(Debug)]
 pub struct Node {
     params: CommitteeParams,
@@ -327,6 +371,7 @@ pub struct Node {
     inbox: Vec<Message>,
     last_timer: Option<u64>,
     started: bool,
+    decisions: VecDeque<Decision>,
 }
 
 impl core::fmt::Debug for Epoch {
@@ -552,7 +597,7 @@ impl Ctx<'_> {
 }
 
 impl Node {
-    /// A node at `config.tip`; call [`start`](Self::start) to begin the next epoch.
+    /// A node at `config.tip`; hand it [`Input::Start`] to begin the next epoch.
     pub fn new(config: NodeConfig) -> Self {
         let key = config.keypair.public();
         let epoch = Epoch::new(&config.tip);
@@ -569,6 +614,7 @@ impl Node {
             inbox: Vec::new(),
             last_timer: None,
             started: false,
+            decisions: VecDeque::new(),
         }
     }
 
@@ -586,6 +632,14 @@ impl Node {
         self.key
     }
 
+    /// The decisions this node saw since the last call, oldest first (at most
+    /// [`MAX_KEPT_DECISIONS`]). Each is also reported as [`Output::Progress`]; this accessor is
+    /// for drivers that check agreement per agreement (the simulator compares the values honest
+    /// nodes decided for each shard and the final agreement).
+    pub fn take_decisions(&mut self) -> Vec<Decision> {
+        self.decisions.drain(..).collect()
+    }
+
     /// The node's view.
     pub fn status(&self) -> NodeStatus {
         let e = &self.epoch;
@@ -600,7 +654,7 @@ impl Node {
 
     /// Begins the epoch after the configured tip: mines an identity and sends it to the
     /// directory.
-    pub fn start(&mut self, now: u64, host: &mut dyn Host) -> Vec<Output> {
+    fn start(&mut self, now: u64, host: &mut dyn Host) -> Vec<Step> {
         let mut out = Vec::new();
         if !self.started {
             self.started = true;
@@ -611,13 +665,13 @@ impl Node {
     }
 
     /// Handles a message from `from` (authenticated by the transport).
-    pub fn handle(
+    fn on_message(
         &mut self,
         from: PublicKey,
         message: Message,
         now: u64,
         host: &mut dyn Host,
-    ) -> Vec<Output> {
+    ) -> Vec<Step> {
         let mut out = Vec::new();
         self.dispatch(from, message, now, host, &mut out);
         self.finish(now, host, &mut out);
@@ -625,14 +679,14 @@ impl Node {
     }
 
     /// Lets time pass: directory deadlines, round timeouts, sealing.
-    pub fn tick(&mut self, now: u64, host: &mut dyn Host) -> Vec<Output> {
+    fn tick(&mut self, now: u64, host: &mut dyn Host) -> Vec<Step> {
         let mut out = Vec::new();
         self.on_time(now, host, &mut out);
         self.finish(now, host, &mut out);
         out
     }
 
-    fn finish(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Output>) {
+    fn finish(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
         // Messages to ourselves, then timers that are already due.
         let mut guard = 0;
         while !self.inbox.is_empty() && guard < 64 {
@@ -663,19 +717,19 @@ impl Node {
         if let Some(t) = next {
             if self.last_timer != Some(t) {
                 self.last_timer = Some(t);
-                out.push(Output::Timer(t));
+                out.push(Step::Timer(t));
             }
         }
     }
 
-    fn send(&mut self, to: Vec<PublicKey>, message: Message, out: &mut Vec<Output>) {
+    fn send(&mut self, to: Vec<PublicKey>, message: Message, out: &mut Vec<Step>) {
         let mut to = to;
         if let Some(i) = to.iter().position(|k| *k == self.key) {
             to.swap_remove(i);
             self.inbox.push(message.clone());
         }
         if !to.is_empty() {
-            out.push(Output::Send { to, message });
+            out.push(Step::Send { to, message });
         }
     }
 
@@ -686,7 +740,7 @@ impl Node {
         Digest::from_bytes(domain::COMMITTEE_RANDOMNESS.hash(&sig.to_bytes()))
     }
 
-    fn begin_epoch(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Output>) {
+    fn begin_epoch(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
         let e = &mut self.epoch;
         let (proof, tries) = IdentityProof::mine(
             self.key,
@@ -700,7 +754,7 @@ impl Node {
         }
         let height = e.height;
         let dir = e.directory.clone();
-        out.push(Output::EpochStarted { height });
+        out.push(Step::EpochStarted { height });
         self.send(dir, Message::Identity { height, proof }, out);
         let buffered = self.future.take();
         for (from, m) in buffered {
@@ -719,7 +773,7 @@ impl Node {
         message: Message,
         now: u64,
         host: &mut dyn Host,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Step>,
     ) {
         let h = message.height();
         if let Message::Next(n) = message {
@@ -765,7 +819,7 @@ impl Node {
         }
     }
 
-    fn publish_directory(&mut self, out: &mut Vec<Output>) {
+    fn publish_directory(&mut self, out: &mut Vec<Step>) {
         let e = &mut self.epoch;
         e.dir_publish_at = None;
         let r = e.randomness;
@@ -841,7 +895,7 @@ impl Node {
         m: CommitteeAssignment,
         now: u64,
         host: &mut dyn Host,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Step>,
     ) {
         let e = &mut self.epoch;
         if !e.directory.contains(&from) || m.randomness != e.randomness {
@@ -952,7 +1006,7 @@ impl Node {
         r: ShardResult,
         now: u64,
         host: &mut dyn Host,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Step>,
     ) {
         let e = &self.epoch;
         let shard = r.cert.summary.shard;
@@ -991,7 +1045,7 @@ impl Node {
         message: Message,
         now: u64,
         host: &mut dyn Host,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Step>,
     ) {
         let e = &mut self.epoch;
         let (stage, parent) = match &message {
@@ -1047,7 +1101,7 @@ impl Node {
         input: Option<(PublicKey, Message)>,
         now: u64,
         host: &mut dyn Host,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Step>,
     ) {
         let Some(mut bft) = self.epoch.shard.take() else {
             return;
@@ -1068,7 +1122,7 @@ impl Node {
         input: Option<(PublicKey, Message)>,
         now: u64,
         host: &mut dyn Host,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Step>,
     ) -> bool {
         let was_decided = bft.decided.is_some();
         let outs = {
@@ -1087,18 +1141,18 @@ impl Node {
         for o in outs {
             match o {
                 BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
-                BftOut::Decided { round, value } => out.push(Output::Decided {
+                BftOut::Decided { round, value } => out.push(Step::Decided(Decision {
                     height: bft.height,
                     stage,
                     round,
                     value,
-                }),
+                })),
             }
         }
         !was_decided && bft.decided.is_some()
     }
 
-    fn send_shard_result(&mut self, bft: &Bft, out: &mut Vec<Output>) {
+    fn send_shard_result(&mut self, bft: &Bft, out: &mut Vec<Step>) {
         let Stage::Shard(shard) = bft.stage else {
             return;
         };
@@ -1138,7 +1192,7 @@ impl Node {
         self.send(to, Message::ShardResult(result), out);
     }
 
-    fn run_final(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Output>) {
+    fn run_final(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
         self.run_bft_final(None, now, host, out);
     }
 
@@ -1147,7 +1201,7 @@ impl Node {
         input: Option<(PublicKey, Message)>,
         now: u64,
         host: &mut dyn Host,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Step>,
     ) {
         let Some(mut bft) = self.epoch.fin.take() else {
             return;
@@ -1158,7 +1212,7 @@ impl Node {
         self.epoch.fin = Some(bft);
     }
 
-    fn on_time(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Output>) {
+    fn on_time(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
         if self.epoch.dir_publish_at.is_some_and(|t| now >= t) {
             self.publish_directory(out);
         }
@@ -1179,7 +1233,7 @@ impl Node {
         }
     }
 
-    fn seal_block(&mut self, out: &mut Vec<Output>) {
+    fn seal_block(&mut self, out: &mut Vec<Step>) {
         let e = &mut self.epoch;
         e.block_done = true;
         let Some(bft) = e.fin.as_ref() else {
@@ -1225,7 +1279,7 @@ impl Node {
             .expect("at most c members"),
             commitments: header.seal.commitments.clone(),
         };
-        out.push(Output::Block {
+        out.push(Step::Block {
             header: Box::new(header),
             txs,
         });
@@ -1239,7 +1293,7 @@ impl Node {
         n: NextEpoch,
         now: u64,
         host: &mut dyn Host,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Step>,
     ) {
         let e = &mut self.epoch;
         let mut buf = Vec::new();
@@ -1289,5 +1343,80 @@ impl Node {
         };
         self.epoch = Epoch::new(&tip);
         self.begin_epoch(now, host, out);
+    }
+}
+
+impl Node {
+    /// Turns the state machine's steps into the protocol interface's outputs.
+    fn outputs(&mut self, steps: Vec<Step>) -> Outputs<Self> {
+        let mut out = Vec::with_capacity(steps.len());
+        for step in steps {
+            match step {
+                Step::Send { to, message } => out.push(Output::Send {
+                    to: Recipients::Some(to),
+                    message,
+                }),
+                Step::Timer(at) => out.push(Output::SetTimer {
+                    timer: Tick(at),
+                    at,
+                }),
+                Step::Decided(d) => {
+                    if self.decisions.len() >= MAX_KEPT_DECISIONS {
+                        self.decisions.pop_front();
+                    }
+                    self.decisions.push_back(d);
+                    out.push(Output::Progress {
+                        height: d.height,
+                        round: d.round,
+                    });
+                }
+                Step::Block { header, txs } => {
+                    // The final value bounds its transaction count to what a block holds; a
+                    // block beyond it could never be appended, so it is not offered.
+                    if let Ok(txs) = BoundedVec::try_from(txs) {
+                        out.push(Output::Append(crate::block::Block {
+                            header: *header,
+                            txs,
+                        }));
+                    }
+                }
+                Step::EpochStarted { height } => out.push(Output::Progress { height, round: 0 }),
+            }
+        }
+        out
+    }
+}
+
+/// The committee node as a [`Protocol`] engine (see [`Node`] for how its steps map onto the
+/// interface).
+impl Protocol for Node {
+    type Message = Message;
+    type Timer = Tick;
+    type Tx = Transaction;
+    type Block = crate::block::Block<CommitteeSeal, crate::access::Payload>;
+    /// The committee protocol produces no evidence: an equivocating member's conflicting votes
+    /// are tolerated by the quorums, not reported.
+    type Evidence = core::convert::Infallible;
+    /// The node refuses no input: a message that is invalid, stale or not for it is dropped and
+    /// changes nothing.
+    type Error = core::convert::Infallible;
+    type Ledger = dyn Host;
+
+    fn handle(
+        &mut self,
+        host: &mut Self::Ledger,
+        now: Time,
+        input: ProtocolInput<Self>,
+    ) -> Result<Outputs<Self>, Self::Error> {
+        let steps = match input {
+            Input::Start => self.start(now, host),
+            Input::Message { from, message } => self.on_message(from, message, now, host),
+            Input::Timer(_) => self.tick(now, host),
+            // Transactions come from the host's pool (`Host::take_txs`), and the node moves on
+            // to the next epoch on its final committee's announcements, which carry what the
+            // epoch needs (randomness, directory) beyond the ledger's tip.
+            Input::Transactions(_) | Input::Appended => Vec::new(),
+        };
+        Ok(self.outputs(steps))
     }
 }

@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::codec::{self, BoundedVec};
+use crate::consensus::protocol::{Input, Protocol};
 use crate::hash::{BlockHash, ChainId, Digest, MerkleRoot, StateRoot};
 use crate::tx::{Keypair, Signature};
 use crate::{Payload, Transaction};
@@ -427,7 +428,7 @@ fn started_node() -> (Node, PublicKey) {
         timing: Timing::default(),
         max_shard_txs: 8,
     });
-    node.start(0, &mut AcceptAll);
+    node.handle(&mut AcceptAll, 0, Input::Start).unwrap();
     (node, peer)
 }
 
@@ -453,7 +454,16 @@ fn a_node_keeps_a_bounded_number_of_bytes_for_later_epochs() {
     });
     let size = codec::encode(&big).len() - 1;
     for _ in 0..MAX_BUFFERED_BYTES / size + 5 {
-        node.handle(peer, big.clone(), 1, &mut AcceptAll);
+        let message = big.clone();
+        node.handle(
+            &mut AcceptAll,
+            1,
+            Input::Message {
+                from: peer,
+                message,
+            },
+        )
+        .unwrap();
     }
     let (bytes, _) = node.held();
     assert!(bytes <= MAX_BUFFERED_BYTES, "{bytes}");
@@ -472,7 +482,15 @@ fn a_peer_holds_one_block_announcement_at_a_time() {
             directory: BoundedVec::new(),
             commitments: BoundedVec::new(),
         });
-        node.handle(peer, next, 1, &mut AcceptAll);
+        node.handle(
+            &mut AcceptAll,
+            1,
+            Input::Message {
+                from: peer,
+                message: next,
+            },
+        )
+        .unwrap();
     }
     assert_eq!(node.held().1, 1);
     assert_eq!(
@@ -480,4 +498,64 @@ fn a_peer_holds_one_block_announcement_at_a_time() {
         1,
         "one peer alone does not move the node on"
     );
+}
+
+#[test]
+fn a_node_speaks_the_protocol_interface() {
+    use crate::consensus::protocol::{Output, Recipients};
+    let me = Keypair::from_seed(&[1; 32]);
+    let peer = Keypair::from_seed(&[2; 32]).public();
+    let tip = TipInfo {
+        height: 0,
+        hash: BlockHash::from_bytes([7; 32]),
+        timestamp: 0,
+        next_randomness: Randomness::from_bytes([1; 32]),
+        directory: vec![me.public(), peer],
+        commitments: vec![],
+    };
+    let mut node = Node::new(NodeConfig {
+        params: CommitteeParams::builder()
+            .shard_bits(1)
+            .committee_size(4)
+            .identity_difficulty(1)
+            .build()
+            .unwrap(),
+        keypair: me,
+        peers: vec![peer],
+        tip,
+        timing: Timing::default(),
+        max_shard_txs: 8,
+    });
+    let out = node.handle(&mut AcceptAll, 5, Input::Start).unwrap();
+    // The epoch begins, the identity goes to the other directory member, and the directory
+    // asks to be called back when its window closes: the deadline is the timer.
+    let window = 5 + Timing::default().identity_window;
+    assert!(out.contains(&Output::Progress {
+        height: 1,
+        round: 0
+    }));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Send { to: Recipients::Some(to), message: Message::Identity { height: 1, .. } }
+            if to == &vec![peer]
+    )));
+    assert!(out.contains(&Output::SetTimer {
+        timer: Tick(window),
+        at: window
+    }));
+    // Offered transactions and appended blocks are the host's business.
+    assert!(node
+        .handle(&mut AcceptAll, 6, Input::Transactions(Vec::new()))
+        .unwrap()
+        .is_empty());
+    assert!(node
+        .handle(&mut AcceptAll, 6, Input::Appended)
+        .unwrap()
+        .is_empty());
+    // A tick before any deadline is due does nothing.
+    assert!(node
+        .handle(&mut AcceptAll, 7, Input::Timer(Tick(window)))
+        .unwrap()
+        .is_empty());
+    assert!(node.take_decisions().is_empty());
 }

@@ -1,14 +1,25 @@
-//! A deterministic discrete-event simulator of the committee protocol.
+//! Deterministic discrete-event simulation of consensus engines, and of the committee protocol
+//! in particular.
 //!
-//! The simulator runs the real [`committee::Node`](crate::committee::Node) state machines — one
-//! per simulated node — over a modelled network (per-pair latency, jitter, per-node upload and
-//! download bandwidth, message drops) and modelled CPUs (each signature check, transaction check,
-//! execution and identity hash costs simulated time). Real cryptography is done once: signature
-//! and transaction checks and state execution are memoised by content, so every node is charged
-//! the simulated cost while the machine pays the real one once. Every block the protocol
-//! produces is appended to a real [`Chain`](crate::chain::Chain) through
-//! [`CommitteeConsensus`](crate::committee::CommitteeConsensus), so a run also checks that what
-//! the protocol certifies is what the chain accepts.
+//! [`Network`] is the simulator: it drives any [`Protocol`](crate::consensus::protocol::Protocol)
+//! engine, one instance per simulated node, over a modelled network (per-pair latency, jitter,
+//! per-node upload and download bandwidth, message drops, partitions, crashes and restarts) and
+//! modelled CPUs, through the protocol interface alone, and measures every engine the same way
+//! ([`EngineReport`]). What is specific to an engine is its [`Deployment`]: [`Replicas`] for
+//! engines in which every node keeps its own chain (Tendermint, feature `tendermint`), and
+//! [`CommitteeDeployment`] for the committee protocol.
+//!
+//! [`Simulation`] is the committee protocol's front end: a [`CommitteeDeployment`] on a
+//! [`Network`], both set up from one [`SimConfig`]. It runs the real
+//! [`committee::Node`](crate::committee::Node) state machines, which implement `Protocol`. Real
+//! cryptography is done once: signature and transaction checks and state execution are memoised
+//! by content, so every node is charged the simulated cost while the machine pays the real one
+//! once. Every block the protocol produces is appended to a real [`Chain`](crate::chain::Chain)
+//! through [`CommitteeConsensus`](crate::committee::CommitteeConsensus), so a run also checks
+//! that what the protocol certifies is what the chain accepts. Its [`Report`] adds the committee
+//! measures (committee failures, undersized committees, per-agreement safety violations, view
+//! changes) to the network's, which it carries as [`Report::engine`] for comparison with other
+//! engines.
 //!
 //! A run is a pure function of its [`SimConfig`]: the same seed gives the same run, bit for bit.
 //!
@@ -39,7 +50,11 @@
 //!   [`NextEpoch`](crate::committee::NextEpoch) to all, and committee members already hold their
 //!   shard's transactions; full nodes fetch bodies off the critical path.
 //! * Throughput is measured over the steady state: from the first block's commit to the last's.
+//! * A committee block is final when the first honest final member seals it; the network checks
+//!   agreement on the decided final value's digest, which all honest final members share when
+//!   the protocol is safe even if their certificates differ ([`CommitteeDeployment`]).
 
+mod committee;
 pub mod network;
 mod pow;
 mod replicas;
@@ -47,6 +62,7 @@ mod run;
 #[cfg(feature = "tendermint")]
 mod tendermint;
 
+pub use committee::{CommitteeDeployment, Decisions, SimHost};
 pub use network::{Behaviour, Deployment, EngineReport, Fault, Finalised, NetConfig, Network};
 pub use pow::{miner_key, PowReplicas, PowSetup};
 pub use replicas::{
@@ -248,6 +264,18 @@ impl SimConfig {
     pub fn committee_size(&self) -> u16 {
         self.committee_size
     }
+    /// The network setting of this configuration: its network model, seed, blocks and time
+    /// limit, every node honest as far as the network is concerned (the committee deployment
+    /// applies the Byzantine [`Strategy`] itself) and no faults (add some to the result).
+    pub fn net_config(&self) -> NetConfig {
+        NetConfig {
+            network: self.network,
+            seed: self.seed,
+            blocks: self.blocks,
+            max_time: self.max_sim_time_us,
+            ..NetConfig::default()
+        }
+    }
 }
 
 /// Builds a [`SimConfig`], validating it in [`build`](Self::build).
@@ -428,8 +456,11 @@ pub struct Report {
     pub safety_violations: u64,
     /// Blocks the chain refused (must be 0).
     pub chain_rejections: u64,
-    /// Digest of everything decided, for determinism checks.
+    /// Digest of everything decided and finalised, for determinism checks.
     pub fingerprint: [u8; 32],
+    /// The measures every engine on the [`Network`] reports, for comparison with other engines
+    /// (the fields above that it shares come from it).
+    pub engine: EngineReport,
 }
 
 /// Why a simulation cannot be set up.

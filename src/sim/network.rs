@@ -106,6 +106,13 @@ pub trait Deployment {
     /// whenever a new height is finalised (closed-loop load); the network offers them to every
     /// node ([`Input::Transactions`]) off the critical path, as a mempool relay would.
     fn workload(&mut self, now: Time) -> Vec<(TxId, <Self::Engine as Protocol>::Tx)>;
+    /// Whether the network offers the workload's transactions to each node's engine
+    /// ([`Input::Transactions`]; the default). A deployment whose nodes draw transactions from
+    /// a pool the deployment keeps itself (filled in [`workload`](Self::workload)) returns
+    /// false: the network then only records when each was submitted, to measure finality.
+    fn offers_transactions(&self) -> bool {
+        true
+    }
     /// Replaces `node`'s engine by a fresh one that knows only what its ledger holds, as after a
     /// process restart (the network then sends [`Input::Start`]).
     fn restart(&mut self, node: usize);
@@ -339,6 +346,11 @@ where
         &self.deployment
     }
 
+    /// The deployment, taken off the network (for example to keep its ledgers after a run).
+    pub fn into_deployment(self) -> D {
+        self.deployment
+    }
+
     /// The simulated time, microseconds since the start.
     pub fn now(&self) -> Time {
         self.now - self.config.start
@@ -546,6 +558,9 @@ where
         for (id, tx) in offered {
             self.submitted.insert(id, at);
             txs.push(tx);
+        }
+        if !self.deployment.offers_transactions() {
+            return;
         }
         for i in 0..self.peers.len() {
             if self.is_up(i) {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::committee::Stage;
 
 fn small(seed: u64) -> SimConfigBuilder {
     SimConfig::builder()
@@ -50,4 +51,69 @@ fn builder_validates() {
 fn calibration_measures_positive_costs() {
     let m = calibrate();
     assert!(m.sig_verify_ns > 0 && m.tx_verify_ns > 0 && m.tx_execute_ns > 0 && m.hash_ns > 0);
+}
+
+/// The committee deployment on the engine-agnostic network, driven through the protocol
+/// interface only.
+fn committee_network(seed: u64) -> Network<CommitteeDeployment> {
+    let config = small(seed).build().unwrap();
+    Network::new(
+        CommitteeDeployment::new(&config).unwrap(),
+        config.net_config(),
+    )
+}
+
+#[test]
+fn committees_run_through_the_network_with_an_engine_report() {
+    let mut net = committee_network(3);
+    let r = net.run();
+    eprintln!("{r:?}");
+    assert_eq!(r.engine, "committee");
+    assert_eq!(r.nodes, 12);
+    assert_eq!(r.blocks, 3);
+    assert!(r.txs > 0 && r.tx_per_sec > 0.0);
+    assert!(r.finality_p50_us > 0 && r.finality_p99_us >= r.finality_p50_us);
+    assert!(r.messages_per_node > 0.0 && r.bytes_per_node > 0.0);
+    assert_eq!(r.agreement_violations, 0);
+    assert_eq!(r.refused_appends, 0);
+    assert_eq!(r.evidence, 0);
+    let d = net.deployment();
+    assert_eq!(d.chain().height(), 3);
+    assert_eq!(d.safety_violations(), 0);
+    // The final agreement of each height was decided, with one value.
+    for height in 1..=3 {
+        assert_eq!(d.decisions()[&(height, Stage::Final)].len(), 1);
+    }
+
+    // Deterministic: the same seed gives the same run, another seed another one.
+    assert_eq!(committee_network(3).run(), r);
+    assert_ne!(committee_network(4).run().fingerprint, r.fingerprint);
+}
+
+#[test]
+fn the_simulation_reports_the_network_measures() {
+    let r = Simulation::new(small(3).build().unwrap()).unwrap().run();
+    let e = committee_network(3).run();
+    assert_eq!(r.engine, e);
+    assert_eq!(
+        (r.blocks, r.txs, r.latency_p50_us, r.chain_rejections),
+        (e.blocks, e.txs, e.finality_p50_us, e.refused_appends)
+    );
+}
+
+#[test]
+fn a_restarted_member_rejoins_from_the_chain() {
+    let config = small(2).blocks(4).build().unwrap();
+    let mut net_config = config.net_config();
+    // Node 5 crashes early and restarts later, from the shared chain's tip.
+    net_config.faults = vec![
+        (500_000, Fault::Crash(5)),
+        (8 * network::SECOND, Fault::Restart(5)),
+    ];
+    let mut net = Network::new(CommitteeDeployment::new(&config).unwrap(), net_config);
+    let r = net.run();
+    assert_eq!(r.blocks, 4);
+    assert_eq!(r.agreement_violations, 0);
+    assert_eq!(r.refused_appends, 0);
+    assert_eq!(net.deployment().safety_violations(), 0);
 }

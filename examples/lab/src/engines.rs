@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 
 use medledger::sim::network::SECOND;
 use medledger::sim::{
-    Behaviour, EngineReport, NetConfig, Network, NetworkModel, PowSetup, TendermintSetup,
+    Behaviour, CommitteeDeployment, EngineReport, NetConfig, Network, NetworkModel, PowSetup,
+    SimConfig, Strategy, TendermintSetup,
 };
 
 /// The seed of every comparison run.
@@ -18,6 +19,9 @@ pub const SEED: u64 = 2026;
 pub const BLOCKS: u64 = 12;
 /// Transactions per block (per shard for committees).
 pub const BLOCK_SIZE: usize = 512;
+
+/// How many runs [`compare`] makes.
+pub const RUNS: usize = 3 + 3 + 2;
 
 /// What goes wrong during a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +107,31 @@ pub fn pow(miners: usize, scenario: Scenario) -> EngineReport {
     Network::new(deployment, config(scenario, miners - 1)).run()
 }
 
+/// Partitioned committees: 2 committees of 8 members drawn from 24 nodes, each shard's block
+/// half of [`BLOCK_SIZE`] (so a block holds as many transactions as the other engines'). A
+/// Byzantine member equivocates as the committee protocol's own adversary does.
+pub fn committee(scenario: Scenario) -> EngineReport {
+    let mut builder = SimConfig::builder()
+        .committees(2)
+        .committee_size(8)
+        .nodes(24)
+        .block_size(BLOCK_SIZE / 2)
+        .blocks(BLOCKS)
+        .network(network())
+        .seed(SEED);
+    if scenario == Scenario::OneEquivocating {
+        builder = builder.byzantine(1.0 / 24.0, Strategy::Equivocating);
+    }
+    let sim = builder.build().expect("valid committee setup");
+    let deployment = CommitteeDeployment::new(&sim).expect("valid committee setup");
+    // The deployment plays the Byzantine member; the network crashes one node.
+    let scenario = match scenario {
+        Scenario::OneEquivocating => Scenario::Honest,
+        other => other,
+    };
+    Network::new(deployment, config(scenario, 23)).run()
+}
+
 /// One comparison row.
 #[derive(Clone, Debug)]
 pub struct Row {
@@ -123,6 +152,14 @@ pub fn compare(mut progress: impl FnMut(&str)) -> Vec<Row> {
             scenario,
             tolerates: "f < n/3".into(),
             report: tendermint(4, scenario),
+        });
+    }
+    for scenario in Scenario::ALL {
+        progress(&format!("committees, {}", scenario.label()));
+        rows.push(Row {
+            scenario,
+            tolerates: "f < c/3 per committee".into(),
+            report: committee(scenario),
         });
     }
     // A miner has nothing to sign twice: equivocation does not apply to proof of work.

@@ -8,9 +8,10 @@ use medledger::chain::ManualClock;
 use medledger::codec::{self, Canonical};
 use medledger::committee::{
     CommitteeAssignment, CommitteeConsensus, CommitteeParams, CommitteeSeal, Host, Message,
-    NextEpoch, Node, NodeConfig, Pol, Precommits, Proposal, RoundChange, ShardResult, Timing,
+    NextEpoch, Node, NodeConfig, Pol, Precommits, Proposal, RoundChange, ShardResult, Tick, Timing,
     TipInfo, Value, Vote,
 };
+use medledger::consensus::protocol::{Input, Protocol};
 use medledger::hash::{AccountId, BlockHash, StateRoot};
 use medledger::tx::{Keypair, PublicKey, Signature};
 use medledger::Block;
@@ -133,9 +134,16 @@ fn handle(m: Message) {
         max_shard_txs: 16,
     });
     let mut host = Permissive;
-    let _ = node.start(0, &mut host);
-    let _ = node.handle(peer, m, 1, &mut host);
-    let _ = node.tick(60_000_000, &mut host);
+    let _ = node.handle(&mut host, 0, Input::Start);
+    let _ = node.handle(
+        &mut host,
+        1,
+        Input::Message {
+            from: peer,
+            message: m,
+        },
+    );
+    let _ = node.handle(&mut host, 60_000_000, Input::Timer(Tick(60_000_000)));
     let _ = node.status();
 }
 

@@ -117,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if rows
         .iter()
-        .any(|(_, r)| r.safety_violations + r.chain_rejections > 0)
+        .any(|(_, r)| r.safety_violations + r.chain_rejections + r.engine.agreement_violations > 0)
     {
         return Err("a run reported a safety violation or a rejected block".into());
     }
@@ -135,7 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Every engine on the same network: a table, `engines.csv` and `engines.svg`.
 fn compare_engines(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let bar = ProgressBar::new(engines::Scenario::ALL.len() as u64);
+    let bar = ProgressBar::new(engines::RUNS as u64);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
     let rows = engines::compare(|what| {
         bar.set_message(what.to_string());

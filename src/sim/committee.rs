@@ -1,0 +1,679 @@
+//! The committee protocol as a [`Deployment`] of the engine-agnostic [`Network`](super::Network).
+//!
+//! [`CommitteeDeployment`] puts one [`committee::Node`](crate::committee::Node) per simulated node
+//! on the network and holds what is specific to the committee protocol; the network, its timers,
+//! CPU queues, faults and measures are [`network`](super::network)'s, exactly as for every other
+//! engine.
+//!
+//! [`CommitteeDeployment`]'s documentation says what it models and how.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::network::{Deployment, EngineReport, Finalised, Handled, Time, GENESIS_TIME, SECOND};
+use super::{CpuModel, Report, SimConfig, SimError, Strategy};
+use crate::chain::ManualClock;
+use crate::codec;
+use crate::committee::{
+    CommitteeAssignment, CommitteeConsensus, CommitteeParams, FinalValue, Host, Message, Node,
+    NodeConfig, Phase, Proposal, Stage, TipInfo, Value, Vote, VoteBody,
+};
+use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
+use crate::hash::{AccountId, BlockHash, Digest, StateRoot, TxId};
+use crate::tx::{Keypair, PublicKey, Signature};
+use crate::{Chain, ChainBuilder, Payload, Transaction};
+
+/// Accounts per shard sending transactions.
+const ACCOUNTS_PER_SHARD: usize = 16;
+/// The name of simulated committee chains.
+const CHAIN: &str = "medledger-sim";
+
+struct Account {
+    key: Keypair,
+    next_nonce: u64,
+}
+
+/// The shared ledger every simulated node reads: the one real chain, the memo tables, each
+/// shard's pending pool and the client accounts. It is every node's [`Host`], charging each call
+/// the simulated CPU cost of the node that made it.
+pub struct SimHost {
+    chain: Chain<CommitteeConsensus>,
+    clock: Arc<ManualClock>,
+    sig_cache: HashMap<[u8; 32], bool>,
+    tx_cache: HashMap<TxId, bool>,
+    root_cache: HashMap<[u8; 32], Option<StateRoot>>,
+    pools: Vec<VecDeque<Transaction>>,
+    accounts: Vec<Vec<Account>>,
+    record: u64,
+    cpu: CpuModel,
+    cpu_ns: u64,
+}
+
+impl core::fmt::Debug for SimHost {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimHost")
+            .field("height", &self.chain.height())
+            .field(
+                "pending",
+                &self.pools.iter().map(VecDeque::len).sum::<usize>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimHost {
+    /// Signs `count` new transactions from `shard`'s accounts into its pool, and returns them.
+    fn refill(&mut self, shard: usize, count: usize) -> Vec<Transaction> {
+        let chain_id = self.chain.chain_id();
+        let mut new = Vec::with_capacity(count);
+        for i in 0..count {
+            let accs = &mut self.accounts[shard];
+            let n = accs.len();
+            let a = &mut accs[i % n];
+            self.record += 1;
+            let mut rec = [0u8; 32];
+            rec[..8].copy_from_slice(&self.record.to_le_bytes());
+            let tx = Transaction::sign(
+                &a.key,
+                chain_id,
+                a.next_nonce,
+                Payload::Data {
+                    record: Digest::from_bytes(rec),
+                },
+            );
+            a.next_nonce += 1;
+            self.pools[shard].push_back(tx.clone());
+            new.push(tx);
+        }
+        new
+    }
+
+    /// Drops committed transactions from the pools.
+    fn prune(&mut self) {
+        let state = self.chain.state();
+        for pool in &mut self.pools {
+            pool.retain(|tx| state.next_nonce(&tx.signer().account()) <= tx.body.nonce);
+        }
+    }
+}
+
+impl Host for SimHost {
+    fn verify_signatures(
+        &mut self,
+        items: &[(PublicKey, [u8; 32], Signature)],
+    ) -> Result<(), usize> {
+        self.cpu_ns += self.cpu.sig_verify_ns * items.len() as u64;
+        for (i, (k, m, s)) in items.iter().enumerate() {
+            let id = blake3::hash(&[k.as_bytes().as_slice(), m, &s.to_bytes()].concat());
+            let ok = *self.sig_cache.entry(*id.as_bytes()).or_insert_with(|| {
+                k.verifying_key().is_ok_and(|vk| {
+                    vk.verify_strict(m, &ed25519_dalek::Signature::from_bytes(&s.to_bytes()))
+                        .is_ok()
+                })
+            });
+            if !ok {
+                return Err(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn verify_txs(&mut self, txs: &[Transaction]) -> bool {
+        self.cpu_ns += self.cpu.tx_verify_ns * txs.len() as u64;
+        let chain_id = self.chain.chain_id();
+        let missing: Vec<Transaction> = txs
+            .iter()
+            .filter(|t| !self.tx_cache.contains_key(&t.id()))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let ok = crate::tx::verify_batch(chain_id, missing.clone()).is_ok();
+            for t in missing {
+                let good = ok || (t.body.chain_id == chain_id && t.clone().verify().is_ok());
+                self.tx_cache.insert(t.id(), good);
+            }
+        }
+        txs.iter()
+            .all(|t| self.tx_cache.get(&t.id()) == Some(&true))
+    }
+
+    fn next_nonce(&mut self, parent: &BlockHash, account: &AccountId) -> Option<u64> {
+        (self.chain.tip() == *parent).then(|| self.chain.state().next_nonce(account))
+    }
+
+    fn state_root(
+        &mut self,
+        parent: &BlockHash,
+        height: u64,
+        timestamp: u64,
+        txs: &[Transaction],
+    ) -> Option<StateRoot> {
+        self.cpu_ns += self.cpu.tx_execute_ns * txs.len() as u64;
+        let mut h = blake3::Hasher::new();
+        h.update(parent.as_bytes());
+        h.update(&height.to_le_bytes());
+        h.update(&timestamp.to_le_bytes());
+        for t in txs {
+            h.update(t.id().as_bytes());
+        }
+        let key = *h.finalize().as_bytes();
+        if let Some(r) = self.root_cache.get(&key) {
+            return *r;
+        }
+        let chain = &mut self.chain;
+        let r = if chain.tip() == *parent && chain.height() + 1 == height {
+            match chain.build_template(txs.to_vec(), timestamp) {
+                Ok(t) if t.rejected.is_empty() => Some(t.state_root),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        self.root_cache.insert(key, r);
+        r
+    }
+
+    fn take_txs(&mut self, parent: &BlockHash, shard: u16, max: usize) -> Vec<Transaction> {
+        if self.chain.tip() != *parent {
+            return Vec::new();
+        }
+        self.pools
+            .get(usize::from(shard))
+            .map(|pool| pool.iter().take(max).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn hashed(&mut self, count: u64) {
+        self.cpu_ns += self.cpu.hash_ns * count;
+    }
+}
+
+/// Agreement `(height, stage)` → the values honest nodes decided in it.
+pub type Decisions = BTreeMap<(u64, Stage), BTreeSet<Digest>>;
+
+/// Committee nodes on the simulated network.
+///
+/// * **One shared, memoising host.** Every node's [`Host`] is the same [`SimHost`]: signature
+///   and transaction checks and state roots are memoised by content, so each node is charged
+///   the simulated [`CpuModel`] cost while the machine pays the real cost once. It holds the one
+///   real [`Chain`] every produced block is appended to (through
+///   [`CommitteeConsensus`](crate::committee::CommitteeConsensus), so what the protocol
+///   certifies is checked by the chain), and each shard's pending pool, which the workload refills
+///   when a block is finalised (closed-loop load) and committee leaders take from
+///   ([`Host::take_txs`]). Nodes draw transactions from that pool rather than from offers, so the
+///   network does not offer transactions to each node
+///   ([`Deployment::offers_transactions`]).
+/// * **Finality.** A committee block is final once certified: an honest final member's
+///   [`Append`](crate::consensus::protocol::Output::Append) is finalised at once. The chain
+///   appends the first block of each height; the same height sealed by other final members is
+///   not appended again. The [`Finalised::id`] is the digest of the decided **final value**
+///   ([`FinalValue::of_header`]`(..).digest()`): final members may collect different precommits
+///   and so seal different certificates, but when the protocol is safe all honest final members
+///   decided the same value, so the network's agreement check compares what was agreed, not
+///   who signed.
+/// * **Byzantine nodes** follow a [`Strategy`] the deployment applies to what their engines
+///   output (silent after registering an identity, equivocating leaders and voters, withholding);
+///   their blocks, decisions and progress are never counted. The network sees every node as
+///   honest ([`Behaviour::Honest`](super::Behaviour)); [`Deployment::equivocate`] also gives the
+///   network's generic [`Behaviour::Equivocating`](super::Behaviour) a conflicting, signed
+///   proposal or vote.
+/// * **Committee measures** besides the network's: agreements (each shard's and the final one)
+///   in which honest nodes decided different values, committees with more Byzantine members than
+///   they tolerate or fewer members than a quorum, and rounds beyond the first.
+pub struct CommitteeDeployment {
+    cfg: SimConfig,
+    params: CommitteeParams,
+    nodes: Vec<Node>,
+    seeds: Vec<[u8; 32]>,
+    keys: Vec<PublicKey>,
+    index: HashMap<PublicKey, usize>,
+    byzantine: Vec<bool>,
+    bootstrap: Vec<PublicKey>,
+    host: SimHost,
+    decided: Decisions,
+    decide_round: BTreeMap<(u64, Stage), u32>,
+    committees_seen: BTreeSet<(u64, Option<u16>)>,
+    committee_failures: u64,
+    undersized: u64,
+}
+
+impl core::fmt::Debug for CommitteeDeployment {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CommitteeDeployment")
+            .field("nodes", &self.nodes.len())
+            .field("committees", &self.cfg.committees())
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommitteeDeployment {
+    /// Sets up nodes, keys, Byzantine nodes, client accounts and the chain of `cfg`.
+    ///
+    /// # Errors
+    ///
+    /// [`SimError`] if the committee parameters are invalid.
+    pub fn new(cfg: &SimConfig) -> Result<Self, SimError> {
+        let cfg = cfg.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let params = CommitteeParams::builder()
+            .shard_bits(cfg.shard_bits)
+            .committee_size(cfg.committee_size)
+            .identity_difficulty(cfg.identity_difficulty)
+            .genesis_seed(cfg.seed.to_le_bytes())
+            .build()?;
+        let clock = Arc::new(ManualClock::new(GENESIS_TIME));
+        let chain = ChainBuilder::new(CHAIN, CommitteeConsensus::new(params.clone()))
+            .genesis_time(GENESIS_TIME)
+            .clock(clock.clone())
+            .build()
+            .map_err(|e| SimError::Config(e.to_string()))?;
+        let seeds: Vec<[u8; 32]> = (0..cfg.nodes)
+            .map(|_| {
+                let mut s = [0u8; 32];
+                rng.fill_bytes(&mut s);
+                s
+            })
+            .collect();
+        let keys: Vec<PublicKey> = seeds
+            .iter()
+            .map(|s| Keypair::from_seed(s).public())
+            .collect();
+        let index = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let n_byz = (cfg.byzantine_fraction * cfg.nodes as f64).floor() as usize;
+        let mut order: Vec<usize> = (0..cfg.nodes).collect();
+        for i in (1..order.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let mut byzantine = vec![false; cfg.nodes];
+        for &i in order.iter().take(n_byz) {
+            byzantine[i] = true;
+        }
+        let bootstrap: Vec<PublicKey> = keys
+            .iter()
+            .take(usize::from(cfg.committee_size))
+            .copied()
+            .collect();
+        // Sending accounts, grouped by shard.
+        let k = cfg.committees();
+        let mut accounts: Vec<Vec<Account>> = (0..k).map(|_| Vec::new()).collect();
+        let mut counter = 0u64;
+        while accounts.iter().any(|a| a.len() < ACCOUNTS_PER_SHARD) {
+            counter += 1;
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&counter.to_le_bytes());
+            seed[8..16].copy_from_slice(&cfg.seed.to_le_bytes());
+            seed[16] = 0xac;
+            let key = Keypair::from_seed(&seed);
+            let s = usize::from(params.shard_of_key(&key.public()));
+            if accounts[s].len() < ACCOUNTS_PER_SHARD {
+                accounts[s].push(Account { key, next_nonce: 0 });
+            }
+        }
+        let host = SimHost {
+            chain,
+            clock,
+            sig_cache: HashMap::new(),
+            tx_cache: HashMap::new(),
+            root_cache: HashMap::new(),
+            pools: (0..k).map(|_| VecDeque::new()).collect(),
+            accounts,
+            record: 0,
+            cpu: cfg.cpu,
+            cpu_ns: 0,
+        };
+        let mut deployment = Self {
+            cfg,
+            params,
+            nodes: Vec::new(),
+            seeds,
+            keys,
+            index,
+            byzantine,
+            bootstrap,
+            host,
+            decided: BTreeMap::new(),
+            decide_round: BTreeMap::new(),
+            committees_seen: BTreeSet::new(),
+            committee_failures: 0,
+            undersized: 0,
+        };
+        deployment.nodes = (0..deployment.keys.len())
+            .map(|i| deployment.node_at_tip(i))
+            .collect();
+        Ok(deployment)
+    }
+
+    /// A fresh node `i` at the chain's tip.
+    fn node_at_tip(&self, i: usize) -> Node {
+        let tip = TipInfo::of_header(self.host.chain.tip_header(), &self.bootstrap);
+        Node::new(NodeConfig {
+            params: self.params.clone(),
+            keypair: Keypair::from_seed(&self.seeds[i]),
+            peers: self.keys.clone(),
+            tip,
+            timing: self.cfg.timing,
+            max_shard_txs: self.cfg.block_size,
+        })
+    }
+
+    /// Which nodes are Byzantine (by index).
+    pub fn byzantine(&self) -> &[bool] {
+        &self.byzantine
+    }
+
+    /// The chain the produced blocks are appended to.
+    pub fn chain(&self) -> &Chain<CommitteeConsensus> {
+        &self.host.chain
+    }
+
+    /// The chain the produced blocks were appended to.
+    pub fn into_chain(self) -> Chain<CommitteeConsensus> {
+        self.host.chain
+    }
+
+    /// For every agreement `(height, stage)`, the values honest nodes decided (one each when the
+    /// protocol is safe).
+    pub fn decisions(&self) -> &Decisions {
+        &self.decided
+    }
+
+    /// Takes the decisions out (see [`decisions`](Self::decisions)).
+    pub fn take_decisions(&mut self) -> Decisions {
+        core::mem::take(&mut self.decided)
+    }
+
+    /// Agreements in which honest nodes decided different values.
+    pub fn safety_violations(&self) -> u64 {
+        self.decided.values().filter(|s| s.len() > 1).count() as u64
+    }
+
+    /// Rounds beyond the first that decisions needed, summed over agreements (each agreement
+    /// counted at the earliest round an honest node decided it in).
+    pub fn view_changes(&self) -> u64 {
+        self.decide_round.values().map(|r| u64::from(*r)).sum()
+    }
+
+    /// Committees whose Byzantine members exceeded what they tolerate.
+    pub fn committee_failures(&self) -> u64 {
+        self.committee_failures
+    }
+
+    /// Committees published with fewer members than a quorum.
+    pub fn undersized_committees(&self) -> u64 {
+        self.undersized
+    }
+
+    /// The committee report of a run on the network that measured `engine`.
+    pub fn report(&self, engine: EngineReport) -> Report {
+        let mut h = blake3::Hasher::new();
+        h.update(&engine.fingerprint);
+        for ((height, stage), set) in &self.decided {
+            h.update(&height.to_le_bytes());
+            h.update(format!("{stage}").as_bytes());
+            for d in set {
+                h.update(d.as_bytes());
+            }
+        }
+        Report {
+            blocks: engine.blocks,
+            txs: engine.txs,
+            sim_time_us: engine.sim_time_us,
+            tx_per_sec: engine.tx_per_sec,
+            latency_p50_us: engine.finality_p50_us,
+            latency_p99_us: engine.finality_p99_us,
+            messages_per_node: engine.messages_per_node,
+            bytes_per_node: engine.bytes_per_node,
+            view_changes: self.view_changes(),
+            committee_failures: self.committee_failures,
+            undersized_committees: self.undersized,
+            safety_violations: self.safety_violations(),
+            chain_rejections: engine.refused_appends,
+            fingerprint: *h.finalize().as_bytes(),
+            engine,
+        }
+    }
+
+    /// Records what an honest node's step shows of the protocol: committees it published and
+    /// values it decided.
+    fn observe(&mut self, node: usize, outputs: &Outputs<Node>) {
+        for d in self.nodes[node].take_decisions() {
+            self.decided
+                .entry((d.height, d.stage))
+                .or_default()
+                .insert(d.value);
+            let r = self
+                .decide_round
+                .entry((d.height, d.stage))
+                .or_insert(d.round);
+            *r = (*r).min(d.round);
+        }
+        for o in outputs {
+            if let Output::Send {
+                message: Message::Assignment(m),
+                ..
+            } = o
+            {
+                self.record_membership(m);
+            }
+        }
+    }
+
+    fn record_membership(&mut self, m: &CommitteeAssignment) {
+        if !self.committees_seen.insert((m.height, m.committee)) || m.committee.is_none() {
+            return;
+        }
+        let members = m.members.len();
+        let byz = m
+            .members
+            .iter()
+            .filter(|p| self.index.get(&p.key).is_some_and(|i| self.byzantine[*i]))
+            .count();
+        let q = self.params.quorum();
+        if members < q {
+            self.undersized += 1;
+        } else if byz > members - q {
+            self.committee_failures += 1;
+        }
+    }
+
+    /// What Byzantine `node` does with its engine's outputs, by the configured [`Strategy`].
+    /// Its blocks and progress are dropped: nothing a Byzantine node decides is counted.
+    fn misbehave(&mut self, node: usize, outputs: Outputs<Node>) -> Outputs<Node> {
+        self.nodes[node].take_decisions();
+        let mut out = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            let (mut targets, message) = match o {
+                Output::Send {
+                    to: Recipients::Some(targets),
+                    message,
+                } => (targets, message),
+                Output::Send { .. } | Output::SetTimer { .. } | Output::CancelTimer(_) => {
+                    out.push(o);
+                    continue;
+                }
+                Output::Append(_) | Output::Progress { .. } | Output::Evidence(_) => continue,
+            };
+            match self.cfg.strategy {
+                // Registers an identity (so it is drawn into committees), then says nothing.
+                Strategy::Silent => {
+                    if matches!(message, Message::Identity { .. }) {
+                        out.push(send(targets, message));
+                    }
+                }
+                Strategy::Withholding => {
+                    let keep = match &message {
+                        Message::Proposal(_) => targets.len().div_ceil(3),
+                        Message::Vote(v) if v.phase == Phase::Precommit => 0,
+                        Message::ShardResult(_) | Message::Next(_) | Message::Assignment(_) => 0,
+                        _ => targets.len(),
+                    };
+                    targets.truncate(keep);
+                    if !targets.is_empty() {
+                        out.push(send(targets, message));
+                    }
+                }
+                Strategy::Equivocating => match conflicting(&self.seeds[node], &message) {
+                    // One half of the recipients gets the message, the other half its twin.
+                    Some(other) => {
+                        let second = targets.split_off(targets.len() / 2);
+                        if !targets.is_empty() {
+                            out.push(send(targets, message));
+                        }
+                        if !second.is_empty() {
+                            out.push(send(second, other));
+                        }
+                    }
+                    None => out.push(send(targets, message)),
+                },
+            }
+        }
+        out
+    }
+}
+
+/// One output of a committee node.
+type NodeOutput = Output<
+    Message,
+    <Node as Protocol>::Timer,
+    <Node as Protocol>::Block,
+    <Node as Protocol>::Evidence,
+>;
+
+fn send(to: Vec<PublicKey>, message: Message) -> NodeOutput {
+    Output::Send {
+        to: Recipients::Some(to),
+        message,
+    }
+}
+
+/// A second, conflicting version of a proposal or vote, signed with the key of `seed`.
+fn conflicting(seed: &[u8; 32], m: &Message) -> Option<Message> {
+    let key = Keypair::from_seed(seed);
+    match m {
+        Message::Proposal(p) => {
+            let mut q: Proposal = p.clone();
+            match &mut q.value {
+                Value::Shard(v) => {
+                    let mut txs = v.txs.to_vec();
+                    txs.pop()?;
+                    v.txs = codec::BoundedVec::try_from(txs).ok()?;
+                }
+                Value::Final(v) => v.timestamp += 1,
+            }
+            q.pol = None;
+            let body = VoteBody {
+                height: q.height,
+                parent: q.parent,
+                stage: q.stage,
+                round: q.round,
+                phase: Phase::Propose,
+                value: q.value.digest(q.stage),
+            };
+            q.signature = key.sign(&body.digest());
+            Some(Message::Proposal(q))
+        }
+        Message::Vote(v) => {
+            let mut w: Vote = v.clone();
+            let mut b = *w.value.as_bytes();
+            b[0] ^= 1;
+            w.value = Digest::from_bytes(b);
+            let body = VoteBody {
+                height: w.height,
+                parent: w.parent,
+                stage: w.stage,
+                round: w.round,
+                phase: w.phase,
+                value: w.value,
+            };
+            w.signature = key.sign(&body.digest());
+            Some(Message::Vote(w))
+        }
+        _ => None,
+    }
+}
+
+impl Deployment for CommitteeDeployment {
+    type Engine = Node;
+
+    fn name(&self) -> String {
+        "committee".to_string()
+    }
+
+    fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn key(&self, node: usize) -> PublicKey {
+        self.keys[node]
+    }
+
+    fn handle(&mut self, node: usize, now: Time, input: ProtocolInput<Node>) -> Handled<Node> {
+        // Offers and appends are the host's (the shared pool and chain): they cost the node
+        // nothing; every other input costs the fixed cost of a message plus what the host
+        // charges.
+        self.host.cpu_ns = match input {
+            Input::Transactions(_) | Input::Appended => 0,
+            Input::Start | Input::Message { .. } | Input::Timer(_) => self.cfg.cpu.message_ns,
+        };
+        let outputs = match self.nodes[node].handle(&mut self.host, now, input) {
+            Ok(outputs) => outputs,
+            Err(never) => match never {},
+        };
+        let cpu_ns = self.host.cpu_ns;
+        let outputs = if self.byzantine[node] {
+            self.misbehave(node, outputs)
+        } else {
+            self.observe(node, &outputs);
+            outputs
+        };
+        Handled { outputs, cpu_ns }
+    }
+
+    fn append(
+        &mut self,
+        _node: usize,
+        now: Time,
+        block: <Node as Protocol>::Block,
+    ) -> Result<(Vec<Finalised>, u64), String> {
+        let height = block.header.height;
+        let id = FinalValue::of_header(&block.header).digest();
+        let txs: Vec<TxId> = block.txs.iter().map(Transaction::id).collect();
+        // The first final member's block of a height is appended; the others' seals of the same
+        // value are not (the agreement check compares their ids).
+        if self.cfg.append_to_chain && height > self.host.chain.height() {
+            self.host.clock.set(now / SECOND + 1);
+            self.host.chain.append(block).map_err(|e| e.to_string())?;
+        }
+        Ok((vec![Finalised { height, id, txs }], 0))
+    }
+
+    fn workload(&mut self, _now: Time) -> Vec<(TxId, Transaction)> {
+        self.host.prune();
+        let mut offered = Vec::new();
+        for shard in 0..self.cfg.committees() {
+            let have = self.host.pools[shard].len();
+            if have < self.cfg.block_size {
+                let new = self.host.refill(shard, self.cfg.block_size - have);
+                offered.extend(new.into_iter().map(|tx| (tx.id(), tx)));
+            }
+        }
+        offered
+    }
+
+    fn offers_transactions(&self) -> bool {
+        false
+    }
+
+    fn restart(&mut self, node: usize) {
+        self.nodes[node] = self.node_at_tip(node);
+    }
+
+    fn equivocate(&mut self, node: usize, message: &Message) -> Option<Message> {
+        conflicting(&self.seeds[node], message)
+    }
+}
