@@ -234,6 +234,14 @@ pub enum AccessError {
         /// The limit.
         max: u64,
     },
+    /// The evidence of this offence is already recorded.
+    #[error("evidence of offence {offence} by {offender} is already recorded")]
+    EvidenceAlreadyRecorded {
+        /// The offender.
+        offender: PublicKey,
+        /// The offence.
+        offence: crate::hash::Digest,
+    },
 }
 
 /// Which kind of refusal an [`AccessError`] is, for callers that react by kind (an HTTP status,
@@ -317,7 +325,8 @@ impl AccessError {
             | PeriodOver { .. }
             | BreakGlassAlreadyOpen(_)
             | SessionClosed(_)
-            | AlreadyReviewed(_) => RefusalKind::Conflict,
+            | AlreadyReviewed(_)
+            | EvidenceAlreadyRecorded { .. } => RefusalKind::Conflict,
             LimitReached { .. } => RefusalKind::Limit,
         }
     }
