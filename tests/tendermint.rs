@@ -518,6 +518,8 @@ fn seal_with(signers: &[(u16, SignedVote)], round: u32) -> TendermintSeal {
             .collect::<Vec<_>>()
             .try_into()
             .unwrap(),
+        validators: validator_set().to_list(),
+        next_validators: None,
     }
 }
 

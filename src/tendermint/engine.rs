@@ -14,10 +14,12 @@ use super::context::{
 };
 use super::messages::Message;
 use super::seal::{
-    CommitSignature, Evidence, PolkaCertificate, TendermintConsensus, TendermintSeal,
-    MAX_FUTURE_DRIFT,
+    check_evidence, next_validators, CommitSignature, Evidence, PolkaCertificate,
+    TendermintConsensus, TendermintSeal, MAX_FUTURE_DRIFT,
 };
-use super::types::{BlockId, Proposal, ProposedBlock, SignedProposal, SignedVote, VoteKind};
+use super::types::{
+    BlockId, Proposal, ProposedBlock, SignedProposal, SignedVote, ValidatorSet, VoteKind,
+};
 use super::TendermintError;
 use crate::app::Application;
 use crate::block::{Block, Header, HEADER_VERSION, MAX_BLOCK_LEN};
@@ -26,7 +28,7 @@ use crate::codec;
 use crate::consensus::protocol::Time;
 use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
 use crate::hash::TxId;
-use crate::tx::{self, Keypair, PublicKey, Transaction};
+use crate::tx::{self, AppPayload as _, Keypair, PublicKey, Transaction};
 
 /// The highest round a message may name (rounds beyond it would overflow the round counter).
 pub const MAX_ROUND: u32 = u32::MAX / 2;
@@ -40,6 +42,10 @@ pub const MAX_BUFFERED_BYTES: usize = 64 << 20;
 /// The most distinct proposed blocks checked per height; further ones (only a Byzantine
 /// proposer sends more than one per round) count as invalid without being executed.
 pub const MAX_CHECKED_PROPOSALS: usize = 256;
+/// The most pieces of evidence a node keeps until its proposals put them on chain.
+pub const MAX_PENDING_EVIDENCE: usize = 64;
+/// The most evidence transactions a node puts in one block it proposes.
+pub const MAX_EVIDENCE_PER_BLOCK: usize = 16;
 /// Room left in a proposed block for the header and the largest commit certificate.
 const SEAL_ROOM: usize = 128 * 1024;
 
@@ -176,6 +182,8 @@ pub struct Tendermint<A: Application> {
     keypair: Keypair,
     me: PublicKey,
     is_validator: bool,
+    validators: ValidatorSet,
+    pending_evidence: VecDeque<Evidence>,
     timeouts: LinearTimeouts,
     rebroadcast: u64,
     max_block_txs: usize,
@@ -215,6 +223,8 @@ impl<A: Application> Tendermint<A> {
         let me = config.keypair.public();
         Self {
             is_validator: engine.validators().get(&me).is_some(),
+            validators: engine.validators().clone(),
+            pending_evidence: VecDeque::new(),
             engine,
             keypair: config.keypair,
             me,
@@ -267,6 +277,14 @@ impl<A: Application> Tendermint<A> {
     pub fn pool_len(&self) -> usize {
         self.pool.len()
     }
+    /// The validator set of the height being agreed (read from the ledger's tip).
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+    /// How many pieces of evidence wait to be put on chain by this node's next proposals.
+    pub fn pending_evidence(&self) -> usize {
+        self.pending_evidence.len()
+    }
     /// The engine's [`TendermintConsensus`].
     pub fn consensus(&self) -> &TendermintConsensus {
         &self.engine
@@ -299,7 +317,14 @@ impl<A: Application> Tendermint<A> {
         self.validity.clear();
         self.evidence_seen.clear();
         self.prune_pool(ledger);
-        let validators = self.engine.validators().clone();
+        self.drop_recorded_evidence(ledger);
+        let validators = ledger
+            .tip_header()
+            .seal
+            .next_set()
+            .map_err(|e| TendermintError::Ledger(format!("the tip's seal: {e}")))?;
+        self.is_validator = validators.get(&self.me).is_some();
+        self.validators = validators.clone();
         match &mut self.driver {
             Some(d) => d.move_to_height(MHeight(next), validators),
             None => {
@@ -312,7 +337,7 @@ impl<A: Application> Tendermint<A> {
                 ))
             }
         }
-        let proposer = self.engine.validators().proposer(next, 0).key();
+        let proposer = self.validators.proposer(next, 0).key();
         self.enter_round(now, next, 0, out);
         self.apply(
             ledger,
@@ -406,7 +431,7 @@ impl<A: Application> Tendermint<A> {
         match output {
             DOutput::NewRound(height, round) => {
                 let r = round.as_u32().unwrap_or(0);
-                let proposer = self.engine.validators().proposer(height.0, r).key();
+                let proposer = self.validators.proposer(height.0, r).key();
                 self.enter_round(now, height.0, r, out);
                 self.apply(ledger, now, DInput::NewRound(height, round, proposer), out)
             }
@@ -481,6 +506,7 @@ impl<A: Application> Tendermint<A> {
         let round = proposal.proposal.round;
         let block = proposal.proposal.block;
         let id = block.id();
+        debug_assert_eq!(block.block().header.height, self.height);
         let Some(driver) = self.driver.as_ref() else {
             return;
         };
@@ -491,9 +517,9 @@ impl<A: Application> Tendermint<A> {
             .collect();
         // The driver decides only on a quorum of precommits, which it holds; should that ever
         // not hold, the height is left to a peer's decided block.
-        let Ok(seal) = self
-            .engine
-            .seal_from_precommits(self.height, round, id, &precommits)
+        let Ok(seal) =
+            self.engine
+                .seal_from_precommits(&self.validators, round, &block, &precommits)
         else {
             return;
         };
@@ -506,7 +532,7 @@ impl<A: Application> Tendermint<A> {
     fn polka_of(&self, round: Round, block: BlockId) -> Option<PolkaCertificate> {
         let driver = self.driver.as_ref()?;
         let cert = driver.polka_certificate(round, &block)?;
-        let validators = self.engine.validators();
+        let validators = &self.validators;
         let mut signatures: Vec<CommitSignature> = cert
             .polka_signatures
             .iter()
@@ -551,6 +577,12 @@ impl<A: Application> Tendermint<A> {
         }
         for e in found {
             if self.evidence_seen.insert(e) {
+                let offence = e.offence();
+                if self.pending_evidence.len() < MAX_PENDING_EVIDENCE
+                    && self.pending_evidence.iter().all(|p| p.offence() != offence)
+                {
+                    self.pending_evidence.push_back(e);
+                }
                 out.push(Output::Evidence(e));
             }
         }
@@ -564,12 +596,29 @@ impl<A: Application> Tendermint<A> {
         now: Time,
     ) -> Result<ProposedBlock<P<A>>, TendermintError> {
         let timestamp = (now / 1_000_000).max(ledger.tip_header().timestamp);
-        let mut txs = Vec::new();
-        let mut bytes = 0;
+        let chain = self.engine.chain_id();
+        // Evidence this node gathered goes first, in transactions it signs.
+        let evidence_txs = self.evidence_txs(ledger);
+        let mut txs: Vec<Transaction<P<A>>> = evidence_txs.iter().map(|(t, _)| t.clone()).collect();
+        let mut bytes: usize = txs.iter().map(codec::body_len).sum();
+        let mut changes = Vec::new();
         for tx in &self.pool {
             let len = codec::body_len(tx);
             if txs.len() == self.max_block_txs || bytes + len > MAX_BLOCK_LEN - SEAL_ROOM {
                 break;
+            }
+            // Leave out what would make the block break the engine's body rules.
+            if let Some(change) = tx.body.payload.validator_change() {
+                changes.push(change);
+                if self.validators.apply(changes.iter().copied()).is_err() {
+                    changes.pop();
+                    continue;
+                }
+            }
+            if let Some(claim) = tx.body.payload.evidence() {
+                if check_evidence(&self.validators, chain, self.height, &claim).is_err() {
+                    continue;
+                }
             }
             bytes += len;
             txs.push(tx.clone());
@@ -577,13 +626,75 @@ impl<A: Application> Tendermint<A> {
         let mut template = ledger
             .build_template(txs, timestamp)
             .map_err(|e| TendermintError::Ledger(e.to_string()))?;
+        let mut first_refused_evidence = true;
         for (tx, _) in core::mem::take(&mut template.rejected) {
-            self.forget_tx(&tx.id());
+            let id = tx.id();
+            if let Some((_, offence)) = evidence_txs.iter().find(|(t, _)| t.id() == id) {
+                // The first refused one is refused for itself (already recorded); those after
+                // it for the nonce it left unused, and are made again next time.
+                if core::mem::take(&mut first_refused_evidence) {
+                    self.pending_evidence.retain(|e| e.offence() != *offence);
+                }
+            }
+            self.forget_tx(&id);
         }
         let block = template
             .seal(())
             .map_err(|e| TendermintError::Ledger(e.to_string()))?;
         Ok(ProposedBlock::new(block))
+    }
+
+    /// Transactions, signed by this node, recording the pending evidence that a block at the
+    /// current height may carry (each with the offence it records).
+    fn evidence_txs(
+        &mut self,
+        ledger: &Chain<TendermintConsensus, A>,
+    ) -> Vec<(Transaction<P<A>>, crate::hash::Digest)> {
+        let chain = self.engine.chain_id();
+        let state = ledger.state();
+        let mut nonce = state.next_nonce(&state.account_of_key(&self.me));
+        let mut txs = Vec::new();
+        let mut useless = Vec::new();
+        for e in self.pending_evidence.iter().take(MAX_EVIDENCE_PER_BLOCK) {
+            if e.height() >= self.height {
+                continue;
+            }
+            let encoded = codec::encode(e);
+            let claim = e.claim(&encoded);
+            let payload = match P::<A>::record_evidence(claim) {
+                Some(p) if check_evidence(&self.validators, chain, self.height, &claim).is_ok() => {
+                    p
+                }
+                _ => {
+                    useless.push(e.offence());
+                    continue;
+                }
+            };
+            txs.push((
+                Transaction::sign(&self.keypair, chain, nonce, payload),
+                e.offence(),
+            ));
+            nonce += 1;
+        }
+        self.pending_evidence
+            .retain(|e| !useless.contains(&e.offence()));
+        txs
+    }
+
+    /// Forgets pending evidence that the ledger's tip block recorded.
+    fn drop_recorded_evidence(&mut self, ledger: &Chain<TendermintConsensus, A>) {
+        if self.pending_evidence.is_empty() {
+            return;
+        }
+        let Ok(Some(block)) = ledger.block(&ledger.tip()) else {
+            return;
+        };
+        for tx in &block.txs {
+            if let Some(claim) = tx.body.payload.evidence() {
+                self.pending_evidence
+                    .retain(|e| e.offence() != claim.offence);
+            }
+        }
     }
 
     /// Whether `block` may be the next block of `ledger` at time `now`.
@@ -610,6 +721,13 @@ impl<A: Application> Tendermint<A> {
         {
             return Err("size".into());
         }
+        next_validators(
+            &self.validators,
+            self.engine.chain_id(),
+            h.height,
+            block.txs.iter().map(|t| &t.body.payload),
+        )
+        .map_err(|e| e.to_string())?;
         let template = ledger
             .build_template(block.txs.to_vec(), h.timestamp)
             .map_err(|e| e.to_string())?;
@@ -640,7 +758,14 @@ impl<A: Application> Tendermint<A> {
             seal: parent_seal.clone(),
             ..tip.clone()
         };
-        if copy.hash() != *parent_hash || self.engine.verify_commit(&copy).is_err() {
+        let same_sets = parent_seal.validators == tip.seal.validators
+            && parent_seal.next_validators == tip.seal.next_validators;
+        let certified = same_sets
+            && tip
+                .seal
+                .signing_set()
+                .is_ok_and(|set| self.engine.verify_commit_with(&copy, &set).is_ok());
+        if copy.hash() != *parent_hash || !certified {
             return (BlockIdCheck::Mismatch, None);
         }
         if ledger.header(parent_hash).is_some() {
@@ -689,7 +814,7 @@ impl<A: Application> Tendermint<A> {
         // Checks that need no state first: signatures, proposer, round bounds.
         match &message {
             Message::Vote(v) => {
-                v.verify(self.engine.validators(), chain)?;
+                v.verify(&self.validators, chain)?;
                 self.check_round(v.vote.round, height > self.height)?;
             }
             Message::Proposal { proposal, .. } => {
@@ -700,10 +825,8 @@ impl<A: Application> Tendermint<A> {
                         pol_round: pol,
                     });
                 }
-                proposal
-                    .signed_summary()
-                    .verify(self.engine.validators(), chain)?;
-                let expected = self.engine.validators().proposer(height, p.round).key();
+                proposal.signed_summary().verify(&self.validators, chain)?;
+                let expected = self.validators.proposer(height, p.round).key();
                 if expected != p.proposer {
                     return Err(TendermintError::WrongProposer {
                         height,
@@ -715,12 +838,13 @@ impl<A: Application> Tendermint<A> {
                 self.check_round(p.round, height > self.height)?;
             }
             Message::Polka(polka) => {
-                self.engine.verify_polka(polka)?;
+                self.engine.verify_polka(polka, &self.validators)?;
                 self.check_round(polka.round, height > self.height)?;
             }
             Message::Decided { block, .. } => {
                 if height == self.height && !self.decided {
-                    self.engine.verify_commit(&block.header)?;
+                    self.engine
+                        .verify_commit_with(&block.header, &self.validators)?;
                 }
             }
         }
@@ -748,7 +872,7 @@ impl<A: Application> Tendermint<A> {
         match message {
             Message::Vote(v) => self.apply(ledger, now, DInput::Vote(to_mvote(&v)), out),
             Message::Polka(polka) => {
-                let validators = self.engine.validators();
+                let validators = &self.validators;
                 let certificate = MPolka {
                     height: MHeight(polka.height),
                     round: Round::new(polka.round),

@@ -61,16 +61,18 @@ mod types;
 
 pub use engine::{
     Tendermint, TendermintConfig, Timeouts, Timer, TimerKind, MAX_BUFFERED_BYTES,
-    MAX_BUFFERED_MESSAGES, MAX_CHECKED_PROPOSALS, MAX_ROUND, MAX_ROUNDS_AHEAD,
+    MAX_BUFFERED_MESSAGES, MAX_CHECKED_PROPOSALS, MAX_EVIDENCE_PER_BLOCK, MAX_PENDING_EVIDENCE,
+    MAX_ROUND, MAX_ROUNDS_AHEAD,
 };
 pub use messages::{Message, MAX_MESSAGE_LEN};
 pub use seal::{
-    CommitSignature, Evidence, PolkaCertificate, TendermintConsensus, TendermintSeal,
-    MAX_FUTURE_DRIFT,
+    next_validators, CommitSignature, Evidence, PolkaCertificate, TendermintConsensus,
+    TendermintSeal, MAX_FUTURE_DRIFT,
 };
 pub use types::{
     block_id, BlockId, Proposal, ProposalSummary, ProposedBlock, SignedProposal, SignedSummary,
-    SignedVote, Validator, ValidatorSet, Vote, VoteKind, MAX_TOTAL_POWER, MAX_VALIDATORS,
+    SignedVote, Validator, ValidatorList, ValidatorSet, Vote, VoteKind, MAX_TOTAL_POWER,
+    MAX_VALIDATORS,
 };
 
 use crate::tx::PublicKey;
@@ -149,6 +151,21 @@ pub enum TendermintError {
         /// The height being agreed.
         current: u64,
     },
+    /// A seal names another signing set than its parent's seal gives its height.
+    #[error("the seal at height {height} names another validator set than its parent gives it")]
+    WrongValidators {
+        /// The block's height.
+        height: u64,
+    },
+    /// A seal's next validator set is not its signing set with the block's changes applied.
+    #[error("the seal at height {height} names the wrong validator set for the next height")]
+    WrongNextValidators {
+        /// The block's height.
+        height: u64,
+    },
+    /// Evidence a block records does not prove what its transaction claims.
+    #[error("invalid evidence: {0}")]
+    BadEvidence(String),
     /// Two messages offered as evidence do not conflict.
     #[error("the two messages do not conflict")]
     NotEvidence,
