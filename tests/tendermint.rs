@@ -9,10 +9,12 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
+use medledger::access::{AccessError, AccessOp};
 use medledger::chain::ChainError;
 use medledger::consensus::protocol::{Input, Output, Recipients, Time};
 use medledger::consensus::{ConsensusError, Protocol};
 use medledger::hash::Digest;
+use medledger::state::StateError;
 use medledger::tendermint::{
     block_id, BlockId, CommitSignature, Evidence, Message, ProposedBlock, SignedVote, Tendermint,
     TendermintConfig, TendermintConsensus, TendermintError, TendermintSeal, Timeouts, Timer,
@@ -40,9 +42,15 @@ fn validator_set() -> ValidatorSet {
     ValidatorSet::equal(validator_keys().iter().map(Keypair::public)).unwrap()
 }
 
+/// The consortium's health authority, which signs validator changes.
+fn authority() -> Keypair {
+    Keypair::from_seed(&[200; 32])
+}
+
 fn new_chain() -> TmChain {
     ChainBuilder::new(NAME, TendermintConsensus::new(NAME, validator_set()))
         .genesis_time(GENESIS)
+        .authority("Health Authority", authority().public())
         .build()
         .unwrap()
 }
@@ -123,8 +131,15 @@ struct Net {
 
 impl Net {
     fn new(seed: u64, behaviours: [Behaviour; 4], max_latency: Time) -> Self {
-        let nodes = validator_keys()
-            .into_iter()
+        Self::with_nodes(seed, behaviours.to_vec(), max_latency)
+    }
+
+    /// Nodes with keys 1, 2, …: the first four are the genesis validators, any further ones
+    /// start as observers.
+    fn with_nodes(seed: u64, behaviours: Vec<Behaviour>, max_latency: Time) -> Self {
+        let n = behaviours.len();
+        let nodes = (1..=n as u8)
+            .map(|i| Keypair::from_seed(&[i; 32]))
             .zip(behaviours)
             .enumerate()
             .map(|(i, (keypair, behaviour))| {
@@ -153,7 +168,7 @@ impl Net {
             evidence: Vec::new(),
             refused_appends: Vec::new(),
         };
-        for i in 0..4 {
+        for i in 0..n {
             net.input(i, Input::Start);
         }
         net
@@ -877,6 +892,270 @@ impl IntoVote for Message<Payload> {
         match self {
             Message::Vote(v) => v,
             _ => panic!("not a vote"),
+        }
+    }
+}
+
+// ----- validators from the chain -----
+
+fn set_validator(nonce: u64, key: PublicKey, power: u64) -> Transaction {
+    Transaction::sign(
+        &authority(),
+        chain_id(),
+        nonce,
+        Payload::Access(AccessOp::SetValidator { key, power }),
+    )
+}
+
+/// Whether `key` signed the seal of `header` (as a member of the set the seal names).
+fn signed_by(header: &medledger::block::Header<TendermintSeal>, key: &PublicKey) -> bool {
+    let set = header.seal.signing_set().unwrap();
+    let Some(index) = set.index_of(key) else {
+        return false;
+    };
+    header
+        .seal
+        .signatures
+        .iter()
+        .any(|s| usize::from(s.validator) == index)
+}
+
+fn height_of_change(chain: &TmChain) -> Option<u64> {
+    (1..=chain.height()).find(|h| chain.header_at(*h).unwrap().seal.next_validators.is_some())
+}
+
+#[test]
+fn validators_join_and_leave_through_authority_operations() {
+    let mut net = Net::with_nodes(11, vec![Behaviour::Honest; 5], 20_000);
+    let newcomer = Keypair::from_seed(&[5; 32]).public();
+    let leaver = Keypair::from_seed(&[1; 32]).public();
+    net.run(net.now + 10 * SECOND, 2);
+    assert!(!net.nodes[4].engine.is_validator());
+
+    // The authority adds a fifth validator.
+    net.offer(&[set_validator(0, newcomer, 1)]);
+    net.run(net.now + 10 * SECOND, net.min_height() + 3);
+    let chain = &net.nodes[0].chain;
+    let added = height_of_change(chain).unwrap_or_else(|| {
+        panic!(
+            "the change is in a block: heights {:?}, pools {:?}, refused {:?}",
+            heights(&net),
+            net.nodes
+                .iter()
+                .map(|n| n.engine.pool_len())
+                .collect::<Vec<_>>(),
+            net.refused_appends
+        )
+    });
+    assert_eq!(
+        chain
+            .header_at(added)
+            .unwrap()
+            .seal
+            .next_set()
+            .unwrap()
+            .len(),
+        5
+    );
+    net.run(net.now + 30 * SECOND, added + 6);
+    assert!(net.min_height() >= added + 6, "heights {:?}", heights(&net));
+    assert!(net.nodes[4].engine.is_validator());
+    assert_eq!(
+        net.nodes[4]
+            .chain
+            .state()
+            .access()
+            .validator_power(&newcomer),
+        Some(1)
+    );
+    // From the next height on, the set has five validators and the newcomer's precommits
+    // appear in seals; never before.
+    let chain = &net.nodes[0].chain;
+    for h in 1..=chain.height() {
+        let header = chain.header_at(h).unwrap();
+        let expected = if h > added { 5 } else { 4 };
+        assert_eq!(header.seal.validators.len(), expected, "height {h}");
+        if h <= added {
+            assert!(!signed_by(header, &newcomer));
+        }
+    }
+    assert!(
+        (added + 1..=chain.height()).any(|h| signed_by(chain.header_at(h).unwrap(), &newcomer)),
+        "the new validator signs"
+    );
+
+    // The authority removes the first validator; the chain goes on with four.
+    net.offer(&[set_validator(1, leaver, 0)]);
+    let before = net.min_height();
+    net.run(net.now + 10 * SECOND, before + 3);
+    net.run(net.now + 30 * SECOND, net.min_height() + 6);
+    let chain = &net.nodes[1].chain;
+    let removed = (added + 1..=chain.height())
+        .find(|h| chain.header_at(*h).unwrap().seal.next_validators.is_some())
+        .expect("the removal is in a block");
+    assert!(chain.height() >= removed + 5, "heights {:?}", heights(&net));
+    for h in removed + 1..=chain.height() {
+        let header = chain.header_at(h).unwrap();
+        assert_eq!(header.seal.validators.len(), 4, "height {h}");
+        assert!(header.seal.signing_set().unwrap().get(&leaver).is_none());
+        assert!(!signed_by(header, &leaver));
+    }
+    assert!(
+        !net.nodes[0].engine.is_validator(),
+        "the leaver only follows"
+    );
+    assert_eq!(net.violations(), Vec::<String>::new());
+    assert_eq!(net.refused_appends, Vec::<String>::new());
+}
+
+#[test]
+fn only_an_authority_may_change_the_validator_set() {
+    let mut chain = new_chain();
+    let stranger = Keypair::from_seed(&[66; 32]);
+    let newcomer = Keypair::from_seed(&[5; 32]).public();
+    let op = AccessOp::SetValidator {
+        key: newcomer,
+        power: 1,
+    };
+    let tx = Transaction::sign(&stranger, chain.chain_id(), 0, Payload::Access(op));
+    let template = chain.build_template(vec![tx], GENESIS + 1).unwrap();
+    assert_eq!(template.txs.len(), 0);
+    let (_, why) = &template.rejected[0];
+    assert!(
+        matches!(why, StateError::App(AccessError::NotRegistered(a)) if *a == stranger.account()),
+        "{why}"
+    );
+    // An authority may, but not with a weak key.
+    let weak = PublicKey::from_bytes([0; 32]);
+    let template = chain
+        .build_template(vec![set_validator(0, weak, 1)], GENESIS + 1)
+        .unwrap();
+    assert!(matches!(
+        template.rejected[0].1,
+        StateError::App(AccessError::BadKey(_))
+    ));
+}
+
+/// Block 1 adds a fifth validator, sealed by the genesis set.
+fn chain_with_five_validators() -> (TmChain, Keypair) {
+    let mut chain = new_chain();
+    let fifth = Keypair::from_seed(&[5; 32]);
+    let template = chain
+        .build_template(vec![set_validator(0, fifth.public(), 1)], GENESIS + 5)
+        .unwrap();
+    let block = template.seal(()).unwrap();
+    let id = block_id(&block.header);
+    let mut seal = seal_with(&sorted_votes(&indexed(), 1, 0, id)[..3], 0);
+    let five = validator_set().apply([(fifth.public(), 1)]).unwrap();
+
+    // A seal that ignores the change is refused.
+    assert_eq!(
+        refusal(&mut chain, sealed(&block, seal.clone())),
+        TendermintError::WrongNextValidators { height: 1 }
+    );
+    seal.next_validators = Some(five.to_list());
+    chain.append(sealed(&block, seal)).unwrap();
+    (chain, fifth)
+}
+
+#[test]
+fn after_a_change_only_the_new_set_can_seal() {
+    let (mut chain, fifth) = chain_with_five_validators();
+    let five = chain.tip_header().seal.next_set().unwrap();
+    assert_eq!(five.len(), 5);
+    let (block, id) = next_block(&mut chain, GENESIS + 10);
+
+    // The old set, even all four of it, under its own name: refused.
+    let old = seal_with(&sorted_votes(&indexed(), 2, 0, id), 0);
+    assert_eq!(
+        refusal(&mut chain, sealed(&block, old)),
+        TendermintError::WrongValidators { height: 2 }
+    );
+    // Three of the five: not a quorum of the new set.
+    let mut keys: Vec<(u16, Keypair)> = validator_keys()
+        .into_iter()
+        .chain([fifth])
+        .map(|k| (five.index_of(&k.public()).unwrap() as u16, k))
+        .collect();
+    keys.sort_by_key(|(i, _)| *i);
+    let votes = sorted_votes(&keys, 2, 0, id);
+    let mut seal = seal_with(&votes[..3], 0);
+    seal.validators = five.to_list();
+    assert_eq!(
+        refusal(&mut chain, sealed(&block, seal)),
+        TendermintError::InsufficientPower {
+            signed: 3,
+            total: 5
+        }
+    );
+    // Four of the five, including the newcomer: appended.
+    let mut seal = seal_with(&votes[1..], 0);
+    seal.validators = five.to_list();
+    chain.append(sealed(&block, seal)).unwrap();
+    assert_eq!(chain.height(), 2);
+}
+
+#[test]
+fn a_block_recording_invalid_evidence_is_refused() {
+    let mut chain = new_chain();
+    let submitter = Keypair::from_seed(&[70; 32]);
+    let offender = validator_keys()[0].public();
+    let op = AccessOp::RecordEvidence {
+        offender,
+        offence: Digest::from_bytes([1; 32]),
+        evidence: vec![1, 2, 3].try_into().unwrap(),
+    };
+    let tx = Transaction::sign(&submitter, chain.chain_id(), 0, Payload::Access(op));
+    let template = chain.build_template(vec![tx], GENESIS + 5).unwrap();
+    assert!(template.rejected.is_empty(), "the application keeps it");
+    let block = template.seal(()).unwrap();
+    let id = block_id(&block.header);
+    let seal = seal_with(&sorted_votes(&indexed(), 1, 0, id)[..3], 0);
+    assert!(matches!(
+        refusal(&mut chain, sealed(&block, seal)),
+        TendermintError::BadEvidence(_)
+    ));
+}
+
+#[test]
+fn evidence_of_double_signing_is_recorded_on_chain_once_per_offence() {
+    let mut behaviours = [Behaviour::Honest; 4];
+    behaviours[0] = Behaviour::Equivocator;
+    let mut net = Net::new(7, behaviours, 20_000);
+    net.run(net.now + 60 * SECOND, 24);
+    assert!(net.min_height() >= 24, "heights {:?}", heights(&net));
+    assert_eq!(net.violations(), Vec::<String>::new());
+    assert_eq!(net.refused_appends, Vec::<String>::new());
+    let offender = net.nodes[0].keypair.public();
+    let engine = TendermintConsensus::new(NAME, validator_set());
+    for node in net.honest() {
+        let chain = &node.chain;
+        let records = chain.state().access().evidence_against(&offender);
+        assert!(!records.is_empty(), "evidence reached the chain");
+        // Exactly once per offence: as many recording transactions on chain as records.
+        let on_chain = (1..=chain.height())
+            .flat_map(|h| {
+                chain
+                    .block(&chain.hash_at(h).unwrap())
+                    .unwrap()
+                    .unwrap()
+                    .txs
+                    .to_vec()
+            })
+            .filter(|t| {
+                matches!(
+                    t.body.payload,
+                    Payload::Access(AccessOp::RecordEvidence { .. })
+                )
+            })
+            .count();
+        assert_eq!(on_chain, records.len());
+        let mut offences = std::collections::BTreeSet::new();
+        for r in records {
+            let e: Evidence = medledger::codec::decode(&r.evidence).unwrap();
+            assert_eq!(e.verify(&engine), Ok(offender));
+            assert_eq!(e.offence(), r.offence);
+            assert!(offences.insert(r.offence), "one record per offence");
         }
     }
 }
