@@ -165,7 +165,11 @@ type SealedBlock<A> = Block<TendermintSeal, P<A>>;
 /// * a proposed block is valid when it extends the chain's tip, its time is not before its
 ///   parent's nor too far ahead, and executing its transactions on the tip's state gives its
 ///   roots with none refused;
-/// * when proposing, it builds the block from the transactions offered to it;
+/// * the validator set of each height is read from the ledger's tip (the set the tip's seal
+///   names for the next height), so validators join and leave through the chain;
+/// * when proposing, it builds the block from the evidence it gathered (see the
+///   [module](super) on evidence) and the transactions offered to it, leaving out what would
+///   break the body rules (a validator change leaving no valid set, invalid evidence);
 /// * on a decision it seals the block with the precommits it holds and outputs it to append.
 ///
 /// **Seals differ, decisions do not.** Each validator seals a decided block with the precommits

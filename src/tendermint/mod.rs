@@ -14,7 +14,8 @@
 //! * [`TendermintConsensus`] is the stateless [`Consensus`](crate::consensus::Consensus) check of
 //!   what the engine produced: a block's [`TendermintSeal`] is its commit certificate, the
 //!   precommits of more than two thirds of the voting power for that block, round, height and
-//!   chain. A light client verifies a header with the validator set alone.
+//!   chain, with the validator sets around it. A light client verifies a header with the
+//!   validator set of its height alone.
 //!
 //! # Assumptions
 //!
@@ -28,10 +29,53 @@
 //!
 //! # Validators
 //!
-//! The [`ValidatorSet`] (each hospital's Ed25519 key and voting power) is fixed when the chain
-//! is built: the same set in every validator's and every verifier's [`TendermintConsensus`].
-//! Changing it through registrar operations on chain is not yet supported.
+//! The validator set of height 1 (each hospital's Ed25519 key and voting power) is the
+//! genesis configuration given to [`TendermintConsensus`]. After that the set comes from the
+//! chain:
 //!
+//! * **Joining and leaving.** A consortium authority signs
+//!   [`AccessOp::SetValidator`](crate::access::AccessOp::SetValidator)` { key, power }`; power 0
+//!   removes the key. MedRec refuses it from anyone but an authority. The engine does not read
+//!   the application's state to learn of it: the payload says what it does
+//!   ([`AppPayload::validator_change`](crate::tx::AppPayload::validator_change)), so the
+//!   consensus sees each block's changes in the block itself.
+//! * **From the next height on.** The changes in block `h` (applied in transaction order,
+//!   [`ValidatorSet::apply`]) give the set of `h + 1`. Block `h`'s [`TendermintSeal`] carries the
+//!   set that signed it and, if the block changes it, the next set. The chain checks, with the
+//!   header, that the signing set is the one the parent's seal names for this height (the
+//!   genesis seal names the genesis set) and, with the body, that the next set is the signing
+//!   set with the block's changes applied. So a seal signed by an old set after a change is
+//!   refused, and a light client follows the set from seal to seal, checking each commit with
+//!   [`TendermintConsensus::verify_commit_with`]. (The sets in a seal are not under the
+//!   precommits' signatures; they are determined by the chain, and a client that skips bodies
+//!   must take the next set from the seal on the strength of the commit of the block that
+//!   carries it.)
+//! * **Bounds.** A set holds 1 to [`MAX_VALIDATORS`] validators with a total voting power of
+//!   at most [`MAX_TOTAL_POWER`]; a block whose changes would break this is invalid, and a
+//!   proposer leaves such a transaction out of its block.
+//! * **The engine.** [`Tendermint`] reads the set of the height it agrees on from the ledger's
+//!   tip at each height: a validator added at `h` proposes and votes from `h + 1`, a removed one
+//!   no longer counts (and its node follows the chain as an observer).
+//!
+//! # Evidence
+//!
+//! The engine reports double signing as [`Evidence`] ([`Output::Evidence`]) and, unless the
+//! application does not record evidence ([`AppPayload::record_evidence`]), keeps it (at most
+//! [`MAX_PENDING_EVIDENCE`]) to put it on chain itself: each block it proposes records up to
+//! [`MAX_EVIDENCE_PER_BLOCK`] pieces in transactions signed by its key (for MedRec,
+//! [`AccessOp::RecordEvidence`](crate::access::AccessOp::RecordEvidence)). Its key should sign
+//! nothing else, so that the nonces it picks are free. The chain checks the evidence in a block
+//! against the block's signing set ([`TendermintConsensus`]'s body rule): it must decode, be of
+//! an earlier height, convict a current validator with its own signatures, and name that
+//! offender and its [`Evidence::offence`]. MedRec keeps one record per offence
+//! ([`AccessState::evidence_against`](crate::access::AccessState::evidence_against)); a second
+//! transaction for an offence already recorded is refused, and dropped from proposals. Anyone
+//! may submit evidence the same way; a node's driver may also do so with what
+//! [`Output::Evidence`] gives it.
+//!
+//! [`Output::Evidence`]: crate::consensus::protocol::Output::Evidence
+//! [`AppPayload::record_evidence`]: crate::tx::AppPayload::record_evidence
+
 //! # Finality
 //!
 //! Every certified block adds the same [`Work`](crate::consensus::Work), so a branch competing
@@ -50,6 +94,8 @@
 //!     .max_reorg_depth(0)
 //!     .build()?;
 //! assert_eq!(chain.engine().validators().len(), 4);
+//! // The genesis seal names the set of height 1.
+//! assert_eq!(chain.tip_header().seal.next_set()?.len(), 4);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -171,8 +171,10 @@ pub struct PolkaCertificate {
 /// [`max_reorg_depth(0)`](crate::chain::ChainBuilder::max_reorg_depth) to refuse even that:
 /// a certified block is then never reverted, whatever the validators sign later.
 ///
-/// A light client verifies a header with this type alone
-/// ([`verify_commit`](Self::verify_commit)): no ancestors, no state.
+/// A light client verifies a header with this type and the validator set of its height
+/// ([`verify_commit_with`](Self::verify_commit_with)): no ancestors, no state. The set of
+/// height 1 is the genesis set ([`validators`](Self::validators)); each seal names the next
+/// height's (see [`TendermintSeal`]).
 #[derive(Clone, Debug)]
 pub struct TendermintConsensus {
     chain: ChainId,
