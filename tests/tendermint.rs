@@ -14,6 +14,7 @@ use medledger::chain::ChainError;
 use medledger::consensus::protocol::{Input, Output, Recipients, Time};
 use medledger::consensus::{ConsensusError, Protocol};
 use medledger::hash::Digest;
+use medledger::ledger::LedgerError;
 use medledger::state::StateError;
 use medledger::tendermint::{
     block_id, BlockId, CommitSignature, Evidence, Message, ProposedBlock, SignedVote, Tendermint,
@@ -32,6 +33,7 @@ const SECOND: Time = 1_000_000;
 
 type Engine = Tendermint<MedRec>;
 type TmChain = Chain<TendermintConsensus>;
+type TmLedger = medledger::ledger::Ledger<TendermintConsensus, MedRec>;
 type TmBlock = Block<TendermintSeal>;
 
 fn validator_keys() -> Vec<Keypair> {
@@ -53,6 +55,10 @@ fn new_chain() -> TmChain {
         .authority("Health Authority", authority().public())
         .build()
         .unwrap()
+}
+
+fn new_ledger() -> TmLedger {
+    TmLedger::new(new_chain()).unwrap()
 }
 
 fn fast_timeouts() -> Timeouts {
@@ -104,9 +110,15 @@ enum Event {
     },
 }
 
+impl Node {
+    fn chain(&self) -> &TmChain {
+        self.ledger.chain()
+    }
+}
+
 struct Node {
     engine: Engine,
-    chain: TmChain,
+    ledger: TmLedger,
     keypair: Keypair,
     behaviour: Behaviour,
     crashed: bool,
@@ -147,7 +159,7 @@ impl Net {
                 config.timeouts = fast_timeouts();
                 Node {
                     engine: Engine::new(TendermintConsensus::new(NAME, validator_set()), config),
-                    chain: new_chain(),
+                    ledger: new_ledger(),
                     keypair,
                     behaviour,
                     crashed: behaviour == Behaviour::Silent,
@@ -193,7 +205,7 @@ impl Net {
             return;
         }
         let node = &mut self.nodes[i];
-        let outputs = match node.engine.handle(&mut node.chain, self.now, input) {
+        let outputs = match node.engine.handle(&mut node.ledger, self.now, input) {
             Ok(o) => o,
             // A refused input changes nothing; the network carries on.
             Err(_) => return,
@@ -210,9 +222,9 @@ impl Net {
                 }
                 Output::Append(block) => {
                     let node = &mut self.nodes[i];
-                    match node.chain.append(block) {
+                    match node.ledger.append(block) {
                         Ok(_) => self.input(i, Input::Appended),
-                        Err(ChainError::AlreadyKnown(_)) => {}
+                        Err(LedgerError::Chain(ChainError::AlreadyKnown(_))) => {}
                         Err(e) => self.refused_appends.push(format!("node {i}: {e}")),
                     }
                 }
@@ -253,7 +265,7 @@ impl Net {
     /// proposal of the same transactions one second later.
     fn twin(&self, from: usize, message: &Message<Payload>) -> Option<Message<Payload>> {
         let key = &self.nodes[from].keypair;
-        let chain = self.nodes[from].chain.chain_id();
+        let chain = self.nodes[from].chain().chain_id();
         match message {
             Message::Vote(v) => {
                 let mut vote = v.vote;
@@ -310,7 +322,7 @@ impl Net {
 
     /// Runs until virtual time `until` (or until every honest node reaches `height`).
     fn run(&mut self, until: Time, height: u64) {
-        while self.now < until && self.honest().any(|n| n.chain.height() < height) {
+        while self.now < until && self.honest().any(|n| n.chain().height() < height) {
             if !self.step() {
                 break;
             }
@@ -324,7 +336,7 @@ impl Net {
     }
 
     fn min_height(&self) -> u64 {
-        self.honest().map(|n| n.chain.height()).min().unwrap()
+        self.honest().map(|n| n.chain().height()).min().unwrap()
     }
 
     /// Agreement violations among honest nodes: heights where two of them hold blocks with
@@ -334,11 +346,11 @@ impl Net {
         let mut out = Vec::new();
         for (a, na) in honest.iter().enumerate() {
             for nb in &honest[a + 1..] {
-                let top = na.chain.height().min(nb.chain.height());
+                let top = na.chain().height().min(nb.chain().height());
                 for h in 1..=top {
                     let (ha, hb) = (
-                        na.chain.header_at(h).unwrap(),
-                        nb.chain.header_at(h).unwrap(),
+                        na.chain().header_at(h).unwrap(),
+                        nb.chain().header_at(h).unwrap(),
                     );
                     if block_id(ha) != block_id(hb) || (h < top && ha.hash() != hb.hash()) {
                         out.push(format!("height {h}: {} vs {}", ha.hash(), hb.hash()));
@@ -350,7 +362,7 @@ impl Net {
     }
 
     fn committed_txs(&self, node: usize) -> usize {
-        let chain = &self.nodes[node].chain;
+        let chain = &self.nodes[node].chain();
         (1..=chain.height())
             .map(|h| chain.header_at(h).unwrap().tx_count as usize)
             .sum()
@@ -370,7 +382,7 @@ fn four_honest_validators_finalise_identical_chains_with_every_offered_transacti
     for i in 0..4 {
         assert_eq!(net.committed_txs(i), txs.len(), "node {i}");
         // Each block carries the certificate that the chain checked on append.
-        let chain = &net.nodes[i].chain;
+        let chain = &net.nodes[i].chain();
         let engine = chain.engine();
         for h in 1..=chain.height() {
             engine.verify_commit(chain.header_at(h).unwrap()).unwrap();
@@ -379,7 +391,7 @@ fn four_honest_validators_finalise_identical_chains_with_every_offered_transacti
 }
 
 fn heights(net: &Net) -> Vec<u64> {
-    net.nodes.iter().map(|n| n.chain.height()).collect()
+    net.nodes.iter().map(|n| n.chain().height()).collect()
 }
 
 #[test]
@@ -388,7 +400,9 @@ fn runs_are_deterministic() {
         let mut net = Net::new(9, [Behaviour::Honest; 4], 30_000);
         net.offer(&client_txs(8));
         net.run(net.now + 10 * SECOND, 4);
-        (0..4).map(|i| net.nodes[i].chain.tip()).collect::<Vec<_>>()
+        (0..4)
+            .map(|i| net.nodes[i].chain().tip())
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
 }
@@ -691,7 +705,7 @@ fn untrusted_message_bytes_decode_to_errors_never_panics() {
     let mut net = Net::new(2, [Behaviour::Honest; 4], 10_000);
     net.offer(&client_txs(4));
     net.run(net.now + 5 * SECOND, 2);
-    let chain = &net.nodes[0].chain;
+    let chain = &net.nodes[0].chain();
     let samples = vec![
         Engine::encode_message(&Message::Vote(precommit(
             &validator_keys()[0],
@@ -726,11 +740,11 @@ fn untrusted_message_bytes_decode_to_errors_never_panics() {
     }
 }
 
-fn started() -> (Engine, TmChain) {
+fn started() -> (Engine, TmLedger) {
     let mut config = TendermintConfig::new(Keypair::from_seed(&[2; 32]));
     config.timeouts = fast_timeouts();
     let mut engine = Engine::new(TendermintConsensus::new(NAME, validator_set()), config);
-    let mut chain = new_chain();
+    let mut chain = new_ledger();
     engine
         .handle(&mut chain, GENESIS * SECOND, Input::Start)
         .unwrap();
@@ -739,7 +753,7 @@ fn started() -> (Engine, TmChain) {
 
 fn deliver(
     engine: &mut Engine,
-    chain: &mut TmChain,
+    chain: &mut TmLedger,
     from: PublicKey,
     message: Message<Payload>,
 ) -> Result<(), TendermintError> {
@@ -827,7 +841,11 @@ fn a_proposal_from_anyone_but_the_rounds_proposer_is_refused() {
         .into_iter()
         .find(|k| k.public() != proposer)
         .unwrap();
-    let (block, _) = next_block(&mut chain, GENESIS + 1);
+    let block = chain
+        .build_template(client_txs(2), GENESIS + 1)
+        .unwrap()
+        .seal(())
+        .unwrap();
     let proposal = medledger::tendermint::Proposal {
         round: 0,
         pol_round: None,
@@ -868,7 +886,7 @@ fn offered_transactions_with_bad_signatures_are_refused_whole() {
         )
         .unwrap_err();
     assert!(matches!(err, TendermintError::Transaction(_)), "{err}");
-    assert_eq!(engine.pool_len(), 0);
+    assert_eq!(chain.pending(), 0);
     engine
         .handle(
             &mut chain,
@@ -876,7 +894,7 @@ fn offered_transactions_with_bad_signatures_are_refused_whole() {
             Input::Transactions(client_txs(3)),
         )
         .unwrap();
-    assert_eq!(engine.pool_len(), 3);
+    assert_eq!(chain.pending(), 3);
 }
 
 fn chain_id() -> medledger::hash::ChainId {
@@ -935,14 +953,14 @@ fn validators_join_and_leave_through_authority_operations() {
     // The authority adds a fifth validator.
     net.offer(&[set_validator(0, newcomer, 1)]);
     net.run(net.now + 10 * SECOND, net.min_height() + 3);
-    let chain = &net.nodes[0].chain;
+    let chain = &net.nodes[0].chain();
     let added = height_of_change(chain).unwrap_or_else(|| {
         panic!(
             "the change is in a block: heights {:?}, pools {:?}, refused {:?}",
             heights(&net),
             net.nodes
                 .iter()
-                .map(|n| n.engine.pool_len())
+                .map(|n| n.ledger.pending())
                 .collect::<Vec<_>>(),
             net.refused_appends
         )
@@ -962,7 +980,7 @@ fn validators_join_and_leave_through_authority_operations() {
     assert!(net.nodes[4].engine.is_validator());
     assert_eq!(
         net.nodes[4]
-            .chain
+            .chain()
             .state()
             .access()
             .validator_power(&newcomer),
@@ -970,7 +988,7 @@ fn validators_join_and_leave_through_authority_operations() {
     );
     // From the next height on, the set has five validators and the newcomer's precommits
     // appear in seals; never before.
-    let chain = &net.nodes[0].chain;
+    let chain = &net.nodes[0].chain();
     for h in 1..=chain.height() {
         let header = chain.header_at(h).unwrap();
         let expected = if h > added { 5 } else { 4 };
@@ -989,7 +1007,7 @@ fn validators_join_and_leave_through_authority_operations() {
     let before = net.min_height();
     net.run(net.now + 10 * SECOND, before + 3);
     net.run(net.now + 30 * SECOND, net.min_height() + 6);
-    let chain = &net.nodes[1].chain;
+    let chain = &net.nodes[1].chain();
     let removed = (added + 1..=chain.height())
         .find(|h| chain.header_at(*h).unwrap().seal.next_validators.is_some())
         .expect("the removal is in a block");
@@ -1129,7 +1147,7 @@ fn evidence_of_double_signing_is_recorded_on_chain_once_per_offence() {
     let offender = net.nodes[0].keypair.public();
     let engine = TendermintConsensus::new(NAME, validator_set());
     for node in net.honest() {
-        let chain = &node.chain;
+        let chain = &node.chain();
         let records = chain.state().access().evidence_against(&offender);
         assert!(!records.is_empty(), "evidence reached the chain");
         // Exactly once per offence: as many recording transactions on chain as records.

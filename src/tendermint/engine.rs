@@ -1,6 +1,6 @@
 //! The Tendermint engine: Malachite's driver behind the crate's [`Protocol`] interface.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use malachitebft_core_driver::{Driver, Input as DInput, Output as DOutput, ThresholdParams};
@@ -23,11 +23,10 @@ use super::types::{
 use super::TendermintError;
 use crate::app::Application;
 use crate::block::{Block, Header, HEADER_VERSION, MAX_BLOCK_LEN};
-use crate::chain::Chain;
 use crate::codec;
 use crate::consensus::protocol::Time;
 use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
-use crate::hash::TxId;
+use crate::ledger::Ledger;
 use crate::tx::{self, AppPayload as _, Keypair, PublicKey, Transaction};
 
 /// The highest round a message may name (rounds beyond it would overflow the round counter).
@@ -42,10 +41,6 @@ pub const MAX_BUFFERED_BYTES: usize = 64 << 20;
 /// The most distinct proposed blocks checked per height; further ones (only a Byzantine
 /// proposer sends more than one per round) count as invalid without being executed.
 pub const MAX_CHECKED_PROPOSALS: usize = 256;
-/// The most pieces of evidence a node keeps until its proposals put them on chain.
-pub const MAX_PENDING_EVIDENCE: usize = 64;
-/// The most evidence transactions a node puts in one block it proposes.
-pub const MAX_EVIDENCE_PER_BLOCK: usize = 16;
 /// Room left in a proposed block for the header and the largest commit certificate.
 const SEAL_ROOM: usize = 128 * 1024;
 
@@ -132,8 +127,6 @@ pub struct TendermintConfig {
     pub timeouts: Timeouts,
     /// The most transactions the node puts in a block it proposes.
     pub max_block_txs: usize,
-    /// The most offered transactions it keeps.
-    pub max_pool_txs: usize,
 }
 
 impl TendermintConfig {
@@ -143,7 +136,6 @@ impl TendermintConfig {
             keypair,
             timeouts: Timeouts::default(),
             max_block_txs: 4096,
-            max_pool_txs: 1 << 16,
         }
     }
 }
@@ -155,7 +147,8 @@ type SealedBlock<A> = Block<TendermintSeal, P<A>>;
 /// A Tendermint validator (or, with a key outside the validator set, an observer that follows
 /// the votes and appends decided blocks without signing anything).
 ///
-/// It implements [`Protocol`] over a [`Chain`] run by [`TendermintConsensus`]; see the
+/// It implements [`Protocol`] over a [`Ledger`] (a chain run by [`TendermintConsensus`] and its
+/// transaction pool); see the
 /// [protocol module](crate::consensus::protocol) for how to drive it. Malachite's driver decides;
 /// the engine feeds it checked inputs and carries out its outputs:
 ///
@@ -187,16 +180,12 @@ pub struct Tendermint<A: Application> {
     me: PublicKey,
     is_validator: bool,
     validators: ValidatorSet,
-    pending_evidence: VecDeque<Evidence>,
     timeouts: LinearTimeouts,
     rebroadcast: u64,
     max_block_txs: usize,
-    max_pool_txs: usize,
     driver: Option<Driver<Ctx<P<A>>>>,
     height: u64,
     decided: bool,
-    pool: VecDeque<Transaction<P<A>>>,
-    pool_ids: HashSet<TxId>,
     validity: HashMap<BlockId, Validity>,
     last_prevote: Option<SignedVote>,
     last_precommit: Option<SignedVote>,
@@ -216,7 +205,6 @@ impl<A: Application> core::fmt::Debug for Tendermint<A> {
             .field("height", &self.height)
             .field("round", &self.round())
             .field("decided", &self.decided)
-            .field("pool", &self.pool.len())
             .finish_non_exhaustive()
     }
 }
@@ -228,19 +216,15 @@ impl<A: Application> Tendermint<A> {
         Self {
             is_validator: engine.validators().get(&me).is_some(),
             validators: engine.validators().clone(),
-            pending_evidence: VecDeque::new(),
             engine,
             keypair: config.keypair,
             me,
             timeouts: config.timeouts.linear(),
             rebroadcast: config.timeouts.rebroadcast,
             max_block_txs: config.max_block_txs,
-            max_pool_txs: config.max_pool_txs,
             driver: None,
             height: 0,
             decided: false,
-            pool: VecDeque::new(),
-            pool_ids: HashSet::new(),
             validity: HashMap::new(),
             last_prevote: None,
             last_precommit: None,
@@ -277,17 +261,9 @@ impl<A: Application> Tendermint<A> {
     pub fn is_decided(&self) -> bool {
         self.decided
     }
-    /// How many offered transactions wait for a block.
-    pub fn pool_len(&self) -> usize {
-        self.pool.len()
-    }
     /// The validator set of the height being agreed (read from the ledger's tip).
     pub fn validators(&self) -> &ValidatorSet {
         &self.validators
-    }
-    /// How many pieces of evidence wait to be put on chain by this node's next proposals.
-    pub fn pending_evidence(&self) -> usize {
-        self.pending_evidence.len()
     }
     /// The engine's [`TendermintConsensus`].
     pub fn consensus(&self) -> &TendermintConsensus {
@@ -302,7 +278,7 @@ impl<A: Application> Tendermint<A> {
 
     fn sync_to_ledger(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         out: &mut TmOutputs<A>,
     ) -> Result<(), TendermintError> {
@@ -312,7 +288,7 @@ impl<A: Application> Tendermint<A> {
                 engine: self.engine.chain_id(),
             });
         }
-        let next = ledger.height() + 1;
+        let next = ledger.chain().height() + 1;
         if self.driver.is_some() && next <= self.height {
             return Ok(());
         }
@@ -320,9 +296,8 @@ impl<A: Application> Tendermint<A> {
         self.decided = false;
         self.validity.clear();
         self.evidence_seen.clear();
-        self.prune_pool(ledger);
-        self.drop_recorded_evidence(ledger);
         let validators = ledger
+            .chain()
             .tip_header()
             .seal
             .next_set()
@@ -403,7 +378,7 @@ impl<A: Application> Tendermint<A> {
 
     fn apply(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         input: DInput<Ctx<P<A>>>,
         out: &mut TmOutputs<A>,
@@ -414,7 +389,7 @@ impl<A: Application> Tendermint<A> {
         let Ok(outputs) = self.driver()?.process(input) else {
             return Ok(());
         };
-        self.collect_evidence(out);
+        self.collect_evidence(ledger, out);
         for o in outputs {
             if self.decided {
                 break;
@@ -426,7 +401,7 @@ impl<A: Application> Tendermint<A> {
 
     fn on_driver_output(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         output: DOutput<Ctx<P<A>>>,
         out: &mut TmOutputs<A>,
@@ -444,7 +419,7 @@ impl<A: Application> Tendermint<A> {
                     return Ok(());
                 }
                 let signed = proposal.proposal.sign(&self.keypair, chain);
-                let parent_seal = ledger.tip_header().seal.clone();
+                let parent_seal = ledger.chain().tip_header().seal.clone();
                 self.validity
                     .insert(signed.proposal.block.id(), Validity::Valid);
                 self.own_proposal = Some((signed.clone(), parent_seal.clone()));
@@ -558,7 +533,11 @@ impl<A: Application> Tendermint<A> {
         })
     }
 
-    fn collect_evidence(&mut self, out: &mut TmOutputs<A>) {
+    fn collect_evidence(
+        &mut self,
+        ledger: &mut Ledger<TendermintConsensus, A>,
+        out: &mut TmOutputs<A>,
+    ) {
         let Some(driver) = self.driver.as_mut() else {
             return;
         };
@@ -581,12 +560,7 @@ impl<A: Application> Tendermint<A> {
         }
         for e in found {
             if self.evidence_seen.insert(e) {
-                let offence = e.offence();
-                if self.pending_evidence.len() < MAX_PENDING_EVIDENCE
-                    && self.pending_evidence.iter().all(|p| p.offence() != offence)
-                {
-                    self.pending_evidence.push_back(e);
-                }
+                self.submit_evidence(ledger, &e);
                 out.push(Output::Evidence(e));
             }
         }
@@ -596,22 +570,21 @@ impl<A: Application> Tendermint<A> {
 
     fn build_proposal(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
     ) -> Result<ProposedBlock<P<A>>, TendermintError> {
-        let timestamp = (now / 1_000_000).max(ledger.tip_header().timestamp);
+        let timestamp = (now / 1_000_000).max(ledger.chain().tip_header().timestamp);
         let chain = self.engine.chain_id();
-        // Evidence this node gathered goes first, in transactions it signs.
-        let evidence_txs = self.evidence_txs(ledger);
-        let mut txs: Vec<Transaction<P<A>>> = evidence_txs.iter().map(|(t, _)| t.clone()).collect();
-        let mut bytes: usize = txs.iter().map(codec::body_len).sum();
+        let mut txs: Vec<Transaction<P<A>>> = Vec::new();
+        let mut bytes = 0;
         let mut changes = Vec::new();
-        for tx in &self.pool {
+        // The ledger's pool, in its order; what would make the block break the engine's body
+        // rules is left out.
+        for tx in ledger.pending_txs() {
             let len = codec::body_len(tx);
             if txs.len() == self.max_block_txs || bytes + len > MAX_BLOCK_LEN - SEAL_ROOM {
                 break;
             }
-            // Leave out what would make the block break the engine's body rules.
             if let Some(change) = tx.body.payload.validator_change() {
                 changes.push(change);
                 if self.validators.apply(changes.iter().copied()).is_err() {
@@ -627,91 +600,49 @@ impl<A: Application> Tendermint<A> {
             bytes += len;
             txs.push(tx.clone());
         }
-        let mut template = ledger
+        let template = ledger
             .build_template(txs, timestamp)
             .map_err(|e| TendermintError::Ledger(e.to_string()))?;
-        let mut first_refused_evidence = true;
-        for (tx, _) in core::mem::take(&mut template.rejected) {
-            let id = tx.id();
-            if let Some((_, offence)) = evidence_txs.iter().find(|(t, _)| t.id() == id) {
-                // The first refused one is refused for itself (already recorded); those after
-                // it for the nonce it left unused, and are made again next time.
-                if core::mem::take(&mut first_refused_evidence) {
-                    self.pending_evidence.retain(|e| e.offence() != *offence);
-                }
-            }
-            self.forget_tx(&id);
-        }
         let block = template
             .seal(())
             .map_err(|e| TendermintError::Ledger(e.to_string()))?;
         Ok(ProposedBlock::new(block))
     }
 
-    /// Transactions, signed by this node, recording the pending evidence that a block at the
-    /// current height may carry (each with the offence it records).
-    fn evidence_txs(
-        &mut self,
-        ledger: &Chain<TendermintConsensus, A>,
-    ) -> Vec<(Transaction<P<A>>, crate::hash::Digest)> {
-        let chain = self.engine.chain_id();
-        let state = ledger.state();
-        let mut nonce = state.next_nonce(&state.account_of_key(&self.me));
-        let mut txs = Vec::new();
-        let mut useless = Vec::new();
-        for e in self.pending_evidence.iter().take(MAX_EVIDENCE_PER_BLOCK) {
-            if e.height() >= self.height {
-                continue;
-            }
-            let encoded = codec::encode(e);
-            let claim = e.claim(&encoded);
-            let payload = match P::<A>::record_evidence(claim) {
-                Some(p) if check_evidence(&self.validators, chain, self.height, &claim).is_ok() => {
-                    p
-                }
-                _ => {
-                    useless.push(e.offence());
-                    continue;
-                }
-            };
-            txs.push((
-                Transaction::sign(&self.keypair, chain, nonce, payload),
-                e.offence(),
-            ));
-            nonce += 1;
-        }
-        self.pending_evidence
-            .retain(|e| !useless.contains(&e.offence()));
-        txs
-    }
-
-    /// Forgets pending evidence that the ledger's tip block recorded.
-    fn drop_recorded_evidence(&mut self, ledger: &Chain<TendermintConsensus, A>) {
-        if self.pending_evidence.is_empty() {
-            return;
-        }
-        let Ok(Some(block)) = ledger.block(&ledger.tip()) else {
+    /// Puts `evidence` in the ledger's pool, in a transaction this node signs (if the
+    /// application records evidence). A refusal (the offence is already recorded or pending,
+    /// the pool is full) leaves it to the other nodes that saw it.
+    fn submit_evidence(&self, ledger: &mut Ledger<TendermintConsensus, A>, evidence: &Evidence) {
+        let encoded = codec::encode(evidence);
+        let claim = evidence.claim(&encoded);
+        let Some(payload) = P::<A>::record_evidence(claim) else {
             return;
         };
-        for tx in &block.txs {
-            if let Some(claim) = tx.body.payload.evidence() {
-                self.pending_evidence
-                    .retain(|e| e.offence() != claim.offence);
-            }
+        if check_evidence(
+            &self.validators,
+            self.engine.chain_id(),
+            self.height,
+            &claim,
+        )
+        .is_err()
+        {
+            return;
         }
+        let tx = ledger.sign(&self.keypair, payload);
+        let _ = ledger.submit(tx);
     }
 
     /// Whether `block` may be the next block of `ledger` at time `now`.
     fn check_block(
         &self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         block: &Block<(), P<A>>,
         parent: BlockIdCheck,
     ) -> Result<(), String> {
         let h = &block.header;
-        let tip = ledger.tip_header().clone();
-        if h.version != HEADER_VERSION || h.height != ledger.height() + 1 {
+        let tip = ledger.chain().tip_header().clone();
+        if h.version != HEADER_VERSION || h.height != ledger.chain().height() + 1 {
             return Err(format!("version {} height {}", h.version, h.height));
         }
         if let BlockIdCheck::Mismatch = parent {
@@ -750,14 +681,14 @@ impl<A: Application> Tendermint<A> {
     /// append beside the ledger's own.
     fn parent_copy(
         &self,
-        ledger: &Chain<TendermintConsensus, A>,
+        ledger: &Ledger<TendermintConsensus, A>,
         parent_hash: &crate::hash::BlockHash,
         parent_seal: &TendermintSeal,
     ) -> (BlockIdCheck, Option<SealedBlock<A>>) {
-        if *parent_hash == ledger.tip() {
+        if *parent_hash == ledger.chain().tip() {
             return (BlockIdCheck::Tip, None);
         }
-        let tip = ledger.tip_header();
+        let tip = ledger.chain().tip_header();
         let copy = Header {
             seal: parent_seal.clone(),
             ..tip.clone()
@@ -772,10 +703,10 @@ impl<A: Application> Tendermint<A> {
         if copy.hash() != *parent_hash || !certified {
             return (BlockIdCheck::Mismatch, None);
         }
-        if ledger.header(parent_hash).is_some() {
+        if ledger.chain().header(parent_hash).is_some() {
             return (BlockIdCheck::Copy, None);
         }
-        match ledger.block(&ledger.tip()) {
+        match ledger.chain().block(&ledger.chain().tip()) {
             Ok(Some(own)) => (
                 BlockIdCheck::Copy,
                 Some(Block {
@@ -804,7 +735,7 @@ impl<A: Application> Tendermint<A> {
 
     fn on_message(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         from: PublicKey,
         message: Message<P<A>>,
@@ -913,7 +844,7 @@ impl<A: Application> Tendermint<A> {
 
     fn validity_of(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         proposal: &Proposal<P<A>>,
         parent_seal: &TendermintSeal,
@@ -952,7 +883,7 @@ impl<A: Application> Tendermint<A> {
     /// rebroadcast interval).
     fn serve(
         &mut self,
-        ledger: &Chain<TendermintConsensus, A>,
+        ledger: &Ledger<TendermintConsensus, A>,
         now: Time,
         peer: PublicKey,
         height: u64,
@@ -964,13 +895,15 @@ impl<A: Application> Tendermint<A> {
             }
         }
         let (Some(hash), Some(parent)) = (
-            ledger.hash_at(height),
-            height.checked_sub(1).and_then(|h| ledger.header_at(h)),
+            ledger.chain().hash_at(height),
+            height
+                .checked_sub(1)
+                .and_then(|h| ledger.chain().header_at(h)),
         ) else {
             return;
         };
         let parent_seal = parent.seal.clone();
-        let Ok(Some(block)) = ledger.block(&hash) else {
+        let Ok(Some(block)) = ledger.chain().block(&hash) else {
             return;
         };
         if self.served.len() >= MAX_BUFFERED_MESSAGES {
@@ -985,7 +918,7 @@ impl<A: Application> Tendermint<A> {
 
     fn on_timer(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         timer: Timer,
         out: &mut TmOutputs<A>,
@@ -1030,54 +963,39 @@ impl<A: Application> Tendermint<A> {
 
     // ----- transactions -----
 
+    /// Submits offered transactions to the ledger's pool, in order. Signatures are checked
+    /// first, all together: one bad signature refuses the whole batch. Then each is submitted
+    /// ([`Ledger::submit`]: nonce order, duplicates, the pool's bounds, the application's
+    /// rules), after the engine's own rules (a validator change must leave a valid set,
+    /// evidence must verify); the first refusal is returned, the others submitted still.
     fn offer(
         &mut self,
-        ledger: &Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         txs: Vec<Transaction<P<A>>>,
     ) -> Result<(), TendermintError> {
-        let new: Vec<Transaction<P<A>>> = {
-            let mut seen = HashSet::new();
-            txs.into_iter()
-                .filter(|t| {
-                    let id = t.id();
-                    !self.pool_ids.contains(&id) && seen.insert(id)
-                })
-                .collect()
-        };
-        if self.pool.len() + new.len() > self.max_pool_txs {
-            return Err(TendermintError::Ledger(format!(
-                "{} new transactions do not fit in a pool of {} holding {}",
-                new.len(),
-                self.max_pool_txs,
-                self.pool.len()
-            )));
-        }
-        let verified = tx::verify_batch(ledger.chain_id(), new)?;
-        for tx in verified {
-            self.pool_ids.insert(tx.id());
-            self.pool.push_back(tx.into_transaction());
-        }
-        Ok(())
-    }
-
-    fn forget_tx(&mut self, id: &TxId) {
-        if self.pool_ids.remove(id) {
-            self.pool.retain(|t| t.id() != *id);
-        }
-    }
-
-    /// Drops offered transactions the chain has already executed (their nonce is used).
-    fn prune_pool(&mut self, ledger: &Chain<TendermintConsensus, A>) {
-        let state = ledger.state();
-        let ids = &mut self.pool_ids;
-        self.pool.retain(|t| {
-            let account = state.account_of_key(&t.body.signer);
-            let keep = t.body.nonce >= state.next_nonce(&account);
-            if !keep {
-                ids.remove(&t.id());
+        tx::verify_batch(ledger.chain_id(), txs.clone())?;
+        let chain = self.engine.chain_id();
+        let mut first: Option<TendermintError> = None;
+        for (index, tx) in txs.into_iter().enumerate() {
+            let payload = &tx.body.payload;
+            let engine_rule = match (payload.validator_change(), payload.evidence()) {
+                (Some(change), _) if self.validators.apply([change]).is_err() => {
+                    self.validators.apply([change]).err()
+                }
+                (_, Some(claim)) => {
+                    check_evidence(&self.validators, chain, self.height, &claim).err()
+                }
+                _ => None,
+            };
+            let refusal = match engine_rule {
+                Some(e) => Some(e.to_string()),
+                None => ledger.submit(tx).err().map(|r| r.to_string()),
+            };
+            if let (Some(reason), None) = (refusal, &first) {
+                first = Some(TendermintError::Refused { index, reason });
             }
-            keep
-        });
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 
@@ -1099,11 +1017,11 @@ impl<A: Application> Protocol for Tendermint<A> {
     type Block = SealedBlock<A>;
     type Evidence = Evidence;
     type Error = TendermintError;
-    type Ledger = Chain<TendermintConsensus, A>;
+    type Ledger = Ledger<TendermintConsensus, A>;
 
     fn handle(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         input: ProtocolInput<Self>,
     ) -> Result<TmOutputs<A>, TendermintError> {

@@ -59,19 +59,29 @@
 //!
 //! # Evidence
 //!
-//! The engine reports double signing as [`Evidence`] ([`Output::Evidence`]) and, unless the
-//! application does not record evidence ([`AppPayload::record_evidence`]), keeps it (at most
-//! [`MAX_PENDING_EVIDENCE`]) to put it on chain itself: each block it proposes records up to
-//! [`MAX_EVIDENCE_PER_BLOCK`] pieces in transactions signed by its key (for MedRec,
-//! [`AccessOp::RecordEvidence`](crate::access::AccessOp::RecordEvidence)). Its key should sign
-//! nothing else, so that the nonces it picks are free. The chain checks the evidence in a block
-//! against the block's signing set ([`TendermintConsensus`]'s body rule): it must decode, be of
-//! an earlier height, convict a current validator with its own signatures, and name that
-//! offender and its [`Evidence::offence`]. MedRec keeps one record per offence
-//! ([`AccessState::evidence_against`](crate::access::AccessState::evidence_against)); a second
-//! transaction for an offence already recorded is refused, and dropped from proposals. Anyone
-//! may submit evidence the same way; a node's driver may also do so with what
-//! [`Output::Evidence`] gives it.
+//! The engine reports double signing as [`Evidence`] ([`Output::Evidence`]) and also puts it
+//! on chain itself: unless the application does not record evidence
+//! ([`AppPayload::record_evidence`]), it submits a transaction recording it, signed by the
+//! node's key, to the ledger's pool ([`Ledger::sign`](crate::ledger::Ledger::sign),
+//! [`Ledger::submit`](crate::ledger::Ledger::submit)); for MedRec that is
+//! [`AccessOp::RecordEvidence`](crate::access::AccessOp::RecordEvidence). Every honest node
+//! that saw the offence does so; the first of them to propose includes it, and the others'
+//! transactions then leave their pools, refused as already recorded. The chain checks the
+//! evidence in a block against the block's signing set ([`TendermintConsensus`]'s body rule):
+//! it must decode, be of no later height, convict a current validator with its own signatures,
+//! and name that offender and its [`Evidence::offence`]. MedRec keeps one record per offence
+//! ([`AccessState::evidence_against`](crate::access::AccessState::evidence_against)). Anyone
+//! may submit evidence the same way.
+//!
+//! # Transactions
+//!
+//! The engine runs over a [`Ledger`](crate::ledger::Ledger): transactions offered with
+//! [`Input::Transactions`](crate::consensus::protocol::Input::Transactions) are submitted to its
+//! pool (nonce order, duplicates, bounds and the application's rules are the ledger's; a
+//! refusal comes back as [`TendermintError::Refused`] with the ledger's reason), a proposal
+//! carries the pool's transactions in order (up to the block's limits, leaving out those that
+//! break the engine's body rules), and the driver appends decided blocks with
+//! [`Ledger::append`](crate::ledger::Ledger::append), which prunes the pool.
 //!
 //! [`Output::Evidence`]: crate::consensus::protocol::Output::Evidence
 //! [`AppPayload::record_evidence`]: crate::tx::AppPayload::record_evidence
@@ -107,8 +117,7 @@ mod types;
 
 pub use engine::{
     Tendermint, TendermintConfig, Timeouts, Timer, TimerKind, MAX_BUFFERED_BYTES,
-    MAX_BUFFERED_MESSAGES, MAX_CHECKED_PROPOSALS, MAX_EVIDENCE_PER_BLOCK, MAX_PENDING_EVIDENCE,
-    MAX_ROUND, MAX_ROUNDS_AHEAD,
+    MAX_BUFFERED_MESSAGES, MAX_CHECKED_PROPOSALS, MAX_ROUND, MAX_ROUNDS_AHEAD,
 };
 pub use messages::{Message, MAX_MESSAGE_LEN};
 pub use seal::{
@@ -222,6 +231,14 @@ pub enum TendermintError {
         ledger: crate::hash::ChainId,
         /// The engine's.
         engine: crate::hash::ChainId,
+    },
+    /// The ledger refused an offered transaction (the `index`-th of the batch).
+    #[error("transaction {index} of the batch refused: {reason}")]
+    Refused {
+        /// Its position in the batch.
+        index: usize,
+        /// The ledger's (or the engine's) reason.
+        reason: String,
     },
     /// An offered transaction is invalid.
     #[error("transaction refused: {0}")]

@@ -111,8 +111,8 @@ pub fn next_validators<'a, P: AppPayload>(
     Ok((next != *set).then(|| next.to_list()))
 }
 
-/// Checks evidence carried by a block at `height` signed by `set`: it decodes, is of an earlier
-/// height, convicts a validator of `set` with its signatures, and names the claimed offender
+/// Checks evidence carried by a block at `height` signed by `set`: it decodes, is of this
+/// height (an earlier round) or an earlier one, convicts a validator of `set` with its signatures, and names the claimed offender
 /// and offence.
 pub(crate) fn check_evidence(
     set: &ValidatorSet,
@@ -123,7 +123,7 @@ pub(crate) fn check_evidence(
     let bad = |why: String| TendermintError::BadEvidence(why);
     let evidence: Evidence =
         crate::codec::decode(claim.evidence).map_err(|e| bad(e.to_string()))?;
-    if evidence.height() >= height {
+    if evidence.height() > height {
         return Err(bad(format!(
             "evidence of height {} in a block of height {height}",
             evidence.height()
@@ -435,7 +435,7 @@ impl Consensus for TendermintConsensus {
 
     /// Checks the seal's next validator set: the signing set with the block's validator changes
     /// applied (`None` if they leave it as it is); and the evidence the block records: each
-    /// piece decodes, is of an earlier height, and convicts a validator of the signing set of
+    /// piece decodes, is of this height or an earlier one, and convicts a validator of the signing set of
     /// the offence its transaction names.
     fn verify_body<P: AppPayload>(
         &self,
