@@ -49,9 +49,12 @@ fn authority() -> Keypair {
     Keypair::from_seed(&[200; 32])
 }
 
+/// A validator's chain: no reorganisation at all, so that a decided block is final by its id
+/// (another seal of the tip is swapped in, never reorganised to).
 fn new_chain() -> TmChain {
     ChainBuilder::new(NAME, TendermintConsensus::new(NAME, validator_set()))
         .genesis_time(GENESIS)
+        .max_reorg_depth(0)
         .authority("Health Authority", authority().public())
         .build()
         .unwrap()
@@ -1176,4 +1179,94 @@ fn evidence_of_double_signing_is_recorded_on_chain_once_per_offence() {
             assert!(offences.insert(r.offence), "one record per offence");
         }
     }
+}
+
+// ----- one block, two seals -----
+
+#[test]
+fn a_second_seal_of_the_tip_is_swapped_in_without_reorganising() {
+    let mut ledger = TmLedger::new(new_chain()).unwrap();
+    assert_eq!(ledger.chain().max_reorg_depth(), 0);
+    let keys = indexed();
+    let block = ledger
+        .build_template(client_txs(2), GENESIS + 5)
+        .unwrap()
+        .seal(())
+        .unwrap();
+    let id = block_id(&block.header);
+    let votes = sorted_votes(&keys, 1, 0, id);
+    let own = sealed(&block, seal_with(&votes[..3], 0));
+    let theirs = sealed(&block, seal_with(&votes[1..], 0));
+    assert_ne!(own.hash(), theirs.hash());
+    ledger.append(own.clone()).unwrap();
+    let state_root = ledger.chain().tip_header().state_root;
+    // The other copy is kept beside the tip (same work, no switch).
+    let update = ledger.append(theirs.clone()).unwrap();
+    assert!(update.applied.is_empty());
+    assert_eq!(ledger.chain().tip(), own.hash());
+
+    // A block on the other copy, sealed by a quorum at height 2.
+    let on_theirs = |ledger: &mut TmLedger, state_root: Option<medledger::hash::StateRoot>| {
+        let mut b = ledger
+            .build_template(client_txs(0), GENESIS + 10)
+            .unwrap()
+            .seal(())
+            .unwrap();
+        b.header.parent = theirs.hash();
+        if let Some(root) = state_root {
+            b.header.state_root = root;
+        }
+        let votes = sorted_votes(&keys, 2, 0, block_id(&b.header));
+        sealed(&b, seal_with(&votes[..3], 0))
+    };
+    // An invalid one is refused, and the tip stays as it was.
+    let bad = on_theirs(
+        &mut ledger,
+        Some(medledger::hash::StateRoot::from_bytes([9; 32])),
+    );
+    assert!(ledger.append(bad).is_err());
+    assert_eq!(ledger.chain().tip(), own.hash());
+    assert_eq!(ledger.chain().height(), 1);
+    // A valid one is appended: the tip's seal is swapped, nothing is reverted.
+    let next = on_theirs(&mut ledger, None);
+    let update = ledger.append(next.clone()).unwrap();
+    assert!(update.reverted.is_empty());
+    assert_eq!(update.applied.len(), 1);
+    let chain = ledger.chain();
+    assert_eq!(chain.tip(), next.hash());
+    assert_eq!(chain.hash_at(1), Some(theirs.hash()));
+    assert_eq!(chain.header_at(1).unwrap().state_root, state_root);
+}
+
+#[test]
+fn offered_transactions_the_ledger_refuses_come_back_with_its_reason() {
+    let (mut engine, mut ledger) = started();
+    let stranger = Keypair::from_seed(&[66; 32]);
+    let op = AccessOp::SetValidator {
+        key: stranger.public(),
+        power: 1,
+    };
+    let refused = Transaction::sign(&stranger, chain_id(), 0, Payload::Access(op));
+    let txs = vec![client_txs(1)[0].clone(), refused];
+    let err = engine
+        .handle(&mut ledger, GENESIS * SECOND, Input::Transactions(txs))
+        .unwrap_err();
+    match err {
+        TendermintError::Refused { index, reason } => {
+            assert_eq!(index, 1);
+            assert!(reason.contains("not registered"), "{reason}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // The valid one is pending; a replay of it is refused as a duplicate.
+    assert_eq!(ledger.pending(), 1);
+    let again = engine.handle(
+        &mut ledger,
+        GENESIS * SECOND,
+        Input::Transactions(vec![client_txs(1)[0].clone()]),
+    );
+    assert!(
+        matches!(again, Err(TendermintError::Refused { index: 0, .. })),
+        "{again:?}"
+    );
 }

@@ -170,10 +170,12 @@ type SealedBlock<A> = Block<TendermintSeal, P<A>>;
 /// and state) under different seals, hence different block hashes. The next height settles it:
 /// the proposer builds on its own copy and sends that copy's seal with the proposal; a
 /// validator holding another copy appends the proposer's copy beside its own (valid, equally
-/// certified), and when the next block is decided, its chain switches to the copy that block
-/// extends. So chains agree on every block below the tip, and the tip's seal may be replaced
-/// once, by a one-block reorganisation that changes no transaction and no state: keep the
-/// chain's reorganisation limit at 1 or more.
+/// certified), and when the next block is decided on it, its chain swaps the tip's seal for
+/// the proposer's ([`Consensus::same_block`](crate::consensus::Consensus::same_block)): no
+/// transaction and no state changes, nothing is reverted, and it is no reorganisation. A
+/// decided block is thus final by its id, and the chain may be built with
+/// [`max_reorg_depth(0)`](crate::chain::ChainBuilder::max_reorg_depth). Chains agree on every
+/// block below the tip, seals included.
 pub struct Tendermint<A: Application> {
     engine: TendermintConsensus,
     keypair: Keypair,

@@ -433,6 +433,13 @@ impl Consensus for TendermintConsensus {
         Ok(Work::from_u64(1))
     }
 
+    /// Two headers are one block when their [`BlockId`]s are equal (the header without its
+    /// seal: height, parent, roots, time); their seals then name the same validator sets, set
+    /// by the parent and the body.
+    fn same_block(&self, a: &Header<TendermintSeal>, b: &Header<TendermintSeal>) -> bool {
+        block_id(a) == block_id(b)
+    }
+
     /// Checks the seal's next validator set: the signing set with the block's validator changes
     /// applied (`None` if they leave it as it is); and the evidence the block records: each
     /// piece decodes, is of this height or an earlier one, and convicts a validator of the signing set of
