@@ -980,15 +980,13 @@ impl<A: Application> Tendermint<A> {
         let mut first: Option<TendermintError> = None;
         for (index, tx) in txs.into_iter().enumerate() {
             let payload = &tx.body.payload;
-            let engine_rule = match (payload.validator_change(), payload.evidence()) {
-                (Some(change), _) if self.validators.apply([change]).is_err() => {
-                    self.validators.apply([change]).err()
-                }
-                (_, Some(claim)) => {
-                    check_evidence(&self.validators, chain, self.height, &claim).err()
-                }
-                _ => None,
-            };
+            let change = payload
+                .validator_change()
+                .and_then(|change| self.validators.apply([change]).err());
+            let evidence = payload.evidence().and_then(|claim| {
+                check_evidence(&self.validators, chain, self.height, &claim).err()
+            });
+            let engine_rule = change.or(evidence);
             let refusal = match engine_rule {
                 Some(e) => Some(e.to_string()),
                 None => ledger.submit(tx).err().map(|r| r.to_string()),
