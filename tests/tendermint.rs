@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use medledger::access::{AccessError, AccessOp};
+use medledger::access::{AccessError, AccessOp, MAX_VALIDATOR_POWER};
 use medledger::chain::ChainError;
 use medledger::consensus::protocol::{Input, Output, Recipients, Time};
 use medledger::consensus::{ConsensusError, Protocol};
@@ -1054,6 +1054,17 @@ fn only_an_authority_may_change_the_validator_set() {
     assert!(matches!(
         template.rejected[0].1,
         StateError::App(AccessError::BadKey(_))
+    ));
+    // Nor with more power than any set could total.
+    let template = chain
+        .build_template(
+            vec![set_validator(0, newcomer, MAX_VALIDATOR_POWER + 1)],
+            GENESIS + 1,
+        )
+        .unwrap();
+    assert!(matches!(
+        template.rejected[0].1,
+        StateError::App(AccessError::PowerTooLarge { .. })
     ));
 }
 

@@ -234,6 +234,14 @@ pub enum AccessError {
         /// The limit.
         max: u64,
     },
+    /// A validator's voting power is above [`MAX_VALIDATOR_POWER`](super::MAX_VALIDATOR_POWER).
+    #[error("voting power {power} exceeds the maximum of {max}")]
+    PowerTooLarge {
+        /// The power asked for.
+        power: u64,
+        /// The maximum.
+        max: u64,
+    },
     /// The evidence of this offence is already recorded.
     #[error("evidence of offence {offence} by {offender} is already recorded")]
     EvidenceAlreadyRecorded {
@@ -287,7 +295,8 @@ impl AccessError {
             | Duplicate(_)
             | NotInOrder(_)
             | InvalidProvision { .. }
-            | BreakGlassDuration { .. } => RefusalKind::Malformed,
+            | BreakGlassDuration { .. }
+            | PowerTooLarge { .. } => RefusalKind::Malformed,
             CommitmentNotBound(_)
             | RoleNotSelfAssignable(_)
             | WrongRole { .. }

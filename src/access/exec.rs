@@ -4,7 +4,7 @@ use super::{
     AccessError, AccessEvent, AccessOp, AccessState, AccountRecord, AuditEntry, Identity, Name,
     Role, Stamp,
 };
-use super::{EvidenceRecord, MAX_EVIDENCE_LEN};
+use super::{EvidenceRecord, MAX_EVIDENCE_LEN, MAX_VALIDATOR_POWER};
 use crate::codec::BoundedBytes;
 use crate::hash::{AccountId, Digest};
 use crate::state::{AccountState, CoreTables, KeyState, TxContext};
@@ -168,6 +168,12 @@ impl Exec<'_> {
         let by = self.actor();
         self.require_role(by, Role::Authority)?;
         key.verifying_key().map_err(|_| AccessError::BadKey(key))?;
+        if power > MAX_VALIDATOR_POWER {
+            return Err(AccessError::PowerTooLarge {
+                power,
+                max: MAX_VALIDATOR_POWER,
+            });
+        }
         self.s.validators.insert(key, power);
         self.emit(None, AccessEvent::ValidatorSet { key, power, by });
         Ok(())

@@ -216,5 +216,10 @@ pub enum AccessOp {
     },
 }
 
+/// The largest voting power an [`AccessOp::SetValidator`] gives: 2^40, so that a set of the
+/// most validators a consensus engine allows (1024 for Tendermint) never exceeds its total
+/// (2^60).
+pub const MAX_VALIDATOR_POWER: u64 = 1 << 40;
+
 /// The largest evidence a [`AccessOp::RecordEvidence`] carries, in bytes.
 pub const MAX_EVIDENCE_LEN: usize = 1024;
