@@ -980,6 +980,18 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             cursor = e.header.parent;
         };
         let depth = self.height() - fork_height;
+        // The new block extends another copy of the tip (one block under another seal): swap
+        // the seal, no reorganisation.
+        if depth == 1 && branch.len() == 2 {
+            let copy = branch[1];
+            let same = self
+                .index
+                .get(&copy)
+                .is_some_and(|e| self.engine.same_block(&e.header, self.tip_header()));
+            if same {
+                return self.swap_tip_seal(copy, new_tip, total_work);
+            }
+        }
         if depth > self.max_reorg_depth || depth > self.undo.len() as u64 {
             return Err(ChainError::ReorgTooDeep {
                 depth,
@@ -1030,6 +1042,38 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         self.store_block(&new_tip, total_work)?;
         self.persist_main(fork_height + 1)?;
         Ok(Appended { reverted, applied })
+    }
+
+    /// Replaces the tip by `copy`, the same block under another seal (the engine says so with
+    /// [`Consensus::same_block`]: same transactions, same state), then applies `new_tip` on
+    /// it. Nothing is reverted: the state stays, and the update reports only `new_tip`. If
+    /// `new_tip` is invalid, the tip is restored and the error returned.
+    fn swap_tip_seal(
+        &mut self,
+        copy: BlockHash,
+        new_tip: CheckedChainBlock<C, A>,
+        total_work: Work,
+    ) -> ChainResult<Appended<A::Event>, A> {
+        let height = self.height();
+        let own = self.main.pop().expect("never swaps genesis");
+        self.main.push(copy);
+        match self.apply_checked(&new_tip) {
+            Ok(applied) => {
+                self.store_block(&new_tip, total_work)?;
+                self.main.push(new_tip.hash());
+                self.persist_main(height)?;
+                Ok(Appended {
+                    reverted: Vec::new(),
+                    applied: vec![applied],
+                })
+            }
+            Err(e) => {
+                self.main.pop();
+                self.main.push(own);
+                self.invalid.insert(new_tip.hash());
+                Err(e)
+            }
+        }
     }
 
     /// Marks `bad` and every indexed block descending from it invalid, and drops them from the

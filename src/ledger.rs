@@ -889,6 +889,22 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         self.apply_to_view(&unsigned, false)
     }
 
+    /// Builds a block of `txs` on the tip at `timestamp`, as
+    /// [`Chain::build_template`] does, without touching the pool: for engines that choose the
+    /// transactions themselves (from [`pending_txs`](Self::pending_txs)) or check a peer's
+    /// proposed block.
+    ///
+    /// # Errors
+    ///
+    /// As [`Chain::build_template`].
+    pub fn build_template(
+        &mut self,
+        txs: Vec<Transaction<A::Payload>>,
+        timestamp: u64,
+    ) -> ChainResult<BlockTemplate<A::Payload, A::Error>, A> {
+        self.chain.build_template(txs, timestamp)
+    }
+
     /// The next block, for engines that seal elsewhere: the longest run of pending
     /// transactions that fits in a block (by count and bytes), applied on the tip at
     /// [`next_block_time`](Self::next_block_time). Seal [`Proposal::template`] and hand the

@@ -229,17 +229,56 @@ pub const MAX_TX_LEN: usize = 16 * 1024;
 
 /// What an application carries in its transactions: any value with a canonical serde encoding.
 ///
-/// Implemented for every type with the listed bounds; an application names its payload type in
-/// [`Application::Payload`](crate::app::Application::Payload).
+/// An application names its payload type in
+/// [`Application::Payload`](crate::app::Application::Payload) and implements this trait for it
+/// (an empty `impl AppPayload for MyPayload {}` is enough). The two provided methods are how a
+/// consensus engine with a validator set (Tendermint) learns, from the block's transactions
+/// alone and without reading the application's state, which transactions change its
+/// validator set and which carry evidence of a validator's misbehaviour; payloads that do
+/// neither keep the defaults.
 pub trait AppPayload:
     Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Eq + Send + Sync + 'static
 {
+    /// The validator whose voting power this payload sets, and the power (0 removes it), if
+    /// it is a validator change. The application must accept such a payload only from whoever
+    /// may change the validator set (MedRec: its authorities); the engine then applies it from
+    /// the next height on.
+    fn validator_change(&self) -> Option<(PublicKey, u64)> {
+        None
+    }
+
+    /// The evidence of misbehaviour this payload records, if any, as the engine checks it.
+    fn evidence(&self) -> Option<EvidenceClaim<'_>> {
+        None
+    }
+
+    /// A payload recording `claim`, if the application records evidence (the Tendermint engine
+    /// uses it to put the evidence it gathers on chain).
+    fn record_evidence(claim: EvidenceClaim<'_>) -> Option<Self> {
+        let _ = claim;
+        None
+    }
 }
 
-impl<T> AppPayload for T where
-    T: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Eq + Send + Sync + 'static
-{
+/// Evidence of a validator's misbehaviour carried by a transaction: who misbehaved, which
+/// offence (an engine-defined id, so that an offence is recorded once however many pieces of
+/// evidence prove it) and the engine's encoding of the proof. The consensus engine checks that
+/// the proof verifies and names this offender and offence; the application keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvidenceClaim<'a> {
+    /// The validator the evidence convicts.
+    pub offender: PublicKey,
+    /// The offence's id.
+    pub offence: crate::hash::Digest,
+    /// The proof, in the engine's canonical encoding.
+    pub evidence: &'a [u8],
 }
+
+impl AppPayload for crate::hash::Digest {}
+impl AppPayload for Vec<u8> {}
+impl AppPayload for u64 {}
+impl AppPayload for String {}
+impl AppPayload for () {}
 
 /// The signed part of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -689,6 +728,8 @@ pub(crate) mod testing {
             record: Digest,
         },
     }
+
+    impl super::AppPayload for Payload {}
 
     /// A transaction carrying the test payload.
     pub(crate) type Transaction = super::Transaction<Payload>;

@@ -9,10 +9,13 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
+use medledger::access::{AccessError, AccessOp, MAX_VALIDATOR_POWER};
 use medledger::chain::ChainError;
 use medledger::consensus::protocol::{Input, Output, Recipients, Time};
 use medledger::consensus::{ConsensusError, Protocol};
 use medledger::hash::Digest;
+use medledger::ledger::LedgerError;
+use medledger::state::StateError;
 use medledger::tendermint::{
     block_id, BlockId, CommitSignature, Evidence, Message, ProposedBlock, SignedVote, Tendermint,
     TendermintConfig, TendermintConsensus, TendermintError, TendermintSeal, Timeouts, Timer,
@@ -30,6 +33,7 @@ const SECOND: Time = 1_000_000;
 
 type Engine = Tendermint<MedRec>;
 type TmChain = Chain<TendermintConsensus>;
+type TmLedger = medledger::ledger::Ledger<TendermintConsensus, MedRec>;
 type TmBlock = Block<TendermintSeal>;
 
 fn validator_keys() -> Vec<Keypair> {
@@ -40,11 +44,24 @@ fn validator_set() -> ValidatorSet {
     ValidatorSet::equal(validator_keys().iter().map(Keypair::public)).unwrap()
 }
 
+/// The consortium's health authority, which signs validator changes.
+fn authority() -> Keypair {
+    Keypair::from_seed(&[200; 32])
+}
+
+/// A validator's chain: no reorganisation at all, so that a decided block is final by its id
+/// (another seal of the tip is swapped in, never reorganised to).
 fn new_chain() -> TmChain {
     ChainBuilder::new(NAME, TendermintConsensus::new(NAME, validator_set()))
         .genesis_time(GENESIS)
+        .max_reorg_depth(0)
+        .authority("Health Authority", authority().public())
         .build()
         .unwrap()
+}
+
+fn new_ledger() -> TmLedger {
+    TmLedger::new(new_chain()).unwrap()
 }
 
 fn fast_timeouts() -> Timeouts {
@@ -96,9 +113,15 @@ enum Event {
     },
 }
 
+impl Node {
+    fn chain(&self) -> &TmChain {
+        self.ledger.chain()
+    }
+}
+
 struct Node {
     engine: Engine,
-    chain: TmChain,
+    ledger: TmLedger,
     keypair: Keypair,
     behaviour: Behaviour,
     crashed: bool,
@@ -123,8 +146,15 @@ struct Net {
 
 impl Net {
     fn new(seed: u64, behaviours: [Behaviour; 4], max_latency: Time) -> Self {
-        let nodes = validator_keys()
-            .into_iter()
+        Self::with_nodes(seed, behaviours.to_vec(), max_latency)
+    }
+
+    /// Nodes with keys 1, 2, …: the first four are the genesis validators, any further ones
+    /// start as observers.
+    fn with_nodes(seed: u64, behaviours: Vec<Behaviour>, max_latency: Time) -> Self {
+        let n = behaviours.len();
+        let nodes = (1..=n as u8)
+            .map(|i| Keypair::from_seed(&[i; 32]))
             .zip(behaviours)
             .enumerate()
             .map(|(i, (keypair, behaviour))| {
@@ -132,7 +162,7 @@ impl Net {
                 config.timeouts = fast_timeouts();
                 Node {
                     engine: Engine::new(TendermintConsensus::new(NAME, validator_set()), config),
-                    chain: new_chain(),
+                    ledger: new_ledger(),
                     keypair,
                     behaviour,
                     crashed: behaviour == Behaviour::Silent,
@@ -153,7 +183,7 @@ impl Net {
             evidence: Vec::new(),
             refused_appends: Vec::new(),
         };
-        for i in 0..4 {
+        for i in 0..n {
             net.input(i, Input::Start);
         }
         net
@@ -178,7 +208,7 @@ impl Net {
             return;
         }
         let node = &mut self.nodes[i];
-        let outputs = match node.engine.handle(&mut node.chain, self.now, input) {
+        let outputs = match node.engine.handle(&mut node.ledger, self.now, input) {
             Ok(o) => o,
             // A refused input changes nothing; the network carries on.
             Err(_) => return,
@@ -195,9 +225,9 @@ impl Net {
                 }
                 Output::Append(block) => {
                     let node = &mut self.nodes[i];
-                    match node.chain.append(block) {
+                    match node.ledger.append(block) {
                         Ok(_) => self.input(i, Input::Appended),
-                        Err(ChainError::AlreadyKnown(_)) => {}
+                        Err(LedgerError::Chain(ChainError::AlreadyKnown(_))) => {}
                         Err(e) => self.refused_appends.push(format!("node {i}: {e}")),
                     }
                 }
@@ -238,7 +268,7 @@ impl Net {
     /// proposal of the same transactions one second later.
     fn twin(&self, from: usize, message: &Message<Payload>) -> Option<Message<Payload>> {
         let key = &self.nodes[from].keypair;
-        let chain = self.nodes[from].chain.chain_id();
+        let chain = self.nodes[from].chain().chain_id();
         match message {
             Message::Vote(v) => {
                 let mut vote = v.vote;
@@ -295,7 +325,7 @@ impl Net {
 
     /// Runs until virtual time `until` (or until every honest node reaches `height`).
     fn run(&mut self, until: Time, height: u64) {
-        while self.now < until && self.honest().any(|n| n.chain.height() < height) {
+        while self.now < until && self.honest().any(|n| n.chain().height() < height) {
             if !self.step() {
                 break;
             }
@@ -309,7 +339,7 @@ impl Net {
     }
 
     fn min_height(&self) -> u64 {
-        self.honest().map(|n| n.chain.height()).min().unwrap()
+        self.honest().map(|n| n.chain().height()).min().unwrap()
     }
 
     /// Agreement violations among honest nodes: heights where two of them hold blocks with
@@ -319,11 +349,11 @@ impl Net {
         let mut out = Vec::new();
         for (a, na) in honest.iter().enumerate() {
             for nb in &honest[a + 1..] {
-                let top = na.chain.height().min(nb.chain.height());
+                let top = na.chain().height().min(nb.chain().height());
                 for h in 1..=top {
                     let (ha, hb) = (
-                        na.chain.header_at(h).unwrap(),
-                        nb.chain.header_at(h).unwrap(),
+                        na.chain().header_at(h).unwrap(),
+                        nb.chain().header_at(h).unwrap(),
                     );
                     if block_id(ha) != block_id(hb) || (h < top && ha.hash() != hb.hash()) {
                         out.push(format!("height {h}: {} vs {}", ha.hash(), hb.hash()));
@@ -335,7 +365,7 @@ impl Net {
     }
 
     fn committed_txs(&self, node: usize) -> usize {
-        let chain = &self.nodes[node].chain;
+        let chain = &self.nodes[node].chain();
         (1..=chain.height())
             .map(|h| chain.header_at(h).unwrap().tx_count as usize)
             .sum()
@@ -355,7 +385,7 @@ fn four_honest_validators_finalise_identical_chains_with_every_offered_transacti
     for i in 0..4 {
         assert_eq!(net.committed_txs(i), txs.len(), "node {i}");
         // Each block carries the certificate that the chain checked on append.
-        let chain = &net.nodes[i].chain;
+        let chain = &net.nodes[i].chain();
         let engine = chain.engine();
         for h in 1..=chain.height() {
             engine.verify_commit(chain.header_at(h).unwrap()).unwrap();
@@ -364,7 +394,7 @@ fn four_honest_validators_finalise_identical_chains_with_every_offered_transacti
 }
 
 fn heights(net: &Net) -> Vec<u64> {
-    net.nodes.iter().map(|n| n.chain.height()).collect()
+    net.nodes.iter().map(|n| n.chain().height()).collect()
 }
 
 #[test]
@@ -373,7 +403,9 @@ fn runs_are_deterministic() {
         let mut net = Net::new(9, [Behaviour::Honest; 4], 30_000);
         net.offer(&client_txs(8));
         net.run(net.now + 10 * SECOND, 4);
-        (0..4).map(|i| net.nodes[i].chain.tip()).collect::<Vec<_>>()
+        (0..4)
+            .map(|i| net.nodes[i].chain().tip())
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
 }
@@ -518,6 +550,8 @@ fn seal_with(signers: &[(u16, SignedVote)], round: u32) -> TendermintSeal {
             .collect::<Vec<_>>()
             .try_into()
             .unwrap(),
+        validators: validator_set().to_list(),
+        next_validators: None,
     }
 }
 
@@ -674,7 +708,7 @@ fn untrusted_message_bytes_decode_to_errors_never_panics() {
     let mut net = Net::new(2, [Behaviour::Honest; 4], 10_000);
     net.offer(&client_txs(4));
     net.run(net.now + 5 * SECOND, 2);
-    let chain = &net.nodes[0].chain;
+    let chain = &net.nodes[0].chain();
     let samples = vec![
         Engine::encode_message(&Message::Vote(precommit(
             &validator_keys()[0],
@@ -709,11 +743,11 @@ fn untrusted_message_bytes_decode_to_errors_never_panics() {
     }
 }
 
-fn started() -> (Engine, TmChain) {
+fn started() -> (Engine, TmLedger) {
     let mut config = TendermintConfig::new(Keypair::from_seed(&[2; 32]));
     config.timeouts = fast_timeouts();
     let mut engine = Engine::new(TendermintConsensus::new(NAME, validator_set()), config);
-    let mut chain = new_chain();
+    let mut chain = new_ledger();
     engine
         .handle(&mut chain, GENESIS * SECOND, Input::Start)
         .unwrap();
@@ -722,7 +756,7 @@ fn started() -> (Engine, TmChain) {
 
 fn deliver(
     engine: &mut Engine,
-    chain: &mut TmChain,
+    chain: &mut TmLedger,
     from: PublicKey,
     message: Message<Payload>,
 ) -> Result<(), TendermintError> {
@@ -810,7 +844,11 @@ fn a_proposal_from_anyone_but_the_rounds_proposer_is_refused() {
         .into_iter()
         .find(|k| k.public() != proposer)
         .unwrap();
-    let (block, _) = next_block(&mut chain, GENESIS + 1);
+    let block = chain
+        .build_template(client_txs(2), GENESIS + 1)
+        .unwrap()
+        .seal(())
+        .unwrap();
     let proposal = medledger::tendermint::Proposal {
         round: 0,
         pol_round: None,
@@ -851,7 +889,7 @@ fn offered_transactions_with_bad_signatures_are_refused_whole() {
         )
         .unwrap_err();
     assert!(matches!(err, TendermintError::Transaction(_)), "{err}");
-    assert_eq!(engine.pool_len(), 0);
+    assert_eq!(chain.pending(), 0);
     engine
         .handle(
             &mut chain,
@@ -859,7 +897,7 @@ fn offered_transactions_with_bad_signatures_are_refused_whole() {
             Input::Transactions(client_txs(3)),
         )
         .unwrap();
-    assert_eq!(engine.pool_len(), 3);
+    assert_eq!(chain.pending(), 3);
 }
 
 fn chain_id() -> medledger::hash::ChainId {
@@ -877,4 +915,369 @@ impl IntoVote for Message<Payload> {
             _ => panic!("not a vote"),
         }
     }
+}
+
+// ----- validators from the chain -----
+
+fn set_validator(nonce: u64, key: PublicKey, power: u64) -> Transaction {
+    Transaction::sign(
+        &authority(),
+        chain_id(),
+        nonce,
+        Payload::Access(AccessOp::SetValidator { key, power }),
+    )
+}
+
+/// Whether `key` signed the seal of `header` (as a member of the set the seal names).
+fn signed_by(header: &medledger::block::Header<TendermintSeal>, key: &PublicKey) -> bool {
+    let set = header.seal.signing_set().unwrap();
+    let Some(index) = set.index_of(key) else {
+        return false;
+    };
+    header
+        .seal
+        .signatures
+        .iter()
+        .any(|s| usize::from(s.validator) == index)
+}
+
+fn height_of_change(chain: &TmChain) -> Option<u64> {
+    (1..=chain.height()).find(|h| chain.header_at(*h).unwrap().seal.next_validators.is_some())
+}
+
+#[test]
+fn validators_join_and_leave_through_authority_operations() {
+    let mut net = Net::with_nodes(11, vec![Behaviour::Honest; 5], 20_000);
+    let newcomer = Keypair::from_seed(&[5; 32]).public();
+    let leaver = Keypair::from_seed(&[1; 32]).public();
+    net.run(net.now + 10 * SECOND, 2);
+    assert!(!net.nodes[4].engine.is_validator());
+
+    // The authority adds a fifth validator.
+    net.offer(&[set_validator(0, newcomer, 1)]);
+    net.run(net.now + 10 * SECOND, net.min_height() + 3);
+    let chain = &net.nodes[0].chain();
+    let added = height_of_change(chain).unwrap_or_else(|| {
+        panic!(
+            "the change is in a block: heights {:?}, pools {:?}, refused {:?}",
+            heights(&net),
+            net.nodes
+                .iter()
+                .map(|n| n.ledger.pending())
+                .collect::<Vec<_>>(),
+            net.refused_appends
+        )
+    });
+    assert_eq!(
+        chain
+            .header_at(added)
+            .unwrap()
+            .seal
+            .next_set()
+            .unwrap()
+            .len(),
+        5
+    );
+    net.run(net.now + 30 * SECOND, added + 6);
+    assert!(net.min_height() >= added + 6, "heights {:?}", heights(&net));
+    assert!(net.nodes[4].engine.is_validator());
+    assert_eq!(
+        net.nodes[4]
+            .chain()
+            .state()
+            .access()
+            .validator_power(&newcomer),
+        Some(1)
+    );
+    // From the next height on, the set has five validators and the newcomer's precommits
+    // appear in seals; never before.
+    let chain = &net.nodes[0].chain();
+    for h in 1..=chain.height() {
+        let header = chain.header_at(h).unwrap();
+        let expected = if h > added { 5 } else { 4 };
+        assert_eq!(header.seal.validators.len(), expected, "height {h}");
+        if h <= added {
+            assert!(!signed_by(header, &newcomer));
+        }
+    }
+    assert!(
+        (added + 1..=chain.height()).any(|h| signed_by(chain.header_at(h).unwrap(), &newcomer)),
+        "the new validator signs"
+    );
+
+    // The authority removes the first validator; the chain goes on with four.
+    net.offer(&[set_validator(1, leaver, 0)]);
+    let before = net.min_height();
+    net.run(net.now + 10 * SECOND, before + 3);
+    net.run(net.now + 30 * SECOND, net.min_height() + 6);
+    let chain = &net.nodes[1].chain();
+    let removed = (added + 1..=chain.height())
+        .find(|h| chain.header_at(*h).unwrap().seal.next_validators.is_some())
+        .expect("the removal is in a block");
+    assert!(chain.height() >= removed + 5, "heights {:?}", heights(&net));
+    for h in removed + 1..=chain.height() {
+        let header = chain.header_at(h).unwrap();
+        assert_eq!(header.seal.validators.len(), 4, "height {h}");
+        assert!(header.seal.signing_set().unwrap().get(&leaver).is_none());
+        assert!(!signed_by(header, &leaver));
+    }
+    assert!(
+        !net.nodes[0].engine.is_validator(),
+        "the leaver only follows"
+    );
+    assert_eq!(net.violations(), Vec::<String>::new());
+    assert_eq!(net.refused_appends, Vec::<String>::new());
+}
+
+#[test]
+fn only_an_authority_may_change_the_validator_set() {
+    let mut chain = new_chain();
+    let stranger = Keypair::from_seed(&[66; 32]);
+    let newcomer = Keypair::from_seed(&[5; 32]).public();
+    let op = AccessOp::SetValidator {
+        key: newcomer,
+        power: 1,
+    };
+    let tx = Transaction::sign(&stranger, chain.chain_id(), 0, Payload::Access(op));
+    let template = chain.build_template(vec![tx], GENESIS + 1).unwrap();
+    assert_eq!(template.txs.len(), 0);
+    let (_, why) = &template.rejected[0];
+    assert!(
+        matches!(why, StateError::App(AccessError::NotRegistered(a)) if *a == stranger.account()),
+        "{why}"
+    );
+    // An authority may, but not with a weak key.
+    let weak = PublicKey::from_bytes([0; 32]);
+    let template = chain
+        .build_template(vec![set_validator(0, weak, 1)], GENESIS + 1)
+        .unwrap();
+    assert!(matches!(
+        template.rejected[0].1,
+        StateError::App(AccessError::BadKey(_))
+    ));
+    // Nor with more power than any set could total.
+    let template = chain
+        .build_template(
+            vec![set_validator(0, newcomer, MAX_VALIDATOR_POWER + 1)],
+            GENESIS + 1,
+        )
+        .unwrap();
+    assert!(matches!(
+        template.rejected[0].1,
+        StateError::App(AccessError::PowerTooLarge { .. })
+    ));
+}
+
+/// Block 1 adds a fifth validator, sealed by the genesis set.
+fn chain_with_five_validators() -> (TmChain, Keypair) {
+    let mut chain = new_chain();
+    let fifth = Keypair::from_seed(&[5; 32]);
+    let template = chain
+        .build_template(vec![set_validator(0, fifth.public(), 1)], GENESIS + 5)
+        .unwrap();
+    let block = template.seal(()).unwrap();
+    let id = block_id(&block.header);
+    let mut seal = seal_with(&sorted_votes(&indexed(), 1, 0, id)[..3], 0);
+    let five = validator_set().apply([(fifth.public(), 1)]).unwrap();
+
+    // A seal that ignores the change is refused.
+    assert_eq!(
+        refusal(&mut chain, sealed(&block, seal.clone())),
+        TendermintError::WrongNextValidators { height: 1 }
+    );
+    seal.next_validators = Some(five.to_list());
+    chain.append(sealed(&block, seal)).unwrap();
+    (chain, fifth)
+}
+
+#[test]
+fn after_a_change_only_the_new_set_can_seal() {
+    let (mut chain, fifth) = chain_with_five_validators();
+    let five = chain.tip_header().seal.next_set().unwrap();
+    assert_eq!(five.len(), 5);
+    let (block, id) = next_block(&mut chain, GENESIS + 10);
+
+    // The old set, even all four of it, under its own name: refused.
+    let old = seal_with(&sorted_votes(&indexed(), 2, 0, id), 0);
+    assert_eq!(
+        refusal(&mut chain, sealed(&block, old)),
+        TendermintError::WrongValidators { height: 2 }
+    );
+    // Three of the five: not a quorum of the new set.
+    let mut keys: Vec<(u16, Keypair)> = validator_keys()
+        .into_iter()
+        .chain([fifth])
+        .map(|k| (five.index_of(&k.public()).unwrap() as u16, k))
+        .collect();
+    keys.sort_by_key(|(i, _)| *i);
+    let votes = sorted_votes(&keys, 2, 0, id);
+    let mut seal = seal_with(&votes[..3], 0);
+    seal.validators = five.to_list();
+    assert_eq!(
+        refusal(&mut chain, sealed(&block, seal)),
+        TendermintError::InsufficientPower {
+            signed: 3,
+            total: 5
+        }
+    );
+    // Four of the five, including the newcomer: appended.
+    let mut seal = seal_with(&votes[1..], 0);
+    seal.validators = five.to_list();
+    chain.append(sealed(&block, seal)).unwrap();
+    assert_eq!(chain.height(), 2);
+}
+
+#[test]
+fn a_block_recording_invalid_evidence_is_refused() {
+    let mut chain = new_chain();
+    let submitter = Keypair::from_seed(&[70; 32]);
+    let offender = validator_keys()[0].public();
+    let op = AccessOp::RecordEvidence {
+        offender,
+        offence: Digest::from_bytes([1; 32]),
+        evidence: vec![1, 2, 3].try_into().unwrap(),
+    };
+    let tx = Transaction::sign(&submitter, chain.chain_id(), 0, Payload::Access(op));
+    let template = chain.build_template(vec![tx], GENESIS + 5).unwrap();
+    assert!(template.rejected.is_empty(), "the application keeps it");
+    let block = template.seal(()).unwrap();
+    let id = block_id(&block.header);
+    let seal = seal_with(&sorted_votes(&indexed(), 1, 0, id)[..3], 0);
+    assert!(matches!(
+        refusal(&mut chain, sealed(&block, seal)),
+        TendermintError::BadEvidence(_)
+    ));
+}
+
+#[test]
+fn evidence_of_double_signing_is_recorded_on_chain_once_per_offence() {
+    let mut behaviours = [Behaviour::Honest; 4];
+    behaviours[0] = Behaviour::Equivocator;
+    let mut net = Net::new(7, behaviours, 20_000);
+    net.run(net.now + 60 * SECOND, 24);
+    assert!(net.min_height() >= 24, "heights {:?}", heights(&net));
+    assert_eq!(net.violations(), Vec::<String>::new());
+    assert_eq!(net.refused_appends, Vec::<String>::new());
+    let offender = net.nodes[0].keypair.public();
+    let engine = TendermintConsensus::new(NAME, validator_set());
+    for node in net.honest() {
+        let chain = &node.chain();
+        let records = chain.state().access().evidence_against(&offender);
+        assert!(!records.is_empty(), "evidence reached the chain");
+        // Exactly once per offence: as many recording transactions on chain as records.
+        let on_chain = (1..=chain.height())
+            .flat_map(|h| {
+                chain
+                    .block(&chain.hash_at(h).unwrap())
+                    .unwrap()
+                    .unwrap()
+                    .txs
+                    .to_vec()
+            })
+            .filter(|t| {
+                matches!(
+                    t.body.payload,
+                    Payload::Access(AccessOp::RecordEvidence { .. })
+                )
+            })
+            .count();
+        assert_eq!(on_chain, records.len());
+        let mut offences = std::collections::BTreeSet::new();
+        for r in records {
+            let e: Evidence = medledger::codec::decode(&r.evidence).unwrap();
+            assert_eq!(e.verify(&engine), Ok(offender));
+            assert_eq!(e.offence(), r.offence);
+            assert!(offences.insert(r.offence), "one record per offence");
+        }
+    }
+}
+
+// ----- one block, two seals -----
+
+#[test]
+fn a_second_seal_of_the_tip_is_swapped_in_without_reorganising() {
+    let mut ledger = TmLedger::new(new_chain()).unwrap();
+    assert_eq!(ledger.chain().max_reorg_depth(), 0);
+    let keys = indexed();
+    let block = ledger
+        .build_template(client_txs(2), GENESIS + 5)
+        .unwrap()
+        .seal(())
+        .unwrap();
+    let id = block_id(&block.header);
+    let votes = sorted_votes(&keys, 1, 0, id);
+    let own = sealed(&block, seal_with(&votes[..3], 0));
+    let theirs = sealed(&block, seal_with(&votes[1..], 0));
+    assert_ne!(own.hash(), theirs.hash());
+    ledger.append(own.clone()).unwrap();
+    let state_root = ledger.chain().tip_header().state_root;
+    // The other copy is kept beside the tip (same work, no switch).
+    let update = ledger.append(theirs.clone()).unwrap();
+    assert!(update.applied.is_empty());
+    assert_eq!(ledger.chain().tip(), own.hash());
+
+    // A block on the other copy, sealed by a quorum at height 2.
+    let on_theirs = |ledger: &mut TmLedger, state_root: Option<medledger::hash::StateRoot>| {
+        let mut b = ledger
+            .build_template(client_txs(0), GENESIS + 10)
+            .unwrap()
+            .seal(())
+            .unwrap();
+        b.header.parent = theirs.hash();
+        if let Some(root) = state_root {
+            b.header.state_root = root;
+        }
+        let votes = sorted_votes(&keys, 2, 0, block_id(&b.header));
+        sealed(&b, seal_with(&votes[..3], 0))
+    };
+    // An invalid one is refused, and the tip stays as it was.
+    let bad = on_theirs(
+        &mut ledger,
+        Some(medledger::hash::StateRoot::from_bytes([9; 32])),
+    );
+    assert!(ledger.append(bad).is_err());
+    assert_eq!(ledger.chain().tip(), own.hash());
+    assert_eq!(ledger.chain().height(), 1);
+    // A valid one is appended: the tip's seal is swapped, nothing is reverted.
+    let next = on_theirs(&mut ledger, None);
+    let update = ledger.append(next.clone()).unwrap();
+    assert!(update.reverted.is_empty());
+    assert_eq!(update.applied.len(), 1);
+    let chain = ledger.chain();
+    assert_eq!(chain.tip(), next.hash());
+    assert_eq!(chain.hash_at(1), Some(theirs.hash()));
+    assert_eq!(chain.header_at(1).unwrap().state_root, state_root);
+}
+
+#[test]
+fn offered_transactions_the_ledger_refuses_come_back_with_its_reason() {
+    let (mut engine, mut ledger) = started();
+    let stranger = Keypair::from_seed(&[66; 32]);
+    let op = AccessOp::SetValidator {
+        key: stranger.public(),
+        power: 1,
+    };
+    let refused = Transaction::sign(&stranger, chain_id(), 0, Payload::Access(op));
+    let txs = vec![client_txs(1)[0].clone(), refused];
+    let err = engine
+        .handle(&mut ledger, GENESIS * SECOND, Input::Transactions(txs))
+        .unwrap_err();
+    match err {
+        TendermintError::Refused { index, reason } => {
+            assert_eq!(index, 1);
+            assert!(reason.contains("not registered"), "{reason}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // The valid one is pending; a replay of it is refused as a duplicate.
+    assert_eq!(ledger.pending(), 1);
+    let again = engine.handle(
+        &mut ledger,
+        GENESIS * SECOND,
+        Input::Transactions(vec![client_txs(1)[0].clone()]),
+    );
+    assert!(
+        matches!(again, Err(TendermintError::Refused { index: 0, .. })),
+        "{again:?}"
+    );
 }

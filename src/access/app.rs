@@ -8,7 +8,7 @@ use super::{AccessError, AccessEvent, AccessOp, AccessState, Name};
 use crate::app::Application;
 use crate::hash::{AccountId, Digest};
 use crate::state::{AppState, CoreTables, State, TableOps, TxContext};
-use crate::tx::PublicKey;
+use crate::tx::{AppPayload, EvidenceClaim, PublicKey};
 
 /// What a MedRec transaction does.
 ///
@@ -26,6 +26,38 @@ pub enum Payload {
     },
     /// An access-control operation.
     Access(AccessOp),
+}
+
+impl AppPayload for Payload {
+    fn validator_change(&self) -> Option<(PublicKey, u64)> {
+        match self {
+            Payload::Access(AccessOp::SetValidator { key, power }) => Some((*key, *power)),
+            _ => None,
+        }
+    }
+
+    fn evidence(&self) -> Option<EvidenceClaim<'_>> {
+        match self {
+            Payload::Access(AccessOp::RecordEvidence {
+                offender,
+                offence,
+                evidence,
+            }) => Some(EvidenceClaim {
+                offender: *offender,
+                offence: *offence,
+                evidence: evidence.as_slice(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn record_evidence(claim: EvidenceClaim<'_>) -> Option<Self> {
+        Some(Payload::Access(AccessOp::RecordEvidence {
+            offender: claim.offender,
+            offence: claim.offence,
+            evidence: claim.evidence.to_vec().try_into().ok()?,
+        }))
+    }
 }
 
 /// Something that happened when a MedRec transaction was applied, for embedders to notify users.

@@ -474,6 +474,29 @@ impl fmt::Display for AccessEvent {
                 Id(recipient, short),
                 Id(release, short)
             ),
+            AccessEvent::ValidatorSet { key, power: 0, by } => write!(
+                f,
+                "authority {} removed validator {}",
+                Id(by, short),
+                Id(key, short)
+            ),
+            AccessEvent::ValidatorSet { key, power, by } => write!(
+                f,
+                "authority {} set validator {}'s voting power to {power}",
+                Id(by, short),
+                Id(key, short)
+            ),
+            AccessEvent::EvidenceRecorded {
+                offender,
+                offence,
+                by,
+            } => write!(
+                f,
+                "account {} recorded evidence of offence {} by validator {}",
+                Id(by, short),
+                Id(offence, short),
+                Id(offender, short)
+            ),
         }
     }
 }

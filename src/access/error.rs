@@ -234,6 +234,22 @@ pub enum AccessError {
         /// The limit.
         max: u64,
     },
+    /// A validator's voting power is above [`MAX_VALIDATOR_POWER`](super::MAX_VALIDATOR_POWER).
+    #[error("voting power {power} exceeds the maximum of {max}")]
+    PowerTooLarge {
+        /// The power asked for.
+        power: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// The evidence of this offence is already recorded.
+    #[error("evidence of offence {offence} by {offender} is already recorded")]
+    EvidenceAlreadyRecorded {
+        /// The offender.
+        offender: PublicKey,
+        /// The offence.
+        offence: crate::hash::Digest,
+    },
 }
 
 /// Which kind of refusal an [`AccessError`] is, for callers that react by kind (an HTTP status,
@@ -279,7 +295,8 @@ impl AccessError {
             | Duplicate(_)
             | NotInOrder(_)
             | InvalidProvision { .. }
-            | BreakGlassDuration { .. } => RefusalKind::Malformed,
+            | BreakGlassDuration { .. }
+            | PowerTooLarge { .. } => RefusalKind::Malformed,
             CommitmentNotBound(_)
             | RoleNotSelfAssignable(_)
             | WrongRole { .. }
@@ -317,7 +334,8 @@ impl AccessError {
             | PeriodOver { .. }
             | BreakGlassAlreadyOpen(_)
             | SessionClosed(_)
-            | AlreadyReviewed(_) => RefusalKind::Conflict,
+            | AlreadyReviewed(_)
+            | EvidenceAlreadyRecorded { .. } => RefusalKind::Conflict,
             LimitReached { .. } => RefusalKind::Limit,
         }
     }

@@ -237,4 +237,22 @@ pub enum AccessEvent {
         /// The authority.
         by: AccountId,
     },
+    /// An authority set a consensus validator's voting power (0: removed).
+    ValidatorSet {
+        /// The validator's key.
+        key: PublicKey,
+        /// Its power from the next height on.
+        power: u64,
+        /// The authority.
+        by: AccountId,
+    },
+    /// Evidence of a validator's misbehaviour was recorded.
+    EvidenceRecorded {
+        /// The offender.
+        offender: PublicKey,
+        /// The offence.
+        offence: Digest,
+        /// Who submitted it.
+        by: AccountId,
+    },
 }

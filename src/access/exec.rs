@@ -4,7 +4,9 @@ use super::{
     AccessError, AccessEvent, AccessOp, AccessState, AccountRecord, AuditEntry, Identity, Name,
     Role, Stamp,
 };
-use crate::hash::AccountId;
+use super::{EvidenceRecord, MAX_EVIDENCE_LEN, MAX_VALIDATOR_POWER};
+use crate::codec::BoundedBytes;
+use crate::hash::{AccountId, Digest};
 use crate::state::{AccountState, CoreTables, KeyState, TxContext};
 use crate::tx::PublicKey;
 impl AccessState {
@@ -87,6 +89,12 @@ impl AccessState {
                 dataset,
                 subjects,
             } => x.release_research_data(*recipient, *epoch, *dataset, subjects)?,
+            AccessOp::SetValidator { key, power } => x.set_validator(*key, *power)?,
+            AccessOp::RecordEvidence {
+                offender,
+                offence,
+                evidence,
+            } => x.record_evidence(*offender, *offence, evidence)?,
         }
         Ok(x.events)
     }
@@ -150,6 +158,64 @@ impl Exec<'_> {
                 found,
             });
         }
+        Ok(())
+    }
+}
+
+impl Exec<'_> {
+    /// An authority sets a validator's voting power; the key must be a valid, strong key.
+    fn set_validator(&mut self, key: PublicKey, power: u64) -> Result<(), AccessError> {
+        let by = self.actor();
+        self.require_role(by, Role::Authority)?;
+        key.verifying_key().map_err(|_| AccessError::BadKey(key))?;
+        if power > MAX_VALIDATOR_POWER {
+            return Err(AccessError::PowerTooLarge {
+                power,
+                max: MAX_VALIDATOR_POWER,
+            });
+        }
+        self.s.validators.insert(key, power);
+        self.emit(None, AccessEvent::ValidatorSet { key, power, by });
+        Ok(())
+    }
+
+    /// Records evidence, once per offence. Whether it proves the offence is the consensus
+    /// engine's check, made on the block that carries it.
+    fn record_evidence(
+        &mut self,
+        offender: PublicKey,
+        offence: Digest,
+        evidence: &BoundedBytes<MAX_EVIDENCE_LEN>,
+    ) -> Result<(), AccessError> {
+        if self.s.evidence.get(&(offender, offence)).is_some() {
+            return Err(AccessError::EvidenceAlreadyRecorded { offender, offence });
+        }
+        let by = self.actor();
+        let seq = self.s.evidence_counts.get(&offender).copied().unwrap_or(0);
+        let next = seq.checked_add(1).ok_or(AccessError::LimitReached {
+            what: "evidence records per offender",
+            max: u64::from(u32::MAX),
+        })?;
+        self.s.evidence.insert(
+            (offender, offence),
+            EvidenceRecord {
+                offender,
+                offence,
+                evidence: evidence.clone(),
+                by,
+                at: self.stamp(),
+            },
+        );
+        self.s.offender_evidence.insert((offender, seq), offence);
+        self.s.evidence_counts.insert(offender, next);
+        self.emit(
+            None,
+            AccessEvent::EvidenceRecorded {
+                offender,
+                offence,
+                by,
+            },
+        );
         Ok(())
     }
 }

@@ -128,7 +128,9 @@ impl AccessEvent {
             | AccessEvent::BreakGlassClosed { .. }
             | AccessEvent::BreakGlassRevoked { .. }
             | AccessEvent::BreakGlassReviewed { .. }
-            | AccessEvent::Accessed { .. } => return None,
+            | AccessEvent::Accessed { .. }
+            | AccessEvent::ValidatorSet { .. }
+            | AccessEvent::EvidenceRecorded { .. } => return None,
         })
     }
 }

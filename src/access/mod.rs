@@ -172,7 +172,7 @@ pub mod summary;
 pub use error::{AccessError, RefusalKind};
 pub use event::AccessEvent;
 pub use model::*;
-pub use op::AccessOp;
+pub use op::{AccessOp, MAX_EVIDENCE_LEN, MAX_VALIDATOR_POWER};
 pub use state::*;
 
 pub use app::{bench_genesis, Event, Genesis, MedRec, Payload};

@@ -7,7 +7,7 @@ use super::{
     GrantTerms, GroupId, Identity, Label, PointerId, Reason, RecordPointer, RelationshipId,
     ReleasedSubject, ReviewOutcome, Role, MAX_RELEASE_SUBJECTS,
 };
-use crate::codec::BoundedVec;
+use crate::codec::{BoundedBytes, BoundedVec};
 use crate::hash::{AccountId, Digest};
 use crate::pseudonym::Epoch;
 use crate::purpose::PurposeOfUse;
@@ -192,4 +192,34 @@ pub enum AccessOp {
         /// The released subjects, in strictly ascending pseudonym order (not empty).
         subjects: BoundedVec<ReleasedSubject, MAX_RELEASE_SUBJECTS>,
     },
+    /// An authority sets a consensus validator's voting power (0 removes it). The chain's
+    /// consensus engine reads it from the block ([`AppPayload::validator_change`](crate::tx::AppPayload::validator_change))
+    /// and applies it from the next height on; the access state records the latest power of
+    /// each key ([`AccessState::validator_power`](super::AccessState::validator_power)).
+    SetValidator {
+        /// The validator's consensus key.
+        key: PublicKey,
+        /// Its voting power from the next height on; 0 removes it.
+        power: u64,
+    },
+    /// Anyone records evidence that a validator misbehaved (signed two conflicting votes or
+    /// proposals). The consensus engine checks the evidence when it checks the block
+    /// ([`AppPayload::evidence`](crate::tx::AppPayload::evidence)); the access state keeps it,
+    /// once per offence ([`AccessState::evidence_against`](super::AccessState::evidence_against)).
+    RecordEvidence {
+        /// The validator the evidence convicts.
+        offender: PublicKey,
+        /// The offence's id, as the engine defines it.
+        offence: Digest,
+        /// The engine's encoding of the evidence, at most [`MAX_EVIDENCE_LEN`] bytes.
+        evidence: BoundedBytes<MAX_EVIDENCE_LEN>,
+    },
 }
+
+/// The largest voting power an [`AccessOp::SetValidator`] gives: 2^40, so that a set of the
+/// most validators a consensus engine allows (1024 for Tendermint) never exceeds its total
+/// (2^60).
+pub const MAX_VALIDATOR_POWER: u64 = 1 << 40;
+
+/// The largest evidence a [`AccessOp::RecordEvidence`] carries, in bytes.
+pub const MAX_EVIDENCE_LEN: usize = 1024;

@@ -9,7 +9,9 @@ use super::{
     DelegationId, Grant, GrantId, GrantTerms, Group, GroupId, Identity, Membership, Pointer,
     PointerId, Relationship, RelationshipId, Release, ReleaseId, Revocation, Viewer,
 };
-use crate::hash::AccountId;
+use super::{Stamp, MAX_EVIDENCE_LEN};
+use crate::codec::BoundedBytes;
+use crate::hash::{AccountId, Digest};
 use crate::state::{Table, TableOps};
 use crate::tx::PublicKey;
 
@@ -39,6 +41,25 @@ pub const BREAK_GLASS_TABLE: &str = "access.break-glass";
 pub const AUDIT_TABLE: &str = "access.audit";
 /// Tag of the research release table (keyed by [`ReleaseId`]; written once).
 pub const RELEASES_TABLE: &str = "access.releases";
+/// Tag of the consensus validator table (key → latest voting power set by an authority).
+pub const VALIDATORS_TABLE: &str = "access.validators";
+/// Tag of the evidence table (keyed by offender and offence; written once).
+pub const EVIDENCE_TABLE: &str = "access.evidence";
+
+/// Evidence of a validator's misbehaviour, as recorded on chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRecord {
+    /// The offender.
+    pub offender: PublicKey,
+    /// The offence's id (the engine's).
+    pub offence: Digest,
+    /// The engine's encoding of the evidence.
+    pub evidence: BoundedBytes<MAX_EVIDENCE_LEN>,
+    /// Who recorded it.
+    pub by: AccountId,
+    /// When.
+    pub at: Stamp,
+}
 
 /// Per-account counters of the append-only lists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +218,10 @@ pub struct AccessState {
     pub(crate) releases: Table<ReleaseId, Release>,
     pub(crate) recipient_releases: Table<(AccountId, u32), ReleaseId>,
     pub(crate) release_counts: Table<AccountId, u32>,
+    pub(crate) validators: Table<PublicKey, u64>,
+    pub(crate) evidence: Table<(PublicKey, Digest), EvidenceRecord>,
+    pub(crate) offender_evidence: Table<(PublicKey, u32), Digest>,
+    pub(crate) evidence_counts: Table<PublicKey, u32>,
 }
 
 impl fmt::Debug for AccessState {
@@ -241,6 +266,10 @@ impl AccessState {
             releases: Table::new(RELEASES_TABLE),
             recipient_releases: Table::new("access.recipient-releases"),
             release_counts: Table::new("access.release-counts"),
+            validators: Table::new(VALIDATORS_TABLE),
+            evidence: Table::new(EVIDENCE_TABLE),
+            offender_evidence: Table::new("access.offender-evidence"),
+            evidence_counts: Table::new("access.evidence-counts"),
         }
     }
 
@@ -273,6 +302,10 @@ impl AccessState {
             &mut self.releases,
             &mut self.recipient_releases,
             &mut self.release_counts,
+            &mut self.validators,
+            &mut self.evidence,
+            &mut self.offender_evidence,
+            &mut self.evidence_counts,
         ]);
     }
 
@@ -305,7 +338,33 @@ impl AccessState {
             &self.releases,
             &self.recipient_releases,
             &self.release_counts,
+            &self.validators,
+            &self.evidence,
+            &self.offender_evidence,
+            &self.evidence_counts,
         ]);
+    }
+
+    /// The voting power an authority last set for validator `key` (0 after a removal), or
+    /// `None` if no authority ever set it. Genesis validators are the consensus engine's
+    /// configuration, not recorded here.
+    pub fn validator_power(&self, key: &PublicKey) -> Option<u64> {
+        self.validators.get(key).copied()
+    }
+
+    /// The evidence recorded against `offender`, one record per offence, in the order it was
+    /// recorded.
+    pub fn evidence_against(&self, offender: &PublicKey) -> Vec<&EvidenceRecord> {
+        let count = self.evidence_counts.get(offender).copied().unwrap_or(0);
+        (0..count)
+            .filter_map(|i| self.offender_evidence.get(&(*offender, i)))
+            .filter_map(|offence| self.evidence.get(&(*offender, *offence)))
+            .collect()
+    }
+
+    /// The evidence recorded of `offence` by `offender`, if any.
+    pub fn evidence_of(&self, offender: &PublicKey, offence: &Digest) -> Option<&EvidenceRecord> {
+        self.evidence.get(&(*offender, *offence))
     }
 
     pub(crate) fn counters(&self, account: &AccountId) -> Counters {

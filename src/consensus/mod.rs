@@ -93,6 +93,17 @@ pub trait Consensus: Send + Sync + 'static {
         now: u64,
     ) -> Result<Work, ConsensusError>;
 
+    /// Whether `a` and `b` are one block under two seals: for engines that agree on a block
+    /// but whose seals may differ from node to node (Tendermint's commit certificates hold
+    /// whichever precommits a node collected). The chain then treats a block building on the
+    /// other copy of its tip as extending the tip: it swaps the tip's seal for that copy's,
+    /// which changes no transaction and no state, instead of reorganising (so it works with
+    /// [`max_reorg_depth(0)`](crate::chain::ChainBuilder::max_reorg_depth)). The default: never.
+    fn same_block(&self, a: &Header<Self::Seal>, b: &Header<Self::Seal>) -> bool {
+        let _ = (a, b);
+        false
+    }
+
     /// Checks the block's transactions against what the seal certifies (for engines whose seal
     /// commits to how the body was agreed, such as per-shard certificates). The chain calls it
     /// after [`verify_header`](Self::verify_header), with signatures already verified. The

@@ -49,7 +49,8 @@
 //! Implement [`Protocol`] for the engine's state. Its [`Message`](Protocol::Message) type is
 //! [`Canonical`]: one strict, size-bounded decoder is all that faces the network. Its
 //! [`Ledger`](Protocol::Ledger) is whatever it reads to build and check blocks (the crate's
-//! engines read a [`Chain`](crate::chain::Chain)); it must not append to it, since appending is
+//! engines read a [`Chain`](crate::chain::Chain), or a [`Ledger`](crate::ledger::Ledger) whose
+//! pool the engine proposes from and submits to); it must not append blocks to it, since appending is
 //! the driver's, through [`Output::Append`].
 
 use core::fmt::Debug;

@@ -2,9 +2,9 @@
 
 use super::replicas::{medrec_load, medrec_nodes, Replicas};
 use super::{CpuModel, SimError};
-use crate::chain::Chain;
 use crate::consensus::protocol::Input;
 use crate::hash::Digest;
+use crate::ledger::Ledger;
 use crate::tendermint::{
     block_id, BlockId, Message, ProposedBlock, Tendermint, TendermintConfig, TendermintConsensus,
     Timeouts, ValidatorSet,
@@ -12,8 +12,8 @@ use crate::tendermint::{
 use crate::tx::Keypair;
 use crate::{MedRec, Payload};
 
-/// Tendermint validators, each on its own chain.
-pub type TendermintReplicas = Replicas<Tendermint<MedRec>, Chain<TendermintConsensus, MedRec>>;
+/// Tendermint validators, each on its own ledger (chain and mempool).
+pub type TendermintReplicas = Replicas<Tendermint<MedRec>, Ledger<TendermintConsensus, MedRec>>;
 
 /// The name of simulated Tendermint chains.
 const CHAIN: &str = "medledger-sim-tendermint";
@@ -61,8 +61,17 @@ impl TendermintSetup {
         let set = ValidatorSet::equal(keys.iter().map(Keypair::public))
             .map_err(|e| SimError::Config(e.to_string()))?;
         let engine = TendermintConsensus::new(CHAIN, set);
-        let nodes = medrec_nodes(CHAIN, &engine, keys.iter().map(Keypair::public))
-            .map_err(|e| SimError::Config(e.to_string()))?;
+        let config = |e: &dyn std::fmt::Display| SimError::Config(e.to_string());
+        let mut nodes = Vec::with_capacity(keys.len());
+        for (key, chain, clock) in medrec_nodes(CHAIN, &engine, keys.iter().map(Keypair::public))
+            .map_err(|e| config(&e))?
+        {
+            let ledger = Ledger::builder(chain)
+                .clock(clock.clone())
+                .build()
+                .map_err(|e| config(&e))?;
+            nodes.push((key, ledger, clock));
+        }
         let chain_id = nodes[0].1.chain_id();
         let (timeouts, block_size) = (self.timeouts, self.block_size);
         let make = Box::new(move |i: usize| {

@@ -1,6 +1,6 @@
 //! The Tendermint engine: Malachite's driver behind the crate's [`Protocol`] interface.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use malachitebft_core_driver::{Driver, Input as DInput, Output as DOutput, ThresholdParams};
@@ -14,19 +14,20 @@ use super::context::{
 };
 use super::messages::Message;
 use super::seal::{
-    CommitSignature, Evidence, PolkaCertificate, TendermintConsensus, TendermintSeal,
-    MAX_FUTURE_DRIFT,
+    check_evidence, next_validators, CommitSignature, Evidence, PolkaCertificate,
+    TendermintConsensus, TendermintSeal, MAX_FUTURE_DRIFT,
 };
-use super::types::{BlockId, Proposal, ProposedBlock, SignedProposal, SignedVote, VoteKind};
+use super::types::{
+    BlockId, Proposal, ProposedBlock, SignedProposal, SignedVote, ValidatorSet, VoteKind,
+};
 use super::TendermintError;
 use crate::app::Application;
 use crate::block::{Block, Header, HEADER_VERSION, MAX_BLOCK_LEN};
-use crate::chain::Chain;
 use crate::codec;
 use crate::consensus::protocol::Time;
 use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
-use crate::hash::TxId;
-use crate::tx::{self, Keypair, PublicKey, Transaction};
+use crate::ledger::Ledger;
+use crate::tx::{self, AppPayload as _, Keypair, PublicKey, Transaction};
 
 /// The highest round a message may name (rounds beyond it would overflow the round counter).
 pub const MAX_ROUND: u32 = u32::MAX / 2;
@@ -126,8 +127,6 @@ pub struct TendermintConfig {
     pub timeouts: Timeouts,
     /// The most transactions the node puts in a block it proposes.
     pub max_block_txs: usize,
-    /// The most offered transactions it keeps.
-    pub max_pool_txs: usize,
 }
 
 impl TendermintConfig {
@@ -137,7 +136,6 @@ impl TendermintConfig {
             keypair,
             timeouts: Timeouts::default(),
             max_block_txs: 4096,
-            max_pool_txs: 1 << 16,
         }
     }
 }
@@ -149,7 +147,8 @@ type SealedBlock<A> = Block<TendermintSeal, P<A>>;
 /// A Tendermint validator (or, with a key outside the validator set, an observer that follows
 /// the votes and appends decided blocks without signing anything).
 ///
-/// It implements [`Protocol`] over a [`Chain`] run by [`TendermintConsensus`]; see the
+/// It implements [`Protocol`] over a [`Ledger`] (a chain run by [`TendermintConsensus`] and its
+/// transaction pool); see the
 /// [protocol module](crate::consensus::protocol) for how to drive it. Malachite's driver decides;
 /// the engine feeds it checked inputs and carries out its outputs:
 ///
@@ -159,7 +158,11 @@ type SealedBlock<A> = Block<TendermintSeal, P<A>>;
 /// * a proposed block is valid when it extends the chain's tip, its time is not before its
 ///   parent's nor too far ahead, and executing its transactions on the tip's state gives its
 ///   roots with none refused;
-/// * when proposing, it builds the block from the transactions offered to it;
+/// * the validator set of each height is read from the ledger's tip (the set the tip's seal
+///   names for the next height), so validators join and leave through the chain;
+/// * when proposing, it builds the block from the evidence it gathered (see the
+///   [module](super) on evidence) and the transactions offered to it, leaving out what would
+///   break the body rules (a validator change leaving no valid set, invalid evidence);
 /// * on a decision it seals the block with the precommits it holds and outputs it to append.
 ///
 /// **Seals differ, decisions do not.** Each validator seals a decided block with the precommits
@@ -167,24 +170,24 @@ type SealedBlock<A> = Block<TendermintSeal, P<A>>;
 /// and state) under different seals, hence different block hashes. The next height settles it:
 /// the proposer builds on its own copy and sends that copy's seal with the proposal; a
 /// validator holding another copy appends the proposer's copy beside its own (valid, equally
-/// certified), and when the next block is decided, its chain switches to the copy that block
-/// extends. So chains agree on every block below the tip, and the tip's seal may be replaced
-/// once, by a one-block reorganisation that changes no transaction and no state: keep the
-/// chain's reorganisation limit at 1 or more.
+/// certified), and when the next block is decided on it, its chain swaps the tip's seal for
+/// the proposer's ([`Consensus::same_block`](crate::consensus::Consensus::same_block)): no
+/// transaction and no state changes, nothing is reverted, and it is no reorganisation. A
+/// decided block is thus final by its id, and the chain may be built with
+/// [`max_reorg_depth(0)`](crate::chain::ChainBuilder::max_reorg_depth). Chains agree on every
+/// block below the tip, seals included.
 pub struct Tendermint<A: Application> {
     engine: TendermintConsensus,
     keypair: Keypair,
     me: PublicKey,
     is_validator: bool,
+    validators: ValidatorSet,
     timeouts: LinearTimeouts,
     rebroadcast: u64,
     max_block_txs: usize,
-    max_pool_txs: usize,
     driver: Option<Driver<Ctx<P<A>>>>,
     height: u64,
     decided: bool,
-    pool: VecDeque<Transaction<P<A>>>,
-    pool_ids: HashSet<TxId>,
     validity: HashMap<BlockId, Validity>,
     last_prevote: Option<SignedVote>,
     last_precommit: Option<SignedVote>,
@@ -204,7 +207,6 @@ impl<A: Application> core::fmt::Debug for Tendermint<A> {
             .field("height", &self.height)
             .field("round", &self.round())
             .field("decided", &self.decided)
-            .field("pool", &self.pool.len())
             .finish_non_exhaustive()
     }
 }
@@ -215,18 +217,16 @@ impl<A: Application> Tendermint<A> {
         let me = config.keypair.public();
         Self {
             is_validator: engine.validators().get(&me).is_some(),
+            validators: engine.validators().clone(),
             engine,
             keypair: config.keypair,
             me,
             timeouts: config.timeouts.linear(),
             rebroadcast: config.timeouts.rebroadcast,
             max_block_txs: config.max_block_txs,
-            max_pool_txs: config.max_pool_txs,
             driver: None,
             height: 0,
             decided: false,
-            pool: VecDeque::new(),
-            pool_ids: HashSet::new(),
             validity: HashMap::new(),
             last_prevote: None,
             last_precommit: None,
@@ -263,9 +263,9 @@ impl<A: Application> Tendermint<A> {
     pub fn is_decided(&self) -> bool {
         self.decided
     }
-    /// How many offered transactions wait for a block.
-    pub fn pool_len(&self) -> usize {
-        self.pool.len()
+    /// The validator set of the height being agreed (read from the ledger's tip).
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
     }
     /// The engine's [`TendermintConsensus`].
     pub fn consensus(&self) -> &TendermintConsensus {
@@ -280,7 +280,7 @@ impl<A: Application> Tendermint<A> {
 
     fn sync_to_ledger(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         out: &mut TmOutputs<A>,
     ) -> Result<(), TendermintError> {
@@ -290,7 +290,7 @@ impl<A: Application> Tendermint<A> {
                 engine: self.engine.chain_id(),
             });
         }
-        let next = ledger.height() + 1;
+        let next = ledger.chain().height() + 1;
         if self.driver.is_some() && next <= self.height {
             return Ok(());
         }
@@ -298,8 +298,14 @@ impl<A: Application> Tendermint<A> {
         self.decided = false;
         self.validity.clear();
         self.evidence_seen.clear();
-        self.prune_pool(ledger);
-        let validators = self.engine.validators().clone();
+        let validators = ledger
+            .chain()
+            .tip_header()
+            .seal
+            .next_set()
+            .map_err(|e| TendermintError::Ledger(format!("the tip's seal: {e}")))?;
+        self.is_validator = validators.get(&self.me).is_some();
+        self.validators = validators.clone();
         match &mut self.driver {
             Some(d) => d.move_to_height(MHeight(next), validators),
             None => {
@@ -312,7 +318,7 @@ impl<A: Application> Tendermint<A> {
                 ))
             }
         }
-        let proposer = self.engine.validators().proposer(next, 0).key();
+        let proposer = self.validators.proposer(next, 0).key();
         self.enter_round(now, next, 0, out);
         self.apply(
             ledger,
@@ -374,7 +380,7 @@ impl<A: Application> Tendermint<A> {
 
     fn apply(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         input: DInput<Ctx<P<A>>>,
         out: &mut TmOutputs<A>,
@@ -385,7 +391,7 @@ impl<A: Application> Tendermint<A> {
         let Ok(outputs) = self.driver()?.process(input) else {
             return Ok(());
         };
-        self.collect_evidence(out);
+        self.collect_evidence(ledger, out);
         for o in outputs {
             if self.decided {
                 break;
@@ -397,7 +403,7 @@ impl<A: Application> Tendermint<A> {
 
     fn on_driver_output(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         output: DOutput<Ctx<P<A>>>,
         out: &mut TmOutputs<A>,
@@ -406,7 +412,7 @@ impl<A: Application> Tendermint<A> {
         match output {
             DOutput::NewRound(height, round) => {
                 let r = round.as_u32().unwrap_or(0);
-                let proposer = self.engine.validators().proposer(height.0, r).key();
+                let proposer = self.validators.proposer(height.0, r).key();
                 self.enter_round(now, height.0, r, out);
                 self.apply(ledger, now, DInput::NewRound(height, round, proposer), out)
             }
@@ -415,7 +421,7 @@ impl<A: Application> Tendermint<A> {
                     return Ok(());
                 }
                 let signed = proposal.proposal.sign(&self.keypair, chain);
-                let parent_seal = ledger.tip_header().seal.clone();
+                let parent_seal = ledger.chain().tip_header().seal.clone();
                 self.validity
                     .insert(signed.proposal.block.id(), Validity::Valid);
                 self.own_proposal = Some((signed.clone(), parent_seal.clone()));
@@ -481,6 +487,7 @@ impl<A: Application> Tendermint<A> {
         let round = proposal.proposal.round;
         let block = proposal.proposal.block;
         let id = block.id();
+        debug_assert_eq!(block.block().header.height, self.height);
         let Some(driver) = self.driver.as_ref() else {
             return;
         };
@@ -491,9 +498,9 @@ impl<A: Application> Tendermint<A> {
             .collect();
         // The driver decides only on a quorum of precommits, which it holds; should that ever
         // not hold, the height is left to a peer's decided block.
-        let Ok(seal) = self
-            .engine
-            .seal_from_precommits(self.height, round, id, &precommits)
+        let Ok(seal) =
+            self.engine
+                .seal_from_precommits(&self.validators, round, &block, &precommits)
         else {
             return;
         };
@@ -506,7 +513,7 @@ impl<A: Application> Tendermint<A> {
     fn polka_of(&self, round: Round, block: BlockId) -> Option<PolkaCertificate> {
         let driver = self.driver.as_ref()?;
         let cert = driver.polka_certificate(round, &block)?;
-        let validators = self.engine.validators();
+        let validators = &self.validators;
         let mut signatures: Vec<CommitSignature> = cert
             .polka_signatures
             .iter()
@@ -528,7 +535,11 @@ impl<A: Application> Tendermint<A> {
         })
     }
 
-    fn collect_evidence(&mut self, out: &mut TmOutputs<A>) {
+    fn collect_evidence(
+        &mut self,
+        ledger: &mut Ledger<TendermintConsensus, A>,
+        out: &mut TmOutputs<A>,
+    ) {
         let Some(driver) = self.driver.as_mut() else {
             return;
         };
@@ -551,6 +562,7 @@ impl<A: Application> Tendermint<A> {
         }
         for e in found {
             if self.evidence_seen.insert(e) {
+                self.submit_evidence(ledger, &e);
                 out.push(Output::Evidence(e));
             }
         }
@@ -560,43 +572,79 @@ impl<A: Application> Tendermint<A> {
 
     fn build_proposal(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
     ) -> Result<ProposedBlock<P<A>>, TendermintError> {
-        let timestamp = (now / 1_000_000).max(ledger.tip_header().timestamp);
-        let mut txs = Vec::new();
+        let timestamp = (now / 1_000_000).max(ledger.chain().tip_header().timestamp);
+        let chain = self.engine.chain_id();
+        let mut txs: Vec<Transaction<P<A>>> = Vec::new();
         let mut bytes = 0;
-        for tx in &self.pool {
+        let mut changes = Vec::new();
+        // The ledger's pool, in its order; what would make the block break the engine's body
+        // rules is left out.
+        for tx in ledger.pending_txs() {
             let len = codec::body_len(tx);
             if txs.len() == self.max_block_txs || bytes + len > MAX_BLOCK_LEN - SEAL_ROOM {
                 break;
             }
+            if let Some(change) = tx.body.payload.validator_change() {
+                changes.push(change);
+                if self.validators.apply(changes.iter().copied()).is_err() {
+                    changes.pop();
+                    continue;
+                }
+            }
+            if let Some(claim) = tx.body.payload.evidence() {
+                if check_evidence(&self.validators, chain, self.height, &claim).is_err() {
+                    continue;
+                }
+            }
             bytes += len;
             txs.push(tx.clone());
         }
-        let mut template = ledger
+        let template = ledger
             .build_template(txs, timestamp)
             .map_err(|e| TendermintError::Ledger(e.to_string()))?;
-        for (tx, _) in core::mem::take(&mut template.rejected) {
-            self.forget_tx(&tx.id());
-        }
         let block = template
             .seal(())
             .map_err(|e| TendermintError::Ledger(e.to_string()))?;
         Ok(ProposedBlock::new(block))
     }
 
+    /// Puts `evidence` in the ledger's pool, in a transaction this node signs (if the
+    /// application records evidence). A refusal (the offence is already recorded or pending,
+    /// the pool is full) leaves it to the other nodes that saw it.
+    fn submit_evidence(&self, ledger: &mut Ledger<TendermintConsensus, A>, evidence: &Evidence) {
+        let encoded = codec::encode(evidence);
+        let claim = evidence.claim(&encoded);
+        let Some(payload) = P::<A>::record_evidence(claim) else {
+            return;
+        };
+        if check_evidence(
+            &self.validators,
+            self.engine.chain_id(),
+            self.height,
+            &claim,
+        )
+        .is_err()
+        {
+            return;
+        }
+        let tx = ledger.sign(&self.keypair, payload);
+        let _ = ledger.submit(tx);
+    }
+
     /// Whether `block` may be the next block of `ledger` at time `now`.
     fn check_block(
         &self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         block: &Block<(), P<A>>,
         parent: BlockIdCheck,
     ) -> Result<(), String> {
         let h = &block.header;
-        let tip = ledger.tip_header().clone();
-        if h.version != HEADER_VERSION || h.height != ledger.height() + 1 {
+        let tip = ledger.chain().tip_header().clone();
+        if h.version != HEADER_VERSION || h.height != ledger.chain().height() + 1 {
             return Err(format!("version {} height {}", h.version, h.height));
         }
         if let BlockIdCheck::Mismatch = parent {
@@ -610,6 +658,13 @@ impl<A: Application> Tendermint<A> {
         {
             return Err("size".into());
         }
+        next_validators(
+            &self.validators,
+            self.engine.chain_id(),
+            h.height,
+            block.txs.iter().map(|t| &t.body.payload),
+        )
+        .map_err(|e| e.to_string())?;
         let template = ledger
             .build_template(block.txs.to_vec(), h.timestamp)
             .map_err(|e| e.to_string())?;
@@ -628,25 +683,32 @@ impl<A: Application> Tendermint<A> {
     /// append beside the ledger's own.
     fn parent_copy(
         &self,
-        ledger: &Chain<TendermintConsensus, A>,
+        ledger: &Ledger<TendermintConsensus, A>,
         parent_hash: &crate::hash::BlockHash,
         parent_seal: &TendermintSeal,
     ) -> (BlockIdCheck, Option<SealedBlock<A>>) {
-        if *parent_hash == ledger.tip() {
+        if *parent_hash == ledger.chain().tip() {
             return (BlockIdCheck::Tip, None);
         }
-        let tip = ledger.tip_header();
+        let tip = ledger.chain().tip_header();
         let copy = Header {
             seal: parent_seal.clone(),
             ..tip.clone()
         };
-        if copy.hash() != *parent_hash || self.engine.verify_commit(&copy).is_err() {
+        let same_sets = parent_seal.validators == tip.seal.validators
+            && parent_seal.next_validators == tip.seal.next_validators;
+        let certified = same_sets
+            && tip
+                .seal
+                .signing_set()
+                .is_ok_and(|set| self.engine.verify_commit_with(&copy, &set).is_ok());
+        if copy.hash() != *parent_hash || !certified {
             return (BlockIdCheck::Mismatch, None);
         }
-        if ledger.header(parent_hash).is_some() {
+        if ledger.chain().header(parent_hash).is_some() {
             return (BlockIdCheck::Copy, None);
         }
-        match ledger.block(&ledger.tip()) {
+        match ledger.chain().block(&ledger.chain().tip()) {
             Ok(Some(own)) => (
                 BlockIdCheck::Copy,
                 Some(Block {
@@ -675,7 +737,7 @@ impl<A: Application> Tendermint<A> {
 
     fn on_message(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         from: PublicKey,
         message: Message<P<A>>,
@@ -689,7 +751,7 @@ impl<A: Application> Tendermint<A> {
         // Checks that need no state first: signatures, proposer, round bounds.
         match &message {
             Message::Vote(v) => {
-                v.verify(self.engine.validators(), chain)?;
+                v.verify(&self.validators, chain)?;
                 self.check_round(v.vote.round, height > self.height)?;
             }
             Message::Proposal { proposal, .. } => {
@@ -700,10 +762,8 @@ impl<A: Application> Tendermint<A> {
                         pol_round: pol,
                     });
                 }
-                proposal
-                    .signed_summary()
-                    .verify(self.engine.validators(), chain)?;
-                let expected = self.engine.validators().proposer(height, p.round).key();
+                proposal.signed_summary().verify(&self.validators, chain)?;
+                let expected = self.validators.proposer(height, p.round).key();
                 if expected != p.proposer {
                     return Err(TendermintError::WrongProposer {
                         height,
@@ -715,12 +775,13 @@ impl<A: Application> Tendermint<A> {
                 self.check_round(p.round, height > self.height)?;
             }
             Message::Polka(polka) => {
-                self.engine.verify_polka(polka)?;
+                self.engine.verify_polka(polka, &self.validators)?;
                 self.check_round(polka.round, height > self.height)?;
             }
             Message::Decided { block, .. } => {
                 if height == self.height && !self.decided {
-                    self.engine.verify_commit(&block.header)?;
+                    self.engine
+                        .verify_commit_with(&block.header, &self.validators)?;
                 }
             }
         }
@@ -748,7 +809,7 @@ impl<A: Application> Tendermint<A> {
         match message {
             Message::Vote(v) => self.apply(ledger, now, DInput::Vote(to_mvote(&v)), out),
             Message::Polka(polka) => {
-                let validators = self.engine.validators();
+                let validators = &self.validators;
                 let certificate = MPolka {
                     height: MHeight(polka.height),
                     round: Round::new(polka.round),
@@ -785,7 +846,7 @@ impl<A: Application> Tendermint<A> {
 
     fn validity_of(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         proposal: &Proposal<P<A>>,
         parent_seal: &TendermintSeal,
@@ -824,7 +885,7 @@ impl<A: Application> Tendermint<A> {
     /// rebroadcast interval).
     fn serve(
         &mut self,
-        ledger: &Chain<TendermintConsensus, A>,
+        ledger: &Ledger<TendermintConsensus, A>,
         now: Time,
         peer: PublicKey,
         height: u64,
@@ -836,13 +897,15 @@ impl<A: Application> Tendermint<A> {
             }
         }
         let (Some(hash), Some(parent)) = (
-            ledger.hash_at(height),
-            height.checked_sub(1).and_then(|h| ledger.header_at(h)),
+            ledger.chain().hash_at(height),
+            height
+                .checked_sub(1)
+                .and_then(|h| ledger.chain().header_at(h)),
         ) else {
             return;
         };
         let parent_seal = parent.seal.clone();
-        let Ok(Some(block)) = ledger.block(&hash) else {
+        let Ok(Some(block)) = ledger.chain().block(&hash) else {
             return;
         };
         if self.served.len() >= MAX_BUFFERED_MESSAGES {
@@ -857,7 +920,7 @@ impl<A: Application> Tendermint<A> {
 
     fn on_timer(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         timer: Timer,
         out: &mut TmOutputs<A>,
@@ -902,54 +965,37 @@ impl<A: Application> Tendermint<A> {
 
     // ----- transactions -----
 
+    /// Submits offered transactions to the ledger's pool, in order. Signatures are checked
+    /// first, all together: one bad signature refuses the whole batch. Then each is submitted
+    /// ([`Ledger::submit`]: nonce order, duplicates, the pool's bounds, the application's
+    /// rules), after the engine's own rules (a validator change must leave a valid set,
+    /// evidence must verify); the first refusal is returned, the others submitted still.
     fn offer(
         &mut self,
-        ledger: &Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         txs: Vec<Transaction<P<A>>>,
     ) -> Result<(), TendermintError> {
-        let new: Vec<Transaction<P<A>>> = {
-            let mut seen = HashSet::new();
-            txs.into_iter()
-                .filter(|t| {
-                    let id = t.id();
-                    !self.pool_ids.contains(&id) && seen.insert(id)
-                })
-                .collect()
-        };
-        if self.pool.len() + new.len() > self.max_pool_txs {
-            return Err(TendermintError::Ledger(format!(
-                "{} new transactions do not fit in a pool of {} holding {}",
-                new.len(),
-                self.max_pool_txs,
-                self.pool.len()
-            )));
-        }
-        let verified = tx::verify_batch(ledger.chain_id(), new)?;
-        for tx in verified {
-            self.pool_ids.insert(tx.id());
-            self.pool.push_back(tx.into_transaction());
-        }
-        Ok(())
-    }
-
-    fn forget_tx(&mut self, id: &TxId) {
-        if self.pool_ids.remove(id) {
-            self.pool.retain(|t| t.id() != *id);
-        }
-    }
-
-    /// Drops offered transactions the chain has already executed (their nonce is used).
-    fn prune_pool(&mut self, ledger: &Chain<TendermintConsensus, A>) {
-        let state = ledger.state();
-        let ids = &mut self.pool_ids;
-        self.pool.retain(|t| {
-            let account = state.account_of_key(&t.body.signer);
-            let keep = t.body.nonce >= state.next_nonce(&account);
-            if !keep {
-                ids.remove(&t.id());
+        tx::verify_batch(ledger.chain_id(), txs.clone())?;
+        let chain = self.engine.chain_id();
+        let mut first: Option<TendermintError> = None;
+        for (index, tx) in txs.into_iter().enumerate() {
+            let payload = &tx.body.payload;
+            let change = payload
+                .validator_change()
+                .and_then(|change| self.validators.apply([change]).err());
+            let evidence = payload.evidence().and_then(|claim| {
+                check_evidence(&self.validators, chain, self.height, &claim).err()
+            });
+            let engine_rule = change.or(evidence);
+            let refusal = match engine_rule {
+                Some(e) => Some(e.to_string()),
+                None => ledger.submit(tx).err().map(|r| r.to_string()),
+            };
+            if let (Some(reason), None) = (refusal, &first) {
+                first = Some(TendermintError::Refused { index, reason });
             }
-            keep
-        });
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 
@@ -971,11 +1017,11 @@ impl<A: Application> Protocol for Tendermint<A> {
     type Block = SealedBlock<A>;
     type Evidence = Evidence;
     type Error = TendermintError;
-    type Ledger = Chain<TendermintConsensus, A>;
+    type Ledger = Ledger<TendermintConsensus, A>;
 
     fn handle(
         &mut self,
-        ledger: &mut Chain<TendermintConsensus, A>,
+        ledger: &mut Ledger<TendermintConsensus, A>,
         now: Time,
         input: ProtocolInput<Self>,
     ) -> Result<TmOutputs<A>, TendermintError> {

@@ -14,7 +14,8 @@
 //! * [`TendermintConsensus`] is the stateless [`Consensus`](crate::consensus::Consensus) check of
 //!   what the engine produced: a block's [`TendermintSeal`] is its commit certificate, the
 //!   precommits of more than two thirds of the voting power for that block, round, height and
-//!   chain. A light client verifies a header with the validator set alone.
+//!   chain, with the validator sets around it. A light client verifies a header with the
+//!   validator set of its height alone.
 //!
 //! # Assumptions
 //!
@@ -28,16 +29,73 @@
 //!
 //! # Validators
 //!
-//! The [`ValidatorSet`] (each hospital's Ed25519 key and voting power) is fixed when the chain
-//! is built: the same set in every validator's and every verifier's [`TendermintConsensus`].
-//! Changing it through registrar operations on chain is not yet supported.
+//! The validator set of height 1 (each hospital's Ed25519 key and voting power) is the
+//! genesis configuration given to [`TendermintConsensus`]. After that the set comes from the
+//! chain:
 //!
+//! * **Joining and leaving.** A consortium authority signs
+//!   [`AccessOp::SetValidator`](crate::access::AccessOp::SetValidator)` { key, power }`; power 0
+//!   removes the key. MedRec refuses it from anyone but an authority. The engine does not read
+//!   the application's state to learn of it: the payload says what it does
+//!   ([`AppPayload::validator_change`](crate::tx::AppPayload::validator_change)), so the
+//!   consensus sees each block's changes in the block itself.
+//! * **From the next height on.** The changes in block `h` (applied in transaction order,
+//!   [`ValidatorSet::apply`]) give the set of `h + 1`. Block `h`'s [`TendermintSeal`] carries the
+//!   set that signed it and, if the block changes it, the next set. The chain checks, with the
+//!   header, that the signing set is the one the parent's seal names for this height (the
+//!   genesis seal names the genesis set) and, with the body, that the next set is the signing
+//!   set with the block's changes applied. So a seal signed by an old set after a change is
+//!   refused, and a light client follows the set from seal to seal, checking each commit with
+//!   [`TendermintConsensus::verify_commit_with`]. (The sets in a seal are not under the
+//!   precommits' signatures; they are determined by the chain, and a client that skips bodies
+//!   must take the next set from the seal on the strength of the commit of the block that
+//!   carries it.)
+//! * **Bounds.** A set holds 1 to [`MAX_VALIDATORS`] validators with a total voting power of
+//!   at most [`MAX_TOTAL_POWER`]; a block whose changes would break this is invalid, and a
+//!   proposer leaves such a transaction out of its block.
+//! * **The engine.** [`Tendermint`] reads the set of the height it agrees on from the ledger's
+//!   tip at each height: a validator added at `h` proposes and votes from `h + 1`, a removed one
+//!   no longer counts (and its node follows the chain as an observer).
+//!
+//! # Evidence
+//!
+//! The engine reports double signing as [`Evidence`] ([`Output::Evidence`]) and also puts it
+//! on chain itself: unless the application does not record evidence
+//! ([`AppPayload::record_evidence`]), it submits a transaction recording it, signed by the
+//! node's key, to the ledger's pool ([`Ledger::sign`](crate::ledger::Ledger::sign),
+//! [`Ledger::submit`](crate::ledger::Ledger::submit)); for MedRec that is
+//! [`AccessOp::RecordEvidence`](crate::access::AccessOp::RecordEvidence). Every honest node
+//! that saw the offence does so; the first of them to propose includes it, and the others'
+//! transactions then leave their pools, refused as already recorded. The chain checks the
+//! evidence in a block against the block's signing set ([`TendermintConsensus`]'s body rule):
+//! it must decode, be of no later height, convict a current validator with its own signatures,
+//! and name that offender and its [`Evidence::offence`]. MedRec keeps one record per offence
+//! ([`AccessState::evidence_against`](crate::access::AccessState::evidence_against)). Anyone
+//! may submit evidence the same way.
+//!
+//! # Transactions
+//!
+//! The engine runs over a [`Ledger`](crate::ledger::Ledger): transactions offered with
+//! [`Input::Transactions`](crate::consensus::protocol::Input::Transactions) are submitted to its
+//! pool (nonce order, duplicates, bounds and the application's rules are the ledger's; a
+//! refusal comes back as [`TendermintError::Refused`] with the ledger's reason), a proposal
+//! carries the pool's transactions in order (up to the block's limits, leaving out those that
+//! break the engine's body rules), and the driver appends decided blocks with
+//! [`Ledger::append`](crate::ledger::Ledger::append), which prunes the pool.
+//!
+//! [`Output::Evidence`]: crate::consensus::protocol::Output::Evidence
+//! [`AppPayload::record_evidence`]: crate::tx::AppPayload::record_evidence
+
 //! # Finality
 //!
 //! Every certified block adds the same [`Work`](crate::consensus::Work), so a branch competing
 //! with the main chain at the same height is never adopted; build the chain with
 //! [`max_reorg_depth(0)`](crate::chain::ChainBuilder::max_reorg_depth) and a block, once
-//! appended, is never reverted at all.
+//! appended, is never reverted at all. A decided block is final by its [`BlockId`]: two nodes
+//! may hold it under different seals (different sets of precommits), and a node whose tip is
+//! the other copy swaps the seal when the next block builds on that copy, without reverting
+//! anything ([`Consensus::same_block`](crate::consensus::Consensus::same_block)), so the
+//! engine needs no reorganisation either.
 //!
 //! ```
 //! use medledger::tendermint::{TendermintConsensus, ValidatorSet};
@@ -50,6 +108,8 @@
 //!     .max_reorg_depth(0)
 //!     .build()?;
 //! assert_eq!(chain.engine().validators().len(), 4);
+//! // The genesis seal names the set of height 1.
+//! assert_eq!(chain.tip_header().seal.next_set()?.len(), 4);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -65,12 +125,13 @@ pub use engine::{
 };
 pub use messages::{Message, MAX_MESSAGE_LEN};
 pub use seal::{
-    CommitSignature, Evidence, PolkaCertificate, TendermintConsensus, TendermintSeal,
-    MAX_FUTURE_DRIFT,
+    next_validators, CommitSignature, Evidence, PolkaCertificate, TendermintConsensus,
+    TendermintSeal, MAX_FUTURE_DRIFT,
 };
 pub use types::{
     block_id, BlockId, Proposal, ProposalSummary, ProposedBlock, SignedProposal, SignedSummary,
-    SignedVote, Validator, ValidatorSet, Vote, VoteKind, MAX_TOTAL_POWER, MAX_VALIDATORS,
+    SignedVote, Validator, ValidatorList, ValidatorSet, Vote, VoteKind, MAX_TOTAL_POWER,
+    MAX_VALIDATORS,
 };
 
 use crate::tx::PublicKey;
@@ -149,6 +210,21 @@ pub enum TendermintError {
         /// The height being agreed.
         current: u64,
     },
+    /// A seal names another signing set than its parent's seal gives its height.
+    #[error("the seal at height {height} names another validator set than its parent gives it")]
+    WrongValidators {
+        /// The block's height.
+        height: u64,
+    },
+    /// A seal's next validator set is not its signing set with the block's changes applied.
+    #[error("the seal at height {height} names the wrong validator set for the next height")]
+    WrongNextValidators {
+        /// The block's height.
+        height: u64,
+    },
+    /// Evidence a block records does not prove what its transaction claims.
+    #[error("invalid evidence: {0}")]
+    BadEvidence(String),
     /// Two messages offered as evidence do not conflict.
     #[error("the two messages do not conflict")]
     NotEvidence,
@@ -159,6 +235,14 @@ pub enum TendermintError {
         ledger: crate::hash::ChainId,
         /// The engine's.
         engine: crate::hash::ChainId,
+    },
+    /// The ledger refused an offered transaction (the `index`-th of the batch).
+    #[error("transaction {index} of the batch refused: {reason}")]
+    Refused {
+        /// Its position in the batch.
+        index: usize,
+        /// The ledger's (or the engine's) reason.
+        reason: String,
     },
     /// An offered transaction is invalid.
     #[error("transaction refused: {0}")]

@@ -52,6 +52,9 @@ pub fn block_id<S>(header: &Header<S>) -> BlockId {
     BlockId::from_bytes(tagged_hash(TAG_BLOCK_ID, &unsealed))
 }
 
+/// A validator set as a seal carries it: `(key, voting power)` pairs in canonical order.
+pub type ValidatorList = crate::codec::BoundedVec<(PublicKey, u64), MAX_VALIDATORS>;
+
 /// A validator: its Ed25519 key and its voting power.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Validator {
@@ -145,6 +148,66 @@ impl ValidatorSet {
     /// As [`new`](Self::new).
     pub fn equal(keys: impl IntoIterator<Item = PublicKey>) -> Result<Self, TendermintError> {
         Self::new(keys.into_iter().map(|k| (k, 1)))
+    }
+
+    /// The set as a seal carries it: `(key, power)` pairs in canonical order.
+    pub fn to_list(&self) -> ValidatorList {
+        let list: Vec<(PublicKey, u64)> =
+            self.validators.iter().map(|v| (v.key, v.power)).collect();
+        ValidatorList::try_from(list).expect("a set holds at most MAX_VALIDATORS validators")
+    }
+
+    /// The set a seal's list describes, which must be a valid set in canonical order.
+    ///
+    /// # Errors
+    ///
+    /// [`TendermintError::ValidatorSet`] if it is not.
+    pub fn from_list(list: &[(PublicKey, u64)]) -> Result<Self, TendermintError> {
+        let set = Self::new(list.iter().copied())?;
+        if set
+            .validators
+            .iter()
+            .map(|v| (v.key, v.power))
+            .ne(list.iter().copied())
+        {
+            return Err(TendermintError::ValidatorSet(
+                "validators are not in canonical order".into(),
+            ));
+        }
+        Ok(set)
+    }
+
+    /// The set after `changes`, applied in order: each sets a key's voting power, 0 removing
+    /// it (removing a key outside the set changes nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`TendermintError::ValidatorSet`] if the result is not a valid set (empty, more than
+    /// [`MAX_VALIDATORS`], a total above [`MAX_TOTAL_POWER`], an invalid key).
+    pub fn apply(
+        &self,
+        changes: impl IntoIterator<Item = (PublicKey, u64)>,
+    ) -> Result<Self, TendermintError> {
+        let mut powers: std::collections::BTreeMap<PublicKey, u64> =
+            self.validators.iter().map(|v| (v.key, v.power)).collect();
+        let mut changed = false;
+        for (key, power) in changes {
+            changed = true;
+            if power == 0 {
+                powers.remove(&key);
+            } else {
+                powers.insert(key, power);
+                if powers.len() > MAX_VALIDATORS {
+                    return Err(TendermintError::ValidatorSet(format!(
+                        "more than {MAX_VALIDATORS} validators"
+                    )));
+                }
+            }
+        }
+        if !changed {
+            return Ok(self.clone());
+        }
+        Self::new(powers)
     }
 
     /// The validators in canonical order.
