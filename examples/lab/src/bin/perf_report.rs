@@ -382,6 +382,32 @@ fn p5_committees(rows: &mut Vec<Row>) {
     });
 }
 
+fn p8_consortium(rows: &mut Vec<Row>) {
+    use medledger_lab::engines::{self, Scenario};
+    // Both engines on the same simulated network, load and CPU model (`engines.rs`).
+    let tendermint = engines::tendermint(4, Scenario::Honest);
+    let committees = engines::committee(Scenario::Honest);
+    let ratio = tendermint.tx_per_sec / committees.tx_per_sec;
+    let safe = tendermint.agreement_violations + committees.agreement_violations == 0;
+    rows.push(Row {
+        id: "P8",
+        what: "Tendermint, 4 validators (simulated): finalised tx/s vs the committee engine".into(),
+        ours: tendermint.tx_per_sec,
+        reference: committees.tx_per_sec,
+        unit: "tx/s",
+        ratio,
+        goal: "0 viol.",
+        met: safe,
+        note: format!(
+            "same network and load; finality p50 {:.2} s vs {:.2} s; {} vs {} nodes",
+            tendermint.finality_p50_us as f64 / 1e6,
+            committees.finality_p50_us as f64 / 1e6,
+            tendermint.nodes,
+            committees.nodes
+        ),
+    });
+}
+
 fn p6_bitcoin_peer(rows: &mut Vec<Row>) {
     use bitcoin::consensus::deserialize;
     let headers = bitcoin_headers();
@@ -500,6 +526,7 @@ fn main() {
     p5_committees(&mut rows);
     p6_bitcoin_peer(&mut rows);
     p7_replay(&mut rows, grant_bytes);
+    p8_consortium(&mut rows);
 
     println!(
         "\n{:<4} {:<78} {:>14} {:>14} {:>7} {:>8} {:>4}",
