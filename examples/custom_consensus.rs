@@ -1,35 +1,20 @@
-//! A consensus engine written outside the crate and run on its simulator: round-robin proof of
-//! authority for a hospital consortium, with view changes.
+//! Round-robin proof of authority with view changes, written outside the crate and run on its
+//! simulator. Each height runs Paxos: the view's leader proposes; authorities accept proposals of
+//! the highest view they joined and tell all; a block a majority accepted in one view is decided.
+//! On timeout an authority joins the next view with what it last accepted; once a majority joined,
+//! the new leader re-proposes the block accepted in the highest view among them, or a fresh one.
 //!
-//! [`ProofOfAuthority`] is the [`Consensus`] seal check: the block at `height` sealed in `view`
-//! is signed by authority `(height + view) mod n`. [`Node`] is the [`Protocol`] engine, Paxos
-//! per height with the authorities taking turns as leader: the leader of view 0 proposes; each
-//! authority accepts the proposal of the highest view it has joined and tells all; a block a
-//! majority accepted in one view is decided and appended. Without a decision within the timeout
-//! an authority joins the next view and tells all, with what it last accepted; once a majority
-//! joined, that view's leader re-proposes the block accepted in the highest view among them, or
-//! else a fresh one. Authorities left behind are sent the decided block.
-//!
-//! Fault model: **crash faults only**. With `n >= 2f + 1` authorities, decided blocks never
-//! conflict whatever the delays, and with at most `f` down the rest keep deciding once messages
-//! arrive within the timeout. Not Byzantine-tolerant: messages are unsigned (the transport
-//! authenticates senders), a seal shows whose turn it was but not that a majority accepted, and
-//! a faulty authority can seal out of turn or lie when it joins a view (use `tendermint`).
+//! Fault model: **crash faults only**: with `n >= 2f + 1` authorities, decided blocks never
+//! conflict whatever the delays, and with at most `f` down the rest keep deciding. Not
+//! Byzantine-tolerant: messages are unsigned and a faulty authority can seal out of turn or lie.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
-
-use medledger::block::{Header, MAX_BLOCK_LEN};
-use medledger::chain::Chain;
-use medledger::codec::Canonical;
 use medledger::consensus::protocol::{Input, Output, Outputs, ProtocolInput, Recipients, Time};
 use medledger::consensus::{Ancestors, Consensus, ConsensusError, Protocol, Work};
-use medledger::hash::BlockHash;
-use medledger::sim::network::SECOND;
 use medledger::sim::{medrec_load, medrec_nodes, Fault, NetConfig, Network, Replicas};
 use medledger::tx::{Keypair, PublicKey, Signature};
-use medledger::{MedRec, Transaction};
+use medledger::{block::Header, hash::BlockHash, sim::network::SECOND, Block, Chain, Transaction};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The seal: the view the block was proposed in, and its leader's signature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,33 +22,25 @@ struct Seal {
     view: u32,
     signature: Signature,
 }
-
-type PoaBlock = medledger::Block<Seal>;
-type Ledger = Chain<ProofOfAuthority, MedRec>;
-type Accepted = Option<(u32, PoaBlock)>; // a block and the view it was accepted in
+type Ledger = Chain<ProofOfAuthority>;
+type Verdict = Result<Work, ConsensusError>;
+type Outcome = Result<Outputs<Node>, std::convert::Infallible>;
+type Accepted = Option<(u32, Block<Seal>)>; // a block and the view it was accepted in
 const UNSIGNED: Signature = Signature::from_bytes([0; 64]);
 const TIMEOUT: Time = SECOND / 2;
 const BLOCK_SIZE: usize = 64;
 
-/// What the leader signs: the block hash with the signature left zero (the view is signed).
-fn digest(header: &Header<Seal>) -> [u8; 32] {
-    let mut header = header.clone();
-    header.seal.signature = UNSIGNED;
-    *header.hash().as_bytes()
-}
-
-/// Round-robin proof of authority.
+/// The [`Consensus`] rule (the seal check): the block at `height` sealed in `view` must be signed
+/// by authority `(height + view) % n`, that view's leader.
 #[derive(Clone)]
 struct ProofOfAuthority {
     authorities: Vec<PublicKey>,
 }
 impl ProofOfAuthority {
     fn leader(&self, height: u64, view: u32) -> PublicKey {
-        let n = self.authorities.len() as u64;
-        self.authorities[((height + u64::from(view)) % n) as usize]
+        self.authorities[((height + u64::from(view)) % self.authorities.len() as u64) as usize]
     }
 }
-
 impl Consensus for ProofOfAuthority {
     type Seal = Seal;
     fn name(&self) -> &'static str {
@@ -73,38 +50,30 @@ impl Consensus for ProofOfAuthority {
         let signature = UNSIGNED;
         Seal { view: 0, signature }
     }
-    fn verify_header(
-        &self,
-        header: &Header<Seal>,
-        _: &dyn Ancestors<Seal>,
-        _: u64,
-    ) -> Result<Work, ConsensusError> {
+    fn verify_header(&self, header: &Header<Seal>, _: &dyn Ancestors<Seal>, _: u64) -> Verdict {
         let key = self.leader(header.height, header.seal.view).verifying_key();
         let sig = ed25519_dalek::Signature::from_bytes(&header.seal.signature.to_bytes());
-        match key.map(|key| key.verify_strict(&digest(header), &sig)) {
+        let mut unsigned = header.clone(); // the leader signs its hash with the signature zero
+        unsigned.seal.signature = UNSIGNED;
+        match key.map(|key| key.verify_strict(unsigned.hash().as_bytes(), &sig)) {
             Ok(Ok(())) => Ok(Work::from_u64(1)), // only decided blocks are appended: no forks
             _ => Err(ConsensusError::BadSeal("not its leader's".into())),
         }
     }
 }
 
-/// What authorities tell each other: `(height, view, what)`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Msg(u64, u32, Kind);
+struct Msg(u64, u32, Kind); // what authorities tell each other: (height, view, what)
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Kind {
-    /// The view's leader proposes this block (sealed in this view, or re-proposed).
-    Propose(PoaBlock),
-    /// The sender accepted the block with this hash in the view.
-    Accept(BlockHash),
-    /// The sender joined the view (accepts nothing older), with what it accepted last.
-    Join(Accepted),
-    /// The block decided at the height, for a peer still trying to decide it.
-    Decided(PoaBlock),
+    Propose(Block<Seal>), // by the view's leader: sealed in this view, or re-proposed
+    Accept(BlockHash),    // the sender accepted the block with this hash in the view
+    Join(Accepted),       // the sender joined the view, with what it accepted last
+    Decided(Block<Seal>), // the block decided at the height, for a peer still deciding it
 }
-impl Canonical for Msg {
+impl medledger::codec::Canonical for Msg {
     const NAME: &'static str = "proof-of-authority message";
-    const MAX_ENCODED_LEN: usize = MAX_BLOCK_LEN + 256;
+    const MAX_ENCODED_LEN: usize = medledger::block::MAX_BLOCK_LEN + 256;
 }
 /// Where an authority is within one height.
 #[derive(Default)]
@@ -114,10 +83,10 @@ struct Round {
     accepted: Accepted,
     decided: bool,
     accepts: BTreeMap<(u32, BlockHash), BTreeSet<PublicKey>>,
-    joins: BTreeMap<u32, (BTreeSet<PublicKey>, Accepted)>,
+    joins: BTreeMap<u32, BTreeMap<PublicKey, Accepted>>,
     later: Vec<(PublicKey, Msg)>, // messages for heights ahead
 }
-/// One authority's engine.
+/// One authority's [`Protocol`] engine.
 struct Node {
     key: Keypair,
     pool: Vec<Transaction>,
@@ -128,11 +97,9 @@ struct Node {
 
 impl Node {
     fn enter_height(&mut self, chain: &mut Ledger) {
-        let (state, later) = (chain.state(), std::mem::take(&mut self.r.later));
-        let account = |t: &Transaction| state.account_of_key(&t.body.signer);
-        self.pool
-            .retain(|t| t.body.nonce >= state.next_nonce(&account(t)));
-        self.r = Round::default();
+        let (state, later) = (chain.state(), std::mem::take(&mut self.r).later);
+        let next_nonce = |t: &Transaction| state.next_nonce(&state.account_of_key(&t.body.signer));
+        self.pool.retain(|t| t.body.nonce >= next_nonce(t));
         self.r.height = chain.height() + 1;
         self.enter_view(chain, 0);
         for (from, message) in later {
@@ -152,38 +119,35 @@ impl Node {
     }
     /// Sends to the others, and handles it as theirs.
     fn tell_all(&mut self, chain: &mut Ledger, kind: Kind) {
-        let (message, to) = (Msg(self.r.height, self.r.view, kind), Recipients::All);
-        self.out.push(Output::Send {
-            to,
-            message: message.clone(),
-        });
-        self.on_message(chain, self.key.public(), message);
+        let mine = Msg(self.r.height, self.r.view, kind);
+        let (to, message) = (Recipients::All, mine.clone());
+        self.out.push(Output::Send { to, message });
+        self.on_message(chain, self.key.public(), mine);
     }
     /// As the view's leader: proposes `prior`, or else a fresh block of pooled transactions.
-    fn propose(&mut self, chain: &mut Ledger, prior: Option<PoaBlock>) {
+    fn propose(&mut self, chain: &mut Ledger, prior: Option<Block<Seal>>) {
         if chain.engine().leader(self.r.height, self.r.view) != self.key.public() {
             return;
         }
         let txs = self.pool.iter().take(BLOCK_SIZE).cloned().collect();
-        let time = (self.now / SECOND).max(chain.header_at(chain.height()).unwrap().timestamp);
+        let time = (self.now / SECOND).max(chain.tip_header().timestamp);
         let (view, signature) = (self.r.view, UNSIGNED);
-        let Some(block) = prior.or_else(|| {
+        if let Some(block) = prior.or_else(|| {
             let template = chain.build_template(txs, time).ok()?;
             let mut block = template.seal(Seal { view, signature }).ok()?;
-            block.header.seal.signature = self.key.sign(&digest(&block.header));
+            block.header.seal.signature = self.key.sign(block.header.hash().as_bytes());
             Some(block)
-        }) else {
-            return;
-        };
-        self.tell_all(chain, Kind::Propose(block));
+        }) {
+            self.tell_all(chain, Kind::Propose(block));
+        }
     }
     fn on_message(&mut self, chain: &mut Ledger, from: PublicKey, m: Msg) {
         let (height, view, quorum) = (m.0, m.1, chain.engine().authorities.len() / 2 + 1);
         match m.2 {
+            _ if !chain.engine().authorities.contains(&from) => {}
             _ if height > self.r.height => self.r.later.push((from, m)),
             Kind::Join(_) if height < self.r.height => {
-                let hash = chain.hash_at(height).unwrap_or_default();
-                if let Ok(Some(block)) = chain.block(&hash) {
+                if let Some(Ok(Some(block))) = chain.hash_at(height).map(|h| chain.block(&h)) {
                     let message = Msg(height, view, Kind::Decided(block));
                     let to = Recipients::One(from);
                     self.out.push(Output::Send { to, message });
@@ -191,9 +155,8 @@ impl Node {
             }
             _ if height < self.r.height => {}
             Kind::Propose(block) => {
-                let header = &block.header;
-                let valid = header.parent == chain.tip() && header.seal.view <= view;
-                if from != chain.engine().leader(height, view) || !valid || view < self.r.view {
+                let on_tip = block.header.parent == chain.tip() && block.header.seal.view <= view;
+                if from != chain.engine().leader(height, view) || !on_tip || view < self.r.view {
                     return; // not the view leader's proposal on our tip, or a view we left
                 }
                 if view > self.r.view {
@@ -208,28 +171,24 @@ impl Node {
                 votes.insert(from);
                 let ours = self.r.accepted.as_ref().map(|(v, b)| (*v, b.header.hash()));
                 if votes.len() >= quorum && ours == Some((view, hash)) {
-                    let (_, block) = self.r.accepted.clone().expect("accepted");
-                    self.decide(block);
+                    self.decide(self.r.accepted.clone().expect("accepted").1);
                 }
             }
             Kind::Join(accepted) => {
                 if view > self.r.view && !self.r.decided {
                     self.enter_view(chain, view);
                 }
-                let (joined, best) = self.r.joins.entry(view).or_default();
-                if accepted.as_ref().map(|a| a.0) > best.as_ref().map(|b| b.0) {
-                    *best = accepted;
-                }
-                // The leader proposes once: when the quorum-th authority joins.
-                if joined.insert(from) && joined.len() == quorum && self.r.view == view {
-                    let prior = best.clone().map(|(_, block)| block);
-                    self.propose(chain, prior);
+                let joined = self.r.joins.entry(view).or_default();
+                let first = joined.insert(from, accepted).is_none(); // so the leader proposes once
+                if first && joined.len() == quorum && self.r.view == view {
+                    let best = joined.values().flatten().max_by_key(|a| a.0).cloned();
+                    self.propose(chain, best.map(|(_, block)| block));
                 }
             }
             Kind::Decided(block) => self.decide(block),
         }
     }
-    fn decide(&mut self, block: PoaBlock) {
+    fn decide(&mut self, block: Block<Seal>) {
         if !std::mem::replace(&mut self.r.decided, true) {
             self.out.push(Output::Append(block));
         }
@@ -240,24 +199,17 @@ impl Protocol for Node {
     type Message = Msg;
     type Timer = (u64, u32); // (height, view)
     type Tx = Transaction;
-    type Block = PoaBlock;
+    type Block = Block<Seal>;
     type Evidence = ();
-    type Error = Infallible; // what it cannot use, it ignores
+    type Error = std::convert::Infallible; // what it cannot use, it ignores
     type Ledger = Ledger;
-    fn handle(
-        &mut self,
-        chain: &mut Ledger,
-        now: Time,
-        input: ProtocolInput<Self>,
-    ) -> Result<Outputs<Self>, Infallible> {
-        let (r, authorities) = (&self.r, &chain.engine().authorities);
+    fn handle(&mut self, chain: &mut Ledger, now: Time, input: ProtocolInput<Self>) -> Outcome {
+        let r = &self.r;
         let (next, timer) = (chain.height() + 1 != r.height, (r.height, r.view));
         self.now = now;
         match input {
             Input::Start | Input::Appended if next => self.enter_height(chain),
-            Input::Message { from, message } if authorities.contains(&from) => {
-                self.on_message(chain, from, message)
-            }
+            Input::Message { from, message } => self.on_message(chain, from, message),
             Input::Timer(t) if t == timer && !r.decided => self.enter_view(chain, t.1 + 1),
             Input::Transactions(txs) => self.pool.extend(txs),
             _ => {}
@@ -266,8 +218,7 @@ impl Protocol for Node {
     }
 }
 
-/// Four hospitals, each with its own chain and engine, under a closed-loop MedRec load: all up,
-/// then one crashed after a second.
+/// Four hospitals under a closed-loop MedRec load: all up, then one crashed after a second.
 fn main() {
     let key = |i: usize| Keypair::from_seed(&[i as u8 + 1; 32]);
     let authorities = (0..4).map(|i| key(i).public()).collect();
@@ -288,11 +239,8 @@ fn main() {
         (config.blocks, config.faults) = (40, faults);
         let r = Network::new(Replicas::new("poa", nodes, Box::new(make), load), config).run();
         let (blocks, tps, bad) = (r.blocks, r.tx_per_sec, r.agreement_violations);
-        let (p50, p99, views) = (
-            r.finality_p50_us / 1000,
-            r.finality_p99_us / 1000,
-            r.extra_rounds,
-        );
+        let (p50, p99) = (r.finality_p50_us / 1000, r.finality_p99_us / 1000);
+        let views = r.extra_rounds;
         println!("{name:<20} {blocks:>6} {tps:>6.0} {p50:>7} {p99:>7} {views:>6} {bad:>11}");
         assert!(blocks == 40 && bad == 0 && r.refused_appends == 0, "{name}");
     }
