@@ -120,7 +120,8 @@ pub fn committee(scenario: Scenario) -> EngineReport {
         .network(network())
         .seed(SEED);
     if scenario == Scenario::OneEquivocating {
-        builder = builder.byzantine(1.0 / 24.0, Strategy::Equivocating);
+        // One node of 24 (the fraction is floored to a node count).
+        builder = builder.byzantine(1.5 / 24.0, Strategy::Equivocating);
     }
     let sim = builder.build().expect("valid committee setup");
     let deployment = CommitteeDeployment::new(&sim).expect("valid committee setup");
