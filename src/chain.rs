@@ -605,6 +605,12 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     pub fn max_reorg_depth(&self) -> u64 {
         self.max_reorg_depth
     }
+    /// How many blocks a reorganisation could roll back now: the blocks whose undo data the
+    /// chain keeps, `min(height, max_reorg_depth)` (a refused or failed reorganisation leaves
+    /// it unchanged).
+    pub fn undo_depth(&self) -> u64 {
+        self.undo.len() as u64
+    }
     /// Closes the chain and hands back its store (to reopen it, or inspect it).
     pub fn into_store(self) -> Box<dyn Store> {
         self.store
@@ -872,6 +878,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         let total_work = parent_work.saturating_add(work);
         if checked.header().parent == self.tip() {
             let applied = self.apply_checked(&checked)?;
+            self.trim_undo();
             self.store_block(&checked, total_work)?;
             self.main.push(hash);
             self.persist_main(applied.height)?;
@@ -929,15 +936,22 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         let events = executed.events.clone();
         self.trees.push(executed.tree.clone());
         let undo = self.state.commit(executed);
+        // Trimmed to the limit only once the caller's operation succeeds (`trim_undo`): a
+        // reorganisation that fails half-way must find every entry it started with.
         self.undo.push_back(undo);
-        while self.undo.len() as u64 > self.max_reorg_depth {
-            self.undo.pop_front();
-        }
         Ok(AppliedBlock {
             hash: block.hash(),
             height: h.height,
             events,
         })
+    }
+
+    /// Drops the oldest undo data beyond [`max_reorg_depth`](Self::max_reorg_depth) blocks;
+    /// called once an append or a reorganisation has succeeded.
+    fn trim_undo(&mut self) {
+        while self.undo.len() as u64 > self.max_reorg_depth {
+            self.undo.pop_front();
+        }
     }
 
     /// Rolls back the main-chain tip (undo data must be available).
@@ -1039,6 +1053,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             self.forget_descendants(bad);
             return Err(err);
         }
+        self.trim_undo();
         self.store_block(&new_tip, total_work)?;
         self.persist_main(fork_height + 1)?;
         Ok(Appended { reverted, applied })
@@ -1059,6 +1074,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         self.main.push(copy);
         match self.apply_checked(&new_tip) {
             Ok(applied) => {
+                self.trim_undo();
                 self.store_block(&new_tip, total_work)?;
                 self.main.push(new_tip.hash());
                 self.persist_main(height)?;

@@ -467,3 +467,139 @@ proptest! {
         prop_assert_eq!(a.replay_state().unwrap().root(), a.state().root());
     }
 }
+
+/// A toy engine for fork-choice tests: the seal is the work the block claims (at least 1), so a
+/// test picks each block's weight; times may not go backwards.
+struct Weighted;
+
+impl medledger::consensus::Consensus for Weighted {
+    type Seal = u64;
+    fn name(&self) -> &'static str {
+        "weighted"
+    }
+    fn genesis_seal(&self) -> u64 {
+        0
+    }
+    fn verify_header(
+        &self,
+        header: &medledger::block::Header<u64>,
+        _: &dyn medledger::consensus::Ancestors<u64>,
+        _now: u64,
+    ) -> Result<medledger::consensus::Work, ConsensusError> {
+        if header.seal == 0 {
+            return Err(ConsensusError::BadSeal("no work".into()));
+        }
+        Ok(medledger::consensus::Work::from_u64(header.seal))
+    }
+}
+
+fn weighted_chain(max_reorg_depth: u64) -> Chain<Weighted> {
+    ChainBuilder::new("weighted", Weighted)
+        .boxed_store(crate::store_under_test())
+        .genesis_time(T0)
+        .clock(Arc::new(ManualClock::new(T0 + 1_000_000)))
+        .max_reorg_depth(max_reorg_depth)
+        .build()
+        .unwrap()
+}
+
+/// Appends to `chain` one block per weight, each with one transaction of `key` (tagged `tag`).
+fn weighted_branch(
+    chain: &mut Chain<Weighted>,
+    key: &Keypair,
+    weights: &[u64],
+    tag: u8,
+) -> Vec<Block<u64>> {
+    let mut out = Vec::new();
+    for (i, w) in weights.iter().enumerate() {
+        let nonce = chain.state().next_nonce(&key.account());
+        let tx = Transaction::sign(
+            key,
+            chain.chain_id(),
+            nonce,
+            Payload::Data {
+                record: Digest::from_bytes([tag.wrapping_add(i as u8); 32]),
+            },
+        );
+        let t = chain
+            .build_template(vec![tx], chain.tip_header().timestamp + 600)
+            .unwrap();
+        let b = t.seal(*w).unwrap();
+        chain.append(b.clone()).unwrap();
+        out.push(b);
+    }
+    out
+}
+
+/// The block after `parent` with no transactions, weight `w` and any state root: valid as a
+/// side block (the state is checked only when the branch is applied).
+fn weighted_child(parent: &Block<u64>, w: u64) -> Block<u64> {
+    let mut b = parent.clone();
+    b.header.parent = parent.hash();
+    b.header.height += 1;
+    b.header.timestamp += 600;
+    b.header.tx_root = medledger::merkle::merkle_root(&[]);
+    b.header.tx_count = 0;
+    b.header.seal = w;
+    b.txs = Default::default();
+    b
+}
+
+/// Issue 13, item 7: a reorganisation that fails after applying more blocks than it rolled back
+/// used to trim the undo history as it went, so the restored chain kept less undo data than the
+/// limit and refused a later legitimate reorganisation; with a longer failing branch it could
+/// even run out of undo data while restoring. A failed reorganisation now leaves the chain, its
+/// state and its undo history exactly as before.
+#[test]
+fn failed_reorganisation_keeps_the_undo_history() {
+    let alice = Keypair::from_seed(&[1; 32]);
+    let bob = Keypair::from_seed(&[2; 32]);
+    let carol = Keypair::from_seed(&[3; 32]);
+    for light in [2usize, 5] {
+        let mut chain = weighted_chain(3);
+        let main = weighted_branch(&mut chain, &alice, &[10; 5], 0);
+        assert_eq!(chain.undo_depth(), 3);
+        let before = (chain.tip(), chain.height(), chain.state().root());
+
+        // Bob's branch forks at height 4 (one block deep): `light` valid light blocks, then a
+        // light block with a wrong state root, then a heavy block that makes the branch win.
+        let mut other = weighted_chain(100);
+        for b in &main[..4] {
+            other.append(b.clone()).unwrap();
+        }
+        let weights = vec![1; light];
+        let mut branch = weighted_branch(&mut other, &bob, &weights, 50);
+        let mut bad = weighted_child(branch.last().unwrap(), 1);
+        bad.header.state_root = StateRoot::from_bytes([9; 32]);
+        let heavy = weighted_child(&bad, 100);
+        branch.push(bad);
+        for b in &branch {
+            assert!(chain.append(b.clone()).unwrap().is_side_branch());
+        }
+        let err = chain.append(heavy).unwrap_err();
+        assert!(matches!(err, ChainError::StateRoot { .. }), "{err}");
+        assert_eq!((chain.tip(), chain.height(), chain.state().root()), before);
+        assert_eq!(
+            chain.undo_depth(),
+            3,
+            "a failed reorganisation shrank the undo history"
+        );
+        assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
+
+        // A legitimate reorganisation of the full depth (3 blocks) succeeds at once.
+        let mut other = weighted_chain(100);
+        for b in &main[..2] {
+            other.append(b.clone()).unwrap();
+        }
+        let legit = weighted_branch(&mut other, &carol, &[10, 10, 10, 10], 80);
+        for b in &legit[..3] {
+            assert!(chain.append(b.clone()).unwrap().is_side_branch());
+        }
+        let out = chain.append(legit[3].clone()).unwrap();
+        assert_eq!(out.reverted.len(), 3);
+        assert_eq!(out.applied.len(), 4);
+        assert_eq!(chain.tip(), legit[3].hash());
+        assert_eq!(chain.undo_depth(), 3);
+        assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
+    }
+}
