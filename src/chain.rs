@@ -160,7 +160,7 @@ pub enum ChainError<E: std::error::Error + 'static> {
     },
     /// The block's branch leaves the main chain below its last final block
     /// ([`Chain::final_height`]): following it would revert a final block, whatever its weight
-    /// (engines with [`Finality::Instant`](crate::consensus::Finality::Instant)). Refused before
+    /// (engines with [`Finality::Instant`]). Refused before
     /// the engine checks the seal; the block is not marked invalid.
     #[error("block {block} conflicts with final block {finalised} at height {height}")]
     ConflictsWithFinal {
