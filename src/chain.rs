@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::app::Application;
 use crate::block::{Block, CheckedBlock, Header, StructureError, HEADER_VERSION, MAX_BLOCK_TXS};
 use crate::codec::{BoundedVec, DecodeError};
-use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
+use crate::consensus::{Ancestors, Consensus, ConsensusError, Finality, Work};
 use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
 use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
@@ -157,6 +157,19 @@ pub enum ChainError<E: std::error::Error + 'static> {
         depth: u64,
         /// The configured limit.
         max: u64,
+    },
+    /// The block's branch leaves the main chain below its last final block
+    /// ([`Chain::final_height`]): following it would revert a final block, whatever its weight
+    /// (engines with [`Finality::Instant`]). Refused before
+    /// the engine checks the seal; the block is not marked invalid.
+    #[error("block {block} conflicts with final block {finalised} at height {height}")]
+    ConflictsWithFinal {
+        /// The height of the first final block the branch would replace.
+        height: u64,
+        /// That final block.
+        finalised: BlockHash,
+        /// The refused block.
+        block: BlockHash,
     },
     /// A transaction is invalid on its own (block building).
     #[error("transaction: {0}")]
@@ -605,6 +618,22 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     pub fn max_reorg_depth(&self) -> u64 {
         self.max_reorg_depth
     }
+    /// The height of the last final main-chain block, which the chain never reverts: the tip's
+    /// for engines with [`Finality::Instant`], genesis (0) for
+    /// [`Finality::Probabilistic`] ones, whose reorganisations only
+    /// [`max_reorg_depth`](Self::max_reorg_depth) bounds.
+    pub fn final_height(&self) -> u64 {
+        match self.engine.finality() {
+            Finality::Instant => self.height(),
+            Finality::Probabilistic => 0,
+        }
+    }
+    /// How many blocks a reorganisation could roll back now: the blocks whose undo data the
+    /// chain keeps, `min(height, max_reorg_depth)` (a refused or failed reorganisation leaves
+    /// it unchanged).
+    pub fn undo_depth(&self) -> u64 {
+        self.undo.len() as u64
+    }
     /// Closes the chain and hands back its store (to reopen it, or inspect it).
     pub fn into_store(self) -> Box<dyn Store> {
         self.store
@@ -835,6 +864,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             });
         }
         check_not_before_parent(parent.header.timestamp, block.header.timestamp)?;
+        self.check_final(&block.header, hash)?;
         let branch = self.branch(parent_hash).expect("parent is indexed");
         let work = self
             .engine
@@ -846,12 +876,56 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         })
     }
 
+    /// Refuses a header whose branch replaces a final block ([`Chain::final_height`]): every
+    /// block of its branch at a final height must be the main chain's block there or the same
+    /// block under another seal ([`Consensus::same_block`]). Walks the header's side branch
+    /// only (nothing under [`Finality::Probabilistic`], where only genesis is final).
+    fn check_final(&self, header: &Header<C::Seal>, hash: BlockHash) -> ChainResult<(), A> {
+        let last_final = self.final_height();
+        if last_final == 0 {
+            return Ok(());
+        }
+        let (mut header, mut hash) = (header, hash);
+        loop {
+            if header.height <= last_final {
+                let finalised = self.main[header.height as usize];
+                if finalised == hash {
+                    return Ok(());
+                }
+                let main_header = &self.index[&finalised].header;
+                if !self.engine.same_block(header, main_header) {
+                    return Err(ChainError::ConflictsWithFinal {
+                        height: header.height,
+                        finalised,
+                        block: hash,
+                    });
+                }
+            }
+            if header.height == 0
+                || self.main.get(header.height as usize - 1) == Some(&header.parent)
+            {
+                return Ok(());
+            }
+            // An unknown parent is refused by the caller.
+            let Some(parent) = self.index.get(&header.parent) else {
+                return Ok(());
+            };
+            hash = header.parent;
+            header = &parent.header;
+        }
+    }
+
     /// Validates `block` in full and adds it: to the main chain if it extends the tip, to a side
     /// branch if its branch is not heavier, or by reorganising onto its branch if heavier.
+    /// Under [`Finality::Instant`] no main-chain block is ever reverted, whatever the weights: a
+    /// block whose branch leaves the main chain below the tip is refused
+    /// ([`ChainError::ConflictsWithFinal`]), but for the same block under another seal
+    /// ([`Consensus::same_block`]), kept on the side, and a block on such a copy of the tip,
+    /// which swaps the tip's seal and extends the chain.
     ///
     /// Validation runs cheapest first, so that refusing a block costs no more than the first
     /// rule it breaks: the header's own fields (size, version, transaction count), its parent
-    /// and height, the engine's header rules (timestamps and the seal: proof of work, or a
+    /// and height, whether it conflicts with a final block, the engine's header rules (timestamps and the seal: proof of work, or a
     /// committee's certificate), then the Merkle root over the transaction ids (hashing only),
     /// and only then the transactions' signatures, the engine's body rules and the state
     /// transition. A header that breaks a rule costs no signature check.
@@ -872,6 +946,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         let total_work = parent_work.saturating_add(work);
         if checked.header().parent == self.tip() {
             let applied = self.apply_checked(&checked)?;
+            self.trim_undo();
             self.store_block(&checked, total_work)?;
             self.main.push(hash);
             self.persist_main(applied.height)?;
@@ -880,7 +955,14 @@ impl<C: Consensus, A: Application> Chain<C, A> {
                 applied: vec![applied],
             });
         }
-        if total_work <= self.total_work() {
+        // Under instant finality the header stage let through only a copy of a main-chain block
+        // (kept on the side) or a block extending the tip through a copy of it (the seal swap),
+        // whatever their weight; under probabilistic finality, the most work wins.
+        let side = match self.engine.finality() {
+            Finality::Instant => checked.header().height <= self.height(),
+            Finality::Probabilistic => total_work <= self.total_work(),
+        };
+        if side {
             self.store_block(&checked, total_work)?;
             if !self.replaying {
                 self.store.sync()?;
@@ -929,15 +1011,22 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         let events = executed.events.clone();
         self.trees.push(executed.tree.clone());
         let undo = self.state.commit(executed);
+        // Trimmed to the limit only once the caller's operation succeeds (`trim_undo`): a
+        // reorganisation that fails half-way must find every entry it started with.
         self.undo.push_back(undo);
-        while self.undo.len() as u64 > self.max_reorg_depth {
-            self.undo.pop_front();
-        }
         Ok(AppliedBlock {
             hash: block.hash(),
             height: h.height,
             events,
         })
+    }
+
+    /// Drops the oldest undo data beyond [`max_reorg_depth`](Self::max_reorg_depth) blocks;
+    /// called once an append or a reorganisation has succeeded.
+    fn trim_undo(&mut self) {
+        while self.undo.len() as u64 > self.max_reorg_depth {
+            self.undo.pop_front();
+        }
     }
 
     /// Rolls back the main-chain tip (undo data must be available).
@@ -992,6 +1081,17 @@ impl<C: Consensus, A: Application> Chain<C, A> {
                 return self.swap_tip_seal(copy, new_tip, total_work);
             }
         }
+        // Never revert a final block (the header stage refuses such branches already; this
+        // also covers an engine whose `same_block` admits copies of several blocks).
+        let last_final = self.final_height();
+        if fork_height < last_final {
+            let height = fork_height + 1;
+            return Err(ChainError::ConflictsWithFinal {
+                height,
+                finalised: self.main[height as usize],
+                block: new_tip.hash(),
+            });
+        }
         if depth > self.max_reorg_depth || depth > self.undo.len() as u64 {
             return Err(ChainError::ReorgTooDeep {
                 depth,
@@ -1039,6 +1139,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             self.forget_descendants(bad);
             return Err(err);
         }
+        self.trim_undo();
         self.store_block(&new_tip, total_work)?;
         self.persist_main(fork_height + 1)?;
         Ok(Appended { reverted, applied })
@@ -1059,6 +1160,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         self.main.push(copy);
         match self.apply_checked(&new_tip) {
             Ok(applied) => {
+                self.trim_undo();
                 self.store_block(&new_tip, total_work)?;
                 self.main.push(new_tip.hash());
                 self.persist_main(height)?;

@@ -11,7 +11,7 @@ use pow_setup::{engine, remine, snapshot};
 use std::sync::Arc;
 
 use medledger::chain::ManualClock;
-use medledger::consensus::ConsensusError;
+use medledger::consensus::{Consensus, ConsensusError, Finality};
 use medledger::hash::{BlockHash, ChainId, Digest, StateRoot};
 use medledger::pow::{CompactTarget, PowSeal, ProofOfWork};
 use medledger::store::{MemoryStore, Store};
@@ -466,4 +466,275 @@ proptest! {
         prop_assert_eq!(a.state().root(), b.state().root());
         prop_assert_eq!(a.replay_state().unwrap().root(), a.state().root());
     }
+}
+
+/// A toy engine for fork-choice tests: the seal is the work the block claims (at least 1), so a
+/// test picks each block's weight, and the engine's finality is the test's choice. Two headers
+/// that differ only in their seals are the same block.
+struct Weighted(Finality);
+
+impl medledger::consensus::Consensus for Weighted {
+    type Seal = u64;
+    fn name(&self) -> &'static str {
+        "weighted"
+    }
+    fn genesis_seal(&self) -> u64 {
+        0
+    }
+    fn verify_header(
+        &self,
+        header: &medledger::block::Header<u64>,
+        _: &dyn medledger::consensus::Ancestors<u64>,
+        _now: u64,
+    ) -> Result<medledger::consensus::Work, ConsensusError> {
+        if header.seal == 0 {
+            return Err(ConsensusError::BadSeal("no work".into()));
+        }
+        Ok(medledger::consensus::Work::from_u64(header.seal))
+    }
+    fn finality(&self) -> Finality {
+        self.0
+    }
+    fn same_block(
+        &self,
+        a: &medledger::block::Header<u64>,
+        b: &medledger::block::Header<u64>,
+    ) -> bool {
+        let unsealed = |h: &medledger::block::Header<u64>| medledger::block::Header {
+            seal: 0,
+            ..h.clone()
+        };
+        unsealed(a) == unsealed(b)
+    }
+}
+
+fn weighted_chain(max_reorg_depth: u64) -> Chain<Weighted> {
+    chain_with(Finality::Probabilistic, max_reorg_depth)
+}
+
+fn chain_with(finality: Finality, max_reorg_depth: u64) -> Chain<Weighted> {
+    ChainBuilder::new("weighted", Weighted(finality))
+        .boxed_store(crate::store_under_test())
+        .genesis_time(T0)
+        .clock(Arc::new(ManualClock::new(T0 + 1_000_000)))
+        .max_reorg_depth(max_reorg_depth)
+        .build()
+        .unwrap()
+}
+
+/// Appends to `chain` one block per weight, each with one transaction of `key` (tagged `tag`).
+fn weighted_branch(
+    chain: &mut Chain<Weighted>,
+    key: &Keypair,
+    weights: &[u64],
+    tag: u8,
+) -> Vec<Block<u64>> {
+    let mut out = Vec::new();
+    for (i, w) in weights.iter().enumerate() {
+        let nonce = chain.state().next_nonce(&key.account());
+        let tx = Transaction::sign(
+            key,
+            chain.chain_id(),
+            nonce,
+            Payload::Data {
+                record: Digest::from_bytes([tag.wrapping_add(i as u8); 32]),
+            },
+        );
+        let t = chain
+            .build_template(vec![tx], chain.tip_header().timestamp + 600)
+            .unwrap();
+        let b = t.seal(*w).unwrap();
+        chain.append(b.clone()).unwrap();
+        out.push(b);
+    }
+    out
+}
+
+/// The block after `parent` with no transactions, weight `w` and any state root: valid as a
+/// side block (the state is checked only when the branch is applied).
+fn weighted_child(parent: &Block<u64>, w: u64) -> Block<u64> {
+    let mut b = parent.clone();
+    b.header.parent = parent.hash();
+    b.header.height += 1;
+    b.header.timestamp += 600;
+    b.header.tx_root = medledger::merkle::merkle_root(&[]);
+    b.header.tx_count = 0;
+    b.header.seal = w;
+    b.txs = Default::default();
+    b
+}
+
+/// Issue 13, item 7: a reorganisation that fails after applying more blocks than it rolled back
+/// used to trim the undo history as it went, so the restored chain kept less undo data than the
+/// limit and refused a later legitimate reorganisation; with a longer failing branch it could
+/// even run out of undo data while restoring. A failed reorganisation now leaves the chain, its
+/// state and its undo history exactly as before.
+#[test]
+fn failed_reorganisation_keeps_the_undo_history() {
+    let alice = Keypair::from_seed(&[1; 32]);
+    let bob = Keypair::from_seed(&[2; 32]);
+    let carol = Keypair::from_seed(&[3; 32]);
+    for light in [2usize, 5] {
+        let mut chain = weighted_chain(3);
+        let main = weighted_branch(&mut chain, &alice, &[10; 5], 0);
+        assert_eq!(chain.undo_depth(), 3);
+        let before = (chain.tip(), chain.height(), chain.state().root());
+
+        // Bob's branch forks at height 4 (one block deep): `light` valid light blocks, then a
+        // light block with a wrong state root, then a heavy block that makes the branch win.
+        let mut other = weighted_chain(100);
+        for b in &main[..4] {
+            other.append(b.clone()).unwrap();
+        }
+        let weights = vec![1; light];
+        let mut branch = weighted_branch(&mut other, &bob, &weights, 50);
+        let mut bad = weighted_child(branch.last().unwrap(), 1);
+        bad.header.state_root = StateRoot::from_bytes([9; 32]);
+        let heavy = weighted_child(&bad, 100);
+        branch.push(bad);
+        for b in &branch {
+            assert!(chain.append(b.clone()).unwrap().is_side_branch());
+        }
+        let err = chain.append(heavy).unwrap_err();
+        assert!(matches!(err, ChainError::StateRoot { .. }), "{err}");
+        assert_eq!((chain.tip(), chain.height(), chain.state().root()), before);
+        assert_eq!(
+            chain.undo_depth(),
+            3,
+            "a failed reorganisation shrank the undo history"
+        );
+        assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
+
+        // A legitimate reorganisation of the full depth (3 blocks) succeeds at once.
+        let mut other = weighted_chain(100);
+        for b in &main[..2] {
+            other.append(b.clone()).unwrap();
+        }
+        let legit = weighted_branch(&mut other, &carol, &[10, 10, 10, 10], 80);
+        for b in &legit[..3] {
+            assert!(chain.append(b.clone()).unwrap().is_side_branch());
+        }
+        let out = chain.append(legit[3].clone()).unwrap();
+        assert_eq!(out.reverted.len(), 3);
+        assert_eq!(out.applied.len(), 4);
+        assert_eq!(chain.tip(), legit[3].hash());
+        assert_eq!(chain.undo_depth(), 3);
+        assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
+    }
+}
+
+/// Issue 13: under instant finality (committee, Tendermint) the chain never reverts a final
+/// block, whatever weight another branch shows; a block forking below the tip is refused before
+/// its seal is checked. The same block under another seal is kept on the side, and a block on
+/// such a copy of the tip swaps the tip's seal, whatever the weights.
+#[test]
+fn instant_finality_never_reverts_a_final_block() {
+    let alice = Keypair::from_seed(&[1; 32]);
+    let bob = Keypair::from_seed(&[2; 32]);
+    let mut chain = chain_with(Finality::Instant, 100);
+    let main = weighted_branch(&mut chain, &alice, &[1, 1, 10], 0);
+    assert_eq!(chain.final_height(), 3);
+    let before = (chain.tip(), chain.height(), chain.state().root());
+    let conflict = |chain: &mut Chain<Weighted>, block: Block<u64>, height: u64| {
+        let hash = block.hash();
+        match chain.append(block) {
+            Err(ChainError::ConflictsWithFinal {
+                height: h,
+                finalised,
+                block,
+            }) => {
+                assert_eq!(h, height);
+                assert_eq!(finalised, chain.hash_at(height).unwrap());
+                assert_eq!(block, hash);
+            }
+            other => panic!("expected ConflictsWithFinal at {height}, got {other:?}"),
+        }
+        assert!(
+            chain.header(&hash).is_none(),
+            "a conflicting block was kept"
+        );
+    };
+
+    // A much heavier branch from genesis: its first block is refused, so it never grows.
+    let mut other = chain_with(Finality::Instant, 100);
+    let heavy = weighted_branch(&mut other, &bob, &[1000; 4], 50);
+    conflict(&mut chain, heavy[0].clone(), 1);
+    for b in &heavy[1..] {
+        assert!(matches!(
+            chain.append(b.clone()),
+            Err(ChainError::UnknownParent(_))
+        ));
+    }
+    // Refused before costly checks: a broken seal and a wrong Merkle root are not looked at.
+    let mut broken = heavy[0].clone();
+    broken.header.seal = 0;
+    broken.header.tx_root = medledger::merkle::merkle_root(&[]);
+    conflict(&mut chain, broken, 1);
+    // A heavy sibling of the tip.
+    let mut other = chain_with(Finality::Instant, 100);
+    for b in &main[..2] {
+        other.append(b.clone()).unwrap();
+    }
+    let sibling = weighted_branch(&mut other, &bob, &[1000], 60);
+    conflict(&mut chain, sibling[0].clone(), 3);
+    assert_eq!((chain.tip(), chain.height(), chain.state().root()), before);
+
+    // The same block under another seal, below the tip: kept on the side; a block on it
+    // conflicts with the final block above.
+    let mut copy2 = main[1].clone();
+    copy2.header.seal = 500;
+    assert!(chain.append(copy2.clone()).unwrap().is_side_branch());
+    conflict(&mut chain, weighted_child(&copy2, 1000), 3);
+
+    // A copy of the tip, then a block on it: the tip's seal is swapped, nothing reverted, even
+    // though the copy's branch is lighter than the tip's.
+    let mut copy3 = main[2].clone();
+    copy3.header.seal = 2;
+    assert!(chain.append(copy3.clone()).unwrap().is_side_branch());
+    assert_eq!(chain.tip(), main[2].hash());
+    let tx = Transaction::sign(
+        &alice,
+        chain.chain_id(),
+        3,
+        Payload::Data {
+            record: Digest::from_bytes([99; 32]),
+        },
+    );
+    let t = chain
+        .build_template(vec![tx], main[2].header.timestamp + 600)
+        .unwrap();
+    let mut next = t.seal(1).unwrap();
+    next.header.parent = copy3.hash();
+    let out = chain.append(next.clone()).unwrap();
+    assert!(out.reverted.is_empty());
+    assert_eq!(out.applied.len(), 1);
+    assert_eq!(chain.hash_at(3), Some(copy3.hash()));
+    assert_eq!(chain.tip(), next.hash());
+    assert_eq!(chain.final_height(), 4);
+    assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
+    // The replaced copy of height 3 is now a side block: a block on it is refused.
+    conflict(&mut chain, weighted_child(&main[2], 1000), 4);
+}
+
+/// Under probabilistic finality (proof of work) the most work still wins: a heavier branch from
+/// genesis replaces the main chain, within the reorganisation limit.
+#[test]
+fn probabilistic_finality_follows_the_most_work() {
+    assert_eq!(pow_setup::engine().finality(), Finality::Probabilistic);
+    let alice = Keypair::from_seed(&[1; 32]);
+    let bob = Keypair::from_seed(&[2; 32]);
+    let mut chain = chain_with(Finality::Probabilistic, 100);
+    let main = weighted_branch(&mut chain, &alice, &[1, 1, 10], 0);
+    assert_eq!(chain.final_height(), 0);
+    let mut other = chain_with(Finality::Probabilistic, 100);
+    let heavy = weighted_branch(&mut other, &bob, &[5, 8], 50);
+    assert!(chain.append(heavy[0].clone()).unwrap().is_side_branch());
+    let out = chain.append(heavy[1].clone()).unwrap();
+    assert_eq!(
+        out.reverted,
+        main.iter().rev().map(Block::hash).collect::<Vec<_>>()
+    );
+    assert_eq!(chain.tip(), heavy[1].hash());
+    assert_eq!(chain.final_height(), 0);
+    assert_eq!(chain.replay_state().unwrap().root(), chain.state().root());
 }

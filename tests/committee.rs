@@ -5,12 +5,17 @@
 
 use std::sync::Arc;
 
+use medledger::block::Header;
 use medledger::chain::ManualClock;
 use medledger::committee::{
-    CommitteeConsensus, CommitteeParams, CommitteeSeal, IdentityProof, SealError, Stage,
+    commitment_of, Certificate, Commitment, CommitteeConsensus, CommitteeParams, CommitteeSeal,
+    FinalValue, IdentityProof, MemberSignature, Phase, Randomness, Reveal, SealError, Stage,
+    VoteBody,
 };
-use medledger::consensus::ConsensusError;
+use medledger::consensus::{Ancestors, Consensus, ConsensusError, Finality, Work};
+use medledger::hash::Digest;
 use medledger::sim::{NetworkModel, SimConfig, SimConfigBuilder, Simulation, Strategy};
+use medledger::tx::Keypair;
 use medledger::Block;
 use medledger::{Chain, ChainBuilder, ChainError};
 use proptest::prelude::*;
@@ -48,14 +53,27 @@ fn blocks_and_fresh_chain() -> (Vec<Block<CommitteeSeal>>, Chain<CommitteeConsen
     let blocks: Vec<_> = (1..=chain.height())
         .map(|h| chain.block(&chain.hash_at(h).unwrap()).unwrap().unwrap())
         .collect();
-    let clock = Arc::new(ManualClock::new(chain.tip_header().timestamp + 10));
-    let fresh = ChainBuilder::new("medledger-sim", CommitteeConsensus::new(params(1, 4, SEED)))
-        .genesis_time(chain.header_at(0).unwrap().timestamp)
-        .clock(clock)
-        .build()
-        .unwrap();
+    let fresh = fresh_chain(
+        CommitteeConsensus::new(params(1, 4, SEED)),
+        chain.header_at(0).unwrap().timestamp,
+        chain.tip_header().timestamp + 10,
+    );
     assert_eq!(fresh.genesis_hash(), chain.genesis_hash());
     (blocks, fresh)
+}
+
+/// A fresh chain of the simulated network on `engine`, with genesis at `genesis_time` and a
+/// clock reading `now`.
+fn fresh_chain<C: Consensus<Seal = CommitteeSeal>>(
+    engine: C,
+    genesis_time: u64,
+    now: u64,
+) -> Chain<C> {
+    ChainBuilder::new("medledger-sim", engine)
+        .genesis_time(genesis_time)
+        .clock(Arc::new(ManualClock::new(now)))
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -169,6 +187,198 @@ fn tampered_seals_are_refused_precisely_without_change() {
     // The untampered block is still accepted afterwards.
     chain.append(good).unwrap();
     assert_eq!(chain.height(), 2);
+}
+
+/// An outsider's final committee: `size` keys of its own, each with an identity mined for the
+/// final committee against `randomness`, sorted by key as a certificate lists them.
+fn outsider_committee(
+    params: &CommitteeParams,
+    randomness: &Randomness,
+    size: u8,
+    tag: u8,
+) -> Vec<(Keypair, IdentityProof)> {
+    let mut members: Vec<_> = (0..size)
+        .map(|i| {
+            let key = Keypair::from_seed(&[tag.wrapping_add(i); 32]);
+            let proof = IdentityProof::mine_for_committee(
+                key.public(),
+                randomness,
+                params.identity_difficulty(),
+                params.shard_bits(),
+                0,
+            );
+            (key, proof)
+        })
+        .collect();
+    members.sort_by_key(|(_, p)| p.key);
+    members
+}
+
+/// The outsider's randomness share for its member `i` at `height`.
+fn share(height: u64, i: usize) -> Digest {
+    Digest::from_bytes([height as u8 ^ (i as u8).wrapping_mul(31); 32])
+}
+
+/// Forges `n` empty blocks on `chain`'s tip as an outsider that took no part in the protocol
+/// (issue 13, item 1): for each block it mines identities of its own for the final committee,
+/// commits to and reveals randomness shares of its own, and signs the final value with its
+/// keys. Today's stateless seal check cannot tell these from certified blocks: `chain`
+/// accepts each of them.
+fn forge_branch<C: Consensus<Seal = CommitteeSeal>>(
+    chain: &mut Chain<C>,
+    params: &CommitteeParams,
+    n: usize,
+) -> Vec<Block<CommitteeSeal>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let parent = chain.tip_header().clone();
+        let height = parent.height + 1;
+        let randomness = parent.seal.next_randomness();
+        let members = outsider_committee(params, &randomness, 4, 100 + 8 * height as u8);
+        let parent_members: Vec<_> = parent.seal.cert.members.to_vec();
+        // Reveal every share the parent committed to (the outsider made them).
+        let reveals: Vec<Reveal> = parent
+            .seal
+            .commitments
+            .iter()
+            .map(|c| Reveal {
+                member: c.member,
+                value: share(height - 1, usize::from(c.member)),
+            })
+            .collect();
+        assert!(reveals.len() <= parent_members.len());
+        let commitments: Vec<Commitment> = members
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| Commitment {
+                member: i as u16,
+                value: commitment_of(&p.key, &share(height, i)),
+            })
+            .collect();
+        let template = chain
+            .build_template(Vec::new(), parent.timestamp + 1)
+            .unwrap();
+        let mut seal = CommitteeSeal {
+            randomness,
+            shards: Default::default(),
+            commitments: commitments.try_into().unwrap(),
+            reveals: reveals.try_into().unwrap(),
+            cert: Certificate::empty(),
+        };
+        let value = FinalValue::of_header(&template.header(seal.clone())).digest();
+        let digest = VoteBody {
+            height,
+            parent: template.parent,
+            stage: Stage::Final,
+            round: 0,
+            phase: Phase::Precommit,
+            value,
+        }
+        .digest();
+        seal.cert = Certificate {
+            round: 0,
+            members: members
+                .iter()
+                .map(|(_, p)| *p)
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap(),
+            signatures: members
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| MemberSignature {
+                    member: i as u16,
+                    signature: k.sign(&digest),
+                })
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap(),
+        };
+        let block = template.seal(seal).unwrap();
+        chain
+            .append(block.clone())
+            .expect("the seal check accepts a forged block");
+        out.push(block);
+    }
+    out
+}
+
+/// The committee engine with most-work fork choice, as it was before finality: what the
+/// outsider's attack did then.
+struct MostWork(CommitteeConsensus);
+
+impl Consensus for MostWork {
+    type Seal = CommitteeSeal;
+    fn name(&self) -> &'static str {
+        "committee, most work"
+    }
+    fn genesis_seal(&self) -> CommitteeSeal {
+        self.0.genesis_seal()
+    }
+    fn verify_header(
+        &self,
+        header: &Header<CommitteeSeal>,
+        ancestors: &dyn Ancestors<CommitteeSeal>,
+        now: u64,
+    ) -> Result<Work, ConsensusError> {
+        self.0.verify_header(header, ancestors, now)
+    }
+}
+
+/// Issue 13, item 1: a chain holding certified committee blocks never reverts them for an
+/// outsider's longer branch of forged blocks from genesis (which today's stateless seal check
+/// accepts on a chain of their own): the first forged block is refused as conflicting with a
+/// final block, before its seal is checked, so the branch never grows. Without finality, the
+/// same branch won fork choice.
+#[test]
+fn outsiders_forged_branch_never_replaces_certified_blocks() {
+    let (certified, mut chain) = blocks_and_fresh_chain();
+    for b in &certified {
+        chain.append(b.clone()).unwrap();
+    }
+    assert_eq!(chain.engine().finality(), Finality::Instant);
+    assert_eq!(chain.final_height(), 3);
+    let genesis_time = chain.header_at(0).unwrap().timestamp;
+    let now = chain.tip_header().timestamp + 10;
+    let p = params(1, 4, SEED);
+
+    // The outsider's branch: one block longer than the certified chain.
+    let mut outsider = fresh_chain(CommitteeConsensus::new(p.clone()), genesis_time, now);
+    let forged = forge_branch(&mut outsider, &p, 4);
+    assert_eq!(outsider.height(), 4);
+
+    let before = (chain.tip(), chain.height(), chain.state().root());
+    match chain.append(forged[0].clone()) {
+        Err(ChainError::ConflictsWithFinal {
+            height: 1,
+            finalised,
+            block,
+        }) => assert_eq!((finalised, block), (certified[0].hash(), forged[0].hash())),
+        other => panic!("expected ConflictsWithFinal at height 1, got {other:?}"),
+    }
+    for b in &forged[1..] {
+        assert!(matches!(
+            chain.append(b.clone()),
+            Err(ChainError::UnknownParent(_))
+        ));
+    }
+    assert_eq!((chain.tip(), chain.height(), chain.state().root()), before);
+    for (h, b) in certified.iter().enumerate() {
+        assert_eq!(chain.hash_at(h as u64 + 1), Some(b.hash()));
+    }
+
+    // The same attack against most-work fork choice: the forged branch wins and every
+    // certified block is reverted (what the review found).
+    let mut weak = fresh_chain(MostWork(CommitteeConsensus::new(p)), genesis_time, now);
+    for b in &certified {
+        weak.append(b.clone()).unwrap();
+    }
+    let mut reverted = Vec::new();
+    for b in &forged {
+        reverted.extend(weak.append(b.clone()).unwrap().reverted);
+    }
+    assert_eq!(reverted.len(), 3);
+    assert_eq!(weak.tip(), forged[3].hash());
 }
 
 #[test]

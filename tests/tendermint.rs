@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use medledger::access::{AccessError, AccessOp, MAX_VALIDATOR_POWER};
 use medledger::chain::ChainError;
 use medledger::consensus::protocol::{Input, Output, Recipients, Time};
-use medledger::consensus::{ConsensusError, Protocol};
+use medledger::consensus::{Consensus, ConsensusError, Finality, Protocol};
 use medledger::hash::Digest;
 use medledger::ledger::LedgerError;
 use medledger::state::StateError;
@@ -666,12 +666,14 @@ fn forged_commits_are_refused_by_the_chain() {
 #[test]
 fn a_certified_block_is_never_reverted_by_a_competing_certified_block() {
     // Only a third or more of the power can certify two blocks of one height; even then the
-    // chain keeps the first (equal work), and with no reorganisation allowed, forever.
+    // chain keeps the first: Tendermint blocks are final (`Finality::Instant`), so the second
+    // is refused before its certificate is checked, whatever the reorganisation limit.
     let mut chain = ChainBuilder::new(NAME, TendermintConsensus::new(NAME, validator_set()))
         .genesis_time(GENESIS)
-        .max_reorg_depth(0)
+        .max_reorg_depth(100)
         .build()
         .unwrap();
+    assert_eq!(chain.engine().finality(), Finality::Instant);
     let keys = indexed();
     let (a, a_id) = next_block(&mut chain, GENESIS + 5);
     let (b, b_id) = next_block(&mut chain, GENESIS + 6);
@@ -679,8 +681,23 @@ fn a_certified_block_is_never_reverted_by_a_competing_certified_block() {
     let seal_b = seal_with(&sorted_votes(&keys, 1, 0, b_id)[1..], 0);
     let block_a = sealed(&a, seal_a);
     chain.append(block_a.clone()).unwrap();
-    let appended = chain.append(sealed(&b, seal_b)).unwrap();
-    assert!(appended.is_side_branch());
+    assert_eq!(chain.final_height(), 1);
+    let block_b = sealed(&b, seal_b);
+    match chain.append(block_b.clone()) {
+        Err(ChainError::ConflictsWithFinal {
+            height: 1,
+            finalised,
+            block,
+        }) => assert_eq!((finalised, block), (block_a.hash(), block_b.hash())),
+        other => panic!("expected ConflictsWithFinal, got {other:?}"),
+    }
+    assert_eq!(chain.tip(), block_a.hash());
+    assert!(chain.header(&block_b.hash()).is_none());
+    // Nor does a longer branch built on it ever win.
+    let mut child = block_b.clone();
+    child.header.parent = block_b.hash();
+    child.header.height = 2;
+    assert!(chain.append(child).is_err());
     assert_eq!(chain.tip(), block_a.hash());
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::seal::{commitment_of, verify_certificate, verify_signatures, SigChecker, SigItem};
 use super::{CommitteeParams, CommitteeSeal, FinalValue, SealError, Stage};
 use crate::block::Header;
-use crate::consensus::{Ancestors, Consensus, ConsensusError, Work};
+use crate::consensus::{Ancestors, Consensus, ConsensusError, Finality, Work};
 use crate::hash::TxId;
 use crate::merkle::merkle_root;
 use crate::tx::{AppPayload, VerifiedTx};
@@ -13,9 +13,10 @@ use crate::tx::{AppPayload, VerifiedTx};
 /// Partitioned committee consensus: blocks certified by shard committees and a final committee
 /// whose members proved their identities with proof of work (see the [module](super) docs).
 ///
-/// Every certified block is final and adds the same work ([`Work`] of 1), so the chain never
-/// prefers one certified branch over another by weight; the protocol's safety is what keeps a
-/// height from having two.
+/// Every certified block is final ([`Finality::Instant`]): once the chain appends it, no other
+/// branch replaces it, however long, so an outsider's branch of forged blocks from below the tip
+/// is refused whatever its weight. Each block adds the same work ([`Work`] of 1); the protocol's
+/// safety is what keeps a height from having two certified blocks.
 #[derive(Clone, Debug)]
 pub struct CommitteeConsensus {
     params: CommitteeParams,
@@ -227,6 +228,11 @@ impl Consensus for CommitteeConsensus {
         let mut check = |items: &[SigItem]| verify_signatures(items);
         self.verify_seal_with(header, ancestors.parent(), now, &mut check)?;
         Ok(Work::from_u64(1))
+    }
+
+    /// A block certified by the final committee is final.
+    fn finality(&self) -> Finality {
+        Finality::Instant
     }
 
     fn verify_body<P: AppPayload>(

@@ -3,7 +3,7 @@
 //! The [`Chain`](crate::chain::Chain) is generic over one [`Consensus`] engine. An engine owns the
 //! seal type its blocks carry, checks a header's seal and its own rules against the branch the
 //! header extends, and says how much [`Work`] the block adds to its branch; the chain follows the
-//! branch with the most work. Two engines ship in the crate — [`pow::ProofOfWork`] and
+//! branch with the most work, within what the engine says is final. Two engines ship in the crate — [`pow::ProofOfWork`] and
 //! `committee::CommitteeConsensus` — and embedders can write their own:
 //!
 //! ```
@@ -31,6 +31,18 @@
 //! let chain = medledger::ChainBuilder::new("toy", Counter).genesis_time(0).build().unwrap();
 //! assert_eq!(chain.height(), 0);
 //! ```
+//!
+//! # Finality
+//!
+//! An engine also says what is final ([`Consensus::finality`]). Under
+//! [`Finality::Probabilistic`] (proof of work, the default) the chain follows the most work and
+//! reorganises up to [`max_reorg_depth`](crate::chain::ChainBuilder::max_reorg_depth) blocks.
+//! Under [`Finality::Instant`] (the committee and Tendermint engines) every block appended to the
+//! main chain is final once its seal verifies: the chain never reverts it, whatever weight
+//! another branch shows, and refuses a block whose branch leaves the main chain below its tip
+//! with [`ChainError::ConflictsWithFinal`](crate::chain::ChainError::ConflictsWithFinal),
+//! before the engine checks its seal. The one exception is the same block under another seal
+//! ([`Consensus::same_block`]), which changes nothing.
 //!
 //! An engine whose nodes exchange messages to agree on blocks (the committee protocol,
 //! Tendermint) is driven through the sans-I/O [`protocol::Protocol`] interface; this trait stays
@@ -104,6 +116,15 @@ pub trait Consensus: Send + Sync + 'static {
         false
     }
 
+    /// What the engine's blocks being on the main chain means for fork choice (see the
+    /// [module](self) docs). The default, [`Finality::Probabilistic`], is most-work fork choice
+    /// with reorganisations up to the chain's limit; an engine whose seal certifies that the
+    /// block is decided (a BFT commit certificate) returns [`Finality::Instant`], and the chain
+    /// then never reverts a main-chain block.
+    fn finality(&self) -> Finality {
+        Finality::Probabilistic
+    }
+
     /// Checks the block's transactions against what the seal certifies (for engines whose seal
     /// commits to how the body was agreed, such as per-shard certificates). The chain calls it
     /// after [`verify_header`](Self::verify_header), with signatures already verified. The
@@ -120,6 +141,25 @@ pub trait Consensus: Send + Sync + 'static {
         let _ = (header, txs);
         Ok(())
     }
+}
+
+/// What an engine's blocks being on the main chain means: whether a heavier branch may replace
+/// them ([`Consensus::finality`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Finality {
+    /// Fork choice by most total [`Work`]: a heavier branch replaces the main chain's tip
+    /// blocks, up to [`max_reorg_depth`](crate::chain::ChainBuilder::max_reorg_depth) of them
+    /// (proof of work). Only genesis is final.
+    Probabilistic,
+    /// Every block appended to the main chain is final once its seal verifies: the chain never
+    /// reverts it, whatever weight another branch shows, and refuses any block whose branch
+    /// leaves the main chain below its tip
+    /// ([`ChainError::ConflictsWithFinal`](crate::chain::ChainError::ConflictsWithFinal)), but
+    /// for the same block under another seal ([`Consensus::same_block`]). For engines whose
+    /// seal proves the block decided: the committee engine's final certificate, Tendermint's
+    /// commit certificate.
+    Instant,
 }
 
 /// Why a consensus engine rejects a header.

@@ -88,10 +88,13 @@
 
 //! # Finality
 //!
-//! Every certified block adds the same [`Work`](crate::consensus::Work), so a branch competing
-//! with the main chain at the same height is never adopted; build the chain with
-//! [`max_reorg_depth(0)`](crate::chain::ChainBuilder::max_reorg_depth) and a block, once
-//! appended, is never reverted at all. A decided block is final by its [`BlockId`]: two nodes
+//! The engine declares [`Finality::Instant`](crate::consensus::Finality::Instant): a block,
+//! once appended, is never reverted, and a block competing with the main chain at a final
+//! height is refused
+//! ([`ChainError::ConflictsWithFinal`](crate::chain::ChainError::ConflictsWithFinal)), whatever
+//! the reorganisation limit; build the chain with
+//! [`max_reorg_depth(0)`](crate::chain::ChainBuilder::max_reorg_depth) to keep no undo data at
+//! all. A decided block is final by its [`BlockId`]: two nodes
 //! may hold it under different seals (different sets of precommits), and a node whose tip is
 //! the other copy swaps the seal when the next block builds on that copy, without reverting
 //! anything ([`Consensus::same_block`](crate::consensus::Consensus::same_block)), so the

@@ -12,7 +12,7 @@ use super::types::{
 use super::TendermintError;
 use crate::block::Header;
 use crate::codec::BoundedVec;
-use crate::consensus::{Ancestors, Consensus, ConsensusError, EngineError, Work};
+use crate::consensus::{Ancestors, Consensus, ConsensusError, EngineError, Finality, Work};
 use crate::hash::{domain, ChainId, Digest};
 use crate::tx::{AppPayload, EvidenceClaim, PublicKey, Signature, VerifiedTx};
 
@@ -431,6 +431,11 @@ impl Consensus for TendermintConsensus {
         let validators = header.seal.signing_set()?;
         self.verify_commit_with(header, &validators)?;
         Ok(Work::from_u64(1))
+    }
+
+    /// A block with a commit certificate is decided, hence final.
+    fn finality(&self) -> Finality {
+        Finality::Instant
     }
 
     /// Two headers are one block when their [`BlockId`]s are equal (the header without its
