@@ -242,7 +242,10 @@ impl Net {
             .filter(|j| *j != from && to.includes(&self.nodes[*j].keypair.public()))
             .collect();
         let twin = match self.nodes[from].behaviour {
-            Behaviour::Equivocator => self.twin(from, &message),
+            Behaviour::Equivocator => message.conflicting(
+                &self.nodes[from].keypair,
+                self.nodes[from].chain().chain_id(),
+            ),
             _ => None,
         };
         for j in targets {
@@ -261,37 +264,6 @@ impl Net {
                 let bytes = Engine::encode_message(m);
                 self.schedule(self.now + delay, Event::Deliver { to: j, from, bytes });
             }
-        }
-    }
-
-    /// A conflicting message signed by `from`'s key: a vote for another block (or nil), or a
-    /// proposal of the same transactions one second later.
-    fn twin(&self, from: usize, message: &Message<Payload>) -> Option<Message<Payload>> {
-        let key = &self.nodes[from].keypair;
-        let chain = self.nodes[from].chain().chain_id();
-        match message {
-            Message::Vote(v) => {
-                let mut vote = v.vote;
-                vote.block = match vote.block {
-                    Some(_) => None,
-                    None => Some(BlockId::from_bytes([7; 32])),
-                };
-                Some(Message::Vote(vote.sign(key, chain)))
-            }
-            Message::Proposal {
-                proposal,
-                parent_seal,
-            } => {
-                let mut p = proposal.proposal.clone();
-                let mut block = p.block.block().clone();
-                block.header.timestamp += 1;
-                p.block = ProposedBlock::new(block);
-                Some(Message::Proposal {
-                    proposal: p.sign(key, chain),
-                    parent_seal: parent_seal.clone(),
-                })
-            }
-            Message::Decided { .. } | Message::Polka(_) => None,
         }
     }
 
@@ -472,14 +444,21 @@ fn a_partition_after_progress_stalls_then_the_lagging_side_catches_up() {
     assert_eq!(net.violations(), Vec::<String>::new());
 }
 
-#[test]
-fn an_equivocating_validator_is_caught_by_verifiable_evidence() {
+/// Four validators, the first equivocating, run until 24 heights are final; asserts the honest
+/// ones kept finalising and agree.
+fn equivocator_run() -> Net {
     let mut behaviours = [Behaviour::Honest; 4];
     behaviours[0] = Behaviour::Equivocator;
     let mut net = Net::new(7, behaviours, 20_000);
     net.run(net.now + 60 * SECOND, 24);
     assert!(net.min_height() >= 24, "heights {:?}", heights(&net));
     assert_eq!(net.violations(), Vec::<String>::new());
+    net
+}
+
+#[test]
+fn an_equivocating_validator_is_caught_by_verifiable_evidence() {
+    let net = equivocator_run();
     let offender = net.nodes[0].keypair.public();
     let engine = TendermintConsensus::new(NAME, validator_set());
     assert!(net
@@ -1168,12 +1147,7 @@ fn a_block_recording_invalid_evidence_is_refused() {
 
 #[test]
 fn evidence_of_double_signing_is_recorded_on_chain_once_per_offence() {
-    let mut behaviours = [Behaviour::Honest; 4];
-    behaviours[0] = Behaviour::Equivocator;
-    let mut net = Net::new(7, behaviours, 20_000);
-    net.run(net.now + 60 * SECOND, 24);
-    assert!(net.min_height() >= 24, "heights {:?}", heights(&net));
-    assert_eq!(net.violations(), Vec::<String>::new());
+    let net = equivocator_run();
     assert_eq!(net.refused_appends, Vec::<String>::new());
     let offender = net.nodes[0].keypair.public();
     let engine = TendermintConsensus::new(NAME, validator_set());

@@ -403,8 +403,8 @@ impl Host for AcceptAll {
     }
 }
 
-/// A started node at genesis of a two-node network, and the other node's key.
-fn started_node() -> (Node, PublicKey) {
+/// A node at genesis of a two-node network, not started yet, and the other node's key.
+fn genesis_node() -> (Node, PublicKey) {
     let me = Keypair::from_seed(&[1; 32]);
     let peer = Keypair::from_seed(&[2; 32]).public();
     let tip = TipInfo {
@@ -415,7 +415,7 @@ fn started_node() -> (Node, PublicKey) {
         directory: vec![me.public(), peer],
         commitments: vec![],
     };
-    let mut node = Node::new(NodeConfig {
+    let node = Node::new(NodeConfig {
         params: CommitteeParams::builder()
             .shard_bits(1)
             .committee_size(4)
@@ -428,6 +428,12 @@ fn started_node() -> (Node, PublicKey) {
         timing: Timing::default(),
         max_shard_txs: 8,
     });
+    (node, peer)
+}
+
+/// [`genesis_node`], started.
+fn started_node() -> (Node, PublicKey) {
+    let (mut node, peer) = genesis_node();
     node.handle(&mut AcceptAll, 0, Input::Start).unwrap();
     (node, peer)
 }
@@ -503,29 +509,7 @@ fn a_peer_holds_one_block_announcement_at_a_time() {
 #[test]
 fn a_node_speaks_the_protocol_interface() {
     use crate::consensus::protocol::{Output, Recipients};
-    let me = Keypair::from_seed(&[1; 32]);
-    let peer = Keypair::from_seed(&[2; 32]).public();
-    let tip = TipInfo {
-        height: 0,
-        hash: BlockHash::from_bytes([7; 32]),
-        timestamp: 0,
-        next_randomness: Randomness::from_bytes([1; 32]),
-        directory: vec![me.public(), peer],
-        commitments: vec![],
-    };
-    let mut node = Node::new(NodeConfig {
-        params: CommitteeParams::builder()
-            .shard_bits(1)
-            .committee_size(4)
-            .identity_difficulty(1)
-            .build()
-            .unwrap(),
-        keypair: me,
-        peers: vec![peer],
-        tip,
-        timing: Timing::default(),
-        max_shard_txs: 8,
-    });
+    let (mut node, peer) = genesis_node();
     let out = node.handle(&mut AcceptAll, 5, Input::Start).unwrap();
     // The epoch begins, the identity goes to the other directory member, and the directory
     // asks to be called back when its window closes: the deadline is the timer.

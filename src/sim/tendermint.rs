@@ -6,11 +6,10 @@ use crate::consensus::protocol::Input;
 use crate::hash::Digest;
 use crate::ledger::Ledger;
 use crate::tendermint::{
-    block_id, BlockId, Message, ProposedBlock, Tendermint, TendermintConfig, TendermintConsensus,
-    Timeouts, ValidatorSet,
+    block_id, Message, Tendermint, TendermintConfig, TendermintConsensus, Timeouts, ValidatorSet,
 };
 use crate::tx::Keypair;
-use crate::{MedRec, Payload};
+use crate::MedRec;
 
 /// Tendermint validators, each on its own ledger (chain and mempool).
 pub type TendermintReplicas = Replicas<Tendermint<MedRec>, Ledger<TendermintConsensus, MedRec>>;
@@ -110,40 +109,7 @@ impl TendermintSetup {
             }),
         )
         .equivocate(Box::new(move |i, message| {
-            twin(&twin_keys[i], chain_id, message)
+            message.conflicting(&twin_keys[i], chain_id)
         })))
-    }
-}
-
-/// What an equivocating validator sends beside `message`: a vote for another block (or nil), or
-/// a second proposal of the same transactions one second later.
-fn twin(
-    key: &Keypair,
-    chain: crate::hash::ChainId,
-    message: &Message<Payload>,
-) -> Option<Message<Payload>> {
-    match message {
-        Message::Vote(v) => {
-            let mut vote = v.vote;
-            vote.block = match vote.block {
-                Some(_) => None,
-                None => Some(BlockId::from_bytes([7; 32])),
-            };
-            Some(Message::Vote(vote.sign(key, chain)))
-        }
-        Message::Proposal {
-            proposal,
-            parent_seal,
-        } => {
-            let mut p = proposal.proposal.clone();
-            let mut block = p.block.block().clone();
-            block.header.timestamp += 1;
-            p.block = ProposedBlock::new(block);
-            Some(Message::Proposal {
-                proposal: p.sign(key, chain),
-                parent_seal: parent_seal.clone(),
-            })
-        }
-        Message::Decided { .. } | Message::Polka(_) => None,
     }
 }

@@ -3,10 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::seal::{PolkaCertificate, TendermintSeal};
-use super::types::{SignedProposal, SignedVote};
+use super::types::{BlockId, ProposedBlock, SignedProposal, SignedVote};
 use crate::block::{Block, MAX_BLOCK_LEN};
 use crate::codec::Canonical;
-use crate::tx::AppPayload;
+use crate::hash::ChainId;
+use crate::tx::{AppPayload, Keypair};
 
 /// The largest encoded message accepted, in bytes: a proposal carries a whole block, and a
 /// decided block its commit certificate besides.
@@ -56,6 +57,37 @@ impl<P: AppPayload> Message<P> {
             Message::Vote(v) => v.vote.height,
             Message::Polka(p) => p.height,
             Message::Decided { block, .. } => block.header.height,
+        }
+    }
+
+    /// What an equivocating validator sends beside this message, signed with `key` for
+    /// `chain`: a vote for another block (or nil), or a second proposal of the same transactions
+    /// one second later; `None` for a message with nothing to equivocate about. For simulations
+    /// and tests of Byzantine validators.
+    pub fn conflicting(&self, key: &Keypair, chain: ChainId) -> Option<Self> {
+        match self {
+            Message::Vote(v) => {
+                let mut vote = v.vote;
+                vote.block = match vote.block {
+                    Some(_) => None,
+                    None => Some(BlockId::from_bytes([7; 32])),
+                };
+                Some(Message::Vote(vote.sign(key, chain)))
+            }
+            Message::Proposal {
+                proposal,
+                parent_seal,
+            } => {
+                let mut p = proposal.proposal.clone();
+                let mut block = p.block.block().clone();
+                block.header.timestamp += 1;
+                p.block = ProposedBlock::new(block);
+                Some(Message::Proposal {
+                    proposal: p.sign(key, chain),
+                    parent_seal: parent_seal.clone(),
+                })
+            }
+            Message::Decided { .. } | Message::Polka(_) => None,
         }
     }
 }
