@@ -98,6 +98,7 @@ pub async fn run(
             txs,
             sync,
             blocker: oracle,
+            peers: config.peers.len(),
         },
         rpc,
         events,

@@ -106,7 +106,13 @@ pub struct Transport<S, R, B> {
     pub sync: (S, R),
     /// Disconnects and refuses a misbehaving peer.
     pub blocker: B,
+    /// How many peers the node has: it starts the engine once it hears from two thirds of
+    /// them (or after [`START_WAIT`]), so its first votes are not lost while connections form.
+    pub peers: usize,
 }
+
+/// The longest a node waits for its peers before starting the engine anyway.
+pub const START_WAIT: Time = 10_000_000;
 
 struct State<E, S, B> {
     clock: E,
@@ -151,6 +157,7 @@ pub async fn run<E, S, R, B>(
         txs: (txs, mut txs_rx),
         sync: (sync, mut sync_rx),
         blocker,
+        peers,
     } = transport;
     let mut node = State {
         clock,
@@ -171,10 +178,23 @@ pub async fn run<E, S, R, B>(
         last_finalised: None,
     };
     info!(node = %node.name, height = node.ledger.chain().height(), tip = %node.ledger.chain().tip(), "starting");
-    node.input(Input::Start);
+    let (booted, need) = (now_us(&node.clock), (2 * peers).div_ceil(3));
+    let mut started = false;
     let mut next_status = 0;
     loop {
         let now = now_us(&node.clock);
+        if !started {
+            let heard = node
+                .peer_heights
+                .values()
+                .filter(|(_, at)| now < at + PEER_FRESH)
+                .count();
+            if heard >= need || now >= booted + START_WAIT {
+                started = true;
+                info!(node = %node.name, peers = heard, "starting consensus");
+                node.input(Input::Start);
+            }
+        }
         if now >= next_status {
             next_status = now + STATUS_EVERY;
             let height = node.ledger.chain().height();
