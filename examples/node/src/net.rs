@@ -1,5 +1,6 @@
 //! A node on the real network: `authenticated::lookup` on the tokio runtime.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use commonware_cryptography::{ed25519, ChaCha20Poly1305, Signer as _};
@@ -70,14 +71,23 @@ pub async fn run(
         },
         cups::Version::V1,
     );
+    // Size the transport for this consortium, not for the largest one imaginable: lookup
+    // preallocates every channel's inbound queue and the router's outbound queue (crossbeam
+    // `ArrayQueue`s) at `max_peers_per_set * tracked_peer_sets * quota burst` slots. With
+    // 1024 peers per set, four tracked sets and our quotas that was ~11 million slots per
+    // queue: gigabytes per node, faulted in on start-up (mostly system CPU time), which delayed
+    // "p2p started" by seconds per node and the first block by up to a minute.
+    let set_size = NonZeroUsize::new(peers.len()).ok_or("empty peer set")?;
     let mut cfg = lookup::Config::local(
         handshake,
         NAMESPACE,
         config.listen,
-        NZUsize!(1024),
+        set_size,
         MAX_P2P_MESSAGE,
-        NZUsize!(4096),
+        NZUsize!(MAILBOX_SIZE),
     );
+    // Only peer set 0 is ever tracked.
+    cfg.tracked_peer_sets = NZUsize!(1);
     cfg.allow_private_ips = config.allow_private_ips;
     cfg.block_duration = Duration::from_secs(3600);
     let (mut network, mut oracle) = lookup::Network::new(ctx.child("p2p"), cfg);

@@ -33,6 +33,8 @@ pub const RATE_TXS: u32 = 2000;
 /// Sync messages per second per peer (a served batch is one message per block).
 pub const RATE_SYNC: u32 = 256;
 
+/// Capacity of the transport's internal actor mailboxes (preallocated).
+pub const MAILBOX_SIZE: usize = 1024;
 /// Blocks served per sync request at most.
 pub const MAX_SYNC_BATCH: u32 = 64;
 

@@ -32,6 +32,15 @@ impl Nodes {
             .expect("start a node");
         self.children[i] = Some(child);
     }
+    /// Panics with its log if a node process has exited (e.g. its port was taken).
+    fn check_alive(&mut self) {
+        for (i, child) in self.children.iter_mut().enumerate() {
+            if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+                let log = std::fs::read_to_string(self.dir.join(format!("node{i}.log")));
+                panic!("node {i} exited ({status}):\n{}", log.unwrap_or_default());
+            }
+        }
+    }
     fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.children[i].take() {
             let _ = c.kill(); // SIGKILL
@@ -48,6 +57,43 @@ impl Drop for Nodes {
     }
 }
 
+/// `n` distinct free ports on 127.0.0.1: the kernel picks each (bind to port 0); all are held
+/// until every one is chosen, so none repeats.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Moves the consortium in `configs` to fresh free ports (p2p and RPC), in every node's file.
+fn use_free_ports(configs: &[PathBuf]) {
+    let ports = free_ports(2 * configs.len());
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port)).to_string();
+    let files: Vec<serde_json::Value> = configs
+        .iter()
+        .map(|c| serde_json::from_slice(&std::fs::read(c).unwrap()).unwrap())
+        .collect();
+    // Each node's old p2p address -> its new one.
+    let moved: Vec<(String, String)> = files
+        .iter()
+        .zip(&ports)
+        .map(|(f, p)| (f["listen"].as_str().unwrap().to_string(), addr(*p)))
+        .collect();
+    for (i, (path, mut file)) in configs.iter().zip(files).enumerate() {
+        file["listen"] = moved[i].1.clone().into();
+        file["rpc"] = addr(ports[configs.len() + i]).into();
+        for peer in file["peers"].as_array_mut().unwrap() {
+            let old = peer["address"].as_str().unwrap().to_string();
+            let (_, new) = moved.iter().find(|(o, _)| *o == old).unwrap();
+            peer["address"] = new.clone().into();
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+    }
+}
+
 fn rpc_addr(config: &Path) -> SocketAddr {
     NodeConfig::load(config).unwrap().rpc
 }
@@ -60,12 +106,14 @@ fn height(addr: SocketAddr) -> u64 {
     status(addr).and_then(|s| s["height"].as_u64()).unwrap_or(0)
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
+fn wait_until(nodes: &mut Nodes, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let (start, deadline) = (Instant::now(), Instant::now() + limit);
     while !f() {
+        nodes.check_alive();
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
+    eprintln!("[{:>5.1}s] {what}", start.elapsed().as_secs_f64());
 }
 
 /// (hash, state root) of each node's block at `h`.
@@ -113,17 +161,8 @@ fn patients(genesis: &Genesis, n: usize) -> Vec<medledger::Transaction> {
 fn four_processes_agree_survive_a_kill_and_catch_up() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("consortium");
-    let base = 21_000 + (std::process::id() % 400) as u16 * 20;
     let out = Command::new(BIN)
-        .args([
-            "init",
-            "--nodes",
-            "4",
-            "--block-interval-ms",
-            "200",
-            "--base-port",
-        ])
-        .arg(base.to_string())
+        .args(["init", "--nodes", "4", "--block-interval-ms", "200"])
         .arg("--dir")
         .arg(&dir)
         .output()
@@ -136,6 +175,7 @@ fn four_processes_agree_survive_a_kill_and_catch_up() {
     let configs: Vec<PathBuf> = (0..4)
         .map(|i| dir.join(format!("hospital-{i}/config.json")))
         .collect();
+    use_free_ports(&configs);
     let addrs: Vec<SocketAddr> = configs.iter().map(|c| rpc_addr(c)).collect();
     let genesis: Genesis = read_json(&dir.join("genesis.json")).unwrap();
     let authority = read_key(&dir.join("authority.key")).unwrap();
@@ -147,9 +187,12 @@ fn four_processes_agree_survive_a_kill_and_catch_up() {
     for i in 0..4 {
         nodes.start(i);
     }
-    wait_until("4 nodes at height 2", Duration::from_secs(60), || {
-        addrs.iter().all(|a| height(*a) >= 2)
-    });
+    wait_until(
+        &mut nodes,
+        "4 nodes at height 2",
+        Duration::from_secs(60),
+        || addrs.iter().all(|a| height(*a) >= 2),
+    );
 
     // The MedRec workflow through node 0, independent registrations through every node.
     let workflow = medledger_node::demo::workflow(&genesis, &authority).unwrap();
@@ -167,6 +210,7 @@ fn four_processes_agree_survive_a_kill_and_catch_up() {
     assert_eq!(garbage["ok"], false);
 
     wait_until(
+        &mut nodes,
         "all transactions finalised",
         Duration::from_secs(60),
         || {
@@ -176,7 +220,7 @@ fn four_processes_agree_survive_a_kill_and_catch_up() {
         },
     );
     let h = addrs.iter().map(|a| height(*a)).max().unwrap();
-    wait_until("2 more blocks", Duration::from_secs(30), || {
+    wait_until(&mut nodes, "2 more blocks", Duration::from_secs(30), || {
         addrs.iter().all(|a| height(*a) >= h + 2)
     });
     assert_agree(&addrs);
@@ -191,22 +235,33 @@ fn four_processes_agree_survive_a_kill_and_catch_up() {
         submit(addrs[1], tx);
     }
     let at_kill = height(addrs[0]);
-    wait_until("3 nodes finalise 5 blocks", Duration::from_secs(60), || {
-        addrs[..3].iter().all(|a| height(*a) >= at_kill + 5)
-    });
+    wait_until(
+        &mut nodes,
+        "3 nodes finalise 5 blocks",
+        Duration::from_secs(60),
+        || addrs[..3].iter().all(|a| height(*a) >= at_kill + 5),
+    );
     assert_agree(&addrs[..3]);
 
     // Restart it: it resumes from its FileStore and catches up.
     nodes.start(3);
     let target = height(addrs[0]);
-    wait_until("node 3 catches up", Duration::from_secs(60), || {
-        height(addrs[3]) >= target
-    });
-    wait_until("mempools empty", Duration::from_secs(60), || {
-        addrs
-            .iter()
-            .all(|a| status(*a).is_some_and(|s| s["mempool"] == 0))
-    });
+    wait_until(
+        &mut nodes,
+        "node 3 catches up",
+        Duration::from_secs(60),
+        || height(addrs[3]) >= target,
+    );
+    wait_until(
+        &mut nodes,
+        "mempools empty",
+        Duration::from_secs(60),
+        || {
+            addrs
+                .iter()
+                .all(|a| status(*a).is_some_and(|s| s["mempool"] == 0))
+        },
+    );
     let common = assert_agree(&addrs);
     // Every submitted transaction is included exactly once: resubmitting each is a duplicate.
     for tx in workflow.iter().map(|(_, t)| t).chain(&batch).chain(&more) {
