@@ -1,0 +1,328 @@
+//! Genesis, node configuration and key files: what `init` writes and `run` reads.
+//!
+//! Every file is untrusted input: it is parsed to a `Result` with a size limit before parsing,
+//! and key files must hold exactly 32 bytes.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use medledger::file_store::FileStore;
+use medledger::tendermint::{TendermintConsensus, ValidatorSet};
+use medledger::tx::{Keypair, PublicKey};
+use medledger::{Chain, ChainBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Errors of this crate, as readable text.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// A result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The largest configuration or genesis file read, in bytes.
+pub const MAX_FILE_LEN: u64 = 1 << 20;
+
+/// The consortium's chain: the Tendermint chain of MedRec records.
+pub type NodeChain = Chain<TendermintConsensus>;
+
+/// A named key in the genesis.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NamedKey {
+    /// Who it is ("hospital-0", "Regional Health Authority").
+    pub name: String,
+    /// The Ed25519 public key, 64 hex digits.
+    pub key: String,
+    /// Voting power (validators only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<u64>,
+}
+
+/// The genesis: the same file on every node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Genesis {
+    /// The chain's name (its id derives from it).
+    pub chain: String,
+    /// Genesis time, Unix seconds.
+    pub genesis_time: u64,
+    /// The validators of height 1 (the hospitals' node keys).
+    pub validators: Vec<NamedKey>,
+    /// MedRec health authorities, registered in the genesis state.
+    pub authorities: Vec<NamedKey>,
+    /// Milliseconds between blocks (the node waits this long after a block before starting the
+    /// next height; 0 for back-to-back blocks).
+    #[serde(default = "default_interval")]
+    pub block_interval_ms: u64,
+}
+
+fn default_interval() -> u64 {
+    1000
+}
+
+/// A peer in a node's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Its name (for logs).
+    pub name: String,
+    /// Its node key, 64 hex digits.
+    pub key: String,
+    /// Where it listens for peers.
+    pub address: SocketAddr,
+}
+
+/// One node's configuration (paths relative to the file's directory).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The node's name (for logs).
+    pub name: String,
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// The node's key file (32 bytes, mode 0600).
+    pub key_file: PathBuf,
+    /// Where it listens for peers (p2p).
+    pub listen: SocketAddr,
+    /// Where it listens for local clients (`submit`, `status`); keep it on 127.0.0.1.
+    pub rpc: SocketAddr,
+    /// Where its chain is kept.
+    pub data_dir: PathBuf,
+    /// The other nodes.
+    pub peers: Vec<PeerConfig>,
+    /// Accept peers on private addresses (127.0.0.1, LAN): true for local runs.
+    #[serde(default)]
+    pub allow_private_ips: bool,
+}
+
+/// Parses 64 hex digits.
+pub fn parse_hex32(s: &str) -> Result<[u8; 32]> {
+    let bytes = hex_decode(s)?;
+    bytes
+        .try_into()
+        .map_err(|_| "expected 32 bytes (64 hex digits)".into())
+}
+
+/// Hex-decodes `s`.
+pub fn hex_decode(s: &str) -> Result<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return Err("odd number of hex digits".into());
+    }
+    let digit = |c: u8| -> Result<u8> {
+        (c as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or_else(|| format!("not a hex digit: {:?}", c as char).into())
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+/// Hex-encodes `bytes`.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses a public key from 64 hex digits.
+pub fn parse_key(s: &str) -> Result<PublicKey> {
+    let key = PublicKey::from_bytes(parse_hex32(s)?);
+    key.verifying_key()?;
+    Ok(key)
+}
+
+/// Reads a whole file of at most [`MAX_FILE_LEN`] bytes.
+pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut buf = Vec::new();
+    file.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(format!("{}: larger than {max} bytes", path.display()).into());
+    }
+    Ok(buf)
+}
+
+/// Reads a JSON file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = read_limited(path, MAX_FILE_LEN)?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+/// Writes `bytes` to a new file of mode 0600 (never overwrites).
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Reads a key file: exactly 32 bytes of Ed25519 seed. Refuses files others may read.
+pub fn read_key(path: &Path) -> Result<Keypair> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(
+                format!("{}: mode {:o}, expected 0600", path.display(), mode & 0o777).into(),
+            );
+        }
+    }
+    let bytes = zeroize::Zeroizing::new(read_limited(path, 32)?);
+    let seed: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("{}: a key file holds 32 bytes", path.display()))?;
+    let seed = zeroize::Zeroizing::new(seed);
+    Ok(Keypair::from_secret_bytes(&seed))
+}
+
+/// A fresh key from a random 32-byte seed.
+pub fn fresh_key() -> Keypair {
+    Keypair::generate()
+}
+
+impl Genesis {
+    /// The validator set of height 1.
+    pub fn validator_set(&self) -> Result<ValidatorSet> {
+        let list = self
+            .validators
+            .iter()
+            .map(|v| Ok((parse_key(&v.key)?, v.power.unwrap_or(1))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ValidatorSet::new(list)?)
+    }
+
+    /// Builds (or, from a store holding it, reopens) the chain.
+    pub fn chain(&self, store: Option<FileStore>) -> Result<NodeChain> {
+        let engine = TendermintConsensus::new(&self.chain, self.validator_set()?);
+        let mut builder = ChainBuilder::new(self.chain.clone(), engine)
+            .genesis_time(self.genesis_time)
+            .max_reorg_depth(0);
+        for a in &self.authorities {
+            builder = builder.authority(a.name.clone(), parse_key(&a.key)?);
+        }
+        if let Some(store) = store {
+            builder = builder.store(store);
+        }
+        Ok(builder.build()?)
+    }
+}
+
+impl NodeConfig {
+    /// Reads a configuration file; relative paths in it become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut config: NodeConfig = read_json(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.genesis,
+            &mut config.key_file,
+            &mut config.data_dir,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// What `init` made.
+#[derive(Debug)]
+pub struct Consortium {
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// The authority's key file.
+    pub authority_key: PathBuf,
+    /// Each node's configuration file.
+    pub configs: Vec<PathBuf>,
+}
+
+/// `init`: writes a genesis, an authority key, and per node a key and a configuration, for
+/// `nodes` nodes on 127.0.0.1 from `base_port` (p2p) and `base_port + 100` (local RPC).
+pub fn init(
+    dir: &Path,
+    nodes: usize,
+    base_port: u16,
+    block_interval_ms: u64,
+) -> Result<Consortium> {
+    if !(1..=64).contains(&nodes) {
+        return Err("--nodes must be between 1 and 64".into());
+    }
+    if base_port.checked_add(100 + nodes as u16).is_none() {
+        return Err("--base-port too high".into());
+    }
+    std::fs::create_dir_all(dir)?;
+    let genesis_path = dir.join("genesis.json");
+    if genesis_path.exists() {
+        return Err(format!("{} exists: refusing to overwrite", genesis_path.display()).into());
+    }
+    let authority = fresh_key();
+    let authority_key = dir.join("authority.key");
+    write_secret(&authority_key, authority.to_secret_bytes().as_bytes())?;
+    let keys: Vec<Keypair> = (0..nodes).map(|_| fresh_key()).collect();
+    let name = |i: usize| format!("hospital-{i}");
+    let listen = |i: usize| SocketAddr::from(([127, 0, 0, 1], base_port + i as u16));
+    let genesis = Genesis {
+        chain: "medledger-consortium".into(),
+        genesis_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+        validators: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| NamedKey {
+                name: name(i),
+                key: k.public().to_string(),
+                power: Some(1),
+            })
+            .collect(),
+        authorities: vec![NamedKey {
+            name: "Regional Health Authority".into(),
+            key: authority.public().to_string(),
+            power: None,
+        }],
+        block_interval_ms,
+    };
+    genesis.validator_set()?;
+    std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
+    let mut configs = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let node_dir = dir.join(name(i));
+        std::fs::create_dir_all(&node_dir)?;
+        write_secret(&node_dir.join("node.key"), key.to_secret_bytes().as_bytes())?;
+        let config = NodeConfig {
+            name: name(i),
+            genesis: PathBuf::from("../genesis.json"),
+            key_file: PathBuf::from("node.key"),
+            listen: listen(i),
+            rpc: SocketAddr::from(([127, 0, 0, 1], base_port + 100 + i as u16)),
+            data_dir: PathBuf::from("data"),
+            peers: keys
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(j, k)| PeerConfig {
+                    name: name(j),
+                    key: k.public().to_string(),
+                    address: listen(j),
+                })
+                .collect(),
+            allow_private_ips: true,
+        };
+        let path = node_dir.join("config.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+        configs.push(path);
+    }
+    Ok(Consortium {
+        genesis: genesis_path,
+        authority_key,
+        configs,
+    })
+}

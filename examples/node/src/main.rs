@@ -1,0 +1,118 @@
+//! `medledger-node`: init a consortium, run a node, submit transactions, query status, or run
+//! a local four-hospital demo. See the README.
+#![deny(missing_docs)]
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use commonware_runtime::{tokio, Runner as _};
+use commonware_utils::channel::mpsc;
+use medledger_node::config::{NodeConfig, Result};
+use medledger_node::node::RpcRequest;
+use medledger_node::{config, net, rpc};
+
+const USAGE: &str = "usage:
+  medledger-node init --nodes N --dir DIR [--base-port P] [--block-interval-ms MS]
+  medledger-node run --config FILE
+  medledger-node submit --config FILE      (hex of canonical transactions, one per line on stdin)
+  medledger-node status --config FILE
+  medledger-node demo [--base-port P]";
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn parse<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
+    match flag(args, name) {
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("{name}: cannot parse {v:?}").into()),
+        None => Ok(default),
+    }
+}
+
+fn config_arg(args: &[String]) -> Result<NodeConfig> {
+    let path = flag(args, "--config").ok_or("--config FILE is required")?;
+    NodeConfig::load(&PathBuf::from(path))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match real_main(&args) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn real_main(args: &[String]) -> Result<bool> {
+    match args.first().map(String::as_str) {
+        Some("init") => {
+            let dir = PathBuf::from(flag(args, "--dir").ok_or("--dir DIR is required")?);
+            let nodes = parse(args, "--nodes", 4usize)?;
+            let port = parse(args, "--base-port", 7400u16)?;
+            let interval = parse(args, "--block-interval-ms", 1000u64)?;
+            let c = config::init(&dir, nodes, port, interval)?;
+            println!("genesis: {}", c.genesis.display());
+            println!("authority key: {}", c.authority_key.display());
+            for p in &c.configs {
+                println!("node config: {}", p.display());
+            }
+            Ok(true)
+        }
+        Some("run") => {
+            let config = config_arg(args)?;
+            let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
+            let bound = rpc::serve(config.rpc, rpc_tx)?;
+            let runner = tokio::Runner::new(tokio::Config::default().with_worker_threads(2));
+            runner.start(|ctx| async move {
+                medledger_node::init_logs(&ctx, "info");
+                tracing::info!(rpc = %bound, "local rpc listening");
+                net::run(ctx, config, rpc_rx, None).await
+            })?;
+            Ok(true)
+        }
+        Some("submit") => {
+            let config = config_arg(args)?;
+            let mut all_ok = true;
+            for line in std::io::stdin().lock().lines() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let answer = rpc::call(
+                    config.rpc,
+                    &RpcRequest::Submit {
+                        tx: line.trim().into(),
+                    },
+                )?;
+                all_ok &= answer["ok"].as_bool() == Some(true);
+                println!("{answer}");
+            }
+            Ok(all_ok)
+        }
+        Some("status") => {
+            let config = config_arg(args)?;
+            println!("{}", rpc::call(config.rpc, &RpcRequest::Status)?);
+            Ok(true)
+        }
+        Some("demo") => {
+            let port = parse(args, "--base-port", 7400u16)?;
+            let dir = std::env::temp_dir().join(format!("medledger-demo-{}", std::process::id()));
+            let result = medledger_node::demo::run(&dir, port);
+            let _ = std::fs::remove_dir_all(&dir);
+            result
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            let _: Option<SocketAddr> = None;
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! The node: drives the Tendermint engine over any commonware p2p transport, per the
+//! protocol contract of [`medledger::consensus::protocol`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, UNIX_EPOCH};
+
+use commonware_codec::{Copying, DecodeExt as _};
+use commonware_cryptography::ed25519;
+use commonware_p2p::{Blocker, Receiver, Recipients as CwRecipients, Sender};
+use commonware_runtime::{Clock, IoBuf};
+use commonware_utils::channel::{mpsc, oneshot};
+use medledger::chain::ChainError;
+use medledger::codec;
+use medledger::consensus::protocol::{Input, Output, Outputs, Protocol, Recipients, Time};
+use medledger::ledger::{ChainUpdate, LedgerError, TxStatus};
+use medledger::tendermint::{block_id, Tendermint, TendermintConsensus, TendermintSeal, Timer};
+use medledger::tx::PublicKey;
+use medledger::{MedRec, Transaction};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::config::hex_encode;
+use crate::wire::*;
+
+/// The engine a node runs.
+pub type Engine = Tendermint<MedRec>;
+/// The node's ledger (chain and mempool).
+pub type NodeLedger = medledger::Ledger<TendermintConsensus>;
+/// A sealed block of the consortium chain.
+pub type SealedBlock = medledger::Block<TendermintSeal>;
+/// A peer's transport identity.
+pub type Pk = ed25519::PublicKey;
+
+/// How often a node tells its peers its height.
+const STATUS_EVERY: Time = 1_000_000;
+/// How long a sync request may go unanswered before another is sent.
+const SYNC_RETRY: Time = 2_000_000;
+/// Peers heard from within this long count as connected in `status`.
+const PEER_FRESH: Time = 5_000_000;
+
+/// The transport identity of a ledger key (the same Ed25519 key).
+pub fn to_cw(key: &PublicKey) -> Option<Pk> {
+    ed25519::PublicKey::decode(Copying(key.as_bytes())).ok()
+}
+
+/// The ledger key of a transport identity.
+pub fn from_cw(pk: &Pk) -> PublicKey {
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(&pk.as_ref()[..32]);
+    PublicKey::from_bytes(bytes)
+}
+
+/// The current time in microseconds since the Unix epoch, on the runtime's clock.
+pub fn now_us(clock: &impl Clock) -> Time {
+    clock
+        .current()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as Time)
+}
+
+/// A block this node appended to its main chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finalised {
+    /// The node's name.
+    pub node: String,
+    /// Height.
+    pub height: u64,
+    /// Block hash (seal included).
+    pub hash: String,
+    /// Block id (seal left out: equal on every node for a decided block).
+    pub id: String,
+    /// State root after it.
+    pub state_root: String,
+    /// Transactions in it.
+    pub txs: usize,
+}
+
+/// A request on the node's local RPC.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RpcRequest {
+    /// Submit a transaction (its canonical encoding, hex).
+    Submit {
+        /// Hex of the canonical bytes.
+        tx: String,
+    },
+    /// Height, peers, mempool size, last finalised time.
+    Status,
+    /// The main-chain block at `height` (hash, id, state root).
+    Block {
+        /// The height.
+        height: u64,
+    },
+}
+
+/// A request with where to send the answer.
+pub type RpcCall = (RpcRequest, oneshot::Sender<serde_json::Value>);
+
+/// The transport a node runs on: three channels and a way to block peers.
+pub struct Transport<S, R, B> {
+    /// Consensus messages.
+    pub consensus: (S, R),
+    /// Transactions.
+    pub txs: (S, R),
+    /// Block sync.
+    pub sync: (S, R),
+    /// Disconnects and refuses a misbehaving peer.
+    pub blocker: B,
+    /// How many peers the node has: it starts the engine once it hears from two thirds of
+    /// them (or after [`START_WAIT`]), so its first votes are not lost while connections form.
+    pub peers: usize,
+}
+
+/// The longest a node waits for its peers before starting the engine anyway.
+pub const START_WAIT: Time = 10_000_000;
+
+struct State<E, S, B> {
+    clock: E,
+    name: String,
+    ledger: NodeLedger,
+    engine: Engine,
+    timers: BTreeMap<Timer, Time>,
+    consensus: S,
+    txs: S,
+    sync: S,
+    blocker: B,
+    interval: Time,
+    appended_at: Option<Time>,
+    last_append: Time,
+    peer_heights: HashMap<Pk, (u64, Time)>,
+    sync_pending: Option<(u64, Time)>,
+    events: Option<mpsc::UnboundedSender<Finalised>>,
+    last_finalised: Option<u64>,
+}
+
+/// Runs a node until the transport closes: `ledger` is its opened chain, `engine` its
+/// Tendermint engine, `interval` the pause after each block, `rpc` local requests, `events`
+/// where to report each finalised block.
+#[allow(clippy::too_many_arguments)] // the node's parts, each distinct
+pub async fn run<E, S, R, B>(
+    clock: E,
+    name: String,
+    ledger: NodeLedger,
+    engine: Engine,
+    interval: Duration,
+    transport: Transport<S, R, B>,
+    mut rpc: mpsc::UnboundedReceiver<RpcCall>,
+    events: Option<mpsc::UnboundedSender<Finalised>>,
+) where
+    E: Clock,
+    S: Sender<PublicKey = Pk>,
+    R: Receiver<PublicKey = Pk>,
+    B: Blocker<PublicKey = Pk>,
+{
+    let Transport {
+        consensus: (consensus, mut consensus_rx),
+        txs: (txs, mut txs_rx),
+        sync: (sync, mut sync_rx),
+        blocker,
+        peers,
+    } = transport;
+    let mut node = State {
+        clock,
+        name,
+        ledger,
+        engine,
+        timers: BTreeMap::new(),
+        consensus,
+        txs,
+        sync,
+        blocker,
+        interval: interval.as_micros() as Time,
+        appended_at: None,
+        last_append: 0,
+        peer_heights: HashMap::new(),
+        sync_pending: None,
+        events,
+        last_finalised: None,
+    };
+    info!(node = %node.name, height = node.ledger.chain().height(), tip = %node.ledger.chain().tip(), "starting");
+    let (booted, need) = (now_us(&node.clock), (2 * peers).div_ceil(3));
+    let mut started = false;
+    let mut next_status = 0;
+    loop {
+        let now = now_us(&node.clock);
+        if !started {
+            let heard = node
+                .peer_heights
+                .values()
+                .filter(|(_, at)| now < at + PEER_FRESH)
+                .count();
+            if heard >= need || now >= booted + START_WAIT {
+                started = true;
+                info!(node = %node.name, peers = heard, "starting consensus");
+                node.input(Input::Start);
+            }
+        }
+        if now >= next_status {
+            next_status = now + STATUS_EVERY;
+            let height = node.ledger.chain().height();
+            node.send_sync(CwRecipients::All, &SyncMsg::Status { height });
+            node.maybe_request(now);
+        }
+        if node.appended_at.is_some_and(|at| at <= now) {
+            node.appended_at = None;
+            node.input(Input::Appended);
+        }
+        let due: Vec<Timer> = node
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for timer in due {
+            node.timers.remove(&timer);
+            node.input(Input::Timer(timer));
+        }
+        let next = node
+            .timers
+            .values()
+            .copied()
+            .chain(node.appended_at)
+            .chain([next_status])
+            .min()
+            .unwrap_or(next_status);
+        let wait = Duration::from_micros(next.saturating_sub(now_us(&node.clock)).max(1));
+        let sleep = node.clock.sleep(wait);
+        commonware_macros::select! {
+            m = consensus_rx.recv() => match m {
+                Ok((from, bytes)) => node.on_consensus(from, bytes),
+                Err(e) => { info!(node = %node.name, "transport closed: {e}"); return; }
+            },
+            m = txs_rx.recv() => match m {
+                Ok((from, bytes)) => node.on_tx(from, bytes),
+                Err(e) => { info!(node = %node.name, "transport closed: {e}"); return; }
+            },
+            m = sync_rx.recv() => match m {
+                Ok((from, bytes)) => node.on_sync(from, bytes),
+                Err(e) => { info!(node = %node.name, "transport closed: {e}"); return; }
+            },
+            call = rpc.recv() => if let Some((request, reply)) = call {
+                let _ = reply.send(node.on_rpc(request));
+            },
+            _ = sleep => {},
+        }
+    }
+}
+
+impl<E, S, B> State<E, S, B>
+where
+    E: Clock,
+    S: Sender<PublicKey = Pk>,
+    B: Blocker<PublicKey = Pk>,
+{
+    fn now(&self) -> Time {
+        now_us(&self.clock)
+    }
+
+    fn block_peer(&mut self, peer: &Pk, why: &str) {
+        warn!(node = %self.name, peer = %from_cw(peer), "blocking peer: {why}");
+        let _ = self.blocker.block(peer.clone());
+    }
+
+    /// Hands `input` to the engine and carries out what it asks for.
+    fn input(&mut self, input: Input<<Engine as Protocol>::Message, Timer, Transaction>) {
+        let now = self.now();
+        match self.engine.handle(&mut self.ledger, now, input) {
+            Ok(outputs) => self.apply(outputs),
+            Err(e) => debug!(node = %self.name, "engine refused an input: {e}"),
+        }
+    }
+
+    fn apply(&mut self, outputs: Outputs<Engine>) {
+        let mut queue: std::collections::VecDeque<_> = outputs.into();
+        while let Some(output) = queue.pop_front() {
+            match output {
+                Output::Send { to, message } => {
+                    let bytes = Engine::encode_message(&message);
+                    let to = match to {
+                        Recipients::One(k) => to_cw(&k).map(CwRecipients::One),
+                        Recipients::Some(ks) => {
+                            Some(CwRecipients::Some(ks.iter().filter_map(to_cw).collect()))
+                        }
+                        Recipients::All => Some(CwRecipients::All),
+                    };
+                    if let Some(to) = to {
+                        send_checked(&mut self.consensus, LIMIT_CONSENSUS, to, bytes, "consensus");
+                    }
+                }
+                Output::SetTimer { timer, at } => {
+                    self.timers.insert(timer, at);
+                }
+                Output::CancelTimer(timer) => {
+                    self.timers.remove(&timer);
+                }
+                Output::Append(block) => {
+                    let height = block.header.height;
+                    match self.ledger.append(block) {
+                        Ok(update) => self.report(&update),
+                        Err(e) => {
+                            warn!(node = %self.name, height, "decided block not appended: {e}")
+                        }
+                    }
+                    // Withhold `Appended` for the block interval: the next height starts then.
+                    self.appended_at = Some(self.now() + self.interval);
+                }
+                Output::Evidence(evidence) => {
+                    warn!(node = %self.name, offender = %evidence.offender(), height = evidence.height(), "evidence of double signing");
+                }
+                Output::Progress { height, round } => {
+                    if round > 0 {
+                        info!(node = %self.name, height, round, "new round");
+                    } else {
+                        debug!(node = %self.name, height, round, "new height");
+                    }
+                }
+            }
+        }
+    }
+
+    fn report(&mut self, update: &ChainUpdate<MedRec>) {
+        for block in &update.applied {
+            let chain = self.ledger.chain();
+            let Some(header) = chain.header(&block.hash) else {
+                continue;
+            };
+            let event = Finalised {
+                node: self.name.clone(),
+                height: block.height,
+                hash: block.hash.to_string(),
+                id: hex_encode(block_id(header).as_bytes()),
+                state_root: header.state_root.to_string(),
+                txs: block.txs.len(),
+            };
+            info!(node = %self.name, height = event.height, hash = %event.hash, txs = event.txs, "finalised");
+            self.last_finalised = Some(self.now() / 1_000_000);
+            self.last_append = self.now();
+            if let Some(events) = &self.events {
+                let _ = events.send(event);
+            }
+        }
+    }
+
+    fn on_consensus(&mut self, from: Pk, bytes: IoBuf) {
+        let bytes = bytes.as_ref();
+        if bytes.len() > LIMIT_CONSENSUS {
+            return self.block_peer(&from, "oversized consensus message");
+        }
+        match Engine::decode_message(bytes) {
+            Ok(message) => self.input(Input::Message {
+                from: from_cw(&from),
+                message,
+            }),
+            Err(e) => self.block_peer(&from, &format!("malformed consensus message: {e}")),
+        }
+    }
+
+    fn on_tx(&mut self, from: Pk, bytes: IoBuf) {
+        let bytes = bytes.as_ref();
+        if bytes.len() > LIMIT_TXS {
+            return self.block_peer(&from, "oversized transaction");
+        }
+        match Transaction::decode(bytes) {
+            Ok(tx) => {
+                if let Err(e) = self.submit(tx) {
+                    debug!(node = %self.name, "relayed transaction not taken: {e}");
+                }
+            }
+            Err(e) => self.block_peer(&from, &format!("malformed transaction: {e}")),
+        }
+    }
+
+    /// Offers `tx` to the engine (which submits it to the ledger's pool) and relays it if it
+    /// was taken. Duplicates are dropped; refusals come back with the ledger's reason.
+    fn submit(&mut self, tx: Transaction) -> Result<String, String> {
+        let id = tx.id();
+        if matches!(
+            self.ledger.status(&id),
+            Some(TxStatus::Pending | TxStatus::Included { .. })
+        ) {
+            return Err(format!(
+                "duplicate: transaction {id} is already pending or included"
+            ));
+        }
+        let bytes = tx.encode();
+        let now = self.now();
+        match self
+            .engine
+            .handle(&mut self.ledger, now, Input::Transactions(vec![tx]))
+        {
+            Ok(outputs) => {
+                self.apply(outputs);
+                send_checked(
+                    &mut self.txs,
+                    LIMIT_TXS,
+                    CwRecipients::All,
+                    bytes,
+                    "transaction",
+                );
+                Ok(id.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn send_sync(&mut self, to: CwRecipients<Pk>, message: &SyncMsg) {
+        send_checked(
+            &mut self.sync,
+            LIMIT_SYNC,
+            to,
+            codec::encode(message),
+            "sync",
+        );
+    }
+
+    fn on_sync(&mut self, from: Pk, bytes: IoBuf) {
+        let bytes = bytes.as_ref();
+        if bytes.len() > LIMIT_SYNC {
+            return self.block_peer(&from, "oversized sync message");
+        }
+        let message: SyncMsg = match codec::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => return self.block_peer(&from, &format!("malformed sync message: {e}")),
+        };
+        let now = self.now();
+        match message {
+            SyncMsg::Status { height } => {
+                self.peer_heights.insert(from, (height, now));
+                self.maybe_request(now);
+            }
+            SyncMsg::Request { from: first, count } => {
+                let chain = self.ledger.chain();
+                let last = first
+                    .saturating_add(u64::from(count.min(MAX_SYNC_BATCH)))
+                    .min(chain.height() + 1);
+                let mut blocks = Vec::new();
+                for height in first.max(1)..last {
+                    let Some(hash) = chain.hash_at(height) else {
+                        break;
+                    };
+                    match chain.block(&hash) {
+                        Ok(Some(block)) => blocks.push(block.encode()),
+                        _ => break,
+                    }
+                }
+                debug!(node = %self.name, first, served = blocks.len(), "serving blocks");
+                for bytes in blocks {
+                    self.send_sync(CwRecipients::One(from.clone()), &SyncMsg::Block { bytes });
+                }
+            }
+            SyncMsg::Block { bytes } => self.on_block(from, &bytes, now),
+        }
+    }
+
+    fn on_block(&mut self, from: Pk, bytes: &[u8], now: Time) {
+        let block = match SealedBlock::decode(bytes) {
+            Ok(b) => b,
+            Err(e) => return self.block_peer(&from, &format!("undecodable block: {e}")),
+        };
+        let (height, mine) = (block.header.height, self.ledger.chain().height());
+        if height + 1 < mine || height > mine + 1 || block.hash() == self.ledger.chain().tip() {
+            return;
+        }
+        match self.ledger.append(block) {
+            Ok(update) => {
+                if !update.applied.is_empty() {
+                    self.report(&update);
+                    self.appended_at = None;
+                    self.input(Input::Appended);
+                }
+                let target = self.sync_pending.map_or(0, |(t, _)| t);
+                if self.ledger.chain().height() >= target {
+                    self.sync_pending = None;
+                    self.maybe_request(now);
+                }
+            }
+            Err(LedgerError::Chain(e)) if peer_fault(&e) => {
+                self.block_peer(
+                    &from,
+                    &format!("served an invalid block at height {height}: {e}"),
+                );
+            }
+            Err(e) => debug!(node = %self.name, height, "synced block not appended: {e}"),
+        }
+    }
+
+    /// Asks the highest peer for missing blocks if this node is behind.
+    fn maybe_request(&mut self, now: Time) {
+        if self
+            .sync_pending
+            .is_some_and(|(_, at)| now < at + SYNC_RETRY)
+        {
+            return;
+        }
+        self.sync_pending = None;
+        let mine = self.ledger.chain().height();
+        let stalled = now > self.last_append + 3 * STATUS_EVERY;
+        let best = self
+            .peer_heights
+            .iter()
+            .filter(|(_, (h, at))| {
+                now < at + PEER_FRESH && (*h > mine + 1 || (*h > mine && stalled))
+            })
+            .max_by_key(|(_, (h, _))| *h)
+            .map(|(p, (h, _))| (p.clone(), *h));
+        if let Some((peer, height)) = best {
+            // From the tip's height: the peer's copy of the tip (another seal) may be the
+            // parent of its next block.
+            let first = mine.max(1);
+            let count = (height + 1 - first).min(u64::from(MAX_SYNC_BATCH)) as u32;
+            debug!(node = %self.name, mine, peer_height = height, "requesting blocks");
+            self.sync_pending = Some((first + u64::from(count) - 1, now));
+            self.send_sync(
+                CwRecipients::One(peer),
+                &SyncMsg::Request { from: first, count },
+            );
+        }
+    }
+
+    fn on_rpc(&mut self, request: RpcRequest) -> serde_json::Value {
+        match request {
+            RpcRequest::Submit { tx } => {
+                let bytes = match crate::config::hex_decode(&tx) {
+                    Ok(b) if b.len() <= medledger::tx::MAX_TX_LEN => b,
+                    Ok(_) => {
+                        return serde_json::json!({"ok": false, "error": "transaction too large"})
+                    }
+                    Err(e) => return serde_json::json!({"ok": false, "error": e.to_string()}),
+                };
+                let result = Transaction::decode(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|tx| self.submit(tx));
+                match result {
+                    Ok(id) => serde_json::json!({"ok": true, "id": id}),
+                    Err(e) => serde_json::json!({"ok": false, "error": e}),
+                }
+            }
+            RpcRequest::Status => {
+                let now = self.now();
+                let chain = self.ledger.chain();
+                let peers = self
+                    .peer_heights
+                    .values()
+                    .filter(|(_, at)| now < at + PEER_FRESH)
+                    .count();
+                serde_json::json!({
+                    "ok": true,
+                    "node": self.name,
+                    "height": chain.height(),
+                    "tip": chain.tip().to_string(),
+                    "state_root": chain.tip_header().state_root.to_string(),
+                    "peers": peers,
+                    "mempool": self.ledger.pending(),
+                    "last_finalised_unix": self.last_finalised,
+                    "round": self.engine.round(),
+                })
+            }
+            RpcRequest::Block { height } => {
+                let chain = self.ledger.chain();
+                match chain.header_at(height) {
+                    Some(h) => serde_json::json!({
+                        "ok": true,
+                        "height": height,
+                        "hash": h.hash().to_string(),
+                        "id": hex_encode(block_id(h).as_bytes()),
+                        "state_root": h.state_root.to_string(),
+                        "tx_count": h.tx_count,
+                    }),
+                    None => serde_json::json!({"ok": false, "error": "no such height"}),
+                }
+            }
+        }
+    }
+}
+
+/// Whether a chain refusal means the block itself is invalid (the peer that served it is at
+/// fault), rather than out of place (unknown parent, already known) or a local failure.
+fn peer_fault(e: &medledger::ChainError) -> bool {
+    matches!(
+        e,
+        ChainError::Decode(_)
+            | ChainError::Structure(_)
+            | ChainError::Consensus(_)
+            | ChainError::KnownInvalid(_)
+            | ChainError::StateRoot { .. }
+            | ChainError::Tx { .. }
+            | ChainError::Transaction(_)
+            | ChainError::Refused(_)
+            | ChainError::TooManyTxs { .. }
+    )
+}
+
+/// Sends `bytes` if they fit `limit` (the transport panics on oversized payloads).
+fn send_checked<S: Sender<PublicKey = Pk>>(
+    sender: &mut S,
+    limit: usize,
+    to: CwRecipients<Pk>,
+    bytes: Vec<u8>,
+    what: &str,
+) {
+    if bytes.len() > limit || bytes.len() > MAX_P2P_MESSAGE as usize {
+        warn!(
+            len = bytes.len(),
+            limit, "not sending an oversized {what} message"
+        );
+        return;
+    }
+    let _ = sender.send(to, IoBuf::from(bytes), false);
+}

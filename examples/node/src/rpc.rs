@@ -1,0 +1,77 @@
+//! The node's local RPC: one JSON request per line on a TCP socket (keep it on 127.0.0.1),
+//! one JSON answer per line. Requests: `{"submit":{"tx":"<hex of canonical bytes>"}}`,
+//! `"status"`, `{"block":{"height":7}}`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use commonware_utils::channel::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::config::Result;
+use crate::node::{RpcCall, RpcRequest};
+
+/// The longest request line: a hex-encoded transaction of the largest size, and some room.
+pub const MAX_LINE: u64 = 2 * medledger::tx::MAX_TX_LEN as u64 + 1024;
+
+/// Serves the RPC at `addr` on a thread of its own, passing each request to the node.
+pub fn serve(addr: SocketAddr, node: mpsc::UnboundedSender<RpcCall>) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("rpc {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let node = node.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = connection(stream, &node) {
+                    warn!("rpc connection: {e}");
+                }
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn connection(stream: TcpStream, node: &mpsc::UnboundedSender<RpcCall>) -> Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        let n = (&mut reader).take(MAX_LINE).read_line(&mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if !line.ends_with('\n') && n as u64 >= MAX_LINE {
+            writeln!(
+                writer,
+                "{}",
+                serde_json::json!({"ok": false, "error": "request too long"})
+            )?;
+            return Ok(());
+        }
+        let answer = match serde_json::from_str::<RpcRequest>(line.trim()) {
+            Ok(request) => {
+                let (tx, rx) = oneshot::channel();
+                if node.send((request, tx)).is_err() {
+                    return Ok(());
+                }
+                rx.blocking_recv()
+                    .unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "node stopped"}))
+            }
+            Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
+        };
+        writeln!(writer, "{answer}")?;
+    }
+}
+
+/// Sends one request to the node at `addr` and returns its answer.
+pub fn call(addr: SocketAddr, request: &RpcRequest) -> Result<serde_json::Value> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut writer = stream.try_clone()?;
+    writeln!(writer, "{}", serde_json::to_string(request)?)?;
+    let mut line = String::new();
+    BufReader::new(stream).take(1 << 20).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line)?)
+}
