@@ -201,6 +201,16 @@ impl Genesis {
 
     /// Builds (or, from a store holding it, reopens) the chain.
     pub fn chain(&self, store: Option<FileStore>) -> Result<NodeChain> {
+        self.chain_with_clock(store, None)
+    }
+
+    /// As [`chain`](Self::chain), refusing blocks from the future by `clock` (the system
+    /// clock if `None`).
+    pub fn chain_with_clock(
+        &self,
+        store: Option<FileStore>,
+        clock: Option<std::sync::Arc<dyn medledger::chain::Clock>>,
+    ) -> Result<NodeChain> {
         let engine = TendermintConsensus::new(&self.chain, self.validator_set()?);
         let mut builder = ChainBuilder::new(self.chain.clone(), engine)
             .genesis_time(self.genesis_time)
@@ -210,6 +220,9 @@ impl Genesis {
         }
         if let Some(store) = store {
             builder = builder.store(store);
+        }
+        if let Some(clock) = clock {
+            builder = builder.clock(clock);
         }
         Ok(builder.build()?)
     }

@@ -17,7 +17,7 @@ use medledger::file_store::FileStore;
 use medledger::tendermint::{Tendermint, TendermintConfig};
 use tracing::info;
 
-use crate::config::{parse_key, read_json, read_key, Genesis, NodeConfig, Result};
+use crate::config::{parse_key, read_json, read_key, Genesis, NodeChain, NodeConfig, Result};
 use crate::node::{self, Finalised, NodeLedger, Pk, RpcCall, Transport};
 use crate::wire::*;
 
@@ -33,7 +33,11 @@ pub fn transport_key(seed: &[u8; 32]) -> Result<ed25519::PrivateKey> {
 pub fn open_ledger(config: &NodeConfig, genesis: &Genesis) -> Result<NodeLedger> {
     std::fs::create_dir_all(&config.data_dir)?;
     let store = FileStore::open(config.data_dir.join("chain.ledger"))?;
-    let chain = genesis.chain(Some(store))?;
+    node_ledger(genesis.chain(Some(store))?)
+}
+
+/// The node's ledger over `chain` (a stored chain, or an in-memory one in tests).
+pub fn node_ledger(chain: NodeChain) -> Result<NodeLedger> {
     Ok(medledger::Ledger::builder(chain)
         .max_block_bytes(MAX_PROPOSED_BLOCK)
         .build()?)

@@ -1,7 +1,7 @@
 //! The node: drives the Tendermint engine over any commonware p2p transport, per the
 //! protocol contract of [`medledger::consensus::protocol`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use commonware_codec::{Copying, DecodeExt as _};
@@ -56,6 +56,16 @@ pub fn now_us(clock: &impl Clock) -> Time {
         .current()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as Time)
+}
+
+/// The runtime's clock as the chain's clock (by which blocks from the future are refused): in
+/// the deterministic runtime that is simulated time, not the host's.
+pub struct RuntimeClock<E>(pub E);
+
+impl<E: Clock + Send + Sync> medledger::chain::Clock for RuntimeClock<E> {
+    fn now(&self) -> u64 {
+        now_us(&self.0) / 1_000_000
+    }
 }
 
 /// A block this node appended to its main chain.
@@ -127,7 +137,9 @@ struct State<E, S, B> {
     interval: Time,
     appended_at: Option<Time>,
     last_append: Time,
-    peer_heights: HashMap<Pk, (u64, Time)>,
+    // Ordered (not hashed): which peer a sync request goes to must not depend on a random
+    // hash seed, so a seeded simulation replays exactly.
+    peer_heights: BTreeMap<Pk, (u64, Time)>,
     sync_pending: Option<(u64, Time)>,
     events: Option<mpsc::UnboundedSender<Finalised>>,
     last_finalised: Option<u64>,
@@ -172,7 +184,7 @@ pub async fn run<E, S, R, B>(
         interval: interval.as_micros() as Time,
         appended_at: None,
         last_append: 0,
-        peer_heights: HashMap::new(),
+        peer_heights: BTreeMap::new(),
         sync_pending: None,
         events,
         last_finalised: None,
