@@ -795,19 +795,7 @@ fn committee_seeds(out: &mut Vec<Seed>) {
         (
             "next",
             Message::Next(NextEpoch {
-                height,
-                block: b1.hash(),
-                timestamp: b1.header.timestamp,
-                randomness: seal.next_randomness(),
-                directory: seal
-                    .cert
-                    .members
-                    .iter()
-                    .map(|m| m.key)
-                    .collect::<Vec<_>>()
-                    .try_into()
-                    .unwrap(),
-                commitments: seal.commitments.clone(),
+                header: b1.header.clone(),
             }),
         ),
     ];

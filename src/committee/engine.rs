@@ -2,13 +2,16 @@
 
 use std::collections::HashSet;
 
-use super::seal::{commitment_of, verify_certificate, verify_signatures, SigChecker, SigItem};
+use super::identity::Randomness;
+use super::seal::{
+    commitment_of, verify_certificate, verify_signatures, Commitment, SigChecker, SigItem,
+};
 use super::{CommitteeParams, CommitteeSeal, FinalValue, SealError, Stage};
 use crate::block::Header;
 use crate::consensus::{Ancestors, Consensus, ConsensusError, Finality, Work};
 use crate::hash::TxId;
 use crate::merkle::merkle_root;
-use crate::tx::{AppPayload, VerifiedTx};
+use crate::tx::{AppPayload, PublicKey, VerifiedTx};
 
 /// Partitioned committee consensus: blocks certified by shard committees and a final committee
 /// whose members proved their identities with proof of work (see the [module](super) docs).
@@ -42,127 +45,14 @@ impl CommitteeConsensus {
         now: u64,
         check: &mut SigChecker<'_>,
     ) -> Result<(), ConsensusError> {
-        let p = &self.params;
-        let seal = &header.seal;
-        if header.timestamp < parent.timestamp {
-            return Err(ConsensusError::TimestampTooOld {
-                median: parent.timestamp,
-                found: header.timestamp,
-            });
-        }
-        if header.timestamp > now.saturating_add(p.max_future_drift()) {
-            return Err(ConsensusError::TimestampTooNew {
-                found: header.timestamp,
-                now,
-                max_drift: p.max_future_drift(),
-            });
-        }
-        let expected = parent.seal.next_randomness();
-        if seal.randomness != expected {
-            return Err(SealError::StaleRandomness {
-                expected,
-                found: seal.randomness,
-            }
-            .into());
-        }
-        // Reveals open the parent's commitments.
-        for (i, r) in seal.reveals.iter().enumerate() {
-            let bad = SealError::BadReveal {
-                index: i,
-                member: r.member,
-            };
-            if i > 0 && seal.reveals[i - 1].member >= r.member {
-                return Err(bad.into());
-            }
-            let key = parent.seal.cert.members.get(usize::from(r.member));
-            let commitment = parent
-                .seal
-                .commitments
-                .iter()
-                .find(|c| c.member == r.member);
-            match (key, commitment) {
-                (Some(k), Some(c)) if commitment_of(&k.key, &r.value) == c.value => {}
-                _ => return Err(bad.into()),
-            }
-        }
-        let required = if parent.seal.commitments.is_empty() {
-            0
-        } else {
-            parent.seal.commitments.len() / 2 + 1
+        let keys: Vec<PublicKey> = parent.seal.cert.members.iter().map(|m| m.key).collect();
+        let parent = ParentView {
+            timestamp: parent.timestamp,
+            next_randomness: parent.seal.next_randomness(),
+            final_keys: &keys,
+            commitments: &parent.seal.commitments,
         };
-        if seal.reveals.len() < required {
-            return Err(SealError::RevealsTooFew {
-                found: seal.reveals.len(),
-                required,
-            }
-            .into());
-        }
-        // Commitments name final members.
-        for (i, c) in seal.commitments.iter().enumerate() {
-            if usize::from(c.member) >= seal.cert.members.len()
-                || (i > 0 && seal.commitments[i - 1].member >= c.member)
-            {
-                return Err(SealError::CommitmentIndex {
-                    index: i,
-                    member: c.member,
-                }
-                .into());
-            }
-        }
-        if seal.commitments.len() < p.quorum() {
-            return Err(SealError::CommitmentsTooFew {
-                found: seal.commitments.len(),
-                required: p.quorum(),
-            }
-            .into());
-        }
-        // Shard certificates.
-        let mut total: u64 = 0;
-        let mut keys = HashSet::new();
-        for (i, sc) in seal.shards.iter().enumerate() {
-            let shard = sc.summary.shard;
-            if usize::from(shard) >= p.committees()
-                || (i > 0 && seal.shards[i - 1].summary.shard >= shard)
-            {
-                return Err(SealError::ShardOrder { index: i, shard }.into());
-            }
-            for m in &sc.cert.members {
-                if !keys.insert(m.key) {
-                    return Err(SealError::DuplicateIdentity { key: m.key }.into());
-                }
-            }
-            total += u64::from(sc.summary.tx_count);
-        }
-        if total != u64::from(header.tx_count) {
-            return Err(SealError::TxCountMismatch {
-                header: header.tx_count,
-                shards: total,
-            }
-            .into());
-        }
-        for sc in &seal.shards {
-            verify_certificate(
-                p,
-                &seal.randomness,
-                header.height,
-                header.parent,
-                Stage::Shard(sc.summary.shard),
-                sc.summary.digest(),
-                &sc.cert,
-                check,
-            )?;
-        }
-        verify_certificate(
-            p,
-            &seal.randomness,
-            header.height,
-            header.parent,
-            Stage::Final,
-            FinalValue::of_header(header).digest(),
-            &seal.cert,
-            check,
-        )?;
-        Ok(())
+        verify_seal(&self.params, header, &parent, now, check)
     }
 
     /// Checks that `txs` are the concatenation of the certified shard slices: each transaction
@@ -244,4 +134,149 @@ impl Consensus for CommitteeConsensus {
         self.check_body(&header.seal, &pairs)?;
         Ok(())
     }
+}
+
+/// What checking a seal needs to know of its parent: its time, the randomness of the epoch
+/// after it, its final committee's keys in certificate order (whose commitments the seal's
+/// reveals open) and those commitments. A node that follows the protocol knows these from the
+/// last final block ([`TipInfo`](super::TipInfo)) without holding its header.
+pub(crate) struct ParentView<'a> {
+    /// The parent's time.
+    pub timestamp: u64,
+    /// The randomness of the epoch after the parent.
+    pub next_randomness: Randomness,
+    /// The parent's final committee (its certificate's members' keys, in order).
+    pub final_keys: &'a [PublicKey],
+    /// The parent's randomness commitments.
+    pub commitments: &'a [Commitment],
+}
+
+/// Checks `header`'s seal against what is known of its parent, statelessly: the timestamp
+/// (not before the parent's, not beyond `now` plus the drift), the epoch randomness, the reveals
+/// of the parent's commitments, the new commitments, and every shard certificate and the final
+/// certificate, with signatures checked by `check`. It does not check `header.parent` or
+/// `header.height`: the caller knows which parent it means.
+pub(crate) fn verify_seal(
+    p: &CommitteeParams,
+    header: &Header<CommitteeSeal>,
+    parent: &ParentView<'_>,
+    now: u64,
+    check: &mut SigChecker<'_>,
+) -> Result<(), ConsensusError> {
+    let seal = &header.seal;
+    if header.timestamp < parent.timestamp {
+        return Err(ConsensusError::TimestampTooOld {
+            median: parent.timestamp,
+            found: header.timestamp,
+        });
+    }
+    if header.timestamp > now.saturating_add(p.max_future_drift()) {
+        return Err(ConsensusError::TimestampTooNew {
+            found: header.timestamp,
+            now,
+            max_drift: p.max_future_drift(),
+        });
+    }
+    let expected = parent.next_randomness;
+    if seal.randomness != expected {
+        return Err(SealError::StaleRandomness {
+            expected,
+            found: seal.randomness,
+        }
+        .into());
+    }
+    // Reveals open the parent's commitments.
+    for (i, r) in seal.reveals.iter().enumerate() {
+        let bad = SealError::BadReveal {
+            index: i,
+            member: r.member,
+        };
+        if i > 0 && seal.reveals[i - 1].member >= r.member {
+            return Err(bad.into());
+        }
+        let key = parent.final_keys.get(usize::from(r.member));
+        let commitment = parent.commitments.iter().find(|c| c.member == r.member);
+        match (key, commitment) {
+            (Some(k), Some(c)) if commitment_of(k, &r.value) == c.value => {}
+            _ => return Err(bad.into()),
+        }
+    }
+    let required = if parent.commitments.is_empty() {
+        0
+    } else {
+        parent.commitments.len() / 2 + 1
+    };
+    if seal.reveals.len() < required {
+        return Err(SealError::RevealsTooFew {
+            found: seal.reveals.len(),
+            required,
+        }
+        .into());
+    }
+    // Commitments name final members.
+    for (i, c) in seal.commitments.iter().enumerate() {
+        if usize::from(c.member) >= seal.cert.members.len()
+            || (i > 0 && seal.commitments[i - 1].member >= c.member)
+        {
+            return Err(SealError::CommitmentIndex {
+                index: i,
+                member: c.member,
+            }
+            .into());
+        }
+    }
+    if seal.commitments.len() < p.quorum() {
+        return Err(SealError::CommitmentsTooFew {
+            found: seal.commitments.len(),
+            required: p.quorum(),
+        }
+        .into());
+    }
+    // Shard certificates.
+    let mut total: u64 = 0;
+    let mut keys = HashSet::new();
+    for (i, sc) in seal.shards.iter().enumerate() {
+        let shard = sc.summary.shard;
+        if usize::from(shard) >= p.committees()
+            || (i > 0 && seal.shards[i - 1].summary.shard >= shard)
+        {
+            return Err(SealError::ShardOrder { index: i, shard }.into());
+        }
+        for m in &sc.cert.members {
+            if !keys.insert(m.key) {
+                return Err(SealError::DuplicateIdentity { key: m.key }.into());
+            }
+        }
+        total += u64::from(sc.summary.tx_count);
+    }
+    if total != u64::from(header.tx_count) {
+        return Err(SealError::TxCountMismatch {
+            header: header.tx_count,
+            shards: total,
+        }
+        .into());
+    }
+    for sc in &seal.shards {
+        verify_certificate(
+            p,
+            &seal.randomness,
+            header.height,
+            header.parent,
+            Stage::Shard(sc.summary.shard),
+            sc.summary.digest(),
+            &sc.cert,
+            check,
+        )?;
+    }
+    verify_certificate(
+        p,
+        &seal.randomness,
+        header.height,
+        header.parent,
+        Stage::Final,
+        FinalValue::of_header(header).digest(),
+        &seal.cert,
+        check,
+    )?;
+    Ok(())
 }

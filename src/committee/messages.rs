@@ -4,15 +4,16 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::{IdentityProof, Randomness};
 use super::seal::{
-    Commitment, FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary, Stage,
+    CommitteeSeal, FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary,
+    Stage,
 };
 use super::Transaction;
 use super::MAX_COMMITTEE_SIZE;
-use crate::block::MAX_HEADER_LEN;
+use crate::block::{Header, MAX_HEADER_LEN};
 use crate::codec::{BoundedVec, Canonical};
 use crate::hash::{BlockHash, Digest, TxId};
 use crate::merkle::merkle_root;
-use crate::tx::{PublicKey, Signature};
+use crate::tx::Signature;
 
 /// The most transactions one shard contributes to a block.
 pub const MAX_SHARD_TXS: usize = 1 << 14;
@@ -170,21 +171,23 @@ pub struct ShardResult {
     pub txs: BoundedVec<Transaction, MAX_SHARD_TXS>,
 }
 
-/// A final member's announcement that a block is final, with what the next epoch needs.
+/// A final member's announcement that a block is final: the sealed header itself, whose final
+/// certificate proves that the final committee certified it. A node moves to the next epoch only
+/// on an announcement whose seal checks against what it knows of the parent and the epoch's
+/// committee (as [`CommitteeConsensus`](super::CommitteeConsensus) checks a block's seal), so
+/// made-up announcements change nothing however many peers send them. Everything the next
+/// epoch needs (randomness, directory, commitments) is read from the seal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextEpoch {
+    /// The final block's header, with its committee seal.
+    pub header: Header<CommitteeSeal>,
+}
+
+impl NextEpoch {
     /// Height of the final block.
-    pub height: u64,
-    /// Its hash.
-    pub block: BlockHash,
-    /// Its time.
-    pub timestamp: u64,
-    /// The next epoch's randomness.
-    pub randomness: Randomness,
-    /// The block's final committee (the next directory), in certificate order.
-    pub directory: BoundedVec<PublicKey, MAX_COMMITTEE_SIZE>,
-    /// The block's randomness commitments.
-    pub commitments: BoundedVec<Commitment, MAX_COMMITTEE_SIZE>,
+    pub fn height(&self) -> u64 {
+        self.header.height
+    }
 }
 
 /// Every protocol message.
@@ -231,7 +234,7 @@ impl Message {
             Message::RoundChange(r) => r.height,
             Message::Precommits(p) => p.height,
             Message::ShardResult(r) => r.height,
-            Message::Next(n) => n.height,
+            Message::Next(n) => n.height(),
         }
     }
 

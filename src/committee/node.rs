@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::bft::{Bft, BftCtx, BftOut};
+use super::engine::{verify_seal, ParentView};
 use super::identity::{IdentityProof, Randomness};
 use super::messages::{CommitteeAssignment, Message, NextEpoch, ShardResult, ShardValue, Value};
 use super::seal::{
@@ -263,9 +264,9 @@ struct Epoch {
     settle_until: Option<u64>,
     block_done: bool,
     early: Buffer,
-    next_votes: BTreeMap<Digest, (NextEpoch, BTreeSet<PublicKey>)>,
-    /// Each sender's latest block announcement (a new one replaces its vote for the old).
-    next_voters: BTreeMap<PublicKey, Digest>,
+    /// Senders whose block announcement for this epoch was checked (and refused): each sender
+    /// costs the node at most one seal check per epoch.
+    next_tried: BTreeSet<PublicKey>,
 }
 
 impl Epoch {
@@ -295,8 +296,7 @@ impl Epoch {
             settle_until: None,
             block_done: false,
             early: Buffer::default(),
-            next_votes: BTreeMap::new(),
-            next_voters: BTreeMap::new(),
+            next_tried: BTreeSet::new(),
         }
     }
 
@@ -346,10 +346,16 @@ impl Epoch {
 /// * **Transactions** are the host's: committee leaders take their shard's pending
 ///   transactions from [`Host::take_txs`], the shard's mempool. Offered transactions are for the
 ///   driver to pool there; the node ignores them.
-/// * **New blocks.** A node moves to the next epoch when enough members of the final committee
-///   announce the block ([`NextEpoch`]), which carries what the epoch needs beyond the ledger's
-///   tip (the next randomness and directory), so it needs no [`Input::Appended`]. A restarted
-///   node is a new [`Node`] at the ledger's tip ([`TipInfo::of_header`]).
+/// * **New blocks.** A node moves to the next epoch on a block announcement ([`NextEpoch`])
+///   whose sealed header proves the final committee certified the block: on the node's parent,
+///   at its height, with a seal that checks as the chain checks it (against the parent's time,
+///   randomness and commitments the node knows) and, once the node knows the epoch's final
+///   committee, signed by that committee. The seal carries what the epoch needs beyond the
+///   ledger's tip (the next randomness and directory), so the node needs no
+///   [`Input::Appended`]. Any other announcement changes nothing, however many peers send it;
+///   one for a later height is kept (bounded) and checked when the node reaches that height,
+///   and each sender gets one check per epoch. A restarted node is a new [`Node`] at the
+///   ledger's tip ([`TipInfo::of_header`]).
 /// * **Decisions** of every agreement (each shard's and the final one) are reported as
 ///   [`Output::Progress`] with their round, and kept for [`Node::take_decisions`], with the
 ///   decided value's digest, for drivers that check agreement by agreement.
@@ -371,6 +377,8 @@ pub struct Node {
     inbox: Vec<Message>,
     last_timer: Option<u64>,
     started: bool,
+    /// Messages kept for later are to be replayed (an epoch began).
+    replay: bool,
     decisions: VecDeque<Decision>,
 }
 
@@ -614,16 +622,18 @@ impl Node {
             inbox: Vec::new(),
             last_timer: None,
             started: false,
+            replay: false,
             decisions: VecDeque::new(),
         }
     }
 
-    /// Bytes buffered for later, and block announcements held (for tests of the limits).
+    /// Bytes buffered for later, and senders whose block announcement for the current epoch
+    /// was checked and refused (for tests of the limits).
     #[cfg(test)]
     pub(crate) fn held(&self) -> (usize, usize) {
         (
             self.future.bytes + self.epoch.early.bytes,
-            self.epoch.next_votes.len(),
+            self.epoch.next_tried.len(),
         )
     }
 
@@ -687,9 +697,14 @@ impl Node {
     }
 
     fn finish(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
-        // Messages to ourselves, then timers that are already due.
+        // Messages kept for a new epoch, messages to ourselves, then timers that are already
+        // due.
         let mut guard = 0;
-        while !self.inbox.is_empty() && guard < 64 {
+        loop {
+            self.replay_future(now, host, out);
+            if self.inbox.is_empty() || guard >= 64 {
+                break;
+            }
             guard += 1;
             for m in core::mem::take(&mut self.inbox) {
                 self.dispatch(self.key, m, now, host, out);
@@ -756,13 +771,23 @@ impl Node {
         let dir = e.directory.clone();
         out.push(Step::EpochStarted { height });
         self.send(dir, Message::Identity { height, proof }, out);
-        let buffered = self.future.take();
-        for (from, m) in buffered {
-            let h = m.height();
-            if h == height || matches!(m, Message::Next(_)) && h >= height {
-                self.dispatch(from, m, now, host, out);
-            } else if h > height {
-                self.future.push(from, m);
+        self.replay = true;
+    }
+
+    /// Replays the messages kept for later that belong to the current epoch, keeping those for
+    /// later epochs. A replayed block announcement may begin the next epoch: the rest is then
+    /// kept and replayed for that epoch in turn (a loop, not a recursion, however many epochs
+    /// the kept announcements cover).
+    fn replay_future(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
+        while core::mem::take(&mut self.replay) {
+            let height = self.epoch.height;
+            for (from, m) in self.future.take() {
+                let h = m.height();
+                if self.epoch.height != height || h > height {
+                    self.future.push(from, m);
+                } else if h == height {
+                    self.dispatch(from, m, now, host, out);
+                }
             }
         }
     }
@@ -776,12 +801,6 @@ impl Node {
         out: &mut Vec<Step>,
     ) {
         let h = message.height();
-        if let Message::Next(n) = message {
-            if h >= self.epoch.height {
-                self.on_next(from, n, now, host, out);
-            }
-            return;
-        }
         if h > self.epoch.height {
             self.future.push(from, message);
             return;
@@ -801,7 +820,7 @@ impl Node {
             | Message::Vote(_)
             | Message::RoundChange(_)
             | Message::Precommits(_) => self.on_bft(from, message, now, host, out),
-            Message::Next(_) => {}
+            Message::Next(n) => self.on_next(from, n, now, host, out),
         }
     }
 
@@ -1269,15 +1288,7 @@ impl Node {
             seal: v.into_seal(cert),
         };
         let next = NextEpoch {
-            height: header.height,
-            block: header.hash(),
-            timestamp: header.timestamp,
-            randomness: header.seal.next_randomness(),
-            directory: BoundedVec::try_from(
-                e.final_members.iter().map(|m| m.key).collect::<Vec<_>>(),
-            )
-            .expect("at most c members"),
-            commitments: header.seal.commitments.clone(),
+            header: header.clone(),
         };
         out.push(Step::Block {
             header: Box::new(header),
@@ -1287,6 +1298,8 @@ impl Node {
         self.send(peers, Message::Next(next), out);
     }
 
+    /// A block announcement for the current epoch: moves to the next epoch if its seal proves
+    /// that the epoch's final committee certified the block on the node's parent.
     fn on_next(
         &mut self,
         from: PublicKey,
@@ -1295,54 +1308,39 @@ impl Node {
         host: &mut dyn Host,
         out: &mut Vec<Step>,
     ) {
-        let e = &mut self.epoch;
-        let mut buf = Vec::new();
-        codec::encode_body_into(&n, &mut buf);
-        let digest = Digest::from_bytes(domain::COMMITTEE_VOTE.hash(&buf));
-        // More senders than a committee tolerates Byzantine members: at least one is honest.
-        // (A live final committee has at least a quorum of honest members, more than this.)
-        let threshold = if from == self.key {
-            1
-        } else {
-            if n.height == e.height
-                && !e.final_members.is_empty()
-                && !e.final_members.iter().any(|m| m.key == from)
-            {
-                return;
-            }
-            self.params.tolerated() + 1
-        };
-        // One vote per sender: an announcement replaces the sender's earlier one, so a peer
-        // cannot fill the node with distinct announcements.
-        if let Some(old) = e.next_voters.insert(from, digest) {
-            if old != digest {
-                if let Some(votes) = e.next_votes.get_mut(&old) {
-                    votes.1.remove(&from);
-                    if votes.1.is_empty() {
-                        e.next_votes.remove(&old);
-                    }
-                }
-            }
-        }
-        let entry = e
-            .next_votes
-            .entry(digest)
-            .or_insert_with(|| (n, BTreeSet::new()));
-        entry.1.insert(from);
-        if entry.1.len() < threshold {
+        // One check per sender and epoch (its own announcement is not checked twice either).
+        if !self.epoch.next_tried.insert(from) {
             return;
         }
-        let n = entry.0.clone();
-        let tip = TipInfo {
-            height: n.height,
-            hash: n.block,
-            timestamp: n.timestamp,
-            next_randomness: n.randomness,
-            directory: n.directory.to_vec(),
-            commitments: n.commitments.to_vec(),
-        };
+        if !self.next_valid(&n.header, now, host) {
+            return;
+        }
+        let tip = TipInfo::of_header(&n.header, &[]);
         self.epoch = Epoch::new(&tip);
         self.begin_epoch(now, host, out);
+    }
+
+    /// Whether `header` is a block of the current epoch certified by its final committee: on
+    /// the node's parent, at its height, with a seal that checks against what the node knows of
+    /// the parent ([`verify_seal`], as the chain checks it) and, once the node knows the epoch's
+    /// final committee, certified by exactly that committee.
+    fn next_valid(&self, header: &Header<CommitteeSeal>, now: u64, host: &mut dyn Host) -> bool {
+        let e = &self.epoch;
+        if header.version != HEADER_VERSION
+            || header.height != e.height
+            || header.parent != e.parent
+            || (e.assigned && header.seal.cert.members[..] != e.final_members[..])
+        {
+            return false;
+        }
+        let parent = ParentView {
+            timestamp: e.parent_ts,
+            next_randomness: e.randomness,
+            final_keys: &e.directory,
+            commitments: &e.parent_commitments,
+        };
+        let mut check = |items: &[SigItem]| host.verify_signatures(items);
+        verify_seal(&self.params, header, &parent, now / 1_000_000, &mut check).is_ok()
     }
 }
 

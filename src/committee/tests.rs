@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::block::{Header, HEADER_VERSION};
 use crate::codec::{self, BoundedVec};
 use crate::consensus::protocol::{Input, Protocol};
 use crate::hash::{BlockHash, ChainId, Digest, MerkleRoot, StateRoot};
@@ -195,12 +196,16 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             value: Digest::from_bytes(b),
         },
         _ => Message::Next(NextEpoch {
-            height: h,
-            block: parent,
-            timestamp: h.wrapping_mul(3),
-            randomness: Randomness::from_bytes(b),
-            directory: (0..n % 4).map(key).collect::<Vec<_>>().try_into().unwrap(),
-            commitments: seal(b, n).commitments,
+            header: Header {
+                version: HEADER_VERSION,
+                height: h,
+                parent,
+                tx_root: MerkleRoot::from_bytes(b),
+                tx_count: u32::from(n),
+                state_root: StateRoot::from_bytes(b),
+                timestamp: h.wrapping_mul(3),
+                seal: seal(b, n),
+            },
         }),
     }
 }
@@ -476,34 +481,245 @@ fn a_node_keeps_a_bounded_number_of_bytes_for_later_epochs() {
     assert!(bytes + size > MAX_BUFFERED_BYTES, "{bytes}");
 }
 
-#[test]
-fn a_peer_holds_one_block_announcement_at_a_time() {
-    let (mut node, peer) = started_node();
-    for i in 0..100u8 {
-        let next = Message::Next(NextEpoch {
-            height: 5,
-            block: BlockHash::from_bytes([i; 32]),
-            timestamp: u64::from(i),
-            randomness: Randomness::default(),
-            directory: BoundedVec::new(),
-            commitments: BoundedVec::new(),
-        });
+/// A host that checks signatures for real (and accepts every transaction).
+struct Verifying;
+
+impl Host for Verifying {
+    fn verify_signatures(
+        &mut self,
+        items: &[(PublicKey, [u8; 32], Signature)],
+    ) -> Result<(), usize> {
+        super::seal::verify_signatures(items)
+    }
+    fn verify_txs(&mut self, _: &[Transaction]) -> bool {
+        true
+    }
+    fn next_nonce(&mut self, _: &BlockHash, _: &AccountId) -> Option<u64> {
+        Some(0)
+    }
+    fn state_root(
+        &mut self,
+        _: &BlockHash,
+        _: u64,
+        _: u64,
+        _: &[Transaction],
+    ) -> Option<StateRoot> {
+        Some(StateRoot::default())
+    }
+    fn take_txs(&mut self, _: &BlockHash, _: u16, _: usize) -> Vec<Transaction> {
+        Vec::new()
+    }
+}
+
+/// The parameters of [`genesis_node`].
+fn node_params() -> CommitteeParams {
+    CommitteeParams::builder()
+        .shard_bits(1)
+        .committee_size(4)
+        .identity_difficulty(1)
+        .build()
+        .unwrap()
+}
+
+/// A block at height 1 on [`genesis_node`]'s tip, certified by a final committee of four
+/// mined identities (a quorum of them signing), and the committee's keypairs.
+fn certified_block() -> (Header<CommitteeSeal>, Vec<Keypair>) {
+    let params = node_params();
+    let randomness = Randomness::from_bytes([1; 32]);
+    let parent = BlockHash::from_bytes([7; 32]);
+    let mut members: Vec<(IdentityProof, Keypair)> = (40u8..44)
+        .map(|i| {
+            let kp = Keypair::from_seed(&[i; 32]);
+            let p = IdentityProof::mine_for_committee(
+                kp.public(),
+                &randomness,
+                params.identity_difficulty(),
+                params.shard_bits(),
+                0,
+            );
+            (p, kp)
+        })
+        .collect();
+    members.sort_by_key(|(p, _)| p.key);
+    let quorum = params.quorum();
+    let mut header = Header {
+        version: HEADER_VERSION,
+        height: 1,
+        parent,
+        tx_root: crate::merkle::merkle_root(&[]),
+        tx_count: 0,
+        state_root: StateRoot::default(),
+        timestamp: 0,
+        seal: CommitteeSeal {
+            randomness,
+            shards: BoundedVec::new(),
+            commitments: (0..quorum)
+                .map(|m| Commitment {
+                    member: m as u16,
+                    value: Digest::from_bytes([m as u8; 32]),
+                })
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap(),
+            reveals: BoundedVec::new(),
+            cert: Certificate::empty(),
+        },
+    };
+    let digest = VoteBody {
+        height: 1,
+        parent,
+        stage: Stage::Final,
+        round: 0,
+        phase: Phase::Precommit,
+        value: FinalValue::of_header(&header).digest(),
+    }
+    .digest();
+    header.seal.cert = Certificate {
+        round: 0,
+        members: members
+            .iter()
+            .map(|(p, _)| *p)
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+        signatures: members
+            .iter()
+            .take(quorum)
+            .enumerate()
+            .map(|(i, (_, kp))| MemberSignature {
+                member: i as u16,
+                signature: kp.sign(&digest),
+            })
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+    };
+    (header, members.into_iter().map(|(_, kp)| kp).collect())
+}
+
+/// Hands `message` to `node` from each of `from`.
+fn from_all(node: &mut Node, from: &[PublicKey], message: &Message, now: u64) {
+    for peer in from {
         node.handle(
-            &mut AcceptAll,
-            1,
+            &mut Verifying,
+            now,
             Input::Message {
-                from: peer,
-                message: next,
+                from: *peer,
+                message: message.clone(),
             },
         )
         .unwrap();
     }
-    assert_eq!(node.held().1, 1);
+}
+
+#[test]
+fn made_up_epoch_announcements_from_any_number_of_peers_change_nothing() {
+    let (mut node, peer) = started_node();
+    let params = node_params();
+    // More than a committee tolerates: every peer there is and then some.
+    let peers: Vec<PublicKey> = std::iter::once(peer).chain((100u8..110).map(key)).collect();
+    assert!(peers.len() > params.tolerated() + 1);
+    let (genuine, _) = certified_block();
+
+    // A made-up block for a future height, on a parent that does not exist: the node cannot
+    // check it, so it keeps it for later (bounded) and stays where it is.
+    let mut far = genuine.clone();
+    far.height = 5;
+    far.parent = BlockHash::from_bytes([9; 32]);
+    from_all(
+        &mut node,
+        &peers,
+        &Message::Next(NextEpoch { header: far }),
+        1,
+    );
     assert_eq!(
         node.status().height,
         1,
-        "one peer alone does not move the node on"
+        "a future announcement moves no node"
     );
+
+    // Made-up blocks for the current height: a forged certificate, a certified block altered
+    // after signing, the certified block on another parent, and one with too few signatures.
+    let mut forged = genuine.clone();
+    forged.seal.cert = cert(4, 0);
+    let mut altered = genuine.clone();
+    altered.state_root = StateRoot::from_bytes([5; 32]);
+    let mut elsewhere = genuine.clone();
+    elsewhere.parent = BlockHash::from_bytes([8; 32]);
+    let mut short = genuine.clone();
+    short.seal.cert.signatures = short.seal.cert.signatures[..params.quorum() - 1]
+        .to_vec()
+        .try_into()
+        .unwrap();
+    let fakes = [forged, altered, elsewhere, short];
+    let senders = |i: usize| -> Vec<PublicKey> {
+        (0..peers.len() as u8)
+            .map(|j| key(120 + 20 * i as u8 + j))
+            .collect()
+    };
+    for (i, fake) in fakes.iter().enumerate() {
+        // Fresh senders each time (a sender gets one check per epoch).
+        let m = Message::Next(NextEpoch {
+            header: fake.clone(),
+        });
+        from_all(&mut node, &senders(i), &m, 2);
+        assert_eq!(
+            node.status().height,
+            1,
+            "fake announcement {i} moved the node"
+        );
+    }
+    // Each refused sender is checked once, however often it repeats itself.
+    let (_, tried) = node.held();
+    assert_eq!(tried, fakes.len() * peers.len());
+    for (i, fake) in fakes.iter().enumerate() {
+        let m = Message::Next(NextEpoch {
+            header: fake.clone(),
+        });
+        from_all(&mut node, &senders(i), &m, 3);
+    }
+    assert_eq!(node.held().1, tried);
+    assert_eq!(node.status().height, 1);
+
+    // The genuine announcement, from a single sender, moves the node.
+    node.handle(
+        &mut Verifying,
+        4,
+        Input::Message {
+            from: peer,
+            message: Message::Next(NextEpoch {
+                header: genuine.clone(),
+            }),
+        },
+    )
+    .unwrap();
+    assert_eq!(node.status().height, 2, "a certified block moves the node");
+}
+
+#[test]
+fn a_kept_announcement_is_replayed_when_its_epoch_begins() {
+    // A made-up block for height 2 arrives first and is kept; the certified block for height 1
+    // moves the node on, and the kept one is then checked for height 2 and refused.
+    let (mut node, peer) = started_node();
+    let (genuine, _) = certified_block();
+    let mut fake_next = genuine.clone();
+    fake_next.height = 2;
+    fake_next.parent = genuine.hash();
+    from_all(
+        &mut node,
+        &[peer],
+        &Message::Next(NextEpoch { header: fake_next }),
+        1,
+    );
+    from_all(
+        &mut node,
+        &[peer],
+        &Message::Next(NextEpoch { header: genuine }),
+        2,
+    );
+    // Height 2 began; the kept fake for height 2 was checked on replay and refused.
+    assert_eq!(node.status().height, 2);
+    assert_eq!(node.held().1, 1);
 }
 
 #[test]

@@ -46,9 +46,9 @@
 //!   pending pool is refilled, when a block commits, with as many new transactions as the block
 //!   took (closed-loop load), and latency runs from a transaction's submission to the commit of
 //!   its block.
-//! * Block bodies are not broadcast to every node: final members announce a compact
-//!   [`NextEpoch`](crate::committee::NextEpoch) to all, and committee members already hold their
-//!   shard's transactions; full nodes fetch bodies off the critical path.
+//! * Block bodies are not broadcast to every node: final members announce the sealed header
+//!   ([`NextEpoch`](crate::committee::NextEpoch)) to all, and committee members already hold
+//!   their shard's transactions; full nodes fetch bodies off the critical path.
 //! * Throughput is measured over the steady state: from the first block's commit to the last's.
 //! * A committee block is final when the first honest final member seals it; the network checks
 //!   agreement on the decided final value's digest, which all honest final members share when

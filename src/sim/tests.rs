@@ -23,6 +23,18 @@ fn honest_run_commits_blocks_the_chain_accepts() {
 }
 
 #[test]
+fn honest_run_moves_epochs_only_on_certified_announcements() {
+    // Nodes move to the next epoch only on a block announcement whose final certificate checks:
+    // an honest network still commits every block, with no safety violation.
+    let r = Simulation::new(small(7).blocks(4).build().unwrap())
+        .unwrap()
+        .run();
+    assert_eq!(r.blocks, 4);
+    assert_eq!(r.chain_rejections, 0);
+    assert_eq!(r.safety_violations, 0);
+}
+
+#[test]
 fn builder_validates() {
     assert!(SimConfig::builder().committees(3).build().is_err());
     assert!(SimConfig::builder().committee_size(0).build().is_err());
