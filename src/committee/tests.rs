@@ -381,12 +381,34 @@ fn batch_signature_check_refuses_small_order_r() {
     assert_eq!(seal::verify_signatures(&items), Err(1));
 }
 
-/// A host that accepts everything (the buffers are filled before any check).
-struct AcceptAll;
+/// A test host: accepts every transaction, and checks signatures for real or not at all.
+struct TestHost {
+    check_signatures: bool,
+}
 
-impl Host for AcceptAll {
-    fn verify_signatures(&mut self, _: &[(PublicKey, [u8; 32], Signature)]) -> Result<(), usize> {
-        Ok(())
+/// A host that accepts everything (the buffers are filled before any check).
+fn accept_all() -> TestHost {
+    TestHost {
+        check_signatures: false,
+    }
+}
+
+/// A host that checks signatures for real (and accepts every transaction).
+fn verifying() -> TestHost {
+    TestHost {
+        check_signatures: true,
+    }
+}
+
+impl Host for TestHost {
+    fn verify_signatures(
+        &mut self,
+        items: &[(PublicKey, [u8; 32], Signature)],
+    ) -> Result<(), usize> {
+        match self.check_signatures {
+            true => super::seal::verify_signatures(items),
+            false => Ok(()),
+        }
     }
     fn verify_txs(&mut self, _: &[Transaction]) -> bool {
         true
@@ -439,7 +461,7 @@ fn genesis_node() -> (Node, PublicKey) {
 /// [`genesis_node`], started.
 fn started_node() -> (Node, PublicKey) {
     let (mut node, peer) = genesis_node();
-    node.handle(&mut AcceptAll, 0, Input::Start).unwrap();
+    node.handle(&mut accept_all(), 0, Input::Start).unwrap();
     (node, peer)
 }
 
@@ -467,7 +489,7 @@ fn a_node_keeps_a_bounded_number_of_bytes_for_later_epochs() {
     for _ in 0..MAX_BUFFERED_BYTES / size + 5 {
         let message = big.clone();
         node.handle(
-            &mut AcceptAll,
+            &mut accept_all(),
             1,
             Input::Message {
                 from: peer,
@@ -479,36 +501,6 @@ fn a_node_keeps_a_bounded_number_of_bytes_for_later_epochs() {
     let (bytes, _) = node.held();
     assert!(bytes <= MAX_BUFFERED_BYTES, "{bytes}");
     assert!(bytes + size > MAX_BUFFERED_BYTES, "{bytes}");
-}
-
-/// A host that checks signatures for real (and accepts every transaction).
-struct Verifying;
-
-impl Host for Verifying {
-    fn verify_signatures(
-        &mut self,
-        items: &[(PublicKey, [u8; 32], Signature)],
-    ) -> Result<(), usize> {
-        super::seal::verify_signatures(items)
-    }
-    fn verify_txs(&mut self, _: &[Transaction]) -> bool {
-        true
-    }
-    fn next_nonce(&mut self, _: &BlockHash, _: &AccountId) -> Option<u64> {
-        Some(0)
-    }
-    fn state_root(
-        &mut self,
-        _: &BlockHash,
-        _: u64,
-        _: u64,
-        _: &[Transaction],
-    ) -> Option<StateRoot> {
-        Some(StateRoot::default())
-    }
-    fn take_txs(&mut self, _: &BlockHash, _: u16, _: usize) -> Vec<Transaction> {
-        Vec::new()
-    }
 }
 
 /// The parameters of [`genesis_node`].
@@ -601,7 +593,7 @@ fn certified_block() -> (Header<CommitteeSeal>, Vec<Keypair>) {
 fn from_all(node: &mut Node, from: &[PublicKey], message: &Message, now: u64) {
     for peer in from {
         node.handle(
-            &mut Verifying,
+            &mut verifying(),
             now,
             Input::Message {
                 from: *peer,
@@ -683,7 +675,7 @@ fn made_up_epoch_announcements_from_any_number_of_peers_change_nothing() {
 
     // The genuine announcement, from a single sender, moves the node.
     node.handle(
-        &mut Verifying,
+        &mut verifying(),
         4,
         Input::Message {
             from: peer,
@@ -726,7 +718,7 @@ fn a_kept_announcement_is_replayed_when_its_epoch_begins() {
 fn a_node_speaks_the_protocol_interface() {
     use crate::consensus::protocol::{Output, Recipients};
     let (mut node, peer) = genesis_node();
-    let out = node.handle(&mut AcceptAll, 5, Input::Start).unwrap();
+    let out = node.handle(&mut accept_all(), 5, Input::Start).unwrap();
     // The epoch begins, the identity goes to the other directory member, and the directory
     // asks to be called back when its window closes: the deadline is the timer.
     let window = 5 + Timing::default().identity_window;
@@ -745,16 +737,16 @@ fn a_node_speaks_the_protocol_interface() {
     }));
     // Offered transactions and appended blocks are the host's business.
     assert!(node
-        .handle(&mut AcceptAll, 6, Input::Transactions(Vec::new()))
+        .handle(&mut accept_all(), 6, Input::Transactions(Vec::new()))
         .unwrap()
         .is_empty());
     assert!(node
-        .handle(&mut AcceptAll, 6, Input::Appended)
+        .handle(&mut accept_all(), 6, Input::Appended)
         .unwrap()
         .is_empty());
     // A tick before any deadline is due does nothing.
     assert!(node
-        .handle(&mut AcceptAll, 7, Input::Timer(Tick(window)))
+        .handle(&mut accept_all(), 7, Input::Timer(Tick(window)))
         .unwrap()
         .is_empty());
     assert!(node.take_decisions().is_empty());
