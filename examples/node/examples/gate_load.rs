@@ -66,11 +66,16 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let chain = n.ledger().chain();
         let start = Instant::now();
         let permits = (0..rounds)
-            .filter(|_| std::hint::black_box(chain.decide(std::hint::black_box(&request))).is_permit())
+            .filter(|_| {
+                std::hint::black_box(chain.decide(std::hint::black_box(&request))).is_permit()
+            })
             .count();
         (permits, start.elapsed())
     })?;
-    assert_eq!(permits, rounds as usize, "every in-process decision is a permit");
+    assert_eq!(
+        permits, rounds as usize,
+        "every in-process decision is a permit"
+    );
     let in_process_rate = f64::from(rounds) / in_process.as_secs_f64();
 
     // Over HTTP: requests signed beforehand, distinct nonces.
@@ -88,7 +93,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 issued_at,
                 nonce,
             };
-            serde_json::to_string(&SignedRequest::sign(&cast.specialist, &node.chain_id, &fields))
+            serde_json::to_string(&SignedRequest::sign(
+                &cast.specialist,
+                &node.chain_id,
+                &fields,
+            ))
         })
         .collect::<Result<_, _>>()?;
     let url = format!("http://{}/gate/access", node.http);
@@ -127,6 +136,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let http_rate = requests as f64 / over_http.as_secs_f64();
     println!("in-process decide:        {rounds} decisions in {in_process:?}: {in_process_rate:>12.0} /s");
     println!("gatekeeper over loopback: {requests} signed requests, {clients} clients, in {over_http:?}: {http_rate:>12.0} /s");
-    println!("in-process / HTTP:        {:.1}x", in_process_rate / http_rate);
+    println!(
+        "in-process / HTTP:        {:.1}x",
+        in_process_rate / http_rate
+    );
     Ok(())
 }

@@ -381,7 +381,10 @@ pub fn init(
                 })
                 .collect(),
             allow_private_ips: true,
-            http: Some(SocketAddr::from(([127, 0, 0, 1], base_port + 200 + i as u16))),
+            http: Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                base_port + 200 + i as u16,
+            ))),
             api_token_file: Some(PathBuf::from("api.token")),
             gate_window_secs: default_gate_window(),
         };

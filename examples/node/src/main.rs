@@ -119,11 +119,7 @@ fn real_main(args: &[String]) -> Result<bool> {
             result
         }
         Some("portal-demo") => {
-            let http = parse(
-                args,
-                "--http",
-                SocketAddr::from(([127, 0, 0, 1], 7480)),
-            )?;
+            let http = parse(args, "--http", SocketAddr::from(([127, 0, 0, 1], 7480)))?;
             portal_demo(http)
         }
         _ => {
@@ -143,16 +139,28 @@ fn portal_demo(http: SocketAddr) -> Result<bool> {
     println!("web API and patient portal: {url}/portal   (OpenAPI: {url}/openapi.json)");
     println!("consortium files: {}", dir.display());
     println!();
-    println!("patient key (paste into the portal): {}", config::hex_encode(cast.patient.to_secret_bytes().as_bytes()));
+    println!(
+        "patient key (paste into the portal): {}",
+        config::hex_encode(cast.patient.to_secret_bytes().as_bytes())
+    );
     println!("patient account:     {}", cast.patient.account());
-    println!("specialist account:  {}   (grant it read access in the portal)", cast.specialist.account());
-    println!("specialist key:      {}", config::hex_encode(cast.specialist.to_secret_bytes().as_bytes()));
+    println!(
+        "specialist account:  {}   (grant it read access in the portal)",
+        cast.specialist.account()
+    );
+    println!(
+        "specialist key:      {}",
+        config::hex_encode(cast.specialist.to_secret_bytes().as_bytes())
+    );
     println!("relationship:        {}", cast.relationship);
     println!("lab record pointer:  {}", cast.record);
     println!("EMR bearer token:    {}", node.token);
     println!();
     println!("try: curl {url}/status");
-    println!("     curl {url}/patients/{}/relationships?status=pending", cast.patient.account());
+    println!(
+        "     curl {url}/patients/{}/relationships?status=pending",
+        cast.patient.account()
+    );
     println!("     curl {url}/records/{}/readers", cast.record);
     println!("press Ctrl-C to stop");
     loop {

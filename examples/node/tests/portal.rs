@@ -138,10 +138,9 @@ async fn specialist_reads(node: &LocalNode, cast: &DemoCast, nonce: u8) -> serde
         .unwrap();
     if decision["decision"] == "permit" {
         let template = &decision["receipt"];
-        let message = medledger_node::config::hex_decode(
-            template["signing_message"].as_str().unwrap(),
-        )
-        .unwrap();
+        let message =
+            medledger_node::config::hex_decode(template["signing_message"].as_str().unwrap())
+                .unwrap();
         let signature = cast.specialist.sign(&message);
         let receipt = http
             .post(format!("{base}/gate/receipt"))
@@ -153,7 +152,12 @@ async fn specialist_reads(node: &LocalNode, cast: &DemoCast, nonce: u8) -> serde
             .send()
             .await
             .unwrap();
-        assert_eq!(receipt.status(), 202, "receipt: {}", receipt.text().await.unwrap());
+        assert_eq!(
+            receipt.status(),
+            202,
+            "receipt: {}",
+            receipt.text().await.unwrap()
+        );
     }
     decision
 }

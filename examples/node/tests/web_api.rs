@@ -54,7 +54,12 @@ impl Api {
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        Self::answer(self.http.get(format!("{}{path}", self.base)).send().unwrap())
+        Self::answer(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .unwrap(),
+        )
     }
 
     fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -165,7 +170,13 @@ impl Api {
         self.get("/status").1["now"].as_u64().unwrap()
     }
 
-    fn request(&self, viewer: &Keypair, purpose: PurposeOfUse, nonce: u8, at: u64) -> SignedRequest {
+    fn request(
+        &self,
+        viewer: &Keypair,
+        purpose: PurposeOfUse,
+        nonce: u8,
+        at: u64,
+    ) -> SignedRequest {
         let fields = RequestFields {
             viewer: viewer.public(),
             patient: self.cast.patient.account(),
@@ -226,7 +237,10 @@ fn status_and_the_openapi_document_describe_every_route() {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     let (status, body) = api.get("/no/such/route");
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     let portal = api
         .http
         .get(format!("{}/portal", api.base))
@@ -288,7 +302,11 @@ fn the_emr_anchors_records_and_new_versions_and_terminates() {
     api.settle();
     let (_, records) = api.get(&format!("/patients/{}/records", api.patient()));
     let records = records.as_array().unwrap();
-    assert_eq!(records.len(), 3, "the seeded lab record, the image and its new version");
+    assert_eq!(
+        records.len(),
+        3,
+        "the seeded lab record, the image and its new version"
+    );
     assert!(records
         .iter()
         .any(|r| r["origin"] == pointer.as_str() && r["pointer"] != pointer.as_str()));
@@ -302,7 +320,9 @@ fn the_emr_anchors_records_and_new_versions_and_terminates() {
     // An unknown category: 400.
     let mut bad = record("y");
     bad["category"] = "astrology".into();
-    api.refused(400, "malformed_request", || api.emr("/emr/records", bad.clone()));
+    api.refused(400, "malformed_request", || {
+        api.emr("/emr/records", bad.clone())
+    });
     let (status, body) = api.emr(
         &format!("/emr/relationships/{}/terminate", api.cast.relationship),
         json!({"reason": "patient moved away"}),
@@ -357,7 +377,10 @@ fn the_emr_relays_a_patients_own_registration_and_opens_a_relationship() {
     });
     // A bad status filter: 400.
     api.refused(400, "malformed_request", || {
-        api.get(&format!("/patients/{}/relationships?status=happy", newcomer.account()))
+        api.get(&format!(
+            "/patients/{}/relationships?status=happy",
+            newcomer.account()
+        ))
     });
 }
 
@@ -439,10 +462,15 @@ fn malformed_and_oversized_bodies_are_refused_with_json_errors() {
     api.refused(400, "malformed_request", || {
         api.post("/tx", json!({"tx": "00", "surprise": 1}))
     });
-    api.refused(400, "malformed_request", || api.post("/tx", json!({"tx": "0g"})));
+    api.refused(400, "malformed_request", || {
+        api.post("/tx", json!({"tx": "0g"}))
+    });
     api.refused(400, "malformed_request", || api.post("/tx", json!({})));
     api.refused(400, "malformed_request", || {
-        api.post("/tx/template", json!({"signer": "abc", "op": {"op": "accept_relationship"}}))
+        api.post(
+            "/tx/template",
+            json!({"signer": "abc", "op": {"op": "accept_relationship"}}),
+        )
     });
     api.refused(400, "malformed_request", || {
         api.template(&api.cast.patient, json!({"op": "fly_to_the_moon"}))
@@ -464,10 +492,16 @@ fn malformed_and_oversized_bodies_are_refused_with_json_errors() {
 fn patient_changes_are_transactions_the_patient_signs() {
     let api = Api::start();
     // Accept: template, signed by the patient in the client, submitted.
-    let (_, pending) = api.get(&format!("/patients/{}/relationships?status=pending", api.patient()));
+    let (_, pending) = api.get(&format!(
+        "/patients/{}/relationships?status=pending",
+        api.patient()
+    ));
     assert_eq!(pending.as_array().unwrap().len(), 1);
     api.accept();
-    let (_, pending) = api.get(&format!("/patients/{}/relationships?status=pending", api.patient()));
+    let (_, pending) = api.get(&format!(
+        "/patients/{}/relationships?status=pending",
+        api.patient()
+    ));
     assert!(pending.as_array().unwrap().is_empty());
     let grant = api.grant();
     let (_, grants) = api.get(&format!("/patients/{}/grants", api.patient()));
@@ -530,7 +564,8 @@ fn patient_changes_are_transactions_the_patient_signs() {
 #[test]
 fn a_bad_signature_or_a_replay_changes_nothing() {
     let api = Api::start();
-    let op = json!({"op": "accept_relationship", "relationship": api.cast.relationship.to_string()});
+    let op =
+        json!({"op": "accept_relationship", "relationship": api.cast.relationship.to_string()});
     // Signed by the specialist for the patient's template.
     let forged = api.signed(&api.cast.patient, &api.cast.specialist, op.clone());
     api.refused(401, "bad_signature", || api.post("/tx", forged.clone()));
@@ -549,10 +584,16 @@ fn a_bad_signature_or_a_replay_changes_nothing() {
 #[test]
 fn nobody_changes_someone_elses_patient() {
     let api = Api::start();
-    let op = json!({"op": "accept_relationship", "relationship": api.cast.relationship.to_string()});
+    let op =
+        json!({"op": "accept_relationship", "relationship": api.cast.relationship.to_string()});
     // The specialist asks for a template accepting the patient's relationship: refused.
-    let body = api.refused(403, "not_authorised", || api.template(&api.cast.specialist, op.clone()));
-    assert!(body["error"]["message"].as_str().unwrap().contains("not the patient"));
+    let body = api.refused(403, "not_authorised", || {
+        api.template(&api.cast.specialist, op.clone())
+    });
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not the patient"));
     // Signed and submitted anyway (built with the library): refused the same way.
     let tx = medledger::Transaction::sign(
         &api.cast.specialist,
@@ -570,7 +611,13 @@ fn nobody_changes_someone_elses_patient() {
         .node
         .ask_blocking({
             let rel = api.cast.relationship;
-            move |n| n.ledger().chain().access().relationship(&rel).map(|r| r.status())
+            move |n| {
+                n.ledger()
+                    .chain()
+                    .access()
+                    .relationship(&rel)
+                    .map(|r| r.status())
+            }
         })
         .unwrap();
     assert_eq!(status, Some(RelationshipStatus::Pending));
@@ -641,9 +688,16 @@ fn the_gate_refuses_bad_signatures_stale_and_replayed_requests() {
     // Fresh: answered once; replayed: refused.
     let fresh = api.request(&api.cast.specialist, PurposeOfUse::Treatment, 5, now);
     let (status, decision) = api.ask_gate(&fresh);
-    assert_eq!((status, decision["decision"].as_str()), (200, Some("permit")));
+    assert_eq!(
+        (status, decision["decision"].as_str()),
+        (200, Some("permit"))
+    );
     api.refused(409, "replayed_request", || api.ask_gate(&fresh));
-    assert_eq!(api.receipts(), 0, "no receipt without the viewer's signature");
+    assert_eq!(
+        api.receipts(),
+        0,
+        "no receipt without the viewer's signature"
+    );
 }
 
 #[test]
@@ -663,7 +717,8 @@ fn the_gate_denies_with_the_reason() {
     assert!(decision["receipt"].is_null());
     // A stranger with no grant.
     let stranger = Keypair::generate();
-    let (_, decision) = api.ask_gate(&api.request(&stranger, PurposeOfUse::Treatment, 1, api.now()));
+    let (_, decision) =
+        api.ask_gate(&api.request(&stranger, PurposeOfUse::Treatment, 1, api.now()));
     assert_eq!(decision["decision"], "deny");
     assert_eq!(decision["reason"], "no grant");
 }
@@ -695,7 +750,10 @@ fn delegations_and_break_glass_reviews_are_the_patients() {
     let (status, losses) = api.get(&format!("/delegations/{delegation}/revocation-impact"));
     assert_eq!((status, losses), (200, json!([])));
     api.refused(404, "not_found", || {
-        api.get(&format!("/delegations/{}/revocation-impact", "cd".repeat(32)))
+        api.get(&format!(
+            "/delegations/{}/revocation-impact",
+            "cd".repeat(32)
+        ))
     });
     // The hospital (emergency-certified) breaks the glass; the patient reviews it.
     api.node

@@ -182,7 +182,9 @@ impl RecordForm {
         let category = Category::ALL
             .into_iter()
             .find(|c| c.to_string() == self.category)
-            .ok_or_else(|| ApiError::bad_request(format!("unknown category {:?}", self.category)))?;
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("unknown category {:?}", self.category))
+            })?;
         Ok(RecordPointer {
             query: self.query.as_str().try_into().map_err(|_| {
                 ApiError::bad_request(format!(

@@ -10,7 +10,7 @@
 //! its reason. A denial is an answer, not an error (200).
 //!
 //! A permit comes with the **receipt** to record: the viewer's unsigned
-//! [`AccessOp::RecordAccess`](medledger::access::AccessOp::RecordAccess) for exactly that read
+//! [`medledger::access::AccessOp::RecordAccess`] for exactly that read
 //! and its basis (a [`TemplateView`]). The viewer signs it and posts it to `/gate/receipt` with
 //! the request's nonce; the node checks it is the receipt of that permitted request, submits it
 //! (the chain checks the basis again at the block's time and appends it to the patient's audit
@@ -405,11 +405,9 @@ pub async fn receipt(
                 gate.prune(now);
                 match gate.tickets.get(&key) {
                     Some(t) if t.expires >= now => *t,
-                    _ => {
-                        return Err(ApiError::not_found(
-                            "no permitted request of this viewer with this nonce is awaiting a receipt",
-                        ))
-                    }
+                    _ => return Err(ApiError::not_found(
+                        "no permitted request of this viewer with this nonce is awaiting a receipt",
+                    )),
                 }
             };
             let expected = Payload::Access(AccessOp::record_access(&ticket.request, ticket.basis));

@@ -131,14 +131,15 @@ impl LocalNode {
     /// The ledger's refusal.
     pub fn submit(&self, key: &Keypair, op: AccessOp) -> Result<String> {
         let key = Keypair::from_secret_bytes(key.to_secret_bytes().as_bytes());
-        self.node.ask_blocking(move |node| {
-            let tx = node.ledger().sign(&key, Payload::Access(op));
-            if let Err(r) = node.ledger().dry_run(&tx) {
-                return Err(r.to_string());
-            }
-            node.submit(tx)
-        })?
-        .map_err(Into::into)
+        self.node
+            .ask_blocking(move |node| {
+                let tx = node.ledger().sign(&key, Payload::Access(op));
+                if let Err(r) = node.ledger().dry_run(&tx) {
+                    return Err(r.to_string());
+                }
+                node.submit(tx)
+            })?
+            .map_err(Into::into)
     }
 
     /// Waits until the node's pool is empty (everything submitted is in a block).

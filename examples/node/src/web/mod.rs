@@ -17,7 +17,7 @@
 //!
 //! The API runs on a thread of its own ([`serve`]) with its own tokio runtime, and reaches the
 //! node's ledger through [`NodeHandle`]: each request's work runs on the node's loop, between
-//! consensus events, as a [`NodeJob`](crate::node::NodeJob).
+//! consensus events, as a [`crate::node::NodeJob`].
 
 pub mod emr;
 mod error;
@@ -135,7 +135,9 @@ impl AppState {
             node,
             provider: Arc::new(config.provider),
             chain_id: config.chain_id,
-            emr_token: config.emr_token.map(|t| Arc::new(zeroize::Zeroizing::new(t))),
+            emr_token: config
+                .emr_token
+                .map(|t| Arc::new(zeroize::Zeroizing::new(t))),
             gate: Arc::new(Mutex::new(gate::Gate::new(config.gate_window_secs))),
         }
     }

@@ -208,7 +208,9 @@ pub async fn audit(
         .node
         .ask(move |node| {
             let access = node.ledger().chain().access();
-            let end = access.audit_len(&patient).min(first.saturating_add(MAX_AUDIT_PAGE));
+            let end = access
+                .audit_len(&patient)
+                .min(first.saturating_add(MAX_AUDIT_PAGE));
             access
                 .audit_trail_from(&patient, first)
                 .into_iter()

@@ -15,9 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use medledger::access::{
     AccessOp, Action, ActionSet, BlindedIdentity, Category, CategorySet, DelegationId,
-    DelegationTerms, GrantId, GrantTerms, GroupId, Identity, IdentityCommitment, Period,
-    PointerId, Provision, ProvisionKind, PurposeSet, Reason, RelationshipId, ReviewOutcome, Role,
-    Scope, Viewer,
+    DelegationTerms, GrantId, GrantTerms, GroupId, Identity, IdentityCommitment, Period, PointerId,
+    Provision, ProvisionKind, PurposeSet, Reason, RelationshipId, ReviewOutcome, Role, Scope,
+    Viewer,
 };
 use medledger::codec::BoundedVec;
 use medledger::hash::{AccountId, TxId};
@@ -522,8 +522,8 @@ impl SubmitRequest {
     /// 400 if it carries none, or it does not decode.
     pub fn transaction(&self) -> Result<Transaction, ApiError> {
         let decode = |hex: &str| -> Result<Transaction, ApiError> {
-            let bytes = hex_decode(hex)
-                .map_err(|e| ApiError::bad_request(format!("transaction: {e}")))?;
+            let bytes =
+                hex_decode(hex).map_err(|e| ApiError::bad_request(format!("transaction: {e}")))?;
             if bytes.len() > medledger::tx::MAX_TX_LEN {
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -578,9 +578,9 @@ pub fn submit_on(node: &mut dyn NodeAccess, tx: Transaction) -> Result<Submitted
         .ledger()
         .dry_run(&tx)
         .map_err(|r: Refusal<MedRec>| ApiError::from_refusal(&r))?;
-    let id = node.submit(tx).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
-    })?;
+    let id = node
+        .submit(tx)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string()))?;
     Ok(SubmittedView {
         id,
         status: "pending".into(),
@@ -633,7 +633,10 @@ pub async fn status_of(
     Path(id): Path<String>,
 ) -> Result<Json<TxStatusView>, ApiError> {
     let tx: TxId = parse_id("transaction id", &id)?;
-    let status = state.node.ask(move |node| node.ledger().status(&tx)).await?;
+    let status = state
+        .node
+        .ask(move |node| node.ledger().status(&tx))
+        .await?;
     let (status, height, reason) = match status {
         Some(TxStatus::Pending) => ("pending", None, None),
         Some(TxStatus::Included { height, .. }) => ("included", Some(height), None),
