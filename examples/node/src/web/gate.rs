@@ -425,3 +425,87 @@ pub async fn receipt(
         .await??;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(nonce: u8, issued_at: u64) -> RequestFields {
+        RequestFields {
+            viewer: Keypair::from_secret_bytes(&[1; 32]).public(),
+            patient: AccountId::from_bytes([2; 32]),
+            pointer: PointerId::from_bytes([3; 32]),
+            action: Action::Disclose,
+            purpose: PurposeOfUse::Research,
+            issued_at,
+            nonce: [nonce; 16],
+        }
+    }
+
+    #[test]
+    fn the_request_message_has_the_documented_layout() {
+        let chain = ChainId::from_bytes([9; 32]);
+        let f = fields(4, 0x0102_0304_0506_0708);
+        let m = request_message(&chain, &f);
+        assert_eq!(m.len(), REQUEST_CONTEXT.len() + 4 * 32 + 1 + 1 + 8 + 16);
+        let mut at = REQUEST_CONTEXT.len();
+        assert_eq!(&m[..at], b"medledger/gate/access-request/v1:");
+        for part in [
+            chain.as_bytes(),
+            f.viewer.as_bytes(),
+            f.patient.as_bytes(),
+            f.pointer.as_bytes(),
+        ] {
+            assert_eq!(&m[at..at + 32], part);
+            at += 32;
+        }
+        assert_eq!(m[at], 1, "disclose is action 1");
+        assert_eq!(m[at + 1], 5, "HRESCH is purpose 5");
+        assert_eq!(&m[at + 2..at + 10], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&m[at + 10..], &[4; 16]);
+    }
+
+    #[test]
+    fn a_signed_request_parses_back_to_its_fields() {
+        let chain = ChainId::from_bytes([9; 32]);
+        let viewer = Keypair::from_secret_bytes(&[1; 32]);
+        let f = fields(7, 1_800_000_000);
+        let signed = SignedRequest::sign(&viewer, &chain, &f);
+        let (parsed, signature) = signed.parse().unwrap();
+        assert_eq!(parsed, f);
+        assert_eq!(signature, viewer.sign(&request_message(&chain, &f)));
+        let mut bad = signed.clone();
+        bad.nonce = "00".into();
+        assert_eq!(bad.parse().unwrap_err().code, "malformed_request");
+        bad = signed;
+        bad.purpose = "SHOPPING".into();
+        assert!(bad.parse().unwrap_err().message.contains("SHOPPING"));
+    }
+
+    #[test]
+    fn the_gate_refuses_stale_and_replayed_requests_and_forgets_after_the_window() {
+        let mut gate = Gate::new(60);
+        let viewer = AccountId::from_bytes([5; 32]);
+        let now = 1_000_000;
+        assert_eq!(
+            gate.admit(viewer, &fields(1, now - 61), now).unwrap_err().code,
+            "stale_request"
+        );
+        assert_eq!(
+            gate.admit(viewer, &fields(1, now + 61), now).unwrap_err().code,
+            "stale_request"
+        );
+        gate.admit(viewer, &fields(1, now - 60), now).unwrap();
+        assert_eq!(
+            gate.admit(viewer, &fields(1, now), now).unwrap_err().code,
+            "replayed_request"
+        );
+        // Another viewer may use the same nonce.
+        gate.admit(AccountId::from_bytes([6; 32]), &fields(1, now), now)
+            .unwrap();
+        // Once a request with that nonce could no longer be fresh, the nonce is forgotten.
+        let later = now + 61;
+        gate.admit(viewer, &fields(1, later), later).unwrap();
+        assert_eq!(gate.seen.len(), 1, "the older nonces were pruned");
+    }
+}
