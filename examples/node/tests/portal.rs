@@ -209,14 +209,29 @@ fn a_patient_accepts_grants_sees_a_read_and_revokes_in_headless_chromium() {
         let patient = cast.patient.account();
         let hospital = node.provider.account();
 
-        // The patient loads its key: the page shows its account.
-        type_into(
-            &c,
-            "#key",
-            &hex_encode(cast.patient.to_secret_bytes().as_bytes()),
-        )
-        .await;
+        // Not a key: the page says so.
+        type_into(&c, "#key", "not a key").await;
         click(&c, "#load").await;
+        wait_text(&c, "#status", "cannot load the key").await;
+        // The patient's key as a hex seed: the page shows its account.
+        let seed = cast.patient.to_secret_bytes();
+        type_into(&c, "#key", &hex_encode(seed.as_bytes())).await;
+        click(&c, "#load").await;
+        wait_text(&c, "#whoami", &patient.to_string()).await;
+        wait_text(&c, "#status", "key loaded").await;
+        // A wrong one again, then the same key as a JWK: loaded.
+        type_into(&c, "#key", "00").await;
+        click(&c, "#load").await;
+        wait_text(&c, "#status", "cannot load the key").await;
+        let jwk = serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "d": base64url(seed.as_bytes()),
+            "x": base64url(cast.patient.public().as_bytes()),
+        });
+        type_into(&c, "#key", &jwk.to_string()).await;
+        click(&c, "#load").await;
+        wait_text(&c, "#status", "key loaded").await;
         wait_text(&c, "#whoami", &patient.to_string()).await;
 
         // It sees the hospital's pending relationship and accepts it.
@@ -300,6 +315,22 @@ fn a_patient_accepts_grants_sees_a_read_and_revokes_in_headless_chromium() {
         );
         c.close().await.unwrap();
     });
+}
+
+/// Base64url without padding (a JWK's encoding of key bytes).
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 fn cast_rel(

@@ -488,11 +488,15 @@ mod tests {
         let viewer = AccountId::from_bytes([5; 32]);
         let now = 1_000_000;
         assert_eq!(
-            gate.admit(viewer, &fields(1, now - 61), now).unwrap_err().code,
+            gate.admit(viewer, &fields(1, now - 61), now)
+                .unwrap_err()
+                .code,
             "stale_request"
         );
         assert_eq!(
-            gate.admit(viewer, &fields(1, now + 61), now).unwrap_err().code,
+            gate.admit(viewer, &fields(1, now + 61), now)
+                .unwrap_err()
+                .code,
             "stale_request"
         );
         gate.admit(viewer, &fields(1, now - 60), now).unwrap();
