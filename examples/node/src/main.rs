@@ -156,6 +156,14 @@ fn portal_demo(http: SocketAddr) -> Result<bool> {
     println!("lab record pointer:  {}", cast.record);
     println!("EMR bearer token:    {}", node.token);
     println!();
+    println!(
+        "for the README's commands:\n  export URL={url} PATIENT={} REL={} RECORD={} TOKEN={}",
+        cast.patient.account(),
+        cast.relationship,
+        cast.record,
+        node.token
+    );
+    println!();
     println!("try: curl {url}/status");
     println!(
         "     curl {url}/patients/{}/relationships?status=pending",
