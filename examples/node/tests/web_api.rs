@@ -791,3 +791,64 @@ fn delegations_and_break_glass_reviews_are_the_patients() {
     let (_, list) = api.get(&format!("/patients/{}/delegations", api.patient()));
     assert!(list[0]["revoked"].is_object());
 }
+
+#[test]
+fn a_patient_refuses_a_relationship() {
+    let api = Api::start();
+    api.act(
+        &api.cast.patient,
+        json!({"op": "reject_relationship", "relationship": api.cast.relationship.to_string(), "reason": "I never went there"}),
+    );
+    let (_, rels) = api.get(&format!("/patients/{}/relationships", api.patient()));
+    assert_eq!(rels[0]["status"], "rejected");
+    // Refused once, it cannot be accepted any more: 409, nothing changed.
+    api.refused(409, "conflict", || {
+        api.template(
+            &api.cast.patient,
+            json!({"op": "accept_relationship", "relationship": api.cast.relationship.to_string()}),
+        )
+    });
+}
+
+#[test]
+fn a_grant_s_deny_provision_is_enforced_at_the_gate() {
+    let api = Api::start();
+    api.accept();
+    let body = api.act(
+        &api.cast.patient,
+        json!({
+            "op": "grant",
+            "relationship": api.cast.relationship.to_string(),
+            "viewer": api.cast.specialist.account().to_string(),
+            "actions": ["read"],
+            "purposes": ["TREAT"],
+            "period": {"days": 30},
+            "provisions": [{"kind": "deny", "categories": ["laboratory"]}],
+        }),
+    );
+    let grant = body["created"][0].as_str().unwrap().to_string();
+    let (_, grants) = api.get(&format!("/patients/{}/grants", api.patient()));
+    assert_eq!(grants[0]["provisions"], 1);
+    let request = api.request(&api.cast.specialist, PurposeOfUse::Treatment, 1, api.now());
+    let (status, decision) = api.ask_gate(&request);
+    assert_eq!(status, 200);
+    assert_eq!(decision["decision"], "deny", "{decision}");
+    assert_eq!(
+        decision["reason"],
+        format!("denied by provision 0 of {grant}"),
+        "{decision}"
+    );
+    // A provision of an unknown kind is malformed: 400, nothing changed.
+    api.refused(400, "malformed_request", || {
+        api.template(
+            &api.cast.patient,
+            json!({
+                "op": "grant",
+                "relationship": api.cast.relationship.to_string(),
+                "viewer": api.cast.specialist.account().to_string(),
+                "actions": ["read"], "purposes": ["TREAT"], "period": {"days": 1},
+                "provisions": [{"kind": "maybe"}],
+            }),
+        )
+    });
+}
