@@ -26,8 +26,11 @@
 //! [`CommitteeConsensus`] implements [`Consensus`](crate::consensus::Consensus), checking the
 //! randomness against the parent's seal, every member's identity proof and committee bits,
 //! quorum sizes and signatures, and (in `verify_body`) that each transaction sits in its
-//! shard's slice and that the slices match the certified shard roots. A certified block is final,
-//! so every block weighs the same constant work.
+//! shard's slice and that the slices match the certified shard roots. A certified block is final
+//! ([`Finality::Instant`](crate::consensus::Finality)): the chain never reverts it, whatever
+//! another branch weighs. The block hash leaves out who signed the final certificate and in
+//! which round ([`Seal`](crate::block::Seal)), so every final member that decided a value seals
+//! the same block, whichever quorum of precommits it collected.
 //!
 //! [`Node`] is the protocol as a sans-I/O state machine that implements the crate's
 //! [`Protocol`](crate::consensus::protocol::Protocol) interface: it takes messages and timers and

@@ -201,6 +201,27 @@ impl Canonical for CommitteeSeal {
     const MAX_ENCODED_LEN: usize = MAX_SEAL_LEN;
 }
 
+/// A committee block's hash leaves out who signed its final certificate, and in which round:
+/// final members that decided one [`FinalValue`] but collected different quorums of precommits
+/// seal one block with one hash. Everything the final committee voted on (the value, with the
+/// shard certificates) and the committee itself (`cert.members`, whose identities decide the
+/// next epoch's directory) stay covered.
+impl crate::block::Seal for CommitteeSeal {
+    fn encode_committed(&self, out: &mut Vec<u8>) {
+        let CommitteeSeal {
+            randomness,
+            shards,
+            commitments,
+            reveals,
+            cert,
+        } = self;
+        codec::encode_into(
+            &(randomness, shards, commitments, reveals, &cert.members),
+            out,
+        );
+    }
+}
+
 impl CommitteeSeal {
     /// The randomness of the next epoch (see [`next_randomness`]).
     pub fn next_randomness(&self) -> Randomness {

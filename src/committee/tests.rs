@@ -751,3 +751,50 @@ fn a_node_speaks_the_protocol_interface() {
         .is_empty());
     assert!(node.take_decisions().is_empty());
 }
+
+#[test]
+fn one_decided_value_seals_one_block_hash_whichever_quorum_signed() {
+    let (genuine, keypairs) = certified_block();
+    let quorum = node_params().quorum();
+    // Another final member collected a different quorum, in a later round.
+    let mut other = genuine.clone();
+    let round = 1;
+    let digest = VoteBody {
+        height: other.height,
+        parent: other.parent,
+        stage: Stage::Final,
+        round,
+        phase: Phase::Precommit,
+        value: FinalValue::of_header(&other).digest(),
+    }
+    .digest();
+    let skip = keypairs.len() - quorum;
+    other.seal.cert.round = round;
+    other.seal.cert.signatures = keypairs
+        .iter()
+        .enumerate()
+        .skip(skip)
+        .map(|(i, kp)| MemberSignature {
+            member: i as u16,
+            signature: kp.sign(&digest),
+        })
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    assert_ne!(other.seal.cert, genuine.seal.cert);
+    assert_eq!(other.hash(), genuine.hash(), "one decided value, one block");
+    // Both certificates convince a node that saw none of the votes.
+    for header in [genuine.clone(), other] {
+        let (mut node, peer) = started_node();
+        from_all(&mut node, &[peer], &Message::Next(NextEpoch { header }), 1);
+        assert_eq!(node.status().height, 2);
+    }
+    // What the committee voted on, and who the committee is, stay covered by the hash.
+    let mut value = genuine.clone();
+    value.seal.commitments = BoundedVec::new();
+    let mut members = genuine.clone();
+    members.seal.cert.members = members.seal.cert.members[1..].to_vec().try_into().unwrap();
+    for changed in [value, members] {
+        assert_ne!(changed.hash(), genuine.hash());
+    }
+}

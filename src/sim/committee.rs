@@ -18,8 +18,8 @@ use super::{CpuModel, Report, SimConfig, SimError, Strategy};
 use crate::chain::ManualClock;
 use crate::codec;
 use crate::committee::{
-    CommitteeAssignment, CommitteeConsensus, CommitteeParams, FinalValue, Host, Message, Node,
-    NodeConfig, Phase, Proposal, Stage, TipInfo, Value, Vote, VoteBody,
+    CommitteeAssignment, CommitteeConsensus, CommitteeParams, Host, Message, Node, NodeConfig,
+    Phase, Proposal, Stage, TipInfo, Value, Vote, VoteBody,
 };
 use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
 use crate::hash::{AccountId, BlockHash, Digest, StateRoot, TxId};
@@ -208,12 +208,10 @@ pub type Decisions = BTreeMap<(u64, Stage), BTreeSet<Digest>>;
 ///   ([`Deployment::offers_transactions`]).
 /// * **Finality.** A committee block is final once certified: an honest final member's
 ///   [`Append`](crate::consensus::protocol::Output::Append) is finalised at once. The chain
-///   appends the first block of each height; the same height sealed by other final members is
-///   not appended again. The [`Finalised::id`] is the digest of the decided **final value**
-///   ([`FinalValue::of_header`]`(..).digest()`): final members may collect different precommits
-///   and so seal different certificates, but when the protocol is safe all honest final members
-///   decided the same value, so the network's agreement check compares what was agreed, not
-///   who signed.
+///   appends the first block of each height; the same block sealed by other final members
+///   (one hash: the block hash leaves out who signed the final certificate, see
+///   [`Seal`](crate::block::Seal)) is not appended again. The [`Finalised::id`] is the block
+///   hash, so the network's agreement check compares blocks.
 /// * **Byzantine nodes** follow a [`Strategy`] the deployment applies to what their engines
 ///   output (silent after registering an identity, equivocating leaders and voters, withholding);
 ///   their blocks, decisions and progress are never counted. The network sees every node as
@@ -641,10 +639,10 @@ impl Deployment for CommitteeDeployment {
         block: <Node as Protocol>::Block,
     ) -> Result<(Vec<Finalised>, u64), String> {
         let height = block.header.height;
-        let id = FinalValue::of_header(&block.header).digest();
+        let id = Digest::from_bytes(*block.hash().as_bytes());
         let txs: Vec<TxId> = block.txs.iter().map(Transaction::id).collect();
-        // The first final member's block of a height is appended; the others' seals of the same
-        // value are not (the agreement check compares their ids).
+        // The first final member's block of a height is appended; the others' copies of it are
+        // not (the agreement check compares their hashes).
         if self.cfg.append_to_chain && height > self.host.chain.height() {
             self.host.clock.set(now / SECOND + 1);
             self.host.chain.append(block).map_err(|e| e.to_string())?;
