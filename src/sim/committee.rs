@@ -249,6 +249,11 @@ impl core::fmt::Debug for CommitteeDeployment {
 }
 
 impl CommitteeDeployment {
+    /// The committee parameters of the simulated chain.
+    pub fn params(&self) -> &CommitteeParams {
+        &self.params
+    }
+
     /// Sets up nodes, keys, Byzantine nodes, client accounts and the chain of `cfg`.
     ///
     /// # Errors
@@ -257,18 +262,6 @@ impl CommitteeDeployment {
     pub fn new(cfg: &SimConfig) -> Result<Self, SimError> {
         let cfg = cfg.clone();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let params = CommitteeParams::builder()
-            .shard_bits(cfg.shard_bits)
-            .committee_size(cfg.committee_size)
-            .identity_difficulty(cfg.identity_difficulty)
-            .genesis_seed(cfg.seed.to_le_bytes())
-            .build()?;
-        let clock = Arc::new(ManualClock::new(GENESIS_TIME));
-        let chain = ChainBuilder::new(CHAIN, CommitteeConsensus::new(params.clone()))
-            .genesis_time(GENESIS_TIME)
-            .clock(clock.clone())
-            .build()
-            .map_err(|e| SimError::Config(e.to_string()))?;
         let seeds: Vec<[u8; 32]> = (0..cfg.nodes)
             .map(|_| {
                 let mut s = [0u8; 32];
@@ -296,6 +289,19 @@ impl CommitteeDeployment {
             .take(usize::from(cfg.committee_size))
             .copied()
             .collect();
+        let params = CommitteeParams::builder()
+            .shard_bits(cfg.shard_bits)
+            .committee_size(cfg.committee_size)
+            .identity_difficulty(cfg.identity_difficulty)
+            .genesis_seed(cfg.seed.to_le_bytes())
+            .bootstrap(bootstrap.iter().copied())
+            .build()?;
+        let clock = Arc::new(ManualClock::new(GENESIS_TIME));
+        let chain = ChainBuilder::new(CHAIN, CommitteeConsensus::new(params.clone()))
+            .genesis_time(GENESIS_TIME)
+            .clock(clock.clone())
+            .build()
+            .map_err(|e| SimError::Config(e.to_string()))?;
         // Sending accounts, grouped by shard.
         let k = cfg.committees();
         let mut accounts: Vec<Vec<Account>> = (0..k).map(|_| Vec::new()).collect();
@@ -562,6 +568,15 @@ fn conflicting(seed: &[u8; 32], m: &Message) -> Option<Message> {
                     v.txs = codec::BoundedVec::try_from(txs).ok()?;
                 }
                 Value::Final(v) => v.timestamp += 1,
+                Value::Roster(r) => {
+                    // The same roster but for one member: still a valid proposal.
+                    let mut lists = r.committees.to_vec();
+                    let longest = lists.iter_mut().max_by_key(|l| l.len())?;
+                    let mut members = longest.to_vec();
+                    members.pop()?;
+                    *longest = codec::BoundedVec::try_from(members).ok()?;
+                    r.committees = codec::BoundedVec::try_from(lists).ok()?;
+                }
             }
             q.pol = None;
             let body = VoteBody {
