@@ -144,6 +144,8 @@ pub mod codec;
 pub mod committee;
 pub mod consensus;
 pub mod file_store;
+#[cfg(feature = "fhir")]
+pub mod fhir;
 pub mod hash;
 pub mod ledger;
 pub mod merkle;
