@@ -223,3 +223,6 @@ pub const CONSENT_ACTION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/c
 /// HL7's code system of participation types (the roles `PRCP` and `CST` of consent actors).
 pub const PARTICIPATION_SYSTEM: &str =
     "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+
+#[cfg(test)]
+mod tests;
