@@ -143,9 +143,9 @@ pub mod chain;
 pub mod codec;
 pub mod committee;
 pub mod consensus;
-pub mod file_store;
 #[cfg(feature = "fhir")]
 pub mod fhir;
+pub mod file_store;
 pub mod hash;
 pub mod ledger;
 pub mod merkle;

@@ -61,7 +61,9 @@ fn files(dir: &std::path::Path, release: &str, prefix: &str) -> BTreeMap<String,
 /// A directory a FHIR server might keep: every literal reference (`Patient/f001`) is some
 /// ledger account, the same one each time.
 fn directory(reference: &str) -> Option<AccountId> {
-    Some(AccountId::from_bytes(*content_hash(reference.as_bytes()).as_bytes()))
+    Some(AccountId::from_bytes(
+        *content_hash(reference.as_bytes()).as_bytes(),
+    ))
 }
 
 fn import_resolved(json: &[u8]) -> Result<ImportedGrant, ConsentImportError> {
@@ -119,12 +121,20 @@ fn every_example_consent_imports_or_is_refused_with_a_reason() {
         }
     }
     // Without a directory, FHIR server ids identify no one on the ledger.
-    let strict = import_consent(&files(&dir, "r5", "consent-example-grantor")
-        .into_values()
-        .next()
-        .unwrap());
+    let strict = import_consent(
+        &files(&dir, "r5", "consent-example-grantor")
+            .into_values()
+            .next()
+            .unwrap(),
+    );
     assert!(
-        matches!(strict, Err(E::UnidentifiedActor { element: "subject", .. })),
+        matches!(
+            strict,
+            Err(E::UnidentifiedActor {
+                element: "subject",
+                ..
+            })
+        ),
         "{strict:?}"
     );
 }
@@ -156,7 +166,11 @@ fn codes(v: &Value, element: &str) -> Vec<String> {
         .flatten()
         .map(|c| {
             let c = c.get("coding").map_or(c, |cs| &cs[0]);
-            format!("{}|{}", c["system"].as_str().unwrap(), c["code"].as_str().unwrap())
+            format!(
+                "{}|{}",
+                c["system"].as_str().unwrap(),
+                c["code"].as_str().unwrap()
+            )
         })
         .collect();
     out.sort();
@@ -195,7 +209,11 @@ fn an_imported_example_exports_back_to_an_equivalent_consent() {
     assert_eq!(exported["decision"], example["decision"]);
     assert_eq!(exported["status"], example["status"]);
     for element in ["action", "purpose"] {
-        assert_eq!(codes(&exported, element), codes(&example, element), "{element}");
+        assert_eq!(
+            codes(&exported, element),
+            codes(&example, element),
+            "{element}"
+        );
     }
     assert_eq!(
         exported["provision"].as_array().unwrap().len(),
@@ -211,7 +229,10 @@ fn an_imported_example_exports_back_to_an_equivalent_consent() {
 /// Parses `v` with the model and writes it back: the same JSON means the model knew every
 /// element (it ignores unknown ones) in the shape it was written. Instants compare by the
 /// time they name (the model writes `09:49:00Z` as `09:49:00.000Z`).
-fn assert_model_round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value, what: &str) {
+fn assert_model_round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+    what: &str,
+) {
     let parsed: T = serde_json::from_value(v.clone())
         .unwrap_or_else(|e| panic!("{what} does not parse with the R5 model: {e}"));
     let back = serde_json::to_value(parsed).unwrap();
@@ -270,8 +291,14 @@ fn our_consents_and_audit_events_parse_as_the_examples_do() {
         assert_model_round_trip::<AuditEvent>(&v, &name);
     }
     let example = grantor_example_as_narrated(&dir);
-    let terms = import_resolved(example.to_string().as_bytes()).unwrap().terms;
-    let ours = consent_json(AccountId::from_bytes([4; 32]), AccountId::from_bytes([2; 32]), &terms);
+    let terms = import_resolved(example.to_string().as_bytes())
+        .unwrap()
+        .terms;
+    let ours = consent_json(
+        AccountId::from_bytes([4; 32]),
+        AccountId::from_bytes([2; 32]),
+        &terms,
+    );
     assert_model_round_trip::<Consent>(&ours, "our Consent");
     for basis in [
         Basis::Patient,

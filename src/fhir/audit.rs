@@ -4,14 +4,16 @@ use serde_json::{json, Value};
 
 use super::consent::{account_ref, coding, concept, identified};
 use super::time::instant;
-use super::{BASIS_SYSTEM, CONSENT_ACTION_SYSTEM, GRANT_SYSTEM, POINTER_SYSTEM, TX_SYSTEM};
+use super::{
+    BASIS_SYSTEM, CONSENT_ACTION_SYSTEM, GRANT_SYSTEM, PARTICIPATION_SYSTEM, POINTER_SYSTEM,
+    TX_SYSTEM,
+};
 use crate::access::{AccessEvent, AccessState, Action, AuditEntry, Basis};
 use crate::hash::AccountId;
 use crate::purpose::PurposeOfUse;
 
 const OBJECT_ROLE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/object-role";
 const OUTCOME_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/audit-event-outcome";
-const PARTICIPATION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
 
 fn basis_detail(basis: &Basis) -> Value {
     let code = match basis {

@@ -2,8 +2,8 @@
 
 use fhir_model::r5::codes::{ConsentDataMeaning, ConsentProvisionType, ConsentState};
 use fhir_model::r5::resources::{Consent, ConsentProvision};
-use fhir_model::r5::types::{CodeableConcept, Coding, Extension, Period as FhirPeriod, Reference};
 use fhir_model::r5::types::ExtensionValue;
+use fhir_model::r5::types::{CodeableConcept, Coding, Extension, Period as FhirPeriod, Reference};
 use serde_json::{json, Map, Value};
 
 use super::time::{date, end_second, instant, start_second};
@@ -14,8 +14,7 @@ use super::{
 use crate::access::{
     AccessOp, AccessState, Action, ActionSet, Category, CategorySet, Grant, GrantTerms, GroupId,
     Period, PointerId, Provision, ProvisionKind, PurposeSet, RelationshipId, Revocation, Scope,
-    Side, Viewer, MAX_PROVISIONS, MAX_PROVISION_DEPTH, MAX_PROVISION_POINTERS,
-    MAX_SCOPE_POINTERS,
+    Side, Viewer, MAX_PROVISIONS, MAX_PROVISION_DEPTH, MAX_PROVISION_POINTERS, MAX_SCOPE_POINTERS,
 };
 use crate::codec::BoundedVec;
 use crate::hash::AccountId;
@@ -190,7 +189,13 @@ pub fn consent_json(patient: AccountId, provider: AccountId, terms: &GrantTerms)
             categories,
         } => (&pointers[..], *categories),
     };
-    criteria(&mut root, terms.actions, terms.purposes, pointers, categories);
+    criteria(
+        &mut root,
+        terms.actions,
+        terms.purposes,
+        pointers,
+        categories,
+    );
     let children = nested(&terms.provisions, None, 1);
     if !children.is_empty() {
         root.insert("provision".into(), children.into());
@@ -300,9 +305,9 @@ pub fn import_consent_with(
     let value: Value = serde_json::from_slice(json).map_err(malformed)?;
     let kind = value.get("resourceType").and_then(Value::as_str);
     if kind != Some("Consent") {
-        return Err(ConsentImportError::NotAConsent(
-            clip(kind.unwrap_or("untyped")),
-        ));
+        return Err(ConsentImportError::NotAConsent(clip(
+            kind.unwrap_or("untyped"),
+        )));
     }
     for element in [
         "patient",
@@ -394,7 +399,11 @@ impl Importer<'_> {
             .map(Party::Account)
     }
 
-    fn account(&self, r: &Reference, element: &'static str) -> Result<AccountId, ConsentImportError> {
+    fn account(
+        &self,
+        r: &Reference,
+        element: &'static str,
+    ) -> Result<AccountId, ConsentImportError> {
         match self.party(r) {
             Some(Party::Account(a)) => Ok(a),
             _ => Err(ConsentImportError::UnidentifiedActor {
@@ -441,10 +450,12 @@ impl Importer<'_> {
         let mut recipients = Vec::new();
         let mut custodians = Vec::new();
         for r in present(&c.grantee) {
-            let party = self.party(r).ok_or_else(|| ConsentImportError::UnidentifiedActor {
-                element: "grantee",
-                reference: describe(r),
-            })?;
+            let party = self
+                .party(r)
+                .ok_or_else(|| ConsentImportError::UnidentifiedActor {
+                    element: "grantee",
+                    reference: describe(r),
+                })?;
             push_new(&mut recipients, party);
         }
         for r in present(&c.controller) {
@@ -452,13 +463,14 @@ impl Importer<'_> {
         }
         for actor in present(&root.actor) {
             let role = actor_role(actor.role.as_ref())?;
-            let r = actor
-                .reference
-                .as_ref()
-                .ok_or_else(|| ConsentImportError::UnidentifiedActor {
-                    element: "provision.actor",
-                    reference: "(no reference)".into(),
-                })?;
+            let r =
+                actor
+                    .reference
+                    .as_ref()
+                    .ok_or_else(|| ConsentImportError::UnidentifiedActor {
+                        element: "provision.actor",
+                        reference: "(no reference)".into(),
+                    })?;
             match role {
                 ActorRole::Recipient => {
                     let party =
@@ -570,9 +582,7 @@ impl Importer<'_> {
                     kind = ProvisionKind::Deny;
                 }
                 _ => {
-                    return Err(ConsentImportError::UnknownModifierExtension {
-                        url: clip(&e.url),
-                    })
+                    return Err(ConsentImportError::UnknownModifierExtension { url: clip(&e.url) })
                 }
             }
         }
@@ -799,6 +809,11 @@ fn grant_period(
 /// A nested provision's period: a missing bound is open.
 fn open_period(p: &FhirPeriod) -> Result<Period, ConsentImportError> {
     let start = p.start.as_ref().map(start_second).transpose()?.unwrap_or(0);
-    let end = p.end.as_ref().map(end_second).transpose()?.unwrap_or(u64::MAX);
+    let end = p
+        .end
+        .as_ref()
+        .map(end_second)
+        .transpose()?
+        .unwrap_or(u64::MAX);
     Period::new(start, end).map_err(|_| ConsentImportError::EmptyPeriod)
 }

@@ -221,8 +221,7 @@ pub const PROVISION_KIND_URL: &str = "urn:medledger:fhir:provision-kind";
 /// HL7's code system of consent actions (`access`, `disclose`, …).
 pub const CONSENT_ACTION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/consentaction";
 /// HL7's code system of participation types (the roles `PRCP` and `CST` of consent actors).
-pub const PARTICIPATION_SYSTEM: &str =
-    "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+pub const PARTICIPATION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
 
 #[cfg(test)]
 mod tests;

@@ -26,9 +26,12 @@ fn rich_terms() -> GrantTerms {
     let (patient, hospital, doctor) = parties();
     GrantTerms {
         scope: Scope::Only {
-            pointers: vec![PointerId::from_bytes([9; 32]), PointerId::from_bytes([8; 32])]
-                .try_into()
-                .unwrap(),
+            pointers: vec![
+                PointerId::from_bytes([9; 32]),
+                PointerId::from_bytes([8; 32]),
+            ]
+            .try_into()
+            .unwrap(),
             categories: CategorySet::of(&[Category::Laboratory, Category::MentalHealth]),
         },
         ..GrantTerms::new(
@@ -57,8 +60,7 @@ fn rich_terms() -> GrantTerms {
             .with_actions(ActionSet::of(&[Action::Read])),
     )
     .with_provision(
-        Provision::new(ProvisionKind::Deny)
-            .with_data_period(Period::new(0, 946_684_800).unwrap()),
+        Provision::new(ProvisionKind::Deny).with_data_period(Period::new(0, 946_684_800).unwrap()),
     )
 }
 
@@ -101,7 +103,9 @@ fn exported_consents_parse_with_the_r5_model_and_import_back_to_equal_terms() {
         scope: Scope::All,
         ..terms
     }
-    .with_provision(Provision::new(ProvisionKind::Permit).with_purposes(PurposeSet::of(&[Research])));
+    .with_provision(
+        Provision::new(ProvisionKind::Permit).with_purposes(PurposeSet::of(&[Research])),
+    );
     let v = export(&simple);
     assert_eq!(
         v["provision"][0]["provision"][0]["modifierExtension"],
@@ -134,7 +138,10 @@ fn every_category_has_a_code_that_imports_back() {
             ..rich_terms()
         };
         let v = export(&terms);
-        assert_eq!(v["provision"][0]["code"][0]["coding"][0]["code"], category_code(c));
+        assert_eq!(
+            v["provision"][0]["code"][0]["coding"][0]["code"],
+            category_code(c)
+        );
         assert_eq!(import(&v).unwrap().terms.scope, terms.scope);
     }
 }
@@ -185,7 +192,8 @@ fn consents_of_a_patient_on_chain_are_active_until_revoked_and_enforce_alike_onc
         (mh, Treatment, false),
         (lab, Payment, false),
     ] {
-        let d = c.h.decide(&c.specialist, &c.patient, pointer, Action::Read, purpose);
+        let d =
+            c.h.decide(&c.specialist, &c.patient, pointer, Action::Read, purpose);
         assert_eq!(d.is_permit(), permit, "{pointer:.8} {purpose}");
         if permit {
             assert_eq!(d.basis(), Some(Basis::Grant(twin)));
@@ -217,20 +225,38 @@ fn access_receipts_export_as_audit_events_that_parse() {
         Treatment,
         c.h.time,
     );
-    c.h.ok(&c.specialist, AccessOp::record_access(&req, Basis::Grant(g)));
+    c.h.ok(
+        &c.specialist,
+        AccessOp::record_access(&req, Basis::Grant(g)),
+    );
     let events = audit_events_for_patient(c.h.access(), &c.patient.account());
-    assert_eq!(events.len(), 1, "only receipts, not the other trail entries");
+    assert_eq!(
+        events.len(),
+        1,
+        "only receipts, not the other trail entries"
+    );
     let e = &events[0];
     let parsed: AuditEvent = serde_json::from_value(e.clone()).expect("a valid R5 AuditEvent");
     assert_eq!(parsed.agent.len(), 1);
-    assert_eq!(e["patient"]["identifier"]["value"], c.patient.account().to_string());
-    assert_eq!(e["agent"][0]["who"]["identifier"]["value"], c.specialist.account().to_string());
-    assert_eq!(e["entity"][0]["what"]["identifier"]["value"], lab.to_string());
+    assert_eq!(
+        e["patient"]["identifier"]["value"],
+        c.patient.account().to_string()
+    );
+    assert_eq!(
+        e["agent"][0]["who"]["identifier"]["value"],
+        c.specialist.account().to_string()
+    );
+    assert_eq!(
+        e["entity"][0]["what"]["identifier"]["value"],
+        lab.to_string()
+    );
     assert_eq!(e["authorization"][0]["coding"][0]["code"], "TREAT");
     assert_eq!(e["outcome"]["code"]["code"], "0");
     assert_eq!(e["outcome"]["detail"][0]["coding"][0]["code"], "grant");
     assert_eq!(e["basedOn"][0]["identifier"]["value"], g.to_string());
-    let recorded = c.h.access().access_receipts(&c.patient.account())[0].at.time;
+    let recorded = c.h.access().access_receipts(&c.patient.account())[0]
+        .at
+        .time;
     assert_eq!(e["recorded"], super::time::instant(recorded));
 }
 
@@ -274,36 +300,218 @@ fn what_the_ledger_cannot_enforce_is_refused_with_its_reason() {
     use ConsentImportError as E;
     let other = json!({ "identifier": { "system": ACCOUNT_SYSTEM, "value": AccountId::from_bytes([66; 32]).to_string() } });
     let cases: Vec<(&str, Value, E)> = vec![
-        ("not a consent", edited(|v| v["resourceType"] = "Patient".into()), E::NotAConsent("Patient".into())),
-        ("R4 consent", edited(|v| v["patient"] = json!({ "reference": "Patient/1" })), E::NotR5 { element: "patient" }),
-        ("R4 provision object", edited(|v| v["provision"] = json!({ "type": "permit" })), E::NotR5 { element: "provision" }),
-        ("draft", edited(|v| v["status"] = "draft".into()), E::NotActive("draft".into())),
-        ("permit by default", edited(|v| v["decision"] = "permit".into()), E::PermitByDefault),
-        ("no decision", edited(|v| { v.as_object_mut().unwrap().remove("decision"); }), E::NoDecision),
-        ("policy only", edited(|v| { v.as_object_mut().unwrap().remove("provision"); }), E::PolicyOnly),
-        ("two grants", edited(|v| { let p = v["provision"][0].clone(); v["provision"].as_array_mut().unwrap().push(p); }), E::SeveralProvisions(2)),
-        ("no subject", edited(|v| { v.as_object_mut().unwrap().remove("subject"); }), E::NoSubject),
-        ("subject not a patient", edited(|v| v["subject"] = json!({ "reference": "Practitioner/1" })), E::SubjectNotPatient("Practitioner".into())),
-        ("another grantor", edited(|v| v["grantor"] = json!([other])), E::GrantorNotSubject),
-        ("two recipients", edited(|v| v["grantee"] = json!([other])), E::SeveralRecipients),
-        ("two custodians", edited(|v| v["controller"] = json!([other])), E::SeveralCustodians),
-        ("no recipient", edited(|v| { v.as_object_mut().unwrap().remove("grantee"); v["provision"][0]["actor"].as_array_mut().unwrap().remove(0); }), E::NoRecipient),
-        ("no custodian", edited(|v| { v.as_object_mut().unwrap().remove("controller"); v["provision"][0]["actor"].as_array_mut().unwrap().remove(1); }), E::NoCustodian),
-        ("author role", edited(|v| v["provision"][0]["actor"][0]["role"]["coding"][0]["code"] = "AUT".into()), E::UnsupportedActorRole("AUT".into())),
-        ("correct", edited(|v| v["provision"][0]["action"][0]["coding"][0]["code"] = "correct".into()), E::UnsupportedAction("correct".into())),
-        ("unknown purpose", edited(|v| v["provision"][0]["purpose"][0]["code"] = "HDIRECT".into()), E::UnknownPurpose { system: PurposeOfUse::CODE_SYSTEM.into(), code: "HDIRECT".into() }),
-        ("purpose of another system", edited(|v| v["provision"][0]["purpose"][0]["system"] = "urn:x".into()), E::UnknownPurpose { system: "urn:x".into(), code: "TREAT".into() }),
-        ("no purpose", edited(|v| { v["provision"][0].as_object_mut().unwrap().remove("purpose"); }), E::NoPurpose),
-        ("unknown category", edited(|v| v["provision"][0]["code"][0] = json!({ "coding": [{ "system": "http://loinc.org", "code": "34133-9" }] })), E::UnknownCategory { system: "http://loinc.org".into(), code: "34133-9".into() }),
-        ("security label", edited(|v| v["provision"][0]["securityLabel"] = json!([{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY" }])), E::UnsupportedElement { element: "securityLabel", depth: 0 }),
-        ("nested resource type", edited(|v| v["provision"][0]["provision"][0]["resourceType"] = json!([{ "code": "MedicationRequest" }])), E::UnsupportedElement { element: "resourceType", depth: 1 }),
-        ("root data period", edited(|v| v["provision"][0]["dataPeriod"] = json!({ "start": "2001-01-01" })), E::UnsupportedElement { element: "dataPeriod", depth: 0 }),
-        ("nested actor", edited(|v| v["provision"][0]["provision"][0]["actor"] = json!([{ "reference": other }])), E::UnsupportedElement { element: "actor naming another party", depth: 1 }),
-        ("related data", edited(|v| v["provision"][0]["data"][0]["meaning"] = "related".into()), E::UnsupportedDataMeaning("related".into())),
-        ("foreign record", edited(|v| v["provision"][0]["data"][0]["reference"] = json!({ "reference": "MedicationRequest/medrx0305" })), E::UnidentifiedData("MedicationRequest/medrx0305".into())),
-        ("open end", edited(|v| { v["period"].as_object_mut().unwrap().remove("end"); }), E::OpenPeriod("end")),
-        ("disjoint periods", edited(|v| v["provision"][0]["period"] = json!({ "start": "2001-01-01", "end": "2001-12-31" })), E::EmptyPeriod),
-        ("unknown modifier", edited(|v| v["modifierExtension"] = json!([{ "url": "urn:x:only-on-sundays", "valueBoolean": true }])), E::UnknownModifierExtension { url: "urn:x:only-on-sundays".into() }),
+        (
+            "not a consent",
+            edited(|v| v["resourceType"] = "Patient".into()),
+            E::NotAConsent("Patient".into()),
+        ),
+        (
+            "R4 consent",
+            edited(|v| v["patient"] = json!({ "reference": "Patient/1" })),
+            E::NotR5 { element: "patient" },
+        ),
+        (
+            "R4 provision object",
+            edited(|v| v["provision"] = json!({ "type": "permit" })),
+            E::NotR5 {
+                element: "provision",
+            },
+        ),
+        (
+            "draft",
+            edited(|v| v["status"] = "draft".into()),
+            E::NotActive("draft".into()),
+        ),
+        (
+            "permit by default",
+            edited(|v| v["decision"] = "permit".into()),
+            E::PermitByDefault,
+        ),
+        (
+            "no decision",
+            edited(|v| {
+                v.as_object_mut().unwrap().remove("decision");
+            }),
+            E::NoDecision,
+        ),
+        (
+            "policy only",
+            edited(|v| {
+                v.as_object_mut().unwrap().remove("provision");
+            }),
+            E::PolicyOnly,
+        ),
+        (
+            "two grants",
+            edited(|v| {
+                let p = v["provision"][0].clone();
+                v["provision"].as_array_mut().unwrap().push(p);
+            }),
+            E::SeveralProvisions(2),
+        ),
+        (
+            "no subject",
+            edited(|v| {
+                v.as_object_mut().unwrap().remove("subject");
+            }),
+            E::NoSubject,
+        ),
+        (
+            "subject not a patient",
+            edited(|v| v["subject"] = json!({ "reference": "Practitioner/1" })),
+            E::SubjectNotPatient("Practitioner".into()),
+        ),
+        (
+            "another grantor",
+            edited(|v| v["grantor"] = json!([other])),
+            E::GrantorNotSubject,
+        ),
+        (
+            "two recipients",
+            edited(|v| v["grantee"] = json!([other])),
+            E::SeveralRecipients,
+        ),
+        (
+            "two custodians",
+            edited(|v| v["controller"] = json!([other])),
+            E::SeveralCustodians,
+        ),
+        (
+            "no recipient",
+            edited(|v| {
+                v.as_object_mut().unwrap().remove("grantee");
+                v["provision"][0]["actor"].as_array_mut().unwrap().remove(0);
+            }),
+            E::NoRecipient,
+        ),
+        (
+            "no custodian",
+            edited(|v| {
+                v.as_object_mut().unwrap().remove("controller");
+                v["provision"][0]["actor"].as_array_mut().unwrap().remove(1);
+            }),
+            E::NoCustodian,
+        ),
+        (
+            "author role",
+            edited(|v| v["provision"][0]["actor"][0]["role"]["coding"][0]["code"] = "AUT".into()),
+            E::UnsupportedActorRole("AUT".into()),
+        ),
+        (
+            "correct",
+            edited(|v| v["provision"][0]["action"][0]["coding"][0]["code"] = "correct".into()),
+            E::UnsupportedAction("correct".into()),
+        ),
+        (
+            "unknown purpose",
+            edited(|v| v["provision"][0]["purpose"][0]["code"] = "HDIRECT".into()),
+            E::UnknownPurpose {
+                system: PurposeOfUse::CODE_SYSTEM.into(),
+                code: "HDIRECT".into(),
+            },
+        ),
+        (
+            "purpose of another system",
+            edited(|v| v["provision"][0]["purpose"][0]["system"] = "urn:x".into()),
+            E::UnknownPurpose {
+                system: "urn:x".into(),
+                code: "TREAT".into(),
+            },
+        ),
+        (
+            "no purpose",
+            edited(|v| {
+                v["provision"][0].as_object_mut().unwrap().remove("purpose");
+            }),
+            E::NoPurpose,
+        ),
+        (
+            "unknown category",
+            edited(|v| {
+                v["provision"][0]["code"][0] =
+                    json!({ "coding": [{ "system": "http://loinc.org", "code": "34133-9" }] })
+            }),
+            E::UnknownCategory {
+                system: "http://loinc.org".into(),
+                code: "34133-9".into(),
+            },
+        ),
+        (
+            "security label",
+            edited(
+                |v| v["provision"][0]["securityLabel"] = json!([{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY" }]),
+            ),
+            E::UnsupportedElement {
+                element: "securityLabel",
+                depth: 0,
+            },
+        ),
+        (
+            "nested resource type",
+            edited(|v| {
+                v["provision"][0]["provision"][0]["resourceType"] =
+                    json!([{ "code": "MedicationRequest" }])
+            }),
+            E::UnsupportedElement {
+                element: "resourceType",
+                depth: 1,
+            },
+        ),
+        (
+            "root data period",
+            edited(|v| v["provision"][0]["dataPeriod"] = json!({ "start": "2001-01-01" })),
+            E::UnsupportedElement {
+                element: "dataPeriod",
+                depth: 0,
+            },
+        ),
+        (
+            "nested actor",
+            edited(|v| {
+                v["provision"][0]["provision"][0]["actor"] = json!([{ "reference": other }])
+            }),
+            E::UnsupportedElement {
+                element: "actor naming another party",
+                depth: 1,
+            },
+        ),
+        (
+            "related data",
+            edited(|v| v["provision"][0]["data"][0]["meaning"] = "related".into()),
+            E::UnsupportedDataMeaning("related".into()),
+        ),
+        (
+            "foreign record",
+            edited(|v| {
+                v["provision"][0]["data"][0]["reference"] =
+                    json!({ "reference": "MedicationRequest/medrx0305" })
+            }),
+            E::UnidentifiedData("MedicationRequest/medrx0305".into()),
+        ),
+        (
+            "open end",
+            edited(|v| {
+                v["period"].as_object_mut().unwrap().remove("end");
+            }),
+            E::OpenPeriod("end"),
+        ),
+        (
+            "disjoint periods",
+            edited(|v| {
+                v["provision"][0]["period"] = json!({ "start": "2001-01-01", "end": "2001-12-31" })
+            }),
+            E::EmptyPeriod,
+        ),
+        (
+            "unknown modifier",
+            edited(|v| {
+                v["modifierExtension"] =
+                    json!([{ "url": "urn:x:only-on-sundays", "valueBoolean": true }])
+            }),
+            E::UnknownModifierExtension {
+                url: "urn:x:only-on-sundays".into(),
+            },
+        ),
     ];
     for (what, v, expected) in cases {
         assert_eq!(import(&v), Err(expected), "{what}");
@@ -342,14 +550,22 @@ fn limits_of_a_grant_are_refused_as_too_many() {
     v["provision"][0]["provision"] = json!([chain]);
     assert!(matches!(
         import(&v),
-        Err(ConsentImportError::TooMany { what: "levels of nested provisions", .. })
+        Err(ConsentImportError::TooMany {
+            what: "levels of nested provisions",
+            ..
+        })
     ));
     let mut v = export(&rich_terms());
-    let many: Vec<Value> = (0..=crate::access::MAX_PROVISIONS).map(|_| json!({})).collect();
+    let many: Vec<Value> = (0..=crate::access::MAX_PROVISIONS)
+        .map(|_| json!({}))
+        .collect();
     v["provision"][0]["provision"] = many.into();
     assert!(matches!(
         import(&v),
-        Err(ConsentImportError::TooMany { what: "provisions", .. })
+        Err(ConsentImportError::TooMany {
+            what: "provisions",
+            ..
+        })
     ));
 }
 
