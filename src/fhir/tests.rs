@@ -574,3 +574,120 @@ fn errors_are_send_sync_static() {
     fn check<T: Send + Sync + 'static + std::error::Error>() {}
     check::<ConsentImportError>();
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::access::{EnumSet, SetMember, MAX_PROVISION_DEPTH};
+
+    fn set<T: SetMember>(non_empty: bool) -> impl Strategy<Value = EnumSet<T>> {
+        let n = T::ALL.len();
+        proptest::collection::vec(0..n, usize::from(non_empty)..=n)
+            .prop_map(|ix| ix.into_iter().map(|i| T::ALL[i]).collect())
+    }
+
+    fn period() -> impl Strategy<Value = Period> {
+        (0u64..4_000_000_000, 1u64..400 * DAY).prop_map(|(s, d)| Period::new(s, s + d).unwrap())
+    }
+
+    fn pointers(max: usize) -> impl Strategy<Value = Vec<PointerId>> {
+        proptest::collection::btree_set(any::<[u8; 32]>(), 0..=max)
+            .prop_map(|s| s.into_iter().map(PointerId::from_bytes).collect())
+    }
+
+    /// Provisions listed depth first: each at most one level below the one before it.
+    fn provisions() -> impl Strategy<Value = Vec<Provision>> {
+        let one = (
+            any::<bool>(),
+            1usize..=MAX_PROVISION_DEPTH,
+            pointers(3),
+            set(false),
+            set(false),
+            set(false),
+            proptest::option::of(period()),
+            proptest::option::of(period()),
+        );
+        proptest::collection::vec(one, 0..=6).prop_map(|raw| {
+            let mut out: Vec<Provision> = Vec::new();
+            let mut path: Vec<u16> = Vec::new();
+            for (deny, depth, ptrs, categories, actions, purposes, p, dp) in raw {
+                let depth = depth.min(path.len() + 1);
+                path.truncate(depth - 1);
+                let kind = if deny {
+                    ProvisionKind::Deny
+                } else {
+                    ProvisionKind::Permit
+                };
+                out.push(Provision {
+                    kind,
+                    parent: path.last().copied(),
+                    pointers: ptrs.try_into().unwrap(),
+                    categories,
+                    actions,
+                    purposes,
+                    period: p,
+                    data_period: dp,
+                });
+                path.push(u16::try_from(out.len() - 1).unwrap());
+            }
+            out
+        })
+    }
+
+    fn terms() -> impl Strategy<Value = GrantTerms> {
+        (
+            any::<bool>(),
+            pointers(5),
+            set(false),
+            set(true),
+            set(true),
+            period(),
+            provisions(),
+        )
+            .prop_map(
+                |(all, ptrs, categories, actions, purposes, period, provisions)| {
+                    let (patient, hospital, doctor) = parties();
+                    GrantTerms {
+                        relationship: RelationshipId::of(patient, hospital),
+                        viewer: Viewer::Account(doctor),
+                        scope: if all || (ptrs.is_empty() && categories.is_empty()) {
+                            Scope::All
+                        } else {
+                            Scope::Only {
+                                pointers: ptrs.try_into().unwrap(),
+                                categories,
+                            }
+                        },
+                        actions,
+                        purposes,
+                        period,
+                        provisions: provisions.try_into().unwrap(),
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_grant_exports_to_a_consent_that_imports_back_to_it(terms in terms()) {
+            let v = export(&terms);
+            prop_assert!(serde_json::from_value::<Consent>(v.clone()).is_ok());
+            prop_assert_eq!(import(&v).map(|g| g.terms), Ok(terms));
+        }
+
+        #[test]
+        fn damaged_consents_are_refused_or_imported_never_a_panic(
+            cut in 0usize..4000,
+            flips in proptest::collection::vec((0usize..4000, any::<u8>()), 0..4),
+        ) {
+            let mut bytes = export(&rich_terms()).to_string().into_bytes();
+            for (at, b) in flips {
+                let n = bytes.len();
+                bytes[at % n] = b;
+            }
+            bytes.truncate(cut.max(1));
+            let _ = import_consent(&bytes);
+        }
+    }
+}
