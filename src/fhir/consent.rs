@@ -381,22 +381,20 @@ fn check_modifiers(extensions: &[Extension]) -> Result<(), ConsentImportError> {
 
 impl Importer<'_> {
     fn party(&self, r: &Reference) -> Option<Party> {
-        if let Some(id) = &r.identifier {
+        let identified = r.identifier.as_ref().and_then(|id| {
             let value = id.value.as_deref()?;
-            return match id.system.as_deref()? {
+            match id.system.as_deref()? {
                 ACCOUNT_SYSTEM => value.parse().ok().map(Party::Account),
                 GROUP_SYSTEM => value.parse().ok().map(Party::Group),
-                _ => r
-                    .reference
-                    .as_deref()
-                    .and_then(self.directory)
-                    .map(Party::Account),
-            };
-        }
-        r.reference
-            .as_deref()
-            .and_then(self.directory)
-            .map(Party::Account)
+                _ => None,
+            }
+        });
+        identified.or_else(|| {
+            r.reference
+                .as_deref()
+                .and_then(self.directory)
+                .map(Party::Account)
+        })
     }
 
     fn account(
@@ -430,11 +428,12 @@ impl Importer<'_> {
             _ => return Err(ConsentImportError::SeveralProvisions(provisions.len())),
         };
         let subject = c.subject.as_ref().ok_or(ConsentImportError::NoSubject)?;
+        // `Patient/123`, or an absolute URL ending in `…/Patient/123`.
         let literal_kind = subject
             .reference
             .as_deref()
-            .and_then(|r| r.split_once('/'))
-            .map(|(kind, _)| kind);
+            .filter(|r| r.contains('/'))
+            .and_then(|r| r.rsplit('/').nth(1));
         if let Some(kind) = subject.r#type.as_deref().or(literal_kind) {
             if kind != "Patient" {
                 return Err(ConsentImportError::SubjectNotPatient(clip(kind)));
@@ -462,6 +461,7 @@ impl Importer<'_> {
             push_new(&mut custodians, self.account(r, "controller")?);
         }
         for actor in present(&root.actor) {
+            check_modifiers(&actor.modifier_extension)?;
             let role = actor_role(actor.role.as_ref())?;
             let r =
                 actor
@@ -590,6 +590,7 @@ impl Importer<'_> {
         // A nested provision applies to the grant's own viewer: naming it (or the custodian)
         // again changes nothing; naming anyone else would need a criterion the ledger lacks.
         for actor in present(&p.actor) {
+            check_modifiers(&actor.modifier_extension)?;
             let named = actor.reference.as_ref().and_then(|r| self.party(r));
             if named.is_none() || !parties.contains(&named) {
                 return Err(ConsentImportError::UnsupportedElement {
@@ -759,6 +760,7 @@ fn pointers(
 ) -> Result<Vec<PointerId>, ConsentImportError> {
     let mut out = Vec::new();
     for d in present(data) {
+        check_modifiers(&d.modifier_extension)?;
         if d.meaning != ConsentDataMeaning::Instance {
             return Err(ConsentImportError::UnsupportedDataMeaning(
                 d.meaning.as_ref().to_owned(),

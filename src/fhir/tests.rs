@@ -271,11 +271,18 @@ fn literal_references_need_the_directory() {
             reference: "Patient/example".into()
         })
     );
-    let found = import_consent_with(v.to_string().as_bytes(), |r| {
-        (r == "Patient/example").then_some(patient)
-    })
-    .unwrap();
+    let directory = |r: &str| (r == "Patient/example").then_some(patient);
+    let found = import_consent_with(v.to_string().as_bytes(), directory).unwrap();
     assert_eq!(found.terms, rich_terms());
+    // An identifier of another system does not hide the literal reference beside it.
+    let v = edited(|v| {
+        v["subject"] = json!({
+            "reference": "Patient/example",
+            "identifier": { "system": "urn:oid:2.16.840.1.113883.2.4.6.3", "value": "999999990" }
+        })
+    });
+    let found = import_consent_with(v.to_string().as_bytes(), directory).unwrap();
+    assert_eq!(found.patient, patient);
 }
 
 #[test]
@@ -501,6 +508,23 @@ fn what_the_ledger_cannot_enforce_is_refused_with_its_reason() {
                 v["provision"][0]["period"] = json!({ "start": "2001-01-01", "end": "2001-12-31" })
             }),
             E::EmptyPeriod,
+        ),
+        (
+            "absolute subject URL of a practitioner",
+            edited(|v| {
+                v["subject"] = json!({ "reference": "https://fhir.example.org/r5/Practitioner/1" })
+            }),
+            E::SubjectNotPatient("Practitioner".into()),
+        ),
+        (
+            "unknown modifier on a record",
+            edited(|v| {
+                v["provision"][0]["data"][0]["modifierExtension"] =
+                    json!([{ "url": "urn:x:unless", "valueBoolean": true }])
+            }),
+            E::UnknownModifierExtension {
+                url: "urn:x:unless".into(),
+            },
         ),
         (
             "unknown modifier",
