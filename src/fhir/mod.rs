@@ -9,6 +9,10 @@
 //!   patient, revoked ones included (status `inactive`).
 //! * [`audit_event_of`] writes an access receipt ([`AccessEvent::Accessed`] in the audit trail)
 //!   as an AuditEvent; [`audit_events_for_patient`] every receipt of a patient.
+//!
+//!   Both take the [`AccessState`](crate::access::AccessState) (a chain's is
+//!   [`Chain::access`](crate::chain::Chain::access)): a `GET /fhir/Consent?patient=…` handler
+//!   parses the account and returns the list.
 //! * [`import_consent`] reads a Consent (JSON, at most [`MAX_CONSENT_JSON_LEN`] bytes) as
 //!   [`ImportedGrant`]: the patient and the [`GrantTerms`] of an [`AccessOp::Grant`] for the
 //!   patient to sign. What the ledger cannot enforce is refused with a [`ConsentImportError`]
@@ -155,6 +159,7 @@
 //! | ledger ([`AccessEvent::Accessed`] in an [`AuditEntry`]) | FHIR R5 AuditEvent |
 //! | --- | --- |
 //! | the receipt's transaction | `id`, and an `entity` (`urn:medledger:tx`, role `4` domain resource) |
+//! | a use of a patient record | `category`: DICOM `110110` (Patient Record) |
 //! | the action | `code`: `access` or `disclose` ([`CONSENT_ACTION_SYSTEM`]); `action`: `R` |
 //! | the block's time | `recorded`, `occurredDateTime` |
 //! | the purpose | `authorization` (v3-ActReason) |
