@@ -119,7 +119,8 @@
 //!   (Bitcoin-exact Proof-of-Work), [`committee`], and `tendermint` (feature).
 //! * Access control: [`access`] (MedRec's registrar, relationships and summaries; consent
 //!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
-//!   and light-client grant proofs), with purposes of use from [`purpose`].
+//!   and light-client grant proofs), with purposes of use from [`purpose`]; `fhir` (feature)
+//!   writes grants as HL7 FHIR R5 Consents and receipts as AuditEvents, and imports Consents.
 //!
 //! # Features
 //!
@@ -133,6 +134,9 @@
 //! * `sqlite`: `sqlite_store::SqliteStore`, a [`store::Store`] in a SQLite database beside the
 //!   application's own tables. SQLite is compiled in (no system library), which needs a C
 //!   compiler.
+//! * `fhir`: the `fhir` module, grants as HL7 FHIR R5 `Consent` resources and access receipts
+//!   as `AuditEvent`s (JSON), and FHIR Consents imported as grants or refused with the reason,
+//!   on the `fhir-model` crate's R5 types.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -143,6 +147,8 @@ pub mod chain;
 pub mod codec;
 pub mod committee;
 pub mod consensus;
+#[cfg(feature = "fhir")]
+pub mod fhir;
 pub mod file_store;
 pub mod hash;
 pub mod ledger;

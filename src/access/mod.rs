@@ -207,4 +207,4 @@ pub use research::{
 pub use summary::{Side, SummaryItem};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
