@@ -234,6 +234,9 @@ pub struct CommitteeDeployment {
     decided: Decisions,
     decide_round: BTreeMap<(u64, Stage), u32>,
     committees_seen: BTreeSet<(u64, Option<u16>)>,
+    /// The two values Byzantine leaders proposed for one round of one agreement, so that
+    /// Byzantine voters vote for both (one towards each half of the committee).
+    twins: HashMap<(u64, Stage, u32), [Digest; 2]>,
     committee_failures: u64,
     undersized: u64,
 }
@@ -343,6 +346,7 @@ impl CommitteeDeployment {
             decided: BTreeMap::new(),
             decide_round: BTreeMap::new(),
             committees_seen: BTreeSet::new(),
+            twins: HashMap::new(),
             committee_failures: 0,
             undersized: 0,
         };
@@ -485,6 +489,31 @@ impl CommitteeDeployment {
         }
     }
 
+    /// The equivocating twin of a Byzantine node's message: for a proposal, a second valid
+    /// proposal of the same round (both values are remembered); for a vote, the same vote for
+    /// the other value a Byzantine leader proposed in that round, if there is one (a vote for a
+    /// value nobody proposed would only be noise).
+    fn twin(&mut self, node: usize, m: &Message) -> Option<Message> {
+        match m {
+            Message::Proposal(p) => {
+                let other = conflicting(&self.seeds[node], m)?;
+                if let Message::Proposal(q) = &other {
+                    self.twins.insert(
+                        (p.height, p.stage, p.round),
+                        [p.value.digest(p.stage), q.value.digest(q.stage)],
+                    );
+                }
+                Some(other)
+            }
+            Message::Vote(v) => {
+                let [a, b] = *self.twins.get(&(v.height, v.stage, v.round))?;
+                let value = if v.value == a { b } else { a };
+                Some(vote_for(&self.seeds[node], v, value))
+            }
+            _ => None,
+        }
+    }
+
     /// What Byzantine `node` does with its engine's outputs, by the configured [`Strategy`].
     /// Its blocks and progress are dropped: nothing a Byzantine node decides is counted.
     fn misbehave(&mut self, node: usize, outputs: Outputs<Node>) -> Outputs<Node> {
@@ -521,10 +550,13 @@ impl CommitteeDeployment {
                         out.push(send(targets, message));
                     }
                 }
-                Strategy::Equivocating => match conflicting(&self.seeds[node], &message) {
-                    // One half of the recipients gets the message, the other half its twin.
+                Strategy::Equivocating => match self.twin(node, &message) {
+                    // One half of the recipients gets the message, the other half its twin;
+                    // every Byzantine node splits the committee the same way (by key), so
+                    // each half sees one value proposed and voted for.
                     Some(other) => {
-                        let second = targets.split_off(targets.len() / 2);
+                        let (targets, second): (Vec<_>, Vec<_>) =
+                            targets.into_iter().partition(|k| k.as_bytes()[0] % 2 == 0);
                         if !targets.is_empty() {
                             out.push(send(targets, message));
                         }
@@ -555,7 +587,23 @@ fn send(to: Vec<PublicKey>, message: Message) -> NodeOutput {
     }
 }
 
-/// A second, conflicting version of a proposal or vote, signed with the key of `seed`.
+/// `v` for `value` instead, signed with the key of `seed`.
+fn vote_for(seed: &[u8; 32], v: &Vote, value: Digest) -> Message {
+    let mut w = v.clone();
+    w.value = value;
+    let body = VoteBody {
+        height: w.height,
+        parent: w.parent,
+        stage: w.stage,
+        round: w.round,
+        phase: w.phase,
+        value,
+    };
+    w.signature = Keypair::from_seed(seed).sign(&body.digest());
+    Message::Vote(w)
+}
+
+/// A second, conflicting and valid version of a proposal, signed with the key of `seed`.
 fn conflicting(seed: &[u8; 32], m: &Message) -> Option<Message> {
     let key = Keypair::from_seed(seed);
     match m {
@@ -589,22 +637,6 @@ fn conflicting(seed: &[u8; 32], m: &Message) -> Option<Message> {
             };
             q.signature = key.sign(&body.digest());
             Some(Message::Proposal(q))
-        }
-        Message::Vote(v) => {
-            let mut w: Vote = v.clone();
-            let mut b = *w.value.as_bytes();
-            b[0] ^= 1;
-            w.value = Digest::from_bytes(b);
-            let body = VoteBody {
-                height: w.height,
-                parent: w.parent,
-                stage: w.stage,
-                round: w.round,
-                phase: w.phase,
-                value: w.value,
-            };
-            w.signature = key.sign(&body.digest());
-            Some(Message::Vote(w))
         }
         _ => None,
     }

@@ -82,7 +82,9 @@ pub enum Strategy {
     /// Register an identity (and so be drawn into committees), then send nothing.
     Silent,
     /// Follow the protocol, but as leaders send two conflicting, individually valid proposals to
-    /// the two halves of the committee, and vote for a second value towards the second half.
+    /// the two halves of the committee, and as voters in such a round vote for both values,
+    /// each towards the half that was proposed it (all Byzantine nodes split a committee the
+    /// same way, by key). The worst a Byzantine member can do to safety.
     Equivocating,
     /// Follow the protocol, but send proposals to only a third of the committee and withhold
     /// precommits, shard results, block announcements and directory answers.
