@@ -151,6 +151,8 @@ pub mod pow;
 pub mod prelude;
 pub mod pseudonym;
 pub mod purpose;
+#[cfg(feature = "research-queries")]
+pub mod research;
 #[cfg(feature = "lab")]
 pub mod sim;
 pub mod smt;

@@ -590,8 +590,27 @@ impl AccessState {
         {
             return Err(ReleaseAuditError::CommitmentMismatch { index });
         }
-        let id = opening.grant;
-        let (height, time) = (r.at.height, r.at.time);
+        self.check_research_grant(
+            opening.grant,
+            opening.patient,
+            r.custodian,
+            r.recipient,
+            r.at,
+        )
+    }
+
+    /// Checks that grant `id` is `patient`'s consent, on its relationship with `custodian`, to
+    /// `recipient` reading for research, as of `at` (steps 2 to 5 of the [module
+    /// documentation](self)).
+    pub(crate) fn check_research_grant(
+        &self,
+        id: GrantId,
+        patient: AccountId,
+        custodian: AccountId,
+        recipient: AccountId,
+        at: Stamp,
+    ) -> Result<(), ReleaseAuditError> {
+        let (height, time) = (at.height, at.time);
         let grant = self
             .grants
             .get(&id)
@@ -603,16 +622,13 @@ impl AccessState {
                 release: height,
             });
         }
-        if grant.patient != opening.patient {
-            return Err(ReleaseAuditError::AnotherPatient {
-                grant: id,
-                patient: opening.patient,
-            });
+        if grant.patient != patient {
+            return Err(ReleaseAuditError::AnotherPatient { grant: id, patient });
         }
-        if grant.terms.relationship != RelationshipId::of(opening.patient, r.custodian) {
+        if grant.terms.relationship != RelationshipId::of(patient, custodian) {
             return Err(ReleaseAuditError::NotTheCustodian { grant: id });
         }
-        if !self.is_viewer_at(grant, &r.recipient, height) {
+        if !self.is_viewer_at(grant, &recipient, height) {
             return Err(ReleaseAuditError::NotTheRecipient { grant: id });
         }
         let terms = &grant.terms;
