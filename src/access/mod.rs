@@ -213,4 +213,4 @@ pub use study::{
 pub use summary::{Side, SummaryItem};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
