@@ -41,7 +41,10 @@ fn nonce(i: u64) -> ReportNonce {
 /// The bare side: a Prio3 instance, two HPKE key pairs and a verify key.
 struct Bare<T: prio::flp::Type<Field = Field128>> {
     vdaf: Prio3<T, prio::vdaf::xof::XofTurboShake128, 32>,
-    keys: [(<Kem as hpke::Kem>::PrivateKey, <Kem as hpke::Kem>::PublicKey); 2],
+    keys: [(
+        <Kem as hpke::Kem>::PrivateKey,
+        <Kem as hpke::Kem>::PublicKey,
+    ); 2],
     verify_key: [u8; 32],
 }
 
@@ -72,25 +75,21 @@ impl<T: prio::flp::Type<Field = Field128>> Bare<T> {
         (n, public, sealed)
     }
 
-    fn verify(
-        &self,
-        r: &BareReport,
-        sums: &mut [prio::vdaf::AggregateShare<Field128>; 2],
-    ) {
+    fn verify(&self, r: &BareReport, sums: &mut [prio::vdaf::AggregateShare<Field128>; 2]) {
         let (n, public, sealed) = r;
         let mut aad = n.to_vec();
         aad.extend_from_slice(public);
         let public = Prio3PublicShare::get_decoded_with_param(&self.vdaf, public).unwrap();
         let mut states = Vec::with_capacity(2);
         let mut shares = Vec::with_capacity(2);
-        for i in 0..2 {
-            let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed[i].0).unwrap();
+        for (i, (encapped, ciphertext)) in sealed.iter().enumerate() {
+            let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(encapped).unwrap();
             let input = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
                 &OpModeR::Base,
                 &self.keys[i].0,
                 &enc,
                 INFO,
-                &sealed[i].1,
+                ciphertext,
                 &aad,
             )
             .unwrap();
@@ -176,10 +175,7 @@ fn bench_kind<T: prio::flp::Type<Field = Field128>>(
             BatchSize::SmallInput,
         )
     });
-    let mut sums = [
-        bare.vdaf.aggregate_init(&()),
-        bare.vdaf.aggregate_init(&()),
-    ];
+    let mut sums = [bare.vdaf.aggregate_init(&()), bare.vdaf.aggregate_init(&())];
     g.bench_function("verify+aggregate/prio+hpke", |b| {
         b.iter_batched(
             || {

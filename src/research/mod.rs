@@ -46,11 +46,12 @@
 //!
 //! # Status of the dependency
 //!
-//! `prio` implements the IETF CFRG VDAF draft (`draft-irtf-cfrg-vdaf-18` for version 0.18);
-//! its authors say the support "is still evolving along with the DAP and VDAF
-//! specifications", the draft is not yet an RFC, and the differential-privacy module is part of
-//! its API without a separate stability promise. Version 0.18 is marked *supported* by its
-//! authors. The crate has not, to our knowledge, had an independent audit of version 0.18.
+//! `prio` 0.18 implements the IETF CFRG VDAF draft `draft-irtf-cfrg-vdaf-18`, which is not yet
+//! an RFC. Its authors mark the 0.18 line *supported* and say the VDAF support "is still
+//! evolving along with the DAP and VDAF specifications": a later draft can change the wire
+//! format and a minor version can break the API. The Prio3 VDAFs and the differential-privacy
+//! module used here are in its default, semver-stable API (not behind its `experimental`
+//! feature). Its README claims no independent audit.
 //!
 //! ```
 //! use medledger::access::{Epsilon, QueryId, QueryKind, ReportNonce};
