@@ -545,6 +545,16 @@ impl fmt::Display for AccessEvent {
                 Id(share, short),
                 Id(query, short)
             ),
+            AccessEvent::StudyDataReleased {
+                release,
+                study,
+                min_class_size,
+            } => write!(
+                f,
+                "release {} under study {} states classes of at least {min_class_size}",
+                Id(release, short),
+                Id(study, short)
+            ),
             AccessEvent::QueryResultPublished { query, result } => write!(
                 f,
                 "result {} of query {} published",

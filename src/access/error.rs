@@ -307,6 +307,16 @@ pub enum AccessError {
         /// The reports hospitals committed.
         committed: u64,
     },
+    /// A release states a smaller class size than its study's approval allows.
+    #[error("the release states classes of {stated}, study {study} was approved for at least {approved}")]
+    ClassSizeBelowApproval {
+        /// The study.
+        study: StudyId,
+        /// The class size the release states.
+        stated: u32,
+        /// The study's minimum class size.
+        approved: u32,
+    },
     /// The result is published before both aggregate shares are committed.
     #[error("query {0} does not have both aggregate shares committed")]
     SharesMissing(QueryId),
@@ -366,6 +376,7 @@ impl AccessError {
             | BreakGlassDuration { .. }
             | PowerTooLarge { .. }
             | AggregatorIsResearcher(_)
+            | ClassSizeBelowApproval { .. }
             | InvalidQuery(_) => RefusalKind::Malformed,
             CommitmentNotBound(_)
             | RoleNotSelfAssignable(_)

@@ -302,6 +302,15 @@ pub enum AccessEvent {
         /// How many reports it aggregated.
         reports: u64,
     },
+    /// A custodian released a data set under a study, stating its smallest class.
+    StudyDataReleased {
+        /// The release.
+        release: ReleaseId,
+        /// The study.
+        study: StudyId,
+        /// The smallest equivalence class of the data set, as stated.
+        min_class_size: u32,
+    },
     /// The researcher published the hash of a query's result.
     QueryResultPublished {
         /// The query.

@@ -129,6 +129,13 @@ impl AccessState {
                 reports,
             } => x.commit_aggregate_share(*query, *share, *reports)?,
             AccessOp::PublishResult { query, result } => x.publish_result(*query, *result)?,
+            AccessOp::ReleaseStudyData {
+                study,
+                min_class_size,
+                epoch,
+                dataset,
+                subjects,
+            } => x.release_study_data(*study, *min_class_size, *epoch, *dataset, subjects)?,
         }
         Ok(x.events)
     }

@@ -141,7 +141,8 @@ impl AccessEvent {
             | AccessEvent::EvidenceRecorded { .. }
             | AccessEvent::ReportsCommitted { .. }
             | AccessEvent::AggregateShareCommitted { .. }
-            | AccessEvent::QueryResultPublished { .. } => return None,
+            | AccessEvent::QueryResultPublished { .. }
+            | AccessEvent::StudyDataReleased { .. } => return None,
         })
     }
 }

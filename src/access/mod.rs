@@ -206,9 +206,9 @@ pub use research::{
     SubjectOpening, MAX_RELEASE_SUBJECTS,
 };
 pub use study::{
-    AggregatorRef, Contribution, Epsilon, HpkePublicKey, Query, QueryKind, ReportNonce, Study,
-    DEFAULT_MIN_CLASS_SIZE, MAX_HISTOGRAM_BUCKETS, MAX_REPORTS_PER_COMMIT, MAX_SUM_BOUND,
-    MAX_VECTOR_LEN,
+    prepare_study_release, AggregatorRef, Contribution, Epsilon, HpkePublicKey, Query, QueryKind,
+    ReportNonce, SmallClass, Study, StudyRelease, DEFAULT_MIN_CLASS_SIZE, MAX_HISTOGRAM_BUCKETS,
+    MAX_REPORTS_PER_COMMIT, MAX_SUM_BOUND, MAX_VECTOR_LEN,
 };
 pub use summary::{Side, SummaryItem};
 

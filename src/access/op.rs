@@ -217,6 +217,24 @@ pub enum AccessOp {
         /// The engine's encoding of the evidence, at most [`MAX_EVIDENCE_LEN`] bytes.
         evidence: BoundedBytes<MAX_EVIDENCE_LEN>,
     },
+    /// A certified provider releases a data set to a study's researcher under research-window
+    /// pseudonyms, as [`AccessOp::ReleaseResearchData`], stating the smallest equivalence class
+    /// of the data set's quasi-identifiers: at least the study's approved minimum class size
+    /// ([`DEFAULT_MIN_CLASS_SIZE`](super::DEFAULT_MIN_CLASS_SIZE) unless its ethics approval
+    /// allows less). Build it with [`prepare_study_release`](super::prepare_study_release),
+    /// which refuses a data set with a smaller class.
+    ReleaseStudyData {
+        /// The study; its researcher receives the data.
+        study: StudyId,
+        /// The smallest equivalence class the data set holds, stated by the custodian.
+        min_class_size: u32,
+        /// The research window whose pseudonyms the subjects carry.
+        epoch: Epoch,
+        /// The content hash of the released data set.
+        dataset: Digest,
+        /// The released subjects, in strictly ascending pseudonym order (not empty).
+        subjects: BoundedVec<ReleasedSubject, MAX_RELEASE_SUBJECTS>,
+    },
     /// An authority approves a research study: the signed transaction is the ethics approval
     /// the chain keeps. See [`study`](super::study).
     ApproveStudy {

@@ -319,6 +319,31 @@ pub enum ReleaseBuildError {
     /// The vault could not issue a pseudonym or an opening.
     #[error("pseudonym: {0}")]
     Pseudonym(#[from] PseudonymError),
+    /// The quasi-identifiers given are not one per subject.
+    #[error("{quasi} rows of quasi-identifiers for {subjects} subjects")]
+    QuasiIdentifiersMismatch {
+        /// Rows of quasi-identifiers.
+        quasi: usize,
+        /// Subjects.
+        subjects: usize,
+    },
+    /// The class size asked for is below the study's approval.
+    #[error("classes of {asked} asked, the study was approved for at least {approved}")]
+    ClassSizeBelowApproval {
+        /// The class size asked for.
+        asked: u32,
+        /// The study's minimum class size.
+        approved: u32,
+    },
+    /// The data set has equivalence classes smaller than the class size: the mosaic effect
+    /// would let them be linked across releases.
+    #[error("{} equivalence class(es) under k = {k}: {}", classes.len(), super::study::list_classes(classes))]
+    ClassesTooSmall {
+        /// The class size required.
+        k: u32,
+        /// The offending classes with their sizes.
+        classes: Vec<super::SmallClass>,
+    },
 }
 
 /// [`prepare_release_with`] with the operating system's CSPRNG.

@@ -9,7 +9,7 @@ use super::{
     DelegationId, Grant, GrantId, GrantTerms, Group, GroupId, Identity, Membership, Pointer,
     PointerId, Relationship, RelationshipId, Release, ReleaseId, Revocation, Viewer,
 };
-use super::{Contribution, Query, QueryId, ReportNonce, Study, StudyId};
+use super::{Contribution, Query, QueryId, ReportNonce, Study, StudyId, StudyRelease};
 use super::{Stamp, MAX_EVIDENCE_LEN};
 use crate::codec::BoundedBytes;
 use crate::hash::{AccountId, Digest};
@@ -53,6 +53,8 @@ pub const STUDIES_TABLE: &str = "access.studies";
 pub const QUERIES_TABLE: &str = "access.queries";
 /// Tag of the report commitment table (keyed by query and report nonce; written once).
 pub const CONTRIBUTIONS_TABLE: &str = "access.contributions";
+/// Tag of the study release table (keyed by [`ReleaseId`]; written once).
+pub const STUDY_RELEASES_TABLE: &str = "access.study-releases";
 /// Tag of the study audit table (keyed by study and sequence number).
 pub const STUDY_TRAIL_TABLE: &str = "access.study-trail";
 
@@ -236,6 +238,7 @@ pub struct AccessState {
     pub(crate) queries: Table<QueryId, Query>,
     pub(crate) contributions: Table<(QueryId, ReportNonce), Contribution>,
     pub(crate) study_trail: Table<(StudyId, u32), AuditEntry>,
+    pub(crate) study_releases: Table<ReleaseId, StudyRelease>,
 }
 
 impl fmt::Debug for AccessState {
@@ -288,6 +291,7 @@ impl AccessState {
             queries: Table::new(QUERIES_TABLE),
             contributions: Table::new(CONTRIBUTIONS_TABLE),
             study_trail: Table::new(STUDY_TRAIL_TABLE),
+            study_releases: Table::new(STUDY_RELEASES_TABLE),
         }
     }
 
@@ -328,6 +332,7 @@ impl AccessState {
             &mut self.queries,
             &mut self.contributions,
             &mut self.study_trail,
+            &mut self.study_releases,
         ]);
     }
 
@@ -368,6 +373,7 @@ impl AccessState {
             &self.queries,
             &self.contributions,
             &self.study_trail,
+            &self.study_releases,
         ]);
     }
 

@@ -34,12 +34,17 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use rand_core::CryptoRngCore;
+
 use super::{
-    AccessError, AccessEvent, AccessState, AuditEntry, Exec, QueryId, Role, Stamp, StudyId,
+    prepare_release_with, AccessError, AccessEvent, AccessOp, AccessState, AuditEntry, Exec,
+    GrantId, PreparedRelease, QueryId, ReleaseBuildError, ReleaseId, ReleasedSubject, Role, Stamp,
+    StudyId, MAX_RELEASE_SUBJECTS,
 };
 use crate::codec::BoundedVec;
 use crate::hash::{domain, hash_newtype, AccountId, Digest};
-use crate::pseudonym::Pseudonym;
+use crate::pseudonym::generalize::{classes_below_k, QuasiIdentifiers};
+use crate::pseudonym::{Epoch, Pseudonym, PseudonymBackend};
 
 /// The largest number of report nonces one [`AccessOp::CommitReports`] carries.
 ///
@@ -646,6 +651,153 @@ impl AccessState {
     }
 }
 
+/// What a study release states on chain, beside its [`Release`](super::Release).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StudyRelease {
+    /// The study.
+    pub study: StudyId,
+    /// The smallest equivalence class of the data set, as the custodian stated it.
+    pub min_class_size: u32,
+}
+
+/// An equivalence class of a data set's quasi-identifiers smaller than the class size required.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmallClass {
+    /// The quasi-identifiers the class shares.
+    pub class: QuasiIdentifiers,
+    /// How many subjects it holds.
+    pub size: usize,
+}
+
+/// `born 1961, ZIP 021, female (2 rows); …`
+pub(crate) fn list_classes(classes: &[SmallClass]) -> String {
+    classes
+        .iter()
+        .map(|c| format!("{} ({} row(s))", c.class, c.size))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Builds the release of `dataset` to `study`'s researcher, as [`prepare_release_with`] does,
+/// stating `min_class_size` on chain ([`AccessOp::ReleaseStudyData`](super::AccessOp::ReleaseStudyData)).
+/// `quasi` holds each subject's generalised quasi-identifiers, in the order of `subjects`.
+///
+/// Refuses a class size below the study's approval (10, [`DEFAULT_MIN_CLASS_SIZE`], unless the
+/// ethics approval said otherwise), and a data set in which fewer than `min_class_size`
+/// subjects share some combination of quasi-identifiers, naming every such class: those
+/// subjects could be linked across releases whatever their pseudonyms (the mosaic effect).
+/// Suppress or generalise them further before releasing.
+///
+/// # Errors
+///
+/// [`ReleaseBuildError::ClassSizeBelowApproval`], [`ReleaseBuildError::QuasiIdentifiersMismatch`],
+/// [`ReleaseBuildError::ClassesTooSmall`], or [`prepare_release_with`]'s errors.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_study_release<R: CryptoRngCore + ?Sized>(
+    vault: &mut dyn PseudonymBackend,
+    study: &Study,
+    min_class_size: u32,
+    epoch: Epoch,
+    dataset: Digest,
+    subjects: &[(AccountId, GrantId)],
+    quasi: &[QuasiIdentifiers],
+    rng: &mut R,
+) -> Result<PreparedRelease, ReleaseBuildError> {
+    if min_class_size < study.min_class_size {
+        return Err(ReleaseBuildError::ClassSizeBelowApproval {
+            asked: min_class_size,
+            approved: study.min_class_size,
+        });
+    }
+    if quasi.len() != subjects.len() {
+        return Err(ReleaseBuildError::QuasiIdentifiersMismatch {
+            quasi: quasi.len(),
+            subjects: subjects.len(),
+        });
+    }
+    let small = classes_below_k(quasi, min_class_size as usize);
+    if !small.is_empty() {
+        return Err(ReleaseBuildError::ClassesTooSmall {
+            k: min_class_size,
+            classes: small
+                .into_iter()
+                .map(|(class, size)| SmallClass { class, size })
+                .collect(),
+        });
+    }
+    let mut prepared =
+        prepare_release_with(vault, study.researcher, epoch, dataset, subjects, rng)?;
+    if let AccessOp::ReleaseResearchData {
+        epoch,
+        dataset,
+        subjects,
+        ..
+    } = prepared.op
+    {
+        prepared.op = AccessOp::ReleaseStudyData {
+            study: study.id,
+            min_class_size,
+            epoch,
+            dataset,
+            subjects,
+        };
+    }
+    Ok(prepared)
+}
+
+impl Exec<'_> {
+    pub(super) fn release_study_data(
+        &mut self,
+        study: StudyId,
+        min_class_size: u32,
+        epoch: Epoch,
+        dataset: Digest,
+        subjects: &BoundedVec<ReleasedSubject, MAX_RELEASE_SUBJECTS>,
+    ) -> Result<(), AccessError> {
+        let mut s = self
+            .s
+            .studies
+            .get(&study)
+            .cloned()
+            .ok_or(AccessError::UnknownStudy(study))?;
+        if min_class_size < s.min_class_size {
+            return Err(AccessError::ClassSizeBelowApproval {
+                study,
+                stated: min_class_size,
+                approved: s.min_class_size,
+            });
+        }
+        Self::study_trail_room(&s)?;
+        self.release_research_data(s.researcher, epoch, dataset, subjects)?;
+        let release = ReleaseId::of_tx(self.cx.tx_id);
+        self.s.study_releases.insert(
+            release,
+            StudyRelease {
+                study,
+                min_class_size,
+            },
+        );
+        self.emit_study(
+            &mut s,
+            AccessEvent::StudyDataReleased {
+                release,
+                study,
+                min_class_size,
+            },
+        );
+        self.s.studies.insert(study, s);
+        Ok(())
+    }
+}
+
+impl AccessState {
+    /// The study a release was made under and the class size it states, if it was made with
+    /// [`AccessOp::ReleaseStudyData`](super::AccessOp::ReleaseStudyData).
+    pub fn study_release(&self, release: &ReleaseId) -> Option<&StudyRelease> {
+        self.study_releases.get(release)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,6 +1144,211 @@ mod tests {
         assert_eq!(c.h.access().audit_len(&c.patient.account()), 1);
     }
 
+    fn qi(year: u16, zip: &str) -> QuasiIdentifiers {
+        use crate::pseudonym::generalize::{AdministrativeGender, BirthYear};
+        QuasiIdentifiers {
+            birth: BirthYear::Year(year),
+            zip3: zip.parse().unwrap(),
+            gender: AdministrativeGender::Female,
+        }
+    }
+
+    /// `n` enrolled subjects (accounts of keys 30…) with a made-up grant each.
+    fn subjects(n: u8) -> (crate::pseudonym::DerivedBackend, Vec<(AccountId, GrantId)>) {
+        let mut vault = crate::pseudonym::DerivedBackend::new(crate::pseudonym::Scheme::KeyedHash);
+        let list: Vec<_> = (0..n)
+            .map(|i| {
+                let a = key(30 + i).account();
+                vault.enroll(a.into()).unwrap();
+                (a, GrantId::from_bytes([i; 32]))
+            })
+            .collect();
+        (vault, list)
+    }
+
+    #[test]
+    fn a_study_release_states_its_class_size_on_chain() {
+        let (mut c, study) = setup();
+        let (mut vault, list) = subjects(10);
+        let s = c.h.access().study(&study).unwrap().clone();
+        let quasi = vec![qi(1961, "021"); 10];
+        let p = prepare_study_release(
+            &mut vault,
+            &s,
+            10,
+            Epoch::new(1),
+            Digest::from_bytes([4; 32]),
+            &list,
+            &quasi,
+            &mut rand_core::OsRng,
+        )
+        .unwrap();
+        let id = ReleaseId::of_tx(c.h.next_tx_id(&c.hospital, &p.op));
+        c.h.ok(&c.hospital, p.op.clone());
+        assert_eq!(
+            c.h.access().study_release(&id),
+            Some(&StudyRelease {
+                study,
+                min_class_size: 10
+            })
+        );
+        assert_eq!(
+            c.h.access().release(&id).unwrap().recipient,
+            c.researcher.account()
+        );
+        let trail = c.h.access().study_trail(&study);
+        assert!(matches!(
+            trail.last().unwrap().event,
+            AccessEvent::StudyDataReleased {
+                min_class_size: 10,
+                ..
+            }
+        ));
+        // Stating less than the approval, or naming no study, is refused.
+        let with = |study, k| match p.op.clone() {
+            AccessOp::ReleaseStudyData {
+                epoch,
+                dataset,
+                subjects,
+                ..
+            } => AccessOp::ReleaseStudyData {
+                study,
+                min_class_size: k,
+                epoch,
+                dataset,
+                subjects,
+            },
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            c.h.refused(&c.hospital, with(study, 9)),
+            AccessError::ClassSizeBelowApproval {
+                study,
+                stated: 9,
+                approved: 10
+            }
+        );
+        let unknown = StudyId::from_bytes([1; 32]);
+        assert_eq!(
+            c.h.refused(&c.hospital, with(unknown, 10)),
+            AccessError::UnknownStudy(unknown)
+        );
+        assert_eq!(
+            c.h.refused(&c.specialist, with(study, 10)),
+            AccessError::NotCertified(c.specialist.account())
+        );
+    }
+
+    #[test]
+    fn the_release_api_refuses_classes_under_k_and_names_them() {
+        let (c, study) = setup();
+        let s = c.h.access().study(&study).unwrap().clone();
+        let (mut vault, list) = subjects(13);
+        let mut quasi = vec![qi(1961, "021"); 10];
+        quasi.extend([qi(1980, "100"), qi(1980, "100"), qi(1933, "945")]);
+        let err = prepare_study_release(
+            &mut vault,
+            &s,
+            DEFAULT_MIN_CLASS_SIZE,
+            Epoch::new(1),
+            Digest::default(),
+            &list,
+            &quasi,
+            &mut rand_core::OsRng,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ReleaseBuildError::ClassesTooSmall {
+                k: 10,
+                classes: vec![
+                    SmallClass {
+                        class: qi(1933, "945"),
+                        size: 1
+                    },
+                    SmallClass {
+                        class: qi(1980, "100"),
+                        size: 2
+                    },
+                ]
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "2 equivalence class(es) under k = 10: born 1933, ZIP 945, female (1 row(s)); \
+             born 1980, ZIP 100, female (2 row(s))"
+        );
+        let prep = |vault: &mut crate::pseudonym::DerivedBackend, s: &Study, k, quasi: &[_]| {
+            prepare_study_release(
+                vault,
+                s,
+                k,
+                Epoch::new(1),
+                Digest::default(),
+                &list[..quasi.len()],
+                quasi,
+                &mut rand_core::OsRng,
+            )
+        };
+        // A smaller k needs the ethics approval to say so.
+        assert_eq!(
+            prep(&mut vault, &s, 2, &quasi[10..12]).unwrap_err(),
+            ReleaseBuildError::ClassSizeBelowApproval {
+                asked: 2,
+                approved: 10
+            }
+        );
+        let lenient = Study {
+            min_class_size: 2,
+            ..s.clone()
+        };
+        assert!(prep(&mut vault, &lenient, 2, &quasi[10..12]).is_ok());
+        assert_eq!(
+            prepare_study_release(
+                &mut vault,
+                &s,
+                10,
+                Epoch::new(1),
+                Digest::default(),
+                &list,
+                &quasi[..3],
+                &mut rand_core::OsRng,
+            )
+            .unwrap_err(),
+            ReleaseBuildError::QuasiIdentifiersMismatch {
+                quasi: 3,
+                subjects: 13
+            }
+        );
+    }
+
+    #[test]
+    fn a_study_approved_for_smaller_classes_may_release_them() {
+        let mut c = Cast::new();
+        let op = AccessOp::ApproveStudy {
+            researcher: c.researcher.account(),
+            protocol: Digest::from_bytes([7; 32]),
+            budget: eps(1),
+            min_class_size: 3,
+        };
+        let study = StudyId::of_tx(c.h.next_tx_id(&c.authority, &op));
+        c.h.ok(&c.authority, op);
+        let s = c.h.access().study(&study).unwrap().clone();
+        let (mut vault, list) = subjects(3);
+        let p = prepare_study_release(
+            &mut vault,
+            &s,
+            3,
+            Epoch::new(1),
+            Digest::default(),
+            &list,
+            &[qi(1970, "021"); 3],
+            &mut rand_core::OsRng,
+        )
+        .unwrap();
+        c.h.ok(&c.hospital, p.op);
+    }
+
     #[test]
     fn nonces_are_per_pseudonym_and_query() {
         use crate::pseudonym::Pseudonym;
@@ -1013,7 +1370,7 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_report_commitment_fits_in_a_transaction() {
+    fn the_largest_report_commitment_and_study_release_fit_in_a_transaction() {
         let ns: Vec<_> = (0..MAX_REPORTS_PER_COMMIT)
             .map(|i| ReportNonce::from_bytes([0xff; 16].map(|b: u8| b ^ (i as u8))))
             .collect();
@@ -1029,6 +1386,27 @@ mod tests {
             "{}",
             bytes.len()
         );
+        let subjects: Vec<_> = (0..MAX_RELEASE_SUBJECTS)
+            .map(|i| ReleasedSubject {
+                pseudonym: Pseudonym::from_bytes([i as u8; 32]),
+                consent: crate::access::ConsentCommitment::from_bytes([0xff; 32]),
+            })
+            .collect();
+        let op = AccessOp::ReleaseStudyData {
+            study: StudyId::from_bytes([0xff; 32]),
+            min_class_size: u32::MAX,
+            epoch: Epoch::MAX,
+            dataset: Digest::from_bytes([0xff; 32]),
+            subjects: BoundedVec::try_from(subjects).unwrap(),
+        };
+        let tx = Transaction::sign(&key(1), ChainId::default(), u64::MAX, Payload::Access(op));
+        let bytes = tx.encode();
+        assert!(
+            bytes.len() <= Transaction::MAX_ENCODED_LEN,
+            "{}",
+            bytes.len()
+        );
+        assert_eq!(Transaction::decode(&bytes).unwrap(), tx);
     }
 
     fn kind_strategy() -> impl Strategy<Value = QueryKind> {
@@ -1082,6 +1460,13 @@ mod tests {
                 AccessOp::PublishResult {
                     query: QueryId::from_bytes(a),
                     result: Digest::from_bytes(a),
+                },
+                AccessOp::ReleaseStudyData {
+                    study: StudyId::from_bytes(a),
+                    min_class_size: m,
+                    epoch: Epoch::new(e),
+                    dataset: Digest::from_bytes(a),
+                    subjects: BoundedVec::default(),
                 },
             ];
             for op in ops {
