@@ -119,7 +119,9 @@
 //!   (Bitcoin-exact Proof-of-Work), [`committee`], and `tendermint` (feature).
 //! * Access control: [`access`] (MedRec's registrar, relationships and summaries; consent
 //!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
-//!   and light-client grant proofs), with purposes of use from [`purpose`].
+//!   and light-client grant proofs), with purposes of use from [`purpose`]; research studies,
+//!   their privacy budgets and queries governed on chain ([`access::study`]), answered by the
+//!   `research` module (feature `research-queries`).
 //!
 //! # Features
 //!
@@ -133,6 +135,9 @@
 //! * `sqlite`: `sqlite_store::SqliteStore`, a [`store::Store`] in a SQLite database beside the
 //!   application's own tables. SQLite is compiled in (no system library), which needs a C
 //!   compiler.
+//! * `research-queries`: the `research` module, statistical research queries answered by Prio3
+//!   secret-shared aggregation with differential privacy (`prio`), input shares encrypted to
+//!   the aggregators with HPKE (`hpke`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

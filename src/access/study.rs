@@ -5,25 +5,25 @@
 //! and sum the shares and add differential-privacy noise (see the `research` module, feature
 //! `research-queries`). The chain governs and audits each step:
 //!
-//! 1. an [authority](Role::Authority) approves a **study** ([`AccessOp::ApproveStudy`](super::AccessOp::ApproveStudy)): its
+//! 1. an [authority](Role::Authority) approves a **study** ([`AccessOp::ApproveStudy`]): its
 //!    researcher, the hash of its protocol and ethics approval, its total privacy budget ε and
 //!    the smallest equivalence class its data releases may hold. The authority's signature on
 //!    the transaction is the ethics approval the chain keeps.
-//! 2. the researcher **announces a query** ([`AccessOp::AnnounceQuery`](super::AccessOp::AnnounceQuery)): the VDAF and its
+//! 2. the researcher **announces a query** ([`AccessOp::AnnounceQuery`]): the VDAF and its
 //!    parameters ([`QueryKind`]), the hash of the cohort definition, the query's ε, the smallest
 //!    batch the aggregators may release, the two aggregators (accounts and HPKE keys) and a
 //!    deadline. The chain refuses it when the study is unknown or another researcher's, when an
 //!    aggregator is the researcher or both are the same account, and **when the study's
 //!    remaining budget is smaller than ε**; otherwise it charges ε to the study at once.
-//! 3. each hospital **commits to the reports it sent** ([`AccessOp::CommitReports`](super::AccessOp::CommitReports)), in
+//! 3. each hospital **commits to the reports it sent** ([`AccessOp::CommitReports`]), in
 //!    batches: a digest of the reports and their nonces. A nonce is derived from the patient's
 //!    research-window pseudonym and the query, so it is unlinkable across queries, and the chain
 //!    refuses a nonce it has seen for the query: a replayed report cannot be committed twice.
 //!    A patient who recomputes their nonce finds "contributed to query Q" with
 //!    [`AccessState::contribution`]; nothing on chain holds a value.
-//! 4. each aggregator **commits to its aggregate share** ([`AccessOp::CommitAggregateShare`](super::AccessOp::CommitAggregateShare))
+//! 4. each aggregator **commits to its aggregate share** ([`AccessOp::CommitAggregateShare`])
 //!    with the number of reports it aggregated, at least the query's minimum batch;
-//! 5. the researcher **publishes the result's hash** ([`AccessOp::PublishResult`](super::AccessOp::PublishResult)) once both
+//! 5. the researcher **publishes the result's hash** ([`AccessOp::PublishResult`]) once both
 //!    shares are committed.
 //!
 //! Every step lands in the study's own audit trail ([`AccessState::study_trail`]). The ε of
@@ -679,7 +679,7 @@ pub(crate) fn list_classes(classes: &[SmallClass]) -> String {
 }
 
 /// Builds the release of `dataset` to `study`'s researcher, as [`prepare_release_with`] does,
-/// stating `min_class_size` on chain ([`AccessOp::ReleaseStudyData`](super::AccessOp::ReleaseStudyData)).
+/// stating `min_class_size` on chain ([`AccessOp::ReleaseStudyData`]).
 /// `quasi` holds each subject's generalised quasi-identifiers, in the order of `subjects`.
 ///
 /// Refuses a class size below the study's approval (10, [`DEFAULT_MIN_CLASS_SIZE`], unless the
@@ -792,7 +792,7 @@ impl Exec<'_> {
 
 impl AccessState {
     /// The study a release was made under and the class size it states, if it was made with
-    /// [`AccessOp::ReleaseStudyData`](super::AccessOp::ReleaseStudyData).
+    /// [`AccessOp::ReleaseStudyData`].
     pub fn study_release(&self, release: &ReleaseId) -> Option<&StudyRelease> {
         self.study_releases.get(release)
     }
