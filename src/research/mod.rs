@@ -125,8 +125,8 @@ pub use error::QueryError;
 pub const MAX_SHARE_LEN: usize = 64 * 1024;
 /// The largest public share a report carries, in bytes.
 pub const MAX_PUBLIC_SHARE_LEN: usize = 256;
-/// The largest aggregate share, in bytes (16 per value).
-pub const MAX_AGGREGATE_SHARE_LEN: usize = 16 * 1024;
+/// The most values an aggregate share or a result holds: the largest histogram or vector.
+pub const MAX_OUTPUT_LEN: usize = 1024;
 
 /// The HPKE `info` prefix binding an input share to this use (followed by the query id and the
 /// aggregator's index).
@@ -829,7 +829,17 @@ impl Aggregator {
             query: self.params.query,
             index: self.index as u8,
             reports: self.accepted,
-            values: self.sum.as_ref().iter().map(|f| u128::from(*f)).collect(),
+            values: BoundedVec::try_from(
+                self.sum
+                    .as_ref()
+                    .iter()
+                    .map(|f| u128::from(*f))
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(|_| QueryError::TooLarge {
+                what: "aggregate share",
+                max: MAX_OUTPUT_LEN,
+            })?,
         })
     }
 
@@ -863,7 +873,32 @@ pub struct AggregateShare {
     /// The reports aggregated.
     pub reports: u64,
     /// The share's field elements, as integers below the field's modulus.
-    pub values: Vec<u128>,
+    pub values: BoundedVec<u128, MAX_OUTPUT_LEN>,
+}
+
+impl Canonical for AggregateShare {
+    const NAME: &'static str = "aggregate share";
+    /// Version, query, index, a varint count of reports, the values (each a varint of at most
+    /// 19 bytes) with their count.
+    const MAX_ENCODED_LEN: usize = 1 + 32 + 1 + 10 + 3 + 19 * MAX_OUTPUT_LEN;
+}
+
+impl AggregateShare {
+    /// The canonical encoding: what an aggregator sends the collector.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::codec::encode(self)
+    }
+
+    /// Decodes a share, refusing anything longer than [`AggregateShare::MAX_ENCODED_LEN`]
+    /// before decoding, more than [`MAX_OUTPUT_LEN`] values, and trailing bytes. Whether the
+    /// values fit the query is [`unshard`]'s check.
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::Decode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, QueryError> {
+        crate::codec::decode(bytes).map_err(|e| QueryError::Decode(e.to_string()))
+    }
 }
 
 impl AggregateShare {

@@ -355,7 +355,9 @@ fn the_collector_refuses_shares_that_do_not_fit() {
         Err(QueryError::AggregatorsDisagree)
     );
     let mut huge = b.clone();
-    huge.values[0] = u128::MAX;
+    let mut v = huge.values.to_vec();
+    v[0] = u128::MAX;
+    huge.values = BoundedVec::try_from(v).unwrap();
     assert!(matches!(
         unshard(&p, &a, &huge),
         Err(QueryError::Malformed(_))
@@ -572,4 +574,67 @@ fn a_contributing_patient_finds_its_contribution_by_its_pseudonym() {
     assert_eq!(s.h.access().contribution(&s.query, &n), None);
     // The hospital's batch cannot be committed twice.
     assert_eq!(s.h.access().query(&s.query).unwrap().reports, 3);
+}
+
+#[test]
+fn aggregate_shares_round_trip_and_refuse_what_is_too_long() {
+    let (p, keys) = params(QueryKind::Histogram { buckets: 5 }, 1_000_000, 1);
+    let mut aggs = aggregators(&p, keys);
+    verify(
+        &mut aggs,
+        &shard(&p, &Measurement::Bucket(2), nonce(1)).unwrap(),
+    )
+    .unwrap();
+    let [a, _] = aggs;
+    let share = a.finalize().unwrap();
+    let bytes = share.encode();
+    assert_eq!(AggregateShare::decode(&bytes).unwrap(), share);
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(AggregateShare::decode(&longer).is_err());
+    let full = AggregateShare {
+        values: BoundedVec::try_from(vec![u128::MAX; MAX_OUTPUT_LEN]).unwrap(),
+        reports: u64::MAX,
+        ..share.clone()
+    };
+    let bytes = full.encode();
+    assert!(bytes.len() <= AggregateShare::MAX_ENCODED_LEN);
+    assert_eq!(AggregateShare::decode(&bytes).unwrap(), full);
+    // One value more than the limit does not decode, nor does anything over the byte limit.
+    #[derive(serde::Serialize)]
+    struct Loose {
+        query: QueryId,
+        index: u8,
+        reports: u64,
+        values: Vec<u128>,
+    }
+    let mut over = Vec::new();
+    crate::codec::encode_into(
+        &Loose {
+            query: share.query,
+            index: 0,
+            reports: 1,
+            values: vec![1; MAX_OUTPUT_LEN + 1],
+        },
+        &mut over,
+    );
+    assert!(over.len() <= AggregateShare::MAX_ENCODED_LEN);
+    assert!(matches!(
+        AggregateShare::decode(&over),
+        Err(QueryError::Decode(_))
+    ));
+    assert!(AggregateShare::decode(&vec![0xff; AggregateShare::MAX_ENCODED_LEN + 1]).is_err());
+}
+
+proptest::proptest! {
+    /// Arbitrary bytes never make the decoders panic; what decodes encodes back to the input.
+    #[test]
+    fn report_and_share_decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+        if let Ok(r) = Report::decode(&bytes) {
+            proptest::prop_assert_eq!(r.encode(), bytes.clone());
+        }
+        if let Ok(s) = AggregateShare::decode(&bytes) {
+            proptest::prop_assert_eq!(s.encode(), bytes);
+        }
+    }
 }
