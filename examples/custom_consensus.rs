@@ -22,6 +22,7 @@ struct Seal {
     view: u32,
     signature: Signature,
 }
+impl medledger::block::Seal for Seal {} // the block hash covers the whole seal
 type Ledger = Chain<ProofOfAuthority>;
 type Verdict = Result<Work, ConsensusError>;
 type Outcome = Result<Outputs<Node>, std::convert::Infallible>;

@@ -43,14 +43,62 @@ pub struct Header<S> {
     pub seal: S,
 }
 
-impl<S: Serialize> Header<S> {
-    /// The block hash: BLAKE3 in the [`domain::BLOCK`] domain over the canonical encoding.
+/// A consensus engine's seal, as the block hash sees it.
+///
+/// The block hash covers the header's fields and what [`Seal::encode_committed`] writes of the
+/// seal: by default its whole canonical encoding. A seal that carries a certificate (a quorum
+/// of signatures over a decided value) may leave the signatures out, as Bitcoin leaves witnesses
+/// out of a transaction's id: honest nodes that decided one value but collected different
+/// quorums then seal one block, with one hash, and a certificate altered in transit can no
+/// longer pass for another block. The chain verifies the whole seal, signatures included,
+/// before it accepts a block, and never marks a hash invalid for a seal that fails.
+pub trait Seal: Serialize {
+    /// Appends the part of the seal the block hash commits to. The default writes the whole
+    /// canonical encoding. An override must write everything that decides the block's content
+    /// and the next block's rules (randomness, membership, validator sets): only what several
+    /// honest certificates of one decision may differ in can be left out (an override may
+    /// write its parts with [`codec::encode_into`]).
+    fn encode_committed(&self, out: &mut Vec<u8>) {
+        codec::encode_body_into(self, out);
+    }
+}
+
+/// Seals of engines without a certificate, and of tests.
+macro_rules! whole_seal {
+    ($($t:ty),*) => { $(impl Seal for $t {})* };
+}
+whole_seal!((), u8, u16, u32, u64, i32, [u8; 32]);
+impl<const N: usize> Seal for codec::BoundedBytes<N> {}
+
+impl<S: Seal> Header<S> {
+    /// The block hash: BLAKE3 in the [`domain::BLOCK`] domain over the canonical encoding of
+    /// the header's fields and the committed part of its seal ([`Seal::encode_committed`]; for
+    /// most seals, the whole header's canonical encoding).
     pub fn hash(&self) -> BlockHash {
+        let Header {
+            version,
+            height,
+            parent,
+            tx_root,
+            tx_count,
+            state_root,
+            timestamp,
+            seal,
+        } = self;
         let mut buf = Vec::with_capacity(256);
-        codec::encode_into(self, &mut buf);
+        // Fields in declaration order, as the header's own encoding lays them out.
+        codec::encode_into(
+            &(
+                version, height, parent, tx_root, tx_count, state_root, timestamp,
+            ),
+            &mut buf,
+        );
+        seal.encode_committed(&mut buf);
         BlockHash::from_bytes(domain::BLOCK.hash(&buf))
     }
+}
 
+impl<S> Header<S> {
     /// Checks a Merkle proof that `id` is one of this block's transactions.
     ///
     /// # Errors
@@ -132,7 +180,7 @@ pub enum StructureError {
     Tx(#[from] TxError),
 }
 
-impl<S: Serialize + DeserializeOwned, P: AppPayload> Block<S, P> {
+impl<S: Seal + DeserializeOwned, P: AppPayload> Block<S, P> {
     /// Decodes a block from its canonical encoding.
     ///
     /// # Errors
@@ -262,7 +310,7 @@ pub(crate) struct CommittedBlock<S, P> {
     ids: Vec<TxId>,
 }
 
-impl<S: Serialize, P: AppPayload> CommittedBlock<S, P> {
+impl<S: Seal, P: AppPayload> CommittedBlock<S, P> {
     /// Verifies every transaction's signature and chain id (batch-verified, keys from `keys`).
     pub(crate) fn verify_signatures(
         self,

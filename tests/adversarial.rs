@@ -569,3 +569,85 @@ fn an_oversize_block_built_in_memory_is_refused() {
     chain.append(small).unwrap();
     assert_eq!(chain.height(), 1);
 }
+
+/// A seal in two parts, like a certificate: the decided `value` the block hash commits to, and a
+/// `witness` it leaves out (as a quorum of signatures would be). The engine accepts a witness
+/// only if it is `value`'s byte repeated.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Certified {
+    value: u8,
+    witness: [u8; 4],
+}
+
+impl medledger::block::Seal for Certified {
+    fn encode_committed(&self, out: &mut Vec<u8>) {
+        medledger::codec::encode_into(&self.value, out);
+    }
+}
+
+struct Certifying;
+
+impl medledger::consensus::Consensus for Certifying {
+    type Seal = Certified;
+    fn name(&self) -> &'static str {
+        "certifying"
+    }
+    fn genesis_seal(&self) -> Certified {
+        Certified {
+            value: 0,
+            witness: [0; 4],
+        }
+    }
+    fn verify_header(
+        &self,
+        header: &medledger::block::Header<Certified>,
+        _: &dyn medledger::consensus::Ancestors<Certified>,
+        _: u64,
+    ) -> Result<medledger::consensus::Work, medledger::consensus::ConsensusError> {
+        let seal = &header.seal;
+        if seal.witness[0] != seal.value {
+            return Err(medledger::consensus::ConsensusError::BadSeal(
+                "witness does not certify the value".into(),
+            ));
+        }
+        Ok(medledger::consensus::Work::from_u64(1))
+    }
+}
+
+#[test]
+fn a_block_whose_certificate_fails_leaves_its_hash_free_for_the_genuine_copy() {
+    use medledger::block::{Header, HEADER_VERSION};
+    let mut chain = ChainBuilder::new("certifying", Certifying).build().unwrap();
+    let block = |witness: [u8; 4]| Block {
+        header: Header {
+            version: HEADER_VERSION,
+            height: 1,
+            parent: chain.tip(),
+            tx_root: merkle_root(&[]),
+            tx_count: 0,
+            state_root: chain.state().root(),
+            timestamp: 1,
+            seal: Certified { value: 9, witness },
+        },
+        txs: Default::default(),
+    };
+    let (forged, genuine, other_copy) = (block([1; 4]), block([9; 4]), block([9, 0, 0, 0]));
+    // The witness is outside the hash: all three are one block by id.
+    assert_eq!(forged.hash(), genuine.hash());
+    let mut changed = genuine.clone();
+    changed.header.seal.value = 8;
+    assert_ne!(changed.hash(), genuine.hash(), "the value is committed");
+    // A copy whose certificate fails arrives first: refused, and the hash is not condemned.
+    assert!(matches!(
+        chain.append(forged),
+        Err(ChainError::Consensus(_))
+    ));
+    assert_eq!(chain.height(), 0);
+    chain.append(genuine.clone()).unwrap();
+    assert_eq!(chain.tip(), genuine.hash());
+    // Another certificate of the same block is the same block.
+    assert!(matches!(
+        chain.append(other_copy),
+        Err(ChainError::AlreadyKnown(h)) if h == genuine.hash()
+    ));
+}

@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use medledger::block::Header;
 use medledger::chain::ManualClock;
 use medledger::committee::{
-    commitment_of, Certificate, Commitment, CommitteeConsensus, CommitteeParams, CommitteeSeal,
-    FinalValue, IdentityProof, MemberSignature, Phase, Randomness, Reveal, SealError, Stage,
-    VoteBody,
+    commitment_of, committee_digest, roster_digest, Certificate, Commitment, CommitteeConsensus,
+    CommitteeParams, CommitteeSeal, DirectoryCert, FinalValue, IdentityProof, MemberSignature,
+    Phase, Randomness, SealError, Stage, VoteBody,
 };
-use medledger::consensus::{Ancestors, Consensus, ConsensusError, Finality, Work};
+use medledger::consensus::{Consensus, ConsensusError, Finality};
 use medledger::hash::Digest;
 use medledger::sim::{NetworkModel, SimConfig, SimConfigBuilder, Simulation, Strategy};
 use medledger::tx::Keypair;
@@ -32,29 +31,18 @@ fn small(seed: u64) -> SimConfigBuilder {
         .seed(seed)
 }
 
-/// The parameters the simulator derives from a configuration.
-fn params(shard_bits: u8, c: u16, seed: u64) -> CommitteeParams {
-    CommitteeParams::builder()
-        .shard_bits(shard_bits)
-        .committee_size(c)
-        .identity_difficulty(4)
-        .genesis_seed(seed.to_le_bytes())
-        .build()
-        .unwrap()
-}
-
 /// Blocks produced by a simulated run, and a fresh chain of the same network.
 fn blocks_and_fresh_chain() -> (Vec<Block<CommitteeSeal>>, Chain<CommitteeConsensus>) {
-    let (report, chain) = Simulation::new(small(SEED).build().unwrap())
-        .unwrap()
-        .run_to_chain();
+    let sim = Simulation::new(small(SEED).build().unwrap()).unwrap();
+    let params = sim.params().clone();
+    let (report, chain) = sim.run_to_chain();
     assert_eq!(report.blocks, 3);
     assert_eq!(report.chain_rejections, 0);
     let blocks: Vec<_> = (1..=chain.height())
         .map(|h| chain.block(&chain.hash_at(h).unwrap()).unwrap().unwrap())
         .collect();
     let fresh = fresh_chain(
-        CommitteeConsensus::new(params(1, 4, SEED)),
+        CommitteeConsensus::new(params),
         chain.header_at(0).unwrap().timestamp,
         chain.tip_header().timestamp + 10,
     );
@@ -219,166 +207,125 @@ fn share(height: u64, i: usize) -> Digest {
     Digest::from_bytes([height as u8 ^ (i as u8).wrapping_mul(31); 32])
 }
 
-/// Forges `n` empty blocks on `chain`'s tip as an outsider that took no part in the protocol
-/// (issue 13, item 1): for each block it mines identities of its own for the final committee,
-/// commits to and reveals randomness shares of its own, and signs the final value with its
-/// keys. Today's stateless seal check cannot tell these from certified blocks: `chain`
-/// accepts each of them.
-fn forge_branch<C: Consensus<Seal = CommitteeSeal>>(
+/// An outsider's block 1 on `chain`'s genesis: a final committee of its own mined identities,
+/// certified by themselves, with `directory` as the directory's certificate (made up, or
+/// copied from a genuine block).
+fn forge_block<C: Consensus<Seal = CommitteeSeal>>(
     chain: &mut Chain<C>,
     params: &CommitteeParams,
-    n: usize,
-) -> Vec<Block<CommitteeSeal>> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let parent = chain.tip_header().clone();
-        let height = parent.height + 1;
-        let randomness = parent.seal.next_randomness();
-        let members = outsider_committee(params, &randomness, 4, 100 + 8 * height as u8);
-        let parent_members: Vec<_> = parent.seal.cert.members.to_vec();
-        // Reveal every share the parent committed to (the outsider made them).
-        let reveals: Vec<Reveal> = parent
-            .seal
-            .commitments
-            .iter()
-            .map(|c| Reveal {
-                member: c.member,
-                value: share(height - 1, usize::from(c.member)),
-            })
-            .collect();
-        assert!(reveals.len() <= parent_members.len());
-        let commitments: Vec<Commitment> = members
-            .iter()
-            .enumerate()
-            .map(|(i, (_, p))| Commitment {
-                member: i as u16,
-                value: commitment_of(&p.key, &share(height, i)),
-            })
-            .collect();
-        let template = chain
-            .build_template(Vec::new(), parent.timestamp + 1)
-            .unwrap();
-        let mut seal = CommitteeSeal {
-            randomness,
-            shards: Default::default(),
-            commitments: commitments.try_into().unwrap(),
-            reveals: reveals.try_into().unwrap(),
-            cert: Certificate::empty(),
-        };
-        let value = FinalValue::of_header(&template.header(seal.clone())).digest();
+    directory: Option<DirectoryCert>,
+) -> Block<CommitteeSeal> {
+    let parent = chain.header_at(0).unwrap().clone();
+    let height = 1;
+    let randomness = parent.seal.next_randomness();
+    let members = outsider_committee(params, &randomness, 4, 100);
+    let proofs: Vec<IdentityProof> = members.iter().map(|(_, p)| *p).collect();
+    let commitments: Vec<Commitment> = members
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| Commitment {
+            member: i as u16,
+            value: commitment_of(&p.key, &share(height, i)),
+        })
+        .collect();
+    let template = chain
+        .build_template(Vec::new(), parent.timestamp + 1)
+        .unwrap();
+    let sign_all = |stage: Stage, value: Digest| -> Vec<MemberSignature> {
         let digest = VoteBody {
             height,
             parent: template.parent,
-            stage: Stage::Final,
+            stage,
             round: 0,
             phase: Phase::Precommit,
             value,
         }
         .digest();
-        seal.cert = Certificate {
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| MemberSignature {
+                member: i as u16,
+                signature: k.sign(&digest),
+            })
+            .collect()
+    };
+    // The outsider's own roster: its committee as the final committee, nobody in the other.
+    let directory = directory.unwrap_or_else(|| {
+        let committees = vec![committee_digest(0, &proofs), committee_digest(1, &[])];
+        let value = roster_digest(&committees);
+        DirectoryCert {
             round: 0,
-            members: members
-                .iter()
-                .map(|(_, p)| *p)
-                .collect::<Vec<_>>()
-                .try_into()
-                .unwrap(),
-            signatures: members
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| MemberSignature {
-                    member: i as u16,
-                    signature: k.sign(&digest),
-                })
-                .collect::<Vec<_>>()
-                .try_into()
-                .unwrap(),
-        };
-        let block = template.seal(seal).unwrap();
-        chain
-            .append(block.clone())
-            .expect("the seal check accepts a forged block");
-        out.push(block);
-    }
-    out
+            committees: committees.try_into().unwrap(),
+            signatures: sign_all(Stage::Directory, value).try_into().unwrap(),
+        }
+    });
+    let mut seal = CommitteeSeal {
+        randomness,
+        shards: Default::default(),
+        commitments: commitments.try_into().unwrap(),
+        reveals: Default::default(),
+        directory,
+        cert: Certificate::empty(),
+    };
+    let value = FinalValue::of_header(&template.header(seal.clone())).digest();
+    seal.cert = Certificate {
+        round: 0,
+        members: proofs.try_into().unwrap(),
+        signatures: sign_all(Stage::Final, value).try_into().unwrap(),
+    };
+    template.seal(seal).unwrap()
 }
 
-/// The committee engine with most-work fork choice, as it was before finality: what the
-/// outsider's attack did then.
-struct MostWork(CommitteeConsensus);
-
-impl Consensus for MostWork {
-    type Seal = CommitteeSeal;
-    fn name(&self) -> &'static str {
-        "committee, most work"
-    }
-    fn genesis_seal(&self) -> CommitteeSeal {
-        self.0.genesis_seal()
-    }
-    fn verify_header(
-        &self,
-        header: &Header<CommitteeSeal>,
-        ancestors: &dyn Ancestors<CommitteeSeal>,
-        now: u64,
-    ) -> Result<Work, ConsensusError> {
-        self.0.verify_header(header, ancestors, now)
-    }
-}
-
-/// Issue 13, item 1: a chain holding certified committee blocks never reverts them for an
-/// outsider's longer branch of forged blocks from genesis (which today's stateless seal check
-/// accepts on a chain of their own): the first forged block is refused as conflicting with a
-/// final block, before its seal is checked, so the branch never grows. Without finality, the
-/// same branch won fork choice.
+/// Issue 13, item 1: an outsider, with identities of its own mined at no cost and keys that
+/// sign whatever it likes, cannot make a committee block. The directory (for block 1 the
+/// chain's bootstrap keys, later the parent's final committee) certifies who sits on which
+/// committee, and a seal counts only certificates by exactly those members: a made-up
+/// directory certificate fails its signatures, and a genuine one copied from a certified
+/// block names other members. A chain that holds certified blocks refuses the forged block
+/// before its seal is even checked, as conflicting with a final block.
 #[test]
-fn outsiders_forged_branch_never_replaces_certified_blocks() {
+fn outsiders_cannot_forge_committee_blocks() {
     let (certified, mut chain) = blocks_and_fresh_chain();
+    let p = chain.engine().params().clone();
+    let genesis_time = chain.header_at(0).unwrap().timestamp;
+    let now = chain.tip_header().timestamp + 10;
+    let fresh = || fresh_chain(CommitteeConsensus::new(p.clone()), genesis_time, now);
+
+    let mut empty = fresh();
+    let made_up = forge_block(&mut empty, &p, None);
+    let copied = forge_block(
+        &mut empty,
+        &p,
+        Some(certified[0].header.seal.directory.clone()),
+    );
+    for (forged, why) in [
+        (made_up.clone(), "directory: signature"),
+        (copied, "not the committee the directory certified"),
+    ] {
+        let before = (empty.tip(), empty.height(), empty.state().root());
+        let err = empty.append(forged).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+        assert_eq!((empty.tip(), empty.height(), empty.state().root()), before);
+    }
+
     for b in &certified {
         chain.append(b.clone()).unwrap();
     }
     assert_eq!(chain.engine().finality(), Finality::Instant);
     assert_eq!(chain.final_height(), 3);
-    let genesis_time = chain.header_at(0).unwrap().timestamp;
-    let now = chain.tip_header().timestamp + 10;
-    let p = params(1, 4, SEED);
-
-    // The outsider's branch: one block longer than the certified chain.
-    let mut outsider = fresh_chain(CommitteeConsensus::new(p.clone()), genesis_time, now);
-    let forged = forge_branch(&mut outsider, &p, 4);
-    assert_eq!(outsider.height(), 4);
-
-    let before = (chain.tip(), chain.height(), chain.state().root());
-    match chain.append(forged[0].clone()) {
+    let forged = made_up;
+    match chain.append(forged.clone()) {
         Err(ChainError::ConflictsWithFinal {
             height: 1,
             finalised,
             block,
-        }) => assert_eq!((finalised, block), (certified[0].hash(), forged[0].hash())),
+        }) => assert_eq!((finalised, block), (certified[0].hash(), forged.hash())),
         other => panic!("expected ConflictsWithFinal at height 1, got {other:?}"),
     }
-    for b in &forged[1..] {
-        assert!(matches!(
-            chain.append(b.clone()),
-            Err(ChainError::UnknownParent(_))
-        ));
-    }
-    assert_eq!((chain.tip(), chain.height(), chain.state().root()), before);
     for (h, b) in certified.iter().enumerate() {
         assert_eq!(chain.hash_at(h as u64 + 1), Some(b.hash()));
     }
-
-    // The same attack against most-work fork choice: the forged branch wins and every
-    // certified block is reverted (what the review found).
-    let mut weak = fresh_chain(MostWork(CommitteeConsensus::new(p)), genesis_time, now);
-    for b in &certified {
-        weak.append(b.clone()).unwrap();
-    }
-    let mut reverted = Vec::new();
-    for b in &forged {
-        reverted.extend(weak.append(b.clone()).unwrap().reverted);
-    }
-    assert_eq!(reverted.len(), 3);
-    assert_eq!(weak.tip(), forged[3].hash());
 }
 
 #[test]

@@ -646,7 +646,7 @@ fn committee_seeds(out: &mut Vec<Seed>) {
     };
     use medledger::sim::{SimConfig, Simulation};
 
-    let (report, chain) = Simulation::new(
+    let sim = Simulation::new(
         SimConfig::builder()
             .committees(2)
             .committee_size(4)
@@ -657,8 +657,13 @@ fn committee_seeds(out: &mut Vec<Seed>) {
             .build()
             .unwrap(),
     )
-    .unwrap()
-    .run_to_chain();
+    .unwrap();
+    assert_eq!(
+        sim.params(),
+        &fuzz_checks::committee::params(),
+        "the check's parameters are the sim's"
+    );
+    let (report, chain) = sim.run_to_chain();
     assert_eq!(report.blocks, 3);
     let fresh = fuzz_checks::committee::fresh_chain();
     assert_eq!(
@@ -709,7 +714,8 @@ fn committee_seeds(out: &mut Vec<Seed>) {
             "membership",
             Message::Assignment(CommitteeAssignment {
                 height,
-                randomness: seal.randomness,
+                parent,
+                cert: seal.directory.clone(),
                 committee: Some(0),
                 members: seal.cert.members.clone(),
                 final_members: seal.cert.members.clone(),
@@ -723,7 +729,7 @@ fn committee_seeds(out: &mut Vec<Seed>) {
                 parent,
                 stage: Stage::Final,
                 round: 1,
-                value: Value::Final(final_value.clone()),
+                value: Value::Final(Box::new(final_value.clone())),
                 pol: Some(pol.clone()),
                 signature: sigs[0].signature,
             }),
@@ -1093,12 +1099,13 @@ fn limit_seeds(out: &mut Vec<Seed>) {
     // Committee messages and blocks: a shard of the most transactions, and block 1 of the seeds'
     // network carrying the most transactions a block holds (its seal then fails).
     let fresh = fuzz_checks::committee::fresh_chain();
-    let committee_seed = |name: &str| {
-        let path = fuzz_dir().join("corpus").join("committee_block").join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    };
-    let b1 = Block::<medledger::committee::CommitteeSeal>::decode(&committee_seed("block1"))
-        .expect("the committee seeds are written first");
+    let block1 = out
+        .iter()
+        .find(|(t, name, _)| *t == "committee_block" && name == "block1")
+        .map(|(_, _, bytes)| bytes.clone())
+        .expect("the committee seeds are made first");
+    let b1 = Block::<medledger::committee::CommitteeSeal>::decode(&block1)
+        .expect("the committee seeds decode");
     assert_eq!(b1.header.parent, fresh.genesis_hash());
     let shard = Message::ShardResult(ShardResult {
         height: b1.header.height,

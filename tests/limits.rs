@@ -401,16 +401,17 @@ fn in_memory_block_size() {
 mod committee_limits {
     use super::*;
     use medledger::committee::{
-        Certificate, CommitteeAssignment, CommitteeParams, CommitteeSeal, Message, Randomness,
-        ShardCertificate, ShardSummary, Value, MAX_COMMITTEE_SIZE, MAX_MESSAGE_LEN, MAX_SEAL_LEN,
-        MAX_SHARDS, MAX_SHARD_TXS,
+        Certificate, CommitteeAssignment, CommitteeParams, CommitteeSeal, DirectoryCert, Message,
+        Randomness, ShardCertificate, ShardSummary, Value, MAX_COMMITTEE_SIZE, MAX_MESSAGE_LEN,
+        MAX_SEAL_LEN, MAX_SHARDS, MAX_SHARD_TXS,
     };
     use medledger::hash::MerkleRoot;
 
     fn membership(members: usize) -> Vec<u8> {
         let m = Message::Assignment(CommitteeAssignment {
             height: 1,
-            randomness: Randomness::default(),
+            parent: Default::default(),
+            cert: DirectoryCert::empty(),
             committee: Some(0),
             members: BoundedVec::new(),
             final_members: BoundedVec::new(),
@@ -418,14 +419,16 @@ mod committee_limits {
         });
         // Re-encode with `members` identity proofs in place of the empty list.
         let mut v = codec::encode(&m);
-        let empty_lists_at = v.len() - 3; // members len, final_members len, reveal tag
+        // members len, final_members len, the empty certificate (round, digests, signatures),
+        // reveal tag
+        let empty_lists_at = v.len() - 6;
         v.truncate(empty_lists_at);
         varint(members, &mut v);
         for i in 0..members {
             v.extend([i as u8; 32]);
             v.push(0);
         }
-        v.extend([0, 0]);
+        v.extend([0, 0, 0, 0, 0]);
         v
     }
 
@@ -442,12 +445,15 @@ mod committee_limits {
             other => panic!("{other:?}"),
         }
         // Parameters refuse a larger committee too.
+        let bootstrap = [medledger::tx::Keypair::from_seed(&[1; 32]).public()];
         assert!(CommitteeParams::builder()
             .committee_size(MAX_COMMITTEE_SIZE as u16)
+            .bootstrap(bootstrap)
             .build()
             .is_ok());
         assert!(CommitteeParams::builder()
             .committee_size(MAX_COMMITTEE_SIZE as u16 + 1)
+            .bootstrap(bootstrap)
             .build()
             .is_err());
     }
@@ -495,8 +501,9 @@ mod committee_limits {
             codec::encode_into(&cert, &mut one);
             v.extend(&one[1..]);
         }
-        // No commitments, no reveals, an empty final certificate.
-        v.extend([0, 0, 0, 0, 0]);
+        // No commitments, no reveals, an empty directory certificate, an empty final
+        // certificate.
+        v.extend([0, 0, 0, 0, 0, 0, 0, 0]);
         v
     }
 

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use super::identity::Randomness;
 use super::seal::{
-    commitment_of, verify_certificate, verify_signatures, Commitment, SigChecker, SigItem,
+    commitment_of, verify_certificate, verify_directory, verify_signatures, Commitment, SigChecker,
+    SigItem,
 };
 use super::{CommitteeParams, CommitteeSeal, FinalValue, SealError, Stage};
 use crate::block::Header;
@@ -46,10 +47,16 @@ impl CommitteeConsensus {
         check: &mut SigChecker<'_>,
     ) -> Result<(), ConsensusError> {
         let keys: Vec<PublicKey> = parent.seal.cert.members.iter().map(|m| m.key).collect();
+        let directory = if parent.height == 0 {
+            self.params.bootstrap()
+        } else {
+            &keys
+        };
         let parent = ParentView {
             timestamp: parent.timestamp,
             next_randomness: parent.seal.next_randomness(),
             final_keys: &keys,
+            directory,
             commitments: &parent.seal.commitments,
         };
         verify_seal(&self.params, header, &parent, now, check)
@@ -105,6 +112,7 @@ impl Consensus for CommitteeConsensus {
             shards: Default::default(),
             commitments: Default::default(),
             reveals: Default::default(),
+            directory: super::DirectoryCert::empty(),
             cert: super::Certificate::empty(),
         }
     }
@@ -147,14 +155,18 @@ pub(crate) struct ParentView<'a> {
     pub next_randomness: Randomness,
     /// The parent's final committee (its certificate's members' keys, in order).
     pub final_keys: &'a [PublicKey],
+    /// The epoch's directory: the parent's final committee, or the chain's bootstrap keys
+    /// after genesis.
+    pub directory: &'a [PublicKey],
     /// The parent's randomness commitments.
     pub commitments: &'a [Commitment],
 }
 
 /// Checks `header`'s seal against what is known of its parent, statelessly: the timestamp
 /// (not before the parent's, not beyond `now` plus the drift), the epoch randomness, the reveals
-/// of the parent's commitments, the new commitments, and every shard certificate and the final
-/// certificate, with signatures checked by `check`. It does not check `header.parent` or
+/// of the parent's commitments, the new commitments, the directory's certificate of the epoch's
+/// committees, and every shard certificate and the final certificate (each by exactly the
+/// committee the directory certified), with signatures checked by `check`. It does not check `header.parent` or
 /// `header.height`: the caller knows which parent it means.
 pub(crate) fn verify_seal(
     p: &CommitteeParams,
@@ -232,6 +244,16 @@ pub(crate) fn verify_seal(
         }
         .into());
     }
+    // The directory decided who sits on which committee; every certificate below must be by
+    // exactly those members (checked with each certificate).
+    verify_directory(
+        p,
+        header.height,
+        header.parent,
+        parent.directory,
+        &seal.directory,
+        check,
+    )?;
     // Shard certificates.
     let mut total: u64 = 0;
     let mut keys = HashSet::new();
@@ -260,6 +282,7 @@ pub(crate) fn verify_seal(
         verify_certificate(
             p,
             &seal.randomness,
+            &seal.directory,
             header.height,
             header.parent,
             Stage::Shard(sc.summary.shard),
@@ -271,6 +294,7 @@ pub(crate) fn verify_seal(
     verify_certificate(
         p,
         &seal.randomness,
+        &seal.directory,
         header.height,
         header.parent,
         Stage::Final,

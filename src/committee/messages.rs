@@ -2,13 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::{IdentityProof, Randomness};
+use super::identity::IdentityProof;
 use super::seal::{
-    CommitteeSeal, FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary,
-    Stage,
+    committee_digest, roster_digest, CommitteeSeal, DirectoryCert, FinalValue, MemberSignature,
+    Phase, Reveal, ShardCertificate, ShardSummary, Stage,
 };
 use super::Transaction;
-use super::MAX_COMMITTEE_SIZE;
+use super::{MAX_COMMITTEE_SIZE, MAX_SHARDS};
 use crate::block::{Header, MAX_HEADER_LEN};
 use crate::codec::{BoundedVec, Canonical};
 use crate::hash::{BlockHash, Digest, TxId};
@@ -45,7 +45,9 @@ pub enum Value {
     /// A shard's transactions.
     Shard(ShardValue),
     /// The final block's content.
-    Final(FinalValue),
+    Final(Box<FinalValue>),
+    /// The epoch's committees, agreed by the directory.
+    Roster(Roster),
 }
 
 impl Value {
@@ -53,8 +55,9 @@ impl Value {
     pub fn digest(&self, stage: Stage) -> Digest {
         match (self, stage) {
             (Value::Shard(v), Stage::Shard(s)) => v.summary(s).digest(),
-            (Value::Shard(v), Stage::Final) => v.summary(u16::MAX).digest(),
+            (Value::Shard(v), _) => v.summary(u16::MAX).digest(),
             (Value::Final(v), _) => v.digest(),
+            (Value::Roster(r), _) => r.digest(),
         }
     }
 }
@@ -141,19 +144,48 @@ pub struct RoundChange {
     pub pol: Option<(Digest, Pol)>,
 }
 
-/// The directory's answer to an identity: its committee and the final committee.
+/// The epoch's committees as a directory member proposes them: committee `j`'s members,
+/// sorted by key, at index `j` (committee 0 is the final committee).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    /// The member lists, one per committee.
+    pub committees: BoundedVec<BoundedVec<IdentityProof, MAX_COMMITTEE_SIZE>, MAX_SHARDS>,
+}
+
+impl Roster {
+    /// Each committee's [`committee_digest`], by committee.
+    pub fn digests(&self) -> Vec<Digest> {
+        self.committees
+            .iter()
+            .enumerate()
+            .map(|(j, m)| committee_digest(j as u16, m))
+            .collect()
+    }
+
+    /// The value the directory votes on ([`roster_digest`] of [`digests`](Self::digests)).
+    pub fn digest(&self) -> Digest {
+        roster_digest(&self.digests())
+    }
+}
+
+/// The directory's decision as one node needs it, sent by every directory member once the
+/// directory agreed: the recipient's committee and the final committee, with the directory's
+/// certificate that they are the lists it decided (so one honest sender is enough, and no
+/// number of other senders can make up a committee).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitteeAssignment {
     /// The epoch (block height).
     pub height: u64,
-    /// The epoch randomness the identities were checked against.
-    pub randomness: Randomness,
+    /// Its parent.
+    pub parent: BlockHash,
     /// The recipient's committee, or `None` if it was not selected this epoch.
     pub committee: Option<u16>,
     /// That committee's members, sorted by key.
     pub members: BoundedVec<IdentityProof, MAX_COMMITTEE_SIZE>,
     /// The final committee's members, sorted by key.
     pub final_members: BoundedVec<IdentityProof, MAX_COMMITTEE_SIZE>,
+    /// The directory's certificate of every committee's list.
+    pub cert: DirectoryCert,
     /// The sender's reveal of the share it committed in the parent block (to final members).
     pub reveal: Option<Reveal>,
 }
@@ -200,7 +232,7 @@ pub enum Message {
         /// The proof.
         proof: IdentityProof,
     },
-    /// The directory's committee assignment.
+    /// The directory's decision, for one recipient.
     Assignment(CommitteeAssignment),
     /// A leader's proposal.
     Proposal(Proposal),
@@ -270,6 +302,7 @@ canonical! {
     RoundChange => "committee round change",
     Precommits => "committee precommits",
     CommitteeAssignment => "committee assignment",
+    Roster => "committee roster",
     ShardResult => "committee shard result",
     NextEpoch => "committee next epoch",
     Value => "committee value",

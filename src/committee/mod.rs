@@ -10,9 +10,13 @@
 //! 2. **Committees.** The last [`CommitteeParams::shard_bits`] bits of the identity hash pick one
 //!    of `2^s` committees. Committee 0 is also the final committee.
 //! 3. **Directory.** The directory (the previous block's final committee; for the first block
-//!    the bootstrap identities) collects identities for a fixed window and sends every member
-//!    its committee: the [`CommitteeParams::committee_size`] identities of that committee with
-//!    the smallest hashes, sorted by key.
+//!    the chain's bootstrap keys, [`CommitteeParams::bootstrap`]) collects identities for a
+//!    window, then agrees on the epoch's **roster** with the same locking BFT as the committees
+//!    (a leader proposes the committees of the identities it received, members accept any valid
+//!    roster, round changes on timeouts): in each committee the
+//!    [`CommitteeParams::committee_size`] identities with the smallest hashes, sorted by key.
+//!    More than two thirds of the directory sign it ([`DirectoryCert`]), and each directory
+//!    member sends every node its committee with that certificate.
 //! 4. **Shards.** Transactions are sharded by sender account ([`shard_of`]), so nonces never
 //!    conflict across shards. Each committee agrees on its shard's transactions with a
 //!    two-phase, locking BFT protocol (proposal, prevote, precommit; a round change when a leader
@@ -26,8 +30,11 @@
 //! [`CommitteeConsensus`] implements [`Consensus`](crate::consensus::Consensus), checking the
 //! randomness against the parent's seal, every member's identity proof and committee bits,
 //! quorum sizes and signatures, and (in `verify_body`) that each transaction sits in its
-//! shard's slice and that the slices match the certified shard roots. A certified block is final,
-//! so every block weighs the same constant work.
+//! shard's slice and that the slices match the certified shard roots. A certified block is final
+//! ([`Finality::Instant`](crate::consensus::Finality)): the chain never reverts it, whatever
+//! another branch weighs. The block hash leaves out who signed the final certificate and in
+//! which round ([`Seal`](crate::block::Seal)), so every final member that decided a value seals
+//! the same block, whichever quorum of precommits it collected.
 //!
 //! [`Node`] is the protocol as a sans-I/O state machine that implements the crate's
 //! [`Protocol`](crate::consensus::protocol::Protocol) interface: it takes messages and timers and
@@ -45,6 +52,32 @@
 //! of that shard's committee, each a fresh proof against the epoch's randomness. As in Elastico,
 //! the final committee chooses which of the revealed shares it includes (at least a majority of
 //! the committed ones), which lets it bias the next randomness by that choice only.
+//!
+//! # Threat model
+//!
+//! - **An outsider** (any key, any amount of identity proof of work, no seat) cannot make a
+//!   block: a seal counts only certificates by exactly the committees the directory certified,
+//!   and the directory's certificate needs more than two thirds of the parent's final committee
+//!   (the bootstrap keys for block 1), so trust runs unbroken from genesis. It cannot move nodes
+//!   to another epoch either: a `NextEpoch` announcement is the sealed header, checked like a
+//!   block. Identities it sends to some directory members only are included or not as the
+//!   directory's leader decides; they no longer split the directory.
+//! - **A Byzantine member** (fewer than a third of a committee's seats) cannot make its
+//!   committee certify two values at one height (locking BFT), nor change a certified value;
+//!   it can be silent, equivocate, or lead badly, which costs round changes. As the directory's
+//!   leader it can leave honest identities out of the roster (they are not checked for
+//!   completeness, since others may not have received them): a bias on who sits, bounded by
+//!   the rounds it leads.
+//! - **A Byzantine final committee** (a third or more of the final seats) can stop the chain,
+//!   and with two thirds or more it can certify any block and the next roster: the protocol's
+//!   safety is the probability that no committee is that corrupted
+//!   (`failure_probability` with the `lab` feature; that model assumes seats are drawn
+//!   uniformly in proportion to identities, which the smallest-hashes rule only approximates:
+//!   an adversary that keeps mining gains seats beyond its share of hash power).
+//! - **Liveness** needs at least a quorum of identities in the final committee: an epoch whose
+//!   final committee is short of one stalls (the simulator counts undersized committees).
+//!
+//! A certified block is final: the chain never reverts it, whatever another branch weighs.
 
 mod bft;
 mod engine;
@@ -65,17 +98,17 @@ pub use failure::{
 };
 pub use identity::{IdentityHash, IdentityProof, Randomness};
 pub use messages::{
-    CommitteeAssignment, Message, NextEpoch, Pol, Precommits, Proposal, RoundChange, ShardResult,
-    ShardValue, Value, Vote, MAX_MESSAGE_LEN, MAX_SHARD_TXS,
+    CommitteeAssignment, Message, NextEpoch, Pol, Precommits, Proposal, Roster, RoundChange,
+    ShardResult, ShardValue, Value, Vote, MAX_MESSAGE_LEN, MAX_SHARD_TXS,
 };
 pub use node::{
     Decision, Host, Node, NodeConfig, NodeStatus, Tick, Timing, TipInfo, MAX_BUFFERED_BYTES,
     MAX_BUFFERED_MESSAGES, MAX_KEPT_DECISIONS,
 };
 pub use seal::{
-    commitment_of, genesis_randomness, next_randomness, Certificate, Commitment, CommitteeSeal,
-    FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary, Stage, VoteBody,
-    MAX_SEAL_LEN,
+    commitment_of, committee_digest, genesis_randomness, next_randomness, roster_digest,
+    Certificate, Commitment, CommitteeSeal, DirectoryCert, FinalValue, MemberSignature, Phase,
+    Reveal, ShardCertificate, ShardSummary, Stage, VoteBody, MAX_SEAL_LEN,
 };
 
 use crate::hash::AccountId;
@@ -120,6 +153,7 @@ pub struct CommitteeParams {
     identity_difficulty: u8,
     max_future_drift: u64,
     genesis_randomness: Randomness,
+    bootstrap: Vec<PublicKey>,
 }
 
 impl CommitteeParams {
@@ -131,7 +165,13 @@ impl CommitteeParams {
             identity_difficulty: 8,
             max_future_drift: 2 * 60 * 60,
             genesis_seed: b"medledger committee genesis".to_vec(),
+            bootstrap: Vec::new(),
         }
+    }
+    /// The first block's directory: the keys that certify its committees (every later block's
+    /// directory is its parent's final committee).
+    pub fn bootstrap(&self) -> &[PublicKey] {
+        &self.bootstrap
     }
     /// `s`: there are `2^s` committees.
     pub fn shard_bits(&self) -> u8 {
@@ -179,9 +219,16 @@ pub struct CommitteeParamsBuilder {
     identity_difficulty: u8,
     max_future_drift: u64,
     genesis_seed: Vec<u8>,
+    bootstrap: Vec<PublicKey>,
 }
 
 impl CommitteeParamsBuilder {
+    /// The first block's directory (required): 1 to [`MAX_COMMITTEE_SIZE`] distinct keys,
+    /// which must take part in the first epoch to certify its committees.
+    pub fn bootstrap(mut self, keys: impl IntoIterator<Item = PublicKey>) -> Self {
+        self.bootstrap = keys.into_iter().collect();
+        self
+    }
     /// `2^bits` committees (at most [`MAX_SHARD_BITS`]).
     pub fn shard_bits(mut self, bits: u8) -> Self {
         self.shard_bits = bits;
@@ -231,7 +278,19 @@ impl CommitteeParamsBuilder {
                 max: MAX_IDENTITY_DIFFICULTY,
             });
         }
+        if self.bootstrap.is_empty() || self.bootstrap.len() > MAX_COMMITTEE_SIZE {
+            return Err(ParamsError::BootstrapSize {
+                size: self.bootstrap.len(),
+                max: MAX_COMMITTEE_SIZE,
+            });
+        }
+        for (i, k) in self.bootstrap.iter().enumerate() {
+            if k.verifying_key().is_err() || self.bootstrap[..i].contains(k) {
+                return Err(ParamsError::BootstrapKey { index: i, key: *k });
+            }
+        }
         Ok(CommitteeParams {
+            bootstrap: self.bootstrap,
             shard_bits: self.shard_bits,
             committee_size: self.committee_size,
             identity_difficulty: self.identity_difficulty,
@@ -268,6 +327,22 @@ pub enum ParamsError {
         bits: u8,
         /// The limit.
         max: u8,
+    },
+    /// The bootstrap directory is empty or too large.
+    #[error("the bootstrap directory has {size} keys, not between 1 and {max}")]
+    BootstrapSize {
+        /// Keys given.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A bootstrap key is not an Ed25519 public key, or appears twice.
+    #[error("bootstrap key {index} ({key}) is invalid or repeated")]
+    BootstrapKey {
+        /// Its index.
+        index: usize,
+        /// The key.
+        key: PublicKey,
     },
 }
 
@@ -372,6 +447,21 @@ pub enum SealError {
     DuplicateIdentity {
         /// The key.
         key: PublicKey,
+    },
+    /// The directory's certificate does not hold one digest per committee.
+    #[error("the directory certified {found} committees, the chain has {expected}")]
+    RosterShape {
+        /// Digests in the certificate.
+        found: usize,
+        /// Committees of the chain.
+        expected: usize,
+    },
+    /// A certificate's members are not the list the directory certified for its committee:
+    /// whoever they are, the directory did not put them there.
+    #[error("{stage}: the members are not the committee the directory certified")]
+    NotTheDirectorysCommittee {
+        /// The committee.
+        stage: Stage,
     },
     /// The header's transaction count is not the shards' total.
     #[error("header holds {header} transactions, the shard certificates {shards}")]

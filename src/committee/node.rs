@@ -16,13 +16,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::bft::{Bft, BftCtx, BftOut};
 use super::engine::{verify_seal, ParentView};
 use super::identity::{IdentityProof, Randomness};
-use super::messages::{CommitteeAssignment, Message, NextEpoch, ShardResult, ShardValue, Value};
-use super::seal::{
-    commitment_of, verify_certificate, verify_members, Certificate, Commitment, CommitteeSeal,
-    FinalValue, Reveal, ShardCertificate, SigItem, Stage, VoteBody,
+use super::messages::{
+    CommitteeAssignment, Message, NextEpoch, Roster, ShardResult, ShardValue, Value,
 };
-use super::CommitteeParams;
+use super::seal::{
+    check_roster_member_list, commitment_of, verify_certificate, verify_directory, verify_members,
+    Certificate, Commitment, CommitteeSeal, DirectoryCert, FinalValue, Reveal, ShardCertificate,
+    SigItem, Stage, VoteBody,
+};
 use super::Transaction;
+use super::{quorum_of, CommitteeParams};
 use crate::block::{Header, HEADER_VERSION};
 use crate::codec::{self, BoundedVec};
 use crate::consensus::protocol::{
@@ -247,9 +250,15 @@ struct Epoch {
     directory: Vec<PublicKey>,
     parent_commitments: Vec<Commitment>,
     dir_ids: BTreeMap<PublicKey, IdentityProof>,
+    /// When this node, a directory member, stops collecting identities and joins the
+    /// directory's agreement on the roster.
     dir_publish_at: Option<u64>,
-    membership_votes: BTreeMap<Digest, BTreeSet<PublicKey>>,
-    membership_senders: BTreeSet<PublicKey>,
+    /// The directory's agreement on the roster (directory members, once their window closed).
+    dir: Option<Bft>,
+    /// Directory votes that arrived before this node's window closed.
+    dir_early: Buffer,
+    /// The directory's certificate of the adopted roster.
+    dir_cert: Option<DirectoryCert>,
     assigned: bool,
     committee: Option<u16>,
     members: Vec<IdentityProof>,
@@ -280,8 +289,9 @@ impl Epoch {
             parent_commitments: tip.commitments.clone(),
             dir_ids: BTreeMap::new(),
             dir_publish_at: None,
-            membership_votes: BTreeMap::new(),
-            membership_senders: BTreeSet::new(),
+            dir: None,
+            dir_early: Buffer::default(),
+            dir_cert: None,
             assigned: false,
             committee: None,
             members: Vec::new(),
@@ -414,6 +424,7 @@ impl BftCtx for Ctx<'_> {
         match (value, self.stage) {
             (Value::Shard(v), Stage::Shard(s)) => self.validate_shard(v, s),
             (Value::Final(v), Stage::Final) => self.validate_final(v, now),
+            (Value::Roster(r), Stage::Directory) => self.validate_roster(r),
             _ => false,
         }
     }
@@ -428,7 +439,8 @@ impl BftCtx for Ctx<'_> {
                     txs: BoundedVec::try_from(txs).ok()?,
                 }))
             }
-            Stage::Final => self.propose_final(now).map(Value::Final),
+            Stage::Final => self.propose_final(now).map(|v| Value::Final(Box::new(v))),
+            Stage::Directory => Some(Value::Roster(self.propose_roster())),
         }
     }
 }
@@ -463,6 +475,53 @@ impl Ctx<'_> {
             nonces.insert(account, next + 1);
         }
         true
+    }
+
+    /// The roster of the identities this directory member received: in each committee the
+    /// [`CommitteeParams::committee_size`] identities with the smallest hashes, sorted by key.
+    fn propose_roster(&self) -> Roster {
+        let e = self.epoch;
+        let c = usize::from(self.params.committee_size());
+        let mut lists: Vec<Vec<(crate::committee::IdentityHash, IdentityProof)>> =
+            vec![Vec::new(); self.params.committees()];
+        for p in e.dir_ids.values() {
+            let h = p.hash(&e.randomness);
+            lists[usize::from(h.committee(self.params.shard_bits()))].push((h, *p));
+        }
+        let committees = lists
+            .into_iter()
+            .map(|mut v| {
+                v.sort();
+                let mut chosen: Vec<IdentityProof> =
+                    v.into_iter().take(c).map(|(_, p)| p).collect();
+                chosen.sort_by_key(|p| p.key);
+                BoundedVec::try_from(chosen).expect("at most c members")
+            })
+            .collect::<Vec<_>>();
+        Roster {
+            committees: BoundedVec::try_from(committees).expect("at most MAX_SHARDS committees"),
+        }
+    }
+
+    /// A roster the directory may agree on: one list per committee, each a valid committee
+    /// (identity proofs against the epoch's randomness, committee bits, order, size), and no
+    /// key on two lists. Which valid identities a leader chose is its own: others may not
+    /// have received them all.
+    fn validate_roster(&self, r: &Roster) -> bool {
+        if r.committees.len() != self.params.committees() {
+            return false;
+        }
+        let mut keys = BTreeSet::new();
+        r.committees.iter().enumerate().all(|(j, members)| {
+            verify_members(
+                self.params,
+                &self.epoch.randomness,
+                Stage::Shard(j as u16),
+                members,
+            )
+            .is_ok()
+                && members.iter().all(|m| keys.insert(m.key))
+        })
     }
 
     fn final_commitments(&self) -> Vec<Commitment> {
@@ -527,12 +586,35 @@ impl Ctx<'_> {
             shards: BoundedVec::try_from(shards).ok()?,
             commitments: BoundedVec::try_from(commitments).ok()?,
             reveals: BoundedVec::try_from(reveals).ok()?,
+            directory: e.dir_cert.clone()?,
         })
     }
 
     fn validate_final(&mut self, v: &FinalValue, now: u64) -> bool {
         let e = self.epoch;
         let p = self.params;
+        // The directory's certificate of the roster this node adopted (the same lists; the
+        // signatures may be another quorum's).
+        let Some(ours) = e.dir_cert.as_ref() else {
+            return false;
+        };
+        if v.directory.committees != ours.committees
+            || (v.directory != *ours && {
+                let host = &mut *self.host;
+                let mut check = |items: &[SigItem]| host.verify_signatures(items);
+                verify_directory(
+                    p,
+                    e.height,
+                    e.parent,
+                    &e.directory,
+                    &v.directory,
+                    &mut check,
+                )
+                .is_err()
+            })
+        {
+            return false;
+        }
         if v.randomness != e.randomness
             || v.timestamp < e.parent_ts
             || v.timestamp > (now / 1_000_000).saturating_add(p.max_future_drift())
@@ -562,6 +644,7 @@ impl Ctx<'_> {
             if verify_certificate(
                 p,
                 &e.randomness,
+                ours,
                 e.height,
                 e.parent,
                 Stage::Shard(sc.summary.shard),
@@ -721,6 +804,7 @@ impl Node {
             }
         };
         consider(e.dir_publish_at);
+        consider(e.dir.as_ref().and_then(Bft::deadline));
         consider(e.shard.as_ref().and_then(Bft::deadline));
         consider(e.fin.as_ref().and_then(Bft::deadline));
         if e.fin.is_some() {
@@ -815,6 +899,10 @@ impl Node {
                 self.epoch.commitments.entry(from).or_insert(value);
                 self.run_final(now, host, out);
             }
+            // Shard results are checked against the roster: kept until it is adopted.
+            Message::ShardResult(r) if !self.epoch.assigned => {
+                self.epoch.early.push(from, Message::ShardResult(r))
+            }
             Message::ShardResult(r) => self.on_shard_result(r, now, host, out),
             Message::Proposal(_)
             | Message::Vote(_)
@@ -838,28 +926,65 @@ impl Node {
         }
     }
 
-    fn publish_directory(&mut self, out: &mut Vec<Step>) {
+    /// This directory member's identity window closed: it joins the directory's agreement on
+    /// the roster and hands it the directory votes that arrived before.
+    fn start_directory(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
         let e = &mut self.epoch;
         e.dir_publish_at = None;
-        let r = e.randomness;
-        let c = usize::from(self.params.committee_size());
-        let mut by_committee: BTreeMap<u16, Vec<(crate::committee::IdentityHash, IdentityProof)>> =
-            BTreeMap::new();
-        for p in e.dir_ids.values() {
-            let h = p.hash(&r);
-            by_committee
-                .entry(h.committee(self.params.shard_bits()))
-                .or_default()
-                .push((h, *p));
+        let Some(me) = e.directory.iter().position(|k| *k == self.key) else {
+            return;
+        };
+        let quorum = quorum_of(u16::try_from(e.directory.len()).unwrap_or(u16::MAX));
+        e.dir = Some(Bft::new(
+            e.height,
+            e.parent,
+            Stage::Directory,
+            e.directory.clone(),
+            me,
+            quorum,
+            self.timing.round_timeout,
+            now,
+        ));
+        self.run_dir(None, now, host, out);
+        for (from, msg) in self.epoch.dir_early.take() {
+            self.run_dir(Some((from, msg)), now, host, out);
         }
-        let mut lists: BTreeMap<u16, Vec<IdentityProof>> = BTreeMap::new();
-        for (j, mut v) in by_committee {
-            v.sort();
-            let mut chosen: Vec<IdentityProof> = v.into_iter().take(c).map(|(_, p)| p).collect();
-            chosen.sort_by_key(|p| p.key);
-            lists.insert(j, chosen);
+    }
+
+    fn run_dir(
+        &mut self,
+        input: Option<(PublicKey, Message)>,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Step>,
+    ) {
+        let Some(mut bft) = self.epoch.dir.take() else {
+            return;
+        };
+        if self.step_bft(&mut bft, Stage::Directory, input, now, host, out) {
+            self.publish_assignments(&bft, out);
         }
-        let final_members = lists.get(&0).cloned().unwrap_or_default();
+        self.epoch.dir = Some(bft);
+    }
+
+    /// The directory decided the roster: every node learns its committee and the final
+    /// committee, with the directory's certificate; final members also get this member's
+    /// reveal.
+    fn publish_assignments(&mut self, bft: &Bft, out: &mut Vec<Step>) {
+        let (Some((round, signatures)), Some((_, digest))) = (bft.certificate(), bft.decided)
+        else {
+            return;
+        };
+        let Some(Value::Roster(roster)) = bft.values.get(&digest) else {
+            return;
+        };
+        let e = &self.epoch;
+        let cert = DirectoryCert {
+            round,
+            committees: BoundedVec::try_from(roster.digests()).expect("one digest per committee"),
+            signatures: BoundedVec::try_from(signatures).expect("at most c signatures"),
+        };
+        let final_members = roster.committees.first().cloned().unwrap_or_default();
         let my_index = e.directory.iter().position(|k| *k == self.key);
         let reveal = match (my_index, self.shares.get(&(e.height - 1))) {
             (Some(i), Some(v)) => Some(Reveal {
@@ -868,39 +993,38 @@ impl Node {
             }),
             _ => None,
         };
-        let height = e.height;
+        let (height, parent) = (e.height, e.parent);
+        let assignment = |committee, members| CommitteeAssignment {
+            height,
+            parent,
+            committee,
+            members,
+            final_members: final_members.clone(),
+            cert: cert.clone(),
+            reveal: if committee == Some(0) { reveal } else { None },
+        };
         let mut selected = BTreeSet::new();
         let mut sends = Vec::new();
-        for (j, members) in &lists {
+        for (j, members) in roster.committees.iter().enumerate() {
+            if members.is_empty() {
+                continue;
+            }
             selected.extend(members.iter().map(|m| m.key));
-            let msg = CommitteeAssignment {
-                height,
-                randomness: r,
-                committee: Some(*j),
-                members: BoundedVec::try_from(members.clone()).expect("at most c members"),
-                final_members: BoundedVec::try_from(final_members.clone())
-                    .expect("at most c members"),
-                reveal: if *j == 0 { reveal } else { None },
-            };
-            sends.push((members.iter().map(|m| m.key).collect::<Vec<_>>(), msg));
+            let to = members.iter().map(|m| m.key).collect::<Vec<_>>();
+            sends.push((to, assignment(Some(j as u16), members.clone())));
         }
-        let rest: Vec<PublicKey> = e
-            .dir_ids
-            .keys()
+        let rest: BTreeSet<PublicKey> = self
+            .peers
+            .iter()
+            .chain(e.dir_ids.keys())
+            .chain([&self.key])
             .filter(|k| !selected.contains(*k))
             .copied()
             .collect();
         if !rest.is_empty() {
             sends.push((
-                rest,
-                CommitteeAssignment {
-                    height,
-                    randomness: r,
-                    committee: None,
-                    members: BoundedVec::new(),
-                    final_members: BoundedVec::try_from(final_members).expect("at most c members"),
-                    reveal: None,
-                },
+                rest.into_iter().collect(),
+                assignment(None, BoundedVec::new()),
             ));
         }
         for (to, msg) in sends {
@@ -908,6 +1032,9 @@ impl Node {
         }
     }
 
+    /// A directory member's assignment: adopted, once, if the directory's certificate holds
+    /// and the lists are the ones it certifies (one honest sender is enough; no number of
+    /// others can make up a committee). Reveals are taken from every directory member.
     fn on_membership(
         &mut self,
         from: PublicKey,
@@ -917,7 +1044,7 @@ impl Node {
         out: &mut Vec<Step>,
     ) {
         let e = &mut self.epoch;
-        if !e.directory.contains(&from) || m.randomness != e.randomness {
+        if !e.directory.contains(&from) || m.parent != e.parent {
             return;
         }
         if let Some(r) = m.reveal {
@@ -925,35 +1052,30 @@ impl Node {
                 e.reveals.entry(r.member).or_insert(r.value);
             }
         }
-        if e.assigned || !e.membership_senders.insert(from) {
+        if e.assigned {
             self.run_final(now, host, out);
             return;
         }
-        let mut buf = Vec::new();
-        codec::encode_body_into(&(&m.committee, &m.members, &m.final_members), &mut buf);
-        let digest = Digest::from_bytes(domain::COMMITTEE_VOTE.hash(&buf));
-        let votes = e.membership_votes.entry(digest).or_default();
-        if votes.is_empty() {
-            // Check the lists once per distinct content.
-            let ok_members = match m.committee {
-                Some(j) => {
-                    verify_members(&self.params, &e.randomness, Stage::Shard(j), &m.members).is_ok()
-                        && m.members.iter().any(|p| p.key == self.key)
-                }
-                None => m.members.is_empty(),
-            };
-            let ok_final =
-                verify_members(&self.params, &e.randomness, Stage::Final, &m.final_members).is_ok();
-            if !(ok_members && ok_final) {
-                e.membership_votes.remove(&digest);
-                return;
+        let p = &self.params;
+        let lists_ok = match m.committee {
+            Some(j) => {
+                usize::from(j) < p.committees()
+                    && check_roster_member_list(&m.cert, Stage::Shard(j), &m.members).is_ok()
+                    && verify_members(p, &e.randomness, Stage::Shard(j), &m.members).is_ok()
+                    && m.members.iter().any(|p| p.key == self.key)
             }
-        }
-        let votes = e.membership_votes.entry(digest).or_default();
-        votes.insert(from);
-        if votes.len() < e.directory.len() / 2 + 1 {
+            None => m.members.is_empty(),
+        } && check_roster_member_list(&m.cert, Stage::Final, &m.final_members)
+            .is_ok()
+            && verify_members(p, &e.randomness, Stage::Final, &m.final_members).is_ok();
+        if !lists_ok {
             return;
         }
+        let mut check = |items: &[SigItem]| host.verify_signatures(items);
+        if verify_directory(p, e.height, e.parent, &e.directory, &m.cert, &mut check).is_err() {
+            return;
+        }
+        e.dir_cert = Some(m.cert);
         e.assigned = true;
         e.committee = m.committee;
         e.members = m.members.to_vec();
@@ -1039,10 +1161,14 @@ impl Node {
         if value.summary(shard) != r.cert.summary {
             return;
         }
+        let Some(directory) = e.dir_cert.as_ref() else {
+            return;
+        };
         let mut check = |items: &[SigItem]| host.verify_signatures(items);
         if verify_certificate(
             &self.params,
             &e.randomness,
+            directory,
             e.height,
             e.parent,
             Stage::Shard(shard),
@@ -1075,6 +1201,14 @@ impl Node {
             _ => return,
         };
         if parent != e.parent {
+            return;
+        }
+        if stage == Stage::Directory {
+            if e.dir.is_some() {
+                self.run_dir(Some((from, message)), now, host, out);
+            } else if e.dir_publish_at.is_some() {
+                e.dir_early.push(from, message);
+            }
             return;
         }
         if !e.assigned {
@@ -1233,7 +1367,16 @@ impl Node {
 
     fn on_time(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
         if self.epoch.dir_publish_at.is_some_and(|t| now >= t) {
-            self.publish_directory(out);
+            self.start_directory(now, host, out);
+        }
+        if self
+            .epoch
+            .dir
+            .as_ref()
+            .and_then(Bft::deadline)
+            .is_some_and(|t| now >= t)
+        {
+            self.run_dir(None, now, host, out);
         }
         if self
             .epoch
@@ -1285,7 +1428,7 @@ impl Node {
             tx_count: v.tx_count,
             state_root: v.state_root,
             timestamp: v.timestamp,
-            seal: v.into_seal(cert),
+            seal: (*v).into_seal(cert),
         };
         let next = NextEpoch {
             header: header.clone(),
@@ -1337,6 +1480,7 @@ impl Node {
             timestamp: e.parent_ts,
             next_randomness: e.randomness,
             final_keys: &e.directory,
+            directory: &e.directory,
             commitments: &e.parent_commitments,
         };
         let mut check = |items: &[SigItem]| host.verify_signatures(items);

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::identity::{IdentityProof, Randomness};
-use super::{CommitteeParams, SealError, MAX_COMMITTEE_SIZE, MAX_SHARDS};
+use super::{quorum_of, CommitteeParams, SealError, MAX_COMMITTEE_SIZE, MAX_SHARDS};
 use crate::block::{Header, MAX_HEADER_LEN};
 use crate::codec::{self, BoundedVec, Canonical};
 use crate::hash::{domain, BlockHash, Digest, MerkleRoot, StateRoot};
@@ -25,6 +25,8 @@ pub enum Stage {
     Shard(u16),
     /// The final committee agreeing on the block.
     Final,
+    /// The directory agreeing on the epoch's roster (who sits on which committee).
+    Directory,
 }
 
 impl core::fmt::Display for Stage {
@@ -32,6 +34,7 @@ impl core::fmt::Display for Stage {
         match self {
             Stage::Shard(s) => write!(f, "shard {s}"),
             Stage::Final => f.write_str("final committee"),
+            Stage::Directory => f.write_str("directory"),
         }
     }
 }
@@ -137,6 +140,52 @@ pub struct ShardCertificate {
     pub cert: Certificate,
 }
 
+/// The digest of committee `committee`'s member list as the directory certified it.
+pub fn committee_digest(committee: u16, members: &[IdentityProof]) -> Digest {
+    Digest::from_bytes(tagged_hash(
+        &domain::COMMITTEE_VOTE,
+        3,
+        &(committee, members),
+    ))
+}
+
+/// The value the directory votes on: the digests of every committee's member list, committee
+/// 0 (the final committee) first.
+pub fn roster_digest(committees: &[Digest]) -> Digest {
+    Digest::from_bytes(tagged_hash(&domain::COMMITTEE_VOTE, 4, &committees))
+}
+
+/// The directory's certificate of an epoch's committees: more than two thirds of the directory
+/// (the parent block's final committee; the chain's bootstrap identities for the first block)
+/// precommitted to the member lists whose digests it holds. A seal's certificates count only
+/// if their members are exactly these lists, so no one outside the directory's decision can
+/// make up a committee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryCert {
+    /// The round of the directory's agreement whose precommits are collected.
+    pub round: u32,
+    /// Each committee's [`committee_digest`], by committee index.
+    pub committees: BoundedVec<Digest, MAX_SHARDS>,
+    /// Precommit signatures, by strictly increasing index into the directory's keys.
+    pub signatures: BoundedVec<MemberSignature, MAX_COMMITTEE_SIZE>,
+}
+
+impl DirectoryCert {
+    /// No certificate (the genesis seal's).
+    pub fn empty() -> Self {
+        Self {
+            round: 0,
+            committees: BoundedVec::new(),
+            signatures: BoundedVec::new(),
+        }
+    }
+
+    /// The value its signatures are over ([`roster_digest`]).
+    pub fn value(&self) -> Digest {
+        roster_digest(&self.committees)
+    }
+}
+
 /// A final-committee member's commitment to its randomness share (revealed in the next block).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commitment {
@@ -192,6 +241,8 @@ pub struct CommitteeSeal {
     pub commitments: BoundedVec<Commitment, MAX_COMMITTEE_SIZE>,
     /// Reveals of the parent block's commitments.
     pub reveals: BoundedVec<Reveal, MAX_COMMITTEE_SIZE>,
+    /// The directory's certificate of this epoch's committees.
+    pub directory: DirectoryCert,
     /// The final committee's certificate over the [`FinalValue`].
     pub cert: Certificate,
 }
@@ -199,6 +250,35 @@ pub struct CommitteeSeal {
 impl Canonical for CommitteeSeal {
     const NAME: &'static str = "committee seal";
     const MAX_ENCODED_LEN: usize = MAX_SEAL_LEN;
+}
+
+/// A committee block's hash leaves out who signed its final certificate, and in which round:
+/// final members that decided one [`FinalValue`] but collected different quorums of precommits
+/// seal one block with one hash. Everything the final committee voted on (the value, with the
+/// shard and directory certificates) and the committee itself (`cert.members`, whose identities decide the
+/// next epoch's directory) stay covered.
+impl crate::block::Seal for CommitteeSeal {
+    fn encode_committed(&self, out: &mut Vec<u8>) {
+        let CommitteeSeal {
+            randomness,
+            shards,
+            commitments,
+            reveals,
+            directory,
+            cert,
+        } = self;
+        codec::encode_into(
+            &(
+                randomness,
+                shards,
+                commitments,
+                reveals,
+                directory,
+                &cert.members,
+            ),
+            out,
+        );
+    }
 }
 
 impl CommitteeSeal {
@@ -228,6 +308,8 @@ pub struct FinalValue {
     pub commitments: BoundedVec<Commitment, MAX_COMMITTEE_SIZE>,
     /// Reveals of the parent's commitments.
     pub reveals: BoundedVec<Reveal, MAX_COMMITTEE_SIZE>,
+    /// The directory's certificate of the epoch's committees.
+    pub directory: DirectoryCert,
 }
 
 impl FinalValue {
@@ -247,6 +329,7 @@ impl FinalValue {
             shards: header.seal.shards.clone(),
             commitments: header.seal.commitments.clone(),
             reveals: header.seal.reveals.clone(),
+            directory: header.seal.directory.clone(),
         }
     }
 
@@ -257,6 +340,7 @@ impl FinalValue {
             shards: self.shards,
             commitments: self.commitments,
             reveals: self.reveals,
+            directory: self.directory,
             cert,
         }
     }
@@ -304,7 +388,7 @@ pub(crate) fn verify_members(
 ) -> Result<(), SealError> {
     let committee = match stage {
         Stage::Shard(s) => s,
-        Stage::Final => 0,
+        Stage::Final | Stage::Directory => 0,
     };
     if members.len() > usize::from(params.committee_size()) {
         return Err(SealError::CommitteeTooLarge {
@@ -341,12 +425,14 @@ pub(crate) fn verify_members(
     Ok(())
 }
 
-/// Checks a certificate: members as [`verify_members`], a quorum of signatures by increasing
-/// member index, and every signature over the precommit of `value` at `height` on `parent`.
+/// Checks a certificate: members as [`verify_members`] and exactly the committee `directory`
+/// certified, a quorum of signatures by increasing member index, and every signature over the
+/// precommit of `value` at `height` on `parent`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn verify_certificate(
     params: &CommitteeParams,
     randomness: &Randomness,
+    directory: &DirectoryCert,
     height: u64,
     parent: BlockHash,
     stage: Stage,
@@ -355,6 +441,7 @@ pub(crate) fn verify_certificate(
     check: &mut SigChecker<'_>,
 ) -> Result<(), SealError> {
     verify_members(params, randomness, stage, &cert.members)?;
+    check_roster_member_list(directory, stage, &cert.members)?;
     let quorum = params.quorum();
     if cert.signatures.len() < quorum {
         return Err(SealError::QuorumNotMet {
@@ -389,4 +476,76 @@ pub(crate) fn verify_certificate(
         stage,
         member: cert.signatures[i].member,
     })
+}
+
+/// Checks the directory's certificate: one digest per committee, and more than two thirds of
+/// `directory` precommitting to them at `height` on `parent`.
+pub(crate) fn verify_directory(
+    params: &CommitteeParams,
+    height: u64,
+    parent: BlockHash,
+    directory: &[PublicKey],
+    cert: &DirectoryCert,
+    check: &mut SigChecker<'_>,
+) -> Result<(), SealError> {
+    let stage = Stage::Directory;
+    if cert.committees.len() != params.committees() {
+        return Err(SealError::RosterShape {
+            found: cert.committees.len(),
+            expected: params.committees(),
+        });
+    }
+    let quorum = quorum_of(u16::try_from(directory.len()).unwrap_or(u16::MAX));
+    if cert.signatures.len() < quorum {
+        return Err(SealError::QuorumNotMet {
+            stage,
+            signatures: cert.signatures.len(),
+            quorum,
+        });
+    }
+    let digest = VoteBody {
+        height,
+        parent,
+        stage,
+        round: cert.round,
+        phase: Phase::Precommit,
+        value: cert.value(),
+    }
+    .digest();
+    let mut items = Vec::with_capacity(cert.signatures.len());
+    for (i, s) in cert.signatures.iter().enumerate() {
+        let key = directory.get(usize::from(s.member));
+        match key {
+            Some(key) if i == 0 || cert.signatures[i - 1].member < s.member => {
+                items.push((*key, digest, s.signature));
+            }
+            _ => {
+                return Err(SealError::SignatureIndex {
+                    stage,
+                    index: i,
+                    member: s.member,
+                })
+            }
+        }
+    }
+    check(&items).map_err(|i| SealError::BadSignature {
+        stage,
+        member: cert.signatures[i].member,
+    })
+}
+
+/// Checks that `members` are committee `committee`'s list as `cert` certifies it.
+pub(crate) fn check_roster_member_list(
+    cert: &DirectoryCert,
+    stage: Stage,
+    members: &[IdentityProof],
+) -> Result<(), SealError> {
+    let committee = match stage {
+        Stage::Shard(s) => s,
+        Stage::Final | Stage::Directory => 0,
+    };
+    match cert.committees.get(usize::from(committee)) {
+        Some(d) if *d == committee_digest(committee, members) => Ok(()),
+        _ => Err(SealError::NotTheDirectorysCommittee { stage }),
+    }
 }

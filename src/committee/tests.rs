@@ -77,6 +77,15 @@ fn seal(b: [u8; 32], n: u8) -> CommitteeSeal {
             .collect::<Vec<_>>()
             .try_into()
             .unwrap(),
+        directory: DirectoryCert {
+            round: u32::from(n),
+            committees: (0..n % 4)
+                .map(|j| Digest::from_bytes([j; 32]))
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap(),
+            signatures: cert(n % 3, 0).signatures,
+        },
         cert: cert(n % 6, u32::from(n)),
     }
 }
@@ -92,6 +101,7 @@ fn final_value(b: [u8; 32], n: u8) -> FinalValue {
         shards: s.shards,
         commitments: s.commitments,
         reveals: s.reveals,
+        directory: s.directory,
     }
 }
 
@@ -113,7 +123,8 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
         },
         1 => Message::Assignment(CommitteeAssignment {
             height: h,
-            randomness: Randomness::from_bytes(b),
+            parent,
+            cert: seal(b, n).directory,
             committee: n.is_multiple_of(2).then_some(u16::from(n)),
             members: cert(n % 5, 0).members,
             final_members: cert(n % 3, 0).members,
@@ -128,7 +139,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             stage,
             round: u32::from(n),
             value: if n.is_multiple_of(2) {
-                Value::Final(final_value(b, n))
+                Value::Final(Box::new(final_value(b, n)))
             } else {
                 Value::Shard(ShardValue {
                     txs: (0..n % 4)
@@ -289,10 +300,23 @@ fn params_are_validated() {
         CommitteeParams::builder().identity_difficulty(65).build(),
         Err(ParamsError::Difficulty { .. })
     ));
+    // The first block's directory is required: distinct, valid keys.
+    assert!(matches!(
+        CommitteeParams::builder().build(),
+        Err(ParamsError::BootstrapSize { size: 0, .. })
+    ));
+    assert!(matches!(
+        CommitteeParams::builder()
+            .bootstrap([key(1), key(2), key(1)])
+            .build(),
+        Err(ParamsError::BootstrapKey { index: 2, .. })
+    ));
     let p = CommitteeParams::builder()
         .committee_size(100)
+        .bootstrap([key(1)])
         .build()
         .unwrap();
+    assert_eq!(p.bootstrap(), [key(1)]);
     assert_eq!(p.quorum(), 67);
     assert_eq!(p.tolerated(), 33);
     assert_eq!(quorum_of(4), 3);
@@ -302,7 +326,11 @@ fn params_are_validated() {
 
 #[test]
 fn body_must_follow_the_certified_shards() {
-    let p = CommitteeParams::builder().shard_bits(1).build().unwrap();
+    let p = CommitteeParams::builder()
+        .shard_bits(1)
+        .bootstrap([key(1)])
+        .build()
+        .unwrap();
     let engine = CommitteeConsensus::new(p.clone());
     // Transactions from accounts of each shard.
     let mut by_shard: [Vec<Transaction>; 2] = [Vec::new(), Vec::new()];
@@ -331,6 +359,7 @@ fn body_must_follow_the_certified_shards() {
             .unwrap(),
         commitments: BoundedVec::new(),
         reveals: BoundedVec::new(),
+        directory: DirectoryCert::empty(),
         cert: Certificate::empty(),
     };
     let pairs = |txs: &[Transaction]| txs.iter().map(|t| (t.id(), t.signer())).collect::<Vec<_>>();
@@ -443,12 +472,7 @@ fn genesis_node() -> (Node, PublicKey) {
         commitments: vec![],
     };
     let node = Node::new(NodeConfig {
-        params: CommitteeParams::builder()
-            .shard_bits(1)
-            .committee_size(4)
-            .identity_difficulty(1)
-            .build()
-            .unwrap(),
+        params: node_params(),
         keypair: me,
         peers: vec![peer],
         tip,
@@ -479,7 +503,8 @@ fn a_node_keeps_a_bounded_number_of_bytes_for_later_epochs() {
     // Large messages for a far epoch, more bytes of them than the buffer takes.
     let big = Message::Assignment(CommitteeAssignment {
         height: 1_000,
-        randomness: Randomness::default(),
+        parent: BlockHash::default(),
+        cert: DirectoryCert::empty(),
         committee: None,
         members: members.clone(),
         final_members: members,
@@ -509,6 +534,7 @@ fn node_params() -> CommitteeParams {
         .shard_bits(1)
         .committee_size(4)
         .identity_difficulty(1)
+        .bootstrap([key(1), key(2)])
         .build()
         .unwrap()
 }
@@ -554,6 +580,11 @@ fn certified_block() -> (Header<CommitteeSeal>, Vec<Keypair>) {
                 .try_into()
                 .unwrap(),
             reveals: BoundedVec::new(),
+            directory: directory_cert(
+                1,
+                parent,
+                &[members.iter().map(|(p, _)| *p).collect(), Vec::new()],
+            ),
             cert: Certificate::empty(),
         },
     };
@@ -587,6 +618,39 @@ fn certified_block() -> (Header<CommitteeSeal>, Vec<Keypair>) {
             .unwrap(),
     };
     (header, members.into_iter().map(|(_, kp)| kp).collect())
+}
+
+/// The certificate of [`genesis_node`]'s directory (both bootstrap keys) for `roster`, a member
+/// list per committee, at `height` on `parent`.
+fn directory_cert(height: u64, parent: BlockHash, roster: &[Vec<IdentityProof>]) -> DirectoryCert {
+    let committees: Vec<Digest> = roster
+        .iter()
+        .enumerate()
+        .map(|(j, m)| committee_digest(j as u16, m))
+        .collect();
+    let digest = VoteBody {
+        height,
+        parent,
+        stage: Stage::Directory,
+        round: 0,
+        phase: Phase::Precommit,
+        value: roster_digest(&committees),
+    }
+    .digest();
+    DirectoryCert {
+        round: 0,
+        committees: committees.try_into().unwrap(),
+        signatures: [1u8, 2]
+            .iter()
+            .enumerate()
+            .map(|(i, seed)| MemberSignature {
+                member: i as u16,
+                signature: Keypair::from_seed(&[*seed; 32]).sign(&digest),
+            })
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+    }
 }
 
 /// Hands `message` to `node` from each of `from`.
@@ -750,4 +814,114 @@ fn a_node_speaks_the_protocol_interface() {
         .unwrap()
         .is_empty());
     assert!(node.take_decisions().is_empty());
+}
+
+#[test]
+fn one_decided_value_seals_one_block_hash_whichever_quorum_signed() {
+    let (genuine, keypairs) = certified_block();
+    let quorum = node_params().quorum();
+    // Another final member collected a different quorum, in a later round.
+    let mut other = genuine.clone();
+    let round = 1;
+    let digest = VoteBody {
+        height: other.height,
+        parent: other.parent,
+        stage: Stage::Final,
+        round,
+        phase: Phase::Precommit,
+        value: FinalValue::of_header(&other).digest(),
+    }
+    .digest();
+    let skip = keypairs.len() - quorum;
+    other.seal.cert.round = round;
+    other.seal.cert.signatures = keypairs
+        .iter()
+        .enumerate()
+        .skip(skip)
+        .map(|(i, kp)| MemberSignature {
+            member: i as u16,
+            signature: kp.sign(&digest),
+        })
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    assert_ne!(other.seal.cert, genuine.seal.cert);
+    assert_eq!(other.hash(), genuine.hash(), "one decided value, one block");
+    // Both certificates convince a node that saw none of the votes.
+    for header in [genuine.clone(), other] {
+        let (mut node, peer) = started_node();
+        from_all(&mut node, &[peer], &Message::Next(NextEpoch { header }), 1);
+        assert_eq!(node.status().height, 2);
+    }
+    // What the committee voted on, and who the committee is, stay covered by the hash.
+    let mut value = genuine.clone();
+    value.seal.commitments = BoundedVec::new();
+    let mut members = genuine.clone();
+    members.seal.cert.members = members.seal.cert.members[1..].to_vec().try_into().unwrap();
+    for changed in [value, members] {
+        assert_ne!(changed.hash(), genuine.hash());
+    }
+}
+
+#[test]
+fn a_node_takes_its_committee_only_from_the_directorys_certificate() {
+    let params = node_params();
+    let randomness = Randomness::from_bytes([1; 32]);
+    let mine = |seed: u8| {
+        IdentityProof::mine_for_committee(
+            key(seed),
+            &randomness,
+            params.identity_difficulty(),
+            params.shard_bits(),
+            0,
+        )
+    };
+    // The roster: the node (key 1) and two others in the final committee, nobody in shard 1.
+    let mut final_members = vec![mine(1), mine(50), mine(51)];
+    final_members.sort_by_key(|p| p.key);
+    let roster = [final_members.clone(), Vec::new()];
+    let parent = BlockHash::from_bytes([7; 32]);
+    let genuine = directory_cert(1, parent, &roster);
+    let assignment = |cert: DirectoryCert, members: &[IdentityProof]| {
+        Message::Assignment(CommitteeAssignment {
+            height: 1,
+            parent,
+            committee: Some(0),
+            members: members.to_vec().try_into().unwrap(),
+            final_members: members.to_vec().try_into().unwrap(),
+            cert,
+            reveal: None,
+        })
+    };
+    let (mut node, peer) = started_node();
+    // The directory is both bootstrap keys: one signature is not a quorum.
+    let mut short = genuine.clone();
+    short.signatures = short.signatures[..1].to_vec().try_into().unwrap();
+    // Lists other than the certified ones, with the genuine certificate.
+    let mut other = final_members.clone();
+    other.retain(|p| p.key != key(51));
+    // A certificate signed by an outsider (key 60) in a directory member's place.
+    let mut forged = genuine.clone();
+    forged.signatures = forged
+        .signatures
+        .iter()
+        .map(|s| MemberSignature {
+            member: s.member,
+            signature: Keypair::from_seed(&[60; 32]).sign(&[0; 32]),
+        })
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    for fake in [
+        assignment(short, &final_members),
+        assignment(genuine.clone(), &other),
+        assignment(forged, &final_members),
+    ] {
+        from_all(&mut node, &[peer], &fake, 1);
+        assert_eq!(node.status().committee, None, "a fake assignment was taken");
+    }
+    // One directory member's genuine assignment is enough.
+    from_all(&mut node, &[peer], &assignment(genuine, &final_members), 2);
+    let status = node.status();
+    assert_eq!((status.committee, status.is_final), (Some(0), true));
 }

@@ -54,7 +54,6 @@ use core::fmt;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::block::Header;
 pub mod protocol;
@@ -79,7 +78,14 @@ pub trait Ancestors<S> {
 /// verdict (the `now` argument only bounds how far in the future a timestamp may be).
 pub trait Consensus: Send + Sync + 'static {
     /// The engine's proof, carried in every block header.
-    type Seal: Clone + fmt::Debug + PartialEq + Eq + Serialize + DeserializeOwned + Send + Sync;
+    type Seal: Clone
+        + fmt::Debug
+        + PartialEq
+        + Eq
+        + crate::block::Seal
+        + DeserializeOwned
+        + Send
+        + Sync;
 
     /// A short name for diagnostics ("pow", "committee", …).
     fn name(&self) -> &'static str;

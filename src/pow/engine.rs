@@ -27,6 +27,9 @@ pub struct PowSeal {
     pub extra_nonce: u64,
 }
 
+/// Proof of work commits to its whole seal: the nonce is what was mined.
+impl crate::block::Seal for PowSeal {}
+
 /// Proof-of-Work consensus with Bitcoin's target, work, retarget and timestamp rules.
 ///
 /// A block's proof is Bitcoin's: the double SHA-256 of an 80-byte preimage, read as a

@@ -18,8 +18,8 @@ use super::{CpuModel, Report, SimConfig, SimError, Strategy};
 use crate::chain::ManualClock;
 use crate::codec;
 use crate::committee::{
-    CommitteeAssignment, CommitteeConsensus, CommitteeParams, FinalValue, Host, Message, Node,
-    NodeConfig, Phase, Proposal, Stage, TipInfo, Value, Vote, VoteBody,
+    CommitteeAssignment, CommitteeConsensus, CommitteeParams, Host, Message, Node, NodeConfig,
+    Phase, Proposal, Stage, TipInfo, Value, Vote, VoteBody,
 };
 use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
 use crate::hash::{AccountId, BlockHash, Digest, StateRoot, TxId};
@@ -208,12 +208,10 @@ pub type Decisions = BTreeMap<(u64, Stage), BTreeSet<Digest>>;
 ///   ([`Deployment::offers_transactions`]).
 /// * **Finality.** A committee block is final once certified: an honest final member's
 ///   [`Append`](crate::consensus::protocol::Output::Append) is finalised at once. The chain
-///   appends the first block of each height; the same height sealed by other final members is
-///   not appended again. The [`Finalised::id`] is the digest of the decided **final value**
-///   ([`FinalValue::of_header`]`(..).digest()`): final members may collect different precommits
-///   and so seal different certificates, but when the protocol is safe all honest final members
-///   decided the same value, so the network's agreement check compares what was agreed, not
-///   who signed.
+///   appends the first block of each height; the same block sealed by other final members
+///   (one hash: the block hash leaves out who signed the final certificate, see
+///   [`Seal`](crate::block::Seal)) is not appended again. The [`Finalised::id`] is the block
+///   hash, so the network's agreement check compares blocks.
 /// * **Byzantine nodes** follow a [`Strategy`] the deployment applies to what their engines
 ///   output (silent after registering an identity, equivocating leaders and voters, withholding);
 ///   their blocks, decisions and progress are never counted. The network sees every node as
@@ -251,6 +249,11 @@ impl core::fmt::Debug for CommitteeDeployment {
 }
 
 impl CommitteeDeployment {
+    /// The committee parameters of the simulated chain.
+    pub fn params(&self) -> &CommitteeParams {
+        &self.params
+    }
+
     /// Sets up nodes, keys, Byzantine nodes, client accounts and the chain of `cfg`.
     ///
     /// # Errors
@@ -259,18 +262,6 @@ impl CommitteeDeployment {
     pub fn new(cfg: &SimConfig) -> Result<Self, SimError> {
         let cfg = cfg.clone();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let params = CommitteeParams::builder()
-            .shard_bits(cfg.shard_bits)
-            .committee_size(cfg.committee_size)
-            .identity_difficulty(cfg.identity_difficulty)
-            .genesis_seed(cfg.seed.to_le_bytes())
-            .build()?;
-        let clock = Arc::new(ManualClock::new(GENESIS_TIME));
-        let chain = ChainBuilder::new(CHAIN, CommitteeConsensus::new(params.clone()))
-            .genesis_time(GENESIS_TIME)
-            .clock(clock.clone())
-            .build()
-            .map_err(|e| SimError::Config(e.to_string()))?;
         let seeds: Vec<[u8; 32]> = (0..cfg.nodes)
             .map(|_| {
                 let mut s = [0u8; 32];
@@ -298,6 +289,19 @@ impl CommitteeDeployment {
             .take(usize::from(cfg.committee_size))
             .copied()
             .collect();
+        let params = CommitteeParams::builder()
+            .shard_bits(cfg.shard_bits)
+            .committee_size(cfg.committee_size)
+            .identity_difficulty(cfg.identity_difficulty)
+            .genesis_seed(cfg.seed.to_le_bytes())
+            .bootstrap(bootstrap.iter().copied())
+            .build()?;
+        let clock = Arc::new(ManualClock::new(GENESIS_TIME));
+        let chain = ChainBuilder::new(CHAIN, CommitteeConsensus::new(params.clone()))
+            .genesis_time(GENESIS_TIME)
+            .clock(clock.clone())
+            .build()
+            .map_err(|e| SimError::Config(e.to_string()))?;
         // Sending accounts, grouped by shard.
         let k = cfg.committees();
         let mut accounts: Vec<Vec<Account>> = (0..k).map(|_| Vec::new()).collect();
@@ -564,6 +568,15 @@ fn conflicting(seed: &[u8; 32], m: &Message) -> Option<Message> {
                     v.txs = codec::BoundedVec::try_from(txs).ok()?;
                 }
                 Value::Final(v) => v.timestamp += 1,
+                Value::Roster(r) => {
+                    // The same roster but for one member: still a valid proposal.
+                    let mut lists = r.committees.to_vec();
+                    let longest = lists.iter_mut().max_by_key(|l| l.len())?;
+                    let mut members = longest.to_vec();
+                    members.pop()?;
+                    *longest = codec::BoundedVec::try_from(members).ok()?;
+                    r.committees = codec::BoundedVec::try_from(lists).ok()?;
+                }
             }
             q.pol = None;
             let body = VoteBody {
@@ -641,10 +654,10 @@ impl Deployment for CommitteeDeployment {
         block: <Node as Protocol>::Block,
     ) -> Result<(Vec<Finalised>, u64), String> {
         let height = block.header.height;
-        let id = FinalValue::of_header(&block.header).digest();
+        let id = Digest::from_bytes(*block.hash().as_bytes());
         let txs: Vec<TxId> = block.txs.iter().map(Transaction::id).collect();
-        // The first final member's block of a height is appended; the others' seals of the same
-        // value are not (the agreement check compares their ids).
+        // The first final member's block of a height is appended; the others' copies of it are
+        // not (the agreement check compares their hashes).
         if self.cfg.append_to_chain && height > self.host.chain.height() {
             self.host.clock.set(now / SECOND + 1);
             self.host.chain.append(block).map_err(|e| e.to_string())?;

@@ -41,6 +41,12 @@ impl Simulation {
         self.network.deployment().byzantine()
     }
 
+    /// The committee parameters of the simulated chain (its bootstrap directory included), for
+    /// a fresh chain that checks the blocks the run produces.
+    pub fn params(&self) -> &crate::committee::CommitteeParams {
+        self.network.deployment().params()
+    }
+
     /// The chain the produced blocks were appended to.
     pub fn chain(&self) -> &Chain<CommitteeConsensus> {
         self.network.deployment().chain()

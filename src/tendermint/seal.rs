@@ -56,6 +56,11 @@ pub struct TendermintSeal {
     pub next_validators: Option<ValidatorList>,
 }
 
+/// The block hash covers the whole seal, commit signatures included: nodes that collected
+/// different precommits hold different copies of one block, which
+/// [`same_block`](Consensus::same_block) recognises.
+impl crate::block::Seal for TendermintSeal {}
+
 impl TendermintSeal {
     /// The set that signs the next block, as a list.
     pub fn next_list(&self) -> &ValidatorList {

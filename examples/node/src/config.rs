@@ -88,6 +88,52 @@ pub struct NodeConfig {
     /// Accept peers on private addresses (127.0.0.1, LAN): true for local runs.
     #[serde(default)]
     pub allow_private_ips: bool,
+    /// Where the web API and the patient portal listen (HTTP); none if absent. `init` puts it
+    /// on 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
+    /// The file holding the bearer token EMRs present to the web API (mode 0600); without it
+    /// the EMR routes are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
+    /// How far a signed access request's `issued_at` may lie from the node's clock, seconds
+    /// (default 60).
+    #[serde(default = "default_gate_window")]
+    pub gate_window_secs: u64,
+}
+
+fn default_gate_window() -> u64 {
+    crate::web::DEFAULT_GATE_WINDOW_SECS
+}
+
+/// The largest API token file, bytes.
+pub const MAX_TOKEN_LEN: u64 = 256;
+
+/// Reads an API token file (mode 0600, at most [`MAX_TOKEN_LEN`] bytes, surrounding blanks
+/// dropped).
+pub fn read_token(path: &Path) -> Result<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(
+                format!("{}: mode {:o}, expected 0600", path.display(), mode & 0o777).into(),
+            );
+        }
+    }
+    let bytes = zeroize::Zeroizing::new(read_limited(path, MAX_TOKEN_LEN)?);
+    let token = std::str::from_utf8(&bytes)
+        .map_err(|_| format!("{}: the token is not UTF-8", path.display()))?
+        .trim()
+        .to_string();
+    if token.len() < 16 {
+        return Err(format!("{}: a token has at least 16 characters", path.display()).into());
+    }
+    Ok(token)
 }
 
 /// Parses 64 hex digits.
@@ -237,7 +283,10 @@ impl NodeConfig {
             &mut config.genesis,
             &mut config.key_file,
             &mut config.data_dir,
-        ] {
+        ]
+        .into_iter()
+        .chain(config.api_token_file.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -257,8 +306,9 @@ pub struct Consortium {
     pub configs: Vec<PathBuf>,
 }
 
-/// `init`: writes a genesis, an authority key, and per node a key and a configuration, for
-/// `nodes` nodes on 127.0.0.1 from `base_port` (p2p) and `base_port + 100` (local RPC).
+/// `init`: writes a genesis, an authority key, and per node a key, an API token and a
+/// configuration, for `nodes` nodes on 127.0.0.1 from `base_port` (p2p), `base_port + 100`
+/// (local RPC) and `base_port + 200` (web API).
 pub fn init(
     dir: &Path,
     nodes: usize,
@@ -268,7 +318,7 @@ pub fn init(
     if !(1..=64).contains(&nodes) {
         return Err("--nodes must be between 1 and 64".into());
     }
-    if base_port.checked_add(100 + nodes as u16).is_none() {
+    if base_port.checked_add(200 + nodes as u16).is_none() {
         return Err("--base-port too high".into());
     }
     std::fs::create_dir_all(dir)?;
@@ -310,6 +360,9 @@ pub fn init(
         let node_dir = dir.join(name(i));
         std::fs::create_dir_all(&node_dir)?;
         write_secret(&node_dir.join("node.key"), key.to_secret_bytes().as_bytes())?;
+        // 32 bytes from the operating system's generator (a fresh key's seed), as hex.
+        let token = zeroize::Zeroizing::new(hex_encode(fresh_key().to_secret_bytes().as_bytes()));
+        write_secret(&node_dir.join("api.token"), token.as_bytes())?;
         let config = NodeConfig {
             name: name(i),
             genesis: PathBuf::from("../genesis.json"),
@@ -328,6 +381,12 @@ pub fn init(
                 })
                 .collect(),
             allow_private_ips: true,
+            http: Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                base_port + 200 + i as u16,
+            ))),
+            api_token_file: Some(PathBuf::from("api.token")),
+            gate_window_secs: default_gate_window(),
         };
         let path = node_dir.join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;

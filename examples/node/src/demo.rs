@@ -128,7 +128,8 @@ pub fn run(dir: &Path, base_port: u16) -> Result<bool> {
             let events_tx = events_tx.clone();
             println!("{} listening on {}", config.name, config.listen);
             ctx.child("node").spawn(move |ctx| async move {
-                if let Err(e) = crate::net::run(ctx, config.clone(), rpc_rx, Some(events_tx)).await
+                if let Err(e) =
+                    crate::net::run(ctx, config.clone(), rpc_rx, None, Some(events_tx)).await
                 {
                     eprintln!("{}: {e}", config.name);
                 }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod net;
 pub mod node;
 pub mod rpc;
+pub mod web;
 pub mod wire;
 
 /// Starts structured logs (`tracing`) at the level in `MEDLEDGER_LOG`, or `default`.

@@ -10,14 +10,15 @@ use commonware_runtime::{tokio, Runner as _};
 use commonware_utils::channel::mpsc;
 use medledger_node::config::{NodeConfig, Result};
 use medledger_node::node::RpcRequest;
-use medledger_node::{config, net, rpc};
+use medledger_node::{config, net, rpc, web};
 
 const USAGE: &str = "usage:
   medledger-node init --nodes N --dir DIR [--base-port P] [--block-interval-ms MS]
   medledger-node run --config FILE
   medledger-node submit --config FILE      (hex of canonical transactions, one per line on stdin)
   medledger-node status --config FILE
-  medledger-node demo [--base-port P]";
+  medledger-node demo [--base-port P]
+  medledger-node portal-demo [--http 127.0.0.1:7480]";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -70,11 +71,19 @@ fn real_main(args: &[String]) -> Result<bool> {
             let config = config_arg(args)?;
             let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
             let bound = rpc::serve(config.rpc, rpc_tx)?;
+            let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+            let http = match config.http {
+                Some(addr) => Some(web::local::serve_node(&config, addr, jobs_tx)?),
+                None => None,
+            };
             let runner = tokio::Runner::new(tokio::Config::default().with_worker_threads(2));
             runner.start(|ctx| async move {
                 medledger_node::init_logs(&ctx, "info");
                 tracing::info!(rpc = %bound, "local rpc listening");
-                net::run(ctx, config, rpc_rx, None).await
+                if let Some(http) = http {
+                    tracing::info!(%http, "web api and patient portal listening");
+                }
+                net::run(ctx, config, rpc_rx, Some(jobs_rx), None).await
             })?;
             Ok(true)
         }
@@ -109,10 +118,60 @@ fn real_main(args: &[String]) -> Result<bool> {
             let _ = std::fs::remove_dir_all(&dir);
             result
         }
+        Some("portal-demo") => {
+            let http = parse(args, "--http", SocketAddr::from(([127, 0, 0, 1], 7480)))?;
+            portal_demo(http)
+        }
         _ => {
             eprintln!("{USAGE}");
             let _: Option<SocketAddr> = None;
             Ok(false)
         }
+    }
+}
+
+/// A one-node consortium with the demo's cast, its web API and portal at `http`, until killed.
+fn portal_demo(http: SocketAddr) -> Result<bool> {
+    let dir = std::env::temp_dir().join(format!("medledger-portal-{}", std::process::id()));
+    let node = web::local::LocalNode::start(&dir, http, 200)?;
+    let cast = node.seed_demo()?;
+    let url = format!("http://{}", node.http);
+    println!("web API and patient portal: {url}/portal   (OpenAPI: {url}/openapi.json)");
+    println!("consortium files: {}", dir.display());
+    println!();
+    println!(
+        "patient key (paste into the portal): {}",
+        config::hex_encode(cast.patient.to_secret_bytes().as_bytes())
+    );
+    println!("patient account:     {}", cast.patient.account());
+    println!(
+        "specialist account:  {}   (grant it read access in the portal)",
+        cast.specialist.account()
+    );
+    println!(
+        "specialist key:      {}",
+        config::hex_encode(cast.specialist.to_secret_bytes().as_bytes())
+    );
+    println!("relationship:        {}", cast.relationship);
+    println!("lab record pointer:  {}", cast.record);
+    println!("EMR bearer token:    {}", node.token);
+    println!();
+    println!(
+        "for the README's commands:\n  export URL={url} PATIENT={} REL={} RECORD={} TOKEN={}",
+        cast.patient.account(),
+        cast.relationship,
+        cast.record,
+        node.token
+    );
+    println!();
+    println!("try: curl {url}/status");
+    println!(
+        "     curl {url}/patients/{}/relationships?status=pending",
+        cast.patient.account()
+    );
+    println!("     curl {url}/records/{}/readers", cast.record);
+    println!("press Ctrl-C to stop");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }

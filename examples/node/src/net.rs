@@ -18,7 +18,7 @@ use medledger::tendermint::{Tendermint, TendermintConfig};
 use tracing::info;
 
 use crate::config::{parse_key, read_json, read_key, Genesis, NodeChain, NodeConfig, Result};
-use crate::node::{self, Finalised, NodeLedger, Pk, RpcCall, Transport};
+use crate::node::{self, Finalised, NodeJob, NodeLedger, Pk, RpcCall, Transport};
 use crate::wire::*;
 
 /// The transport key of a node whose ledger key has this 32-byte seed (the same key).
@@ -44,13 +44,18 @@ pub fn node_ledger(chain: NodeChain) -> Result<NodeLedger> {
 }
 
 /// Runs the node of `config` on the tokio context `ctx` until the transport closes. Local RPC
-/// requests arrive on `rpc`; finalised blocks are reported on `events`.
+/// requests arrive on `rpc`, the web API's jobs on `jobs`; finalised blocks are reported on
+/// `events`.
 pub async fn run(
     ctx: tokio::Context,
     config: NodeConfig,
     rpc: mpsc::UnboundedReceiver<RpcCall>,
+    jobs: Option<mpsc::UnboundedReceiver<NodeJob>>,
     events: Option<mpsc::UnboundedSender<Finalised>>,
 ) -> Result<()> {
+    // Without a web API, a job channel that never delivers (its sender lives until we return).
+    let (_keep, idle) = mpsc::unbounded_channel();
+    let jobs = jobs.unwrap_or(idle);
     let genesis: Genesis = read_json(&config.genesis)?;
     let key = read_key(&config.key_file)?;
     let signer = transport_key(key.to_secret_bytes().as_bytes())?;
@@ -101,7 +106,7 @@ pub async fn run(
     let sync = network.register(CH_SYNC, Quota::per_second(NZU32!(RATE_SYNC)));
     network.start();
     info!(node = %config.name, listen = %config.listen, peers = config.peers.len(), "p2p started");
-    node::run(
+    node::run_with_jobs(
         ctx.child("node"),
         config.name.clone(),
         ledger,
@@ -115,6 +120,7 @@ pub async fn run(
             peers: config.peers.len(),
         },
         rpc,
+        jobs,
         events,
     )
     .await;

@@ -106,6 +106,27 @@ pub enum RpcRequest {
 /// A request with where to send the answer.
 pub type RpcCall = (RpcRequest, oneshot::Sender<serde_json::Value>);
 
+/// What a [`NodeJob`] may do on the node's loop: read the ledger and the time, submit
+/// transactions.
+pub trait NodeAccess {
+    /// The node's ledger (chain and pool). Ask it, dry-run on it; submit through
+    /// [`submit`](Self::submit) so that the engine sees the transaction and peers get it.
+    fn ledger(&mut self) -> &mut NodeLedger;
+    /// Offers `tx` as a local client's: taken into the pool and relayed to every peer, or
+    /// refused with the reason (and not relayed).
+    ///
+    /// # Errors
+    ///
+    /// The reason the engine or the ledger refused it.
+    fn submit(&mut self, tx: Transaction) -> Result<String, String>;
+    /// The node's clock, Unix seconds.
+    fn now_secs(&self) -> u64;
+}
+
+/// Work the web API hands to the node's loop: it runs there, between consensus events, with
+/// the node's ledger, and answers through a channel of its own.
+pub type NodeJob = Box<dyn FnOnce(&mut dyn NodeAccess) + Send>;
+
 /// The transport a node runs on: three channels and a way to block peers.
 pub struct Transport<S, R, B> {
     /// Consensus messages.
@@ -156,7 +177,33 @@ pub async fn run<E, S, R, B>(
     engine: Engine,
     interval: Duration,
     transport: Transport<S, R, B>,
+    rpc: mpsc::UnboundedReceiver<RpcCall>,
+    events: Option<mpsc::UnboundedSender<Finalised>>,
+) where
+    E: Clock,
+    S: Sender<PublicKey = Pk>,
+    R: Receiver<PublicKey = Pk>,
+    B: Blocker<PublicKey = Pk>,
+{
+    // No web API: a job channel that never delivers (its sender lives as long as the loop).
+    let (_keep, jobs) = mpsc::unbounded_channel();
+    run_with_jobs(
+        clock, name, ledger, engine, interval, transport, rpc, jobs, events,
+    )
+    .await
+}
+
+/// [`run`], also running the [`NodeJob`]s that arrive on `jobs` (the web API's).
+#[allow(clippy::too_many_arguments)] // the node's parts, each distinct
+pub async fn run_with_jobs<E, S, R, B>(
+    clock: E,
+    name: String,
+    ledger: NodeLedger,
+    engine: Engine,
+    interval: Duration,
+    transport: Transport<S, R, B>,
     mut rpc: mpsc::UnboundedReceiver<RpcCall>,
+    mut jobs: mpsc::UnboundedReceiver<NodeJob>,
     events: Option<mpsc::UnboundedSender<Finalised>>,
 ) where
     E: Clock,
@@ -252,6 +299,9 @@ pub async fn run<E, S, R, B>(
             },
             call = rpc.recv() => if let Some((request, reply)) = call {
                 let _ = reply.send(node.on_rpc(request));
+            },
+            job = jobs.recv() => if let Some(job) = job {
+                job(&mut node);
             },
             _ = sleep => {},
         }
@@ -582,6 +632,23 @@ where
                 }
             }
         }
+    }
+}
+
+impl<E, S, B> NodeAccess for State<E, S, B>
+where
+    E: Clock,
+    S: Sender<PublicKey = Pk>,
+    B: Blocker<PublicKey = Pk>,
+{
+    fn ledger(&mut self) -> &mut NodeLedger {
+        &mut self.ledger
+    }
+    fn submit(&mut self, tx: Transaction) -> Result<String, String> {
+        State::submit(self, tx)
+    }
+    fn now_secs(&self) -> u64 {
+        self.now() / 1_000_000
     }
 }
 

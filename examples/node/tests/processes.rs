@@ -68,9 +68,10 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-/// Moves the consortium in `configs` to fresh free ports (p2p and RPC), in every node's file.
+/// Moves the consortium in `configs` to fresh free ports (p2p, RPC and web API), in every
+/// node's file.
 fn use_free_ports(configs: &[PathBuf]) {
-    let ports = free_ports(2 * configs.len());
+    let ports = free_ports(3 * configs.len());
     let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port)).to_string();
     let files: Vec<serde_json::Value> = configs
         .iter()
@@ -85,6 +86,7 @@ fn use_free_ports(configs: &[PathBuf]) {
     for (i, (path, mut file)) in configs.iter().zip(files).enumerate() {
         file["listen"] = moved[i].1.clone().into();
         file["rpc"] = addr(ports[configs.len() + i]).into();
+        file["http"] = addr(ports[2 * configs.len() + i]).into();
         for peer in file["peers"].as_array_mut().unwrap() {
             let old = peer["address"].as_str().unwrap().to_string();
             let (_, new) = moved.iter().find(|(o, _)| *o == old).unwrap();

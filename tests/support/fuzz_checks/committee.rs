@@ -32,8 +32,26 @@ pub fn params() -> CommitteeParams {
         .committee_size(4)
         .identity_difficulty(4)
         .genesis_seed(SIM_SEED.to_le_bytes())
+        .bootstrap(SIM_BOOTSTRAP.iter().map(|k| key_from_hex(k)))
         .build()
         .expect("valid parameters")
+}
+
+/// The simulated network's bootstrap directory (its first four nodes' keys; the corpus test
+/// checks them against the simulator's).
+const SIM_BOOTSTRAP: [&str; 4] = [
+    "afc327c67cde29f7350b565de9630b3dd6ce594f4d09af1125b858cec392248b",
+    "75e26bcbaa943c0d64432e48050aba2018e392b2422d08d8b0c438ab7aa83e6a",
+    "39f6dfa3ef6e8d770c2ae5563bee64f59b8a414f6fec3d3fa28715d9ac421e45",
+    "f0d1131ac5b5edc74db8651a0c89c9d78bba12ee0cd06afda49bfb28bd4a67c8",
+];
+
+fn key_from_hex(hex: &str) -> PublicKey {
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    PublicKey::from_bytes(bytes)
 }
 
 /// A fresh chain of that network, at genesis, with a clock that refuses no past block.
