@@ -121,7 +121,8 @@
 //!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
 //!   and light-client grant proofs), with purposes of use from [`purpose`]; research studies,
 //!   their privacy budgets and queries governed on chain ([`access::study`]), answered by the
-//!   `research` module (feature `research-queries`).
+//!   `research` module (feature `research-queries`); `fhir` (feature) writes grants as HL7 FHIR
+//!   R5 Consents and receipts as AuditEvents, and imports Consents.
 //!
 //! # Features
 //!
@@ -138,6 +139,9 @@
 //! * `research-queries`: the `research` module, statistical research queries answered by Prio3
 //!   secret-shared aggregation with differential privacy (`prio`), input shares encrypted to
 //!   the aggregators with HPKE (`hpke`).
+//! * `fhir`: the `fhir` module, grants as HL7 FHIR R5 `Consent` resources and access receipts
+//!   as `AuditEvent`s (JSON), and FHIR Consents imported as grants or refused with the reason,
+//!   on the `fhir-model` crate's R5 types.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -148,6 +152,8 @@ pub mod chain;
 pub mod codec;
 pub mod committee;
 pub mod consensus;
+#[cfg(feature = "fhir")]
+pub mod fhir;
 pub mod file_store;
 pub mod hash;
 pub mod ledger;
