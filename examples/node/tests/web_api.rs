@@ -852,3 +852,69 @@ fn a_grant_s_deny_provision_is_enforced_at_the_gate() {
         )
     });
 }
+
+#[test]
+fn fhir_search_gives_the_patients_consents_and_audit_events() {
+    let api = Api::start();
+    api.accept();
+    let patient = api.patient();
+    let (status, empty) = api.get(&format!("/fhir/Consent?patient={patient}"));
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(
+        (empty["resourceType"].as_str(), empty["total"].as_u64()),
+        (Some("Bundle"), Some(0))
+    );
+    let grant = api.grant();
+    // The grant as an active R5 Consent, naming the grant and the specialist.
+    let (status, bundle) = api.get(&format!("/fhir/Consent?patient={patient}"));
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(
+        (bundle["type"].as_str(), bundle["total"].as_u64()),
+        (Some("searchset"), Some(1))
+    );
+    let consent = &bundle["entry"][0]["resource"];
+    assert_eq!(consent["resourceType"], "Consent", "{consent}");
+    assert_eq!(consent["status"], "active", "{consent}");
+    let text = consent.to_string();
+    assert!(
+        text.contains(&grant),
+        "the Consent names grant {grant}: {text}"
+    );
+    assert!(
+        text.contains(&api.cast.specialist.account().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("TREAT"), "{text}");
+    // A permitted read, recorded, is an AuditEvent.
+    let request = api.request(&api.cast.specialist, PurposeOfUse::Treatment, 3, api.now());
+    let (_, decision) = api.ask_gate(&request);
+    let receipt = &decision["receipt"];
+    let message = hex_decode(receipt["signing_message"].as_str().unwrap()).unwrap();
+    let (status, body) = api.post(
+        "/gate/receipt",
+        json!({"nonce": hex_encode(&[3; 16]), "unsigned_tx": receipt["unsigned_tx"],
+               "signature": api.cast.specialist.sign(&message).to_string()}),
+    );
+    assert_eq!(status, 202, "{body}");
+    api.settle();
+    let (status, events) = api.get(&format!("/fhir/AuditEvent?patient={patient}"));
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events["total"].as_u64(), Some(1), "{events}");
+    let event = &events["entry"][0]["resource"];
+    assert_eq!(event["resourceType"], "AuditEvent", "{event}");
+    assert!(
+        event
+            .to_string()
+            .contains(&api.cast.specialist.account().to_string()),
+        "{event}"
+    );
+    // Refusals: a patient that is not an account id, no patient at all, an unknown parameter.
+    for query in ["patient=nobody", "", &format!("patient={patient}&_count=5")] {
+        let (status, body) = api.get(&format!("/fhir/Consent?{query}"));
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            !body["error"]["message"].as_str().unwrap().is_empty(),
+            "{body}"
+        );
+    }
+}

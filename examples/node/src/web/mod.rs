@@ -11,7 +11,7 @@
 //!   never reaches the server.
 //!
 //! Every route is a module's `routes()`, merged by [`router`]; a new family of routes (FHIR
-//! resources, say) is one more module with its own `routes()` and its handlers listed in
+//! resources, [`fhir`]) is one more module with its own `routes()` and its handlers listed in
 //! [`ApiDoc`]. Every body is JSON, at most [`MAX_BODY`] bytes; every refusal is an
 //! [`ApiError`]: an HTTP status and `{"error": {"code", "message"}}`, and nothing changed.
 //!
@@ -21,6 +21,7 @@
 
 pub mod emr;
 mod error;
+pub mod fhir;
 pub mod gate;
 pub mod local;
 pub mod patient;
@@ -172,6 +173,8 @@ impl AppState {
         patient::readers,
         patient::grant_revocation_impact,
         patient::delegation_revocation_impact,
+        fhir::consents,
+        fhir::audit_events,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerScheme)
@@ -201,6 +204,7 @@ pub fn router(state: AppState) -> Router {
         .merge(emr::routes())
         .merge(gate::routes())
         .merge(patient::routes())
+        .merge(fhir::routes())
         .merge(portal::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
