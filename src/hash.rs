@@ -431,6 +431,12 @@ pub mod domain {
     /// custodian's private opening.
     pub static RESEARCH_CONSENT: Domain =
         Domain::new("medledger 2026-12 research consent commitment v1");
+    /// Research query report nonces: a research-window pseudonym and a query id.
+    pub static RESEARCH_REPORT_NONCE: Domain =
+        Domain::new("medledger 2026-12 research report nonce v1");
+    /// Research query commitments: report batches, aggregate shares and results.
+    pub static RESEARCH_QUERY_COMMIT: Domain =
+        Domain::new("medledger 2026-12 research query commitment v1");
     /// File store record checksums.
     pub static STORE_RECORD: Domain = Domain::new("medledger 2026-12 file store record v1");
     /// File store anchor checksums (the acknowledged length, rewritten in place).
@@ -560,6 +566,8 @@ mod tests {
             &PSEUDONYM_LINK,
             &PSEUDONYM_RECIPIENT_GROUP,
             &RESEARCH_CONSENT,
+            &RESEARCH_REPORT_NONCE,
+            &RESEARCH_QUERY_COMMIT,
             &STORE_RECORD,
             &TENDERMINT,
             &STORE_ANCHOR,

@@ -119,8 +119,10 @@
 //!   (Bitcoin-exact Proof-of-Work), [`committee`], and `tendermint` (feature).
 //! * Access control: [`access`] (MedRec's registrar, relationships and summaries; consent
 //!   grants, delegation, break-glass, explainable decisions, access receipts, the audit trail
-//!   and light-client grant proofs), with purposes of use from [`purpose`]; `fhir` (feature)
-//!   writes grants as HL7 FHIR R5 Consents and receipts as AuditEvents, and imports Consents.
+//!   and light-client grant proofs), with purposes of use from [`purpose`]; research studies,
+//!   their privacy budgets and queries governed on chain ([`access::study`]), answered by the
+//!   `research` module (feature `research-queries`); `fhir` (feature) writes grants as HL7 FHIR
+//!   R5 Consents and receipts as AuditEvents, and imports Consents.
 //!
 //! # Features
 //!
@@ -134,6 +136,9 @@
 //! * `sqlite`: `sqlite_store::SqliteStore`, a [`store::Store`] in a SQLite database beside the
 //!   application's own tables. SQLite is compiled in (no system library), which needs a C
 //!   compiler.
+//! * `research-queries`: the `research` module, statistical research queries answered by Prio3
+//!   secret-shared aggregation with differential privacy (`prio`), input shares encrypted to
+//!   the aggregators with HPKE (`hpke`).
 //! * `fhir`: the `fhir` module, grants as HL7 FHIR R5 `Consent` resources and access receipts
 //!   as `AuditEvent`s (JSON), and FHIR Consents imported as grants or refused with the reason,
 //!   on the `fhir-model` crate's R5 types.
@@ -157,6 +162,8 @@ pub mod pow;
 pub mod prelude;
 pub mod pseudonym;
 pub mod purpose;
+#[cfg(feature = "research-queries")]
+pub mod research;
 #[cfg(feature = "lab")]
 pub mod sim;
 pub mod smt;

@@ -497,6 +497,70 @@ impl fmt::Display for AccessEvent {
                 Id(offence, short),
                 Id(offender, short)
             ),
+            AccessEvent::StudyApproved {
+                study,
+                researcher,
+                authority,
+                budget,
+                min_class_size,
+            } => write!(
+                f,
+                "authority {} approved study {} of researcher {} with budget {budget}, classes of at least {min_class_size}",
+                Id(authority, short),
+                Id(study, short),
+                Id(researcher, short)
+            ),
+            AccessEvent::QueryAnnounced {
+                query,
+                study,
+                epsilon,
+                remaining,
+            } => write!(
+                f,
+                "query {} announced under study {}, spending {epsilon} ({remaining} left)",
+                Id(query, short),
+                Id(study, short)
+            ),
+            AccessEvent::ReportsCommitted {
+                query,
+                hospital,
+                batch,
+                reports,
+            } => write!(
+                f,
+                "provider {} committed {reports} report(s) to query {} (batch {})",
+                Id(hospital, short),
+                Id(query, short),
+                Id(batch, short)
+            ),
+            AccessEvent::AggregateShareCommitted {
+                query,
+                aggregator,
+                share,
+                reports,
+            } => write!(
+                f,
+                "aggregator {} committed share {} of {reports} report(s) to query {}",
+                Id(aggregator, short),
+                Id(share, short),
+                Id(query, short)
+            ),
+            AccessEvent::StudyDataReleased {
+                release,
+                study,
+                min_class_size,
+            } => write!(
+                f,
+                "release {} under study {} states classes of at least {min_class_size}",
+                Id(release, short),
+                Id(study, short)
+            ),
+            AccessEvent::QueryResultPublished { query, result } => write!(
+                f,
+                "result {} of query {} published",
+                Id(result, short),
+                Id(query, short)
+            ),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Why an access-control operation is refused.
 
 use super::{
-    BreakGlassId, Category, DelegationId, DenyReason, GrantId, GroupId, PointerId, RelationshipId,
-    RelationshipStatus, Role,
+    BreakGlassId, Category, DelegationId, DenyReason, Epsilon, GrantId, GroupId, PointerId,
+    QueryId, RelationshipId, RelationshipStatus, ReportNonce, Role, StudyId,
 };
 use core::fmt;
 
@@ -242,6 +242,84 @@ pub enum AccessError {
         /// The maximum.
         max: u64,
     },
+    /// No such study.
+    #[error("unknown study {0}")]
+    UnknownStudy(StudyId),
+    /// The account is not the study's researcher.
+    #[error("account {account} is not the researcher of study {study}")]
+    NotTheResearcher {
+        /// The study.
+        study: StudyId,
+        /// The account.
+        account: AccountId,
+    },
+    /// The study's remaining privacy budget is smaller than the query's ε.
+    #[error("study {study} has {remaining} left, the query asks for {asked}")]
+    BudgetExceeded {
+        /// The study.
+        study: StudyId,
+        /// What is left of its budget.
+        remaining: Epsilon,
+        /// The query's ε.
+        asked: Epsilon,
+    },
+    /// An aggregator of the query is its researcher.
+    #[error("the researcher {0} cannot aggregate its own query")]
+    AggregatorIsResearcher(AccountId),
+    /// A study or query parameter is out of bounds.
+    #[error("invalid research query: {0}")]
+    InvalidQuery(&'static str),
+    /// No such query.
+    #[error("unknown query {0}")]
+    UnknownQuery(QueryId),
+    /// The account is not one of the query's aggregators.
+    #[error("account {account} is not an aggregator of query {query}")]
+    NotAnAggregator {
+        /// The query.
+        query: QueryId,
+        /// The account.
+        account: AccountId,
+    },
+    /// The account already committed its share or result for the query.
+    #[error("account {by} already committed for query {query}")]
+    AlreadyCommitted {
+        /// The query.
+        query: QueryId,
+        /// The account.
+        by: AccountId,
+    },
+    /// A report with this nonce was already committed for the query.
+    #[error("report {nonce} of query {query} was already committed")]
+    ReportReplayed {
+        /// The query.
+        query: QueryId,
+        /// The nonce.
+        nonce: ReportNonce,
+    },
+    /// An aggregate share's report count is below the query's minimum batch, or above the
+    /// reports committed.
+    #[error("an aggregate share of {reports} reports: the query needs at least {min}, and {committed} were committed")]
+    BatchSize {
+        /// The share's report count.
+        reports: u64,
+        /// The query's minimum batch.
+        min: u32,
+        /// The reports hospitals committed.
+        committed: u64,
+    },
+    /// A release states a smaller class size than its study's approval allows.
+    #[error("the release states classes of {stated}, study {study} was approved for at least {approved}")]
+    ClassSizeBelowApproval {
+        /// The study.
+        study: StudyId,
+        /// The class size the release states.
+        stated: u32,
+        /// The study's minimum class size.
+        approved: u32,
+    },
+    /// The result is published before both aggregate shares are committed.
+    #[error("query {0} does not have both aggregate shares committed")]
+    SharesMissing(QueryId),
     /// The evidence of this offence is already recorded.
     #[error("evidence of offence {offence} by {offender} is already recorded")]
     EvidenceAlreadyRecorded {
@@ -296,7 +374,10 @@ impl AccessError {
             | NotInOrder(_)
             | InvalidProvision { .. }
             | BreakGlassDuration { .. }
-            | PowerTooLarge { .. } => RefusalKind::Malformed,
+            | PowerTooLarge { .. }
+            | AggregatorIsResearcher(_)
+            | ClassSizeBelowApproval { .. }
+            | InvalidQuery(_) => RefusalKind::Malformed,
             CommitmentNotBound(_)
             | RoleNotSelfAssignable(_)
             | WrongRole { .. }
@@ -310,6 +391,8 @@ impl AccessError {
             | NotADelegationParty { .. }
             | NotGroupOwner(_)
             | NotTheOpener(_)
+            | NotTheResearcher { .. }
+            | NotAnAggregator { .. }
             | Denied(_) => RefusalKind::Unauthorised,
             NotRegistered(_)
             | UnknownRelationship(_)
@@ -319,7 +402,9 @@ impl AccessError {
             | UnknownGroup(_)
             | NotMember(_)
             | UnknownDelegation(_)
-            | UnknownSession(_) => RefusalKind::Unknown,
+            | UnknownSession(_)
+            | UnknownStudy(_)
+            | UnknownQuery(_) => RefusalKind::Unknown,
             AlreadyRegistered(_)
             | IdentityTaken(_)
             | KeyInUse(_)
@@ -335,8 +420,12 @@ impl AccessError {
             | BreakGlassAlreadyOpen(_)
             | SessionClosed(_)
             | AlreadyReviewed(_)
-            | EvidenceAlreadyRecorded { .. } => RefusalKind::Conflict,
-            LimitReached { .. } => RefusalKind::Limit,
+            | EvidenceAlreadyRecorded { .. }
+            | AlreadyCommitted { .. }
+            | ReportReplayed { .. }
+            | BatchSize { .. }
+            | SharesMissing(_) => RefusalKind::Conflict,
+            LimitReached { .. } | BudgetExceeded { .. } => RefusalKind::Limit,
         }
     }
 }

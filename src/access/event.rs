@@ -6,6 +6,7 @@ use super::{
     Action, Basis, BreakGlassId, DelegationId, GrantId, GroupId, PointerId, Reason, RelationshipId,
     ReleaseId, ReviewOutcome, RevocationCause, Role, Viewer,
 };
+use super::{Epsilon, QueryId, StudyId};
 use crate::hash::{AccountId, Digest};
 use crate::pseudonym::Epoch;
 use crate::purpose::PurposeOfUse;
@@ -254,5 +255,67 @@ pub enum AccessEvent {
         offence: Digest,
         /// Who submitted it.
         by: AccountId,
+    },
+    /// An authority approved a research study.
+    StudyApproved {
+        /// The study.
+        study: StudyId,
+        /// Its researcher.
+        researcher: AccountId,
+        /// The authority.
+        authority: AccountId,
+        /// Its total privacy budget.
+        budget: Epsilon,
+        /// The smallest class its data releases may hold.
+        min_class_size: u32,
+    },
+    /// A researcher announced a query; its ε was charged to the study.
+    QueryAnnounced {
+        /// The query.
+        query: QueryId,
+        /// The study.
+        study: StudyId,
+        /// The query's ε.
+        epsilon: Epsilon,
+        /// The study's budget left after it.
+        remaining: Epsilon,
+    },
+    /// A hospital committed to a batch of reports.
+    ReportsCommitted {
+        /// The query.
+        query: QueryId,
+        /// The hospital.
+        hospital: AccountId,
+        /// The batch's digest.
+        batch: Digest,
+        /// How many reports.
+        reports: u32,
+    },
+    /// An aggregator committed to its aggregate share.
+    AggregateShareCommitted {
+        /// The query.
+        query: QueryId,
+        /// The aggregator.
+        aggregator: AccountId,
+        /// The share's digest.
+        share: Digest,
+        /// How many reports it aggregated.
+        reports: u64,
+    },
+    /// A custodian released a data set under a study, stating its smallest class.
+    StudyDataReleased {
+        /// The release.
+        release: ReleaseId,
+        /// The study.
+        study: StudyId,
+        /// The smallest equivalence class of the data set, as stated.
+        min_class_size: u32,
+    },
+    /// The researcher published the hash of a query's result.
+    QueryResultPublished {
+        /// The query.
+        query: QueryId,
+        /// The result's digest.
+        result: Digest,
     },
 }

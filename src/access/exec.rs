@@ -95,6 +95,47 @@ impl AccessState {
                 offence,
                 evidence,
             } => x.record_evidence(*offender, *offence, evidence)?,
+            AccessOp::ApproveStudy {
+                researcher,
+                protocol,
+                budget,
+                min_class_size,
+            } => x.approve_study(*researcher, *protocol, *budget, *min_class_size)?,
+            AccessOp::AnnounceQuery {
+                study,
+                kind,
+                cohort,
+                epsilon,
+                min_batch,
+                aggregators,
+                deadline,
+            } => x.announce_query(
+                *study,
+                *kind,
+                *cohort,
+                *epsilon,
+                *min_batch,
+                *aggregators,
+                *deadline,
+            )?,
+            AccessOp::CommitReports {
+                query,
+                batch,
+                nonces,
+            } => x.commit_reports(*query, *batch, nonces)?,
+            AccessOp::CommitAggregateShare {
+                query,
+                share,
+                reports,
+            } => x.commit_aggregate_share(*query, *share, *reports)?,
+            AccessOp::PublishResult { query, result } => x.publish_result(*query, *result)?,
+            AccessOp::ReleaseStudyData {
+                study,
+                min_class_size,
+                epoch,
+                dataset,
+                subjects,
+            } => x.release_study_data(*study, *min_class_size, *epoch, *dataset, subjects)?,
         }
         Ok(x.events)
     }

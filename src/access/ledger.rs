@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Payload;
 use super::{
-    AccessEvent, AccessOp, BreakGlassId, DelegationId, GrantId, GroupId, PointerId, RelationshipId,
-    ReleaseId,
+    AccessEvent, AccessOp, BreakGlassId, DelegationId, GrantId, GroupId, PointerId, QueryId,
+    RelationshipId, ReleaseId, StudyId,
 };
 use crate::hash::AccountId;
 
@@ -39,6 +39,10 @@ pub enum Created {
     BreakGlass(BreakGlassId),
     /// A research data release ([`AccessOp::ReleaseResearchData`]).
     Release(ReleaseId),
+    /// A research study ([`AccessOp::ApproveStudy`]).
+    Study(StudyId),
+    /// A research query ([`AccessOp::AnnounceQuery`]).
+    Query(QueryId),
 }
 
 impl Created {
@@ -97,6 +101,8 @@ impl fmt::Display for Created {
             Created::Delegation(d) => write!(f, "delegation {d}"),
             Created::BreakGlass(s) => write!(f, "break-glass session {s}"),
             Created::Release(r) => write!(f, "research release {r}"),
+            Created::Study(s) => write!(f, "research study {s}"),
+            Created::Query(q) => write!(f, "research query {q}"),
         }
     }
 }
@@ -115,6 +121,8 @@ impl AccessEvent {
             AccessEvent::DelegationCreated { delegation, .. } => Created::Delegation(*delegation),
             AccessEvent::BreakGlassOpened { session, .. } => Created::BreakGlass(*session),
             AccessEvent::ResearchDataReleased { release, .. } => Created::Release(*release),
+            AccessEvent::StudyApproved { study, .. } => Created::Study(*study),
+            AccessEvent::QueryAnnounced { query, .. } => Created::Query(*query),
             AccessEvent::KeyRotated { .. }
             | AccessEvent::ProviderCertified { .. }
             | AccessEvent::ProviderDecertified { .. }
@@ -130,7 +138,11 @@ impl AccessEvent {
             | AccessEvent::BreakGlassReviewed { .. }
             | AccessEvent::Accessed { .. }
             | AccessEvent::ValidatorSet { .. }
-            | AccessEvent::EvidenceRecorded { .. } => return None,
+            | AccessEvent::EvidenceRecorded { .. }
+            | AccessEvent::ReportsCommitted { .. }
+            | AccessEvent::AggregateShareCommitted { .. }
+            | AccessEvent::QueryResultPublished { .. }
+            | AccessEvent::StudyDataReleased { .. } => return None,
         })
     }
 }

@@ -167,6 +167,7 @@ pub mod registrar;
 pub mod relationship;
 pub mod research;
 mod state;
+pub mod study;
 pub mod summary;
 
 pub use error::{AccessError, RefusalKind};
@@ -203,6 +204,11 @@ pub use research::{
     prepare_release, prepare_release_with, research_context, ConsentCommitment, ConsentOpening,
     PreparedRelease, Release, ReleaseAuditError, ReleaseBuildError, ReleasedSubject,
     SubjectOpening, MAX_RELEASE_SUBJECTS,
+};
+pub use study::{
+    prepare_study_release, AggregatorRef, Contribution, Epsilon, HpkePublicKey, Query, QueryKind,
+    ReportNonce, SmallClass, Study, StudyRelease, DEFAULT_MIN_CLASS_SIZE, MAX_HISTOGRAM_BUCKETS,
+    MAX_REPORTS_PER_COMMIT, MAX_SUM_BOUND, MAX_VECTOR_LEN,
 };
 pub use summary::{Side, SummaryItem};
 

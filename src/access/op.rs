@@ -7,6 +7,9 @@ use super::{
     GrantTerms, GroupId, Identity, Label, PointerId, Reason, RecordPointer, RelationshipId,
     ReleasedSubject, ReviewOutcome, Role, MAX_RELEASE_SUBJECTS,
 };
+use super::{
+    AggregatorRef, Epsilon, QueryId, QueryKind, ReportNonce, StudyId, MAX_REPORTS_PER_COMMIT,
+};
 use crate::codec::{BoundedBytes, BoundedVec};
 use crate::hash::{AccountId, Digest};
 use crate::pseudonym::Epoch;
@@ -213,6 +216,83 @@ pub enum AccessOp {
         offence: Digest,
         /// The engine's encoding of the evidence, at most [`MAX_EVIDENCE_LEN`] bytes.
         evidence: BoundedBytes<MAX_EVIDENCE_LEN>,
+    },
+    /// A certified provider releases a data set to a study's researcher under research-window
+    /// pseudonyms, as [`AccessOp::ReleaseResearchData`], stating the smallest equivalence class
+    /// of the data set's quasi-identifiers: at least the study's approved minimum class size
+    /// ([`DEFAULT_MIN_CLASS_SIZE`](super::DEFAULT_MIN_CLASS_SIZE) unless its ethics approval
+    /// allows less). Build it with [`prepare_study_release`](super::prepare_study_release),
+    /// which refuses a data set with a smaller class.
+    ReleaseStudyData {
+        /// The study; its researcher receives the data.
+        study: StudyId,
+        /// The smallest equivalence class the data set holds, stated by the custodian.
+        min_class_size: u32,
+        /// The research window whose pseudonyms the subjects carry.
+        epoch: Epoch,
+        /// The content hash of the released data set.
+        dataset: Digest,
+        /// The released subjects, in strictly ascending pseudonym order (not empty).
+        subjects: BoundedVec<ReleasedSubject, MAX_RELEASE_SUBJECTS>,
+    },
+    /// An authority approves a research study: the signed transaction is the ethics approval
+    /// the chain keeps. See [`study`](super::study).
+    ApproveStudy {
+        /// The registered [`Role::Researcher`] who asks its queries.
+        researcher: AccountId,
+        /// The hash of the study's protocol and ethics approval document.
+        protocol: Digest,
+        /// Its total privacy budget (positive).
+        budget: Epsilon,
+        /// The smallest equivalence class its data releases may hold:
+        /// [`DEFAULT_MIN_CLASS_SIZE`](super::DEFAULT_MIN_CLASS_SIZE) unless the approval says
+        /// otherwise.
+        min_class_size: u32,
+    },
+    /// The study's researcher announces a query; refused when the study's remaining budget is
+    /// smaller than `epsilon`, which is charged at once.
+    AnnounceQuery {
+        /// The study.
+        study: StudyId,
+        /// What it computes.
+        kind: QueryKind,
+        /// The hash of the cohort definition.
+        cohort: Digest,
+        /// Its privacy parameter.
+        epsilon: Epsilon,
+        /// The fewest reports an aggregate share may be released of.
+        min_batch: u32,
+        /// The two aggregators (neither the researcher), the leader first.
+        aggregators: [AggregatorRef; 2],
+        /// Reports are committed strictly before this block time.
+        deadline: u64,
+    },
+    /// A certified provider (a hospital) commits to a batch of reports it sent for a query:
+    /// their nonces, in strictly ascending order, none committed before for the query.
+    CommitReports {
+        /// The query.
+        query: QueryId,
+        /// The digest of the batch's reports.
+        batch: Digest,
+        /// The reports' nonces.
+        nonces: BoundedVec<ReportNonce, MAX_REPORTS_PER_COMMIT>,
+    },
+    /// One of a query's aggregators commits to its (noised) aggregate share, once.
+    CommitAggregateShare {
+        /// The query.
+        query: QueryId,
+        /// The digest of its aggregate share.
+        share: Digest,
+        /// How many reports it aggregated: at least the query's minimum batch.
+        reports: u64,
+    },
+    /// The study's researcher publishes the hash of the query's result, once both aggregate
+    /// shares are committed.
+    PublishResult {
+        /// The query.
+        query: QueryId,
+        /// The digest of the result.
+        result: Digest,
     },
 }
 

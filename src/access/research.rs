@@ -319,6 +319,31 @@ pub enum ReleaseBuildError {
     /// The vault could not issue a pseudonym or an opening.
     #[error("pseudonym: {0}")]
     Pseudonym(#[from] PseudonymError),
+    /// The quasi-identifiers given are not one per subject.
+    #[error("{quasi} rows of quasi-identifiers for {subjects} subjects")]
+    QuasiIdentifiersMismatch {
+        /// Rows of quasi-identifiers.
+        quasi: usize,
+        /// Subjects.
+        subjects: usize,
+    },
+    /// The class size asked for is below the study's approval.
+    #[error("classes of {asked} asked, the study was approved for at least {approved}")]
+    ClassSizeBelowApproval {
+        /// The class size asked for.
+        asked: u32,
+        /// The study's minimum class size.
+        approved: u32,
+    },
+    /// The data set has equivalence classes smaller than the class size: the mosaic effect
+    /// would let them be linked across releases.
+    #[error("{} equivalence class(es) under k = {k}: {}", classes.len(), super::study::list_classes(classes))]
+    ClassesTooSmall {
+        /// The class size required.
+        k: u32,
+        /// The offending classes with their sizes.
+        classes: Vec<super::SmallClass>,
+    },
 }
 
 /// [`prepare_release_with`] with the operating system's CSPRNG.
@@ -590,8 +615,27 @@ impl AccessState {
         {
             return Err(ReleaseAuditError::CommitmentMismatch { index });
         }
-        let id = opening.grant;
-        let (height, time) = (r.at.height, r.at.time);
+        self.check_research_grant(
+            opening.grant,
+            opening.patient,
+            r.custodian,
+            r.recipient,
+            r.at,
+        )
+    }
+
+    /// Checks that grant `id` is `patient`'s consent, on its relationship with `custodian`, to
+    /// `recipient` reading for research, as of `at` (steps 2 to 5 of the [module
+    /// documentation](self)).
+    pub(crate) fn check_research_grant(
+        &self,
+        id: GrantId,
+        patient: AccountId,
+        custodian: AccountId,
+        recipient: AccountId,
+        at: Stamp,
+    ) -> Result<(), ReleaseAuditError> {
+        let (height, time) = (at.height, at.time);
         let grant = self
             .grants
             .get(&id)
@@ -603,16 +647,13 @@ impl AccessState {
                 release: height,
             });
         }
-        if grant.patient != opening.patient {
-            return Err(ReleaseAuditError::AnotherPatient {
-                grant: id,
-                patient: opening.patient,
-            });
+        if grant.patient != patient {
+            return Err(ReleaseAuditError::AnotherPatient { grant: id, patient });
         }
-        if grant.terms.relationship != RelationshipId::of(opening.patient, r.custodian) {
+        if grant.terms.relationship != RelationshipId::of(patient, custodian) {
             return Err(ReleaseAuditError::NotTheCustodian { grant: id });
         }
-        if !self.is_viewer_at(grant, &r.recipient, height) {
+        if !self.is_viewer_at(grant, &recipient, height) {
             return Err(ReleaseAuditError::NotTheRecipient { grant: id });
         }
         let terms = &grant.terms;

@@ -9,6 +9,7 @@ use super::{
     DelegationId, Grant, GrantId, GrantTerms, Group, GroupId, Identity, Membership, Pointer,
     PointerId, Relationship, RelationshipId, Release, ReleaseId, Revocation, Viewer,
 };
+use super::{Contribution, Query, QueryId, ReportNonce, Study, StudyId, StudyRelease};
 use super::{Stamp, MAX_EVIDENCE_LEN};
 use crate::codec::BoundedBytes;
 use crate::hash::{AccountId, Digest};
@@ -45,6 +46,17 @@ pub const RELEASES_TABLE: &str = "access.releases";
 pub const VALIDATORS_TABLE: &str = "access.validators";
 /// Tag of the evidence table (keyed by offender and offence; written once).
 pub const EVIDENCE_TABLE: &str = "access.evidence";
+
+/// Tag of the research study table.
+pub const STUDIES_TABLE: &str = "access.studies";
+/// Tag of the research query table.
+pub const QUERIES_TABLE: &str = "access.queries";
+/// Tag of the report commitment table (keyed by query and report nonce; written once).
+pub const CONTRIBUTIONS_TABLE: &str = "access.contributions";
+/// Tag of the study release table (keyed by [`ReleaseId`]; written once).
+pub const STUDY_RELEASES_TABLE: &str = "access.study-releases";
+/// Tag of the study audit table (keyed by study and sequence number).
+pub const STUDY_TRAIL_TABLE: &str = "access.study-trail";
 
 /// Evidence of a validator's misbehaviour, as recorded on chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +234,11 @@ pub struct AccessState {
     pub(crate) evidence: Table<(PublicKey, Digest), EvidenceRecord>,
     pub(crate) offender_evidence: Table<(PublicKey, u32), Digest>,
     pub(crate) evidence_counts: Table<PublicKey, u32>,
+    pub(crate) studies: Table<StudyId, Study>,
+    pub(crate) queries: Table<QueryId, Query>,
+    pub(crate) contributions: Table<(QueryId, ReportNonce), Contribution>,
+    pub(crate) study_trail: Table<(StudyId, u32), AuditEntry>,
+    pub(crate) study_releases: Table<ReleaseId, StudyRelease>,
 }
 
 impl fmt::Debug for AccessState {
@@ -270,6 +287,11 @@ impl AccessState {
             evidence: Table::new(EVIDENCE_TABLE),
             offender_evidence: Table::new("access.offender-evidence"),
             evidence_counts: Table::new("access.evidence-counts"),
+            studies: Table::new(STUDIES_TABLE),
+            queries: Table::new(QUERIES_TABLE),
+            contributions: Table::new(CONTRIBUTIONS_TABLE),
+            study_trail: Table::new(STUDY_TRAIL_TABLE),
+            study_releases: Table::new(STUDY_RELEASES_TABLE),
         }
     }
 
@@ -306,6 +328,11 @@ impl AccessState {
             &mut self.evidence,
             &mut self.offender_evidence,
             &mut self.evidence_counts,
+            &mut self.studies,
+            &mut self.queries,
+            &mut self.contributions,
+            &mut self.study_trail,
+            &mut self.study_releases,
         ]);
     }
 
@@ -342,6 +369,11 @@ impl AccessState {
             &self.evidence,
             &self.offender_evidence,
             &self.evidence_counts,
+            &self.studies,
+            &self.queries,
+            &self.contributions,
+            &self.study_trail,
+            &self.study_releases,
         ]);
     }
 

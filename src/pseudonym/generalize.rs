@@ -366,6 +366,33 @@ pub struct QuasiIdentifiers {
     pub gender: AdministrativeGender,
 }
 
+impl fmt::Display for AdministrativeGender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdministrativeGender::Female => "female",
+            AdministrativeGender::Male => "male",
+            AdministrativeGender::Other => "other",
+            AdministrativeGender::Unknown => "unknown",
+        })
+    }
+}
+
+impl fmt::Display for QuasiIdentifiers {
+    /// `born 1961, ZIP 021, female`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "born {}, ZIP {}, {}", self.birth, self.zip3, self.gender)
+    }
+}
+
+/// The equivalence classes smaller than `k`, each with its size, in the classes' order.
+pub fn classes_below_k<K: Ord + Clone>(records: &[K], k: usize) -> Vec<(K, usize)> {
+    equivalence_classes(records)
+        .into_iter()
+        .filter(|(_, n)| *n < k)
+        .map(|(c, n)| (c.clone(), n))
+        .collect()
+}
+
 /// How many records share each combination of quasi-identifiers (the equivalence classes).
 pub fn equivalence_classes<K: Ord>(records: &[K]) -> BTreeMap<&K, usize> {
     let mut classes = BTreeMap::new();

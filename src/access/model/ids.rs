@@ -48,6 +48,18 @@ mod id_kind {
     pub(super) const DELEGATION: u8 = 5;
     pub(super) const BREAK_GLASS: u8 = 6;
     pub(super) const RELEASE: u8 = 7;
+    pub(super) const STUDY: u8 = 8;
+    pub(super) const QUERY: u8 = 9;
+}
+hash_newtype! {
+    /// A research study approved by an authority, derived from the approving transaction
+    /// ([`StudyId::of_tx`]).
+    StudyId
+}
+hash_newtype! {
+    /// A research query announced under a study, derived from the announcing transaction
+    /// ([`QueryId::of_tx`]).
+    QueryId
 }
 
 fn derive_id<T: Serialize + ?Sized>(kind: u8, parts: &T) -> [u8; 32] {
@@ -80,3 +92,5 @@ id_of_tx!(GroupId, id_kind::GROUP, "group");
 id_of_tx!(DelegationId, id_kind::DELEGATION, "delegation");
 id_of_tx!(BreakGlassId, id_kind::BREAK_GLASS, "break-glass session");
 id_of_tx!(ReleaseId, id_kind::RELEASE, "research data release");
+id_of_tx!(StudyId, id_kind::STUDY, "research study");
+id_of_tx!(QueryId, id_kind::QUERY, "research query");

@@ -6,7 +6,10 @@ mod request;
 mod time;
 mod vocabulary;
 
-pub use ids::{BreakGlassId, DelegationId, GrantId, GroupId, PointerId, RelationshipId, ReleaseId};
+pub use ids::{
+    BreakGlassId, DelegationId, GrantId, GroupId, PointerId, QueryId, RelationshipId, ReleaseId,
+    StudyId,
+};
 pub use request::AccessRequest;
 pub use time::{Period, Stamp};
 pub use vocabulary::{
