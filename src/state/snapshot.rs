@@ -133,6 +133,10 @@ impl SnapshotChunk {
     pub fn depth(&self) -> usize {
         self.siblings.len()
     }
+    /// The sibling hashes along the path from the root down to the prefix.
+    pub fn siblings(&self) -> &[Digest] {
+        &self.siblings
+    }
     /// The chunk's prefix: its first [`depth`](Self::depth) bits, the rest zero.
     pub fn prefix(&self) -> StateKey {
         self.prefix
