@@ -57,7 +57,7 @@ use crate::smt::{bit, fold_path, subtree_hash, StateTree, StateUpdate, MAX_PROOF
 /// The most entries one chunk holds.
 pub const MAX_CHUNK_ENTRIES: usize = 4096;
 /// The most bytes one encoded chunk takes (checked before decoding).
-pub const MAX_CHUNK_BYTES: usize = 4 << 20;
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 /// The longest table tag in a snapshot entry.
 pub const MAX_TABLE_TAG_BYTES: usize = 64;
 /// The longest encoded key in a snapshot entry.
