@@ -29,9 +29,9 @@ use crate::consensus::{Ancestors, Consensus, ConsensusError, Finality, Work};
 use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
 use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
-use crate::state::snapshot::{SnapshotChunk, SnapshotError};
+use crate::state::snapshot::{SnapshotChunk, SnapshotError, SnapshotImport, MAX_CHUNK_ENTRIES};
 use crate::state::{BlockUndo, Executed, State, StateError, TxFailure};
-use crate::store::{MemoryStore, Store, StoreError};
+use crate::store::{MemoryStore, Store, StoreError, StoredCheckpoint};
 use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
 
 /// The block type of a chain whose engine is `C` and whose application is `A`.
@@ -366,6 +366,7 @@ pub struct ChainBuilder<C: Consensus, A: Application> {
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     max_reorg_depth: u64,
+    checkpoint_every: u64,
     genesis: A::Genesis,
 }
 
@@ -391,6 +392,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
             store: Box::new(MemoryStore::new()),
             clock: Arc::new(SystemClock),
             max_reorg_depth: DEFAULT_MAX_REORG_DEPTH,
+            checkpoint_every: 0,
             genesis,
         }
     }
@@ -424,7 +426,20 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         self.max_reorg_depth = depth;
         self
     }
-    /// Builds the chain: creates genesis, or reopens the store and replays it.
+    /// Keeps a state checkpoint in the store every `blocks` main-chain blocks (0, the default:
+    /// never), so that reopening the store replays only the blocks after the last one (see
+    /// [`Chain::write_checkpoint`]).
+    pub fn checkpoint_every(mut self, blocks: u64) -> Self {
+        self.checkpoint_every = blocks;
+        self
+    }
+    /// Builds the chain: creates genesis, or reopens the store. If the store keeps a
+    /// checkpoint ([`Store::checkpoint`]) of a block still on its main chain, the chain takes
+    /// the headers up to that block from the store (checked by the engine, bodies not executed),
+    /// verifies the checkpoint against that header's state root and starts from it; then (or
+    /// without a usable checkpoint, from genesis) it re-validates every later stored block. A
+    /// chain resumed from a checkpoint refuses reorganisations below it, as one opened from a
+    /// snapshot; [`Chain::replay_state`] still replays from genesis to check it.
     ///
     /// # Errors
     ///
@@ -447,7 +462,10 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
                     found: *first,
                 })
             }
-            Some(_) => chain.reload(&stored[1..])?,
+            Some(_) => {
+                chain.resume_from_checkpoint()?;
+                chain.reload(&stored[1..])?;
+            }
         }
         Ok(chain)
     }
@@ -543,6 +561,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
             store: self.store,
             clock: self.clock,
             max_reorg_depth: self.max_reorg_depth,
+            checkpoint_every: self.checkpoint_every,
             index,
             invalid: HashSet::new(),
             main: vec![genesis_hash],
@@ -615,6 +634,8 @@ pub struct Chain<C: Consensus, A: Application> {
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     max_reorg_depth: u64,
+    /// Blocks between state checkpoints (0: none).
+    checkpoint_every: u64,
     index: HashMap<BlockHash, Entry<C::Seal>>,
     invalid: HashSet<BlockHash>,
     /// Main chain hashes by height.
@@ -1028,6 +1049,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             self.store_block(&checked, total_work)?;
             self.main.push(hash);
             self.persist_main(applied.height)?;
+            self.scheduled_checkpoint();
             return Ok(Appended {
                 reverted: Vec::new(),
                 applied: vec![applied],
@@ -1277,6 +1299,9 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     fn reload(&mut self, hashes: &[BlockHash]) -> ChainResult<(), A> {
         self.replaying = true;
         for hash in hashes {
+            if self.index.contains_key(hash) {
+                continue;
+            }
             let Some(block) = self.block(hash)? else {
                 continue;
             };
@@ -1308,6 +1333,81 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     /// [`ChainError::Snapshot`] if an entry exceeds the snapshot limits.
     pub fn snapshot(&self, max_entries: usize) -> ChainResult<Vec<SnapshotChunk>, A> {
         Ok(self.state.export_snapshot(self.height(), max_entries)?)
+    }
+
+    /// Writes a state checkpoint of the tip to the store ([`Store::put_checkpoint`]), so that
+    /// reopening the store starts from it instead of replaying every block. The chain writes
+    /// one by itself every [`ChainBuilder::checkpoint_every`] blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::Snapshot`] if the state cannot be exported, [`ChainError::Store`] if the
+    /// store fails; the store then keeps its previous checkpoint.
+    pub fn write_checkpoint(&mut self) -> ChainResult<(), A> {
+        let chunks = self
+            .state
+            .export_snapshot(self.height(), MAX_CHUNK_ENTRIES)?;
+        self.store.put_checkpoint(&StoredCheckpoint {
+            height: self.height(),
+            block: self.tip(),
+            chunks: chunks.iter().map(SnapshotChunk::encode).collect(),
+        })?;
+        self.store.sync()?;
+        Ok(())
+    }
+
+    /// The checkpoint every `checkpoint_every` blocks, after the block is stored. Best effort:
+    /// the block is in already, and a failed checkpoint leaves the previous one, which reopens
+    /// the chain as well, only with more blocks to replay.
+    fn scheduled_checkpoint(&mut self) {
+        if !self.replaying
+            && self.checkpoint_every > 0
+            && self.height() % self.checkpoint_every == 0
+        {
+            let _ = self.write_checkpoint();
+        }
+    }
+
+    /// Starts from the store's checkpoint, if it keeps a usable one: the headers up to it from
+    /// the stored main chain, checked by the engine, and the state verified against the last
+    /// one. Returns whether it did; if not, the chain is as it was (at genesis).
+    fn resume_from_checkpoint(&mut self) -> ChainResult<bool, A> {
+        let Some(checkpoint) = self.store.checkpoint()? else {
+            return Ok(false);
+        };
+        let height = checkpoint.height;
+        if height == 0 || self.store.main_hash(height)? != Some(checkpoint.block) {
+            return Ok(false);
+        }
+        let mut headers = Vec::new();
+        for h in 1..=height {
+            let hash = self.store.main_hash(h)?;
+            match hash.map(|hash| self.block(&hash)).transpose()? {
+                Some(Some(block)) if Some(block.hash()) == hash => headers.push(block.header),
+                _ => return Ok(false),
+            }
+        }
+        let resumed = (|| {
+            for header in &headers {
+                self.accept_header(header).ok()?;
+            }
+            let root = self.tip_header().state_root;
+            let mut import = SnapshotImport::<A::State>::new(height, root);
+            for chunk in &checkpoint.chunks {
+                import.add_bytes(chunk).ok()?;
+            }
+            import.finish().ok()
+        })();
+        let Some(state) = resumed else {
+            let genesis = self.main[0];
+            self.main.truncate(1);
+            self.index.retain(|hash, _| *hash == genesis);
+            return Ok(false);
+        };
+        self.trees = vec![state.tree().clone()];
+        self.tree_base = height;
+        self.state = state;
+        Ok(true)
     }
 
     /// Adds `header` to the main chain without its body (opening from a snapshot): the header

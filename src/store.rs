@@ -25,6 +25,20 @@ pub enum StoreError {
     Backend(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// The state at a main-chain block, kept by a store so that the chain reopens without replaying
+/// the blocks up to it: the encoded [`SnapshotChunk`](crate::state::snapshot::SnapshotChunk)s of
+/// the state after block `block` at `height`. The chain verifies it against that block's
+/// header on open, so a store need not be trusted for it either.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredCheckpoint {
+    /// The block's height.
+    pub height: u64,
+    /// The block.
+    pub block: BlockHash,
+    /// The encoded chunks, in import order.
+    pub chunks: Vec<Vec<u8>>,
+}
+
 /// What the chain needs persisted.
 ///
 /// Writes need not be atomic across calls: the chain puts a block before moving the main chain
@@ -81,6 +95,26 @@ pub trait Store: Send {
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Replaces the kept checkpoint with `checkpoint`, whole or not at all. The default keeps
+    /// none: the chain then replays every block on open.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the backend fails; the previous checkpoint must then still be kept.
+    fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        let _ = checkpoint;
+        Ok(())
+    }
+
+    /// The checkpoint last put, if the store keeps one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the backend fails.
+    fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The in-memory default store.
@@ -89,6 +123,7 @@ pub struct MemoryStore {
     blocks: HashMap<BlockHash, Vec<u8>>,
     order: Vec<BlockHash>,
     main: Vec<BlockHash>,
+    checkpoint: Option<StoredCheckpoint>,
 }
 
 impl MemoryStore {
@@ -109,6 +144,15 @@ impl Store for MemoryStore {
 
     fn get_block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.blocks.get(hash).cloned())
+    }
+
+    fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.checkpoint = Some(checkpoint.clone());
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self.checkpoint.clone())
     }
 
     fn block_hashes(&self) -> Result<Vec<BlockHash>, StoreError> {

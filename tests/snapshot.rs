@@ -17,6 +17,7 @@ use medledger::pow::{PowSeal, ProofOfWork};
 use medledger::purpose::PurposeOfUse::Treatment;
 use medledger::state::snapshot::{SnapshotChunk, SnapshotError, SnapshotImport};
 use medledger::state::State;
+use medledger::store::Store;
 use medledger::tx::Keypair;
 use medledger::{AccessState, Block, Chain, ChainBuilder, ChainError};
 
@@ -453,4 +454,90 @@ fn a_chain_opened_from_a_snapshot_cannot_reorganise_below_it() {
     }
     assert!(refused, "the heavier branch below the snapshot was refused");
     assert_eq!(fresh.tip(), w.net.chain.tip());
+}
+
+/// The world's blocks on a chain that keeps a checkpoint every `every` blocks, and that chain.
+fn with_checkpoints(w: &World, every: u64) -> Chain<ProofOfWork> {
+    let mut chain = w
+        .builder(Arc::new(ManualClock::new(w.net.now)))
+        .checkpoint_every(every)
+        .build()
+        .unwrap();
+    for h in 1..=w.net.chain.height() {
+        let block = w
+            .net
+            .chain
+            .block(&w.net.chain.hash_at(h).unwrap())
+            .unwrap()
+            .unwrap();
+        chain.append(block).unwrap();
+    }
+    chain
+}
+
+fn reopen(w: &World, store: Box<dyn Store>) -> Chain<ProofOfWork> {
+    w.builder(Arc::new(ManualClock::new(w.net.now)))
+        .boxed_store(store)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_reopened_store_resumes_from_its_checkpoint_and_replays_only_what_follows() {
+    let w = world();
+    let height = w.net.chain.height();
+    assert!(height >= 6);
+    let chain = with_checkpoints(&w, 4);
+    let checkpoint = chain.into_store().checkpoint().unwrap().unwrap();
+    assert_eq!(checkpoint.height, 4 * (height / 4));
+    let cp = checkpoint.height;
+
+    let store = with_checkpoints(&w, 4).into_store();
+    let reopened = reopen(&w, store);
+    assert_eq!(reopened.tip(), w.net.chain.tip());
+    assert_eq!(reopened.state().root(), w.net.chain.state().root());
+    // Only the blocks after the checkpoint were executed: their undo data, and state trees
+    // from the checkpoint up.
+    assert_eq!(reopened.undo_depth(), height - cp);
+    assert!(reopened.state_tree_at(cp - 1).is_none());
+    assert_eq!(
+        reopened.state_tree_at(cp).unwrap().root(),
+        w.net.chain.header_at(cp).unwrap().state_root
+    );
+    // Replaying from genesis still checks it.
+    assert_eq!(
+        reopened.replay_state().unwrap().root(),
+        reopened.state().root()
+    );
+    for i in 0..PATIENTS as usize {
+        assert_eq!(w.read(&reopened, i), w.read(&w.net.chain, i));
+    }
+}
+
+#[test]
+fn a_damaged_or_stale_checkpoint_is_ignored_and_the_chain_replays() {
+    let w = world();
+    let height = w.net.chain.height();
+    // A chunk changed: the checkpoint fails against the header, the chain replays everything.
+    let mut store = with_checkpoints(&w, 4).into_store();
+    let mut checkpoint = store.checkpoint().unwrap().unwrap();
+    let last = checkpoint.chunks[0].len() - 1;
+    checkpoint.chunks[0][last] ^= 1;
+    store.put_checkpoint(&checkpoint).unwrap();
+    let reopened = reopen(&w, store);
+    assert_eq!(reopened.tip(), w.net.chain.tip());
+    assert_eq!(reopened.state().root(), w.net.chain.state().root());
+    assert!(reopened.state_tree_at(1).is_some(), "replayed from genesis");
+    assert_eq!(
+        reopened.undo_depth(),
+        height.min(reopened.max_reorg_depth())
+    );
+    // A checkpoint of a block no longer on the main chain: ignored as well.
+    let mut store = with_checkpoints(&w, 4).into_store();
+    let mut checkpoint = store.checkpoint().unwrap().unwrap();
+    checkpoint.block = w.net.chain.hash_at(checkpoint.height - 1).unwrap();
+    store.put_checkpoint(&checkpoint).unwrap();
+    let reopened = reopen(&w, store);
+    assert_eq!(reopened.state().root(), w.net.chain.state().root());
+    assert!(reopened.state_tree_at(1).is_some(), "replayed from genesis");
 }
