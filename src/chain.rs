@@ -1362,7 +1362,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     fn scheduled_checkpoint(&mut self) {
         if !self.replaying
             && self.checkpoint_every > 0
-            && self.height() % self.checkpoint_every == 0
+            && self.height().is_multiple_of(self.checkpoint_every)
         {
             let _ = self.write_checkpoint();
         }
