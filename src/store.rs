@@ -2,7 +2,9 @@
 //!
 //! The chain writes every accepted block (by hash) and the main chain's height index; on start it
 //! reads them back and re-validates every block, so a store never needs to be trusted for
-//! validity, only for durability. [`MemoryStore`] is the embedded default;
+//! validity, only for durability. A store may also keep a state checkpoint
+//! ([`StoredCheckpoint`]): the chain then starts from it, verified against its block's header,
+//! and re-validates only the blocks after it. [`MemoryStore`] is the embedded default;
 //! [`FileStore`](crate::file_store::FileStore) is crash-safe on disk, and embedders can plug in their own
 //! database by implementing [`Store`].
 
