@@ -480,7 +480,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
     /// A chain opened this way keeps no undo data below `h`, so it refuses reorganisations
     /// past `h`; it has no state trees for heights below `h` ([`Chain::state_tree_at`]); and
     /// its store holds genesis and the blocks after `h` only, so reopening that store with
-    /// [`build`](Self::build) (which replays from genesis) does not restore it.
+    /// [`build`](Self::build) does not restore it, and [`Chain::replay_state`] fails on it.
     ///
     /// # Errors
     ///
