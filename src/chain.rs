@@ -29,8 +29,9 @@ use crate::consensus::{Ancestors, Consensus, ConsensusError, Finality, Work};
 use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
 use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
+use crate::state::snapshot::{SnapshotChunk, SnapshotError, SnapshotImport, MAX_CHUNK_ENTRIES};
 use crate::state::{BlockUndo, Executed, State, StateError, TxFailure};
-use crate::store::{MemoryStore, Store, StoreError};
+use crate::store::{MemoryStore, Store, StoreError, StoredCheckpoint};
 use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
 
 /// The block type of a chain whose engine is `C` and whose application is `A`.
@@ -200,6 +201,20 @@ pub enum ChainError<E: std::error::Error + 'static> {
     /// The configuration is invalid.
     #[error("invalid chain configuration: {0}")]
     Config(String),
+    /// A snapshot could not be exported, or its state does not match the header it is opened
+    /// at.
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
+    /// The header at a snapshot's height carries another state root than the snapshot's.
+    #[error("header at height {height} carries state root {header}, the snapshot {snapshot}")]
+    SnapshotRoot {
+        /// The snapshot's height.
+        height: u64,
+        /// The root in the header.
+        header: StateRoot,
+        /// The snapshot state's root.
+        snapshot: StateRoot,
+    },
 }
 
 /// Shows the first failure of a list (for [`ChainError::Refused`]'s message).
@@ -351,6 +366,7 @@ pub struct ChainBuilder<C: Consensus, A: Application> {
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     max_reorg_depth: u64,
+    checkpoint_every: u64,
     genesis: A::Genesis,
 }
 
@@ -376,6 +392,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
             store: Box::new(MemoryStore::new()),
             clock: Arc::new(SystemClock),
             max_reorg_depth: DEFAULT_MAX_REORG_DEPTH,
+            checkpoint_every: 0,
             genesis,
         }
     }
@@ -409,7 +426,20 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         self.max_reorg_depth = depth;
         self
     }
-    /// Builds the chain: creates genesis, or reopens the store and replays it.
+    /// Keeps a state checkpoint in the store every `blocks` main-chain blocks (0, the default:
+    /// never), so that reopening the store replays only the blocks after the last one (see
+    /// [`Chain::write_checkpoint`]).
+    pub fn checkpoint_every(mut self, blocks: u64) -> Self {
+        self.checkpoint_every = blocks;
+        self
+    }
+    /// Builds the chain: creates genesis, or reopens the store. If the store keeps a
+    /// checkpoint ([`Store::checkpoint`]) of a block still on its main chain, the chain takes
+    /// the headers up to that block from the store (checked by the engine, bodies not executed),
+    /// verifies the checkpoint against that header's state root and starts from it; then (or
+    /// without a usable checkpoint, from genesis) it re-validates every later stored block. A
+    /// chain resumed from a checkpoint refuses reorganisations below it, as one opened from a
+    /// snapshot; [`Chain::replay_state`] still replays from genesis to check it.
     ///
     /// # Errors
     ///
@@ -417,6 +447,82 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
     /// refuses, [`ChainError::GenesisMismatch`] if the store holds another chain,
     /// [`ChainError::Store`] if it fails.
     pub fn build(self) -> ChainResult<Chain<C, A>, A> {
+        let (mut chain, genesis) = self.genesis_chain()?;
+        let genesis_hash = genesis.hash();
+        let stored = chain.store.block_hashes()?;
+        match stored.first() {
+            None => {
+                chain.store.put_block(&genesis_hash, &genesis.encode())?;
+                chain.store.set_main_chain(0, &[genesis_hash])?;
+                chain.store.sync()?;
+            }
+            Some(first) if *first != genesis_hash => {
+                return Err(ChainError::GenesisMismatch {
+                    expected: genesis_hash,
+                    found: *first,
+                })
+            }
+            Some(_) => {
+                chain.resume_from_checkpoint()?;
+                chain.reload(&stored[1..])?;
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Builds the chain from a verified state snapshot (see [`crate::state::snapshot`]) instead
+    /// of replaying blocks: `headers` are the main chain's headers from height 1 to the
+    /// snapshot's height `h` (each checked by the consensus engine against its ancestors, as
+    /// [`Chain::append`] checks a header; their bodies are neither needed nor checked), and
+    /// `state` is the state at `h`, whose root must be the one the header at `h` carries. The
+    /// chain then follows blocks from `h + 1` exactly as one that replayed every block.
+    ///
+    /// A chain opened this way keeps no undo data below `h`, so it refuses reorganisations
+    /// past `h`; it has no state trees for heights below `h` ([`Chain::state_tree_at`]); and
+    /// its store holds genesis and the blocks after `h` only, so reopening that store with
+    /// [`build`](Self::build) does not restore it, and [`Chain::replay_state`] fails on it.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build); [`ChainError::Config`] if the store is not empty;
+    /// the header checks of [`Chain::append`] for a header that does not extend the previous
+    /// one or that the engine refuses; [`ChainError::SnapshotRoot`] if the last header's state
+    /// root is not the state's.
+    pub fn build_from_snapshot(
+        self,
+        headers: &[Header<C::Seal>],
+        state: State<A::State>,
+    ) -> ChainResult<Chain<C, A>, A> {
+        let (mut chain, genesis) = self.genesis_chain()?;
+        if !chain.store.block_hashes()?.is_empty() {
+            return Err(ChainError::Config(
+                "a chain opens from a snapshot only on an empty store".into(),
+            ));
+        }
+        for header in headers {
+            chain.accept_header(header)?;
+        }
+        let height = chain.height();
+        let header_root = chain.tip_header().state_root;
+        if header_root != state.root() {
+            return Err(ChainError::SnapshotRoot {
+                height,
+                header: header_root,
+                snapshot: state.root(),
+            });
+        }
+        chain.trees = vec![state.tree().clone()];
+        chain.tree_base = height;
+        chain.state = state;
+        chain.store.put_block(&genesis.hash(), &genesis.encode())?;
+        chain.store.set_main_chain(0, &chain.main)?;
+        chain.store.sync()?;
+        Ok(chain)
+    }
+
+    /// The chain at genesis, with its genesis block, before the store is read.
+    #[allow(clippy::type_complexity)]
+    fn genesis_chain(self) -> ChainResult<(Chain<C, A>, ChainBlock<C, A>), A> {
         if self.name.is_empty() || self.name.len() > 256 {
             return Err(ChainError::Config(
                 "chain name must be 1 to 256 bytes".into(),
@@ -448,39 +554,26 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
                 total_work: Work::ZERO,
             },
         );
-        let mut chain = Chain {
+        let chain = Chain {
             engine: self.engine,
             chain_id,
             name: self.name,
             store: self.store,
             clock: self.clock,
             max_reorg_depth: self.max_reorg_depth,
+            checkpoint_every: self.checkpoint_every,
             index,
             invalid: HashSet::new(),
             main: vec![genesis_hash],
             trees: vec![state.tree().clone()],
+            tree_base: 0,
             undo: VecDeque::new(),
             state,
             replaying: false,
             genesis: self.genesis,
             keys: KeyCache::default(),
         };
-        let stored = chain.store.block_hashes()?;
-        match stored.first() {
-            None => {
-                chain.store.put_block(&genesis_hash, &genesis.encode())?;
-                chain.store.set_main_chain(0, &[genesis_hash])?;
-                chain.store.sync()?;
-            }
-            Some(first) if *first != genesis_hash => {
-                return Err(ChainError::GenesisMismatch {
-                    expected: genesis_hash,
-                    found: *first,
-                })
-            }
-            Some(_) => chain.reload(&stored[1..])?,
-        }
-        Ok(chain)
+        Ok((chain, genesis))
     }
 }
 
@@ -541,12 +634,17 @@ pub struct Chain<C: Consensus, A: Application> {
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     max_reorg_depth: u64,
+    /// Blocks between state checkpoints (0: none).
+    checkpoint_every: u64,
     index: HashMap<BlockHash, Entry<C::Seal>>,
     invalid: HashSet<BlockHash>,
     /// Main chain hashes by height.
     main: Vec<BlockHash>,
-    /// State tree after each main-chain block, by height (shared structure, cheap).
+    /// State tree after each main-chain block from `tree_base` up, by height (shared
+    /// structure, cheap).
     trees: Vec<StateTree>,
+    /// The height of `trees[0]`: 0, or the height of the snapshot the chain was opened from.
+    tree_base: u64,
     /// Undo data of the last `max_reorg_depth` main-chain blocks (oldest first).
     undo: VecDeque<BlockUndo>,
     state: State<A::State>,
@@ -687,7 +785,8 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     }
     /// The state tree after the main-chain block at `height` (for proofs "as of" that height).
     pub fn state_tree_at(&self, height: u64) -> Option<&StateTree> {
-        self.trees.get(usize::try_from(height).ok()?)
+        self.trees
+            .get(usize::try_from(height.checked_sub(self.tree_base)?).ok()?)
     }
     /// A proof of entry `key` of table `tag` as of main-chain `height`, verifiable against that
     /// header's state root.
@@ -950,6 +1049,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             self.store_block(&checked, total_work)?;
             self.main.push(hash);
             self.persist_main(applied.height)?;
+            self.scheduled_checkpoint();
             return Ok(Appended {
                 reverted: Vec::new(),
                 applied: vec![applied],
@@ -1199,6 +1299,9 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     fn reload(&mut self, hashes: &[BlockHash]) -> ChainResult<(), A> {
         self.replaying = true;
         for hash in hashes {
+            if self.index.contains_key(hash) {
+                continue;
+            }
             let Some(block) = self.block(hash)? else {
                 continue;
             };
@@ -1217,6 +1320,142 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         if from as usize != self.main.len() || self.store.tip_height()? != Some(self.height()) {
             self.persist_main(from.min(self.height()))?;
         }
+        Ok(())
+    }
+
+    /// Exports the tip's state as snapshot chunks for a new node (see
+    /// [`crate::state::snapshot`]), to import against [`tip_header`](Self::tip_header)'s state
+    /// root at [`height`](Self::height), of at most `max_entries` entries each (see
+    /// [`State::export_snapshot`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::Snapshot`] if an entry exceeds the snapshot limits.
+    pub fn snapshot(&self, max_entries: usize) -> ChainResult<Vec<SnapshotChunk>, A> {
+        Ok(self.state.export_snapshot(self.height(), max_entries)?)
+    }
+
+    /// Writes a state checkpoint of the tip to the store ([`Store::put_checkpoint`]), so that
+    /// reopening the store starts from it instead of replaying every block. The chain writes
+    /// one by itself every [`ChainBuilder::checkpoint_every`] blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`ChainError::Snapshot`] if the state cannot be exported, [`ChainError::Store`] if the
+    /// store fails; the store then keeps its previous checkpoint.
+    pub fn write_checkpoint(&mut self) -> ChainResult<(), A> {
+        let chunks = self
+            .state
+            .export_snapshot(self.height(), MAX_CHUNK_ENTRIES)?;
+        self.store.put_checkpoint(&StoredCheckpoint {
+            height: self.height(),
+            block: self.tip(),
+            chunks: chunks.iter().map(SnapshotChunk::encode).collect(),
+        })?;
+        self.store.sync()?;
+        Ok(())
+    }
+
+    /// The checkpoint every `checkpoint_every` blocks, after the block is stored. Best effort:
+    /// the block is in already, and a failed checkpoint leaves the previous one, which reopens
+    /// the chain as well, only with more blocks to replay.
+    fn scheduled_checkpoint(&mut self) {
+        if !self.replaying
+            && self.checkpoint_every > 0
+            && self.height().is_multiple_of(self.checkpoint_every)
+        {
+            let _ = self.write_checkpoint();
+        }
+    }
+
+    /// Starts from the store's checkpoint, if it keeps a usable one: the headers up to it from
+    /// the stored main chain, checked by the engine, and the state verified against the last
+    /// one. Returns whether it did; if not, the chain is as it was (at genesis).
+    fn resume_from_checkpoint(&mut self) -> ChainResult<bool, A> {
+        let Some(checkpoint) = self.store.checkpoint()? else {
+            return Ok(false);
+        };
+        let height = checkpoint.height;
+        if height == 0 || self.store.main_hash(height)? != Some(checkpoint.block) {
+            return Ok(false);
+        }
+        let mut headers = Vec::new();
+        for h in 1..=height {
+            let hash = self.store.main_hash(h)?;
+            match hash.map(|hash| self.block(&hash)).transpose()? {
+                Some(Some(block)) if Some(block.hash()) == hash => headers.push(block.header),
+                _ => return Ok(false),
+            }
+        }
+        let resumed = (|| {
+            for header in &headers {
+                self.accept_header(header).ok()?;
+            }
+            let root = self.tip_header().state_root;
+            let mut import = SnapshotImport::<A::State>::new(height, root);
+            for chunk in &checkpoint.chunks {
+                import.add_bytes(chunk).ok()?;
+            }
+            import.finish().ok()
+        })();
+        let Some(state) = resumed else {
+            let genesis = self.main[0];
+            self.main.truncate(1);
+            self.index.retain(|hash, _| *hash == genesis);
+            return Ok(false);
+        };
+        self.trees = vec![state.tree().clone()];
+        self.tree_base = height;
+        self.state = state;
+        Ok(true)
+    }
+
+    /// Adds `header` to the main chain without its body (opening from a snapshot): the header
+    /// checks of [`append`](Self::append) on a header extending the tip.
+    fn accept_header(&mut self, header: &Header<C::Seal>) -> ChainResult<(), A> {
+        let header_len = 1 + crate::codec::body_len(header);
+        if header_len > crate::block::MAX_HEADER_LEN {
+            return Err(StructureError::TooLarge {
+                what: "block header",
+                len: header_len,
+                max: crate::block::MAX_HEADER_LEN,
+            }
+            .into());
+        }
+        if header.version != HEADER_VERSION {
+            return Err(StructureError::Version {
+                expected: HEADER_VERSION,
+                found: header.version,
+            }
+            .into());
+        }
+        let parent_hash = self.tip();
+        if header.parent != parent_hash {
+            return Err(ChainError::UnknownParent(header.parent));
+        }
+        let parent = &self.index[&parent_hash];
+        let expected = parent.header.height + 1;
+        if header.height != expected {
+            return Err(ChainError::BadHeight {
+                expected,
+                found: header.height,
+            });
+        }
+        check_not_before_parent(parent.header.timestamp, header.timestamp)?;
+        let parent_work = parent.total_work;
+        let branch = self.branch(parent_hash).expect("the tip is indexed");
+        let work = self
+            .engine
+            .verify_header(header, &branch, self.clock.now())?;
+        let hash = header.hash();
+        self.index.insert(
+            hash,
+            Entry {
+                header: header.clone(),
+                total_work: parent_work.saturating_add(work),
+            },
+        );
+        self.main.push(hash);
         Ok(())
     }
 

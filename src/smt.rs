@@ -142,7 +142,7 @@ fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
 }
 
 /// Bit `i` of `key`, most significant bit of the first byte first. `i < 256`.
-fn bit(key: &StateKey, i: usize) -> bool {
+pub(crate) fn bit(key: &StateKey, i: usize) -> bool {
     (key.as_bytes()[i / 8] >> (7 - i % 8)) & 1 == 1
 }
 
@@ -551,6 +551,51 @@ impl fmt::Debug for Iter<'_> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Subtrees, for state snapshots
+
+/// The hash of the canonical subtree at `depth` holding exactly `leaves` (sorted strictly
+/// ascending, all sharing the first `depth` bits of their position): what [`StateTree`] holds
+/// there when these are its only entries under that position.
+pub(crate) fn subtree_hash(depth: usize, leaves: &[StateUpdate]) -> [u8; 32] {
+    *build(None, depth, leaves, false).0.hash()
+}
+
+/// The root reached from the subtree hash `hash` at depth `siblings.len()` on `key`'s path,
+/// folding in the sibling hashes from the deepest up (every node on the path an interior node).
+pub(crate) fn fold_path(mut hash: [u8; 32], key: &StateKey, siblings: &[Digest]) -> [u8; 32] {
+    for (i, sibling) in siblings.iter().enumerate().rev() {
+        hash = if bit(key, i) {
+            node_hash(sibling.as_bytes(), &hash)
+        } else {
+            node_hash(&hash, sibling.as_bytes())
+        };
+    }
+    hash
+}
+
+impl StateTree {
+    /// The sibling hashes along `key`'s path down to `depth`, from the root down, if every node
+    /// above `depth` on the path is an interior node (`None` if the path ends earlier).
+    pub(crate) fn path_siblings(&self, key: &StateKey, depth: usize) -> Option<Vec<Digest>> {
+        let mut siblings = Vec::with_capacity(depth);
+        let mut node = &self.root;
+        while siblings.len() < depth {
+            let Subtree::Node(inner) = node else {
+                return None;
+            };
+            let (next, sibling) = if bit(key, siblings.len()) {
+                (&inner.right, &inner.left)
+            } else {
+                (&inner.left, &inner.right)
+            };
+            siblings.push(Digest::from_bytes(*sibling.hash()));
+            node = next;
+        }
+        Some(siblings)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Proofs
 
 /// A proof of inclusion or non-inclusion of one key under a [`StateRoot`], from
@@ -599,7 +644,7 @@ impl StateProof {
         value: Option<&Digest>,
     ) -> Result<(), ProofError> {
         let depth = self.siblings.len();
-        let mut hash = match (&self.leaf, value) {
+        let hash = match (&self.leaf, value) {
             (Some((leaf_key, leaf_value)), Some(value)) if leaf_key == key => {
                 if leaf_value != value {
                     return Err(ProofError::ValueMismatch);
@@ -617,13 +662,7 @@ impl StateProof {
             }
             (None, None) => EMPTY_HASH,
         };
-        for (i, sibling) in self.siblings.iter().enumerate().rev() {
-            hash = if bit(key, i) {
-                node_hash(sibling.as_bytes(), &hash)
-            } else {
-                node_hash(&hash, sibling.as_bytes())
-            };
-        }
+        let hash = fold_path(hash, key, &self.siblings);
         if hash != *root.as_bytes() {
             return Err(ProofError::RootMismatch);
         }

@@ -2,7 +2,9 @@
 //!
 //! The chain writes every accepted block (by hash) and the main chain's height index; on start it
 //! reads them back and re-validates every block, so a store never needs to be trusted for
-//! validity, only for durability. [`MemoryStore`] is the embedded default;
+//! validity, only for durability. A store may also keep a state checkpoint
+//! ([`StoredCheckpoint`]): the chain then starts from it, verified against its block's header,
+//! and re-validates only the blocks after it. [`MemoryStore`] is the embedded default;
 //! [`FileStore`](crate::file_store::FileStore) is crash-safe on disk, and embedders can plug in their own
 //! database by implementing [`Store`].
 
@@ -23,6 +25,20 @@ pub enum StoreError {
     /// Any other backend error (for embedders' own stores).
     #[error("store backend error: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The state at a main-chain block, kept by a store so that the chain reopens without replaying
+/// the blocks up to it: the encoded [`SnapshotChunk`](crate::state::snapshot::SnapshotChunk)s of
+/// the state after block `block` at `height`. The chain verifies it against that block's
+/// header on open, so a store need not be trusted for it either.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredCheckpoint {
+    /// The block's height.
+    pub height: u64,
+    /// The block.
+    pub block: BlockHash,
+    /// The encoded chunks, in import order.
+    pub chunks: Vec<Vec<u8>>,
 }
 
 /// What the chain needs persisted.
@@ -81,6 +97,26 @@ pub trait Store: Send {
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Replaces the kept checkpoint with `checkpoint`, whole or not at all. The default keeps
+    /// none: the chain then replays every block on open.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the backend fails; the previous checkpoint must then still be kept.
+    fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        let _ = checkpoint;
+        Ok(())
+    }
+
+    /// The checkpoint last put, if the store keeps one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the backend fails.
+    fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The in-memory default store.
@@ -89,6 +125,7 @@ pub struct MemoryStore {
     blocks: HashMap<BlockHash, Vec<u8>>,
     order: Vec<BlockHash>,
     main: Vec<BlockHash>,
+    checkpoint: Option<StoredCheckpoint>,
 }
 
 impl MemoryStore {
@@ -109,6 +146,15 @@ impl Store for MemoryStore {
 
     fn get_block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.blocks.get(hash).cloned())
+    }
+
+    fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.checkpoint = Some(checkpoint.clone());
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self.checkpoint.clone())
     }
 
     fn block_hashes(&self) -> Result<Vec<BlockHash>, StoreError> {

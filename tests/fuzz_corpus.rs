@@ -105,6 +105,7 @@ replay_tests!(
     block,
     merkle_proof,
     state_proof,
+    snapshot_chunk,
     pseudonym_context,
     link_statement,
     committee_message,
@@ -184,6 +185,7 @@ fn seeds() -> Vec<Seed> {
     block_seeds(&mut out);
     merkle_seeds(&mut out);
     state_proof_seeds(&mut out);
+    snapshot_seeds(&mut out);
     pseudonym_seeds(&mut out);
     committee_seeds(&mut out);
     file_store_seeds(&mut out);
@@ -415,6 +417,49 @@ fn merkle_seeds(out: &mut Vec<Seed>) {
     p.index = 9;
     out.push((t, "index-past-count".into(), codec::encode(&p)));
     let _ = MerkleRoot::default();
+}
+
+fn snapshot_seeds(out: &mut Vec<Seed>) {
+    use medledger::codec::Canonical;
+    use medledger::state::snapshot::{SnapshotChunk, MAX_CHUNK_BYTES, MAX_ENTRY_VALUE_BYTES};
+    let t = "snapshot_chunk";
+    let (chain, _, _) = fuzz_checks::access::setup();
+    for (max, name) in [(4096, "whole"), (4, "small")] {
+        for (i, chunk) in chain.snapshot(max).unwrap().iter().take(4).enumerate() {
+            out.push((t, format!("setup-{name}-{i}"), chunk.encode()));
+        }
+    }
+    // Near the size limit: large values (the proof fails, the decoder is what is fuzzed).
+    fn varint(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let mut big = vec![FORMAT_VERSION];
+    big.extend_from_slice(chain.tip_header().state_root.as_bytes());
+    varint(chain.height() as usize, &mut big);
+    big.extend_from_slice(&[0; 32]);
+    big.push(0);
+    let entries = MAX_CHUNK_BYTES / MAX_ENTRY_VALUE_BYTES - 1;
+    varint(entries, &mut big);
+    for i in 0..entries {
+        let tag = b"access.pointers";
+        varint(tag.len(), &mut big);
+        big.extend_from_slice(tag);
+        varint(32, &mut big);
+        big.extend_from_slice(&[i as u8; 32]);
+        varint(MAX_ENTRY_VALUE_BYTES, &mut big);
+        big.extend(std::iter::repeat_n(i as u8, MAX_ENTRY_VALUE_BYTES));
+    }
+    assert!(big.len() <= SnapshotChunk::MAX_ENCODED_LEN && big.len() >= MAX_CHUNK_BYTES / 2);
+    SnapshotChunk::decode(&big).expect("the large seed is a chunk");
+    out.push((t, "large-values".into(), big));
 }
 
 fn state_proof_seeds(out: &mut Vec<Seed>) {

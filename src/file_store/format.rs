@@ -7,7 +7,13 @@
 //! record  = marker[4] len:u32 synced:u64 check[16] body[len]      (32 + len bytes)
 //! body    = 0x01 hash[32] block-bytes                             a block
 //!         | 0x02 from_height:u64 hash[32]*                        a main-chain update
+//!         | 0x03 height:u64 hash[32] index:u32 count:u32 chunk-bytes
+//!                                                   part `index` of `count` of a state checkpoint
 //! ```
+//!
+//! A state checkpoint (the state after block `hash` at `height`, as snapshot chunks) is written
+//! as `count` consecutive part records, index 0 first; it replaces the previous checkpoint only
+//! once its last part is read, so a crash while one is written leaves the previous one.
 //!
 //! Integers are little-endian. `header.check` is the first 16 bytes of BLAKE3 in the
 //! [`STORE_RECORD`](crate::hash::domain::STORE_RECORD) domain over the header's first 16 bytes;
@@ -57,6 +63,9 @@ pub(crate) const MAX_MAIN_HASHES_PER_RECORD: usize = 1 << 16;
 
 const KIND_BLOCK: u8 = 1;
 const KIND_MAIN: u8 = 2;
+const KIND_CHECKPOINT: u8 = 3;
+/// Bytes of a checkpoint part's body before the chunk's own bytes.
+pub(crate) const CHECKPOINT_PREFIX_LEN: usize = 1 + 8 + 32 + 4 + 4;
 /// Bytes of a block body before the block's own bytes.
 pub(crate) const BLOCK_PREFIX_LEN: usize = 1 + 32;
 const MAIN_PREFIX_LEN: usize = 1 + 8;
@@ -217,6 +226,22 @@ pub(crate) fn main_body(from_height: u64, hashes: &[BlockHash]) -> Vec<u8> {
     body
 }
 
+/// The body of a checkpoint part record, before the chunk's bytes.
+pub(crate) fn checkpoint_prefix(
+    height: u64,
+    block: &BlockHash,
+    index: u32,
+    count: u32,
+) -> [u8; CHECKPOINT_PREFIX_LEN] {
+    let mut p = [0u8; CHECKPOINT_PREFIX_LEN];
+    p[0] = KIND_CHECKPOINT;
+    p[1..9].copy_from_slice(&height.to_le_bytes());
+    p[9..41].copy_from_slice(block.as_bytes());
+    p[41..45].copy_from_slice(&index.to_le_bytes());
+    p[45..49].copy_from_slice(&count.to_le_bytes());
+    p
+}
+
 /// Whether `buf` is exactly one valid record frame (header and body) written at `offset`.
 pub(crate) fn verify_record(offset: u64, buf: &[u8]) -> bool {
     let Some((h, body)) = buf.split_at_checked(RECORD_HEADER_LEN as usize) else {
@@ -240,6 +265,19 @@ pub(crate) enum Record {
         /// File offset of the block's bytes.
         bytes_at: u64,
         /// Their length.
+        len: u32,
+    },
+    /// A part of a state checkpoint.
+    Checkpoint {
+        /// The checkpoint's height.
+        height: u64,
+        /// Its block.
+        block: BlockHash,
+        /// The part's position.
+        index: u32,
+        /// The number of parts.
+        count: u32,
+        /// Length of the chunk's bytes (they follow the prefix in the body).
         len: u32,
     },
     /// A main-chain update.
@@ -289,6 +327,27 @@ pub(crate) fn decode_body(body: &[u8], body_at: u64) -> Result<Record, &'static 
             Ok(Record::Main {
                 from_height: u64::from_le_bytes(from),
                 hashes,
+            })
+        }
+        Some(&KIND_CHECKPOINT) => {
+            let p = body
+                .get(..CHECKPOINT_PREFIX_LEN)
+                .ok_or("checkpoint record too short")?;
+            let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+            let mut height = [0u8; 8];
+            height.copy_from_slice(&p[1..9]);
+            let mut block = [0u8; 32];
+            block.copy_from_slice(&p[9..41]);
+            let (index, count) = (u32_at(41), u32_at(45));
+            if index >= count {
+                return Err("checkpoint part beyond its count");
+            }
+            Ok(Record::Checkpoint {
+                height: u64::from_le_bytes(height),
+                block: BlockHash::from_bytes(block),
+                index,
+                count,
+                len: (body.len() - CHECKPOINT_PREFIX_LEN) as u32,
             })
         }
         Some(_) => Err("unknown record kind"),

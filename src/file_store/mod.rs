@@ -86,7 +86,7 @@ use std::time::{Duration, Instant};
 
 use crate::block::MAX_BLOCK_LEN;
 use crate::hash::BlockHash;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoredCheckpoint};
 
 pub use disk::{Disk, FileDisk};
 pub use format::MAX_RECORD_LEN;
@@ -94,8 +94,8 @@ pub use format::MAX_RECORD_LEN;
 use format::{
     anchor_offset, check_file_header, decode_anchor, encode_anchor, encode_record, main_body,
     new_file_prefix, Anchor, HeaderCheck, Record, Scanner, ANCHOR_LEN, BLOCK_KIND,
-    BLOCK_PREFIX_LEN, DATA_START, FILE_HEADER_LEN, FORMAT_VERSION, MAX_MAIN_HASHES_PER_RECORD,
-    RECORD_HEADER_LEN,
+    BLOCK_PREFIX_LEN, CHECKPOINT_PREFIX_LEN, DATA_START, FILE_HEADER_LEN, FORMAT_VERSION,
+    MAX_MAIN_HASHES_PER_RECORD, RECORD_HEADER_LEN,
 };
 
 /// The file format version this build writes, and the newest it reads.
@@ -171,6 +171,9 @@ pub enum FileStoreError {
         /// The next height the main chain can take.
         next: u64,
     },
+    /// A checkpoint to write holds no chunk, or more than fit a count.
+    #[error("a checkpoint holds 1 to 4294967295 chunks")]
+    CheckpointShape,
     /// An earlier write or sync failed, so what is on disk is unknown: the store refuses further
     /// writes and must be reopened.
     #[error("an earlier write or sync failed; reopen the file store")]
@@ -301,6 +304,53 @@ pub struct Recovery {
     pub acknowledged_len: u64,
 }
 
+/// The checkpoint the store keeps, and the one being written or read (its parts so far).
+#[derive(Debug, Default)]
+struct Checkpoints {
+    current: Option<CheckpointAt>,
+    partial: Option<CheckpointAt>,
+}
+
+/// A checkpoint's block, height, and where its parts' chunks lie.
+#[derive(Clone, Debug)]
+struct CheckpointAt {
+    height: u64,
+    block: BlockHash,
+    count: u32,
+    parts: Vec<Location>,
+}
+
+impl Checkpoints {
+    /// Takes in part `index` of `count` of the checkpoint of `block` at `height`: a first part
+    /// starts a new checkpoint, a next part continues it, anything else drops the partial one;
+    /// the last part makes it current.
+    fn part(&mut self, height: u64, block: BlockHash, index: u32, count: u32, at: Location) {
+        if index == 0 {
+            self.partial = Some(CheckpointAt {
+                height,
+                block,
+                count,
+                parts: Vec::new(),
+            });
+        }
+        let continues = self.partial.as_ref().is_some_and(|p| {
+            p.height == height
+                && p.block == block
+                && p.count == count
+                && p.parts.len() == index as usize
+        });
+        if !continues {
+            self.partial = None;
+            return;
+        }
+        let partial = self.partial.as_mut().expect("checked above");
+        partial.parts.push(at);
+        if partial.parts.len() == count as usize {
+            self.current = self.partial.take();
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Location {
     /// Offset of the block's record.
@@ -330,6 +380,7 @@ pub struct FileStore {
     blocks: HashMap<BlockHash, Location>,
     order: Vec<BlockHash>,
     main: Vec<BlockHash>,
+    checkpoints: Checkpoints,
     recovery: Recovery,
     buf: Vec<u8>,
 }
@@ -420,6 +471,7 @@ impl FileStore {
             blocks: HashMap::new(),
             order: Vec::new(),
             main: Vec::new(),
+            checkpoints: Checkpoints::default(),
             recovery,
             buf: Vec::new(),
         };
@@ -438,6 +490,7 @@ impl FileStore {
                         &mut store.blocks,
                         &mut store.order,
                         &mut store.main,
+                        &mut store.checkpoints,
                         pos,
                         record,
                     )?;
@@ -532,10 +585,18 @@ impl FileStore {
         blocks: &mut HashMap<BlockHash, Location>,
         order: &mut Vec<BlockHash>,
         main: &mut Vec<BlockHash>,
+        checkpoints: &mut Checkpoints,
         at: u64,
         record: Record,
     ) -> Result<(), FileStoreError> {
         match record {
+            Record::Checkpoint {
+                height,
+                block,
+                index,
+                count,
+                len,
+            } => checkpoints.part(height, block, index, count, Location { record_at: at, len }),
             Record::Block { hash, len, .. } => {
                 if let std::collections::hash_map::Entry::Vacant(e) = blocks.entry(hash) {
                     e.insert(Location { record_at: at, len });
@@ -706,6 +767,74 @@ impl FileStore {
         Ok(())
     }
 
+    /// Appends a checkpoint's parts; it replaces the kept one once the last is written.
+    fn put_checkpoint_parts(
+        &mut self,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), FileStoreError> {
+        let count = u32::try_from(checkpoint.chunks.len())
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or(FileStoreError::CheckpointShape)?;
+        if let Some(chunk) = checkpoint
+            .chunks
+            .iter()
+            .find(|c| c.len() > MAX_RECORD_LEN - CHECKPOINT_PREFIX_LEN)
+        {
+            return Err(FileStoreError::RecordTooLarge {
+                len: CHECKPOINT_PREFIX_LEN + chunk.len(),
+                max: MAX_RECORD_LEN,
+            });
+        }
+        for (index, chunk) in checkpoint.chunks.iter().enumerate() {
+            let at = self.len;
+            let prefix = format::checkpoint_prefix(
+                checkpoint.height,
+                &checkpoint.block,
+                index as u32,
+                count,
+            );
+            self.append_record(&[&prefix, chunk])?;
+            self.checkpoints.part(
+                checkpoint.height,
+                checkpoint.block,
+                index as u32,
+                count,
+                Location {
+                    record_at: at,
+                    len: chunk.len() as u32,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the chunks of the kept checkpoint.
+    fn read_checkpoint(&self) -> Result<Option<StoredCheckpoint>, FileStoreError> {
+        let Some(current) = &self.checkpoints.current else {
+            return Ok(None);
+        };
+        let mut chunks = Vec::with_capacity(current.parts.len());
+        for loc in &current.parts {
+            let total = RECORD_HEADER_LEN as usize + CHECKPOINT_PREFIX_LEN + loc.len as usize;
+            let mut buf = vec![0u8; total];
+            self.disk.read_at(loc.record_at, &mut buf)?;
+            if !format::verify_record(loc.record_at, &buf) {
+                return Err(FileStoreError::CorruptRecord {
+                    offset: loc.record_at,
+                    reason: "checkpoint record changed on disk since it was read",
+                });
+            }
+            buf.drain(..RECORD_HEADER_LEN as usize + CHECKPOINT_PREFIX_LEN);
+            chunks.push(buf);
+        }
+        Ok(Some(StoredCheckpoint {
+            height: current.height,
+            block: current.block,
+            chunks,
+        }))
+    }
+
     fn set_main(&mut self, from_height: u64, hashes: &[BlockHash]) -> Result<(), FileStoreError> {
         let next = self.main.len() as u64;
         if from_height > next {
@@ -763,6 +892,14 @@ impl Store for FileStore {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(self.sync_now()?)
+    }
+
+    fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        Ok(self.put_checkpoint_parts(checkpoint)?)
+    }
+
+    fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self.read_checkpoint()?)
     }
 }
 

@@ -759,3 +759,39 @@ proptest! {
         let _ = open(&MemDisk::with_bytes(bytes));
     }
 }
+
+#[test]
+fn a_checkpoint_replaces_the_last_only_once_written_whole() {
+    let disk = MemDisk::new();
+    let mut s = create(&disk);
+    fill(&mut s, 3);
+    assert_eq!(s.checkpoint().unwrap(), None);
+    let first = StoredCheckpoint {
+        height: 2,
+        block: h(2),
+        chunks: vec![vec![1; 10], vec![2; 20], vec![3; 30]],
+    };
+    s.put_checkpoint(&first).unwrap();
+    assert_eq!(s.checkpoint().unwrap().as_ref(), Some(&first));
+    assert!(matches!(
+        s.put_checkpoint(&StoredCheckpoint::default()),
+        Err(StoreError::Backend(_))
+    ));
+    // The first part of another checkpoint, and no more (a crash while it was written): the
+    // kept one stays, before and after reopening.
+    s.append_record(&[&format::checkpoint_prefix(3, &h(3), 0, 2), &[4; 40]])
+        .unwrap();
+    assert_eq!(s.checkpoint().unwrap().as_ref(), Some(&first));
+    drop(s);
+    let mut s = open(&disk).unwrap();
+    assert_eq!(s.checkpoint().unwrap().as_ref(), Some(&first));
+    let second = StoredCheckpoint {
+        height: 3,
+        block: h(3),
+        chunks: vec![vec![4; 40], vec![5; 50]],
+    };
+    s.put_checkpoint(&second).unwrap();
+    assert_eq!(s.checkpoint().unwrap().as_ref(), Some(&second));
+    drop(s);
+    assert_eq!(open(&disk).unwrap().checkpoint().unwrap(), Some(second));
+}

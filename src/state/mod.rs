@@ -9,6 +9,7 @@
 //! checked against the header — or discarded. Committed blocks keep undo data so the chain can
 //! roll back to a fork point when it reorganises.
 
+pub mod snapshot;
 mod table;
 
 use core::any::Any;

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::codec;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, DecodeError};
 use crate::hash::{domain, Digest, StateKey};
 
 /// The state-tree key of entry `key` in the table tagged `tag`.
@@ -15,10 +17,17 @@ use crate::hash::{domain, Digest, StateKey};
 /// [`StateProof`](crate::smt::StateProof) for an entry against a header's state root.
 pub fn entry_key<K: Serialize + ?Sized>(tag: &str, key: &K) -> StateKey {
     let mut buf = Vec::with_capacity(64);
-    // The tag's length first, so that no (tag, key) pair can read as another.
-    buf.push(u8::try_from(tag.len()).expect("table tags are short constants"));
-    buf.extend_from_slice(tag.as_bytes());
     codec::encode_body_into(key, &mut buf);
+    entry_key_of_body(tag, &buf)
+}
+
+/// [`entry_key`] of a key given as its encoded body. `tag` is at most 255 bytes.
+pub(crate) fn entry_key_of_body(tag: &str, body: &[u8]) -> StateKey {
+    let mut buf = Vec::with_capacity(1 + tag.len() + body.len());
+    // The tag's length first, so that no (tag, key) pair can read as another.
+    buf.push(u8::try_from(tag.len()).expect("table tags are short"));
+    buf.extend_from_slice(tag.as_bytes());
+    buf.extend_from_slice(body);
     StateKey::from_bytes(domain::STATE_KEY.hash(&buf))
 }
 
@@ -26,7 +35,12 @@ pub fn entry_key<K: Serialize + ?Sized>(tag: &str, key: &K) -> StateKey {
 pub fn value_digest<V: Serialize + ?Sized>(value: &V) -> Digest {
     let mut buf = Vec::with_capacity(128);
     codec::encode_body_into(value, &mut buf);
-    Digest::from_bytes(domain::STATE_VALUE.hash(&buf))
+    value_digest_of_body(&buf)
+}
+
+/// [`value_digest`] of a value given as its encoded body.
+pub(crate) fn value_digest_of_body(body: &[u8]) -> Digest {
+    Digest::from_bytes(domain::STATE_VALUE.hash(body))
 }
 
 /// The leaf updates a block produces: `(key, Some(value digest))` or `(key, None)` to delete.
@@ -48,6 +62,19 @@ pub trait TableOps: Send + Sync {
     fn discard_block(&mut self);
     /// Restores the committed values a `commit_block` replaced.
     fn undo_block(&mut self, undo: Box<dyn Any + Send + Sync>);
+    /// The table's tag (see [`entry_key`]).
+    fn tag(&self) -> &'static str;
+    /// Appends every committed entry as `(key body, value body)`: the encodings [`entry_key`]
+    /// and [`value_digest`] hash (for state snapshots).
+    fn committed_entries(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>);
+    /// Decodes an entry given as `(key body, value body)` and writes it as a pending write of
+    /// the current transaction (for state snapshots).
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] if either body is not the canonical encoding of the table's key or value
+    /// type; nothing is written then.
+    fn insert_encoded(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError>;
 }
 
 /// A state table: committed entries, the current block's pending writes, and the current
@@ -122,9 +149,30 @@ where
 
 impl<K, V> TableOps for Table<K, V>
 where
-    K: Eq + Hash + Clone + Serialize + Send + Sync + 'static,
-    V: Clone + Serialize + Send + Sync + 'static,
+    K: Eq + Hash + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
+    fn tag(&self) -> &'static str {
+        self.tag
+    }
+
+    fn committed_entries(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        out.reserve(self.committed.len());
+        for (k, v) in &self.committed {
+            let (mut key, mut value) = (Vec::new(), Vec::new());
+            codec::encode_body_into(k, &mut key);
+            codec::encode_body_into(v, &mut value);
+            out.push((key, value));
+        }
+    }
+
+    fn insert_encoded(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError> {
+        let key: K = codec::decode_body("state entry key", key)?;
+        let value: V = codec::decode_body("state entry value", value)?;
+        self.insert(key, value);
+        Ok(())
+    }
+
     fn commit_tx(&mut self) {
         self.journal.clear();
     }

@@ -25,6 +25,7 @@ use medledger::merkle::MerkleProof;
 use medledger::pow::PowSeal;
 use medledger::pseudonym::{Context, LinkStatement};
 use medledger::smt::StateProof;
+use medledger::state::snapshot::SnapshotChunk;
 use medledger::tx::MAX_TX_LEN;
 use medledger::Block;
 
@@ -75,6 +76,12 @@ pub const TARGETS: &[Target] = &[
         check: decoders::state_proof,
         metered: true,
         max_len: StateProof::MAX_ENCODED_LEN,
+    },
+    Target {
+        name: "snapshot_chunk",
+        check: decoders::snapshot_chunk,
+        metered: true,
+        max_len: SnapshotChunk::MAX_ENCODED_LEN,
     },
     Target {
         name: "pseudonym_context",

@@ -1,0 +1,15 @@
+//! State snapshot chunks: round trip; verifying and importing one never panics.
+#![no_main]
+
+#[path = "../../tests/support/alloc_meter.rs"]
+mod alloc_meter;
+#[path = "../../tests/support/fuzz_checks/mod.rs"]
+mod fuzz_checks;
+
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let ((), peak) = alloc_meter::peak_during(|| fuzz_checks::decoders::snapshot_chunk(data));
+    fuzz_checks::assert_within_budget("snapshot_chunk", data.len(), peak);
+});

@@ -1,0 +1,699 @@
+//! State snapshots: the committed state at a height, as bounded chunks that each prove
+//! themselves against that height's state root, so a new node can start from them instead of
+//! replaying every block from genesis.
+//!
+//! # Chunks
+//!
+//! The state tree is cut into subtrees by key prefix: a subtree that holds more entries than a
+//! chunk may (or more bytes) is split in two at its next key bit, until every piece fits. Each
+//! [`SnapshotChunk`] carries one piece: the table entries under its prefix (table tag, key and
+//! value, as the encodings the state tree hashes), sorted by state key, and the sibling hashes
+//! along the path from the root down to the prefix. Its depth is the number of siblings.
+//!
+//! A chunk proves that its entries are *exactly* the entries under its prefix: the verifier
+//! rebuilds the subtree from the entries ([`entry_key`](super::entry_key) and
+//! [`value_digest`](super::value_digest) of the bytes), folds the siblings in and compares the
+//! result with the expected root. Chunks must arrive in key order, each starting where the
+//! previous one ended, so a snapshot that verifies chunk by chunk and ends at the last key holds
+//! every entry of the state, and nothing else.
+//!
+//! # What a chain needs besides the state
+//!
+//! The state at height `h` is not a whole chain. To follow blocks from there, a node also needs
+//! the headers from genesis to `h`: the consensus engine checks each one (Proof-of-Work
+//! difficulty and timestamps read earlier headers, committee seals their certificates) and the
+//! header at `h` names the state root the snapshot must match
+//! ([`ChainBuilder::build_from_snapshot`](crate::chain::ChainBuilder::build_from_snapshot)).
+//! A chain opened this way holds no undo data below `h`: it refuses reorganisations that would
+//! roll back past `h` ([`ChainError::ReorgTooDeep`](crate::chain::ChainError::ReorgTooDeep)),
+//! so a snapshot should be taken at a height no reorganisation will revert (a final height for
+//! committee and Tendermint chains, deep enough under the tip for Proof-of-Work). Block bodies
+//! below `h` are not needed; proofs "as of" a height below `h` are not available.
+//!
+//! ```
+//! use medledger::state::snapshot::{SnapshotImport, MAX_CHUNK_ENTRIES};
+//! use medledger::{AccessState, ChainBuilder, MedRec};
+//! use medledger::pow::ProofOfWork;
+//!
+//! let chain = ChainBuilder::new("snapshot", ProofOfWork::regtest()).genesis_time(1_700_000_000).build()?;
+//! let chunks = chain.snapshot(MAX_CHUNK_ENTRIES)?;
+//! let mut import = SnapshotImport::<AccessState>::new(chain.height(), chain.tip_header().state_root);
+//! for chunk in &chunks {
+//!     import.add_bytes(&chunk.encode())?;
+//! }
+//! let state = import.finish()?;
+//! assert_eq!(state.root(), chain.state().root());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::table::{entry_key_of_body, value_digest_of_body};
+use super::{AppState, State};
+use crate::codec::{self, BoundedBytes, BoundedString, BoundedVec, Canonical, DecodeError};
+use crate::hash::{Digest, StateKey, StateRoot};
+use crate::smt::{bit, fold_path, subtree_hash, StateTree, StateUpdate, MAX_PROOF_DEPTH};
+
+/// The most entries one chunk holds.
+pub const MAX_CHUNK_ENTRIES: usize = 4096;
+/// The most bytes one encoded chunk takes (checked before decoding).
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
+/// The longest table tag in a snapshot entry.
+pub const MAX_TABLE_TAG_BYTES: usize = 64;
+/// The longest encoded key in a snapshot entry.
+pub const MAX_ENTRY_KEY_BYTES: usize = 1024;
+/// The longest encoded value in a snapshot entry.
+pub const MAX_ENTRY_VALUE_BYTES: usize = 64 << 10;
+
+/// Bytes of a chunk besides its entries, at most: version, root, height, sibling count and
+/// siblings, entry count.
+const CHUNK_OVERHEAD: usize = 1 + 32 + 10 + 3 + MAX_PROOF_DEPTH * 32 + 3;
+
+/// One table entry in a snapshot: its table's tag, and its key and value as the encodings the
+/// state tree hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    table: BoundedString<MAX_TABLE_TAG_BYTES>,
+    key: BoundedBytes<MAX_ENTRY_KEY_BYTES>,
+    value: BoundedBytes<MAX_ENTRY_VALUE_BYTES>,
+}
+
+impl SnapshotEntry {
+    /// The table's tag.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+    /// The encoded key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+    /// The encoded value.
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+    /// The entry's state-tree key and value digest.
+    fn leaf(&self) -> (StateKey, Digest) {
+        (
+            entry_key_of_body(&self.table, &self.key),
+            value_digest_of_body(&self.value),
+        )
+    }
+    /// An upper bound on the entry's encoded size.
+    fn encoded_len(&self) -> usize {
+        self.table.len() + self.key.len() + self.value.len() + 3 * 3
+    }
+}
+
+/// One piece of a snapshot: every entry under a key prefix, with the path from the state root
+/// down to that prefix. Decoded chunks are unchecked: [`SnapshotImport::add`] verifies them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    root: StateRoot,
+    height: u64,
+    prefix: StateKey,
+    siblings: BoundedVec<Digest, MAX_PROOF_DEPTH>,
+    entries: BoundedVec<SnapshotEntry, MAX_CHUNK_ENTRIES>,
+}
+
+impl Canonical for SnapshotChunk {
+    const NAME: &'static str = "snapshot chunk";
+    const MAX_ENCODED_LEN: usize = MAX_CHUNK_BYTES;
+}
+
+impl SnapshotChunk {
+    /// The state root the chunk proves against.
+    pub fn root(&self) -> StateRoot {
+        self.root
+    }
+    /// The height of the snapshot.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+    /// The number of key bits the chunk's prefix fixes (its number of siblings).
+    pub fn depth(&self) -> usize {
+        self.siblings.len()
+    }
+    /// The sibling hashes along the path from the root down to the prefix.
+    pub fn siblings(&self) -> &[Digest] {
+        &self.siblings
+    }
+    /// The chunk's prefix: its first [`depth`](Self::depth) bits, the rest zero.
+    pub fn prefix(&self) -> StateKey {
+        self.prefix
+    }
+    /// The entries, sorted by state key.
+    pub fn entries(&self) -> &[SnapshotEntry] {
+        &self.entries
+    }
+    /// The canonical encoding (at most [`MAX_CHUNK_BYTES`]).
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+    /// Decodes a chunk strictly; the result is unchecked.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] for bytes that are not a canonical chunk within the limits.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes)
+    }
+}
+
+/// Why a snapshot could not be exported, or a chunk was refused. A refused chunk changes
+/// nothing: the import goes on from where it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The chunk's bytes are not a chunk.
+    #[error("undecodable snapshot chunk: {0}")]
+    Decode(#[from] DecodeError),
+    /// The chunk is for another state root (another chain, or another height).
+    #[error("chunk {chunk} is for state root {found}, not {expected}")]
+    WrongRoot {
+        /// Position of the chunk in the import.
+        chunk: u32,
+        /// The root being imported.
+        expected: StateRoot,
+        /// The chunk's root.
+        found: StateRoot,
+    },
+    /// The chunk is for another height.
+    #[error("chunk {chunk} is for height {found}, not {expected}")]
+    WrongHeight {
+        /// Position of the chunk in the import.
+        chunk: u32,
+        /// The height being imported.
+        expected: u64,
+        /// The chunk's height.
+        found: u64,
+    },
+    /// The chunk's prefix has bits set beyond its depth.
+    #[error("chunk {chunk}: prefix {prefix} has bits set beyond its depth {depth}")]
+    PrefixNotCanonical {
+        /// Position of the chunk in the import.
+        chunk: u32,
+        /// The prefix.
+        prefix: StateKey,
+        /// Its depth.
+        depth: usize,
+    },
+    /// The chunk does not start where the previous one ended: a chunk is missing, repeated or
+    /// out of order.
+    #[error("chunk {chunk} starts at key {found}, expected the next chunk to start at {expected}")]
+    OutOfOrder {
+        /// Position of the chunk in the import.
+        chunk: u32,
+        /// Where the next chunk must start.
+        expected: StateKey,
+        /// Where this one starts.
+        found: StateKey,
+    },
+    /// Every key is covered already; no chunk may follow.
+    #[error("chunk {chunk} follows a complete snapshot")]
+    AlreadyComplete {
+        /// Position of the chunk in the import.
+        chunk: u32,
+    },
+    /// An entry names a table the state does not have.
+    #[error("chunk {chunk}, entry {index}: unknown table {table:?}")]
+    UnknownTable {
+        /// Position of the chunk in the import.
+        chunk: u32,
+        /// The entry's position in the chunk.
+        index: usize,
+        /// The tag.
+        table: String,
+    },
+    /// An entry's state key lies outside the chunk's prefix.
+    #[error("chunk {chunk}, entry {index}: key lies outside the chunk's prefix")]
+    EntryOutsideChunk {
+        /// Position of the chunk in the import.
+        chunk: u32,
+        /// The entry's position in the chunk.
+        index: usize,
+    },
+    /// The entries are not sorted strictly ascending by state key (or one repeats).
+    #[error("chunk {chunk}, entry {index}: entries not sorted strictly ascending by state key")]
+    EntriesUnsorted {
+        /// Position of the chunk in the import.
+        chunk: u32,
+        /// The first entry out of order.
+        index: usize,
+    },
+    /// The entries and the siblings do not lead to the state root: an entry was changed,
+    /// added or left out, or a sibling was changed.
+    #[error("chunk {chunk}: entries and path do not lead to state root {root}")]
+    ProofMismatch {
+        /// Position of the chunk in the import.
+        chunk: u32,
+        /// The root being imported.
+        root: StateRoot,
+    },
+    /// An entry proved by the root does not decode as its table's key and value types (a
+    /// snapshot of another application or format version).
+    #[error("chunk {chunk}, entry {index} of table {table}: {error}")]
+    Entry {
+        /// Position of the chunk in the import.
+        chunk: u32,
+        /// The entry's position in the chunk.
+        index: usize,
+        /// The tag.
+        table: String,
+        /// Why it does not decode.
+        #[source]
+        error: DecodeError,
+    },
+    /// The import was finished before the chunks covered every key.
+    #[error("snapshot incomplete after {chunks} chunks: the next chunk would start at key {next}")]
+    Incomplete {
+        /// Chunks accepted.
+        chunks: u32,
+        /// Where the next chunk would start.
+        next: StateKey,
+    },
+    /// An entry of the state is larger than a snapshot entry may be (export).
+    #[error("table {table}: entry of {len} bytes exceeds the snapshot limit of {max}")]
+    EntryTooLarge {
+        /// The tag.
+        table: String,
+        /// The entry's key or value length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The state's tables do not match its state tree (export; a bug, never input).
+    #[error("the state's tables do not match its state tree")]
+    Inconsistent,
+}
+
+/// `prefix` with every bit from `depth` on set: the last key under the prefix.
+fn prefix_end(prefix: &StateKey, depth: usize) -> StateKey {
+    let mut bytes = prefix.to_bytes();
+    for i in depth..256 {
+        bytes[i / 8] |= 1 << (7 - i % 8);
+    }
+    StateKey::from_bytes(bytes)
+}
+
+/// The key after `key`, `None` after the last one.
+fn successor(key: &StateKey) -> Option<StateKey> {
+    let mut bytes = key.to_bytes();
+    for b in bytes.iter_mut().rev() {
+        let (sum, carry) = b.overflowing_add(1);
+        *b = sum;
+        if !carry {
+            return Some(StateKey::from_bytes(bytes));
+        }
+    }
+    None
+}
+
+/// Whether `key` starts with the first `depth` bits of `prefix`.
+fn has_prefix(key: &StateKey, prefix: &StateKey, depth: usize) -> bool {
+    (0..depth).all(|i| bit(key, i) == bit(prefix, i))
+}
+
+impl<T: AppState> State<T> {
+    /// Exports the committed state as snapshot chunks for `height` (the height whose header
+    /// carries this state's [`root`](Self::root)), in import order, each of at most
+    /// `max_entries` entries (taken as 1 if 0, and as [`MAX_CHUNK_ENTRIES`] if larger) and
+    /// [`MAX_CHUNK_BYTES`]. Pending writes are ignored.
+    ///
+    /// The export holds every entry in memory at once, encoded, with its state key.
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError::EntryTooLarge`] if an entry exceeds the snapshot limits.
+    pub fn export_snapshot(
+        &self,
+        height: u64,
+        max_entries: usize,
+    ) -> Result<Vec<SnapshotChunk>, SnapshotError> {
+        let mut entries: Vec<(StateKey, SnapshotEntry)> = Vec::with_capacity(self.tree.len());
+        let mut raw = Vec::new();
+        for table in self.tables() {
+            let tag = table.tag();
+            let too_large = |len: usize, max: usize| SnapshotError::EntryTooLarge {
+                table: tag.to_owned(),
+                len,
+                max,
+            };
+            let table_tag = BoundedString::try_from(tag).map_err(|e| too_large(e.len, e.max))?;
+            raw.clear();
+            table.committed_entries(&mut raw);
+            for (key, value) in raw.drain(..) {
+                let entry = SnapshotEntry {
+                    table: table_tag.clone(),
+                    key: BoundedBytes::try_from(key).map_err(|e| too_large(e.len, e.max))?,
+                    value: BoundedBytes::try_from(value).map_err(|e| too_large(e.len, e.max))?,
+                };
+                entries.push((entry.leaf().0, entry));
+            }
+        }
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        if entries.len() != self.tree.len() {
+            return Err(SnapshotError::Inconsistent);
+        }
+        let mut out = Vec::new();
+        let mut cx = Exporter {
+            tree: &self.tree,
+            root: self.root(),
+            height,
+            max_entries: max_entries.clamp(1, MAX_CHUNK_ENTRIES),
+            out: &mut out,
+        };
+        cx.split(entries, StateKey::from_bytes([0; 32]), 0)?;
+        Ok(out)
+    }
+}
+
+struct Exporter<'a> {
+    tree: &'a StateTree,
+    root: StateRoot,
+    height: u64,
+    max_entries: usize,
+    out: &'a mut Vec<SnapshotChunk>,
+}
+
+impl Exporter<'_> {
+    /// Emits the entries under `prefix` (at `depth`) as one chunk if they fit, or splits them.
+    fn split(
+        &mut self,
+        entries: Vec<(StateKey, SnapshotEntry)>,
+        prefix: StateKey,
+        depth: usize,
+    ) -> Result<(), SnapshotError> {
+        let bytes: usize = entries.iter().map(|(_, e)| e.encoded_len()).sum();
+        if entries.len() <= 1
+            || (entries.len() <= self.max_entries && bytes + CHUNK_OVERHEAD <= MAX_CHUNK_BYTES)
+        {
+            let siblings = self
+                .tree
+                .path_siblings(&prefix, depth)
+                .ok_or(SnapshotError::Inconsistent)?;
+            self.out.push(SnapshotChunk {
+                root: self.root,
+                height: self.height,
+                prefix,
+                siblings: BoundedVec::try_from(siblings)
+                    .map_err(|_| SnapshotError::Inconsistent)?,
+                entries: BoundedVec::try_from(
+                    entries.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+                )
+                .map_err(|_| SnapshotError::Inconsistent)?,
+            });
+            return Ok(());
+        }
+        // Two or more distinct keys share the first `depth` bits, so `depth < 256`.
+        let mid = entries.partition_point(|(key, _)| !bit(key, depth));
+        let mut entries = entries;
+        let hi = entries.split_off(mid);
+        let mut right = prefix.to_bytes();
+        right[depth / 8] |= 1 << (7 - depth % 8);
+        self.split(entries, prefix, depth + 1)?;
+        self.split(hi, StateKey::from_bytes(right), depth + 1)
+    }
+}
+
+/// A snapshot being imported: chunks are verified one by one against the expected root, in
+/// order, and their entries written into a fresh [`State`]; [`finish`](Self::finish) hands it
+/// over once every key is covered.
+pub struct SnapshotImport<T> {
+    root: StateRoot,
+    height: u64,
+    /// Where the next chunk must start; `None` once every key is covered.
+    next: Option<StateKey>,
+    chunks: u32,
+    state: State<T>,
+    tree: StateTree,
+}
+
+impl<T> core::fmt::Debug for SnapshotImport<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SnapshotImport")
+            .field("root", &self.root)
+            .field("height", &self.height)
+            .field("chunks", &self.chunks)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: AppState> SnapshotImport<T> {
+    /// Starts importing the snapshot at `height` whose state root is `root` (take both from a
+    /// header the consensus engine accepted).
+    pub fn new(height: u64, root: StateRoot) -> Self {
+        Self {
+            root,
+            height,
+            next: Some(StateKey::from_bytes([0; 32])),
+            chunks: 0,
+            state: State::new(),
+            tree: StateTree::new(),
+        }
+    }
+
+    /// Chunks accepted so far.
+    pub fn chunks(&self) -> u32 {
+        self.chunks
+    }
+
+    /// Whether the chunks accepted cover every key.
+    pub fn is_complete(&self) -> bool {
+        self.next.is_none()
+    }
+
+    /// Decodes and adds the next chunk (see [`add`](Self::add)).
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError::Decode`] for bytes that are not a chunk, else as [`add`](Self::add).
+    pub fn add_bytes(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.add(&SnapshotChunk::decode(bytes)?)
+    }
+
+    /// Verifies the next chunk against the snapshot's root and adds its entries.
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError`] saying why the chunk is refused: for another root or height, not
+    /// starting where the previous chunk ended ([`OutOfOrder`](SnapshotError::OutOfOrder):
+    /// missing, repeated or reordered), after the last one, with a misplaced, unsorted or
+    /// undecodable entry or an unknown table, or not proving its entries against the root
+    /// ([`ProofMismatch`](SnapshotError::ProofMismatch): tampered). The import is then
+    /// unchanged.
+    pub fn add(&mut self, chunk: &SnapshotChunk) -> Result<(), SnapshotError> {
+        let n = self.chunks;
+        if chunk.root != self.root {
+            return Err(SnapshotError::WrongRoot {
+                chunk: n,
+                expected: self.root,
+                found: chunk.root,
+            });
+        }
+        if chunk.height != self.height {
+            return Err(SnapshotError::WrongHeight {
+                chunk: n,
+                expected: self.height,
+                found: chunk.height,
+            });
+        }
+        let depth = chunk.depth();
+        let prefix = chunk.prefix;
+        if (depth..256).any(|i| bit(&prefix, i)) {
+            return Err(SnapshotError::PrefixNotCanonical {
+                chunk: n,
+                prefix,
+                depth,
+            });
+        }
+        let Some(expected) = self.next else {
+            return Err(SnapshotError::AlreadyComplete { chunk: n });
+        };
+        if prefix != expected {
+            return Err(SnapshotError::OutOfOrder {
+                chunk: n,
+                expected,
+                found: prefix,
+            });
+        }
+        let mut leaves: Vec<StateUpdate> = Vec::with_capacity(chunk.entries.len());
+        for (index, entry) in chunk.entries.iter().enumerate() {
+            let (key, value) = entry.leaf();
+            if !has_prefix(&key, &prefix, depth) {
+                return Err(SnapshotError::EntryOutsideChunk { chunk: n, index });
+            }
+            if leaves.last().is_some_and(|(last, _)| *last >= key) {
+                return Err(SnapshotError::EntriesUnsorted { chunk: n, index });
+            }
+            leaves.push((key, Some(value)));
+        }
+        let computed = fold_path(subtree_hash(depth, &leaves), &prefix, &chunk.siblings);
+        if computed != *self.root.as_bytes() {
+            return Err(SnapshotError::ProofMismatch {
+                chunk: n,
+                root: self.root,
+            });
+        }
+        self.write_entries(n, &chunk.entries)?;
+        self.tree
+            .apply(&leaves)
+            .expect("chunks cover ascending, disjoint key ranges and their leaves are sorted");
+        self.next = successor(&prefix_end(&prefix, depth));
+        self.chunks += 1;
+        Ok(())
+    }
+
+    /// Writes the entries into the state's tables, all or none.
+    fn write_entries(
+        &mut self,
+        chunk: u32,
+        entries: &[SnapshotEntry],
+    ) -> Result<(), SnapshotError> {
+        let mut tables = self.state.tables_mut();
+        for (index, entry) in entries.iter().enumerate() {
+            let Some(table) = tables.iter_mut().find(|t| t.tag() == entry.table()) else {
+                let table = entry.table().to_owned();
+                drop(tables);
+                self.state.discard();
+                return Err(SnapshotError::UnknownTable {
+                    chunk,
+                    index,
+                    table,
+                });
+            };
+            if let Err(error) = table.insert_encoded(entry.key(), entry.value()) {
+                let table = entry.table().to_owned();
+                drop(tables);
+                self.state.discard();
+                return Err(SnapshotError::Entry {
+                    chunk,
+                    index,
+                    table,
+                    error,
+                });
+            }
+        }
+        for t in tables {
+            t.commit_tx();
+            drop(t.commit_block());
+        }
+        Ok(())
+    }
+
+    /// The imported state, once every key is covered.
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError::Incomplete`] if chunks are missing at the end (check
+    /// [`is_complete`](Self::is_complete) first: the import is consumed).
+    pub fn finish(self) -> Result<State<T>, SnapshotError> {
+        if let Some(next) = self.next {
+            return Err(SnapshotError::Incomplete {
+                chunks: self.chunks,
+                next,
+            });
+        }
+        debug_assert_eq!(self.tree.root(), self.root);
+        let mut state = self.state;
+        state.tree = self.tree;
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::AccountId;
+    use crate::state::AccountState;
+    use crate::tx::Keypair;
+    use proptest::prelude::*;
+
+    #[test]
+    fn prefix_ends_and_successors_walk_the_key_space() {
+        let zero = StateKey::from_bytes([0; 32]);
+        assert_eq!(prefix_end(&zero, 0), StateKey::from_bytes([0xff; 32]));
+        assert_eq!(successor(&StateKey::from_bytes([0xff; 32])), None);
+        let mut half = [0; 32];
+        half[0] = 0x80;
+        assert_eq!(
+            successor(&prefix_end(&zero, 1)),
+            Some(StateKey::from_bytes(half))
+        );
+    }
+
+    /// A committed state whose accounts table holds `n` accounts.
+    fn state_with(n: u32) -> State<()> {
+        let key = Keypair::from_seed(&[9; 32]).public();
+        State::genesis(|_, core| {
+            for i in 0..n {
+                let mut id = [0; 32];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                core.accounts.insert(
+                    AccountId::from_bytes(id),
+                    AccountState {
+                        next_nonce: u64::from(i),
+                        key,
+                    },
+                );
+            }
+        })
+    }
+
+    fn import(chunks: &[SnapshotChunk], root: StateRoot) -> Result<State<()>, SnapshotError> {
+        let mut import = SnapshotImport::<()>::new(7, root);
+        for chunk in chunks {
+            import.add(chunk)?;
+        }
+        import.finish()
+    }
+
+    #[test]
+    fn the_empty_state_is_one_empty_chunk() {
+        let state = state_with(0);
+        let chunks = state.export_snapshot(7, 4).unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert!(chunks[0].entries().is_empty());
+        assert_eq!(import(&chunks, state.root()).unwrap().root(), state.root());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn any_state_round_trips_in_chunks_of_any_size(n in 0u32..200, max in 1usize..9) {
+            let state = state_with(n);
+            let chunks = state.export_snapshot(7, max).unwrap();
+            prop_assert!(chunks.iter().all(|c| c.entries().len() <= max));
+            let encoded: Vec<Vec<u8>> = chunks.iter().map(SnapshotChunk::encode).collect();
+            let mut import = SnapshotImport::<()>::new(7, state.root());
+            for bytes in &encoded {
+                import.add_bytes(bytes).unwrap();
+            }
+            let back = import.finish().unwrap();
+            prop_assert_eq!(back.root(), state.root());
+            prop_assert_eq!(entries(&back), entries(&state));
+            // Every chunk is needed.
+            if chunks.len() > 1 {
+                for skip in 0..chunks.len() {
+                    let mut rest = chunks.clone();
+                    rest.remove(skip);
+                    prop_assert!(import_err(&rest, state.root()));
+                }
+            }
+        }
+    }
+
+    fn entries(state: &State<()>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for t in state.tables() {
+            t.committed_entries(&mut out);
+        }
+        out.sort();
+        out
+    }
+
+    fn import_err(chunks: &[SnapshotChunk], root: StateRoot) -> bool {
+        import(chunks, root).is_err()
+    }
+}

@@ -1,0 +1,543 @@
+//! State snapshots for new nodes: a MedRec chain's state exported in chunks, verified and
+//! imported against the header's state root, and a chain opened from it that then follows the
+//! same blocks as the chain that replayed them, to the same state roots. Tampered, missing,
+//! reordered, repeated and foreign chunks are refused with the reason, and change nothing.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use medledger::access::{
+    AccessOp, AccessRequest, Action, ActionSet, Basis, Decision, GrantId, GrantTerms, Period,
+    PurposeSet, Role, Scope, Viewer,
+};
+use medledger::chain::ManualClock;
+use medledger::pow::{PowSeal, ProofOfWork};
+use medledger::purpose::PurposeOfUse::Treatment;
+use medledger::state::snapshot::{SnapshotChunk, SnapshotError, SnapshotImport};
+use medledger::state::State;
+use medledger::store::Store;
+use medledger::tx::Keypair;
+use medledger::{AccessState, Block, Chain, ChainBuilder, ChainError};
+
+/// Patients in the workflow: enough entries for several chunks of [`CHUNK`] entries.
+const PATIENTS: u8 = 6;
+/// Entries per chunk in these tests (small, so that the state spans many chunks).
+const CHUNK: usize = 8;
+
+struct World {
+    net: Net,
+    authority: Keypair,
+    hospital: Keypair,
+    specialist: Keypair,
+    patients: Vec<Keypair>,
+}
+
+/// A chain through the MedRec workflow for several patients: certification, registrations,
+/// relationships with records, acceptance, grants and read receipts.
+fn world() -> World {
+    let authority = Keypair::from_seed(&[1; 32]);
+    let hospital = Keypair::from_seed(&[2; 32]);
+    let specialist = Keypair::from_seed(&[3; 32]);
+    let patients: Vec<Keypair> = (0..PATIENTS)
+        .map(|i| Keypair::from_seed(&[10 + i; 32]))
+        .collect();
+    let mut net = Net::new(&[("Regional Health Authority", &authority)]);
+    let mut ops = vec![
+        (
+            &authority,
+            AccessOp::CertifyProvider {
+                provider: hospital.account(),
+                emergency: false,
+            },
+        ),
+        (
+            &hospital,
+            register_op(&hospital, Role::Provider, "St Mary's Hospital"),
+        ),
+        (
+            &specialist,
+            register_op(&specialist, Role::Provider, "Dr Okafor"),
+        ),
+    ];
+    for (i, p) in patients.iter().enumerate() {
+        ops.push((p, register_op(p, Role::Patient, &format!("NHS-{i}"))));
+    }
+    net.run(ops);
+    let mut ops = Vec::new();
+    for (i, p) in patients.iter().enumerate() {
+        let rel = relationship(p, &hospital);
+        ops.push((
+            &hospital,
+            AccessOp::CreateRelationship {
+                patient: p.account(),
+            },
+        ));
+        ops.push((
+            &hospital,
+            AccessOp::AddPointer {
+                relationship: rel,
+                record: record(i as u8, medledger::access::Category::Imaging),
+                replaces: None,
+            },
+        ));
+    }
+    net.run_after(DAY, ops);
+    let mut world = World {
+        net,
+        authority,
+        hospital,
+        specialist,
+        patients,
+    };
+    for i in 0..world.patients.len() {
+        world.accept_and_grant(i);
+    }
+    world
+}
+
+impl World {
+    /// Patient `i` accepts the hospital's relationship and grants the specialist treatment reads.
+    fn accept_and_grant(&mut self, i: usize) -> GrantId {
+        let p = &self.patients[i];
+        let rel = relationship(p, &self.hospital);
+        let terms = GrantTerms::new(
+            rel,
+            Viewer::Account(self.specialist.account()),
+            Scope::All,
+            ActionSet::of(&[Action::Read]),
+            PurposeSet::of(&[Treatment]),
+            Period::lasting(self.net.now, 30 * DAY),
+        );
+        let txs = self.net.sign_all(vec![
+            (p, AccessOp::AcceptRelationship { relationship: rel }),
+            (p, AccessOp::Grant { terms, under: None }),
+        ]);
+        let grant = GrantId::of_tx(txs[1].id());
+        self.net.mine(3600, txs);
+        grant
+    }
+
+    fn headers(&self) -> Vec<medledger::block::Header<PowSeal>> {
+        (1..=self.net.chain.height())
+            .map(|h| self.net.chain.header_at(h).unwrap().clone())
+            .collect()
+    }
+
+    fn builder(&self, clock: Arc<ManualClock>) -> ChainBuilder<ProofOfWork> {
+        ChainBuilder::new("access-tests", engine())
+            .genesis_time(T0)
+            .clock(clock)
+            .authority("Regional Health Authority", self.authority.public())
+    }
+
+    fn import(&self, chunks: &[SnapshotChunk]) -> State<AccessState> {
+        let tip = self.net.chain.tip_header();
+        let mut import = SnapshotImport::<AccessState>::new(tip.height, tip.state_root);
+        for chunk in chunks {
+            import.add_bytes(&chunk.encode()).unwrap();
+        }
+        import.finish().unwrap()
+    }
+
+    /// A chain opened from a snapshot of the tip.
+    fn open_from_snapshot(&self) -> Chain<ProofOfWork> {
+        let chunks = self.net.chain.snapshot(CHUNK).unwrap();
+        assert!(chunks.len() > 4, "the state spans several chunks");
+        let state = self.import(&chunks);
+        self.builder(Arc::new(ManualClock::new(self.net.now)))
+            .build_from_snapshot(&self.headers(), state)
+            .unwrap()
+    }
+
+    fn read(&self, chain: &Chain<ProofOfWork>, i: usize) -> Decision {
+        let p = &self.patients[i];
+        let pointer = chain.access().pointers_of(&relationship(p, &self.hospital))[0].id;
+        chain.decide(&AccessRequest::new(
+            self.specialist.account(),
+            p.account(),
+            pointer,
+            Action::Read,
+            Treatment,
+            self.net.now + 1,
+        ))
+    }
+}
+
+#[test]
+fn a_chain_opened_from_a_snapshot_follows_blocks_like_the_replayed_one() {
+    let mut w = world();
+    let mut fresh = w.open_from_snapshot();
+    assert_eq!(fresh.height(), w.net.chain.height());
+    assert_eq!(fresh.tip(), w.net.chain.tip());
+    assert_eq!(fresh.state().root(), w.net.chain.state().root());
+    for i in 0..w.patients.len() {
+        assert_eq!(w.read(&fresh, i), w.read(&w.net.chain, i));
+    }
+
+    // The original chain goes on: more patients, a revocation, read receipts.
+    let from = w.net.chain.height();
+    let late = Keypair::from_seed(&[99; 32]);
+    w.net
+        .run(vec![(&late, register_op(&late, Role::Patient, "NHS-late"))]);
+    w.patients.push(late);
+    w.net.run(vec![(
+        &w.hospital,
+        AccessOp::CreateRelationship {
+            patient: w.patients[PATIENTS as usize].account(),
+        },
+    )]);
+    let grant = w.accept_and_grant(PATIENTS as usize);
+    w.net.run(vec![(
+        &w.patients[PATIENTS as usize],
+        AccessOp::RevokeGrant {
+            grant,
+            reason: "moved away".try_into().unwrap(),
+        },
+    )]);
+    let pointer = w
+        .net
+        .chain
+        .access()
+        .pointers_of(&relationship(&w.patients[0], &w.hospital))[0]
+        .id;
+    let grant0 = match w.read(&w.net.chain, 0) {
+        Decision::Permit(basis) => basis,
+        other => panic!("the specialist may read: {other:?}"),
+    };
+    w.net.run(vec![(
+        &w.specialist,
+        AccessOp::RecordAccess {
+            patient: w.patients[0].account(),
+            pointer,
+            action: Action::Read,
+            purpose: Treatment,
+            basis: grant0,
+        },
+    )]);
+
+    // The chain opened from the snapshot accepts the same blocks, to the same state roots.
+    for h in from + 1..=w.net.chain.height() {
+        let block = w
+            .net
+            .chain
+            .block(&w.net.chain.hash_at(h).unwrap())
+            .unwrap()
+            .unwrap();
+        let appended = fresh.append(block).unwrap();
+        assert_eq!(appended.applied.len(), 1);
+        assert_eq!(
+            fresh.state().root(),
+            w.net.chain.state_tree_at(h).unwrap().root(),
+            "state root at height {h}"
+        );
+    }
+    assert_eq!(fresh.tip(), w.net.chain.tip());
+    for i in 0..PATIENTS as usize {
+        assert_eq!(w.read(&fresh, i), w.read(&w.net.chain, i));
+    }
+    assert!(matches!(
+        w.read(&fresh, 0),
+        Decision::Permit(Basis::Grant(_))
+    ));
+    // No state tree below the snapshot: it was never held.
+    assert!(fresh.state_tree_at(from - 1).is_none());
+    assert!(fresh.state_tree_at(from).is_some());
+}
+
+/// Adds every chunk, expecting the refusal `check` at position `bad` and acceptance elsewhere;
+/// the import then finishes with the tip's root once the right chunk is given instead.
+fn refused_then_recovered(
+    w: &World,
+    chunks: &[SnapshotChunk],
+    bad: usize,
+    wrong: &[u8],
+    check: impl Fn(&SnapshotError) -> bool,
+) {
+    let tip = w.net.chain.tip_header();
+    let mut import = SnapshotImport::<AccessState>::new(tip.height, tip.state_root);
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i == bad {
+            let err = import.add_bytes(wrong).unwrap_err();
+            assert!(check(&err), "unexpected refusal: {err}");
+            assert_eq!(import.chunks(), i as u32, "a refused chunk changes nothing");
+        }
+        import.add(chunk).unwrap();
+    }
+    assert_eq!(import.finish().unwrap().root(), tip.state_root);
+}
+
+/// `bytes` with the last byte of the first occurrence of `needle` flipped.
+fn flip_in(bytes: &[u8], needle: &[u8]) -> Vec<u8> {
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the needle is in the encoding");
+    let mut out = bytes.to_vec();
+    out[at + needle.len() - 1] ^= 1;
+    out
+}
+
+#[test]
+fn tampered_chunks_are_refused_and_change_nothing() {
+    let w = world();
+    let chunks = w.net.chain.snapshot(CHUNK).unwrap();
+    let (bad, chunk) = chunks
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.entries().len() > 1 && c.depth() > 0)
+        .unwrap();
+    let bytes = chunk.encode();
+    let proof_mismatch = |e: &SnapshotError| matches!(e, SnapshotError::ProofMismatch { chunk, .. } if *chunk == bad as u32);
+
+    // A value changed.
+    let value = chunk.entries()[1].value();
+    refused_then_recovered(&w, &chunks, bad, &flip_in(&bytes, value), proof_mismatch);
+    // A sibling changed.
+    let sibling = chunk.siblings()[0];
+    refused_then_recovered(
+        &w,
+        &chunks,
+        bad,
+        &flip_in(&bytes, sibling.as_bytes()),
+        proof_mismatch,
+    );
+    // An entry left out (the entry count and the last entry dropped, re-encoded).
+    let body_len = |e: &medledger::state::snapshot::SnapshotEntry| {
+        let mut out = Vec::new();
+        medledger::codec::encode_into(e, &mut out);
+        out.len() - 1
+    };
+    let fewer = {
+        let entries = chunk.entries();
+        assert!(entries.len() < 128, "the entry count is one byte");
+        let all: usize = entries.iter().map(body_len).sum();
+        let last = body_len(&entries[entries.len() - 1]);
+        let mut out = bytes[..bytes.len() - last].to_vec();
+        let count_at = bytes.len() - all - 1;
+        assert_eq!(usize::from(out[count_at]), entries.len());
+        out[count_at] -= 1;
+        out
+    };
+    refused_then_recovered(&w, &chunks, bad, &fewer, proof_mismatch);
+    // Bytes that are not a chunk.
+    refused_then_recovered(&w, &chunks, bad, &bytes[..bytes.len() - 1], |e| {
+        matches!(e, SnapshotError::Decode(_))
+    });
+}
+
+#[test]
+fn missing_reordered_repeated_and_foreign_chunks_are_refused() {
+    let w = world();
+    let chunks = w.net.chain.snapshot(CHUNK).unwrap();
+    let out_of_order = |at: usize| move |e: &SnapshotError| matches!(e, SnapshotError::OutOfOrder { chunk, .. } if *chunk == at as u32);
+    // Chunk 3 given in place of chunk 2 (2 missing, or the two swapped).
+    refused_then_recovered(&w, &chunks, 2, &chunks[3].encode(), out_of_order(2));
+    // Chunk 1 given again.
+    refused_then_recovered(&w, &chunks, 2, &chunks[1].encode(), out_of_order(2));
+
+    // A chunk of another chain's state.
+    let other = {
+        let mut n = Net::new(&[("Another Authority", &w.hospital)]);
+        n.run(vec![(
+            &w.specialist,
+            register_op(&w.specialist, Role::Researcher, "Elsewhere"),
+        )]);
+        n.chain.snapshot(CHUNK).unwrap()
+    };
+    refused_then_recovered(&w, &chunks, 1, &other[0].encode(), |e| {
+        matches!(e, SnapshotError::WrongRoot { chunk: 1, .. })
+    });
+    // The same chunk relabelled with this root: its entries do not prove against it.
+    let root = w.net.chain.tip_header().state_root;
+    let mut relabelled = other[0].encode();
+    relabelled[1..33].copy_from_slice(root.as_bytes());
+    let height = w.net.chain.height();
+    assert!(
+        height < 128 && relabelled[33] < 128,
+        "heights are one-byte varints"
+    );
+    relabelled[33] = height as u8;
+    refused_then_recovered(&w, &chunks, 0, &relabelled, |e| {
+        matches!(e, SnapshotError::ProofMismatch { chunk: 0, .. })
+    });
+
+    // A chunk for another height of this chain.
+    let tip = w.net.chain.tip_header();
+    let mut import = SnapshotImport::<AccessState>::new(tip.height - 1, tip.state_root);
+    assert!(matches!(
+        import.add(&chunks[0]),
+        Err(SnapshotError::WrongHeight { chunk: 0, .. })
+    ));
+
+    // An import missing its last chunk does not finish; one past the end is refused.
+    let mut import = SnapshotImport::<AccessState>::new(tip.height, tip.state_root);
+    for chunk in &chunks[..chunks.len() - 1] {
+        import.add(chunk).unwrap();
+    }
+    assert!(!import.is_complete());
+    let mut complete = SnapshotImport::<AccessState>::new(tip.height, tip.state_root);
+    for chunk in &chunks {
+        complete.add(chunk).unwrap();
+    }
+    assert!(matches!(
+        complete.add(&chunks[0]),
+        Err(SnapshotError::AlreadyComplete { .. })
+    ));
+    assert!(matches!(
+        import.finish(),
+        Err(SnapshotError::Incomplete { .. })
+    ));
+}
+
+#[test]
+fn a_chain_opens_from_a_snapshot_only_at_its_headers_state_root() {
+    let mut w = world();
+    let old_chunks = w.net.chain.snapshot(CHUNK).unwrap();
+    let old = w.import(&old_chunks);
+    let late = Keypair::from_seed(&[99; 32]);
+    w.net
+        .run(vec![(&late, register_op(&late, Role::Patient, "NHS-late"))]);
+    // Headers up to the new tip, with the state of the height before.
+    let clock = Arc::new(ManualClock::new(w.net.now));
+    match w
+        .builder(clock.clone())
+        .build_from_snapshot(&w.headers(), old)
+    {
+        Err(ChainError::SnapshotRoot { height, .. }) => assert_eq!(height, w.net.chain.height()),
+        other => panic!("a state of another height was accepted: {other:?}"),
+    }
+    // Headers that skip one are refused.
+    let mut headers = w.headers();
+    headers.remove(1);
+    let state = w.import(&w.net.chain.snapshot(CHUNK).unwrap());
+    assert!(matches!(
+        w.builder(clock).build_from_snapshot(&headers, state),
+        Err(ChainError::UnknownParent(_))
+    ));
+}
+
+#[test]
+fn a_chain_opened_from_a_snapshot_cannot_reorganise_below_it() {
+    let w = world();
+    let mut fresh = w.open_from_snapshot();
+    assert_eq!(fresh.undo_depth(), 0);
+    // A heavier branch forking below the snapshot height: two blocks on the parent of the tip.
+    let parent = w.net.chain.height() - 1;
+    let mut side = Net::new(&[("Regional Health Authority", &w.authority)]);
+    side.clock.set(w.net.now + 10 * DAY);
+    for h in 1..=parent {
+        let block: Block<PowSeal> = w
+            .net
+            .chain
+            .block(&w.net.chain.hash_at(h).unwrap())
+            .unwrap()
+            .unwrap();
+        side.chain.append(block).unwrap();
+    }
+    side.now = w.net.chain.time_at(parent).unwrap();
+    side.run(vec![]);
+    side.run(vec![]);
+    let mut refused = false;
+    for h in parent + 1..=side.chain.height() {
+        let block = side
+            .chain
+            .block(&side.chain.hash_at(h).unwrap())
+            .unwrap()
+            .unwrap();
+        match fresh.append(block) {
+            Ok(_) => {}
+            Err(ChainError::ReorgTooDeep { depth: 1, max: 0 }) => refused = true,
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+    }
+    assert!(refused, "the heavier branch below the snapshot was refused");
+    assert_eq!(fresh.tip(), w.net.chain.tip());
+}
+
+/// The world's blocks on a chain that keeps a checkpoint every `every` blocks, and that chain.
+fn with_checkpoints(w: &World, every: u64) -> Chain<ProofOfWork> {
+    let mut chain = w
+        .builder(Arc::new(ManualClock::new(w.net.now)))
+        .checkpoint_every(every)
+        .build()
+        .unwrap();
+    for h in 1..=w.net.chain.height() {
+        let block = w
+            .net
+            .chain
+            .block(&w.net.chain.hash_at(h).unwrap())
+            .unwrap()
+            .unwrap();
+        chain.append(block).unwrap();
+    }
+    chain
+}
+
+fn reopen(w: &World, store: Box<dyn Store>) -> Chain<ProofOfWork> {
+    w.builder(Arc::new(ManualClock::new(w.net.now)))
+        .boxed_store(store)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_reopened_store_resumes_from_its_checkpoint_and_replays_only_what_follows() {
+    let w = world();
+    let height = w.net.chain.height();
+    assert!(height >= 6);
+    let chain = with_checkpoints(&w, 4);
+    let checkpoint = chain.into_store().checkpoint().unwrap().unwrap();
+    assert_eq!(checkpoint.height, 4 * (height / 4));
+    let cp = checkpoint.height;
+
+    let store = with_checkpoints(&w, 4).into_store();
+    let reopened = reopen(&w, store);
+    assert_eq!(reopened.tip(), w.net.chain.tip());
+    assert_eq!(reopened.state().root(), w.net.chain.state().root());
+    // Only the blocks after the checkpoint were executed: their undo data, and state trees
+    // from the checkpoint up.
+    assert_eq!(reopened.undo_depth(), height - cp);
+    assert!(reopened.state_tree_at(cp - 1).is_none());
+    assert_eq!(
+        reopened.state_tree_at(cp).unwrap().root(),
+        w.net.chain.header_at(cp).unwrap().state_root
+    );
+    // Replaying from genesis still checks it.
+    assert_eq!(
+        reopened.replay_state().unwrap().root(),
+        reopened.state().root()
+    );
+    for i in 0..PATIENTS as usize {
+        assert_eq!(w.read(&reopened, i), w.read(&w.net.chain, i));
+    }
+}
+
+#[test]
+fn a_damaged_or_stale_checkpoint_is_ignored_and_the_chain_replays() {
+    let w = world();
+    let height = w.net.chain.height();
+    // A chunk changed: the checkpoint fails against the header, the chain replays everything.
+    let mut store = with_checkpoints(&w, 4).into_store();
+    let mut checkpoint = store.checkpoint().unwrap().unwrap();
+    let last = checkpoint.chunks[0].len() - 1;
+    checkpoint.chunks[0][last] ^= 1;
+    store.put_checkpoint(&checkpoint).unwrap();
+    let reopened = reopen(&w, store);
+    assert_eq!(reopened.tip(), w.net.chain.tip());
+    assert_eq!(reopened.state().root(), w.net.chain.state().root());
+    assert!(reopened.state_tree_at(1).is_some(), "replayed from genesis");
+    assert_eq!(
+        reopened.undo_depth(),
+        height.min(reopened.max_reorg_depth())
+    );
+    // A checkpoint of a block no longer on the main chain: ignored as well.
+    let mut store = with_checkpoints(&w, 4).into_store();
+    let mut checkpoint = store.checkpoint().unwrap().unwrap();
+    checkpoint.block = w.net.chain.hash_at(checkpoint.height - 1).unwrap();
+    store.put_checkpoint(&checkpoint).unwrap();
+    let reopened = reopen(&w, store);
+    assert_eq!(reopened.state().root(), w.net.chain.state().root());
+    assert!(reopened.state_tree_at(1).is_some(), "replayed from genesis");
+}
