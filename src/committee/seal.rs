@@ -442,81 +442,40 @@ pub(crate) fn verify_certificate(
 ) -> Result<(), SealError> {
     verify_members(params, randomness, stage, &cert.members)?;
     check_roster_member_list(directory, stage, &cert.members)?;
-    let quorum = params.quorum();
-    if cert.signatures.len() < quorum {
-        return Err(SealError::QuorumNotMet {
-            stage,
-            signatures: cert.signatures.len(),
-            quorum,
-        });
-    }
-    let digest = VoteBody {
+    let keys: Vec<PublicKey> = cert.members.iter().map(|m| m.key).collect();
+    let body = VoteBody {
         height,
         parent,
         stage,
         round: cert.round,
         phase: Phase::Precommit,
         value,
-    }
-    .digest();
-    let mut items = Vec::with_capacity(cert.signatures.len());
-    for (i, s) in cert.signatures.iter().enumerate() {
-        if usize::from(s.member) >= cert.members.len()
-            || (i > 0 && cert.signatures[i - 1].member >= s.member)
-        {
-            return Err(SealError::SignatureIndex {
-                stage,
-                index: i,
-                member: s.member,
-            });
-        }
-        items.push((cert.members[usize::from(s.member)].key, digest, s.signature));
-    }
-    check(&items).map_err(|i| SealError::BadSignature {
-        stage,
-        member: cert.signatures[i].member,
-    })
+    };
+    verify_precommits(&body, &keys, params.quorum(), &cert.signatures, check)
 }
 
-/// Checks the directory's certificate: one digest per committee, and more than two thirds of
-/// `directory` precommitting to them at `height` on `parent`.
-pub(crate) fn verify_directory(
-    params: &CommitteeParams,
-    height: u64,
-    parent: BlockHash,
-    directory: &[PublicKey],
-    cert: &DirectoryCert,
+/// Checks that `signatures` are at least `quorum` precommits `body` by distinct `keys`, named
+/// by strictly increasing index.
+fn verify_precommits(
+    body: &VoteBody,
+    keys: &[PublicKey],
+    quorum: usize,
+    signatures: &[MemberSignature],
     check: &mut SigChecker<'_>,
 ) -> Result<(), SealError> {
-    let stage = Stage::Directory;
-    if cert.committees.len() != params.committees() {
-        return Err(SealError::RosterShape {
-            found: cert.committees.len(),
-            expected: params.committees(),
-        });
-    }
-    let quorum = quorum_of(u16::try_from(directory.len()).unwrap_or(u16::MAX));
-    if cert.signatures.len() < quorum {
+    let stage = body.stage;
+    if signatures.len() < quorum {
         return Err(SealError::QuorumNotMet {
             stage,
-            signatures: cert.signatures.len(),
+            signatures: signatures.len(),
             quorum,
         });
     }
-    let digest = VoteBody {
-        height,
-        parent,
-        stage,
-        round: cert.round,
-        phase: Phase::Precommit,
-        value: cert.value(),
-    }
-    .digest();
-    let mut items = Vec::with_capacity(cert.signatures.len());
-    for (i, s) in cert.signatures.iter().enumerate() {
-        let key = directory.get(usize::from(s.member));
-        match key {
-            Some(key) if i == 0 || cert.signatures[i - 1].member < s.member => {
+    let digest = body.digest();
+    let mut items = Vec::with_capacity(signatures.len());
+    for (i, s) in signatures.iter().enumerate() {
+        match keys.get(usize::from(s.member)) {
+            Some(key) if i == 0 || signatures[i - 1].member < s.member => {
                 items.push((*key, digest, s.signature));
             }
             _ => {
@@ -530,8 +489,36 @@ pub(crate) fn verify_directory(
     }
     check(&items).map_err(|i| SealError::BadSignature {
         stage,
-        member: cert.signatures[i].member,
+        member: signatures[i].member,
     })
+}
+
+/// Checks the directory's certificate: one digest per committee, and more than two thirds of
+/// `directory` precommitting to them at `height` on `parent`.
+pub(crate) fn verify_directory(
+    params: &CommitteeParams,
+    height: u64,
+    parent: BlockHash,
+    directory: &[PublicKey],
+    cert: &DirectoryCert,
+    check: &mut SigChecker<'_>,
+) -> Result<(), SealError> {
+    if cert.committees.len() != params.committees() {
+        return Err(SealError::RosterShape {
+            found: cert.committees.len(),
+            expected: params.committees(),
+        });
+    }
+    let body = VoteBody {
+        height,
+        parent,
+        stage: Stage::Directory,
+        round: cert.round,
+        phase: Phase::Precommit,
+        value: cert.value(),
+    };
+    let quorum = quorum_of(u16::try_from(directory.len()).unwrap_or(u16::MAX));
+    verify_precommits(&body, directory, quorum, &cert.signatures, check)
 }
 
 /// Checks that `members` are committee `committee`'s list as `cert` certifies it.

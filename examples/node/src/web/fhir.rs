@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use medledger::access::AccessState;
 use medledger::hash::AccountId;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -41,14 +42,7 @@ pub async fn consents(
     State(state): State<AppState>,
     Params(search): Params<PatientSearch>,
 ) -> Result<Response, ApiError> {
-    let patient: AccountId = parse_id("patient", &search.patient)?;
-    let resources = state
-        .node
-        .ask(move |node| {
-            medledger::fhir::consents_for_patient(node.ledger().chain().access(), &patient)
-        })
-        .await?;
-    Ok(bundle(resources))
+    search_bundle(&state, &search, medledger::fhir::consents_for_patient).await
 }
 
 /// Every recorded read of the patient's records, oldest first, as R5 AuditEvents in a
@@ -60,12 +54,19 @@ pub async fn audit_events(
     State(state): State<AppState>,
     Params(search): Params<PatientSearch>,
 ) -> Result<Response, ApiError> {
+    search_bundle(&state, &search, medledger::fhir::audit_events_for_patient).await
+}
+
+/// The resources `find` gives for the searched patient, as a Bundle.
+async fn search_bundle(
+    state: &AppState,
+    search: &PatientSearch,
+    find: fn(&AccessState, &AccountId) -> Vec<Value>,
+) -> Result<Response, ApiError> {
     let patient: AccountId = parse_id("patient", &search.patient)?;
     let resources = state
         .node
-        .ask(move |node| {
-            medledger::fhir::audit_events_for_patient(node.ledger().chain().access(), &patient)
-        })
+        .ask(move |node| find(node.ledger().chain().access(), &patient))
         .await?;
     Ok(bundle(resources))
 }
