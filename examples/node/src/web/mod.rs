@@ -36,6 +36,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::routing::get;
 use axum::{Json, Router};
 use commonware_utils::channel::{mpsc, oneshot};
+use medledger::access::AccessState;
 use medledger::hash::ChainId;
 use medledger::tx::Keypair;
 use serde::de::DeserializeOwned;
@@ -83,6 +84,24 @@ impl NodeHandle {
         });
         self.jobs.send(job).map_err(|_| ApiError::node_stopped())?;
         rx.await.map_err(|_| ApiError::node_stopped())
+    }
+
+    /// Reads the node's finalised access state on its loop: `view` gets the state and the
+    /// node's clock (Unix seconds) and returns the answer.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError`] 503 if the node has stopped.
+    pub async fn read<T, F>(&self, view: F) -> std::result::Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AccessState, u64) -> T + Send + 'static,
+    {
+        self.ask(move |node| {
+            let now = node.now_secs();
+            view(node.ledger().chain().access(), now)
+        })
+        .await
     }
 
     /// [`ask`](Self::ask) from a thread that is not running async code.
