@@ -10,7 +10,7 @@
 //! key, as its own node would.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use medledger::access::{
     AccessOp, AggregatorRef, Epsilon, HpkePublicKey, Identity, QueryId, QueryKind, ReportNonce,
@@ -79,7 +79,8 @@ impl Consortium {
         let aggregators: Vec<(Keypair, String)> = (0..2u8)
             .map(|i| {
                 let key = Keypair::generate();
-                let keys = ResearchKeys::new(Zeroizing::new([40 + i; 32]), Zeroizing::new(verify_key));
+                let keys =
+                    ResearchKeys::new(Zeroizing::new([40 + i; 32]), Zeroizing::new(verify_key));
                 let addr = node.serve_member(&key, Some(keys)).unwrap();
                 (key, base(addr))
             })
@@ -179,7 +180,11 @@ impl Consortium {
             assert_eq!(k["account"], self.aggregators[i].0.account().to_string());
             AggregatorRef {
                 account: self.aggregators[i].0.account(),
-                key: k["hpke_key"].as_str().unwrap().parse::<HpkePublicKey>().unwrap(),
+                key: k["hpke_key"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<HpkePublicKey>()
+                    .unwrap(),
             }
         });
         let announce = self
@@ -204,7 +209,9 @@ impl Consortium {
     fn params(&self, query: QueryId) -> QueryParams {
         self.node
             .node
-            .ask_blocking(move |n| QueryParams::of(n.ledger().chain().access().query(&query).unwrap()))
+            .ask_blocking(move |n| {
+                QueryParams::of(n.ledger().chain().access().query(&query).unwrap())
+            })
             .unwrap()
     }
 
@@ -234,13 +241,22 @@ impl Consortium {
     }
 
     /// Runs `refused`, which must answer `status` and `code`, and checks nothing changed.
-    fn refused(&self, query: QueryId, status: u16, code: &str, refused: impl FnOnce() -> (u16, Value)) {
+    fn refused(
+        &self,
+        query: QueryId,
+        status: u16,
+        code: &str,
+        refused: impl FnOnce() -> (u16, Value),
+    ) {
         self.settle();
         let before = self.snapshot(query);
         let (got, body) = refused();
         assert_eq!(got, status, "{body}");
         assert_eq!(body["error"]["code"], code, "{body}");
-        assert!(!body["error"]["message"].as_str().unwrap().is_empty(), "{body}");
+        assert!(
+            !body["error"]["message"].as_str().unwrap().is_empty(),
+            "{body}"
+        );
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(self.snapshot(query), before, "a refusal changed nothing");
     }
@@ -257,7 +273,12 @@ fn hospital_reports(params: &QueryParams, h: usize) -> (Vec<Report>, i128) {
             nonce[0] = h as u8;
             nonce[1] = i as u8;
             nonce[15] = 0x5a;
-            shard(params, &Measurement::Count(has), ReportNonce::from_bytes(nonce)).unwrap()
+            shard(
+                params,
+                &Measurement::Count(has),
+                ReportNonce::from_bytes(nonce),
+            )
+            .unwrap()
         })
         .collect();
     (reports, truth)
@@ -267,8 +288,16 @@ fn hospital_reports(params: &QueryParams, h: usize) -> (Vec<Report>, i128) {
 fn three_hospitals_two_aggregators_and_a_researcher_answer_a_count_query_over_http() {
     let c = Consortium::start();
     let query = c.announce(8);
-    let announced = Instant::now();
     let params = c.params(query);
+    let leader = c.aggregators[0].1.clone();
+    let helper = json!({"helper": c.aggregators[1].1});
+    // Before the deadline (8 s away) the leader refuses to aggregate.
+    c.refused(query, 409, "too_early", || {
+        c.emr(
+            format!("{leader}/research/queries/{query}/aggregate"),
+            &helper,
+        )
+    });
 
     // Each hospital commits its reports through its own node, then posts them to both
     // aggregators once they are in a block.
@@ -300,7 +329,6 @@ fn three_hospitals_two_aggregators_and_a_researcher_answer_a_count_query_over_ht
 
     // A replayed batch, a malformed body, a report the chain never saw: refused, nothing
     // changed.
-    let leader = c.aggregators[0].1.clone();
     c.refused(query, 409, "report_replayed", || {
         c.post(format!("{leader}/research/reports"), &batches[1])
     });
@@ -333,14 +361,8 @@ fn three_hospitals_two_aggregators_and_a_researcher_answer_a_count_query_over_ht
         assert_eq!(held["aggregated"], false, "{held}");
     }
 
-    // Before the deadline the leader refuses to aggregate; after it, it aggregates with the
-    // helper and both commit their shares on chain.
-    let helper = json!({"helper": c.aggregators[1].1});
-    if announced.elapsed() < Duration::from_secs(6) {
-        c.refused(query, 409, "too_early", || {
-            c.emr(format!("{leader}/research/queries/{query}/aggregate"), &helper)
-        });
-    }
+    // After the deadline the leader aggregates with the helper and both commit their shares
+    // on chain.
     let deadline = c
         .node
         .node
@@ -349,7 +371,10 @@ fn three_hospitals_two_aggregators_and_a_researcher_answer_a_count_query_over_ht
     while c.now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (status, agg) = c.emr(format!("{leader}/research/queries/{query}/aggregate"), &helper);
+    let (status, agg) = c.emr(
+        format!("{leader}/research/queries/{query}/aggregate"),
+        &helper,
+    );
     assert_eq!(status, 200, "{agg}");
     assert_eq!(agg["reports"], 3 * PATIENTS, "{agg}");
     assert_eq!(agg["excluded"], 0, "{agg}");
@@ -361,15 +386,24 @@ fn three_hospitals_two_aggregators_and_a_researcher_answer_a_count_query_over_ht
         .unwrap();
     assert_eq!(
         on_chain.shares[0].map(|(d, r)| (d.to_string(), r)),
-        Some((agg["share"].as_str().unwrap().to_string(), 3 * PATIENTS as u64))
+        Some((
+            agg["share"].as_str().unwrap().to_string(),
+            3 * PATIENTS as u64
+        ))
     );
     assert_eq!(
         on_chain.shares[1].map(|(d, r)| (d.to_string(), r)),
-        Some((agg["helper_share"].as_str().unwrap().to_string(), 3 * PATIENTS as u64))
+        Some((
+            agg["helper_share"].as_str().unwrap().to_string(),
+            3 * PATIENTS as u64
+        ))
     );
     // Once released, never again.
     c.refused(query, 409, "already_aggregated", || {
-        c.emr(format!("{leader}/research/queries/{query}/aggregate"), &helper)
+        c.emr(
+            format!("{leader}/research/queries/{query}/aggregate"),
+            &helper,
+        )
     });
 
     // The collector fetches both shares (signed by the researcher), checks each against the
@@ -381,14 +415,17 @@ fn three_hospitals_two_aggregators_and_a_researcher_answer_a_count_query_over_ht
             format!("{url}/research/queries/{query}/share"),
             &ShareRequest::sign(&stranger, &c.node.chain_id, &query, c.now()),
         );
-        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("not_the_researcher")));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("not_the_researcher"))
+        );
         let (status, body) = c.post(
             format!("{url}/research/queries/{query}/share"),
             &ShareRequest::sign(&c.researcher, &c.node.chain_id, &query, c.now()),
         );
         assert_eq!(status, 200, "{body}");
-        let share = AggregateShare::decode(&hex_decode(body["share"].as_str().unwrap()).unwrap())
-            .unwrap();
+        let share =
+            AggregateShare::decode(&hex_decode(body["share"].as_str().unwrap()).unwrap()).unwrap();
         assert_eq!(Some(share.digest()), on_chain.shares[i].map(|(d, _)| d));
         shares.push(share);
     }

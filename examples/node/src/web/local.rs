@@ -54,10 +54,9 @@ pub fn serve_node(
             emr_token,
             gate_window_secs: config.gate_window_secs,
             research: match (&config.research_key_file, &config.research_verify_key_file) {
-                (Some(key), Some(verify)) => Some(ResearchKeys::new(
-                    read_secret(key)?,
-                    read_secret(verify)?,
-                )),
+                (Some(key), Some(verify)) => {
+                    Some(ResearchKeys::new(read_secret(key)?, read_secret(verify)?))
+                }
                 (None, None) => None,
                 _ => {
                     return Err("research_key_file and research_verify_key_file go together".into())

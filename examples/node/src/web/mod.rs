@@ -147,9 +147,12 @@ impl AppState {
                 .emr_token
                 .map(|t| Arc::new(zeroize::Zeroizing::new(t))),
             gate: Arc::new(Mutex::new(gate::Gate::new(config.gate_window_secs))),
-            research: config
-                .research
-                .map(|keys| Arc::new(Mutex::new(research::Desk::new(keys, config.gate_window_secs)))),
+            research: config.research.map(|keys| {
+                Arc::new(Mutex::new(research::Desk::new(
+                    keys,
+                    config.gate_window_secs,
+                )))
+            }),
         }
     }
 }

@@ -267,14 +267,17 @@ fn check_signature(
         .trim()
         .parse()
         .map_err(|e| ApiError::bad_request(format!("signature: {e}")))?;
-    vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig.to_bytes()))
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "bad_signature",
-                format!("the signature does not verify for the {whose}'s key"),
-            )
-        })
+    vk.verify_strict(
+        message,
+        &ed25519_dalek::Signature::from_bytes(&sig.to_bytes()),
+    )
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            format!("the signature does not verify for the {whose}'s key"),
+        )
+    })
 }
 
 fn parse_session(s: &str) -> Result<[u8; 16], ApiError> {
@@ -354,10 +357,7 @@ impl ReportBatch {
 
 /// The query on chain and this node's place in it: its index among the aggregators (if it is
 /// one), and the study's researcher.
-fn on_chain(
-    node: &mut dyn NodeAccess,
-    query: &QueryId,
-) -> Result<(Query, AccountId), ApiError> {
+fn on_chain(node: &mut dyn NodeAccess, query: &QueryId) -> Result<(Query, AccountId), ApiError> {
     let access = node.ledger().chain().access();
     let q = access
         .query(query)
@@ -536,7 +536,10 @@ pub async fn reports(
             format!("query {query} was aggregated: no more reports"),
         ));
     }
-    if let Some((r, _)) = decoded.iter().find(|(r, _)| held.reports.contains_key(&r.nonce)) {
+    if let Some((r, _)) = decoded
+        .iter()
+        .find(|(r, _)| held.reports.contains_key(&r.nonce))
+    {
         return Err(conflict(
             "report_replayed",
             format!("report {} was received before", r.nonce),
@@ -591,9 +594,7 @@ pub async fn desk_status(
     let d = desk(&state)?;
     let (reports, outcome) = match d.queries.get(&query) {
         Some(h) => (
-            h.outcome
-                .as_ref()
-                .map_or(h.reports.len(), |o| o.reports),
+            h.outcome.as_ref().map_or(h.reports.len(), |o| o.reports),
             h.outcome.as_ref(),
         ),
         None => (0, None),
@@ -1189,11 +1190,8 @@ pub struct ShareRequest {
 impl ShareRequest {
     /// The request for `query`'s share on chain `chain_id`, signed by `researcher`.
     pub fn sign(researcher: &Keypair, chain_id: &ChainId, query: &QueryId, issued_at: u64) -> Self {
-        let signature = researcher.sign(&signed_message(
-            chain_id,
-            query,
-            &Step::Share { issued_at },
-        ));
+        let signature =
+            researcher.sign(&signed_message(chain_id, query, &Step::Share { issued_at }));
         Self {
             researcher: researcher.public(),
             issued_at,
@@ -1263,7 +1261,9 @@ pub async fn share(
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "stale_request",
-                    format!("issued at {issued_at}, more than {window} s from the node's clock {now}"),
+                    format!(
+                        "issued at {issued_at}, more than {window} s from the node's clock {now}"
+                    ),
                 ));
             }
             let (q, study_researcher) = on_chain(node, &query)?;
