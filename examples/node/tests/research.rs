@@ -262,12 +262,12 @@ impl Consortium {
     }
 }
 
-/// Hospital `h`'s reports: patient `i` has the condition when `(h + i) % 3 == 0`.
+/// Hospital `h`'s reports: patient `i` has the condition when 3 divides `h + i`.
 fn hospital_reports(params: &QueryParams, h: usize) -> (Vec<Report>, i128) {
     let mut truth = 0;
     let reports = (0..PATIENTS)
         .map(|i| {
-            let has = (h + i) % 3 == 0;
+            let has = (h + i).is_multiple_of(3);
             truth += i128::from(has);
             let mut nonce = [0; 16];
             nonce[0] = h as u8;
