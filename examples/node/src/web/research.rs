@@ -42,7 +42,7 @@
 //! | … | verify: session (16), chunk number (4, big-endian), digest of the messages (32); finalize: session (16); share request: `issued_at` (8, big-endian) |
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::MutexGuard;
+use std::sync::{Mutex, MutexGuard};
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -179,7 +179,11 @@ impl Desk {
 }
 
 fn desk(state: &AppState) -> Result<MutexGuard<'_, Desk>, ApiError> {
-    let d = state.research.as_ref().ok_or_else(|| {
+    lock(state.research.as_deref())
+}
+
+fn lock(research: Option<&Mutex<Desk>>) -> Result<MutexGuard<'_, Desk>, ApiError> {
+    let d = research.ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "research_off",
@@ -801,11 +805,7 @@ pub async fn verify(
     let params = QueryParams::of(&q);
     let research = state.research.clone();
     tokio::task::spawn_blocking(move || {
-        let mut d = research
-            .as_ref()
-            .ok_or_else(|| ApiError::bad_request("research is off"))?
-            .lock()
-            .map_err(|_| ApiError::bad_request("the research desk failed earlier"))?;
+        let mut d = lock(research.as_deref())?;
         let fresh = if req.seq == 0 {
             Some(
                 Aggregator::new(&params, 1, d.keys.keypair(), d.keys.verify_key.clone())
@@ -856,7 +856,16 @@ pub async fn verify(
         Ok(Json(VerifyView { messages: out }))
     })
     .await
-    .map_err(|_| ApiError::bad_request("verification failed"))?
+    .map_err(|_| failed("verifying the chunk"))?
+}
+
+/// 500: a worker thread failed.
+fn failed(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "research_failed",
+        format!("{what} failed"),
+    )
 }
 
 /// Commits `share` on chain, signed by the node's key.
@@ -1076,7 +1085,7 @@ async fn lead(
         Ok::<_, ApiError>((a, msgs))
     })
     .await
-    .map_err(|_| ApiError::bad_request("preparing the reports failed"))??;
+    .map_err(|_| failed("preparing the reports"))??;
     // A fresh session per attempt: unique, not secret.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
