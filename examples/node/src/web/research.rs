@@ -17,7 +17,7 @@
 //!    (`POST /research/queries/{id}/aggregate`, EMR token, with the helper's URL), decrypts
 //!    and starts verifying every report it holds, and exchanges verifier messages with the
 //!    helper in chunks of [`MAX_VERIFY_CHUNK`] (`POST /research/queries/{id}/verify`), each
-//!    request signed by the leader's node key over [`signed_message`]. It then asks the helper
+//!    request signed by the leader's node key over the message below. It then asks the helper
 //!    to release its share (`POST /research/queries/{id}/finalize`, signed too). Each aggregator
 //!    adds its own noise, commits the digest of its aggregate share on chain
 //!    (`CommitAggregateShare`, signed by its node key) and keeps the share.
