@@ -21,7 +21,7 @@ use medledger::research::{shard, unshard, AggregateShare, Measurement, QueryPara
 use medledger::tx::Keypair;
 use medledger_node::config::hex_decode;
 use medledger_node::web::local::LocalNode;
-use medledger_node::web::research::{ReportBatch, ResearchKeys, ShareRequest};
+use medledger_node::web::research::{ReportBatch, ResearchKeys, ShareRequest, VerifyRequest};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
@@ -355,6 +355,34 @@ fn three_hospitals_two_aggregators_and_a_researcher_answer_a_count_query_over_ht
             format!("{leader}/research/reports"),
             &ReportBatch::new(query, &[stranger]),
         )
+    });
+    // The helper takes verification only from the query's leader, the shares go out only
+    // after aggregation, and a node without research keys is no aggregator.
+    let helper_url = c.aggregators[1].1.clone();
+    let forged = VerifyRequest {
+        leader: c.aggregators[0].0.public(),
+        session: "00".repeat(16),
+        seq: 0,
+        messages: vec![],
+        signature: c.aggregators[1]
+            .0
+            .sign(b"not the verify message")
+            .to_string(),
+    };
+    c.refused(query, 401, "bad_signature", || {
+        c.post(
+            format!("{helper_url}/research/queries/{query}/verify"),
+            &forged,
+        )
+    });
+    c.refused(query, 409, "not_aggregated", || {
+        c.post(
+            format!("{helper_url}/research/queries/{query}/share"),
+            &ShareRequest::sign(&c.researcher, &c.node.chain_id, &query, c.now()),
+        )
+    });
+    c.refused(query, 503, "research_off", || {
+        c.get(format!("{}/research/key", c.hospitals[0].1))
     });
     for held in c.held(query) {
         assert_eq!(held["reports"], 3 * PATIENTS, "{held}");
