@@ -328,7 +328,11 @@ fn three_hospitals_two_aggregators_and_a_researcher_answer_a_count_query_over_ht
     }
 
     // A replayed batch, a malformed body, a report the chain never saw: refused, nothing
-    // changed.
+    // changed. Committing the same reports again is refused by the chain.
+    let hospital = c.hospitals[0].1.clone();
+    c.refused(query, 409, "conflict", || {
+        c.emr(format!("{hospital}/emr/research/commit"), &batches[0])
+    });
     c.refused(query, 409, "report_replayed", || {
         c.post(format!("{leader}/research/reports"), &batches[1])
     });

@@ -411,8 +411,10 @@ pub struct CommittedView {
 }
 
 /// A hospital commits its reports on chain: the node signs one `CommitReports` per batch of
-/// at most 512 reports with its provider key. Post the same reports to both aggregators once
-/// the transactions are in a block.
+/// at most 512 reports with its provider key, once the chain would accept every one (a
+/// replayed nonce, a closed query or a hospital not certified is refused with the chain's
+/// reason, and nothing is submitted). Post the same reports to both aggregators once the
+/// transactions are in a block.
 #[utoipa::path(post, path = "/emr/research/commit", request_body = ReportBatch,
     security(("emr_token" = [])),
     responses((status = 202, body = CommittedView), (status = "4XX", body = super::ErrorBody)))]
@@ -430,6 +432,12 @@ pub async fn commit(
     let transactions = state
         .node
         .ask(move |node| {
+            // Every batch must be accepted before any is submitted: a refusal changes nothing.
+            for op in &ops {
+                node.ledger()
+                    .dry_run_op(&key.public(), Payload::Access(op.clone()))
+                    .map_err(|r| ApiError::from_refusal(&r))?;
+            }
             let mut ids = Vec::with_capacity(ops.len());
             for op in ops {
                 let tx = node.ledger().sign(&key, Payload::Access(op));
