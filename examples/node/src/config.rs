@@ -100,6 +100,15 @@ pub struct NodeConfig {
     /// (default 60).
     #[serde(default = "default_gate_window")]
     pub gate_window_secs: u64,
+    /// The node's research aggregator key file (32 secret bytes, mode 0600): the seed of the
+    /// HPKE key hospitals encrypt input shares to. With `research_verify_key_file`, it turns
+    /// the node's aggregator routes on (`/research/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub research_key_file: Option<PathBuf>,
+    /// The verification key this node shares with the other aggregator of its queries, and
+    /// nobody else (32 secret bytes, mode 0600; the same file on both aggregators' nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub research_verify_key_file: Option<PathBuf>,
 }
 
 fn default_gate_window() -> u64 {
@@ -207,6 +216,12 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Reads a key file: exactly 32 bytes of Ed25519 seed. Refuses files others may read.
 pub fn read_key(path: &Path) -> Result<Keypair> {
+    let seed = read_secret(path)?;
+    Ok(Keypair::from_secret_bytes(&seed))
+}
+
+/// Reads a 32-byte secret file (mode 0600): a key's seed.
+pub fn read_secret(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -225,8 +240,7 @@ pub fn read_key(path: &Path) -> Result<Keypair> {
         .as_slice()
         .try_into()
         .map_err(|_| format!("{}: a key file holds 32 bytes", path.display()))?;
-    let seed = zeroize::Zeroizing::new(seed);
-    Ok(Keypair::from_secret_bytes(&seed))
+    Ok(zeroize::Zeroizing::new(seed))
 }
 
 /// A fresh key from a random 32-byte seed.
@@ -286,6 +300,8 @@ impl NodeConfig {
         ]
         .into_iter()
         .chain(config.api_token_file.as_mut())
+        .chain(config.research_key_file.as_mut())
+        .chain(config.research_verify_key_file.as_mut())
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -387,6 +403,8 @@ pub fn init(
             ))),
             api_token_file: Some(PathBuf::from("api.token")),
             gate_window_secs: default_gate_window(),
+            research_key_file: None,
+            research_verify_key_file: None,
         };
         let path = node_dir.join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;

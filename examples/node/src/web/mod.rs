@@ -8,7 +8,10 @@
 //!   answered with the decision and its reason, and a permitted read gets its receipt recorded;
 //! * a **patient** ([`patient`], [`portal`]): reads what concerns it, and changes things only by
 //!   transactions it signs itself ([`tx`]: unsigned templates, signed submissions) — its key
-//!   never reaches the server.
+//!   never reaches the server;
+//! * the **research roles** ([`research`]): a hospital commits its reports for a research
+//!   query, an aggregator's node takes them, verifies and aggregates them with the other
+//!   aggregator and serves its noised share to the study's researcher.
 //!
 //! Every route is a module's `routes()`, merged by [`router`]; a new family of routes (FHIR
 //! resources, [`fhir`]) is one more module with its own `routes()` and its handlers listed in
@@ -26,6 +29,7 @@ pub mod gate;
 pub mod local;
 pub mod patient;
 pub mod portal;
+pub mod research;
 pub mod tx;
 mod views;
 
@@ -133,6 +137,8 @@ pub struct WebConfig {
     pub emr_token: Option<String>,
     /// How far an access request's `issued_at` may lie from the node's clock, seconds.
     pub gate_window_secs: u64,
+    /// The node's research aggregator keys; `None` turns the aggregator routes off.
+    pub research: Option<research::ResearchKeys>,
 }
 
 /// The state every handler shares.
@@ -146,6 +152,7 @@ pub struct AppState {
     pub chain_id: ChainId,
     emr_token: Option<Arc<zeroize::Zeroizing<String>>>,
     gate: Arc<Mutex<gate::Gate>>,
+    research: Option<Arc<Mutex<research::Desk>>>,
 }
 
 impl AppState {
@@ -159,6 +166,12 @@ impl AppState {
                 .emr_token
                 .map(|t| Arc::new(zeroize::Zeroizing::new(t))),
             gate: Arc::new(Mutex::new(gate::Gate::new(config.gate_window_secs))),
+            research: config.research.map(|keys| {
+                Arc::new(Mutex::new(research::Desk::new(
+                    keys,
+                    config.gate_window_secs,
+                )))
+            }),
         }
     }
 }
@@ -194,6 +207,14 @@ impl AppState {
         patient::delegation_revocation_impact,
         fhir::consents,
         fhir::audit_events,
+        research::commit,
+        research::key,
+        research::reports,
+        research::desk_status,
+        research::aggregate,
+        research::verify,
+        research::finalize,
+        research::share,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerScheme)
@@ -224,6 +245,7 @@ pub fn router(state: AppState) -> Router {
         .merge(gate::routes())
         .merge(patient::routes())
         .merge(fhir::routes())
+        .merge(research::routes())
         .merge(portal::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
