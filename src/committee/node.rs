@@ -250,6 +250,9 @@ struct Epoch {
     directory: Vec<PublicKey>,
     parent_commitments: Vec<Commitment>,
     dir_ids: BTreeMap<PublicKey, IdentityProof>,
+    /// The identities of `dir_ids` in the order they arrived: seats go to the first
+    /// [`CommitteeParams::committee_size`] of each committee (Elastico's first-c rule).
+    dir_order: Vec<IdentityProof>,
     /// When this node, a directory member, stops collecting identities and joins the
     /// directory's agreement on the roster.
     dir_publish_at: Option<u64>,
@@ -288,6 +291,7 @@ impl Epoch {
             directory: tip.directory.clone(),
             parent_commitments: tip.commitments.clone(),
             dir_ids: BTreeMap::new(),
+            dir_order: Vec::new(),
             dir_publish_at: None,
             dir: None,
             dir_early: Buffer::default(),
@@ -478,22 +482,24 @@ impl Ctx<'_> {
     }
 
     /// The roster of the identities this directory member received: in each committee the
-    /// [`CommitteeParams::committee_size`] identities with the smallest hashes, sorted by key.
+    /// first [`CommitteeParams::committee_size`] identities that arrived (Elastico's first-c
+    /// rule), sorted by key. Arrival order, not the size of the hash, decides a seat: an
+    /// identity mined longer for a smaller hash is worth no more than one that just meets the
+    /// difficulty, and identities found after the window closed are not taken at all.
     fn propose_roster(&self) -> Roster {
         let e = self.epoch;
         let c = usize::from(self.params.committee_size());
-        let mut lists: Vec<Vec<(crate::committee::IdentityHash, IdentityProof)>> =
-            vec![Vec::new(); self.params.committees()];
-        for p in e.dir_ids.values() {
-            let h = p.hash(&e.randomness);
-            lists[usize::from(h.committee(self.params.shard_bits()))].push((h, *p));
+        let mut lists: Vec<Vec<IdentityProof>> = vec![Vec::new(); self.params.committees()];
+        for p in &e.dir_order {
+            let list =
+                &mut lists[usize::from(p.hash(&e.randomness).committee(self.params.shard_bits()))];
+            if list.len() < c {
+                list.push(*p);
+            }
         }
         let committees = lists
             .into_iter()
-            .map(|mut v| {
-                v.sort();
-                let mut chosen: Vec<IdentityProof> =
-                    v.into_iter().take(c).map(|(_, p)| p).collect();
+            .map(|mut chosen| {
                 chosen.sort_by_key(|p| p.key);
                 BoundedVec::try_from(chosen).expect("at most c members")
             })
@@ -923,6 +929,7 @@ impl Node {
             && from.verifying_key().is_ok()
         {
             e.dir_ids.insert(from, proof);
+            e.dir_order.push(proof);
         }
     }
 

@@ -925,3 +925,147 @@ fn a_node_takes_its_committee_only_from_the_directorys_certificate() {
     let status = node.status();
     assert_eq!((status.committee, status.is_final), (Some(0), true));
 }
+
+/// A directory member (key `me`, leading the first round at height 1, with key 250) that
+/// received `identities` in this order: the roster it proposes when its window closes.
+fn roster_proposed_after(params: &CommitteeParams, me: u8, identities: &[IdentityProof]) -> Roster {
+    use crate::consensus::protocol::Output;
+    let me = Keypair::from_seed(&[me; 32]);
+    let other = key(250);
+    let tip = TipInfo {
+        height: 0,
+        hash: BlockHash::from_bytes([7; 32]),
+        timestamp: 0,
+        next_randomness: Randomness::from_bytes([1; 32]),
+        // The leader of round 0 at height 1 is the directory's member 1.
+        directory: vec![other, me.public()],
+        commitments: vec![],
+    };
+    let mut node = Node::new(NodeConfig {
+        params: params.clone(),
+        keypair: me,
+        peers: vec![other],
+        tip,
+        timing: Timing::default(),
+        max_shard_txs: 8,
+    });
+    node.handle(&mut accept_all(), 0, Input::Start).unwrap();
+    for proof in identities {
+        node.handle(
+            &mut accept_all(),
+            1,
+            Input::Message {
+                from: proof.key,
+                message: Message::Identity {
+                    height: 1,
+                    proof: *proof,
+                },
+            },
+        )
+        .unwrap();
+    }
+    let window = Timing::default().identity_window;
+    let out = node
+        .handle(&mut accept_all(), window, Input::Timer(Tick(window)))
+        .unwrap();
+    out.into_iter()
+        .find_map(|o| match o {
+            Output::Send {
+                message:
+                    Message::Proposal(Proposal {
+                        value: Value::Roster(r),
+                        ..
+                    }),
+                ..
+            } => Some(r),
+            _ => None,
+        })
+        .expect("the directory's leader proposes a roster when its window closes")
+}
+
+#[test]
+fn mining_longer_for_smaller_identity_hashes_buys_no_committee_seats() {
+    let params = CommitteeParams::builder()
+        .shard_bits(1)
+        .committee_size(4)
+        .identity_difficulty(4);
+    let randomness = Randomness::from_bytes([1; 32]);
+    // Honest nodes stop at their first solution; the adversary mines k = 64 times longer
+    // (6 more zero bits), so each of its identities has a far smaller hash than any honest
+    // one: under a smallest-hashes rule it would take every seat it has identities for.
+    let honest: Vec<IdentityProof> = (10..16)
+        .map(|i| IdentityProof::mine_for_committee(key(i), &randomness, 4, 1, 0))
+        .collect();
+    let adversary: Vec<IdentityProof> = (100..108)
+        .map(|i| IdentityProof::mine_for_committee(key(i), &randomness, 4 + 6, 1, 0))
+        .collect();
+    // The directory member's own identity sits in the other committee, out of the count.
+    let me = (1..)
+        .find(|s| {
+            IdentityProof::mine(key(*s), &randomness, 4, 0)
+                .0
+                .hash(&randomness)
+                .committee(1)
+                == 1
+        })
+        .unwrap();
+    let params = params.bootstrap([key(250), key(me)]).build().unwrap();
+    let worst_honest = honest.iter().map(|p| p.hash(&randomness)).max().unwrap();
+    assert!(adversary.iter().all(|p| p.hash(&randomness) < worst_honest));
+    let seats = |roster: &Roster| {
+        roster.committees[0]
+            .iter()
+            .filter(|p| adversary.contains(p))
+            .count()
+    };
+
+    // The honest identities arrived first: the committee is full, the adversary sits nowhere.
+    let roster = roster_proposed_after(&params, me, &[honest.clone(), adversary.clone()].concat());
+    assert_eq!(roster.committees[0].len(), 4);
+    assert_eq!(seats(&roster), 0);
+
+    // Two adversarial identities among the first four: it gets exactly those two seats, the
+    // same as identities that just meet the difficulty would get in their place.
+    let order = [
+        &adversary[..1],
+        &honest[..2],
+        &adversary[1..2],
+        &honest[2..],
+        &adversary[2..],
+    ]
+    .concat();
+    let roster = roster_proposed_after(&params, me, &order);
+    assert_eq!(seats(&roster), 2);
+    let just_meeting: Vec<IdentityProof> = (200..202)
+        .map(|i| IdentityProof::mine_for_committee(key(i), &randomness, 4, 1, 0))
+        .collect();
+    let order = [
+        &just_meeting[..1],
+        &honest[..2],
+        &just_meeting[1..2],
+        &honest[2..],
+        &adversary[..],
+    ]
+    .concat();
+    let roster = roster_proposed_after(&params, me, &order);
+    assert_eq!(seats(&roster), 0);
+    assert!(just_meeting
+        .iter()
+        .all(|p| roster.committees[0].contains(p)));
+
+    // However many identities arrive, a committee has at most c seats, each key at most one
+    // (a key that sends a second identity is not heard again).
+    let mut again = adversary[0];
+    again.nonce = IdentityProof::mine(again.key, &randomness, 4, again.nonce + 1)
+        .0
+        .nonce;
+    let roster = roster_proposed_after(&params, me, &[adversary.clone(), vec![again]].concat());
+    assert_eq!(roster.committees[0].len(), 4);
+    assert_eq!(
+        roster.committees[0]
+            .iter()
+            .filter(|p| p.key == again.key)
+            .count(),
+        1
+    );
+}
