@@ -106,9 +106,10 @@ pub use node::{
     MAX_BUFFERED_MESSAGES, MAX_KEPT_DECISIONS,
 };
 pub use seal::{
-    commitment_of, committee_digest, genesis_randomness, next_randomness, roster_digest,
-    Certificate, Commitment, CommitteeSeal, DirectoryCert, FinalValue, MemberSignature, Phase,
-    Reveal, ShardCertificate, ShardSummary, Stage, VoteBody, MAX_SEAL_LEN,
+    attempt_of, attempt_randomness, commitment_of, committee_digest, genesis_randomness,
+    next_randomness, roster_digest, Certificate, Commitment, CommitteeSeal, DirectoryCert,
+    FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary, Stage, VoteBody,
+    MAX_SEAL_LEN,
 };
 
 use crate::hash::AccountId;
@@ -125,6 +126,9 @@ pub const MAX_SHARD_BITS: u8 = 8;
 pub const MAX_SHARDS: usize = 1 << MAX_SHARD_BITS;
 /// The largest committee.
 pub const MAX_COMMITTEE_SIZE: usize = 512;
+/// The most attempts at one height: an epoch restarts at most `MAX_ATTEMPTS - 1` times
+/// ([`attempt_randomness`]).
+pub const MAX_ATTEMPTS: u32 = 16;
 /// The highest identity difficulty (leading zero bits).
 pub const MAX_IDENTITY_DIFFICULTY: u8 = 64;
 

@@ -121,6 +121,12 @@ pub struct Timing {
     /// How long a final member collects late precommits before sealing the block (members
     /// that saw the same precommits seal identical blocks).
     pub settle: u64,
+    /// How often a node still in an epoch asks again for what it may have missed: it sends
+    /// its identity to the directory again (a directory member that published the epoch's
+    /// committees answers with the node's assignment; one already in a later epoch answers
+    /// with the block that ended this one), and a final member re-sends its randomness
+    /// commitment. Lost messages, or a partition that healed, then stall nobody for good.
+    pub resend: u64,
 }
 
 impl Default for Timing {
@@ -130,6 +136,7 @@ impl Default for Timing {
             round_timeout: 2_000_000,
             final_wait: 3_000_000,
             settle: 300_000,
+            resend: 4_000_000,
         }
     }
 }
@@ -201,7 +208,18 @@ pub struct NodeStatus {
     pub shard_round: Option<u32>,
     /// Its final agreement's round.
     pub final_round: Option<u32>,
+    /// The epoch's attempt at this height (0 unless the epoch restarted; see
+    /// [`attempt_randomness`](super::attempt_randomness)).
+    pub attempt: u32,
 }
+
+/// How many requests of one peer a node answers in one epoch (a re-sent identity answered
+/// with an assignment or a block announcement): enough for a few losses, too few to make the
+/// node a traffic amplifier.
+const MAX_ANSWERS: u8 = 4;
+
+/// The most block announcements a node keeps to help peers that fell behind catch up.
+const KEPT_ANNOUNCEMENTS: usize = 8;
 
 /// The most messages a node keeps for later (for a later epoch, or for an agreement it has not
 /// been assigned to yet), in each of its two buffers.
@@ -246,7 +264,23 @@ struct Epoch {
     height: u64,
     parent: BlockHash,
     parent_ts: u64,
+    /// The randomness of the height's first attempt (the parent's next randomness).
+    base_randomness: Randomness,
+    /// The attempt at this height: 0 until the epoch restarts.
+    attempt: u32,
+    /// This attempt's randomness.
     randomness: Randomness,
+    /// This node's identity for the attempt.
+    my_proof: Option<IdentityProof>,
+    /// Identities that arrived for the next attempt before this node restarted (at most one
+    /// per key, bounded).
+    next_ids: BTreeMap<PublicKey, IdentityProof>,
+    /// The assignments this directory member published, by recipient list.
+    published: Vec<(Vec<PublicKey>, CommitteeAssignment)>,
+    /// How many times this node answered each peer's request this epoch (bounded).
+    answered: BTreeMap<PublicKey, u8>,
+    /// When the node next asks again for what it may have missed.
+    resend_at: u64,
     directory: Vec<PublicKey>,
     parent_commitments: Vec<Commitment>,
     dir_ids: BTreeMap<PublicKey, IdentityProof>,
@@ -287,7 +321,14 @@ impl Epoch {
             height: tip.height + 1,
             parent: tip.hash,
             parent_ts: tip.timestamp,
+            base_randomness: tip.next_randomness,
+            attempt: 0,
             randomness: tip.next_randomness,
+            my_proof: None,
+            next_ids: BTreeMap::new(),
+            published: Vec::new(),
+            answered: BTreeMap::new(),
+            resend_at: u64::MAX,
             directory: tip.directory.clone(),
             parent_commitments: tip.commitments.clone(),
             dir_ids: BTreeMap::new(),
@@ -312,6 +353,57 @@ impl Epoch {
             early: Buffer::default(),
             next_tried: BTreeSet::new(),
         }
+    }
+
+    /// The next attempt at this height: fresh randomness, nothing of this attempt kept but
+    /// the parent and the identities that arrived for the next attempt.
+    fn restarted(&mut self) -> Self {
+        let attempt = self.attempt + 1;
+        let mut next = Self {
+            height: self.height,
+            parent: self.parent,
+            parent_ts: self.parent_ts,
+            base_randomness: self.base_randomness,
+            attempt,
+            randomness: super::attempt_randomness(&self.base_randomness, attempt),
+            my_proof: None,
+            next_ids: BTreeMap::new(),
+            published: Vec::new(),
+            answered: BTreeMap::new(),
+            resend_at: u64::MAX,
+            directory: core::mem::take(&mut self.directory),
+            parent_commitments: core::mem::take(&mut self.parent_commitments),
+            dir_ids: BTreeMap::new(),
+            dir_order: Vec::new(),
+            dir_publish_at: None,
+            dir: None,
+            dir_early: Buffer::default(),
+            dir_cert: None,
+            assigned: false,
+            committee: None,
+            members: Vec::new(),
+            final_members: Vec::new(),
+            reveals: BTreeMap::new(),
+            shard: None,
+            fin: None,
+            shard_results: BTreeMap::new(),
+            commitments: BTreeMap::new(),
+            my_commitment: None,
+            fin_open_at: 0,
+            settle_until: None,
+            block_done: false,
+            early: Buffer::default(),
+            next_tried: core::mem::take(&mut self.next_tried),
+        };
+        next.next_ids = core::mem::take(&mut self.next_ids);
+        next
+    }
+
+    /// Counts an answer to `peer`'s request; false once it had [`MAX_ANSWERS`] this epoch.
+    fn may_answer(&mut self, peer: PublicKey) -> bool {
+        let n = self.answered.entry(peer).or_insert(0);
+        *n += 1;
+        *n <= MAX_ANSWERS
     }
 
     fn required_reveals(&self) -> usize {
@@ -394,6 +486,9 @@ pub struct Node {
     /// Messages kept for later are to be replayed (an epoch began).
     replay: bool,
     decisions: VecDeque<Decision>,
+    /// The last block announcements this node accepted, oldest first, for peers that missed
+    /// them.
+    announcements: VecDeque<NextEpoch>,
 }
 
 impl core::fmt::Debug for Epoch {
@@ -612,6 +707,7 @@ impl Ctx<'_> {
                     p,
                     e.height,
                     e.parent,
+                    e.attempt,
                     &e.directory,
                     &v.directory,
                     &mut check,
@@ -650,6 +746,7 @@ impl Ctx<'_> {
             if verify_certificate(
                 p,
                 &e.randomness,
+                e.attempt,
                 ours,
                 e.height,
                 e.parent,
@@ -713,6 +810,7 @@ impl Node {
             started: false,
             replay: false,
             decisions: VecDeque::new(),
+            announcements: VecDeque::new(),
         }
     }
 
@@ -748,6 +846,7 @@ impl Node {
             is_final: e.fin.is_some(),
             shard_round: e.shard.as_ref().map(|b| b.round),
             final_round: e.fin.as_ref().map(|b| b.round),
+            attempt: e.attempt,
         }
     }
 
@@ -819,6 +918,7 @@ impl Node {
         if !e.block_done {
             consider(e.settle_until);
         }
+        consider(Some(e.resend_at).filter(|t| *t != u64::MAX));
         if let Some(t) = next {
             if self.last_timer != Some(t) {
                 self.last_timer = Some(t);
@@ -854,6 +954,8 @@ impl Node {
             0,
         );
         host.hashed(tries);
+        e.my_proof = Some(proof);
+        e.resend_at = now.saturating_add(self.timing.resend);
         if e.directory.contains(&self.key) {
             e.dir_publish_at = Some(now.saturating_add(self.timing.identity_window));
         }
@@ -861,7 +963,55 @@ impl Node {
         let dir = e.directory.clone();
         out.push(Step::EpochStarted { height });
         self.send(dir, Message::Identity { height, proof }, out);
+        // Identities for this attempt that arrived while this node was still in the last one.
+        for (from, proof) in core::mem::take(&mut self.epoch.next_ids) {
+            self.on_identity(from, proof, out);
+        }
         self.replay = true;
+    }
+
+    /// The directory certified a final committee with fewer members than a certificate needs:
+    /// no block can come of this attempt, and the certificate (which every node checked on
+    /// adopting it) proves it. The epoch restarts with the next attempt's randomness, fresh
+    /// identities and committees; at most [`MAX_ATTEMPTS`](super::MAX_ATTEMPTS) attempts.
+    fn restart_epoch(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
+        if self.epoch.attempt + 1 >= super::MAX_ATTEMPTS {
+            return;
+        }
+        self.epoch = self.epoch.restarted();
+        self.begin_epoch(now, host, out);
+    }
+
+    /// Asks again for what this node may have missed in its epoch (see [`Timing::resend`]).
+    fn resend(&mut self, now: u64, out: &mut Vec<Step>) {
+        let e = &mut self.epoch;
+        e.resend_at = now.saturating_add(self.timing.resend);
+        let height = e.height;
+        let dir = e.directory.clone();
+        let commitment = e.my_commitment;
+        let final_keys: Vec<PublicKey> = e.final_members.iter().map(|p| p.key).collect();
+        if let Some(proof) = e.my_proof {
+            self.send(dir, Message::Identity { height, proof }, out);
+        }
+        if let Some(value) = commitment {
+            self.send(final_keys, Message::Commitment { height, value }, out);
+        }
+    }
+
+    /// A peer at an earlier height: it missed the block announcement that ended its epoch.
+    /// Answers with that announcement, if this node kept it.
+    fn help_behind(&mut self, from: PublicKey, height: u64, out: &mut Vec<Step>) {
+        let Some(n) = self
+            .announcements
+            .iter()
+            .find(|n| n.header.height == height)
+            .cloned()
+        else {
+            return;
+        };
+        if from != self.key && self.epoch.may_answer(from) {
+            self.send(vec![from], Message::Next(n), out);
+        }
     }
 
     /// Replays the messages kept for later that belong to the current epoch, keeping those for
@@ -896,10 +1046,14 @@ impl Node {
             return;
         }
         if h < self.epoch.height {
+            // A peer still in an earlier epoch asking again: it missed the announcement.
+            if let Message::Identity { .. } = message {
+                self.help_behind(from, h, out);
+            }
             return;
         }
         match message {
-            Message::Identity { proof, .. } => self.on_identity(from, proof),
+            Message::Identity { proof, .. } => self.on_identity(from, proof, out),
             Message::Assignment(m) => self.on_membership(from, m, now, host, out),
             Message::Commitment { value, .. } => {
                 self.epoch.commitments.entry(from).or_insert(value);
@@ -918,18 +1072,44 @@ impl Node {
         }
     }
 
-    fn on_identity(&mut self, from: PublicKey, proof: IdentityProof) {
+    /// An identity sent to this directory member. Taken while its window is open (once per
+    /// key); kept for the next attempt if it was mined for it (this node has not restarted
+    /// yet); after the directory published the committees, a request for the sender's
+    /// assignment, which it may have missed.
+    fn on_identity(&mut self, from: PublicKey, proof: IdentityProof, out: &mut Vec<Step>) {
+        let difficulty = self.params.identity_difficulty();
         let e = &mut self.epoch;
-        if e.dir_publish_at.is_none() || proof.key != from || e.dir_ids.contains_key(&from) {
+        if proof.key != from || !e.directory.contains(&self.key) {
             return;
         }
-        if proof
-            .hash(&e.randomness)
-            .meets(self.params.identity_difficulty())
-            && from.verifying_key().is_ok()
-        {
-            e.dir_ids.insert(from, proof);
-            e.dir_order.push(proof);
+        if !proof.hash(&e.randomness).meets(difficulty) {
+            let next = super::attempt_randomness(&e.base_randomness, e.attempt + 1);
+            if proof.hash(&next).meets(difficulty)
+                && e.next_ids.len() < MAX_BUFFERED_MESSAGES
+                && from.verifying_key().is_ok()
+            {
+                e.next_ids.entry(from).or_insert(proof);
+            }
+            return;
+        }
+        if e.dir_publish_at.is_some() {
+            if !e.dir_ids.contains_key(&from) && from.verifying_key().is_ok() {
+                e.dir_ids.insert(from, proof);
+                e.dir_order.push(proof);
+            }
+            return;
+        }
+        if e.published.is_empty() || from == self.key || !e.may_answer(from) {
+            return;
+        }
+        let assignment = e
+            .published
+            .iter()
+            .find(|(to, _)| to.contains(&from))
+            .or_else(|| e.published.iter().find(|(_, a)| a.committee.is_none()))
+            .map(|(_, a)| a.clone());
+        if let Some(a) = assignment {
+            self.send(vec![from], Message::Assignment(a), out);
         }
     }
 
@@ -942,7 +1122,7 @@ impl Node {
             return;
         };
         let quorum = quorum_of(u16::try_from(e.directory.len()).unwrap_or(u16::MAX));
-        e.dir = Some(Bft::new(
+        let mut bft = Bft::new(
             e.height,
             e.parent,
             Stage::Directory,
@@ -951,7 +1131,9 @@ impl Node {
             quorum,
             self.timing.round_timeout,
             now,
-        ));
+        );
+        bft.attempt = e.attempt;
+        e.dir = Some(bft);
         self.run_dir(None, now, host, out);
         for (from, msg) in self.epoch.dir_early.take() {
             self.run_dir(Some((from, msg)), now, host, out);
@@ -1034,6 +1216,7 @@ impl Node {
                 assignment(None, BoundedVec::new()),
             ));
         }
+        self.epoch.published = sends.clone();
         for (to, msg) in sends {
             self.send(to, Message::Assignment(msg), out);
         }
@@ -1079,7 +1262,23 @@ impl Node {
             return;
         }
         let mut check = |items: &[SigItem]| host.verify_signatures(items);
-        if verify_directory(p, e.height, e.parent, &e.directory, &m.cert, &mut check).is_err() {
+        if verify_directory(
+            p,
+            e.height,
+            e.parent,
+            e.attempt,
+            &e.directory,
+            &m.cert,
+            &mut check,
+        )
+        .is_err()
+        {
+            return;
+        }
+        let quorum = self.params.quorum();
+        if m.final_members.len() < quorum {
+            // The directory certified a final committee that can never certify a block.
+            self.restart_epoch(now, host, out);
             return;
         }
         e.dir_cert = Some(m.cert);
@@ -1087,7 +1286,6 @@ impl Node {
         e.committee = m.committee;
         e.members = m.members.to_vec();
         e.final_members = m.final_members.to_vec();
-        let quorum = self.params.quorum();
         let (height, parent) = (e.height, e.parent);
         if let Some(j) = m.committee {
             let keys: Vec<PublicKey> = e.members.iter().map(|p| p.key).collect();
@@ -1095,7 +1293,7 @@ impl Node {
                 .iter()
                 .position(|k| *k == self.key)
                 .expect("checked above");
-            e.shard = Some(Bft::new(
+            let mut bft = Bft::new(
                 height,
                 parent,
                 Stage::Shard(j),
@@ -1104,7 +1302,9 @@ impl Node {
                 quorum,
                 self.timing.round_timeout,
                 now,
-            ));
+            );
+            bft.attempt = e.attempt;
+            e.shard = Some(bft);
         }
         let final_keys: Vec<PublicKey> = e.final_members.iter().map(|p| p.key).collect();
         if let Some(me) = final_keys.iter().position(|k| *k == self.key) {
@@ -1130,6 +1330,7 @@ impl Node {
                 now,
             );
             bft.set_deadline(e.fin_open_at.saturating_add(self.timing.round_timeout));
+            bft.attempt = e.attempt;
             bft.echo = true;
             e.fin = Some(bft);
             self.send(
@@ -1175,6 +1376,7 @@ impl Node {
         if verify_certificate(
             &self.params,
             &e.randomness,
+            e.attempt,
             directory,
             e.height,
             e.parent,
@@ -1400,6 +1602,9 @@ impl Node {
         if !self.epoch.block_done && self.epoch.settle_until.is_some_and(|t| now >= t) {
             self.seal_block(out);
         }
+        if now >= self.epoch.resend_at {
+            self.resend(now, out);
+        }
     }
 
     fn seal_block(&mut self, out: &mut Vec<Step>) {
@@ -1466,6 +1671,10 @@ impl Node {
             return;
         }
         let tip = TipInfo::of_header(&n.header, &[]);
+        if self.announcements.len() >= KEPT_ANNOUNCEMENTS {
+            self.announcements.pop_front();
+        }
+        self.announcements.push_back(n);
         self.epoch = Epoch::new(&tip);
         self.begin_epoch(now, host, out);
     }
@@ -1479,13 +1688,16 @@ impl Node {
         if header.version != HEADER_VERSION
             || header.height != e.height
             || header.parent != e.parent
-            || (e.assigned && header.seal.cert.members[..] != e.final_members[..])
+            || (e.assigned
+                && header.seal.randomness == e.randomness
+                && header.seal.cert.members[..] != e.final_members[..])
         {
             return false;
         }
         let parent = ParentView {
             timestamp: e.parent_ts,
-            next_randomness: e.randomness,
+            // Any attempt's block at this height ends the epoch.
+            next_randomness: e.base_randomness,
             final_keys: &e.directory,
             directory: &e.directory,
             commitments: &e.parent_commitments,

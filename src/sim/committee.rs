@@ -496,7 +496,7 @@ impl CommitteeDeployment {
     fn twin(&mut self, node: usize, m: &Message) -> Option<Message> {
         match m {
             Message::Proposal(p) => {
-                let other = conflicting(&self.seeds[node], m)?;
+                let other = conflicting(&self.seeds[node], self.nodes[node].status().attempt, m)?;
                 if let Message::Proposal(q) = &other {
                     self.twins.insert(
                         (p.height, p.stage, p.round),
@@ -508,7 +508,12 @@ impl CommitteeDeployment {
             Message::Vote(v) => {
                 let [a, b] = *self.twins.get(&(v.height, v.stage, v.round))?;
                 let value = if v.value == a { b } else { a };
-                Some(vote_for(&self.seeds[node], v, value))
+                Some(vote_for(
+                    &self.seeds[node],
+                    self.nodes[node].status().attempt,
+                    v,
+                    value,
+                ))
             }
             _ => None,
         }
@@ -587,14 +592,15 @@ fn send(to: Vec<PublicKey>, message: Message) -> NodeOutput {
     }
 }
 
-/// `v` for `value` instead, signed with the key of `seed`.
-fn vote_for(seed: &[u8; 32], v: &Vote, value: Digest) -> Message {
+/// `v` for `value` instead, signed with the key of `seed` in attempt `attempt`.
+fn vote_for(seed: &[u8; 32], attempt: u32, v: &Vote, value: Digest) -> Message {
     let mut w = v.clone();
     w.value = value;
     let body = VoteBody {
         height: w.height,
         parent: w.parent,
         stage: w.stage,
+        attempt,
         round: w.round,
         phase: w.phase,
         value,
@@ -603,8 +609,9 @@ fn vote_for(seed: &[u8; 32], v: &Vote, value: Digest) -> Message {
     Message::Vote(w)
 }
 
-/// A second, conflicting and valid version of a proposal, signed with the key of `seed`.
-fn conflicting(seed: &[u8; 32], m: &Message) -> Option<Message> {
+/// A second, conflicting and valid version of a proposal, signed with the key of `seed` in
+/// attempt `attempt`.
+fn conflicting(seed: &[u8; 32], attempt: u32, m: &Message) -> Option<Message> {
     let key = Keypair::from_seed(seed);
     match m {
         Message::Proposal(p) => {
@@ -631,6 +638,7 @@ fn conflicting(seed: &[u8; 32], m: &Message) -> Option<Message> {
                 height: q.height,
                 parent: q.parent,
                 stage: q.stage,
+                attempt,
                 round: q.round,
                 phase: Phase::Propose,
                 value: q.value.digest(q.stage),
@@ -719,6 +727,10 @@ impl Deployment for CommitteeDeployment {
     }
 
     fn equivocate(&mut self, node: usize, message: &Message) -> Option<Message> {
-        conflicting(&self.seeds[node], message)
+        conflicting(
+            &self.seeds[node],
+            self.nodes[node].status().attempt,
+            message,
+        )
     }
 }

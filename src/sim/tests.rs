@@ -129,3 +129,71 @@ fn a_restarted_member_rejoins_from_the_chain() {
     assert_eq!(r.refused_appends, 0);
     assert_eq!(net.deployment().safety_violations(), 0);
 }
+
+#[test]
+#[ignore]
+fn explore_stalls() {
+    for seed in 0..20u64 {
+        let r = Simulation::new(
+            small(seed)
+                .nodes(12)
+                .blocks(10)
+                .max_sim_time_us(120 * network::SECOND)
+                .build()
+                .unwrap(),
+        )
+        .unwrap()
+        .run();
+        eprintln!(
+            "seed {seed}: blocks {} undersized {} time {}",
+            r.blocks,
+            r.undersized_committees,
+            r.sim_time_us / 1000
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn explore_partition() {
+    for seed in 0..6u64 {
+        let config = small(seed)
+            .nodes(12)
+            .blocks(8)
+            .max_sim_time_us(300 * network::SECOND)
+            .build()
+            .unwrap();
+        let mut nc = config.net_config();
+        nc.faults = vec![
+            (
+                3 * network::SECOND,
+                Fault::Partition((0..12).map(|i| (i % 2) as u8).collect()),
+            ),
+            (40 * network::SECOND, Fault::Heal),
+        ];
+        let mut net = Network::new(CommitteeDeployment::new(&config).unwrap(), nc);
+        let r = net.run();
+        eprintln!(
+            "partition seed {seed}: blocks {} time {}",
+            r.blocks,
+            r.sim_time_us / 1000
+        );
+        let config = small(seed)
+            .nodes(12)
+            .blocks(8)
+            .max_sim_time_us(300 * network::SECOND)
+            .network(NetworkModel {
+                drop_ppm: 150_000,
+                ..NetworkModel::default()
+            })
+            .build()
+            .unwrap();
+        let r = Simulation::new(config).unwrap().run();
+        eprintln!(
+            "loss seed {seed}: blocks {} undersized {} time {}",
+            r.blocks,
+            r.undersized_committees,
+            r.sim_time_us / 1000
+        );
+    }
+}
