@@ -92,6 +92,8 @@ enum Step {
 pub struct Decision {
     /// The block height.
     pub height: u64,
+    /// The epoch's attempt at that height (0 unless it restarted).
+    pub attempt: u32,
     /// Which agreement: a shard's or the final one.
     pub stage: Stage,
     /// The deciding round (rounds above 0 followed round changes).
@@ -1505,6 +1507,7 @@ impl Node {
                 BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
                 BftOut::Decided { round, value } => out.push(Step::Decided(Decision {
                     height: bft.height,
+                    attempt: bft.attempt,
                     stage,
                     round,
                     value,

@@ -191,8 +191,9 @@ impl Host for SimHost {
     }
 }
 
-/// Agreement `(height, stage)` → the values honest nodes decided in it.
-pub type Decisions = BTreeMap<(u64, Stage), BTreeSet<Digest>>;
+/// Agreement `(height, attempt, stage)` → the values honest nodes decided in it (an epoch
+/// that restarted holds new agreements in its next attempt).
+pub type Decisions = BTreeMap<(u64, u32, Stage), BTreeSet<Digest>>;
 
 /// Committee nodes on the simulated network.
 ///
@@ -232,7 +233,7 @@ pub struct CommitteeDeployment {
     bootstrap: Vec<PublicKey>,
     host: SimHost,
     decided: Decisions,
-    decide_round: BTreeMap<(u64, Stage), u32>,
+    decide_round: BTreeMap<(u64, u32, Stage), u32>,
     committees_seen: BTreeSet<(u64, Option<u16>)>,
     /// The two values Byzantine leaders proposed for one round of one agreement, so that
     /// Byzantine voters vote for both (one towards each half of the committee).
@@ -395,9 +396,23 @@ impl CommitteeDeployment {
         core::mem::take(&mut self.decided)
     }
 
-    /// Agreements in which honest nodes decided different values.
+    /// Agreements in which honest nodes decided different values, and heights whose final
+    /// agreements decided different values in different attempts (two blocks at one height).
     pub fn safety_violations(&self) -> u64 {
-        self.decided.values().filter(|s| s.len() > 1).count() as u64
+        let within = self.decided.values().filter(|s| s.len() > 1).count() as u64;
+        let mut finals: BTreeMap<u64, (usize, BTreeSet<Digest>)> = BTreeMap::new();
+        for ((height, _, stage), set) in &self.decided {
+            if *stage == Stage::Final {
+                let f = finals.entry(*height).or_default();
+                f.0 += 1;
+                f.1.extend(set);
+            }
+        }
+        let across = finals
+            .values()
+            .filter(|(attempts, values)| *attempts > 1 && values.len() > 1)
+            .count() as u64;
+        within + across
     }
 
     /// Rounds beyond the first that decisions needed, summed over agreements (each agreement
@@ -420,8 +435,9 @@ impl CommitteeDeployment {
     pub fn report(&self, engine: EngineReport) -> Report {
         let mut h = blake3::Hasher::new();
         h.update(&engine.fingerprint);
-        for ((height, stage), set) in &self.decided {
+        for ((height, attempt, stage), set) in &self.decided {
             h.update(&height.to_le_bytes());
+            h.update(&attempt.to_le_bytes());
             h.update(format!("{stage}").as_bytes());
             for d in set {
                 h.update(d.as_bytes());
@@ -451,12 +467,12 @@ impl CommitteeDeployment {
     fn observe(&mut self, node: usize, outputs: &Outputs<Node>) {
         for d in self.nodes[node].take_decisions() {
             self.decided
-                .entry((d.height, d.stage))
+                .entry((d.height, d.attempt, d.stage))
                 .or_default()
                 .insert(d.value);
             let r = self
                 .decide_round
-                .entry((d.height, d.stage))
+                .entry((d.height, d.attempt, d.stage))
                 .or_insert(d.round);
             *r = (*r).min(d.round);
         }

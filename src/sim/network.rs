@@ -152,6 +152,9 @@ pub enum Fault {
     Partition(Vec<u8>),
     /// Every link works again.
     Heal,
+    /// From now on this many messages in a million are lost ([`NetworkModel::drop_ppm`]): a
+    /// period of heavy loss, and its end.
+    Loss(u32),
 }
 
 /// A simulation's setting besides the deployment.
@@ -384,6 +387,7 @@ where
             }
             Fault::Partition(sides) => self.partition = Some(sides),
             Fault::Heal => self.partition = None,
+            Fault::Loss(ppm) => self.config.network.drop_ppm = ppm.min(1_000_000),
             Fault::Crash(_) | Fault::Restart(_) => {}
         }
     }
