@@ -213,3 +213,72 @@ fn progress_resumes_after_a_period_of_heavy_loss() {
         assert_eq!((after.agreement_violations, after.refused_appends), (0, 0));
     }
 }
+
+#[test]
+fn an_outsider_identity_sent_to_half_the_directory_does_not_halt_the_chain() {
+    use crate::committee::{IdentityProof, Message, Node};
+    use crate::consensus::protocol::Protocol;
+    // Issue 13, item 6: 12 nodes, the first epoch's directory is nodes 0 to 3. An outsider
+    // mines an identity for committee 0 and sends it to two directory members only, first
+    // thing in their identity window; they used to publish different lists and no node
+    // adopted any.
+    for seed in [1, 5] {
+        let config = small(seed).blocks(4).build().unwrap();
+        let deployment = CommitteeDeployment::new(&config).unwrap();
+        let params = deployment.params().clone();
+        let outsider = crate::tx::Keypair::from_seed(&[200; 32]).public();
+        let proof = IdentityProof::mine_for_committee(
+            outsider,
+            &deployment
+                .chain()
+                .header_at(0)
+                .unwrap()
+                .seal
+                .next_randomness(),
+            params.identity_difficulty(),
+            params.shard_bits(),
+            0,
+        );
+        let message = Node::encode_message(&Message::Identity { height: 1, proof });
+        let mut net_config = config.net_config();
+        // Directory members 1 (the leader of height 1's first round) and 2, by node index.
+        let node_of = |k: &crate::tx::PublicKey| (0..12).find(|i| deployment.key(*i) == *k);
+        let to = [1, 2].map(|m| node_of(&params.bootstrap()[m]).unwrap());
+        net_config.faults = to
+            .map(|to| {
+                let message = message.clone();
+                (
+                    100_000,
+                    Fault::Outsider {
+                        from: outsider,
+                        to,
+                        message,
+                    },
+                )
+            })
+            .to_vec();
+        let mut net = Network::new(deployment, net_config);
+        let r = net.run();
+        assert_eq!(r.blocks, 4, "seed {seed}");
+        assert_eq!((r.agreement_violations, r.refused_appends), (0, 0));
+        let d = net.deployment();
+        assert_eq!(d.safety_violations(), 0);
+        // It arrived after the honest identities had filled committee 0 (first-c rule), so
+        // it sits nowhere; seated or not, the directory agrees on one roster.
+        let first = d.chain().header_at(1).unwrap();
+        assert!(first.seal.cert.members.iter().all(|m| m.key != outsider));
+    }
+}
+
+#[test]
+fn identities_lost_in_the_directorys_window_do_not_stall_the_chain() {
+    // Half of all messages are lost while the first epoch's identities travel (the first
+    // 0.9 s, before the directory's window closes): committees are drawn from the identities
+    // that arrived, and undersized final committees restart the epoch.
+    let faults = [(0, Fault::Loss(500_000)), (900_000, Fault::Loss(0))];
+    for seed in [1, 2, 3] {
+        let r = run_with_faults(seed, &faults, 300);
+        assert_eq!(r.blocks, 6, "seed {seed}");
+        assert_eq!((r.agreement_violations, r.refused_appends), (0, 0));
+    }
+}
