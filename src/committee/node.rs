@@ -826,6 +826,12 @@ impl Node {
         )
     }
 
+    /// The shards whose certified results this node holds for its epoch (for tests).
+    #[cfg(test)]
+    pub(crate) fn shard_results_held(&self) -> Vec<u16> {
+        self.epoch.shard_results.keys().copied().collect()
+    }
+
     /// The node's key.
     pub fn key(&self) -> PublicKey {
         self.key

@@ -1072,3 +1072,124 @@ fn mining_longer_for_smaller_identity_hashes_buys_no_committee_seats() {
         1
     );
 }
+
+/// A shard result for `shard` at height 1 on `parent`, with no transactions, certified by the
+/// precommits of `signers` (seeds) among `members`.
+fn shard_result(
+    shard: u16,
+    parent: BlockHash,
+    members: &[IdentityProof],
+    signers: &[u8],
+) -> Message {
+    let value = ShardValue {
+        txs: BoundedVec::new(),
+    };
+    let summary = value.summary(shard);
+    let digest = VoteBody {
+        height: 1,
+        parent,
+        stage: Stage::Shard(shard),
+        attempt: 0,
+        round: 0,
+        phase: Phase::Precommit,
+        value: summary.digest(),
+    }
+    .digest();
+    let signatures: Vec<MemberSignature> = members
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let seed = signers.iter().find(|s| key(**s) == m.key)?;
+            Some(MemberSignature {
+                member: i as u16,
+                signature: Keypair::from_seed(&[*seed; 32]).sign(&digest),
+            })
+        })
+        .collect();
+    Message::ShardResult(ShardResult {
+        height: 1,
+        parent,
+        cert: ShardCertificate {
+            summary,
+            cert: Certificate {
+                round: 0,
+                members: members.to_vec().try_into().unwrap(),
+                signatures: signatures.try_into().unwrap(),
+            },
+        },
+        txs: value.txs,
+    })
+}
+
+#[test]
+fn a_shard_result_counts_only_if_certified_by_the_directorys_committee() {
+    let params = node_params();
+    let randomness = Randomness::from_bytes([1; 32]);
+    let mine = |seed: u8, committee: u16| {
+        IdentityProof::mine_for_committee(
+            key(seed),
+            &randomness,
+            params.identity_difficulty(),
+            params.shard_bits(),
+            committee,
+        )
+    };
+    // The directory's roster: the node (key 1) and keys 50, 51 in committee 0 (the final
+    // committee), keys 60, 61, 62 in committee 1.
+    let mut final_members = vec![mine(1, 0), mine(50, 0), mine(51, 0)];
+    final_members.sort_by_key(|p| p.key);
+    let mut shard_one = vec![mine(60, 1), mine(61, 1), mine(62, 1)];
+    shard_one.sort_by_key(|p| p.key);
+    let roster = [final_members.clone(), shard_one.clone()];
+    let parent = BlockHash::from_bytes([7; 32]);
+    let (mut node, peer) = started_node();
+    let assignment = Message::Assignment(CommitteeAssignment {
+        height: 1,
+        parent,
+        committee: Some(0),
+        members: final_members.clone().try_into().unwrap(),
+        final_members: final_members.clone().try_into().unwrap(),
+        cert: directory_cert(1, parent, &roster),
+        reveal: None,
+    });
+    from_all(&mut node, &[peer], &assignment, 1);
+    assert!(node.status().is_final);
+
+    // An outsider's committee for shard 1: identities it mined, every member signing. The
+    // proofs of work and the quorum hold; the directory never listed these members.
+    let outsiders: u8 = 100;
+    let mut forged_members: Vec<IdentityProof> =
+        (outsiders..outsiders + 3).map(|s| mine(s, 1)).collect();
+    forged_members.sort_by_key(|p| p.key);
+    let forged = shard_result(1, parent, &forged_members, &[100, 101, 102]);
+    // Nor can the outsider pass off the directory's committee with signatures of its own, or
+    // with fewer than a quorum of the real members.
+    let mut impostor = shard_result(1, parent, &shard_one, &[60, 61, 62]);
+    if let Message::ShardResult(r) = &mut impostor {
+        let mut signatures = r.cert.cert.signatures.to_vec();
+        let digest = VoteBody {
+            height: 1,
+            parent,
+            stage: Stage::Shard(1),
+            attempt: 0,
+            round: 0,
+            phase: Phase::Precommit,
+            value: r.cert.summary.digest(),
+        }
+        .digest();
+        signatures[2].signature = Keypair::from_seed(&[outsiders; 32]).sign(&digest);
+        r.cert.cert.signatures = signatures.try_into().unwrap();
+    }
+    let short = shard_result(1, parent, &shard_one, &[60, 61]);
+    for fake in [forged, impostor, short] {
+        from_all(&mut node, &[key(outsiders)], &fake, 2);
+        assert!(
+            node.shard_results_held().is_empty(),
+            "a forged shard result was taken"
+        );
+    }
+    // The directory's committee for shard 1, a quorum of it signing: taken, from any sender.
+    let genuine = shard_result(1, parent, &shard_one, &[60, 61, 62]);
+    from_all(&mut node, &[key(outsiders)], &genuine, 3);
+    assert_eq!(node.shard_results_held(), vec![1]);
+}
