@@ -49,6 +49,9 @@ pub struct SimHost {
     accounts: Vec<Vec<Account>>,
     record: u64,
     cpu: CpuModel,
+    /// Simulated nanoseconds per identity hash tried, when identity proof of work is modelled
+    /// as time ([`SimConfigBuilder::identity_pow_us`](super::SimConfigBuilder::identity_pow_us)).
+    pow_ns_per_try: Option<u64>,
     cpu_ns: u64,
 }
 
@@ -187,7 +190,8 @@ impl Host for SimHost {
     }
 
     fn hashed(&mut self, count: u64) {
-        self.cpu_ns += self.cpu.hash_ns * count;
+        let per_try = self.pow_ns_per_try.unwrap_or(self.cpu.hash_ns);
+        self.cpu_ns = self.cpu_ns.saturating_add(per_try.saturating_mul(count));
     }
 }
 
@@ -332,6 +336,10 @@ impl CommitteeDeployment {
             accounts,
             record: 0,
             cpu: cfg.cpu,
+            pow_ns_per_try: (cfg.identity_pow_us > 0).then(|| {
+                let expected_tries = 1u64 << cfg.identity_difficulty.min(63);
+                (cfg.identity_pow_us.saturating_mul(1_000) / expected_tries).max(1)
+            }),
             cpu_ns: 0,
         };
         let mut deployment = Self {

@@ -282,3 +282,19 @@ fn identities_lost_in_the_directorys_window_do_not_stall_the_chain() {
         assert_eq!((r.agreement_violations, r.refused_appends), (0, 0));
     }
 }
+
+#[test]
+fn identity_proof_of_work_costs_simulated_time_and_the_chain_still_grows() {
+    // Elastico's identities take minutes of mining; here 20 s on average, as simulated CPU
+    // time (the real hashing stays at the configured difficulty).
+    let pow_us = 20 * network::SECOND;
+    let quick = Simulation::new(small(3).build().unwrap()).unwrap().run();
+    let slow = Simulation::new(small(3).identity_pow_us(pow_us).build().unwrap())
+        .unwrap()
+        .run();
+    assert_eq!((quick.blocks, slow.blocks), (3, 3));
+    assert_eq!(slow.safety_violations, 0);
+    // Every epoch waits for its identities: three blocks take at least three mining times.
+    assert!(slow.sim_time_us >= 3 * pow_us, "{}", slow.sim_time_us);
+    assert!(quick.sim_time_us < pow_us, "{}", quick.sim_time_us);
+}
