@@ -68,7 +68,9 @@
 //!   it can be silent, equivocate, or lead badly, which costs round changes. As the directory's
 //!   leader it can leave honest identities out of the roster (they are not checked for
 //!   completeness, since others may not have received them): a bias on who sits, bounded by
-//!   the rounds it leads.
+//!   the rounds it leads. It can propose a final committee too small to certify (which
+//!   restarts the epoch) only if the members that accept it had no more identities
+//!   themselves.
 //! - **A Byzantine final committee** (a third or more of the final seats) can stop the chain,
 //!   and with two thirds or more it can certify any block and the next roster: the protocol's
 //!   safety is the probability that no committee is that corrupted

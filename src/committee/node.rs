@@ -609,10 +609,25 @@ impl Ctx<'_> {
     /// A roster the directory may agree on: one list per committee, each a valid committee
     /// (identity proofs against the epoch's randomness, committee bits, order, size), and no
     /// key on two lists. Which valid identities a leader chose is its own: others may not
-    /// have received them all.
+    /// have received them all. But a final committee too small to certify a block (which
+    /// restarts the epoch) is accepted only from a leader that may not have had more: not if
+    /// this member itself received enough identities for a full one, so a Byzantine leader
+    /// cannot restart epochs at will (and pick among the attempts' randomness).
     fn validate_roster(&self, r: &Roster) -> bool {
         if r.committees.len() != self.params.committees() {
             return false;
+        }
+        let quorum = self.params.quorum();
+        if r.committees[0].len() < quorum {
+            let e = self.epoch;
+            let received = e
+                .dir_order
+                .iter()
+                .filter(|p| p.hash(&e.randomness).committee(self.params.shard_bits()) == 0)
+                .count();
+            if received >= quorum {
+                return false;
+            }
         }
         let mut keys = BTreeSet::new();
         r.committees.iter().enumerate().all(|(j, members)| {

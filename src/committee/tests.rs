@@ -1193,3 +1193,97 @@ fn a_shard_result_counts_only_if_certified_by_the_directorys_committee() {
     from_all(&mut node, &[key(outsiders)], &genuine, 3);
     assert_eq!(node.shard_results_held(), vec![1]);
 }
+
+#[test]
+fn a_directory_member_with_enough_identities_refuses_a_final_committee_too_small() {
+    use crate::consensus::protocol::Output;
+    let params = CommitteeParams::builder()
+        .shard_bits(1)
+        .committee_size(4)
+        .identity_difficulty(1)
+        .bootstrap([key(1), key(250)])
+        .build()
+        .unwrap();
+    let randomness = Randomness::from_bytes([1; 32]);
+    let leader = Keypair::from_seed(&[250; 32]);
+    let parent = BlockHash::from_bytes([7; 32]);
+    let mine = |seed: u8, committee: u16| {
+        IdentityProof::mine_for_committee(key(seed), &randomness, 1, 1, committee)
+    };
+    let honest: Vec<IdentityProof> = (10..14).map(|s| mine(s, 0)).collect();
+    // Directory member key 1 (the leader at height 1, round 0, is key 250) received four
+    // identities for committee 0, a full final committee.
+    let prevotes_for = |received: &[IdentityProof], final_members: &[IdentityProof]| {
+        let mut node = Node::new(NodeConfig {
+            params: params.clone(),
+            keypair: Keypair::from_seed(&[1; 32]),
+            peers: vec![leader.public()],
+            tip: TipInfo {
+                height: 0,
+                hash: parent,
+                timestamp: 0,
+                next_randomness: randomness,
+                directory: vec![key(1), leader.public()],
+                commitments: vec![],
+            },
+            timing: Timing::default(),
+            max_shard_txs: 8,
+        });
+        node.handle(&mut accept_all(), 0, Input::Start).unwrap();
+        for proof in received {
+            let message = Message::Identity {
+                height: 1,
+                proof: *proof,
+            };
+            let input = Input::Message {
+                from: proof.key,
+                message,
+            };
+            node.handle(&mut accept_all(), 1, input).unwrap();
+        }
+        let window = Timing::default().identity_window;
+        node.handle(&mut accept_all(), window, Input::Timer(Tick(window)))
+            .unwrap();
+        let mut committee_0 = final_members.to_vec();
+        committee_0.sort_by_key(|p| p.key);
+        let value = Value::Roster(Roster {
+            committees: vec![committee_0.try_into().unwrap(), BoundedVec::new()]
+                .try_into()
+                .unwrap(),
+        });
+        let digest = value.digest(Stage::Directory);
+        let body = VoteBody {
+            height: 1,
+            parent,
+            stage: Stage::Directory,
+            attempt: 0,
+            round: 0,
+            phase: Phase::Propose,
+            value: digest,
+        };
+        let proposal = Message::Proposal(Proposal {
+            height: 1,
+            parent,
+            stage: Stage::Directory,
+            round: 0,
+            value,
+            pol: None,
+            signature: leader.sign(&body.digest()),
+        });
+        let input = Input::Message {
+            from: leader.public(),
+            message: proposal,
+        };
+        let out = node.handle(&mut accept_all(), window + 1, input).unwrap();
+        out.iter().any(|o| {
+            matches!(o, Output::Send { message: Message::Vote(v), .. }
+                if v.phase == Phase::Prevote && v.value == digest)
+        })
+    };
+    // A full final committee is accepted; one of two members (short of the quorum of 3,
+    // which would restart the epoch) is refused by a member that had enough identities...
+    assert!(prevotes_for(&honest, &honest));
+    assert!(!prevotes_for(&honest, &honest[..2]));
+    // ...and accepted from a leader by a member that did not have more either.
+    assert!(prevotes_for(&honest[..2], &honest[..2]));
+}
