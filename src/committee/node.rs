@@ -488,9 +488,9 @@ pub struct Node {
     /// Messages kept for later are to be replayed (an epoch began).
     replay: bool,
     decisions: VecDeque<Decision>,
-    /// The last block announcements this node accepted, oldest first, for peers that missed
-    /// them.
-    announcements: VecDeque<NextEpoch>,
+    /// The last block announcements this node accepted, oldest first, each with the
+    /// randomness of its height's first attempt, for peers that missed them.
+    announcements: VecDeque<(NextEpoch, Randomness)>,
 }
 
 impl core::fmt::Debug for Epoch {
@@ -1021,18 +1021,35 @@ impl Node {
         }
     }
 
-    /// A peer at an earlier height: it missed the block announcement that ended its epoch.
-    /// Answers with that announcement, if this node kept it.
-    fn help_behind(&mut self, from: PublicKey, height: u64, out: &mut Vec<Step>) {
-        let Some(n) = self
+    /// A peer at an earlier height re-sent its identity: it missed the block announcement
+    /// that ended its epoch. Answers with that announcement, if this node kept it and the
+    /// identity is a proof of work for that height (one of its attempts up to the block's), so
+    /// that asking costs what taking part costs.
+    fn help_behind(
+        &mut self,
+        from: PublicKey,
+        height: u64,
+        proof: IdentityProof,
+        out: &mut Vec<Step>,
+    ) {
+        let Some((n, base)) = self
             .announcements
             .iter()
-            .find(|n| n.header.height == height)
+            .find(|(n, _)| n.header.height == height)
             .cloned()
         else {
             return;
         };
-        if from != self.key && self.epoch.may_answer(from) {
+        // A peer is at most at the attempt that made the block (no honest node restarts past
+        // an attempt whose final committee could certify).
+        let last = super::attempt_of(&base, &n.header.seal.randomness).unwrap_or(0);
+        let difficulty = self.params.identity_difficulty();
+        let mined = (0..=last).any(|a| {
+            proof
+                .hash(&super::attempt_randomness(&base, a))
+                .meets(difficulty)
+        });
+        if from != self.key && proof.key == from && mined && self.epoch.may_answer(from) {
             self.send(vec![from], Message::Next(n), out);
         }
     }
@@ -1070,8 +1087,8 @@ impl Node {
         }
         if h < self.epoch.height {
             // A peer still in an earlier epoch asking again: it missed the announcement.
-            if let Message::Identity { .. } = message {
-                self.help_behind(from, h, out);
+            if let Message::Identity { proof, .. } = message {
+                self.help_behind(from, h, proof, out);
             }
             return;
         }
@@ -1698,7 +1715,8 @@ impl Node {
         if self.announcements.len() >= KEPT_ANNOUNCEMENTS {
             self.announcements.pop_front();
         }
-        self.announcements.push_back(n);
+        self.announcements
+            .push_back((n, self.epoch.base_randomness));
         self.epoch = Epoch::new(&tip);
         self.begin_epoch(now, host, out);
     }

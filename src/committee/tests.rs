@@ -1287,3 +1287,52 @@ fn a_directory_member_with_enough_identities_refuses_a_final_committee_too_small
     // ...and accepted from a leader by a member that did not have more either.
     assert!(prevotes_for(&honest[..2], &honest[..2]));
 }
+
+#[test]
+fn a_peer_that_missed_a_block_announcement_gets_it_when_it_asks_again() {
+    use crate::consensus::protocol::{Output, Recipients};
+    let (header, _) = certified_block();
+    let (mut node, peer) = started_node();
+    from_all(
+        &mut node,
+        &[peer],
+        &Message::Next(NextEpoch {
+            header: header.clone(),
+        }),
+        1,
+    );
+    assert_eq!(node.status().height, 2);
+    // A peer still at height 1 re-sends its identity for that height (mined against its
+    // randomness; the block is of the first attempt): the node answers with the block that
+    // ended the epoch.
+    let behind = Keypair::from_seed(&[77; 32]).public();
+    let height_one = Randomness::from_bytes([1; 32]);
+    let mined = IdentityProof::mine(behind, &height_one, node_params().identity_difficulty(), 0).0;
+    let unmined = (0..)
+        .map(|nonce| IdentityProof { key: behind, nonce })
+        .find(|p| {
+            !p.hash(&height_one)
+                .meets(node_params().identity_difficulty())
+        })
+        .unwrap();
+    let ask = |node: &mut Node, proof: IdentityProof| {
+        let input = Input::Message {
+            from: behind,
+            message: Message::Identity { height: 1, proof },
+        };
+        node.handle(&mut verifying(), 2, input)
+            .unwrap()
+            .into_iter()
+            .filter(|o| {
+                matches!(o, Output::Send { to: Recipients::Some(to), message: Message::Next(n) }
+                    if to == &vec![behind] && n.header == header)
+            })
+            .count()
+    };
+    // Asking costs an identity's proof of work: without one, no answer.
+    assert_eq!(ask(&mut node, unmined), 0);
+    assert_eq!(ask(&mut node, mined), 1);
+    // A few answers per peer and epoch, then no more (the node is no amplifier).
+    let answers: usize = (0..10).map(|_| ask(&mut node, mined)).sum();
+    assert_eq!(answers, 3);
+}
