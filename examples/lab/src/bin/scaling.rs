@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use medledger::committee::{failure_probability, failure_threshold};
 use medledger::sim::{Report, SimConfig, Simulation, Strategy};
 use medledger_lab::engines;
 use plotters::prelude::*;
@@ -34,8 +35,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/scaling"));
     std::fs::create_dir_all(&out_dir)?;
-    if std::env::args().nth(2).as_deref() == Some("byzantine") {
-        return byzantine_sweep(&out_dir);
+    match std::env::args().nth(2).as_deref() {
+        None => {}
+        Some("byzantine") => return byzantine_sweep(&out_dir),
+        Some("fixed") => return fixed_sweep(&out_dir),
+        Some("growing-byzantine") => return growing_byzantine_sweep(&out_dir),
+        Some("elastico") => return elastico(&out_dir),
+        Some(other) => {
+            return Err(format!(
+                "unknown sweep {other:?}: expected byzantine, fixed, growing-byzantine or elastico"
+            )
+            .into())
+        }
     }
 
     let bar = ProgressBar::new(COMMITTEES.len() as u64);
@@ -136,8 +147,244 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("scaling.csv").display(),
         svg.display()
     );
+    fixed_sweep(&out_dir)?;
+    growing_byzantine_sweep(&out_dir)?;
     compare_engines(&out_dir)?;
     byzantine_sweep(&out_dir)
+}
+
+/// One point of a sweep: committees, committee size, nodes and what the run measured.
+struct Point {
+    committees: usize,
+    committee_size: u16,
+    nodes: usize,
+    report: Report,
+}
+
+/// Runs one simulation per entry of `points` (committees, committee size, nodes), with a
+/// fraction `byzantine` of the nodes equivocating, printing each row as it completes with
+/// the wall-clock time it took (the runs at Elastico's scale are slow).
+fn sweep(
+    points: &[(usize, u16, usize)],
+    byzantine: f64,
+    blocks: u64,
+) -> Result<Vec<Point>, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    for &(k, c, nodes) in points {
+        let started = std::time::Instant::now();
+        let config = SimConfig::builder()
+            .committees(k)
+            .committee_size(c)
+            .nodes(nodes)
+            .block_size(BLOCK_SIZE)
+            .blocks(blocks)
+            .seed(SEED)
+            .byzantine(byzantine, Strategy::Equivocating)
+            .build()?;
+        let report = Simulation::new(config)?.run();
+        eprintln!(
+            "  {k:>2} committees of {c:>3}, {nodes:>5} nodes: {} blocks in {:.1} s of wall-clock time",
+            report.blocks,
+            started.elapsed().as_secs_f64()
+        );
+        out.push(Point {
+            committees: k,
+            committee_size: c,
+            nodes,
+            report,
+        });
+    }
+    Ok(out)
+}
+
+/// The table and CSV of a sweep; `ratio` is each point's throughput over `committees ×` the
+/// first point's, and the last column the probability that one committee of that size drawn
+/// from the sweep's nodes holds a third or more Byzantine members when a quarter of all nodes
+/// are Byzantine (`committee::failure_probability`).
+fn sweep_table(sweep: &str, points: &[Point]) -> Result<(String, String), std::fmt::Error> {
+    let base = points.first().map_or(0.0, |p| p.report.tx_per_sec);
+    let mut table = String::new();
+    writeln!(
+        table,
+        "{:>10} {:>5} {:>6} {:>10} {:>12} {:>8} {:>8} {:>9} {:>11} {:>6} {:>6} {:>10} {:>12}",
+        "committees",
+        "size",
+        "nodes",
+        "tx/s",
+        "ratio to k×1",
+        "p50 (s)",
+        "p99 (s)",
+        "msgs/node",
+        "bytes/node",
+        "views",
+        "failed",
+        "violations",
+        "P(fail) 25%"
+    )?;
+    let mut csv = String::from(
+        "sweep,committees,committee_size,nodes,blocks,tx_per_sec,ratio_to_k_times_one,latency_p50_s,latency_p99_s,messages_per_node,bytes_per_node,view_changes,committee_failures,safety_violations,chain_rejections,committee_failure_probability_quarter_byzantine\n",
+    );
+    for p in points {
+        let r = &p.report;
+        let ratio = r.tx_per_sec / (p.committees as f64 * base);
+        let n = p.nodes as u64;
+        let c = u64::from(p.committee_size);
+        let fail = failure_probability(n, n / 4, c, failure_threshold(c));
+        writeln!(
+            table,
+            "{:>10} {:>5} {:>6} {:>10.1} {:>12.3} {:>8.2} {:>8.2} {:>9.0} {:>11.0} {:>6} {:>6} {:>10} {:>12.2e}",
+            p.committees,
+            p.committee_size,
+            p.nodes,
+            r.tx_per_sec,
+            ratio,
+            r.latency_p50_us as f64 / 1e6,
+            r.latency_p99_us as f64 / 1e6,
+            r.messages_per_node,
+            r.bytes_per_node,
+            r.view_changes,
+            r.committee_failures,
+            r.safety_violations,
+            fail
+        )?;
+        writeln!(
+            csv,
+            "{sweep},{},{},{},{},{:.3},{ratio:.4},{:.3},{:.3},{:.1},{:.0},{},{},{},{},{fail:.3e}",
+            p.committees,
+            p.committee_size,
+            p.nodes,
+            r.blocks,
+            r.tx_per_sec,
+            r.latency_p50_us as f64 / 1e6,
+            r.latency_p99_us as f64 / 1e6,
+            r.messages_per_node,
+            r.bytes_per_node,
+            r.view_changes,
+            r.committee_failures,
+            r.safety_violations,
+            r.chain_rejections
+        )?;
+    }
+    Ok((table, csv))
+}
+
+/// Prints a sweep's table and `throughput(16) / (16 × throughput(1))`, writes `NAME.csv` and
+/// `NAME.svg`; an error if any run decided two values or produced a block the chain refused.
+fn finish_sweep(
+    out_dir: &std::path::Path,
+    name: &str,
+    points: &[Point],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (table, csv) = sweep_table(name, points)?;
+    print!("{table}");
+    if let (Some(first), Some(last)) = (points.first(), points.last()) {
+        println!(
+            "throughput({k}) / ({k} × throughput(1)) = {:.3}",
+            last.report.tx_per_sec / (last.committees as f64 * first.report.tx_per_sec),
+            k = last.committees
+        );
+    }
+    std::fs::write(out_dir.join(format!("{name}.csv")), &csv)?;
+    let svg = out_dir.join(format!("{name}.svg"));
+    let rows: Vec<(usize, Report)> = points
+        .iter()
+        .map(|p| (p.committees, p.report.clone()))
+        .collect();
+    plot(&svg, &rows)?;
+    println!(
+        "wrote {} and {}",
+        out_dir.join(format!("{name}.csv")).display(),
+        svg.display()
+    );
+    if points.iter().any(|p| {
+        p.report.safety_violations
+            + p.report.chain_rejections
+            + p.report.engine.agreement_violations
+            > 0
+    }) {
+        return Err(format!(
+            "a run of the {name} sweep reported a safety violation or a refused block"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Nodes of the fixed-network sweep: 1 committee of 256 up to 16 committees of 16, always
+/// 1.5 nodes per seat.
+const FIXED_NODES: usize = 384;
+
+/// A fixed network of [`FIXED_NODES`] split into 1, 2, 4, 8 and 16 committees: each
+/// committee holds `2 × nodes / (3 × committees)` members, so more committees means smaller
+/// ones (cheaper agreements, and a higher chance that one is corrupted). `fixed.csv`,
+/// `fixed.svg`.
+fn fixed_sweep(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\nfixed network of {FIXED_NODES} nodes split into more committees:");
+    let points: Vec<(usize, u16, usize)> = COMMITTEES
+        .iter()
+        .map(|&k| {
+            let c = u16::try_from(FIXED_NODES * 2 / (3 * k)).unwrap_or(u16::MAX);
+            (k, c, FIXED_NODES)
+        })
+        .collect();
+    let points = sweep(&points, 0.0, BLOCKS)?;
+    finish_sweep(out_dir, "fixed", &points)
+}
+
+/// Byzantine members per committee in the growing-network sweep with Byzantine members: the
+/// most a committee of 24 tolerates.
+const GROWING_BYZANTINE: u16 = 7;
+
+/// The growing-network sweep (committees of 24, 1.5 nodes per seat) with a fraction
+/// [`GROWING_BYZANTINE`]` / 24` of the nodes equivocating, so committees hold that many on
+/// average. `growing-byzantine.csv`, `growing-byzantine.svg`.
+fn growing_byzantine_sweep(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let f = std::env::args()
+        .nth(3)
+        .map(|a| a.parse::<u16>())
+        .transpose()?
+        .unwrap_or(GROWING_BYZANTINE);
+    if f >= COMMITTEE_SIZE {
+        return Err(format!("f must be below the committee size {COMMITTEE_SIZE}").into());
+    }
+    println!(
+        "\ngrowing network, committees of {COMMITTEE_SIZE} with {f} equivocating members on average:"
+    );
+    let points = sweep(
+        &growing_points(COMMITTEE_SIZE),
+        f64::from(f) / f64::from(COMMITTEE_SIZE),
+        BLOCKS,
+    )?;
+    finish_sweep(out_dir, "growing-byzantine", &points)
+}
+
+/// Elastico's committee size.
+const ELASTICO_COMMITTEE: u16 = 100;
+/// Blocks per run at Elastico's scale.
+const ELASTICO_BLOCKS: u64 = 3;
+
+/// The growing-network sweep at Elastico's scale: committees of 100, 1 to 16 of them, 150 to
+/// 2,400 nodes (1.5 per seat, so the 1,600 seats of 16 committees fill). `elastico.csv`,
+/// `elastico.svg`.
+fn elastico(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    println!(
+        "\nElastico's scale: committees of {ELASTICO_COMMITTEE}, {ELASTICO_BLOCKS} blocks per run:"
+    );
+    let started = std::time::Instant::now();
+    let points = sweep(&growing_points(ELASTICO_COMMITTEE), 0.0, ELASTICO_BLOCKS)?;
+    println!(
+        "(the sweep took {:.0} s of wall-clock time)",
+        started.elapsed().as_secs_f64()
+    );
+    finish_sweep(out_dir, "elastico", &points)
+}
+
+/// The growing network: 1 to 16 committees of `c`, 1.5 nodes per seat.
+fn growing_points(c: u16) -> Vec<(usize, u16, usize)> {
+    COMMITTEES
+        .iter()
+        .map(|&k| (k, c, k * usize::from(c) * 3 / 2))
+        .collect()
 }
 
 /// Byzantine members per committee in the sweep (a committee of 24 tolerates 7).
