@@ -8,10 +8,19 @@
 //! Last, throughput against the number of Byzantine members per committee (4 committees of
 //! 24, each Byzantine node equivocating), written to `byzantine.csv`.
 //!
+//! Two more sweeps run by default after the first: a fixed network of 384 nodes split into 1 to
+//! 16 committees (`fixed.csv`, `fixed.svg`), and the growing network again with 7 equivocating
+//! members per committee on average, the most a committee of 24 tolerates
+//! (`growing-byzantine.csv`, `growing-byzantine.svg`). Elastico's scale, committees of 100 and
+//! up to 2,400 nodes, runs only when asked for: it takes minutes per point.
+//!
 //! ```sh
 //! cargo run --release -p medledger-lab --bin scaling            # outputs under target/scaling/
 //! cargo run --release -p medledger-lab --bin scaling -- out/    # outputs under out/
 //! cargo run --release -p medledger-lab --bin scaling -- out/ byzantine   # that sweep only
+//! cargo run --release -p medledger-lab --bin scaling -- out/ fixed       # fixed network only
+//! cargo run --release -p medledger-lab --bin scaling -- out/ growing-byzantine [F]
+//! cargo run --release -p medledger-lab --bin scaling -- out/ elastico [COMMITTEES [NODES]]
 //! ```
 
 use std::fmt::Write as _;
@@ -365,18 +374,33 @@ const ELASTICO_BLOCKS: u64 = 3;
 
 /// The growing-network sweep at Elastico's scale: committees of 100, 1 to 16 of them, 150 to
 /// 2,400 nodes (1.5 per seat, so the 1,600 seats of 16 committees fill). `elastico.csv`,
-/// `elastico.svg`.
+/// `elastico.svg`. With `COMMITTEES [NODES]` after `elastico`, that one point only (for
+/// example `16 1600`, Elastico's largest network), written to `elastico-K-N.csv`.
 fn elastico(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let arg = |i: usize| -> Result<Option<usize>, std::num::ParseIntError> {
+        std::env::args().nth(i).map(|a| a.parse()).transpose()
+    };
+    let points = match arg(3)? {
+        None => growing_points(ELASTICO_COMMITTEE),
+        Some(k) => {
+            let nodes = arg(4)?.unwrap_or(k * usize::from(ELASTICO_COMMITTEE) * 3 / 2);
+            vec![(k, ELASTICO_COMMITTEE, nodes)]
+        }
+    };
     println!(
         "\nElastico's scale: committees of {ELASTICO_COMMITTEE}, {ELASTICO_BLOCKS} blocks per run:"
     );
     let started = std::time::Instant::now();
-    let points = sweep(&growing_points(ELASTICO_COMMITTEE), 0.0, ELASTICO_BLOCKS)?;
+    let name = match points.as_slice() {
+        [(k, _, n)] => format!("elastico-{k}-{n}"),
+        _ => "elastico".to_string(),
+    };
+    let points = sweep(&points, 0.0, ELASTICO_BLOCKS)?;
     println!(
         "(the sweep took {:.0} s of wall-clock time)",
         started.elapsed().as_secs_f64()
     );
-    finish_sweep(out_dir, "elastico", &points)
+    finish_sweep(out_dir, &name, &points)
 }
 
 /// The growing network: 1 to 16 committees of `c`, 1.5 nodes per seat.
