@@ -8,7 +8,7 @@
 //! Last, throughput against the number of Byzantine members per committee (4 committees of
 //! 24, each Byzantine node equivocating), written to `byzantine.csv`.
 //!
-//! Two more sweeps run by default after the first: a fixed network of 384 nodes split into 1 to
+//! Two more sweeps run by default after the first: a fixed network of 192 nodes split into 1 to
 //! 16 committees (`fixed.csv`, `fixed.svg`), and the growing network again with 7 equivocating
 //! members per committee on average, the most a committee of 24 tolerates
 //! (`growing-byzantine.csv`, `growing-byzantine.svg`). Elastico's scale, committees of 100 and
@@ -192,8 +192,11 @@ fn sweep(
             .build()?;
         let report = Simulation::new(config)?.run();
         eprintln!(
-            "  {k:>2} committees of {c:>3}, {nodes:>5} nodes: {} blocks in {:.1} s of wall-clock time",
+            "  {k:>2} committees of {c:>3}, {nodes:>5} nodes: {} blocks, {:.1} tx/s, p50 {:.2} s, {} violations; {:.1} s of wall-clock time",
             report.blocks,
+            report.tx_per_sec,
+            report.latency_p50_us as f64 / 1e6,
+            report.safety_violations,
             started.elapsed().as_secs_f64()
         );
         out.push(Point {
@@ -319,9 +322,9 @@ fn finish_sweep(
     Ok(())
 }
 
-/// Nodes of the fixed-network sweep: 1 committee of 256 up to 16 committees of 16, always
+/// Nodes of the fixed-network sweep: 1 committee of 128 up to 16 committees of 8, always
 /// 1.5 nodes per seat.
-const FIXED_NODES: usize = 384;
+const FIXED_NODES: usize = 192;
 
 /// A fixed network of [`FIXED_NODES`] split into 1, 2, 4, 8 and 16 committees: each
 /// committee holds `2 × nodes / (3 × committees)` members, so more committees means smaller
