@@ -210,11 +210,15 @@ fn sweep(
 }
 
 /// The table and CSV of a sweep; `ratio` is each point's throughput over `committees ×` the
-/// first point's, and the last column the probability that one committee of that size drawn
+/// first point's when the first point is one committee (otherwise `-`), and the last column the probability that one committee of that size drawn
 /// from the sweep's nodes holds a third or more Byzantine members when a quarter of all nodes
 /// are Byzantine (`committee::failure_probability`).
 fn sweep_table(sweep: &str, points: &[Point]) -> Result<(String, String), std::fmt::Error> {
-    let base = points.first().map_or(0.0, |p| p.report.tx_per_sec);
+    // The ratio needs one committee's throughput: only when the sweep starts at one committee.
+    let base = points
+        .first()
+        .filter(|p| p.committees == 1)
+        .map(|p| p.report.tx_per_sec);
     let mut table = String::new();
     writeln!(
         table,
@@ -238,18 +242,22 @@ fn sweep_table(sweep: &str, points: &[Point]) -> Result<(String, String), std::f
     );
     for p in points {
         let r = &p.report;
-        let ratio = r.tx_per_sec / (p.committees as f64 * base);
+        let ratio = base.map(|b| r.tx_per_sec / (p.committees as f64 * b));
+        let (ratio_cell, ratio_csv) = match ratio {
+            Some(x) => (format!("{x:.3}"), format!("{x:.4}")),
+            None => ("-".to_string(), String::new()),
+        };
         let n = p.nodes as u64;
         let c = u64::from(p.committee_size);
         let fail = failure_probability(n, n / 4, c, failure_threshold(c));
         writeln!(
             table,
-            "{:>10} {:>5} {:>6} {:>10.1} {:>12.3} {:>8.2} {:>8.2} {:>9.0} {:>11.0} {:>6} {:>6} {:>10} {:>12.2e}",
+            "{:>10} {:>5} {:>6} {:>10.1} {:>12} {:>8.2} {:>8.2} {:>9.0} {:>11.0} {:>6} {:>6} {:>10} {:>12.2e}",
             p.committees,
             p.committee_size,
             p.nodes,
             r.tx_per_sec,
-            ratio,
+            ratio_cell,
             r.latency_p50_us as f64 / 1e6,
             r.latency_p99_us as f64 / 1e6,
             r.messages_per_node,
@@ -261,7 +269,7 @@ fn sweep_table(sweep: &str, points: &[Point]) -> Result<(String, String), std::f
         )?;
         writeln!(
             csv,
-            "{sweep},{},{},{},{},{:.3},{ratio:.4},{:.3},{:.3},{:.1},{:.0},{},{},{},{},{fail:.3e}",
+            "{sweep},{},{},{},{},{:.3},{ratio_csv},{:.3},{:.3},{:.1},{:.0},{},{},{},{},{fail:.3e}",
             p.committees,
             p.committee_size,
             p.nodes,
@@ -289,7 +297,9 @@ fn finish_sweep(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (table, csv) = sweep_table(name, points)?;
     print!("{table}");
-    if let (Some(first), Some(last)) = (points.first(), points.last()) {
+    if let (Some(first @ Point { committees: 1, .. }), Some(last), true) =
+        (points.first(), points.last(), points.len() > 1)
+    {
         println!(
             "throughput({k}) / ({k} × throughput(1)) = {:.3}",
             last.report.tx_per_sec / (last.committees as f64 * first.report.tx_per_sec),
