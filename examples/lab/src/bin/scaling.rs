@@ -209,10 +209,11 @@ fn sweep(
     Ok(out)
 }
 
-/// The table and CSV of a sweep; `ratio` is each point's throughput over `committees ×` the
-/// first point's when the first point is one committee (otherwise `-`), and the last column the probability that one committee of that size drawn
-/// from the sweep's nodes holds a third or more Byzantine members when a quarter of all nodes
-/// are Byzantine (`committee::failure_probability`).
+/// The table and CSV of a sweep. `ratio` is each point's throughput over `committees ×` the
+/// first point's when the first point is one committee (otherwise `-`); the last column is the
+/// probability that one committee of that size drawn from the sweep's nodes holds a third or
+/// more Byzantine members when a quarter of all nodes are Byzantine
+/// (`committee::failure_probability`).
 fn sweep_table(sweep: &str, points: &[Point]) -> Result<(String, String), std::fmt::Error> {
     // The ratio needs one committee's throughput: only when the sweep starts at one committee.
     let base = points
