@@ -53,6 +53,14 @@ pub struct SimHost {
     /// as time ([`SimConfigBuilder::identity_pow_us`](super::SimConfigBuilder::identity_pow_us)).
     pow_ns_per_try: Option<u64>,
     cpu_ns: u64,
+    /// Cross-shard transactions in a million ([`SimConfigBuilder::cross_shard`]
+    /// (super::SimConfigBuilder::cross_shard)); 0 with one committee.
+    cross_ppm: u32,
+    /// Per shard, cross-shard transactions waiting for the block that decides the other
+    /// shard's part, with the chain height at which they become available.
+    held: Vec<VecDeque<(u64, Transaction)>>,
+    /// The other shard each cross-shard transaction touches.
+    partner: HashMap<TxId, u16>,
 }
 
 impl core::fmt::Debug for SimHost {
@@ -68,15 +76,25 @@ impl core::fmt::Debug for SimHost {
 }
 
 impl SimHost {
-    /// Signs `count` new transactions from `shard`'s accounts into its pool, and returns them.
+    /// Signs `count` new transactions from `shard`'s accounts, and returns them: local ones go
+    /// into its pool, cross-shard ones wait for the next block to be final. With cross-shard
+    /// transactions, the two kinds come from separate halves of the shard's accounts, so that
+    /// holding one back never leaves a gap in another's nonces.
     fn refill(&mut self, shard: usize, count: usize) -> Vec<Transaction> {
         let chain_id = self.chain.chain_id();
+        let release = self.chain.height() + 1;
         let mut new = Vec::with_capacity(count);
         for i in 0..count {
+            self.record += 1;
+            let partner = self.cross_partner(shard);
             let accs = &mut self.accounts[shard];
             let n = accs.len();
-            let a = &mut accs[i % n];
-            self.record += 1;
+            let half = n / 2;
+            let a = match (self.cross_ppm, partner) {
+                (0, _) => &mut accs[i % n],
+                (_, None) => &mut accs[i % half],
+                (_, Some(_)) => &mut accs[half + i % half],
+            };
             let mut rec = [0u8; 32];
             rec[..8].copy_from_slice(&self.record.to_le_bytes());
             let tx = Transaction::sign(
@@ -88,10 +106,43 @@ impl SimHost {
                 },
             );
             a.next_nonce += 1;
-            self.pools[shard].push_back(tx.clone());
+            match partner {
+                Some(p) => {
+                    self.partner.insert(tx.id(), p);
+                    self.held[shard].push_back((release, tx.clone()));
+                }
+                None => self.pools[shard].push_back(tx.clone()),
+            }
             new.push(tx);
         }
         new
+    }
+
+    /// Whether the transaction numbered `self.record` touches a second shard, and which.
+    fn cross_partner(&self, shard: usize) -> Option<u16> {
+        let k = self.pools.len() as u64;
+        if self.cross_ppm == 0 || k < 2 {
+            return None;
+        }
+        let h = blake3::hash(&[b"cross-shard".as_slice(), &self.record.to_le_bytes()].concat());
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&h.as_bytes()[..8]);
+        let x = u64::from_le_bytes(word);
+        let other = (shard as u64 + 1 + (x >> 32) % (k - 1)) % k;
+        ((x & 0xffff_ffff) % 1_000_000 < u64::from(self.cross_ppm)).then_some(other as u16)
+    }
+
+    /// Moves the cross-shard transactions whose other part is decided in a final block into
+    /// their shard's pool.
+    fn release(&mut self) {
+        let height = self.chain.height();
+        for (held, pool) in self.held.iter_mut().zip(&mut self.pools) {
+            while held.front().is_some_and(|(at, _)| *at <= height) {
+                if let Some((_, tx)) = held.pop_front() {
+                    pool.push_back(tx);
+                }
+            }
+        }
     }
 
     /// Drops committed transactions from the pools.
@@ -239,6 +290,8 @@ pub struct CommitteeDeployment {
     decided: Decisions,
     decide_round: BTreeMap<(u64, u32, Stage), u32>,
     committees_seen: BTreeSet<(u64, Option<u16>)>,
+    /// The members of each committee `(height, shard)`, as last assigned.
+    members: HashMap<(u64, u16), Vec<PublicKey>>,
     /// The two values Byzantine leaders proposed for one round of one agreement, so that
     /// Byzantine voters vote for both (one towards each half of the committee).
     twins: HashMap<(u64, Stage, u32), [Digest; 2]>,
@@ -341,6 +394,13 @@ impl CommitteeDeployment {
                 (cfg.identity_pow_us.saturating_mul(1_000) / expected_tries).max(1)
             }),
             cpu_ns: 0,
+            cross_ppm: if k > 1 {
+                (cfg.cross_shard * 1e6).round() as u32
+            } else {
+                0
+            },
+            held: (0..k).map(|_| VecDeque::new()).collect(),
+            partner: HashMap::new(),
         };
         let mut deployment = Self {
             cfg,
@@ -355,6 +415,7 @@ impl CommitteeDeployment {
             decided: BTreeMap::new(),
             decide_round: BTreeMap::new(),
             committees_seen: BTreeSet::new(),
+            members: HashMap::new(),
             twins: HashMap::new(),
             committee_failures: 0,
             undersized: 0,
@@ -495,7 +556,52 @@ impl CommitteeDeployment {
         }
     }
 
+    /// An honest member's certified shard result also goes to the committee of every other
+    /// shard its cross-shard transactions touch.
+    fn forward_cross_shard(&self, node: usize, mut outputs: Outputs<Node>) -> Outputs<Node> {
+        if self.host.partner.is_empty() {
+            return outputs;
+        }
+        let mut extra = Vec::new();
+        for o in &outputs {
+            let Output::Send {
+                message: Message::ShardResult(r),
+                ..
+            } = o
+            else {
+                continue;
+            };
+            let partners: BTreeSet<u16> = r
+                .txs
+                .iter()
+                .filter_map(|t| self.host.partner.get(&t.id()).copied())
+                .collect();
+            for p in partners {
+                let Some(members) = self.members.get(&(r.height, p)) else {
+                    continue;
+                };
+                let to: Vec<PublicKey> = members
+                    .iter()
+                    .filter(|k| **k != self.keys[node])
+                    .copied()
+                    .collect();
+                if !to.is_empty() {
+                    extra.push(Output::Send {
+                        to: Recipients::Some(to),
+                        message: Message::ShardResult(r.clone()),
+                    });
+                }
+            }
+        }
+        outputs.extend(extra);
+        outputs
+    }
+
     fn record_membership(&mut self, m: &CommitteeAssignment) {
+        if let Some(j) = m.committee {
+            self.members
+                .insert((m.height, j), m.members.iter().map(|p| p.key).collect());
+        }
         if !self.committees_seen.insert((m.height, m.committee)) || m.committee.is_none() {
             return;
         }
@@ -706,7 +812,7 @@ impl Deployment for CommitteeDeployment {
             self.misbehave(node, outputs)
         } else {
             self.observe(node, &outputs);
-            outputs
+            self.forward_cross_shard(node, outputs)
         };
         Handled { outputs, cpu_ns }
     }
@@ -731,9 +837,10 @@ impl Deployment for CommitteeDeployment {
 
     fn workload(&mut self, _now: Time) -> Vec<(TxId, Transaction)> {
         self.host.prune();
+        self.host.release();
         let mut offered = Vec::new();
         for shard in 0..self.cfg.committees() {
-            let have = self.host.pools[shard].len();
+            let have = self.host.pools[shard].len() + self.host.held[shard].len();
             if have < self.cfg.block_size {
                 let new = self.host.refill(shard, self.cfg.block_size - have);
                 offered.extend(new.into_iter().map(|tx| (tx.id(), tx)));

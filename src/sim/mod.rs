@@ -229,6 +229,7 @@ pub struct SimConfig {
     pub(crate) seed: u64,
     pub(crate) identity_difficulty: u8,
     pub(crate) identity_pow_us: u64,
+    pub(crate) cross_shard: f64,
     pub(crate) timing: Timing,
     pub(crate) max_sim_time_us: u64,
     pub(crate) append_to_chain: bool,
@@ -251,6 +252,7 @@ impl SimConfig {
             seed: 0,
             identity_difficulty: 4,
             identity_pow_us: 0,
+            cross_shard: 0.0,
             timing: Timing::default(),
             max_sim_time_us: 600_000_000,
             append_to_chain: true,
@@ -297,6 +299,7 @@ pub struct SimConfigBuilder {
     seed: u64,
     identity_difficulty: u8,
     identity_pow_us: u64,
+    cross_shard: f64,
     timing: Timing,
     max_sim_time_us: u64,
     append_to_chain: bool,
@@ -365,6 +368,17 @@ impl SimConfigBuilder {
         self.identity_pow_us = us;
         self
     }
+    /// The fraction of transactions, in `[0, 1]`, that touch a second shard (default 0). Such
+    /// a transaction needs the other shard's result before a block includes it: the other
+    /// shard decides its part in the next block, every honest member of that shard sends its
+    /// certified shard result to the home shard's committee as well as to the final committee
+    /// (extra messages, and certificate checks at the receivers), and the transaction becomes
+    /// available to its home shard only once that block is final (about one block of extra
+    /// latency). Ignored with one committee.
+    pub fn cross_shard(mut self, fraction: f64) -> Self {
+        self.cross_shard = fraction;
+        self
+    }
     /// Protocol timing.
     pub fn timing(mut self, t: Timing) -> Self {
         self.timing = t;
@@ -415,6 +429,9 @@ impl SimConfigBuilder {
         if !(0.0..1.0).contains(&self.byzantine_fraction) {
             return bad("the Byzantine fraction must be in [0, 1)");
         }
+        if !(0.0..=1.0).contains(&self.cross_shard) {
+            return bad("the cross-shard fraction must be in [0, 1]");
+        }
         if self.network.min_latency_us > self.network.max_latency_us {
             return bad("minimum latency exceeds maximum latency");
         }
@@ -437,6 +454,7 @@ impl SimConfigBuilder {
             seed: self.seed,
             identity_difficulty: self.identity_difficulty,
             identity_pow_us: self.identity_pow_us,
+            cross_shard: self.cross_shard,
             timing: Timing {
                 identity_window: self
                     .timing

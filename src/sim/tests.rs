@@ -298,3 +298,39 @@ fn identity_proof_of_work_costs_simulated_time_and_the_chain_still_grows() {
     assert!(slow.sim_time_us >= 3 * pow_us, "{}", slow.sim_time_us);
     assert!(quick.sim_time_us < pow_us, "{}", quick.sim_time_us);
 }
+
+#[test]
+fn cross_shard_transactions_cost_about_a_block_of_latency_and_extra_messages() {
+    let run = |fraction: f64| {
+        Simulation::new(small(3).blocks(6).cross_shard(fraction).build().unwrap())
+            .unwrap()
+            .run()
+    };
+    let local = run(0.0);
+    let cross = run(0.75);
+    eprintln!("local {local:?}\ncross {cross:?}");
+    for r in [&local, &cross] {
+        assert_eq!(r.blocks, 6);
+        assert_eq!(r.safety_violations, 0);
+        assert_eq!(r.chain_rejections, 0);
+    }
+    // Three transactions in four wait for the block that decides the other shard's part: the
+    // median latency grows by at least half a block interval.
+    let interval = local.sim_time_us / local.blocks;
+    assert!(
+        cross.latency_p50_us >= local.latency_p50_us + interval / 2,
+        "p50 {} against {} with blocks every {interval} µs",
+        cross.latency_p50_us,
+        local.latency_p50_us
+    );
+    // Shard results also go to the other shard's committee.
+    assert!(cross.messages_per_node > local.messages_per_node);
+    assert!(cross.bytes_per_node > local.bytes_per_node);
+}
+
+#[test]
+fn cross_shard_fraction_is_validated() {
+    assert!(SimConfig::builder().cross_shard(-0.1).build().is_err());
+    assert!(SimConfig::builder().cross_shard(1.5).build().is_err());
+    assert!(SimConfig::builder().cross_shard(1.0).build().is_ok());
+}
