@@ -556,8 +556,8 @@ impl CommitteeDeployment {
         }
     }
 
-    /// An honest member's certified shard result also goes to the committee of every other
-    /// shard its cross-shard transactions touch.
+    /// An honest member's certified shard result also goes to two members of the committee of
+    /// every other shard its cross-shard transactions touch.
     fn forward_cross_shard(&self, node: usize, mut outputs: Outputs<Node>) -> Outputs<Node> {
         if self.host.partner.is_empty() {
             return outputs;
@@ -576,15 +576,26 @@ impl CommitteeDeployment {
                 .iter()
                 .filter_map(|t| self.host.partner.get(&t.id()).copied())
                 .collect();
+            // Like the results sent to the final committee: each member to two members of the
+            // other committee, picked by its own place in its committee.
+            let me = self
+                .members
+                .get(&(r.height, r.cert.summary.shard))
+                .and_then(|m| m.iter().position(|k| *k == self.keys[node]))
+                .unwrap_or(0);
             for p in partners {
                 let Some(members) = self.members.get(&(r.height, p)) else {
                     continue;
                 };
-                let to: Vec<PublicKey> = members
+                if members.is_empty() {
+                    continue;
+                }
+                let mut to: Vec<PublicKey> = [me % members.len(), (me + 1) % members.len()]
                     .iter()
-                    .filter(|k| **k != self.keys[node])
-                    .copied()
+                    .map(|i| members[*i])
+                    .filter(|k| *k != self.keys[node])
                     .collect();
+                to.dedup();
                 if !to.is_empty() {
                     extra.push(Output::Send {
                         to: Recipients::Some(to),

@@ -369,12 +369,12 @@ impl SimConfigBuilder {
         self
     }
     /// The fraction of transactions, in `[0, 1]`, that touch a second shard (default 0). Such
-    /// a transaction needs the other shard's result before a block includes it: the other
-    /// shard decides its part in the next block, every honest member of that shard sends its
-    /// certified shard result to the home shard's committee as well as to the final committee
-    /// (extra messages, and certificate checks at the receivers), and the transaction becomes
-    /// available to its home shard only once that block is final (about one block of extra
-    /// latency). Ignored with one committee.
+    /// a transaction waits for the block in which the other shard decides its part: it becomes
+    /// available to its home shard's committee only once the next block is final (about one
+    /// block of extra latency). When the home shard certifies it, every honest member sends the
+    /// certified shard result to two members of the other shard's committee as well as to the
+    /// final committee (extra messages and bytes, and certificate checks at the receivers).
+    /// Ignored with one committee.
     pub fn cross_shard(mut self, fraction: f64) -> Self {
         self.cross_shard = fraction;
         self

@@ -323,9 +323,10 @@ fn cross_shard_transactions_cost_about_a_block_of_latency_and_extra_messages() {
         cross.latency_p50_us,
         local.latency_p50_us
     );
-    // Shard results also go to the other shard's committee.
+    // Shard results also go to the other shard's committee: more messages, although fewer
+    // transactions are committed in the same number of blocks.
+    assert!(cross.txs < local.txs);
     assert!(cross.messages_per_node > local.messages_per_node);
-    assert!(cross.bytes_per_node > local.bytes_per_node);
 }
 
 #[test]

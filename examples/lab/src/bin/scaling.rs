@@ -21,6 +21,7 @@
 //! cargo run --release -p medledger-lab --bin scaling -- out/ fixed       # fixed network only
 //! cargo run --release -p medledger-lab --bin scaling -- out/ growing-byzantine [F]
 //! cargo run --release -p medledger-lab --bin scaling -- out/ elastico [COMMITTEES [NODES]]
+//! cargo run --release -p medledger-lab --bin scaling -- out/ cross-shard # 0 to 100 % cross-shard
 //! ```
 
 use std::fmt::Write as _;
@@ -50,9 +51,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("fixed") => return fixed_sweep(&out_dir),
         Some("growing-byzantine") => return growing_byzantine_sweep(&out_dir),
         Some("elastico") => return elastico(&out_dir),
+        Some("cross-shard") => return cross_shard_sweep(&out_dir),
         Some(other) => {
             return Err(format!(
-                "unknown sweep {other:?}: expected byzantine, fixed, growing-byzantine or elastico"
+                "unknown sweep {other:?}: expected byzantine, fixed, growing-byzantine, elastico or cross-shard"
             )
             .into())
         }
@@ -423,6 +425,76 @@ fn growing_points(c: u16) -> Vec<(usize, u16, usize)> {
         .iter()
         .map(|&k| (k, c, k * usize::from(c) * 3 / 2))
         .collect()
+}
+
+/// Fractions of cross-shard transactions in the cross-shard sweep, in percent.
+const CROSS_SHARD_PERCENT: [u32; 5] = [0, 10, 25, 50, 100];
+
+/// Throughput, latency and traffic against the fraction of transactions that touch a second
+/// shard (4 committees of 24): each such transaction waits for the block that decides the other
+/// shard's part, and shard results also go to the other shard's committee. `cross-shard.csv`.
+fn cross_shard_sweep(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut table = String::new();
+    writeln!(
+        table,
+        "{:>12} {:>10} {:>13} {:>8} {:>8} {:>10} {:>11} {:>11}",
+        "cross-shard",
+        "tx/s",
+        "ratio to 0 %",
+        "p50 (s)",
+        "p99 (s)",
+        "msgs/node",
+        "bytes/node",
+        "violations"
+    )?;
+    let mut csv = String::from(
+        "cross_shard_percent,committees,committee_size,tx_per_sec,ratio_to_local,latency_p50_s,latency_p99_s,messages_per_node,bytes_per_node,safety_violations,chain_rejections\n",
+    );
+    let mut local = None;
+    for pct in CROSS_SHARD_PERCENT {
+        let config = SimConfig::builder()
+            .committees(BYZANTINE_COMMITTEES)
+            .committee_size(COMMITTEE_SIZE)
+            .block_size(BLOCK_SIZE)
+            .blocks(BLOCKS)
+            .seed(SEED)
+            .cross_shard(f64::from(pct) / 100.0)
+            .build()?;
+        let r = Simulation::new(config)?.run();
+        let base = *local.get_or_insert(r.tx_per_sec);
+        let ratio = r.tx_per_sec / base;
+        writeln!(
+            table,
+            "{:>11}% {:>10.1} {:>13.3} {:>8.2} {:>8.2} {:>10.0} {:>11.0} {:>11}",
+            pct,
+            r.tx_per_sec,
+            ratio,
+            r.latency_p50_us as f64 / 1e6,
+            r.latency_p99_us as f64 / 1e6,
+            r.messages_per_node,
+            r.bytes_per_node,
+            r.safety_violations
+        )?;
+        writeln!(
+            csv,
+            "{pct},{BYZANTINE_COMMITTEES},{COMMITTEE_SIZE},{:.3},{ratio:.4},{:.3},{:.3},{:.1},{:.0},{},{}",
+            r.tx_per_sec,
+            r.latency_p50_us as f64 / 1e6,
+            r.latency_p99_us as f64 / 1e6,
+            r.messages_per_node,
+            r.bytes_per_node,
+            r.safety_violations,
+            r.chain_rejections
+        )?;
+        if r.safety_violations + r.chain_rejections > 0 {
+            print!("{table}");
+            return Err("a cross-shard run reported a safety violation or a refused block".into());
+        }
+    }
+    print!("{table}");
+    std::fs::write(out_dir.join("cross-shard.csv"), &csv)?;
+    println!("wrote {}", out_dir.join("cross-shard.csv").display());
+    Ok(())
 }
 
 /// Byzantine members per committee in the sweep (a committee of 24 tolerates 7).
