@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod net;
 pub mod node;
 pub mod rpc;
