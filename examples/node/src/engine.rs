@@ -133,7 +133,19 @@ impl NodeEngine for PowNode<MedRec> {
         if let Input::Transactions(txs) = &input {
             submit_all(ledger, txs)?;
         }
-        Ok(ledger.drive(self, now, input)?)
+        let appended = matches!(input, Input::Appended);
+        let mut outputs = ledger.drive(self, now, input)?;
+        if appended {
+            // The miner orders its pool by account, not by arrival, and forgets a transaction
+            // its template refused (one that depends on another account's, not yet mined). The
+            // ledger's pool is the node's mempool: what is still pending there is offered again
+            // on every new tip (the miner skips what it holds).
+            let pending: Vec<Transaction> = ledger.pending_txs().cloned().collect();
+            if !pending.is_empty() {
+                outputs.extend(ledger.drive(self, now, Input::Transactions(pending))?);
+            }
+        }
+        Ok(outputs)
     }
 
     fn describe(evidence: &Self::Evidence) -> String {
