@@ -161,7 +161,17 @@ struct State<E, S, B, G: NodeEngine> {
     sync_pending: Option<(u64, Time)>,
     events: Option<mpsc::UnboundedSender<Finalised>>,
     last_finalised: Option<u64>,
+    /// Whether the engine has started.
+    started: bool,
+    /// Consensus messages that arrived before the engine started (handed to it at start;
+    /// at most [`MAX_EARLY`]).
+    early: Vec<(Pk, IoBuf)>,
 }
+
+/// The most consensus messages kept for an engine that has not started yet.
+pub const MAX_EARLY: usize = 1024;
+/// The most bytes of them.
+pub const MAX_EARLY_BYTES: usize = 16 << 20;
 
 /// Runs a node until the transport closes: `ledger` is its opened chain, `engine` its
 /// consensus engine (the one the chain's genesis names), `interval` the pause after each block, `rpc` local requests, `events`
@@ -234,23 +244,29 @@ pub async fn run_with_jobs<E, S, R, B, G>(
         sync_pending: None,
         events,
         last_finalised: None,
+        started: false,
+        early: Vec::new(),
     };
     info!(node = %node.name, engine = G::NAME, height = node.ledger.chain().height(), tip = %node.ledger.chain().tip(), "starting");
     let (booted, need) = (now_us(&node.clock), (2 * peers).div_ceil(3));
-    let mut started = false;
     let mut next_status = 0;
     loop {
         let now = now_us(&node.clock);
-        if !started {
+        if !node.started {
             let heard = node
                 .peer_heights
                 .values()
                 .filter(|(_, at)| now < at + PEER_FRESH)
                 .count();
             if heard >= need || now >= booted + START_WAIT {
-                started = true;
+                node.started = true;
                 info!(node = %node.name, peers = heard, "starting consensus");
                 node.input(Input::Start);
+                // What peers that started earlier sent meanwhile (the committee engine's
+                // identities, for one).
+                for (from, bytes) in std::mem::take(&mut node.early) {
+                    node.on_consensus(from, bytes);
+                }
             }
         }
         if now >= next_status {
@@ -412,11 +428,18 @@ where
         }
     }
 
-    fn on_consensus(&mut self, from: Pk, bytes: IoBuf) {
-        let bytes = bytes.as_ref();
-        if bytes.len() > LIMIT_CONSENSUS {
+    fn on_consensus(&mut self, from: Pk, buf: IoBuf) {
+        if buf.as_ref().len() > LIMIT_CONSENSUS {
             return self.block_peer(&from, "oversized consensus message");
         }
+        if !self.started {
+            let held: usize = self.early.iter().map(|(_, b)| b.as_ref().len()).sum();
+            if self.early.len() < MAX_EARLY && held + buf.as_ref().len() <= MAX_EARLY_BYTES {
+                self.early.push((from, buf));
+            }
+            return;
+        }
+        let bytes = buf.as_ref();
         match G::decode_message(bytes) {
             Ok(message) => self.input(Input::Message {
                 from: from_cw(&from),

@@ -371,6 +371,7 @@ impl Sim {
 }
 
 fn runner(seed: u64) -> deterministic::Runner {
+    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).try_init();
     deterministic::Runner::new(
         deterministic::Config::default()
             .with_seed(seed)
