@@ -483,3 +483,78 @@ fn committee_nodes_finalise_the_same_blocks_carrying_the_workflow() {
 fn a_crashed_committee_node_restarts_on_its_store_and_catches_up() {
     a_crashed_node_catches_up(EngineKind::Committee, 13, 1);
 }
+
+#[test]
+fn a_genesis_without_an_engine_runs_tendermint_and_an_unknown_engine_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = medledger_node::config::init(dir.path(), 1, 31_000, 100).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&c.genesis).unwrap()).unwrap();
+    assert_eq!(json["engine"], "tendermint");
+    json.as_object_mut().unwrap().remove("engine");
+    let path = dir.path().join("no-engine.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let genesis: Genesis = medledger_node::config::read_json(&path).unwrap();
+    assert_eq!(genesis.engine, EngineKind::Tendermint);
+    assert!(genesis.chain(None).is_ok());
+
+    json["engine"] = "raft".into();
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = medledger_node::config::read_json::<Genesis>(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown variant `raft`"), "{err}");
+    let err = "raft".parse::<EngineKind>().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "unknown engine \"raft\": expected tendermint, pow or committee"
+    );
+}
+
+#[test]
+fn init_writes_a_genesis_naming_the_engine_with_its_parameters() {
+    for engine in [EngineKind::Pow, EngineKind::Committee] {
+        let dir = tempfile::tempdir().unwrap();
+        let c =
+            medledger_node::config::init_with_engine(dir.path(), 4, 31_000, 100, engine).unwrap();
+        let genesis: Genesis = medledger_node::config::read_json(&c.genesis).unwrap();
+        assert_eq!(genesis.engine, engine);
+        assert!(genesis.chain(None).is_err(), "not a Tendermint genesis");
+        match engine {
+            EngineKind::Pow => {
+                assert_eq!(genesis.pow, Some(PowGenesis::default()));
+                assert!(genesis.pow_chain(None, None).is_ok());
+            }
+            _ => {
+                assert_eq!(genesis.committee, Some(CommitteeGenesis::default()));
+                assert!(genesis.committee_chain(None, None).is_ok());
+            }
+        }
+        assert_eq!(
+            genesis.chain_id().unwrap(),
+            medledger_node::web::local::chain_id(&genesis).unwrap()
+        );
+    }
+}
+
+#[test]
+fn proof_of_work_parameters_out_of_range_are_refused_with_the_reason() {
+    let pow = |difficulty_bits, hashes_per_slice, slice_ms| PowGenesis {
+        difficulty_bits,
+        hashes_per_slice,
+        slice_ms,
+        max_reorg_depth: 10,
+    };
+    for (bad, reason) in [
+        (pow(0, 64, 10), "difficulty_bits"),
+        (pow(49, 64, 10), "difficulty_bits"),
+        (pow(12, 0, 10), "hashes_per_slice"),
+        (pow(12, 64, 0), "slice_ms"),
+    ] {
+        let err = bad.params().unwrap_err().to_string();
+        assert!(err.contains(reason), "{err}");
+    }
+    // 12 bits: the top twelve bits of the target are clear, the rest set.
+    let limit = pow(12, 64, 10).params().unwrap().pow_limit_target();
+    assert_eq!(limit.to_be_bytes()[..3], [0x00, 0x0f, 0xff]);
+}
