@@ -60,7 +60,7 @@ fn genesis(engine: EngineKind, authority: &Keypair) -> Genesis {
         block_interval_ms: 200,
         engine,
         // 2^13 hashes a block; each node 64 hashes every 20 ms: a block about every 0.6 s.
-        pow: (engine == EngineKind::Pow).then(|| PowGenesis {
+        pow: (engine == EngineKind::Pow).then_some(PowGenesis {
             difficulty_bits: 13,
             hashes_per_slice: 64,
             slice_ms: 20,
