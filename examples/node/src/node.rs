@@ -174,8 +174,8 @@ pub const MAX_EARLY: usize = 1024;
 pub const MAX_EARLY_BYTES: usize = 16 << 20;
 
 /// Runs a node until the transport closes: `ledger` is its opened chain, `engine` its
-/// consensus engine (the one the chain's genesis names), `interval` the pause after each block, `rpc` local requests, `events`
-/// where to report each finalised block.
+/// consensus engine (the one the chain's genesis names), `interval` the pause after each
+/// block, `rpc` local requests, `events` where to report each finalised block.
 #[allow(clippy::too_many_arguments)] // the node's parts, each distinct
 pub async fn run<E, S, R, B, G>(
     clock: E,

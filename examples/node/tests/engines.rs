@@ -25,7 +25,9 @@ use medledger_node::config::{
     hex_encode, CommitteeGenesis, EngineKind, Genesis, NamedKey, PowGenesis,
 };
 use medledger_node::net::{committee_engine, node_ledger, pow_engine, transport_key};
-use medledger_node::node::{self, Finalised, Pk, RpcCall, RpcRequest, RuntimeClock, Transport};
+use medledger_node::node::{
+    self, Finalised, NodeAccess, NodeJob, Pk, RpcCall, RpcRequest, RuntimeClock, Transport,
+};
 use medledger_node::wire::*;
 
 type Ctx = deterministic::Context;
@@ -164,6 +166,8 @@ struct Sim {
     genesis: Genesis,
     stores: tempfile::TempDir,
     rpcs: Vec<mpsc::UnboundedSender<RpcCall>>,
+    /// Each node's job channel: the web API's way into the loop.
+    jobs: Vec<mpsc::UnboundedSender<NodeJob>>,
     handles: Vec<Option<Handle<()>>>,
     events_tx: mpsc::UnboundedSender<Finalised>,
     events: mpsc::UnboundedReceiver<Finalised>,
@@ -199,6 +203,7 @@ impl Sim {
         }
         let (events_tx, events) = mpsc::unbounded_channel();
         let (placeholder, _) = mpsc::unbounded_channel();
+        let (no_jobs, _) = mpsc::unbounded_channel();
         let mut sim = Sim {
             ctx,
             oracle,
@@ -206,6 +211,7 @@ impl Sim {
             genesis,
             stores: tempfile::tempdir().unwrap(),
             rpcs: vec![placeholder; NODES],
+            jobs: vec![no_jobs; NODES],
             handles: (0..NODES).map(|_| None).collect(),
             events_tx,
             events,
@@ -244,6 +250,7 @@ impl Sim {
         let store = FileStore::open(self.stores.path().join(format!("node-{i}.ledger"))).unwrap();
         let key = Keypair::from_secret_bytes(&node_seed(i));
         let (rpc_tx, rpc) = mpsc::unbounded_channel();
+        let (jobs_tx, jobs) = mpsc::unbounded_channel();
         let events = Some(self.events_tx.clone());
         let name = format!("hospital-{i}");
         let interval = Duration::from_millis(self.genesis.block_interval_ms);
@@ -254,7 +261,9 @@ impl Sim {
                 let ledger = node_ledger(chain).unwrap();
                 let engine = pow_engine(&key, &self.genesis.pow_params());
                 ctx.spawn(move |ctx| {
-                    node::run(ctx, name, ledger, engine, interval, transport, rpc, events)
+                    node::run_with_jobs(
+                        ctx, name, ledger, engine, interval, transport, rpc, jobs, events,
+                    )
                 })
             }
             EngineKind::Committee => {
@@ -269,13 +278,30 @@ impl Sim {
                     .collect();
                 let engine = committee_engine(&ledger, &self.genesis, key, peers);
                 ctx.spawn(move |ctx| {
-                    node::run(ctx, name, ledger, engine, interval, transport, rpc, events)
+                    node::run_with_jobs(
+                        ctx, name, ledger, engine, interval, transport, rpc, jobs, events,
+                    )
                 })
             }
             EngineKind::Tendermint => unreachable!("simulated.rs runs Tendermint nodes"),
         };
         self.rpcs[i] = rpc_tx;
+        self.jobs[i] = jobs_tx;
         self.handles[i] = Some(handle);
+    }
+
+    /// Runs `work` on node `i`'s loop, as the web API does, and returns what it returned.
+    async fn job<T: Send + 'static>(
+        &self,
+        i: usize,
+        work: impl FnOnce(&mut dyn NodeAccess) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = oneshot::channel();
+        let job: NodeJob = Box::new(move |node| {
+            let _ = tx.send(work(node));
+        });
+        self.jobs[i].send(job).expect("the node runs");
+        rx.await.expect("the node answers")
     }
 
     fn alive(&self) -> Vec<usize> {
@@ -425,6 +451,25 @@ fn all_hold_the_workflow(engine: EngineKind, seed: u64, depth: u64) -> (u64, Str
                 *count,
                 sim.txs.len(),
                 "{node} holds {count} of the workflow's transactions by height {common}"
+            );
+        }
+        // What the web API reads, through the same view whatever the engine: on every node the
+        // patient accepted the hospital's relationship.
+        let rel = RelationshipId::of(
+            Keypair::from_secret_bytes(&[52; 32]).account(),
+            Keypair::from_secret_bytes(&[50; 32]).account(),
+        );
+        for i in 0..NODES {
+            let accepted = sim
+                .job(i, move |node| {
+                    let access = node.ledger().chain().access();
+                    access.relationship(&rel).map(|r| r.accepted.is_some())
+                })
+                .await;
+            assert_eq!(
+                accepted,
+                Some(true),
+                "node {i}'s web view of the relationship"
             );
         }
         (common, hash)
