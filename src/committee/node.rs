@@ -1811,6 +1811,20 @@ impl Protocol for Node {
         now: Time,
         input: ProtocolInput<Self>,
     ) -> Result<Outputs<Self>, Self::Error> {
+        Ok(self.handle_with(host, now, input))
+    }
+}
+
+impl Node {
+    /// [`Protocol::handle`] with a host that borrows what it reads (the interface's
+    /// [`Ledger`](Protocol::Ledger), `dyn Host`, must own it): a node's driver can hand the
+    /// node a host over its own ledger for one input.
+    pub fn handle_with(
+        &mut self,
+        host: &mut dyn Host,
+        now: Time,
+        input: ProtocolInput<Self>,
+    ) -> Outputs<Self> {
         let steps = match input {
             Input::Start => self.start(now, host),
             Input::Message { from, message } => self.on_message(from, message, now, host),
@@ -1820,6 +1834,6 @@ impl Protocol for Node {
             // epoch needs (randomness, directory) beyond the ledger's tip.
             Input::Transactions(_) | Input::Appended => Vec::new(),
         };
-        Ok(self.outputs(steps))
+        self.outputs(steps)
     }
 }
