@@ -1,0 +1,316 @@
+//! The state on disk (feature `redb`): a chain whose state lives in a redb database, with a
+//! cache far smaller than the state, follows the same blocks as a chain whose state is in
+//! memory, to the same roots, the same entries and the same access decisions; it commits the
+//! height and root with every block, reorganises to the same state, and a refused block leaves
+//! its database as it was.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use medledger::access::{
+    AccessOp, AccessRequest, Action, ActionSet, Decision, GrantTerms, Period, PurposeSet, Role,
+    Scope, Viewer,
+};
+use medledger::chain::ManualClock;
+use medledger::pow::ProofOfWork;
+use medledger::purpose::PurposeOfUse::Treatment;
+use medledger::state::disk::DiskConfig;
+use medledger::state::StateBackend;
+use medledger::tx::Keypair;
+use medledger::{Chain, ChainBuilder, ChainError};
+
+struct World {
+    net: Net,
+    authority: Keypair,
+    hospital: Keypair,
+    specialist: Keypair,
+    patients: Vec<Keypair>,
+}
+
+/// A memory-backed chain through the MedRec workflow for `n` patients: registration, a
+/// relationship with a record, acceptance and a grant each.
+fn world(n: u8) -> World {
+    let authority = Keypair::from_seed(&[1; 32]);
+    let hospital = Keypair::from_seed(&[2; 32]);
+    let specialist = Keypair::from_seed(&[3; 32]);
+    let patients: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed(&[10 + i; 32])).collect();
+    let mut net = Net::new(&[("Regional Health Authority", &authority)]);
+    let mut ops = vec![
+        (
+            &authority,
+            AccessOp::CertifyProvider {
+                provider: hospital.account(),
+                emergency: false,
+            },
+        ),
+        (
+            &hospital,
+            register_op(&hospital, Role::Provider, "St Mary's Hospital"),
+        ),
+        (
+            &specialist,
+            register_op(&specialist, Role::Provider, "Dr Okafor"),
+        ),
+    ];
+    for (i, p) in patients.iter().enumerate() {
+        ops.push((p, register_op(p, Role::Patient, &format!("NHS-{i}"))));
+    }
+    net.run(ops);
+    let mut ops = Vec::new();
+    for (i, p) in patients.iter().enumerate() {
+        ops.push((
+            &hospital,
+            AccessOp::CreateRelationship {
+                patient: p.account(),
+            },
+        ));
+        ops.push((
+            &hospital,
+            AccessOp::AddPointer {
+                relationship: relationship(p, &hospital),
+                record: record(i as u8, medledger::access::Category::Imaging),
+                replaces: None,
+            },
+        ));
+    }
+    net.run_after(DAY, ops);
+    let mut w = World {
+        net,
+        authority,
+        hospital,
+        specialist,
+        patients,
+    };
+    for i in 0..w.patients.len() {
+        w.accept_and_grant(i);
+    }
+    w
+}
+
+impl World {
+    fn accept_and_grant(&mut self, i: usize) {
+        let p = &self.patients[i];
+        let rel = relationship(p, &self.hospital);
+        let terms = GrantTerms::new(
+            rel,
+            Viewer::Account(self.specialist.account()),
+            Scope::All,
+            ActionSet::of(&[Action::Read]),
+            PurposeSet::of(&[Treatment]),
+            Period::lasting(self.net.now, 30 * DAY),
+        );
+        let txs = self.net.sign_all(vec![
+            (p, AccessOp::AcceptRelationship { relationship: rel }),
+            (p, AccessOp::Grant { terms, under: None }),
+        ]);
+        self.net.mine(3600, txs);
+    }
+
+    fn builder(&self) -> ChainBuilder<ProofOfWork> {
+        ChainBuilder::new("access-tests", engine())
+            .genesis_time(T0)
+            .clock(Arc::new(ManualClock::new(self.net.now + DAY)))
+            .authority("Regional Health Authority", self.authority.public())
+    }
+
+    /// A chain on disk in `dir`, caching `cache` values per table, at genesis.
+    fn disk_chain(&self, dir: &std::path::Path, cache: usize) -> Chain<ProofOfWork> {
+        self.builder()
+            .state_backend(StateBackend::Disk(
+                DiskConfig::new(dir).cache_entries(cache),
+            ))
+            .build()
+            .unwrap()
+    }
+
+    /// The specialist's read of patient `i`'s first record, on `chain`.
+    fn read(&self, chain: &Chain<ProofOfWork>, i: usize) -> Decision {
+        let p = &self.patients[i];
+        let pointer = chain.access().pointers_of(&relationship(p, &self.hospital))[0].id;
+        chain.decide(&AccessRequest::new(
+            self.specialist.account(),
+            p.account(),
+            pointer,
+            Action::Read,
+            Treatment,
+            self.net.now + 1,
+        ))
+    }
+}
+
+/// Every entry of the state, as exported snapshot chunks (sorted by state key).
+fn entries(chain: &Chain<ProofOfWork>) -> Vec<Vec<u8>> {
+    chain
+        .snapshot(64)
+        .unwrap()
+        .iter()
+        .map(|c| c.encode())
+        .collect()
+}
+
+fn disk_tip(chain: &Chain<ProofOfWork>) -> (u64, medledger::hash::StateRoot) {
+    chain
+        .state()
+        .disk_tip()
+        .unwrap()
+        .expect("the state is on disk")
+}
+
+#[test]
+fn a_disk_state_with_a_small_cache_follows_blocks_like_the_memory_state() {
+    let w = world(12);
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = w.disk_chain(dir.path(), 4);
+    assert!(disk.state().is_on_disk());
+    assert!(!w.net.chain.state().is_on_disk());
+    assert_eq!(disk_tip(&disk), (0, disk.state().root()));
+    for h in 1..=w.net.chain.height() {
+        let block = w
+            .net
+            .chain
+            .block(&w.net.chain.hash_at(h).unwrap())
+            .unwrap()
+            .unwrap();
+        disk.append(block).unwrap();
+        assert_eq!(
+            disk.state().root(),
+            w.net.chain.state_tree_at(h).unwrap().root()
+        );
+        assert_eq!(disk_tip(&disk), (h, disk.state().root()), "height {h}");
+    }
+    assert_eq!(disk.tip(), w.net.chain.tip());
+    assert_eq!(entries(&disk), entries(&w.net.chain));
+    for i in 0..w.patients.len() {
+        let decision = w.read(&disk, i);
+        assert!(decision.is_permit(), "patient {i}: {decision:?}");
+        assert_eq!(decision, w.read(&w.net.chain, i));
+    }
+    // Replay from genesis (in memory) agrees with the state read back from disk.
+    assert_eq!(disk.replay_state().unwrap().root(), disk.state().root());
+}
+
+#[test]
+fn building_on_a_state_dir_starts_it_afresh_and_replays_the_store() {
+    let w = world(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = w.disk_chain(dir.path(), 16);
+    for h in 1..=w.net.chain.height() {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        first
+            .append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    let store = first.into_store();
+    drop(store);
+    // A chain built over the same directory with an empty store is at genesis again.
+    let again = w.disk_chain(dir.path(), 16);
+    assert_eq!(again.height(), 0);
+    assert_eq!(disk_tip(&again), (0, again.state().root()));
+    assert_eq!(
+        again.state().root(),
+        w.net.chain.state_tree_at(0).unwrap().root()
+    );
+}
+
+#[test]
+fn a_reorganisation_on_disk_reaches_the_state_of_the_other_branch() {
+    let w = world(4);
+    let fork = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = w.disk_chain(dir.path(), 2);
+    for h in 1..=fork {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        disk.append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    // Branch A (one block): the specialist records a read of patient 0.
+    // Branch B (two blocks, heavier): patients 1 and 2 revoke nothing but add records.
+    let branch = |ops: &dyn Fn(&World) -> Vec<Vec<(&Keypair, AccessOp)>>| {
+        let mut net = Net::new(&[("Regional Health Authority", &w.authority)]);
+        net.clock.set(w.net.now);
+        for h in 1..=fork {
+            let hash = w.net.chain.hash_at(h).unwrap();
+            net.chain
+                .append(w.net.chain.block(&hash).unwrap().unwrap())
+                .unwrap();
+        }
+        net.now = w.net.now;
+        for block_ops in ops(&w) {
+            net.run(block_ops);
+        }
+        net
+    };
+    let a = branch(&|w| {
+        vec![vec![(
+            &w.hospital,
+            AccessOp::AddPointer {
+                relationship: relationship(&w.patients[0], &w.hospital),
+                record: record(100, medledger::access::Category::Imaging),
+                replaces: None,
+            },
+        )]]
+    });
+    let b = branch(&|w| {
+        (1..3)
+            .map(|i| {
+                vec![(
+                    &w.hospital,
+                    AccessOp::AddPointer {
+                        relationship: relationship(&w.patients[i], &w.hospital),
+                        record: record(200 + i as u8, medledger::access::Category::Imaging),
+                        replaces: None,
+                    },
+                )]
+            })
+            .collect()
+    });
+    let block_of = |net: &Net, h: u64| {
+        net.chain
+            .block(&net.chain.hash_at(h).unwrap())
+            .unwrap()
+            .unwrap()
+    };
+    disk.append(block_of(&a, fork + 1)).unwrap();
+    assert_eq!(entries(&disk), entries(&a.chain));
+    assert!(disk
+        .append(block_of(&b, fork + 1))
+        .unwrap()
+        .is_side_branch());
+    let out = disk.append(block_of(&b, fork + 2)).unwrap();
+    assert_eq!(out.reverted, vec![a.chain.tip()]);
+    assert_eq!(disk.tip(), b.chain.tip());
+    assert_eq!(disk.state().root(), b.chain.state().root());
+    assert_eq!(disk_tip(&disk), (fork + 2, b.chain.state().root()));
+    assert_eq!(entries(&disk), entries(&b.chain));
+    // The record branch A added is gone, branch B's are there.
+    let rel0 = relationship(&w.patients[0], &w.hospital);
+    assert_eq!(disk.access().pointers_of(&rel0).len(), 1);
+    let rel1 = relationship(&w.patients[1], &w.hospital);
+    assert_eq!(disk.access().pointers_of(&rel1).len(), 2);
+}
+
+#[test]
+fn a_refused_block_leaves_the_disk_state_unchanged() {
+    let mut w = world(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = w.disk_chain(dir.path(), 8);
+    for h in 1..=w.net.chain.height() {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        disk.append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    let before = (disk_tip(&disk), entries(&disk));
+    // The first patient accepts again: refused by the state, so the forced block is refused.
+    let p = Keypair::from_seed(&[10; 32]);
+    let rel = relationship(&p, &w.hospital);
+    let tx = w
+        .net
+        .sign(&p, AccessOp::AcceptRelationship { relationship: rel });
+    w.net.now += 60;
+    let block = w.net.forced_block(60, vec![tx]);
+    let err = disk.append(block).unwrap_err();
+    assert!(matches!(err, ChainError::Tx { .. }), "{err}");
+    assert_eq!((disk_tip(&disk), entries(&disk)), before);
+}
