@@ -214,6 +214,26 @@ fn building_on_a_state_dir_starts_it_afresh_and_replays_the_store() {
     );
 }
 
+/// The operations of one block.
+type Ops<'a> = Vec<(&'a Keypair, AccessOp)>;
+
+/// A memory-backed chain with `w`'s blocks, then one block of each of `blocks`.
+fn branch(w: &World, blocks: Vec<Ops<'_>>) -> Net {
+    let mut net = Net::new(&[("Regional Health Authority", &w.authority)]);
+    net.clock.set(w.net.now);
+    for h in 1..=w.net.chain.height() {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        net.chain
+            .append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    net.now = w.net.now;
+    for ops in blocks {
+        net.run(ops);
+    }
+    net
+}
+
 #[test]
 fn a_reorganisation_on_disk_reaches_the_state_of_the_other_branch() {
     let w = world(4);
@@ -225,24 +245,10 @@ fn a_reorganisation_on_disk_reaches_the_state_of_the_other_branch() {
         disk.append(w.net.chain.block(&hash).unwrap().unwrap())
             .unwrap();
     }
-    // Branch A (one block): the specialist records a read of patient 0.
-    // Branch B (two blocks, heavier): patients 1 and 2 revoke nothing but add records.
-    let branch = |ops: &dyn Fn(&World) -> Vec<Vec<(&Keypair, AccessOp)>>| {
-        let mut net = Net::new(&[("Regional Health Authority", &w.authority)]);
-        net.clock.set(w.net.now);
-        for h in 1..=fork {
-            let hash = w.net.chain.hash_at(h).unwrap();
-            net.chain
-                .append(w.net.chain.block(&hash).unwrap().unwrap())
-                .unwrap();
-        }
-        net.now = w.net.now;
-        for block_ops in ops(&w) {
-            net.run(block_ops);
-        }
-        net
-    };
-    let a = branch(&|w| {
+    // Branch A (one block) adds a record for patient 0; branch B (two blocks, heavier) one
+    // each for patients 1 and 2.
+    let a = branch(
+        &w,
         vec![vec![(
             &w.hospital,
             AccessOp::AddPointer {
@@ -250,9 +256,10 @@ fn a_reorganisation_on_disk_reaches_the_state_of_the_other_branch() {
                 record: record(100, medledger::access::Category::Imaging),
                 replaces: None,
             },
-        )]]
-    });
-    let b = branch(&|w| {
+        )]],
+    );
+    let b = branch(
+        &w,
         (1..3)
             .map(|i| {
                 vec![(
@@ -264,8 +271,8 @@ fn a_reorganisation_on_disk_reaches_the_state_of_the_other_branch() {
                     },
                 )]
             })
-            .collect()
-    });
+            .collect(),
+    );
     let block_of = |net: &Net, h: u64| {
         net.chain
             .block(&net.chain.hash_at(h).unwrap())

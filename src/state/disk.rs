@@ -191,6 +191,9 @@ impl fmt::Debug for StateDb {
     }
 }
 
+/// A committed entry as canonical bodies: `(key, value)`.
+pub(crate) type EncodedEntry = (Vec<u8>, Vec<u8>);
+
 /// One table's write of a block, as canonical bodies: `(key, Some(value))` or `(key, None)`
 /// to delete.
 pub(crate) type EncodedWrite = (Vec<u8>, Option<Vec<u8>>);
@@ -212,7 +215,7 @@ impl DiskState {
     /// `height` with `root`, keeping undo records for `undo_blocks` blocks.
     pub(crate) fn create(
         config: &DiskConfig,
-        tables: &[(&'static str, Vec<(Vec<u8>, Vec<u8>)>)],
+        tables: &[(&'static str, Vec<EncodedEntry>)],
         height: u64,
         root: StateRoot,
         undo_blocks: u64,

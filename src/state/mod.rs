@@ -550,7 +550,7 @@ impl<T: AppState> State<T> {
     /// untracked commit); on disk, in one database transaction first.
     fn commit(&mut self, tree: StateTree) -> Result<BlockUndo, StoreError> {
         #[cfg(feature = "redb")]
-        if self.disk.is_some() {
+        if let Some(mut disk) = self.disk.take() {
             let tables = self.tables();
             let tags: Vec<&'static str> = tables.iter().map(|t| t.tag()).collect();
             let writes: Vec<Vec<disk::EncodedWrite>> = tables
@@ -561,12 +561,9 @@ impl<T: AppState> State<T> {
                     out
                 })
                 .collect();
-            let root = tree.root();
-            let written = self
-                .disk
-                .as_mut()
-                .expect("checked above")
-                .commit_block(&tags, &writes, root);
+            drop(tables);
+            let written = disk.commit_block(&tags, &writes, tree.root());
+            self.disk = Some(disk);
             if let Err(e) = written {
                 self.discard();
                 return Err(StoreError::Backend(Box::new(e)));
@@ -595,17 +592,12 @@ impl<T: AppState> State<T> {
     /// agree (see [`disk`]).
     pub(crate) fn undo(&mut self, undo: BlockUndo) {
         #[cfg(feature = "redb")]
-        if self.disk.is_some() {
+        if let Some(mut disk) = self.disk.take() {
             let tags: Vec<&'static str> = self.tables().iter().map(|t| t.tag()).collect();
-            let root = undo.tree.root();
-            if let Err(e) = self
-                .disk
-                .as_mut()
-                .expect("checked above")
-                .undo_block(&tags, root)
-            {
+            if let Err(e) = disk.undo_block(&tags, undo.tree.root()) {
                 panic!("state database: cannot undo a block: {e}");
             }
+            self.disk = Some(disk);
         }
         for (t, u) in self.tables_mut().into_iter().zip(undo.tables) {
             t.undo_block(u);

@@ -94,7 +94,7 @@ enum Committed<K, V> {
     Memory(HashMap<K, V>),
     /// In the state database, with a bounded cache of decoded values.
     #[cfg(feature = "redb")]
-    Disk(DiskTable<K, V>),
+    Disk(Box<DiskTable<K, V>>),
 }
 
 /// What undoes a table's block: the replaced values (memory), or the keys written, whose
@@ -241,7 +241,7 @@ where
     #[cfg(feature = "redb")]
     fn move_to_disk(&mut self, db: &StateDb) {
         debug_assert!(self.pending.is_empty(), "move_to_disk with pending writes");
-        self.committed = Committed::Disk(DiskTable::open(db, self.tag));
+        self.committed = Committed::Disk(Box::new(DiskTable::open(db, self.tag)));
     }
 
     fn insert_encoded(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError> {
