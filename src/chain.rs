@@ -436,9 +436,10 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         self
     }
     /// Where the state's committed entries live (default [`StateBackend::Memory`]). With
-    /// [`StateBackend::Disk`] (feature `redb`), [`build`](Self::build) writes the state it
-    /// starts from (genesis, or the store's checkpoint) into the directory, replacing what it
-    /// held, and every later block commits there (see [`crate::state::disk`]).
+    /// `StateBackend::Disk` (feature `redb`), [`build`](Self::build) starts from the state the
+    /// directory holds if it matches the stored main chain (no replay), and otherwise writes the
+    /// state it starts from (genesis, or the store's checkpoint) into the directory, replacing
+    /// what it held; every later block commits there (see `state::disk`).
     pub fn state_backend(mut self, backend: StateBackend) -> Self {
         self.state_backend = backend;
         self
@@ -475,8 +476,10 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
                 })
             }
             Some(_) => {
-                chain.resume_from_checkpoint()?;
-                chain.use_backend(&backend)?;
+                if !chain.resume_from_disk(&backend)? {
+                    chain.resume_from_checkpoint()?;
+                    chain.use_backend(&backend)?;
+                }
                 chain.reload(&stored[1..])?;
             }
         }
@@ -1411,14 +1414,9 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         if height == 0 || self.store.main_hash(height)? != Some(checkpoint.block) {
             return Ok(false);
         }
-        let mut headers = Vec::new();
-        for h in 1..=height {
-            let hash = self.store.main_hash(h)?;
-            match hash.map(|hash| self.block(&hash)).transpose()? {
-                Some(Some(block)) if Some(block.hash()) == hash => headers.push(block.header),
-                _ => return Ok(false),
-            }
-        }
+        let Some(headers) = self.stored_headers(height)? else {
+            return Ok(false);
+        };
         let resumed = (|| {
             for header in &headers {
                 self.accept_header(header).ok()?;
@@ -1440,6 +1438,54 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         self.tree_base = height;
         self.state = state;
         Ok(true)
+    }
+
+    /// The headers of the stored main chain from height 1 to `height`, if the store has them all.
+    fn stored_headers(&self, height: u64) -> ChainResult<Option<Vec<Header<C::Seal>>>, A> {
+        let mut headers = Vec::new();
+        for h in 1..=height {
+            let hash = self.store.main_hash(h)?;
+            match hash.map(|hash| self.block(&hash)).transpose()? {
+                Some(Some(block)) if Some(block.hash()) == hash => headers.push(block.header),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(headers))
+    }
+
+    /// Starts from the state a disk backend's directory holds (without replay), if it holds
+    /// one whose root is the state root of the stored main chain's header at its height: the
+    /// headers up to it are taken from the store and checked by the engine (bodies not
+    /// executed), as for a checkpoint. Returns whether it did; if not, the chain is as it was
+    /// (at genesis) and the directory is left for [`use_backend`](Self::use_backend) to
+    /// rewrite.
+    fn resume_from_disk(&mut self, backend: &StateBackend) -> ChainResult<bool, A> {
+        #[cfg(feature = "redb")]
+        if let StateBackend::Disk(config) = backend {
+            // A directory that cannot be read or does not check is rebuilt, as a damaged
+            // checkpoint is: the blocks are the truth.
+            let Ok(Some((state, height))) =
+                State::reopen_disk(config, self.max_reorg_depth.saturating_add(1))
+            else {
+                return Ok(false);
+            };
+            let Some(headers) = self.stored_headers(height)? else {
+                return Ok(false);
+            };
+            let accepted = headers.iter().all(|h| self.accept_header(h).is_ok());
+            if !accepted || self.tip_header().state_root != state.root() {
+                let genesis = self.main[0];
+                self.main.truncate(1);
+                self.index.retain(|hash, _| *hash == genesis);
+                return Ok(false);
+            }
+            self.trees = vec![state.tree().clone()];
+            self.tree_base = height;
+            self.state = state;
+            return Ok(true);
+        }
+        let _ = backend;
+        Ok(false)
     }
 
     /// Adds `header` to the main chain without its body (opening from a snapshot): the header

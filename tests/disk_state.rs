@@ -18,6 +18,7 @@ use medledger::pow::ProofOfWork;
 use medledger::purpose::PurposeOfUse::Treatment;
 use medledger::state::disk::DiskConfig;
 use medledger::state::StateBackend;
+use medledger::store::Store;
 use medledger::tx::Keypair;
 use medledger::{Chain, ChainBuilder, ChainError};
 
@@ -191,27 +192,97 @@ fn a_disk_state_with_a_small_cache_follows_blocks_like_the_memory_state() {
     assert_eq!(disk.replay_state().unwrap().root(), disk.state().root());
 }
 
-#[test]
-fn building_on_a_state_dir_starts_it_afresh_and_replays_the_store() {
-    let w = world(3);
-    let dir = tempfile::tempdir().unwrap();
-    let mut first = w.disk_chain(dir.path(), 16);
-    for h in 1..=w.net.chain.height() {
+/// A chain on disk in `dir` with the store `store`.
+fn reopen(w: &World, dir: &std::path::Path, store: Box<dyn Store>) -> Chain<ProofOfWork> {
+    w.builder()
+        .boxed_store(store)
+        .state_backend(StateBackend::Disk(DiskConfig::new(dir).cache_entries(16)))
+        .build()
+        .unwrap()
+}
+
+/// A disk chain in `dir` with `w`'s blocks up to `height`.
+fn disk_chain_to(w: &World, dir: &std::path::Path, height: u64) -> Chain<ProofOfWork> {
+    let mut chain = w.disk_chain(dir, 16);
+    for h in 1..=height {
         let hash = w.net.chain.hash_at(h).unwrap();
-        first
+        chain
             .append(w.net.chain.block(&hash).unwrap().unwrap())
             .unwrap();
     }
+    chain
+}
+
+#[test]
+fn a_reopened_chain_reads_its_state_from_disk_without_replay() {
+    let w = world(5);
+    let top = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let first = disk_chain_to(&w, dir.path(), top - 2);
     let store = first.into_store();
-    drop(store);
-    // A chain built over the same directory with an empty store is at genesis again.
+    let mut again = reopen(&w, dir.path(), store);
+    assert_eq!(again.height(), top - 2);
+    // Nothing was replayed: no undo data, no state tree below the height it opened at.
+    assert_eq!(again.undo_depth(), 0);
+    assert!(again.state_tree_at(top - 3).is_none());
+    let expected = w.net.chain.state_tree_at(top - 2).unwrap().root();
+    assert_eq!(again.state().root(), expected);
+    assert_eq!(disk_tip(&again), (top - 2, expected));
+    // It follows the next blocks to the same state as the chain that replayed them.
+    for h in top - 1..=top {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        again
+            .append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    assert_eq!(entries(&again), entries(&w.net.chain));
+    for i in 0..w.patients.len() {
+        assert_eq!(w.read(&again, i), w.read(&w.net.chain, i));
+    }
+}
+
+#[test]
+fn a_damaged_state_dir_is_rebuilt_by_replaying_the_store() {
+    let w = world(3);
+    let top = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let store = disk_chain_to(&w, dir.path(), top).into_store();
+    {
+        // Change one account's entry behind the chain's back.
+        use redb::ReadableTable;
+        let db = redb::Database::open(dir.path().join("state.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn
+                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("state:accounts"))
+                .unwrap();
+            let (k, mut v) = {
+                let (k, v) = t.first().unwrap().unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            };
+            v[0] ^= 1;
+            t.insert(k.as_slice(), v.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let again = reopen(&w, dir.path(), store);
+    assert_eq!(again.height(), top);
+    assert!(again.undo_depth() > 0, "the store's blocks were replayed");
+    assert_eq!(again.state().root(), w.net.chain.state().root());
+    assert_eq!(disk_tip(&again), (top, w.net.chain.state().root()));
+    assert_eq!(entries(&again), entries(&w.net.chain));
+}
+
+#[test]
+fn building_on_a_state_dir_with_an_empty_store_starts_it_afresh() {
+    let w = world(3);
+    let dir = tempfile::tempdir().unwrap();
+    drop(disk_chain_to(&w, dir.path(), w.net.chain.height()));
     let again = w.disk_chain(dir.path(), 16);
     assert_eq!(again.height(), 0);
-    assert_eq!(disk_tip(&again), (0, again.state().root()));
-    assert_eq!(
-        again.state().root(),
-        w.net.chain.state_tree_at(0).unwrap().root()
-    );
+    let genesis = w.net.chain.state_tree_at(0).unwrap().root();
+    assert_eq!(again.state().root(), genesis);
+    assert_eq!(disk_tip(&again), (0, genesis));
 }
 
 /// The operations of one block.

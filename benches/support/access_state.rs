@@ -47,9 +47,19 @@ pub fn lab_record_op(rel: RelationshipId, i: u64) -> AccessOp {
 /// record, and a grant to one of the viewers; returns it with the (viewer, patient, pointer)
 /// triples.
 pub fn build_state(n: u64) -> (State, Vec<(AccountId, AccountId, PointerId)>) {
+    build_state_with(n, |_| {})
+}
+
+/// [`build_state`], with `setup` run on the genesis state first (to move it to disk, say).
+#[allow(dead_code)]
+pub fn build_state_with(
+    n: u64,
+    setup: impl FnOnce(&mut State),
+) -> (State, Vec<(AccountId, AccountId, PointerId)>) {
     let authority = pk(0, 0);
     let mut state = medledger::access::bench_genesis(&[("Authority".into(), authority)], T0)
         .expect("a valid authority");
+    setup(&mut state);
     let mut tx_counter = 0u64;
     let mut next_tx = || {
         tx_counter += 1;

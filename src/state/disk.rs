@@ -41,13 +41,25 @@
 //! entries read in between. Absent keys are cached too, so a refused lookup is not a disk read
 //! the second time.
 //!
+//! # Reopening
+//!
+//! A chain built on a directory that holds a state, over a store whose main chain reaches that
+//! state's height, starts from it without replay: the tables read from the database, the
+//! headers up to the height are taken from the store and checked by the engine (as for a
+//! checkpoint), the state tree is rebuilt from the entries (hashing, not executing), and its
+//! root must be both the one `meta` recorded and the header's. Otherwise (no state, another
+//! format, a damaged or foreign one, a store that lost the blocks) the directory is written
+//! afresh from genesis or the store's checkpoint and the later blocks replay. As after a
+//! checkpoint, the reopened chain keeps no undo data below the height it opened at.
+//!
 //! # Not yet done
 //!
-//! * The authenticated state tree ([`StateTree`](crate::smt::StateTree)) is still in memory;
-//!   its nodes move into the same database next (a node store with the upper levels cached).
-//! * Opening a chain writes the state it starts from into the directory afresh (from genesis,
-//!   or the store's checkpoint) and replays the later blocks: the height and root in `meta` are
-//!   written so that reopening without replay can check them against the tip's header.
+//! * The authenticated state tree ([`StateTree`](crate::smt::StateTree)) is still in memory,
+//!   and reopening rebuilds it from every entry: its nodes move into the same database next
+//!   (a node store with the upper levels cached, the same roots and proofs as the memory tree),
+//!   which makes both memory and reopening independent of the number of entries.
+//! * The chain keeps every height's state tree (shared structure) for proofs "as of" a height;
+//!   with the node store those become roots into it.
 //!
 //! # Failures
 //!
@@ -203,6 +215,7 @@ pub(crate) type EncodedWrite = (Vec<u8>, Option<Vec<u8>>);
 #[derive(Debug)]
 pub(crate) struct DiskState {
     db: StateDb,
+    path: PathBuf,
     height: u64,
     /// The lowest height whose undo records are kept.
     undo_floor: u64,
@@ -254,10 +267,63 @@ impl DiskState {
                 db: Arc::new(db),
                 cache_entries: config.cache_entries,
             },
+            path: config.dir.join(FILE_NAME),
             height,
             undo_floor: height + 1,
             undo_blocks,
         })
+    }
+
+    /// Opens the database of `config` as it is, if it holds a state of this format: `None` if
+    /// there is no database file or its format is another.
+    pub(crate) fn open(config: &DiskConfig, undo_blocks: u64) -> Result<Option<Self>, DiskError> {
+        let path = config.dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let db = Database::builder()
+            .set_cache_size(config.page_cache_bytes)
+            .open(&path)
+            .map_err(|e| DiskError::Open {
+                dir: config.dir.clone(),
+                reason: e.to_string(),
+            })?;
+        let format = {
+            let txn = db.begin_read().map_err(storage("begin a read"))?;
+            match txn.open_table(META) {
+                Ok(meta) => meta
+                    .get("format")
+                    .map_err(storage("read meta"))?
+                    .map(|v| v.value().to_vec()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(storage("open meta")(e)),
+            }
+        };
+        if format.as_deref() != Some([FORMAT_VERSION].as_slice()) {
+            return Ok(None);
+        }
+        let mut state = Self {
+            db: StateDb {
+                db: Arc::new(db),
+                cache_entries: config.cache_entries,
+            },
+            path,
+            height: 0,
+            undo_floor: 0,
+            undo_blocks,
+        };
+        let (height, _) = state.committed_tip()?;
+        state.height = height;
+        let floor = {
+            let txn = state.db.db.begin_read().map_err(storage("begin a read"))?;
+            let undo = txn.open_table(UNDO).map_err(storage("open undo"))?;
+            let first = undo.first().map_err(storage("read undo"))?;
+            first.map_or(height + 1, |(k, _)| k.value().0)
+        };
+        // Heights with no writes have no records: only what lies above the first record is
+        // known to be kept.
+        state.undo_floor = floor.min(height + 1);
+        Ok(Some(state))
     }
 
     /// The shared handle the tables read through.
@@ -380,6 +446,23 @@ impl DiskState {
         txn.commit().map_err(storage("commit an undo"))?;
         self.height = previous;
         Ok(())
+    }
+
+    /// A reader of the table tagged `tag` as of the last commit.
+    pub(crate) fn reader(
+        &self,
+        tag: &str,
+    ) -> Result<ReadOnlyTable<&'static [u8], &'static [u8]>, DiskError> {
+        let txn = self.db.db.begin_read().map_err(storage("begin a read"))?;
+        txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&table_name(tag)))
+            .map_err(storage("open a table"))
+    }
+
+    /// The size of the database file in bytes.
+    pub(crate) fn file_bytes(&self) -> Result<u64, DiskError> {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(storage("read the file size"))
     }
 
     /// The height and root `meta` records (what the last commit wrote).

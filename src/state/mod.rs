@@ -260,6 +260,56 @@ impl<T: AppState> State<T> {
         Ok(())
     }
 
+    /// The state a state database holds (see [`disk`]), as `(state, height)`: the tables read
+    /// from it, the state tree rebuilt from its entries and checked against the root it
+    /// recorded with them. `None` if `config`'s directory holds no state of this format.
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError`] if the database cannot be read, or its entries do not hash to the
+    /// root it recorded ([`disk::DiskError::Corrupt`]).
+    #[cfg(feature = "redb")]
+    pub(crate) fn reopen_disk(
+        config: &disk::DiskConfig,
+        undo_blocks: u64,
+    ) -> Result<Option<(Self, u64)>, disk::DiskError> {
+        let Some(disk) = disk::DiskState::open(config, undo_blocks)? else {
+            return Ok(None);
+        };
+        let (height, root) = disk.committed_tip()?;
+        let mut state = Self::new();
+        let db = disk.db().clone();
+        for t in state.tables_mut() {
+            t.move_to_disk(&db);
+        }
+        let mut leaves: Leaves = Vec::new();
+        let mut entries = Vec::new();
+        for t in state.tables() {
+            entries.clear();
+            t.committed_entries(&mut entries);
+            leaves.extend(entries.iter().map(|(k, v)| {
+                (
+                    table::entry_key_of_body(t.tag(), k),
+                    Some(table::value_digest_of_body(v)),
+                )
+            }));
+        }
+        drop(entries);
+        leaves.sort_unstable_by_key(|leaf| leaf.0);
+        state
+            .tree
+            .apply(&leaves)
+            .map_err(|e| disk::DiskError::Corrupt(format!("state entries: {e}")))?;
+        if state.tree.root() != root {
+            return Err(disk::DiskError::Corrupt(format!(
+                "the entries hash to {}, the database recorded {root} at height {height}",
+                state.tree.root()
+            )));
+        }
+        state.disk = Some(disk);
+        Ok(Some((state, height)))
+    }
+
     /// The height and state root the state database last committed (`None` for the memory
     /// backend).
     ///
@@ -269,6 +319,43 @@ impl<T: AppState> State<T> {
     #[cfg(feature = "redb")]
     pub fn disk_tip(&self) -> Result<Option<(u64, StateRoot)>, disk::DiskError> {
         self.disk.as_ref().map(|d| d.committed_tip()).transpose()
+    }
+
+    /// Moves a state built for a benchmark to disk, as the state at height 0 (benchmarks only:
+    /// chains move their state with [`ChainBuilder::state_backend`](crate::chain::ChainBuilder::state_backend)).
+    ///
+    /// # Errors
+    ///
+    /// As [`ChainBuilder::build`](crate::chain::ChainBuilder::build) with a disk backend.
+    #[cfg(feature = "redb")]
+    #[doc(hidden)]
+    pub fn bench_move_to_disk(&mut self, config: &disk::DiskConfig) -> Result<(), disk::DiskError> {
+        self.move_to_disk(config, 0, 1)
+    }
+
+    /// A reader of the table tagged `tag` in the state database, for a benchmark's bare
+    /// lookups beside the state's own (`None` for the memory backend).
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError`] if the database cannot be read or has no such table.
+    #[cfg(feature = "redb")]
+    #[doc(hidden)]
+    pub fn bench_disk_table(
+        &self,
+        tag: &str,
+    ) -> Result<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>, disk::DiskError> {
+        self.disk.as_ref().map(|d| d.reader(tag)).transpose()
+    }
+
+    /// The size of the state database file in bytes (`None` for the memory backend).
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError`] if the file's size cannot be read.
+    #[cfg(feature = "redb")]
+    pub fn disk_bytes(&self) -> Result<Option<u64>, disk::DiskError> {
+        self.disk.as_ref().map(|d| d.file_bytes()).transpose()
     }
 
     /// Whether the committed entries are on disk (see [`StateBackend`]).
