@@ -1465,7 +1465,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             // A directory that cannot be read or does not check is rebuilt, as a damaged
             // checkpoint is: the blocks are the truth.
             let Ok(Some((state, height))) =
-                State::reopen_disk(config, self.max_reorg_depth.saturating_add(1))
+                State::open_disk(config, self.max_reorg_depth.saturating_add(1))
             else {
                 return Ok(false);
             };

@@ -392,3 +392,124 @@ fn a_refused_block_leaves_the_disk_state_unchanged() {
     assert!(matches!(err, ChainError::Tx { .. }), "{err}");
     assert_eq!((disk_tip(&disk), entries(&disk)), before);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Killing a process that commits blocks to its state directory.
+
+const CHILD_ENV: &str = "MEDLEDGER_DISK_CHILD";
+
+/// The chain the killed writer and the checker both build: every block registers
+/// [`PATIENTS_PER_BLOCK`] new patients, so each commit writes several tables.
+fn crash_builder() -> ChainBuilder<ProofOfWork> {
+    ChainBuilder::new("disk-crash", engine())
+        .genesis_time(T0)
+        .clock(Arc::new(ManualClock::new(T0 + 100_000_000)))
+}
+
+const PATIENTS_PER_BLOCK: u64 = 4;
+
+/// Mines the block after `chain`'s tip: the same block for the same height, in every process.
+fn mine_next(chain: &mut Chain<ProofOfWork>) -> medledger::Block<medledger::pow::PowSeal> {
+    let height = chain.height() + 1;
+    let txs = (0..PATIENTS_PER_BLOCK)
+        .map(|j| {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&height.to_le_bytes());
+            seed[8..16].copy_from_slice(&j.to_le_bytes());
+            let key = Keypair::from_seed(&seed);
+            let op = register_op(&key, Role::Patient, &format!("P-{height}-{j}"));
+            medledger::Transaction::sign(&key, chain.chain_id(), 0, medledger::Payload::Access(op))
+        })
+        .collect();
+    chain.mine(txs, T0 + 60 * height).unwrap()
+}
+
+/// Child mode (does nothing in a normal run): in the directory the environment names, a chain
+/// with a file store and its state on disk appends blocks until killed.
+#[test]
+fn disk_child_writer() {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let store = medledger::file_store::FileStore::open(dir.join("chain.mlg")).unwrap();
+    let mut chain = crash_builder()
+        .store(store)
+        .state_backend(StateBackend::Disk(
+            DiskConfig::new(dir.join("state")).cache_entries(8),
+        ))
+        .build()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        let block = mine_next(&mut chain);
+        chain.append(block).unwrap();
+    }
+}
+
+/// A xorshift generator: kill times from a seed printed on failure.
+struct Rng(u64);
+
+impl Rng {
+    fn upto(&mut self, max: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % max
+    }
+}
+
+#[test]
+fn a_killed_writer_leaves_the_state_of_one_committed_block_exactly() {
+    let rounds: u32 = std::env::var("MEDLEDGER_DISK_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rng = Rng(seed);
+    // The roots of the same blocks, built in memory: `roots[h]` after block `h`.
+    let mut reference = crash_builder().build().unwrap();
+    let mut roots = vec![reference.state().root()];
+    let (mut opened, mut top) = (0, 0);
+    for round in 0..rounds {
+        let mut child = std::process::Command::new(&exe)
+            .args(["disk_child_writer", "--exact", "--test-threads=1"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Killed at a random moment: during start-up, reopening, replay or commits.
+        std::thread::sleep(std::time::Duration::from_millis(50 + rng.upto(500)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let config = DiskConfig::new(dir.path().join("state"));
+        let found = medledger::state::State::<medledger::AccessState>::open_disk(&config, 1)
+            .unwrap_or_else(|e| panic!("round {round}, seed {seed}: {e}"));
+        let Some((state, height)) = found else {
+            // Killed before the first state was written.
+            continue;
+        };
+        while reference.height() < height {
+            let block = mine_next(&mut reference);
+            reference.append(block).unwrap();
+            roots.push(reference.state().root());
+        }
+        assert_eq!(
+            state.root(),
+            roots[height as usize],
+            "round {round}, seed {seed}: the state at height {height} is not block {height}'s"
+        );
+        opened += 1;
+        top = top.max(height);
+    }
+    println!("{rounds} kills (seed {seed}): {opened} states reopened, each a block's exactly; top height {top}");
+    assert!(opened > 0, "seed {seed}: no kill left a state to check");
+    assert!(top > 1, "seed {seed}: the writer committed no block");
+}

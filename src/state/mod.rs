@@ -260,16 +260,19 @@ impl<T: AppState> State<T> {
         Ok(())
     }
 
-    /// The state a state database holds (see [`disk`]), as `(state, height)`: the tables read
+    /// The state a state directory holds (see [`disk`]), as `(state, height)`: the tables read
     /// from it, the state tree rebuilt from its entries and checked against the root it
-    /// recorded with them. `None` if `config`'s directory holds no state of this format.
+    /// recorded with them; later blocks commit to it, keeping undo records for `undo_blocks`
+    /// blocks. `None` if the directory holds no state of this format. Chains open their
+    /// directory by themselves ([`ChainBuilder::state_backend`](crate::chain::ChainBuilder::state_backend));
+    /// this is for inspecting one, or checking it against a replay.
     ///
     /// # Errors
     ///
     /// [`disk::DiskError`] if the database cannot be read, or its entries do not hash to the
     /// root it recorded ([`disk::DiskError::Corrupt`]).
     #[cfg(feature = "redb")]
-    pub(crate) fn reopen_disk(
+    pub fn open_disk(
         config: &disk::DiskConfig,
         undo_blocks: u64,
     ) -> Result<Option<(Self, u64)>, disk::DiskError> {
