@@ -12,11 +12,11 @@ use medledger::State;
 
 pub const T0: u64 = 1_767_225_600;
 pub const DAY: u64 = 86_400;
-const PROVIDERS: u64 = 100;
+pub const PROVIDERS: u64 = 100;
 const VIEWERS: u64 = 1_000;
 
 /// A synthetic key: signatures are not checked when building states directly.
-fn pk(kind: u8, i: u64) -> PublicKey {
+pub fn pk(kind: u8, i: u64) -> PublicKey {
     let mut b = [0u8; 32];
     b[0] = kind;
     b[1..9].copy_from_slice(&i.to_le_bytes());

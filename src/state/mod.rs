@@ -344,21 +344,18 @@ impl<T: AppState> State<T> {
     /// [`disk::DiskError`] if the database cannot be read or has no such table.
     #[cfg(feature = "redb")]
     #[doc(hidden)]
-    pub fn bench_disk_table(
-        &self,
-        tag: &str,
-    ) -> Result<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>, disk::DiskError> {
+    pub fn bench_disk_table(&self, tag: &str) -> Result<Option<disk::RawTable>, disk::DiskError> {
         self.disk.as_ref().map(|d| d.reader(tag)).transpose()
     }
 
-    /// The size of the state database file in bytes (`None` for the memory backend).
+    /// What the state database takes on disk (`None` for the memory backend).
     ///
     /// # Errors
     ///
-    /// [`disk::DiskError`] if the file's size cannot be read.
+    /// [`disk::DiskError`] if the file's size or redb's statistics cannot be read.
     #[cfg(feature = "redb")]
-    pub fn disk_bytes(&self) -> Result<Option<u64>, disk::DiskError> {
-        self.disk.as_ref().map(|d| d.file_bytes()).transpose()
+    pub fn disk_usage(&self) -> Result<Option<disk::DiskUsage>, disk::DiskError> {
+        self.disk.as_ref().map(|d| d.usage()).transpose()
     }
 
     /// Whether the committed entries are on disk (see [`StateBackend`]).
