@@ -1,6 +1,6 @@
 //! The state on disk (feature `redb`): every table's committed entries in a redb database,
-//! with a bounded cache of decoded values in front, so that memory no longer grows with the
-//! number of entries.
+//! with a bounded cache of decoded values in front, so that the tables' memory no longer grows
+//! with the number of entries (the state tree's still does: see the end).
 //!
 //! Select it with [`StateBackend::Disk`](crate::state::StateBackend::Disk) when building a
 //! chain ([`ChainBuilder::state_backend`](crate::chain::ChainBuilder::state_backend)); the
@@ -40,9 +40,9 @@
 //! append-only map (entries are never removed while `&self` borrows are alive), each stamped
 //! with the last block (epoch) it was used in; eviction happens only through `&mut self`, at
 //! every block commit, discard and undo, which drops the least recently used entries down to
-//! three quarters of [`DiskConfig::cache_entries`]. Between two blocks the cache may grow beyond the bound by the
-//! entries read in between. Absent keys are cached too, so a refused lookup is not a disk read
-//! the second time.
+//! three quarters of [`DiskConfig::cache_entries`]. Between two blocks the cache may grow
+//! beyond the bound by the entries read in between. Absent keys are cached too, so a refused
+//! lookup is not a disk read the second time.
 //!
 //! # Reopening
 //!
@@ -68,6 +68,12 @@
 //!   batches. Reopening then reads the root node instead of every entry.
 //! * The chain keeps every height's state tree (shared structure) for proofs "as of" a height;
 //!   with the node store those become roots into it, kept for the undo window.
+//! * Block application on disk is slow at scale (the README's "State on disk" rows): redb
+//!   copies a whole 4 KiB B-tree page for every entry a block changes, and a patient's entries
+//!   have unrelated keys, so a block of 1,000 operations writes tens of megabytes. Next: keep
+//!   the last few blocks' writes in memory (an overlay in front of the database, read first,
+//!   with its own undo), and flush them in one write transaction every few blocks, so that a
+//!   page several blocks change is written once; undo records of flushed blocks stay here.
 //! * Crash safety is tested by killing a writing process (`tests/disk_state.rs`); a
 //!   fault-injecting redb `StorageBackend` (torn and lost writes, as `tests/crash.rs` does for
 //!   the file store) would test power loss as well.
@@ -742,5 +748,48 @@ where
     /// How many values are cached.
     pub(crate) fn cached(&self) -> usize {
         self.cache.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_send_sync_static_and_lower_case() {
+        fn assert_bounds<E: std::error::Error + Send + Sync + 'static>() {}
+        assert_bounds::<DiskError>();
+        let messages = [
+            DiskError::Open {
+                dir: PathBuf::from("state"),
+                reason: "denied".into(),
+            }
+            .to_string(),
+            storage("commit a block")("disk full").to_string(),
+            DiskError::NoUndo {
+                height: 1,
+                floor: 2,
+            }
+            .to_string(),
+            DiskError::Corrupt("meta has no height".into()).to_string(),
+        ];
+        for m in messages {
+            assert!(m.starts_with(|c: char| c.is_ascii_lowercase()), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_directory_without_a_state_opens_as_none_and_a_created_one_reports_its_tip() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path().join("state"));
+        assert!(DiskState::open(&config, 1).unwrap().is_none());
+        let root = StateRoot::from_bytes([3; 32]);
+        let created = DiskState::create(&config, &[("t", Vec::new())], 7, root, 1).unwrap();
+        assert_eq!(created.committed_tip().unwrap(), (7, root));
+        drop(created);
+        let opened = DiskState::open(&config, 1).unwrap().unwrap();
+        assert_eq!(opened.committed_tip().unwrap(), (7, root));
+        let usage = opened.usage().unwrap();
+        assert!(usage.file_bytes > 0);
     }
 }
