@@ -10,7 +10,7 @@
 //! roll back to a fork point when it reorganises.
 //!
 //! Committed entries live in memory by default, or on disk with the `redb` feature
-//! ([`StateBackend`], [`disk`]); reads, roots and proofs are the same on both.
+//! ([`StateBackend`], the `disk` module); reads, roots and proofs are the same on both.
 
 #[cfg(feature = "redb")]
 pub mod disk;

@@ -150,8 +150,8 @@ where
     ///
     /// # Panics
     ///
-    /// On the disk backend, if the state database cannot be read (see
-    /// [`crate::state::disk`]).
+    /// On the disk backend (feature `redb`), if the state database cannot be read (see
+    /// `state::disk`).
     #[inline]
     pub fn get_committed(&self, key: &K) -> Option<&V> {
         match &self.committed {
@@ -161,7 +161,7 @@ where
         }
     }
 
-    /// Whether the entries are on disk (see [`crate::state::disk`]).
+    /// Whether the entries are on disk (feature `redb`, see `state::disk`).
     pub fn is_on_disk(&self) -> bool {
         !matches!(self.committed, Committed::Memory(_))
     }
