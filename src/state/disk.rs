@@ -68,6 +68,11 @@
 //!   batches. Reopening then reads the root node instead of every entry.
 //! * The chain keeps every height's state tree (shared structure) for proofs "as of" a height;
 //!   with the node store those become roots into it, kept for the undo window.
+//! * [`Ledger`](crate::ledger::Ledger)'s mempool checks transactions against its own copy of
+//!   the state, which it builds by replaying the chain in memory
+//!   ([`Chain::replay_state`](crate::chain::Chain::replay_state)): with a disk-backed chain
+//!   that copy is still a full in-memory state. It should become pending writes over the
+//!   chain's own state instead.
 //! * Block application on disk is slow at scale (the README's "State on disk" rows): redb
 //!   copies a whole 4 KiB B-tree page for every entry a block changes, and a patient's entries
 //!   have unrelated keys, so a block of 1,000 operations writes tens of megabytes. Next: keep
