@@ -1069,13 +1069,15 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                     }
                     if resync {
                         self.view.state.discard();
-                    } else {
-                        let undo = self.view.state.commit_untracked();
+                    } else if let Ok(undo) = self.view.state.commit_untracked() {
                         self.view.undo.push_back((applied.hash, undo));
                         while self.view.undo.len() as u64 > self.chain.max_reorg_depth() {
                             self.view.undo.pop_front();
                         }
                         self.view.tip = applied.hash;
+                    } else {
+                        // The view's state is in memory and does not fail; if it did, rebuild.
+                        resync = true;
                     }
                 }
                 _ => resync = true,
