@@ -528,9 +528,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
                 snapshot: state.root(),
             });
         }
-        chain.trees = vec![state.tree().clone()];
-        chain.tree_base = height;
-        chain.state = state;
+        chain.start_from(state, height);
         chain.use_backend(&backend)?;
         chain.store.put_block(&genesis.hash(), &genesis.encode())?;
         chain.store.set_main_chain(0, &chain.main)?;
@@ -1429,15 +1427,25 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             import.finish().ok()
         })();
         let Some(state) = resumed else {
-            let genesis = self.main[0];
-            self.main.truncate(1);
-            self.index.retain(|hash, _| *hash == genesis);
+            self.back_to_genesis();
             return Ok(false);
         };
+        self.start_from(state, height);
+        Ok(true)
+    }
+
+    /// Forgets the headers taken from the store past genesis (a resume that did not check).
+    fn back_to_genesis(&mut self) {
+        let genesis = self.main[0];
+        self.main.truncate(1);
+        self.index.retain(|hash, _| *hash == genesis);
+    }
+
+    /// Takes `state`, the state at `height` (the tip), as the chain's state.
+    fn start_from(&mut self, state: State<A::State>, height: u64) {
         self.trees = vec![state.tree().clone()];
         self.tree_base = height;
         self.state = state;
-        Ok(true)
     }
 
     /// The headers of the stored main chain from height 1 to `height`, if the store has them all.
@@ -1474,14 +1482,10 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             };
             let accepted = headers.iter().all(|h| self.accept_header(h).is_ok());
             if !accepted || self.tip_header().state_root != state.root() {
-                let genesis = self.main[0];
-                self.main.truncate(1);
-                self.index.retain(|hash, _| *hash == genesis);
+                self.back_to_genesis();
                 return Ok(false);
             }
-            self.trees = vec![state.tree().clone()];
-            self.tree_base = height;
-            self.state = state;
+            self.start_from(state, height);
             return Ok(true);
         }
         let _ = backend;
