@@ -5,139 +5,36 @@
 //! its database as it was.
 
 mod common;
+#[path = "support/medrec_world.rs"]
+mod medrec_world;
 
 use std::sync::Arc;
 
 use common::*;
-use medledger::access::{
-    AccessOp, AccessRequest, Action, ActionSet, Decision, GrantTerms, Period, PurposeSet, Role,
-    Scope, Viewer,
-};
+use medledger::access::{AccessOp, Role};
 use medledger::chain::ManualClock;
 use medledger::pow::ProofOfWork;
-use medledger::purpose::PurposeOfUse::Treatment;
 use medledger::state::disk::DiskConfig;
 use medledger::state::StateBackend;
 use medledger::store::Store;
 use medledger::tx::Keypair;
 use medledger::{Chain, ChainBuilder, ChainError};
-
-struct World {
-    net: Net,
-    authority: Keypair,
-    hospital: Keypair,
-    specialist: Keypair,
-    patients: Vec<Keypair>,
-}
-
-/// A memory-backed chain through the MedRec workflow for `n` patients: registration, a
-/// relationship with a record, acceptance and a grant each.
-fn world(n: u8) -> World {
-    let authority = Keypair::from_seed(&[1; 32]);
-    let hospital = Keypair::from_seed(&[2; 32]);
-    let specialist = Keypair::from_seed(&[3; 32]);
-    let patients: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed(&[10 + i; 32])).collect();
-    let mut net = Net::new(&[("Regional Health Authority", &authority)]);
-    let mut ops = vec![
-        (
-            &authority,
-            AccessOp::CertifyProvider {
-                provider: hospital.account(),
-                emergency: false,
-            },
-        ),
-        (
-            &hospital,
-            register_op(&hospital, Role::Provider, "St Mary's Hospital"),
-        ),
-        (
-            &specialist,
-            register_op(&specialist, Role::Provider, "Dr Okafor"),
-        ),
-    ];
-    for (i, p) in patients.iter().enumerate() {
-        ops.push((p, register_op(p, Role::Patient, &format!("NHS-{i}"))));
-    }
-    net.run(ops);
-    let mut ops = Vec::new();
-    for (i, p) in patients.iter().enumerate() {
-        ops.push((
-            &hospital,
-            AccessOp::CreateRelationship {
-                patient: p.account(),
-            },
-        ));
-        ops.push((
-            &hospital,
-            AccessOp::AddPointer {
-                relationship: relationship(p, &hospital),
-                record: record(i as u8, medledger::access::Category::Imaging),
-                replaces: None,
-            },
-        ));
-    }
-    net.run_after(DAY, ops);
-    let mut w = World {
-        net,
-        authority,
-        hospital,
-        specialist,
-        patients,
-    };
-    for i in 0..w.patients.len() {
-        w.accept_and_grant(i);
-    }
-    w
-}
+use medrec_world::{block_at, world, World};
 
 impl World {
-    fn accept_and_grant(&mut self, i: usize) {
-        let p = &self.patients[i];
-        let rel = relationship(p, &self.hospital);
-        let terms = GrantTerms::new(
-            rel,
-            Viewer::Account(self.specialist.account()),
-            Scope::All,
-            ActionSet::of(&[Action::Read]),
-            PurposeSet::of(&[Treatment]),
-            Period::lasting(self.net.now, 30 * DAY),
-        );
-        let txs = self.net.sign_all(vec![
-            (p, AccessOp::AcceptRelationship { relationship: rel }),
-            (p, AccessOp::Grant { terms, under: None }),
-        ]);
-        self.net.mine(3600, txs);
-    }
-
-    fn builder(&self) -> ChainBuilder<ProofOfWork> {
-        ChainBuilder::new("access-tests", engine())
-            .genesis_time(T0)
-            .clock(Arc::new(ManualClock::new(self.net.now + DAY)))
-            .authority("Regional Health Authority", self.authority.public())
+    /// A builder on a clock a day past the world's time.
+    fn builder_a_day_on(&self) -> ChainBuilder<ProofOfWork> {
+        self.builder(Arc::new(ManualClock::new(self.net.now + DAY)))
     }
 
     /// A chain on disk in `dir`, caching `cache` values per table, at genesis.
     fn disk_chain(&self, dir: &std::path::Path, cache: usize) -> Chain<ProofOfWork> {
-        self.builder()
+        self.builder_a_day_on()
             .state_backend(StateBackend::Disk(
                 DiskConfig::new(dir).cache_entries(cache),
             ))
             .build()
             .unwrap()
-    }
-
-    /// The specialist's read of patient `i`'s first record, on `chain`.
-    fn read(&self, chain: &Chain<ProofOfWork>, i: usize) -> Decision {
-        let p = &self.patients[i];
-        let pointer = chain.access().pointers_of(&relationship(p, &self.hospital))[0].id;
-        chain.decide(&AccessRequest::new(
-            self.specialist.account(),
-            p.account(),
-            pointer,
-            Action::Read,
-            Treatment,
-            self.net.now + 1,
-        ))
     }
 }
 
@@ -168,13 +65,7 @@ fn a_disk_state_with_a_small_cache_follows_blocks_like_the_memory_state() {
     assert!(!w.net.chain.state().is_on_disk());
     assert_eq!(disk_tip(&disk), (0, disk.state().root()));
     for h in 1..=w.net.chain.height() {
-        let block = w
-            .net
-            .chain
-            .block(&w.net.chain.hash_at(h).unwrap())
-            .unwrap()
-            .unwrap();
-        disk.append(block).unwrap();
+        disk.append(block_at(&w.net.chain, h)).unwrap();
         assert_eq!(
             disk.state().root(),
             w.net.chain.state_tree_at(h).unwrap().root()
@@ -194,7 +85,7 @@ fn a_disk_state_with_a_small_cache_follows_blocks_like_the_memory_state() {
 
 /// A chain on disk in `dir` with the store `store`.
 fn reopen(w: &World, dir: &std::path::Path, store: Box<dyn Store>) -> Chain<ProofOfWork> {
-    w.builder()
+    w.builder_a_day_on()
         .boxed_store(store)
         .state_backend(StateBackend::Disk(DiskConfig::new(dir).cache_entries(16)))
         .build()
@@ -204,12 +95,7 @@ fn reopen(w: &World, dir: &std::path::Path, store: Box<dyn Store>) -> Chain<Proo
 /// A disk chain in `dir` with `w`'s blocks up to `height`.
 fn disk_chain_to(w: &World, dir: &std::path::Path, height: u64) -> Chain<ProofOfWork> {
     let mut chain = w.disk_chain(dir, 16);
-    for h in 1..=height {
-        let hash = w.net.chain.hash_at(h).unwrap();
-        chain
-            .append(w.net.chain.block(&hash).unwrap().unwrap())
-            .unwrap();
-    }
+    w.append_blocks(&mut chain, 1..=height);
     chain
 }
 
@@ -229,12 +115,7 @@ fn a_reopened_chain_reads_its_state_from_disk_without_replay() {
     assert_eq!(again.state().root(), expected);
     assert_eq!(disk_tip(&again), (top - 2, expected));
     // It follows the next blocks to the same state as the chain that replayed them.
-    for h in top - 1..=top {
-        let hash = w.net.chain.hash_at(h).unwrap();
-        again
-            .append(w.net.chain.block(&hash).unwrap().unwrap())
-            .unwrap();
-    }
+    w.append_blocks(&mut again, top - 1..=top);
     assert_eq!(entries(&again), entries(&w.net.chain));
     for i in 0..w.patients.len() {
         assert_eq!(w.read(&again, i), w.read(&w.net.chain, i));
@@ -292,12 +173,7 @@ type Ops<'a> = Vec<(&'a Keypair, AccessOp)>;
 fn branch(w: &World, blocks: Vec<Ops<'_>>) -> Net {
     let mut net = Net::new(&[("Regional Health Authority", &w.authority)]);
     net.clock.set(w.net.now);
-    for h in 1..=w.net.chain.height() {
-        let hash = w.net.chain.hash_at(h).unwrap();
-        net.chain
-            .append(w.net.chain.block(&hash).unwrap().unwrap())
-            .unwrap();
-    }
+    w.append_blocks(&mut net.chain, 1..=w.net.chain.height());
     net.now = w.net.now;
     for ops in blocks {
         net.run(ops);
@@ -311,11 +187,7 @@ fn a_reorganisation_on_disk_reaches_the_state_of_the_other_branch() {
     let fork = w.net.chain.height();
     let dir = tempfile::tempdir().unwrap();
     let mut disk = w.disk_chain(dir.path(), 2);
-    for h in 1..=fork {
-        let hash = w.net.chain.hash_at(h).unwrap();
-        disk.append(w.net.chain.block(&hash).unwrap().unwrap())
-            .unwrap();
-    }
+    w.append_blocks(&mut disk, 1..=fork);
     // Branch A (one block) adds a record for patient 0; branch B (two blocks, heavier) one
     // each for patients 1 and 2.
     let a = branch(
@@ -344,19 +216,13 @@ fn a_reorganisation_on_disk_reaches_the_state_of_the_other_branch() {
             })
             .collect(),
     );
-    let block_of = |net: &Net, h: u64| {
-        net.chain
-            .block(&net.chain.hash_at(h).unwrap())
-            .unwrap()
-            .unwrap()
-    };
-    disk.append(block_of(&a, fork + 1)).unwrap();
+    disk.append(block_at(&a.chain, fork + 1)).unwrap();
     assert_eq!(entries(&disk), entries(&a.chain));
     assert!(disk
-        .append(block_of(&b, fork + 1))
+        .append(block_at(&b.chain, fork + 1))
         .unwrap()
         .is_side_branch());
-    let out = disk.append(block_of(&b, fork + 2)).unwrap();
+    let out = disk.append(block_at(&b.chain, fork + 2)).unwrap();
     assert_eq!(out.reverted, vec![a.chain.tip()]);
     assert_eq!(disk.tip(), b.chain.tip());
     assert_eq!(disk.state().root(), b.chain.state().root());
@@ -374,11 +240,7 @@ fn a_refused_block_leaves_the_disk_state_unchanged() {
     let mut w = world(2);
     let dir = tempfile::tempdir().unwrap();
     let mut disk = w.disk_chain(dir.path(), 8);
-    for h in 1..=w.net.chain.height() {
-        let hash = w.net.chain.hash_at(h).unwrap();
-        disk.append(w.net.chain.block(&hash).unwrap().unwrap())
-            .unwrap();
-    }
+    w.append_blocks(&mut disk, 1..=w.net.chain.height());
     let before = (disk_tip(&disk), entries(&disk));
     // The first patient accepts again: refused by the state, so the forced block is refused.
     let p = Keypair::from_seed(&[10; 32]);
