@@ -4,42 +4,23 @@
 //! mempool, relay and block sync as Tendermint's nodes (see `simulated.rs`). Each node keeps its
 //! chain in a `FileStore`, so a crashed node restarts on what it had written.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+mod harness;
 
-use commonware_cryptography::Signer as _;
-use commonware_p2p::simulated::{self, Link, Network};
-use commonware_p2p::Manager as _;
-use commonware_runtime::{
-    deterministic, Clock as _, Handle, Quota, Runner as _, Spawner as _, Supervisor as _,
-};
+use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use commonware_p2p::simulated::Link;
+use commonware_runtime::{Clock as _, Runner as _, Spawner as _, Supervisor as _};
 use commonware_utils::channel::{mpsc, oneshot};
-use commonware_utils::ordered::Set;
-use commonware_utils::{NZUsize, Probability};
+use commonware_utils::Probability;
+use harness::{ask, node_seed, runner, Cluster, Ctx, NODES, START};
 use medledger::access::{AccessOp, RelationshipId, Role};
-use medledger::file_store::FileStore;
 use medledger::tx::Keypair;
 use medledger::Transaction;
-use medledger_node::config::{
-    hex_encode, CommitteeGenesis, EngineKind, Genesis, NamedKey, PowGenesis,
-};
-use medledger_node::net::{committee_engine, node_ledger, pow_engine, transport_key};
-use medledger_node::node::{
-    self, Finalised, NodeAccess, NodeJob, Pk, RpcCall, RpcRequest, RuntimeClock, Transport,
-};
-use medledger_node::wire::*;
-
-type Ctx = deterministic::Context;
-type Oracle = simulated::Oracle<Pk, Ctx>;
-
-const NODES: usize = 4;
-/// Virtual start time (Unix seconds) of every run.
-const START: u64 = 1_800_000_000;
-
-fn node_seed(i: usize) -> [u8; 32] {
-    [i as u8 + 1; 32]
-}
+use medledger_node::config::{CommitteeGenesis, EngineKind, Genesis, NamedKey, PowGenesis};
+use medledger_node::net::{committee_engine, node_ledger, pow_engine};
+use medledger_node::node::{self, Finalised, NodeAccess, NodeJob, RpcRequest};
 
 fn genesis(engine: EngineKind, authority: &Keypair) -> Genesis {
     Genesis {
@@ -136,42 +117,26 @@ fn link_for(engine: EngineKind) -> Link {
     }
 }
 
-async fn link(oracle: &Oracle, engine: EngineKind, a: &Pk, b: &Pk, up: bool) {
-    for (x, y) in [(a, b), (b, a)] {
-        if up {
-            oracle
-                .add_link(x.clone(), y.clone(), link_for(engine))
-                .await
-                .unwrap();
-        } else {
-            oracle.remove_link(x.clone(), y.clone()).await.unwrap();
-        }
-    }
-}
-
-async fn ask(node: &mpsc::UnboundedSender<RpcCall>, request: RpcRequest) -> serde_json::Value {
-    let (tx, rx) = oneshot::channel();
-    if node.send((request, tx)).is_err() {
-        return serde_json::json!({"ok": false});
-    }
-    rx.await
-        .unwrap_or_else(|_| serde_json::json!({"ok": false}))
-}
-
 /// Four nodes of one engine on a simulated network, each on its own `FileStore`.
 struct Sim {
-    ctx: Ctx,
-    oracle: Oracle,
-    pks: Vec<Pk>,
+    net: Cluster,
     genesis: Genesis,
-    stores: tempfile::TempDir,
-    rpcs: Vec<mpsc::UnboundedSender<RpcCall>>,
     /// Each node's job channel: the web API's way into the loop.
     jobs: Vec<mpsc::UnboundedSender<NodeJob>>,
-    handles: Vec<Option<Handle<()>>>,
-    events_tx: mpsc::UnboundedSender<Finalised>,
-    events: mpsc::UnboundedReceiver<Finalised>,
     txs: Vec<Transaction>,
+}
+
+impl Deref for Sim {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.net
+    }
+}
+
+impl DerefMut for Sim {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.net
+    }
 }
 
 impl Sim {
@@ -179,42 +144,12 @@ impl Sim {
         let authority = Keypair::from_secret_bytes(&[100; 32]);
         let genesis = genesis(engine, &authority);
         let txs = workflow(&genesis, &authority);
-        let (network, oracle) = Network::new(
-            ctx.child("network"),
-            simulated::Config {
-                max_size: MAX_P2P_MESSAGE,
-                max_peers_per_set: NZUsize!(NODES),
-                disconnect_on_block: true,
-                tracked_peer_sets: NZUsize!(1),
-            },
-        );
-        network.start();
-        let pks: Vec<Pk> = (0..NODES)
-            .map(|i| transport_key(&node_seed(i)).unwrap().public_key())
-            .collect();
-        assert!(oracle
-            .manager()
-            .track(0, Set::try_from(pks.clone()).unwrap())
-            .accepted());
-        for a in 0..NODES {
-            for b in a + 1..NODES {
-                link(&oracle, engine, &pks[a], &pks[b], true).await;
-            }
-        }
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (placeholder, _) = mpsc::unbounded_channel();
+        let net = Cluster::start(ctx, NODES, link_for(engine)).await;
         let (no_jobs, _) = mpsc::unbounded_channel();
         let mut sim = Sim {
-            ctx,
-            oracle,
-            pks,
+            net,
             genesis,
-            stores: tempfile::tempdir().unwrap(),
-            rpcs: vec![placeholder; NODES],
             jobs: vec![no_jobs; NODES],
-            handles: (0..NODES).map(|_| None).collect(),
-            events_tx,
-            events,
             txs,
         };
         for i in 0..NODES {
@@ -226,35 +161,16 @@ impl Sim {
     /// Starts node `i`'s loop on the chain in its store (empty the first time), with the engine
     /// the genesis names.
     async fn spawn(&mut self, i: usize) {
-        let control = self.oracle.control(self.pks[i].clone());
-        let mut channels = Vec::new();
-        for (channel, rate) in [
-            (CH_CONSENSUS, RATE_CONSENSUS),
-            (CH_TXS, RATE_TXS),
-            (CH_SYNC, RATE_SYNC),
-        ] {
-            let quota = Quota::per_second(std::num::NonZeroU32::new(rate).unwrap());
-            channels.push(control.register(channel, quota).await.unwrap());
-        }
-        let sync = channels.pop().unwrap();
-        let txs = channels.pop().unwrap();
-        let consensus = channels.pop().unwrap();
-        let transport = Transport {
-            consensus,
-            txs,
-            sync,
-            blocker: control,
-            peers: NODES - 1,
-        };
-        let clock = Arc::new(RuntimeClock(self.ctx.child("clock")));
-        let store = FileStore::open(self.stores.path().join(format!("node-{i}.ledger"))).unwrap();
+        let transport = self.net.transport(i).await;
+        let clock = self.net.clock();
+        let store = self.net.store(i);
         let key = Keypair::from_secret_bytes(&node_seed(i));
         let (rpc_tx, rpc) = mpsc::unbounded_channel();
         let (jobs_tx, jobs) = mpsc::unbounded_channel();
-        let events = Some(self.events_tx.clone());
+        let events = Some(self.net.events_sender());
         let name = format!("hospital-{i}");
         let interval = Duration::from_millis(self.genesis.block_interval_ms);
-        let ctx = self.ctx.child("node");
+        let ctx = self.net.ctx.child("node");
         let handle = match self.genesis.engine {
             EngineKind::Pow => {
                 let chain = self.genesis.pow_chain(Some(store), Some(clock)).unwrap();
@@ -285,9 +201,8 @@ impl Sim {
             }
             EngineKind::Tendermint => unreachable!("simulated.rs runs Tendermint nodes"),
         };
-        self.rpcs[i] = rpc_tx;
         self.jobs[i] = jobs_tx;
-        self.handles[i] = Some(handle);
+        self.net.started(i, rpc_tx, handle);
     }
 
     /// Runs `work` on node `i`'s loop, as the web API does, and returns what it returned.
@@ -304,57 +219,10 @@ impl Sim {
         rx.await.expect("the node answers")
     }
 
-    fn alive(&self) -> Vec<usize> {
-        (0..NODES).filter(|i| self.handles[*i].is_some()).collect()
-    }
-
-    async fn heights(&self) -> BTreeMap<usize, u64> {
-        let mut out = BTreeMap::new();
-        for i in self.alive() {
-            let status = ask(&self.rpcs[i], RpcRequest::Status).await;
-            out.insert(i, status["height"].as_u64().expect("a live node answers"));
-        }
-        out
-    }
-
-    /// Waits (virtual time) until every live node is at `height` or above.
-    async fn wait_height(&self, height: u64, within: Duration) {
-        let deadline = self.ctx.current() + within;
-        loop {
-            let heights = self.heights().await;
-            if heights.values().all(|h| *h >= height) {
-                return;
-            }
-            assert!(
-                self.ctx.current() < deadline,
-                "height {height} not reached within {within:?}: {heights:?}"
-            );
-            self.ctx.sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     /// Submits the workflow through node 0 and waits until its pool is empty (every
     /// transaction in a block of its main chain).
     async fn submit_workflow(&mut self, within: Duration) {
-        for tx in &self.txs {
-            let answer = ask(
-                &self.rpcs[0],
-                RpcRequest::Submit {
-                    tx: hex_encode(&tx.encode()),
-                },
-            )
-            .await;
-            assert_eq!(answer["ok"], true, "submit: {answer}");
-        }
-        let deadline = self.ctx.current() + within;
-        while ask(&self.rpcs[0], RpcRequest::Status).await["mempool"].as_u64() != Some(0) {
-            assert!(
-                self.ctx.current() < deadline,
-                "workflow not included: {}",
-                ask(&self.rpcs[0], RpcRequest::Status).await
-            );
-            self.ctx.sleep(Duration::from_millis(200)).await;
-        }
+        self.net.submit(&self.txs, within).await;
     }
 
     /// Waits until the live nodes hold the same block `depth` below the lowest tip (proof of
@@ -385,52 +253,17 @@ impl Sim {
     /// height the block appended last (after a proof-of-work reorganisation, the winner's).
     fn txs_up_to(&mut self, height: u64) -> BTreeMap<String, usize> {
         let mut seen: BTreeMap<String, BTreeMap<u64, Finalised>> = BTreeMap::new();
-        while let Ok(e) = self.events.try_recv() {
-            seen.entry(e.node.clone()).or_default().insert(e.height, e);
-        }
+        self.net.drain_events(&mut seen);
         seen.into_iter()
             .map(|(node, blocks)| (node, blocks.range(..=height).map(|(_, f)| f.txs).sum()))
             .collect()
     }
 
-    async fn crash(&mut self, i: usize) {
-        for j in (0..NODES).filter(|j| *j != i) {
-            link(
-                &self.oracle,
-                self.genesis.engine,
-                &self.pks[i],
-                &self.pks[j],
-                false,
-            )
-            .await;
-        }
-        if let Some(handle) = self.handles[i].take() {
-            handle.abort();
-        }
-    }
-
+    /// Restarts crashed node `i` on what its store holds, and restores its links.
     async fn restart(&mut self, i: usize) {
-        for j in (0..NODES).filter(|j| *j != i) {
-            link(
-                &self.oracle,
-                self.genesis.engine,
-                &self.pks[i],
-                &self.pks[j],
-                true,
-            )
-            .await;
-        }
+        self.net.reconnect(i).await;
         self.spawn(i).await;
     }
-}
-
-fn runner(seed: u64) -> deterministic::Runner {
-    deterministic::Runner::new(
-        deterministic::Config::default()
-            .with_seed(seed)
-            .with_start_time(UNIX_EPOCH + Duration::from_secs(START))
-            .with_timeout(Some(Duration::from_secs(1_200))),
-    )
 }
 
 /// Confirmations after which the tests hold a proof-of-work block settled.
