@@ -762,22 +762,25 @@ async fn check_leader(
                     format!("the signer is not query {query}'s leader"),
                 ));
             }
-            if node.now_secs() < q.deadline {
-                return Err(too_early(&q, node.now_secs()));
-            }
+            past_deadline(&q, node.now_secs())?;
             Ok(q)
         })
         .await?
 }
 
-fn too_early(q: &Query, now: u64) -> ApiError {
-    conflict(
-        "too_early",
-        format!(
-            "query {} takes reports until {}; it is {now}",
-            q.id, q.deadline
-        ),
-    )
+/// Whether query `q` is past its deadline at `now` (aggregating may start); if not, the
+/// refusal saying until when it takes reports.
+fn past_deadline(q: &Query, now: u64) -> Result<(), ApiError> {
+    if now < q.deadline {
+        return Err(conflict(
+            "too_early",
+            format!(
+                "query {} takes reports until {}; it is {now}",
+                q.id, q.deadline
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The helper's side of one chunk: prepares each report it holds, finishes it with the
@@ -1045,9 +1048,7 @@ pub async fn aggregate(
                     format!("this node is query {query}'s helper: ask its leader"),
                 ));
             }
-            if node.now_secs() < q.deadline {
-                return Err(too_early(&q, node.now_secs()));
-            }
+            past_deadline(&q, node.now_secs())?;
             Ok(q)
         })
         .await??;
