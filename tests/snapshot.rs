@@ -4,14 +4,13 @@
 //! reordered, repeated and foreign chunks are refused with the reason, and change nothing.
 
 mod common;
+#[path = "support/medrec_world.rs"]
+mod medrec_world;
 
 use std::sync::Arc;
 
 use common::*;
-use medledger::access::{
-    AccessOp, AccessRequest, Action, ActionSet, Basis, Decision, GrantId, GrantTerms, Period,
-    PurposeSet, Role, Scope, Viewer,
-};
+use medledger::access::{AccessOp, Action, Basis, Decision, Role};
 use medledger::chain::ManualClock;
 use medledger::pow::{PowSeal, ProofOfWork};
 use medledger::purpose::PurposeOfUse::Treatment;
@@ -19,117 +18,19 @@ use medledger::state::snapshot::{SnapshotChunk, SnapshotError, SnapshotImport};
 use medledger::state::State;
 use medledger::store::Store;
 use medledger::tx::Keypair;
-use medledger::{AccessState, Block, Chain, ChainBuilder, ChainError};
+use medledger::{AccessState, Chain, ChainError};
+use medrec_world::{block_at, world, World};
 
 /// Patients in the workflow: enough entries for several chunks of [`CHUNK`] entries.
 const PATIENTS: u8 = 6;
 /// Entries per chunk in these tests (small, so that the state spans many chunks).
 const CHUNK: usize = 8;
 
-struct World {
-    net: Net,
-    authority: Keypair,
-    hospital: Keypair,
-    specialist: Keypair,
-    patients: Vec<Keypair>,
-}
-
-/// A chain through the MedRec workflow for several patients: certification, registrations,
-/// relationships with records, acceptance, grants and read receipts.
-fn world() -> World {
-    let authority = Keypair::from_seed(&[1; 32]);
-    let hospital = Keypair::from_seed(&[2; 32]);
-    let specialist = Keypair::from_seed(&[3; 32]);
-    let patients: Vec<Keypair> = (0..PATIENTS)
-        .map(|i| Keypair::from_seed(&[10 + i; 32]))
-        .collect();
-    let mut net = Net::new(&[("Regional Health Authority", &authority)]);
-    let mut ops = vec![
-        (
-            &authority,
-            AccessOp::CertifyProvider {
-                provider: hospital.account(),
-                emergency: false,
-            },
-        ),
-        (
-            &hospital,
-            register_op(&hospital, Role::Provider, "St Mary's Hospital"),
-        ),
-        (
-            &specialist,
-            register_op(&specialist, Role::Provider, "Dr Okafor"),
-        ),
-    ];
-    for (i, p) in patients.iter().enumerate() {
-        ops.push((p, register_op(p, Role::Patient, &format!("NHS-{i}"))));
-    }
-    net.run(ops);
-    let mut ops = Vec::new();
-    for (i, p) in patients.iter().enumerate() {
-        let rel = relationship(p, &hospital);
-        ops.push((
-            &hospital,
-            AccessOp::CreateRelationship {
-                patient: p.account(),
-            },
-        ));
-        ops.push((
-            &hospital,
-            AccessOp::AddPointer {
-                relationship: rel,
-                record: record(i as u8, medledger::access::Category::Imaging),
-                replaces: None,
-            },
-        ));
-    }
-    net.run_after(DAY, ops);
-    let mut world = World {
-        net,
-        authority,
-        hospital,
-        specialist,
-        patients,
-    };
-    for i in 0..world.patients.len() {
-        world.accept_and_grant(i);
-    }
-    world
-}
-
 impl World {
-    /// Patient `i` accepts the hospital's relationship and grants the specialist treatment reads.
-    fn accept_and_grant(&mut self, i: usize) -> GrantId {
-        let p = &self.patients[i];
-        let rel = relationship(p, &self.hospital);
-        let terms = GrantTerms::new(
-            rel,
-            Viewer::Account(self.specialist.account()),
-            Scope::All,
-            ActionSet::of(&[Action::Read]),
-            PurposeSet::of(&[Treatment]),
-            Period::lasting(self.net.now, 30 * DAY),
-        );
-        let txs = self.net.sign_all(vec![
-            (p, AccessOp::AcceptRelationship { relationship: rel }),
-            (p, AccessOp::Grant { terms, under: None }),
-        ]);
-        let grant = GrantId::of_tx(txs[1].id());
-        self.net.mine(3600, txs);
-        grant
-    }
-
     fn headers(&self) -> Vec<medledger::block::Header<PowSeal>> {
         (1..=self.net.chain.height())
             .map(|h| self.net.chain.header_at(h).unwrap().clone())
             .collect()
-    }
-
-    fn builder(&self, clock: Arc<ManualClock>) -> ChainBuilder<ProofOfWork> {
-        ChainBuilder::new("access-tests", engine())
-            .genesis_time(T0)
-            .clock(clock)
-            .authority("Regional Health Authority", self.authority.public())
     }
 
     fn import(&self, chunks: &[SnapshotChunk]) -> State<AccessState> {
@@ -150,24 +51,11 @@ impl World {
             .build_from_snapshot(&self.headers(), state)
             .unwrap()
     }
-
-    fn read(&self, chain: &Chain<ProofOfWork>, i: usize) -> Decision {
-        let p = &self.patients[i];
-        let pointer = chain.access().pointers_of(&relationship(p, &self.hospital))[0].id;
-        chain.decide(&AccessRequest::new(
-            self.specialist.account(),
-            p.account(),
-            pointer,
-            Action::Read,
-            Treatment,
-            self.net.now + 1,
-        ))
-    }
 }
 
 #[test]
 fn a_chain_opened_from_a_snapshot_follows_blocks_like_the_replayed_one() {
-    let mut w = world();
+    let mut w = world(PATIENTS);
     let mut fresh = w.open_from_snapshot();
     assert_eq!(fresh.height(), w.net.chain.height());
     assert_eq!(fresh.tip(), w.net.chain.tip());
@@ -219,13 +107,7 @@ fn a_chain_opened_from_a_snapshot_follows_blocks_like_the_replayed_one() {
 
     // The chain opened from the snapshot accepts the same blocks, to the same state roots.
     for h in from + 1..=w.net.chain.height() {
-        let block = w
-            .net
-            .chain
-            .block(&w.net.chain.hash_at(h).unwrap())
-            .unwrap()
-            .unwrap();
-        let appended = fresh.append(block).unwrap();
+        let appended = fresh.append(block_at(&w.net.chain, h)).unwrap();
         assert_eq!(appended.applied.len(), 1);
         assert_eq!(
             fresh.state().root(),
@@ -281,7 +163,7 @@ fn flip_in(bytes: &[u8], needle: &[u8]) -> Vec<u8> {
 
 #[test]
 fn tampered_chunks_are_refused_and_change_nothing() {
-    let w = world();
+    let w = world(PATIENTS);
     let chunks = w.net.chain.snapshot(CHUNK).unwrap();
     let (bad, chunk) = chunks
         .iter()
@@ -329,7 +211,7 @@ fn tampered_chunks_are_refused_and_change_nothing() {
 
 #[test]
 fn missing_reordered_repeated_and_foreign_chunks_are_refused() {
-    let w = world();
+    let w = world(PATIENTS);
     let chunks = w.net.chain.snapshot(CHUNK).unwrap();
     let out_of_order = |at: usize| move |e: &SnapshotError| matches!(e, SnapshotError::OutOfOrder { chunk, .. } if *chunk == at as u32);
     // Chunk 3 given in place of chunk 2 (2 missing, or the two swapped).
@@ -393,7 +275,7 @@ fn missing_reordered_repeated_and_foreign_chunks_are_refused() {
 
 #[test]
 fn a_chain_opens_from_a_snapshot_only_at_its_headers_state_root() {
-    let mut w = world();
+    let mut w = world(PATIENTS);
     let old_chunks = w.net.chain.snapshot(CHUNK).unwrap();
     let old = w.import(&old_chunks);
     let late = Keypair::from_seed(&[99; 32]);
@@ -420,33 +302,20 @@ fn a_chain_opens_from_a_snapshot_only_at_its_headers_state_root() {
 
 #[test]
 fn a_chain_opened_from_a_snapshot_cannot_reorganise_below_it() {
-    let w = world();
+    let w = world(PATIENTS);
     let mut fresh = w.open_from_snapshot();
     assert_eq!(fresh.undo_depth(), 0);
     // A heavier branch forking below the snapshot height: two blocks on the parent of the tip.
     let parent = w.net.chain.height() - 1;
     let mut side = Net::new(&[("Regional Health Authority", &w.authority)]);
     side.clock.set(w.net.now + 10 * DAY);
-    for h in 1..=parent {
-        let block: Block<PowSeal> = w
-            .net
-            .chain
-            .block(&w.net.chain.hash_at(h).unwrap())
-            .unwrap()
-            .unwrap();
-        side.chain.append(block).unwrap();
-    }
+    w.append_blocks(&mut side.chain, 1..=parent);
     side.now = w.net.chain.time_at(parent).unwrap();
     side.run(vec![]);
     side.run(vec![]);
     let mut refused = false;
     for h in parent + 1..=side.chain.height() {
-        let block = side
-            .chain
-            .block(&side.chain.hash_at(h).unwrap())
-            .unwrap()
-            .unwrap();
-        match fresh.append(block) {
+        match fresh.append(block_at(&side.chain, h)) {
             Ok(_) => {}
             Err(ChainError::ReorgTooDeep { depth: 1, max: 0 }) => refused = true,
             Err(other) => panic!("unexpected refusal: {other}"),
@@ -463,15 +332,7 @@ fn with_checkpoints(w: &World, every: u64) -> Chain<ProofOfWork> {
         .checkpoint_every(every)
         .build()
         .unwrap();
-    for h in 1..=w.net.chain.height() {
-        let block = w
-            .net
-            .chain
-            .block(&w.net.chain.hash_at(h).unwrap())
-            .unwrap()
-            .unwrap();
-        chain.append(block).unwrap();
-    }
+    w.append_blocks(&mut chain, 1..=w.net.chain.height());
     chain
 }
 
@@ -484,7 +345,7 @@ fn reopen(w: &World, store: Box<dyn Store>) -> Chain<ProofOfWork> {
 
 #[test]
 fn a_reopened_store_resumes_from_its_checkpoint_and_replays_only_what_follows() {
-    let w = world();
+    let w = world(PATIENTS);
     let height = w.net.chain.height();
     assert!(height >= 6);
     let chain = with_checkpoints(&w, 4);
@@ -516,7 +377,7 @@ fn a_reopened_store_resumes_from_its_checkpoint_and_replays_only_what_follows() 
 
 #[test]
 fn a_damaged_or_stale_checkpoint_is_ignored_and_the_chain_replays() {
-    let w = world();
+    let w = world(PATIENTS);
     let height = w.net.chain.height();
     // A chunk changed: the checkpoint fails against the header, the chain replays everything.
     let mut store = with_checkpoints(&w, 4).into_store();

@@ -319,20 +319,41 @@ struct Epoch {
 
 impl Epoch {
     fn new(tip: &TipInfo) -> Self {
+        Self::first_attempt(
+            tip.height + 1,
+            tip.hash,
+            tip.timestamp,
+            tip.next_randomness,
+            tip.directory.clone(),
+            tip.commitments.clone(),
+        )
+    }
+
+    /// The first attempt at `height` on the parent `parent` (made at `parent_ts`), whose next
+    /// randomness is `base_randomness`, with the parent's directory and commitments: nothing
+    /// collected yet.
+    fn first_attempt(
+        height: u64,
+        parent: BlockHash,
+        parent_ts: u64,
+        base_randomness: Randomness,
+        directory: Vec<PublicKey>,
+        parent_commitments: Vec<Commitment>,
+    ) -> Self {
         Self {
-            height: tip.height + 1,
-            parent: tip.hash,
-            parent_ts: tip.timestamp,
-            base_randomness: tip.next_randomness,
+            height,
+            parent,
+            parent_ts,
+            base_randomness,
             attempt: 0,
-            randomness: tip.next_randomness,
+            randomness: base_randomness,
             my_proof: None,
             next_ids: BTreeMap::new(),
             published: Vec::new(),
             answered: BTreeMap::new(),
             resend_at: u64::MAX,
-            directory: tip.directory.clone(),
-            parent_commitments: tip.commitments.clone(),
+            directory,
+            parent_commitments,
             dir_ids: BTreeMap::new(),
             dir_order: Vec::new(),
             dir_publish_at: None,
@@ -360,44 +381,18 @@ impl Epoch {
     /// The next attempt at this height: fresh randomness, nothing of this attempt kept but
     /// the parent and the identities that arrived for the next attempt.
     fn restarted(&mut self) -> Self {
-        let attempt = self.attempt + 1;
-        let mut next = Self {
-            height: self.height,
-            parent: self.parent,
-            parent_ts: self.parent_ts,
-            base_randomness: self.base_randomness,
-            attempt,
-            randomness: super::attempt_randomness(&self.base_randomness, attempt),
-            my_proof: None,
-            next_ids: BTreeMap::new(),
-            published: Vec::new(),
-            answered: BTreeMap::new(),
-            resend_at: u64::MAX,
-            directory: core::mem::take(&mut self.directory),
-            parent_commitments: core::mem::take(&mut self.parent_commitments),
-            dir_ids: BTreeMap::new(),
-            dir_order: Vec::new(),
-            dir_publish_at: None,
-            dir: None,
-            dir_early: Buffer::default(),
-            dir_cert: None,
-            assigned: false,
-            committee: None,
-            members: Vec::new(),
-            final_members: Vec::new(),
-            reveals: BTreeMap::new(),
-            shard: None,
-            fin: None,
-            shard_results: BTreeMap::new(),
-            commitments: BTreeMap::new(),
-            my_commitment: None,
-            fin_open_at: 0,
-            settle_until: None,
-            block_done: false,
-            early: Buffer::default(),
-            next_tried: core::mem::take(&mut self.next_tried),
-        };
+        let mut next = Self::first_attempt(
+            self.height,
+            self.parent,
+            self.parent_ts,
+            self.base_randomness,
+            core::mem::take(&mut self.directory),
+            core::mem::take(&mut self.parent_commitments),
+        );
+        next.attempt = self.attempt + 1;
+        next.randomness = super::attempt_randomness(&self.base_randomness, next.attempt);
         next.next_ids = core::mem::take(&mut self.next_ids);
+        next.next_tried = core::mem::take(&mut self.next_tried);
         next
     }
 
@@ -1811,6 +1806,20 @@ impl Protocol for Node {
         now: Time,
         input: ProtocolInput<Self>,
     ) -> Result<Outputs<Self>, Self::Error> {
+        Ok(self.handle_with(host, now, input))
+    }
+}
+
+impl Node {
+    /// [`Protocol::handle`] with a host that borrows what it reads (the interface's
+    /// [`Ledger`](Protocol::Ledger), `dyn Host`, must own it): a node's driver can hand the
+    /// node a host over its own ledger for one input.
+    pub fn handle_with(
+        &mut self,
+        host: &mut dyn Host,
+        now: Time,
+        input: ProtocolInput<Self>,
+    ) -> Outputs<Self> {
         let steps = match input {
             Input::Start => self.start(now, host),
             Input::Message { from, message } => self.on_message(from, message, now, host),
@@ -1820,6 +1829,6 @@ impl Protocol for Node {
             // epoch needs (randomness, directory) beyond the ledger's tip.
             Input::Transactions(_) | Input::Appended => Vec::new(),
         };
-        Ok(self.outputs(steps))
+        self.outputs(steps)
     }
 }

@@ -228,7 +228,7 @@ impl Consortium {
             .node
             .ask_blocking(|n| {
                 (
-                    n.ledger().chain().tip_header().state_root.to_string(),
+                    n.ledger().chain().tip_state_root().to_string(),
                     n.ledger().pending(),
                 )
             })

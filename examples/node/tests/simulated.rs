@@ -4,44 +4,32 @@
 //! on what it had written. Simulated time is virtual: minutes of consensus take
 //! seconds of wall time, and a seed replays exactly.
 
+mod harness;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, UNIX_EPOCH};
 
-use commonware_cryptography::Signer as _;
-use commonware_p2p::simulated::{self, Link, Network};
-use commonware_p2p::{Manager as _, Recipients, Sender as _};
-use commonware_runtime::{
-    deterministic, Clock as _, Handle, Quota, Runner as _, Spawner as _, Supervisor as _,
-};
-use commonware_utils::channel::{mpsc, oneshot};
-use commonware_utils::ordered::Set;
-use commonware_utils::{NZUsize, Probability, NZU32};
+use commonware_p2p::simulated::Link;
+use commonware_p2p::{Recipients, Sender as _};
+use commonware_runtime::{Clock as _, Quota, Runner as _, Spawner as _, Supervisor as _};
+use commonware_utils::channel::mpsc;
+use commonware_utils::{Probability, NZU32};
+use harness::{ask, node_seed, runner, Cluster, Ctx, NODES, START};
 use medledger::access::{
     AccessOp, Action, ActionSet, GrantTerms, Period, PurposeSet, RelationshipId, Role, Scope,
     Viewer,
 };
-use medledger::file_store::FileStore;
 use medledger::purpose::PurposeOfUse::Treatment;
 use medledger::tendermint::{Tendermint, TendermintConfig};
 use medledger::tx::Keypair;
 use medledger::Transaction;
-use medledger_node::config::{hex_encode, Genesis, NamedKey};
-use medledger_node::net::{node_ledger, transport_key};
-use medledger_node::node::{self, Finalised, Pk, RpcCall, RpcRequest, RuntimeClock, Transport};
+use medledger_node::config::{EngineKind, Genesis, NamedKey};
+use medledger_node::net::node_ledger;
+use medledger_node::node::{self, RpcRequest};
 use medledger_node::wire::*;
 
-type Ctx = deterministic::Context;
-type Oracle = simulated::Oracle<Pk, Ctx>;
-
-const NODES: usize = 4;
-/// Virtual start time (Unix seconds) of every run.
-const START: u64 = 1_800_000_000;
 const DAY: u64 = 86_400;
-
-fn node_seed(i: usize) -> [u8; 32] {
-    [i as u8 + 1; 32]
-}
 
 fn genesis(authority: &Keypair) -> Genesis {
     Genesis {
@@ -62,6 +50,9 @@ fn genesis(authority: &Keypair) -> Genesis {
             power: None,
         }],
         block_interval_ms: 200,
+        engine: EngineKind::Tendermint,
+        pow: None,
+        committee: None,
     }
 }
 
@@ -124,44 +115,25 @@ fn lossy_link() -> Link {
     }
 }
 
-async fn connect(oracle: &Oracle, a: &Pk, b: &Pk) {
-    oracle
-        .add_link(a.clone(), b.clone(), lossy_link())
-        .await
-        .unwrap();
-    oracle
-        .add_link(b.clone(), a.clone(), lossy_link())
-        .await
-        .unwrap();
-}
-
-async fn cut(oracle: &Oracle, a: &Pk, b: &Pk) {
-    oracle.remove_link(a.clone(), b.clone()).await.unwrap();
-    oracle.remove_link(b.clone(), a.clone()).await.unwrap();
-}
-
-async fn ask(node: &mpsc::UnboundedSender<RpcCall>, request: RpcRequest) -> serde_json::Value {
-    let (tx, rx) = oneshot::channel();
-    if node.send((request, tx)).is_err() {
-        return serde_json::json!({"ok": false});
-    }
-    rx.await
-        .unwrap_or_else(|_| serde_json::json!({"ok": false}))
-}
-
 /// Four nodes on a simulated network, each running `node::run` on its own `FileStore`, and one
 /// more known peer (the intruder, `pks[NODES]`) that runs no node: a test may speak through it.
 struct Sim {
-    ctx: Ctx,
-    oracle: Oracle,
-    pks: Vec<Pk>,
+    net: Cluster,
     genesis: Genesis,
-    stores: tempfile::TempDir,
-    rpcs: Vec<mpsc::UnboundedSender<RpcCall>>,
-    handles: Vec<Option<Handle<()>>>,
-    events_tx: mpsc::UnboundedSender<Finalised>,
-    events: mpsc::UnboundedReceiver<Finalised>,
     txs: Vec<Transaction>,
+}
+
+impl Deref for Sim {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.net
+    }
+}
+
+impl DerefMut for Sim {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.net
+    }
 }
 
 impl Sim {
@@ -169,42 +141,8 @@ impl Sim {
         let authority = Keypair::from_secret_bytes(&[100; 32]);
         let genesis = genesis(&authority);
         let txs = workflow(&genesis, &authority);
-        let (network, oracle) = Network::new(
-            ctx.child("network"),
-            simulated::Config {
-                max_size: MAX_P2P_MESSAGE,
-                max_peers_per_set: NZUsize!(NODES + 1),
-                disconnect_on_block: true,
-                tracked_peer_sets: NZUsize!(1),
-            },
-        );
-        network.start();
-        let pks: Vec<Pk> = (0..=NODES)
-            .map(|i| transport_key(&node_seed(i)).unwrap().public_key())
-            .collect();
-        let mut manager = oracle.manager();
-        assert!(manager
-            .track(0, Set::try_from(pks.clone()).unwrap())
-            .accepted());
-        for a in 0..NODES {
-            for b in a + 1..NODES {
-                connect(&oracle, &pks[a], &pks[b]).await;
-            }
-        }
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (rpc_placeholder, _) = mpsc::unbounded_channel();
-        let mut sim = Sim {
-            ctx,
-            oracle,
-            pks,
-            genesis,
-            stores: tempfile::tempdir().unwrap(),
-            rpcs: vec![rpc_placeholder; NODES],
-            handles: (0..NODES).map(|_| None).collect(),
-            events_tx,
-            events,
-            txs,
-        };
+        let net = Cluster::start(ctx, NODES + 1, lossy_link()).await;
+        let mut sim = Sim { net, genesis, txs };
         for i in 0..NODES {
             sim.spawn(i).await;
         }
@@ -213,22 +151,9 @@ impl Sim {
 
     /// Starts node `i`'s loop on the chain in its store (empty the first time).
     async fn spawn(&mut self, i: usize) {
-        let control = self.oracle.control(self.pks[i].clone());
-        let consensus = control
-            .register(CH_CONSENSUS, Quota::per_second(NZU32!(RATE_CONSENSUS)))
-            .await
-            .unwrap();
-        let txs = control
-            .register(CH_TXS, Quota::per_second(NZU32!(RATE_TXS)))
-            .await
-            .unwrap();
-        let sync = control
-            .register(CH_SYNC, Quota::per_second(NZU32!(RATE_SYNC)))
-            .await
-            .unwrap();
-        // Blocks from the future are refused by simulated time, not the host's.
-        let clock = Arc::new(RuntimeClock(self.ctx.child("clock")));
-        let store = FileStore::open(self.stores.path().join(format!("node-{i}.ledger"))).unwrap();
+        let transport = self.net.transport(i).await;
+        let clock = self.net.clock();
+        let store = self.net.store(i);
         let chain = self
             .genesis
             .chain_with_clock(Some(store), Some(clock))
@@ -237,76 +162,26 @@ impl Sim {
         let key = Keypair::from_secret_bytes(&node_seed(i));
         let engine = Tendermint::new(ledger.chain().engine().clone(), TendermintConfig::new(key));
         let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
-        let events_tx = self.events_tx.clone();
+        let events_tx = self.net.events_sender();
         let interval = Duration::from_millis(self.genesis.block_interval_ms);
-        let handle = self.ctx.child("node").spawn(move |ctx| {
+        let handle = self.net.ctx.child("node").spawn(move |ctx| {
             node::run(
                 ctx,
                 format!("hospital-{i}"),
                 ledger,
                 engine,
                 interval,
-                Transport {
-                    consensus,
-                    txs,
-                    sync,
-                    blocker: control,
-                    peers: NODES - 1,
-                },
+                transport,
                 rpc_rx,
                 Some(events_tx),
             )
         });
-        self.rpcs[i] = rpc_tx;
-        self.handles[i] = Some(handle);
-    }
-
-    fn alive(&self) -> Vec<usize> {
-        (0..NODES).filter(|i| self.handles[*i].is_some()).collect()
-    }
-
-    async fn heights(&self) -> BTreeMap<usize, u64> {
-        let mut out = BTreeMap::new();
-        for i in self.alive() {
-            let status = ask(&self.rpcs[i], RpcRequest::Status).await;
-            out.insert(i, status["height"].as_u64().expect("a live node answers"));
-        }
-        out
-    }
-
-    /// Waits (virtual time) until every live node is at `height` or above.
-    async fn wait_height(&self, height: u64, within: Duration) {
-        let deadline = self.ctx.current() + within;
-        loop {
-            let heights = self.heights().await;
-            if heights.values().all(|h| *h >= height) {
-                return;
-            }
-            assert!(
-                self.ctx.current() < deadline,
-                "height {height} not reached within {within:?}: {heights:?}"
-            );
-            self.ctx.sleep(Duration::from_millis(200)).await;
-        }
+        self.net.started(i, rpc_tx, handle);
     }
 
     /// Submits the workflow through node 0 and waits until it is finalised.
     async fn submit_workflow(&mut self, within: Duration) {
-        for tx in &self.txs {
-            let answer = ask(
-                &self.rpcs[0],
-                RpcRequest::Submit {
-                    tx: hex_encode(&tx.encode()),
-                },
-            )
-            .await;
-            assert_eq!(answer["ok"], true, "submit: {answer}");
-        }
-        let deadline = self.ctx.current() + within;
-        while ask(&self.rpcs[0], RpcRequest::Status).await["mempool"].as_u64() != Some(0) {
-            assert!(self.ctx.current() < deadline, "workflow not finalised");
-            self.ctx.sleep(Duration::from_millis(200)).await;
-        }
+        self.net.submit(&self.txs, within).await;
     }
 
     /// The live nodes hold the same block at their common height below the tips (a tip's seal
@@ -331,43 +206,11 @@ impl Sim {
         (common, blocks[0].0.as_str().unwrap().to_string())
     }
 
-    /// Transactions finalised per node so far (from the finalisation events).
-    fn drain_events(&mut self, seen: &mut BTreeMap<String, BTreeMap<u64, Finalised>>) {
-        while let Ok(e) = self.events.try_recv() {
-            seen.entry(e.node.clone()).or_default().insert(e.height, e);
-        }
-    }
-
-    /// Crashes node `i`: its links go, its task and handles are dropped.
-    async fn crash(&mut self, i: usize) {
-        for j in 0..NODES {
-            if j != i {
-                cut(&self.oracle, &self.pks[i], &self.pks[j]).await;
-            }
-        }
-        if let Some(handle) = self.handles[i].take() {
-            handle.abort();
-        }
-    }
-
     /// Restarts crashed node `i` on what its store holds, and restores its links.
     async fn restart(&mut self, i: usize) {
-        for j in 0..NODES {
-            if j != i {
-                connect(&self.oracle, &self.pks[i], &self.pks[j]).await;
-            }
-        }
+        self.net.reconnect(i).await;
         self.spawn(i).await;
     }
-}
-
-fn runner(seed: u64) -> deterministic::Runner {
-    deterministic::Runner::new(
-        deterministic::Config::default()
-            .with_seed(seed)
-            .with_start_time(UNIX_EPOCH + Duration::from_secs(START))
-            .with_timeout(Some(Duration::from_secs(1_200))),
-    )
 }
 
 /// Agreement scenario: returns what must replay identically under the same seed.
@@ -431,7 +274,7 @@ fn a_two_two_partition_finalises_nothing_and_heals() {
         sim.wait_height(2, Duration::from_secs(60)).await;
         for a in [0, 1] {
             for b in [2, 3] {
-                cut(&sim.oracle, &sim.pks[a], &sim.pks[b]).await;
+                sim.cut(a, b).await;
             }
         }
         // Let what was in flight land, then nothing more may be finalised.
@@ -450,7 +293,7 @@ fn a_two_two_partition_finalises_nothing_and_heals() {
         assert!(late.is_empty(), "finalised during the partition: {late:?}");
         for a in [0, 1] {
             for b in [2, 3] {
-                connect(&sim.oracle, &sim.pks[a], &sim.pks[b]).await;
+                sim.connect(a, b).await;
             }
         }
         let top = *during.values().max().unwrap();
@@ -508,7 +351,7 @@ fn a_peer_sending_malformed_or_oversized_messages_is_blocked_and_nothing_else_ch
         // A known peer (in the consortium's peer set) turns hostile.
         let intruder = sim.pks[NODES].clone();
         for target in 0..3 {
-            connect(&sim.oracle, &intruder, &sim.pks[target]).await;
+            sim.connect(NODES, target).await;
         }
         let control = sim.oracle.control(intruder.clone());
         let quota = Quota::per_second(NZU32!(1000));

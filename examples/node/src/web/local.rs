@@ -27,7 +27,7 @@ use crate::node::{NodeJob, RpcCall};
 ///
 /// If the genesis does not build a chain.
 pub fn chain_id(genesis: &Genesis) -> Result<ChainId> {
-    Ok(genesis.chain(None)?.chain_id())
+    genesis.chain_id()
 }
 
 /// Starts the web API of the node of `config` at `addr`, sending its work on `jobs`; returns

@@ -272,7 +272,7 @@ pub async fn status(
                 chain_id: chain_id.to_string(),
                 height: chain.height(),
                 tip: chain.tip().to_string(),
-                time: chain.tip_header().timestamp,
+                time: chain.tip_time(),
                 provider: provider.to_string(),
                 pending: ledger.pending(),
                 now: node.now_secs(),

@@ -204,6 +204,14 @@ fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, message)
 }
 
+/// The refusal of a step that comes too late: `query` was aggregated, so `consequence`.
+fn already_aggregated(query: &QueryId, consequence: &str) -> ApiError {
+    conflict(
+        "already_aggregated",
+        format!("query {query} was aggregated: {consequence}"),
+    )
+}
+
 /// What a signed message covers after its chain id and query.
 enum Step<'a> {
     Verify {
@@ -543,10 +551,7 @@ pub async fn reports(
     let room = MAX_HELD_BYTES - d.held_bytes;
     let held = d.queries.entry(query).or_default();
     if held.outcome.is_some() {
-        return Err(conflict(
-            "already_aggregated",
-            format!("query {query} was aggregated: no more reports"),
-        ));
+        return Err(already_aggregated(&query, "no more reports"));
     }
     if let Some((r, _)) = decoded
         .iter()
@@ -757,22 +762,25 @@ async fn check_leader(
                     format!("the signer is not query {query}'s leader"),
                 ));
             }
-            if node.now_secs() < q.deadline {
-                return Err(too_early(&q, node.now_secs()));
-            }
+            past_deadline(&q, node.now_secs())?;
             Ok(q)
         })
         .await?
 }
 
-fn too_early(q: &Query, now: u64) -> ApiError {
-    conflict(
-        "too_early",
-        format!(
-            "query {} takes reports until {}; it is {now}",
-            q.id, q.deadline
-        ),
-    )
+/// Whether query `q` is past its deadline at `now` (aggregating may start); if not, the
+/// refusal saying until when it takes reports.
+fn past_deadline(q: &Query, now: u64) -> Result<(), ApiError> {
+    if now < q.deadline {
+        return Err(conflict(
+            "too_early",
+            format!(
+                "query {} takes reports until {}; it is {now}",
+                q.id, q.deadline
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The helper's side of one chunk: prepares each report it holds, finishes it with the
@@ -824,10 +832,7 @@ pub async fn verify(
         };
         let held = d.queries.entry(query).or_default();
         if held.outcome.is_some() {
-            return Err(conflict(
-                "already_aggregated",
-                format!("query {query} was aggregated: its share is released"),
-            ));
+            return Err(already_aggregated(&query, "its share is released"));
         }
         if let Some(aggregator) = fresh {
             held.session = Some(Session {
@@ -984,6 +989,25 @@ async fn helper_error(response: reqwest::Response) -> ApiError {
     )
 }
 
+/// Posts `body` to the helper at `url` and reads its answer; a refusal, no answer or an
+/// unreadable one is a 502.
+async fn ask_helper<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    body: &impl Serialize,
+) -> Result<T, ApiError> {
+    let response = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(helper_unreachable)?;
+    if !response.status().is_success() {
+        return Err(helper_error(response).await);
+    }
+    response.json().await.map_err(helper_unreachable)
+}
+
 fn helper_unreachable(e: reqwest::Error) -> ApiError {
     ApiError::new(
         StatusCode::BAD_GATEWAY,
@@ -1024,9 +1048,7 @@ pub async fn aggregate(
                     format!("this node is query {query}'s helper: ask its leader"),
                 ));
             }
-            if node.now_secs() < q.deadline {
-                return Err(too_early(&q, node.now_secs()));
-            }
+            past_deadline(&q, node.now_secs())?;
             Ok(q)
         })
         .await??;
@@ -1034,10 +1056,7 @@ pub async fn aggregate(
         let mut d = desk(&state)?;
         let held = d.queries.entry(query).or_default();
         if held.outcome.is_some() {
-            return Err(conflict(
-                "already_aggregated",
-                format!("query {query} was aggregated: its share is released"),
-            ));
+            return Err(already_aggregated(&query, "its share is released"));
         }
         if held.busy {
             return Err(conflict(
@@ -1129,16 +1148,7 @@ async fn lead(
             messages: chunk.to_vec(),
             signature: signature.to_string(),
         };
-        let response = client
-            .post(url("verify")?)
-            .json(&body)
-            .send()
-            .await
-            .map_err(helper_unreachable)?;
-        if !response.status().is_success() {
-            return Err(helper_error(response).await);
-        }
-        let answer: VerifyView = response.json().await.map_err(helper_unreachable)?;
+        let answer: VerifyView = ask_helper(&client, url("verify")?, &body).await?;
         for m in &answer.messages {
             // A report failing the proof, or one the helper does not hold, is excluded.
             let _ = aggregator.finish(&m.parse(1)?);
@@ -1154,16 +1164,7 @@ async fn lead(
         session: hex_encode(&session),
         signature: signature.to_string(),
     };
-    let response = client
-        .post(url("finalize")?)
-        .json(&body)
-        .send()
-        .await
-        .map_err(helper_unreachable)?;
-    if !response.status().is_success() {
-        return Err(helper_error(response).await);
-    }
-    let theirs: FinalizeView = response.json().await.map_err(helper_unreachable)?;
+    let theirs: FinalizeView = ask_helper(&client, url("finalize")?, &body).await?;
     let share = aggregator
         .finalize()
         .map_err(|e| conflict("batch_too_small", e.to_string()))?;
