@@ -150,7 +150,7 @@ fn bench(n: usize, clients: usize, interval: u64) -> Result<()> {
                 .iter()
                 .map(|a| Rpc::connect(*a))
                 .collect::<Result<Vec<_>>>()?;
-            let mut last = vec![0u64; 4];
+            let mut last = [0u64; 4];
             while !stop.load(Ordering::Relaxed) {
                 for (i, conn) in conns.iter_mut().enumerate() {
                     let h = conn.call(&RpcRequest::Status)?["height"]
