@@ -350,7 +350,8 @@ impl Rpc {
     }
 
     fn call(&mut self, request: &RpcRequest) -> Result<serde_json::Value> {
-        writeln!(self.writer, "{}", serde_json::to_string(request)?)?;
+        let line = format!("{}\n", serde_json::to_string(request)?);
+        self.writer.write_all(line.as_bytes())?;
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
         Ok(serde_json::from_str(&line)?)
