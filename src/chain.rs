@@ -30,7 +30,7 @@ use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
 use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
 use crate::state::snapshot::{SnapshotChunk, SnapshotError, SnapshotImport, MAX_CHUNK_ENTRIES};
-use crate::state::{BlockUndo, Executed, State, StateError, TxFailure};
+use crate::state::{BlockUndo, Executed, State, StateBackend, StateError, TxFailure};
 use crate::store::{MemoryStore, Store, StoreError, StoredCheckpoint};
 use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
 
@@ -367,6 +367,7 @@ pub struct ChainBuilder<C: Consensus, A: Application> {
     clock: Arc<dyn Clock>,
     max_reorg_depth: u64,
     checkpoint_every: u64,
+    state_backend: StateBackend,
     genesis: A::Genesis,
 }
 
@@ -393,6 +394,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
             clock: Arc::new(SystemClock),
             max_reorg_depth: DEFAULT_MAX_REORG_DEPTH,
             checkpoint_every: 0,
+            state_backend: StateBackend::Memory,
             genesis,
         }
     }
@@ -433,6 +435,15 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         self.checkpoint_every = blocks;
         self
     }
+    /// Where the state's committed entries live (default [`StateBackend::Memory`]). With
+    /// `StateBackend::Disk` (feature `redb`), [`build`](Self::build) starts from the state the
+    /// directory holds if it matches the stored main chain (no replay), and otherwise writes the
+    /// state it starts from (genesis, or the store's checkpoint) into the directory, replacing
+    /// what it held; every later block commits there (see `state::disk`).
+    pub fn state_backend(mut self, backend: StateBackend) -> Self {
+        self.state_backend = backend;
+        self
+    }
     /// Builds the chain: creates genesis, or reopens the store. If the store keeps a
     /// checkpoint ([`Store::checkpoint`]) of a block still on its main chain, the chain takes
     /// the headers up to that block from the store (checked by the engine, bodies not executed),
@@ -445,8 +456,9 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
     ///
     /// [`ChainError::Config`] for an empty name or a genesis configuration the application
     /// refuses, [`ChainError::GenesisMismatch`] if the store holds another chain,
-    /// [`ChainError::Store`] if it fails.
+    /// [`ChainError::Store`] if it or the state database fails.
     pub fn build(self) -> ChainResult<Chain<C, A>, A> {
+        let backend = self.state_backend.clone();
         let (mut chain, genesis) = self.genesis_chain()?;
         let genesis_hash = genesis.hash();
         let stored = chain.store.block_hashes()?;
@@ -455,6 +467,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
                 chain.store.put_block(&genesis_hash, &genesis.encode())?;
                 chain.store.set_main_chain(0, &[genesis_hash])?;
                 chain.store.sync()?;
+                chain.use_backend(&backend)?;
             }
             Some(first) if *first != genesis_hash => {
                 return Err(ChainError::GenesisMismatch {
@@ -463,7 +476,10 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
                 })
             }
             Some(_) => {
-                chain.resume_from_checkpoint()?;
+                if !chain.resume_from_disk(&backend)? {
+                    chain.resume_from_checkpoint()?;
+                    chain.use_backend(&backend)?;
+                }
                 chain.reload(&stored[1..])?;
             }
         }
@@ -493,6 +509,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         headers: &[Header<C::Seal>],
         state: State<A::State>,
     ) -> ChainResult<Chain<C, A>, A> {
+        let backend = self.state_backend.clone();
         let (mut chain, genesis) = self.genesis_chain()?;
         if !chain.store.block_hashes()?.is_empty() {
             return Err(ChainError::Config(
@@ -514,6 +531,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         chain.trees = vec![state.tree().clone()];
         chain.tree_base = height;
         chain.state = state;
+        chain.use_backend(&backend)?;
         chain.store.put_block(&genesis.hash(), &genesis.encode())?;
         chain.store.set_main_chain(0, &chain.main)?;
         chain.store.sync()?;
@@ -1101,6 +1119,22 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         Ok(())
     }
 
+    /// Moves the state (at the tip, no block pending) to `backend`.
+    fn use_backend(&mut self, backend: &StateBackend) -> ChainResult<(), A> {
+        match backend {
+            StateBackend::Memory => Ok(()),
+            #[cfg(feature = "redb")]
+            StateBackend::Disk(config) => self
+                .state
+                .move_to_disk(
+                    config,
+                    self.height(),
+                    self.max_reorg_depth.saturating_add(1),
+                )
+                .map_err(|e| ChainError::Store(StoreError::Backend(Box::new(e)))),
+        }
+    }
+
     /// Executes a checked block on the tip's state, checks its state root, and commits it.
     fn apply_checked(
         &mut self,
@@ -1109,8 +1143,9 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         let h = block.header();
         let executed = execute_block::<C, A>(&mut self.state, self.chain_id, block)?;
         let events = executed.events.clone();
-        self.trees.push(executed.tree.clone());
-        let undo = self.state.commit(executed);
+        let tree = executed.tree.clone();
+        let undo = self.state.commit_block(executed)?;
+        self.trees.push(tree);
         // Trimmed to the limit only once the caller's operation succeeds (`trim_undo`): a
         // reorganisation that fails half-way must find every entry it started with.
         self.undo.push_back(undo);
@@ -1379,14 +1414,9 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         if height == 0 || self.store.main_hash(height)? != Some(checkpoint.block) {
             return Ok(false);
         }
-        let mut headers = Vec::new();
-        for h in 1..=height {
-            let hash = self.store.main_hash(h)?;
-            match hash.map(|hash| self.block(&hash)).transpose()? {
-                Some(Some(block)) if Some(block.hash()) == hash => headers.push(block.header),
-                _ => return Ok(false),
-            }
-        }
+        let Some(headers) = self.stored_headers(height)? else {
+            return Ok(false);
+        };
         let resumed = (|| {
             for header in &headers {
                 self.accept_header(header).ok()?;
@@ -1408,6 +1438,54 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         self.tree_base = height;
         self.state = state;
         Ok(true)
+    }
+
+    /// The headers of the stored main chain from height 1 to `height`, if the store has them all.
+    fn stored_headers(&self, height: u64) -> ChainResult<Option<Vec<Header<C::Seal>>>, A> {
+        let mut headers = Vec::new();
+        for h in 1..=height {
+            let hash = self.store.main_hash(h)?;
+            match hash.map(|hash| self.block(&hash)).transpose()? {
+                Some(Some(block)) if Some(block.hash()) == hash => headers.push(block.header),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(headers))
+    }
+
+    /// Starts from the state a disk backend's directory holds (without replay), if it holds
+    /// one whose root is the state root of the stored main chain's header at its height: the
+    /// headers up to it are taken from the store and checked by the engine (bodies not
+    /// executed), as for a checkpoint. Returns whether it did; if not, the chain is as it was
+    /// (at genesis) and the directory is left for [`use_backend`](Self::use_backend) to
+    /// rewrite.
+    fn resume_from_disk(&mut self, backend: &StateBackend) -> ChainResult<bool, A> {
+        #[cfg(feature = "redb")]
+        if let StateBackend::Disk(config) = backend {
+            // A directory that cannot be read or does not check is rebuilt, as a damaged
+            // checkpoint is: the blocks are the truth.
+            let Ok(Some((state, height))) =
+                State::open_disk(config, self.max_reorg_depth.saturating_add(1))
+            else {
+                return Ok(false);
+            };
+            let Some(headers) = self.stored_headers(height)? else {
+                return Ok(false);
+            };
+            let accepted = headers.iter().all(|h| self.accept_header(h).is_ok());
+            if !accepted || self.tip_header().state_root != state.root() {
+                let genesis = self.main[0];
+                self.main.truncate(1);
+                self.index.retain(|hash, _| *hash == genesis);
+                return Ok(false);
+            }
+            self.trees = vec![state.tree().clone()];
+            self.tree_base = height;
+            self.state = state;
+            return Ok(true);
+        }
+        let _ = backend;
+        Ok(false)
     }
 
     /// Adds `header` to the main chain without its body (opening from a snapshot): the header
@@ -1471,7 +1549,7 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         for hash in &self.main[1..] {
             let block = self.load_checked(hash)?;
             let executed = execute_block::<C, A>(&mut state, self.chain_id, &block)?;
-            state.commit(executed);
+            state.commit_block(executed)?;
         }
         Ok(state)
     }

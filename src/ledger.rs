@@ -97,6 +97,7 @@ use std::sync::Arc;
 use crate::app::Application;
 use crate::block::{MAX_BLOCK_LEN, MAX_BLOCK_TXS};
 use crate::chain::{BlockTemplate, Chain, ChainBlock, ChainError, ChainResult, Clock};
+use crate::consensus::protocol::{Outputs, Protocol, ProtocolInput, Time};
 use crate::consensus::{Consensus, ConsensusError};
 use crate::hash::{AccountId, BlockHash, ChainId, TxId};
 use crate::pow::{PowSeal, ProofOfWork};
@@ -602,6 +603,29 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         self.chain.chain_id()
     }
 
+    /// Hands `input` to a protocol engine that reads this ledger's chain (its
+    /// [`Ledger`](Protocol::Ledger) is the [`Chain`], as for
+    /// [`PowNode`](crate::pow::PowNode)), and returns what the engine asks for. The pool is not
+    /// involved: submit offered transactions here first if they should be pending, and append
+    /// the engine's [`Output::Append`](crate::consensus::protocol::Output::Append) blocks with
+    /// [`append`](Self::append), which keeps the pool in step. An engine never appends to the
+    /// chain it is handed (the protocol leaves that to the driver).
+    ///
+    /// # Errors
+    ///
+    /// The engine's refusal of `input`; the engine and the ledger are then unchanged.
+    pub fn drive<P>(
+        &mut self,
+        engine: &mut P,
+        now: Time,
+        input: ProtocolInput<P>,
+    ) -> Result<Outputs<P>, P::Error>
+    where
+        P: Protocol<Ledger = Chain<C, A>>,
+    {
+        engine.handle(&mut self.chain, now, input)
+    }
+
     /// The clock that stamps blocks.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
@@ -1045,13 +1069,15 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                     }
                     if resync {
                         self.view.state.discard();
-                    } else {
-                        let undo = self.view.state.commit_untracked();
+                    } else if let Ok(undo) = self.view.state.commit_untracked() {
                         self.view.undo.push_back((applied.hash, undo));
                         while self.view.undo.len() as u64 > self.chain.max_reorg_depth() {
                             self.view.undo.pop_front();
                         }
                         self.view.tip = applied.hash;
+                    } else {
+                        // The view's state is in memory and does not fail; if it did, rebuild.
+                        resync = true;
                     }
                 }
                 _ => resync = true,

@@ -142,6 +142,9 @@
 //! * `fhir`: the `fhir` module, grants as HL7 FHIR R5 `Consent` resources and access receipts
 //!   as `AuditEvent`s (JSON), and FHIR Consents imported as grants or refused with the reason,
 //!   on the `fhir-model` crate's R5 types.
+//! * `redb`: `state::disk`, the state's tables in a redb database with a bounded cache of
+//!   decoded values in front, committed atomically with each block (select it with
+//!   [`chain::ChainBuilder::state_backend`]); the memory backend stays the default.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

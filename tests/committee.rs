@@ -236,6 +236,7 @@ fn forge_block<C: Consensus<Seal = CommitteeSeal>>(
             height,
             parent: template.parent,
             stage,
+            attempt: 0,
             round: 0,
             phase: Phase::Precommit,
             value,

@@ -87,7 +87,10 @@ macro_rules! replay_tests {
         /// Every target has a replay test here, a fuzz target and a line in the fuzz manifest.
         #[test]
         fn every_target_is_replayed_and_fuzzed() {
-            let replayed = [$(stringify!($name)),*];
+            let replayed: Vec<&str> = [$(stringify!($name)),*]
+                .into_iter()
+                .chain(RESEARCH_TARGETS.iter().copied())
+                .collect();
             let targets: Vec<&str> = fuzz_checks::TARGETS.iter().map(|t| t.name).collect();
             assert_eq!(targets, replayed);
             let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
@@ -115,6 +118,24 @@ replay_tests!(
     grant_proof,
     chain_model,
 );
+
+/// The research targets, replayed with the `research-queries` feature.
+#[cfg(feature = "research-queries")]
+const RESEARCH_TARGETS: &[&str] = &["research_report", "aggregate_share"];
+#[cfg(not(feature = "research-queries"))]
+const RESEARCH_TARGETS: &[&str] = &[];
+
+#[cfg(feature = "research-queries")]
+#[test]
+fn research_report() {
+    replay("research_report");
+}
+
+#[cfg(feature = "research-queries")]
+#[test]
+fn aggregate_share() {
+    replay("aggregate_share");
+}
 
 // ---------------------------------------------------------------------------------------------
 // The seed generator
@@ -148,14 +169,24 @@ fn max_len_table() -> String {
     out
 }
 
+/// The committed table, less the lines of targets this build leaves out (their features are
+/// off): it must be what this build would write.
 #[test]
 fn the_fuzzing_length_limits_are_the_decoders_limits() {
     let committed = std::fs::read_to_string(fuzz_dir().join("max_len.txt")).unwrap();
+    let built: String = committed
+        .lines()
+        .filter(|l| !fuzz_checks::GATED.contains(&l.split(' ').next().unwrap_or("")))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(
-        committed,
+        built,
         max_len_table(),
-        "fuzz/max_len.txt is stale: run write_seed_corpus"
+        "fuzz/max_len.txt is stale: run write_seed_corpus with every feature"
     );
+    for gated in fuzz_checks::GATED {
+        assert!(committed.contains(&format!("\n{gated} ")), "{gated}");
+    }
 }
 
 /// libFuzzer grows inputs slowly from the largest seed: each target has a seed within its
@@ -192,7 +223,76 @@ fn seeds() -> Vec<Seed> {
     access_seeds(&mut out);
     chain_model_seeds(&mut out);
     limit_seeds(&mut out);
+    research_seeds(&mut out);
     out
+}
+
+#[cfg(not(feature = "research-queries"))]
+fn research_seeds(_: &mut Vec<Seed>) {
+    panic!("write the seeds with every feature: the research seeds need `research-queries`");
+}
+
+/// Reports sharded to the fuzz checks' aggregators (a count, valid and out of range, and a
+/// histogram), one at the limit, and aggregate shares (a count's, a histogram's, the longest).
+#[cfg(feature = "research-queries")]
+fn research_seeds(out: &mut Vec<Seed>) {
+    use fuzz_checks::research::{params, QUERY, REPORT_MAX_LEN, SHARE_MAX_LEN};
+    use medledger::access::{QueryKind, ReportNonce};
+    use medledger::research::{
+        shard, AggregateShare, Measurement, Report, SealedShare, MAX_OUTPUT_LEN,
+        MAX_PUBLIC_SHARE_LEN, MAX_SHARE_LEN,
+    };
+
+    let count = params(QUERY, QueryKind::Count);
+    for (name, has, nonce) in [("count-yes", true, 1u8), ("count-no", false, 2)] {
+        let r = shard(
+            &count,
+            &Measurement::Count(has),
+            ReportNonce::from_bytes([nonce; 16]),
+        )
+        .unwrap();
+        out.push(("research_report", name.into(), r.encode()));
+    }
+    let histogram = params(QUERY, QueryKind::Histogram { buckets: 8 });
+    let r = shard(
+        &histogram,
+        &Measurement::Bucket(5),
+        ReportNonce::from_bytes([3; 16]),
+    )
+    .unwrap();
+    out.push(("research_report", "histogram".into(), r.encode()));
+    let longest = Report {
+        query: QUERY,
+        nonce: ReportNonce::from_bytes([4; 16]),
+        public_share: vec![5; MAX_PUBLIC_SHARE_LEN].try_into().unwrap(),
+        shares: [6u8, 7].map(|b| SealedShare {
+            encapped: [b; 32],
+            ciphertext: vec![b; MAX_SHARE_LEN].try_into().unwrap(),
+        }),
+    };
+    let bytes = longest.encode();
+    assert!(bytes.len() <= REPORT_MAX_LEN);
+    out.push(("research_report", "longest".into(), bytes));
+
+    let share = |index: u8, values: Vec<u128>| AggregateShare {
+        query: QUERY,
+        index,
+        reports: 1_000,
+        values: values.try_into().unwrap(),
+    };
+    out.push((
+        "aggregate_share",
+        "count".into(),
+        share(0, vec![42]).encode(),
+    ));
+    out.push((
+        "aggregate_share",
+        "histogram".into(),
+        share(1, (0..8).map(|i| i * 1_000).collect()).encode(),
+    ));
+    let bytes = share(0, vec![u128::MAX; MAX_OUTPUT_LEN]).encode();
+    assert!(bytes.len() <= SHARE_MAX_LEN);
+    out.push(("aggregate_share", "longest".into(), bytes));
 }
 
 fn chain_id() -> ChainId {

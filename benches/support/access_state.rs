@@ -12,11 +12,11 @@ use medledger::State;
 
 pub const T0: u64 = 1_767_225_600;
 pub const DAY: u64 = 86_400;
-const PROVIDERS: u64 = 100;
+pub const PROVIDERS: u64 = 100;
 const VIEWERS: u64 = 1_000;
 
 /// A synthetic key: signatures are not checked when building states directly.
-fn pk(kind: u8, i: u64) -> PublicKey {
+pub fn pk(kind: u8, i: u64) -> PublicKey {
     let mut b = [0u8; 32];
     b[0] = kind;
     b[1..9].copy_from_slice(&i.to_le_bytes());
@@ -47,9 +47,19 @@ pub fn lab_record_op(rel: RelationshipId, i: u64) -> AccessOp {
 /// record, and a grant to one of the viewers; returns it with the (viewer, patient, pointer)
 /// triples.
 pub fn build_state(n: u64) -> (State, Vec<(AccountId, AccountId, PointerId)>) {
+    build_state_with(n, |_| {})
+}
+
+/// [`build_state`], with `setup` run on the genesis state first (to move it to disk, say).
+#[allow(dead_code)]
+pub fn build_state_with(
+    n: u64,
+    setup: impl FnOnce(&mut State),
+) -> (State, Vec<(AccountId, AccountId, PointerId)>) {
     let authority = pk(0, 0);
     let mut state = medledger::access::bench_genesis(&[("Authority".into(), authority)], T0)
         .expect("a valid authority");
+    setup(&mut state);
     let mut tx_counter = 0u64;
     let mut next_tx = || {
         tx_counter += 1;

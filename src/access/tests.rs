@@ -92,7 +92,9 @@ impl Harness {
             Ok((executed, _)) => {
                 let events = executed.events[0].1.clone();
                 assert_eq!(executed.events[0].0, id);
-                self.state.commit(executed);
+                self.state
+                    .commit_block(executed)
+                    .expect("a state in memory commits");
                 self.height = height;
                 self.time = time;
                 Ok(events

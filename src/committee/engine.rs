@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use super::identity::Randomness;
 use super::seal::{
-    commitment_of, verify_certificate, verify_directory, verify_signatures, Commitment, SigChecker,
-    SigItem,
+    attempt_of, commitment_of, verify_certificate, verify_directory, verify_signatures, Commitment,
+    SigChecker, SigItem,
 };
 use super::{CommitteeParams, CommitteeSeal, FinalValue, SealError, Stage};
 use crate::block::Header;
@@ -189,14 +189,15 @@ pub(crate) fn verify_seal(
             max_drift: p.max_future_drift(),
         });
     }
+    // The epoch's randomness, or that of one of its restarts.
     let expected = parent.next_randomness;
-    if seal.randomness != expected {
+    let Some(attempt) = attempt_of(&expected, &seal.randomness) else {
         return Err(SealError::StaleRandomness {
             expected,
             found: seal.randomness,
         }
         .into());
-    }
+    };
     // Reveals open the parent's commitments.
     for (i, r) in seal.reveals.iter().enumerate() {
         let bad = SealError::BadReveal {
@@ -250,6 +251,7 @@ pub(crate) fn verify_seal(
         p,
         header.height,
         header.parent,
+        attempt,
         parent.directory,
         &seal.directory,
         check,
@@ -282,6 +284,7 @@ pub(crate) fn verify_seal(
         verify_certificate(
             p,
             &seal.randomness,
+            attempt,
             &seal.directory,
             header.height,
             header.parent,
@@ -294,6 +297,7 @@ pub(crate) fn verify_seal(
     verify_certificate(
         p,
         &seal.randomness,
+        attempt,
         &seal.directory,
         header.height,
         header.parent,

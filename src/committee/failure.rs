@@ -4,6 +4,28 @@
 //! holds a hypergeometric number of Byzantine members. Everything here is computed in log space
 //! from exact log-factorials (a table for small arguments, Stirling's series beyond), so tails
 //! far below `1e-40` keep their relative accuracy.
+//!
+//! # What the model assumes
+//!
+//! The committees are taken to be a uniform draw: `f / n` is the adversary's share of the
+//! identities the directory seats. The protocol earns that assumption only as far as these
+//! hold:
+//!
+//! - **Seats follow hash power, not extra mining.** The directory's leader seats the first
+//!   `c` identities of each committee that reach it in its identity window, in arrival order
+//!   (Elastico's first-c rule), one per key, and none after the window closes. A smaller hash
+//!   buys nothing, so an adversary that keeps mining gains only the identities it finds while
+//!   honest nodes find theirs: its share of seats is about its share of hash power over the
+//!   window, plus whatever reaches the leader faster (network position). The old
+//!   smallest-hashes rule gave an adversary that mined `k` times longer every seat it had
+//!   identities for; the model did not hold then.
+//! - **Honest directory leaders.** Which valid identities a leader seats is its own choice
+//!   (others may not have received them all), so a Byzantine leader can seat the adversary's
+//!   identities over honest ones in the rounds it leads; `f / n` then understates the
+//!   adversary's share by that bias. The model gives the chance for honest leaders.
+//! - **Independent epochs and restarts.** Each epoch (and each restart of an epoch, which
+//!   draws fresh committees) is one draw; `epoch_failure_union_bound` and
+//!   `expected_epochs_to_failure` count restarts as epochs.
 
 /// Arguments up to this value use a table of `ln k!` built by summation.
 const TABLE_LEN: usize = 1024;

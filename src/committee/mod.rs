@@ -13,8 +13,9 @@
 //!    the chain's bootstrap keys, [`CommitteeParams::bootstrap`]) collects identities for a
 //!    window, then agrees on the epoch's **roster** with the same locking BFT as the committees
 //!    (a leader proposes the committees of the identities it received, members accept any valid
-//!    roster, round changes on timeouts): in each committee the
-//!    [`CommitteeParams::committee_size`] identities with the smallest hashes, sorted by key.
+//!    roster, round changes on timeouts): in each committee the first
+//!    [`CommitteeParams::committee_size`] identities that reached the leader (Elastico's
+//!    first-c rule, one per key, none after the window), sorted by key.
 //!    More than two thirds of the directory sign it ([`DirectoryCert`]), and each directory
 //!    member sends every node its committee with that certificate.
 //! 4. **Shards.** Transactions are sharded by sender account ([`shard_of`]), so nonces never
@@ -67,15 +68,26 @@
 //!   it can be silent, equivocate, or lead badly, which costs round changes. As the directory's
 //!   leader it can leave honest identities out of the roster (they are not checked for
 //!   completeness, since others may not have received them): a bias on who sits, bounded by
-//!   the rounds it leads.
+//!   the rounds it leads. It can propose a final committee too small to certify (which
+//!   restarts the epoch) only if the members that accept it had no more identities
+//!   themselves.
 //! - **A Byzantine final committee** (a third or more of the final seats) can stop the chain,
 //!   and with two thirds or more it can certify any block and the next roster: the protocol's
 //!   safety is the probability that no committee is that corrupted
-//!   (`failure_probability` with the `lab` feature; that model assumes seats are drawn
-//!   uniformly in proportion to identities, which the smallest-hashes rule only approximates:
-//!   an adversary that keeps mining gains seats beyond its share of hash power).
-//! - **Liveness** needs at least a quorum of identities in the final committee: an epoch whose
-//!   final committee is short of one stalls (the simulator counts undersized committees).
+//!   (`failure_probability` with the `lab` feature, whose documentation says what that model
+//!   assumes). Seats go to the first identities that reach the directory, not the smallest
+//!   hashes, so mining longer buys no seats.
+//! - **Liveness.** An epoch whose certified final committee has fewer members than a
+//!   certificate needs can never make a block; the directory's certificate proves it, and every
+//!   node that adopts it **restarts** the epoch: the next attempt, with randomness
+//!   [`attempt_randomness`] derived from the height's and the attempt number, fresh identities
+//!   and committees (at most [`MAX_ATTEMPTS`]). Every vote signs its attempt, so no vote counts
+//!   in another attempt, and the chain accepts a block of any attempt. A node still in an
+//!   epoch re-sends its identity to the directory every [`Timing::resend`]: a directory member
+//!   answers with the node's assignment, a peer already past the epoch with the block
+//!   announcement that ended it; final members re-send their randomness commitments. Lost
+//!   messages and healed partitions then stall nobody for good; while more than a third of a
+//!   committee is cut off, it makes no progress (safety first).
 //!
 //! A certified block is final: the chain never reverts it, whatever another branch weighs.
 
@@ -106,9 +118,10 @@ pub use node::{
     MAX_BUFFERED_MESSAGES, MAX_KEPT_DECISIONS,
 };
 pub use seal::{
-    commitment_of, committee_digest, genesis_randomness, next_randomness, roster_digest,
-    Certificate, Commitment, CommitteeSeal, DirectoryCert, FinalValue, MemberSignature, Phase,
-    Reveal, ShardCertificate, ShardSummary, Stage, VoteBody, MAX_SEAL_LEN,
+    attempt_of, attempt_randomness, commitment_of, committee_digest, genesis_randomness,
+    next_randomness, roster_digest, Certificate, Commitment, CommitteeSeal, DirectoryCert,
+    FinalValue, MemberSignature, Phase, Reveal, ShardCertificate, ShardSummary, Stage, VoteBody,
+    MAX_SEAL_LEN,
 };
 
 use crate::hash::AccountId;
@@ -125,6 +138,9 @@ pub const MAX_SHARD_BITS: u8 = 8;
 pub const MAX_SHARDS: usize = 1 << MAX_SHARD_BITS;
 /// The largest committee.
 pub const MAX_COMMITTEE_SIZE: usize = 512;
+/// The most attempts at one height: an epoch restarts at most `MAX_ATTEMPTS - 1` times
+/// ([`attempt_randomness`]).
+pub const MAX_ATTEMPTS: u32 = 16;
 /// The highest identity difficulty (leading zero bits).
 pub const MAX_IDENTITY_DIFFICULTY: u8 = 64;
 

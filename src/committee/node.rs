@@ -92,6 +92,8 @@ enum Step {
 pub struct Decision {
     /// The block height.
     pub height: u64,
+    /// The epoch's attempt at that height (0 unless it restarted).
+    pub attempt: u32,
     /// Which agreement: a shard's or the final one.
     pub stage: Stage,
     /// The deciding round (rounds above 0 followed round changes).
@@ -121,6 +123,12 @@ pub struct Timing {
     /// How long a final member collects late precommits before sealing the block (members
     /// that saw the same precommits seal identical blocks).
     pub settle: u64,
+    /// How often a node still in an epoch asks again for what it may have missed: it sends
+    /// its identity to the directory again (a directory member that published the epoch's
+    /// committees answers with the node's assignment; one already in a later epoch answers
+    /// with the block that ended this one), and a final member re-sends its randomness
+    /// commitment. Lost messages, or a partition that healed, then stall nobody for good.
+    pub resend: u64,
 }
 
 impl Default for Timing {
@@ -130,6 +138,7 @@ impl Default for Timing {
             round_timeout: 2_000_000,
             final_wait: 3_000_000,
             settle: 300_000,
+            resend: 4_000_000,
         }
     }
 }
@@ -201,7 +210,18 @@ pub struct NodeStatus {
     pub shard_round: Option<u32>,
     /// Its final agreement's round.
     pub final_round: Option<u32>,
+    /// The epoch's attempt at this height (0 unless the epoch restarted; see
+    /// [`attempt_randomness`](super::attempt_randomness)).
+    pub attempt: u32,
 }
+
+/// How many requests of one peer a node answers in one epoch (a re-sent identity answered
+/// with an assignment or a block announcement): enough for a few losses, too few to make the
+/// node a traffic amplifier.
+const MAX_ANSWERS: u8 = 4;
+
+/// The most block announcements a node keeps to help peers that fell behind catch up.
+const KEPT_ANNOUNCEMENTS: usize = 8;
 
 /// The most messages a node keeps for later (for a later epoch, or for an agreement it has not
 /// been assigned to yet), in each of its two buffers.
@@ -246,10 +266,29 @@ struct Epoch {
     height: u64,
     parent: BlockHash,
     parent_ts: u64,
+    /// The randomness of the height's first attempt (the parent's next randomness).
+    base_randomness: Randomness,
+    /// The attempt at this height: 0 until the epoch restarts.
+    attempt: u32,
+    /// This attempt's randomness.
     randomness: Randomness,
+    /// This node's identity for the attempt.
+    my_proof: Option<IdentityProof>,
+    /// Identities that arrived for the next attempt before this node restarted (at most one
+    /// per key, bounded).
+    next_ids: BTreeMap<PublicKey, IdentityProof>,
+    /// The assignments this directory member published, by recipient list.
+    published: Vec<(Vec<PublicKey>, CommitteeAssignment)>,
+    /// How many times this node answered each peer's request this epoch (bounded).
+    answered: BTreeMap<PublicKey, u8>,
+    /// When the node next asks again for what it may have missed.
+    resend_at: u64,
     directory: Vec<PublicKey>,
     parent_commitments: Vec<Commitment>,
     dir_ids: BTreeMap<PublicKey, IdentityProof>,
+    /// The identities of `dir_ids` in the order they arrived: seats go to the first
+    /// [`CommitteeParams::committee_size`] of each committee (Elastico's first-c rule).
+    dir_order: Vec<IdentityProof>,
     /// When this node, a directory member, stops collecting identities and joins the
     /// directory's agreement on the roster.
     dir_publish_at: Option<u64>,
@@ -284,10 +323,18 @@ impl Epoch {
             height: tip.height + 1,
             parent: tip.hash,
             parent_ts: tip.timestamp,
+            base_randomness: tip.next_randomness,
+            attempt: 0,
             randomness: tip.next_randomness,
+            my_proof: None,
+            next_ids: BTreeMap::new(),
+            published: Vec::new(),
+            answered: BTreeMap::new(),
+            resend_at: u64::MAX,
             directory: tip.directory.clone(),
             parent_commitments: tip.commitments.clone(),
             dir_ids: BTreeMap::new(),
+            dir_order: Vec::new(),
             dir_publish_at: None,
             dir: None,
             dir_early: Buffer::default(),
@@ -308,6 +355,57 @@ impl Epoch {
             early: Buffer::default(),
             next_tried: BTreeSet::new(),
         }
+    }
+
+    /// The next attempt at this height: fresh randomness, nothing of this attempt kept but
+    /// the parent and the identities that arrived for the next attempt.
+    fn restarted(&mut self) -> Self {
+        let attempt = self.attempt + 1;
+        let mut next = Self {
+            height: self.height,
+            parent: self.parent,
+            parent_ts: self.parent_ts,
+            base_randomness: self.base_randomness,
+            attempt,
+            randomness: super::attempt_randomness(&self.base_randomness, attempt),
+            my_proof: None,
+            next_ids: BTreeMap::new(),
+            published: Vec::new(),
+            answered: BTreeMap::new(),
+            resend_at: u64::MAX,
+            directory: core::mem::take(&mut self.directory),
+            parent_commitments: core::mem::take(&mut self.parent_commitments),
+            dir_ids: BTreeMap::new(),
+            dir_order: Vec::new(),
+            dir_publish_at: None,
+            dir: None,
+            dir_early: Buffer::default(),
+            dir_cert: None,
+            assigned: false,
+            committee: None,
+            members: Vec::new(),
+            final_members: Vec::new(),
+            reveals: BTreeMap::new(),
+            shard: None,
+            fin: None,
+            shard_results: BTreeMap::new(),
+            commitments: BTreeMap::new(),
+            my_commitment: None,
+            fin_open_at: 0,
+            settle_until: None,
+            block_done: false,
+            early: Buffer::default(),
+            next_tried: core::mem::take(&mut self.next_tried),
+        };
+        next.next_ids = core::mem::take(&mut self.next_ids);
+        next
+    }
+
+    /// Counts an answer to `peer`'s request; false once it had [`MAX_ANSWERS`] this epoch.
+    fn may_answer(&mut self, peer: PublicKey) -> bool {
+        let n = self.answered.entry(peer).or_insert(0);
+        *n += 1;
+        *n <= MAX_ANSWERS
     }
 
     fn required_reveals(&self) -> usize {
@@ -390,6 +488,9 @@ pub struct Node {
     /// Messages kept for later are to be replayed (an epoch began).
     replay: bool,
     decisions: VecDeque<Decision>,
+    /// The last block announcements this node accepted, oldest first, each with the
+    /// randomness of its height's first attempt, for peers that missed them.
+    announcements: VecDeque<(NextEpoch, Randomness)>,
 }
 
 impl core::fmt::Debug for Epoch {
@@ -478,22 +579,24 @@ impl Ctx<'_> {
     }
 
     /// The roster of the identities this directory member received: in each committee the
-    /// [`CommitteeParams::committee_size`] identities with the smallest hashes, sorted by key.
+    /// first [`CommitteeParams::committee_size`] identities that arrived (Elastico's first-c
+    /// rule), sorted by key. Arrival order, not the size of the hash, decides a seat: an
+    /// identity mined longer for a smaller hash is worth no more than one that just meets the
+    /// difficulty, and identities found after the window closed are not taken at all.
     fn propose_roster(&self) -> Roster {
         let e = self.epoch;
         let c = usize::from(self.params.committee_size());
-        let mut lists: Vec<Vec<(crate::committee::IdentityHash, IdentityProof)>> =
-            vec![Vec::new(); self.params.committees()];
-        for p in e.dir_ids.values() {
-            let h = p.hash(&e.randomness);
-            lists[usize::from(h.committee(self.params.shard_bits()))].push((h, *p));
+        let mut lists: Vec<Vec<IdentityProof>> = vec![Vec::new(); self.params.committees()];
+        for p in &e.dir_order {
+            let list =
+                &mut lists[usize::from(p.hash(&e.randomness).committee(self.params.shard_bits()))];
+            if list.len() < c {
+                list.push(*p);
+            }
         }
         let committees = lists
             .into_iter()
-            .map(|mut v| {
-                v.sort();
-                let mut chosen: Vec<IdentityProof> =
-                    v.into_iter().take(c).map(|(_, p)| p).collect();
+            .map(|mut chosen| {
                 chosen.sort_by_key(|p| p.key);
                 BoundedVec::try_from(chosen).expect("at most c members")
             })
@@ -506,10 +609,25 @@ impl Ctx<'_> {
     /// A roster the directory may agree on: one list per committee, each a valid committee
     /// (identity proofs against the epoch's randomness, committee bits, order, size), and no
     /// key on two lists. Which valid identities a leader chose is its own: others may not
-    /// have received them all.
+    /// have received them all. But a final committee too small to certify a block (which
+    /// restarts the epoch) is accepted only from a leader that may not have had more: not if
+    /// this member itself received enough identities for a full one, so a Byzantine leader
+    /// cannot restart epochs at will (and pick among the attempts' randomness).
     fn validate_roster(&self, r: &Roster) -> bool {
         if r.committees.len() != self.params.committees() {
             return false;
+        }
+        let quorum = self.params.quorum();
+        if r.committees[0].len() < quorum {
+            let e = self.epoch;
+            let received = e
+                .dir_order
+                .iter()
+                .filter(|p| p.hash(&e.randomness).committee(self.params.shard_bits()) == 0)
+                .count();
+            if received >= quorum {
+                return false;
+            }
         }
         let mut keys = BTreeSet::new();
         r.committees.iter().enumerate().all(|(j, members)| {
@@ -606,6 +724,7 @@ impl Ctx<'_> {
                     p,
                     e.height,
                     e.parent,
+                    e.attempt,
                     &e.directory,
                     &v.directory,
                     &mut check,
@@ -644,6 +763,7 @@ impl Ctx<'_> {
             if verify_certificate(
                 p,
                 &e.randomness,
+                e.attempt,
                 ours,
                 e.height,
                 e.parent,
@@ -707,6 +827,7 @@ impl Node {
             started: false,
             replay: false,
             decisions: VecDeque::new(),
+            announcements: VecDeque::new(),
         }
     }
 
@@ -718,6 +839,12 @@ impl Node {
             self.future.bytes + self.epoch.early.bytes,
             self.epoch.next_tried.len(),
         )
+    }
+
+    /// The shards whose certified results this node holds for its epoch (for tests).
+    #[cfg(test)]
+    pub(crate) fn shard_results_held(&self) -> Vec<u16> {
+        self.epoch.shard_results.keys().copied().collect()
     }
 
     /// The node's key.
@@ -742,6 +869,7 @@ impl Node {
             is_final: e.fin.is_some(),
             shard_round: e.shard.as_ref().map(|b| b.round),
             final_round: e.fin.as_ref().map(|b| b.round),
+            attempt: e.attempt,
         }
     }
 
@@ -813,6 +941,7 @@ impl Node {
         if !e.block_done {
             consider(e.settle_until);
         }
+        consider(Some(e.resend_at).filter(|t| *t != u64::MAX));
         if let Some(t) = next {
             if self.last_timer != Some(t) {
                 self.last_timer = Some(t);
@@ -848,6 +977,8 @@ impl Node {
             0,
         );
         host.hashed(tries);
+        e.my_proof = Some(proof);
+        e.resend_at = now.saturating_add(self.timing.resend);
         if e.directory.contains(&self.key) {
             e.dir_publish_at = Some(now.saturating_add(self.timing.identity_window));
         }
@@ -855,7 +986,72 @@ impl Node {
         let dir = e.directory.clone();
         out.push(Step::EpochStarted { height });
         self.send(dir, Message::Identity { height, proof }, out);
+        // Identities for this attempt that arrived while this node was still in the last one.
+        for (from, proof) in core::mem::take(&mut self.epoch.next_ids) {
+            self.on_identity(from, proof, out);
+        }
         self.replay = true;
+    }
+
+    /// The directory certified a final committee with fewer members than a certificate needs:
+    /// no block can come of this attempt, and the certificate (which every node checked on
+    /// adopting it) proves it. The epoch restarts with the next attempt's randomness, fresh
+    /// identities and committees; at most [`MAX_ATTEMPTS`](super::MAX_ATTEMPTS) attempts.
+    fn restart_epoch(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {
+        if self.epoch.attempt + 1 >= super::MAX_ATTEMPTS {
+            return;
+        }
+        self.epoch = self.epoch.restarted();
+        self.begin_epoch(now, host, out);
+    }
+
+    /// Asks again for what this node may have missed in its epoch (see [`Timing::resend`]).
+    fn resend(&mut self, now: u64, out: &mut Vec<Step>) {
+        let e = &mut self.epoch;
+        e.resend_at = now.saturating_add(self.timing.resend);
+        let height = e.height;
+        let dir = e.directory.clone();
+        let commitment = e.my_commitment;
+        let final_keys: Vec<PublicKey> = e.final_members.iter().map(|p| p.key).collect();
+        if let Some(proof) = e.my_proof {
+            self.send(dir, Message::Identity { height, proof }, out);
+        }
+        if let Some(value) = commitment {
+            self.send(final_keys, Message::Commitment { height, value }, out);
+        }
+    }
+
+    /// A peer at an earlier height re-sent its identity: it missed the block announcement
+    /// that ended its epoch. Answers with that announcement, if this node kept it and the
+    /// identity is a proof of work for that height (one of its attempts up to the block's), so
+    /// that asking costs what taking part costs.
+    fn help_behind(
+        &mut self,
+        from: PublicKey,
+        height: u64,
+        proof: IdentityProof,
+        out: &mut Vec<Step>,
+    ) {
+        let Some((n, base)) = self
+            .announcements
+            .iter()
+            .find(|(n, _)| n.header.height == height)
+            .cloned()
+        else {
+            return;
+        };
+        // A peer is at most at the attempt that made the block (no honest node restarts past
+        // an attempt whose final committee could certify).
+        let last = super::attempt_of(&base, &n.header.seal.randomness).unwrap_or(0);
+        let difficulty = self.params.identity_difficulty();
+        let mined = (0..=last).any(|a| {
+            proof
+                .hash(&super::attempt_randomness(&base, a))
+                .meets(difficulty)
+        });
+        if from != self.key && proof.key == from && mined && self.epoch.may_answer(from) {
+            self.send(vec![from], Message::Next(n), out);
+        }
     }
 
     /// Replays the messages kept for later that belong to the current epoch, keeping those for
@@ -890,10 +1086,14 @@ impl Node {
             return;
         }
         if h < self.epoch.height {
+            // A peer still in an earlier epoch asking again: it missed the announcement.
+            if let Message::Identity { proof, .. } = message {
+                self.help_behind(from, h, proof, out);
+            }
             return;
         }
         match message {
-            Message::Identity { proof, .. } => self.on_identity(from, proof),
+            Message::Identity { proof, .. } => self.on_identity(from, proof, out),
             Message::Assignment(m) => self.on_membership(from, m, now, host, out),
             Message::Commitment { value, .. } => {
                 self.epoch.commitments.entry(from).or_insert(value);
@@ -912,17 +1112,44 @@ impl Node {
         }
     }
 
-    fn on_identity(&mut self, from: PublicKey, proof: IdentityProof) {
+    /// An identity sent to this directory member. Taken while its window is open (once per
+    /// key); kept for the next attempt if it was mined for it (this node has not restarted
+    /// yet); after the directory published the committees, a request for the sender's
+    /// assignment, which it may have missed.
+    fn on_identity(&mut self, from: PublicKey, proof: IdentityProof, out: &mut Vec<Step>) {
+        let difficulty = self.params.identity_difficulty();
         let e = &mut self.epoch;
-        if e.dir_publish_at.is_none() || proof.key != from || e.dir_ids.contains_key(&from) {
+        if proof.key != from || !e.directory.contains(&self.key) {
             return;
         }
-        if proof
-            .hash(&e.randomness)
-            .meets(self.params.identity_difficulty())
-            && from.verifying_key().is_ok()
-        {
-            e.dir_ids.insert(from, proof);
+        if !proof.hash(&e.randomness).meets(difficulty) {
+            let next = super::attempt_randomness(&e.base_randomness, e.attempt + 1);
+            if proof.hash(&next).meets(difficulty)
+                && e.next_ids.len() < MAX_BUFFERED_MESSAGES
+                && from.verifying_key().is_ok()
+            {
+                e.next_ids.entry(from).or_insert(proof);
+            }
+            return;
+        }
+        if e.dir_publish_at.is_some() {
+            if !e.dir_ids.contains_key(&from) && from.verifying_key().is_ok() {
+                e.dir_ids.insert(from, proof);
+                e.dir_order.push(proof);
+            }
+            return;
+        }
+        if e.published.is_empty() || from == self.key || !e.may_answer(from) {
+            return;
+        }
+        let assignment = e
+            .published
+            .iter()
+            .find(|(to, _)| to.contains(&from))
+            .or_else(|| e.published.iter().find(|(_, a)| a.committee.is_none()))
+            .map(|(_, a)| a.clone());
+        if let Some(a) = assignment {
+            self.send(vec![from], Message::Assignment(a), out);
         }
     }
 
@@ -935,7 +1162,7 @@ impl Node {
             return;
         };
         let quorum = quorum_of(u16::try_from(e.directory.len()).unwrap_or(u16::MAX));
-        e.dir = Some(Bft::new(
+        let mut bft = Bft::new(
             e.height,
             e.parent,
             Stage::Directory,
@@ -944,7 +1171,9 @@ impl Node {
             quorum,
             self.timing.round_timeout,
             now,
-        ));
+        );
+        bft.attempt = e.attempt;
+        e.dir = Some(bft);
         self.run_dir(None, now, host, out);
         for (from, msg) in self.epoch.dir_early.take() {
             self.run_dir(Some((from, msg)), now, host, out);
@@ -1027,6 +1256,7 @@ impl Node {
                 assignment(None, BoundedVec::new()),
             ));
         }
+        self.epoch.published = sends.clone();
         for (to, msg) in sends {
             self.send(to, Message::Assignment(msg), out);
         }
@@ -1072,7 +1302,23 @@ impl Node {
             return;
         }
         let mut check = |items: &[SigItem]| host.verify_signatures(items);
-        if verify_directory(p, e.height, e.parent, &e.directory, &m.cert, &mut check).is_err() {
+        if verify_directory(
+            p,
+            e.height,
+            e.parent,
+            e.attempt,
+            &e.directory,
+            &m.cert,
+            &mut check,
+        )
+        .is_err()
+        {
+            return;
+        }
+        let quorum = self.params.quorum();
+        if m.final_members.len() < quorum {
+            // The directory certified a final committee that can never certify a block.
+            self.restart_epoch(now, host, out);
             return;
         }
         e.dir_cert = Some(m.cert);
@@ -1080,7 +1326,6 @@ impl Node {
         e.committee = m.committee;
         e.members = m.members.to_vec();
         e.final_members = m.final_members.to_vec();
-        let quorum = self.params.quorum();
         let (height, parent) = (e.height, e.parent);
         if let Some(j) = m.committee {
             let keys: Vec<PublicKey> = e.members.iter().map(|p| p.key).collect();
@@ -1088,7 +1333,7 @@ impl Node {
                 .iter()
                 .position(|k| *k == self.key)
                 .expect("checked above");
-            e.shard = Some(Bft::new(
+            let mut bft = Bft::new(
                 height,
                 parent,
                 Stage::Shard(j),
@@ -1097,7 +1342,9 @@ impl Node {
                 quorum,
                 self.timing.round_timeout,
                 now,
-            ));
+            );
+            bft.attempt = e.attempt;
+            e.shard = Some(bft);
         }
         let final_keys: Vec<PublicKey> = e.final_members.iter().map(|p| p.key).collect();
         if let Some(me) = final_keys.iter().position(|k| *k == self.key) {
@@ -1123,6 +1370,7 @@ impl Node {
                 now,
             );
             bft.set_deadline(e.fin_open_at.saturating_add(self.timing.round_timeout));
+            bft.attempt = e.attempt;
             bft.echo = true;
             e.fin = Some(bft);
             self.send(
@@ -1168,6 +1416,7 @@ impl Node {
         if verify_certificate(
             &self.params,
             &e.randomness,
+            e.attempt,
             directory,
             e.height,
             e.parent,
@@ -1296,6 +1545,7 @@ impl Node {
                 BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
                 BftOut::Decided { round, value } => out.push(Step::Decided(Decision {
                     height: bft.height,
+                    attempt: bft.attempt,
                     stage,
                     round,
                     value,
@@ -1393,6 +1643,9 @@ impl Node {
         if !self.epoch.block_done && self.epoch.settle_until.is_some_and(|t| now >= t) {
             self.seal_block(out);
         }
+        if now >= self.epoch.resend_at {
+            self.resend(now, out);
+        }
     }
 
     fn seal_block(&mut self, out: &mut Vec<Step>) {
@@ -1459,6 +1712,11 @@ impl Node {
             return;
         }
         let tip = TipInfo::of_header(&n.header, &[]);
+        if self.announcements.len() >= KEPT_ANNOUNCEMENTS {
+            self.announcements.pop_front();
+        }
+        self.announcements
+            .push_back((n, self.epoch.base_randomness));
         self.epoch = Epoch::new(&tip);
         self.begin_epoch(now, host, out);
     }
@@ -1472,13 +1730,16 @@ impl Node {
         if header.version != HEADER_VERSION
             || header.height != e.height
             || header.parent != e.parent
-            || (e.assigned && header.seal.cert.members[..] != e.final_members[..])
+            || (e.assigned
+                && header.seal.randomness == e.randomness
+                && header.seal.cert.members[..] != e.final_members[..])
         {
             return false;
         }
         let parent = ParentView {
             timestamp: e.parent_ts,
-            next_randomness: e.randomness,
+            // Any attempt's block at this height ends the epoch.
+            next_randomness: e.base_randomness,
             final_keys: &e.directory,
             directory: &e.directory,
             commitments: &e.parent_commitments,
@@ -1550,6 +1811,20 @@ impl Protocol for Node {
         now: Time,
         input: ProtocolInput<Self>,
     ) -> Result<Outputs<Self>, Self::Error> {
+        Ok(self.handle_with(host, now, input))
+    }
+}
+
+impl Node {
+    /// [`Protocol::handle`] with a host that borrows what it reads (the interface's
+    /// [`Ledger`](Protocol::Ledger), `dyn Host`, must own it): a node's driver can hand the
+    /// node a host over its own ledger for one input.
+    pub fn handle_with(
+        &mut self,
+        host: &mut dyn Host,
+        now: Time,
+        input: ProtocolInput<Self>,
+    ) -> Outputs<Self> {
         let steps = match input {
             Input::Start => self.start(now, host),
             Input::Message { from, message } => self.on_message(from, message, now, host),
@@ -1559,6 +1834,6 @@ impl Protocol for Node {
             // epoch needs (randomness, directory) beyond the ledger's tip.
             Input::Transactions(_) | Input::Appended => Vec::new(),
         };
-        Ok(self.outputs(steps))
+        self.outputs(steps)
     }
 }

@@ -60,6 +60,9 @@ pub struct VoteBody {
     pub parent: BlockHash,
     /// Shard or final agreement.
     pub stage: Stage,
+    /// The epoch's attempt at this height: 0, or how many times the epoch restarted (see
+    /// [`attempt_randomness`]). Votes of one attempt never count in another.
+    pub attempt: u32,
     /// The round (view) of the agreement.
     pub round: u32,
     /// Proposal, prevote or precommit.
@@ -223,6 +226,28 @@ pub fn next_randomness(current: &Randomness, reveals: &[Reveal]) -> Randomness {
         1,
         &(current, Digest::from_bytes(xor)),
     ))
+}
+
+/// The randomness of attempt `attempt` at a height whose first attempt has randomness `base`:
+/// `base` itself for attempt 0, then BLAKE3 over `base` and the attempt. An epoch restarts
+/// (moves to the next attempt, with fresh identities and committees) when the directory
+/// certified a final committee too small to ever certify a block; at most
+/// [`MAX_ATTEMPTS`](super::MAX_ATTEMPTS) attempts per height.
+pub fn attempt_randomness(base: &Randomness, attempt: u32) -> Randomness {
+    if attempt == 0 {
+        *base
+    } else {
+        Randomness::from_bytes(tagged_hash(
+            &domain::COMMITTEE_RANDOMNESS,
+            3,
+            &(base, attempt),
+        ))
+    }
+}
+
+/// The attempt whose randomness is `randomness` at a height whose first attempt has `base`.
+pub fn attempt_of(base: &Randomness, randomness: &Randomness) -> Option<u32> {
+    (0..super::MAX_ATTEMPTS).find(|a| attempt_randomness(base, *a) == *randomness)
 }
 
 /// The randomness of the first epoch, derived from a chain's genesis seed.
@@ -432,6 +457,7 @@ pub(crate) fn verify_members(
 pub(crate) fn verify_certificate(
     params: &CommitteeParams,
     randomness: &Randomness,
+    attempt: u32,
     directory: &DirectoryCert,
     height: u64,
     parent: BlockHash,
@@ -447,6 +473,7 @@ pub(crate) fn verify_certificate(
         height,
         parent,
         stage,
+        attempt,
         round: cert.round,
         phase: Phase::Precommit,
         value,
@@ -499,6 +526,7 @@ pub(crate) fn verify_directory(
     params: &CommitteeParams,
     height: u64,
     parent: BlockHash,
+    attempt: u32,
     directory: &[PublicKey],
     cert: &DirectoryCert,
     check: &mut SigChecker<'_>,
@@ -513,6 +541,7 @@ pub(crate) fn verify_directory(
         height,
         parent,
         stage: Stage::Directory,
+        attempt,
         round: cert.round,
         phase: Phase::Precommit,
         value: cert.value(),

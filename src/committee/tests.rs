@@ -592,6 +592,7 @@ fn certified_block() -> (Header<CommitteeSeal>, Vec<Keypair>) {
         height: 1,
         parent,
         stage: Stage::Final,
+        attempt: 0,
         round: 0,
         phase: Phase::Precommit,
         value: FinalValue::of_header(&header).digest(),
@@ -632,6 +633,7 @@ fn directory_cert(height: u64, parent: BlockHash, roster: &[Vec<IdentityProof>])
         height,
         parent,
         stage: Stage::Directory,
+        attempt: 0,
         round: 0,
         phase: Phase::Precommit,
         value: roster_digest(&committees),
@@ -827,6 +829,7 @@ fn one_decided_value_seals_one_block_hash_whichever_quorum_signed() {
         height: other.height,
         parent: other.parent,
         stage: Stage::Final,
+        attempt: 0,
         round,
         phase: Phase::Precommit,
         value: FinalValue::of_header(&other).digest(),
@@ -924,4 +927,412 @@ fn a_node_takes_its_committee_only_from_the_directorys_certificate() {
     from_all(&mut node, &[peer], &assignment(genuine, &final_members), 2);
     let status = node.status();
     assert_eq!((status.committee, status.is_final), (Some(0), true));
+}
+
+/// A directory member (key `me`, leading the first round at height 1, with key 250) that
+/// received `identities` in this order: the roster it proposes when its window closes.
+fn roster_proposed_after(params: &CommitteeParams, me: u8, identities: &[IdentityProof]) -> Roster {
+    use crate::consensus::protocol::Output;
+    let me = Keypair::from_seed(&[me; 32]);
+    let other = key(250);
+    let tip = TipInfo {
+        height: 0,
+        hash: BlockHash::from_bytes([7; 32]),
+        timestamp: 0,
+        next_randomness: Randomness::from_bytes([1; 32]),
+        // The leader of round 0 at height 1 is the directory's member 1.
+        directory: vec![other, me.public()],
+        commitments: vec![],
+    };
+    let mut node = Node::new(NodeConfig {
+        params: params.clone(),
+        keypair: me,
+        peers: vec![other],
+        tip,
+        timing: Timing::default(),
+        max_shard_txs: 8,
+    });
+    node.handle(&mut accept_all(), 0, Input::Start).unwrap();
+    for proof in identities {
+        node.handle(
+            &mut accept_all(),
+            1,
+            Input::Message {
+                from: proof.key,
+                message: Message::Identity {
+                    height: 1,
+                    proof: *proof,
+                },
+            },
+        )
+        .unwrap();
+    }
+    let window = Timing::default().identity_window;
+    let out = node
+        .handle(&mut accept_all(), window, Input::Timer(Tick(window)))
+        .unwrap();
+    out.into_iter()
+        .find_map(|o| match o {
+            Output::Send {
+                message:
+                    Message::Proposal(Proposal {
+                        value: Value::Roster(r),
+                        ..
+                    }),
+                ..
+            } => Some(r),
+            _ => None,
+        })
+        .expect("the directory's leader proposes a roster when its window closes")
+}
+
+#[test]
+fn mining_longer_for_smaller_identity_hashes_buys_no_committee_seats() {
+    let params = CommitteeParams::builder()
+        .shard_bits(1)
+        .committee_size(4)
+        .identity_difficulty(4);
+    let randomness = Randomness::from_bytes([1; 32]);
+    // Honest nodes stop at their first solution; the adversary mines k = 64 times longer
+    // (6 more zero bits), so each of its identities has a far smaller hash than any honest
+    // one: under a smallest-hashes rule it would take every seat it has identities for.
+    let honest: Vec<IdentityProof> = (10..16)
+        .map(|i| IdentityProof::mine_for_committee(key(i), &randomness, 4, 1, 0))
+        .collect();
+    let adversary: Vec<IdentityProof> = (100..108)
+        .map(|i| IdentityProof::mine_for_committee(key(i), &randomness, 4 + 6, 1, 0))
+        .collect();
+    // The directory member's own identity sits in the other committee, out of the count.
+    let me = (1..)
+        .find(|s| {
+            IdentityProof::mine(key(*s), &randomness, 4, 0)
+                .0
+                .hash(&randomness)
+                .committee(1)
+                == 1
+        })
+        .unwrap();
+    let params = params.bootstrap([key(250), key(me)]).build().unwrap();
+    let worst_honest = honest.iter().map(|p| p.hash(&randomness)).max().unwrap();
+    assert!(adversary.iter().all(|p| p.hash(&randomness) < worst_honest));
+    let seats = |roster: &Roster| {
+        roster.committees[0]
+            .iter()
+            .filter(|p| adversary.contains(p))
+            .count()
+    };
+
+    // The honest identities arrived first: the committee is full, the adversary sits nowhere.
+    let roster = roster_proposed_after(&params, me, &[honest.clone(), adversary.clone()].concat());
+    assert_eq!(roster.committees[0].len(), 4);
+    assert_eq!(seats(&roster), 0);
+
+    // Two adversarial identities among the first four: it gets exactly those two seats, the
+    // same as identities that just meet the difficulty would get in their place.
+    let order = [
+        &adversary[..1],
+        &honest[..2],
+        &adversary[1..2],
+        &honest[2..],
+        &adversary[2..],
+    ]
+    .concat();
+    let roster = roster_proposed_after(&params, me, &order);
+    assert_eq!(seats(&roster), 2);
+    let just_meeting: Vec<IdentityProof> = (200..202)
+        .map(|i| IdentityProof::mine_for_committee(key(i), &randomness, 4, 1, 0))
+        .collect();
+    let order = [
+        &just_meeting[..1],
+        &honest[..2],
+        &just_meeting[1..2],
+        &honest[2..],
+        &adversary[..],
+    ]
+    .concat();
+    let roster = roster_proposed_after(&params, me, &order);
+    assert_eq!(seats(&roster), 0);
+    assert!(just_meeting
+        .iter()
+        .all(|p| roster.committees[0].contains(p)));
+
+    // However many identities arrive, a committee has at most c seats, each key at most one
+    // (a key that sends a second identity is not heard again).
+    let mut again = adversary[0];
+    again.nonce = IdentityProof::mine(again.key, &randomness, 4, again.nonce + 1)
+        .0
+        .nonce;
+    let roster = roster_proposed_after(&params, me, &[adversary.clone(), vec![again]].concat());
+    assert_eq!(roster.committees[0].len(), 4);
+    assert_eq!(
+        roster.committees[0]
+            .iter()
+            .filter(|p| p.key == again.key)
+            .count(),
+        1
+    );
+}
+
+/// A shard result for `shard` at height 1 on `parent`, with no transactions, certified by the
+/// precommits of `signers` (seeds) among `members`.
+fn shard_result(
+    shard: u16,
+    parent: BlockHash,
+    members: &[IdentityProof],
+    signers: &[u8],
+) -> Message {
+    let value = ShardValue {
+        txs: BoundedVec::new(),
+    };
+    let summary = value.summary(shard);
+    let digest = VoteBody {
+        height: 1,
+        parent,
+        stage: Stage::Shard(shard),
+        attempt: 0,
+        round: 0,
+        phase: Phase::Precommit,
+        value: summary.digest(),
+    }
+    .digest();
+    let signatures: Vec<MemberSignature> = members
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let seed = signers.iter().find(|s| key(**s) == m.key)?;
+            Some(MemberSignature {
+                member: i as u16,
+                signature: Keypair::from_seed(&[*seed; 32]).sign(&digest),
+            })
+        })
+        .collect();
+    Message::ShardResult(ShardResult {
+        height: 1,
+        parent,
+        cert: ShardCertificate {
+            summary,
+            cert: Certificate {
+                round: 0,
+                members: members.to_vec().try_into().unwrap(),
+                signatures: signatures.try_into().unwrap(),
+            },
+        },
+        txs: value.txs,
+    })
+}
+
+#[test]
+fn a_shard_result_counts_only_if_certified_by_the_directorys_committee() {
+    let params = node_params();
+    let randomness = Randomness::from_bytes([1; 32]);
+    let mine = |seed: u8, committee: u16| {
+        IdentityProof::mine_for_committee(
+            key(seed),
+            &randomness,
+            params.identity_difficulty(),
+            params.shard_bits(),
+            committee,
+        )
+    };
+    // The directory's roster: the node (key 1) and keys 50, 51 in committee 0 (the final
+    // committee), keys 60, 61, 62 in committee 1.
+    let mut final_members = vec![mine(1, 0), mine(50, 0), mine(51, 0)];
+    final_members.sort_by_key(|p| p.key);
+    let mut shard_one = vec![mine(60, 1), mine(61, 1), mine(62, 1)];
+    shard_one.sort_by_key(|p| p.key);
+    let roster = [final_members.clone(), shard_one.clone()];
+    let parent = BlockHash::from_bytes([7; 32]);
+    let (mut node, peer) = started_node();
+    let assignment = Message::Assignment(CommitteeAssignment {
+        height: 1,
+        parent,
+        committee: Some(0),
+        members: final_members.clone().try_into().unwrap(),
+        final_members: final_members.clone().try_into().unwrap(),
+        cert: directory_cert(1, parent, &roster),
+        reveal: None,
+    });
+    from_all(&mut node, &[peer], &assignment, 1);
+    assert!(node.status().is_final);
+
+    // An outsider's committee for shard 1: identities it mined, every member signing. The
+    // proofs of work and the quorum hold; the directory never listed these members.
+    let outsiders: u8 = 100;
+    let mut forged_members: Vec<IdentityProof> =
+        (outsiders..outsiders + 3).map(|s| mine(s, 1)).collect();
+    forged_members.sort_by_key(|p| p.key);
+    let forged = shard_result(1, parent, &forged_members, &[100, 101, 102]);
+    // Nor can the outsider pass off the directory's committee with signatures of its own, or
+    // with fewer than a quorum of the real members.
+    let mut impostor = shard_result(1, parent, &shard_one, &[60, 61, 62]);
+    if let Message::ShardResult(r) = &mut impostor {
+        let mut signatures = r.cert.cert.signatures.to_vec();
+        let digest = VoteBody {
+            height: 1,
+            parent,
+            stage: Stage::Shard(1),
+            attempt: 0,
+            round: 0,
+            phase: Phase::Precommit,
+            value: r.cert.summary.digest(),
+        }
+        .digest();
+        signatures[2].signature = Keypair::from_seed(&[outsiders; 32]).sign(&digest);
+        r.cert.cert.signatures = signatures.try_into().unwrap();
+    }
+    let short = shard_result(1, parent, &shard_one, &[60, 61]);
+    for fake in [forged, impostor, short] {
+        from_all(&mut node, &[key(outsiders)], &fake, 2);
+        assert!(
+            node.shard_results_held().is_empty(),
+            "a forged shard result was taken"
+        );
+    }
+    // The directory's committee for shard 1, a quorum of it signing: taken, from any sender.
+    let genuine = shard_result(1, parent, &shard_one, &[60, 61, 62]);
+    from_all(&mut node, &[key(outsiders)], &genuine, 3);
+    assert_eq!(node.shard_results_held(), vec![1]);
+}
+
+#[test]
+fn a_directory_member_with_enough_identities_refuses_a_final_committee_too_small() {
+    use crate::consensus::protocol::Output;
+    let params = CommitteeParams::builder()
+        .shard_bits(1)
+        .committee_size(4)
+        .identity_difficulty(1)
+        .bootstrap([key(1), key(250)])
+        .build()
+        .unwrap();
+    let randomness = Randomness::from_bytes([1; 32]);
+    let leader = Keypair::from_seed(&[250; 32]);
+    let parent = BlockHash::from_bytes([7; 32]);
+    let mine = |seed: u8, committee: u16| {
+        IdentityProof::mine_for_committee(key(seed), &randomness, 1, 1, committee)
+    };
+    let honest: Vec<IdentityProof> = (10..14).map(|s| mine(s, 0)).collect();
+    // Directory member key 1 (the leader at height 1, round 0, is key 250) received four
+    // identities for committee 0, a full final committee.
+    let prevotes_for = |received: &[IdentityProof], final_members: &[IdentityProof]| {
+        let mut node = Node::new(NodeConfig {
+            params: params.clone(),
+            keypair: Keypair::from_seed(&[1; 32]),
+            peers: vec![leader.public()],
+            tip: TipInfo {
+                height: 0,
+                hash: parent,
+                timestamp: 0,
+                next_randomness: randomness,
+                directory: vec![key(1), leader.public()],
+                commitments: vec![],
+            },
+            timing: Timing::default(),
+            max_shard_txs: 8,
+        });
+        node.handle(&mut accept_all(), 0, Input::Start).unwrap();
+        for proof in received {
+            let message = Message::Identity {
+                height: 1,
+                proof: *proof,
+            };
+            let input = Input::Message {
+                from: proof.key,
+                message,
+            };
+            node.handle(&mut accept_all(), 1, input).unwrap();
+        }
+        let window = Timing::default().identity_window;
+        node.handle(&mut accept_all(), window, Input::Timer(Tick(window)))
+            .unwrap();
+        let mut committee_0 = final_members.to_vec();
+        committee_0.sort_by_key(|p| p.key);
+        let value = Value::Roster(Roster {
+            committees: vec![committee_0.try_into().unwrap(), BoundedVec::new()]
+                .try_into()
+                .unwrap(),
+        });
+        let digest = value.digest(Stage::Directory);
+        let body = VoteBody {
+            height: 1,
+            parent,
+            stage: Stage::Directory,
+            attempt: 0,
+            round: 0,
+            phase: Phase::Propose,
+            value: digest,
+        };
+        let proposal = Message::Proposal(Proposal {
+            height: 1,
+            parent,
+            stage: Stage::Directory,
+            round: 0,
+            value,
+            pol: None,
+            signature: leader.sign(&body.digest()),
+        });
+        let input = Input::Message {
+            from: leader.public(),
+            message: proposal,
+        };
+        let out = node.handle(&mut accept_all(), window + 1, input).unwrap();
+        out.iter().any(|o| {
+            matches!(o, Output::Send { message: Message::Vote(v), .. }
+                if v.phase == Phase::Prevote && v.value == digest)
+        })
+    };
+    // A full final committee is accepted; one of two members (short of the quorum of 3,
+    // which would restart the epoch) is refused by a member that had enough identities...
+    assert!(prevotes_for(&honest, &honest));
+    assert!(!prevotes_for(&honest, &honest[..2]));
+    // ...and accepted from a leader by a member that did not have more either.
+    assert!(prevotes_for(&honest[..2], &honest[..2]));
+}
+
+#[test]
+fn a_peer_that_missed_a_block_announcement_gets_it_when_it_asks_again() {
+    use crate::consensus::protocol::{Output, Recipients};
+    let (header, _) = certified_block();
+    let (mut node, peer) = started_node();
+    from_all(
+        &mut node,
+        &[peer],
+        &Message::Next(NextEpoch {
+            header: header.clone(),
+        }),
+        1,
+    );
+    assert_eq!(node.status().height, 2);
+    // A peer still at height 1 re-sends its identity for that height (mined against its
+    // randomness; the block is of the first attempt): the node answers with the block that
+    // ended the epoch.
+    let behind = Keypair::from_seed(&[77; 32]).public();
+    let height_one = Randomness::from_bytes([1; 32]);
+    let mined = IdentityProof::mine(behind, &height_one, node_params().identity_difficulty(), 0).0;
+    let unmined = (0..)
+        .map(|nonce| IdentityProof { key: behind, nonce })
+        .find(|p| {
+            !p.hash(&height_one)
+                .meets(node_params().identity_difficulty())
+        })
+        .unwrap();
+    let ask = |node: &mut Node, proof: IdentityProof| {
+        let input = Input::Message {
+            from: behind,
+            message: Message::Identity { height: 1, proof },
+        };
+        node.handle(&mut verifying(), 2, input)
+            .unwrap()
+            .into_iter()
+            .filter(|o| {
+                matches!(o, Output::Send { to: Recipients::Some(to), message: Message::Next(n) }
+                    if to == &vec![behind] && n.header == header)
+            })
+            .count()
+    };
+    // Asking costs an identity's proof of work: without one, no answer.
+    assert_eq!(ask(&mut node, unmined), 0);
+    assert_eq!(ask(&mut node, mined), 1);
+    // A few answers per peer and epoch, then no more (the node is no amplifier).
+    let answers: usize = (0..10).map(|_| ask(&mut node, mined)).sum();
+    assert_eq!(answers, 3);
 }

@@ -49,6 +49,9 @@ pub struct SimHost {
     accounts: Vec<Vec<Account>>,
     record: u64,
     cpu: CpuModel,
+    /// Simulated nanoseconds per identity hash tried, when identity proof of work is modelled
+    /// as time ([`SimConfigBuilder::identity_pow_us`](super::SimConfigBuilder::identity_pow_us)).
+    pow_ns_per_try: Option<u64>,
     cpu_ns: u64,
 }
 
@@ -187,12 +190,14 @@ impl Host for SimHost {
     }
 
     fn hashed(&mut self, count: u64) {
-        self.cpu_ns += self.cpu.hash_ns * count;
+        let per_try = self.pow_ns_per_try.unwrap_or(self.cpu.hash_ns);
+        self.cpu_ns = self.cpu_ns.saturating_add(per_try.saturating_mul(count));
     }
 }
 
-/// Agreement `(height, stage)` → the values honest nodes decided in it.
-pub type Decisions = BTreeMap<(u64, Stage), BTreeSet<Digest>>;
+/// Agreement `(height, attempt, stage)` → the values honest nodes decided in it (an epoch
+/// that restarted holds new agreements in its next attempt).
+pub type Decisions = BTreeMap<(u64, u32, Stage), BTreeSet<Digest>>;
 
 /// Committee nodes on the simulated network.
 ///
@@ -232,7 +237,7 @@ pub struct CommitteeDeployment {
     bootstrap: Vec<PublicKey>,
     host: SimHost,
     decided: Decisions,
-    decide_round: BTreeMap<(u64, Stage), u32>,
+    decide_round: BTreeMap<(u64, u32, Stage), u32>,
     committees_seen: BTreeSet<(u64, Option<u16>)>,
     /// The two values Byzantine leaders proposed for one round of one agreement, so that
     /// Byzantine voters vote for both (one towards each half of the committee).
@@ -331,6 +336,10 @@ impl CommitteeDeployment {
             accounts,
             record: 0,
             cpu: cfg.cpu,
+            pow_ns_per_try: (cfg.identity_pow_us > 0).then(|| {
+                let expected_tries = 1u64 << cfg.identity_difficulty.min(63);
+                (cfg.identity_pow_us.saturating_mul(1_000) / expected_tries).max(1)
+            }),
             cpu_ns: 0,
         };
         let mut deployment = Self {
@@ -395,9 +404,23 @@ impl CommitteeDeployment {
         core::mem::take(&mut self.decided)
     }
 
-    /// Agreements in which honest nodes decided different values.
+    /// Agreements in which honest nodes decided different values, and heights whose final
+    /// agreements decided different values in different attempts (two blocks at one height).
     pub fn safety_violations(&self) -> u64 {
-        self.decided.values().filter(|s| s.len() > 1).count() as u64
+        let within = self.decided.values().filter(|s| s.len() > 1).count() as u64;
+        let mut finals: BTreeMap<u64, (usize, BTreeSet<Digest>)> = BTreeMap::new();
+        for ((height, _, stage), set) in &self.decided {
+            if *stage == Stage::Final {
+                let f = finals.entry(*height).or_default();
+                f.0 += 1;
+                f.1.extend(set);
+            }
+        }
+        let across = finals
+            .values()
+            .filter(|(attempts, values)| *attempts > 1 && values.len() > 1)
+            .count() as u64;
+        within + across
     }
 
     /// Rounds beyond the first that decisions needed, summed over agreements (each agreement
@@ -420,8 +443,9 @@ impl CommitteeDeployment {
     pub fn report(&self, engine: EngineReport) -> Report {
         let mut h = blake3::Hasher::new();
         h.update(&engine.fingerprint);
-        for ((height, stage), set) in &self.decided {
+        for ((height, attempt, stage), set) in &self.decided {
             h.update(&height.to_le_bytes());
+            h.update(&attempt.to_le_bytes());
             h.update(format!("{stage}").as_bytes());
             for d in set {
                 h.update(d.as_bytes());
@@ -451,12 +475,12 @@ impl CommitteeDeployment {
     fn observe(&mut self, node: usize, outputs: &Outputs<Node>) {
         for d in self.nodes[node].take_decisions() {
             self.decided
-                .entry((d.height, d.stage))
+                .entry((d.height, d.attempt, d.stage))
                 .or_default()
                 .insert(d.value);
             let r = self
                 .decide_round
-                .entry((d.height, d.stage))
+                .entry((d.height, d.attempt, d.stage))
                 .or_insert(d.round);
             *r = (*r).min(d.round);
         }
@@ -496,7 +520,7 @@ impl CommitteeDeployment {
     fn twin(&mut self, node: usize, m: &Message) -> Option<Message> {
         match m {
             Message::Proposal(p) => {
-                let other = conflicting(&self.seeds[node], m)?;
+                let other = conflicting(&self.seeds[node], self.nodes[node].status().attempt, m)?;
                 if let Message::Proposal(q) = &other {
                     self.twins.insert(
                         (p.height, p.stage, p.round),
@@ -508,7 +532,12 @@ impl CommitteeDeployment {
             Message::Vote(v) => {
                 let [a, b] = *self.twins.get(&(v.height, v.stage, v.round))?;
                 let value = if v.value == a { b } else { a };
-                Some(vote_for(&self.seeds[node], v, value))
+                Some(vote_for(
+                    &self.seeds[node],
+                    self.nodes[node].status().attempt,
+                    v,
+                    value,
+                ))
             }
             _ => None,
         }
@@ -587,14 +616,15 @@ fn send(to: Vec<PublicKey>, message: Message) -> NodeOutput {
     }
 }
 
-/// `v` for `value` instead, signed with the key of `seed`.
-fn vote_for(seed: &[u8; 32], v: &Vote, value: Digest) -> Message {
+/// `v` for `value` instead, signed with the key of `seed` in attempt `attempt`.
+fn vote_for(seed: &[u8; 32], attempt: u32, v: &Vote, value: Digest) -> Message {
     let mut w = v.clone();
     w.value = value;
     let body = VoteBody {
         height: w.height,
         parent: w.parent,
         stage: w.stage,
+        attempt,
         round: w.round,
         phase: w.phase,
         value,
@@ -603,8 +633,9 @@ fn vote_for(seed: &[u8; 32], v: &Vote, value: Digest) -> Message {
     Message::Vote(w)
 }
 
-/// A second, conflicting and valid version of a proposal, signed with the key of `seed`.
-fn conflicting(seed: &[u8; 32], m: &Message) -> Option<Message> {
+/// A second, conflicting and valid version of a proposal, signed with the key of `seed` in
+/// attempt `attempt`.
+fn conflicting(seed: &[u8; 32], attempt: u32, m: &Message) -> Option<Message> {
     let key = Keypair::from_seed(seed);
     match m {
         Message::Proposal(p) => {
@@ -631,6 +662,7 @@ fn conflicting(seed: &[u8; 32], m: &Message) -> Option<Message> {
                 height: q.height,
                 parent: q.parent,
                 stage: q.stage,
+                attempt,
                 round: q.round,
                 phase: Phase::Propose,
                 value: q.value.digest(q.stage),
@@ -719,6 +751,10 @@ impl Deployment for CommitteeDeployment {
     }
 
     fn equivocate(&mut self, node: usize, message: &Message) -> Option<Message> {
-        conflicting(&self.seeds[node], message)
+        conflicting(
+            &self.seeds[node],
+            self.nodes[node].status().attempt,
+            message,
+        )
     }
 }

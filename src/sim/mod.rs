@@ -228,6 +228,7 @@ pub struct SimConfig {
     pub(crate) strategy: Strategy,
     pub(crate) seed: u64,
     pub(crate) identity_difficulty: u8,
+    pub(crate) identity_pow_us: u64,
     pub(crate) timing: Timing,
     pub(crate) max_sim_time_us: u64,
     pub(crate) append_to_chain: bool,
@@ -249,6 +250,7 @@ impl SimConfig {
             strategy: Strategy::Silent,
             seed: 0,
             identity_difficulty: 4,
+            identity_pow_us: 0,
             timing: Timing::default(),
             max_sim_time_us: 600_000_000,
             append_to_chain: true,
@@ -294,6 +296,7 @@ pub struct SimConfigBuilder {
     strategy: Strategy,
     seed: u64,
     identity_difficulty: u8,
+    identity_pow_us: u64,
     timing: Timing,
     max_sim_time_us: u64,
     append_to_chain: bool,
@@ -349,6 +352,17 @@ impl SimConfigBuilder {
     /// Identity difficulty in leading zero bits.
     pub fn identity_difficulty(mut self, bits: u8) -> Self {
         self.identity_difficulty = bits;
+        self
+    }
+    /// The mean simulated time an identity's proof of work takes, in microseconds (Elastico's
+    /// takes minutes; 0, the default, charges the real hashes at the CPU model's hash cost).
+    /// The simulator hashes for real only at the configured difficulty, and charges each node
+    /// this mean scaled by its real number of tries over the expected number, so mining times
+    /// vary from node to node as mining does. The directory's identity window is lengthened by
+    /// three times the mean (about 95 % of identities arrive within it); a node's own mining
+    /// delays everything it does next, including a restarted epoch's new identity.
+    pub fn identity_pow_us(mut self, us: u64) -> Self {
+        self.identity_pow_us = us;
         self
     }
     /// Protocol timing.
@@ -422,7 +436,14 @@ impl SimConfigBuilder {
             strategy: self.strategy,
             seed: self.seed,
             identity_difficulty: self.identity_difficulty,
-            timing: self.timing,
+            identity_pow_us: self.identity_pow_us,
+            timing: Timing {
+                identity_window: self
+                    .timing
+                    .identity_window
+                    .saturating_add(self.identity_pow_us.saturating_mul(3)),
+                ..self.timing
+            },
             max_sim_time_us: self.max_sim_time_us,
             append_to_chain: self.append_to_chain,
         })

@@ -152,6 +152,20 @@ pub enum Fault {
     Partition(Vec<u8>),
     /// Every link works again.
     Heal,
+    /// From now on this many messages in a million are lost ([`NetworkModel::drop_ppm`]): a
+    /// period of heavy loss, and its end.
+    Loss(u32),
+    /// An outsider, a key that is no node of the network, sends node `to` a message (the
+    /// engine's encoding, as [`Protocol::decode_message`] reads it); bytes that do not decode
+    /// are dropped, as any node's would be.
+    Outsider {
+        /// The outsider's key (the transport authenticates it as the sender).
+        from: PublicKey,
+        /// The receiving node.
+        to: usize,
+        /// The encoded message.
+        message: Vec<u8>,
+    },
 }
 
 /// A simulation's setting besides the deployment.
@@ -384,6 +398,14 @@ where
             }
             Fault::Partition(sides) => self.partition = Some(sides),
             Fault::Heal => self.partition = None,
+            Fault::Loss(ppm) => self.config.network.drop_ppm = ppm.min(1_000_000),
+            Fault::Outsider { from, to, message } => {
+                if self.is_up(to) {
+                    if let Ok(message) = D::Engine::decode_message(&message) {
+                        self.input(to, self.now, Input::Message { from, message });
+                    }
+                }
+            }
             Fault::Crash(_) | Fault::Restart(_) => {}
         }
     }

@@ -1,12 +1,9 @@
 //! [`Simulation`]: a committee run on the engine-agnostic network, as one value.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use super::committee::CommitteeDeployment;
 use super::network::{EngineReport, Network};
 use super::{Report, SimConfig, SimError};
-use crate::committee::{CommitteeConsensus, Stage};
-use crate::hash::Digest;
+use crate::committee::CommitteeConsensus;
 use crate::Chain;
 
 /// A configured committee simulation: a [`CommitteeDeployment`] on a [`Network`] set up by the
@@ -70,9 +67,9 @@ impl Simulation {
         self.run().engine
     }
 
-    /// Runs, and also returns, for every agreement `(height, stage)`, the set of values honest
-    /// nodes decided (one each when the protocol is safe).
-    pub fn run_with_decisions(mut self) -> (Report, BTreeMap<(u64, Stage), BTreeSet<Digest>>) {
+    /// Runs, and also returns, for every agreement `(height, attempt, stage)`, the set of
+    /// values honest nodes decided (one each when the protocol is safe).
+    pub fn run_with_decisions(mut self) -> (Report, super::Decisions) {
         let report = self.finish();
         (report, self.network.into_deployment().take_decisions())
     }

@@ -94,7 +94,7 @@ fn committees_run_through_the_network_with_an_engine_report() {
     assert_eq!(d.safety_violations(), 0);
     // The final agreement of each height was decided, with one value.
     for height in 1..=3 {
-        assert_eq!(d.decisions()[&(height, Stage::Final)].len(), 1);
+        assert_eq!(d.decisions()[&(height, 0, Stage::Final)].len(), 1);
     }
 
     // Deterministic: the same seed gives the same run, another seed another one.
@@ -128,4 +128,173 @@ fn a_restarted_member_rejoins_from_the_chain() {
     assert_eq!(r.agreement_violations, 0);
     assert_eq!(r.refused_appends, 0);
     assert_eq!(net.deployment().safety_violations(), 0);
+}
+
+/// Whether some block of `chain` came from a restarted epoch (an attempt above 0).
+fn some_block_restarted(chain: &crate::Chain<crate::committee::CommitteeConsensus>) -> bool {
+    (1..=chain.height()).any(|h| {
+        let header = chain.header_at(h).unwrap();
+        let parent = chain.header_at(h - 1).unwrap();
+        crate::committee::attempt_of(&parent.seal.next_randomness(), &header.seal.randomness)
+            .is_some_and(|a| a > 0)
+    })
+}
+
+#[test]
+fn an_epoch_whose_final_committee_is_too_small_restarts_and_blocks_keep_coming() {
+    // 12 nodes for 2 committees of 4: in these seeds the directory certifies a final
+    // committee short of a quorum at some height; before restarts the chain
+    // stalled there for good.
+    for seed in [12, 16, 21] {
+        let config = small(seed).blocks(10).build().unwrap();
+        let mut net = Network::new(
+            CommitteeDeployment::new(&config).unwrap(),
+            config.net_config(),
+        );
+        let r = net.run();
+        assert_eq!(r.blocks, 10, "seed {seed}");
+        assert_eq!(
+            (r.agreement_violations, r.refused_appends),
+            (0, 0),
+            "seed {seed}"
+        );
+        let d = net.deployment();
+        assert!(d.undersized_committees() > 0, "seed {seed}");
+        assert_eq!(d.safety_violations(), 0);
+        assert!(some_block_restarted(d.chain()), "seed {seed}");
+    }
+}
+
+/// A run of `small(seed)` for 6 blocks with `faults`, stopped at `until` seconds.
+fn run_with_faults(seed: u64, faults: &[(u64, Fault)], until: u64) -> EngineReport {
+    let config = small(seed)
+        .blocks(6)
+        .max_sim_time_us(until * network::SECOND)
+        .build()
+        .unwrap();
+    let mut net_config = config.net_config();
+    net_config.faults = faults.to_vec();
+    Network::new(CommitteeDeployment::new(&config).unwrap(), net_config).run()
+}
+
+#[test]
+fn progress_resumes_when_a_partition_heals() {
+    // Half the network cannot reach the other half from 3 s to 40 s.
+    let sides: Vec<u8> = (0..12).map(|i| (i % 2) as u8).collect();
+    let faults = [
+        (3 * network::SECOND, Fault::Partition(sides)),
+        (40 * network::SECOND, Fault::Heal),
+    ];
+    for seed in [0, 2] {
+        let during = run_with_faults(seed, &faults, 40);
+        assert!(
+            during.blocks < 6,
+            "seed {seed}: the partition stopped the chain"
+        );
+        let after = run_with_faults(seed, &faults, 300);
+        assert_eq!(after.blocks, 6, "seed {seed}");
+        assert_eq!((after.agreement_violations, after.refused_appends), (0, 0));
+    }
+}
+
+#[test]
+fn progress_resumes_after_a_period_of_heavy_loss() {
+    // 30 % of all messages are lost from 3 s to 40 s (identities, assignments, votes,
+    // shard results, block announcements alike).
+    let faults = [
+        (3 * network::SECOND, Fault::Loss(300_000)),
+        (40 * network::SECOND, Fault::Loss(0)),
+    ];
+    for seed in [0, 4] {
+        let during = run_with_faults(seed, &faults, 40);
+        assert!(during.blocks < 6, "seed {seed}: the loss stopped the chain");
+        let after = run_with_faults(seed, &faults, 300);
+        assert_eq!(after.blocks, 6, "seed {seed}");
+        assert_eq!((after.agreement_violations, after.refused_appends), (0, 0));
+    }
+}
+
+#[test]
+fn an_outsider_identity_sent_to_half_the_directory_does_not_halt_the_chain() {
+    use crate::committee::{IdentityProof, Message, Node};
+    use crate::consensus::protocol::Protocol;
+    // Issue 13, item 6: 12 nodes, the first epoch's directory is nodes 0 to 3. An outsider
+    // mines an identity for committee 0 and sends it to two directory members only, first
+    // thing in their identity window; they used to publish different lists and no node
+    // adopted any.
+    for seed in [1, 5] {
+        let config = small(seed).blocks(4).build().unwrap();
+        let deployment = CommitteeDeployment::new(&config).unwrap();
+        let params = deployment.params().clone();
+        let outsider = crate::tx::Keypair::from_seed(&[200; 32]).public();
+        let proof = IdentityProof::mine_for_committee(
+            outsider,
+            &deployment
+                .chain()
+                .header_at(0)
+                .unwrap()
+                .seal
+                .next_randomness(),
+            params.identity_difficulty(),
+            params.shard_bits(),
+            0,
+        );
+        let message = Node::encode_message(&Message::Identity { height: 1, proof });
+        let mut net_config = config.net_config();
+        // Directory members 1 (the leader of height 1's first round) and 2, by node index.
+        let node_of = |k: &crate::tx::PublicKey| (0..12).find(|i| deployment.key(*i) == *k);
+        let to = [1, 2].map(|m| node_of(&params.bootstrap()[m]).unwrap());
+        net_config.faults = to
+            .map(|to| {
+                let message = message.clone();
+                (
+                    100_000,
+                    Fault::Outsider {
+                        from: outsider,
+                        to,
+                        message,
+                    },
+                )
+            })
+            .to_vec();
+        let mut net = Network::new(deployment, net_config);
+        let r = net.run();
+        assert_eq!(r.blocks, 4, "seed {seed}");
+        assert_eq!((r.agreement_violations, r.refused_appends), (0, 0));
+        let d = net.deployment();
+        assert_eq!(d.safety_violations(), 0);
+        // It arrived after the honest identities had filled committee 0 (first-c rule), so
+        // it sits nowhere; seated or not, the directory agrees on one roster.
+        let first = d.chain().header_at(1).unwrap();
+        assert!(first.seal.cert.members.iter().all(|m| m.key != outsider));
+    }
+}
+
+#[test]
+fn identities_lost_in_the_directorys_window_do_not_stall_the_chain() {
+    // Half of all messages are lost while the first epoch's identities travel (the first
+    // 0.9 s, before the directory's window closes): committees are drawn from the identities
+    // that arrived, and undersized final committees restart the epoch.
+    let faults = [(0, Fault::Loss(500_000)), (900_000, Fault::Loss(0))];
+    for seed in [1, 2, 3] {
+        let r = run_with_faults(seed, &faults, 300);
+        assert_eq!(r.blocks, 6, "seed {seed}");
+        assert_eq!((r.agreement_violations, r.refused_appends), (0, 0));
+    }
+}
+
+#[test]
+fn identity_proof_of_work_costs_simulated_time_and_the_chain_still_grows() {
+    // Elastico's identities take minutes of mining; here 20 s on average, as simulated CPU
+    // time (the real hashing stays at the configured difficulty).
+    let pow_us = 20 * network::SECOND;
+    let quick = Simulation::new(small(3).build().unwrap()).unwrap().run();
+    let slow = Simulation::new(small(3).identity_pow_us(pow_us).build().unwrap())
+        .unwrap()
+        .run();
+    assert_eq!((quick.blocks, slow.blocks), (3, 3));
+    assert_eq!(slow.safety_violations, 0);
+    // Every epoch waits for its identities: three blocks take at least three mining times.
+    assert!(slow.sim_time_us >= 3 * pow_us, "{}", slow.sim_time_us);
+    assert!(quick.sim_time_us < pow_us, "{}", quick.sim_time_us);
 }

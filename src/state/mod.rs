@@ -8,7 +8,12 @@
 //! (per-transaction savepoints), and a block is either committed whole — after its state root is
 //! checked against the header — or discarded. Committed blocks keep undo data so the chain can
 //! roll back to a fork point when it reorganises.
+//!
+//! Committed entries live in memory by default, or on disk with the `redb` feature
+//! ([`StateBackend`], the `disk` module); reads, roots and proofs are the same on both.
 
+#[cfg(feature = "redb")]
+pub mod disk;
 pub mod snapshot;
 mod table;
 
@@ -18,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::{AccountId, ChainId, StateRoot, TxId};
 use crate::smt::{StateProof, StateTree};
+use crate::store::StoreError;
 use crate::tx::{AppPayload, PublicKey, VerifiedTx};
 
 pub use table::{entry_key, value_digest, Leaves, Table, TableOps};
@@ -129,11 +135,27 @@ impl AppState for () {
     fn tables_mut<'a>(&'a mut self, _: &mut Vec<&'a mut dyn TableOps>) {}
 }
 
+/// Where the state's committed entries live.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateBackend {
+    /// In memory (the default): for tests and small deployments; the state is rebuilt at
+    /// every start.
+    #[default]
+    Memory,
+    /// In a redb database, with a bounded cache of decoded values (see [`disk`]).
+    #[cfg(feature = "redb")]
+    Disk(disk::DiskConfig),
+}
+
 /// The state of the ledger: the core's tables and the application's `T`.
 pub struct State<T> {
     tree: StateTree,
     pub(crate) core: CoreTables,
     pub(crate) app: T,
+    /// The database, once the committed entries moved to disk.
+    #[cfg(feature = "redb")]
+    disk: Option<disk::DiskState>,
 }
 
 impl<T> core::fmt::Debug for State<T> {
@@ -189,6 +211,8 @@ impl<T: AppState> State<T> {
             tree: StateTree::new(),
             core: CoreTables::default(),
             app: T::default(),
+            #[cfg(feature = "redb")]
+            disk: None,
         }
     }
 
@@ -198,11 +222,149 @@ impl<T: AppState> State<T> {
         init(&mut state.app, &mut state.core);
         state.savepoint(true);
         let tree = state.pending_tree();
-        state.commit(Executed::<()> {
-            tree,
-            events: Vec::new(),
-        });
+        state.commit_tables(tree);
         state
+    }
+
+    /// Moves the committed entries into the database of `config` (replacing what it held),
+    /// as the state at `height`, keeping undo records for `undo_blocks` blocks; from then on
+    /// every block commits to it. No block may be pending.
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError`] if the database cannot be opened or written; the state is then
+    /// unchanged, still in memory.
+    #[cfg(feature = "redb")]
+    pub(crate) fn move_to_disk(
+        &mut self,
+        config: &disk::DiskConfig,
+        height: u64,
+        undo_blocks: u64,
+    ) -> Result<(), disk::DiskError> {
+        let tables: Vec<_> = self
+            .tables()
+            .into_iter()
+            .map(|t| {
+                let mut entries = Vec::new();
+                t.committed_entries(&mut entries);
+                (t.tag(), entries)
+            })
+            .collect();
+        let state = disk::DiskState::create(config, &tables, height, self.root(), undo_blocks)?;
+        drop(tables);
+        let db = state.db().clone();
+        for t in self.tables_mut() {
+            t.move_to_disk(&db);
+        }
+        self.disk = Some(state);
+        Ok(())
+    }
+
+    /// The state a state directory holds (see [`disk`]), as `(state, height)`: the tables read
+    /// from it, the state tree rebuilt from its entries and checked against the root it
+    /// recorded with them; later blocks commit to it, keeping undo records for `undo_blocks`
+    /// blocks. `None` if the directory holds no state of this format. Chains open their
+    /// directory by themselves ([`ChainBuilder::state_backend`](crate::chain::ChainBuilder::state_backend));
+    /// this is for inspecting one, or checking it against a replay.
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError`] if the database cannot be read, or its entries do not hash to the
+    /// root it recorded ([`disk::DiskError::Corrupt`]).
+    #[cfg(feature = "redb")]
+    pub fn open_disk(
+        config: &disk::DiskConfig,
+        undo_blocks: u64,
+    ) -> Result<Option<(Self, u64)>, disk::DiskError> {
+        let Some(disk) = disk::DiskState::open(config, undo_blocks)? else {
+            return Ok(None);
+        };
+        let (height, root) = disk.committed_tip()?;
+        let mut state = Self::new();
+        let db = disk.db().clone();
+        for t in state.tables_mut() {
+            t.move_to_disk(&db);
+        }
+        let mut leaves: Leaves = Vec::new();
+        let mut entries = Vec::new();
+        for t in state.tables() {
+            entries.clear();
+            t.committed_entries(&mut entries);
+            leaves.extend(entries.iter().map(|(k, v)| {
+                (
+                    table::entry_key_of_body(t.tag(), k),
+                    Some(table::value_digest_of_body(v)),
+                )
+            }));
+        }
+        drop(entries);
+        leaves.sort_unstable_by_key(|leaf| leaf.0);
+        state
+            .tree
+            .apply(&leaves)
+            .map_err(|e| disk::DiskError::Corrupt(format!("state entries: {e}")))?;
+        if state.tree.root() != root {
+            return Err(disk::DiskError::Corrupt(format!(
+                "the entries hash to {}, the database recorded {root} at height {height}",
+                state.tree.root()
+            )));
+        }
+        state.disk = Some(disk);
+        Ok(Some((state, height)))
+    }
+
+    /// The height and state root the state database last committed (`None` for the memory
+    /// backend).
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError`] if the database cannot be read.
+    #[cfg(feature = "redb")]
+    pub fn disk_tip(&self) -> Result<Option<(u64, StateRoot)>, disk::DiskError> {
+        self.disk.as_ref().map(|d| d.committed_tip()).transpose()
+    }
+
+    /// Moves a state built for a benchmark to disk, as the state at height 0 (benchmarks only:
+    /// chains move their state with [`ChainBuilder::state_backend`](crate::chain::ChainBuilder::state_backend)).
+    ///
+    /// # Errors
+    ///
+    /// As [`ChainBuilder::build`](crate::chain::ChainBuilder::build) with a disk backend.
+    #[cfg(feature = "redb")]
+    #[doc(hidden)]
+    pub fn bench_move_to_disk(&mut self, config: &disk::DiskConfig) -> Result<(), disk::DiskError> {
+        self.move_to_disk(config, 0, 1)
+    }
+
+    /// A reader of the table tagged `tag` in the state database, for a benchmark's bare
+    /// lookups beside the state's own (`None` for the memory backend).
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError`] if the database cannot be read or has no such table.
+    #[cfg(feature = "redb")]
+    #[doc(hidden)]
+    pub fn bench_disk_table(&self, tag: &str) -> Result<Option<disk::RawTable>, disk::DiskError> {
+        self.disk.as_ref().map(|d| d.reader(tag)).transpose()
+    }
+
+    /// What the state database takes on disk (`None` for the memory backend).
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError`] if the file's size or redb's statistics cannot be read.
+    #[cfg(feature = "redb")]
+    pub fn disk_usage(&self) -> Result<Option<disk::DiskUsage>, disk::DiskError> {
+        self.disk.as_ref().map(|d| d.usage()).transpose()
+    }
+
+    /// Whether the committed entries are on disk (see [`StateBackend`]).
+    pub fn is_on_disk(&self) -> bool {
+        #[cfg(feature = "redb")]
+        if self.disk.is_some() {
+            return true;
+        }
+        false
     }
 
     /// The application's state.
@@ -392,16 +554,8 @@ impl<T: AppState> State<T> {
     /// Commits the pending writes to the tables, leaving the state tree (and so the
     /// [`root`](Self::root)) as it was; returns what undoes them. For a copy of the state that
     /// answers queries but is never proved from.
-    pub(crate) fn commit_untracked(&mut self) -> BlockUndo {
-        let tables = self
-            .tables_mut()
-            .into_iter()
-            .map(|t| t.commit_block())
-            .collect();
-        BlockUndo {
-            tree: self.tree.clone(),
-            tables,
-        }
+    pub(crate) fn commit_untracked(&mut self) -> Result<BlockUndo, StoreError> {
+        self.commit(self.tree.clone())
     }
 
     /// The committed tree with the pending writes applied.
@@ -454,8 +608,8 @@ impl<T: AppState> State<T> {
     /// only: the state root no longer matches the tables).
     #[doc(hidden)]
     pub fn bench_commit_untracked(&mut self) {
-        for t in self.tables_mut() {
-            drop(t.commit_block());
+        if let Err(e) = self.commit(self.tree.clone()) {
+            panic!("benchmark state: {e}");
         }
     }
 
@@ -467,18 +621,71 @@ impl<T: AppState> State<T> {
     }
 
     /// Commits an executed block, returning what undoes it.
-    pub(crate) fn commit<Ev>(&mut self, executed: Executed<Ev>) -> BlockUndo {
+    ///
+    /// # Errors
+    ///
+    /// On the disk backend, [`StoreError::Backend`] with the [`disk::DiskError`] if the block
+    /// cannot be written; its pending writes are discarded and the state is as before.
+    pub(crate) fn commit_block<Ev>(
+        &mut self,
+        executed: Executed<Ev>,
+    ) -> Result<BlockUndo, StoreError> {
+        self.commit(executed.tree)
+    }
+
+    /// Commits the pending writes with `tree` as the new state tree (the committed one for an
+    /// untracked commit); on disk, in one database transaction first.
+    fn commit(&mut self, tree: StateTree) -> Result<BlockUndo, StoreError> {
+        #[cfg(feature = "redb")]
+        if let Some(mut disk) = self.disk.take() {
+            let tables = self.tables();
+            let tags: Vec<&'static str> = tables.iter().map(|t| t.tag()).collect();
+            let writes: Vec<Vec<disk::EncodedWrite>> = tables
+                .iter()
+                .map(|t| {
+                    let mut out = Vec::new();
+                    t.pending_writes(&mut out);
+                    out
+                })
+                .collect();
+            drop(tables);
+            let written = disk.commit_block(&tags, &writes, tree.root());
+            self.disk = Some(disk);
+            if let Err(e) = written {
+                self.discard();
+                return Err(StoreError::Backend(Box::new(e)));
+            }
+        }
+        Ok(self.commit_tables(tree))
+    }
+
+    /// Commits the pending writes in the tables (after the database, if on disk).
+    fn commit_tables(&mut self, tree: StateTree) -> BlockUndo {
         let tables = self
             .tables_mut()
             .into_iter()
             .map(|t| t.commit_block())
             .collect();
-        let tree = core::mem::replace(&mut self.tree, executed.tree);
+        let tree = core::mem::replace(&mut self.tree, tree);
         BlockUndo { tree, tables }
     }
 
     /// Undoes the last committed block.
+    ///
+    /// # Panics
+    ///
+    /// On the disk backend, if the database cannot be written: the block's undo records are
+    /// then still there, but the state in memory and on disk can no longer be trusted to
+    /// agree (see [`disk`]).
     pub(crate) fn undo(&mut self, undo: BlockUndo) {
+        #[cfg(feature = "redb")]
+        if let Some(mut disk) = self.disk.take() {
+            let tags: Vec<&'static str> = self.tables().iter().map(|t| t.tag()).collect();
+            if let Err(e) = disk.undo_block(&tags, undo.tree.root()) {
+                panic!("state database: cannot undo a block: {e}");
+            }
+            self.disk = Some(disk);
+        }
         for (t, u) in self.tables_mut().into_iter().zip(undo.tables) {
             t.undo_block(u);
         }

@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{self, DecodeError};
 use crate::hash::{domain, Digest, StateKey};
+#[cfg(feature = "redb")]
+use crate::state::disk::{DiskTable, EncodedWrite, StateDb};
 
 /// The state-tree key of entry `key` in the table tagged `tag`.
 ///
@@ -75,6 +77,32 @@ pub trait TableOps: Send + Sync {
     /// [`DecodeError`] if either body is not the canonical encoding of the table's key or value
     /// type; nothing is written then.
     fn insert_encoded(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError>;
+    /// Appends the block's pending writes as `(key body, Some(value body))`, or `(key body,
+    /// None)` for a deletion (for the disk backend, which writes them in one transaction).
+    #[cfg(feature = "redb")]
+    fn pending_writes(&self, out: &mut Vec<EncodedWrite>);
+    /// Drops the committed entries held in memory and reads them from `db` from now on; the
+    /// state wrote them there first (see [`crate::state::disk`]). No pending writes may exist.
+    #[cfg(feature = "redb")]
+    fn move_to_disk(&mut self, db: &StateDb);
+}
+
+/// Where a table's committed entries live.
+#[derive(Debug)]
+enum Committed<K, V> {
+    /// All of them in memory.
+    Memory(HashMap<K, V>),
+    /// In the state database, with a bounded cache of decoded values.
+    #[cfg(feature = "redb")]
+    Disk(Box<DiskTable<K, V>>),
+}
+
+/// What undoes a table's block: the replaced values (memory), or the keys written, whose
+/// replaced values the database keeps (disk).
+enum TableUndo<K, V> {
+    Memory(Vec<(K, Option<V>)>),
+    #[cfg(feature = "redb")]
+    Disk(Vec<K>),
 }
 
 /// A state table: committed entries, the current block's pending writes, and the current
@@ -86,7 +114,7 @@ pub trait TableOps: Send + Sync {
 #[derive(Debug)]
 pub struct Table<K, V> {
     tag: &'static str,
-    committed: HashMap<K, V>,
+    committed: Committed<K, V>,
     pending: HashMap<K, Option<V>>,
     /// For each write of the current transaction: the key and its previous pending slot.
     journal: Vec<(K, Option<Option<V>>)>,
@@ -94,14 +122,14 @@ pub struct Table<K, V> {
 
 impl<K, V> Table<K, V>
 where
-    K: Eq + Hash + Clone + Serialize + Send + Sync + 'static,
-    V: Clone + Serialize + Send + Sync + 'static,
+    K: Eq + Hash + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// An empty table whose entries are committed under `tag` (unique per state).
     pub fn new(tag: &'static str) -> Self {
         Self {
             tag,
-            committed: HashMap::new(),
+            committed: Committed::Memory(HashMap::new()),
             pending: HashMap::new(),
             journal: Vec::new(),
         }
@@ -115,13 +143,36 @@ where
                 return slot.as_ref();
             }
         }
-        self.committed.get(key)
+        self.get_committed(key)
     }
 
     /// The committed value, ignoring pending writes.
+    ///
+    /// # Panics
+    ///
+    /// On the disk backend (feature `redb`), if the state database cannot be read (see
+    /// `state::disk`).
     #[inline]
     pub fn get_committed(&self, key: &K) -> Option<&V> {
-        self.committed.get(key)
+        match &self.committed {
+            Committed::Memory(map) => map.get(key),
+            #[cfg(feature = "redb")]
+            Committed::Disk(disk) => disk.get(key),
+        }
+    }
+
+    /// Whether the entries are on disk (feature `redb`, see `state::disk`).
+    pub fn is_on_disk(&self) -> bool {
+        !matches!(self.committed, Committed::Memory(_))
+    }
+
+    /// How many decoded values the disk backend caches now (0 for the memory backend).
+    pub fn cached_entries(&self) -> usize {
+        match &self.committed {
+            Committed::Memory(_) => 0,
+            #[cfg(feature = "redb")]
+            Committed::Disk(disk) => disk.cached(),
+        }
     }
 
     fn write(&mut self, key: K, value: Option<V>) {
@@ -157,13 +208,40 @@ where
     }
 
     fn committed_entries(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-        out.reserve(self.committed.len());
-        for (k, v) in &self.committed {
-            let (mut key, mut value) = (Vec::new(), Vec::new());
+        match &self.committed {
+            Committed::Memory(map) => {
+                out.reserve(map.len());
+                for (k, v) in map {
+                    let (mut key, mut value) = (Vec::new(), Vec::new());
+                    codec::encode_body_into(k, &mut key);
+                    codec::encode_body_into(v, &mut value);
+                    out.push((key, value));
+                }
+            }
+            #[cfg(feature = "redb")]
+            Committed::Disk(disk) => disk.entries(out),
+        }
+    }
+
+    #[cfg(feature = "redb")]
+    fn pending_writes(&self, out: &mut Vec<EncodedWrite>) {
+        out.reserve(self.pending.len());
+        for (k, v) in &self.pending {
+            let mut key = Vec::new();
             codec::encode_body_into(k, &mut key);
-            codec::encode_body_into(v, &mut value);
+            let value = v.as_ref().map(|v| {
+                let mut value = Vec::new();
+                codec::encode_body_into(v, &mut value);
+                value
+            });
             out.push((key, value));
         }
+    }
+
+    #[cfg(feature = "redb")]
+    fn move_to_disk(&mut self, db: &StateDb) {
+        debug_assert!(self.pending.is_empty(), "move_to_disk with pending writes");
+        self.committed = Committed::Disk(Box::new(DiskTable::open(db, self.tag)));
     }
 
     fn insert_encoded(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError> {
@@ -195,7 +273,7 @@ where
             let key = entry_key(self.tag, k);
             match v {
                 Some(v) => out.push((key, Some(value_digest(v)))),
-                None if self.committed.contains_key(k) => out.push((key, None)),
+                None if self.get_committed(k).is_some() => out.push((key, None)),
                 None => {}
             }
         }
@@ -203,35 +281,57 @@ where
 
     fn commit_block(&mut self) -> Box<dyn Any + Send + Sync> {
         debug_assert!(self.journal.is_empty(), "commit_block inside a transaction");
-        let mut undo: Vec<(K, Option<V>)> = Vec::with_capacity(self.pending.len());
-        for (k, v) in self.pending.drain() {
-            let old = match v {
-                Some(v) => self.committed.insert(k.clone(), v),
-                None => self.committed.remove(&k),
-            };
-            undo.push((k, old));
+        match &mut self.committed {
+            Committed::Memory(map) => {
+                let mut undo: Vec<(K, Option<V>)> = Vec::with_capacity(self.pending.len());
+                for (k, v) in self.pending.drain() {
+                    let old = match v {
+                        Some(v) => map.insert(k.clone(), v),
+                        None => map.remove(&k),
+                    };
+                    undo.push((k, old));
+                }
+                Box::new(TableUndo::Memory(undo))
+            }
+            #[cfg(feature = "redb")]
+            Committed::Disk(disk) => {
+                let keys = self.pending.keys().cloned().collect();
+                disk.committed(self.pending.drain());
+                Box::new(TableUndo::<K, V>::Disk(keys))
+            }
         }
-        Box::new(undo)
     }
 
     fn discard_block(&mut self) {
         self.journal.clear();
         self.pending.clear();
+        #[cfg(feature = "redb")]
+        if let Committed::Disk(disk) = &mut self.committed {
+            disk.trim();
+        }
     }
 
     fn undo_block(&mut self, undo: Box<dyn Any + Send + Sync>) {
         let undo = undo
-            .downcast::<Vec<(K, Option<V>)>>()
+            .downcast::<TableUndo<K, V>>()
             .expect("undo data comes from this table's commit_block");
-        for (k, old) in undo.into_iter() {
-            match old {
-                Some(v) => {
-                    self.committed.insert(k, v);
-                }
-                None => {
-                    self.committed.remove(&k);
+        match (&mut self.committed, *undo) {
+            (Committed::Memory(map), TableUndo::Memory(undo)) => {
+                for (k, old) in undo {
+                    match old {
+                        Some(v) => {
+                            map.insert(k, v);
+                        }
+                        None => {
+                            map.remove(&k);
+                        }
+                    }
                 }
             }
+            #[cfg(feature = "redb")]
+            (Committed::Disk(disk), TableUndo::Disk(keys)) => disk.changed(&keys),
+            #[cfg(feature = "redb")]
+            _ => unreachable!("a table never changes backend between a block and its undo"),
         }
     }
 }
@@ -269,6 +369,113 @@ mod tests {
         t.undo_block(undo);
         assert!(t.get(&1).is_none());
         assert!(t.get_committed(&1).is_none());
+    }
+
+    /// Commits table `t`'s pending block to `disk` and to the table, as the state does.
+    #[cfg(feature = "redb")]
+    fn commit_on_disk(
+        t: &mut Table<u32, String>,
+        disk: &mut crate::state::disk::DiskState,
+    ) -> Box<dyn Any + Send + Sync> {
+        let mut writes = Vec::new();
+        t.pending_writes(&mut writes);
+        disk.commit_block(&["t"], &[writes], crate::smt::EMPTY_ROOT)
+            .unwrap();
+        t.commit_block()
+    }
+
+    #[cfg(feature = "redb")]
+    #[test]
+    fn a_disk_table_reads_back_every_entry_and_trims_its_cache_to_the_bound_at_each_block() {
+        use crate::state::disk::{DiskConfig, DiskError, DiskState};
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path()).cache_entries(4);
+        let root = crate::smt::EMPTY_ROOT;
+        let mut disk = DiskState::create(&config, &[("t", Vec::new())], 0, root, 2).unwrap();
+        let mut t: Table<u32, String> = Table::new("t");
+        t.move_to_disk(disk.db());
+        assert!(t.is_on_disk());
+        for i in 0..20 {
+            t.insert(i, format!("v{i}"));
+        }
+        t.commit_tx();
+        let first = commit_on_disk(&mut t, &mut disk);
+        assert!(t.cached_entries() <= 4, "{} cached", t.cached_entries());
+        // Every entry reads back, from disk for the evicted ones; absent keys read as absent.
+        for i in 0..20 {
+            assert_eq!(t.get(&i).unwrap(), &format!("v{i}"));
+        }
+        assert!(t.get(&99).is_none());
+        assert_eq!(t.cached_entries(), 21, "reads between blocks stay cached");
+        t.discard_block();
+        assert!(t.cached_entries() <= 4);
+
+        // A second block changes one entry and deletes another; undoing it restores both.
+        t.insert(3, "changed".into());
+        t.remove(4);
+        t.commit_tx();
+        let mut leaves = Vec::new();
+        t.pending_leaves(&mut leaves);
+        assert_eq!(
+            leaves.len(),
+            2,
+            "the deletion of a committed entry is a leaf"
+        );
+        let second = commit_on_disk(&mut t, &mut disk);
+        assert_eq!(t.get(&3).unwrap(), "changed");
+        assert!(t.get(&4).is_none());
+        disk.undo_block(&["t"], root).unwrap();
+        t.undo_block(second);
+        assert_eq!(t.get(&3).unwrap(), "v3");
+        assert_eq!(t.get(&4).unwrap(), "v4");
+        disk.undo_block(&["t"], root).unwrap();
+        t.undo_block(first);
+        assert!((0..20).all(|i| t.get(&i).is_none()));
+        let mut entries = Vec::new();
+        t.committed_entries(&mut entries);
+        assert!(entries.is_empty());
+        // Below the height the state started at there is nothing to undo.
+        assert!(matches!(
+            disk.undo_block(&["t"], root),
+            Err(DiskError::NoUndo { height: 0, .. })
+        ));
+    }
+
+    #[cfg(feature = "redb")]
+    #[test]
+    fn undo_records_older_than_the_kept_blocks_are_pruned_and_refused() {
+        use crate::state::disk::{DiskConfig, DiskError, DiskState};
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::smt::EMPTY_ROOT;
+        let mut disk = DiskState::create(
+            &DiskConfig::new(dir.path()),
+            &[("t", Vec::new())],
+            0,
+            root,
+            2,
+        )
+        .unwrap();
+        let mut t: Table<u32, String> = Table::new("t");
+        t.move_to_disk(disk.db());
+        let mut undos = Vec::new();
+        for block in 0..4u32 {
+            t.insert(block, "x".into());
+            t.commit_tx();
+            undos.push(commit_on_disk(&mut t, &mut disk));
+        }
+        for _ in 0..2 {
+            disk.undo_block(&["t"], root).unwrap();
+            t.undo_block(undos.pop().unwrap());
+        }
+        assert!(matches!(
+            disk.undo_block(&["t"], root),
+            Err(DiskError::NoUndo {
+                height: 2,
+                floor: 3
+            })
+        ));
+        assert_eq!(disk.committed_tip().unwrap().0, 2);
+        assert!(t.get(&1).is_some() && t.get(&2).is_none());
     }
 
     #[test]

@@ -7,7 +7,11 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use medledger::committee::{CommitteeConsensus, CommitteeParams};
+use medledger::consensus::Consensus;
 use medledger::file_store::FileStore;
+use medledger::hash::ChainId;
+use medledger::pow::{ProofOfWork, RetargetParams, Target};
 use medledger::tendermint::{TendermintConsensus, ValidatorSet};
 use medledger::tx::{Keypair, PublicKey};
 use medledger::{Chain, ChainBuilder};
@@ -43,7 +47,8 @@ pub struct Genesis {
     pub chain: String,
     /// Genesis time, Unix seconds.
     pub genesis_time: u64,
-    /// The validators of height 1 (the hospitals' node keys).
+    /// The hospitals' node keys: the validators of height 1 (Tendermint), the bootstrap
+    /// directory (committee engine); proof of work admits any miner.
     pub validators: Vec<NamedKey>,
     /// MedRec health authorities, registered in the genesis state.
     pub authorities: Vec<NamedKey>,
@@ -51,10 +56,152 @@ pub struct Genesis {
     /// next height; 0 for back-to-back blocks).
     #[serde(default = "default_interval")]
     pub block_interval_ms: u64,
+    /// The consensus engine every node runs (absent: Tendermint).
+    #[serde(default)]
+    pub engine: EngineKind,
+    /// The proof-of-work parameters, for `"engine": "pow"` (absent: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pow: Option<PowGenesis>,
+    /// The committee parameters, for `"engine": "committee"` (absent: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committee: Option<CommitteeGenesis>,
 }
 
 fn default_interval() -> u64 {
     1000
+}
+
+/// The consensus engine a consortium runs, named in its genesis.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Tendermint among the genesis validators: every block final once more than two thirds
+    /// of the voting power committed to it.
+    #[default]
+    Tendermint,
+    /// Proof of work: every node mines; blocks are final once enough are built on them.
+    Pow,
+    /// The committee engine: committees drawn by identity proofs of work agree on shards of
+    /// transactions, a final committee certifies each block.
+    Committee,
+}
+
+impl EngineKind {
+    /// The engine's name, as in the genesis.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Tendermint => "tendermint",
+            EngineKind::Pow => "pow",
+            EngineKind::Committee => "committee",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tendermint" => Ok(EngineKind::Tendermint),
+            "pow" => Ok(EngineKind::Pow),
+            "committee" => Ok(EngineKind::Committee),
+            _ => Err(format!("unknown engine {s:?}: expected tendermint, pow or committee").into()),
+        }
+    }
+}
+
+/// Proof-of-work parameters of a genesis.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PowGenesis {
+    /// Leading zero bits a block hash needs (fixed: no retargeting): a block takes
+    /// `2^difficulty_bits` hashes on average, over all nodes. 1 to 48.
+    pub difficulty_bits: u8,
+    /// Hashes a node tries per mining slice (its loop serves peers and clients between
+    /// slices). 1 to 1,000,000.
+    pub hashes_per_slice: u64,
+    /// Milliseconds between a node's mining slices (1 to 10,000): the node's hash rate is
+    /// `hashes_per_slice` per `slice_ms`.
+    pub slice_ms: u64,
+    /// The most blocks a node's chain rolls back when a heavier branch arrives.
+    pub max_reorg_depth: u64,
+}
+
+impl Default for PowGenesis {
+    /// A low difficulty for demonstrations and tests: 2^16 hashes per block; each node tries
+    /// 256 hashes every 10 ms (25,600 a second, a few per cent of one core), so four nodes
+    /// find a block about every 0.6 s.
+    fn default() -> Self {
+        Self {
+            difficulty_bits: 16,
+            hashes_per_slice: 256,
+            slice_ms: 10,
+            max_reorg_depth: 100,
+        }
+    }
+}
+
+impl PowGenesis {
+    /// The chain's retarget parameters: the target of [`difficulty_bits`](Self::difficulty_bits),
+    /// never retargeted.
+    ///
+    /// # Errors
+    ///
+    /// If a parameter is out of its range.
+    pub fn params(&self) -> Result<RetargetParams> {
+        if !(1..=48).contains(&self.difficulty_bits) {
+            return Err("pow.difficulty_bits must be between 1 and 48".into());
+        }
+        if !(1..=1_000_000).contains(&self.hashes_per_slice) {
+            return Err("pow.hashes_per_slice must be between 1 and 1000000".into());
+        }
+        if !(1..=10_000).contains(&self.slice_ms) {
+            return Err("pow.slice_ms must be between 1 and 10000".into());
+        }
+        // All ones below the leading `difficulty_bits` zero bits.
+        let mut bytes = [0xffu8; 32];
+        let bits = usize::from(self.difficulty_bits);
+        bytes[..bits / 8].fill(0);
+        bytes[bits / 8] = 0xff >> (bits % 8);
+        let limit = Target::from_be_bytes(bytes).to_compact();
+        Ok(RetargetParams::builder()
+            .pow_limit(limit)
+            .no_retargeting(true)
+            .build()?)
+    }
+}
+
+/// Committee-engine parameters of a genesis. The genesis validators are the bootstrap
+/// directory (who admits the identities of block 1).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CommitteeGenesis {
+    /// Shard bits: `2^shard_bits` committees, committee 0 also the final one.
+    pub shard_bits: u8,
+    /// Seats per committee (0: as many as there are validators).
+    pub committee_size: u16,
+    /// Leading zero bits of an identity proof (a node's work per epoch to take part).
+    pub identity_difficulty: u8,
+    /// The most transactions a shard leader proposes.
+    pub max_shard_txs: usize,
+}
+
+impl Default for CommitteeGenesis {
+    /// One committee of every validator, identity proofs of 8 bits, 1024 transactions per
+    /// shard.
+    fn default() -> Self {
+        Self {
+            shard_bits: 0,
+            committee_size: 0,
+            identity_difficulty: 8,
+            max_shard_txs: 1024,
+        }
+    }
 }
 
 /// A peer in a node's configuration.
@@ -100,6 +247,15 @@ pub struct NodeConfig {
     /// (default 60).
     #[serde(default = "default_gate_window")]
     pub gate_window_secs: u64,
+    /// The node's research aggregator key file (32 secret bytes, mode 0600): the seed of the
+    /// HPKE key hospitals encrypt input shares to. With `research_verify_key_file`, it turns
+    /// the node's aggregator routes on (`/research/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub research_key_file: Option<PathBuf>,
+    /// The verification key this node shares with the other aggregator of its queries, and
+    /// nobody else (32 secret bytes, mode 0600; the same file on both aggregators' nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub research_verify_key_file: Option<PathBuf>,
 }
 
 fn default_gate_window() -> u64 {
@@ -207,6 +363,12 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Reads a key file: exactly 32 bytes of Ed25519 seed. Refuses files others may read.
 pub fn read_key(path: &Path) -> Result<Keypair> {
+    let seed = read_secret(path)?;
+    Ok(Keypair::from_secret_bytes(&seed))
+}
+
+/// Reads a 32-byte secret file (mode 0600): a key's seed.
+pub fn read_secret(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -225,8 +387,7 @@ pub fn read_key(path: &Path) -> Result<Keypair> {
         .as_slice()
         .try_into()
         .map_err(|_| format!("{}: a key file holds 32 bytes", path.display()))?;
-    let seed = zeroize::Zeroizing::new(seed);
-    Ok(Keypair::from_secret_bytes(&seed))
+    Ok(zeroize::Zeroizing::new(seed))
 }
 
 /// A fresh key from a random 32-byte seed.
@@ -245,7 +406,7 @@ impl Genesis {
         Ok(ValidatorSet::new(list)?)
     }
 
-    /// Builds (or, from a store holding it, reopens) the chain.
+    /// Builds (or, from a store holding it, reopens) the chain of a Tendermint genesis.
     pub fn chain(&self, store: Option<FileStore>) -> Result<NodeChain> {
         self.chain_with_clock(store, None)
     }
@@ -257,10 +418,89 @@ impl Genesis {
         store: Option<FileStore>,
         clock: Option<std::sync::Arc<dyn medledger::chain::Clock>>,
     ) -> Result<NodeChain> {
+        self.expect(EngineKind::Tendermint)?;
         let engine = TendermintConsensus::new(&self.chain, self.validator_set()?);
+        self.build(engine, 0, store, clock)
+    }
+
+    /// The proof-of-work parameters (the defaults if the genesis gives none).
+    pub fn pow_params(&self) -> PowGenesis {
+        self.pow.clone().unwrap_or_default()
+    }
+
+    /// The committee parameters (the defaults if the genesis gives none).
+    pub fn committee_params(&self) -> CommitteeGenesis {
+        self.committee.clone().unwrap_or_default()
+    }
+
+    /// Builds (or reopens) the chain of a proof-of-work genesis, refusing blocks from the
+    /// future by `clock` (the system clock if `None`).
+    pub fn pow_chain(
+        &self,
+        store: Option<FileStore>,
+        clock: Option<std::sync::Arc<dyn medledger::chain::Clock>>,
+    ) -> Result<Chain<ProofOfWork>> {
+        self.expect(EngineKind::Pow)?;
+        let pow = self.pow_params();
+        let engine = ProofOfWork::new(pow.params()?);
+        self.build(engine, pow.max_reorg_depth, store, clock)
+    }
+
+    /// Builds (or reopens) the chain of a committee genesis, refusing blocks from the future
+    /// by `clock` (the system clock if `None`).
+    pub fn committee_chain(
+        &self,
+        store: Option<FileStore>,
+        clock: Option<std::sync::Arc<dyn medledger::chain::Clock>>,
+    ) -> Result<Chain<CommitteeConsensus>> {
+        self.expect(EngineKind::Committee)?;
+        let c = self.committee_params();
+        let bootstrap = self
+            .validators
+            .iter()
+            .map(|v| parse_key(&v.key))
+            .collect::<Result<Vec<_>>>()?;
+        let size = match c.committee_size {
+            0 => u16::try_from(bootstrap.len()).map_err(|_| "too many validators")?,
+            n => n,
+        };
+        let params: CommitteeParams = CommitteeParams::builder()
+            .shard_bits(c.shard_bits)
+            .committee_size(size)
+            .identity_difficulty(c.identity_difficulty)
+            .genesis_seed(self.chain.as_bytes())
+            .bootstrap(bootstrap)
+            .build()?;
+        self.build(CommitteeConsensus::new(params), 0, store, clock)
+    }
+
+    /// The chain id (every transaction signs it), whatever the engine.
+    pub fn chain_id(&self) -> Result<ChainId> {
+        Ok(match self.engine {
+            EngineKind::Tendermint => self.chain(None)?.chain_id(),
+            EngineKind::Pow => self.pow_chain(None, None)?.chain_id(),
+            EngineKind::Committee => self.committee_chain(None, None)?.chain_id(),
+        })
+    }
+
+    fn expect(&self, engine: EngineKind) -> Result<()> {
+        if self.engine == engine {
+            Ok(())
+        } else {
+            Err(format!("the genesis names the {} engine, not {engine}", self.engine).into())
+        }
+    }
+
+    fn build<C: Consensus>(
+        &self,
+        engine: C,
+        max_reorg_depth: u64,
+        store: Option<FileStore>,
+        clock: Option<std::sync::Arc<dyn medledger::chain::Clock>>,
+    ) -> Result<Chain<C>> {
         let mut builder = ChainBuilder::new(self.chain.clone(), engine)
             .genesis_time(self.genesis_time)
-            .max_reorg_depth(0);
+            .max_reorg_depth(max_reorg_depth);
         for a in &self.authorities {
             builder = builder.authority(a.name.clone(), parse_key(&a.key)?);
         }
@@ -286,6 +526,8 @@ impl NodeConfig {
         ]
         .into_iter()
         .chain(config.api_token_file.as_mut())
+        .chain(config.research_key_file.as_mut())
+        .chain(config.research_verify_key_file.as_mut())
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -314,6 +556,24 @@ pub fn init(
     nodes: usize,
     base_port: u16,
     block_interval_ms: u64,
+) -> Result<Consortium> {
+    init_with_engine(
+        dir,
+        nodes,
+        base_port,
+        block_interval_ms,
+        EngineKind::Tendermint,
+    )
+}
+
+/// [`init`] for a consortium that runs `engine` (with its default parameters: for proof of
+/// work a low difficulty, for demonstrations and tests).
+pub fn init_with_engine(
+    dir: &Path,
+    nodes: usize,
+    base_port: u16,
+    block_interval_ms: u64,
+    engine: EngineKind,
 ) -> Result<Consortium> {
     if !(1..=64).contains(&nodes) {
         return Err("--nodes must be between 1 and 64".into());
@@ -352,8 +612,12 @@ pub fn init(
             power: None,
         }],
         block_interval_ms,
+        engine,
+        pow: (engine == EngineKind::Pow).then(PowGenesis::default),
+        committee: (engine == EngineKind::Committee).then(CommitteeGenesis::default),
     };
     genesis.validator_set()?;
+    genesis.chain_id()?;
     std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
     let mut configs = Vec::new();
     for (i, key) in keys.iter().enumerate() {
@@ -387,6 +651,8 @@ pub fn init(
             ))),
             api_token_file: Some(PathBuf::from("api.token")),
             gate_window_secs: default_gate_window(),
+            research_key_file: None,
+            research_verify_key_file: None,
         };
         let path = node_dir.join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;

@@ -2,12 +2,14 @@
 //!
 //! Each hospital runs one node. Nodes reach each other over commonware's authenticated
 //! peer-to-peer transport (`authenticated::lookup`: a fixed set of known keys and addresses,
-//! encrypted, unknown peers refused) and run the library's Tendermint engine through its
+//! encrypted, unknown peers refused) and run the consensus engine their genesis names
+//! (Tendermint, proof of work or the committee engine; see [`engine`]) through the library's
 //! sans-I/O protocol interface; each keeps its chain in a `FileStore`. See the README.
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod net;
 pub mod node;
 pub mod rpc;

@@ -14,6 +14,7 @@ use medledger_node::{config, net, rpc, web};
 
 const USAGE: &str = "usage:
   medledger-node init --nodes N --dir DIR [--base-port P] [--block-interval-ms MS]
+                      [--engine tendermint|pow|committee]
   medledger-node run --config FILE
   medledger-node submit --config FILE      (hex of canonical transactions, one per line on stdin)
   medledger-node status --config FILE
@@ -60,8 +61,12 @@ fn real_main(args: &[String]) -> Result<bool> {
             let nodes = parse(args, "--nodes", 4usize)?;
             let port = parse(args, "--base-port", 7400u16)?;
             let interval = parse(args, "--block-interval-ms", 1000u64)?;
-            let c = config::init(&dir, nodes, port, interval)?;
-            println!("genesis: {}", c.genesis.display());
+            let engine = match flag(args, "--engine") {
+                Some(name) => name.parse()?,
+                None => config::EngineKind::Tendermint,
+            };
+            let c = config::init_with_engine(&dir, nodes, port, interval, engine)?;
+            println!("genesis: {} (engine {engine})", c.genesis.display());
             println!("authority key: {}", c.authority_key.display());
             for p in &c.configs {
                 println!("node config: {}", p.display());

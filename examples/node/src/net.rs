@@ -13,11 +13,19 @@ use commonware_stream::{
 use commonware_utils::channel::mpsc;
 use commonware_utils::ordered::Map;
 use commonware_utils::{NZUsize, NZU32};
+use medledger::committee::Timing;
+use medledger::consensus::Consensus;
 use medledger::file_store::FileStore;
+use medledger::pow::{PowNode, PowNodeConfig};
 use medledger::tendermint::{Tendermint, TendermintConfig};
+use medledger::tx::Keypair;
+use medledger::{Chain, MedRec};
 use tracing::info;
 
-use crate::config::{parse_key, read_json, read_key, Genesis, NodeChain, NodeConfig, Result};
+use crate::config::{
+    parse_key, read_json, read_key, EngineKind, Genesis, NodeConfig, PowGenesis, Result,
+};
+use crate::engine::{CommitteeEngine, NodeEngine};
 use crate::node::{self, Finalised, NodeJob, NodeLedger, Pk, RpcCall, Transport};
 use crate::wire::*;
 
@@ -29,18 +37,48 @@ pub fn transport_key(seed: &[u8; 32]) -> Result<ed25519::PrivateKey> {
     ))?)
 }
 
-/// Opens the node's chain in its data directory (created on first run; resumed after).
-pub fn open_ledger(config: &NodeConfig, genesis: &Genesis) -> Result<NodeLedger> {
+/// Opens the node's store in its data directory (created on first run; resumed after).
+pub fn open_store(config: &NodeConfig) -> Result<FileStore> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let store = FileStore::open(config.data_dir.join("chain.ledger"))?;
-    node_ledger(genesis.chain(Some(store))?)
+    Ok(FileStore::open(config.data_dir.join("chain.ledger"))?)
+}
+
+/// Opens the node's Tendermint chain in its data directory (created on first run; resumed
+/// after).
+pub fn open_ledger(config: &NodeConfig, genesis: &Genesis) -> Result<NodeLedger> {
+    node_ledger(genesis.chain(Some(open_store(config)?))?)
 }
 
 /// The node's ledger over `chain` (a stored chain, or an in-memory one in tests).
-pub fn node_ledger(chain: NodeChain) -> Result<NodeLedger> {
+pub fn node_ledger<C: Consensus>(chain: Chain<C>) -> Result<NodeLedger<C>> {
     Ok(medledger::Ledger::builder(chain)
         .max_block_bytes(MAX_PROPOSED_BLOCK)
         .build()?)
+}
+
+/// The proof-of-work engine of the node with `key`: it mines `pow`'s slices, blocks of at most
+/// [`MAX_PROPOSED_BLOCK`] bytes.
+pub fn pow_engine(key: &Keypair, pow: &PowGenesis) -> PowNode<MedRec> {
+    let mut config = PowNodeConfig::new(key.public());
+    config.hashes_per_tick = pow.hashes_per_slice;
+    config.tick = pow.slice_ms * 1_000;
+    config.max_block_bytes = MAX_PROPOSED_BLOCK;
+    PowNode::new(config)
+}
+
+/// The committee engine of the node with `key` at the tip of `ledger`; `peers` are the other
+/// nodes.
+pub fn committee_engine(
+    ledger: &NodeLedger<medledger::committee::CommitteeConsensus>,
+    genesis: &Genesis,
+    key: Keypair,
+    peers: Vec<medledger::tx::PublicKey>,
+) -> CommitteeEngine {
+    let max_shard_txs = genesis
+        .committee_params()
+        .max_shard_txs
+        .min(medledger::committee::MAX_SHARD_TXS);
+    CommitteeEngine::new(ledger, key, peers, Timing::default(), max_shard_txs)
 }
 
 /// Runs the node of `config` on the tokio context `ctx` until the transport closes. Local RPC
@@ -67,10 +105,11 @@ pub async fn run(
     }
     let peers = Map::try_from(peers).map_err(|_| "duplicate peer keys")?;
 
-    let ledger = open_ledger(&config, &genesis)?;
-    info!(node = %config.name, height = ledger.chain().height(), "chain opened");
-    let engine = Tendermint::new(ledger.chain().engine().clone(), TendermintConfig::new(key));
-
+    let peer_keys = config
+        .peers
+        .iter()
+        .map(|p| parse_key(&p.key))
+        .collect::<Result<Vec<_>>>()?;
     let handshake = Cups::<_, ChaCha20Poly1305>::new(
         Sake {
             signer,
@@ -106,23 +145,77 @@ pub async fn run(
     let sync = network.register(CH_SYNC, Quota::per_second(NZU32!(RATE_SYNC)));
     network.start();
     info!(node = %config.name, listen = %config.listen, peers = config.peers.len(), "p2p started");
-    node::run_with_jobs(
-        ctx.child("node"),
-        config.name.clone(),
-        ledger,
-        engine,
-        Duration::from_millis(genesis.block_interval_ms),
-        Transport {
-            consensus,
-            txs,
-            sync,
-            blocker: oracle,
-            peers: config.peers.len(),
-        },
+    let transport = Transport {
+        consensus,
+        txs,
+        sync,
+        blocker: oracle,
+        peers: config.peers.len(),
+    };
+    let node = Node {
+        ctx: ctx.child("node"),
+        name: config.name.clone(),
+        interval: Duration::from_millis(genesis.block_interval_ms),
         rpc,
         jobs,
         events,
-    )
-    .await;
+    };
+    let store = open_store(&config)?;
+    match genesis.engine {
+        EngineKind::Tendermint => {
+            let ledger = node_ledger(genesis.chain(Some(store))?)?;
+            let engine =
+                Tendermint::new(ledger.chain().engine().clone(), TendermintConfig::new(key));
+            node.run(ledger, engine, transport).await
+        }
+        EngineKind::Pow => {
+            let ledger = node_ledger(genesis.pow_chain(Some(store), None)?)?;
+            let engine = pow_engine(&key, &genesis.pow_params());
+            node.run(ledger, engine, transport).await
+        }
+        EngineKind::Committee => {
+            let ledger = node_ledger(genesis.committee_chain(Some(store), None)?)?;
+            let engine = committee_engine(&ledger, &genesis, key, peer_keys);
+            node.run(ledger, engine, transport).await
+        }
+    }
     Ok(())
+}
+
+/// What a node runs with besides its ledger, engine and transport.
+struct Node {
+    ctx: tokio::Context,
+    name: String,
+    interval: Duration,
+    rpc: mpsc::UnboundedReceiver<RpcCall>,
+    jobs: mpsc::UnboundedReceiver<NodeJob>,
+    events: Option<mpsc::UnboundedSender<Finalised>>,
+}
+
+impl Node {
+    async fn run<G, S, R, B>(
+        self,
+        ledger: NodeLedger<G::Consensus>,
+        engine: G,
+        transport: Transport<S, R, B>,
+    ) where
+        G: NodeEngine,
+        S: commonware_p2p::Sender<PublicKey = Pk>,
+        R: commonware_p2p::Receiver<PublicKey = Pk>,
+        B: commonware_p2p::Blocker<PublicKey = Pk>,
+    {
+        info!(node = %self.name, engine = G::NAME, height = ledger.chain().height(), "chain opened");
+        node::run_with_jobs(
+            self.ctx,
+            self.name,
+            ledger,
+            engine,
+            self.interval,
+            transport,
+            self.rpc,
+            self.jobs,
+            self.events,
+        )
+        .await
+    }
 }

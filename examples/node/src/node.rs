@@ -1,5 +1,6 @@
-//! The node: drives the Tendermint engine over any commonware p2p transport, per the
-//! protocol contract of [`medledger::consensus::protocol`].
+//! The node: drives its consensus engine (any [`NodeEngine`]: Tendermint, the committee
+//! engine, proof of work) over any commonware p2p transport, per the protocol contract of
+//! [`medledger::consensus::protocol`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -9,25 +10,21 @@ use commonware_cryptography::ed25519;
 use commonware_p2p::{Blocker, Receiver, Recipients as CwRecipients, Sender};
 use commonware_runtime::{Clock, IoBuf};
 use commonware_utils::channel::{mpsc, oneshot};
-use medledger::chain::ChainError;
+use medledger::chain::{ChainBlock, ChainError};
 use medledger::codec;
-use medledger::consensus::protocol::{Input, Output, Outputs, Protocol, Recipients, Time};
+use medledger::consensus::protocol::{Input, Output, Outputs, ProtocolInput, Recipients, Time};
 use medledger::ledger::{ChainUpdate, LedgerError, TxStatus};
-use medledger::tendermint::{block_id, Tendermint, TendermintConsensus, TendermintSeal, Timer};
+use medledger::tendermint::TendermintConsensus;
 use medledger::tx::PublicKey;
 use medledger::{MedRec, Transaction};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::config::hex_encode;
+pub use crate::engine::{LedgerView, NodeEngine};
 use crate::wire::*;
 
-/// The engine a node runs.
-pub type Engine = Tendermint<MedRec>;
-/// The node's ledger (chain and mempool).
-pub type NodeLedger = medledger::Ledger<TendermintConsensus>;
-/// A sealed block of the consortium chain.
-pub type SealedBlock = medledger::Block<TendermintSeal>;
+/// A node's ledger (chain and mempool), by default a Tendermint chain's.
+pub type NodeLedger<C = TendermintConsensus> = medledger::Ledger<C>;
 /// A peer's transport identity.
 pub type Pk = ed25519::PublicKey;
 
@@ -111,7 +108,7 @@ pub type RpcCall = (RpcRequest, oneshot::Sender<serde_json::Value>);
 pub trait NodeAccess {
     /// The node's ledger (chain and pool). Ask it, dry-run on it; submit through
     /// [`submit`](Self::submit) so that the engine sees the transaction and peers get it.
-    fn ledger(&mut self) -> &mut NodeLedger;
+    fn ledger(&mut self) -> &mut dyn LedgerView;
     /// Offers `tx` as a local client's: taken into the pool and relayed to every peer, or
     /// refused with the reason (and not relayed).
     ///
@@ -145,12 +142,12 @@ pub struct Transport<S, R, B> {
 /// The longest a node waits for its peers before starting the engine anyway.
 pub const START_WAIT: Time = 10_000_000;
 
-struct State<E, S, B> {
+struct State<E, S, B, G: NodeEngine> {
     clock: E,
     name: String,
-    ledger: NodeLedger,
-    engine: Engine,
-    timers: BTreeMap<Timer, Time>,
+    ledger: NodeLedger<G::Consensus>,
+    engine: G,
+    timers: BTreeMap<G::Timer, Time>,
     consensus: S,
     txs: S,
     sync: S,
@@ -164,17 +161,27 @@ struct State<E, S, B> {
     sync_pending: Option<(u64, Time)>,
     events: Option<mpsc::UnboundedSender<Finalised>>,
     last_finalised: Option<u64>,
+    /// Whether the engine has started.
+    started: bool,
+    /// Consensus messages that arrived before the engine started (handed to it at start;
+    /// at most [`MAX_EARLY`]).
+    early: Vec<(Pk, IoBuf)>,
 }
 
+/// The most consensus messages kept for an engine that has not started yet.
+pub const MAX_EARLY: usize = 1024;
+/// The most bytes of them.
+pub const MAX_EARLY_BYTES: usize = 16 << 20;
+
 /// Runs a node until the transport closes: `ledger` is its opened chain, `engine` its
-/// Tendermint engine, `interval` the pause after each block, `rpc` local requests, `events`
-/// where to report each finalised block.
+/// consensus engine (the one the chain's genesis names), `interval` the pause after each
+/// block, `rpc` local requests, `events` where to report each finalised block.
 #[allow(clippy::too_many_arguments)] // the node's parts, each distinct
-pub async fn run<E, S, R, B>(
+pub async fn run<E, S, R, B, G>(
     clock: E,
     name: String,
-    ledger: NodeLedger,
-    engine: Engine,
+    ledger: NodeLedger<G::Consensus>,
+    engine: G,
     interval: Duration,
     transport: Transport<S, R, B>,
     rpc: mpsc::UnboundedReceiver<RpcCall>,
@@ -184,6 +191,7 @@ pub async fn run<E, S, R, B>(
     S: Sender<PublicKey = Pk>,
     R: Receiver<PublicKey = Pk>,
     B: Blocker<PublicKey = Pk>,
+    G: NodeEngine,
 {
     // No web API: a job channel that never delivers (its sender lives as long as the loop).
     let (_keep, jobs) = mpsc::unbounded_channel();
@@ -195,11 +203,11 @@ pub async fn run<E, S, R, B>(
 
 /// [`run`], also running the [`NodeJob`]s that arrive on `jobs` (the web API's).
 #[allow(clippy::too_many_arguments)] // the node's parts, each distinct
-pub async fn run_with_jobs<E, S, R, B>(
+pub async fn run_with_jobs<E, S, R, B, G>(
     clock: E,
     name: String,
-    ledger: NodeLedger,
-    engine: Engine,
+    ledger: NodeLedger<G::Consensus>,
+    engine: G,
     interval: Duration,
     transport: Transport<S, R, B>,
     mut rpc: mpsc::UnboundedReceiver<RpcCall>,
@@ -210,6 +218,7 @@ pub async fn run_with_jobs<E, S, R, B>(
     S: Sender<PublicKey = Pk>,
     R: Receiver<PublicKey = Pk>,
     B: Blocker<PublicKey = Pk>,
+    G: NodeEngine,
 {
     let Transport {
         consensus: (consensus, mut consensus_rx),
@@ -235,23 +244,29 @@ pub async fn run_with_jobs<E, S, R, B>(
         sync_pending: None,
         events,
         last_finalised: None,
+        started: false,
+        early: Vec::new(),
     };
-    info!(node = %node.name, height = node.ledger.chain().height(), tip = %node.ledger.chain().tip(), "starting");
+    info!(node = %node.name, engine = G::NAME, height = node.ledger.chain().height(), tip = %node.ledger.chain().tip(), "starting");
     let (booted, need) = (now_us(&node.clock), (2 * peers).div_ceil(3));
-    let mut started = false;
     let mut next_status = 0;
     loop {
         let now = now_us(&node.clock);
-        if !started {
+        if !node.started {
             let heard = node
                 .peer_heights
                 .values()
                 .filter(|(_, at)| now < at + PEER_FRESH)
                 .count();
             if heard >= need || now >= booted + START_WAIT {
-                started = true;
+                node.started = true;
                 info!(node = %node.name, peers = heard, "starting consensus");
                 node.input(Input::Start);
+                // What peers that started earlier sent meanwhile (the committee engine's
+                // identities, for one).
+                for (from, bytes) in std::mem::take(&mut node.early) {
+                    node.on_consensus(from, bytes);
+                }
             }
         }
         if now >= next_status {
@@ -264,11 +279,11 @@ pub async fn run_with_jobs<E, S, R, B>(
             node.appended_at = None;
             node.input(Input::Appended);
         }
-        let due: Vec<Timer> = node
+        let due: Vec<G::Timer> = node
             .timers
             .iter()
             .filter(|(_, at)| **at <= now)
-            .map(|(t, _)| *t)
+            .map(|(t, _)| t.clone())
             .collect();
         for timer in due {
             node.timers.remove(&timer);
@@ -308,11 +323,12 @@ pub async fn run_with_jobs<E, S, R, B>(
     }
 }
 
-impl<E, S, B> State<E, S, B>
+impl<E, S, B, G> State<E, S, B, G>
 where
     E: Clock,
     S: Sender<PublicKey = Pk>,
     B: Blocker<PublicKey = Pk>,
+    G: NodeEngine,
 {
     fn now(&self) -> Time {
         now_us(&self.clock)
@@ -324,20 +340,29 @@ where
     }
 
     /// Hands `input` to the engine and carries out what it asks for.
-    fn input(&mut self, input: Input<<Engine as Protocol>::Message, Timer, Transaction>) {
+    fn input(&mut self, input: ProtocolInput<G>) {
         let now = self.now();
-        match self.engine.handle(&mut self.ledger, now, input) {
+        match self.engine.step(&mut self.ledger, now, input) {
             Ok(outputs) => self.apply(outputs),
             Err(e) => debug!(node = %self.name, "engine refused an input: {e}"),
         }
     }
 
-    fn apply(&mut self, outputs: Outputs<Engine>) {
+    /// Blocks reached the ledger by block sync: the engine moves on past the new tip.
+    fn synced(&mut self) {
+        let now = self.now();
+        match self.engine.synced(&mut self.ledger, now) {
+            Ok(outputs) => self.apply(outputs),
+            Err(e) => debug!(node = %self.name, "engine refused to resume: {e}"),
+        }
+    }
+
+    fn apply(&mut self, outputs: Outputs<G>) {
         let mut queue: std::collections::VecDeque<_> = outputs.into();
         while let Some(output) = queue.pop_front() {
             match output {
                 Output::Send { to, message } => {
-                    let bytes = Engine::encode_message(&message);
+                    let bytes = G::encode_message(&message);
                     let to = match to {
                         Recipients::One(k) => to_cw(&k).map(CwRecipients::One),
                         Recipients::Some(ks) => {
@@ -367,7 +392,7 @@ where
                     self.appended_at = Some(self.now() + self.interval);
                 }
                 Output::Evidence(evidence) => {
-                    warn!(node = %self.name, offender = %evidence.offender(), height = evidence.height(), "evidence of double signing");
+                    warn!(node = %self.name, "evidence of misbehaviour: {}", G::describe(&evidence));
                 }
                 Output::Progress { height, round } => {
                     if round > 0 {
@@ -390,7 +415,7 @@ where
                 node: self.name.clone(),
                 height: block.height,
                 hash: block.hash.to_string(),
-                id: hex_encode(block_id(header).as_bytes()),
+                id: G::block_id(header),
                 state_root: header.state_root.to_string(),
                 txs: block.txs.len(),
             };
@@ -403,12 +428,19 @@ where
         }
     }
 
-    fn on_consensus(&mut self, from: Pk, bytes: IoBuf) {
-        let bytes = bytes.as_ref();
-        if bytes.len() > LIMIT_CONSENSUS {
+    fn on_consensus(&mut self, from: Pk, buf: IoBuf) {
+        if buf.as_ref().len() > LIMIT_CONSENSUS {
             return self.block_peer(&from, "oversized consensus message");
         }
-        match Engine::decode_message(bytes) {
+        if !self.started {
+            let held: usize = self.early.iter().map(|(_, b)| b.as_ref().len()).sum();
+            if self.early.len() < MAX_EARLY && held + buf.as_ref().len() <= MAX_EARLY_BYTES {
+                self.early.push((from, buf));
+            }
+            return;
+        }
+        let bytes = buf.as_ref();
+        match G::decode_message(bytes) {
             Ok(message) => self.input(Input::Message {
                 from: from_cw(&from),
                 message,
@@ -448,7 +480,7 @@ where
         let now = self.now();
         match self
             .engine
-            .handle(&mut self.ledger, now, Input::Transactions(vec![tx]))
+            .step(&mut self.ledger, now, Input::Transactions(vec![tx]))
         {
             Ok(outputs) => {
                 self.apply(outputs);
@@ -515,7 +547,7 @@ where
     }
 
     fn on_block(&mut self, from: Pk, bytes: &[u8], now: Time) {
-        let block = match SealedBlock::decode(bytes) {
+        let block = match ChainBlock::<G::Consensus, MedRec>::decode(bytes) {
             Ok(b) => b,
             Err(e) => return self.block_peer(&from, &format!("undecodable block: {e}")),
         };
@@ -528,7 +560,7 @@ where
                 if !update.applied.is_empty() {
                     self.report(&update);
                     self.appended_at = None;
-                    self.input(Input::Appended);
+                    self.synced();
                 }
                 let target = self.sync_pending.map_or(0, |(t, _)| t);
                 if self.ledger.chain().height() >= target {
@@ -614,6 +646,7 @@ where
                     "peers": peers,
                     "mempool": self.ledger.pending(),
                     "last_finalised_unix": self.last_finalised,
+                    "engine": G::NAME,
                     "round": self.engine.round(),
                 })
             }
@@ -624,7 +657,7 @@ where
                         "ok": true,
                         "height": height,
                         "hash": h.hash().to_string(),
-                        "id": hex_encode(block_id(h).as_bytes()),
+                        "id": G::block_id(h),
                         "state_root": h.state_root.to_string(),
                         "tx_count": h.tx_count,
                     }),
@@ -635,13 +668,14 @@ where
     }
 }
 
-impl<E, S, B> NodeAccess for State<E, S, B>
+impl<E, S, B, G> NodeAccess for State<E, S, B, G>
 where
     E: Clock,
     S: Sender<PublicKey = Pk>,
     B: Blocker<PublicKey = Pk>,
+    G: NodeEngine,
 {
-    fn ledger(&mut self) -> &mut NodeLedger {
+    fn ledger(&mut self) -> &mut dyn LedgerView {
         &mut self.ledger
     }
     fn submit(&mut self, tx: Transaction) -> Result<String, String> {

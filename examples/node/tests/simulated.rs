@@ -26,7 +26,7 @@ use medledger::purpose::PurposeOfUse::Treatment;
 use medledger::tendermint::{Tendermint, TendermintConfig};
 use medledger::tx::Keypair;
 use medledger::Transaction;
-use medledger_node::config::{hex_encode, Genesis, NamedKey};
+use medledger_node::config::{hex_encode, EngineKind, Genesis, NamedKey};
 use medledger_node::net::{node_ledger, transport_key};
 use medledger_node::node::{self, Finalised, Pk, RpcCall, RpcRequest, RuntimeClock, Transport};
 use medledger_node::wire::*;
@@ -62,6 +62,9 @@ fn genesis(authority: &Keypair) -> Genesis {
             power: None,
         }],
         block_interval_ms: 200,
+        engine: EngineKind::Tendermint,
+        pow: None,
+        committee: None,
     }
 }
 

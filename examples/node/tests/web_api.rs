@@ -88,7 +88,7 @@ impl Api {
         self.node
             .node
             .ask_blocking(|n| Snapshot {
-                state_root: n.ledger().chain().tip_header().state_root.to_string(),
+                state_root: n.ledger().chain().tip_state_root().to_string(),
                 pending: n.ledger().pending(),
             })
             .unwrap()

@@ -16,6 +16,8 @@ pub mod chain_model;
 pub mod committee;
 pub mod decoders;
 pub mod file_store;
+#[cfg(feature = "research-queries")]
+pub mod research;
 
 use medledger::access::GrantProof;
 use medledger::block::Header;
@@ -131,7 +133,29 @@ pub const TARGETS: &[Target] = &[
         metered: false,
         max_len: chain_model::MAX_SCENARIO_LEN,
     },
+    #[cfg(feature = "research-queries")]
+    Target {
+        name: "research_report",
+        check: research::research_report,
+        metered: false,
+        max_len: research::REPORT_MAX_LEN,
+    },
+    #[cfg(feature = "research-queries")]
+    Target {
+        name: "aggregate_share",
+        check: research::aggregate_share,
+        metered: true,
+        max_len: research::SHARE_MAX_LEN,
+    },
 ];
+
+/// The targets of features this build leaves out, which the fuzz crate builds (it enables
+/// them all).
+#[cfg(not(feature = "research-queries"))]
+pub const GATED: &[&str] = &["research_report", "aggregate_share"];
+/// The targets of features this build leaves out.
+#[cfg(feature = "research-queries")]
+pub const GATED: &[&str] = &[];
 
 /// The target called `name`.
 ///

@@ -5,17 +5,20 @@
 //! SVG plot of throughput and latency against committees. Then runs every engine on the same
 //! simulated network, honest and with one faulty node, and writes `engines.csv` and
 //! `engines.svg` (finalised tx/s, time to finality, bytes per node, agreement violations).
+//! Last, throughput against the number of Byzantine members per committee (4 committees of
+//! 24, each Byzantine node equivocating), written to `byzantine.csv`.
 //!
 //! ```sh
 //! cargo run --release -p medledger-lab --bin scaling            # outputs under target/scaling/
 //! cargo run --release -p medledger-lab --bin scaling -- out/    # outputs under out/
+//! cargo run --release -p medledger-lab --bin scaling -- out/ byzantine   # that sweep only
 //! ```
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use medledger::sim::{Report, SimConfig, Simulation};
+use medledger::sim::{Report, SimConfig, Simulation, Strategy};
 use medledger_lab::engines;
 use plotters::prelude::*;
 
@@ -31,6 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/scaling"));
     std::fs::create_dir_all(&out_dir)?;
+    if std::env::args().nth(2).as_deref() == Some("byzantine") {
+        return byzantine_sweep(&out_dir);
+    }
 
     let bar = ProgressBar::new(COMMITTEES.len() as u64);
     bar.set_style(ProgressStyle::with_template(
@@ -130,7 +136,70 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("scaling.csv").display(),
         svg.display()
     );
-    compare_engines(&out_dir)
+    compare_engines(&out_dir)?;
+    byzantine_sweep(&out_dir)
+}
+
+/// Byzantine members per committee in the sweep (a committee of 24 tolerates 7).
+const BYZANTINE_PER_COMMITTEE: [u16; 5] = [0, 2, 4, 6, 7];
+/// Committees in the Byzantine sweep.
+const BYZANTINE_COMMITTEES: usize = 4;
+
+/// Throughput with `f` Byzantine members per committee, `f` from 0 to the tolerated number:
+/// each run makes a fraction `f / c` of the nodes Byzantine (so committees, drawn at random,
+/// hold `f` on average; `failed` counts those that drew more than they tolerate). A table and
+/// `byzantine.csv`.
+fn byzantine_sweep(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut table = String::new();
+    writeln!(
+        table,
+        "{:>12} {:>11} {:>13} {:>10} {:>7} {:>7} {:>11}",
+        "f/committee", "tx/s", "ratio to f=0", "p50 (s)", "views", "failed", "violations"
+    )?;
+    let mut csv = String::from(
+        "byzantine_per_committee,committees,committee_size,tx_per_sec,ratio_to_honest,latency_p50_s,view_changes,committee_failures,safety_violations\n",
+    );
+    let mut honest = None;
+    for f in BYZANTINE_PER_COMMITTEE {
+        let config = SimConfig::builder()
+            .committees(BYZANTINE_COMMITTEES)
+            .committee_size(COMMITTEE_SIZE)
+            .block_size(BLOCK_SIZE)
+            .blocks(BLOCKS)
+            .seed(SEED)
+            .byzantine(
+                f64::from(f) / f64::from(COMMITTEE_SIZE),
+                Strategy::Equivocating,
+            )
+            .build()?;
+        let r = Simulation::new(config)?.run();
+        let base = *honest.get_or_insert(r.tx_per_sec);
+        let ratio = r.tx_per_sec / base;
+        writeln!(
+            table,
+            "{:>12} {:>11.1} {:>13.3} {:>10.2} {:>7} {:>7} {:>11}",
+            f,
+            r.tx_per_sec,
+            ratio,
+            r.latency_p50_us as f64 / 1e6,
+            r.view_changes,
+            r.committee_failures,
+            r.safety_violations
+        )?;
+        writeln!(
+            csv,
+            "{f},{BYZANTINE_COMMITTEES},{COMMITTEE_SIZE},{:.3},{ratio:.4},{:.3},{},{},{}",
+            r.tx_per_sec,
+            r.latency_p50_us as f64 / 1e6,
+            r.view_changes,
+            r.committee_failures,
+            r.safety_violations
+        )?;
+    }
+    print!("{table}");
+    std::fs::write(out_dir.join("byzantine.csv"), &csv)?;
+    println!("wrote {}", out_dir.join("byzantine.csv").display());
+    Ok(())
 }
 
 /// Every engine on the same network: a table, `engines.csv` and `engines.svg`.

@@ -40,7 +40,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks the bearer token.
-fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.emr_token else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

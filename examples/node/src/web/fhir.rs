@@ -66,7 +66,7 @@ async fn search_bundle(
     let patient: AccountId = parse_id("patient", &search.patient)?;
     let resources = state
         .node
-        .ask(move |node| find(node.ledger().chain().access(), &patient))
+        .read(move |access, _| find(access, &patient))
         .await?;
     Ok(bundle(resources))
 }

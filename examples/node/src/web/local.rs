@@ -14,8 +14,11 @@ use medledger::hash::{content_hash, ChainId};
 use medledger::tx::Keypair;
 use medledger::Payload;
 
+use super::research::ResearchKeys;
 use super::{AppState, NodeHandle, WebConfig};
-use crate::config::{self, read_json, read_key, read_token, Genesis, NodeConfig, Result};
+use crate::config::{
+    self, read_json, read_key, read_secret, read_token, Genesis, NodeConfig, Result,
+};
 use crate::node::{NodeJob, RpcCall};
 
 /// The chain id of `genesis`.
@@ -24,7 +27,7 @@ use crate::node::{NodeJob, RpcCall};
 ///
 /// If the genesis does not build a chain.
 pub fn chain_id(genesis: &Genesis) -> Result<ChainId> {
-    Ok(genesis.chain(None)?.chain_id())
+    genesis.chain_id()
 }
 
 /// Starts the web API of the node of `config` at `addr`, sending its work on `jobs`; returns
@@ -50,6 +53,15 @@ pub fn serve_node(
             chain_id: chain_id(&genesis)?,
             emr_token,
             gate_window_secs: config.gate_window_secs,
+            research: match (&config.research_key_file, &config.research_verify_key_file) {
+                (Some(key), Some(verify)) => {
+                    Some(ResearchKeys::new(read_secret(key)?, read_secret(verify)?))
+                }
+                (None, None) => None,
+                _ => {
+                    return Err("research_key_file and research_verify_key_file go together".into())
+                }
+            },
         },
     );
     super::serve(addr, state)
@@ -122,6 +134,31 @@ impl LocalNode {
             chain_id: chain_id(&genesis)?,
             node: NodeHandle::new(jobs_tx),
         })
+    }
+
+    /// Starts one more web API on this node's ledger, on a free port of 127.0.0.1, signing as
+    /// `member` (another consortium member's provider key) and, with `research`, serving the
+    /// research aggregator routes; the EMR token is this node's. Returns where it listens.
+    ///
+    /// # Errors
+    ///
+    /// If no port can be bound.
+    pub fn serve_member(
+        &self,
+        member: &Keypair,
+        research: Option<ResearchKeys>,
+    ) -> Result<SocketAddr> {
+        let state = AppState::new(
+            self.node.clone(),
+            WebConfig {
+                provider: Keypair::from_secret_bytes(member.to_secret_bytes().as_bytes()),
+                chain_id: self.chain_id,
+                emr_token: Some(self.token.clone()),
+                gate_window_secs: crate::web::DEFAULT_GATE_WINDOW_SECS,
+                research,
+            },
+        );
+        super::serve(SocketAddr::from(([127, 0, 0, 1], 0)), state)
     }
 
     /// Signs `op` as `key` with its next nonce and submits it on the node.

@@ -8,7 +8,10 @@
 //!   answered with the decision and its reason, and a permitted read gets its receipt recorded;
 //! * a **patient** ([`patient`], [`portal`]): reads what concerns it, and changes things only by
 //!   transactions it signs itself ([`tx`]: unsigned templates, signed submissions) — its key
-//!   never reaches the server.
+//!   never reaches the server;
+//! * the **research roles** ([`research`]): a hospital commits its reports for a research
+//!   query, an aggregator's node takes them, verifies and aggregates them with the other
+//!   aggregator and serves its noised share to the study's researcher.
 //!
 //! Every route is a module's `routes()`, merged by [`router`]; a new family of routes (FHIR
 //! resources, [`fhir`]) is one more module with its own `routes()` and its handlers listed in
@@ -26,6 +29,7 @@ pub mod gate;
 pub mod local;
 pub mod patient;
 pub mod portal;
+pub mod research;
 pub mod tx;
 mod views;
 
@@ -36,6 +40,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::routing::get;
 use axum::{Json, Router};
 use commonware_utils::channel::{mpsc, oneshot};
+use medledger::access::AccessState;
 use medledger::hash::ChainId;
 use medledger::tx::Keypair;
 use serde::de::DeserializeOwned;
@@ -85,6 +90,24 @@ impl NodeHandle {
         rx.await.map_err(|_| ApiError::node_stopped())
     }
 
+    /// Reads the node's finalised access state on its loop: `view` gets the state and the
+    /// node's clock (Unix seconds) and returns the answer.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError`] 503 if the node has stopped.
+    pub async fn read<T, F>(&self, view: F) -> std::result::Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AccessState, u64) -> T + Send + 'static,
+    {
+        self.ask(move |node| {
+            let now = node.now_secs();
+            view(node.ledger().chain().access(), now)
+        })
+        .await
+    }
+
     /// [`ask`](Self::ask) from a thread that is not running async code.
     ///
     /// # Errors
@@ -114,6 +137,8 @@ pub struct WebConfig {
     pub emr_token: Option<String>,
     /// How far an access request's `issued_at` may lie from the node's clock, seconds.
     pub gate_window_secs: u64,
+    /// The node's research aggregator keys; `None` turns the aggregator routes off.
+    pub research: Option<research::ResearchKeys>,
 }
 
 /// The state every handler shares.
@@ -127,6 +152,7 @@ pub struct AppState {
     pub chain_id: ChainId,
     emr_token: Option<Arc<zeroize::Zeroizing<String>>>,
     gate: Arc<Mutex<gate::Gate>>,
+    research: Option<Arc<Mutex<research::Desk>>>,
 }
 
 impl AppState {
@@ -140,6 +166,12 @@ impl AppState {
                 .emr_token
                 .map(|t| Arc::new(zeroize::Zeroizing::new(t))),
             gate: Arc::new(Mutex::new(gate::Gate::new(config.gate_window_secs))),
+            research: config.research.map(|keys| {
+                Arc::new(Mutex::new(research::Desk::new(
+                    keys,
+                    config.gate_window_secs,
+                )))
+            }),
         }
     }
 }
@@ -175,6 +207,14 @@ impl AppState {
         patient::delegation_revocation_impact,
         fhir::consents,
         fhir::audit_events,
+        research::commit,
+        research::key,
+        research::reports,
+        research::desk_status,
+        research::aggregate,
+        research::verify,
+        research::finalize,
+        research::share,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerScheme)
@@ -205,6 +245,7 @@ pub fn router(state: AppState) -> Router {
         .merge(gate::routes())
         .merge(patient::routes())
         .merge(fhir::routes())
+        .merge(research::routes())
         .merge(portal::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -231,7 +272,7 @@ pub async fn status(
                 chain_id: chain_id.to_string(),
                 height: chain.height(),
                 tip: chain.tip().to_string(),
-                time: chain.tip_header().timestamp,
+                time: chain.tip_time(),
                 provider: provider.to_string(),
                 pending: ledger.pending(),
                 now: node.now_secs(),

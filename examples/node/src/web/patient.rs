@@ -11,7 +11,8 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use medledger::access::{
-    AccessEvent, DelegationId, GrantId, Identity, PointerId, RelationshipStatus,
+    AccessEvent, AccessState, DelegationId, GrantId, Identity, PointerId, RelationshipId,
+    RelationshipStatus,
 };
 use medledger::hash::AccountId;
 use serde::Deserialize;
@@ -55,6 +56,30 @@ fn account(s: &str) -> Result<AccountId, ApiError> {
     parse_id("account", s)
 }
 
+/// What `each` lists for every relationship of patient `acct`, in the order they were opened.
+async fn per_relationship<T, F>(
+    state: &AppState,
+    acct: &str,
+    each: F,
+) -> Result<Json<Vec<T>>, ApiError>
+where
+    T: Send + 'static,
+    F: Fn(&AccessState, AccountId, &RelationshipId) -> Vec<T> + Send + 'static,
+{
+    let patient = account(acct)?;
+    let views = state
+        .node
+        .read(move |access, _| {
+            access
+                .summary(&patient)
+                .iter()
+                .flat_map(|item| each(access, patient, &item.relationship))
+                .collect()
+        })
+        .await?;
+    Ok(Json(views))
+}
+
 /// The patient's relationships with their providers, in the order they were opened;
 /// `?status=pending` lists those awaiting the patient's answer.
 #[utoipa::path(get, path = "/patients/{account}/relationships",
@@ -82,8 +107,7 @@ pub async fn relationships(
     };
     let views = state
         .node
-        .ask(move |node| {
-            let access = node.ledger().chain().access();
+        .read(move |access, _| {
             access
                 .summary(&patient)
                 .iter()
@@ -109,21 +133,15 @@ pub async fn records(
     State(state): State<AppState>,
     Path(acct): Path<String>,
 ) -> Result<Json<Vec<PointerView>>, ApiError> {
-    let patient = account(&acct)?;
-    let views = state
-        .node
-        .ask(move |node| {
-            let access = node.ledger().chain().access();
-            access
-                .summary(&patient)
-                .iter()
-                .flat_map(|item| access.pointers_of(&item.relationship))
-                .filter(|p| p.patient == patient)
-                .map(PointerView::from)
-                .collect()
-        })
-        .await?;
-    Ok(Json(views))
+    per_relationship(&state, &acct, |access, patient, relationship| {
+        access
+            .pointers_of(relationship)
+            .into_iter()
+            .filter(|p| p.patient == patient)
+            .map(PointerView::from)
+            .collect()
+    })
+    .await
 }
 
 /// Every grant on the patient's relationships, oldest first, with its revocation.
@@ -134,21 +152,15 @@ pub async fn grants(
     State(state): State<AppState>,
     Path(acct): Path<String>,
 ) -> Result<Json<Vec<GrantView>>, ApiError> {
-    let patient = account(&acct)?;
-    let views = state
-        .node
-        .ask(move |node| {
-            let access = node.ledger().chain().access();
-            access
-                .summary(&patient)
-                .iter()
-                .flat_map(|item| access.grants_of(&item.relationship))
-                .filter(|g| g.patient == patient)
-                .map(|g| GrantView::of(g, access.revocation(&g.id)))
-                .collect()
-        })
-        .await?;
-    Ok(Json(views))
+    per_relationship(&state, &acct, |access, patient, relationship| {
+        access
+            .grants_of(relationship)
+            .into_iter()
+            .filter(|g| g.patient == patient)
+            .map(|g| GrantView::of(g, access.revocation(&g.id)))
+            .collect()
+    })
+    .await
 }
 
 /// The patient's delegations, oldest first (from its audit trail).
@@ -162,8 +174,7 @@ pub async fn delegations(
     let patient = account(&acct)?;
     let views = state
         .node
-        .ask(move |node| {
-            let access = node.ledger().chain().access();
+        .read(move |access, _| {
             access
                 .audit_trail(&patient)
                 .iter()
@@ -206,8 +217,7 @@ pub async fn audit(
     let first = from.from.unwrap_or(0);
     let views = state
         .node
-        .ask(move |node| {
-            let access = node.ledger().chain().access();
+        .read(move |access, _| {
             let end = access
                 .audit_len(&patient)
                 .min(first.saturating_add(MAX_AUDIT_PAGE));
@@ -234,8 +244,7 @@ pub async fn break_glass(
     let patient = account(&acct)?;
     let views = state
         .node
-        .ask(move |node| {
-            let access = node.ledger().chain().access();
+        .read(move |access, _| {
             access
                 .break_glass_sessions(&patient)
                 .into_iter()
@@ -296,9 +305,7 @@ pub async fn grant_revocation_impact(
     let grant: GrantId = parse_id("grant", &grant)?;
     let list = state
         .node
-        .ask(move |node| {
-            let now = node.now_secs();
-            let access = node.ledger().chain().access();
+        .read(move |access, now| {
             access.grant(&grant)?;
             Some(access.revocation_impact(&grant, now))
         })
@@ -318,9 +325,7 @@ pub async fn delegation_revocation_impact(
     let delegation: DelegationId = parse_id("delegation", &delegation)?;
     let list = state
         .node
-        .ask(move |node| {
-            let now = node.now_secs();
-            let access = node.ledger().chain().access();
+        .read(move |access, now| {
             access.delegation(&delegation)?;
             Some(access.delegation_revocation_impact(&delegation, now))
         })

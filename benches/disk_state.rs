@@ -1,0 +1,200 @@
+//! The state on disk (feature `redb`), side by side with the state in memory.
+//!
+//! For 1k patients and a large number (`DISK_BENCH_BIG`, default 100,000), each with an
+//! accepted relationship, a record and a grant (built through the state API, as the access
+//! bench's states, committed every 10,000 patients without the state tree), the same state is
+//! built twice: on disk (a redb database, default cache bounds) and in memory. Once every entry
+//! was read (the disk cache keeps what is read between two blocks: warm), measured in one run:
+//!
+//! * `memory_decide`: `decide` on the memory state;
+//! * `disk_decide`: `decide` on the disk state, warm cache;
+//! * `redb_get`: a bare redb point lookup, through a reader held open, of the same request's
+//!   record pointer entry in the same database (the cost the issue compares `decide` with).
+//!
+//! Then blocks of 1,000 operations (a record added to a random patient's relationship each)
+//! applied and committed to each state (`disk_block`): the issue compares the rate at the
+//! large size with the rate at 1k.
+//!
+//! `DISK_BENCH_SYNC_EVERY` syncs only every so many commits (default 1, every one; see
+//! `DiskConfig::sync_every`).
+//!
+//! Printed beside: the database's bytes per patient, and the growth of resident memory
+//! (`VmRSS`) while building each state.
+
+#[path = "support/access_state.rs"]
+mod access_state;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use access_state::{
+    build_state, build_state_with, lab_record_op, pk, shuffled, DAY, PROVIDERS, T0,
+};
+use criterion::{criterion_group, criterion_main, Criterion};
+use medledger::access::{AccessRequest, Action, RelationshipId, POINTERS_TABLE};
+use medledger::hash::TxId;
+use medledger::purpose::PurposeOfUse;
+use medledger::state::disk::DiskConfig;
+
+/// Resident memory of this process in MiB, from `/proc/self/status` (0 where there is none).
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
+fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sync_every = std::env::var("DISK_BENCH_SYNC_EVERY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let config = DiskConfig::new(dir.path()).sync_every(sync_every);
+    let rss_before = rss_mib();
+    let started = Instant::now();
+    let (mut disk, _) = build_state_with(n, |state| state.bench_move_to_disk(&config).unwrap());
+    let usage = disk.disk_usage().unwrap().unwrap();
+    let rss_disk = rss_mib();
+    eprintln!(
+        "{label}: {n} patients built on disk in {:.1?} (commit every 10,000 patients): \
+         file {} bytes, {} bytes per patient stored ({} with redb's metadata); resident memory \
+         +{} MiB (cache bound {} per table, synced every {sync_every} commits)",
+        started.elapsed(),
+        usage.file_bytes,
+        usage.stored_bytes / n,
+        (usage.stored_bytes + usage.metadata_bytes) / n,
+        rss_disk.saturating_sub(rss_before),
+        config.cache_entry_bound(),
+    );
+    let started = Instant::now();
+    let (mut memory, triples) = build_state(n);
+    eprintln!(
+        "{label}: {n} patients built in memory in {:.1?}: resident memory +{} MiB",
+        started.elapsed(),
+        rss_mib().saturating_sub(rss_disk),
+    );
+    let pointers = disk.bench_disk_table(POINTERS_TABLE).unwrap().unwrap();
+    let pointer_keys: Vec<Vec<u8>> = triples
+        .iter()
+        .map(|(_, _, ptr)| postcard::to_allocvec(ptr).unwrap())
+        .collect();
+    let order = shuffled(triples.len());
+    let at = T0 + DAY;
+    let request = |i: usize| {
+        let (v, p, ptr) = triples[i];
+        AccessRequest::new(v, p, ptr, Action::Read, PurposeOfUse::Treatment, at)
+    };
+    for (i, key) in pointer_keys.iter().enumerate() {
+        // Warms the cache, and checks both backends decide alike.
+        let (m, d) = (
+            memory.access().decide(&request(i)),
+            disk.access().decide(&request(i)),
+        );
+        assert!(m.is_permit());
+        assert_eq!(m, d);
+        assert!(pointers.get(key.as_slice()).unwrap().is_some());
+    }
+    eprintln!(
+        "{label}: every entry read once (the disk cache grows between blocks): resident \
+         memory {} MiB",
+        rss_mib()
+    );
+
+    let mut g = c.benchmark_group(format!("disk_decide/{label}"));
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(3));
+    let mut i = 0;
+    g.bench_function("memory_decide", |b| {
+        b.iter(|| {
+            let r = request(order[i % order.len()]);
+            i += 1;
+            black_box(memory.access().decide(&r))
+        })
+    });
+    let mut i = 0;
+    g.bench_function("disk_decide", |b| {
+        b.iter(|| {
+            let r = request(order[i % order.len()]);
+            i += 1;
+            black_box(disk.access().decide(&r))
+        })
+    });
+    let mut i = 0;
+    g.bench_function("redb_get", |b| {
+        b.iter(|| {
+            let key = &pointer_keys[order[i % order.len()]];
+            i += 1;
+            black_box(
+                pointers
+                    .get(key.as_slice())
+                    .unwrap()
+                    .map(|v| v.value().len()),
+            )
+        })
+    });
+    g.finish();
+
+    // Blocks of 1,000 operations (a record added to a random patient's relationship each),
+    // applied and committed: on disk, one redb write transaction (synced) per block.
+    let mut g = c.benchmark_group(format!("disk_block/{label}"));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(5));
+    let mut next = 1u64 << 40;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for (name, state) in [("memory", &mut memory), ("disk", &mut disk)] {
+        g.bench_function(format!("{name}_1000_records"), |b| {
+            b.iter_custom(|iters| {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    for _ in 0..BLOCK {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let i = rng % n;
+                        let (patient, provider) = (pk(3, i), pk(1, i % PROVIDERS));
+                        let rel = RelationshipId::of(patient.account(), provider.account());
+                        next += 1;
+                        let mut tx = [0u8; 32];
+                        tx[..8].copy_from_slice(&next.to_le_bytes());
+                        state
+                            .bench_apply_access(
+                                provider,
+                                &lab_record_op(rel, i),
+                                2,
+                                T0 + DAY,
+                                TxId::from_bytes(tx),
+                            )
+                            .unwrap();
+                    }
+                    state.bench_commit_untracked();
+                }
+                started.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Operations per benchmarked block.
+const BLOCK: u64 = 1_000;
+
+fn disk_small(c: &mut Criterion) {
+    bench_disk(c, "1k_patients", 1_000);
+}
+
+fn disk_large(c: &mut Criterion) {
+    let n = std::env::var("DISK_BENCH_BIG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    bench_disk(c, "big", n);
+}
+
+criterion_group!(benches, disk_small, disk_large);
+criterion_main!(benches);

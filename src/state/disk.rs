@@ -1,0 +1,800 @@
+//! The state on disk (feature `redb`): every table's committed entries in a redb database,
+//! with a bounded cache of decoded values in front, so that the tables' memory no longer grows
+//! with the number of entries (the state tree's still does: see the end).
+//!
+//! Select it with [`StateBackend::Disk`](crate::state::StateBackend::Disk) when building a
+//! chain ([`ChainBuilder::state_backend`](crate::chain::ChainBuilder::state_backend)); the
+//! memory backend stays the default, for tests and small deployments. Both give the same
+//! answers, the same state roots and the same proofs: the backend changes where committed
+//! entries live, nothing else.
+//!
+//! # Layout
+//!
+//! One redb file, `state.redb`, in the configured directory:
+//!
+//! * a table `state:TAG` per state table, mapping a key's canonical body to its value's
+//!   canonical body (the encodings [`entry_key`](crate::state::entry_key) and
+//!   [`value_digest`](crate::state::value_digest) hash);
+//! * `undo`: for each of the last blocks (the chain's reorganisation limit plus one), keyed by
+//!   `(height, sequence)`, what a write of that block replaced: the table's position in the
+//!   state's fixed table order, the key body and the previous value body (none if the key was
+//!   absent);
+//! * `meta`: the format version, the height of the committed state and its state root.
+//!
+//! # Commit and undo
+//!
+//! A block's writes stay in memory (the tables' pending writes and savepoint journals, as with
+//! the memory backend) until the block commits. Then one redb write transaction writes every
+//! table's pending entries, their undo records and the new height and root, and commits: a
+//! crash leaves the state of either the previous block or this one, never a mixture. Undoing a
+//! block (a reorganisation) replays its undo records in reverse in one write transaction. A
+//! write transaction that fails leaves the database as it was, and the chain refuses the block.
+//! With [`DiskConfig::sync_every`] above 1, only every so many blocks' commits are synced:
+//! the others are atomic but may be lost in a crash, which then leaves the last synced
+//! block's state (the chain replays the stored blocks after it when it reopens).
+//!
+//! # Cache
+//!
+//! A table hands out `&V` from `&self` ([`Table::get`](crate::state::Table::get)), so that
+//! reading code is the same for both backends and costs no copy. Decoded values are kept in an
+//! append-only map (entries are never removed while `&self` borrows are alive), each stamped
+//! with the last block (epoch) it was used in; eviction happens only through `&mut self`, at
+//! every block commit, discard and undo, which drops the least recently used entries down to
+//! three quarters of [`DiskConfig::cache_entries`]. Between two blocks the cache may grow
+//! beyond the bound by the entries read in between. Absent keys are cached too, so a refused
+//! lookup is not a disk read the second time.
+//!
+//! # Reopening
+//!
+//! A chain built on a directory that holds a state, over a store whose main chain reaches that
+//! state's height, starts from it without replay: the tables read from the database, the
+//! headers up to the height are taken from the store and checked by the engine (as for a
+//! checkpoint), the state tree is rebuilt from the entries (hashing, not executing), and its
+//! root must be both the one `meta` recorded and the header's. Otherwise (no state, another
+//! format, a damaged or foreign one, a store that lost the blocks) the directory is written
+//! afresh from genesis or the store's checkpoint and the later blocks replay. As after a
+//! checkpoint, the reopened chain keeps no undo data below the height it opened at.
+//!
+//! # Not yet done, and how it fits
+//!
+//! * The authenticated state tree ([`StateTree`](crate::smt::StateTree)) is still in memory
+//!   (about a leaf and an interior node per entry), and reopening rebuilds it from every entry.
+//!   Next: its nodes in this database, a table `nodes` from a node's hash to its encoding (two
+//!   child hashes, or a leaf's key and value digest), written in the block's transaction; a
+//!   subtree not in memory is a hash, loaded on demand, with the upper levels (where every
+//!   path passes) kept decoded; nodes a block replaces listed under its height in a `stale`
+//!   table and deleted once the height leaves the undo window (undo then only moves the root
+//!   back). A property test must show both trees give the same roots and proofs over random
+//!   batches. Reopening then reads the root node instead of every entry.
+//! * The chain keeps every height's state tree (shared structure) for proofs "as of" a height;
+//!   with the node store those become roots into it, kept for the undo window.
+//! * [`Ledger`](crate::ledger::Ledger)'s mempool checks transactions against its own copy of
+//!   the state, which it builds by replaying the chain in memory
+//!   ([`Chain::replay_state`](crate::chain::Chain::replay_state)): with a disk-backed chain
+//!   that copy is still a full in-memory state. It should become pending writes over the
+//!   chain's own state instead.
+//! * Block application on disk is slow at scale (the README's "State on disk" rows): redb
+//!   copies a whole 4 KiB B-tree page for every entry a block changes, and a patient's entries
+//!   have unrelated keys, so a block of 1,000 operations writes tens of megabytes. Next: keep
+//!   the last few blocks' writes in memory (an overlay in front of the database, read first,
+//!   with its own undo), and flush them in one write transaction every few blocks, so that a
+//!   page several blocks change is written once; undo records of flushed blocks stay here.
+//! * Crash safety is tested by killing a writing process (`tests/disk_state.rs`); a
+//!   fault-injecting redb `StorageBackend` (torn and lost writes, as `tests/crash.rs` does for
+//!   the file store) would test power loss as well.
+//!
+//! # Failures
+//!
+//! Writes return [`DiskError`]. Reads cannot: a table read returns `Option<&V>`. A read that
+//! fails (an I/O error, or an entry that no longer decodes: the directory was damaged from
+//! outside) panics with the table and the reason; the state is then not trustworthy, and the
+//! directory must be rebuilt (it is a cache of the blocks, which replay rebuilds it from).
+
+use core::fmt;
+use core::hash::Hash;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use elsa::sync::FrozenMap;
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::hash::StateRoot;
+
+/// The default bound on decoded values cached per table.
+pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 16;
+
+/// The default size of redb's own page cache, in bytes (shared by all tables).
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
+
+/// The on-disk format version written in `meta`.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The file inside the state directory.
+const FILE_NAME: &str = "state.redb";
+
+/// Undo records: `(height, sequence)` to `(table position, key body, previous value body)`.
+const UNDO: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("undo");
+/// Format version, height and state root of the committed state.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The redb table of the state table tagged `tag`.
+fn table_name(tag: &str) -> String {
+    format!("state:{tag}")
+}
+
+/// Where and how the state is kept on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    dir: PathBuf,
+    cache_entries: usize,
+    page_cache_bytes: usize,
+    sync_every: u64,
+}
+
+impl DiskConfig {
+    /// The state in directory `dir` (created if missing), with the default cache sizes.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            cache_entries: DEFAULT_CACHE_ENTRIES,
+            page_cache_bytes: DEFAULT_PAGE_CACHE_BYTES,
+            sync_every: 1,
+        }
+    }
+
+    /// Makes every `blocks`-th block's commit durable (synced to disk), and the others only
+    /// atomic (default 1: every block). After a crash the directory holds the last synced
+    /// block's state, and the chain replays the stored blocks after it; fewer syncs let redb
+    /// write a page that several blocks change once. 0 counts as 1.
+    pub fn sync_every(mut self, blocks: u64) -> Self {
+        self.sync_every = blocks.max(1);
+        self
+    }
+
+    /// The most decoded values each table keeps after a block (default
+    /// [`DEFAULT_CACHE_ENTRIES`]); 0 keeps none beyond the current block.
+    pub fn cache_entries(mut self, entries: usize) -> Self {
+        self.cache_entries = entries;
+        self
+    }
+
+    /// The size of redb's page cache in bytes (default [`DEFAULT_PAGE_CACHE_BYTES`]).
+    pub fn page_cache_bytes(mut self, bytes: usize) -> Self {
+        self.page_cache_bytes = bytes;
+        self
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The bound on decoded values cached per table.
+    pub fn cache_entry_bound(&self) -> usize {
+        self.cache_entries
+    }
+}
+
+/// Why the state database could not be opened, written or read. A failed write changed
+/// nothing on disk.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiskError {
+    /// The directory or the database file could not be opened or created.
+    #[error("cannot open the state database in {dir}: {reason}")]
+    Open {
+        /// The state directory.
+        dir: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// redb failed (an I/O error, or a full disk); the transaction was not committed.
+    #[error("state database {action}: {reason}")]
+    Storage {
+        /// What was being done.
+        action: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// The block to undo is older than the undo records kept.
+    #[error("no undo records for height {height}: they are kept from height {floor} on")]
+    NoUndo {
+        /// The block's height.
+        height: u64,
+        /// The lowest height with undo records.
+        floor: u64,
+    },
+    /// What the database holds is not what the state wrote.
+    #[error("state database corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// `map_err` helper: a redb error while doing `action`.
+fn storage<E: fmt::Display>(action: &'static str) -> impl Fn(E) -> DiskError {
+    move |e| DiskError::Storage {
+        action,
+        reason: e.to_string(),
+    }
+}
+
+/// What a state database takes on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiskUsage {
+    /// The file's size (redb grows it in large steps, so small states look large).
+    pub file_bytes: u64,
+    /// The keys and values stored.
+    pub stored_bytes: u64,
+    /// redb's own structures (B-tree branches, page headers).
+    pub metadata_bytes: u64,
+    /// Allocated and unused, within the file.
+    pub fragmented_bytes: u64,
+}
+
+/// A table of the database as redb sees it: key bodies to value bodies.
+pub type RawTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// An open state database, shared by the state's tables.
+#[derive(Clone)]
+pub struct StateDb {
+    db: Arc<Database>,
+    cache_entries: usize,
+}
+
+impl fmt::Debug for StateDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateDb")
+            .field("cache_entries", &self.cache_entries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A committed entry as canonical bodies: `(key, value)`.
+pub(crate) type EncodedEntry = (Vec<u8>, Vec<u8>);
+
+/// One table's write of a block, as canonical bodies: `(key, Some(value))` or `(key, None)`
+/// to delete.
+pub(crate) type EncodedWrite = (Vec<u8>, Option<Vec<u8>>);
+
+/// The state's side of the database: the handle, the committed height and how many blocks of
+/// undo records to keep.
+#[derive(Debug)]
+pub(crate) struct DiskState {
+    db: StateDb,
+    path: PathBuf,
+    height: u64,
+    /// The lowest height whose undo records are kept.
+    undo_floor: u64,
+    undo_blocks: u64,
+    sync_every: u64,
+}
+
+impl DiskState {
+    /// Opens (or creates) the database of `config` and replaces whatever it holds by
+    /// `tables`' committed entries (as `(tag, entries)`, in the state's table order) at
+    /// `height` with `root`, keeping undo records for `undo_blocks` blocks.
+    pub(crate) fn create(
+        config: &DiskConfig,
+        tables: &[(&'static str, Vec<EncodedEntry>)],
+        height: u64,
+        root: StateRoot,
+        undo_blocks: u64,
+    ) -> Result<Self, DiskError> {
+        let open = |reason: String| DiskError::Open {
+            dir: config.dir.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(&config.dir).map_err(|e| open(e.to_string()))?;
+        let db = Database::builder()
+            .set_cache_size(config.page_cache_bytes)
+            .create(config.dir.join(FILE_NAME))
+            .map_err(|e| open(e.to_string()))?;
+        let txn = db.begin_write().map_err(storage("begin the reset"))?;
+        let existing: Vec<_> = txn.list_tables().map_err(storage("list tables"))?.collect();
+        for table in existing {
+            txn.delete_table(table)
+                .map_err(storage("delete an old table"))?;
+        }
+        for (tag, entries) in tables {
+            let name = table_name(tag);
+            let mut t = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                .map_err(storage("create a table"))?;
+            for (k, v) in entries {
+                t.insert(k.as_slice(), v.as_slice())
+                    .map_err(storage("write an entry"))?;
+            }
+        }
+        txn.open_table(UNDO)
+            .map_err(storage("create the undo table"))?;
+        write_meta(&txn, height, root)?;
+        txn.commit().map_err(storage("commit the reset"))?;
+        Ok(Self {
+            db: StateDb {
+                db: Arc::new(db),
+                cache_entries: config.cache_entries,
+            },
+            path: config.dir.join(FILE_NAME),
+            height,
+            undo_floor: height + 1,
+            undo_blocks,
+            sync_every: config.sync_every,
+        })
+    }
+
+    /// Opens the database of `config` as it is, if it holds a state of this format: `None` if
+    /// there is no database file or its format is another.
+    pub(crate) fn open(config: &DiskConfig, undo_blocks: u64) -> Result<Option<Self>, DiskError> {
+        let path = config.dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let db = Database::builder()
+            .set_cache_size(config.page_cache_bytes)
+            .open(&path)
+            .map_err(|e| DiskError::Open {
+                dir: config.dir.clone(),
+                reason: e.to_string(),
+            })?;
+        let format = {
+            let txn = db.begin_read().map_err(storage("begin a read"))?;
+            match txn.open_table(META) {
+                Ok(meta) => meta
+                    .get("format")
+                    .map_err(storage("read meta"))?
+                    .map(|v| v.value().to_vec()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(storage("open meta")(e)),
+            }
+        };
+        if format.as_deref() != Some([FORMAT_VERSION].as_slice()) {
+            return Ok(None);
+        }
+        let mut state = Self {
+            db: StateDb {
+                db: Arc::new(db),
+                cache_entries: config.cache_entries,
+            },
+            path,
+            height: 0,
+            undo_floor: 0,
+            undo_blocks,
+            sync_every: config.sync_every,
+        };
+        let (height, _) = state.committed_tip()?;
+        state.height = height;
+        let floor = {
+            let txn = state.db.db.begin_read().map_err(storage("begin a read"))?;
+            let undo = txn.open_table(UNDO).map_err(storage("open undo"))?;
+            let first = undo.first().map_err(storage("read undo"))?;
+            first.map_or(height + 1, |(k, _)| k.value().0)
+        };
+        // Heights with no writes have no records: only what lies above the first record is
+        // known to be kept.
+        state.undo_floor = floor.min(height + 1);
+        Ok(Some(state))
+    }
+
+    /// The shared handle the tables read through.
+    pub(crate) fn db(&self) -> &StateDb {
+        &self.db
+    }
+
+    /// Writes one block: `writes[i]` are the pending writes of the `i`-th table (tagged
+    /// `tags[i]`); records their undo, prunes undo records older than the kept blocks, and sets
+    /// the height to the next one and the root to `root`; all in one transaction.
+    pub(crate) fn commit_block(
+        &mut self,
+        tags: &[&'static str],
+        writes: &[Vec<EncodedWrite>],
+        root: StateRoot,
+    ) -> Result<(), DiskError> {
+        let height = self.height + 1;
+        let mut txn = self.db.db.begin_write().map_err(storage("begin a block"))?;
+        self.set_durability(&mut txn, height)?;
+        {
+            let mut undo = txn.open_table(UNDO).map_err(storage("open undo"))?;
+            let mut seq: u32 = 0;
+            let mut record = Vec::new();
+            for (position, (tag, writes)) in tags.iter().zip(writes).enumerate() {
+                if writes.is_empty() {
+                    continue;
+                }
+                let name = table_name(tag);
+                let mut table = txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(storage("open a table"))?;
+                for (key, value) in writes {
+                    let old = match value {
+                        Some(v) => table.insert(key.as_slice(), v.as_slice()),
+                        None => table.remove(key.as_slice()),
+                    }
+                    .map_err(storage("write an entry"))?
+                    .map(|guard| guard.value().to_vec());
+                    if value.is_none() && old.is_none() {
+                        continue;
+                    }
+                    record.clear();
+                    codec::encode_body_into(&(position as u32, key, old), &mut record);
+                    undo.insert((height, seq), record.as_slice())
+                        .map_err(storage("write undo"))?;
+                    seq = seq.checked_add(1).ok_or_else(|| DiskError::Storage {
+                        action: "write undo",
+                        reason: "more than 2^32 writes in one block".into(),
+                    })?;
+                }
+            }
+            if let Some(stale) = height.checked_sub(self.undo_blocks) {
+                undo.retain_in(..(stale + 1, 0), |_, _| false)
+                    .map_err(storage("prune undo"))?;
+            }
+        }
+        let floor = self
+            .undo_floor
+            .max(height.saturating_sub(self.undo_blocks) + 1);
+        write_meta(&txn, height, root)?;
+        txn.commit().map_err(storage("commit a block"))?;
+        self.height = height;
+        self.undo_floor = floor;
+        Ok(())
+    }
+
+    /// Syncs the commit that leaves the state at `height` only every `sync_every` heights.
+    fn set_durability(
+        &self,
+        txn: &mut redb::WriteTransaction,
+        height: u64,
+    ) -> Result<(), DiskError> {
+        if height.is_multiple_of(self.sync_every) {
+            return Ok(());
+        }
+        txn.set_durability(redb::Durability::None)
+            .map_err(storage("set the durability"))
+    }
+
+    /// Undoes the committed block: restores what its writes replaced (in reverse order),
+    /// deletes its undo records and sets the height to the previous one with `root`; all in
+    /// one transaction. `tags` as in [`commit_block`](Self::commit_block).
+    ///
+    /// # Errors
+    ///
+    /// [`DiskError::NoUndo`] if the block's undo records were pruned (or the state started
+    /// at it); [`DiskError::Storage`] and [`DiskError::Corrupt`] as their names say. The
+    /// database is unchanged then.
+    pub(crate) fn undo_block(
+        &mut self,
+        tags: &[&'static str],
+        root: StateRoot,
+    ) -> Result<(), DiskError> {
+        let height = self.height;
+        if height < self.undo_floor {
+            return Err(DiskError::NoUndo {
+                height,
+                floor: self.undo_floor,
+            });
+        }
+        let previous = height - 1;
+        let mut txn = self.db.db.begin_write().map_err(storage("begin an undo"))?;
+        self.set_durability(&mut txn, previous)?;
+        {
+            let mut undo = txn.open_table(UNDO).map_err(storage("open undo"))?;
+            let mut records = Vec::new();
+            for item in undo
+                .range((height, 0)..=(height, u32::MAX))
+                .map_err(storage("read undo"))?
+            {
+                let (_, v) = item.map_err(storage("read undo"))?;
+                let record: (u32, Vec<u8>, Option<Vec<u8>>) =
+                    codec::decode_body("undo record", v.value())
+                        .map_err(|e| DiskError::Corrupt(e.to_string()))?;
+                records.push(record);
+            }
+            for (position, key, old) in records.into_iter().rev() {
+                let tag = tags.get(position as usize).ok_or_else(|| {
+                    DiskError::Corrupt(format!("undo record for table {position}"))
+                })?;
+                let name = table_name(tag);
+                let mut table = txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(storage("open a table"))?;
+                match old {
+                    Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
+                    None => table.remove(key.as_slice()).map(drop),
+                }
+                .map_err(storage("restore an entry"))?;
+            }
+            undo.retain_in((height, 0)..=(height, u32::MAX), |_, _| false)
+                .map_err(storage("delete undo"))?;
+        }
+        write_meta(&txn, previous, root)?;
+        txn.commit().map_err(storage("commit an undo"))?;
+        self.height = previous;
+        Ok(())
+    }
+
+    /// A reader of the table tagged `tag` as of the last commit.
+    pub(crate) fn reader(&self, tag: &str) -> Result<RawTable, DiskError> {
+        let txn = self.db.db.begin_read().map_err(storage("begin a read"))?;
+        txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&table_name(tag)))
+            .map_err(storage("open a table"))
+    }
+
+    /// What the database takes on disk.
+    pub(crate) fn usage(&self) -> Result<DiskUsage, DiskError> {
+        let file_bytes = std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(storage("read the file size"))?;
+        let txn = self.db.db.begin_write().map_err(storage("begin a read"))?;
+        let stats = txn.stats().map_err(storage("read the statistics"))?;
+        txn.abort().map_err(storage("end a read"))?;
+        Ok(DiskUsage {
+            file_bytes,
+            stored_bytes: stats.stored_bytes(),
+            metadata_bytes: stats.metadata_bytes(),
+            fragmented_bytes: stats.fragmented_bytes(),
+        })
+    }
+
+    /// The height and root `meta` records (what the last commit wrote).
+    pub(crate) fn committed_tip(&self) -> Result<(u64, StateRoot), DiskError> {
+        let txn = self.db.db.begin_read().map_err(storage("begin a read"))?;
+        let meta = txn.open_table(META).map_err(storage("open meta"))?;
+        let read = |key: &str| -> Result<Vec<u8>, DiskError> {
+            meta.get(key)
+                .map_err(storage("read meta"))?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| DiskError::Corrupt(format!("meta has no {key}")))
+        };
+        let height = <[u8; 8]>::try_from(read("height")?.as_slice())
+            .map_err(|_| DiskError::Corrupt("meta height is not 8 bytes".into()))?;
+        let root = <[u8; 32]>::try_from(read("root")?.as_slice())
+            .map_err(|_| DiskError::Corrupt("meta root is not 32 bytes".into()))?;
+        Ok((u64::from_be_bytes(height), StateRoot::from_bytes(root)))
+    }
+}
+
+fn write_meta(txn: &redb::WriteTransaction, height: u64, root: StateRoot) -> Result<(), DiskError> {
+    let mut meta = txn.open_table(META).map_err(storage("open meta"))?;
+    meta.insert("format", [FORMAT_VERSION].as_slice())
+        .map_err(storage("write meta"))?;
+    meta.insert("height", height.to_be_bytes().as_slice())
+        .map_err(storage("write meta"))?;
+    meta.insert("root", root.to_bytes().as_slice())
+        .map_err(storage("write meta"))?;
+    Ok(())
+}
+
+/// A cached decoded value (or the absence of one) and its last use.
+struct Cached<V> {
+    used: AtomicU64,
+    value: Option<V>,
+}
+
+/// A table's committed entries in the database, with the cache of decoded values.
+pub(crate) struct DiskTable<K, V> {
+    db: Arc<Database>,
+    name: String,
+    /// A read transaction's view of the table as of the last commit (renewed by every
+    /// `&mut self` operation that changes the table).
+    reader: RawTable,
+    cache: FrozenMap<K, Box<Cached<V>>>,
+    capacity: usize,
+    /// The number of `&mut self` changes so far: a value's last use is the epoch it was last
+    /// read in (so a read writes its stamp at most once per block).
+    epoch: u64,
+}
+
+impl<K, V> fmt::Debug for DiskTable<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskTable")
+            .field("name", &self.name)
+            .field("cached", &self.cache.len())
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_reader(db: &Database, name: &str) -> RawTable {
+    let txn = db
+        .begin_read()
+        .unwrap_or_else(|e| panic!("state database: cannot read table {name}: {e}"));
+    txn.open_table(TableDefinition::<&[u8], &[u8]>::new(name))
+        .unwrap_or_else(|e| panic!("state database: cannot read table {name}: {e}"))
+}
+
+impl<K, V> DiskTable<K, V>
+where
+    K: Eq + Hash + Clone + Serialize,
+    V: Serialize + DeserializeOwned,
+{
+    /// The table tagged `tag` in `db` (written by [`DiskState::create`]).
+    pub(crate) fn open(db: &StateDb, tag: &str) -> Self {
+        let name = table_name(tag);
+        Self {
+            reader: open_reader(&db.db, &name),
+            db: db.db.clone(),
+            name,
+            cache: FrozenMap::new(),
+            capacity: db.cache_entries,
+            epoch: 0,
+        }
+    }
+
+    /// The committed value of `key`, from the cache or read and decoded into it.
+    ///
+    /// # Panics
+    ///
+    /// If the database cannot be read or holds an entry that does not decode (see the module
+    /// documentation).
+    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+        let now = self.epoch;
+        if let Some(c) = self.cache.get(key) {
+            if c.used.load(Ordering::Relaxed) != now {
+                c.used.store(now, Ordering::Relaxed);
+            }
+            return c.value.as_ref();
+        }
+        let mut body = Vec::with_capacity(64);
+        codec::encode_body_into(key, &mut body);
+        let value = match self.reader.get(body.as_slice()) {
+            Ok(Some(guard)) => Some(
+                codec::decode_body::<V>("state entry value", guard.value()).unwrap_or_else(|e| {
+                    panic!(
+                        "state database: table {} holds a damaged entry: {e}",
+                        self.name
+                    )
+                }),
+            ),
+            Ok(None) => None,
+            Err(e) => panic!("state database: cannot read table {}: {e}", self.name),
+        };
+        let cached = Box::new(Cached {
+            used: AtomicU64::new(now),
+            value,
+        });
+        self.cache.insert(key.clone(), cached).value.as_ref()
+    }
+
+    /// Appends every committed entry as `(key body, value body)`.
+    ///
+    /// # Panics
+    ///
+    /// As [`get`](Self::get).
+    pub(crate) fn entries(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        let range = self
+            .reader
+            .range::<&[u8]>(..)
+            .unwrap_or_else(|e| panic!("state database: cannot read table {}: {e}", self.name));
+        for item in range {
+            let (k, v) = item
+                .unwrap_or_else(|e| panic!("state database: cannot read table {}: {e}", self.name));
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+    }
+
+    /// After the block's writes were committed to the database: caches the new values, renews
+    /// the reader and trims the cache.
+    pub(crate) fn committed(&mut self, writes: impl IntoIterator<Item = (K, Option<V>)>) {
+        let now = self.epoch;
+        let map = self.cache.as_mut();
+        for (k, value) in writes {
+            map.insert(
+                k,
+                Box::new(Cached {
+                    used: AtomicU64::new(now),
+                    value,
+                }),
+            );
+        }
+        self.refresh();
+    }
+
+    /// After the database changed `keys` by other means (an undo): forgets them, renews the
+    /// reader and trims the cache.
+    pub(crate) fn changed<'a>(&mut self, keys: impl IntoIterator<Item = &'a K>)
+    where
+        K: 'a,
+    {
+        let map = self.cache.as_mut();
+        for k in keys {
+            map.remove(k);
+        }
+        self.refresh();
+    }
+
+    /// Renews the reader and trims the cache.
+    fn refresh(&mut self) {
+        self.reader = open_reader(&self.db, &self.name);
+        self.trim();
+    }
+
+    /// Starts a new epoch of use stamps, and trims the cache.
+    pub(crate) fn trim(&mut self) {
+        self.evict();
+        self.epoch += 1;
+    }
+
+    /// Drops the least recently used values (by epoch, ties broken arbitrarily) down to three
+    /// quarters of the capacity, if the cache holds more than the capacity.
+    fn evict(&mut self) {
+        let capacity = self.capacity;
+        let map = self.cache.as_mut();
+        if map.len() <= capacity {
+            return;
+        }
+        let keep = capacity - capacity / 4;
+        if keep == 0 {
+            map.clear();
+            return;
+        }
+        let mut uses: Vec<u64> = map.values_mut().map(|c| *c.used.get_mut()).collect();
+        let cut = uses.len() - keep;
+        let (_, threshold, _) = uses.select_nth_unstable(cut);
+        let threshold = *threshold;
+        // Of the values last used in the threshold's epoch, keep only as many as fit.
+        let mut ties = keep - uses[cut..].iter().filter(|&&u| u > threshold).count();
+        map.retain(|_, c| {
+            let used = *c.used.get_mut();
+            if used > threshold {
+                return true;
+            }
+            if used == threshold && ties > 0 {
+                ties -= 1;
+                return true;
+            }
+            false
+        });
+    }
+
+    /// How many values are cached.
+    pub(crate) fn cached(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_send_sync_static_and_lower_case() {
+        fn assert_bounds<E: std::error::Error + Send + Sync + 'static>() {}
+        assert_bounds::<DiskError>();
+        let messages = [
+            DiskError::Open {
+                dir: PathBuf::from("state"),
+                reason: "denied".into(),
+            }
+            .to_string(),
+            storage("commit a block")("disk full").to_string(),
+            DiskError::NoUndo {
+                height: 1,
+                floor: 2,
+            }
+            .to_string(),
+            DiskError::Corrupt("meta has no height".into()).to_string(),
+        ];
+        for m in messages {
+            assert!(m.starts_with(|c: char| c.is_ascii_lowercase()), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_directory_without_a_state_opens_as_none_and_a_created_one_reports_its_tip() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path().join("state"));
+        assert!(DiskState::open(&config, 1).unwrap().is_none());
+        let root = StateRoot::from_bytes([3; 32]);
+        let created = DiskState::create(&config, &[("t", Vec::new())], 7, root, 1).unwrap();
+        assert_eq!(created.committed_tip().unwrap(), (7, root));
+        drop(created);
+        let opened = DiskState::open(&config, 1).unwrap().unwrap();
+        assert_eq!(opened.committed_tip().unwrap(), (7, root));
+        let usage = opened.usage().unwrap();
+        assert!(usage.file_bytes > 0);
+    }
+}

@@ -1,0 +1,515 @@
+//! The state on disk (feature `redb`): a chain whose state lives in a redb database, with a
+//! cache far smaller than the state, follows the same blocks as a chain whose state is in
+//! memory, to the same roots, the same entries and the same access decisions; it commits the
+//! height and root with every block, reorganises to the same state, and a refused block leaves
+//! its database as it was.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use medledger::access::{
+    AccessOp, AccessRequest, Action, ActionSet, Decision, GrantTerms, Period, PurposeSet, Role,
+    Scope, Viewer,
+};
+use medledger::chain::ManualClock;
+use medledger::pow::ProofOfWork;
+use medledger::purpose::PurposeOfUse::Treatment;
+use medledger::state::disk::DiskConfig;
+use medledger::state::StateBackend;
+use medledger::store::Store;
+use medledger::tx::Keypair;
+use medledger::{Chain, ChainBuilder, ChainError};
+
+struct World {
+    net: Net,
+    authority: Keypair,
+    hospital: Keypair,
+    specialist: Keypair,
+    patients: Vec<Keypair>,
+}
+
+/// A memory-backed chain through the MedRec workflow for `n` patients: registration, a
+/// relationship with a record, acceptance and a grant each.
+fn world(n: u8) -> World {
+    let authority = Keypair::from_seed(&[1; 32]);
+    let hospital = Keypair::from_seed(&[2; 32]);
+    let specialist = Keypair::from_seed(&[3; 32]);
+    let patients: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed(&[10 + i; 32])).collect();
+    let mut net = Net::new(&[("Regional Health Authority", &authority)]);
+    let mut ops = vec![
+        (
+            &authority,
+            AccessOp::CertifyProvider {
+                provider: hospital.account(),
+                emergency: false,
+            },
+        ),
+        (
+            &hospital,
+            register_op(&hospital, Role::Provider, "St Mary's Hospital"),
+        ),
+        (
+            &specialist,
+            register_op(&specialist, Role::Provider, "Dr Okafor"),
+        ),
+    ];
+    for (i, p) in patients.iter().enumerate() {
+        ops.push((p, register_op(p, Role::Patient, &format!("NHS-{i}"))));
+    }
+    net.run(ops);
+    let mut ops = Vec::new();
+    for (i, p) in patients.iter().enumerate() {
+        ops.push((
+            &hospital,
+            AccessOp::CreateRelationship {
+                patient: p.account(),
+            },
+        ));
+        ops.push((
+            &hospital,
+            AccessOp::AddPointer {
+                relationship: relationship(p, &hospital),
+                record: record(i as u8, medledger::access::Category::Imaging),
+                replaces: None,
+            },
+        ));
+    }
+    net.run_after(DAY, ops);
+    let mut w = World {
+        net,
+        authority,
+        hospital,
+        specialist,
+        patients,
+    };
+    for i in 0..w.patients.len() {
+        w.accept_and_grant(i);
+    }
+    w
+}
+
+impl World {
+    fn accept_and_grant(&mut self, i: usize) {
+        let p = &self.patients[i];
+        let rel = relationship(p, &self.hospital);
+        let terms = GrantTerms::new(
+            rel,
+            Viewer::Account(self.specialist.account()),
+            Scope::All,
+            ActionSet::of(&[Action::Read]),
+            PurposeSet::of(&[Treatment]),
+            Period::lasting(self.net.now, 30 * DAY),
+        );
+        let txs = self.net.sign_all(vec![
+            (p, AccessOp::AcceptRelationship { relationship: rel }),
+            (p, AccessOp::Grant { terms, under: None }),
+        ]);
+        self.net.mine(3600, txs);
+    }
+
+    fn builder(&self) -> ChainBuilder<ProofOfWork> {
+        ChainBuilder::new("access-tests", engine())
+            .genesis_time(T0)
+            .clock(Arc::new(ManualClock::new(self.net.now + DAY)))
+            .authority("Regional Health Authority", self.authority.public())
+    }
+
+    /// A chain on disk in `dir`, caching `cache` values per table, at genesis.
+    fn disk_chain(&self, dir: &std::path::Path, cache: usize) -> Chain<ProofOfWork> {
+        self.builder()
+            .state_backend(StateBackend::Disk(
+                DiskConfig::new(dir).cache_entries(cache),
+            ))
+            .build()
+            .unwrap()
+    }
+
+    /// The specialist's read of patient `i`'s first record, on `chain`.
+    fn read(&self, chain: &Chain<ProofOfWork>, i: usize) -> Decision {
+        let p = &self.patients[i];
+        let pointer = chain.access().pointers_of(&relationship(p, &self.hospital))[0].id;
+        chain.decide(&AccessRequest::new(
+            self.specialist.account(),
+            p.account(),
+            pointer,
+            Action::Read,
+            Treatment,
+            self.net.now + 1,
+        ))
+    }
+}
+
+/// Every entry of the state, as exported snapshot chunks (sorted by state key).
+fn entries(chain: &Chain<ProofOfWork>) -> Vec<Vec<u8>> {
+    chain
+        .snapshot(64)
+        .unwrap()
+        .iter()
+        .map(|c| c.encode())
+        .collect()
+}
+
+fn disk_tip(chain: &Chain<ProofOfWork>) -> (u64, medledger::hash::StateRoot) {
+    chain
+        .state()
+        .disk_tip()
+        .unwrap()
+        .expect("the state is on disk")
+}
+
+#[test]
+fn a_disk_state_with_a_small_cache_follows_blocks_like_the_memory_state() {
+    let w = world(12);
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = w.disk_chain(dir.path(), 4);
+    assert!(disk.state().is_on_disk());
+    assert!(!w.net.chain.state().is_on_disk());
+    assert_eq!(disk_tip(&disk), (0, disk.state().root()));
+    for h in 1..=w.net.chain.height() {
+        let block = w
+            .net
+            .chain
+            .block(&w.net.chain.hash_at(h).unwrap())
+            .unwrap()
+            .unwrap();
+        disk.append(block).unwrap();
+        assert_eq!(
+            disk.state().root(),
+            w.net.chain.state_tree_at(h).unwrap().root()
+        );
+        assert_eq!(disk_tip(&disk), (h, disk.state().root()), "height {h}");
+    }
+    assert_eq!(disk.tip(), w.net.chain.tip());
+    assert_eq!(entries(&disk), entries(&w.net.chain));
+    for i in 0..w.patients.len() {
+        let decision = w.read(&disk, i);
+        assert!(decision.is_permit(), "patient {i}: {decision:?}");
+        assert_eq!(decision, w.read(&w.net.chain, i));
+    }
+    // Replay from genesis (in memory) agrees with the state read back from disk.
+    assert_eq!(disk.replay_state().unwrap().root(), disk.state().root());
+}
+
+/// A chain on disk in `dir` with the store `store`.
+fn reopen(w: &World, dir: &std::path::Path, store: Box<dyn Store>) -> Chain<ProofOfWork> {
+    w.builder()
+        .boxed_store(store)
+        .state_backend(StateBackend::Disk(DiskConfig::new(dir).cache_entries(16)))
+        .build()
+        .unwrap()
+}
+
+/// A disk chain in `dir` with `w`'s blocks up to `height`.
+fn disk_chain_to(w: &World, dir: &std::path::Path, height: u64) -> Chain<ProofOfWork> {
+    let mut chain = w.disk_chain(dir, 16);
+    for h in 1..=height {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        chain
+            .append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    chain
+}
+
+#[test]
+fn a_reopened_chain_reads_its_state_from_disk_without_replay() {
+    let w = world(5);
+    let top = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let first = disk_chain_to(&w, dir.path(), top - 2);
+    let store = first.into_store();
+    let mut again = reopen(&w, dir.path(), store);
+    assert_eq!(again.height(), top - 2);
+    // Nothing was replayed: no undo data, no state tree below the height it opened at.
+    assert_eq!(again.undo_depth(), 0);
+    assert!(again.state_tree_at(top - 3).is_none());
+    let expected = w.net.chain.state_tree_at(top - 2).unwrap().root();
+    assert_eq!(again.state().root(), expected);
+    assert_eq!(disk_tip(&again), (top - 2, expected));
+    // It follows the next blocks to the same state as the chain that replayed them.
+    for h in top - 1..=top {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        again
+            .append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    assert_eq!(entries(&again), entries(&w.net.chain));
+    for i in 0..w.patients.len() {
+        assert_eq!(w.read(&again, i), w.read(&w.net.chain, i));
+    }
+}
+
+#[test]
+fn a_damaged_state_dir_is_rebuilt_by_replaying_the_store() {
+    let w = world(3);
+    let top = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let store = disk_chain_to(&w, dir.path(), top).into_store();
+    {
+        // Change one account's entry behind the chain's back.
+        use redb::ReadableTable;
+        let db = redb::Database::open(dir.path().join("state.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn
+                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("state:accounts"))
+                .unwrap();
+            let (k, mut v) = {
+                let (k, v) = t.first().unwrap().unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            };
+            v[0] ^= 1;
+            t.insert(k.as_slice(), v.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let again = reopen(&w, dir.path(), store);
+    assert_eq!(again.height(), top);
+    assert!(again.undo_depth() > 0, "the store's blocks were replayed");
+    assert_eq!(again.state().root(), w.net.chain.state().root());
+    assert_eq!(disk_tip(&again), (top, w.net.chain.state().root()));
+    assert_eq!(entries(&again), entries(&w.net.chain));
+}
+
+#[test]
+fn building_on_a_state_dir_with_an_empty_store_starts_it_afresh() {
+    let w = world(3);
+    let dir = tempfile::tempdir().unwrap();
+    drop(disk_chain_to(&w, dir.path(), w.net.chain.height()));
+    let again = w.disk_chain(dir.path(), 16);
+    assert_eq!(again.height(), 0);
+    let genesis = w.net.chain.state_tree_at(0).unwrap().root();
+    assert_eq!(again.state().root(), genesis);
+    assert_eq!(disk_tip(&again), (0, genesis));
+}
+
+/// The operations of one block.
+type Ops<'a> = Vec<(&'a Keypair, AccessOp)>;
+
+/// A memory-backed chain with `w`'s blocks, then one block of each of `blocks`.
+fn branch(w: &World, blocks: Vec<Ops<'_>>) -> Net {
+    let mut net = Net::new(&[("Regional Health Authority", &w.authority)]);
+    net.clock.set(w.net.now);
+    for h in 1..=w.net.chain.height() {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        net.chain
+            .append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    net.now = w.net.now;
+    for ops in blocks {
+        net.run(ops);
+    }
+    net
+}
+
+#[test]
+fn a_reorganisation_on_disk_reaches_the_state_of_the_other_branch() {
+    let w = world(4);
+    let fork = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = w.disk_chain(dir.path(), 2);
+    for h in 1..=fork {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        disk.append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    // Branch A (one block) adds a record for patient 0; branch B (two blocks, heavier) one
+    // each for patients 1 and 2.
+    let a = branch(
+        &w,
+        vec![vec![(
+            &w.hospital,
+            AccessOp::AddPointer {
+                relationship: relationship(&w.patients[0], &w.hospital),
+                record: record(100, medledger::access::Category::Imaging),
+                replaces: None,
+            },
+        )]],
+    );
+    let b = branch(
+        &w,
+        (1..3)
+            .map(|i| {
+                vec![(
+                    &w.hospital,
+                    AccessOp::AddPointer {
+                        relationship: relationship(&w.patients[i], &w.hospital),
+                        record: record(200 + i as u8, medledger::access::Category::Imaging),
+                        replaces: None,
+                    },
+                )]
+            })
+            .collect(),
+    );
+    let block_of = |net: &Net, h: u64| {
+        net.chain
+            .block(&net.chain.hash_at(h).unwrap())
+            .unwrap()
+            .unwrap()
+    };
+    disk.append(block_of(&a, fork + 1)).unwrap();
+    assert_eq!(entries(&disk), entries(&a.chain));
+    assert!(disk
+        .append(block_of(&b, fork + 1))
+        .unwrap()
+        .is_side_branch());
+    let out = disk.append(block_of(&b, fork + 2)).unwrap();
+    assert_eq!(out.reverted, vec![a.chain.tip()]);
+    assert_eq!(disk.tip(), b.chain.tip());
+    assert_eq!(disk.state().root(), b.chain.state().root());
+    assert_eq!(disk_tip(&disk), (fork + 2, b.chain.state().root()));
+    assert_eq!(entries(&disk), entries(&b.chain));
+    // The record branch A added is gone, branch B's are there.
+    let rel0 = relationship(&w.patients[0], &w.hospital);
+    assert_eq!(disk.access().pointers_of(&rel0).len(), 1);
+    let rel1 = relationship(&w.patients[1], &w.hospital);
+    assert_eq!(disk.access().pointers_of(&rel1).len(), 2);
+}
+
+#[test]
+fn a_refused_block_leaves_the_disk_state_unchanged() {
+    let mut w = world(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = w.disk_chain(dir.path(), 8);
+    for h in 1..=w.net.chain.height() {
+        let hash = w.net.chain.hash_at(h).unwrap();
+        disk.append(w.net.chain.block(&hash).unwrap().unwrap())
+            .unwrap();
+    }
+    let before = (disk_tip(&disk), entries(&disk));
+    // The first patient accepts again: refused by the state, so the forced block is refused.
+    let p = Keypair::from_seed(&[10; 32]);
+    let rel = relationship(&p, &w.hospital);
+    let tx = w
+        .net
+        .sign(&p, AccessOp::AcceptRelationship { relationship: rel });
+    w.net.now += 60;
+    let block = w.net.forced_block(60, vec![tx]);
+    let err = disk.append(block).unwrap_err();
+    assert!(matches!(err, ChainError::Tx { .. }), "{err}");
+    assert_eq!((disk_tip(&disk), entries(&disk)), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Killing a process that commits blocks to its state directory.
+
+const CHILD_ENV: &str = "MEDLEDGER_DISK_CHILD";
+
+/// The chain the killed writer and the checker both build: every block registers
+/// [`PATIENTS_PER_BLOCK`] new patients, so each commit writes several tables.
+fn crash_builder() -> ChainBuilder<ProofOfWork> {
+    ChainBuilder::new("disk-crash", engine())
+        .genesis_time(T0)
+        .clock(Arc::new(ManualClock::new(T0 + 100_000_000)))
+}
+
+const PATIENTS_PER_BLOCK: u64 = 4;
+
+/// Mines the block after `chain`'s tip: the same block for the same height, in every process.
+fn mine_next(chain: &mut Chain<ProofOfWork>) -> medledger::Block<medledger::pow::PowSeal> {
+    let height = chain.height() + 1;
+    let txs = (0..PATIENTS_PER_BLOCK)
+        .map(|j| {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&height.to_le_bytes());
+            seed[8..16].copy_from_slice(&j.to_le_bytes());
+            let key = Keypair::from_seed(&seed);
+            let op = register_op(&key, Role::Patient, &format!("P-{height}-{j}"));
+            medledger::Transaction::sign(&key, chain.chain_id(), 0, medledger::Payload::Access(op))
+        })
+        .collect();
+    chain.mine(txs, T0 + 60 * height).unwrap()
+}
+
+/// Child mode (does nothing in a normal run): in the directory the environment names, a chain
+/// with a file store and its state on disk appends blocks until killed.
+#[test]
+fn disk_child_writer() {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let store = medledger::file_store::FileStore::open(dir.join("chain.mlg")).unwrap();
+    let mut chain = crash_builder()
+        .store(store)
+        .state_backend(StateBackend::Disk(
+            DiskConfig::new(dir.join("state")).cache_entries(8),
+        ))
+        .build()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        let block = mine_next(&mut chain);
+        chain.append(block).unwrap();
+    }
+}
+
+/// A xorshift generator: kill times from a seed printed on failure.
+struct Rng(u64);
+
+impl Rng {
+    fn upto(&mut self, max: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % max
+    }
+}
+
+#[test]
+fn a_killed_writer_leaves_the_state_of_one_committed_block_exactly() {
+    let rounds: u32 = std::env::var("MEDLEDGER_DISK_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rng = Rng(seed);
+    // The roots of the same blocks, built in memory: `roots[h]` after block `h`.
+    let mut reference = crash_builder().build().unwrap();
+    let mut roots = vec![reference.state().root()];
+    let (mut opened, mut top) = (0, 0);
+    for round in 0..rounds {
+        let mut child = std::process::Command::new(&exe)
+            .args(["disk_child_writer", "--exact", "--test-threads=1"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Killed at a random moment: during start-up, reopening, replay or commits.
+        std::thread::sleep(std::time::Duration::from_millis(50 + rng.upto(500)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let config = DiskConfig::new(dir.path().join("state"));
+        let found = medledger::state::State::<medledger::AccessState>::open_disk(&config, 1)
+            .unwrap_or_else(|e| panic!("round {round}, seed {seed}: {e}"));
+        let Some((state, height)) = found else {
+            // Killed before the first state was written.
+            continue;
+        };
+        while reference.height() < height {
+            let block = mine_next(&mut reference);
+            reference.append(block).unwrap();
+            roots.push(reference.state().root());
+        }
+        assert_eq!(
+            state.root(),
+            roots[height as usize],
+            "round {round}, seed {seed}: the state at height {height} is not block {height}'s"
+        );
+        opened += 1;
+        top = top.max(height);
+    }
+    println!("{rounds} kills (seed {seed}): {opened} states reopened, each a block's exactly; top height {top}");
+    assert!(opened > 0, "seed {seed}: no kill left a state to check");
+    assert!(top > 1, "seed {seed}: the writer committed no block");
+}
