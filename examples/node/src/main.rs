@@ -18,6 +18,7 @@ const USAGE: &str = "usage:
   medledger-node run --config FILE
   medledger-node submit --config FILE      (hex of canonical transactions, one per line on stdin)
   medledger-node status --config FILE
+  medledger-node block --config FILE --height H
   medledger-node demo [--base-port P]
   medledger-node portal-demo [--http 127.0.0.1:7480]";
 
@@ -115,6 +116,16 @@ fn real_main(args: &[String]) -> Result<bool> {
             let config = config_arg(args)?;
             println!("{}", rpc::call(config.rpc, &RpcRequest::Status)?);
             Ok(true)
+        }
+        Some("block") => {
+            let config = config_arg(args)?;
+            let height = flag(args, "--height").ok_or("--height H is required")?;
+            let height = height
+                .parse()
+                .map_err(|_| format!("--height: cannot parse {height:?}"))?;
+            let answer = rpc::call(config.rpc, &RpcRequest::Block { height })?;
+            println!("{answer}");
+            Ok(answer["ok"] == true)
         }
         Some("demo") => {
             let port = parse(args, "--base-port", 7400u16)?;

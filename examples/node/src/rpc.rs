@@ -34,6 +34,9 @@ pub fn serve(addr: SocketAddr, node: mpsc::UnboundedSender<RpcCall>) -> Result<S
 
 fn connection(stream: TcpStream, node: &mpsc::UnboundedSender<RpcCall>) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // One request, one answer: waiting to coalesce small writes (Nagle) would only hold each
+    // answer until the client's delayed acknowledgement, tens of milliseconds.
+    stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     loop {
@@ -61,7 +64,8 @@ fn connection(stream: TcpStream, node: &mpsc::UnboundedSender<RpcCall>) -> Resul
             }
             Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
         };
-        writeln!(writer, "{answer}")?;
+        // One write per answer: the line and its newline in one segment.
+        writer.write_all(format!("{answer}\n").as_bytes())?;
     }
 }
 
@@ -69,8 +73,9 @@ fn connection(stream: TcpStream, node: &mpsc::UnboundedSender<RpcCall>) -> Resul
 pub fn call(addr: SocketAddr, request: &RpcRequest) -> Result<serde_json::Value> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
-    writeln!(writer, "{}", serde_json::to_string(request)?)?;
+    writer.write_all(format!("{}\n", serde_json::to_string(request)?).as_bytes())?;
     let mut line = String::new();
     BufReader::new(stream).take(1 << 20).read_line(&mut line)?;
     Ok(serde_json::from_str(&line)?)
