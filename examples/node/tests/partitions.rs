@@ -321,25 +321,27 @@ fn a_two_two_partition_finalises_nothing_and_all_four_resume_after_healing() {
     assert_eq!(c.submit(0, &tx)["ok"], true);
     std::thread::sleep(Duration::from_secs(8));
     c.check_alive();
-    assert_eq!(
-        c.heights(&[0, 1, 2, 3]),
-        before,
-        "a side without a quorum finalised a block"
+    // A node may still fetch, from its side, a block decided before the split; no node may
+    // go past the highest block decided then.
+    let after = c.heights(&[0, 1, 2, 3]);
+    let decided = *before.iter().max().unwrap();
+    assert!(
+        after.iter().all(|h| *h <= decided),
+        "a side without a quorum finalised a block: heights {before:?} at the split, {after:?} 8 s later"
     );
     assert_eq!(c.status(0).unwrap()["mempool"], 1, "the transaction waits");
 
     c.heal();
-    let top = *before.iter().max().unwrap();
     c.wait_until(
         "all four finalise 3 blocks after healing",
         Duration::from_secs(90),
-        |c| c.heights(&[0, 1, 2, 3]).iter().all(|h| *h >= top + 3),
+        |c| c.heights(&[0, 1, 2, 3]).iter().all(|h| *h >= decided + 3),
     );
     c.wait_until("mempools empty", Duration::from_secs(30), |c| {
         (0..4).all(|i| c.status(i).is_some_and(|s| s["mempool"] == 0))
     });
     let common = c.assert_agree();
-    assert!(common > top);
+    assert!(common > decided);
     // The transaction submitted during the split is included: every node calls it a duplicate.
     for i in 0..4 {
         let answer = c.submit(i, &tx);
