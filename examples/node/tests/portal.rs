@@ -82,18 +82,21 @@ async fn wait_text(c: &Client, css: &str, want: &str) -> String {
     }
 }
 
+/// Clicks the element `css` selects, finding it again if the page re-rendered it between
+/// finding and clicking (a stale element), until [`LIMIT`].
 async fn click(c: &Client, css: &str) {
     let deadline = Instant::now() + LIMIT;
     loop {
-        match c.find(Locator::Css(css)).await {
-            Ok(e) => {
-                e.click().await.expect("click");
-                return;
-            }
+        let clicked = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await,
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => return,
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
-            Err(e) => panic!("no {css}: {e}"),
+            Err(e) => panic!("cannot click {css}: {e}"),
         }
     }
 }
