@@ -20,7 +20,7 @@ use medledger::Payload;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::tx::{parse_id, submit_on, SubmitRequest, SubmittedView};
+use super::tx::{accepted, parse_id, submit_as_node, submit_signed, SubmitRequest, SubmittedView};
 use super::{ApiError, AppState, Body};
 
 /// The EMR routes.
@@ -69,22 +69,6 @@ pub(crate) fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), Api
     Ok(())
 }
 
-/// Signs `op` with the node's key and submits it.
-async fn sign_and_submit(
-    state: &AppState,
-    op: AccessOp,
-) -> Result<(StatusCode, Json<SubmittedView>), ApiError> {
-    let key = state.provider.clone();
-    let view = state
-        .node
-        .ask(move |node| {
-            let tx = node.ledger().sign(&key, Payload::Access(op));
-            submit_on(node, tx)
-        })
-        .await??;
-    Ok((StatusCode::ACCEPTED, Json(view)))
-}
-
 /// The hospital's name.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -105,7 +89,7 @@ pub async fn register_hospital(
     authorise(&state, &headers)?;
     let op = AccessOp::register_organisation(Role::Provider, &req.name)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    sign_and_submit(&state, op).await
+    submit_as_node(&state, op).await.map(accepted)
 }
 
 /// Relays a patient's own registration (signed by the patient's key): it must register a
@@ -132,8 +116,7 @@ pub async fn register_patient(
             "not a patient's registration (an identity commitment signed by the patient)",
         ));
     }
-    let view = state.node.ask(move |node| submit_on(node, tx)).await??;
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    submit_signed(&state, tx).await.map(accepted)
 }
 
 /// A relationship to open.
@@ -155,7 +138,9 @@ pub async fn open_relationship(
 ) -> Result<(StatusCode, Json<SubmittedView>), ApiError> {
     authorise(&state, &headers)?;
     let patient: AccountId = parse_id("patient", &req.patient)?;
-    sign_and_submit(&state, AccessOp::CreateRelationship { patient }).await
+    submit_as_node(&state, AccessOp::CreateRelationship { patient })
+        .await
+        .map(accepted)
 }
 
 /// A record in the hospital's database.
@@ -217,7 +202,7 @@ pub async fn anchor_record(
             .ok_or_else(|| ApiError::bad_request("relationship is required"))?,
     )?;
     let record = req.record()?;
-    sign_and_submit(
+    submit_as_node(
         &state,
         AccessOp::AddPointer {
             relationship,
@@ -226,6 +211,7 @@ pub async fn anchor_record(
         },
     )
     .await
+    .map(accepted)
 }
 
 /// Anchors a new version of record `id` (same relationship and category).
@@ -262,7 +248,7 @@ pub async fn new_version(
             "a new version stays on its record's relationship",
         ));
     }
-    sign_and_submit(
+    submit_as_node(
         &state,
         AccessOp::AddPointer {
             relationship,
@@ -271,6 +257,7 @@ pub async fn new_version(
         },
     )
     .await
+    .map(accepted)
 }
 
 /// Why a relationship ends.
@@ -300,7 +287,7 @@ pub async fn terminate(
             medledger::access::MAX_REASON_LEN
         ))
     })?;
-    sign_and_submit(
+    submit_as_node(
         &state,
         AccessOp::TerminateRelationship {
             relationship,
@@ -308,4 +295,5 @@ pub async fn terminate(
         },
     )
     .await
+    .map(accepted)
 }

@@ -44,7 +44,7 @@ use medledger::Payload;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::tx::{build_template, submit_on, SubmitRequest, SubmittedView, TemplateView};
+use super::tx::{accepted, build_template, submit_on, SubmitRequest, SubmittedView, TemplateView};
 use super::{ApiError, AppState, Body};
 use crate::config::{hex_decode, hex_encode};
 
@@ -423,7 +423,7 @@ pub async fn receipt(
             Ok(view)
         })
         .await??;
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    Ok(accepted(view))
 }
 
 #[cfg(test)]

@@ -55,13 +55,12 @@ use medledger::research::{
     VerifierMessage, VerifyKey,
 };
 use medledger::tx::{Keypair, PublicKey, Signature};
-use medledger::Payload;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::emr::authorise;
-use super::tx::{parse_id, submit_on};
+use super::tx::{accepted, parse_id, submit_all_as_node, submit_as_node};
 use super::{ApiError, AppState, Body};
 use crate::config::{hex_decode, hex_encode};
 use crate::node::NodeAccess;
@@ -435,33 +434,13 @@ pub async fn commit(
     let reports: Vec<Report> = batch.decode()?.into_iter().map(|(r, _)| r).collect();
     let ops =
         commit_ops(&batch.query, &reports).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let key = state.provider.clone();
-    let query = batch.query;
-    let transactions = state
-        .node
-        .ask(move |node| {
-            // Every batch must be accepted before any is submitted: a refusal changes nothing.
-            for op in &ops {
-                node.ledger()
-                    .dry_run_op(&key.public(), Payload::Access(op.clone()))
-                    .map_err(|r| ApiError::from_refusal(&r))?;
-            }
-            let mut ids = Vec::with_capacity(ops.len());
-            for op in ops {
-                let tx = node.ledger().sign(&key, Payload::Access(op));
-                ids.push(submit_on(node, tx)?.id);
-            }
-            Ok::<_, ApiError>(ids)
-        })
-        .await??;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(CommittedView {
-            query: query.to_string(),
-            reports: reports.len(),
-            transactions,
-        }),
-    ))
+    // Every batch must be accepted before any is submitted: a refusal changes nothing.
+    let submitted = submit_all_as_node(&state, ops).await?;
+    Ok(accepted(CommittedView {
+        query: batch.query.to_string(),
+        reports: reports.len(),
+        transactions: submitted.into_iter().map(|v| v.id).collect(),
+    }))
 }
 
 /// An aggregator node's research identity.
@@ -883,16 +862,7 @@ fn failed(what: &str) -> ApiError {
 
 /// Commits `share` on chain, signed by the node's key.
 async fn commit_share(state: &AppState, share: &AggregateShare) -> Result<String, ApiError> {
-    let key = state.provider.clone();
-    let op = share.commit_op();
-    let view = state
-        .node
-        .ask(move |node| {
-            let tx = node.ledger().sign(&key, Payload::Access(op));
-            submit_on(node, tx)
-        })
-        .await??;
-    Ok(view.id)
+    Ok(submit_as_node(state, share.commit_op()).await?.id)
 }
 
 /// The helper adds its noise, commits its aggregate share on chain and keeps it for the

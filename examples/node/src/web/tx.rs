@@ -8,6 +8,10 @@
 //! reason). The client signs `signing_message` with Ed25519 and posts `{unsigned_tx,
 //! signature}` to `POST /tx`; library clients post a signed canonical transaction (`{tx}`).
 //! Nothing but the signature ever leaves the client: no key reaches the server.
+//!
+//! The EMR and research routes submit transactions the node signs with its own key
+//! ([`submit_as_node`], [`submit_all_as_node`]); every route that submits answers 202 with what
+//! it submitted ([`accepted`]).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -23,7 +27,7 @@ use medledger::codec::BoundedVec;
 use medledger::hash::{AccountId, TxId};
 use medledger::ledger::{Refusal, TxStatus};
 use medledger::purpose::PurposeOfUse;
-use medledger::tx::{PublicKey, Signature, TxBody};
+use medledger::tx::{Keypair, PublicKey, Signature, TxBody};
 use medledger::{MedRec, Payload, Transaction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -589,6 +593,70 @@ pub fn submit_on(node: &mut dyn NodeAccess, tx: Transaction) -> Result<Submitted
     })
 }
 
+/// The answer to a request that submitted transactions: 202 Accepted (they are pending) with
+/// `view`, what they are.
+pub fn accepted<T>(view: T) -> (StatusCode, Json<T>) {
+    (StatusCode::ACCEPTED, Json(view))
+}
+
+/// Submits `tx`, signed by its author, as [`submit_on`] does.
+///
+/// # Errors
+///
+/// The chain's refusal (nothing is added), or 503 if the node has stopped.
+pub async fn submit_signed(state: &AppState, tx: Transaction) -> Result<SubmittedView, ApiError> {
+    state.node.ask(move |node| submit_on(node, tx)).await?
+}
+
+/// Signs `op` with the node's own key (the hospital's provider account) and its next nonce,
+/// and submits it as [`submit_on`] does.
+///
+/// # Errors
+///
+/// The chain's refusal (nothing is added), or 503 if the node has stopped.
+pub async fn submit_as_node(state: &AppState, op: AccessOp) -> Result<SubmittedView, ApiError> {
+    let key = state.provider.clone();
+    state
+        .node
+        .ask(move |node| sign_and_submit_on(node, &key, op))
+        .await?
+}
+
+/// Signs each of `ops` with the node's own key, with consecutive nonces, and submits them in
+/// order. Each is dry-run first, and a refusal there submits none of them.
+///
+/// # Errors
+///
+/// The first refusal, naming the chain's reason, or 503 if the node has stopped.
+pub async fn submit_all_as_node(
+    state: &AppState,
+    ops: Vec<AccessOp>,
+) -> Result<Vec<SubmittedView>, ApiError> {
+    let key = state.provider.clone();
+    state
+        .node
+        .ask(move |node| {
+            for op in &ops {
+                node.ledger()
+                    .dry_run_op(&key.public(), Payload::Access(op.clone()))
+                    .map_err(|r| ApiError::from_refusal(&r))?;
+            }
+            ops.into_iter()
+                .map(|op| sign_and_submit_on(node, &key, op))
+                .collect()
+        })
+        .await?
+}
+
+fn sign_and_submit_on(
+    node: &mut dyn NodeAccess,
+    key: &Keypair,
+    op: AccessOp,
+) -> Result<SubmittedView, ApiError> {
+    let tx = node.ledger().sign(key, Payload::Access(op));
+    submit_on(node, tx)
+}
+
 /// Submits a transaction signed by its author. Accepted transactions are pending (and relayed
 /// to the other nodes); refused ones change nothing and say why.
 #[utoipa::path(post, path = "/tx", request_body = SubmitRequest,
@@ -597,9 +665,9 @@ pub async fn submit(
     State(state): State<AppState>,
     Body(req): Body<SubmitRequest>,
 ) -> Result<(StatusCode, Json<SubmittedView>), ApiError> {
-    let tx = req.transaction()?;
-    let view = state.node.ask(move |node| submit_on(node, tx)).await??;
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    submit_signed(&state, req.transaction()?)
+        .await
+        .map(accepted)
 }
 
 /// Where a transaction stands.
