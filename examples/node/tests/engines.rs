@@ -11,36 +11,19 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use commonware_p2p::simulated::Link;
-use commonware_runtime::{Clock as _, Runner as _, Spawner as _, Supervisor as _};
-use commonware_utils::channel::{mpsc, oneshot};
+use commonware_runtime::{Clock as _, Runner as _, Supervisor as _};
 use commonware_utils::Probability;
-use harness::{ask, node_seed, runner, Cluster, Ctx, NODES, START};
+use harness::{ask, lossy_link, runner, Cluster, Ctx, NODES};
 use medledger::access::{AccessOp, RelationshipId, Role};
 use medledger::tx::Keypair;
 use medledger::Transaction;
-use medledger_node::config::{CommitteeGenesis, EngineKind, Genesis, NamedKey, PowGenesis};
-use medledger_node::net::{committee_engine, node_ledger, pow_engine};
-use medledger_node::node::{self, Finalised, NodeAccess, NodeJob, RpcRequest};
+use medledger_node::config::{CommitteeGenesis, EngineKind, Genesis, PowGenesis};
+use medledger_node::node::{Finalised, RpcRequest};
 
+/// The genesis of a consortium running `engine`: proof of work mining about a block every
+/// 0.6 s, or the committee engine with easy identities.
 fn genesis(engine: EngineKind, authority: &Keypair) -> Genesis {
     Genesis {
-        chain: format!("medledger-sim-{engine}"),
-        genesis_time: START - 60,
-        validators: (0..NODES)
-            .map(|i| NamedKey {
-                name: format!("hospital-{i}"),
-                key: Keypair::from_secret_bytes(&node_seed(i))
-                    .public()
-                    .to_string(),
-                power: Some(1),
-            })
-            .collect(),
-        authorities: vec![NamedKey {
-            name: "Regional Health Authority".into(),
-            key: authority.public().to_string(),
-            power: None,
-        }],
-        block_interval_ms: 200,
         engine,
         // 2^13 hashes a block; each node 64 hashes every 20 ms: a block about every 0.6 s.
         pow: (engine == EngineKind::Pow).then_some(PowGenesis {
@@ -53,6 +36,7 @@ fn genesis(engine: EngineKind, authority: &Keypair) -> Genesis {
             identity_difficulty: 4,
             ..CommitteeGenesis::default()
         }),
+        ..harness::genesis(&format!("medledger-sim-{engine}"), authority)
     }
 }
 
@@ -106,23 +90,18 @@ fn workflow(genesis: &Genesis, authority: &Keypair) -> Vec<Transaction> {
 /// identity once, as over TCP (the node's real transport), so its links lose nothing: a lost
 /// identity can leave a three-node epoch without a quorum of seats.
 fn link_for(engine: EngineKind) -> Link {
-    let delivered = match engine {
-        EngineKind::Committee => 1.0,
-        _ => 0.95,
-    };
-    Link {
-        latency: Duration::from_millis(40),
-        jitter: Duration::from_millis(10),
-        success_rate: Probability::from_f64(delivered).unwrap(),
+    match engine {
+        EngineKind::Committee => Link {
+            success_rate: Probability::from_f64(1.0).unwrap(),
+            ..lossy_link()
+        },
+        _ => lossy_link(),
     }
 }
 
 /// Four nodes of one engine on a simulated network, each on its own `FileStore`.
 struct Sim {
     net: Cluster,
-    genesis: Genesis,
-    /// Each node's job channel: the web API's way into the loop.
-    jobs: Vec<mpsc::UnboundedSender<NodeJob>>,
     txs: Vec<Transaction>,
 }
 
@@ -144,79 +123,10 @@ impl Sim {
         let authority = Keypair::from_secret_bytes(&[100; 32]);
         let genesis = genesis(engine, &authority);
         let txs = workflow(&genesis, &authority);
-        let net = Cluster::start(ctx, NODES, link_for(engine)).await;
-        let (no_jobs, _) = mpsc::unbounded_channel();
-        let mut sim = Sim {
-            net,
-            genesis,
-            jobs: vec![no_jobs; NODES],
-            txs,
-        };
-        for i in 0..NODES {
-            sim.spawn(i).await;
-        }
+        let net = Cluster::start(ctx, genesis, NODES, link_for(engine)).await;
+        let mut sim = Sim { net, txs };
+        sim.spawn_all().await;
         sim
-    }
-
-    /// Starts node `i`'s loop on the chain in its store (empty the first time), with the engine
-    /// the genesis names.
-    async fn spawn(&mut self, i: usize) {
-        let transport = self.net.transport(i).await;
-        let clock = self.net.clock();
-        let store = self.net.store(i);
-        let key = Keypair::from_secret_bytes(&node_seed(i));
-        let (rpc_tx, rpc) = mpsc::unbounded_channel();
-        let (jobs_tx, jobs) = mpsc::unbounded_channel();
-        let events = Some(self.net.events_sender());
-        let name = format!("hospital-{i}");
-        let interval = Duration::from_millis(self.genesis.block_interval_ms);
-        let ctx = self.net.ctx.child("node");
-        let handle = match self.genesis.engine {
-            EngineKind::Pow => {
-                let chain = self.genesis.pow_chain(Some(store), Some(clock)).unwrap();
-                let ledger = node_ledger(chain).unwrap();
-                let engine = pow_engine(&key, &self.genesis.pow_params());
-                ctx.spawn(move |ctx| {
-                    node::run_with_jobs(
-                        ctx, name, ledger, engine, interval, transport, rpc, jobs, events,
-                    )
-                })
-            }
-            EngineKind::Committee => {
-                let chain = self
-                    .genesis
-                    .committee_chain(Some(store), Some(clock))
-                    .unwrap();
-                let ledger = node_ledger(chain).unwrap();
-                let peers = (0..NODES)
-                    .filter(|j| *j != i)
-                    .map(|j| Keypair::from_secret_bytes(&node_seed(j)).public())
-                    .collect();
-                let engine = committee_engine(&ledger, &self.genesis, key, peers);
-                ctx.spawn(move |ctx| {
-                    node::run_with_jobs(
-                        ctx, name, ledger, engine, interval, transport, rpc, jobs, events,
-                    )
-                })
-            }
-            EngineKind::Tendermint => unreachable!("simulated.rs runs Tendermint nodes"),
-        };
-        self.jobs[i] = jobs_tx;
-        self.net.started(i, rpc_tx, handle);
-    }
-
-    /// Runs `work` on node `i`'s loop, as the web API does, and returns what it returned.
-    async fn job<T: Send + 'static>(
-        &self,
-        i: usize,
-        work: impl FnOnce(&mut dyn NodeAccess) -> T + Send + 'static,
-    ) -> T {
-        let (tx, rx) = oneshot::channel();
-        let job: NodeJob = Box::new(move |node| {
-            let _ = tx.send(work(node));
-        });
-        self.jobs[i].send(job).expect("the node runs");
-        rx.await.expect("the node answers")
     }
 
     /// Submits the workflow through node 0 and waits until its pool is empty (every
@@ -257,12 +167,6 @@ impl Sim {
         seen.into_iter()
             .map(|(node, blocks)| (node, blocks.range(..=height).map(|(_, f)| f.txs).sum()))
             .collect()
-    }
-
-    /// Restarts crashed node `i` on what its store holds, and restores its links.
-    async fn restart(&mut self, i: usize) {
-        self.net.reconnect(i).await;
-        self.spawn(i).await;
     }
 }
 

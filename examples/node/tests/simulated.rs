@@ -10,51 +10,22 @@ use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, UNIX_EPOCH};
 
-use commonware_p2p::simulated::Link;
 use commonware_p2p::{Recipients, Sender as _};
-use commonware_runtime::{Clock as _, Quota, Runner as _, Spawner as _, Supervisor as _};
-use commonware_utils::channel::mpsc;
-use commonware_utils::{Probability, NZU32};
-use harness::{ask, node_seed, runner, Cluster, Ctx, NODES, START};
+use commonware_runtime::{Clock as _, Quota, Runner as _, Supervisor as _};
+use commonware_utils::NZU32;
+use harness::{ask, lossy_link, runner, Cluster, Ctx, NODES, START};
 use medledger::access::{
     AccessOp, Action, ActionSet, GrantTerms, Period, PurposeSet, RelationshipId, Role, Scope,
     Viewer,
 };
 use medledger::purpose::PurposeOfUse::Treatment;
-use medledger::tendermint::{Tendermint, TendermintConfig};
 use medledger::tx::Keypair;
 use medledger::Transaction;
-use medledger_node::config::{EngineKind, Genesis, NamedKey};
-use medledger_node::net::node_ledger;
-use medledger_node::node::{self, RpcRequest};
+use medledger_node::config::Genesis;
+use medledger_node::node::RpcRequest;
 use medledger_node::wire::*;
 
 const DAY: u64 = 86_400;
-
-fn genesis(authority: &Keypair) -> Genesis {
-    Genesis {
-        chain: "medledger-sim".into(),
-        genesis_time: START - 60,
-        validators: (0..NODES)
-            .map(|i| NamedKey {
-                name: format!("hospital-{i}"),
-                key: Keypair::from_secret_bytes(&node_seed(i))
-                    .public()
-                    .to_string(),
-                power: Some(1),
-            })
-            .collect(),
-        authorities: vec![NamedKey {
-            name: "Regional Health Authority".into(),
-            key: authority.public().to_string(),
-            power: None,
-        }],
-        block_interval_ms: 200,
-        engine: EngineKind::Tendermint,
-        pow: None,
-        committee: None,
-    }
-}
 
 /// The demo's MedRec workflow with fixed keys and times (so a seed replays exactly).
 fn workflow(genesis: &Genesis, authority: &Keypair) -> Vec<Transaction> {
@@ -106,20 +77,10 @@ fn workflow(genesis: &Genesis, authority: &Keypair) -> Vec<Transaction> {
         .collect()
 }
 
-/// 40 ms ± 10 ms, 5 % of messages lost.
-fn lossy_link() -> Link {
-    Link {
-        latency: Duration::from_millis(40),
-        jitter: Duration::from_millis(10),
-        success_rate: Probability::from_f64(0.95).unwrap(),
-    }
-}
-
-/// Four nodes on a simulated network, each running `node::run` on its own `FileStore`, and one
+/// Four Tendermint nodes on a simulated network, each on its own `FileStore`, and one
 /// more known peer (the intruder, `pks[NODES]`) that runs no node: a test may speak through it.
 struct Sim {
     net: Cluster,
-    genesis: Genesis,
     txs: Vec<Transaction>,
 }
 
@@ -139,44 +100,12 @@ impl DerefMut for Sim {
 impl Sim {
     async fn start(ctx: Ctx) -> Self {
         let authority = Keypair::from_secret_bytes(&[100; 32]);
-        let genesis = genesis(&authority);
+        let genesis = harness::genesis("medledger-sim", &authority);
         let txs = workflow(&genesis, &authority);
-        let net = Cluster::start(ctx, NODES + 1, lossy_link()).await;
-        let mut sim = Sim { net, genesis, txs };
-        for i in 0..NODES {
-            sim.spawn(i).await;
-        }
+        let net = Cluster::start(ctx, genesis, NODES + 1, lossy_link()).await;
+        let mut sim = Sim { net, txs };
+        sim.spawn_all().await;
         sim
-    }
-
-    /// Starts node `i`'s loop on the chain in its store (empty the first time).
-    async fn spawn(&mut self, i: usize) {
-        let transport = self.net.transport(i).await;
-        let clock = self.net.clock();
-        let store = self.net.store(i);
-        let chain = self
-            .genesis
-            .chain_with_clock(Some(store), Some(clock))
-            .unwrap();
-        let ledger = node_ledger(chain).unwrap();
-        let key = Keypair::from_secret_bytes(&node_seed(i));
-        let engine = Tendermint::new(ledger.chain().engine().clone(), TendermintConfig::new(key));
-        let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
-        let events_tx = self.net.events_sender();
-        let interval = Duration::from_millis(self.genesis.block_interval_ms);
-        let handle = self.net.ctx.child("node").spawn(move |ctx| {
-            node::run(
-                ctx,
-                format!("hospital-{i}"),
-                ledger,
-                engine,
-                interval,
-                transport,
-                rpc_rx,
-                Some(events_tx),
-            )
-        });
-        self.net.started(i, rpc_tx, handle);
     }
 
     /// Submits the workflow through node 0 and waits until it is finalised.
@@ -204,12 +133,6 @@ impl Sim {
             "disagreement at height {common}: {blocks:?}"
         );
         (common, blocks[0].0.as_str().unwrap().to_string())
-    }
-
-    /// Restarts crashed node `i` on what its store holds, and restores its links.
-    async fn restart(&mut self, i: usize) {
-        self.net.reconnect(i).await;
-        self.spawn(i).await;
     }
 }
 

@@ -3,9 +3,9 @@
 //! node's store in a temporary directory, and what the tests do to the network: ask a node,
 //! wait for heights, submit transactions, cut and restore links, crash a node.
 //!
-//! Which loop and engine a node runs is the test's: it takes the node's transport, clock and
-//! store from the [`Cluster`], spawns the loop, and hands its handle back with
-//! [`Cluster::started`].
+//! Each node runs the node's loop with the engine the consortium's genesis names (Tendermint,
+//! proof of work or the committee engine), as the binary does, with a job channel for what the
+//! web API asks ([`Cluster::job`]).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -15,15 +15,20 @@ use std::time::{Duration, UNIX_EPOCH};
 use commonware_cryptography::Signer as _;
 use commonware_p2p::simulated::{self, Link, Network};
 use commonware_p2p::Manager as _;
-use commonware_runtime::{deterministic, Clock as _, Handle, Quota, Supervisor as _};
+use commonware_runtime::{deterministic, Clock as _, Handle, Quota, Spawner as _, Supervisor as _};
 use commonware_utils::channel::{mpsc, oneshot};
 use commonware_utils::ordered::Set;
-use commonware_utils::NZUsize;
+use commonware_utils::{NZUsize, Probability};
 use medledger::file_store::FileStore;
+use medledger::tendermint::{Tendermint, TendermintConfig};
+use medledger::tx::Keypair;
 use medledger::Transaction;
-use medledger_node::config::hex_encode;
-use medledger_node::net::transport_key;
-use medledger_node::node::{Finalised, Pk, RpcCall, RpcRequest, RuntimeClock, Transport};
+use medledger_node::config::{hex_encode, EngineKind, Genesis, NamedKey};
+use medledger_node::net::{committee_engine, node_ledger, pow_engine, transport_key};
+use medledger_node::node::{
+    self, Finalised, NodeAccess, NodeEngine, NodeJob, NodeLedger, Pk, RpcCall, RpcRequest,
+    RuntimeClock, Transport,
+};
 use medledger_node::wire::*;
 
 pub type Ctx = deterministic::Context;
@@ -53,6 +58,43 @@ pub fn runner(seed: u64) -> deterministic::Runner {
     )
 }
 
+/// A Tendermint genesis for chain `chain`: the [`NODES`] nodes (keys from [`node_seed`]) as
+/// validators of equal power, `authority` as the authority, a block every 200 ms, starting a
+/// minute before [`START`].
+pub fn genesis(chain: &str, authority: &Keypair) -> Genesis {
+    Genesis {
+        chain: chain.into(),
+        genesis_time: START - 60,
+        validators: (0..NODES)
+            .map(|i| NamedKey {
+                name: format!("hospital-{i}"),
+                key: Keypair::from_secret_bytes(&node_seed(i))
+                    .public()
+                    .to_string(),
+                power: Some(1),
+            })
+            .collect(),
+        authorities: vec![NamedKey {
+            name: "Regional Health Authority".into(),
+            key: authority.public().to_string(),
+            power: None,
+        }],
+        block_interval_ms: 200,
+        engine: EngineKind::Tendermint,
+        pow: None,
+        committee: None,
+    }
+}
+
+/// 40 ms ± 10 ms, 5 % of messages lost.
+pub fn lossy_link() -> Link {
+    Link {
+        latency: Duration::from_millis(40),
+        jitter: Duration::from_millis(10),
+        success_rate: Probability::from_f64(0.95).unwrap(),
+    }
+}
+
 /// Asks a node's RPC; `{"ok": false}` if the node is gone.
 pub async fn ask(node: &mpsc::UnboundedSender<RpcCall>, request: RpcRequest) -> serde_json::Value {
     let (tx, rx) = oneshot::channel();
@@ -63,26 +105,30 @@ pub async fn ask(node: &mpsc::UnboundedSender<RpcCall>, request: RpcRequest) -> 
         .unwrap_or_else(|_| serde_json::json!({"ok": false}))
 }
 
-/// [`NODES`] nodes' network: the peers, their links, their stores, RPCs, tasks and
-/// finalisation events.
+/// [`NODES`] nodes' network: the peers, their links, their stores, RPCs, job channels, tasks
+/// and finalisation events.
 pub struct Cluster {
     pub ctx: Ctx,
     pub oracle: Oracle,
     /// The transport keys of the known peers: the nodes first, then any peer that runs no node.
     pub pks: Vec<Pk>,
+    /// The consortium's genesis: the engine its nodes run.
+    pub genesis: Genesis,
     /// The link every connection gets.
     link: Link,
     stores: tempfile::TempDir,
     pub rpcs: Vec<mpsc::UnboundedSender<RpcCall>>,
+    /// Each node's job channel: the web API's way into its loop.
+    pub jobs: Vec<mpsc::UnboundedSender<NodeJob>>,
     pub handles: Vec<Option<Handle<()>>>,
     events_tx: mpsc::UnboundedSender<Finalised>,
     pub events: mpsc::UnboundedReceiver<Finalised>,
 }
 
 impl Cluster {
-    /// A network of `peers` known peers (at least [`NODES`]), the nodes linked each to each
-    /// over `link`; no node runs yet.
-    pub async fn start(ctx: Ctx, peers: usize, link: Link) -> Self {
+    /// A network of `peers` known peers (at least [`NODES`]), the nodes of `genesis` linked
+    /// each to each over `link`; no node runs yet ([`spawn_all`](Self::spawn_all)).
+    pub async fn start(ctx: Ctx, genesis: Genesis, peers: usize, link: Link) -> Self {
         let (network, oracle) = Network::new(
             ctx.child("network"),
             simulated::Config {
@@ -102,13 +148,16 @@ impl Cluster {
             .accepted());
         let (events_tx, events) = mpsc::unbounded_channel();
         let (placeholder, _) = mpsc::unbounded_channel();
+        let (no_jobs, _) = mpsc::unbounded_channel();
         let cluster = Cluster {
             ctx,
             oracle,
             pks,
+            genesis,
             link,
             stores: tempfile::tempdir().unwrap(),
             rpcs: vec![placeholder; NODES],
+            jobs: vec![no_jobs; NODES],
             handles: (0..NODES).map(|_| None).collect(),
             events_tx,
             events,
@@ -180,10 +229,74 @@ impl Cluster {
         self.events_tx.clone()
     }
 
-    /// Records node `i`'s running loop: its RPC and its task.
-    pub fn started(&mut self, i: usize, rpc: mpsc::UnboundedSender<RpcCall>, handle: Handle<()>) {
-        self.rpcs[i] = rpc;
+    /// Starts node `i`'s loop on the chain in its store (empty the first time), with the engine
+    /// the genesis names.
+    pub async fn spawn(&mut self, i: usize) {
+        let transport = self.transport(i).await;
+        let clock = self.clock();
+        let store = self.store(i);
+        let key = Keypair::from_secret_bytes(&node_seed(i));
+        let (rpc_tx, rpc) = mpsc::unbounded_channel();
+        let (jobs_tx, jobs) = mpsc::unbounded_channel();
+        let parts = Parts {
+            ctx: self.ctx.child("node"),
+            name: format!("hospital-{i}"),
+            interval: Duration::from_millis(self.genesis.block_interval_ms),
+            transport,
+            rpc,
+            jobs,
+            events: self.events_sender(),
+        };
+        let genesis = &self.genesis;
+        let handle = match genesis.engine {
+            EngineKind::Tendermint => {
+                let chain = genesis.chain_with_clock(Some(store), Some(clock)).unwrap();
+                let ledger = node_ledger(chain).unwrap();
+                let engine =
+                    Tendermint::new(ledger.chain().engine().clone(), TendermintConfig::new(key));
+                parts.run(ledger, engine)
+            }
+            EngineKind::Pow => {
+                let chain = genesis.pow_chain(Some(store), Some(clock)).unwrap();
+                let ledger = node_ledger(chain).unwrap();
+                let engine = pow_engine(&key, &genesis.pow_params());
+                parts.run(ledger, engine)
+            }
+            EngineKind::Committee => {
+                let chain = genesis.committee_chain(Some(store), Some(clock)).unwrap();
+                let ledger = node_ledger(chain).unwrap();
+                let peers = (0..NODES)
+                    .filter(|j| *j != i)
+                    .map(|j| Keypair::from_secret_bytes(&node_seed(j)).public())
+                    .collect();
+                let engine = committee_engine(&ledger, genesis, key, peers);
+                parts.run(ledger, engine)
+            }
+        };
+        self.rpcs[i] = rpc_tx;
+        self.jobs[i] = jobs_tx;
         self.handles[i] = Some(handle);
+    }
+
+    /// Starts every node's loop.
+    pub async fn spawn_all(&mut self) {
+        for i in 0..NODES {
+            self.spawn(i).await;
+        }
+    }
+
+    /// Runs `work` on node `i`'s loop, as the web API does, and returns what it returned.
+    pub async fn job<T: Send + 'static>(
+        &self,
+        i: usize,
+        work: impl FnOnce(&mut dyn NodeAccess) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = oneshot::channel();
+        let job: NodeJob = Box::new(move |node| {
+            let _ = tx.send(work(node));
+        });
+        self.jobs[i].send(job).expect("the node runs");
+        rx.await.expect("the node answers")
     }
 
     /// The nodes not crashed.
@@ -259,10 +372,59 @@ impl Cluster {
         }
     }
 
-    /// Restores crashed node `i`'s links (the test then starts its loop again).
+    /// Restores crashed node `i`'s links.
     pub async fn reconnect(&self, i: usize) {
         for j in (0..NODES).filter(|j| *j != i) {
             self.connect(i, j).await;
         }
+    }
+
+    /// Restarts crashed node `i` on what its store holds, and restores its links.
+    pub async fn restart(&mut self, i: usize) {
+        self.reconnect(i).await;
+        self.spawn(i).await;
+    }
+}
+
+/// What a node's loop runs with besides its ledger and engine.
+struct Parts {
+    ctx: Ctx,
+    name: String,
+    interval: Duration,
+    transport: SimTransport,
+    rpc: mpsc::UnboundedReceiver<RpcCall>,
+    jobs: mpsc::UnboundedReceiver<NodeJob>,
+    events: mpsc::UnboundedSender<Finalised>,
+}
+
+impl Parts {
+    /// Spawns the node's loop over `ledger` and `engine`.
+    fn run<G>(self, ledger: NodeLedger<G::Consensus>, engine: G) -> Handle<()>
+    where
+        G: NodeEngine,
+        G::Timer: Send,
+    {
+        let Parts {
+            ctx,
+            name,
+            interval,
+            transport,
+            rpc,
+            jobs,
+            events,
+        } = self;
+        ctx.spawn(move |ctx| {
+            node::run_with_jobs(
+                ctx,
+                name,
+                ledger,
+                engine,
+                interval,
+                transport,
+                rpc,
+                jobs,
+                Some(events),
+            )
+        })
     }
 }
