@@ -15,6 +15,7 @@
 //! applied and committed to each state (`disk_block`): the issue compares the rate at the
 //! large size with the rate at 1k.
 //!
+//! `DISK_BENCH_PAGE_CACHE_MIB` sets redb's page cache (default `DEFAULT_PAGE_CACHE_BYTES`).
 //! `DISK_BENCH_SYNC_EVERY` syncs only every so many commits (default 1, every one; see
 //! `DiskConfig::sync_every`).
 //!
@@ -54,7 +55,13 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let config = DiskConfig::new(dir.path()).sync_every(sync_every);
+    let mut config = DiskConfig::new(dir.path()).sync_every(sync_every);
+    if let Some(mib) = std::env::var("DISK_BENCH_PAGE_CACHE_MIB")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        config = config.page_cache_bytes(mib << 20);
+    }
     let rss_before = rss_mib();
     let started = Instant::now();
     let (mut disk, _) = build_state_with(n, |state| state.bench_move_to_disk(&config).unwrap());

@@ -616,19 +616,23 @@ fn execute_block<C: Consensus, A: Application>(
     block: &CheckedChainBlock<C, A>,
 ) -> ChainResult<Executed<A::Event>, A> {
     let h = block.header();
-    let (executed, _) = state
-        .execute(
-            chain_id,
-            h.height,
-            h.timestamp,
-            block.txs(),
-            false,
-            A::apply,
-        )
-        .map_err(|failure| ChainError::Tx {
-            block: block.hash(),
-            failure: Box::new(failure),
-        })?;
+    let executed = state.execute(
+        chain_id,
+        h.height,
+        h.timestamp,
+        block.txs(),
+        false,
+        A::apply,
+    );
+    // A state read that failed (on disk) answered "absent": the outcome is not the block's.
+    if let Some(failure) = state.take_read_failure() {
+        state.discard();
+        return Err(ChainError::Store(failure));
+    }
+    let (executed, _) = executed.map_err(|failure| ChainError::Tx {
+        block: block.hash(),
+        failure: Box::new(failure),
+    })?;
     let computed = executed.tree.root();
     if computed != h.state_root {
         state.discard();
@@ -891,6 +895,9 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             .map_err(|failure| ChainError::Refused(vec![failure]))?;
         let state_root = executed.tree.root();
         self.state.discard();
+        if let Some(failure) = self.state.take_read_failure() {
+            return Err(ChainError::Store(failure));
+        }
         let mut skipped = skipped.into_iter().peekable();
         let mut included: Vec<VerifiedTx<A::Payload>> = Vec::with_capacity(verified.len());
         let mut rejected = Vec::new();

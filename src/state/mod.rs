@@ -298,6 +298,9 @@ impl<T: AppState> State<T> {
             }));
         }
         drop(entries);
+        if let Some(failure) = db.take_read_failure() {
+            return Err(failure);
+        }
         leaves.sort_unstable_by_key(|leaf| leaf.0);
         state
             .tree
@@ -356,6 +359,21 @@ impl<T: AppState> State<T> {
     #[cfg(feature = "redb")]
     pub fn disk_usage(&self) -> Result<Option<disk::DiskUsage>, disk::DiskError> {
         self.disk.as_ref().map(|d| d.usage()).transpose()
+    }
+
+    /// The first read of the state database that failed since the last call, and forgets it
+    /// (`None` on the memory backend). A table read cannot return an error: on disk a failed
+    /// one answers "absent" and is recorded here, and a block whose execution recorded one is
+    /// refused (see [`disk`]).
+    pub(crate) fn take_read_failure(&self) -> Option<StoreError> {
+        #[cfg(feature = "redb")]
+        if let Some(disk) = &self.disk {
+            return disk
+                .db()
+                .take_read_failure()
+                .map(|e| StoreError::Backend(Box::new(e)));
+        }
+        None
     }
 
     /// Whether the committed entries are on disk (see [`StateBackend`]).
@@ -486,6 +504,9 @@ impl<T: AppState> State<T> {
         skip_failed: bool,
         mut apply: impl FnMut(&mut T, &mut CoreTables, &P, &TxContext) -> Result<Vec<Ev>, E>,
     ) -> Execution<Ev, E> {
+        // Only reads made for this block decide whether it may commit: a failure recorded
+        // by a query before it changed no state.
+        drop(self.take_read_failure());
         let mut events = Vec::with_capacity(txs.len());
         let mut skipped = Vec::new();
         for (index, tx) in txs.iter().enumerate() {
@@ -636,6 +657,12 @@ impl<T: AppState> State<T> {
     /// Commits the pending writes with `tree` as the new state tree (the committed one for an
     /// untracked commit); on disk, in one database transaction first.
     fn commit(&mut self, tree: StateTree) -> Result<BlockUndo, StoreError> {
+        #[cfg(feature = "redb")]
+        if let Some(failure) = self.take_read_failure() {
+            // A read made for these writes failed, so they may rest on a wrong answer.
+            self.discard();
+            return Err(failure);
+        }
         #[cfg(feature = "redb")]
         if let Some(mut disk) = self.disk.take() {
             let tables = self.tables();

@@ -148,9 +148,8 @@ where
 
     /// The committed value, ignoring pending writes.
     ///
-    /// # Panics
-    ///
-    /// On the disk backend (feature `redb`), if the state database cannot be read (see
+    /// On the disk backend (feature `redb`), a read of the state database that fails answers
+    /// `None`; the failure is recorded, and the block being executed is refused with it (see
     /// `state::disk`).
     #[inline]
     pub fn get_committed(&self, key: &K) -> Option<&V> {
