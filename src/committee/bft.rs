@@ -3,9 +3,11 @@
 //! Rounds have a leader each (rotating over the members). The leader proposes; members prevote
 //! the proposal if it is valid and compatible with their lock; more than two thirds of prevotes
 //! for a value in a round lock it and trigger a precommit; more than two thirds of precommits for
-//! a value in one round decide it. A member whose round times out, or who sees the leader sign
-//! two proposals for the round, moves to the next round and tells the others, with the highest
-//! prevote quorum it knows; the next leader re-proposes the value of the highest such quorum.
+//! a value in one round decide it. A member whose round times out, who sees the leader sign
+//! two proposals for the round, or whose prevotes show that no value can reach a quorum any
+//! more (the leader showed members different values), moves to the next round and tells the
+//! others, with the highest prevote quorum it knows; the next leader re-proposes the value of
+//! the highest such quorum.
 //! A locked member prevotes another value only with a prevote quorum for it from a round at or
 //! after its lock, which is what keeps two values from both being decided.
 
