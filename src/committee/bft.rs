@@ -3,9 +3,11 @@
 //! Rounds have a leader each (rotating over the members). The leader proposes; members prevote
 //! the proposal if it is valid and compatible with their lock; more than two thirds of prevotes
 //! for a value in a round lock it and trigger a precommit; more than two thirds of precommits for
-//! a value in one round decide it. A member whose round times out, or who sees the leader sign
-//! two proposals for the round, moves to the next round and tells the others, with the highest
-//! prevote quorum it knows; the next leader re-proposes the value of the highest such quorum.
+//! a value in one round decide it. A member whose round times out, who sees the leader sign
+//! two proposals for the round, or whose prevotes show that no value can reach a quorum any
+//! more (the leader showed members different values), moves to the next round and tells the
+//! others, with the highest prevote quorum it knows; the next leader re-proposes the value of
+//! the highest such quorum.
 //! A locked member prevotes another value only with a prevote quorum for it from a round at or
 //! after its lock, which is what keeps two values from both being decided.
 
@@ -491,6 +493,9 @@ impl Bft {
         if self.decided.is_some() {
             return;
         }
+        if self.round_is_split(self.round) {
+            self.enter_round(self.round + 1, now, ctx, out);
+        }
         let round = self.round;
         // Propose if leader.
         if self.leader(round) == self.me && !self.proposed.contains(&round) {
@@ -546,6 +551,35 @@ impl Bft {
         }
     }
 
+    /// Whether no value can reach a prevote quorum in `round` any more: for every value, its
+    /// prevotes and the members yet to prevote fall short of a quorum. A member prevotes once
+    /// in a round, so waiting for the round's timeout cannot help: an equivocating leader
+    /// showed members different values (or members judged its proposal differently). Leaving
+    /// a round early is always safe (locks, not rounds, keep two values from both being
+    /// decided) and spares the committee the timeout; while enough members have not prevoted
+    /// (silent, or their votes still on the way) the round stays open until its timeout.
+    fn round_is_split(&self, round: u32) -> bool {
+        if self.sent_precommit.contains(&round) {
+            return false;
+        }
+        let lo = (round, 0u16, Digest::from_bytes([0; 32]));
+        let hi = (round, u16::MAX, Digest::from_bytes([0xff; 32]));
+        let voters: BTreeSet<u16> = self
+            .prevoted_by
+            .range(lo..=hi)
+            .map(|(_, m, _)| *m)
+            .collect();
+        let missing = self.members.len().saturating_sub(voters.len());
+        let best = self
+            .prevotes
+            .range((round, Digest::from_bytes([0; 32]))..)
+            .take_while(|((r, _), _)| *r == round)
+            .map(|(_, s)| s.len())
+            .max()
+            .unwrap_or(0);
+        !voters.is_empty() && best + missing < self.quorum
+    }
+
     fn make_proposal(&mut self, round: u32, now: u64, ctx: &mut dyn BftCtx) -> Option<Proposal> {
         // The highest prevote quorum among our own and the round changes received.
         let mut best = self.pol.clone();
@@ -578,5 +612,126 @@ impl Bft {
             pol,
             signature,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::committee::messages::ShardValue;
+    use crate::tx::Keypair;
+
+    /// Signs with the member's key, takes every signature and every value.
+    struct Member(Keypair);
+
+    impl BftCtx for Member {
+        fn sign(&mut self, body: &VoteBody) -> Signature {
+            self.0.sign(&body.digest())
+        }
+        fn check(&mut self, _: &[SigItem]) -> Result<(), usize> {
+            Ok(())
+        }
+        fn validate(&mut self, _: &Value, _: u64) -> bool {
+            true
+        }
+        fn propose(&mut self, _: u64) -> Option<Value> {
+            None
+        }
+    }
+
+    fn keypair(i: u8) -> Keypair {
+        Keypair::from_seed(&[i + 1; 32])
+    }
+
+    /// A value no other value equals: an empty shard value's digest depends on the stage, so
+    /// the two values differ by the shard their summary names.
+    fn value(shard: u16) -> (Value, Digest) {
+        let v = Value::Shard(ShardValue {
+            txs: BoundedVec::new(),
+        });
+        let d = v.digest(Stage::Shard(shard));
+        (v, d)
+    }
+
+    /// Member 0 of four (quorum 3) at height 1, whose round-0 leader is member 1.
+    fn member_zero() -> (Bft, Member) {
+        let members = (0..4).map(|i| keypair(i).public()).collect();
+        let bft = Bft::new(
+            1,
+            BlockHash::from_bytes([7; 32]),
+            Stage::Shard(0),
+            members,
+            0,
+            3,
+            2_000_000,
+            0,
+        );
+        (bft, Member(keypair(0)))
+    }
+
+    fn prevote(bft: &Bft, member: u8, value: Digest) -> Vote {
+        Vote {
+            height: bft.height,
+            parent: bft.parent,
+            stage: bft.stage,
+            round: 0,
+            phase: Phase::Prevote,
+            value,
+            member: u16::from(member),
+            signature: keypair(member).sign(&bft.body(0, Phase::Prevote, value).digest()),
+        }
+    }
+
+    /// Member 0 gets the leader's proposal of `a` and prevotes it; then the prevotes of the
+    /// members in `votes`.
+    fn split_round(votes: &[(u8, Digest)]) -> (Bft, Member, Vec<BftOut>) {
+        let (mut bft, mut ctx) = member_zero();
+        let (a, da) = value(0);
+        let proposal = Proposal {
+            height: 1,
+            parent: bft.parent,
+            stage: bft.stage,
+            round: 0,
+            value: a,
+            pol: None,
+            signature: keypair(1).sign(&bft.body(0, Phase::Propose, da).digest()),
+        };
+        let mut out = bft.on_proposal(proposal, 1, 10, &mut ctx);
+        for (m, d) in votes {
+            let v = prevote(&bft, *m, *d);
+            out.extend(bft.on_vote(v, 20, &mut ctx));
+        }
+        (bft, ctx, out)
+    }
+
+    #[test]
+    fn a_round_split_by_an_equivocating_leader_ends_once_no_value_can_reach_a_quorum() {
+        let (_, da) = value(0);
+        let (_, db) = value(1);
+        // The leader (1) showed member 2 another value; member 3 prevotes `a`: `a` has 0, 1
+        // and 3, a quorum.
+        let (bft, _, _) = split_round(&[(1, da), (2, db), (3, da)]);
+        assert_eq!(bft.round, 0, "a quorum for one value keeps the round");
+        // Member 3 was shown `b` too: 2 votes each and nobody left to vote; the round ends at
+        // once, long before its 2 s timeout, with a round change to the others.
+        let (bft, _, out) = split_round(&[(1, da), (2, db), (3, db)]);
+        assert_eq!(bft.round, 1);
+        assert!(out.iter().any(|o| matches!(
+            o,
+            BftOut::Broadcast(m) if matches!(**m, Message::RoundChange(RoundChange { round: 1, .. }))
+        )));
+    }
+
+    #[test]
+    fn a_round_waits_for_its_timeout_while_missing_prevotes_could_still_make_a_quorum() {
+        let (_, da) = value(0);
+        let (_, db) = value(1);
+        // 0 and 1 for `a`, 2 for `b`, 3 not heard: 3's vote would make a quorum for `a`.
+        let (mut bft, mut ctx, _) = split_round(&[(1, da), (2, db)]);
+        assert_eq!(bft.round, 0);
+        bft.tick(1_000_000, &mut ctx);
+        assert_eq!(bft.round, 0);
+        bft.tick(2_000_000, &mut ctx);
+        assert_eq!(bft.round, 1, "the timeout still ends the round");
     }
 }

@@ -32,7 +32,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -287,7 +287,17 @@ pub struct Network<D: Deployment> {
     sent_messages: u64,
     sent_bytes: u64,
     started: bool,
+    /// Messages in flight by content, so that identical bytes sent by many nodes (a block
+    /// announcement every final member sends, or answers to peers that fell behind) are held
+    /// once however many deliveries wait for them ([`Network::intern`]).
+    interned: HashMap<[u8; 32], Weak<Vec<u8>>>,
+    /// The size of `interned` at which entries no delivery holds any more are dropped.
+    interned_sweep_at: usize,
 }
+
+/// Encoded messages at least this long are shared by content while in flight; shorter ones
+/// (votes, identities) are not worth hashing.
+const INTERN_MIN_LEN: usize = 1 << 10;
 
 impl<D: Deployment> core::fmt::Debug for Network<D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -348,6 +358,8 @@ where
             sent_messages: 0,
             sent_bytes: 0,
             started: false,
+            interned: HashMap::new(),
+            interned_sweep_at: 1 << 10,
         };
         for (at, fault) in net.config.faults.clone() {
             net.schedule(start + at, Event::Fault(fault));
@@ -610,8 +622,8 @@ where
             Behaviour::Equivocating => self.deployment.equivocate(from, &message),
             _ => None,
         };
-        let first = Rc::new(D::Engine::encode_message(&message));
-        let second = twin.map(|m| Rc::new(D::Engine::encode_message(&m)));
+        let first = self.intern(D::Engine::encode_message(&message));
+        let second = twin.map(|m| self.intern(D::Engine::encode_message(&m)));
         for to in targets {
             if to == from {
                 continue;
@@ -632,6 +644,27 @@ where
                 self.transmit(from, to, at, b);
             }
         }
+    }
+
+    /// The shared copy of `bytes`: the one already in flight if a delivery still holds the
+    /// same content, else `bytes` itself. Which copy a delivery holds changes nothing a node
+    /// sees (it decodes the same bytes); it keeps the memory of a run proportional to the
+    /// distinct messages in flight, not to their deliveries.
+    fn intern(&mut self, bytes: Vec<u8>) -> Rc<Vec<u8>> {
+        if bytes.len() < INTERN_MIN_LEN {
+            return Rc::new(bytes);
+        }
+        let key = *blake3::hash(&bytes).as_bytes();
+        if let Some(shared) = self.interned.get(&key).and_then(Weak::upgrade) {
+            return shared;
+        }
+        let shared = Rc::new(bytes);
+        self.interned.insert(key, Rc::downgrade(&shared));
+        if self.interned.len() >= self.interned_sweep_at {
+            self.interned.retain(|_, w| w.strong_count() > 0);
+            self.interned_sweep_at = (self.interned.len() * 2).max(1 << 10);
+        }
+        shared
     }
 
     fn latency(&mut self, a: usize, b: usize) -> Time {
