@@ -931,6 +931,12 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         Ok((template, failures))
     }
 
+    /// The cache of decompressed keys and verified transaction ids that every signature check
+    /// of this chain goes through (the ledger's submissions too).
+    pub(crate) fn keys(&self) -> &KeyCache {
+        &self.keys
+    }
+
     /// Decodes and appends a block received as bytes.
     ///
     /// # Errors

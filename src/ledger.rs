@@ -419,7 +419,6 @@ impl<C: Consensus, A: Application> LedgerBuilder<C, A> {
             view,
             statuses: StatusLog::new(self.max_statuses),
             subscribers: Vec::new(),
-            keys: KeyCache::default(),
         })
     }
 }
@@ -520,8 +519,6 @@ pub struct Ledger<C: Consensus, A: Application> {
     view: View<A>,
     statuses: StatusLog<A>,
     subscribers: Vec<mpsc::Sender<LedgerEvent<A>>>,
-    /// Decompressed signer keys, for checking signatures on submission.
-    keys: KeyCache,
 }
 
 impl<C: Consensus, A: Application> core::fmt::Debug for Ledger<C, A> {
@@ -729,7 +726,9 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         Stateless {
             chain_id: self.chain_id(),
             max_len: crate::tx::MAX_TX_LEN.min(self.limits.block_bytes),
-            keys: &self.keys,
+            // The chain's cache: a transaction verified here is not verified again when it is
+            // put in a block, nor when that block is checked and appended.
+            keys: self.chain.keys(),
         }
     }
 

@@ -378,10 +378,14 @@ impl<P: AppPayload> Transaction<P> {
         id: TxId,
         keys: &KeyCache,
     ) -> Result<VerifiedTx<P>, TxError> {
+        if keys.is_verified(&id) {
+            return Ok(VerifiedTx { tx: self, id });
+        }
         let key = keys.verifying_key(&self.body.signer)?;
         let sig = ed25519_dalek::Signature::from_bytes(&self.signature.0);
         key.verify_strict(&self.body.signing_message(), &sig)
             .map_err(|_| TxError::BadSignature(self.body.signer))?;
+        keys.remember([id]);
         Ok(VerifiedTx { tx: self, id })
     }
 }
@@ -459,23 +463,54 @@ pub enum TxError {
     },
 }
 
-/// Decompressed public keys, so that an account that signs often is decompressed once.
+/// Decompressed public keys, so that an account that signs often is decompressed once, and
+/// the ids of transactions whose signatures were checked, so that a transaction is verified
+/// once per process: on admission to the pool, not again when it is put in a block, when a
+/// proposed block is checked or when the decided block is appended.
 ///
 /// Decompressing an Ed25519 key costs about a fifth of verifying a signature in a batch; a
 /// chain keeps one cache for all the blocks it validates. Weak or invalid keys are never
-/// cached. When full, the cache is emptied (it is bounded, never a source of truth).
+/// cached, nor the ids of transactions that failed. A transaction id is the hash of the whole
+/// canonical encoding, signature included, so a transaction whose id is remembered has exactly
+/// the bytes that were verified: changing any byte (another signature, another body) changes
+/// the id, and that transaction is checked in full. When full, each part is emptied (the cache
+/// is bounded, never a source of truth).
 #[derive(Debug)]
 pub struct KeyCache {
     map: std::sync::RwLock<std::collections::HashMap<PublicKey, VerifyingKey>>,
+    verified: std::sync::RwLock<std::collections::HashSet<TxId>>,
     capacity: usize,
 }
 
 impl KeyCache {
-    /// A cache holding at most `capacity` keys.
+    /// A cache holding at most `capacity` keys and `capacity` ids of verified transactions
+    /// (0: no cache at all).
     pub fn new(capacity: usize) -> Self {
         Self {
             map: std::sync::RwLock::new(std::collections::HashMap::new()),
+            verified: std::sync::RwLock::new(std::collections::HashSet::new()),
             capacity,
+        }
+    }
+
+    /// Whether the transaction with `id` passed a signature check through this cache (and is
+    /// still remembered).
+    pub fn is_verified(&self, id: &TxId) -> bool {
+        self.capacity > 0 && self.verified.read().is_ok_and(|v| v.contains(id))
+    }
+
+    /// Remembers that the transactions with `ids` passed their signature checks.
+    fn remember(&self, ids: impl IntoIterator<Item = TxId>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if let Ok(mut v) = self.verified.write() {
+            for id in ids {
+                if v.len() >= self.capacity {
+                    v.clear();
+                }
+                v.insert(id);
+            }
         }
     }
 
@@ -645,10 +680,17 @@ fn verify_chunk<P: AppPayload>(
     chunk: Vec<Item<P>>,
     cache: &KeyCache,
 ) -> Result<Vec<VerifiedTx<P>>, (usize, TxError)> {
-    let mut keys = Vec::with_capacity(chunk.len());
-    let mut messages = Vec::with_capacity(chunk.len());
-    let mut sigs = Vec::with_capacity(chunk.len());
-    for (i, (tx, _)) in chunk.iter().enumerate() {
+    let chunk: Vec<VerifiedTx<P>> = chunk
+        .into_iter()
+        .map(|(tx, id)| match id {
+            Some(id) => VerifiedTx { tx, id },
+            None => VerifiedTx::new_unchecked(tx),
+        })
+        .collect();
+    // Positions of the transactions whose signatures this cache has not seen verified.
+    let mut unseen = Vec::with_capacity(chunk.len());
+    for (i, v) in chunk.iter().enumerate() {
+        let tx = &v.tx;
         if tx.body.chain_id != chain_id {
             return Err((
                 i,
@@ -658,6 +700,15 @@ fn verify_chunk<P: AppPayload>(
                 },
             ));
         }
+        if !cache.is_verified(&v.id) {
+            unseen.push(i);
+        }
+    }
+    let mut keys = Vec::with_capacity(unseen.len());
+    let mut messages = Vec::with_capacity(unseen.len());
+    let mut sigs = Vec::with_capacity(unseen.len());
+    for &i in &unseen {
+        let tx = &chunk[i].tx;
         keys.push(cache.verifying_key(&tx.body.signer).map_err(|e| (i, e))?);
         // Batch verification checks the cofactorless equation only, which a signature with a
         // small-order `R` can satisfy (`R` = identity, `S = H(R ‖ A ‖ M)·a`): the signer would
@@ -669,21 +720,18 @@ fn verify_chunk<P: AppPayload>(
         messages.push(tx.body.signing_message());
         sigs.push(ed25519_dalek::Signature::from_bytes(&tx.signature.0));
     }
-    let msg_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    if ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_err() {
-        for (i, ((key, msg), sig)) in keys.iter().zip(&messages).zip(&sigs).enumerate() {
-            if key.verify_strict(msg, sig).is_err() {
-                return Err((i, TxError::BadSignature(chunk[i].0.body.signer)));
+    if !unseen.is_empty() {
+        let msg_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        if ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_err() {
+            for (k, &i) in unseen.iter().enumerate() {
+                if keys[k].verify_strict(&messages[k], &sigs[k]).is_err() {
+                    return Err((i, TxError::BadSignature(chunk[i].tx.body.signer)));
+                }
             }
         }
+        cache.remember(unseen.iter().map(|&i| chunk[i].id));
     }
-    Ok(chunk
-        .into_iter()
-        .map(|(tx, id)| match id {
-            Some(id) => VerifiedTx { tx, id },
-            None => VerifiedTx::new_unchecked(tx),
-        })
-        .collect())
+    Ok(chunk)
 }
 
 /// A signature over `message` by `Keypair::from_seed(seed)` with `R` the identity point and

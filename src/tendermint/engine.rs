@@ -975,20 +975,12 @@ impl<A: Application> Tendermint<A> {
         ledger: &mut Ledger<TendermintConsensus, A>,
         txs: Vec<Transaction<P<A>>>,
     ) -> Result<(), TendermintError> {
-        tx::verify_batch(ledger.chain_id(), txs.clone())?;
-        let chain = self.engine.chain_id();
+        // Through the chain's cache: the submissions below find these signatures checked.
+        tx::verify_batch_cached(ledger.chain_id(), txs.clone(), ledger.chain().keys())?;
         let mut first: Option<TendermintError> = None;
         for (index, tx) in txs.into_iter().enumerate() {
-            let payload = &tx.body.payload;
-            let change = payload
-                .validator_change()
-                .and_then(|change| self.validators.apply([change]).err());
-            let evidence = payload.evidence().and_then(|claim| {
-                check_evidence(&self.validators, chain, self.height, &claim).err()
-            });
-            let engine_rule = change.or(evidence);
-            let refusal = match engine_rule {
-                Some(e) => Some(e.to_string()),
+            let refusal = match self.engine_rule(&tx) {
+                Some(reason) => Some(reason),
                 None => ledger.submit(tx).err().map(|r| r.to_string()),
             };
             if let (Some(reason), None) = (refusal, &first) {
@@ -996,6 +988,54 @@ impl<A: Application> Tendermint<A> {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// Why the engine's own rules refuse `tx` (a validator change must leave a valid set,
+    /// evidence must verify), if they do.
+    fn engine_rule(&self, tx: &Transaction<P<A>>) -> Option<String> {
+        let payload = &tx.body.payload;
+        let change = payload
+            .validator_change()
+            .and_then(|change| self.validators.apply([change]).err());
+        let evidence = payload.evidence().and_then(|claim| {
+            check_evidence(&self.validators, self.engine.chain_id(), self.height, &claim).err()
+        });
+        change.or(evidence).map(|e| e.to_string())
+    }
+
+    /// Submits offered transactions to the ledger's pool as one batch and answers each, in
+    /// order: the engine's own rules first (as for [`Input::Transactions`]), then
+    /// [`Ledger::submit_all`] (all signatures checked at once, on all cores with the `parallel`
+    /// feature; then each transaction as [`Ledger::submit`] would, in order). Unlike
+    /// [`Input::Transactions`], a bad signature refuses only its own transaction: for a node
+    /// that admits what its clients and peers sent since it last looked, each with its own
+    /// answer. The engine's state is unchanged (offers produce no outputs).
+    pub fn offer_all(
+        &self,
+        ledger: &mut Ledger<TendermintConsensus, A>,
+        txs: Vec<Transaction<P<A>>>,
+    ) -> Vec<Result<(), TendermintError>> {
+        let mut answers: Vec<Result<(), TendermintError>> = Vec::with_capacity(txs.len());
+        let mut passed = Vec::with_capacity(txs.len());
+        for (index, tx) in txs.into_iter().enumerate() {
+            match self.engine_rule(&tx) {
+                Some(reason) => answers.push(Err(TendermintError::Refused { index, reason })),
+                None => {
+                    answers.push(Ok(()));
+                    passed.push((index, tx));
+                }
+            }
+        }
+        let (indices, passed): (Vec<usize>, Vec<_>) = passed.into_iter().unzip();
+        for (index, result) in indices.into_iter().zip(ledger.submit_all(passed)) {
+            if let Err(refusal) = result {
+                answers[index] = Err(TendermintError::Refused {
+                    index,
+                    reason: refusal.to_string(),
+                });
+            }
+        }
+        answers
     }
 }
 

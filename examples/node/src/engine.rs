@@ -49,6 +49,28 @@ pub trait NodeEngine:
         input: ProtocolInput<Self>,
     ) -> Result<Outputs<Self>, Error>;
 
+    /// Offers `txs` (what clients and peers sent since the node last looked) and answers each,
+    /// in order: taken into the ledger's pool, or the reason it was refused. By default one
+    /// [`Input::Transactions`] per transaction; Tendermint checks the whole batch's signatures
+    /// at once ([`Tendermint::offer_all`]).
+    fn offer(
+        &mut self,
+        ledger: &mut Ledger<Self::Consensus>,
+        now: Time,
+        txs: Vec<Transaction>,
+    ) -> (Outputs<Self>, Vec<Result<(), Error>>) {
+        let mut outputs = Vec::new();
+        let answers = txs
+            .into_iter()
+            .map(|tx| {
+                let out = self.step(ledger, now, Input::Transactions(vec![tx]))?;
+                outputs.extend(out);
+                Ok(())
+            })
+            .collect();
+        (outputs, answers)
+    }
+
     /// Blocks reached the ledger by block sync: tells the engine (by default
     /// [`Input::Appended`]).
     ///
@@ -99,6 +121,20 @@ impl NodeEngine for Tendermint<MedRec> {
     ) -> Result<Outputs<Self>, Error> {
         // The engine reads the ledger itself and submits offered transactions to its pool.
         Ok(self.handle(ledger, now, input)?)
+    }
+
+    fn offer(
+        &mut self,
+        ledger: &mut Ledger<TendermintConsensus>,
+        _now: Time,
+        txs: Vec<Transaction>,
+    ) -> (Outputs<Self>, Vec<Result<(), Error>>) {
+        let answers = self
+            .offer_all(ledger, txs)
+            .into_iter()
+            .map(|r| r.map_err(Error::from))
+            .collect();
+        (Vec::new(), answers)
     }
 
     fn block_id(header: &Header<<TendermintConsensus as Consensus>::Seal>) -> String {

@@ -166,7 +166,24 @@ struct State<E, S, B, G: NodeEngine> {
     /// Consensus messages that arrived before the engine started (handed to it at start;
     /// at most [`MAX_EARLY`]).
     early: Vec<(Pk, IoBuf)>,
+    /// Transactions waiting to be admitted together (at most [`MAX_ADMIT`] are taken in at
+    /// once), each with whom to answer.
+    inbox: Vec<(Transaction, Origin)>,
+    /// Encodings of local clients' transactions taken into the pool, to relay in one batch.
+    outbox: Vec<Vec<u8>>,
 }
+
+/// Where a transaction waiting for admission came from.
+enum Origin {
+    /// A local client, waiting on the RPC for the answer.
+    Rpc(oneshot::Sender<serde_json::Value>),
+    /// A peer's relay: not answered, not relayed again.
+    Peer,
+}
+
+/// The most transactions admitted together: what clients and peers sent while the node was
+/// busy is drained up to this many, and offered to the engine in one call.
+pub const MAX_ADMIT: usize = 4096;
 
 /// The most consensus messages kept for an engine that has not started yet.
 pub const MAX_EARLY: usize = 1024;
@@ -246,6 +263,8 @@ pub async fn run_with_jobs<E, S, R, B, G>(
         last_finalised: None,
         started: false,
         early: Vec::new(),
+        inbox: Vec::new(),
+        outbox: Vec::new(),
     };
     info!(node = %node.name, engine = G::NAME, height = node.ledger.chain().height(), tip = %node.ledger.chain().tip(), "starting");
     let (booted, need) = (now_us(&node.clock), (2 * peers).div_ceil(3));
@@ -312,14 +331,45 @@ pub async fn run_with_jobs<E, S, R, B, G>(
                 Ok((from, bytes)) => node.on_sync(from, bytes),
                 Err(e) => { info!(node = %node.name, "transport closed: {e}"); return; }
             },
-            call = rpc.recv() => if let Some((request, reply)) = call {
-                let _ = reply.send(node.on_rpc(request));
+            call = rpc.recv() => if let Some(call) = call {
+                node.on_rpc_call(call);
             },
             job = jobs.recv() => if let Some(job) = job {
+                node.admit();
                 job(&mut node);
             },
             _ = sleep => {},
         }
+        // What else clients and peers sent meanwhile is admitted with it, in one batch.
+        while node.inbox.len() < MAX_ADMIT {
+            match rpc.try_recv() {
+                Ok(call) => node.on_rpc_call(call),
+                Err(_) => break,
+            }
+        }
+        while node.inbox.len() < MAX_ADMIT {
+            match ready(txs_rx.recv()) {
+                Some(Ok((from, bytes))) => node.on_tx(from, bytes),
+                Some(Err(e)) => {
+                    info!(node = %node.name, "transport closed: {e}");
+                    return;
+                }
+                None => break,
+            }
+        }
+        node.admit();
+        node.relay();
+    }
+}
+
+/// The output of `future` if it is ready at once (polled once; a pending future is dropped,
+/// which the transport's and the channels' receivers allow, as `select!` does).
+fn ready<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
     }
 }
 
@@ -449,51 +499,117 @@ where
         }
     }
 
+    /// A peer's relayed batch: queued for admission whole, or (malformed, oversized) refused
+    /// whole and the peer blocked. Relayed transactions are not relayed again: the node that
+    /// took a transaction from its client sends it to every peer itself.
     fn on_tx(&mut self, from: Pk, bytes: IoBuf) {
         let bytes = bytes.as_ref();
         if bytes.len() > LIMIT_TXS {
-            return self.block_peer(&from, "oversized transaction");
+            return self.block_peer(&from, "oversized transaction batch");
         }
-        match Transaction::decode(bytes) {
-            Ok(tx) => {
-                if let Err(e) = self.submit(tx) {
-                    debug!(node = %self.name, "relayed transaction not taken: {e}");
-                }
-            }
-            Err(e) => self.block_peer(&from, &format!("malformed transaction: {e}")),
+        match TxBatch::decode_txs(bytes) {
+            Ok(txs) => self
+                .inbox
+                .extend(txs.into_iter().map(|tx| (tx, Origin::Peer))),
+            Err(e) => self.block_peer(&from, &e.to_string()),
         }
     }
 
-    /// Offers `tx` to the engine (which submits it to the ledger's pool) and relays it if it
-    /// was taken. Duplicates are dropped; refusals come back with the ledger's reason.
-    fn submit(&mut self, tx: Transaction) -> Result<String, String> {
-        let id = tx.id();
-        if matches!(
-            self.ledger.status(&id),
-            Some(TxStatus::Pending | TxStatus::Included { .. })
-        ) {
-            return Err(format!(
-                "duplicate: transaction {id} is already pending or included"
-            ));
+    /// Admits the waiting transactions in one offer to the engine; answers the clients and
+    /// queues their accepted transactions for relay.
+    fn admit(&mut self) {
+        if self.inbox.is_empty() {
+            return;
         }
-        let bytes = tx.encode();
-        let now = self.now();
-        match self
-            .engine
-            .step(&mut self.ledger, now, Input::Transactions(vec![tx]))
-        {
-            Ok(outputs) => {
-                self.apply(outputs);
-                send_checked(
-                    &mut self.txs,
-                    LIMIT_TXS,
-                    CwRecipients::All,
-                    bytes,
-                    "transaction",
-                );
-                Ok(id.to_string())
+        let (txs, origins): (Vec<Transaction>, Vec<Origin>) =
+            std::mem::take(&mut self.inbox).into_iter().unzip();
+        let encoded: Vec<Vec<u8>> = txs.iter().map(Transaction::encode).collect();
+        let answers = self.offer(txs);
+        for ((answer, origin), bytes) in answers.into_iter().zip(origins).zip(encoded) {
+            match origin {
+                Origin::Rpc(reply) => {
+                    let value = match answer {
+                        Ok(id) => {
+                            self.outbox.push(bytes);
+                            serde_json::json!({"ok": true, "id": id})
+                        }
+                        Err(e) => serde_json::json!({"ok": false, "error": e}),
+                    };
+                    let _ = reply.send(value);
+                }
+                Origin::Peer => {
+                    if let Err(e) = answer {
+                        debug!(node = %self.name, "relayed transaction not taken: {e}");
+                    }
+                }
             }
-            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Offers `txs` to the engine (which submits them to the ledger's pool) and answers each
+    /// with its id, or the reason it was refused. Duplicates are dropped; refusals come back
+    /// with the ledger's reason.
+    fn offer(&mut self, txs: Vec<Transaction>) -> Vec<Result<String, String>> {
+        let mut answers: Vec<Result<String, String>> = Vec::with_capacity(txs.len());
+        let mut fresh = Vec::with_capacity(txs.len());
+        let mut slots = Vec::with_capacity(txs.len());
+        for tx in txs {
+            let id = tx.id();
+            if matches!(
+                self.ledger.status(&id),
+                Some(TxStatus::Pending | TxStatus::Included { .. })
+            ) {
+                answers.push(Err(format!(
+                    "duplicate: transaction {id} is already pending or included"
+                )));
+            } else {
+                slots.push(answers.len());
+                answers.push(Ok(id.to_string()));
+                fresh.push(tx);
+            }
+        }
+        if fresh.is_empty() {
+            return answers;
+        }
+        let now = self.now();
+        let (outputs, results) = self.engine.offer(&mut self.ledger, now, fresh);
+        self.apply(outputs);
+        for (slot, result) in slots.into_iter().zip(results) {
+            if let Err(e) = result {
+                answers[slot] = Err(e.to_string());
+            }
+        }
+        answers
+    }
+
+    /// Offers `tx` as a local client's (a web API job's), at once: relayed with the next batch
+    /// if taken.
+    fn submit(&mut self, tx: Transaction) -> Result<String, String> {
+        let bytes = tx.encode();
+        let answer = self
+            .offer(vec![tx])
+            .pop()
+            .unwrap_or_else(|| Err("no answer".into()));
+        if answer.is_ok() {
+            self.outbox.push(bytes);
+        }
+        answer
+    }
+
+    /// Sends the local clients' accepted transactions to every peer, in as few batches as fit
+    /// the channel.
+    fn relay(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        for batch in TxBatch::split(std::mem::take(&mut self.outbox)) {
+            send_checked(
+                &mut self.txs,
+                LIMIT_TXS,
+                CwRecipients::All,
+                codec::encode(&batch),
+                "transaction batch",
+            );
         }
     }
 
@@ -611,24 +727,29 @@ where
         }
     }
 
-    fn on_rpc(&mut self, request: RpcRequest) -> serde_json::Value {
-        match request {
-            RpcRequest::Submit { tx } => {
-                let bytes = match crate::config::hex_decode(&tx) {
-                    Ok(b) if b.len() <= medledger::tx::MAX_TX_LEN => b,
-                    Ok(_) => {
-                        return serde_json::json!({"ok": false, "error": "transaction too large"})
-                    }
-                    Err(e) => return serde_json::json!({"ok": false, "error": e.to_string()}),
-                };
-                let result = Transaction::decode(&bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|tx| self.submit(tx));
-                match result {
-                    Ok(id) => serde_json::json!({"ok": true, "id": id}),
-                    Err(e) => serde_json::json!({"ok": false, "error": e}),
+    /// A local RPC request: a submission waits in the inbox for the next admission (answered
+    /// then); anything else is answered at once, after the waiting transactions are admitted.
+    fn on_rpc_call(&mut self, (request, reply): RpcCall) {
+        if let RpcRequest::Submit { tx } = &request {
+            match decode_submission(tx) {
+                Ok(tx) => self.inbox.push((tx, Origin::Rpc(reply))),
+                Err(e) => {
+                    let _ = reply.send(serde_json::json!({"ok": false, "error": e}));
                 }
             }
+            return;
+        }
+        self.admit();
+        let _ = reply.send(self.on_rpc(request));
+    }
+
+    /// Answers `request` at once (a submission alone, not batched).
+    fn on_rpc(&mut self, request: RpcRequest) -> serde_json::Value {
+        match request {
+            RpcRequest::Submit { tx } => match decode_submission(&tx).and_then(|tx| self.submit(tx)) {
+                Ok(id) => serde_json::json!({"ok": true, "id": id}),
+                Err(e) => serde_json::json!({"ok": false, "error": e}),
+            },
             RpcRequest::Status => {
                 let now = self.now();
                 let chain = self.ledger.chain();
@@ -683,6 +804,18 @@ where
     }
     fn now_secs(&self) -> u64 {
         self.now() / 1_000_000
+    }
+}
+
+/// The transaction of a submission: hex of its canonical bytes, at most
+/// [`MAX_TX_LEN`](medledger::tx::MAX_TX_LEN) of them.
+fn decode_submission(hex: &str) -> Result<Transaction, String> {
+    match crate::config::hex_decode(hex) {
+        Ok(b) if b.len() <= medledger::tx::MAX_TX_LEN => {
+            Transaction::decode(&b).map_err(|e| e.to_string())
+        }
+        Ok(_) => Err("transaction too large".to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

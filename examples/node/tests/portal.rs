@@ -8,6 +8,7 @@
 //! message, unless `MEDLEDGER_BROWSER_TESTS=1`: then it fails.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,11 +26,14 @@ fn tool(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
 }
 
-/// Kills chromedriver however the test ends.
+/// Kills chromedriver and the Chromium it started however the test ends: chromedriver leads a
+/// process group of its own, which Chromium's processes join, and the whole group is killed.
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let group = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -47,6 +51,8 @@ fn start_driver(path: &PathBuf) -> (Driver, u16) {
     let port = free_port();
     let child = Command::new(path)
         .arg(format!("--port={port}"))
+        // Its own process group (its id is the child's pid), for the guard to kill whole.
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -1,0 +1,180 @@
+//! Transaction relay between nodes: batches of transactions on the transaction channel. A
+//! peer's well-formed batch is taken into the pool; a malformed, overfull or oversized batch is
+//! refused whole, its sender blocked, and none of its transactions taken. Four nodes' real
+//! event loops on commonware's deterministic runtime and simulated links (see `simulated.rs`).
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use commonware_p2p::simulated::Link;
+use commonware_p2p::{Recipients, Sender as _};
+use commonware_runtime::{Clock as _, Quota, Runner as _, Spawner as _, Supervisor as _};
+use commonware_utils::channel::mpsc;
+use commonware_utils::{Probability, NZU32};
+use harness::{ask, node_seed, runner, Cluster, NODES, START};
+use medledger::access::AccessOp;
+use medledger::codec;
+use medledger::tendermint::{Tendermint, TendermintConfig};
+use medledger::tx::Keypair;
+use medledger::Transaction;
+use medledger_node::config::{hex_encode, EngineKind, Genesis, NamedKey};
+use medledger_node::net::node_ledger;
+use medledger_node::node::{self, RpcRequest};
+use medledger_node::wire::*;
+
+fn genesis() -> Genesis {
+    Genesis {
+        chain: "medledger-relay".into(),
+        genesis_time: START - 60,
+        validators: (0..NODES)
+            .map(|i| NamedKey {
+                name: format!("hospital-{i}"),
+                key: Keypair::from_secret_bytes(&node_seed(i))
+                    .public()
+                    .to_string(),
+                power: Some(1),
+            })
+            .collect(),
+        authorities: Vec::new(),
+        block_interval_ms: 200,
+        engine: EngineKind::Tendermint,
+        pow: None,
+        committee: None,
+    }
+}
+
+/// A patient registration from the account with key seed `seed`, for `genesis`'s chain.
+fn registration(genesis: &Genesis, seed: u8) -> Transaction {
+    let chain_id = genesis.chain(None).unwrap().chain_id();
+    let key = Keypair::from_secret_bytes(&[seed; 32]);
+    let op = AccessOp::register_patient(key.account(), &format!("P-{seed}"), &[7; 32]);
+    Transaction::sign(&key, chain_id, 0, op.into())
+}
+
+/// Starts node `i`'s loop (Tendermint) on its store.
+async fn spawn(net: &mut Cluster, genesis: &Genesis, i: usize) {
+    let transport = net.transport(i).await;
+    let chain = genesis
+        .chain_with_clock(Some(net.store(i)), Some(net.clock()))
+        .unwrap();
+    let ledger = node_ledger(chain).unwrap();
+    let key = Keypair::from_secret_bytes(&node_seed(i));
+    let engine = Tendermint::new(ledger.chain().engine().clone(), TendermintConfig::new(key));
+    let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
+    let events = net.events_sender();
+    let interval = Duration::from_millis(genesis.block_interval_ms);
+    let handle = net.ctx.child("node").spawn(move |ctx| {
+        node::run(
+            ctx,
+            format!("hospital-{i}"),
+            ledger,
+            engine,
+            interval,
+            transport,
+            rpc_rx,
+            Some(events),
+        )
+    });
+    net.started(i, rpc_tx, handle);
+}
+
+/// Transactions node `node` finalised so far (from the finalisation events).
+fn finalised_txs(net: &mut Cluster, seen: &mut BTreeMap<String, BTreeMap<u64, node::Finalised>>, node: usize) -> usize {
+    net.drain_events(seen);
+    seen.get(&format!("hospital-{node}"))
+        .map_or(0, |blocks| blocks.values().map(|f| f.txs).sum())
+}
+
+#[test]
+fn a_malformed_overfull_or_oversized_relay_batch_is_refused_whole_and_changes_nothing() {
+    runner(23).start(|ctx| async move {
+        let genesis = genesis();
+        let link = Link {
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(5),
+            success_rate: Probability::from_f64(1.0).unwrap(),
+        };
+        let mut net = Cluster::start(ctx.child("net"), NODES + 1, link).await;
+        for i in 0..NODES {
+            spawn(&mut net, &genesis, i).await;
+        }
+        net.wait_height(2, Duration::from_secs(60)).await;
+
+        // A known peer that runs no node relays batches to the nodes.
+        let intruder = net.pks[NODES].clone();
+        for target in 0..NODES {
+            net.connect(NODES, target).await;
+        }
+        let control = net.oracle.control(intruder.clone());
+        let (mut txs, _) = control
+            .register(CH_TXS, Quota::per_second(NZU32!(1000)))
+            .await
+            .unwrap();
+        ctx.sleep(Duration::from_secs(1)).await;
+        let to = |i: usize| Recipients::One(net.pks[i].clone());
+
+        // A well-formed batch to node 0 is taken (and, as a peer's, not relayed again).
+        let taken = registration(&genesis, 60);
+        let good = TxBatch::split(vec![taken.encode()]).remove(0);
+        txs.send(to(0), codec::encode(&good), false);
+        // A valid transaction inside each refused batch: none of them may take it.
+        let valid = registration(&genesis, 61);
+        let mut cut = registration(&genesis, 62).encode();
+        cut.truncate(cut.len() / 2);
+        let malformed = TxBatch {
+            txs: vec![valid.encode(), cut],
+        };
+        let overfull = TxBatch {
+            txs: vec![valid.encode(); MAX_RELAY_BATCH + 1],
+        };
+        txs.send(to(1), codec::encode(&malformed), false);
+        txs.send(to(2), codec::encode(&overfull), false);
+        txs.send(to(3), vec![1; LIMIT_TXS + 1], false);
+        ctx.sleep(Duration::from_secs(2)).await;
+
+        let blocked = net.oracle.blocked().await.unwrap();
+        for target in 1..NODES {
+            assert!(
+                blocked.contains(&(net.pks[target].clone(), intruder.clone())),
+                "node {target} did not block the intruder: {blocked:?}"
+            );
+        }
+        assert!(
+            !blocked.contains(&(net.pks[0].clone(), intruder.clone())),
+            "node 0 blocked a peer that relayed a well-formed batch: {blocked:?}"
+        );
+        assert!(
+            blocked.iter().all(|(_, who)| *who == intruder),
+            "an honest peer was blocked: {blocked:?}"
+        );
+
+        // Node 0 finalises the well-formed batch's transaction (when it proposes).
+        let mut seen = BTreeMap::new();
+        let deadline = ctx.current() + Duration::from_secs(60);
+        while finalised_txs(&mut net, &mut seen, 0) < 1 {
+            assert!(ctx.current() < deadline, "the relayed transaction was not finalised");
+            ctx.sleep(Duration::from_millis(200)).await;
+        }
+        // Nothing of the refused batches was taken: every pool is empty, and the valid
+        // transaction they carried is new to node 0, which takes it and finalises it.
+        for i in 0..NODES {
+            let status = ask(&net.rpcs[i], RpcRequest::Status).await;
+            assert_eq!(status["mempool"], 0, "node {i}: {status}");
+        }
+        let answer = ask(
+            &net.rpcs[0],
+            RpcRequest::Submit {
+                tx: hex_encode(&valid.encode()),
+            },
+        )
+        .await;
+        assert_eq!(answer["ok"], true, "{answer}");
+        assert_eq!(answer["id"], valid.id().to_string());
+        net.submit(&[], Duration::from_secs(60)).await;
+        let top = *net.heights().await.values().max().unwrap();
+        net.wait_height(top + 1, Duration::from_secs(60)).await;
+        assert_eq!(finalised_txs(&mut net, &mut seen, 0), 2);
+    });
+}
