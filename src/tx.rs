@@ -818,6 +818,52 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_remembers_verified_transactions_and_still_checks_any_other_bytes() {
+        let cache = KeyCache::default();
+        let k = Keypair::from_seed(&[1; 32]);
+        let txs: Vec<Transaction> = (0..3)
+            .map(|n| Transaction::sign(&k, chain(), n, data(1)))
+            .collect();
+        let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
+        assert!(ids.iter().all(|id| !cache.is_verified(id)));
+        verify_batch_cached(chain(), txs.clone(), &cache).unwrap();
+        assert!(ids.iter().all(|id| cache.is_verified(id)));
+        // The same body under a forged signature: other bytes, another id, checked and refused
+        // in a batch and alone, though its twin is remembered.
+        let mut forged = txs[1].clone();
+        forged.signature.0[40] ^= 1;
+        assert!(!cache.is_verified(&forged.id()));
+        let err = verify_batch_cached(chain(), vec![txs[0].clone(), forged.clone()], &cache);
+        assert!(
+            matches!(&err, Err(TxError::InBatch { index: 1, source }) if **source == TxError::BadSignature(k.public())),
+            "{err:?}"
+        );
+        let id = forged.id();
+        assert_eq!(
+            forged.clone().verify_with_id(id, &cache),
+            Err(TxError::BadSignature(k.public()))
+        );
+        assert!(
+            !cache.is_verified(&id),
+            "a refused transaction is not remembered"
+        );
+        // A remembered transaction for another chain is still refused for this one.
+        let other = ChainId::from_bytes([8; 32]);
+        assert!(matches!(
+            verify_batch_cached(other, vec![txs[0].clone()], &cache),
+            Err(TxError::InBatch { index: 0, .. })
+        ));
+        // A cache of capacity 0 remembers nothing.
+        let none = KeyCache::new(0);
+        verify_batch_cached(chain(), txs.clone(), &none).unwrap();
+        assert!(!none.is_verified(&ids[0]));
+        // A full cache starts over rather than growing.
+        let small = KeyCache::new(2);
+        verify_batch_cached(chain(), txs, &small).unwrap();
+        assert_eq!(ids.iter().filter(|id| small.is_verified(id)).count(), 1);
+    }
+
+    #[test]
     fn weak_and_invalid_keys_are_refused() {
         // The identity point (small order) as a public key.
         let mut identity = [0u8; 32];

@@ -1272,3 +1272,45 @@ fn offered_transactions_the_ledger_refuses_come_back_with_its_reason() {
         "{again:?}"
     );
 }
+
+#[test]
+fn offer_all_answers_each_transaction_and_a_bad_signature_refuses_only_its_own() {
+    let (engine, mut ledger) = started();
+    let mut txs = client_txs(3);
+    txs[1].signature = txs[0].signature;
+    let stranger = Keypair::from_seed(&[67; 32]);
+    let op = AccessOp::SetValidator {
+        key: stranger.public(),
+        power: 1,
+    };
+    txs.push(Transaction::sign(
+        &stranger,
+        chain_id(),
+        0,
+        Payload::Access(op),
+    ));
+    let answers = engine.offer_all(&mut ledger, txs.clone());
+    assert_eq!(answers.len(), 4);
+    assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+    match &answers[1] {
+        Err(TendermintError::Refused { index: 1, reason }) => {
+            assert!(reason.contains("does not verify"), "{reason}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match &answers[3] {
+        Err(TendermintError::Refused { index: 3, reason }) => {
+            assert!(reason.contains("not registered"), "{reason}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let pending: Vec<_> = ledger.pending_txs().cloned().collect();
+    assert_eq!(pending, vec![txs[0].clone(), txs[2].clone()]);
+    // Offered again, the taken ones are duplicates; the same answers as submitting alone.
+    let again = engine.offer_all(&mut ledger, vec![txs[0].clone()]);
+    assert!(
+        matches!(&again[0], Err(TendermintError::Refused { reason, .. }) if reason.contains("already pending")),
+        "{again:?}"
+    );
+    assert_eq!(ledger.pending(), 2);
+}

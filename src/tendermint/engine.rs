@@ -998,7 +998,13 @@ impl<A: Application> Tendermint<A> {
             .validator_change()
             .and_then(|change| self.validators.apply([change]).err());
         let evidence = payload.evidence().and_then(|claim| {
-            check_evidence(&self.validators, self.engine.chain_id(), self.height, &claim).err()
+            check_evidence(
+                &self.validators,
+                self.engine.chain_id(),
+                self.height,
+                &claim,
+            )
+            .err()
         });
         change.or(evidence).map(|e| e.to_string())
     }

@@ -523,14 +523,19 @@ where
         }
         let (txs, origins): (Vec<Transaction>, Vec<Origin>) =
             std::mem::take(&mut self.inbox).into_iter().unzip();
-        let encoded: Vec<Vec<u8>> = txs.iter().map(Transaction::encode).collect();
+        // The clients' transactions' bytes, for relay if taken (a peer's are not relayed).
+        let encoded: Vec<Option<Vec<u8>>> = txs
+            .iter()
+            .zip(&origins)
+            .map(|(tx, origin)| matches!(origin, Origin::Rpc(_)).then(|| tx.encode()))
+            .collect();
         let answers = self.offer(txs);
         for ((answer, origin), bytes) in answers.into_iter().zip(origins).zip(encoded) {
             match origin {
                 Origin::Rpc(reply) => {
                     let value = match answer {
                         Ok(id) => {
-                            self.outbox.push(bytes);
+                            self.outbox.extend(bytes);
                             serde_json::json!({"ok": true, "id": id})
                         }
                         Err(e) => serde_json::json!({"ok": false, "error": e}),
@@ -746,10 +751,12 @@ where
     /// Answers `request` at once (a submission alone, not batched).
     fn on_rpc(&mut self, request: RpcRequest) -> serde_json::Value {
         match request {
-            RpcRequest::Submit { tx } => match decode_submission(&tx).and_then(|tx| self.submit(tx)) {
-                Ok(id) => serde_json::json!({"ok": true, "id": id}),
-                Err(e) => serde_json::json!({"ok": false, "error": e}),
-            },
+            RpcRequest::Submit { tx } => {
+                match decode_submission(&tx).and_then(|tx| self.submit(tx)) {
+                    Ok(id) => serde_json::json!({"ok": true, "id": id}),
+                    Err(e) => serde_json::json!({"ok": false, "error": e}),
+                }
+            }
             RpcRequest::Status => {
                 let now = self.now();
                 let chain = self.ledger.chain();

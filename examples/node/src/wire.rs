@@ -107,7 +107,10 @@ impl core::fmt::Display for RelayError {
                 "transaction batch of {n} transactions (1 to {MAX_RELAY_BATCH} allowed)"
             ),
             Self::Transaction { index, error } => {
-                write!(f, "transaction {index} of the batch does not decode: {error}")
+                write!(
+                    f,
+                    "transaction {index} of the batch does not decode: {error}"
+                )
             }
         }
     }
@@ -241,7 +244,10 @@ mod tests {
         let mut batch = TxBatch::split(vec![tx(0).encode(), tx(1).encode()]).remove(0);
         batch.txs[1].truncate(10);
         let err = TxBatch::decode_txs(&codec::encode(&batch)).unwrap_err();
-        assert!(matches!(err, RelayError::Transaction { index: 1, .. }), "{err}");
+        assert!(
+            matches!(err, RelayError::Transaction { index: 1, .. }),
+            "{err}"
+        );
         // Bytes that are no batch at all, and a batch with trailing bytes.
         assert!(matches!(
             TxBatch::decode_txs(&[0xff, 1, 2]),

@@ -81,7 +81,11 @@ async fn spawn(net: &mut Cluster, genesis: &Genesis, i: usize) {
 }
 
 /// Transactions node `node` finalised so far (from the finalisation events).
-fn finalised_txs(net: &mut Cluster, seen: &mut BTreeMap<String, BTreeMap<u64, node::Finalised>>, node: usize) -> usize {
+fn finalised_txs(
+    net: &mut Cluster,
+    seen: &mut BTreeMap<String, BTreeMap<u64, node::Finalised>>,
+    node: usize,
+) -> usize {
     net.drain_events(seen);
     seen.get(&format!("hospital-{node}"))
         .map_or(0, |blocks| blocks.values().map(|f| f.txs).sum())
@@ -154,7 +158,10 @@ fn a_malformed_overfull_or_oversized_relay_batch_is_refused_whole_and_changes_no
         let mut seen = BTreeMap::new();
         let deadline = ctx.current() + Duration::from_secs(60);
         while finalised_txs(&mut net, &mut seen, 0) < 1 {
-            assert!(ctx.current() < deadline, "the relayed transaction was not finalised");
+            assert!(
+                ctx.current() < deadline,
+                "the relayed transaction was not finalised"
+            );
             ctx.sleep(Duration::from_millis(200)).await;
         }
         // Nothing of the refused batches was taken: every pool is empty, and the valid
