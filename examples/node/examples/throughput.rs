@@ -10,7 +10,7 @@
 //! `medledger-node run` runs) on 127.0.0.1, each with its own runtime, store and transport, so
 //! the figure includes what a consortium pays: encrypted p2p, relay, consensus, the store's
 //! fsyncs. `TXS` patient registrations (default 20,000), each from its own new account so no
-//! nonce orders them, are signed before the clock starts; `CLIENTS` threads (default 8) submit
+//! nonce orders them, are signed before the clock starts; `CLIENTS` threads (default 32) submit
 //! them, spread over the four nodes' local RPC, as fast as the nodes accept them. A poller
 //! notes when each node first reports each height; afterwards each transaction's block height
 //! is read from its node (`GET /tx/{id}`), which gives its time to finality on the node it was
@@ -49,7 +49,7 @@ fn main() -> Result<()> {
         return run_node(NodeConfig::load(Path::new(path))?);
     }
     let txs: usize = args.first().map_or(Ok(20_000), |s| s.parse())?;
-    let clients: usize = args.get(1).map_or(Ok(8), |s| s.parse())?;
+    let clients: usize = args.get(1).map_or(Ok(32), |s| s.parse())?;
     let interval: u64 = args.get(2).map_or(Ok(0), |s| s.parse())?;
     if !(1..=1_000_000).contains(&txs) || !(1..=64).contains(&clients) || interval > 10_000 {
         return Err(
