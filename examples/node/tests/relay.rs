@@ -10,40 +10,16 @@ use std::time::Duration;
 
 use commonware_p2p::simulated::Link;
 use commonware_p2p::{Recipients, Sender as _};
-use commonware_runtime::{Clock as _, Quota, Runner as _, Spawner as _, Supervisor as _};
-use commonware_utils::channel::mpsc;
+use commonware_runtime::{Clock as _, Quota, Runner as _, Supervisor as _};
 use commonware_utils::{Probability, NZU32};
-use harness::{ask, node_seed, runner, Cluster, NODES, START};
+use harness::{ask, genesis, runner, Cluster, NODES};
 use medledger::access::AccessOp;
 use medledger::codec;
-use medledger::tendermint::{Tendermint, TendermintConfig};
 use medledger::tx::Keypair;
 use medledger::Transaction;
-use medledger_node::config::{hex_encode, EngineKind, Genesis, NamedKey};
-use medledger_node::net::node_ledger;
+use medledger_node::config::{hex_encode, Genesis};
 use medledger_node::node::{self, RpcRequest};
 use medledger_node::wire::*;
-
-fn genesis() -> Genesis {
-    Genesis {
-        chain: "medledger-relay".into(),
-        genesis_time: START - 60,
-        validators: (0..NODES)
-            .map(|i| NamedKey {
-                name: format!("hospital-{i}"),
-                key: Keypair::from_secret_bytes(&node_seed(i))
-                    .public()
-                    .to_string(),
-                power: Some(1),
-            })
-            .collect(),
-        authorities: Vec::new(),
-        block_interval_ms: 200,
-        engine: EngineKind::Tendermint,
-        pow: None,
-        committee: None,
-    }
-}
 
 /// A patient registration from the account with key seed `seed`, for `genesis`'s chain.
 fn registration(genesis: &Genesis, seed: u8) -> Transaction {
@@ -51,33 +27,6 @@ fn registration(genesis: &Genesis, seed: u8) -> Transaction {
     let key = Keypair::from_secret_bytes(&[seed; 32]);
     let op = AccessOp::register_patient(key.account(), &format!("P-{seed}"), &[7; 32]);
     Transaction::sign(&key, chain_id, 0, op.into())
-}
-
-/// Starts node `i`'s loop (Tendermint) on its store.
-async fn spawn(net: &mut Cluster, genesis: &Genesis, i: usize) {
-    let transport = net.transport(i).await;
-    let chain = genesis
-        .chain_with_clock(Some(net.store(i)), Some(net.clock()))
-        .unwrap();
-    let ledger = node_ledger(chain).unwrap();
-    let key = Keypair::from_secret_bytes(&node_seed(i));
-    let engine = Tendermint::new(ledger.chain().engine().clone(), TendermintConfig::new(key));
-    let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
-    let events = net.events_sender();
-    let interval = Duration::from_millis(genesis.block_interval_ms);
-    let handle = net.ctx.child("node").spawn(move |ctx| {
-        node::run(
-            ctx,
-            format!("hospital-{i}"),
-            ledger,
-            engine,
-            interval,
-            transport,
-            rpc_rx,
-            Some(events),
-        )
-    });
-    net.started(i, rpc_tx, handle);
 }
 
 /// Transactions node `node` finalised so far (from the finalisation events).
@@ -94,16 +43,14 @@ fn finalised_txs(
 #[test]
 fn a_malformed_overfull_or_oversized_relay_batch_is_refused_whole_and_changes_nothing() {
     runner(23).start(|ctx| async move {
-        let genesis = genesis();
+        let genesis = genesis("medledger-relay", &Keypair::from_secret_bytes(&[100; 32]));
         let link = Link {
             latency: Duration::from_millis(20),
             jitter: Duration::from_millis(5),
             success_rate: Probability::from_f64(1.0).unwrap(),
         };
-        let mut net = Cluster::start(ctx.child("net"), NODES + 1, link).await;
-        for i in 0..NODES {
-            spawn(&mut net, &genesis, i).await;
-        }
+        let mut net = Cluster::start(ctx.child("net"), genesis.clone(), NODES + 1, link).await;
+        net.spawn_all().await;
         net.wait_height(2, Duration::from_secs(60)).await;
 
         // A known peer that runs no node relays batches to the nodes.
