@@ -543,6 +543,22 @@ struct Stateless<'a> {
 }
 
 impl Stateless<'_> {
+    /// Checks the signatures of `txs` for this chain in batches, about twice as fast as one at
+    /// a time: the key cache remembers those that pass, so [`check`](Self::check) finds them
+    /// verified. Nothing is refused here: a batch holding a bad signature leaves its
+    /// transactions to `check`, which names the bad one.
+    fn verify_batch<P: crate::tx::AppPayload>(&self, txs: &[Transaction<P>]) {
+        let ours: Vec<Transaction<P>> = txs
+            .iter()
+            .filter(|tx| tx.body.chain_id == self.chain_id)
+            .cloned()
+            .collect();
+        if ours.len() > 1 {
+            // The outcome is in the cache; each transaction's own answer comes from `check`.
+            let _ = crate::tx::verify_batch_cached(self.chain_id, ours, self.keys);
+        }
+    }
+
     /// The verified transaction and its encoded length.
     fn check<A: Application>(&self, tx: &Transaction<A::Payload>) -> Checked<A> {
         let bytes = tx.encode();
@@ -842,6 +858,7 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
     ) -> Vec<Result<Accepted<A>, Refusal<A>>> {
         let checks: Vec<Checked<A>> = {
             let stateless = self.stateless();
+            stateless.verify_batch(&txs);
             #[cfg(feature = "parallel")]
             {
                 use rayon::prelude::*;

@@ -87,6 +87,40 @@ fn a_bad_signature_is_refused() {
 }
 
 #[test]
+fn a_batch_refuses_only_its_bad_signatures_and_wrong_chains() {
+    let (mut l, _) = ledger();
+    let chain_id = l.chain_id();
+    let mut txs: Vec<Transaction> = (0..40)
+        .map(|i| Transaction::sign(&key(i), chain_id, 0, data(i)))
+        .collect();
+    // A forged signature in the middle of the batch, another chain's transaction near its end.
+    txs[17].signature = key(17).sign(b"something else");
+    let other = ChainId::from_bytes([1; 32]);
+    txs[33] = Transaction::sign(&key(33), other, 0, data(33));
+    let answers = l.submit_all(txs.clone());
+    for (i, answer) in answers.iter().enumerate() {
+        match i {
+            17 => assert_eq!(
+                answer.as_ref().unwrap_err(),
+                &Refusal::Tx(TxError::BadSignature(key(17).public()))
+            ),
+            33 => assert!(matches!(
+                answer,
+                Err(Refusal::Tx(TxError::WrongChain { .. }))
+            )),
+            _ => assert!(answer.is_ok(), "transaction {i}: {answer:?}"),
+        }
+    }
+    assert_eq!(l.pending(), 38);
+    // The forged one stays refused when offered again alone.
+    assert_refused(
+        &mut l,
+        txs[17].clone(),
+        Refusal::Tx(TxError::BadSignature(key(17).public())),
+    );
+}
+
+#[test]
 fn another_chains_transaction_is_refused() {
     let (mut l, _) = ledger();
     let k = key(1);
