@@ -914,6 +914,7 @@ fn committee_seeds(out: &mut Vec<Seed>) {
                 stage: Stage::Shard(1),
                 round: 2,
                 pol: Some((final_value.digest(), pol.clone())),
+                value: None,
             }),
         ),
         (

@@ -7,7 +7,9 @@
 //! two proposals for the round, or whose prevotes show that no value can reach a quorum any
 //! more (the leader showed members different values), moves to the next round and tells the
 //! others, with the highest prevote quorum it knows; the next leader re-proposes the value of
-//! the highest such quorum.
+//! the highest such quorum. A member that holds that value sends it to the new round's leader
+//! with its round change, because a leader may have seen only the value's digest (in prevotes
+//! and round changes) and cannot re-propose what it does not hold.
 //! A locked member prevotes another value only with a prevote quorum for it from a round at or
 //! after its lock, which is what keeps two values from both being decided.
 
@@ -35,6 +37,8 @@ pub(crate) trait BftCtx {
 pub(crate) enum BftOut {
     /// Send to every other member.
     Broadcast(Box<Message>),
+    /// Send to the members with these indices.
+    Send(Vec<usize>, Box<Message>),
     /// The value with this digest is decided in `round`.
     Decided { round: u32, value: Digest },
 }
@@ -191,17 +195,44 @@ impl Bft {
                 },
             )
         });
+        // The leader gets the quorum's value too, if we hold it: it may know only its digest.
+        let leader = self.leader(round);
+        let value = match &pol {
+            Some((d, _)) if leader != self.me => self.values.get(d).cloned(),
+            _ => None,
+        };
         self.round_changes
             .entry(round)
             .or_default()
             .insert(self.me as u16, pol.clone());
-        out.push(bcast(Message::RoundChange(RoundChange {
+        let rc = RoundChange {
             height: self.height,
             parent: self.parent,
             stage: self.stage,
             round,
             pol,
-        })));
+            value: None,
+        };
+        match value {
+            None => out.push(bcast(Message::RoundChange(rc))),
+            Some(v) => {
+                let others = (0..self.members.len())
+                    .filter(|i| *i != self.me && *i != leader)
+                    .collect();
+                out.push(BftOut::Send(
+                    others,
+                    Box::new(Message::RoundChange(rc.clone())),
+                ));
+                let to_leader = RoundChange {
+                    value: Some(v),
+                    ..rc
+                };
+                out.push(BftOut::Send(
+                    vec![leader],
+                    Box::new(Message::RoundChange(to_leader)),
+                ));
+            }
+        }
         if let Some(p) = self.pending.remove(&round) {
             let from = self.leader(round);
             self.accept_proposal(p, from, now, ctx, out);
@@ -458,6 +489,14 @@ impl Bft {
         let pol = match rc.pol {
             Some((d, pol)) if pol.round < rc.round && self.pol_valid(d, &pol, ctx) => {
                 self.set_pol(pol.round, d, pol.signatures.to_vec());
+                // The quorum's value, kept only if it is the value the quorum prevoted. It
+                // needs no validation here: a quorum of prevotes holds one from an honest
+                // member, which validated it.
+                if let Some(v) = rc.value {
+                    if v.digest(self.stage) == d {
+                        self.values.entry(d).or_insert(v);
+                    }
+                }
                 Some((d, pol))
             }
             _ => None,
@@ -618,7 +657,7 @@ impl Bft {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::committee::messages::ShardValue;
+    use crate::committee::messages::{Roster, ShardValue};
     use crate::tx::Keypair;
 
     /// Signs with the member's key, takes every signature and every value.
@@ -653,20 +692,25 @@ mod tests {
         (v, d)
     }
 
-    /// Member 0 of four (quorum 3) at height 1, whose round-0 leader is member 1.
-    fn member_zero() -> (Bft, Member) {
+    /// Member `me` of four (quorum 3) at height 1, where round `r`'s leader is member
+    /// `(1 + r) % 4`.
+    fn member(me: u8) -> (Bft, Member) {
         let members = (0..4).map(|i| keypair(i).public()).collect();
         let bft = Bft::new(
             1,
             BlockHash::from_bytes([7; 32]),
             Stage::Shard(0),
             members,
-            0,
+            usize::from(me),
             3,
             2_000_000,
             0,
         );
-        (bft, Member(keypair(0)))
+        (bft, Member(keypair(me)))
+    }
+
+    fn member_zero() -> (Bft, Member) {
+        member(0)
     }
 
     fn prevote(bft: &Bft, member: u8, value: Digest) -> Vote {
@@ -733,5 +777,132 @@ mod tests {
         assert_eq!(bft.round, 0);
         bft.tick(2_000_000, &mut ctx);
         assert_eq!(bft.round, 1, "the timeout still ends the round");
+    }
+
+    /// The round-0 prevote quorum of members 0, 1 and 3 for `value`.
+    fn quorum_for(bft: &Bft, value: Digest) -> Pol {
+        let signatures: Vec<MemberSignature> = [0u8, 1, 3]
+            .iter()
+            .map(|m| MemberSignature {
+                member: u16::from(*m),
+                signature: prevote(bft, *m, value).signature,
+            })
+            .collect();
+        Pol {
+            round: 0,
+            signatures: BoundedVec::try_from(signatures).unwrap(),
+        }
+    }
+
+    fn round_change(bft: &Bft, pol: &Pol, digest: Digest, value: Option<Value>) -> RoundChange {
+        RoundChange {
+            height: bft.height,
+            parent: bft.parent,
+            stage: bft.stage,
+            round: 1,
+            pol: Some((digest, pol.clone())),
+            value,
+        }
+    }
+
+    fn proposals(out: &[BftOut]) -> Vec<&Proposal> {
+        out.iter()
+            .filter_map(|o| match o {
+                BftOut::Broadcast(m) => match &**m {
+                    Message::Proposal(p) => Some(p),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Member 2, round 1's leader, missed round 0's proposal of `a` but saw the prevotes of
+    /// 0, 1 and 3 for it (a quorum, so `a` is locked by them), and moved to round 1 at its
+    /// timeout; 0 and 1 follow with round changes that name the quorum but carry no value.
+    fn leader_without_the_locked_value() -> (Bft, Member, Pol, Vec<BftOut>) {
+        let (mut bft, mut ctx) = member(2);
+        let (_, da) = value(0);
+        for m in [0, 1, 3] {
+            let v = prevote(&bft, m, da);
+            bft.on_vote(v, 20, &mut ctx);
+        }
+        bft.tick(2_000_000, &mut ctx);
+        assert_eq!(bft.round, 1);
+        let pol = quorum_for(&bft, da);
+        let mut out = Vec::new();
+        for from in [0, 1] {
+            let rc = round_change(&bft, &pol, da, None);
+            out.extend(bft.on_round_change(rc, from, 2_000_010, &mut ctx));
+        }
+        (bft, ctx, pol, out)
+    }
+
+    #[test]
+    fn a_leader_that_saw_only_the_digest_of_a_locked_value_re_proposes_it_once_it_receives_it() {
+        let (a, da) = value(0);
+        let (mut bft, mut ctx, pol, out) = leader_without_the_locked_value();
+        assert!(
+            proposals(&out).is_empty(),
+            "a leader cannot re-propose a value it does not hold, and must not propose another"
+        );
+        // Member 3 holds `a` and sends it with its round change.
+        let rc = round_change(&bft, &pol, da, Some(a.clone()));
+        let out = bft.on_round_change(rc, 3, 2_000_020, &mut ctx);
+        let sent = proposals(&out);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].round, 1);
+        assert_eq!(sent[0].value, a, "the locked value, not a fresh one");
+        assert_eq!(
+            sent[0].pol.as_ref().map(|p| p.round),
+            Some(0),
+            "with the prevote quorum that lets the locked members prevote it"
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_hash_to_the_quorums_digest_is_not_re_proposed() {
+        let (_, da) = value(0);
+        let b = Value::Roster(Roster {
+            committees: BoundedVec::new(),
+        });
+        assert_ne!(b.digest(Stage::Shard(0)), da);
+        let (mut bft, mut ctx, pol, _) = leader_without_the_locked_value();
+        let rc = round_change(&bft, &pol, da, Some(b));
+        let out = bft.on_round_change(rc, 3, 2_000_020, &mut ctx);
+        assert!(proposals(&out).is_empty());
+        assert!(!bft.values.contains_key(&da));
+    }
+
+    #[test]
+    fn a_locked_member_sends_its_value_to_the_next_leader_with_its_round_change() {
+        // Member 0 prevotes `a`, sees 1 and 3 prevote it too, locks it; the round times out
+        // without a precommit quorum.
+        let (_, da) = value(0);
+        let (a, _) = value(0);
+        let (mut bft, mut ctx, _) = split_round(&[(1, da), (3, da)]);
+        let out = bft.tick(2_000_000, &mut ctx);
+        assert_eq!(bft.round, 1);
+        let mut to_leader = None;
+        let mut to_others = None;
+        for o in &out {
+            if let BftOut::Send(to, m) = o {
+                if let Message::RoundChange(rc) = &**m {
+                    assert_eq!(rc.pol.as_ref().map(|(d, p)| (*d, p.round)), Some((da, 0)));
+                    if to == &vec![2] {
+                        to_leader = Some(rc.value.clone());
+                    } else {
+                        assert_eq!(to, &vec![1, 3]);
+                        to_others = Some(rc.value.clone());
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            to_leader,
+            Some(Some(a)),
+            "round 1's leader (2) gets the value"
+        );
+        assert_eq!(to_others, Some(None), "the others get the quorum alone");
     }
 }

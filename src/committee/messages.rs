@@ -142,6 +142,10 @@ pub struct RoundChange {
     pub round: u32,
     /// The value digest and prevotes of the highest prevote quorum known.
     pub pol: Option<(Digest, Pol)>,
+    /// The value of that quorum, sent to the new round's leader by a member that holds it, so
+    /// that a leader which saw only the value's digest can re-propose it. A recipient uses it
+    /// only if it hashes to the quorum's digest.
+    pub value: Option<Value>,
 }
 
 /// The epoch's committees as a directory member proposes them: committee `j`'s members,

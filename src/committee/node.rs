@@ -1538,6 +1538,10 @@ impl Node {
         for o in outs {
             match o {
                 BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
+                BftOut::Send(to, m) => {
+                    let to = to.iter().filter_map(|i| members.get(*i).copied()).collect();
+                    self.send(to, *m, out)
+                }
                 BftOut::Decided { round, value } => out.push(Step::Decided(Decision {
                     height: bft.height,
                     attempt: bft.attempt,

@@ -172,6 +172,15 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             stage,
             round: u32::from(n) + 1,
             pol: pol.map(|p| (Digest::from_bytes(b), p)),
+            value: (n % 4 == 1).then(|| {
+                Value::Shard(ShardValue {
+                    txs: (0..n % 3)
+                        .map(|i| tx(n, u64::from(i)))
+                        .collect::<Vec<_>>()
+                        .try_into()
+                        .unwrap(),
+                })
+            }),
         }),
         5 => Message::ShardResult(ShardResult {
             height: h,
