@@ -3,7 +3,7 @@
 //! all cores divided by four (every node verifies every transaction), in the same run.
 //!
 //! ```sh
-//! cargo run --release -p medledger-node --example throughput -- [TXS] [CLIENTS] [BLOCK_INTERVAL_MS]
+//! cargo run --release -p medledger-node --example throughput -- [TXS] [CLIENTS] [BLOCK_INTERVAL_MS] [BATCH]
 //! ```
 //!
 //! Four node processes (this program started again with `--node CONFIG`, running exactly what
@@ -11,7 +11,8 @@
 //! the figure includes what a consortium pays: encrypted p2p, relay, consensus, the store's
 //! fsyncs. `TXS` patient registrations (default 20,000), each from its own new account so no
 //! nonce orders them, are signed before the clock starts; `CLIENTS` threads (default 32) submit
-//! them, spread over the four nodes' local RPC, as fast as the nodes accept them. A poller
+//! them, spread over the four nodes' local RPC, as fast as the nodes accept them, `BATCH`
+//! transactions per call (default 64; 1 submits each alone). A poller
 //! notes when each node first reports each height; afterwards each transaction's block height
 //! is read from its node (`GET /tx/{id}`), which gives its time to finality on the node it was
 //! submitted to. The bare reference is the library's `verify_batch` (all cores) over the same
@@ -32,7 +33,7 @@ use medledger::access::AccessOp;
 use medledger::tx::Keypair;
 use medledger::Transaction;
 use medledger_node::config::{self, hex_encode, read_json, Genesis, NodeConfig};
-use medledger_node::node::RpcRequest;
+use medledger_node::node::{RpcRequest, MAX_RPC_BATCH};
 use medledger_node::{net, rpc, web};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -51,12 +52,19 @@ fn main() -> Result<()> {
     let txs: usize = args.first().map_or(Ok(20_000), |s| s.parse())?;
     let clients: usize = args.get(1).map_or(Ok(32), |s| s.parse())?;
     let interval: u64 = args.get(2).map_or(Ok(0), |s| s.parse())?;
-    if !(1..=1_000_000).contains(&txs) || !(1..=64).contains(&clients) || interval > 10_000 {
-        return Err(
-            "TXS in 1..=1000000, CLIENTS in 1..=64, BLOCK_INTERVAL_MS at most 10000".into(),
-        );
+    let per_call: usize = args.get(3).map_or(Ok(64), |s| s.parse())?;
+    if !(1..=1_000_000).contains(&txs)
+        || !(1..=64).contains(&clients)
+        || interval > 10_000
+        || !(1..=MAX_RPC_BATCH).contains(&per_call)
+    {
+        return Err(format!(
+            "TXS in 1..=1000000, CLIENTS in 1..=64, BLOCK_INTERVAL_MS at most 10000, \
+             BATCH in 1..={MAX_RPC_BATCH}"
+        )
+        .into());
     }
-    bench(txs, clients, interval)
+    bench(txs, clients, interval, per_call)
 }
 
 /// One node, as `medledger-node run` runs it (local RPC, web API, p2p, consensus).
@@ -85,7 +93,7 @@ impl Drop for Nodes {
     }
 }
 
-fn bench(n: usize, clients: usize, interval: u64) -> Result<()> {
+fn bench(n: usize, clients: usize, interval: u64, per_call: usize) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("consortium");
     let consortium = config::init(&dir, 4, 7400, interval)?;
@@ -172,8 +180,11 @@ fn bench(n: usize, clients: usize, interval: u64) -> Result<()> {
     };
     let start_height: Vec<u64> = rpcs.iter().map(|a| height(*a)).collect();
 
-    // The load: CLIENTS threads, client c on node c % 4, each submitting its share in turn.
-    println!("submitting through {clients} clients over the 4 nodes' local RPC");
+    // The load: CLIENTS threads, client c on node c % 4, each submitting its share in turn,
+    // BATCH transactions per call.
+    println!(
+        "submitting through {clients} clients over the 4 nodes' local RPC, {per_call} per call"
+    );
     let batch = Arc::new(batch);
     let start = Instant::now();
     let handles: Vec<_> = (0..clients)
@@ -181,12 +192,34 @@ fn bench(n: usize, clients: usize, interval: u64) -> Result<()> {
             let (batch, addr) = (batch.clone(), rpcs[c % 4]);
             std::thread::spawn(move || -> Result<Vec<(usize, Instant, bool)>> {
                 let mut conn = Rpc::connect(addr)?;
-                let mut sent = Vec::new();
-                for i in (c..batch.len()).step_by(clients) {
+                let mine: Vec<usize> = (c..batch.len()).step_by(clients).collect();
+                let mut sent = Vec::with_capacity(mine.len());
+                for call in mine.chunks(per_call) {
                     let at = Instant::now();
-                    let tx = hex_encode(&batch[i].encode());
-                    let answer = conn.call(&RpcRequest::Submit { tx })?;
-                    sent.push((i, at, answer["ok"] == true));
+                    let txs = call.iter().map(|&i| hex_encode(&batch[i].encode()));
+                    if per_call == 1 {
+                        let tx = txs.collect::<String>();
+                        let answer = conn.call(&RpcRequest::Submit { tx })?;
+                        sent.push((call[0], at, answer["ok"] == true));
+                        continue;
+                    }
+                    let answer = conn.call(&RpcRequest::SubmitBatch { txs: txs.collect() })?;
+                    let answers = answer["answers"]
+                        .as_array()
+                        .ok_or_else(|| format!("batch refused: {answer}"))?;
+                    if answers.len() != call.len() {
+                        return Err(format!(
+                            "{} answers for {} transactions",
+                            answers.len(),
+                            call.len()
+                        )
+                        .into());
+                    }
+                    sent.extend(
+                        call.iter()
+                            .zip(answers)
+                            .map(|(&i, a)| (i, at, a["ok"] == true)),
+                    );
                 }
                 Ok(sent)
             })

@@ -18,7 +18,7 @@ use medledger::consensus::protocol::{Input, Outputs, Protocol, ProtocolInput, Ti
 use medledger::consensus::Consensus;
 use medledger::hash::{AccountId, BlockHash, ChainId, StateRoot, TxId};
 use medledger::pow::{PowNode, ProofOfWork};
-use medledger::tendermint::{block_id, Tendermint, TendermintConsensus};
+use medledger::tendermint::{block_id, Tendermint, TendermintConsensus, TendermintError};
 use medledger::tx::{Keypair, PublicKey, Signature};
 use medledger::{Accepted, AccessState, Ledger, MedRec, Payload, Refusal, Transaction, TxStatus};
 
@@ -129,10 +129,17 @@ impl NodeEngine for Tendermint<MedRec> {
         _now: Time,
         txs: Vec<Transaction>,
     ) -> (Outputs<Self>, Vec<Result<(), Error>>) {
+        // Each answer is one transaction's: its position in the node's batch (which mixes
+        // clients' and peers' transactions) would mean nothing to the client.
         let answers = self
             .offer_all(ledger, txs)
             .into_iter()
-            .map(|r| r.map_err(Error::from))
+            .map(|r| {
+                r.map_err(|e| match e {
+                    TendermintError::Refused { reason, .. } => Error::from(reason),
+                    e => Error::from(e),
+                })
+            })
             .collect();
         (Vec::new(), answers)
     }

@@ -9,14 +9,16 @@ use std::path::PathBuf;
 use commonware_runtime::{tokio, Runner as _};
 use commonware_utils::channel::mpsc;
 use medledger_node::config::{NodeConfig, Result};
-use medledger_node::node::RpcRequest;
+use medledger_node::node::{RpcRequest, MAX_RPC_BATCH};
 use medledger_node::{config, net, rpc, web};
 
 const USAGE: &str = "usage:
   medledger-node init --nodes N --dir DIR [--base-port P] [--block-interval-ms MS]
                       [--engine tendermint|pow|committee]
   medledger-node run --config FILE
-  medledger-node submit --config FILE      (hex of canonical transactions, one per line on stdin)
+  medledger-node submit --config FILE [--batch]
+                      (hex of canonical transactions, one per line on stdin; --batch sends them
+                      in batches of up to 1024 and prints each batch's answer)
   medledger-node status --config FILE
   medledger-node block --config FILE --height H
   medledger-node demo [--base-port P]
@@ -95,18 +97,26 @@ fn real_main(args: &[String]) -> Result<bool> {
         }
         Some("submit") => {
             let config = config_arg(args)?;
+            let lines = std::io::stdin().lock().lines().filter_map(|l| match l {
+                Ok(l) if l.trim().is_empty() => None,
+                l => Some(l.map(|l| l.trim().to_string())),
+            });
             let mut all_ok = true;
-            for line in std::io::stdin().lock().lines() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
+            if args.iter().any(|a| a == "--batch") {
+                let lines: Vec<String> = lines.collect::<std::io::Result<_>>()?;
+                for txs in lines.chunks(MAX_RPC_BATCH) {
+                    let request = RpcRequest::SubmitBatch { txs: txs.to_vec() };
+                    let answer = rpc::call(config.rpc, &request)?;
+                    all_ok &= answer["answers"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(|a| a["ok"] == true));
+                    println!("{answer}");
                 }
-                let answer = rpc::call(
-                    config.rpc,
-                    &RpcRequest::Submit {
-                        tx: line.trim().into(),
-                    },
-                )?;
+                return Ok(all_ok);
+            }
+            // One at a time, each answered as it is read.
+            for tx in lines {
+                let answer = rpc::call(config.rpc, &RpcRequest::Submit { tx: tx? })?;
                 all_ok &= answer["ok"].as_bool() == Some(true);
                 println!("{answer}");
             }

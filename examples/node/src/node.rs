@@ -91,6 +91,12 @@ pub enum RpcRequest {
         /// Hex of the canonical bytes.
         tx: String,
     },
+    /// Submit up to [`MAX_RPC_BATCH`] transactions at once, each as in [`Submit`](Self::Submit):
+    /// admitted together, answered together, one answer per transaction in their order.
+    SubmitBatch {
+        /// Hex of each transaction's canonical bytes.
+        txs: Vec<String>,
+    },
     /// Height, peers, mempool size, last finalised time.
     Status,
     /// The main-chain block at `height` (hash, id, state root).
@@ -99,6 +105,9 @@ pub enum RpcRequest {
         height: u64,
     },
 }
+
+/// The most transactions in one [`RpcRequest::SubmitBatch`].
+pub const MAX_RPC_BATCH: usize = 1024;
 
 /// A request with where to send the answer.
 pub type RpcCall = (RpcRequest, oneshot::Sender<serde_json::Value>);
@@ -171,12 +180,25 @@ struct State<E, S, B, G: NodeEngine> {
     inbox: Vec<(Transaction, Origin)>,
     /// Encodings of local clients' transactions taken into the pool, to relay in one batch.
     outbox: Vec<Vec<u8>>,
+    /// Batch submissions whose transactions wait in the inbox, answered at their admission.
+    batches: Vec<BatchReply>,
+}
+
+/// A local client's batch submission: one answer per transaction, sent together once the
+/// waiting ones are admitted.
+struct BatchReply {
+    reply: oneshot::Sender<serde_json::Value>,
+    /// Decoding failures are filled in at once, the rest at admission.
+    answers: Vec<serde_json::Value>,
 }
 
 /// Where a transaction waiting for admission came from.
 enum Origin {
     /// A local client, waiting on the RPC for the answer.
     Rpc(oneshot::Sender<serde_json::Value>),
+    /// Transaction `slot` of the local client's batch submission `batch` (an index into
+    /// `State::batches`).
+    Batch { batch: usize, slot: usize },
     /// A peer's relay: not answered, not relayed again.
     Peer,
 }
@@ -265,6 +287,7 @@ pub async fn run_with_jobs<E, S, R, B, G>(
         early: Vec::new(),
         inbox: Vec::new(),
         outbox: Vec::new(),
+        batches: Vec::new(),
     };
     info!(node = %node.name, engine = G::NAME, height = node.ledger.chain().height(), tip = %node.ledger.chain().tip(), "starting");
     let (booted, need) = (now_us(&node.clock), (2 * peers).div_ceil(3));
@@ -527,20 +550,22 @@ where
         let encoded: Vec<Option<Vec<u8>>> = txs
             .iter()
             .zip(&origins)
-            .map(|(tx, origin)| matches!(origin, Origin::Rpc(_)).then(|| tx.encode()))
+            .map(|(tx, origin)| (!matches!(origin, Origin::Peer)).then(|| tx.encode()))
             .collect();
+        let mut batches = std::mem::take(&mut self.batches);
         let answers = self.offer(txs);
         for ((answer, origin), bytes) in answers.into_iter().zip(origins).zip(encoded) {
+            if answer.is_ok() {
+                self.outbox.extend(bytes);
+            }
             match origin {
                 Origin::Rpc(reply) => {
-                    let value = match answer {
-                        Ok(id) => {
-                            self.outbox.extend(bytes);
-                            serde_json::json!({"ok": true, "id": id})
-                        }
-                        Err(e) => serde_json::json!({"ok": false, "error": e}),
-                    };
-                    let _ = reply.send(value);
+                    let _ = reply.send(submission_answer(answer));
+                }
+                Origin::Batch { batch, slot } => {
+                    if let Some(a) = batches.get_mut(batch).and_then(|b| b.answers.get_mut(slot)) {
+                        *a = submission_answer(answer);
+                    }
                 }
                 Origin::Peer => {
                     if let Err(e) = answer {
@@ -548,6 +573,9 @@ where
                     }
                 }
             }
+        }
+        for BatchReply { reply, answers } in batches {
+            let _ = reply.send(serde_json::json!({"ok": true, "answers": answers}));
         }
     }
 
@@ -735,27 +763,57 @@ where
     /// A local RPC request: a submission waits in the inbox for the next admission (answered
     /// then); anything else is answered at once, after the waiting transactions are admitted.
     fn on_rpc_call(&mut self, (request, reply): RpcCall) {
-        if let RpcRequest::Submit { tx } = &request {
-            match decode_submission(tx) {
+        match request {
+            RpcRequest::Submit { tx } => match decode_submission(&tx) {
                 Ok(tx) => self.inbox.push((tx, Origin::Rpc(reply))),
                 Err(e) => {
                     let _ = reply.send(serde_json::json!({"ok": false, "error": e}));
                 }
+            },
+            RpcRequest::SubmitBatch { txs } => self.queue_batch(txs, reply),
+            query => {
+                self.admit();
+                let _ = reply.send(self.on_query(query));
             }
-            return;
         }
-        self.admit();
-        let _ = reply.send(self.on_rpc(request));
     }
 
-    /// Answers `request` at once (a submission alone, not batched).
-    fn on_rpc(&mut self, request: RpcRequest) -> serde_json::Value {
-        match request {
-            RpcRequest::Submit { tx } => {
-                match decode_submission(&tx).and_then(|tx| self.submit(tx)) {
-                    Ok(id) => serde_json::json!({"ok": true, "id": id}),
-                    Err(e) => serde_json::json!({"ok": false, "error": e}),
+    /// A batch submission: its well-formed transactions wait in the inbox, to be admitted with
+    /// what else is waiting; a batch of none, or of more than [`MAX_RPC_BATCH`], is refused whole.
+    fn queue_batch(&mut self, txs: Vec<String>, reply: oneshot::Sender<serde_json::Value>) {
+        if txs.is_empty() || txs.len() > MAX_RPC_BATCH {
+            let error = format!(
+                "a batch of {} transactions (1 to {MAX_RPC_BATCH} allowed)",
+                txs.len()
+            );
+            let _ = reply.send(serde_json::json!({"ok": false, "error": error}));
+            return;
+        }
+        let batch = self.batches.len();
+        let mut answers = Vec::with_capacity(txs.len());
+        let mut waiting = 0;
+        for (slot, hex) in txs.iter().enumerate() {
+            match decode_submission(hex) {
+                Ok(tx) => {
+                    self.inbox.push((tx, Origin::Batch { batch, slot }));
+                    answers.push(serde_json::Value::Null);
+                    waiting += 1;
                 }
+                Err(e) => answers.push(serde_json::json!({"ok": false, "error": e})),
+            }
+        }
+        if waiting == 0 {
+            let _ = reply.send(serde_json::json!({"ok": true, "answers": answers}));
+        } else {
+            self.batches.push(BatchReply { reply, answers });
+        }
+    }
+
+    /// Answers a query (anything but a submission).
+    fn on_query(&mut self, request: RpcRequest) -> serde_json::Value {
+        match request {
+            RpcRequest::Submit { .. } | RpcRequest::SubmitBatch { .. } => {
+                serde_json::json!({"ok": false, "error": "a submission is not a query"})
             }
             RpcRequest::Status => {
                 let now = self.now();
@@ -811,6 +869,14 @@ where
     }
     fn now_secs(&self) -> u64 {
         self.now() / 1_000_000
+    }
+}
+
+/// A client's answer for one submitted transaction: its id, or why it was refused.
+fn submission_answer(answer: Result<String, String>) -> serde_json::Value {
+    match answer {
+        Ok(id) => serde_json::json!({"ok": true, "id": id}),
+        Err(e) => serde_json::json!({"ok": false, "error": e}),
     }
 }
 

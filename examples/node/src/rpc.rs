@@ -1,6 +1,7 @@
 //! The node's local RPC: one JSON request per line on a TCP socket (keep it on 127.0.0.1),
 //! one JSON answer per line. Requests: `{"submit":{"tx":"<hex of canonical bytes>"}}`,
-//! `"status"`, `{"block":{"height":7}}`.
+//! `{"submit_batch":{"txs":["<hex>", …]}}` (answered `{"ok":true,"answers":[…]}`, one answer
+//! per transaction), `"status"`, `{"block":{"height":7}}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,8 +13,11 @@ use tracing::warn;
 use crate::config::Result;
 use crate::node::{RpcCall, RpcRequest};
 
-/// The longest request line: a hex-encoded transaction of the largest size, and some room.
-pub const MAX_LINE: u64 = 2 * medledger::tx::MAX_TX_LEN as u64 + 1024;
+/// The longest request line: a batch of hex-encoded transactions of at most
+/// [`LIMIT_TXS`](crate::wire::LIMIT_TXS) bytes in all (what one relay message carries), with
+/// room for the JSON around them. A longer request is refused unread.
+pub const MAX_LINE: u64 =
+    2 * crate::wire::LIMIT_TXS as u64 + 4 * crate::node::MAX_RPC_BATCH as u64 + 1024;
 
 /// Serves the RPC at `addr` on a thread of its own, passing each request to the node.
 pub fn serve(addr: SocketAddr, node: mpsc::UnboundedSender<RpcCall>) -> Result<SocketAddr> {

@@ -15,6 +15,7 @@ use commonware_utils::{Probability, NZU32};
 use harness::{ask, genesis, runner, Cluster, NODES};
 use medledger::access::AccessOp;
 use medledger::codec;
+use medledger::hash::ChainId;
 use medledger::tx::Keypair;
 use medledger::Transaction;
 use medledger_node::config::{hex_encode, Genesis};
@@ -130,5 +131,89 @@ fn a_malformed_overfull_or_oversized_relay_batch_is_refused_whole_and_changes_no
         let top = *net.heights().await.values().max().unwrap();
         net.wait_height(top + 1, Duration::from_secs(60)).await;
         assert_eq!(finalised_txs(&mut net, &mut seen, 0), 2);
+    });
+}
+
+#[test]
+fn a_clients_batch_submission_is_answered_per_transaction_and_its_taken_ones_reach_every_node() {
+    runner(29).start(|ctx| async move {
+        let genesis = genesis(
+            "medledger-rpc-batch",
+            &Keypair::from_secret_bytes(&[100; 32]),
+        );
+        let link = Link {
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(5),
+            success_rate: Probability::from_f64(1.0).unwrap(),
+        };
+        let mut net = Cluster::start(ctx.child("net"), genesis.clone(), NODES, link).await;
+        net.spawn_all().await;
+        net.wait_height(2, Duration::from_secs(60)).await;
+
+        let (a, b) = (registration(&genesis, 70), registration(&genesis, 71));
+        let mut forged = registration(&genesis, 72).encode();
+        let last = forged.len() - 1;
+        forged[last] ^= 1; // the signature's last byte
+        let other_chain = {
+            let key = Keypair::from_secret_bytes(&[73; 32]);
+            let op = AccessOp::register_patient(key.account(), "P-73", &[7; 32]);
+            Transaction::sign(&key, ChainId::from_bytes([9; 32]), 0, op.into())
+        };
+        let hex = |tx: &Transaction| hex_encode(&tx.encode());
+        let batch = vec![
+            hex(&a),
+            hex(&b),
+            hex(&a),
+            "zz".to_string(),
+            hex_encode(&forged),
+            hex(&other_chain),
+        ];
+        let answer = ask(&net.rpcs[0], RpcRequest::SubmitBatch { txs: batch }).await;
+        assert_eq!(answer["ok"], true, "{answer}");
+        let answers = answer["answers"]
+            .as_array()
+            .expect("one answer per transaction");
+        assert_eq!(answers.len(), 6, "{answer}");
+        assert_eq!(answers[0]["id"], a.id().to_string(), "{answer}");
+        assert_eq!(answers[1]["id"], b.id().to_string(), "{answer}");
+        for (i, why) in [
+            (2, "already pending"),
+            (3, "hex"),
+            (4, "signature"),
+            (5, "chain"),
+        ] {
+            assert_eq!(answers[i]["ok"], false, "answer {i}: {answer}");
+            let error = answers[i]["error"].as_str().unwrap_or_default();
+            assert!(
+                error.to_lowercase().contains(why),
+                "answer {i} should say {why:?}: {error}"
+            );
+            assert!(
+                !error.contains("of the batch"),
+                "a position in the node's own batch means nothing to the client: {error}"
+            );
+        }
+
+        // An empty batch and one over the limit are refused whole, and change nothing.
+        for txs in [
+            vec![],
+            vec![hex(&registration(&genesis, 74)); node::MAX_RPC_BATCH + 1],
+        ] {
+            let n = txs.len();
+            let answer = ask(&net.rpcs[1], RpcRequest::SubmitBatch { txs }).await;
+            assert_eq!(answer["ok"], false, "a batch of {n}: {answer}");
+            assert!(answer.get("answers").is_none(), "{answer}");
+        }
+
+        // The two taken transactions are relayed: every node finalises them, and no other.
+        net.submit(&[], Duration::from_secs(60)).await;
+        let top = *net.heights().await.values().max().unwrap();
+        net.wait_height(top + 1, Duration::from_secs(60)).await;
+        let mut seen = BTreeMap::new();
+        for i in 0..NODES {
+            assert_eq!(finalised_txs(&mut net, &mut seen, i), 2, "node {i}");
+            let status = ask(&net.rpcs[i], RpcRequest::Status).await;
+            assert_eq!(status["mempool"], 0, "node {i}: {status}");
+        }
     });
 }

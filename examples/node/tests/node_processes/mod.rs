@@ -162,6 +162,10 @@ impl Nodes {
                 (vec!["block", "--height", &height], None)
             }
             RpcRequest::Submit { tx } => (vec!["submit"], Some(format!("{tx}\n"))),
+            RpcRequest::SubmitBatch { txs } => (
+                vec!["submit", "--batch"],
+                Some(txs.iter().map(|tx| format!("{tx}\n")).collect()),
+            ),
         };
         let mut child = self
             .command(i, &args)
