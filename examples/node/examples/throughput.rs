@@ -278,6 +278,18 @@ fn bench(n: usize, clients: usize, interval: u64, per_call: usize) -> Result<()>
     let elapsed = last_final.duration_since(start).as_secs_f64();
     let rate = latencies.len() as f64 / elapsed;
     let blocks = height(rpcs[0]) - start_height[0];
+    // Transactions per block on node 0, over the blocks that hold any.
+    let mut sizes = Vec::new();
+    let mut conn = Rpc::connect(rpcs[0])?;
+    for h in start_height[0] + 1..=start_height[0] + blocks {
+        let n = conn.call(&RpcRequest::Block { height: h })?["tx_count"]
+            .as_u64()
+            .unwrap_or(0);
+        if n > 0 {
+            sizes.push(n);
+        }
+    }
+    sizes.sort_unstable();
 
     // Every node has the same blocks (block ids: the seal left out) below the lowest tip.
     let common = rpcs.iter().map(|a| height(*a)).min().unwrap_or(1) - 1;
@@ -299,6 +311,12 @@ fn bench(n: usize, clients: usize, interval: u64, per_call: usize) -> Result<()>
         latencies.len(),
         bytes / n
     );
+    if let (Some(median), Some(max)) = (sizes.get(sizes.len() / 2), sizes.last()) {
+        println!(
+            "blocks holding transactions: {}, transactions per block: median {median}, max {max}",
+            sizes.len()
+        );
+    }
     println!(
         "time to finality: p50 {:.3} s, p99 {:.3} s, max {:.3} s",
         pct(0.50).as_secs_f64(),
