@@ -22,6 +22,15 @@ use medledger_node::config::{hex_encode, Genesis};
 use medledger_node::node::{self, RpcRequest};
 use medledger_node::wire::*;
 
+/// 20 ms ± 5 ms, nothing lost: what a test of refusals needs, every message arriving.
+fn steady_link() -> Link {
+    Link {
+        latency: Duration::from_millis(20),
+        jitter: Duration::from_millis(5),
+        success_rate: Probability::from_f64(1.0).unwrap(),
+    }
+}
+
 /// A patient registration from the account with key seed `seed`, for `genesis`'s chain.
 fn registration(genesis: &Genesis, seed: u8) -> Transaction {
     let chain_id = genesis.chain(None).unwrap().chain_id();
@@ -45,12 +54,8 @@ fn finalised_txs(
 fn a_malformed_overfull_or_oversized_relay_batch_is_refused_whole_and_changes_nothing() {
     runner(23).start(|ctx| async move {
         let genesis = genesis("medledger-relay", &Keypair::from_secret_bytes(&[100; 32]));
-        let link = Link {
-            latency: Duration::from_millis(20),
-            jitter: Duration::from_millis(5),
-            success_rate: Probability::from_f64(1.0).unwrap(),
-        };
-        let mut net = Cluster::start(ctx.child("net"), genesis.clone(), NODES + 1, link).await;
+        let mut net =
+            Cluster::start(ctx.child("net"), genesis.clone(), NODES + 1, steady_link()).await;
         net.spawn_all().await;
         net.wait_height(2, Duration::from_secs(60)).await;
 
@@ -141,12 +146,7 @@ fn a_clients_batch_submission_is_answered_per_transaction_and_its_taken_ones_rea
             "medledger-rpc-batch",
             &Keypair::from_secret_bytes(&[100; 32]),
         );
-        let link = Link {
-            latency: Duration::from_millis(20),
-            jitter: Duration::from_millis(5),
-            success_rate: Probability::from_f64(1.0).unwrap(),
-        };
-        let mut net = Cluster::start(ctx.child("net"), genesis.clone(), NODES, link).await;
+        let mut net = Cluster::start(ctx.child("net"), genesis.clone(), NODES, steady_link()).await;
         net.spawn_all().await;
         net.wait_height(2, Duration::from_secs(60)).await;
 
