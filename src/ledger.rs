@@ -644,6 +644,20 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         &self.clock
     }
 
+    /// The most transactions a block built from the pool holds
+    /// ([`LedgerBuilder::max_block_txs`]); engines that choose a block's transactions
+    /// themselves keep to it too.
+    pub fn max_block_txs(&self) -> usize {
+        self.limits.block_txs
+    }
+
+    /// The most bytes of encoded transactions a block built from the pool holds
+    /// ([`LedgerBuilder::max_block_bytes`]); engines that choose a block's transactions
+    /// themselves keep to it too.
+    pub fn max_block_bytes(&self) -> usize {
+        self.limits.block_bytes
+    }
+
     /// The number of pending transactions.
     pub fn pending(&self) -> usize {
         self.pool.len()

@@ -152,6 +152,16 @@ impl Net {
     /// Nodes with keys 1, 2, …: the first four are the genesis validators, any further ones
     /// start as observers.
     fn with_nodes(seed: u64, behaviours: Vec<Behaviour>, max_latency: Time) -> Self {
+        Self::with_ledgers(seed, behaviours, max_latency, new_ledger)
+    }
+
+    /// As [`with_nodes`](Self::with_nodes), each node's ledger made by `ledger`.
+    fn with_ledgers(
+        seed: u64,
+        behaviours: Vec<Behaviour>,
+        max_latency: Time,
+        ledger: impl Fn() -> TmLedger,
+    ) -> Self {
         let n = behaviours.len();
         let nodes = (1..=n as u8)
             .map(|i| Keypair::from_seed(&[i; 32]))
@@ -162,7 +172,7 @@ impl Net {
                 config.timeouts = fast_timeouts();
                 Node {
                     engine: Engine::new(TendermintConsensus::new(NAME, validator_set()), config),
-                    ledger: new_ledger(),
+                    ledger: ledger(),
                     keypair,
                     behaviour,
                     crashed: behaviour == Behaviour::Silent,
@@ -363,6 +373,53 @@ fn four_honest_validators_finalise_identical_chains_with_every_offered_transacti
             engine.verify_commit(chain.header_at(h).unwrap()).unwrap();
         }
     }
+}
+
+/// Runs four honest validators whose ledgers build blocks of at most `max_txs` transactions
+/// and `max_bytes` bytes of them, offered `txs`; asserts every node commits all of them, and
+/// returns the largest block on any node (transactions, bytes).
+fn largest_block_under(txs: &[Transaction], max_txs: usize, max_bytes: usize) -> (usize, usize) {
+    let limited = || {
+        TmLedger::builder(new_chain())
+            .max_block_txs(max_txs)
+            .max_block_bytes(max_bytes)
+            .build()
+            .unwrap()
+    };
+    let mut net = Net::with_ledgers(5, vec![Behaviour::Honest; 4], 20_000, limited);
+    net.offer(txs);
+    let until = net.now + 60 * SECOND;
+    while net.now < until && (0..4).any(|i| net.committed_txs(i) < txs.len()) {
+        net.run(net.now + SECOND, u64::MAX);
+    }
+    assert_eq!(net.violations(), Vec::<String>::new());
+    let mut largest = (0, 0);
+    for i in 0..4 {
+        assert_eq!(net.committed_txs(i), txs.len(), "node {i}");
+        let chain = net.nodes[i].chain();
+        for h in 1..=chain.height() {
+            let hash = chain.header_at(h).unwrap().hash();
+            let block = chain.block(&hash).unwrap().unwrap();
+            let bytes: usize = block.txs.iter().map(|t| t.encode().len()).sum();
+            largest = largest.max((block.txs.len(), bytes));
+        }
+    }
+    largest
+}
+
+#[test]
+fn a_proposer_keeps_to_its_ledgers_block_limits() {
+    // A node bounds blocks by what its transport carries; the engine alone (4,096
+    // transactions, 16 MiB) would put each batch below in one block.
+    let txs = client_txs(240);
+    let (count, _) = largest_block_under(&txs[..40], 5, 1 << 20);
+    assert_eq!(count, 5, "blocks of at most 5 transactions");
+    let min_bytes = medledger::tx::MAX_TX_LEN;
+    let (_, bytes) = largest_block_under(&txs, 4096, min_bytes);
+    assert!(
+        bytes <= min_bytes && bytes + txs[0].encode().len() > min_bytes,
+        "blocks filled up to {min_bytes} bytes of transactions, not beyond: {bytes}"
+    );
 }
 
 fn heights(net: &Net) -> Vec<u64> {

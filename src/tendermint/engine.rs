@@ -125,7 +125,9 @@ pub struct TendermintConfig {
     pub keypair: Keypair,
     /// Step timeouts.
     pub timeouts: Timeouts,
-    /// The most transactions the node puts in a block it proposes.
+    /// The most transactions the node puts in a block it proposes (and never more than its
+    /// ledger's [`max_block_txs`](crate::ledger::Ledger::max_block_txs), nor more bytes than
+    /// its [`max_block_bytes`](crate::ledger::Ledger::max_block_bytes)).
     pub max_block_txs: usize,
 }
 
@@ -580,11 +582,20 @@ impl<A: Application> Tendermint<A> {
         let mut txs: Vec<Transaction<P<A>>> = Vec::new();
         let mut bytes = 0;
         let mut changes = Vec::new();
+        // Within the engine's limits and the ledger's (a node bounds blocks by what its
+        // transport carries: a larger proposal could not be sent, and no round would decide).
+        // The ledger counts each transaction's encoding (its version byte too), the engine
+        // the block body they make.
+        let max_txs = self.max_block_txs.min(ledger.max_block_txs());
+        let (max_encoded, mut encoded) = (ledger.max_block_bytes(), 0);
         // The ledger's pool, in its order; what would make the block break the engine's body
         // rules is left out.
         for tx in ledger.pending_txs() {
             let len = codec::body_len(tx);
-            if txs.len() == self.max_block_txs || bytes + len > MAX_BLOCK_LEN - SEAL_ROOM {
+            if txs.len() == max_txs
+                || bytes + len > MAX_BLOCK_LEN - SEAL_ROOM
+                || encoded + 1 + len > max_encoded
+            {
                 break;
             }
             if let Some(change) = tx.body.payload.validator_change() {
@@ -600,6 +611,7 @@ impl<A: Application> Tendermint<A> {
                 }
             }
             bytes += len;
+            encoded += 1 + len;
             txs.push(tx.clone());
         }
         let template = ledger

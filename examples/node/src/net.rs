@@ -164,8 +164,11 @@ pub async fn run(
     match genesis.engine {
         EngineKind::Tendermint => {
             let ledger = node_ledger(genesis.chain(Some(store))?)?;
-            let engine =
-                Tendermint::new(ledger.chain().engine().clone(), TendermintConfig::new(key));
+            // Blocks as large as the transport carries (the ledger's byte bound,
+            // `MAX_PROPOSED_BLOCK`), not the engine's default count: a round decides more.
+            let mut tendermint = TendermintConfig::new(key);
+            tendermint.max_block_txs = ledger.max_block_txs();
+            let engine = Tendermint::new(ledger.chain().engine().clone(), tendermint);
             node.run(ledger, engine, transport).await
         }
         EngineKind::Pow => {
