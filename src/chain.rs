@@ -804,6 +804,9 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         &self.state
     }
     /// The state tree after the main-chain block at `height` (for proofs "as of" that height).
+    /// With the state on disk (feature `redb`), the trees of the last
+    /// [`max_reorg_depth`](Self::max_reorg_depth) + 1 heights only: the database keeps the
+    /// nodes the later blocks replaced for as long as they can be undone.
     pub fn state_tree_at(&self, height: u64) -> Option<&StateTree> {
         self.trees
             .get(usize::try_from(height.checked_sub(self.tree_base)?).ok()?)
@@ -1154,9 +1157,18 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         let h = block.header();
         let executed = execute_block::<C, A>(&mut self.state, self.chain_id, block)?;
         let events = executed.events.clone();
-        let tree = executed.tree.clone();
         let undo = self.state.commit_block(executed)?;
-        self.trees.push(tree);
+        // On disk, the committed tree holds its lower levels by hash (read from the database
+        // when reached), and the database keeps the nodes of the undo window's trees only.
+        self.trees.push(self.state.tree().clone());
+        if self.state.is_on_disk() {
+            let keep = usize::try_from(self.max_reorg_depth.saturating_add(1)).unwrap_or(usize::MAX);
+            if self.trees.len() > keep {
+                let drop = self.trees.len() - keep;
+                self.trees.drain(..drop);
+                self.tree_base += drop as u64;
+            }
+        }
         // Trimmed to the limit only once the caller's operation succeeds (`trim_undo`): a
         // reorganisation that fails half-way must find every entry it started with.
         self.undo.push_back(undo);

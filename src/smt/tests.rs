@@ -108,6 +108,7 @@ fn check_shape(node: &Subtree, depth: usize, prefix: &StateKey) -> usize {
             assert_eq!(inner.hash, node_hash(inner.left.hash(), inner.right.hash()));
             n
         }
+        Subtree::Stored(_) => panic!("a tree without a node store holds a stored subtree"),
     }
 }
 

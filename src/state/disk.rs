@@ -106,7 +106,7 @@ use core::fmt;
 use core::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use elsa::sync::FrozenMap;
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
@@ -115,6 +115,7 @@ use serde::Serialize;
 
 use crate::codec;
 use crate::hash::StateRoot;
+use crate::smt::{NewNodes, NodeSource, StateTree};
 
 /// The default bound on decoded values cached per table.
 pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 16;
@@ -122,16 +123,31 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 16;
 /// The default size of redb's own page cache, in bytes (shared by all tables).
 pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
 
-/// The on-disk format version written in `meta`.
-pub const FORMAT_VERSION: u8 = 1;
+/// The on-disk format version written in `meta`: 2 since the state tree's nodes are stored
+/// (a directory of version 1 is rebuilt from the blocks).
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The default depth from which the state tree's nodes are held by hash only after a commit
+/// (see [`DiskConfig::tree_memory_depth`]): at most 2^16 nodes on the deepest level kept.
+pub const DEFAULT_TREE_MEMORY_DEPTH: usize = 16;
 
 /// The file inside the state directory.
 const FILE_NAME: &str = "state.redb";
 
 /// Undo records: `(height, sequence)` to `(table position, key body, previous value body)`.
 const UNDO: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("undo");
-/// Format version, height and state root of the committed state.
+/// Format version, height, state root and entry count of the committed state.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The state tree's nodes: a node's hash to its encoding (two child hashes, or a leaf's key and
+/// value digest).
+const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
+/// The nodes each block of the undo window replaced, by `(height, hash)`: deleted from
+/// [`NODES`] once the height leaves the window.
+const STALE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("stale");
+/// The nodes each block of the undo window wrote, by `(height, hash)`, for undoing it: 0 for a
+/// new node (deleted by the undo), `h + 1` for a node that was listed as replaced at height `h`
+/// and became part of the tree again (listed there again by the undo).
+const FRESH: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("fresh");
 
 /// The redb table of the state table tagged `tag`.
 fn table_name(tag: &str) -> String {
@@ -145,6 +161,7 @@ pub struct DiskConfig {
     cache_entries: usize,
     page_cache_bytes: usize,
     sync_every: u64,
+    tree_memory_depth: usize,
 }
 
 impl DiskConfig {
@@ -155,7 +172,18 @@ impl DiskConfig {
             cache_entries: DEFAULT_CACHE_ENTRIES,
             page_cache_bytes: DEFAULT_PAGE_CACHE_BYTES,
             sync_every: 1,
+            tree_memory_depth: DEFAULT_TREE_MEMORY_DEPTH,
         }
+    }
+
+    /// Keeps the state tree's nodes above `depth` decoded in memory after each commit, and
+    /// holds the subtrees at `depth` by their hash only, read from the database when a lookup,
+    /// a proof or a block reaches them (default [`DEFAULT_TREE_MEMORY_DEPTH`]). The tree's
+    /// memory is then bounded by about 2^`depth` nodes, whatever the number of entries; 0
+    /// keeps only the root's hash, 256 every node.
+    pub fn tree_memory_depth(mut self, depth: usize) -> Self {
+        self.tree_memory_depth = depth;
+        self
     }
 
     /// Makes every `blocks`-th block's commit durable (synced to disk), and the others only
@@ -188,6 +216,11 @@ impl DiskConfig {
     /// The bound on decoded values cached per table.
     pub fn cache_entry_bound(&self) -> usize {
         self.cache_entries
+    }
+
+    /// The depth from which the state tree's nodes are held by hash only.
+    pub fn tree_memory_depth_bound(&self) -> usize {
+        self.tree_memory_depth
     }
 }
 
@@ -267,15 +300,94 @@ pub struct StateDb {
     db: Arc<Database>,
     cache_entries: usize,
     failure: ReadFailure,
+    nodes: Arc<NodeReader>,
+}
+
+/// The state tree's node table as of the last commit, for trees to read their stored
+/// subtrees from.
+struct NodeReader {
+    db: Arc<Database>,
+    /// Renewed at every commit and undo; `None` if it could not be opened (the failure is
+    /// recorded, and the next renewal tries again).
+    reader: RwLock<Option<Arc<RawTable>>>,
+    failure: ReadFailure,
+}
+
+impl NodeReader {
+    fn renew(&self) {
+        let reader = match open_reader(&self.db, "nodes") {
+            Ok(reader) => Some(Arc::new(reader)),
+            Err(reason) => {
+                self.failed(reason);
+                None
+            }
+        };
+        *self
+            .reader
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reader;
+    }
+}
+
+impl NodeSource for NodeReader {
+    fn load(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        let reader = self
+            .reader
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(reader) = reader else {
+            self.failed("the table could not be opened".into());
+            return None;
+        };
+        match reader.get(hash.as_slice()) {
+            Ok(found) => found.map(|guard| guard.value().to_vec()),
+            Err(e) => {
+                self.failed(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn failed(&self, reason: String) {
+        record(&self.failure, "nodes", reason);
+    }
+}
+
+/// Records a failed read of `table` (the first since the state last looked is kept).
+fn record(failure: &ReadFailure, table: &str, reason: String) {
+    let mut failure = failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if failure.is_none() {
+        *failure = Some(DiskError::Read {
+            table: table.to_owned(),
+            reason,
+        });
+    }
 }
 
 impl StateDb {
     fn new(db: Database, cache_entries: usize) -> Self {
+        let db = Arc::new(db);
+        let failure = ReadFailure::default();
+        let nodes = Arc::new(NodeReader {
+            db: db.clone(),
+            reader: RwLock::new(None),
+            failure: failure.clone(),
+        });
+        nodes.renew();
         Self {
-            db: Arc::new(db),
+            db,
             cache_entries,
-            failure: ReadFailure::default(),
+            failure,
+            nodes,
         }
+    }
+
+    /// Where a state tree reads its stored nodes from.
+    pub(crate) fn node_source(&self) -> Arc<dyn NodeSource> {
+        self.nodes.clone()
     }
 
     /// The first table read that failed since the last call (reads cannot return errors: a
@@ -314,6 +426,34 @@ pub(crate) struct DiskState {
     undo_floor: u64,
     undo_blocks: u64,
     sync_every: u64,
+    tree_memory_depth: usize,
+}
+
+/// What a block changes in the state tree's nodes.
+#[derive(Clone, Copy)]
+pub(crate) struct TreeWrite<'a> {
+    /// The nodes to write (from [`StateTree::persist`]).
+    pub(crate) new: &'a NewNodes,
+    /// The hashes of the nodes the block replaced (from [`StateTree::apply_tracked`]).
+    pub(crate) replaced: &'a [[u8; 32]],
+    /// The new tree's root.
+    pub(crate) root: StateRoot,
+    /// The new tree's number of entries.
+    pub(crate) entries: u64,
+}
+
+#[cfg(test)]
+impl TreeWrite<'static> {
+    /// A tree change that writes no node: `root` over no entries (tests of the tables alone).
+    pub(crate) fn root_only(root: StateRoot) -> Self {
+        static NONE: NewNodes = Vec::new();
+        Self {
+            new: &NONE,
+            replaced: &[],
+            root,
+            entries: 0,
+        }
+    }
 }
 
 impl DiskState {
@@ -324,7 +464,7 @@ impl DiskState {
         config: &DiskConfig,
         tables: &[(&'static str, Vec<EncodedEntry>)],
         height: u64,
-        root: StateRoot,
+        tree: TreeWrite<'_>,
         undo_blocks: u64,
     ) -> Result<Self, DiskError> {
         let open = |reason: String| DiskError::Open {
@@ -354,7 +494,17 @@ impl DiskState {
         }
         txn.open_table(UNDO)
             .map_err(storage("create the undo table"))?;
-        write_meta(&txn, height, root)?;
+        {
+            let mut nodes = txn.open_table(NODES).map_err(storage("create nodes"))?;
+            for (hash, node) in tree.new {
+                nodes
+                    .insert(hash.as_slice(), node.as_slice())
+                    .map_err(storage("write a node"))?;
+            }
+        }
+        txn.open_table(STALE).map_err(storage("create stale"))?;
+        txn.open_table(FRESH).map_err(storage("create fresh"))?;
+        write_meta(&txn, height, tree.root, tree.entries)?;
         txn.commit().map_err(storage("commit the reset"))?;
         Ok(Self {
             db: StateDb::new(db, config.cache_entries),
@@ -363,7 +513,13 @@ impl DiskState {
             undo_floor: height + 1,
             undo_blocks,
             sync_every: config.sync_every,
+            tree_memory_depth: config.tree_memory_depth,
         })
+    }
+
+    /// The depth from which the state tree's nodes are held by hash only after a commit.
+    pub(crate) fn tree_memory_depth(&self) -> usize {
+        self.tree_memory_depth
     }
 
     /// Opens the database of `config` as it is, if it holds a state of this format: `None` if
@@ -401,6 +557,7 @@ impl DiskState {
             undo_floor: 0,
             undo_blocks,
             sync_every: config.sync_every,
+            tree_memory_depth: config.tree_memory_depth,
         };
         let (height, _) = state.committed_tip()?;
         state.height = height;
@@ -428,7 +585,7 @@ impl DiskState {
         &mut self,
         tags: &[&'static str],
         writes: &[Vec<EncodedWrite>],
-        root: StateRoot,
+        tree: TreeWrite<'_>,
     ) -> Result<(), DiskError> {
         let height = self.height + 1;
         let mut txn = self.db.db.begin_write().map_err(storage("begin a block"))?;
@@ -474,13 +631,86 @@ impl DiskState {
                     .map_err(storage("prune undo"))?;
             }
         }
+        self.write_nodes(&txn, height, &tree)?;
         let floor = self
             .undo_floor
             .max(height.saturating_sub(self.undo_blocks) + 1);
-        write_meta(&txn, height, root)?;
+        write_meta(&txn, height, tree.root, tree.entries)?;
         txn.commit().map_err(storage("commit a block"))?;
         self.height = height;
         self.undo_floor = floor;
+        self.db.nodes.renew();
+        Ok(())
+    }
+
+    /// Writes the state tree's new nodes of the block at `height`, lists the nodes it replaced,
+    /// and deletes the nodes replaced by the block that leaves the undo window.
+    fn write_nodes(
+        &self,
+        txn: &redb::WriteTransaction,
+        height: u64,
+        tree: &TreeWrite<'_>,
+    ) -> Result<(), DiskError> {
+        let mut nodes = txn.open_table(NODES).map_err(storage("open nodes"))?;
+        let mut stale = txn.open_table(STALE).map_err(storage("open stale"))?;
+        let mut fresh = txn.open_table(FRESH).map_err(storage("open fresh"))?;
+        for (hash, node) in tree.new {
+            let existed = nodes
+                .insert(hash.as_slice(), node.as_slice())
+                .map_err(storage("write a node"))?
+                .is_some();
+            let mark = if existed {
+                // A node a block of the window replaced is part of the tree again: it must
+                // not be deleted when that block leaves the window.
+                let mut from = None;
+                for h in self.undo_floor.min(height)..height {
+                    if stale
+                        .remove((h, hash.as_slice()))
+                        .map_err(storage("write stale"))?
+                        .is_some()
+                    {
+                        from = Some(h);
+                        break;
+                    }
+                }
+                match from {
+                    Some(h) => h + 1,
+                    // Stored and in use already: nothing to undo.
+                    None => continue,
+                }
+            } else {
+                0
+            };
+            fresh
+                .insert((height, hash.as_slice()), mark)
+                .map_err(storage("write fresh"))?;
+        }
+        for hash in tree.replaced {
+            stale
+                .insert((height, hash.as_slice()), ())
+                .map_err(storage("write stale"))?;
+        }
+        if let Some(gone) = height.checked_sub(self.undo_blocks) {
+            let mut dead = Vec::new();
+            for item in stale
+                .range(..=(gone, [0xff; 32].as_slice()))
+                .map_err(storage("read stale"))?
+            {
+                let (k, _) = item.map_err(storage("read stale"))?;
+                dead.push(k.value().1.to_vec());
+            }
+            for hash in &dead {
+                nodes
+                    .remove(hash.as_slice())
+                    .map_err(storage("delete a node"))?;
+            }
+            stale
+                .retain_in(..=(gone, [0xff; 32].as_slice()), |_, _| false)
+                .map_err(storage("prune stale"))?;
+            fresh
+                .retain_in(..=(gone, [0xff; 32].as_slice()), |_, _| false)
+                .map_err(storage("prune fresh"))?;
+        }
         Ok(())
     }
 
@@ -510,6 +740,7 @@ impl DiskState {
         &mut self,
         tags: &[&'static str],
         root: StateRoot,
+        entries: u64,
     ) -> Result<(), DiskError> {
         let height = self.height;
         if height < self.undo_floor {
@@ -551,9 +782,42 @@ impl DiskState {
             undo.retain_in((height, 0)..=(height, u32::MAX), |_, _| false)
                 .map_err(storage("delete undo"))?;
         }
-        write_meta(&txn, previous, root)?;
+        {
+            // The block's new nodes go, the nodes it replaced stay (they are the previous
+            // tree's), and a node it took back from an earlier block's list goes back there
+            // (or goes, if that block left the window since).
+            let mut nodes = txn.open_table(NODES).map_err(storage("open nodes"))?;
+            let mut stale = txn.open_table(STALE).map_err(storage("open stale"))?;
+            let mut fresh = txn.open_table(FRESH).map_err(storage("open fresh"))?;
+            let range = (height, [].as_slice())..=(height, [0xff; 32].as_slice());
+            let mut written = Vec::new();
+            for item in fresh.range(range.clone()).map_err(storage("read fresh"))? {
+                let (k, v) = item.map_err(storage("read fresh"))?;
+                written.push((k.value().1.to_vec(), v.value()));
+            }
+            for (hash, mark) in written {
+                // A node taken back from a list already pruned goes now.
+                if mark == 0 || mark - 1 < self.undo_floor {
+                    nodes
+                        .remove(hash.as_slice())
+                        .map_err(storage("delete a node"))?;
+                } else {
+                    stale
+                        .insert((mark - 1, hash.as_slice()), ())
+                        .map_err(storage("write stale"))?;
+                }
+            }
+            fresh
+                .retain_in(range.clone(), |_, _| false)
+                .map_err(storage("delete fresh"))?;
+            stale
+                .retain_in(range, |_, _| false)
+                .map_err(storage("delete stale"))?;
+        }
+        write_meta(&txn, previous, root, entries)?;
         txn.commit().map_err(storage("commit an undo"))?;
         self.height = previous;
+        self.db.nodes.renew();
         Ok(())
     }
 
@@ -596,15 +860,48 @@ impl DiskState {
             .map_err(|_| DiskError::Corrupt("meta root is not 32 bytes".into()))?;
         Ok((u64::from_be_bytes(height), StateRoot::from_bytes(root)))
     }
+
+    /// The state tree `meta` records: its root node read from the database (and checked to
+    /// hash to the recorded root), the rest read when reached.
+    ///
+    /// # Errors
+    ///
+    /// [`DiskError::Corrupt`] if the root node is missing or does not check, or `meta` has
+    /// no entry count; [`DiskError::Storage`] if the database cannot be read.
+    pub(crate) fn committed_tree(&self) -> Result<StateTree, DiskError> {
+        let (_, root) = self.committed_tip()?;
+        let entries = {
+            let txn = self.db.db.begin_read().map_err(storage("begin a read"))?;
+            let meta = txn.open_table(META).map_err(storage("open meta"))?;
+            let bytes = meta
+                .get("entries")
+                .map_err(storage("read meta"))?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| DiskError::Corrupt("meta has no entries".into()))?;
+            let count = <[u8; 8]>::try_from(bytes.as_slice())
+                .map_err(|_| DiskError::Corrupt("meta entries is not 8 bytes".into()))?;
+            u64::from_be_bytes(count)
+        };
+        let entries = usize::try_from(entries)
+            .map_err(|_| DiskError::Corrupt(format!("{entries} entries do not fit in memory")))?;
+        StateTree::stored(root, entries, self.db.node_source()).map_err(DiskError::Corrupt)
+    }
 }
 
-fn write_meta(txn: &redb::WriteTransaction, height: u64, root: StateRoot) -> Result<(), DiskError> {
+fn write_meta(
+    txn: &redb::WriteTransaction,
+    height: u64,
+    root: StateRoot,
+    entries: u64,
+) -> Result<(), DiskError> {
     let mut meta = txn.open_table(META).map_err(storage("open meta"))?;
     meta.insert("format", [FORMAT_VERSION].as_slice())
         .map_err(storage("write meta"))?;
     meta.insert("height", height.to_be_bytes().as_slice())
         .map_err(storage("write meta"))?;
     meta.insert("root", root.to_bytes().as_slice())
+        .map_err(storage("write meta"))?;
+    meta.insert("entries", entries.to_be_bytes().as_slice())
         .map_err(storage("write meta"))?;
     Ok(())
 }
@@ -669,16 +966,7 @@ where
 
     /// Records a failed read (the first since the state last looked is kept).
     fn fail(&self, reason: String) {
-        let mut failure = self
-            .failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if failure.is_none() {
-            *failure = Some(DiskError::Read {
-                table: self.name.clone(),
-                reason,
-            });
-        }
+        record(&self.failure, &self.name, reason);
     }
 
     fn renew_reader(&mut self) {
@@ -883,7 +1171,7 @@ mod tests {
             &DiskConfig::new(dir.path()),
             &[("t", entries)],
             0,
-            crate::smt::EMPTY_ROOT,
+            TreeWrite::root_only(crate::smt::EMPTY_ROOT),
             1,
         )
         .unwrap();
@@ -916,7 +1204,7 @@ mod tests {
         assert_eq!(table.get(&2), None);
         assert!(disk.db().take_read_failure().is_some());
         let repaired = vec![(body(&2u32), Some(body("two")))];
-        disk.commit_block(&["t"], &[repaired], crate::smt::EMPTY_ROOT)
+        disk.commit_block(&["t"], &[repaired], TreeWrite::root_only(crate::smt::EMPTY_ROOT))
             .unwrap();
         table.changed(&[2]);
         assert_eq!(table.get(&2).map(String::as_str), Some("two"));
@@ -979,13 +1267,287 @@ mod tests {
         assert_eq!(state.account(&damaged), Some(&account(3)));
     }
 
+    // -----------------------------------------------------------------------------------------
+    // The state tree's nodes on disk, against the tree in memory.
+
+    use std::collections::{BTreeSet, HashSet};
+
+    use proptest::prelude::*;
+
+    use crate::hash::{Digest, StateKey};
+    use crate::smt::{StateUpdate, EMPTY_ROOT};
+
+    /// A pool of keys: some uniform, some sharing long prefixes (deep paths, collapses).
+    fn pool_key(i: u8) -> StateKey {
+        let mut b = [0u8; 32];
+        if i % 3 == 0 {
+            b = crate::hash::domain::STATE_KEY.hash(&[i]);
+        } else {
+            b[0] = 0x5a;
+            b[31] = i;
+        }
+        StateKey::from_bytes(b)
+    }
+
+    fn pool() -> Vec<StateKey> {
+        (0..24).map(pool_key).collect()
+    }
+
+    /// A batch over the pool: values from four digests, so that a leaf (and with it whole
+    /// subtrees) comes back to a value it had, and nodes a block replaced come back.
+    fn batch_strategy() -> impl Strategy<Value = Vec<StateUpdate>> {
+        proptest::collection::btree_map(
+            0u8..24,
+            proptest::option::weighted(0.7, (0u8..4).prop_map(|v| Digest::from_bytes([v; 32]))),
+            0..10,
+        )
+        .prop_map(|m| m.into_iter().map(|(k, v)| (pool_key(k), v)).collect::<Vec<_>>())
+        .prop_map(|mut b| {
+            b.sort_by_key(|(k, _)| *k);
+            b
+        })
+    }
+
+    /// A block to apply, or the last one undone.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Apply(Vec<StateUpdate>),
+        Undo,
+    }
+
+    fn steps_strategy() -> impl Strategy<Value = Vec<Step>> {
+        proptest::collection::vec(
+            prop_oneof![3 => batch_strategy().prop_map(Step::Apply), 1 => Just(Step::Undo)],
+            1..16,
+        )
+    }
+
+    /// The node hashes the database holds.
+    fn stored_nodes(disk: &DiskState) -> BTreeSet<Vec<u8>> {
+        let txn = disk.db.db.begin_read().unwrap();
+        let nodes = txn.open_table(NODES).unwrap();
+        nodes
+            .iter()
+            .unwrap()
+            .map(|item| item.unwrap().0.value().to_vec())
+            .collect()
+    }
+
+    /// Everything the tree on disk must agree on with the tree in memory.
+    fn assert_same_tree(disk: &StateTree, memory: &StateTree) -> Result<(), TestCaseError> {
+        prop_assert_eq!(disk.root(), memory.root());
+        prop_assert_eq!(disk.len(), memory.len());
+        for key in pool() {
+            prop_assert_eq!(disk.get(&key), memory.get(&key));
+            let proof = disk.prove(&key);
+            prop_assert_eq!(&proof, &memory.prove(&key));
+            prop_assert!(proof
+                .verify(&memory.root(), &key, memory.get(&key).as_ref())
+                .is_ok());
+        }
+        prop_assert!(disk.iter().eq(memory.iter()));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Random blocks and undos, committed to the database: the tree read back from it (and
+        /// the one kept after each commit, with its lower levels held by hash) has the memory
+        /// tree's root, entries and proofs at every step; so does every tree of the undo
+        /// window; and the database holds exactly the nodes of the window's trees.
+        #[test]
+        fn the_tree_on_disk_gives_the_memory_trees_roots_and_proofs(
+            initial in batch_strategy(),
+            steps in steps_strategy(),
+            keep_depth in 0usize..6,
+        ) {
+            const UNDO_BLOCKS: u64 = 3;
+            let dir = tempfile::tempdir().unwrap();
+            // Commits are atomic, not synced: a crash is not what this tests.
+            let config = DiskConfig::new(dir.path())
+                .tree_memory_depth(keep_depth)
+                .sync_every(u64::MAX);
+            let mut memory = StateTree::new();
+            memory.apply(&initial).unwrap();
+            let (stored, nodes) = memory.persist(keep_depth);
+            let write = TreeWrite {
+                new: &nodes,
+                replaced: &[],
+                root: memory.root(),
+                entries: memory.len() as u64,
+            };
+            let mut disk = DiskState::create(&config, &[], 0, write, UNDO_BLOCKS).unwrap();
+            let mut tree = stored;
+            tree.attach(disk.db().node_source());
+            // The trees by height, in memory and as kept after each commit.
+            let mut history = vec![(memory.clone(), tree.clone())];
+            let mut top = 0u64;
+            for step in steps {
+                let height = history.len() as u64 - 1;
+                match step {
+                    Step::Apply(batch) => {
+                        memory.apply(&batch).unwrap();
+                        let mut next = tree.clone();
+                        let replaced = next.apply_tracked(&batch).unwrap();
+                        let (persisted, nodes) = next.persist(keep_depth);
+                        let write = TreeWrite {
+                            new: &nodes,
+                            replaced: &replaced,
+                            root: next.root(),
+                            entries: next.len() as u64,
+                        };
+                        disk.commit_block(&[], &[], write).unwrap();
+                        prop_assert!(persisted.deepest_in_memory().is_none_or(|d| d < keep_depth));
+                        tree = persisted;
+                        history.push((memory.clone(), tree.clone()));
+                        top = top.max(height + 1);
+                    }
+                    Step::Undo => {
+                        let allowed = height > 0 && height + UNDO_BLOCKS > top;
+                        let (prev_memory, prev_tree) = match history.len() {
+                            n if n >= 2 => history[n - 2].clone(),
+                            _ => history[0].clone(),
+                        };
+                        let undone = disk.undo_block(&[], prev_tree.root(), prev_tree.len() as u64);
+                        prop_assert_eq!(undone.is_ok(), allowed, "undo at {}: {:?}", height, undone.err());
+                        if allowed {
+                            history.pop();
+                            memory = prev_memory;
+                            tree = prev_tree;
+                        }
+                    }
+                }
+                prop_assert!(disk.db().take_read_failure().is_none());
+                assert_same_tree(&tree, &memory)?;
+                let reopened = disk.committed_tree().unwrap();
+                assert_same_tree(&reopened, &memory)?;
+                let height = history.len() as u64 - 1;
+                prop_assert_eq!(disk.committed_tip().unwrap(), (height, memory.root()));
+                // Every tree of the window still proves; the database holds their nodes and no
+                // others.
+                let low = top.saturating_sub(UNDO_BLOCKS).min(height) as usize;
+                let mut expected: HashSet<Vec<u8>> = HashSet::new();
+                for (m, t) in &history[low..] {
+                    assert_same_tree(t, m)?;
+                    expected.extend(m.node_hashes().into_iter().map(|h| h.to_vec()));
+                }
+                let held = stored_nodes(&disk);
+                prop_assert_eq!(held.len(), expected.len());
+                prop_assert!(held.iter().all(|h| expected.contains(h)));
+                prop_assert!(disk.db().take_read_failure().is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_or_missing_node_is_reported_and_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<StateKey> = (0..40).map(pool_key).collect();
+        let mut memory = StateTree::new();
+        let batch: Vec<StateUpdate> = {
+            let mut b: Vec<_> = keys.iter().map(|k| (*k, Some(Digest::from_bytes([1; 32])))).collect();
+            b.sort_by_key(|(k, _)| *k);
+            b
+        };
+        memory.apply(&batch).unwrap();
+        let (_, nodes) = memory.persist(0);
+        let write = TreeWrite {
+            new: &nodes,
+            replaced: &[],
+            root: memory.root(),
+            entries: memory.len() as u64,
+        };
+        let disk = DiskState::create(&DiskConfig::new(dir.path()), &[], 0, write, 1).unwrap();
+        // A leaf's node, rewritten with another value behind the state's back.
+        let (victim, leaf) = nodes
+            .iter()
+            .find(|(_, n)| n[0] == 0 && n[1..33] == keys[7].to_bytes())
+            .copied()
+            .unwrap();
+        let mut damaged = leaf;
+        damaged[64] ^= 1;
+        {
+            let txn = disk.db.db.begin_write().unwrap();
+            txn.open_table(NODES)
+                .unwrap()
+                .insert(victim.as_slice(), damaged.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        disk.db.nodes.renew();
+        let tree = disk.committed_tree().unwrap();
+        assert_eq!(tree.get(&keys[0]), memory.get(&keys[0]));
+        assert!(disk.db().take_read_failure().is_none());
+        // The damaged leaf is not taken for the key's value, and its proof does not verify.
+        assert_eq!(tree.get(&keys[7]), None);
+        let failure = disk.db().take_read_failure().expect("the damage is recorded");
+        assert!(
+            failure.to_string().starts_with("cannot read state table nodes: state tree node "),
+            "{failure}"
+        );
+        assert!(failure.to_string().contains("hashes to"), "{failure}");
+        let proof = tree.prove(&keys[7]);
+        assert!(proof.verify(&tree.root(), &keys[7], Some(&Digest::from_bytes([1; 32]))).is_err());
+        assert!(proof.verify(&tree.root(), &keys[7], None).is_err());
+        // A batch that reaches it leaves the subtree as it was, and the failure is recorded.
+        let mut next = tree.clone();
+        next.apply_tracked(&[(keys[7], Some(Digest::from_bytes([2; 32])))]).unwrap();
+        assert!(disk.db().take_read_failure().is_some());
+
+        // The root node missing: the tree does not open.
+        {
+            let txn = disk.db.db.begin_write().unwrap();
+            txn.open_table(NODES)
+                .unwrap()
+                .remove(memory.root().to_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        disk.db.nodes.renew();
+        let Err(DiskError::Corrupt(why)) = disk.committed_tree() else {
+            panic!("a tree without its root node opened");
+        };
+        assert!(why.contains("is missing"), "{why}");
+    }
+
+    #[test]
+    fn nodes_read_back_are_checked_against_their_hash_length_and_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = TreeWrite::root_only(EMPTY_ROOT);
+        let disk = DiskState::create(&DiskConfig::new(dir.path()), &[], 0, write, 1).unwrap();
+        let root = StateRoot::from_bytes([9; 32]);
+        for (bytes, expect) in [
+            (vec![0u8; 64], "64 bytes, a node has 65"),
+            (vec![7u8; 65], "unknown tag 7"),
+            (vec![1u8; 1].into_iter().chain([0; 64]).collect(), "an interior node over nothing"),
+            (vec![0u8; 65], "hashes to"),
+        ] {
+            let txn = disk.db.db.begin_write().unwrap();
+            txn.open_table(NODES)
+                .unwrap()
+                .insert(root.to_bytes().as_slice(), bytes.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+            disk.db.nodes.renew();
+            let why = StateTree::stored(root, 1, disk.db().node_source()).err().unwrap();
+            assert!(why.contains(expect), "{why}");
+        }
+    }
+
     #[test]
     fn a_directory_without_a_state_opens_as_none_and_a_created_one_reports_its_tip() {
         let dir = tempfile::tempdir().unwrap();
         let config = DiskConfig::new(dir.path().join("state"));
         assert!(DiskState::open(&config, 1).unwrap().is_none());
         let root = StateRoot::from_bytes([3; 32]);
-        let created = DiskState::create(&config, &[("t", Vec::new())], 7, root, 1).unwrap();
+        let created = DiskState::create(
+            &config,
+            &[("t", Vec::new())],
+            7,
+            TreeWrite::root_only(root),
+            1,
+        ).unwrap();
         assert_eq!(created.committed_tip().unwrap(), (7, root));
         drop(created);
         let opened = DiskState::open(&config, 1).unwrap().unwrap();

@@ -148,6 +148,12 @@ pub enum StateBackend {
     Disk(disk::DiskConfig),
 }
 
+/// The depth from which `config`'s state tree is held by hash only.
+#[cfg(feature = "redb")]
+fn config_tree_depth(config: &disk::DiskConfig) -> usize {
+    config.tree_memory_depth_bound()
+}
+
 /// The state of the ledger: the core's tables and the application's `T`.
 pub struct State<T> {
     tree: StateTree,
@@ -178,6 +184,8 @@ impl<T: AppState> Default for State<T> {
 pub(crate) struct Executed<Ev> {
     pub(crate) tree: StateTree,
     pub(crate) events: Vec<(TxId, Vec<Ev>)>,
+    /// The hashes of the committed tree's nodes that `tree` replaced (listed on disk only).
+    replaced: Vec<[u8; 32]>,
 }
 
 /// What undoes one committed block.
@@ -221,7 +229,7 @@ impl<T: AppState> State<T> {
         let mut state = Self::new();
         init(&mut state.app, &mut state.core);
         state.savepoint(true);
-        let tree = state.pending_tree();
+        let (tree, _) = state.pending_tree();
         state.commit_tables(tree);
         state
     }
@@ -250,27 +258,42 @@ impl<T: AppState> State<T> {
                 (t.tag(), entries)
             })
             .collect();
-        let state = disk::DiskState::create(config, &tables, height, self.root(), undo_blocks)?;
+        let mut tree = self.tree.clone();
+        let (persisted, nodes) = tree.persist(config_tree_depth(config));
+        let write = disk::TreeWrite {
+            new: &nodes,
+            replaced: &[],
+            root: tree.root(),
+            entries: tree.len() as u64,
+        };
+        let state = disk::DiskState::create(config, &tables, height, write, undo_blocks)?;
         drop(tables);
+        drop(nodes);
         let db = state.db().clone();
         for t in self.tables_mut() {
             t.move_to_disk(&db);
         }
+        tree = persisted;
+        tree.attach(db.node_source());
+        self.tree = tree;
         self.disk = Some(state);
         Ok(())
     }
 
-    /// The state a state directory holds (see [`disk`]), as `(state, height)`: the tables read
-    /// from it, the state tree rebuilt from its entries and checked against the root it
-    /// recorded with them; later blocks commit to it, keeping undo records for `undo_blocks`
-    /// blocks. `None` if the directory holds no state of this format. Chains open their
-    /// directory by themselves ([`ChainBuilder::state_backend`](crate::chain::ChainBuilder::state_backend));
-    /// this is for inspecting one, or checking it against a replay.
+    /// The state a state directory holds (see [`disk`]), as `(state, height)`: the tables
+    /// read from it, and the state tree's root node, checked to hash to the root the database
+    /// recorded (the tree's other nodes are read when reached, and checked then); later blocks
+    /// commit to it, keeping undo records for `undo_blocks` blocks. `None` if the directory
+    /// holds no state of this format. Chains open their directory by themselves
+    /// ([`ChainBuilder::state_backend`](crate::chain::ChainBuilder::state_backend)), and check
+    /// the root against the header at the height; this is for inspecting one, or checking it
+    /// against a replay. Reopening reads neither the entries nor the tree below its root:
+    /// [`verify_entries`](Self::verify_entries) checks the entries against the root.
     ///
     /// # Errors
     ///
-    /// [`disk::DiskError`] if the database cannot be read, or its entries do not hash to the
-    /// root it recorded ([`disk::DiskError::Corrupt`]).
+    /// [`disk::DiskError`] if the database cannot be read, or its root node is missing or
+    /// does not hash to the root it recorded ([`disk::DiskError::Corrupt`]).
     #[cfg(feature = "redb")]
     pub fn open_disk(
         config: &disk::DiskConfig,
@@ -279,15 +302,34 @@ impl<T: AppState> State<T> {
         let Some(disk) = disk::DiskState::open(config, undo_blocks)? else {
             return Ok(None);
         };
-        let (height, root) = disk.committed_tip()?;
+        let (height, _) = disk.committed_tip()?;
         let mut state = Self::new();
         let db = disk.db().clone();
         for t in state.tables_mut() {
             t.move_to_disk(&db);
         }
+        state.tree = disk.committed_tree()?;
+        if let Some(failure) = db.take_read_failure() {
+            return Err(failure);
+        }
+        state.disk = Some(disk);
+        Ok(Some((state, height)))
+    }
+
+    /// Rebuilds the state tree from every committed entry of the tables and checks that it
+    /// has the state's root: what a state on disk is trusted for when it reopens without
+    /// reading its entries (see [`open_disk`](Self::open_disk)). It reads and hashes every
+    /// entry, so it takes about as long as building the tree did.
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError::Corrupt`] if the entries hash to another root, [`disk::DiskError`]
+    /// if a table cannot be read.
+    #[cfg(feature = "redb")]
+    pub fn verify_entries(&self) -> Result<(), disk::DiskError> {
         let mut leaves: Leaves = Vec::new();
         let mut entries = Vec::new();
-        for t in state.tables() {
+        for t in self.tables() {
             entries.clear();
             t.committed_entries(&mut entries);
             leaves.extend(entries.iter().map(|(k, v)| {
@@ -298,22 +340,21 @@ impl<T: AppState> State<T> {
             }));
         }
         drop(entries);
-        if let Some(failure) = db.take_read_failure() {
+        if let Some(failure) = self.disk.as_ref().and_then(|d| d.db().take_read_failure()) {
             return Err(failure);
         }
         leaves.sort_unstable_by_key(|leaf| leaf.0);
-        state
-            .tree
-            .apply(&leaves)
+        let mut tree = StateTree::new();
+        tree.apply(&leaves)
             .map_err(|e| disk::DiskError::Corrupt(format!("state entries: {e}")))?;
-        if state.tree.root() != root {
+        if tree.root() != self.root() {
             return Err(disk::DiskError::Corrupt(format!(
-                "the entries hash to {}, the database recorded {root} at height {height}",
-                state.tree.root()
+                "the entries hash to {}, the state tree's root is {}",
+                tree.root(),
+                self.root()
             )));
         }
-        state.disk = Some(disk);
-        Ok(Some((state, height)))
+        Ok(())
     }
 
     /// The height and state root the state database last committed (`None` for the memory
@@ -539,8 +580,15 @@ impl<T: AppState> State<T> {
                 }
             }
         }
-        let tree = self.pending_tree();
-        Ok((Executed { tree, events }, skipped))
+        let (tree, replaced) = self.pending_tree();
+        Ok((
+            Executed {
+                tree,
+                events,
+                replaced,
+            },
+            skipped,
+        ))
     }
 
     /// Applies `tx` on top of the pending writes as transaction `index` of the block at
@@ -576,20 +624,25 @@ impl<T: AppState> State<T> {
     /// [`root`](Self::root)) as it was; returns what undoes them. For a copy of the state that
     /// answers queries but is never proved from.
     pub(crate) fn commit_untracked(&mut self) -> Result<BlockUndo, StoreError> {
-        self.commit(self.tree.clone())
+        self.commit(self.tree.clone(), Vec::new())
     }
 
-    /// The committed tree with the pending writes applied.
-    fn pending_tree(&self) -> StateTree {
+    /// The committed tree with the pending writes applied, and (on disk) the hashes of the
+    /// nodes it replaced.
+    fn pending_tree(&self) -> (StateTree, Vec<[u8; 32]>) {
         let mut leaves: Leaves = Vec::new();
         for t in self.tables() {
             t.pending_leaves(&mut leaves);
         }
         leaves.sort_unstable_by_key(|leaf| leaf.0);
         let mut tree = self.tree.clone();
-        tree.apply(&leaves)
-            .expect("leaf updates are sorted and unique: every table entry has its own key");
-        tree
+        let replaced = if self.is_on_disk() {
+            tree.apply_tracked(&leaves)
+        } else {
+            tree.apply(&leaves).map(|()| Vec::new())
+        }
+        .expect("leaf updates are sorted and unique: every table entry has its own key");
+        (tree, replaced)
     }
 
     /// Runs `apply` as if `signer` had signed a transaction in block `height` at `time`, with
@@ -629,7 +682,7 @@ impl<T: AppState> State<T> {
     /// only: the state root no longer matches the tables).
     #[doc(hidden)]
     pub fn bench_commit_untracked(&mut self) {
-        if let Err(e) = self.commit(self.tree.clone()) {
+        if let Err(e) = self.commit(self.tree.clone(), Vec::new()) {
             panic!("benchmark state: {e}");
         }
     }
@@ -651,12 +704,18 @@ impl<T: AppState> State<T> {
         &mut self,
         executed: Executed<Ev>,
     ) -> Result<BlockUndo, StoreError> {
-        self.commit(executed.tree)
+        self.commit(executed.tree, executed.replaced)
     }
 
     /// Commits the pending writes with `tree` as the new state tree (the committed one for an
-    /// untracked commit); on disk, in one database transaction first.
-    fn commit(&mut self, tree: StateTree) -> Result<BlockUndo, StoreError> {
+    /// untracked commit), which replaced the committed tree's nodes `replaced`; on disk, in one
+    /// database transaction first, with the tree's new nodes.
+    #[cfg_attr(not(feature = "redb"), allow(unused_mut, unused_variables))]
+    fn commit(
+        &mut self,
+        mut tree: StateTree,
+        replaced: Vec<[u8; 32]>,
+    ) -> Result<BlockUndo, StoreError> {
         #[cfg(feature = "redb")]
         if let Some(failure) = self.take_read_failure() {
             // A read made for these writes failed, so they may rest on a wrong answer.
@@ -676,12 +735,20 @@ impl<T: AppState> State<T> {
                 })
                 .collect();
             drop(tables);
-            let written = disk.commit_block(&tags, &writes, tree.root());
+            let (persisted, nodes) = tree.persist(disk.tree_memory_depth());
+            let write = disk::TreeWrite {
+                new: &nodes,
+                replaced: &replaced,
+                root: tree.root(),
+                entries: tree.len() as u64,
+            };
+            let written = disk.commit_block(&tags, &writes, write);
             self.disk = Some(disk);
             if let Err(e) = written {
                 self.discard();
                 return Err(StoreError::Backend(Box::new(e)));
             }
+            tree = persisted;
         }
         Ok(self.commit_tables(tree))
     }
@@ -708,7 +775,8 @@ impl<T: AppState> State<T> {
         #[cfg(feature = "redb")]
         if let Some(mut disk) = self.disk.take() {
             let tags: Vec<&'static str> = self.tables().iter().map(|t| t.tag()).collect();
-            if let Err(e) = disk.undo_block(&tags, undo.tree.root()) {
+            let (root, entries) = (undo.tree.root(), undo.tree.len() as u64);
+            if let Err(e) = disk.undo_block(&tags, root, entries) {
                 panic!("state database: cannot undo a block: {e}");
             }
             self.disk = Some(disk);

@@ -378,7 +378,11 @@ mod tests {
     ) -> Box<dyn Any + Send + Sync> {
         let mut writes = Vec::new();
         t.pending_writes(&mut writes);
-        disk.commit_block(&["t"], &[writes], crate::smt::EMPTY_ROOT)
+        disk.commit_block(
+            &["t"],
+            &[writes],
+            crate::state::disk::TreeWrite::root_only(crate::smt::EMPTY_ROOT),
+        )
             .unwrap();
         t.commit_block()
     }
@@ -390,7 +394,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = DiskConfig::new(dir.path()).cache_entries(4);
         let root = crate::smt::EMPTY_ROOT;
-        let mut disk = DiskState::create(&config, &[("t", Vec::new())], 0, root, 2).unwrap();
+        let mut disk = DiskState::create(
+            &config,
+            &[("t", Vec::new())],
+            0,
+            crate::state::disk::TreeWrite::root_only(root),
+            2,
+        ).unwrap();
         let mut t: Table<u32, String> = Table::new("t");
         t.move_to_disk(disk.db());
         assert!(t.is_on_disk());
@@ -423,11 +433,11 @@ mod tests {
         let second = commit_on_disk(&mut t, &mut disk);
         assert_eq!(t.get(&3).unwrap(), "changed");
         assert!(t.get(&4).is_none());
-        disk.undo_block(&["t"], root).unwrap();
+        disk.undo_block(&["t"], root, 0).unwrap();
         t.undo_block(second);
         assert_eq!(t.get(&3).unwrap(), "v3");
         assert_eq!(t.get(&4).unwrap(), "v4");
-        disk.undo_block(&["t"], root).unwrap();
+        disk.undo_block(&["t"], root, 0).unwrap();
         t.undo_block(first);
         assert!((0..20).all(|i| t.get(&i).is_none()));
         let mut entries = Vec::new();
@@ -435,7 +445,7 @@ mod tests {
         assert!(entries.is_empty());
         // Below the height the state started at there is nothing to undo.
         assert!(matches!(
-            disk.undo_block(&["t"], root),
+            disk.undo_block(&["t"], root, 0),
             Err(DiskError::NoUndo { height: 0, .. })
         ));
     }
@@ -450,7 +460,7 @@ mod tests {
             &DiskConfig::new(dir.path()),
             &[("t", Vec::new())],
             0,
-            root,
+            crate::state::disk::TreeWrite::root_only(root),
             2,
         )
         .unwrap();
@@ -463,11 +473,11 @@ mod tests {
             undos.push(commit_on_disk(&mut t, &mut disk));
         }
         for _ in 0..2 {
-            disk.undo_block(&["t"], root).unwrap();
+            disk.undo_block(&["t"], root, 0).unwrap();
             t.undo_block(undos.pop().unwrap());
         }
         assert!(matches!(
-            disk.undo_block(&["t"], root),
+            disk.undo_block(&["t"], root, 0),
             Err(DiskError::NoUndo {
                 height: 2,
                 floor: 3
