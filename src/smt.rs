@@ -64,6 +64,9 @@
 //! large batch on separate rayon tasks near the top of the tree. The serial build computes the
 //! same tree, node for node.
 
+// Persisting nodes (`StateTree::persist`, the node encoding) serves the state on disk only.
+#![cfg_attr(not(feature = "redb"), allow(dead_code))]
+
 use core::fmt;
 use core::iter::FusedIterator;
 use std::sync::Arc;

@@ -2,7 +2,9 @@
 //! cache far smaller than the state, follows the same blocks as a chain whose state is in
 //! memory, to the same roots, the same entries and the same access decisions; it commits the
 //! height and root with every block, reorganises to the same state, and a refused block leaves
-//! its database as it was.
+//! its database as it was. Reopened, it reads the state tree's root node instead of every
+//! entry, and gives the same roots, proofs and answers; a damaged node is detected, not
+//! trusted.
 
 mod common;
 #[path = "support/medrec_world.rs"]
@@ -15,7 +17,7 @@ use medledger::access::{AccessOp, Role};
 use medledger::chain::ManualClock;
 use medledger::pow::ProofOfWork;
 use medledger::state::disk::DiskConfig;
-use medledger::state::StateBackend;
+use medledger::state::{entry_key, value_digest, StateBackend, ACCOUNTS_TABLE};
 use medledger::store::Store;
 use medledger::tx::Keypair;
 use medledger::{Chain, ChainBuilder, ChainError};
@@ -114,6 +116,23 @@ fn a_reopened_chain_reads_its_state_from_disk_without_replay() {
     let expected = w.net.chain.state_tree_at(top - 2).unwrap().root();
     assert_eq!(again.state().root(), expected);
     assert_eq!(disk_tip(&again), (top - 2, expected));
+    // The same proofs as of its height, read from the nodes on disk.
+    let memory_tree = w.net.chain.state_tree_at(top - 2).unwrap();
+    for p in &w.patients {
+        let proof = again
+            .prove_at(top - 2, ACCOUNTS_TABLE, &p.account())
+            .unwrap();
+        assert_eq!(
+            proof,
+            memory_tree.prove(&entry_key(ACCOUNTS_TABLE, &p.account()))
+        );
+        let value = again.state().account(&p.account()).map(value_digest);
+        assert!(value.is_some());
+        proof
+            .verify(&expected, &entry_key(ACCOUNTS_TABLE, &p.account()), value.as_ref())
+            .unwrap();
+    }
+    again.state().verify_entries().unwrap();
     // It follows the next blocks to the same state as the chain that replayed them.
     w.append_blocks(&mut again, top - 1..=top);
     assert_eq!(entries(&again), entries(&w.net.chain));
@@ -122,36 +141,118 @@ fn a_reopened_chain_reads_its_state_from_disk_without_replay() {
     }
 }
 
+/// Changes the state directory in `dir` behind the chain's back: `change` gets the redb table
+/// named `table`.
+fn tamper(
+    dir: &std::path::Path,
+    table: &str,
+    change: impl FnOnce(&mut redb::Table<&'static [u8], &'static [u8]>),
+) {
+    let db = redb::Database::open(dir.join("state.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn
+            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new(table))
+            .unwrap();
+        change(&mut t);
+    }
+    txn.commit().unwrap();
+}
+
 #[test]
-fn a_damaged_state_dir_is_rebuilt_by_replaying_the_store() {
+fn a_damaged_root_node_makes_the_chain_rebuild_its_state_by_replaying_the_store() {
     let w = world(3);
     let top = w.net.chain.height();
     let dir = tempfile::tempdir().unwrap();
     let store = disk_chain_to(&w, dir.path(), top).into_store();
-    {
-        // Change one account's entry behind the chain's back.
+    let root = w.net.chain.state().root().to_bytes();
+    tamper(dir.path(), "nodes", |nodes| {
         use redb::ReadableTable;
-        let db = redb::Database::open(dir.path().join("state.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = txn
-                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("state:accounts"))
-                .unwrap();
-            let (k, mut v) = {
-                let (k, v) = t.first().unwrap().unwrap();
-                (k.value().to_vec(), v.value().to_vec())
-            };
-            v[0] ^= 1;
-            t.insert(k.as_slice(), v.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+        let mut node = nodes.get(root.as_slice()).unwrap().unwrap().value().to_vec();
+        node[40] ^= 1;
+        nodes.insert(root.as_slice(), node.as_slice()).unwrap();
+    });
     let again = reopen(&w, dir.path(), store);
     assert_eq!(again.height(), top);
     assert!(again.undo_depth() > 0, "the store's blocks were replayed");
     assert_eq!(again.state().root(), w.net.chain.state().root());
     assert_eq!(disk_tip(&again), (top, w.net.chain.state().root()));
     assert_eq!(entries(&again), entries(&w.net.chain));
+}
+
+#[test]
+fn damaged_nodes_below_the_root_are_detected_when_reached_and_not_trusted() {
+    let w = world(3);
+    let top = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let store = disk_chain_to(&w, dir.path(), top - 1).into_store();
+    // Every node but the root changed: reopening reads only the root, so it starts.
+    let root = w.net.chain.state_tree_at(top - 1).unwrap().root().to_bytes();
+    tamper(dir.path(), "nodes", |nodes| {
+        use redb::ReadableTable;
+        let all: Vec<(Vec<u8>, Vec<u8>)> = nodes
+            .iter()
+            .unwrap()
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            })
+            .collect();
+        for (k, mut v) in all {
+            if k != root {
+                v[64] ^= 1;
+                nodes.insert(k.as_slice(), v.as_slice()).unwrap();
+            }
+        }
+    });
+    let mut again = reopen(&w, dir.path(), store);
+    assert_eq!(again.undo_depth(), 0, "started from the state on disk");
+    assert_eq!(again.state().root().to_bytes(), root);
+    // A proof through a damaged node does not verify.
+    let account = w.patients[0].account();
+    let proof = again.prove_at(top - 1, ACCOUNTS_TABLE, &account).unwrap();
+    let value = again.state().account(&account).map(value_digest);
+    let state_root = again.state().root();
+    assert!(proof
+        .verify(
+            &state_root,
+            &entry_key(ACCOUNTS_TABLE, &account),
+            value.as_ref()
+        )
+        .is_err());
+    // The next block reaches damaged nodes: refused, and nothing of it is written.
+    let err = again.append(block_at(&w.net.chain, top)).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot read state table nodes"),
+        "{err}"
+    );
+    assert_eq!(disk_tip(&again), (top - 1, state_root));
+}
+
+#[test]
+fn a_damaged_entry_is_found_by_checking_the_entries_against_the_state_root() {
+    let w = world(3);
+    let top = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let store = disk_chain_to(&w, dir.path(), top).into_store();
+    // Reopening reads the tree's root node, not the entries: a damaged entry is found by the
+    // check that rebuilds the tree from every entry.
+    tamper(dir.path(), "state:accounts", |t| {
+        use redb::ReadableTable;
+        let (k, mut v) = {
+            let (k, v) = t.first().unwrap().unwrap();
+            (k.value().to_vec(), v.value().to_vec())
+        };
+        v[0] ^= 1;
+        t.insert(k.as_slice(), v.as_slice()).unwrap();
+    });
+    let again = reopen(&w, dir.path(), store);
+    assert_eq!(again.state().root(), w.net.chain.state().root());
+    let err = again.state().verify_entries().unwrap_err();
+    assert!(
+        err.to_string().starts_with("state database corrupt: the entries hash to "),
+        "{err}"
+    );
 }
 
 #[test]
