@@ -1162,7 +1162,8 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         // when reached), and the database keeps the nodes of the undo window's trees only.
         self.trees.push(self.state.tree().clone());
         if self.state.is_on_disk() {
-            let keep = usize::try_from(self.max_reorg_depth.saturating_add(1)).unwrap_or(usize::MAX);
+            let keep =
+                usize::try_from(self.max_reorg_depth.saturating_add(1)).unwrap_or(usize::MAX);
             if self.trees.len() > keep {
                 let drop = self.trees.len() - keep;
                 self.trees.drain(..drop);

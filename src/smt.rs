@@ -382,7 +382,11 @@ fn decode_node(hash: &[u8; 32], bytes: &[u8]) -> Result<Subtree, String> {
         tag => return Err(format!("{}: unknown tag {tag}", what())),
     };
     if computed != *hash {
-        return Err(format!("{}: its content hashes to {}", what(), hex(&computed)));
+        return Err(format!(
+            "{}: its content hashes to {}",
+            what(),
+            hex(&computed)
+        ));
     }
     Ok(node)
 }
@@ -556,11 +560,7 @@ fn build(
         ([(key, value)], Some(leaf)) if *key == leaf.key => {
             return match value {
                 Some(value) if *value == leaf.value => (keep(), 0, Vec::new()),
-                Some(value) => (
-                    Subtree::Leaf(Leaf::new(*key, *value)),
-                    0,
-                    replaced(leaf),
-                ),
+                Some(value) => (Subtree::Leaf(Leaf::new(*key, *value)), 0, replaced(leaf)),
                 None => (Subtree::Empty, -1, replaced(leaf)),
             };
         }
@@ -583,7 +583,11 @@ fn build(
         || build(existing_lo, depth + 1, lo, cx),
         || build(existing_hi, depth + 1, hi, cx),
     );
-    (Subtree::join(left, right, cx.source), dl + dr, merge(sl, sr))
+    (
+        Subtree::join(left, right, cx.source),
+        dl + dr,
+        merge(sl, sr),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -62,7 +62,17 @@ fn disk_tip(chain: &Chain<ProofOfWork>) -> (u64, medledger::hash::StateRoot) {
 fn a_disk_state_with_a_small_cache_follows_blocks_like_the_memory_state() {
     let w = world(12);
     let dir = tempfile::tempdir().unwrap();
-    let mut disk = w.disk_chain(dir.path(), 4);
+    let mut disk = w
+        .builder_a_day_on()
+        .max_reorg_depth(3)
+        .state_backend(StateBackend::Disk(
+            // Only the root and its children decoded: every other node is read from disk.
+            DiskConfig::new(dir.path())
+                .cache_entries(4)
+                .tree_memory_depth(2),
+        ))
+        .build()
+        .unwrap();
     assert!(disk.state().is_on_disk());
     assert!(!w.net.chain.state().is_on_disk());
     assert_eq!(disk_tip(&disk), (0, disk.state().root()));
@@ -76,6 +86,22 @@ fn a_disk_state_with_a_small_cache_follows_blocks_like_the_memory_state() {
     }
     assert_eq!(disk.tip(), w.net.chain.tip());
     assert_eq!(entries(&disk), entries(&w.net.chain));
+    // Trees as of a height are kept for the undo window (their nodes are on disk), with the
+    // memory chain's proofs.
+    let top = disk.height();
+    let window = disk.max_reorg_depth() + 1;
+    for h in 0..=top {
+        let tree = disk.state_tree_at(h);
+        assert_eq!(tree.is_some(), h + window > top, "height {h}");
+        if let Some(tree) = tree {
+            let memory = w.net.chain.state_tree_at(h).unwrap();
+            assert_eq!(tree.root(), memory.root());
+            for p in &w.patients {
+                let key = entry_key(ACCOUNTS_TABLE, &p.account());
+                assert_eq!(tree.prove(&key), memory.prove(&key));
+            }
+        }
+    }
     for i in 0..w.patients.len() {
         let decision = w.read(&disk, i);
         assert!(decision.is_permit(), "patient {i}: {decision:?}");
@@ -129,7 +155,11 @@ fn a_reopened_chain_reads_its_state_from_disk_without_replay() {
         let value = again.state().account(&p.account()).map(value_digest);
         assert!(value.is_some());
         proof
-            .verify(&expected, &entry_key(ACCOUNTS_TABLE, &p.account()), value.as_ref())
+            .verify(
+                &expected,
+                &entry_key(ACCOUNTS_TABLE, &p.account()),
+                value.as_ref(),
+            )
             .unwrap();
     }
     again.state().verify_entries().unwrap();
@@ -168,7 +198,12 @@ fn a_damaged_root_node_makes_the_chain_rebuild_its_state_by_replaying_the_store(
     let root = w.net.chain.state().root().to_bytes();
     tamper(dir.path(), "nodes", |nodes| {
         use redb::ReadableTable;
-        let mut node = nodes.get(root.as_slice()).unwrap().unwrap().value().to_vec();
+        let mut node = nodes
+            .get(root.as_slice())
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
         node[40] ^= 1;
         nodes.insert(root.as_slice(), node.as_slice()).unwrap();
     });
@@ -187,7 +222,13 @@ fn damaged_nodes_below_the_root_are_detected_when_reached_and_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let store = disk_chain_to(&w, dir.path(), top - 1).into_store();
     // Every node but the root changed: reopening reads only the root, so it starts.
-    let root = w.net.chain.state_tree_at(top - 1).unwrap().root().to_bytes();
+    let root = w
+        .net
+        .chain
+        .state_tree_at(top - 1)
+        .unwrap()
+        .root()
+        .to_bytes();
     tamper(dir.path(), "nodes", |nodes| {
         use redb::ReadableTable;
         let all: Vec<(Vec<u8>, Vec<u8>)> = nodes
@@ -250,7 +291,8 @@ fn a_damaged_entry_is_found_by_checking_the_entries_against_the_state_root() {
     assert_eq!(again.state().root(), w.net.chain.state().root());
     let err = again.state().verify_entries().unwrap_err();
     assert!(
-        err.to_string().starts_with("state database corrupt: the entries hash to "),
+        err.to_string()
+            .starts_with("state database corrupt: the entries hash to "),
         "{err}"
     );
 }

@@ -1,6 +1,6 @@
-//! The state on disk (feature `redb`): every table's committed entries in a redb database,
-//! with a bounded cache of decoded values in front, so that the tables' memory no longer grows
-//! with the number of entries (the state tree's still does: see the end).
+//! The state on disk (feature `redb`): every table's committed entries and the state tree's
+//! nodes in a redb database, with a bounded cache of decoded values and the tree's upper levels
+//! in front, so that memory no longer grows with the number of entries.
 //!
 //! Select it with [`StateBackend::Disk`](crate::state::StateBackend::Disk) when building a
 //! chain ([`ChainBuilder::state_backend`](crate::chain::ChainBuilder::state_backend)); the
@@ -19,15 +19,26 @@
 //!   `(height, sequence)`, what a write of that block replaced: the table's position in the
 //!   state's fixed table order, the key body and the previous value body (none if the key was
 //!   absent);
-//! * `meta`: the format version, the height of the committed state and its state root.
+//! * `nodes`: the state tree's nodes ([`StateTree`](crate::smt::StateTree)), from a node's
+//!   hash to its encoding (65 bytes: a tag, then a leaf's key and value digest or an interior
+//!   node's two child hashes); a node read back must hash to its key, or it is not used;
+//! * `stale`: for each block of the undo window, keyed by `(height, hash)`, the nodes it
+//!   replaced: deleted from `nodes` when the height leaves the window;
+//! * `fresh`: for each block of the undo window, the nodes it wrote, for undoing it;
+//! * `meta`: the format version ([`FORMAT_VERSION`]), the height of the committed state, its
+//!   state root and its number of entries.
 //!
 //! # Commit and undo
 //!
 //! A block's writes stay in memory (the tables' pending writes and savepoint journals, as with
 //! the memory backend) until the block commits. Then one redb write transaction writes every
 //! table's pending entries, their undo records and the new height and root, and commits: a
-//! crash leaves the state of either the previous block or this one, never a mixture. Undoing a
-//! block (a reorganisation) replays its undo records in reverse in one write transaction. A
+//! crash leaves the state of either the previous block or this one, never a mixture. The same
+//! transaction writes the tree's new nodes (those the block's batch created) and lists the
+//! nodes it replaced; a node that a block of the window replaced and a later one creates again
+//! (a value set back) is taken off the list. Undoing a block (a reorganisation) replays its
+//! undo records in reverse, deletes the nodes it wrote and puts back on their lists the nodes
+//! it took off, in one write transaction: the previous tree's nodes are all still there. A
 //! write transaction that fails leaves the database as it was, and the chain refuses the block.
 //! With [`DiskConfig::sync_every`] above 1, only every so many blocks' commits are synced:
 //! the others are atomic but may be lost in a crash, which then leaves the last synced
@@ -44,30 +55,35 @@
 //! beyond the bound by the entries read in between. Absent keys are cached too, so a refused
 //! lookup is not a disk read the second time.
 //!
+//! After each commit the state tree keeps its nodes above [`DiskConfig::tree_memory_depth`]
+//! decoded (every path passes there) and holds each subtree at that depth by its hash only;
+//! a lookup, a proof or the next block's batch that reaches one reads its nodes from `nodes`
+//! (through redb's page cache), without keeping them. The chain keeps the trees of the undo
+//! window only, for proofs as of a recent height
+//! ([`Chain::state_tree_at`](crate::chain::Chain::state_tree_at)); they share the upper levels.
+//!
 //! # Reopening
 //!
 //! A chain built on a directory that holds a state, over a store whose main chain reaches that
 //! state's height, starts from it without replay: the tables read from the database, the
 //! headers up to the height are taken from the store and checked by the engine (as for a
-//! checkpoint), the state tree is rebuilt from the entries (hashing, not executing), and its
-//! root must be both the one `meta` recorded and the header's. Otherwise (no state, another
-//! format, a damaged or foreign one, a store that lost the blocks) the directory is written
-//! afresh from genesis or the store's checkpoint and the later blocks replay. As after a
-//! checkpoint, the reopened chain keeps no undo data below the height it opened at.
+//! checkpoint), and the state tree's root node is read from `nodes`: it must hash to the root
+//! `meta` recorded, which must be the header's. Nothing else is read: the rest of the tree is
+//! read when reached, each node checked against its hash then (a damaged one is reported as a
+//! failed read, so a block that reaches it is refused, and a proof through it does not
+//! verify). The entries themselves are trusted as the transaction that wrote them with the
+//! nodes left them; [`State::verify_entries`](crate::state::State::verify_entries) rebuilds
+//! the tree from every entry and checks its root (what reopening did before the nodes were
+//! stored). Otherwise (no state, another format, a damaged root node, a foreign state, a store
+//! that lost the blocks) the directory is written afresh from genesis or the store's
+//! checkpoint and the later blocks replay. As after a checkpoint, the reopened chain keeps no
+//! undo data below the height it opened at.
 //!
 //! # Not yet done, and how it fits
 //!
-//! * The authenticated state tree ([`StateTree`](crate::smt::StateTree)) is still in memory
-//!   (about a leaf and an interior node per entry), and reopening rebuilds it from every entry.
-//!   Next: its nodes in this database, a table `nodes` from a node's hash to its encoding (two
-//!   child hashes, or a leaf's key and value digest), written in the block's transaction; a
-//!   subtree not in memory is a hash, loaded on demand, with the upper levels (where every
-//!   path passes) kept decoded; nodes a block replaces listed under its height in a `stale`
-//!   table and deleted once the height leaves the undo window (undo then only moves the root
-//!   back). A property test must show both trees give the same roots and proofs over random
-//!   batches. Reopening then reads the root node instead of every entry.
-//! * The chain keeps every height's state tree (shared structure) for proofs "as of" a height;
-//!   with the node store those become roots into it, kept for the undo window.
+//! * Nodes read on demand are not cached beyond redb's page cache: a block reads the lower
+//!   levels of every path it touches again. A bounded cache of decoded nodes (as the tables
+//!   have for values) would spare those reads for hot paths.
 //! * [`Ledger`](crate::ledger::Ledger)'s mempool checks transactions against its own copy of
 //!   the state, which it builds by replaying the chain in memory
 //!   ([`Chain::replay_state`](crate::chain::Chain::replay_state)): with a disk-backed chain
@@ -1204,8 +1220,12 @@ mod tests {
         assert_eq!(table.get(&2), None);
         assert!(disk.db().take_read_failure().is_some());
         let repaired = vec![(body(&2u32), Some(body("two")))];
-        disk.commit_block(&["t"], &[repaired], TreeWrite::root_only(crate::smt::EMPTY_ROOT))
-            .unwrap();
+        disk.commit_block(
+            &["t"],
+            &[repaired],
+            TreeWrite::root_only(crate::smt::EMPTY_ROOT),
+        )
+        .unwrap();
         table.changed(&[2]);
         assert_eq!(table.get(&2).map(String::as_str), Some("two"));
         assert!(disk.db().take_read_failure().is_none());
@@ -1280,7 +1300,7 @@ mod tests {
     /// A pool of keys: some uniform, some sharing long prefixes (deep paths, collapses).
     fn pool_key(i: u8) -> StateKey {
         let mut b = [0u8; 32];
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             b = crate::hash::domain::STATE_KEY.hash(&[i]);
         } else {
             b[0] = 0x5a;
@@ -1301,7 +1321,11 @@ mod tests {
             proptest::option::weighted(0.7, (0u8..4).prop_map(|v| Digest::from_bytes([v; 32]))),
             0..10,
         )
-        .prop_map(|m| m.into_iter().map(|(k, v)| (pool_key(k), v)).collect::<Vec<_>>())
+        .prop_map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (pool_key(k), v))
+                .collect::<Vec<_>>()
+        })
         .prop_map(|mut b| {
             b.sort_by_key(|(k, _)| *k);
             b
@@ -1446,7 +1470,10 @@ mod tests {
         let keys: Vec<StateKey> = (0..40).map(pool_key).collect();
         let mut memory = StateTree::new();
         let batch: Vec<StateUpdate> = {
-            let mut b: Vec<_> = keys.iter().map(|k| (*k, Some(Digest::from_bytes([1; 32])))).collect();
+            let mut b: Vec<_> = keys
+                .iter()
+                .map(|k| (*k, Some(Digest::from_bytes([1; 32]))))
+                .collect();
             b.sort_by_key(|(k, _)| *k);
             b
         };
@@ -1481,18 +1508,26 @@ mod tests {
         assert!(disk.db().take_read_failure().is_none());
         // The damaged leaf is not taken for the key's value, and its proof does not verify.
         assert_eq!(tree.get(&keys[7]), None);
-        let failure = disk.db().take_read_failure().expect("the damage is recorded");
+        let failure = disk
+            .db()
+            .take_read_failure()
+            .expect("the damage is recorded");
         assert!(
-            failure.to_string().starts_with("cannot read state table nodes: state tree node "),
+            failure
+                .to_string()
+                .starts_with("cannot read state table nodes: state tree node "),
             "{failure}"
         );
         assert!(failure.to_string().contains("hashes to"), "{failure}");
         let proof = tree.prove(&keys[7]);
-        assert!(proof.verify(&tree.root(), &keys[7], Some(&Digest::from_bytes([1; 32]))).is_err());
+        assert!(proof
+            .verify(&tree.root(), &keys[7], Some(&Digest::from_bytes([1; 32])))
+            .is_err());
         assert!(proof.verify(&tree.root(), &keys[7], None).is_err());
         // A batch that reaches it leaves the subtree as it was, and the failure is recorded.
         let mut next = tree.clone();
-        next.apply_tracked(&[(keys[7], Some(Digest::from_bytes([2; 32])))]).unwrap();
+        next.apply_tracked(&[(keys[7], Some(Digest::from_bytes([2; 32])))])
+            .unwrap();
         assert!(disk.db().take_read_failure().is_some());
 
         // The root node missing: the tree does not open.
@@ -1520,7 +1555,10 @@ mod tests {
         for (bytes, expect) in [
             (vec![0u8; 64], "64 bytes, a node has 65"),
             (vec![7u8; 65], "unknown tag 7"),
-            (vec![1u8; 1].into_iter().chain([0; 64]).collect(), "an interior node over nothing"),
+            (
+                vec![1u8; 1].into_iter().chain([0; 64]).collect(),
+                "an interior node over nothing",
+            ),
             (vec![0u8; 65], "hashes to"),
         ] {
             let txn = disk.db.db.begin_write().unwrap();
@@ -1530,7 +1568,9 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
             disk.db.nodes.renew();
-            let why = StateTree::stored(root, 1, disk.db().node_source()).err().unwrap();
+            let why = StateTree::stored(root, 1, disk.db().node_source())
+                .err()
+                .unwrap();
             assert!(why.contains(expect), "{why}");
         }
     }
@@ -1547,7 +1587,8 @@ mod tests {
             7,
             TreeWrite::root_only(root),
             1,
-        ).unwrap();
+        )
+        .unwrap();
         assert_eq!(created.committed_tip().unwrap(), (7, root));
         drop(created);
         let opened = DiskState::open(&config, 1).unwrap().unwrap();

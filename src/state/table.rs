@@ -383,7 +383,7 @@ mod tests {
             &[writes],
             crate::state::disk::TreeWrite::root_only(crate::smt::EMPTY_ROOT),
         )
-            .unwrap();
+        .unwrap();
         t.commit_block()
     }
 
@@ -400,7 +400,8 @@ mod tests {
             0,
             crate::state::disk::TreeWrite::root_only(root),
             2,
-        ).unwrap();
+        )
+        .unwrap();
         let mut t: Table<u32, String> = Table::new("t");
         t.move_to_disk(disk.db());
         assert!(t.is_on_disk());
