@@ -15,6 +15,12 @@
 //! applied and committed to each state (`disk_block`): the issue compares the rate at the
 //! large size with the rate at 1k.
 //!
+//! Last, reopening the disk state (`disk_reopen`): the state tree is built from the entries and
+//! committed with its nodes, the database closed, then opened again by reading the tree's root
+//! node (`read_root`, what a chain does now) and by rebuilding the tree from every entry
+//! (`rebuild_from_entries`, what it did before the nodes were stored), side by side; with the
+//! growth of resident memory each way leaves behind.
+//!
 //! `DISK_BENCH_PAGE_CACHE_MIB` sets redb's page cache (default `DEFAULT_PAGE_CACHE_BYTES`).
 //! `DISK_BENCH_SYNC_EVERY` syncs only every so many commits (default 1, every one; see
 //! `DiskConfig::sync_every`).
@@ -36,6 +42,7 @@ use medledger::access::{AccessRequest, Action, RelationshipId, POINTERS_TABLE};
 use medledger::hash::TxId;
 use medledger::purpose::PurposeOfUse;
 use medledger::state::disk::DiskConfig;
+use medledger::State;
 
 /// Resident memory of this process in MiB, from `/proc/self/status` (0 where there is none).
 fn rss_mib() -> u64 {
@@ -185,6 +192,68 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
             })
         });
     }
+    g.finish();
+    drop(memory);
+    drop(pointers);
+    bench_reopen(c, label, n, &config, disk);
+}
+
+/// Reopening `disk` (a state of `n` patients in `config`'s directory) by reading the tree's
+/// root node, against rebuilding the tree from every entry.
+fn bench_reopen(c: &mut Criterion, label: &str, n: u64, config: &DiskConfig, mut disk: State) {
+    let started = Instant::now();
+    disk.bench_persist_tree().unwrap();
+    let root = disk.root();
+    let entries = disk.tree().len();
+    eprintln!(
+        "{label}: state tree of {entries} entries built from the entries and committed with its \
+         nodes in {:.1?}",
+        started.elapsed()
+    );
+    drop(disk);
+
+    let rss_before = rss_mib();
+    let started = Instant::now();
+    let (read_root, _) = State::open_disk(config, 1).unwrap().unwrap();
+    let took = started.elapsed();
+    assert_eq!(read_root.root(), root);
+    eprintln!(
+        "{label}: reopened reading the root node in {took:.1?}: resident memory +{} MiB",
+        rss_mib().saturating_sub(rss_before)
+    );
+    drop(read_root);
+    let rss_before = rss_mib();
+    let started = Instant::now();
+    let (rebuilt, _) = State::bench_open_disk_rebuilding(config, 1)
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(rebuilt.root(), root);
+    eprintln!(
+        "{label}: reopened rebuilding the tree from every entry in {took:.1?}: resident memory \
+         +{} MiB ({n} patients)",
+        rss_mib().saturating_sub(rss_before)
+    );
+    drop(rebuilt);
+
+    let mut g = c.benchmark_group(format!("disk_reopen/{label}"));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("read_root", |b| {
+        b.iter(|| black_box(State::open_disk(config, 1).unwrap().unwrap().0.root()))
+    });
+    g.bench_function("rebuild_from_entries", |b| {
+        b.iter(|| {
+            black_box(
+                State::bench_open_disk_rebuilding(config, 1)
+                    .unwrap()
+                    .unwrap()
+                    .0
+                    .root(),
+            )
+        })
+    });
     g.finish();
 }
 

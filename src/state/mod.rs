@@ -327,6 +327,20 @@ impl<T: AppState> State<T> {
     /// if a table cannot be read.
     #[cfg(feature = "redb")]
     pub fn verify_entries(&self) -> Result<(), disk::DiskError> {
+        let tree = self.entries_tree()?;
+        if tree.root() != self.root() {
+            return Err(disk::DiskError::Corrupt(format!(
+                "the entries hash to {}, the state tree's root is {}",
+                tree.root(),
+                self.root()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The state tree of every committed entry of the tables, built in memory.
+    #[cfg(feature = "redb")]
+    fn entries_tree(&self) -> Result<StateTree, disk::DiskError> {
         let mut leaves: Leaves = Vec::new();
         let mut entries = Vec::new();
         for t in self.tables() {
@@ -347,14 +361,57 @@ impl<T: AppState> State<T> {
         let mut tree = StateTree::new();
         tree.apply(&leaves)
             .map_err(|e| disk::DiskError::Corrupt(format!("state entries: {e}")))?;
-        if tree.root() != self.root() {
+        Ok(tree)
+    }
+
+    /// Builds the state tree of a benchmark's state on disk (built with
+    /// [`bench_commit_untracked`](Self::bench_commit_untracked)) from its entries, and commits
+    /// it with its nodes as the next height.
+    ///
+    /// # Errors
+    ///
+    /// [`disk::DiskError`] if the entries cannot be read or the nodes written.
+    #[cfg(feature = "redb")]
+    #[doc(hidden)]
+    pub fn bench_persist_tree(&mut self) -> Result<(), disk::DiskError> {
+        let mut tree = self.entries_tree()?;
+        if let Some(disk) = &self.disk {
+            tree.attach(disk.db().node_source());
+        }
+        self.commit(tree, Vec::new())
+            .map(drop)
+            .map_err(|e| disk::DiskError::Storage {
+                action: "commit the tree",
+                reason: e.to_string(),
+            })
+    }
+
+    /// [`open_disk`](Self::open_disk) as it was before the tree's nodes were stored, for a
+    /// benchmark to compare: the state tree rebuilt in memory from every entry, and checked
+    /// against the recorded root.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_disk`](Self::open_disk) and [`verify_entries`](Self::verify_entries).
+    #[cfg(feature = "redb")]
+    #[doc(hidden)]
+    pub fn bench_open_disk_rebuilding(
+        config: &disk::DiskConfig,
+        undo_blocks: u64,
+    ) -> Result<Option<(Self, u64)>, disk::DiskError> {
+        let Some((mut state, height)) = Self::open_disk(config, undo_blocks)? else {
+            return Ok(None);
+        };
+        let tree = state.entries_tree()?;
+        if tree.root() != state.root() {
             return Err(disk::DiskError::Corrupt(format!(
-                "the entries hash to {}, the state tree's root is {}",
+                "the entries hash to {}, the database recorded {}",
                 tree.root(),
-                self.root()
+                state.root()
             )));
         }
-        Ok(())
+        state.tree = tree;
+        Ok(Some((state, height)))
     }
 
     /// The height and state root the state database last committed (`None` for the memory
