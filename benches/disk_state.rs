@@ -15,11 +15,15 @@
 //! applied and committed to each state (`disk_block`): the issue compares the rate at the
 //! large size with the rate at 1k.
 //!
-//! Last, reopening the disk state (`disk_reopen`): the state tree is built from the entries and
-//! committed with its nodes, the database closed, then opened again by reading the tree's root
-//! node (`read_root`, what a chain does now) and by rebuilding the tree from every entry
-//! (`rebuild_from_entries`, what it did before the nodes were stored), side by side; with the
-//! growth of resident memory each way leaves behind.
+//! Then the same blocks on disk with the state tree (`disk_block_tree`, to compare with
+//! `disk_block`'s `disk` in the same run): the tree built from the entries and committed with
+//! its nodes, then blocks whose batches update it and write its new nodes.
+//!
+//! Last, reopening the disk state (`disk_reopen`), its database closed: by reading the tree's
+//! root node (`read_root`, what a chain does now) against rebuilding the tree from every entry
+//! (`rebuild_from_entries`, what it did before the nodes were stored), side by side; and each
+//! way once in a fresh process of this bench, which prints its resident memory before and
+//! after (`DISK_BENCH_REOPEN_CHILD` set: that process does only this).
 //!
 //! `DISK_BENCH_PAGE_CACHE_MIB` sets redb's page cache (default `DEFAULT_PAGE_CACHE_BYTES`).
 //! `DISK_BENCH_SYNC_EVERY` syncs only every so many commits (default 1, every one; see
@@ -159,82 +163,62 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
     g.sample_size(10);
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(5));
-    let mut next = 1u64 << 40;
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut blocks = Blocks {
+        next: 1 << 40,
+        rng: 0x2545_f491_4f6c_dd1d,
+        n,
+    };
     for (name, state) in [("memory", &mut memory), ("disk", &mut disk)] {
         g.bench_function(format!("{name}_1000_records"), |b| {
-            b.iter_custom(|iters| {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    for _ in 0..BLOCK {
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        let i = rng % n;
-                        let (patient, provider) = (pk(3, i), pk(1, i % PROVIDERS));
-                        let rel = RelationshipId::of(patient.account(), provider.account());
-                        next += 1;
-                        let mut tx = [0u8; 32];
-                        tx[..8].copy_from_slice(&next.to_le_bytes());
-                        state
-                            .bench_apply_access(
-                                provider,
-                                &lab_record_op(rel, i),
-                                2,
-                                T0 + DAY,
-                                TxId::from_bytes(tx),
-                            )
-                            .unwrap();
-                    }
-                    state.bench_commit_untracked();
-                }
-                started.elapsed()
-            })
+            b.iter_custom(|iters| blocks.run(state, iters, false))
         });
     }
     g.finish();
     drop(memory);
+
+    // The same blocks on disk with the state tree (built from the entries and committed with
+    // its nodes first): each block's batch applied to the tree, its new nodes written with
+    // the block.
+    let started = Instant::now();
+    disk.bench_persist_tree().unwrap();
+    eprintln!(
+        "{label}: state tree of {} entries built from the entries and committed with its nodes \
+         in {:.1?}",
+        disk.tree().len(),
+        started.elapsed()
+    );
+    let mut g = c.benchmark_group(format!("disk_block_tree/{label}"));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("disk_1000_records_with_tree", |b| {
+        b.iter_custom(|iters| blocks.run(&mut disk, iters, true))
+    });
+    g.finish();
     drop(pointers);
     bench_reopen(c, label, n, &config, disk);
 }
 
 /// Reopening `disk` (a state of `n` patients in `config`'s directory) by reading the tree's
 /// root node, against rebuilding the tree from every entry.
-fn bench_reopen(c: &mut Criterion, label: &str, n: u64, config: &DiskConfig, mut disk: State) {
-    let started = Instant::now();
-    disk.bench_persist_tree().unwrap();
-    let root = disk.root();
+fn bench_reopen(c: &mut Criterion, label: &str, n: u64, config: &DiskConfig, disk: State) {
     let entries = disk.tree().len();
-    eprintln!(
-        "{label}: state tree of {entries} entries built from the entries and committed with its \
-         nodes in {:.1?}",
-        started.elapsed()
-    );
     drop(disk);
-
-    let rss_before = rss_mib();
-    let started = Instant::now();
-    let (read_root, _) = State::open_disk(config, 1).unwrap().unwrap();
-    let took = started.elapsed();
-    assert_eq!(read_root.root(), root);
-    eprintln!(
-        "{label}: reopened reading the root node in {took:.1?}: resident memory +{} MiB",
-        rss_mib().saturating_sub(rss_before)
-    );
-    drop(read_root);
-    let rss_before = rss_mib();
-    let started = Instant::now();
-    let (rebuilt, _) = State::bench_open_disk_rebuilding(config, 1)
-        .unwrap()
-        .unwrap();
-    let took = started.elapsed();
-    assert_eq!(rebuilt.root(), root);
-    eprintln!(
-        "{label}: reopened rebuilding the tree from every entry in {took:.1?}: resident memory \
-         +{} MiB ({n} patients)",
-        rss_mib().saturating_sub(rss_before)
-    );
-    drop(rebuilt);
+    for mode in ["read_root", "rebuild_from_entries"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--bench")
+            .env(
+                CHILD_ENV,
+                format!("{mode}:{}", config.dir().to_str().unwrap()),
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        eprintln!(
+            "{label}: {n} patients, {entries} entries: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
 
     let mut g = c.benchmark_group(format!("disk_reopen/{label}"));
     g.sample_size(10);
@@ -260,6 +244,78 @@ fn bench_reopen(c: &mut Criterion, label: &str, n: u64, config: &DiskConfig, mut
 /// Operations per benchmarked block.
 const BLOCK: u64 = 1_000;
 
+/// Blocks of [`BLOCK`] operations, each a record added to a random patient's relationship.
+struct Blocks {
+    next: u64,
+    rng: u64,
+    n: u64,
+}
+
+impl Blocks {
+    /// Applies and commits `iters` blocks to `state` (with its state tree if `tracked`), and
+    /// returns the time taken.
+    fn run(&mut self, state: &mut State, iters: u64, tracked: bool) -> Duration {
+        let started = Instant::now();
+        for _ in 0..iters {
+            for _ in 0..BLOCK {
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                let i = self.rng % self.n;
+                let (patient, provider) = (pk(3, i), pk(1, i % PROVIDERS));
+                let rel = RelationshipId::of(patient.account(), provider.account());
+                self.next += 1;
+                let mut tx = [0u8; 32];
+                tx[..8].copy_from_slice(&self.next.to_le_bytes());
+                state
+                    .bench_apply_access(
+                        provider,
+                        &lab_record_op(rel, i),
+                        2,
+                        T0 + DAY,
+                        TxId::from_bytes(tx),
+                    )
+                    .unwrap();
+            }
+            if tracked {
+                state.bench_commit_tracked();
+            } else {
+                state.bench_commit_untracked();
+            }
+        }
+        started.elapsed()
+    }
+}
+
+const CHILD_ENV: &str = "DISK_BENCH_REOPEN_CHILD";
+
+/// In a process started by [`bench_reopen`] (`DISK_BENCH_REOPEN_CHILD` set to `MODE:DIR`):
+/// reopens the state in `DIR` one way, prints the time and resident memory, and exits.
+fn reopen_child(_: &mut Criterion) {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (mode, dir) = spec.split_once(':').unwrap();
+    let config = DiskConfig::new(dir);
+    let before = rss_mib();
+    let started = Instant::now();
+    let state = match mode {
+        "read_root" => State::open_disk(&config, 1),
+        _ => State::bench_open_disk_rebuilding(&config, 1),
+    }
+    .unwrap()
+    .unwrap()
+    .0;
+    let took = started.elapsed();
+    println!(
+        "reopened ({mode}) in {took:.1?}: resident memory {before} MiB before, {} MiB after \
+         (root {})",
+        rss_mib(),
+        state.root()
+    );
+    std::process::exit(0);
+}
+
 fn disk_small(c: &mut Criterion) {
     bench_disk(c, "1k_patients", 1_000);
 }
@@ -272,5 +328,5 @@ fn disk_large(c: &mut Criterion) {
     bench_disk(c, "big", n);
 }
 
-criterion_group!(benches, disk_small, disk_large);
+criterion_group!(benches, reopen_child, disk_small, disk_large);
 criterion_main!(benches);

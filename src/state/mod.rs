@@ -744,6 +744,16 @@ impl<T: AppState> State<T> {
         }
     }
 
+    /// Commits pending writes with the state tree: the batch applied to it, and on disk its
+    /// new nodes written with the block (benchmarks only: a chain commits executed blocks).
+    #[doc(hidden)]
+    pub fn bench_commit_tracked(&mut self) {
+        let (tree, replaced) = self.pending_tree();
+        if let Err(e) = self.commit(tree, replaced) {
+            panic!("benchmark state: {e}");
+        }
+    }
+
     /// Drops the pending writes of an executed block.
     pub(crate) fn discard(&mut self) {
         for t in self.tables_mut() {
