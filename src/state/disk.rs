@@ -79,8 +79,20 @@
 //! checkpoint and the later blocks replay. As after a checkpoint, the reopened chain keeps no
 //! undo data below the height it opened at.
 //!
+//! Measured (bench `disk_state`, `disk_reopen`; README rows D6 and D7): reopening a state of
+//! 100,000 patients (1,904,605 entries) takes 17.3 ms by its root node against 5.01 s
+//! rebuilding the tree from every entry (both with closing the database; 4.1 ms against 4.7 s
+//! once in a fresh process), which then holds 6 MiB resident against 655 MiB.
+//!
 //! # Not yet done, and how it fits
 //!
+//! * Storing the tree makes blocks far slower (the README's row D8: 0.095 of the rate without
+//!   the tree at 1k patients, 2.28 s against 216 ms for a block of 1,000 operations): each
+//!   block writes tens of thousands of nodes under random keys, with their `fresh` and `stale`
+//!   records, and deletes as many, so redb copies a page for nearly each. Fewer, larger records
+//!   would cut it: sixteen-way nodes covering four levels (as Jellyfish Merkle trees do), leaves
+//!   inside their parent's record, and the deletions of the block leaving the window done in
+//!   the background.
 //! * Nodes read on demand are not cached beyond redb's page cache: a block reads the lower
 //!   levels of every path it touches again. A bounded cache of decoded nodes (as the tables
 //!   have for values) would spare those reads for hot paths.
