@@ -19,7 +19,7 @@
 //!   `(height, sequence)`, what a write of that block replaced: the table's position in the
 //!   state's fixed table order, the key body and the previous value body (none if the key was
 //!   absent);
-//! * `nodes`: the state tree's nodes ([`StateTree`](crate::smt::StateTree)), from a node's
+//! * `nodes`: the state tree's nodes ([`StateTree`]), from a node's
 //!   hash to its encoding (65 bytes: a tag, then a leaf's key and value digest or an interior
 //!   node's two child hashes); a node read back must hash to its key, or it is not used;
 //! * `stale`: for each block of the undo window, keyed by `(height, hash)`, the nodes it
