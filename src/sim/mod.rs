@@ -62,7 +62,7 @@ mod run;
 #[cfg(feature = "tendermint")]
 mod tendermint;
 
-pub use committee::{CommitteeDeployment, Decisions, SimHost};
+pub use committee::{AgreementTrace, CommitteeDeployment, Decisions, SimHost, Trace};
 pub use network::{Behaviour, Deployment, EngineReport, Fault, Finalised, NetConfig, Network};
 pub use pow::{miner_key, PowReplicas, PowSetup};
 pub use replicas::{
