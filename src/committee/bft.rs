@@ -64,9 +64,10 @@ pub(crate) struct Bft {
     proposals: BTreeMap<u32, Digest>,
     /// The leader's signature of the proposal accepted in each round, sent with our prevote.
     proposal_sigs: BTreeMap<u32, Signature>,
-    /// A value the round's leader is proven (by its signature, carried in a prevote) to have
-    /// proposed, for rounds whose proposal has not arrived.
-    attested: BTreeMap<u32, Digest>,
+    /// For rounds whose proposal has not arrived: a value a prevote says the round's leader
+    /// proposed, with the leader's signature it carried. The signature is checked only when
+    /// another value turns up, so that honest rounds cost no extra check.
+    attested: BTreeMap<u32, (Digest, Signature)>,
     /// Rounds whose leader is proven to have signed two proposals.
     equivocated: BTreeSet<u32>,
     pub values: BTreeMap<Digest, Value>,
@@ -323,11 +324,13 @@ impl Bft {
         }
         self.proposals.insert(p.round, digest);
         self.proposal_sigs.insert(p.round, p.signature);
-        if self.attested.get(&p.round).is_some_and(|d| *d != digest) {
-            // A prevote showed the leader's signature of another value for this round.
-            self.values.entry(digest).or_insert(p.value);
-            self.equivocation(p.round, now, ctx, out);
-            return;
+        if let Some((d, s)) = self.attested.remove(&p.round) {
+            if d != digest && self.leader_signed(p.round, d, s, ctx) {
+                // A prevote showed the leader's signature of another value for this round.
+                self.values.entry(digest).or_insert(p.value);
+                self.equivocation(p.round, now, ctx, out);
+                return;
+            }
         }
         if p.round != self.round || self.decided.is_some() || self.sent_prevote.contains(&p.round) {
             self.values.entry(digest).or_insert(p.value);
@@ -366,11 +369,31 @@ impl Bft {
         }
     }
 
-    /// Checks the leader's signature a prevote carries: a second value the leader signed for
-    /// the round proves that it equivocated. Only the current and the previous round are
-    /// looked at (later ones cannot be acted on yet, earlier ones no longer matter), and only
-    /// a value other than the one already known costs a signature check.
-    fn check_attestation(&mut self, v: &Vote, now: u64, ctx: &mut dyn BftCtx, out: &mut Vec<BftOut>) {
+    /// Whether `signature` is the leader of `round`'s signature of a proposal of `value`.
+    fn leader_signed(
+        &self,
+        round: u32,
+        value: Digest,
+        signature: Signature,
+        ctx: &mut dyn BftCtx,
+    ) -> bool {
+        let body = self.body(round, Phase::Propose, value);
+        ctx.check(&[(self.members[self.leader(round)], body.digest(), signature)])
+            .is_ok()
+    }
+
+    /// Looks at the leader's signature a prevote carries: with the leader's signature of
+    /// another value for the round (the proposal received, or one another prevote carried), it
+    /// proves that the leader equivocated. Only the current and the previous round are looked
+    /// at (later ones cannot be acted on yet, earlier ones no longer matter), and signatures
+    /// are checked only once two values turn up.
+    fn check_attestation(
+        &mut self,
+        v: &Vote,
+        now: u64,
+        ctx: &mut dyn BftCtx,
+        out: &mut Vec<BftOut>,
+    ) {
         let Some(signature) = v.proposal else {
             return;
         };
@@ -380,26 +403,27 @@ impl Bft {
         {
             return;
         }
-        let known = self
-            .proposals
-            .get(&v.round)
-            .or_else(|| self.attested.get(&v.round))
-            .copied();
-        if known == Some(v.value) {
+        if let Some(d) = self.proposals.get(&v.round) {
+            if *d != v.value && self.leader_signed(v.round, v.value, signature, ctx) {
+                self.equivocation(v.round, now, ctx, out);
+            }
             return;
         }
-        let leader = self.leader(v.round);
-        let body = self.body(v.round, Phase::Propose, v.value);
-        if ctx
-            .check(&[(self.members[leader], body.digest(), signature)])
-            .is_err()
-        {
-            return;
-        }
-        match known {
-            Some(_) => self.equivocation(v.round, now, ctx, out),
+        match self.attested.get(&v.round).copied() {
             None => {
-                self.attested.insert(v.round, v.value);
+                self.attested.insert(v.round, (v.value, signature));
+            }
+            Some((d, _)) if d == v.value => {}
+            Some((d, s)) => {
+                if !self.leader_signed(v.round, v.value, signature, ctx) {
+                    return;
+                }
+                if self.leader_signed(v.round, d, s, ctx) {
+                    self.equivocation(v.round, now, ctx, out);
+                } else {
+                    // The first was made up: keep the one the leader did sign.
+                    self.attested.insert(v.round, (v.value, signature));
+                }
             }
         }
     }
@@ -1087,6 +1111,29 @@ mod tests {
         };
         bft.on_vote(v, 20, &mut ctx);
         assert_eq!(bft.round, 0);
+    }
+
+    #[test]
+    fn two_values_the_leader_signed_prove_that_it_equivocated_before_its_proposal_arrives() {
+        let (_, db) = value(1);
+        let (_, dc) = value(3);
+        let (mut bft, mut ctx) = member_zero();
+        // Member 3's prevote for `c` carries a signature it made itself; member 2's for `b`
+        // carries the leader's: two values, but only one of them signed by the leader.
+        let forged = Vote {
+            proposal: Some(keypair(3).sign(&bft.body(0, Phase::Propose, dc).digest())),
+            ..prevote(&bft, 3, dc)
+        };
+        bft.on_vote(forged, 5, &mut ctx);
+        bft.on_vote(prevote_with_proposal(&bft, 2, db), 6, &mut ctx);
+        assert_eq!(bft.round, 0);
+        // The leader's own prevote for `c` carries its real signature of `c`: proof.
+        let v = Vote {
+            proposal: Some(leader_signature(&bft, dc)),
+            ..prevote(&bft, 1, dc)
+        };
+        bft.on_vote(v, 7, &mut ctx);
+        assert_eq!(bft.round, 1);
     }
 
     /// Member 2, round 1's leader, holds round 0's proposal of `a`, and hears member 3's
