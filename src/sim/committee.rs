@@ -765,6 +765,52 @@ impl CommitteeDeployment {
         }
     }
 
+    /// The prevotes and precommits of every Byzantine member of the committee of proposal `p`
+    /// for `value` in `p`'s round, signed by each: an equivocating leader sends them with its
+    /// proposal, so that the honest members shown `value` see the Byzantine members' votes
+    /// before any honest member's prevote could show them that the leader equivocated. Beyond
+    /// what a committee tolerates, that makes honest members decide at once; within it, the
+    /// votes make no quorum. Empty for the directory's agreement (its members are not
+    /// recorded).
+    fn votes_ahead(&self, node: usize, p: &Proposal, value: Digest) -> Vec<Message> {
+        let members = match p.stage {
+            Stage::Shard(j) => self.members.get(&(p.height, j)),
+            Stage::Final => self.final_members.get(&p.height),
+            Stage::Directory => None,
+        };
+        let attempt = self.nodes[node].status().attempt;
+        let mut out = Vec::new();
+        for (i, key) in members.into_iter().flatten().enumerate() {
+            let Some(&voter) = self.index.get(key).filter(|v| self.byzantine[**v]) else {
+                continue;
+            };
+            let keypair = Keypair::from_seed(&self.seeds[voter]);
+            for phase in [Phase::Prevote, Phase::Precommit] {
+                let body = VoteBody {
+                    height: p.height,
+                    parent: p.parent,
+                    stage: p.stage,
+                    attempt,
+                    round: p.round,
+                    phase,
+                    value,
+                };
+                out.push(Message::Vote(Vote {
+                    height: p.height,
+                    parent: p.parent,
+                    stage: p.stage,
+                    round: p.round,
+                    phase,
+                    value,
+                    member: i as u16,
+                    signature: keypair.sign(&body.digest()),
+                    proposal: None,
+                }));
+            }
+        }
+        out
+    }
+
     /// What Byzantine `node` does with its engine's outputs, by the configured [`Strategy`].
     /// Its blocks and progress are dropped: nothing a Byzantine node decides is counted.
     fn misbehave(&mut self, node: usize, outputs: Outputs<Node>) -> Outputs<Node> {
@@ -814,11 +860,26 @@ impl CommitteeDeployment {
                     Some(other) => {
                         let (targets, second): (Vec<_>, Vec<_>) =
                             targets.into_iter().partition(|k| k.as_bytes()[0] % 2 == 0);
+                        // A leader's two proposals go with the Byzantine members' votes for
+                        // each.
+                        let ahead = |m: &Message| match m {
+                            Message::Proposal(p) => {
+                                self.votes_ahead(node, p, p.value.digest(p.stage))
+                            }
+                            _ => Vec::new(),
+                        };
+                        let (first_votes, second_votes) = (ahead(&message), ahead(&other));
                         if !targets.is_empty() {
-                            out.push(send(targets, message));
+                            out.push(send(targets.clone(), message));
+                            for v in first_votes {
+                                out.push(send(targets.clone(), v));
+                            }
                         }
                         if !second.is_empty() {
-                            out.push(send(second, other));
+                            out.push(send(second.clone(), other));
+                            for v in second_votes {
+                                out.push(send(second.clone(), v));
+                            }
                         }
                     }
                     None => out.push(send(targets, message)),
