@@ -12,6 +12,15 @@
 //! and round changes) and cannot re-propose what it does not hold.
 //! A locked member prevotes another value only with a prevote quorum for it from a round at or
 //! after its lock, which is what keeps two values from both being decided.
+//!
+//! A prevote carries the leader's signature of the proposal it is for. A member that holds the
+//! leader's signatures of two values for one round (the proposal it received and a prevote's,
+//! or two prevotes') holds proof that the leader equivocated: it leaves the round on the first
+//! prevote that proves it, without waiting for the prevotes to show a split, and the next
+//! round's leader, holding the same proof, proposes at once instead of waiting for a quorum of
+//! round changes. Neither touches agreement: leaving a round is always safe, and what a leader
+//! proposes never overrides a lock (a leader that missed a lock only wastes its round, and the
+//! next leader collects the round changes as usual).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -381,3 +381,50 @@ fn seeded_runs_finalise_exactly_the_recorded_blocks() {
         "b9a8e18ebc761029921286590511180ae4e7ba86f3f9dedb3fce11d9034629d0"
     );
 }
+
+#[test]
+fn a_trace_tells_when_each_step_happened_and_who_led_the_rounds_that_failed() {
+    let net = NetworkModel {
+        jitter_us: 40_000,
+        ..NetworkModel::default()
+    };
+    let cfg = SimConfig::builder()
+        .committees(2)
+        .committee_size(8)
+        .nodes(24)
+        .block_size(16)
+        .blocks(4)
+        .seed(11)
+        .network(net)
+        .byzantine(0.25, Strategy::Equivocating)
+        .build()
+        .unwrap();
+    let (report, trace) = Simulation::new(cfg).unwrap().run_traced();
+    assert_eq!(report.blocks, 4);
+    for h in 1..=4 {
+        assert!(trace.final_us[&h] > trace.epoch_started_us[&h], "height {h}");
+    }
+    let mut later_rounds = 0;
+    for ((h, _, stage), t) in &trace.agreements {
+        let Some((decided, round)) = t.decided else {
+            continue;
+        };
+        if *stage == Stage::Directory {
+            continue;
+        }
+        let started = t.started_us.expect("members report round 0");
+        // Each round entered no earlier than the one before, the decision after them all.
+        let mut steps = vec![started];
+        steps.extend(&t.rounds_us);
+        assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{h} {stage}: {t:?}");
+        assert!(decided >= steps[round as usize], "{h} {stage}: {t:?}");
+        assert_eq!(t.byzantine_leaders.len(), round as usize + 1, "{h} {stage}");
+        if round > 0 {
+            later_rounds += 1;
+        }
+    }
+    assert!(
+        later_rounds > 0 && report.view_changes > 0,
+        "the run has rounds after the first: {report:?}"
+    );
+}
