@@ -1063,15 +1063,18 @@ mod tests {
     }
 
     #[test]
-    fn a_round_whose_leader_is_proven_to_have_equivocated_ends_on_the_first_prevote_that_proves_it(
-    ) {
+    fn a_round_whose_leader_is_proven_to_have_equivocated_ends_on_the_first_prevote_that_proves_it()
+    {
         let (_, da) = value(0);
         let (_, db) = value(1);
         // Member 0 holds the leader's proposal of `a`; member 2's prevote for `b` carries the
         // leader's signature of `b`: one message, and nothing else heard. Without the
         // signature the round would wait (3 prevotes missing could still make a quorum).
         let (bft, _, _) = split_round(&[(2, db)]);
-        assert_eq!(bft.round, 0, "a prevote for another value alone proves nothing");
+        assert_eq!(
+            bft.round, 0,
+            "a prevote for another value alone proves nothing"
+        );
         let (mut bft, mut ctx, _) = split_round(&[]);
         let v = prevote_with_proposal(&bft, 2, db);
         let out = bft.on_vote(v, 20, &mut ctx);
@@ -1204,7 +1207,11 @@ mod tests {
             out.extend(bft.on_round_change(rc, from, 40, &mut ctx));
         }
         let sent = proposals(&out);
-        assert_eq!(sent.len(), 1, "its own round change and two more: a quorum of 3");
+        assert_eq!(
+            sent.len(),
+            1,
+            "its own round change and two more: a quorum of 3"
+        );
         assert_eq!(sent[0].round, 1);
     }
 }

@@ -669,7 +669,10 @@ impl CommitteeDeployment {
     fn trace_rounds(&mut self, node: usize, now: Time) {
         let s = self.nodes[node].status();
         self.trace.epoch_started_us.entry(s.height).or_insert(now);
-        let shard = s.committee.zip(s.shard_round).map(|(j, r)| (Stage::Shard(j), r));
+        let shard = s
+            .committee
+            .zip(s.shard_round)
+            .map(|(j, r)| (Stage::Shard(j), r));
         let fin = s.final_round.map(|r| (Stage::Final, r));
         for (stage, round) in shard.into_iter().chain(fin) {
             let t = self

@@ -402,7 +402,10 @@ fn a_trace_tells_when_each_step_happened_and_who_led_the_rounds_that_failed() {
     let (report, trace) = Simulation::new(cfg).unwrap().run_traced();
     assert_eq!(report.blocks, 4);
     for h in 1..=4 {
-        assert!(trace.final_us[&h] > trace.epoch_started_us[&h], "height {h}");
+        assert!(
+            trace.final_us[&h] > trace.epoch_started_us[&h],
+            "height {h}"
+        );
     }
     let mut later_rounds = 0;
     for ((h, _, stage), t) in &trace.agreements {

@@ -29,8 +29,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use medledger::committee::{failure_probability, failure_threshold};
 use medledger::committee::Stage;
+use medledger::committee::{failure_probability, failure_threshold};
 use medledger::sim::{AgreementTrace, Report, SimConfig, Simulation, Strategy};
 use medledger_lab::engines;
 use plotters::prelude::*;
@@ -871,22 +871,24 @@ fn breakdown(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>
         if let Some(t) = fin.filter(|t| t.decided.is_some_and(|(_, r)| r > 0)) {
             println!(
                 "         final: rounds entered at {:?}, leaders Byzantine: {:?}",
-                t.rounds_us.iter().map(|r| rel(*r) as u64).collect::<Vec<_>>(),
+                t.rounds_us
+                    .iter()
+                    .map(|r| rel(*r) as u64)
+                    .collect::<Vec<_>>(),
                 t.byzantine_leaders
             );
         }
     }
     std::fs::write(out_dir.join("breakdown.csv"), &csv)?;
-    println!("(times in ms from the epoch's start; wrote {})", out_dir.join("breakdown.csv").display());
+    println!(
+        "(times in ms from the epoch's start; wrote {})",
+        out_dir.join("breakdown.csv").display()
+    );
     Ok(())
 }
 
 /// Each shard's agreement of `height` (its last attempt).
-fn shards_all(
-    trace: &medledger::sim::Trace,
-    height: u64,
-    k: usize,
-) -> Vec<(u16, AgreementTrace)> {
+fn shards_all(trace: &medledger::sim::Trace, height: u64, k: usize) -> Vec<(u16, AgreementTrace)> {
     (0..k as u16)
         .filter_map(|j| {
             trace
