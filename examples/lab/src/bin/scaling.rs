@@ -720,7 +720,8 @@ fn plot(
 /// `COMMITTEES` (16) committees of 24 with `F` (2) equivocating members on average and prints,
 /// per block, when the directory decided, when the shards decided (the median and the last, from
 /// the time the first shard began), which shard was last, the rounds it needed and who led
-/// them, and when the final committee decided and the block was final. Writes
+/// them, and when the final committee decided and the block was final; with `--all` after
+/// the other arguments, also when each shard began, proposed and decided. Writes
 /// `breakdown.csv`.
 fn breakdown(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let arg = |i: usize, default: usize| -> Result<usize, std::num::ParseIntError> {
@@ -773,8 +774,7 @@ fn breakdown(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>
             trace
                 .agreements
                 .range((height, 0, Stage::Shard(0))..=(height, u32::MAX, Stage::Directory))
-                .filter(|((_, _, s), _)| *s == stage)
-                .next_back()
+                .rfind(|((_, _, s), _)| *s == stage)
                 .map(|(_, t)| t)
         };
         let rel = |t: u64| ms(t.saturating_sub(start));
@@ -894,8 +894,7 @@ fn shards_all(trace: &medledger::sim::Trace, height: u64, k: usize) -> Vec<(u16,
             trace
                 .agreements
                 .iter()
-                .filter(|((h, _, s), _)| *h == height && *s == Stage::Shard(j))
-                .next_back()
+                .rfind(|((h, _, s), _)| *h == height && *s == Stage::Shard(j))
                 .map(|(_, t)| (j, t.clone()))
         })
         .collect()
