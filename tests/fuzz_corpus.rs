@@ -904,6 +904,7 @@ fn committee_seeds(out: &mut Vec<Seed>) {
                 value: final_value.digest(),
                 member: sigs[0].member,
                 signature: sigs[0].signature,
+                proposal: None,
             }),
         ),
         (

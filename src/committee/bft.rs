@@ -12,6 +12,15 @@
 //! and round changes) and cannot re-propose what it does not hold.
 //! A locked member prevotes another value only with a prevote quorum for it from a round at or
 //! after its lock, which is what keeps two values from both being decided.
+//!
+//! A prevote carries the leader's signature of the proposal it is for. A member that holds the
+//! leader's signatures of two values for one round (the proposal it received and a prevote's,
+//! or two prevotes') holds proof that the leader equivocated: it leaves the round on the first
+//! prevote that proves it, without waiting for the prevotes to show a split, and the next
+//! round's leader, holding the same proof, proposes at once instead of waiting for a quorum of
+//! round changes. Neither touches agreement: leaving a round is always safe, and what a leader
+//! proposes never overrides a lock (a leader that missed a lock only wastes its round, and the
+//! next leader collects the round changes as usual).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,6 +71,14 @@ pub(crate) struct Bft {
     pub round: u32,
     deadline: u64,
     proposals: BTreeMap<u32, Digest>,
+    /// The leader's signature of the proposal accepted in each round, sent with our prevote.
+    proposal_sigs: BTreeMap<u32, Signature>,
+    /// For rounds whose proposal has not arrived: a value a prevote says the round's leader
+    /// proposed, with the leader's signature it carried. The signature is checked only when
+    /// another value turns up, so that honest rounds cost no extra check.
+    attested: BTreeMap<u32, (Digest, Signature)>,
+    /// Rounds whose leader is proven to have signed two proposals.
+    equivocated: BTreeSet<u32>,
     pub values: BTreeMap<Digest, Value>,
     pending: BTreeMap<u32, Proposal>,
     prevotes: Votes,
@@ -107,6 +124,9 @@ impl Bft {
             round: 0,
             deadline: now.saturating_add(base_timeout),
             proposals: BTreeMap::new(),
+            proposal_sigs: BTreeMap::new(),
+            attested: BTreeMap::new(),
+            equivocated: BTreeSet::new(),
             values: BTreeMap::new(),
             pending: BTreeMap::new(),
             prevotes: BTreeMap::new(),
@@ -305,15 +325,22 @@ impl Bft {
         match self.proposals.get(&p.round) {
             Some(d) if *d != digest => {
                 // The leader signed two proposals for one round: move on at once.
-                if p.round == self.round && self.decided.is_none() {
-                    self.enter_round(self.round + 1, now, ctx, out);
-                }
+                self.equivocation(p.round, now, ctx, out);
                 return;
             }
             Some(_) => return,
             None => {}
         }
         self.proposals.insert(p.round, digest);
+        self.proposal_sigs.insert(p.round, p.signature);
+        if let Some((d, s)) = self.attested.remove(&p.round) {
+            if d != digest && self.leader_signed(p.round, d, s, ctx) {
+                // A prevote showed the leader's signature of another value for this round.
+                self.values.entry(digest).or_insert(p.value);
+                self.equivocation(p.round, now, ctx, out);
+                return;
+            }
+        }
         if p.round != self.round || self.decided.is_some() || self.sent_prevote.contains(&p.round) {
             self.values.entry(digest).or_insert(p.value);
             return;
@@ -340,6 +367,76 @@ impl Bft {
         }
     }
 
+    /// The leader of `round` is proven to have signed two proposals for it: a member still in
+    /// the round leaves it at once, without waiting for the prevotes to show a split, and the
+    /// next round's leader proposes without waiting for round changes (see
+    /// [`progress`](Self::progress)).
+    fn equivocation(&mut self, round: u32, now: u64, ctx: &mut dyn BftCtx, out: &mut Vec<BftOut>) {
+        self.equivocated.insert(round);
+        if round == self.round && self.decided.is_none() {
+            self.enter_round(round + 1, now, ctx, out);
+        }
+    }
+
+    /// Whether `signature` is the leader of `round`'s signature of a proposal of `value`.
+    fn leader_signed(
+        &self,
+        round: u32,
+        value: Digest,
+        signature: Signature,
+        ctx: &mut dyn BftCtx,
+    ) -> bool {
+        let body = self.body(round, Phase::Propose, value);
+        ctx.check(&[(self.members[self.leader(round)], body.digest(), signature)])
+            .is_ok()
+    }
+
+    /// Looks at the leader's signature a prevote carries: with the leader's signature of
+    /// another value for the round (the proposal received, or one another prevote carried), it
+    /// proves that the leader equivocated. Only the current and the previous round are looked
+    /// at (later ones cannot be acted on yet, earlier ones no longer matter), and signatures
+    /// are checked only once two values turn up.
+    fn check_attestation(
+        &mut self,
+        v: &Vote,
+        now: u64,
+        ctx: &mut dyn BftCtx,
+        out: &mut Vec<BftOut>,
+    ) {
+        let Some(signature) = v.proposal else {
+            return;
+        };
+        if v.phase != Phase::Prevote
+            || !(v.round == self.round || v.round + 1 == self.round)
+            || self.equivocated.contains(&v.round)
+        {
+            return;
+        }
+        if let Some(d) = self.proposals.get(&v.round) {
+            if *d != v.value && self.leader_signed(v.round, v.value, signature, ctx) {
+                self.equivocation(v.round, now, ctx, out);
+            }
+            return;
+        }
+        match self.attested.get(&v.round).copied() {
+            None => {
+                self.attested.insert(v.round, (v.value, signature));
+            }
+            Some((d, _)) if d == v.value => {}
+            Some((d, s)) => {
+                if !self.leader_signed(v.round, v.value, signature, ctx) {
+                    return;
+                }
+                if self.leader_signed(v.round, d, s, ctx) {
+                    self.equivocation(v.round, now, ctx, out);
+                } else {
+                    // The first was made up: keep the one the leader did sign.
+                    self.attested.insert(v.round, (v.value, signature));
+                }
+            }
+        }
+    }
+
     fn send_vote(
         &mut self,
         phase: Phase,
@@ -357,6 +454,10 @@ impl Bft {
             return;
         }
         let signature = ctx.sign(&self.body(round, phase, value));
+        let proposal = match phase {
+            Phase::Prevote => self.proposal_sigs.get(&round).copied(),
+            _ => None,
+        };
         let vote = Vote {
             height: self.height,
             parent: self.parent,
@@ -366,6 +467,7 @@ impl Bft {
             value,
             member: self.me as u16,
             signature,
+            proposal,
         };
         self.record_vote(&vote);
         out.push(bcast(Message::Vote(vote)));
@@ -413,6 +515,7 @@ impl Bft {
             return out;
         }
         self.record_vote(&v);
+        self.check_attestation(&v, now, ctx, &mut out);
         if self.echo && v.phase == Phase::Precommit && self.decided == Some((v.round, v.value)) {
             out.push(self.bundle(
                 v.round,
@@ -465,6 +568,7 @@ impl Bft {
                 value: p.value,
                 member: s.member,
                 signature: s.signature,
+                proposal: None,
             });
             fresh.push(*s);
         }
@@ -538,7 +642,13 @@ impl Bft {
         let round = self.round;
         // Propose if leader.
         if self.leader(round) == self.me && !self.proposed.contains(&round) {
+            // After proof that the previous round's leader equivocated, the next leader
+            // proposes at once (its own highest prevote quorum, if any) rather than wait for
+            // a quorum of round changes: a leader's choice never endangers agreement (the
+            // locks do), and if members locked a value it did not know of, the round fails
+            // and the next leader collects the round changes as usual.
             let ready = round == 0
+                || self.equivocated.contains(&(round - 1))
                 || self
                     .round_changes
                     .get(&round)
@@ -660,21 +770,34 @@ mod tests {
     use crate::committee::messages::{Roster, ShardValue};
     use crate::tx::Keypair;
 
-    /// Signs with the member's key, takes every signature and every value.
+    /// Signs with the member's key, checks signatures, takes every value, and proposes an
+    /// empty shard.
     struct Member(Keypair);
 
     impl BftCtx for Member {
         fn sign(&mut self, body: &VoteBody) -> Signature {
             self.0.sign(&body.digest())
         }
-        fn check(&mut self, _: &[SigItem]) -> Result<(), usize> {
+        fn check(&mut self, items: &[SigItem]) -> Result<(), usize> {
+            for (i, (key, message, signature)) in items.iter().enumerate() {
+                let ok = key.verifying_key().is_ok_and(|k| {
+                    k.verify_strict(
+                        message,
+                        &ed25519_dalek::Signature::from_bytes(&signature.to_bytes()),
+                    )
+                    .is_ok()
+                });
+                if !ok {
+                    return Err(i);
+                }
+            }
             Ok(())
         }
         fn validate(&mut self, _: &Value, _: u64) -> bool {
             true
         }
         fn propose(&mut self, _: u64) -> Option<Value> {
-            None
+            Some(value(2).0)
         }
     }
 
@@ -723,6 +846,20 @@ mod tests {
             value,
             member: u16::from(member),
             signature: keypair(member).sign(&bft.body(0, Phase::Prevote, value).digest()),
+            proposal: None,
+        }
+    }
+
+    /// Round 0's leader's (member 1's) signature of a proposal of `value`.
+    fn leader_signature(bft: &Bft, value: Digest) -> Signature {
+        keypair(1).sign(&bft.body(0, Phase::Propose, value).digest())
+    }
+
+    /// `member`'s prevote for `value` in round 0, with the leader's signature of its proposal.
+    fn prevote_with_proposal(bft: &Bft, member: u8, value: Digest) -> Vote {
+        Vote {
+            proposal: Some(leader_signature(bft, value)),
+            ..prevote(bft, member, value)
         }
     }
 
@@ -738,7 +875,7 @@ mod tests {
             round: 0,
             value: a,
             pol: None,
-            signature: keypair(1).sign(&bft.body(0, Phase::Propose, da).digest()),
+            signature: leader_signature(&bft, da),
         };
         let mut out = bft.on_proposal(proposal, 1, 10, &mut ctx);
         for (m, d) in votes {
@@ -904,5 +1041,177 @@ mod tests {
             "round 1's leader (2) gets the value"
         );
         assert_eq!(to_others, Some(None), "the others get the quorum alone");
+    }
+
+    fn sent_prevote(out: &[BftOut]) -> Option<&Vote> {
+        out.iter().find_map(|o| match o {
+            BftOut::Broadcast(m) => match &**m {
+                Message::Vote(v) if v.phase == Phase::Prevote => Some(v),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_prevote_carries_the_leaders_signature_of_the_proposal_it_is_for() {
+        let (_, da) = value(0);
+        let (bft, _, out) = split_round(&[]);
+        let v = sent_prevote(&out).expect("member 0 prevotes the proposal");
+        assert_eq!(v.value, da);
+        assert_eq!(v.proposal, Some(leader_signature(&bft, da)));
+    }
+
+    #[test]
+    fn a_round_whose_leader_is_proven_to_have_equivocated_ends_on_the_first_prevote_that_proves_it()
+    {
+        let (_, da) = value(0);
+        let (_, db) = value(1);
+        // Member 0 holds the leader's proposal of `a`; member 2's prevote for `b` carries the
+        // leader's signature of `b`: one message, and nothing else heard. Without the
+        // signature the round would wait (3 prevotes missing could still make a quorum).
+        let (bft, _, _) = split_round(&[(2, db)]);
+        assert_eq!(
+            bft.round, 0,
+            "a prevote for another value alone proves nothing"
+        );
+        let (mut bft, mut ctx, _) = split_round(&[]);
+        let v = prevote_with_proposal(&bft, 2, db);
+        let out = bft.on_vote(v, 20, &mut ctx);
+        assert_eq!(bft.round, 1, "left at once, long before the 2 s timeout");
+        assert!(out.iter().any(|o| matches!(
+            o,
+            BftOut::Broadcast(m) if matches!(**m, Message::RoundChange(RoundChange { round: 1, .. }))
+        )));
+        // The same holds when the prevote comes first and the proposal second.
+        let (mut bft, mut ctx) = member_zero();
+        bft.on_vote(prevote_with_proposal(&bft, 2, db), 5, &mut ctx);
+        assert_eq!(bft.round, 0);
+        let (a, _) = value(0);
+        let proposal = Proposal {
+            height: 1,
+            parent: bft.parent,
+            stage: bft.stage,
+            round: 0,
+            value: a,
+            pol: None,
+            signature: leader_signature(&bft, da),
+        };
+        let out = bft.on_proposal(proposal, 1, 10, &mut ctx);
+        assert_eq!(bft.round, 1);
+        assert!(
+            sent_prevote(&out).is_none(),
+            "a proposal from a leader proven to equivocate is not prevoted"
+        );
+    }
+
+    #[test]
+    fn a_prevote_with_a_signature_the_leader_did_not_make_leaves_the_round_open() {
+        let (_, db) = value(1);
+        let (mut bft, mut ctx, _) = split_round(&[]);
+        // Member 2 signs the "proposal" of `b` itself.
+        let v = Vote {
+            proposal: Some(keypair(2).sign(&bft.body(0, Phase::Propose, db).digest())),
+            ..prevote(&bft, 2, db)
+        };
+        bft.on_vote(v, 20, &mut ctx);
+        assert_eq!(bft.round, 0);
+        // Nor does the leader's signature of `b` for another round prove anything.
+        let v = Vote {
+            proposal: Some(keypair(1).sign(&bft.body(1, Phase::Propose, db).digest())),
+            ..prevote(&bft, 3, db)
+        };
+        bft.on_vote(v, 20, &mut ctx);
+        assert_eq!(bft.round, 0);
+    }
+
+    #[test]
+    fn two_values_the_leader_signed_prove_that_it_equivocated_before_its_proposal_arrives() {
+        let (_, db) = value(1);
+        let (_, dc) = value(3);
+        let (mut bft, mut ctx) = member_zero();
+        // Member 3's prevote for `c` carries a signature it made itself; member 2's for `b`
+        // carries the leader's: two values, but only one of them signed by the leader.
+        let forged = Vote {
+            proposal: Some(keypair(3).sign(&bft.body(0, Phase::Propose, dc).digest())),
+            ..prevote(&bft, 3, dc)
+        };
+        bft.on_vote(forged, 5, &mut ctx);
+        bft.on_vote(prevote_with_proposal(&bft, 2, db), 6, &mut ctx);
+        assert_eq!(bft.round, 0);
+        // The leader's own prevote for `c` carries its real signature of `c`: proof.
+        let v = Vote {
+            proposal: Some(leader_signature(&bft, dc)),
+            ..prevote(&bft, 1, dc)
+        };
+        bft.on_vote(v, 7, &mut ctx);
+        assert_eq!(bft.round, 1);
+    }
+
+    /// Member 2, round 1's leader, holds round 0's proposal of `a`, and hears member 3's
+    /// prevote for `b`, with or without the leader's signature of `b`; then the leader's
+    /// (1's) prevote for `a` and 0's for `b`: two each, a split either way.
+    fn next_leader_after_a_split(proof: bool) -> (Bft, Vec<BftOut>) {
+        let (mut bft, mut ctx) = member(2);
+        let (a, da) = value(0);
+        let (_, db) = value(1);
+        let proposal = Proposal {
+            height: 1,
+            parent: bft.parent,
+            stage: bft.stage,
+            round: 0,
+            value: a,
+            pol: None,
+            signature: leader_signature(&bft, da),
+        };
+        let mut out = bft.on_proposal(proposal, 1, 10, &mut ctx);
+        let v = if proof {
+            prevote_with_proposal(&bft, 3, db)
+        } else {
+            prevote(&bft, 3, db)
+        };
+        out.extend(bft.on_vote(v, 20, &mut ctx));
+        for (m, d) in [(1, da), (0, db)] {
+            let v = prevote(&bft, m, d);
+            out.extend(bft.on_vote(v, 30, &mut ctx));
+        }
+        assert_eq!(bft.round, 1);
+        (bft, out)
+    }
+
+    #[test]
+    fn after_proof_that_a_leader_equivocated_the_next_leader_proposes_without_waiting_for_round_changes(
+    ) {
+        let (_, out) = next_leader_after_a_split(true);
+        let sent = proposals(&out);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].round, 1);
+        assert!(sent[0].pol.is_none(), "no value was locked");
+    }
+
+    #[test]
+    fn after_a_split_without_proof_the_next_leader_waits_for_a_quorum_of_round_changes() {
+        let (mut bft, out) = next_leader_after_a_split(false);
+        assert!(proposals(&out).is_empty());
+        let mut ctx = Member(keypair(2));
+        let mut out = Vec::new();
+        for from in [0, 3] {
+            let rc = RoundChange {
+                height: bft.height,
+                parent: bft.parent,
+                stage: bft.stage,
+                round: 1,
+                pol: None,
+                value: None,
+            };
+            out.extend(bft.on_round_change(rc, from, 40, &mut ctx));
+        }
+        let sent = proposals(&out);
+        assert_eq!(
+            sent.len(),
+            1,
+            "its own round change and two more: a quorum of 3"
+        );
+        assert_eq!(sent[0].round, 1);
     }
 }

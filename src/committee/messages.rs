@@ -109,6 +109,10 @@ pub struct Vote {
     pub member: u16,
     /// Signature over the [`VoteBody`](super::VoteBody).
     pub signature: Signature,
+    /// In a prevote, the leader's signature of the proposal of `value` (over the
+    /// [`VoteBody`](super::VoteBody) of phase `Propose`): a member that holds the leader's
+    /// signature of another value for the round then holds proof that the leader equivocated.
+    pub proposal: Option<Signature>,
 }
 
 /// Precommits of one round for one value, relayed together (final members relay the deciding

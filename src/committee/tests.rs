@@ -165,6 +165,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             value: Digest::from_bytes(b),
             member: u16::from(n),
             signature: Signature::from_bytes([n; 64]),
+            proposal: (n % 4 == 2).then(|| Signature::from_bytes([n ^ 0x5a; 64])),
         }),
         4 => Message::RoundChange(RoundChange {
             height: h,

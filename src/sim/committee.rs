@@ -250,6 +250,36 @@ impl Host for SimHost {
 /// that restarted holds new agreements in its next attempt).
 pub type Decisions = BTreeMap<(u64, u32, Stage), BTreeSet<Digest>>;
 
+/// When the steps of one agreement happened in a run, as the honest members saw them
+/// ([`CommitteeDeployment::trace`]). Times are simulated microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgreementTrace {
+    /// When the first honest member began the agreement (its round 0); `None` for the
+    /// directory's, which nodes do not report.
+    pub started_us: Option<u64>,
+    /// When the first honest member entered each round after the first (index 0 is round 1).
+    pub rounds_us: Vec<u64>,
+    /// When an honest leader sent its proposal, by round.
+    pub proposed_us: BTreeMap<u32, u64>,
+    /// When the first honest member decided, and the round it decided in.
+    pub decided: Option<(u64, u32)>,
+    /// Whether the leader of each round up to the deciding one (index 0 is round 0) was a
+    /// Byzantine node; empty when the members are not known (the directory's agreement).
+    pub byzantine_leaders: Vec<bool>,
+}
+
+/// What happened in each epoch of a run, for finding what a block waited for
+/// ([`CommitteeDeployment::trace`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// Each agreement `(height, attempt, stage)` that an honest member took part in.
+    pub agreements: BTreeMap<(u64, u32, Stage), AgreementTrace>,
+    /// When the first honest node began working on each height.
+    pub epoch_started_us: BTreeMap<u64, u64>,
+    /// When each height's block was first final.
+    pub final_us: BTreeMap<u64, u64>,
+}
+
 /// Committee nodes on the simulated network.
 ///
 /// * **One shared, memoising host.** Every node's [`Host`] is the same [`SimHost`]: signature
@@ -292,6 +322,9 @@ pub struct CommitteeDeployment {
     committees_seen: BTreeSet<(u64, Option<u16>)>,
     /// The members of each committee `(height, shard)`, as last assigned.
     members: HashMap<(u64, u16), Vec<PublicKey>>,
+    /// The final committee of each height, as last assigned.
+    final_members: HashMap<u64, Vec<PublicKey>>,
+    trace: Trace,
     /// The two values Byzantine leaders proposed for one round of one agreement, so that
     /// Byzantine voters vote for both (one towards each half of the committee).
     twins: HashMap<(u64, Stage, u32), [Digest; 2]>,
@@ -416,6 +449,8 @@ impl CommitteeDeployment {
             decide_round: BTreeMap::new(),
             committees_seen: BTreeSet::new(),
             members: HashMap::new(),
+            final_members: HashMap::new(),
+            trace: Trace::default(),
             twins: HashMap::new(),
             committee_failures: 0,
             undersized: 0,
@@ -533,8 +568,17 @@ impl CommitteeDeployment {
 
     /// Records what an honest node's step shows of the protocol: committees it published and
     /// values it decided.
-    fn observe(&mut self, node: usize, outputs: &Outputs<Node>) {
+    fn observe(&mut self, node: usize, now: Time, outputs: &Outputs<Node>) {
+        self.trace_rounds(node, now);
         for d in self.nodes[node].take_decisions() {
+            let t = self
+                .trace
+                .agreements
+                .entry((d.height, d.attempt, d.stage))
+                .or_default();
+            if t.decided.is_none_or(|(at, _)| now < at) {
+                t.decided = Some((now, d.round));
+            }
             self.decided
                 .entry((d.height, d.attempt, d.stage))
                 .or_default()
@@ -545,13 +589,26 @@ impl CommitteeDeployment {
                 .or_insert(d.round);
             *r = (*r).min(d.round);
         }
+        let attempt = self.nodes[node].status().attempt;
         for o in outputs {
-            if let Output::Send {
-                message: Message::Assignment(m),
-                ..
-            } = o
-            {
-                self.record_membership(m);
+            match o {
+                Output::Send {
+                    message: Message::Assignment(m),
+                    ..
+                } => self.record_membership(m),
+                Output::Send {
+                    message: Message::Proposal(p),
+                    ..
+                } => {
+                    self.trace
+                        .agreements
+                        .entry((p.height, attempt, p.stage))
+                        .or_default()
+                        .proposed_us
+                        .entry(p.round)
+                        .or_insert(now);
+                }
+                _ => {}
             }
         }
     }
@@ -608,7 +665,58 @@ impl CommitteeDeployment {
         outputs
     }
 
+    /// Notes when an honest node began its epoch and entered a round of its agreements.
+    fn trace_rounds(&mut self, node: usize, now: Time) {
+        let s = self.nodes[node].status();
+        self.trace.epoch_started_us.entry(s.height).or_insert(now);
+        let shard = s
+            .committee
+            .zip(s.shard_round)
+            .map(|(j, r)| (Stage::Shard(j), r));
+        let fin = s.final_round.map(|r| (Stage::Final, r));
+        for (stage, round) in shard.into_iter().chain(fin) {
+            let t = self
+                .trace
+                .agreements
+                .entry((s.height, s.attempt, stage))
+                .or_default();
+            t.started_us.get_or_insert(now);
+            let r = round as usize;
+            while t.rounds_us.len() < r {
+                t.rounds_us.push(now);
+            }
+        }
+    }
+
+    /// What happened in each epoch so far: when agreements began, changed rounds and decided,
+    /// who led their rounds, and when blocks were final.
+    pub fn trace(&self) -> Trace {
+        let mut trace = self.trace.clone();
+        for ((height, _, stage), t) in &mut trace.agreements {
+            let members = match stage {
+                Stage::Shard(j) => self.members.get(&(*height, *j)),
+                Stage::Final => self.final_members.get(height),
+                Stage::Directory => None,
+            };
+            let (Some(members), Some((_, round))) = (members, t.decided) else {
+                continue;
+            };
+            if members.is_empty() {
+                continue;
+            }
+            t.byzantine_leaders = (0..=u64::from(round))
+                .map(|r| {
+                    let leader = members[((*height + r) % members.len() as u64) as usize];
+                    self.index.get(&leader).is_some_and(|i| self.byzantine[*i])
+                })
+                .collect();
+        }
+        trace
+    }
+
     fn record_membership(&mut self, m: &CommitteeAssignment) {
+        self.final_members
+            .insert(m.height, m.final_members.iter().map(|p| p.key).collect());
         if let Some(j) = m.committee {
             self.members
                 .insert((m.height, j), m.members.iter().map(|p| p.key).collect());
@@ -660,6 +768,52 @@ impl CommitteeDeployment {
         }
     }
 
+    /// The prevotes and precommits of every Byzantine member of the committee of proposal `p`
+    /// for `value` in `p`'s round, signed by each: an equivocating leader sends them with its
+    /// proposal, so that the honest members shown `value` see the Byzantine members' votes
+    /// before any honest member's prevote could show them that the leader equivocated. Beyond
+    /// what a committee tolerates, that makes honest members decide at once; within it, the
+    /// votes make no quorum. Empty for the directory's agreement (its members are not
+    /// recorded).
+    fn votes_ahead(&self, node: usize, p: &Proposal, value: Digest) -> Vec<Message> {
+        let members = match p.stage {
+            Stage::Shard(j) => self.members.get(&(p.height, j)),
+            Stage::Final => self.final_members.get(&p.height),
+            Stage::Directory => None,
+        };
+        let attempt = self.nodes[node].status().attempt;
+        let mut out = Vec::new();
+        for (i, key) in members.into_iter().flatten().enumerate() {
+            let Some(&voter) = self.index.get(key).filter(|v| self.byzantine[**v]) else {
+                continue;
+            };
+            let keypair = Keypair::from_seed(&self.seeds[voter]);
+            for phase in [Phase::Prevote, Phase::Precommit] {
+                let body = VoteBody {
+                    height: p.height,
+                    parent: p.parent,
+                    stage: p.stage,
+                    attempt,
+                    round: p.round,
+                    phase,
+                    value,
+                };
+                out.push(Message::Vote(Vote {
+                    height: p.height,
+                    parent: p.parent,
+                    stage: p.stage,
+                    round: p.round,
+                    phase,
+                    value,
+                    member: i as u16,
+                    signature: keypair.sign(&body.digest()),
+                    proposal: None,
+                }));
+            }
+        }
+        out
+    }
+
     /// What Byzantine `node` does with its engine's outputs, by the configured [`Strategy`].
     /// Its blocks and progress are dropped: nothing a Byzantine node decides is counted.
     fn misbehave(&mut self, node: usize, outputs: Outputs<Node>) -> Outputs<Node> {
@@ -676,6 +830,12 @@ impl CommitteeDeployment {
                     continue;
                 }
                 Output::Append(_) | Output::Progress { .. } | Output::Evidence(_) => continue,
+            };
+            // An equivocator's prevotes never carry its leader's signature of the proposal:
+            // that would hand honest members the proof that a Byzantine leader equivocated.
+            let message = match self.cfg.strategy {
+                Strategy::Equivocating => strip(message),
+                _ => message,
             };
             match self.cfg.strategy {
                 // Registers an identity (so it is drawn into committees), then says nothing.
@@ -703,11 +863,26 @@ impl CommitteeDeployment {
                     Some(other) => {
                         let (targets, second): (Vec<_>, Vec<_>) =
                             targets.into_iter().partition(|k| k.as_bytes()[0] % 2 == 0);
+                        // A leader's two proposals go with the Byzantine members' votes for
+                        // each.
+                        let ahead = |m: &Message| match m {
+                            Message::Proposal(p) => {
+                                self.votes_ahead(node, p, p.value.digest(p.stage))
+                            }
+                            _ => Vec::new(),
+                        };
+                        let (first_votes, second_votes) = (ahead(&message), ahead(&other));
                         if !targets.is_empty() {
-                            out.push(send(targets, message));
+                            out.push(send(targets.clone(), message));
+                            for v in first_votes {
+                                out.push(send(targets.clone(), v));
+                            }
                         }
                         if !second.is_empty() {
-                            out.push(send(second, other));
+                            out.push(send(second.clone(), other));
+                            for v in second_votes {
+                                out.push(send(second.clone(), v));
+                            }
                         }
                     }
                     None => out.push(send(targets, message)),
@@ -730,6 +905,17 @@ fn send(to: Vec<PublicKey>, message: Message) -> NodeOutput {
     Output::Send {
         to: Recipients::Some(to),
         message,
+    }
+}
+
+/// `message` without the leader's signature of the proposal a prevote may carry.
+fn strip(message: Message) -> Message {
+    match message {
+        Message::Vote(mut v) => {
+            v.proposal = None;
+            Message::Vote(v)
+        }
+        other => other,
     }
 }
 
@@ -822,7 +1008,7 @@ impl Deployment for CommitteeDeployment {
         let outputs = if self.byzantine[node] {
             self.misbehave(node, outputs)
         } else {
-            self.observe(node, &outputs);
+            self.observe(node, now, &outputs);
             self.forward_cross_shard(node, outputs)
         };
         Handled { outputs, cpu_ns }
@@ -835,6 +1021,7 @@ impl Deployment for CommitteeDeployment {
         block: <Node as Protocol>::Block,
     ) -> Result<(Vec<Finalised>, u64), String> {
         let height = block.header.height;
+        self.trace.final_us.entry(height).or_insert(now);
         let id = Digest::from_bytes(*block.hash().as_bytes());
         let txs: Vec<TxId> = block.txs.iter().map(Transaction::id).collect();
         // The first final member's block of a height is appended; the others' copies of it are

@@ -62,7 +62,7 @@ mod run;
 #[cfg(feature = "tendermint")]
 mod tendermint;
 
-pub use committee::{CommitteeDeployment, Decisions, SimHost};
+pub use committee::{AgreementTrace, CommitteeDeployment, Decisions, SimHost, Trace};
 pub use network::{Behaviour, Deployment, EngineReport, Fault, Finalised, NetConfig, Network};
 pub use pow::{miner_key, PowReplicas, PowSetup};
 pub use replicas::{
@@ -84,7 +84,10 @@ pub enum Strategy {
     /// Follow the protocol, but as leaders send two conflicting, individually valid proposals to
     /// the two halves of the committee, and as voters in such a round vote for both values,
     /// each towards the half that was proposed it (all Byzantine nodes split a committee the
-    /// same way, by key). The worst a Byzantine member can do to safety.
+    /// same way, by key). A Byzantine leader sends every Byzantine member's prevote and
+    /// precommit for each value with the proposal of it, before any honest prevote can show
+    /// that it equivocated; Byzantine prevotes never carry the leader's signature of the
+    /// proposal. The worst a Byzantine member can do to safety.
     Equivocating,
     /// Follow the protocol, but send proposals to only a third of the committee and withhold
     /// precommits, shard results, block announcements and directory answers.

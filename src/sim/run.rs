@@ -74,6 +74,13 @@ impl Simulation {
         (report, self.network.into_deployment().take_decisions())
     }
 
+    /// Runs, and also returns when each agreement began, changed rounds and decided, who led
+    /// its rounds, and when each block was final: what each block waited for.
+    pub fn run_traced(mut self) -> (Report, super::Trace) {
+        let report = self.finish();
+        (report, self.network.deployment().trace())
+    }
+
     /// Runs, and hands back the chain every produced block was appended to.
     pub fn run_to_chain(mut self) -> (Report, Chain<CommitteeConsensus>) {
         let report = self.finish();

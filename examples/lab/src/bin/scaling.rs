@@ -22,14 +22,16 @@
 //! cargo run --release -p medledger-lab --bin scaling -- out/ growing-byzantine [F]
 //! cargo run --release -p medledger-lab --bin scaling -- out/ elastico [COMMITTEES [NODES]]
 //! cargo run --release -p medledger-lab --bin scaling -- out/ cross-shard # 0 to 100 % cross-shard
+//! cargo run --release -p medledger-lab --bin scaling -- out/ breakdown [F [COMMITTEES]]
 //! ```
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use medledger::committee::Stage;
 use medledger::committee::{failure_probability, failure_threshold};
-use medledger::sim::{Report, SimConfig, Simulation, Strategy};
+use medledger::sim::{AgreementTrace, Report, SimConfig, Simulation, Strategy};
 use medledger_lab::engines;
 use plotters::prelude::*;
 
@@ -52,9 +54,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("growing-byzantine") => return growing_byzantine_sweep(&out_dir),
         Some("elastico") => return elastico(&out_dir),
         Some("cross-shard") => return cross_shard_sweep(&out_dir),
+        Some("breakdown") => return breakdown(&out_dir),
         Some(other) => {
             return Err(format!(
-                "unknown sweep {other:?}: expected byzantine, fixed, growing-byzantine, elastico or cross-shard"
+                "unknown sweep {other:?}: expected byzantine, fixed, growing-byzantine, elastico, cross-shard or breakdown"
             )
             .into())
         }
@@ -711,4 +714,188 @@ fn plot(
     c.configure_series_labels().border_style(BLACK).draw()?;
     root.present()?;
     Ok(())
+}
+
+/// What each block of one growing-network run waited for: `breakdown [F [COMMITTEES]]` runs
+/// `COMMITTEES` (16) committees of 24 with `F` (2) equivocating members on average and prints,
+/// per block, when the directory decided, when the shards decided (the median and the last, from
+/// the time the first shard began), which shard was last, the rounds it needed and who led
+/// them, and when the final committee decided and the block was final; with `--all` after
+/// the other arguments, also when each shard began, proposed and decided. Writes
+/// `breakdown.csv`.
+fn breakdown(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let arg = |i: usize, default: usize| -> Result<usize, std::num::ParseIntError> {
+        std::env::args().nth(i).map_or(Ok(default), |a| a.parse())
+    };
+    let f = arg(3, 2)?;
+    let k = arg(4, 16)?;
+    if f >= usize::from(COMMITTEE_SIZE) || !k.is_power_of_two() {
+        return Err("f must be below 24 and the committees a power of two".into());
+    }
+    let config = SimConfig::builder()
+        .committees(k)
+        .committee_size(COMMITTEE_SIZE)
+        .nodes(k * usize::from(COMMITTEE_SIZE) * 3 / 2)
+        .block_size(BLOCK_SIZE)
+        .blocks(BLOCKS)
+        .seed(SEED)
+        .byzantine(f as f64 / f64::from(COMMITTEE_SIZE), Strategy::Equivocating)
+        .build()?;
+    let (report, trace) = Simulation::new(config)?.run_traced();
+    println!(
+        "\n{k} committees of {COMMITTEE_SIZE}, {f} equivocating members on average: {:.1} tx/s, {} round changes, {} violations",
+        report.tx_per_sec, report.view_changes, report.safety_violations
+    );
+    let ms = |us: u64| us as f64 / 1e3;
+    println!(
+        "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>5} {:>9} {:>9} {:>9}",
+        "height",
+        "interval",
+        "dir",
+        "shard 0",
+        "median",
+        "last",
+        "shard",
+        "rounds",
+        "byz",
+        "round 0",
+        "final",
+        "block"
+    );
+    let mut csv = String::from(
+        "height,interval_ms,directory_decided_ms,shards_started_ms,median_shard_decided_ms,last_shard_decided_ms,last_shard,last_shard_rounds,last_shard_byzantine_led_rounds,last_shard_round0_ms,final_rounds,final_byzantine_led_rounds,final_decided_ms,block_final_ms\n",
+    );
+    let mut previous: Option<u64> = None;
+    for (&height, &start) in &trace.epoch_started_us {
+        let Some(&done) = trace.final_us.get(&height) else {
+            continue;
+        };
+        let of = |stage: Stage| -> Option<&AgreementTrace> {
+            trace
+                .agreements
+                .range((height, 0, Stage::Shard(0))..=(height, u32::MAX, Stage::Directory))
+                .rfind(|((_, _, s), _)| *s == stage)
+                .map(|(_, t)| t)
+        };
+        let rel = |t: u64| ms(t.saturating_sub(start));
+        if std::env::args().any(|a| a == "--all") {
+            for (j, t) in &shards_all(&trace, height, k) {
+                println!(
+                    "         shard {j:>2} (round 0): began {}, proposed {}, decided {}",
+                    t.started_us.map_or(0.0, rel),
+                    t.proposed_us.get(&0).map_or(0.0, |x| rel(*x)),
+                    t.decided.map_or(0.0, |(x, _)| rel(x))
+                );
+            }
+        }
+        let dir = of(Stage::Directory).and_then(|t| t.decided).map(|(t, _)| t);
+        let mut shards: Vec<(u16, &AgreementTrace)> = (0..k as u16)
+            .filter_map(|j| of(Stage::Shard(j)).map(|t| (j, t)))
+            .filter(|(_, t)| t.decided.is_some())
+            .collect();
+        shards.sort_by_key(|(_, t)| t.decided.map(|(at, _)| at));
+        let first_start = shards.iter().filter_map(|(_, t)| t.started_us).min();
+        let median = shards.get(shards.len() / 2).and_then(|(_, t)| t.decided);
+        let last = shards.last();
+        let byz = |t: &AgreementTrace| t.byzantine_leaders.iter().filter(|b| **b).count();
+        let fin = of(Stage::Final);
+        let interval = previous.map(|p| ms(done - p));
+        previous = Some(done);
+        let (lj, lrounds, lbyz, lround0) = match last {
+            Some((j, t)) => (
+                j.to_string(),
+                t.decided.map_or(0, |(_, r)| r),
+                byz(t),
+                t.rounds_us
+                    .first()
+                    .zip(t.started_us)
+                    .map(|(r1, s0)| ms(r1 - s0)),
+            ),
+            None => ("-".into(), 0, 0, None),
+        };
+        let cell = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.0}"));
+        println!(
+            "{:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>5} {:>9} {:>9} {:>9}",
+            height,
+            cell(interval),
+            cell(dir.map(rel)),
+            cell(first_start.map(rel)),
+            cell(median.map(|(t, _)| rel(t))),
+            cell(last.and_then(|(_, t)| t.decided).map(|(t, _)| rel(t))),
+            lj,
+            lrounds,
+            lbyz,
+            cell(lround0),
+            cell(fin.and_then(|t| t.decided).map(|(t, _)| rel(t))),
+            rel(done)
+        );
+        writeln!(
+            csv,
+            "{height},{},{},{},{},{},{lj},{lrounds},{lbyz},{},{},{},{},{:.0}",
+            cell(interval),
+            cell(dir.map(rel)),
+            cell(first_start.map(rel)),
+            cell(median.map(|(t, _)| rel(t))),
+            cell(last.and_then(|(_, t)| t.decided).map(|(t, _)| rel(t))),
+            cell(lround0),
+            fin.and_then(|t| t.decided).map_or(0, |(_, r)| r),
+            fin.map_or(0, byz),
+            cell(fin.and_then(|t| t.decided).map(|(t, _)| rel(t))),
+            rel(done)
+        )?;
+        for (j, t) in &shards {
+            let Some((at, round)) = t.decided else {
+                continue;
+            };
+            if round == 0 {
+                continue;
+            }
+            let entered: Vec<String> = t
+                .rounds_us
+                .iter()
+                .map(|r| format!("{:.0}", rel(*r)))
+                .collect();
+            println!(
+                "         shard {j:>2}: began {}, rounds entered at [{}], honest proposals at [{}], decided in round {round} at {:.0}; leaders Byzantine: {:?}",
+                cell(t.started_us.map(rel)),
+                entered.join(", "),
+                t.proposed_us
+                    .iter()
+                    .map(|(r, at)| format!("{r}: {:.0}", rel(*at)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                rel(at),
+                t.byzantine_leaders
+            );
+        }
+        if let Some(t) = fin.filter(|t| t.decided.is_some_and(|(_, r)| r > 0)) {
+            println!(
+                "         final: rounds entered at {:?}, leaders Byzantine: {:?}",
+                t.rounds_us
+                    .iter()
+                    .map(|r| rel(*r) as u64)
+                    .collect::<Vec<_>>(),
+                t.byzantine_leaders
+            );
+        }
+    }
+    std::fs::write(out_dir.join("breakdown.csv"), &csv)?;
+    println!(
+        "(times in ms from the epoch's start; wrote {})",
+        out_dir.join("breakdown.csv").display()
+    );
+    Ok(())
+}
+
+/// Each shard's agreement of `height` (its last attempt).
+fn shards_all(trace: &medledger::sim::Trace, height: u64, k: usize) -> Vec<(u16, AgreementTrace)> {
+    (0..k as u16)
+        .filter_map(|j| {
+            trace
+                .agreements
+                .iter()
+                .rfind(|((h, _, s), _)| *h == height && *s == Stage::Shard(j))
+                .map(|(_, t)| (j, t.clone()))
+        })
+        .collect()
 }
