@@ -855,6 +855,19 @@ mod tests {
         keypair(1).sign(&bft.body(0, Phase::Propose, value).digest())
     }
 
+    /// The leader's (member 1's) round-0 proposal of `value`, whose digest is `digest`.
+    fn round_zero_proposal(bft: &Bft, value: Value, digest: Digest) -> Proposal {
+        Proposal {
+            height: 1,
+            parent: bft.parent,
+            stage: bft.stage,
+            round: 0,
+            value,
+            pol: None,
+            signature: leader_signature(bft, digest),
+        }
+    }
+
     /// `member`'s prevote for `value` in round 0, with the leader's signature of its proposal.
     fn prevote_with_proposal(bft: &Bft, member: u8, value: Digest) -> Vote {
         Vote {
@@ -868,15 +881,7 @@ mod tests {
     fn split_round(votes: &[(u8, Digest)]) -> (Bft, Member, Vec<BftOut>) {
         let (mut bft, mut ctx) = member_zero();
         let (a, da) = value(0);
-        let proposal = Proposal {
-            height: 1,
-            parent: bft.parent,
-            stage: bft.stage,
-            round: 0,
-            value: a,
-            pol: None,
-            signature: leader_signature(&bft, da),
-        };
+        let proposal = round_zero_proposal(&bft, a, da);
         let mut out = bft.on_proposal(proposal, 1, 10, &mut ctx);
         for (m, d) in votes {
             let v = prevote(&bft, *m, *d);
@@ -1088,15 +1093,7 @@ mod tests {
         bft.on_vote(prevote_with_proposal(&bft, 2, db), 5, &mut ctx);
         assert_eq!(bft.round, 0);
         let (a, _) = value(0);
-        let proposal = Proposal {
-            height: 1,
-            parent: bft.parent,
-            stage: bft.stage,
-            round: 0,
-            value: a,
-            pol: None,
-            signature: leader_signature(&bft, da),
-        };
+        let proposal = round_zero_proposal(&bft, a, da);
         let out = bft.on_proposal(proposal, 1, 10, &mut ctx);
         assert_eq!(bft.round, 1);
         assert!(
@@ -1155,15 +1152,7 @@ mod tests {
         let (mut bft, mut ctx) = member(2);
         let (a, da) = value(0);
         let (_, db) = value(1);
-        let proposal = Proposal {
-            height: 1,
-            parent: bft.parent,
-            stage: bft.stage,
-            round: 0,
-            value: a,
-            pol: None,
-            signature: leader_signature(&bft, da),
-        };
+        let proposal = round_zero_proposal(&bft, a, da);
         let mut out = bft.on_proposal(proposal, 1, 10, &mut ctx);
         let v = if proof {
             prevote_with_proposal(&bft, 3, db)
