@@ -30,7 +30,7 @@ use crate::hash::{domain, BlockHash, ChainId, MerkleRoot, StateRoot, TxId};
 use crate::merkle::merkle_root;
 use crate::smt::{StateProof, StateTree};
 use crate::state::snapshot::{SnapshotChunk, SnapshotError, SnapshotImport, MAX_CHUNK_ENTRIES};
-use crate::state::{BlockUndo, Executed, State, StateBackend, StateError, TxFailure};
+use crate::state::{BlockUndo, Executed, SetAside, State, StateBackend, StateError, TxFailure};
 use crate::store::{MemoryStore, Store, StoreError, StoredCheckpoint};
 use crate::tx::{self, KeyCache, Transaction, TxError, VerifiedTx};
 
@@ -588,6 +588,7 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
             replaying: false,
             genesis: self.genesis,
             keys: KeyCache::default(),
+            executed: VecDeque::new(),
         };
         Ok((chain, genesis))
     }
@@ -672,6 +673,34 @@ pub struct Chain<C: Consensus, A: Application> {
     /// The application's genesis configuration (to rebuild the genesis state on replay).
     genesis: A::Genesis,
     keys: KeyCache,
+    /// The last blocks executed on the tip but not committed (templates built, proposals
+    /// checked), newest last: appending one of them commits its writes instead of executing
+    /// it again.
+    executed: VecDeque<ExecutedBlock<A>>,
+}
+
+/// The most executed-but-uncommitted blocks a chain keeps (see [`ExecutedBlock`]).
+const MAX_EXECUTED: usize = 4;
+
+/// A block executed on the tip but not committed: what identifies it in a header, and its
+/// writes set aside.
+struct ExecutedBlock<A: Application> {
+    height: u64,
+    timestamp: u64,
+    tx_root: MerkleRoot,
+    writes: SetAside<A::Event>,
+}
+
+impl<A: Application> ExecutedBlock<A> {
+    /// Whether `header` is of this very block: same height, time and transactions, and the
+    /// state root the writes give (executing on the same state is then certain to give the
+    /// same writes; the state checks that it is the same, see [`State::take_back`]).
+    fn is_of<S>(&self, header: &Header<S>) -> bool {
+        self.height == header.height
+            && self.timestamp == header.timestamp
+            && self.tx_root == header.tx_root
+            && self.writes.root() == header.state_root
+    }
 }
 
 impl<C: Consensus, A: Application> core::fmt::Debug for Chain<C, A> {
@@ -897,10 +926,11 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             // Execution that skips failures reports none; should it ever, refuse the lot.
             .map_err(|failure| ChainError::Refused(vec![failure]))?;
         let state_root = executed.tree.root();
-        self.state.discard();
         if let Some(failure) = self.state.take_read_failure() {
+            self.state.discard();
             return Err(ChainError::Store(failure));
         }
+        let writes = self.state.set_aside(executed);
         let mut skipped = skipped.into_iter().peekable();
         let mut included: Vec<VerifiedTx<A::Payload>> = Vec::with_capacity(verified.len());
         let mut rejected = Vec::new();
@@ -919,10 +949,22 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             }
         }
         let ids: Vec<TxId> = included.iter().map(VerifiedTx::id).collect();
+        let tx_root = merkle_root(&ids);
+        if let Some(writes) = writes {
+            if self.executed.len() == MAX_EXECUTED {
+                self.executed.pop_front();
+            }
+            self.executed.push_back(ExecutedBlock {
+                height,
+                timestamp,
+                tx_root,
+                writes,
+            });
+        }
         let template = BlockTemplate {
             height,
             parent: self.tip(),
-            tx_root: merkle_root(&ids),
+            tx_root,
             state_root,
             timestamp,
             txs: included
@@ -1155,7 +1197,18 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         block: &CheckedChainBlock<C, A>,
     ) -> ChainResult<AppliedBlock<A::Event>, A> {
         let h = block.header();
-        let executed = execute_block::<C, A>(&mut self.state, self.chain_id, block)?;
+        // A block built or checked on this state already is committed as it was executed.
+        let set_aside = self
+            .executed
+            .iter()
+            .position(|e| e.is_of(h))
+            .and_then(|i| self.executed.remove(i))
+            .and_then(|e| self.state.take_back(e.writes));
+        self.executed.clear();
+        let executed = match set_aside {
+            Some(executed) => executed,
+            None => execute_block::<C, A>(&mut self.state, self.chain_id, block)?,
+        };
         let events = executed.events.clone();
         let undo = self.state.commit_block(executed)?;
         // On disk, the committed tree holds its lower levels by hash (read from the database

@@ -93,6 +93,57 @@ fn mine_append_and_query() {
 }
 
 #[test]
+fn a_block_appended_as_it_was_built_ends_where_executing_it_does() {
+    // The builder keeps what it executed for its templates and commits that on append; a
+    // replica executes the same blocks: both must end in the same state, with the same events.
+    let (mut builder, _) = new_chain();
+    let (mut replica, _) = new_chain();
+    let alice = Keypair::from_seed(&[1; 32]);
+    let bob = Keypair::from_seed(&[2; 32]);
+    let mut time = T0;
+    for round in 0..4u8 {
+        time += 600;
+        let nonce = u64::from(round);
+        let txs = vec![
+            data_tx(&builder, &alice, nonce, round),
+            data_tx(&builder, &bob, nonce, round),
+        ];
+        // Other templates on the same tip first (a proposer's earlier rounds, a checked
+        // proposal that lost): only the block appended may be committed.
+        builder.build_template(txs[..1].to_vec(), time).unwrap();
+        builder.build_template(txs[1..].to_vec(), time).unwrap();
+        let block = if round == 2 {
+            // Built by the other chain, a second later: nothing the builder set aside
+            // matches it, so this once the builder executes and the replica commits its own.
+            replica.mine(txs, time + 1).unwrap()
+        } else {
+            builder.mine(txs, time).unwrap()
+        };
+        let built = builder.append(block.clone()).unwrap();
+        let executed = replica.append(block).unwrap();
+        assert_eq!(built.applied[0].events, executed.applied[0].events);
+        assert_eq!(builder.state().root(), replica.state().root());
+        assert_eq!(builder.state().root(), builder.tip_header().state_root);
+    }
+    assert_eq!(builder.state().next_nonce(&alice.account()), 4);
+    assert_eq!(replica.state().next_nonce(&bob.account()), 4);
+    // A template built on a tip that another block then replaced is never committed: the next
+    // block at the same height is executed on the state it extends.
+    time += 600;
+    let forked = builder
+        .build_template(vec![data_tx(&builder, &alice, 4, 9)], time)
+        .unwrap();
+    let block = replica
+        .mine(vec![data_tx(&replica, &bob, 4, 8)], time)
+        .unwrap();
+    builder.append(block.clone()).unwrap();
+    replica.append(block).unwrap();
+    assert_eq!(builder.state().root(), replica.state().root());
+    assert_ne!(builder.state().root(), forked.state_root);
+    assert_eq!(builder.state().next_nonce(&alice.account()), 4);
+}
+
+#[test]
 fn template_leaves_out_failing_transactions() {
     let (mut chain, _) = new_chain();
     let alice = Keypair::from_seed(&[1; 32]);

@@ -188,6 +188,22 @@ pub(crate) struct Executed<Ev> {
     replaced: Vec<[u8; 32]>,
 }
 
+/// An executed block's writes set aside uncommitted ([`State::set_aside`]), to be committed
+/// later without executing the block again ([`State::take_back`]).
+pub(crate) struct SetAside<Ev> {
+    /// The state's root when the block was executed: its writes hold only on that state.
+    base: StateRoot,
+    executed: Executed<Ev>,
+    tables: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+impl<Ev> SetAside<Ev> {
+    /// The state root the block's writes give.
+    pub(crate) fn root(&self) -> StateRoot {
+        self.executed.tree.root()
+    }
+}
+
 /// What undoes one committed block.
 pub(crate) struct BlockUndo {
     tree: StateTree,
@@ -754,6 +770,48 @@ impl<T: AppState> State<T> {
         }
     }
 
+    /// Takes the pending writes of `executed` out of the tables (which are then as after
+    /// [`discard`](Self::discard)) to commit later; `None` if a table cannot set its writes
+    /// aside or a read failed (the writes are then discarded).
+    pub(crate) fn set_aside<Ev>(&mut self, executed: Executed<Ev>) -> Option<SetAside<Ev>> {
+        if self.take_read_failure().is_some() {
+            self.discard();
+            return None;
+        }
+        let base = self.root();
+        let tables: Option<Vec<_>> = self
+            .tables_mut()
+            .into_iter()
+            .map(|t| t.take_block())
+            .collect();
+        Some(SetAside {
+            base,
+            executed,
+            tables: tables?,
+        })
+    }
+
+    /// Puts writes set aside back as pending, if they were made on this very state (same
+    /// root, no pending writes), and returns the execution they came from, ready for
+    /// [`commit_block`](Self::commit_block); otherwise `None` and nothing changed.
+    pub(crate) fn take_back<Ev>(&mut self, set_aside: SetAside<Ev>) -> Option<Executed<Ev>> {
+        if set_aside.base != self.root() {
+            return None;
+        }
+        let mut restored = 0;
+        for (table, writes) in self.tables_mut().into_iter().zip(set_aside.tables) {
+            if !table.restore_block(writes) {
+                break;
+            }
+            restored += 1;
+        }
+        if restored != self.tables().len() {
+            self.discard();
+            return None;
+        }
+        Some(set_aside.executed)
+    }
+
     /// Drops the pending writes of an executed block.
     pub(crate) fn discard(&mut self) {
         for t in self.tables_mut() {
@@ -852,5 +910,59 @@ impl<T: AppState> State<T> {
             t.undo_block(u);
         }
         self.tree = undo.tree;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes account `n` (nonce `nonce`) as the pending block of `state` and returns the
+    /// execution a block making that write would give.
+    fn pending_write(state: &mut State<()>, n: u8, nonce: u64) -> Executed<()> {
+        let key = crate::tx::Keypair::from_seed(&[n; 32]).public();
+        let state_entry = AccountState {
+            next_nonce: nonce,
+            key,
+        };
+        state.core.accounts.insert(key.account(), state_entry);
+        state.savepoint(true);
+        let (tree, replaced) = state.pending_tree();
+        Executed {
+            tree,
+            events: Vec::new(),
+            replaced,
+        }
+    }
+
+    #[test]
+    fn writes_set_aside_come_back_on_the_same_state_and_commit_as_executed() {
+        let mut state: State<()> = State::new();
+        let executed = pending_write(&mut state, 1, 7);
+        let root = executed.tree.root();
+        let aside = state.set_aside(executed).unwrap();
+        assert_eq!(aside.root(), root);
+        // Set aside, the writes are not visible.
+        let account = crate::tx::Keypair::from_seed(&[1; 32]).public().account();
+        assert_eq!(state.next_nonce(&account), 0);
+        let executed = state.take_back(aside).unwrap();
+        state.commit_block(executed).unwrap();
+        assert_eq!(state.root(), root);
+        assert_eq!(state.next_nonce(&account), 7);
+    }
+
+    #[test]
+    fn writes_set_aside_are_refused_once_the_state_has_changed() {
+        let mut state: State<()> = State::new();
+        let first = pending_write(&mut state, 1, 7);
+        let aside = state.set_aside(first).unwrap();
+        // Another block commits meanwhile: the writes were made on a state that is gone.
+        let other = pending_write(&mut state, 2, 3);
+        state.commit_block(other).unwrap();
+        let root = state.root();
+        assert!(state.take_back(aside).is_none());
+        assert_eq!(state.root(), root, "a refused set-aside changes nothing");
+        let account = crate::tx::Keypair::from_seed(&[1; 32]).public().account();
+        assert_eq!(state.next_nonce(&account), 0);
     }
 }

@@ -62,6 +62,24 @@ pub trait TableOps: Send + Sync {
     fn commit_block(&mut self) -> Box<dyn Any + Send + Sync>;
     /// Drops the block's pending writes.
     fn discard_block(&mut self);
+    /// Takes the block's pending writes out, leaving none (as [`discard_block`] does), to be
+    /// put back by [`restore_block`] while the committed entries are unchanged. `None` if the
+    /// table cannot (the default: the writes are discarded); the state then executes a block
+    /// again instead of reusing its writes.
+    ///
+    /// [`discard_block`]: Self::discard_block
+    /// [`restore_block`]: Self::restore_block
+    fn take_block(&mut self) -> Option<Box<dyn Any + Send + Sync>> {
+        self.discard_block();
+        None
+    }
+    /// Puts back as pending writes what [`take_block`](Self::take_block) took, into a table
+    /// without pending writes; `false` (and nothing changed) if `writes` are not this
+    /// table's.
+    fn restore_block(&mut self, writes: Box<dyn Any + Send + Sync>) -> bool {
+        let _ = writes;
+        false
+    }
     /// Restores the committed values a `commit_block` replaced.
     fn undo_block(&mut self, undo: Box<dyn Any + Send + Sync>);
     /// The table's tag (see [`entry_key`]).
@@ -310,6 +328,23 @@ where
         }
     }
 
+    fn take_block(&mut self) -> Option<Box<dyn Any + Send + Sync>> {
+        let writes = core::mem::take(&mut self.pending);
+        self.discard_block();
+        Some(Box::new(writes))
+    }
+
+    fn restore_block(&mut self, writes: Box<dyn Any + Send + Sync>) -> bool {
+        debug_assert!(self.pending.is_empty() && self.journal.is_empty());
+        match writes.downcast::<HashMap<K, Option<V>>>() {
+            Ok(writes) => {
+                self.pending = *writes;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     fn undo_block(&mut self, undo: Box<dyn Any + Send + Sync>) {
         let undo = undo
             .downcast::<TableUndo<K, V>>()
@@ -368,6 +403,26 @@ mod tests {
         t.undo_block(undo);
         assert!(t.get(&1).is_none());
         assert!(t.get_committed(&1).is_none());
+    }
+
+    #[test]
+    fn a_blocks_writes_taken_out_come_back_only_to_a_table_of_their_type() {
+        let mut t: Table<u32, String> = Table::new("t");
+        t.insert(1, "a".into());
+        t.commit_tx();
+        let writes = t.take_block().unwrap();
+        assert!(t.get(&1).is_none(), "taken out, as discarded");
+        let mut other: Table<u64, String> = Table::new("o");
+        assert!(!other.restore_block(writes));
+        let writes = {
+            t.insert(2, "b".into());
+            t.commit_tx();
+            t.take_block().unwrap()
+        };
+        assert!(t.restore_block(writes));
+        assert_eq!(t.get(&2).unwrap(), "b");
+        t.commit_block();
+        assert_eq!(t.get_committed(&2).unwrap(), "b");
     }
 
     /// Commits table `t`'s pending block to `disk` and to the table, as the state does.

@@ -3,7 +3,7 @@
 //! all cores divided by four (every node verifies every transaction), in the same run.
 //!
 //! ```sh
-//! cargo run --release -p medledger-node --example throughput -- [TXS] [CLIENTS] [BLOCK_INTERVAL_MS] [BATCH]
+//! cargo run --release -p medledger-node --example throughput -- [TXS] [CLIENTS] [BLOCK_INTERVAL_MS] [BATCH] [IDLE_MS]
 //! ```
 //!
 //! Four node processes (this program started again with `--node CONFIG`, running exactly what
@@ -12,7 +12,9 @@
 //! fsyncs. `TXS` patient registrations (default 20,000), each from its own new account so no
 //! nonce orders them, are signed before the clock starts; `CLIENTS` threads (default 32) submit
 //! them, spread over the four nodes' local RPC, as fast as the nodes accept them, `BATCH`
-//! transactions per call (default 64; 1 submits each alone). A poller
+//! transactions per call (default 64; 1 submits each alone). The genesis paces idle blocks at
+//! `IDLE_MS` (default 1,000; `none` for a block every interval, empty or not: each empty height
+//! costs every node a proposal's and a quorum of votes' signature checks). A poller
 //! notes when each node first reports each height; afterwards each transaction's block height
 //! is read from its node (`GET /tx/{id}`), which gives its time to finality on the node it was
 //! submitted to. The bare reference is the library's `verify_batch` (all cores) over the same
@@ -53,18 +55,24 @@ fn main() -> Result<()> {
     let clients: usize = args.get(1).map_or(Ok(32), |s| s.parse())?;
     let interval: u64 = args.get(2).map_or(Ok(0), |s| s.parse())?;
     let per_call: usize = args.get(3).map_or(Ok(64), |s| s.parse())?;
+    let idle: Option<u64> = match args.get(4).map(String::as_str) {
+        None => Some(1000),
+        Some("none") => None,
+        Some(ms) => Some(ms.parse()?),
+    };
     if !(1..=1_000_000).contains(&txs)
         || !(1..=64).contains(&clients)
         || interval > 10_000
         || !(1..=MAX_RPC_BATCH).contains(&per_call)
+        || idle.is_some_and(|ms| !(interval..=60_000).contains(&ms))
     {
         return Err(format!(
             "TXS in 1..=1000000, CLIENTS in 1..=64, BLOCK_INTERVAL_MS at most 10000, \
-             BATCH in 1..={MAX_RPC_BATCH}"
+             BATCH in 1..={MAX_RPC_BATCH}, IDLE_MS `none` or from BLOCK_INTERVAL_MS to 60000"
         )
         .into());
     }
-    bench(txs, clients, interval, per_call)
+    bench(txs, clients, interval, per_call, idle)
 }
 
 /// One node, as `medledger-node run` runs it (local RPC, web API, p2p, consensus).
@@ -93,10 +101,23 @@ impl Drop for Nodes {
     }
 }
 
-fn bench(n: usize, clients: usize, interval: u64, per_call: usize) -> Result<()> {
+fn bench(
+    n: usize,
+    clients: usize,
+    interval: u64,
+    per_call: usize,
+    idle: Option<u64>,
+) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("consortium");
-    let consortium = config::init(&dir, 4, 7400, interval)?;
+    let consortium = config::init_with_engine(
+        &dir,
+        4,
+        7400,
+        interval,
+        idle,
+        config::EngineKind::Tendermint,
+    )?;
     let configs = move_to_free_ports(&consortium.configs)?;
     let genesis: Genesis = read_json(&consortium.genesis)?;
     let chain_id = web::local::chain_id(&genesis)?;

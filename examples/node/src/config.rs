@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use medledger::committee::{CommitteeConsensus, CommitteeParams};
 use medledger::consensus::Consensus;
@@ -56,6 +57,12 @@ pub struct Genesis {
     /// next height; 0 for back-to-back blocks).
     #[serde(default = "default_interval")]
     pub block_interval_ms: u64,
+    /// While no transaction waits, the longest a node goes without a block, in milliseconds:
+    /// after a block and its `block_interval_ms`, a node whose pool is empty starts the next
+    /// height once a transaction arrives, a peer starts that height, or this much time has
+    /// passed since the block. Absent: a block every `block_interval_ms`, empty or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_block_interval_ms: Option<u64>,
     /// The consensus engine every node runs (absent: Tendermint).
     #[serde(default)]
     pub engine: EngineKind,
@@ -69,6 +76,18 @@ pub struct Genesis {
 
 fn default_interval() -> u64 {
     1000
+}
+
+/// When a node starts the next height after a block (from the genesis: every node paces its
+/// blocks alike).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pacing {
+    /// The pause after each block before the next height starts (zero: back to back).
+    pub interval: Duration,
+    /// While the node's pool is empty, the longest it waits after a block for a transaction or
+    /// a peer's start of the next height; `None` starts each height after `interval`, empty or
+    /// not.
+    pub idle: Option<Duration>,
 }
 
 /// The consensus engine a consortium runs, named in its genesis.
@@ -396,6 +415,14 @@ pub fn fresh_key() -> Keypair {
 }
 
 impl Genesis {
+    /// When a node starts each height: the block interval, and the idle one if set.
+    pub fn pacing(&self) -> Pacing {
+        Pacing {
+            interval: Duration::from_millis(self.block_interval_ms),
+            idle: self.idle_block_interval_ms.map(Duration::from_millis),
+        }
+    }
+
     /// The validator set of height 1.
     pub fn validator_set(&self) -> Result<ValidatorSet> {
         let list = self
@@ -562,17 +589,20 @@ pub fn init(
         nodes,
         base_port,
         block_interval_ms,
+        None,
         EngineKind::Tendermint,
     )
 }
 
 /// [`init`] for a consortium that runs `engine` (with its default parameters: for proof of
-/// work a low difficulty, for demonstrations and tests).
+/// work a low difficulty, for demonstrations and tests), and that makes empty blocks only every
+/// `idle_block_interval_ms` if given (see [`Genesis::idle_block_interval_ms`]).
 pub fn init_with_engine(
     dir: &Path,
     nodes: usize,
     base_port: u16,
     block_interval_ms: u64,
+    idle_block_interval_ms: Option<u64>,
     engine: EngineKind,
 ) -> Result<Consortium> {
     if !(1..=64).contains(&nodes) {
@@ -580,6 +610,9 @@ pub fn init_with_engine(
     }
     if base_port.checked_add(200 + nodes as u16).is_none() {
         return Err("--base-port too high".into());
+    }
+    if idle_block_interval_ms.is_some_and(|idle| idle < block_interval_ms) {
+        return Err("--idle-block-interval-ms must be at least --block-interval-ms".into());
     }
     std::fs::create_dir_all(dir)?;
     let genesis_path = dir.join("genesis.json");
@@ -612,6 +645,7 @@ pub fn init_with_engine(
             power: None,
         }],
         block_interval_ms,
+        idle_block_interval_ms,
         engine,
         pow: (engine == EngineKind::Pow).then(PowGenesis::default),
         committee: (engine == EngineKind::Committee).then(CommitteeGenesis::default),

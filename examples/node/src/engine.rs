@@ -18,7 +18,7 @@ use medledger::consensus::protocol::{Input, Outputs, Protocol, ProtocolInput, Ti
 use medledger::consensus::Consensus;
 use medledger::hash::{AccountId, BlockHash, ChainId, StateRoot, TxId};
 use medledger::pow::{PowNode, ProofOfWork};
-use medledger::tendermint::{block_id, Tendermint, TendermintConsensus, TendermintError};
+use medledger::tendermint::{block_id, Message, Tendermint, TendermintConsensus, TendermintError};
 use medledger::tx::{Keypair, PublicKey, Signature};
 use medledger::{Accepted, AccessState, Ledger, MedRec, Payload, Refusal, Transaction, TxStatus};
 
@@ -91,6 +91,15 @@ pub trait NodeEngine:
         header.hash().to_string()
     }
 
+    /// The height a consensus message is about, if the engine's messages name one: a node
+    /// waiting to start the next height ([`Pacing::idle`](crate::config::Pacing::idle)) starts
+    /// it when a peer's message shows the peer did. By default none (such a node starts on a
+    /// transaction or when its idle interval ends).
+    fn message_height(message: &Self::Message) -> Option<u64> {
+        let _ = message;
+        None
+    }
+
     /// The engine's current round, for `status` (none for engines without rounds).
     fn round(&self) -> Option<u32> {
         None
@@ -146,6 +155,15 @@ impl NodeEngine for Tendermint<MedRec> {
 
     fn block_id(header: &Header<<TendermintConsensus as Consensus>::Seal>) -> String {
         hex_encode(block_id(header).as_bytes())
+    }
+
+    fn message_height(message: &Self::Message) -> Option<u64> {
+        Some(match message {
+            Message::Proposal { proposal, .. } => proposal.proposal.height(),
+            Message::Vote(vote) => vote.vote.height,
+            Message::Polka(polka) => polka.height,
+            Message::Decided { block, .. } => block.header.height,
+        })
     }
 
     fn round(&self) -> Option<u32> {

@@ -14,7 +14,9 @@ use medledger_node::{config, net, rpc, web};
 
 const USAGE: &str = "usage:
   medledger-node init --nodes N --dir DIR [--base-port P] [--block-interval-ms MS]
-                      [--engine tendermint|pow|committee]
+                      [--idle-block-interval-ms MS] [--engine tendermint|pow|committee]
+                      (--idle-block-interval-ms: while no transaction waits, a block only
+                      this often; without it, a block every interval, empty or not)
   medledger-node run --config FILE
   medledger-node submit --config FILE [--batch]
                       (hex of canonical transactions, one per line on stdin; --batch sends them
@@ -63,11 +65,17 @@ fn real_main(args: &[String]) -> Result<bool> {
             let nodes = parse(args, "--nodes", 4usize)?;
             let port = parse(args, "--base-port", 7400u16)?;
             let interval = parse(args, "--block-interval-ms", 1000u64)?;
+            let idle = flag(args, "--idle-block-interval-ms")
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| format!("--idle-block-interval-ms: cannot parse {v:?}"))
+                })
+                .transpose()?;
             let engine = match flag(args, "--engine") {
                 Some(name) => name.parse()?,
                 None => config::EngineKind::Tendermint,
             };
-            let c = config::init_with_engine(&dir, nodes, port, interval, engine)?;
+            let c = config::init_with_engine(&dir, nodes, port, interval, idle, engine)?;
             println!("genesis: {} (engine {engine})", c.genesis.display());
             println!("authority key: {}", c.authority_key.display());
             for p in &c.configs {

@@ -23,7 +23,7 @@ use medledger::{Chain, MedRec};
 use tracing::info;
 
 use crate::config::{
-    parse_key, read_json, read_key, EngineKind, Genesis, NodeConfig, PowGenesis, Result,
+    parse_key, read_json, read_key, EngineKind, Genesis, NodeConfig, Pacing, PowGenesis, Result,
 };
 use crate::engine::{CommitteeEngine, NodeEngine};
 use crate::node::{self, Finalised, NodeJob, NodeLedger, Pk, RpcCall, Transport};
@@ -155,7 +155,7 @@ pub async fn run(
     let node = Node {
         ctx: ctx.child("node"),
         name: config.name.clone(),
-        interval: Duration::from_millis(genesis.block_interval_ms),
+        pacing: genesis.pacing(),
         rpc,
         jobs,
         events,
@@ -189,7 +189,7 @@ pub async fn run(
 struct Node {
     ctx: tokio::Context,
     name: String,
-    interval: Duration,
+    pacing: Pacing,
     rpc: mpsc::UnboundedReceiver<RpcCall>,
     jobs: mpsc::UnboundedReceiver<NodeJob>,
     events: Option<mpsc::UnboundedSender<Finalised>>,
@@ -213,7 +213,7 @@ impl Node {
             self.name,
             ledger,
             engine,
-            self.interval,
+            self.pacing,
             transport,
             self.rpc,
             self.jobs,

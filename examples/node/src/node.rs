@@ -20,6 +20,7 @@ use medledger::{MedRec, Transaction};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use crate::config::Pacing;
 pub use crate::engine::{LedgerView, NodeEngine};
 use crate::wire::*;
 
@@ -45,6 +46,11 @@ pub fn from_cw(pk: &Pk) -> PublicKey {
     let mut bytes = [0u8; 32];
     bytes.copy_from_slice(&pk.as_ref()[..32]);
     PublicKey::from_bytes(bytes)
+}
+
+/// `d` in microseconds.
+fn micros(d: Duration) -> Time {
+    Time::try_from(d.as_micros()).unwrap_or(Time::MAX)
 }
 
 /// The current time in microseconds since the Unix epoch, on the runtime's clock.
@@ -161,8 +167,17 @@ struct State<E, S, B, G: NodeEngine> {
     txs: S,
     sync: S,
     blocker: B,
+    /// The pause after each block, microseconds.
     interval: Time,
+    /// While the pool is empty, the longest wait after a block (see [`Pacing::idle`]).
+    idle: Option<Time>,
+    /// When the block interval after the last decided block ends (the next height starts
+    /// then, or later while idle).
     appended_at: Option<Time>,
+    /// While idle, when the next height starts anyway.
+    idle_until: Time,
+    /// A peer sent a message of the next height while this node waited to start it.
+    peer_started: bool,
     last_append: Time,
     // Ordered (not hashed): which peer a sync request goes to must not depend on a random
     // hash seed, so a seeded simulation replays exactly.
@@ -213,15 +228,15 @@ pub const MAX_EARLY: usize = 1024;
 pub const MAX_EARLY_BYTES: usize = 16 << 20;
 
 /// Runs a node until the transport closes: `ledger` is its opened chain, `engine` its
-/// consensus engine (the one the chain's genesis names), `interval` the pause after each
-/// block, `rpc` local requests, `events` where to report each finalised block.
+/// consensus engine (the one the chain's genesis names), `pacing` when each height starts,
+/// `rpc` local requests, `events` where to report each finalised block.
 #[allow(clippy::too_many_arguments)] // the node's parts, each distinct
 pub async fn run<E, S, R, B, G>(
     clock: E,
     name: String,
     ledger: NodeLedger<G::Consensus>,
     engine: G,
-    interval: Duration,
+    pacing: Pacing,
     transport: Transport<S, R, B>,
     rpc: mpsc::UnboundedReceiver<RpcCall>,
     events: Option<mpsc::UnboundedSender<Finalised>>,
@@ -235,7 +250,7 @@ pub async fn run<E, S, R, B, G>(
     // No web API: a job channel that never delivers (its sender lives as long as the loop).
     let (_keep, jobs) = mpsc::unbounded_channel();
     run_with_jobs(
-        clock, name, ledger, engine, interval, transport, rpc, jobs, events,
+        clock, name, ledger, engine, pacing, transport, rpc, jobs, events,
     )
     .await
 }
@@ -247,7 +262,7 @@ pub async fn run_with_jobs<E, S, R, B, G>(
     name: String,
     ledger: NodeLedger<G::Consensus>,
     engine: G,
-    interval: Duration,
+    pacing: Pacing,
     transport: Transport<S, R, B>,
     mut rpc: mpsc::UnboundedReceiver<RpcCall>,
     mut jobs: mpsc::UnboundedReceiver<NodeJob>,
@@ -276,8 +291,11 @@ pub async fn run_with_jobs<E, S, R, B, G>(
         txs,
         sync,
         blocker,
-        interval: interval.as_micros() as Time,
+        interval: micros(pacing.interval),
+        idle: pacing.idle.map(micros),
         appended_at: None,
+        idle_until: 0,
+        peer_started: false,
         last_append: 0,
         peer_heights: BTreeMap::new(),
         sync_pending: None,
@@ -317,7 +335,7 @@ pub async fn run_with_jobs<E, S, R, B, G>(
             node.send_sync(CwRecipients::All, &SyncMsg::Status { height });
             node.maybe_request(now);
         }
-        if node.appended_at.is_some_and(|at| at <= now) {
+        if node.appended_at.is_some_and(|at| at <= now) && node.may_start_height(now) {
             node.appended_at = None;
             node.input(Input::Appended);
         }
@@ -335,7 +353,11 @@ pub async fn run_with_jobs<E, S, R, B, G>(
             .timers
             .values()
             .copied()
-            .chain(node.appended_at)
+            // While idle the height waits for a transaction, a peer or `idle_until`.
+            .chain(
+                node.appended_at
+                    .map(|at| if at > now { at } else { node.idle_until }),
+            )
             .chain([next_status])
             .min()
             .unwrap_or(next_status);
@@ -407,6 +429,16 @@ where
         now_us(&self.clock)
     }
 
+    /// Whether the next height may start, the block interval being over: always, unless the
+    /// node paces idle blocks and nothing is pending, no peer started the height, and its
+    /// idle interval runs yet.
+    fn may_start_height(&self, now: Time) -> bool {
+        self.idle.is_none()
+            || self.ledger.pending() > 0
+            || self.peer_started
+            || now >= self.idle_until
+    }
+
     fn block_peer(&mut self, peer: &Pk, why: &str) {
         warn!(node = %self.name, peer = %from_cw(peer), "blocking peer: {why}");
         let _ = self.blocker.block(peer.clone());
@@ -461,8 +493,12 @@ where
                             warn!(node = %self.name, height, "decided block not appended: {e}")
                         }
                     }
-                    // Withhold `Appended` for the block interval: the next height starts then.
-                    self.appended_at = Some(self.now() + self.interval);
+                    // Withhold `Appended` for the block interval: the next height starts then
+                    // (or, while idle, later: see `may_start_height`).
+                    let now = self.now();
+                    self.appended_at = Some(now + self.interval);
+                    self.idle_until = now + self.idle.unwrap_or(0).max(self.interval);
+                    self.peer_started = false;
                 }
                 Output::Evidence(evidence) => {
                     warn!(node = %self.name, "evidence of misbehaviour: {}", G::describe(&evidence));
@@ -514,10 +550,17 @@ where
         }
         let bytes = buf.as_ref();
         match G::decode_message(bytes) {
-            Ok(message) => self.input(Input::Message {
-                from: from_cw(&from),
-                message,
-            }),
+            Ok(message) => {
+                if self.appended_at.is_some()
+                    && G::message_height(&message).is_some_and(|h| h > self.ledger.chain().height())
+                {
+                    self.peer_started = true;
+                }
+                self.input(Input::Message {
+                    from: from_cw(&from),
+                    message,
+                })
+            }
             Err(e) => self.block_peer(&from, &format!("malformed consensus message: {e}")),
         }
     }

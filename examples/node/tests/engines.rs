@@ -297,8 +297,8 @@ fn a_genesis_without_an_engine_runs_tendermint_and_an_unknown_engine_is_refused_
 fn init_writes_a_genesis_naming_the_engine_with_its_parameters() {
     for engine in [EngineKind::Pow, EngineKind::Committee] {
         let dir = tempfile::tempdir().unwrap();
-        let c =
-            medledger_node::config::init_with_engine(dir.path(), 4, 31_000, 100, engine).unwrap();
+        let c = medledger_node::config::init_with_engine(dir.path(), 4, 31_000, 100, None, engine)
+            .unwrap();
         let genesis: Genesis = medledger_node::config::read_json(&c.genesis).unwrap();
         assert_eq!(genesis.engine, engine);
         assert!(genesis.chain(None).is_err(), "not a Tendermint genesis");

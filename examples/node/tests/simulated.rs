@@ -99,8 +99,14 @@ impl DerefMut for Sim {
 
 impl Sim {
     async fn start(ctx: Ctx) -> Self {
+        Self::start_with(ctx, |_| {}).await
+    }
+
+    /// [`start`](Self::start) on the test genesis as `adjust` changes it.
+    async fn start_with(ctx: Ctx, adjust: impl FnOnce(&mut Genesis)) -> Self {
         let authority = Keypair::from_secret_bytes(&[100; 32]);
-        let genesis = harness::genesis("medledger-sim", &authority);
+        let mut genesis = harness::genesis("medledger-sim", &authority);
+        adjust(&mut genesis);
         let txs = workflow(&genesis, &authority);
         let net = Cluster::start(ctx, genesis, NODES + 1, lossy_link()).await;
         let mut sim = Sim { net, txs };
@@ -174,6 +180,52 @@ fn four_nodes_finalise_the_same_blocks_and_a_seed_replays() {
     assert_eq!(audit, audit_again, "same seed, same execution");
     let (other, _) = agreement(8);
     println!("seed 8: {other:?}");
+}
+
+#[test]
+fn idle_nodes_make_an_empty_block_only_each_idle_interval_and_a_transaction_starts_the_next() {
+    const IDLE: Duration = Duration::from_secs(30);
+    runner(9).start(|ctx| async move {
+        let mut sim = Sim::start_with(ctx.child("sim"), |g| {
+            g.idle_block_interval_ms = Some(IDLE.as_millis() as u64);
+        })
+        .await;
+        let secs = || {
+            ctx.current()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        };
+        sim.wait_height(1, Duration::from_secs(60)).await;
+        // With nothing to do, the nodes hold at their height (200 ms blocks otherwise: 50).
+        ctx.sleep(Duration::from_secs(2)).await;
+        let idle = sim.heights().await;
+        ctx.sleep(Duration::from_secs(10)).await;
+        assert_eq!(sim.heights().await, idle, "blocks made while idle");
+        // A transaction starts the next height at once, not at the end of the idle interval.
+        let submitted = secs();
+        sim.submit_workflow(Duration::from_secs(60)).await;
+        let took = secs() - submitted;
+        assert!(took < 10.0, "the workflow took {took:.1} s to be finalised");
+        let top = *sim.heights().await.values().max().unwrap();
+        let mut seen = BTreeMap::new();
+        sim.drain_events(&mut seen);
+        let busy: usize = seen["hospital-0"].len();
+        // Idle again: the next (empty) block comes one idle interval after the last.
+        let last = secs();
+        sim.wait_height(top + 1, IDLE + Duration::from_secs(30))
+            .await;
+        let waited = secs() - last;
+        assert!(
+            waited > IDLE.as_secs_f64() - 2.0,
+            "an empty block {waited:.1} s after the last"
+        );
+        let (common, hash) = sim.agree(top).await;
+        println!(
+            "idle at {idle:?}; the workflow finalised in {took:.1} s over {busy} blocks; \
+             the next empty block {waited:.1} s later; all agree at {common}: {hash}"
+        );
+    });
 }
 
 #[test]

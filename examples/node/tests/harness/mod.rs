@@ -23,7 +23,7 @@ use medledger::file_store::FileStore;
 use medledger::tendermint::{Tendermint, TendermintConfig};
 use medledger::tx::Keypair;
 use medledger::Transaction;
-use medledger_node::config::{hex_encode, EngineKind, Genesis, NamedKey};
+use medledger_node::config::{hex_encode, EngineKind, Genesis, NamedKey, Pacing};
 use medledger_node::net::{committee_engine, node_ledger, pow_engine, transport_key};
 use medledger_node::node::{
     self, Finalised, NodeAccess, NodeEngine, NodeJob, NodeLedger, Pk, RpcCall, RpcRequest,
@@ -80,6 +80,7 @@ pub fn genesis(chain: &str, authority: &Keypair) -> Genesis {
             power: None,
         }],
         block_interval_ms: 200,
+        idle_block_interval_ms: None,
         engine: EngineKind::Tendermint,
         pow: None,
         committee: None,
@@ -241,7 +242,7 @@ impl Cluster {
         let parts = Parts {
             ctx: self.ctx.child("node"),
             name: format!("hospital-{i}"),
-            interval: Duration::from_millis(self.genesis.block_interval_ms),
+            pacing: self.genesis.pacing(),
             transport,
             rpc,
             jobs,
@@ -390,7 +391,7 @@ impl Cluster {
 struct Parts {
     ctx: Ctx,
     name: String,
-    interval: Duration,
+    pacing: Pacing,
     transport: SimTransport,
     rpc: mpsc::UnboundedReceiver<RpcCall>,
     jobs: mpsc::UnboundedReceiver<NodeJob>,
@@ -407,7 +408,7 @@ impl Parts {
         let Parts {
             ctx,
             name,
-            interval,
+            pacing,
             transport,
             rpc,
             jobs,
@@ -419,7 +420,7 @@ impl Parts {
                 name,
                 ledger,
                 engine,
-                interval,
+                pacing,
                 transport,
                 rpc,
                 jobs,
