@@ -31,8 +31,9 @@
 //! `DISK_BENCH_SYNC_EVERY` syncs only every so many commits (default 1, every one; see
 //! `DiskConfig::sync_every`).
 //!
-//! Printed beside: the database's bytes per patient, and the growth of resident memory
-//! (`VmRSS`) while building each state.
+//! Printed beside: the database's bytes per patient, the growth of resident memory (`VmRSS`)
+//! while building each state, and for the blocks on disk the bytes written per block (`wchar`
+//! of `/proc/self/io`: what the process handed to the kernel) and the file's growth.
 
 #[path = "support/access_state.rs"]
 mod access_state;
@@ -49,6 +50,32 @@ use medledger::hash::TxId;
 use medledger::purpose::PurposeOfUse;
 use medledger::state::disk::DiskConfig;
 use medledger::State;
+
+/// The bytes this process has handed to the kernel for writing so far (`wchar` in
+/// `/proc/self/io`; 0 where there is none).
+fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("wchar:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// What a group of blocks wrote: prints the bytes written and the file's growth per block.
+fn report_writes(label: &str, what: &str, blocks: u64, written: u64, file: (u64, u64)) {
+    let per = |bytes: u64| bytes / blocks.max(1);
+    eprintln!(
+        "{label}: {what}: {blocks} blocks, {} bytes written per block, file {} -> {} bytes \
+         ({} per block)",
+        per(written),
+        file.0,
+        file.1,
+        per(file.1.saturating_sub(file.0)),
+    );
+}
 
 /// Resident memory of this process in MiB, from `/proc/self/status` (0 where there is none).
 fn rss_mib() -> u64 {
@@ -172,11 +199,19 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
         next: 1 << 40,
         rng: 0x2545_f491_4f6c_dd1d,
         n,
+        count: 0,
     };
     for (name, state) in [("memory", &mut memory), ("disk", &mut disk)] {
+        let (count, written) = (blocks.count, bytes_written());
+        let file = state.disk_usage().unwrap().map_or(0, |u| u.file_bytes);
         g.bench_function(format!("{name}_1000_records"), |b| {
             b.iter_custom(|iters| blocks.run(state, iters, false))
         });
+        if name == "disk" {
+            let grown = state.disk_usage().unwrap().unwrap().file_bytes;
+            let (count, written) = (blocks.count - count, bytes_written() - written);
+            report_writes(label, "blocks without the tree", count, written, (file, grown));
+        }
     }
     g.finish();
     drop(memory);
@@ -199,10 +234,15 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
         g.sample_size(10);
         g.warm_up_time(Duration::from_millis(500));
         g.measurement_time(Duration::from_secs(5));
+        let (count, written) = (blocks.count, bytes_written());
+        let file = disk.disk_usage().unwrap().unwrap().file_bytes;
         g.bench_function("disk_1000_records_with_tree", |b| {
             b.iter_custom(|iters| blocks.run(&mut disk, iters, true))
         });
         g.finish();
+        let grown = disk.disk_usage().unwrap().unwrap().file_bytes;
+        let (count, written) = (blocks.count - count, bytes_written() - written);
+        report_writes(label, "blocks with the tree", count, written, (file, grown));
     }
     bench_reopen(c, label, n, &config, disk);
 }
@@ -257,6 +297,8 @@ struct Blocks {
     next: u64,
     rng: u64,
     n: u64,
+    /// Blocks run so far.
+    count: u64,
 }
 
 impl Blocks {
@@ -285,6 +327,7 @@ impl Blocks {
                     )
                     .unwrap();
             }
+            self.count += 1;
             if tracked {
                 state.bench_commit_tracked();
             } else {
