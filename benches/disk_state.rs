@@ -210,7 +210,13 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
         if name == "disk" {
             let grown = state.disk_usage().unwrap().unwrap().file_bytes;
             let (count, written) = (blocks.count - count, bytes_written() - written);
-            report_writes(label, "blocks without the tree", count, written, (file, grown));
+            report_writes(
+                label,
+                "blocks without the tree",
+                count,
+                written,
+                (file, grown),
+            );
         }
     }
     g.finish();

@@ -151,9 +151,10 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 16;
 /// The default size of redb's own page cache, in bytes (shared by all tables).
 pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
 
-/// The on-disk format version written in `meta`: 2 since the state tree's nodes are stored
-/// (a directory of version 1 is rebuilt from the blocks).
-pub const FORMAT_VERSION: u8 = 2;
+/// The on-disk format version written in `meta`: 3 since the state tree is stored as records
+/// of four levels each (2 stored it node by node, 1 not at all; a directory of an earlier
+/// version is rebuilt from the blocks).
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The default depth from which the state tree's nodes are held by hash only after a commit
 /// (see [`DiskConfig::tree_memory_depth`]): at most 2^16 nodes on the deepest level kept.
@@ -1307,7 +1308,7 @@ mod tests {
     use proptest::prelude::*;
 
     use crate::hash::{Digest, StateKey};
-    use crate::smt::{StateUpdate, EMPTY_ROOT};
+    use crate::smt::{StateUpdate, EMPTY_ROOT, MAX_RECORD_LEN, RECORD_LEVELS};
 
     /// A pool of keys: some uniform, some sharing long prefixes (deep paths, collapses).
     fn pool_key(i: u8) -> StateKey {
@@ -1466,7 +1467,7 @@ mod tests {
                 let mut expected: HashSet<Vec<u8>> = HashSet::new();
                 for (m, t) in &history[low..] {
                     assert_same_tree(t, m)?;
-                    expected.extend(m.node_hashes().into_iter().map(|h| h.to_vec()));
+                    expected.extend(m.record_hashes().into_iter().map(|h| h.to_vec()));
                 }
                 let held = stored_nodes(&disk);
                 prop_assert_eq!(held.len(), expected.len());
@@ -1498,14 +1499,22 @@ mod tests {
             entries: memory.len() as u64,
         };
         let disk = DiskState::create(&DiskConfig::new(dir.path()), &[], 0, write, 1).unwrap();
-        // A leaf's node, rewritten with another value behind the state's back.
-        let (victim, leaf) = nodes
+        // The record holding a leaf, rewritten with another value behind the state's back.
+        let leaf: Vec<u8> = [0u8]
+            .into_iter()
+            .chain(keys[7].to_bytes())
+            .chain([1; 32])
+            .collect();
+        let (victim, record) = nodes
             .iter()
-            .find(|(_, n)| n[0] == 0 && n[1..33] == keys[7].to_bytes())
-            .copied()
+            .find_map(|(hash, r)| {
+                let at = r.windows(leaf.len()).position(|w| w == leaf.as_slice())?;
+                Some((*hash, r.clone(), at))
+            })
+            .map(|(hash, r, at)| (hash, (r, at)))
             .unwrap();
-        let mut damaged = leaf;
-        damaged[64] ^= 1;
+        let (mut damaged, at) = record;
+        damaged[at + 64] ^= 1;
         {
             let txn = disk.db.db.begin_write().unwrap();
             txn.open_table(NODES)
@@ -1527,7 +1536,7 @@ mod tests {
         assert!(
             failure
                 .to_string()
-                .starts_with("cannot read state table nodes: state tree node "),
+                .starts_with("cannot read state table nodes: state tree record "),
             "{failure}"
         );
         assert!(failure.to_string().contains("hashes to"), "{failure}");
@@ -1564,14 +1573,35 @@ mod tests {
         let write = TreeWrite::root_only(EMPTY_ROOT);
         let disk = DiskState::create(&DiskConfig::new(dir.path()), &[], 0, write, 1).unwrap();
         let root = StateRoot::from_bytes([9; 32]);
+        let leaf = |k: u8| [0u8].into_iter().chain([k; 64]);
+        let interior = |a: Vec<u8>, b: Vec<u8>| [1u8].into_iter().chain(a).chain(b).collect();
+        // Four interior levels over leaves: a record's full depth.
+        let full = (0..RECORD_LEVELS).fold(leaf(1).collect::<Vec<u8>>(), |below, _| {
+            interior(below.clone(), below)
+        });
+        // Five interior levels, each over an empty side.
+        let too_deep = (0..=RECORD_LEVELS).fold(leaf(1).collect::<Vec<u8>>(), |below, _| {
+            interior(below, vec![2])
+        });
+        let stub = |h: u8| [3u8].into_iter().chain([h; 32]);
+        let high_stub: Vec<u8> = interior(stub(4).collect(), leaf(2).collect());
         for (bytes, expect) in [
-            (vec![0u8; 64], "64 bytes, a node has 65"),
-            (vec![7u8; 65], "unknown tag 7"),
+            (vec![0u8; 64], "it ends 1 bytes early"),
+            (vec![0u8; 66], "1 bytes left over"),
             (
-                vec![1u8; 1].into_iter().chain([0; 64]).collect(),
-                "an interior node over nothing",
+                vec![0u8; MAX_RECORD_LEN + 1],
+                "1056 bytes, a record has at most 1055",
             ),
-            (vec![0u8; 65], "hashes to"),
+            (vec![7u8; 65], "unknown tag 7 at level 0"),
+            (vec![2u8], "tag 2 at level 0"),
+            (interior(vec![2], vec![2]), "an interior node over nothing"),
+            (
+                too_deep,
+                "an interior node at level 4, below the record's 4",
+            ),
+            (high_stub, "tag 3 at level 1"),
+            (full, "hashes to"),
+            (leaf(0).collect(), "hashes to"),
         ] {
             let txn = disk.db.db.begin_write().unwrap();
             txn.open_table(NODES)
