@@ -17,9 +17,10 @@
 //!
 //! Then the same blocks on disk with the state tree (`disk_block_tree`, to compare with
 //! `disk_block`'s `disk` in the same run): the tree built from the entries and committed with
-//! its nodes, then blocks whose batches update it and write its new nodes. At the large size
-//! only with `DISK_BENCH_TREE_BLOCKS_BIG` set: there they grow the database file by some
-//! 180 MB a second (100,000 patients), so mind the free disk space.
+//! its records, then blocks whose batches update it and write its new records. At the large
+//! size only with `DISK_BENCH_TREE_BLOCKS_BIG` set: at 100,000 patients the commit of the
+//! whole tree alone grows the database file to 12 GiB (8 GB allocated), and each block by tens
+//! of megabytes more, so mind the free disk space.
 //!
 //! Last, reopening the disk state (`disk_reopen`), its database closed: by reading the tree's
 //! root node (`read_root`, what a chain does now) against rebuilding the tree from every entry
@@ -223,7 +224,7 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
     drop(memory);
 
     // The same blocks on disk with the state tree (built from the entries and committed with
-    // its nodes first): each block's batch applied to the tree, its new nodes written with
+    // its records first): each block's batch applied to the tree, its new records written with
     // the block.
     let started = Instant::now();
     disk.bench_persist_tree().unwrap();
@@ -233,8 +234,9 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
         disk.tree().len(),
         started.elapsed()
     );
-    // At the large size these blocks grow the database file by some 180 MB a second (100,000
-    // patients), so they run there only when asked for.
+    // At the large size these blocks grow the database file by tens of megabytes each, after
+    // the whole tree's commit (8 GB at 100,000 patients), so they run there only when asked
+    // for.
     if n <= 1_000 || std::env::var_os(TREE_BLOCKS_BIG_ENV).is_some() {
         let mut g = c.benchmark_group(format!("disk_block_tree/{label}"));
         g.sample_size(10);

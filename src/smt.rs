@@ -25,9 +25,11 @@
 //! its root, its entries and its proofs while sharing every untouched subtree with the new tree.
 //!
 //! With the state on disk (feature `redb`), the tree's nodes are kept in the state database
-//! too: a subtree may then be held as its hash alone and read from the database when a lookup,
-//! a proof or a batch reaches it, so that only the upper levels stay in memory (see
-//! `state::disk`). The tree, its root and its proofs are the same either way.
+//! too, in records of four levels each (an interior node at a depth that is a multiple of four,
+//! with the nodes of its next four levels; the hashing is unchanged): a subtree may then be
+//! held as its hash alone and read from the database when a lookup, a proof or a batch reaches
+//! it, so that only the upper levels stay in memory (see `state::disk`). The tree, its root and
+//! its proofs are the same either way.
 //!
 //! # Proofs
 //!

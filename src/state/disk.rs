@@ -19,12 +19,16 @@
 //!   `(height, sequence)`, what a write of that block replaced: the table's position in the
 //!   state's fixed table order, the key body and the previous value body (none if the key was
 //!   absent);
-//! * `nodes`: the state tree's nodes ([`StateTree`]), from a node's
-//!   hash to its encoding (65 bytes: a tag, then a leaf's key and value digest or an interior
-//!   node's two child hashes); a node read back must hash to its key, or it is not used;
-//! * `stale`: for each block of the undo window, keyed by `(height, hash)`, the nodes it
+//! * `nodes`: the state tree ([`StateTree`]) in records of four levels: each interior node at
+//!   a depth that is a multiple of four (and the root, whatever it is) is the key of one
+//!   record, which holds that node and every node of the next four levels below it (at most
+//!   fifteen interior nodes as a tag each, the leaves among them and under them as their key
+//!   and value digest) and the interior nodes at its bottom as their hash, each the key of the
+//!   next record down (at most 1,055 bytes). A record read back is decoded within that bound,
+//!   must hash to its key, and is not used otherwise; the hash covers every node in it;
+//! * `stale`: for each block of the undo window, keyed by `(height, hash)`, the records it
 //!   replaced: deleted from `nodes` when the height leaves the window;
-//! * `fresh`: for each block of the undo window, the nodes it wrote, for undoing it;
+//! * `fresh`: for each block of the undo window, the records it wrote, for undoing it;
 //! * `meta`: the format version ([`FORMAT_VERSION`]), the height of the committed state, its
 //!   state root and its number of entries.
 //!
@@ -34,11 +38,12 @@
 //! the memory backend) until the block commits. Then one redb write transaction writes every
 //! table's pending entries, their undo records and the new height and root, and commits: a
 //! crash leaves the state of either the previous block or this one, never a mixture. The same
-//! transaction writes the tree's new nodes (those the block's batch created) and lists the
-//! nodes it replaced; a node that a block of the window replaced and a later one creates again
-//! (a value set back) is taken off the list. Undoing a block (a reorganisation) replays its
-//! undo records in reverse, deletes the nodes it wrote and puts back on their lists the nodes
-//! it took off, in one write transaction: the previous tree's nodes are all still there. A
+//! transaction writes the tree's new records (one for each record whose nodes the block's
+//! batch changed) and lists the records it replaced; a record that a block of the window
+//! replaced and a later one creates again (values set back) is taken off the list. Undoing a
+//! block (a reorganisation) replays its undo records in reverse, deletes the records it wrote
+//! and puts back on their lists the records it took off, in one write transaction: the
+//! previous tree's records are all still there. A
 //! write transaction that fails leaves the database as it was, and the chain refuses the block.
 //! With [`DiskConfig::sync_every`] above 1, only every so many blocks' commits are synced:
 //! the others are atomic but may be lost in a crash, which then leaves the last synced
@@ -56,9 +61,10 @@
 //! lookup is not a disk read the second time.
 //!
 //! After each commit the state tree keeps its nodes above [`DiskConfig::tree_memory_depth`]
-//! decoded (every path passes there) and holds each subtree at that depth by its hash only;
-//! a lookup, a proof or the next block's batch that reaches one reads its nodes from `nodes`
-//! (through redb's page cache), without keeping them. The chain keeps the trees of the undo
+//! (rounded down to a multiple of four) decoded (every path passes there) and holds each
+//! record at that depth by its hash only; a lookup, a proof or the next block's batch that
+//! reaches one reads it from `nodes` (through redb's page cache), four levels at once,
+//! without keeping it. The chain keeps the trees of the undo
 //! window only, for proofs as of a recent height
 //! ([`Chain::state_tree_at`](crate::chain::Chain::state_tree_at)); they share the upper levels.
 //!
@@ -67,9 +73,9 @@
 //! A chain built on a directory that holds a state, over a store whose main chain reaches that
 //! state's height, starts from it without replay: the tables read from the database, the
 //! headers up to the height are taken from the store and checked by the engine (as for a
-//! checkpoint), and the state tree's root node is read from `nodes`: it must hash to the root
-//! `meta` recorded, which must be the header's. Nothing else is read: the rest of the tree is
-//! read when reached, each node checked against its hash then (a damaged one is reported as a
+//! checkpoint), and the state tree's root record is read from `nodes`: it must hash to the
+//! root `meta` recorded, which must be the header's. Nothing else is read: the rest of the tree
+//! is read when reached, each record checked against its hash then (a damaged one is reported as a
 //! failed read, so a block that reaches it is refused, and a proof through it does not
 //! verify). The entries themselves are trusted as the transaction that wrote them with the
 //! nodes left them; [`State::verify_entries`](crate::state::State::verify_entries) rebuilds
@@ -86,15 +92,16 @@
 //!
 //! # Not yet done, and how it fits
 //!
-//! * Storing the tree makes blocks far slower (the README's row D8: 0.095 of the rate without
-//!   the tree at 1k patients, 2.28 s against 216 ms for a block of 1,000 operations): each
-//!   block writes tens of thousands of nodes under random keys, with their `fresh` and `stale`
-//!   records, and deletes as many, so redb copies a page for nearly each. Fewer, larger records
-//!   would cut it: sixteen-way nodes covering four levels (as Jellyfish Merkle trees do), leaves
-//!   inside their parent's record, and the deletions of the block leaving the window done in
-//!   the background.
-//! * Nodes read on demand are not cached beyond redb's page cache: a block reads the lower
-//!   levels of every path it touches again. A bounded cache of decoded nodes (as the tables
+//! * Storing the tree still makes blocks slower (the README's rows D8 and D9: blocks of 1,000
+//!   operations run at 0.30 of the rate without the tree at 1k patients, 712 ms against
+//!   216 ms, and 0.22 at 10,000, against 0.095 when each node was its own record; a block
+//!   writes 232 MB instead of 944 MB at 1k patients). A block still writes a few thousand
+//!   records under random keys (their hashes) and deletes as many when it leaves the undo
+//!   window, so redb copies a page for nearly each. Keys that keep a path's records together
+//!   (a record's position in the tree and the height that wrote it, as Jellyfish Merkle trees
+//!   key their nodes) and the deletions done in the background would cut it further.
+//! * Records read on demand are not cached beyond redb's page cache: a block reads the lower
+//!   levels of every path it touches again. A bounded cache of decoded records (as the tables
 //!   have for values) would spare those reads for hot paths.
 //! * [`Ledger`](crate::ledger::Ledger)'s mempool checks transactions against its own copy of
 //!   the state, which it builds by replaying the chain in memory
@@ -205,11 +212,12 @@ impl DiskConfig {
         }
     }
 
-    /// Keeps the state tree's nodes above `depth` decoded in memory after each commit, and
-    /// holds the subtrees at `depth` by their hash only, read from the database when a lookup,
-    /// a proof or a block reaches them (default [`DEFAULT_TREE_MEMORY_DEPTH`]). The tree's
-    /// memory is then bounded by about 2^`depth` nodes, whatever the number of entries; 0
-    /// keeps only the root's hash, 256 every node.
+    /// Keeps the state tree's interior nodes above `depth` (rounded down to a multiple of four,
+    /// the levels one stored record covers) decoded in memory after each commit, and holds the
+    /// subtrees there by their hash only, read from the database when a lookup, a proof or a
+    /// block reaches them (default [`DEFAULT_TREE_MEMORY_DEPTH`]); leaves above it stay
+    /// decoded too. The tree's memory is then bounded by about 2^`depth` nodes, whatever the
+    /// number of entries; 0 (to 3) keeps only the root's hash, 256 every node.
     pub fn tree_memory_depth(mut self, depth: usize) -> Self {
         self.tree_memory_depth = depth;
         self
