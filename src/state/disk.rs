@@ -167,11 +167,6 @@ pub const FORMAT_VERSION: u8 = 3;
 /// (see [`DiskConfig::tree_memory_depth`]): at most 2^16 nodes on the deepest level kept.
 pub const DEFAULT_TREE_MEMORY_DEPTH: usize = 16;
 
-/// How many heights apart the records replaced by blocks that left the undo window are
-/// deleted: together, a page that holds several of them is copied once instead of once per
-/// block.
-const PRUNE_EVERY: u64 = 8;
-
 /// The file inside the state directory.
 const FILE_NAME: &str = "state.redb";
 
@@ -466,11 +461,6 @@ pub(crate) struct DiskState {
     height: u64,
     /// The lowest height whose undo records are kept.
     undo_floor: u64,
-    /// The lowest height whose list of replaced records (`stale`) may still be there: lists of
-    /// heights that left the undo window are deleted, with their records, every
-    /// `prune_every` heights.
-    stale_floor: u64,
-    prune_every: u64,
     undo_blocks: u64,
     sync_every: u64,
     tree_memory_depth: usize,
@@ -558,8 +548,6 @@ impl DiskState {
             path: config.dir.join(FILE_NAME),
             height,
             undo_floor: height + 1,
-            stale_floor: height + 1,
-            prune_every: PRUNE_EVERY,
             undo_blocks,
             sync_every: config.sync_every,
             tree_memory_depth: config.tree_memory_depth,
@@ -604,8 +592,6 @@ impl DiskState {
             path,
             height: 0,
             undo_floor: 0,
-            stale_floor: 0,
-            prune_every: PRUNE_EVERY,
             undo_blocks,
             sync_every: config.sync_every,
             tree_memory_depth: config.tree_memory_depth,
@@ -621,12 +607,6 @@ impl DiskState {
         // Heights with no writes have no records: only what lies above the first record is
         // known to be kept.
         state.undo_floor = floor.min(height + 1);
-        state.stale_floor = {
-            let txn = state.db.db.begin_read().map_err(storage("begin a read"))?;
-            let stale = txn.open_table(STALE).map_err(storage("open stale"))?;
-            let first = stale.first().map_err(storage("read stale"))?;
-            first.map_or(height + 1, |(k, _)| k.value().0.min(height + 1))
-        };
         Ok(Some(state))
     }
 
@@ -688,7 +668,7 @@ impl DiskState {
                     .map_err(storage("prune undo"))?;
             }
         }
-        let pruned = self.write_nodes(&txn, height, &tree)?;
+        self.write_nodes(&txn, height, &tree)?;
         let floor = self
             .undo_floor
             .max(height.saturating_sub(self.undo_blocks) + 1);
@@ -696,22 +676,18 @@ impl DiskState {
         txn.commit().map_err(storage("commit a block"))?;
         self.height = height;
         self.undo_floor = floor;
-        if let Some(gone) = pruned {
-            self.stale_floor = self.stale_floor.max(gone + 1);
-        }
         self.db.nodes.renew();
         Ok(())
     }
 
-    /// Writes the state tree's new records of the block at `height` and lists the records it
-    /// replaced; every [`PRUNE_EVERY`] heights, deletes the records replaced by the blocks that
-    /// left the undo window since, and returns the highest height whose list went.
+    /// Writes the state tree's new nodes of the block at `height`, lists the nodes it replaced,
+    /// and deletes the nodes replaced by the block that leaves the undo window.
     fn write_nodes(
         &self,
         txn: &redb::WriteTransaction,
         height: u64,
         tree: &TreeWrite<'_>,
-    ) -> Result<Option<u64>, DiskError> {
+    ) -> Result<(), DiskError> {
         let mut nodes = txn.open_table(NODES).map_err(storage("open nodes"))?;
         let mut stale = txn.open_table(STALE).map_err(storage("open stale"))?;
         let mut fresh = txn.open_table(FRESH).map_err(storage("open fresh"))?;
@@ -724,7 +700,7 @@ impl DiskState {
                 // A node a block of the window replaced is part of the tree again: it must
                 // not be deleted when that block leaves the window.
                 let mut from = None;
-                for h in self.stale_floor.min(height)..height {
+                for h in self.undo_floor.min(height)..height {
                     if stale
                         .remove((h, hash.as_slice()))
                         .map_err(storage("write stale"))?
@@ -751,10 +727,7 @@ impl DiskState {
                 .insert((height, hash.as_slice()), ())
                 .map_err(storage("write stale"))?;
         }
-        let gone = height
-            .checked_sub(self.undo_blocks)
-            .filter(|_| height.is_multiple_of(self.prune_every));
-        if let Some(gone) = gone {
+        if let Some(gone) = height.checked_sub(self.undo_blocks) {
             let mut dead = Vec::new();
             for item in stale
                 .range(..=(gone, [0xff; 32].as_slice()))
@@ -775,7 +748,7 @@ impl DiskState {
                 .retain_in(..=(gone, [0xff; 32].as_slice()), |_, _| false)
                 .map_err(storage("prune fresh"))?;
         }
-        Ok(gone)
+        Ok(())
     }
 
     /// Syncs the commit that leaves the state at `height` only every `sync_every` heights.
@@ -1427,14 +1400,12 @@ mod tests {
         /// Random blocks and undos, committed to the database: the tree read back from it (and
         /// the one kept after each commit, with its lower levels held by hash) has the memory
         /// tree's root, entries and proofs at every step; so does every tree of the undo
-        /// window; and the database holds the records of the window's trees, and no others
-        /// after each block that deletes the records of the blocks that left the window.
+        /// window; and the database holds exactly the nodes of the window's trees.
         #[test]
         fn the_tree_on_disk_gives_the_memory_trees_roots_and_proofs(
             initial in batch_strategy(),
             steps in steps_strategy(),
-            keep_depth in 0usize..10,
-            prune_every in 1u64..4,
+            keep_depth in 0usize..6,
         ) {
             const UNDO_BLOCKS: u64 = 3;
             let dir = tempfile::tempdir().unwrap();
@@ -1452,7 +1423,6 @@ mod tests {
                 entries: memory.len() as u64,
             };
             let mut disk = DiskState::create(&config, &[], 0, write, UNDO_BLOCKS).unwrap();
-            disk.prune_every = prune_every;
             let mut tree = stored;
             tree.attach(disk.db().node_source());
             // The trees by height, in memory and as kept after each commit.
@@ -1460,7 +1430,6 @@ mod tests {
             let mut top = 0u64;
             for step in steps {
                 let height = history.len() as u64 - 1;
-                let mut pruned = prune_every == 1;
                 match step {
                     Step::Apply(batch) => {
                         memory.apply(&batch).unwrap();
@@ -1478,10 +1447,6 @@ mod tests {
                         tree = persisted;
                         history.push((memory.clone(), tree.clone()));
                         top = top.max(height + 1);
-                        // Exactly the window's records once the lists up to the window's
-                        // floor went (not after undos, which leave above the height a
-                        // window floor that the next deletion catches up with).
-                        pruned |= (height + 1).is_multiple_of(prune_every) && height + 1 == top;
                     }
                     Step::Undo => {
                         let allowed = height > 0 && height + UNDO_BLOCKS > top;
@@ -1513,10 +1478,8 @@ mod tests {
                     expected.extend(m.record_hashes().into_iter().map(|h| h.to_vec()));
                 }
                 let held = stored_nodes(&disk);
-                prop_assert!(expected.iter().all(|h| held.contains(h)));
-                if pruned {
-                    prop_assert_eq!(held.len(), expected.len());
-                }
+                prop_assert_eq!(held.len(), expected.len());
+                prop_assert!(held.iter().all(|h| expected.contains(h)));
                 prop_assert!(disk.db().take_read_failure().is_none());
             }
         }
