@@ -1405,7 +1405,7 @@ mod tests {
         fn the_tree_on_disk_gives_the_memory_trees_roots_and_proofs(
             initial in batch_strategy(),
             steps in steps_strategy(),
-            keep_depth in 0usize..6,
+            keep_depth in 0usize..10,
         ) {
             const UNDO_BLOCKS: u64 = 3;
             let dir = tempfile::tempdir().unwrap();
