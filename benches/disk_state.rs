@@ -17,9 +17,10 @@
 //!
 //! Then the same blocks on disk with the state tree (`disk_block_tree`, to compare with
 //! `disk_block`'s `disk` in the same run): the tree built from the entries and committed with
-//! its nodes, then blocks whose batches update it and write its new nodes. At the large size
-//! only with `DISK_BENCH_TREE_BLOCKS_BIG` set: there they grow the database file by some
-//! 180 MB a second (100,000 patients), so mind the free disk space.
+//! its records, then blocks whose batches update it and write its new records. At the large
+//! size only with `DISK_BENCH_TREE_BLOCKS_BIG` set: at 100,000 patients the commit of the
+//! whole tree alone grows the database file to 12 GiB (8 GB allocated), and each block by tens
+//! of megabytes more, so mind the free disk space.
 //!
 //! Last, reopening the disk state (`disk_reopen`), its database closed: by reading the tree's
 //! root node (`read_root`, what a chain does now) against rebuilding the tree from every entry
@@ -31,8 +32,9 @@
 //! `DISK_BENCH_SYNC_EVERY` syncs only every so many commits (default 1, every one; see
 //! `DiskConfig::sync_every`).
 //!
-//! Printed beside: the database's bytes per patient, and the growth of resident memory
-//! (`VmRSS`) while building each state.
+//! Printed beside: the database's bytes per patient, the growth of resident memory (`VmRSS`)
+//! while building each state, and for the blocks on disk the bytes written per block (`wchar`
+//! of `/proc/self/io`: what the process handed to the kernel) and the file's growth.
 
 #[path = "support/access_state.rs"]
 mod access_state;
@@ -49,6 +51,32 @@ use medledger::hash::TxId;
 use medledger::purpose::PurposeOfUse;
 use medledger::state::disk::DiskConfig;
 use medledger::State;
+
+/// The bytes this process has handed to the kernel for writing so far (`wchar` in
+/// `/proc/self/io`; 0 where there is none).
+fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("wchar:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// What a group of blocks wrote: prints the bytes written and the file's growth per block.
+fn report_writes(label: &str, what: &str, blocks: u64, written: u64, file: (u64, u64)) {
+    let per = |bytes: u64| bytes / blocks.max(1);
+    eprintln!(
+        "{label}: {what}: {blocks} blocks, {} bytes written per block, file {} -> {} bytes \
+         ({} per block)",
+        per(written),
+        file.0,
+        file.1,
+        per(file.1.saturating_sub(file.0)),
+    );
+}
 
 /// Resident memory of this process in MiB, from `/proc/self/status` (0 where there is none).
 fn rss_mib() -> u64 {
@@ -172,17 +200,31 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
         next: 1 << 40,
         rng: 0x2545_f491_4f6c_dd1d,
         n,
+        count: 0,
     };
     for (name, state) in [("memory", &mut memory), ("disk", &mut disk)] {
+        let (count, written) = (blocks.count, bytes_written());
+        let file = state.disk_usage().unwrap().map_or(0, |u| u.file_bytes);
         g.bench_function(format!("{name}_1000_records"), |b| {
             b.iter_custom(|iters| blocks.run(state, iters, false))
         });
+        if name == "disk" {
+            let grown = state.disk_usage().unwrap().unwrap().file_bytes;
+            let (count, written) = (blocks.count - count, bytes_written() - written);
+            report_writes(
+                label,
+                "blocks without the tree",
+                count,
+                written,
+                (file, grown),
+            );
+        }
     }
     g.finish();
     drop(memory);
 
     // The same blocks on disk with the state tree (built from the entries and committed with
-    // its nodes first): each block's batch applied to the tree, its new nodes written with
+    // its records first): each block's batch applied to the tree, its new records written with
     // the block.
     let started = Instant::now();
     disk.bench_persist_tree().unwrap();
@@ -192,17 +234,23 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
         disk.tree().len(),
         started.elapsed()
     );
-    // At the large size these blocks grow the database file by some 180 MB a second (100,000
-    // patients), so they run there only when asked for.
+    // At the large size these blocks grow the database file by tens of megabytes each, after
+    // the whole tree's commit (8 GB at 100,000 patients), so they run there only when asked
+    // for.
     if n <= 1_000 || std::env::var_os(TREE_BLOCKS_BIG_ENV).is_some() {
         let mut g = c.benchmark_group(format!("disk_block_tree/{label}"));
         g.sample_size(10);
         g.warm_up_time(Duration::from_millis(500));
         g.measurement_time(Duration::from_secs(5));
+        let (count, written) = (blocks.count, bytes_written());
+        let file = disk.disk_usage().unwrap().unwrap().file_bytes;
         g.bench_function("disk_1000_records_with_tree", |b| {
             b.iter_custom(|iters| blocks.run(&mut disk, iters, true))
         });
         g.finish();
+        let grown = disk.disk_usage().unwrap().unwrap().file_bytes;
+        let (count, written) = (blocks.count - count, bytes_written() - written);
+        report_writes(label, "blocks with the tree", count, written, (file, grown));
     }
     bench_reopen(c, label, n, &config, disk);
 }
@@ -257,6 +305,8 @@ struct Blocks {
     next: u64,
     rng: u64,
     n: u64,
+    /// Blocks run so far.
+    count: u64,
 }
 
 impl Blocks {
@@ -285,6 +335,7 @@ impl Blocks {
                     )
                     .unwrap();
             }
+            self.count += 1;
             if tracked {
                 state.bench_commit_tracked();
             } else {

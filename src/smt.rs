@@ -25,9 +25,11 @@
 //! its root, its entries and its proofs while sharing every untouched subtree with the new tree.
 //!
 //! With the state on disk (feature `redb`), the tree's nodes are kept in the state database
-//! too: a subtree may then be held as its hash alone and read from the database when a lookup,
-//! a proof or a batch reaches it, so that only the upper levels stay in memory (see
-//! `state::disk`). The tree, its root and its proofs are the same either way.
+//! too, in records of four levels each (an interior node at a depth that is a multiple of four,
+//! with the nodes of its next four levels; the hashing is unchanged): a subtree may then be
+//! held as its hash alone and read from the database when a lookup, a proof or a batch reaches
+//! it, so that only the upper levels stay in memory (see `state::disk`). The tree, its root and
+//! its proofs are the same either way.
 //!
 //! # Proofs
 //!
@@ -249,7 +251,7 @@ impl Subtree {
             source.failed(format!("state tree node {} is missing", hex(&stub.hash)));
             return None;
         };
-        match decode_node(&stub.hash, &bytes) {
+        match decode_record(&stub.hash, &bytes) {
             Ok(node) => Some(node),
             Err(why) => {
                 source.failed(why);
@@ -290,25 +292,40 @@ impl Subtree {
 // ---------------------------------------------------------------------------------------------
 // Nodes in a store
 
-/// The length of a stored node's encoding: a tag byte and two 32-byte fields.
+/// The levels of the tree one stored record covers: a record holds an interior node at a depth
+/// that is a multiple of this, with every node below it down to this many levels, and the
+/// interior nodes there by their hash (each the top of its own record).
+pub(crate) const RECORD_LEVELS: usize = 4;
+
+/// The length of a stored leaf's encoding: a tag byte, its key and its value digest.
 pub(crate) const NODE_LEN: usize = 65;
 
-/// The tag of a stored leaf (followed by its key and value digest).
-const NODE_TAG_LEAF: u8 = 0;
-/// The tag of a stored interior node (followed by its left and right child hashes).
-const NODE_TAG_INTERNAL: u8 = 1;
+/// The length of the longest record: the tags of the interior nodes of its first
+/// [`RECORD_LEVELS`] levels, and a leaf in each of the slots below them.
+pub(crate) const MAX_RECORD_LEN: usize = (1 << RECORD_LEVELS) - 1 + (1 << RECORD_LEVELS) * NODE_LEN;
 
-/// Where a tree whose nodes were persisted reads the nodes it holds by hash only.
+/// The tag of a leaf (followed by its key and value digest).
+const NODE_TAG_LEAF: u8 = 0;
+/// The tag of an interior node (followed by its left and right subtrees' encodings).
+const NODE_TAG_INTERNAL: u8 = 1;
+/// The tag of an empty subtree.
+const NODE_TAG_EMPTY: u8 = 2;
+/// The tag of an interior node at a record's bottom (followed by its hash: the key of its own
+/// record).
+const NODE_TAG_STORED: u8 = 3;
+
+/// Where a tree whose nodes were persisted reads the records of the subtrees it holds by hash
+/// only.
 ///
-/// Reads cannot fail loudly (a lookup answers `Option`): a node that is missing, cannot be read
-/// or does not check is reported through [`failed`](Self::failed), and the tree answers as if
-/// the subtree were empty. The state refuses a block whose execution saw a failure, and a proof
-/// built over one does not verify.
+/// Reads cannot fail loudly (a lookup answers `Option`): a record that is missing, cannot be
+/// read or does not check is reported through [`failed`](Self::failed), and the tree answers
+/// as if the subtree were empty. The state refuses a block whose execution saw a failure, and
+/// a proof built over one does not verify.
 pub(crate) trait NodeSource: Send + Sync {
-    /// The encoding stored under `hash`, if any (a read that fails is recorded by the source
-    /// and answers `None`).
+    /// The record stored under `hash`, if any (a read that fails is recorded by the source and
+    /// answers `None`).
     fn load(&self, hash: &[u8; 32]) -> Option<Vec<u8>>;
-    /// Records a node that could not be used, and why.
+    /// Records a record that could not be used, and why.
     fn failed(&self, reason: String);
 }
 
@@ -316,94 +333,160 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The canonical encoding of a leaf: tag, key, value.
-fn encode_leaf(key: &StateKey, value: &Digest) -> [u8; NODE_LEN] {
-    let mut out = [0; NODE_LEN];
-    out[0] = NODE_TAG_LEAF;
-    out[1..33].copy_from_slice(key.as_bytes());
-    out[33..].copy_from_slice(value.as_bytes());
+/// Whether a node at `depth` that is an interior node is the top of a record of its own.
+fn record_depth(depth: usize) -> bool {
+    depth.is_multiple_of(RECORD_LEVELS)
+}
+
+/// Appends the encoding of `node`, `level` levels below the top of the record being encoded:
+/// a leaf as its tag, key and value; an interior node above the record's bottom as its tag and
+/// its two subtrees; one at the bottom as its tag and hash. A subtree held by hash above the
+/// bottom (there is none: the tree holds by hash only the tops of records) is read from
+/// `source`; if it cannot be, its hash is written, which the record's reader refuses.
+fn encode_record(node: &Subtree, level: usize, source: Option<&dyn NodeSource>, out: &mut Vec<u8>) {
+    match node {
+        Subtree::Empty => out.push(NODE_TAG_EMPTY),
+        Subtree::Leaf(leaf) => {
+            out.push(NODE_TAG_LEAF);
+            out.extend_from_slice(leaf.key.as_bytes());
+            out.extend_from_slice(leaf.value.as_bytes());
+        }
+        Subtree::Node(inner) if level < RECORD_LEVELS => {
+            out.push(NODE_TAG_INTERNAL);
+            encode_record(&inner.left, level + 1, source, out);
+            encode_record(&inner.right, level + 1, source, out);
+        }
+        Subtree::Stored(_) if level < RECORD_LEVELS && level > 0 => match node.resolve(source) {
+            Some(loaded @ (Subtree::Leaf(_) | Subtree::Node(_))) => {
+                encode_record(&loaded, level, source, out)
+            }
+            _ => {
+                out.push(NODE_TAG_STORED);
+                out.extend_from_slice(node.hash());
+            }
+        },
+        Subtree::Node(_) | Subtree::Stored(_) => {
+            out.push(NODE_TAG_STORED);
+            out.extend_from_slice(node.hash());
+        }
+    }
+}
+
+/// The record of the subtree `node`: its encoding from its top down (see [`encode_record`]).
+fn record_of(node: &Subtree, source: Option<&dyn NodeSource>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    encode_record(node, 0, source, &mut out);
     out
 }
 
-/// The canonical encoding of an interior node: tag, left child hash, right child hash.
-fn encode_internal(left: &[u8; 32], right: &[u8; 32]) -> [u8; NODE_LEN] {
-    let mut out = [0; NODE_LEN];
-    out[0] = NODE_TAG_INTERNAL;
-    out[1..33].copy_from_slice(left);
-    out[33..].copy_from_slice(right);
-    out
+/// Takes `N` bytes off the front of `rest`.
+fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
+    let Some((head, tail)) = rest.split_first_chunk::<N>() else {
+        return Err(format!("it ends {} bytes early", N - rest.len()));
+    };
+    *rest = tail;
+    Ok(*head)
 }
 
-/// Decodes the node stored under `hash`, and checks that it hashes to `hash`. Its children
-/// (for an interior node) are stubs, or empty. The error says what is wrong with it.
-fn decode_node(hash: &[u8; 32], bytes: &[u8]) -> Result<Subtree, String> {
-    let what = || format!("state tree node {}", hex(hash));
-    if bytes.len() != NODE_LEN {
+/// Decodes the subtree at the front of `rest`, `level` levels below its record's top, with its
+/// hashes computed (nodes marked stored, interior nodes at the record's bottom as stubs).
+fn decode_part(rest: &mut &[u8], level: usize) -> Result<Subtree, String> {
+    let [tag] = take::<1>(rest)?;
+    match tag {
+        NODE_TAG_LEAF => {
+            let key = StateKey::from_bytes(take(rest)?);
+            let value = Digest::from_bytes(take(rest)?);
+            Ok(Subtree::Leaf(Arc::new(Leaf {
+                key,
+                value,
+                hash: leaf_hash(&key, &value),
+                stored: true,
+            })))
+        }
+        NODE_TAG_INTERNAL if level < RECORD_LEVELS => {
+            let left = decode_part(rest, level + 1)?;
+            let right = decode_part(rest, level + 1)?;
+            if matches!((&left, &right), (Subtree::Empty, Subtree::Empty)) {
+                return Err(format!("an interior node over nothing at level {level}"));
+            }
+            let hash = node_hash(left.hash(), right.hash());
+            Ok(Subtree::Node(Arc::new(Internal {
+                left,
+                right,
+                hash,
+                stored: true,
+            })))
+        }
+        NODE_TAG_INTERNAL => Err(format!(
+            "an interior node at level {level}, below the record's {RECORD_LEVELS}"
+        )),
+        NODE_TAG_EMPTY if level > 0 => Ok(Subtree::Empty),
+        NODE_TAG_STORED if level == RECORD_LEVELS => {
+            let hash = take::<32>(rest)?;
+            if hash == EMPTY_HASH {
+                return Err(format!(
+                    "a stored subtree at level {level} with the empty hash"
+                ));
+            }
+            Ok(Subtree::stub(hash))
+        }
+        NODE_TAG_EMPTY | NODE_TAG_STORED => Err(format!("tag {tag} at level {level}")),
+        tag => Err(format!("unknown tag {tag} at level {level}")),
+    }
+}
+
+/// Decodes the record stored under `hash`, and checks that the subtree it holds hashes to
+/// `hash` (which checks every node in it). The interior nodes at its bottom are stubs. The
+/// error says what is wrong with it.
+fn decode_record(hash: &[u8; 32], bytes: &[u8]) -> Result<Subtree, String> {
+    let what = || format!("state tree record {}", hex(hash));
+    if bytes.len() > MAX_RECORD_LEN {
         return Err(format!(
-            "{}: {} bytes, a node has {NODE_LEN}",
+            "{}: {} bytes, a record has at most {MAX_RECORD_LEN}",
             what(),
             bytes.len()
         ));
     }
-    let a: [u8; 32] = bytes[1..33].try_into().expect("32 bytes");
-    let b: [u8; 32] = bytes[33..].try_into().expect("32 bytes");
-    let (node, computed) = match bytes[0] {
-        NODE_TAG_LEAF => {
-            let (key, value) = (StateKey::from_bytes(a), Digest::from_bytes(b));
-            let computed = leaf_hash(&key, &value);
-            let leaf = Leaf {
-                key,
-                value,
-                hash: computed,
-                stored: true,
-            };
-            (Subtree::Leaf(Arc::new(leaf)), computed)
-        }
-        NODE_TAG_INTERNAL => {
-            if a == EMPTY_HASH && b == EMPTY_HASH {
-                return Err(format!("{}: an interior node over nothing", what()));
-            }
-            let child = |h: [u8; 32]| {
-                if h == EMPTY_HASH {
-                    Subtree::Empty
-                } else {
-                    Subtree::stub(h)
-                }
-            };
-            let computed = node_hash(&a, &b);
-            let inner = Internal {
-                left: child(a),
-                right: child(b),
-                hash: computed,
-                stored: true,
-            };
-            (Subtree::Node(Arc::new(inner)), computed)
-        }
-        tag => return Err(format!("{}: unknown tag {tag}", what())),
-    };
-    if computed != *hash {
+    let mut rest = bytes;
+    let node = decode_part(&mut rest, 0).map_err(|why| format!("{}: {why}", what()))?;
+    if !rest.is_empty() {
+        return Err(format!("{}: {} bytes left over", what(), rest.len()));
+    }
+    if node.hash() != hash {
         return Err(format!(
             "{}: its content hashes to {}",
             what(),
-            hex(&computed)
+            hex(node.hash())
         ));
     }
     Ok(node)
 }
 
-/// What [`StateTree::persist`] found to write: the new nodes as `(hash, encoding)`.
-pub(crate) type NewNodes = Vec<([u8; 32], [u8; NODE_LEN])>;
+/// What [`StateTree::persist`] found to write: the new records as `(hash, record)`.
+pub(crate) type NewNodes = Vec<([u8; 32], Vec<u8>)>;
 
-/// The subtree `node` at `depth` with its nodes marked stored and those at `keep_depth` or
-/// below held by hash; appends the nodes not yet stored to `out`.
-fn persist(node: &Subtree, depth: usize, keep_depth: usize, out: &mut NewNodes) -> Subtree {
+/// The subtree `node` at `depth` with its nodes marked stored, and the tops of records at
+/// `keep_depth` or below (a multiple of [`RECORD_LEVELS`]) held by hash; appends the records
+/// not yet stored to `out`: one for each new interior node at a depth that is a multiple of
+/// [`RECORD_LEVELS`], and one for a new root leaf.
+fn persist(
+    node: &Subtree,
+    depth: usize,
+    keep_depth: usize,
+    source: Option<&dyn NodeSource>,
+    out: &mut NewNodes,
+) -> Subtree {
+    let top = record_depth(depth);
     match node {
         Subtree::Empty | Subtree::Stored(_) => node.clone(),
         Subtree::Leaf(leaf) => {
-            if !leaf.stored {
-                out.push((leaf.hash, encode_leaf(&leaf.key, &leaf.value)));
+            // A leaf is written in its parent's record; only a root leaf has its own, written
+            // again with every block that persists the tree (it may have been a parent's
+            // until now, and a record already stored is not written twice).
+            if depth == 0 {
+                out.push((leaf.hash, record_of(node, source)));
             }
-            if depth >= keep_depth {
+            if depth == 0 && depth >= keep_depth {
                 Subtree::stub(leaf.hash)
             } else if leaf.stored {
                 node.clone()
@@ -417,20 +500,19 @@ fn persist(node: &Subtree, depth: usize, keep_depth: usize, out: &mut NewNodes) 
             }
         }
         Subtree::Node(inner) if inner.stored => {
-            if depth >= keep_depth {
+            if top && depth >= keep_depth {
                 Subtree::stub(inner.hash)
             } else {
                 node.clone()
             }
         }
         Subtree::Node(inner) => {
-            out.push((
-                inner.hash,
-                encode_internal(inner.left.hash(), inner.right.hash()),
-            ));
-            let left = persist(&inner.left, depth + 1, keep_depth, out);
-            let right = persist(&inner.right, depth + 1, keep_depth, out);
-            if depth >= keep_depth {
+            if top {
+                out.push((inner.hash, record_of(node, source)));
+            }
+            let left = persist(&inner.left, depth + 1, keep_depth, source, out);
+            let right = persist(&inner.right, depth + 1, keep_depth, source, out);
+            if top && depth >= keep_depth {
                 return Subtree::stub(inner.hash);
             }
             Subtree::Node(Arc::new(Internal {
@@ -526,7 +608,8 @@ fn update(node: &Subtree, depth: usize, updates: &[StateUpdate], cx: Ctx<'_>) ->
                 return (node.clone(), 0, Vec::new());
             }
             let mut replaced = merge(sl, sr);
-            if cx.track {
+            // The root is listed by `apply_inner`, whatever it is.
+            if cx.track && depth > 0 && record_depth(depth) {
                 replaced.push(inner.hash);
             }
             (Subtree::join(left, right, cx.source), dl + dr, replaced)
@@ -541,14 +624,8 @@ fn build(
     updates: &[StateUpdate],
     cx: Ctx<'_>,
 ) -> Updated {
+    // A leaf has no record of its own below the root (the root is listed by `apply_inner`).
     let keep = || existing.map_or(Subtree::Empty, |leaf| Subtree::Leaf(Arc::clone(leaf)));
-    let replaced = |leaf: &Leaf| {
-        if cx.track {
-            vec![leaf.hash]
-        } else {
-            Vec::new()
-        }
-    };
     match (updates, existing) {
         ([], _) => return (keep(), 0, Vec::new()),
         ([(key, value)], None) => {
@@ -560,8 +637,8 @@ fn build(
         ([(key, value)], Some(leaf)) if *key == leaf.key => {
             return match value {
                 Some(value) if *value == leaf.value => (keep(), 0, Vec::new()),
-                Some(value) => (Subtree::Leaf(Leaf::new(*key, *value)), 0, replaced(leaf)),
-                None => (Subtree::Empty, -1, replaced(leaf)),
+                Some(value) => (Subtree::Leaf(Leaf::new(*key, *value)), 0, Vec::new()),
+                None => (Subtree::Empty, -1, Vec::new()),
             };
         }
         ([(_, None)], Some(_)) => return (keep(), 0, Vec::new()),
@@ -635,7 +712,7 @@ impl StateTree {
             let bytes = source
                 .load(&hash)
                 .ok_or_else(|| format!("the root node {} is missing", hex(&hash)))?;
-            decode_node(&hash, &bytes)?
+            decode_record(&hash, &bytes)?
         };
         if matches!(node, Subtree::Empty) != (len == 0) {
             return Err(format!("a root {} over {len} entries", hex(&hash)));
@@ -657,13 +734,21 @@ impl StateTree {
         self.source.as_deref()
     }
 
-    /// Lists the nodes not yet in the node store (as `(hash, encoding)`, parents before
+    /// Lists the records not yet in the node store (as `(hash, record)`, parents before
     /// children) for the caller to write, and returns the tree as it is once they are written:
-    /// every node marked stored, and the subtrees at depth `keep_depth` and below held by their
-    /// hash only (read again when reached). The root, entries and proofs are unchanged.
+    /// every node marked stored, and the records' tops at depth `keep_depth` (rounded down to
+    /// a multiple of [`RECORD_LEVELS`]) and below held by their hash only (read again when
+    /// reached). The root, entries and proofs are unchanged.
+    ///
+    /// A record holds an interior node at a depth that is a multiple of [`RECORD_LEVELS`]
+    /// with the nodes of its next [`RECORD_LEVELS`] levels: the leaves among them, and the
+    /// interior nodes at its bottom by hash (the tops of their own records). A tree of one
+    /// entry has its root leaf as a record. So a batch writes one record where it changed
+    /// up to fifteen interior nodes and sixteen leaves.
     pub(crate) fn persist(&self, keep_depth: usize) -> (Self, NewNodes) {
         let mut out = Vec::new();
-        let root = persist(&self.root, 0, keep_depth, &mut out);
+        let keep_depth = keep_depth - keep_depth % RECORD_LEVELS;
+        let root = persist(&self.root, 0, keep_depth, self.source(), &mut out);
         let tree = Self {
             root,
             len: self.len,
@@ -672,8 +757,9 @@ impl StateTree {
         (tree, out)
     }
 
-    /// [`apply`](Self::apply), also returning the hashes of the nodes the batch replaced (nodes
-    /// of this tree that are not in the new one), for a node store to delete later.
+    /// [`apply`](Self::apply), also returning the hashes of the records the batch replaced (the
+    /// tops of records of this tree that are not in the new one, see
+    /// [`persist`](Self::persist)), for a node store to delete later.
     ///
     /// # Errors
     ///
@@ -755,7 +841,12 @@ impl StateTree {
             parallel,
             track,
         };
-        let (root, delta, replaced) = update(&self.root, 0, updates, cx);
+        let (root, delta, mut replaced) = update(&self.root, 0, updates, cx);
+        // The root has a record whatever it is (an interior node, or the leaf of a tree of
+        // one entry).
+        if track && root.hash() != self.root.hash() && *self.root.hash() != EMPTY_HASH {
+            replaced.push(*self.root.hash());
+        }
         self.root = root;
         // A count that cannot be (a stored subtree that did not read, with the failure
         // recorded) saturates instead of wrapping.
@@ -810,18 +901,24 @@ impl StateTree {
 
 #[cfg(test)]
 impl StateTree {
-    /// The hashes of every node (leaves and interior nodes), stored ones read from the source.
-    pub(crate) fn node_hashes(&self) -> Vec<[u8; 32]> {
+    /// The keys of the tree's records (see [`persist`](Self::persist)): the root, and every
+    /// interior node at a depth that is a multiple of [`RECORD_LEVELS`]; stored subtrees read
+    /// from the source.
+    pub(crate) fn record_hashes(&self) -> Vec<[u8; 32]> {
         let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
-        while let Some(node) = stack.pop() {
-            match node.resolve(self.source()).expect("every node reads") {
-                Subtree::Empty => {}
-                Subtree::Leaf(leaf) => out.push(leaf.hash),
+        if !self.is_empty() {
+            out.push(*self.root.hash());
+        }
+        let mut stack = vec![(self.root.clone(), 0)];
+        while let Some((node, depth)) = stack.pop() {
+            match node.resolve(self.source()).expect("every record reads") {
+                Subtree::Empty | Subtree::Leaf(_) => {}
                 Subtree::Node(inner) => {
-                    out.push(inner.hash);
-                    stack.push(inner.left.clone());
-                    stack.push(inner.right.clone());
+                    if depth > 0 && record_depth(depth) {
+                        out.push(inner.hash);
+                    }
+                    stack.push((inner.left.clone(), depth + 1));
+                    stack.push((inner.right.clone(), depth + 1));
                 }
                 Subtree::Stored(_) => unreachable!("resolved"),
             }
@@ -848,14 +945,14 @@ impl StateTree {
         count
     }
 
-    /// The deepest level holding a decoded node (0 for the root alone; `None` if none is).
+    /// The deepest level holding a decoded interior node (0 for the root alone; `None` if
+    /// none is). Leaves have no record of their own, so they stay decoded below their parent.
     pub(crate) fn deepest_in_memory(&self) -> Option<usize> {
         let mut deepest = None;
         let mut stack = vec![(&self.root, 0)];
         while let Some((node, depth)) = stack.pop() {
             match node {
-                Subtree::Empty | Subtree::Stored(_) => {}
-                Subtree::Leaf(_) => deepest = deepest.max(Some(depth)),
+                Subtree::Empty | Subtree::Stored(_) | Subtree::Leaf(_) => {}
                 Subtree::Node(inner) => {
                     deepest = deepest.max(Some(depth));
                     stack.push((&inner.left, depth + 1));

@@ -241,7 +241,8 @@ fn damaged_nodes_below_the_root_are_detected_when_reached_and_not_trusted() {
             .collect();
         for (k, mut v) in all {
             if k != root {
-                v[64] ^= 1;
+                let last = v.len() - 1;
+                v[last] ^= 1;
                 nodes.insert(k.as_slice(), v.as_slice()).unwrap();
             }
         }
@@ -268,6 +269,36 @@ fn damaged_nodes_below_the_root_are_detected_when_reached_and_not_trusted() {
         "{err}"
     );
     assert_eq!(disk_tip(&again), (top - 1, state_root));
+}
+
+#[test]
+fn a_state_dir_of_an_earlier_format_is_rebuilt_once_by_replaying_the_store() {
+    let w = world(3);
+    let top = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let store = disk_chain_to(&w, dir.path(), top).into_store();
+    // The directory as the previous format (the state tree node by node) labelled it.
+    {
+        let db = redb::Database::open(dir.path().join("state.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+            .unwrap()
+            .insert("format", [2u8].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let again = reopen(&w, dir.path(), store);
+    assert_eq!(again.height(), top);
+    assert!(again.undo_depth() > 0, "the store's blocks were replayed");
+    assert_eq!(again.state().root(), w.net.chain.state().root());
+    assert_eq!(disk_tip(&again), (top, w.net.chain.state().root()));
+    assert_eq!(entries(&again), entries(&w.net.chain));
+    // Rebuilt in this format: the next opening reads it without replay.
+    let store = again.into_store();
+    let third = reopen(&w, dir.path(), store);
+    assert_eq!(third.undo_depth(), 0, "started from the state on disk");
+    assert_eq!(third.state().root(), w.net.chain.state().root());
+    assert_eq!(entries(&third), entries(&w.net.chain));
 }
 
 #[test]

@@ -19,12 +19,16 @@
 //!   `(height, sequence)`, what a write of that block replaced: the table's position in the
 //!   state's fixed table order, the key body and the previous value body (none if the key was
 //!   absent);
-//! * `nodes`: the state tree's nodes ([`StateTree`]), from a node's
-//!   hash to its encoding (65 bytes: a tag, then a leaf's key and value digest or an interior
-//!   node's two child hashes); a node read back must hash to its key, or it is not used;
-//! * `stale`: for each block of the undo window, keyed by `(height, hash)`, the nodes it
+//! * `nodes`: the state tree ([`StateTree`]) in records of four levels: each interior node at
+//!   a depth that is a multiple of four (and the root, whatever it is) is the key of one
+//!   record, which holds that node and every node of the next four levels below it (at most
+//!   fifteen interior nodes as a tag each, the leaves among them and under them as their key
+//!   and value digest) and the interior nodes at its bottom as their hash, each the key of the
+//!   next record down (at most 1,055 bytes). A record read back is decoded within that bound,
+//!   must hash to its key, and is not used otherwise; the hash covers every node in it;
+//! * `stale`: for each block of the undo window, keyed by `(height, hash)`, the records it
 //!   replaced: deleted from `nodes` when the height leaves the window;
-//! * `fresh`: for each block of the undo window, the nodes it wrote, for undoing it;
+//! * `fresh`: for each block of the undo window, the records it wrote, for undoing it;
 //! * `meta`: the format version ([`FORMAT_VERSION`]), the height of the committed state, its
 //!   state root and its number of entries.
 //!
@@ -34,11 +38,12 @@
 //! the memory backend) until the block commits. Then one redb write transaction writes every
 //! table's pending entries, their undo records and the new height and root, and commits: a
 //! crash leaves the state of either the previous block or this one, never a mixture. The same
-//! transaction writes the tree's new nodes (those the block's batch created) and lists the
-//! nodes it replaced; a node that a block of the window replaced and a later one creates again
-//! (a value set back) is taken off the list. Undoing a block (a reorganisation) replays its
-//! undo records in reverse, deletes the nodes it wrote and puts back on their lists the nodes
-//! it took off, in one write transaction: the previous tree's nodes are all still there. A
+//! transaction writes the tree's new records (one for each record whose nodes the block's
+//! batch changed) and lists the records it replaced; a record that a block of the window
+//! replaced and a later one creates again (values set back) is taken off the list. Undoing a
+//! block (a reorganisation) replays its undo records in reverse, deletes the records it wrote
+//! and puts back on their lists the records it took off, in one write transaction: the
+//! previous tree's records are all still there. A
 //! write transaction that fails leaves the database as it was, and the chain refuses the block.
 //! With [`DiskConfig::sync_every`] above 1, only every so many blocks' commits are synced:
 //! the others are atomic but may be lost in a crash, which then leaves the last synced
@@ -56,9 +61,10 @@
 //! lookup is not a disk read the second time.
 //!
 //! After each commit the state tree keeps its nodes above [`DiskConfig::tree_memory_depth`]
-//! decoded (every path passes there) and holds each subtree at that depth by its hash only;
-//! a lookup, a proof or the next block's batch that reaches one reads its nodes from `nodes`
-//! (through redb's page cache), without keeping them. The chain keeps the trees of the undo
+//! (rounded down to a multiple of four) decoded (every path passes there) and holds each
+//! record at that depth by its hash only; a lookup, a proof or the next block's batch that
+//! reaches one reads it from `nodes` (through redb's page cache), four levels at once,
+//! without keeping it. The chain keeps the trees of the undo
 //! window only, for proofs as of a recent height
 //! ([`Chain::state_tree_at`](crate::chain::Chain::state_tree_at)); they share the upper levels.
 //!
@@ -67,9 +73,9 @@
 //! A chain built on a directory that holds a state, over a store whose main chain reaches that
 //! state's height, starts from it without replay: the tables read from the database, the
 //! headers up to the height are taken from the store and checked by the engine (as for a
-//! checkpoint), and the state tree's root node is read from `nodes`: it must hash to the root
-//! `meta` recorded, which must be the header's. Nothing else is read: the rest of the tree is
-//! read when reached, each node checked against its hash then (a damaged one is reported as a
+//! checkpoint), and the state tree's root record is read from `nodes`: it must hash to the
+//! root `meta` recorded, which must be the header's. Nothing else is read: the rest of the tree
+//! is read when reached, each record checked against its hash then (a damaged one is reported as a
 //! failed read, so a block that reaches it is refused, and a proof through it does not
 //! verify). The entries themselves are trusted as the transaction that wrote them with the
 //! nodes left them; [`State::verify_entries`](crate::state::State::verify_entries) rebuilds
@@ -86,15 +92,16 @@
 //!
 //! # Not yet done, and how it fits
 //!
-//! * Storing the tree makes blocks far slower (the README's row D8: 0.095 of the rate without
-//!   the tree at 1k patients, 2.28 s against 216 ms for a block of 1,000 operations): each
-//!   block writes tens of thousands of nodes under random keys, with their `fresh` and `stale`
-//!   records, and deletes as many, so redb copies a page for nearly each. Fewer, larger records
-//!   would cut it: sixteen-way nodes covering four levels (as Jellyfish Merkle trees do), leaves
-//!   inside their parent's record, and the deletions of the block leaving the window done in
-//!   the background.
-//! * Nodes read on demand are not cached beyond redb's page cache: a block reads the lower
-//!   levels of every path it touches again. A bounded cache of decoded nodes (as the tables
+//! * Storing the tree still makes blocks slower (the README's rows D8 and D9: blocks of 1,000
+//!   operations run at 0.30 of the rate without the tree at 1k patients, 712 ms against
+//!   216 ms, and 0.22 at 10,000, against 0.095 when each node was its own record; a block
+//!   writes 232 MB instead of 944 MB at 1k patients). A block still writes a few thousand
+//!   records under random keys (their hashes) and deletes as many when it leaves the undo
+//!   window, so redb copies a page for nearly each. Keys that keep a path's records together
+//!   (a record's position in the tree and the height that wrote it, as Jellyfish Merkle trees
+//!   key their nodes) and the deletions done in the background would cut it further.
+//! * Records read on demand are not cached beyond redb's page cache: a block reads the lower
+//!   levels of every path it touches again. A bounded cache of decoded records (as the tables
 //!   have for values) would spare those reads for hot paths.
 //! * [`Ledger`](crate::ledger::Ledger)'s mempool checks transactions against its own copy of
 //!   the state, which it builds by replaying the chain in memory
@@ -151,9 +158,10 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 16;
 /// The default size of redb's own page cache, in bytes (shared by all tables).
 pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
 
-/// The on-disk format version written in `meta`: 2 since the state tree's nodes are stored
-/// (a directory of version 1 is rebuilt from the blocks).
-pub const FORMAT_VERSION: u8 = 2;
+/// The on-disk format version written in `meta`: 3 since the state tree is stored as records
+/// of four levels each (2 stored it node by node, 1 not at all; a directory of an earlier
+/// version is rebuilt from the blocks).
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The default depth from which the state tree's nodes are held by hash only after a commit
 /// (see [`DiskConfig::tree_memory_depth`]): at most 2^16 nodes on the deepest level kept.
@@ -204,11 +212,12 @@ impl DiskConfig {
         }
     }
 
-    /// Keeps the state tree's nodes above `depth` decoded in memory after each commit, and
-    /// holds the subtrees at `depth` by their hash only, read from the database when a lookup,
-    /// a proof or a block reaches them (default [`DEFAULT_TREE_MEMORY_DEPTH`]). The tree's
-    /// memory is then bounded by about 2^`depth` nodes, whatever the number of entries; 0
-    /// keeps only the root's hash, 256 every node.
+    /// Keeps the state tree's interior nodes above `depth` (rounded down to a multiple of four,
+    /// the levels one stored record covers) decoded in memory after each commit, and holds the
+    /// subtrees there by their hash only, read from the database when a lookup, a proof or a
+    /// block reaches them (default [`DEFAULT_TREE_MEMORY_DEPTH`]); leaves above it stay
+    /// decoded too. The tree's memory is then bounded by about 2^`depth` nodes, whatever the
+    /// number of entries; 0 (to 3) keeps only the root's hash, 256 every node.
     pub fn tree_memory_depth(mut self, depth: usize) -> Self {
         self.tree_memory_depth = depth;
         self
@@ -1307,7 +1316,7 @@ mod tests {
     use proptest::prelude::*;
 
     use crate::hash::{Digest, StateKey};
-    use crate::smt::{StateUpdate, EMPTY_ROOT};
+    use crate::smt::{StateUpdate, EMPTY_ROOT, MAX_RECORD_LEN, RECORD_LEVELS};
 
     /// A pool of keys: some uniform, some sharing long prefixes (deep paths, collapses).
     fn pool_key(i: u8) -> StateKey {
@@ -1396,7 +1405,7 @@ mod tests {
         fn the_tree_on_disk_gives_the_memory_trees_roots_and_proofs(
             initial in batch_strategy(),
             steps in steps_strategy(),
-            keep_depth in 0usize..6,
+            keep_depth in 0usize..10,
         ) {
             const UNDO_BLOCKS: u64 = 3;
             let dir = tempfile::tempdir().unwrap();
@@ -1466,7 +1475,7 @@ mod tests {
                 let mut expected: HashSet<Vec<u8>> = HashSet::new();
                 for (m, t) in &history[low..] {
                     assert_same_tree(t, m)?;
-                    expected.extend(m.node_hashes().into_iter().map(|h| h.to_vec()));
+                    expected.extend(m.record_hashes().into_iter().map(|h| h.to_vec()));
                 }
                 let held = stored_nodes(&disk);
                 prop_assert_eq!(held.len(), expected.len());
@@ -1498,14 +1507,22 @@ mod tests {
             entries: memory.len() as u64,
         };
         let disk = DiskState::create(&DiskConfig::new(dir.path()), &[], 0, write, 1).unwrap();
-        // A leaf's node, rewritten with another value behind the state's back.
-        let (victim, leaf) = nodes
+        // The record holding a leaf, rewritten with another value behind the state's back.
+        let leaf: Vec<u8> = [0u8]
+            .into_iter()
+            .chain(keys[7].to_bytes())
+            .chain([1; 32])
+            .collect();
+        let (victim, record) = nodes
             .iter()
-            .find(|(_, n)| n[0] == 0 && n[1..33] == keys[7].to_bytes())
-            .copied()
+            .find_map(|(hash, r)| {
+                let at = r.windows(leaf.len()).position(|w| w == leaf.as_slice())?;
+                Some((*hash, r.clone(), at))
+            })
+            .map(|(hash, r, at)| (hash, (r, at)))
             .unwrap();
-        let mut damaged = leaf;
-        damaged[64] ^= 1;
+        let (mut damaged, at) = record;
+        damaged[at + 64] ^= 1;
         {
             let txn = disk.db.db.begin_write().unwrap();
             txn.open_table(NODES)
@@ -1527,7 +1544,7 @@ mod tests {
         assert!(
             failure
                 .to_string()
-                .starts_with("cannot read state table nodes: state tree node "),
+                .starts_with("cannot read state table nodes: state tree record "),
             "{failure}"
         );
         assert!(failure.to_string().contains("hashes to"), "{failure}");
@@ -1564,14 +1581,35 @@ mod tests {
         let write = TreeWrite::root_only(EMPTY_ROOT);
         let disk = DiskState::create(&DiskConfig::new(dir.path()), &[], 0, write, 1).unwrap();
         let root = StateRoot::from_bytes([9; 32]);
+        let leaf = |k: u8| [0u8].into_iter().chain([k; 64]);
+        let interior = |a: Vec<u8>, b: Vec<u8>| [1u8].into_iter().chain(a).chain(b).collect();
+        // Four interior levels over leaves: a record's full depth.
+        let full = (0..RECORD_LEVELS).fold(leaf(1).collect::<Vec<u8>>(), |below, _| {
+            interior(below.clone(), below)
+        });
+        // Five interior levels, each over an empty side.
+        let too_deep = (0..=RECORD_LEVELS).fold(leaf(1).collect::<Vec<u8>>(), |below, _| {
+            interior(below, vec![2])
+        });
+        let stub = |h: u8| [3u8].into_iter().chain([h; 32]);
+        let high_stub: Vec<u8> = interior(stub(4).collect(), leaf(2).collect());
         for (bytes, expect) in [
-            (vec![0u8; 64], "64 bytes, a node has 65"),
-            (vec![7u8; 65], "unknown tag 7"),
+            (vec![0u8; 64], "it ends 1 bytes early"),
+            (vec![0u8; 66], "1 bytes left over"),
             (
-                vec![1u8; 1].into_iter().chain([0; 64]).collect(),
-                "an interior node over nothing",
+                vec![0u8; MAX_RECORD_LEN + 1],
+                "1056 bytes, a record has at most 1055",
             ),
-            (vec![0u8; 65], "hashes to"),
+            (vec![7u8; 65], "unknown tag 7 at level 0"),
+            (vec![2u8], "tag 2 at level 0"),
+            (interior(vec![2], vec![2]), "an interior node over nothing"),
+            (
+                too_deep,
+                "an interior node at level 4, below the record's 4",
+            ),
+            (high_stub, "tag 3 at level 1"),
+            (full, "hashes to"),
+            (leaf(0).collect(), "hashes to"),
         ] {
             let txn = disk.db.db.begin_write().unwrap();
             txn.open_table(NODES)
