@@ -341,6 +341,26 @@ fn hex(bytes: &[u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Four blocks of two committees of 8 among 24 nodes, 40 ms of jitter, and a `share` of the
+/// nodes equivocating (seed 11).
+fn jittery_equivocation(share: f64) -> SimConfig {
+    let net = NetworkModel {
+        jitter_us: 40_000,
+        ..NetworkModel::default()
+    };
+    SimConfig::builder()
+        .committees(2)
+        .committee_size(8)
+        .nodes(24)
+        .block_size(16)
+        .blocks(4)
+        .seed(11)
+        .network(net)
+        .byzantine(share, Strategy::Equivocating)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn seeded_runs_finalise_exactly_the_recorded_blocks() {
     // Fingerprints (every finalised block's hash, time and size, and every value honest nodes
@@ -352,25 +372,9 @@ fn seeded_runs_finalise_exactly_the_recorded_blocks() {
     let honest = Simulation::new(small(5).blocks(4).build().unwrap())
         .unwrap()
         .run();
-    let net = NetworkModel {
-        jitter_us: 40_000,
-        ..NetworkModel::default()
-    };
-    let byzantine = Simulation::new(
-        SimConfig::builder()
-            .committees(2)
-            .committee_size(8)
-            .nodes(24)
-            .block_size(16)
-            .blocks(4)
-            .seed(11)
-            .network(net)
-            .byzantine(1.0 / 6.0, Strategy::Equivocating)
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
-    .run();
+    let byzantine = Simulation::new(jittery_equivocation(1.0 / 6.0))
+        .unwrap()
+        .run();
     assert_eq!((honest.blocks, byzantine.blocks), (4, 4));
     assert_eq!(
         hex(&honest.fingerprint),
@@ -384,22 +388,9 @@ fn seeded_runs_finalise_exactly_the_recorded_blocks() {
 
 #[test]
 fn a_trace_tells_when_each_step_happened_and_who_led_the_rounds_that_failed() {
-    let net = NetworkModel {
-        jitter_us: 40_000,
-        ..NetworkModel::default()
-    };
-    let cfg = SimConfig::builder()
-        .committees(2)
-        .committee_size(8)
-        .nodes(24)
-        .block_size(16)
-        .blocks(4)
-        .seed(11)
-        .network(net)
-        .byzantine(0.25, Strategy::Equivocating)
-        .build()
-        .unwrap();
-    let (report, trace) = Simulation::new(cfg).unwrap().run_traced();
+    let (report, trace) = Simulation::new(jittery_equivocation(0.25))
+        .unwrap()
+        .run_traced();
     assert_eq!(report.blocks, 4);
     for h in 1..=4 {
         assert!(
