@@ -24,7 +24,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::messages::{Message, Pol, Precommits, Proposal, RoundChange, Value, Vote};
+use super::messages::{
+    DigestProposal, Message, Pol, Precommits, Proposal, RoundChange, Value, Vote,
+};
 use super::seal::{MemberSignature, Phase, SigItem, Stage, VoteBody};
 use crate::codec::BoundedVec;
 use crate::hash::{BlockHash, Digest};
@@ -80,6 +82,9 @@ pub(crate) struct Bft {
     /// Rounds whose leader is proven to have signed two proposals.
     equivocated: BTreeSet<u32>,
     pub values: BTreeMap<Digest, Value>,
+    /// Values this member found valid (or built) at this height: a value proposed again in a
+    /// later round is not checked again.
+    validated: BTreeSet<Digest>,
     pending: BTreeMap<u32, Proposal>,
     prevotes: Votes,
     precommits: Votes,
@@ -128,6 +133,7 @@ impl Bft {
             attested: BTreeMap::new(),
             equivocated: BTreeSet::new(),
             values: BTreeMap::new(),
+            validated: BTreeSet::new(),
             pending: BTreeMap::new(),
             prevotes: BTreeMap::new(),
             precommits: BTreeMap::new(),
@@ -302,6 +308,32 @@ impl Bft {
         out
     }
 
+    /// Handles a proposal by digest: for a value this member holds it is that value's
+    /// proposal. A member that does not hold the value ignores it, as if the proposal had not
+    /// reached it (the leader sends the digest only to members whose prevote for the value it
+    /// has seen, and an honest member prevotes only a value it holds).
+    pub fn on_digest_proposal(
+        &mut self,
+        p: DigestProposal,
+        from: usize,
+        now: u64,
+        ctx: &mut dyn BftCtx,
+    ) -> Vec<BftOut> {
+        let Some(value) = self.values.get(&p.value).cloned() else {
+            return Vec::new();
+        };
+        let proposal = Proposal {
+            height: p.height,
+            parent: p.parent,
+            stage: p.stage,
+            round: p.round,
+            value,
+            pol: p.pol,
+            signature: p.signature,
+        };
+        self.on_proposal(proposal, from, now, ctx)
+    }
+
     fn accept_proposal(
         &mut self,
         p: Proposal,
@@ -359,10 +391,16 @@ impl Bft {
             None => true,
             Some((lr, ld)) => ld == digest || pol_ok.is_some_and(|r| r >= lr),
         };
-        // A leader does not re-check the value it just built.
-        let valid = lock_ok && (from == self.me || ctx.validate(&p.value, now));
+        // A leader does not re-check the value it just built, nor a member a value it found
+        // valid in an earlier round of this height (the height's parent and state are the
+        // same).
+        let valid = lock_ok
+            && (from == self.me
+                || self.validated.contains(&digest)
+                || ctx.validate(&p.value, now));
         self.values.entry(digest).or_insert(p.value);
         if valid {
+            self.validated.insert(digest);
             self.send_vote(Phase::Prevote, p.round, digest, ctx, out);
         }
     }
@@ -656,7 +694,7 @@ impl Bft {
             if ready {
                 if let Some(p) = self.make_proposal(round, now, ctx) {
                     self.proposed.insert(round);
-                    out.push(bcast(Message::Proposal(p.clone())));
+                    self.send_proposal(&p, out);
                     self.accept_proposal(p, self.me, now, ctx, out);
                 }
             }
@@ -729,6 +767,68 @@ impl Bft {
         !voters.is_empty() && best + missing < self.quorum
     }
 
+    /// Sends the leader's proposal `p`: by digest to the members whose prevote for its value
+    /// (in any round of this height) shows that they hold it, in full to the others. The
+    /// digests go first: they are small, and the members that hold the value can prevote
+    /// while the value itself is still on its way to the rest.
+    fn send_proposal(&self, p: &Proposal, out: &mut Vec<BftOut>) {
+        let digest = p.value.digest(self.stage);
+        let holders: BTreeSet<usize> = self
+            .prevoted_by
+            .iter()
+            .filter(|(_, m, d)| *d == digest && usize::from(*m) != self.me)
+            .map(|(_, m, _)| usize::from(*m))
+            .collect();
+        if holders.is_empty() {
+            out.push(bcast(Message::Proposal(p.clone())));
+            return;
+        }
+        out.push(BftOut::Send(
+            holders.iter().copied().collect(),
+            Box::new(Message::DigestProposal(DigestProposal {
+                height: p.height,
+                parent: p.parent,
+                stage: p.stage,
+                round: p.round,
+                value: digest,
+                pol: p.pol.clone(),
+                signature: p.signature,
+            })),
+        ));
+        let others: Vec<usize> = (0..self.members.len())
+            .filter(|i| *i != self.me && !holders.contains(i))
+            .collect();
+        if !others.is_empty() {
+            out.push(BftOut::Send(others, Box::new(Message::Proposal(p.clone()))));
+        }
+    }
+
+    /// After proof that the previous round's leader equivocated, and with no prevote quorum
+    /// to re-propose: the value, among those this member found valid at this height, that the
+    /// most members prevoted (so hold), lowest digest first among equals. Re-proposing it
+    /// spares the leader's uplink most of the value's transfer (see
+    /// [`send_proposal`](Self::send_proposal)) and its holders the check.
+    fn value_to_repropose(&self, round: u32) -> Option<Digest> {
+        if round == 0 || !self.equivocated.contains(&(round - 1)) {
+            return None;
+        }
+        self.validated
+            .iter()
+            .filter(|d| self.values.contains_key(*d))
+            .map(|d| {
+                let holders = self
+                    .prevoted_by
+                    .iter()
+                    .filter(|(_, _, v)| v == d)
+                    .map(|(_, m, _)| *m)
+                    .collect::<BTreeSet<u16>>()
+                    .len();
+                (holders, *d)
+            })
+            .max_by(|(a, da), (b, db)| a.cmp(b).then(db.cmp(da)))
+            .map(|(_, d)| d)
+    }
+
     fn make_proposal(&mut self, round: u32, now: u64, ctx: &mut dyn BftCtx) -> Option<Proposal> {
         // The highest prevote quorum among our own and the round changes received.
         let mut best = self.pol.clone();
@@ -748,7 +848,10 @@ impl Bft {
                 };
                 (v, Some(pol))
             }
-            None => (ctx.propose(now)?, None),
+            None => match self.value_to_repropose(round) {
+                Some(d) => (self.values.get(&d)?.clone(), None),
+                None => (ctx.propose(now)?, None),
+            },
         };
         let digest = value.digest(self.stage);
         let signature = ctx.sign(&self.body(round, Phase::Propose, digest));

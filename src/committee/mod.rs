@@ -110,7 +110,7 @@ pub use failure::{
 };
 pub use identity::{IdentityHash, IdentityProof, Randomness};
 pub use messages::{
-    CommitteeAssignment, Message, NextEpoch, Pol, Precommits, Proposal, Roster, RoundChange,
+    CommitteeAssignment, DigestProposal, Message, NextEpoch, Pol, Precommits, Proposal, Roster, RoundChange,
     ShardResult, ShardValue, Value, Vote, MAX_MESSAGE_LEN, MAX_SHARD_TXS,
 };
 pub use node::{

@@ -1100,6 +1100,7 @@ impl Node {
             }
             Message::ShardResult(r) => self.on_shard_result(r, now, host, out),
             Message::Proposal(_)
+            | Message::DigestProposal(_)
             | Message::Vote(_)
             | Message::RoundChange(_)
             | Message::Precommits(_) => self.on_bft(from, message, now, host, out),
@@ -1439,6 +1440,7 @@ impl Node {
         let e = &mut self.epoch;
         let (stage, parent) = match &message {
             Message::Proposal(p) => (p.stage, p.parent),
+            Message::DigestProposal(p) => (p.stage, p.parent),
             Message::Vote(v) => (v.stage, v.parent),
             Message::RoundChange(r) => (r.stage, r.parent),
             Message::Precommits(p) => (p.stage, p.parent),
@@ -1484,6 +1486,7 @@ impl Node {
                 };
                 match msg {
                     Message::Proposal(p) => bft.on_proposal(p, idx, now, ctx),
+                    Message::DigestProposal(p) => bft.on_digest_proposal(p, idx, now, ctx),
                     Message::Vote(v) => bft.on_vote(v, now, ctx),
                     Message::RoundChange(r) => bft.on_round_change(r, idx, now, ctx),
                     Message::Precommits(p) => bft.on_precommits(p, now, ctx),
