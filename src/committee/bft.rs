@@ -395,9 +395,7 @@ impl Bft {
         // valid in an earlier round of this height (the height's parent and state are the
         // same).
         let valid = lock_ok
-            && (from == self.me
-                || self.validated.contains(&digest)
-                || ctx.validate(&p.value, now));
+            && (from == self.me || self.validated.contains(&digest) || ctx.validate(&p.value, now));
         self.values.entry(digest).or_insert(p.value);
         if valid {
             self.validated.insert(digest);
@@ -1050,10 +1048,11 @@ mod tests {
         }
     }
 
+    /// The full proposals among `out`, to everyone or to some.
     fn proposals(out: &[BftOut]) -> Vec<&Proposal> {
         out.iter()
             .filter_map(|o| match o {
-                BftOut::Broadcast(m) => match &**m {
+                BftOut::Broadcast(m) | BftOut::Send(_, m) => match &**m {
                     Message::Proposal(p) => Some(p),
                     _ => None,
                 },
@@ -1087,19 +1086,34 @@ mod tests {
     fn a_leader_that_saw_only_the_digest_of_a_locked_value_re_proposes_it_once_it_receives_it() {
         let (a, da) = value(0);
         let (mut bft, mut ctx, pol, out) = leader_without_the_locked_value();
-        assert!(
-            proposals(&out).is_empty(),
+        assert_eq!(
+            proposal_recipients(&out, bft.stage),
+            (vec![], vec![]),
             "a leader cannot re-propose a value it does not hold, and must not propose another"
         );
         // Member 3 holds `a` and sends it with its round change.
         let rc = round_change(&bft, &pol, da, Some(a.clone()));
         let out = bft.on_round_change(rc, 3, 2_000_020, &mut ctx);
-        let sent = proposals(&out);
-        assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].round, 1);
-        assert_eq!(sent[0].value, a, "the locked value, not a fresh one");
+        assert_eq!(bft.values.get(&da), Some(&a));
+        // 0, 1 and 3 prevoted `a`, so hold it: it goes to them by digest.
         assert_eq!(
-            sent[0].pol.as_ref().map(|p| p.round),
+            proposal_recipients(&out, bft.stage),
+            (vec![], vec![(Some(vec![0, 1, 3]), da)]),
+            "the locked value, not a fresh one"
+        );
+        let sent = out
+            .iter()
+            .find_map(|o| match o {
+                BftOut::Send(_, m) => match &**m {
+                    Message::DigestProposal(p) => Some(p),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .expect("a proposal by digest");
+        assert_eq!(sent.round, 1);
+        assert_eq!(
+            sent.pol.as_ref().map(|p| p.round),
             Some(0),
             "with the prevote quorum that lets the locked members prevote it"
         );
@@ -1305,5 +1319,287 @@ mod tests {
             "its own round change and two more: a quorum of 3"
         );
         assert_eq!(sent[0].round, 1);
+    }
+
+    /// Member `me`'s context, counting the values it checks.
+    struct Counting {
+        member: Member,
+        validations: usize,
+    }
+
+    impl BftCtx for Counting {
+        fn sign(&mut self, body: &VoteBody) -> Signature {
+            self.member.sign(body)
+        }
+        fn check(&mut self, items: &[SigItem]) -> Result<(), usize> {
+            self.member.check(items)
+        }
+        fn validate(&mut self, value: &Value, now: u64) -> bool {
+            self.validations += 1;
+            self.member.validate(value, now)
+        }
+        fn propose(&mut self, now: u64) -> Option<Value> {
+            self.member.propose(now)
+        }
+    }
+
+    /// Where `out` sends each kind of proposal: full proposals and proposals by digest, each
+    /// with its recipients (`None`: everyone) and the value's digest.
+    #[allow(clippy::type_complexity)]
+    fn proposal_recipients(
+        out: &[BftOut],
+        stage: Stage,
+    ) -> (
+        Vec<(Option<Vec<usize>>, Digest)>,
+        Vec<(Option<Vec<usize>>, Digest)>,
+    ) {
+        let mut full = Vec::new();
+        let mut by_digest = Vec::new();
+        for o in out {
+            let (to, m) = match o {
+                BftOut::Broadcast(m) => (None, m),
+                BftOut::Send(to, m) => (Some(to.clone()), m),
+                BftOut::Decided { .. } => continue,
+            };
+            match &**m {
+                Message::Proposal(p) => full.push((to, p.value.digest(stage))),
+                Message::DigestProposal(p) => by_digest.push((to, p.value)),
+                _ => {}
+            }
+        }
+        (full, by_digest)
+    }
+
+    /// Two values that differ (a roster of `n` empty committees; the test members take any
+    /// value).
+    fn distinct(n: usize) -> (Value, Digest) {
+        let v = Value::Roster(Roster {
+            committees: BoundedVec::try_from(vec![BoundedVec::new(); n]).unwrap(),
+        });
+        let d = v.digest(Stage::Shard(0));
+        (v, d)
+    }
+
+    #[test]
+    fn after_a_proven_equivocation_the_next_leader_re_proposes_the_value_it_holds_by_digest_to_the_members_that_prevoted_it(
+    ) {
+        // Member 2, round 1's leader, prevotes round 0's `a` and sees 1 prevote it too; then
+        // 3's prevote for `b` proves that the leader also signed `b`.
+        let (mut bft, member) = member(2);
+        let mut ctx = Counting {
+            member,
+            validations: 0,
+        };
+        let (a, da) = distinct(1);
+        let (_, db) = distinct(2);
+        let proposal = round_zero_proposal(&bft, a, da);
+        bft.on_proposal(proposal, 1, 10, &mut ctx);
+        bft.on_vote(prevote(&bft, 1, da), 20, &mut ctx);
+        let out = bft.on_vote(prevote_with_proposal(&bft, 3, db), 30, &mut ctx);
+        assert_eq!(bft.round, 1);
+        let (full, by_digest) = proposal_recipients(&out, bft.stage);
+        assert_eq!(
+            by_digest,
+            vec![(Some(vec![1]), da)],
+            "the digest of `a`, not a fresh value, to the member seen holding it"
+        );
+        assert_eq!(
+            full,
+            vec![(Some(vec![0, 3]), da)],
+            "the value itself only to the members not seen holding it"
+        );
+        assert_eq!(
+            ctx.validations, 1,
+            "the leader checked `a` once, in round 0"
+        );
+    }
+
+    #[test]
+    fn a_leader_with_no_member_known_to_hold_its_value_sends_it_to_everyone() {
+        // Round 0's leader (1) proposes a fresh value nobody has prevoted.
+        let (mut leader, mut ctx) = member(1);
+        let out = leader.tick(0, &mut ctx);
+        let fresh = value(2).0.digest(leader.stage);
+        assert_eq!(
+            proposal_recipients(&out, leader.stage),
+            (vec![(None, fresh)], vec![])
+        );
+    }
+
+    /// Member 0, which prevoted round 0's `a` and then saw member 2's prevote prove that the
+    /// leader also signed `b`, in round 1, whose leader is member 2.
+    fn member_zero_in_round_one() -> (Bft, Counting) {
+        let (mut bft, member) = member_zero();
+        let mut ctx = Counting {
+            member,
+            validations: 0,
+        };
+        let (a, da) = distinct(1);
+        let (_, db) = distinct(2);
+        let proposal = round_zero_proposal(&bft, a, da);
+        bft.on_proposal(proposal, 1, 10, &mut ctx);
+        let v = prevote_with_proposal(&bft, 2, db);
+        bft.on_vote(v, 20, &mut ctx);
+        assert_eq!(bft.round, 1);
+        assert_eq!(ctx.validations, 1);
+        (bft, ctx)
+    }
+
+    /// Round 1's leader's (member 2's) proposal of `digest` by digest.
+    fn digest_proposal(bft: &Bft, digest: Digest) -> DigestProposal {
+        DigestProposal {
+            height: bft.height,
+            parent: bft.parent,
+            stage: bft.stage,
+            round: 1,
+            value: digest,
+            pol: None,
+            signature: keypair(2).sign(&bft.body(1, Phase::Propose, digest).digest()),
+        }
+    }
+
+    fn prevotes_in(out: &[BftOut], round: u32) -> Vec<Digest> {
+        out.iter()
+            .filter_map(|o| match o {
+                BftOut::Broadcast(m) => match &**m {
+                    Message::Vote(v) if v.phase == Phase::Prevote && v.round == round => {
+                        Some(v.value)
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_holding_the_value_prevotes_its_proposal_by_digest_without_checking_it_again() {
+        let (mut bft, mut ctx) = member_zero_in_round_one();
+        let (_, da) = distinct(1);
+        let p = digest_proposal(&bft, da);
+        let out = bft.on_digest_proposal(p, 2, 30, &mut ctx);
+        assert_eq!(prevotes_in(&out, 1), vec![da]);
+        assert_eq!(ctx.validations, 1, "`a` was checked in round 0 only");
+    }
+
+    #[test]
+    fn a_proposal_by_digest_of_a_value_the_member_does_not_hold_gets_no_prevote() {
+        let (mut bft, mut ctx) = member_zero_in_round_one();
+        let (b, db) = distinct(2);
+        let p = digest_proposal(&bft, db);
+        let out = bft.on_digest_proposal(p, 2, 30, &mut ctx);
+        assert!(prevotes_in(&out, 1).is_empty());
+        // The full proposal of `b` (same signature) is checked and prevoted.
+        let p = digest_proposal(&bft, db);
+        let full = Proposal {
+            height: p.height,
+            parent: p.parent,
+            stage: p.stage,
+            round: 1,
+            value: b,
+            pol: None,
+            signature: p.signature,
+        };
+        let out = bft.on_proposal(full, 2, 40, &mut ctx);
+        assert_eq!(prevotes_in(&out, 1), vec![db]);
+        assert_eq!(ctx.validations, 2);
+    }
+
+    #[test]
+    fn a_proposal_by_digest_with_a_signature_the_leader_did_not_make_gets_no_prevote() {
+        let (mut bft, mut ctx) = member_zero_in_round_one();
+        let (_, da) = distinct(1);
+        let p = DigestProposal {
+            signature: keypair(3).sign(&bft.body(1, Phase::Propose, da).digest()),
+            ..digest_proposal(&bft, da)
+        };
+        let out = bft.on_digest_proposal(p, 2, 30, &mut ctx);
+        assert!(prevotes_in(&out, 1).is_empty());
+        // Nor from a member that is not round 1's leader, with a signature of its own.
+        let p = DigestProposal {
+            signature: keypair(3).sign(&bft.body(1, Phase::Propose, da).digest()),
+            ..digest_proposal(&bft, da)
+        };
+        let out = bft.on_digest_proposal(p, 3, 30, &mut ctx);
+        assert!(prevotes_in(&out, 1).is_empty());
+    }
+
+    #[test]
+    fn after_an_equivocating_leader_the_committee_decides_the_value_re_proposed_by_digest_without_resending_it_to_its_holders(
+    ) {
+        // Four members at height 1; round 0's leader (1) is Byzantine: it shows 0 and 2 `a`
+        // and 3 `b`, then says nothing. Honest members' messages are delivered in order.
+        let (a, da) = distinct(1);
+        let (b, db) = distinct(2);
+        let mut nodes: Vec<(Bft, Counting)> = (0..4)
+            .map(|i| {
+                let (bft, member) = member(i);
+                (
+                    bft,
+                    Counting {
+                        member,
+                        validations: 0,
+                    },
+                )
+            })
+            .collect();
+        let pa = round_zero_proposal(&nodes[0].0, a.clone(), da);
+        let pb = round_zero_proposal(&nodes[0].0, b, db);
+        // (to, from, message)
+        let mut queue: std::collections::VecDeque<(usize, usize, Message)> = [
+            (0, 1, Message::Proposal(pa.clone())),
+            (2, 1, Message::Proposal(pa)),
+            (3, 1, Message::Proposal(pb)),
+        ]
+        .into();
+        // What member 2 (round 1's leader) sent in round 1, by recipients.
+        let mut leader_round_one = Vec::new();
+        let mut now = 10;
+        while let Some((to, from, m)) = queue.pop_front() {
+            now += 1;
+            if to == 1 {
+                continue;
+            }
+            let (bft, ctx) = &mut nodes[to];
+            let out = match m {
+                Message::Proposal(p) => bft.on_proposal(p, from, now, ctx),
+                Message::DigestProposal(p) => bft.on_digest_proposal(p, from, now, ctx),
+                Message::Vote(v) => bft.on_vote(v, now, ctx),
+                Message::RoundChange(r) => bft.on_round_change(r, from, now, ctx),
+                Message::Precommits(p) => bft.on_precommits(p, now, ctx),
+                _ => Vec::new(),
+            };
+            for o in out {
+                let (targets, m): (Vec<usize>, Box<Message>) = match o {
+                    BftOut::Broadcast(m) => ((0..4).filter(|i| *i != to).collect(), m),
+                    BftOut::Send(t, m) => (t, m),
+                    BftOut::Decided { .. } => continue,
+                };
+                if to == 2 {
+                    match &*m {
+                        Message::Proposal(p) if p.round == 1 => {
+                            leader_round_one.push(("full", targets.clone()))
+                        }
+                        Message::DigestProposal(p) if p.round == 1 => {
+                            leader_round_one.push(("digest", targets.clone()))
+                        }
+                        _ => {}
+                    }
+                }
+                for t in targets {
+                    queue.push_back((t, to, (*m).clone()));
+                }
+            }
+        }
+        for i in [0, 2, 3] {
+            assert_eq!(nodes[i].0.decided, Some((1, da)), "member {i}");
+        }
+        assert_eq!(
+            leader_round_one,
+            vec![("digest", vec![0]), ("full", vec![1, 3])],
+            "`a` itself goes only to the members not seen holding it"
+        );
+        assert_eq!(nodes[0].1.validations, 1, "member 0 checked `a` once");
+        assert_eq!(nodes[3].1.validations, 2, "member 3 checked `b`, then `a`");
     }
 }

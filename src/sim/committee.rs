@@ -597,11 +597,23 @@ impl CommitteeDeployment {
                     ..
                 } => self.record_membership(m),
                 Output::Send {
-                    message: Message::Proposal(Proposal { height, stage, round, .. }),
+                    message:
+                        Message::Proposal(Proposal {
+                            height,
+                            stage,
+                            round,
+                            ..
+                        }),
                     ..
                 }
                 | Output::Send {
-                    message: Message::DigestProposal(DigestProposal { height, stage, round, .. }),
+                    message:
+                        Message::DigestProposal(DigestProposal {
+                            height,
+                            stage,
+                            round,
+                            ..
+                        }),
                     ..
                 } => {
                     self.trace
