@@ -801,13 +801,19 @@ impl Bft {
         }
     }
 
-    /// After proof that the previous round's leader equivocated, and with no prevote quorum
-    /// to re-propose: the value, among those this member found valid at this height, that the
-    /// most members prevoted (so hold), lowest digest first among equals. Re-proposing it
-    /// spares the leader's uplink most of the value's transfer (see
-    /// [`send_proposal`](Self::send_proposal)) and its holders the check.
+    /// In a shard's agreement, after proof that the previous round's leader equivocated, and
+    /// with no prevote quorum to re-propose: the value, among those this member found valid at
+    /// this height, that the most members prevoted (so hold), lowest digest first among
+    /// equals. Re-proposing it spares the leader's uplink most of the value's transfer (see
+    /// [`send_proposal`](Self::send_proposal)) and its holders the check. A shard's value is
+    /// a batch of its pool's transactions, as good as a fresh one; the final committee's and
+    /// the directory's values are built from what has arrived so far (shard results,
+    /// identities), so their leaders build a fresh one.
     fn value_to_repropose(&self, round: u32) -> Option<Digest> {
-        if round == 0 || !self.equivocated.contains(&(round - 1)) {
+        if !matches!(self.stage, Stage::Shard(_))
+            || round == 0
+            || !self.equivocated.contains(&(round - 1))
+        {
             return None;
         }
         self.validated
