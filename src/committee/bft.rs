@@ -801,38 +801,6 @@ impl Bft {
         }
     }
 
-    /// In a shard's agreement, after proof that the previous round's leader equivocated, and
-    /// with no prevote quorum to re-propose: the value, among those this member found valid at
-    /// this height, that the most members prevoted (so hold), lowest digest first among
-    /// equals. Re-proposing it spares the leader's uplink most of the value's transfer (see
-    /// [`send_proposal`](Self::send_proposal)) and its holders the check. A shard's value is
-    /// a batch of its pool's transactions, as good as a fresh one; the final committee's and
-    /// the directory's values are built from what has arrived so far (shard results,
-    /// identities), so their leaders build a fresh one.
-    fn value_to_repropose(&self, round: u32) -> Option<Digest> {
-        if !matches!(self.stage, Stage::Shard(_))
-            || round == 0
-            || !self.equivocated.contains(&(round - 1))
-        {
-            return None;
-        }
-        self.validated
-            .iter()
-            .filter(|d| self.values.contains_key(*d))
-            .map(|d| {
-                let holders = self
-                    .prevoted_by
-                    .iter()
-                    .filter(|(_, _, v)| v == d)
-                    .map(|(_, m, _)| *m)
-                    .collect::<BTreeSet<u16>>()
-                    .len();
-                (holders, *d)
-            })
-            .max_by(|(a, da), (b, db)| a.cmp(b).then(db.cmp(da)))
-            .map(|(_, d)| d)
-    }
-
     fn make_proposal(&mut self, round: u32, now: u64, ctx: &mut dyn BftCtx) -> Option<Proposal> {
         // The highest prevote quorum among our own and the round changes received.
         let mut best = self.pol.clone();
@@ -852,10 +820,7 @@ impl Bft {
                 };
                 (v, Some(pol))
             }
-            None => match self.value_to_repropose(round) {
-                Some(d) => (self.values.get(&d)?.clone(), None),
-                None => (ctx.propose(now)?, None),
-            },
+            None => (ctx.propose(now)?, None),
         };
         let digest = value.digest(self.stage);
         let signature = ctx.sign(&self.body(round, Phase::Propose, digest));
@@ -1387,40 +1352,6 @@ mod tests {
     }
 
     #[test]
-    fn after_a_proven_equivocation_the_next_leader_re_proposes_the_value_it_holds_by_digest_to_the_members_that_prevoted_it(
-    ) {
-        // Member 2, round 1's leader, prevotes round 0's `a` and sees 1 prevote it too; then
-        // 3's prevote for `b` proves that the leader also signed `b`.
-        let (mut bft, member) = member(2);
-        let mut ctx = Counting {
-            member,
-            validations: 0,
-        };
-        let (a, da) = distinct(1);
-        let (_, db) = distinct(2);
-        let proposal = round_zero_proposal(&bft, a, da);
-        bft.on_proposal(proposal, 1, 10, &mut ctx);
-        bft.on_vote(prevote(&bft, 1, da), 20, &mut ctx);
-        let out = bft.on_vote(prevote_with_proposal(&bft, 3, db), 30, &mut ctx);
-        assert_eq!(bft.round, 1);
-        let (full, by_digest) = proposal_recipients(&out, bft.stage);
-        assert_eq!(
-            by_digest,
-            vec![(Some(vec![1]), da)],
-            "the digest of `a`, not a fresh value, to the member seen holding it"
-        );
-        assert_eq!(
-            full,
-            vec![(Some(vec![0, 3]), da)],
-            "the value itself only to the members not seen holding it"
-        );
-        assert_eq!(
-            ctx.validations, 1,
-            "the leader checked `a` once, in round 0"
-        );
-    }
-
-    #[test]
     fn a_leader_with_no_member_known_to_hold_its_value_sends_it_to_everyone() {
         // Round 0's leader (1) proposes a fresh value nobody has prevoted.
         let (mut leader, mut ctx) = member(1);
@@ -1531,12 +1462,10 @@ mod tests {
     }
 
     #[test]
-    fn after_an_equivocating_leader_the_committee_decides_the_value_re_proposed_by_digest_without_resending_it_to_its_holders(
-    ) {
-        // Four members at height 1; round 0's leader (1) is Byzantine: it shows 0 and 2 `a`
-        // and 3 `b`, then says nothing. Honest members' messages are delivered in order.
-        let (a, da) = distinct(1);
-        let (b, db) = distinct(2);
+    fn a_locked_value_is_re_proposed_by_digest_and_decided_without_being_sent_again() {
+        // Four members at height 1. Round 0's leader (1) proposes `a`; everyone prevotes and
+        // locks it, but every round-0 precommit is lost; the round times out, and round 1's
+        // leader (2) re-proposes `a` with its prevote quorum.
         let mut nodes: Vec<(Bft, Counting)> = (0..4)
             .map(|i| {
                 let (bft, member) = member(i);
@@ -1549,39 +1478,42 @@ mod tests {
                 )
             })
             .collect();
-        let pa = round_zero_proposal(&nodes[0].0, a.clone(), da);
-        let pb = round_zero_proposal(&nodes[0].0, b, db);
-        // (to, from, message)
-        let mut queue: std::collections::VecDeque<(usize, usize, Message)> = [
-            (0, 1, Message::Proposal(pa.clone())),
-            (2, 1, Message::Proposal(pa)),
-            (3, 1, Message::Proposal(pb)),
-        ]
-        .into();
-        // What member 2 (round 1's leader) sent in round 1, by recipients.
+        let mut queue = std::collections::VecDeque::new();
+        // What member 2 sent in round 1: (kind, recipients).
         let mut leader_round_one = Vec::new();
-        let mut now = 10;
-        while let Some((to, from, m)) = queue.pop_front() {
-            now += 1;
-            if to == 1 {
-                continue;
+        let deliver = |nodes: &mut Vec<(Bft, Counting)>,
+                       queue: &mut std::collections::VecDeque<(usize, usize, Message)>,
+                       leader_round_one: &mut Vec<(&'static str, Vec<usize>)>,
+                       now: u64| {
+            while let Some((to, from, m)) = queue.pop_front() {
+                if matches!(&m, Message::Vote(v) if v.phase == Phase::Precommit && v.round == 0) {
+                    continue;
+                }
+                let (bft, ctx) = &mut nodes[to];
+                let out = match m {
+                    Message::Proposal(p) => bft.on_proposal(p, from, now, ctx),
+                    Message::DigestProposal(p) => bft.on_digest_proposal(p, from, now, ctx),
+                    Message::Vote(v) => bft.on_vote(v, now, ctx),
+                    Message::RoundChange(r) => bft.on_round_change(r, from, now, ctx),
+                    Message::Precommits(p) => bft.on_precommits(p, now, ctx),
+                    _ => Vec::new(),
+                };
+                route(to, out, queue, leader_round_one);
             }
-            let (bft, ctx) = &mut nodes[to];
-            let out = match m {
-                Message::Proposal(p) => bft.on_proposal(p, from, now, ctx),
-                Message::DigestProposal(p) => bft.on_digest_proposal(p, from, now, ctx),
-                Message::Vote(v) => bft.on_vote(v, now, ctx),
-                Message::RoundChange(r) => bft.on_round_change(r, from, now, ctx),
-                Message::Precommits(p) => bft.on_precommits(p, now, ctx),
-                _ => Vec::new(),
-            };
+        };
+        fn route(
+            from: usize,
+            out: Vec<BftOut>,
+            queue: &mut std::collections::VecDeque<(usize, usize, Message)>,
+            leader_round_one: &mut Vec<(&'static str, Vec<usize>)>,
+        ) {
             for o in out {
                 let (targets, m): (Vec<usize>, Box<Message>) = match o {
-                    BftOut::Broadcast(m) => ((0..4).filter(|i| *i != to).collect(), m),
+                    BftOut::Broadcast(m) => ((0..4).filter(|i| *i != from).collect(), m),
                     BftOut::Send(t, m) => (t, m),
                     BftOut::Decided { .. } => continue,
                 };
-                if to == 2 {
+                if from == 2 {
                     match &*m {
                         Message::Proposal(p) if p.round == 1 => {
                             leader_round_one.push(("full", targets.clone()))
@@ -1593,19 +1525,40 @@ mod tests {
                     }
                 }
                 for t in targets {
-                    queue.push_back((t, to, (*m).clone()));
+                    queue.push_back((t, from, (*m).clone()));
                 }
             }
         }
-        for i in [0, 2, 3] {
-            assert_eq!(nodes[i].0.decided, Some((1, da)), "member {i}");
+        let out = {
+            let (bft, ctx) = &mut nodes[1];
+            bft.tick(10, ctx)
+        };
+        let (full, _) = proposal_recipients(&out, Stage::Shard(0));
+        let [(None, da)] = full[..] else {
+            panic!("round 0's leader proposes to everyone: {full:?}")
+        };
+        route(1, out, &mut queue, &mut leader_round_one);
+        deliver(&mut nodes, &mut queue, &mut leader_round_one, 20);
+        for (i, (bft, _)) in nodes.iter().enumerate() {
+            assert_eq!(bft.locked, Some((0, da)), "member {i} locked `a`");
+            assert_eq!(bft.decided, None);
+        }
+        for i in 0..4 {
+            let (bft, ctx) = &mut nodes[i];
+            let out = bft.tick(2_000_000, ctx);
+            route(i, out, &mut queue, &mut leader_round_one);
+        }
+        deliver(&mut nodes, &mut queue, &mut leader_round_one, 2_000_010);
+        for (i, (bft, _)) in nodes.iter().enumerate() {
+            assert_eq!(bft.decided, Some((1, da)), "member {i}");
         }
         assert_eq!(
             leader_round_one,
-            vec![("digest", vec![0]), ("full", vec![1, 3])],
-            "`a` itself goes only to the members not seen holding it"
+            vec![("digest", vec![0, 1, 3])],
+            "every other member prevoted `a`, so none gets it again"
         );
-        assert_eq!(nodes[0].1.validations, 1, "member 0 checked `a` once");
-        assert_eq!(nodes[3].1.validations, 2, "member 3 checked `b`, then `a`");
+        for i in [0, 2, 3] {
+            assert_eq!(nodes[i].1.validations, 1, "member {i} checked `a` once");
+        }
     }
 }
