@@ -21,6 +21,11 @@
 //! round changes. Neither touches agreement: leaving a round is always safe, and what a leader
 //! proposes never overrides a lock (a leader that missed a lock only wastes its round, and the
 //! next leader collects the round changes as usual).
+//!
+//! A leader that re-proposes a value sends only its digest and signature
+//! ([`DigestProposal`]) to the members whose prevote for it shows that they hold it (an honest
+//! member prevotes only a value it holds), and the value itself to the others. A member checks
+//! a value once per height: a value proposed again in a later round is not validated again.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -90,11 +90,11 @@ pub struct Proposal {
     pub signature: Signature,
 }
 
-/// A leader's proposal of a value the recipient already holds, by the value's digest: after
-/// a round whose leader equivocated, the next leader re-proposes a value members prevoted
-/// (so hold), and sends the value itself only to the members whose prevote for it it has not
-/// seen. The signature is the one a [`Proposal`] of that value carries, so the two forms are
-/// one proposal to a member that holds the value, and a leader that signs two values for one
+/// A leader's proposal of a value the recipient already holds, by the value's digest: a
+/// leader re-proposing a locked value sends it this way to the members whose prevote for the
+/// value it has seen (they hold it), and the value itself, as a [`Proposal`], to the others.
+/// The signature is the one a [`Proposal`] of that value carries, so the two forms are one
+/// proposal to a member that holds the value, and a leader that signs two values for one
 /// round is caught whichever form it uses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestProposal {
