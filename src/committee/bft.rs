@@ -1548,8 +1548,7 @@ mod tests {
             assert_eq!(bft.locked, Some((0, da)), "member {i} locked `a`");
             assert_eq!(bft.decided, None);
         }
-        for i in 0..4 {
-            let (bft, ctx) = &mut nodes[i];
+        for (i, (bft, ctx)) in nodes.iter_mut().enumerate() {
             let out = bft.tick(2_000_000, ctx);
             route(i, out, &mut queue, &mut leader_round_one);
         }
