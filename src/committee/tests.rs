@@ -116,7 +116,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
         round: u32::from(n),
         signatures: cert(n % 4, 0).signatures,
     });
-    match kind % 9 {
+    match kind % 10 {
         0 => Message::Identity {
             height: h,
             proof: proof(n, h),
@@ -216,6 +216,15 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             height: h,
             value: Digest::from_bytes(b),
         },
+        9 => Message::DigestProposal(DigestProposal {
+            height: h,
+            parent,
+            stage,
+            round: u32::from(n),
+            value: Digest::from_bytes(b),
+            pol,
+            signature: Signature::from_bytes([n; 64]),
+        }),
         _ => Message::Next(NextEpoch {
             header: Header {
                 version: HEADER_VERSION,
@@ -235,7 +244,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     #[test]
-    fn messages_round_trip(kind in 0u8..9, b in any::<[u8; 32]>(), n in 0u8..12, h in any::<u64>()) {
+    fn messages_round_trip(kind in 0u8..10, b in any::<[u8; 32]>(), n in 0u8..12, h in any::<u64>()) {
         let m = message(kind, b, n, h);
         let bytes = codec::encode(&m);
         prop_assert_eq!(codec::decode::<Message>(&bytes).unwrap(), m.clone());
@@ -271,7 +280,7 @@ proptest! {
     }
 
     #[test]
-    fn corrupted_messages_never_panic(kind in 0u8..9, n in 0u8..12, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+    fn corrupted_messages_never_panic(kind in 0u8..10, n in 0u8..12, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let mut bytes = codec::encode(&message(kind, [7; 32], n, 9));
         let i = pos.index(bytes.len());
         bytes[i] ^= flip;
