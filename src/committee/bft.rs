@@ -770,6 +770,19 @@ impl Bft {
         !voters.is_empty() && best + missing < self.quorum
     }
 
+    /// Whether this member holds proof that the leader of `round` signed two proposals.
+    pub fn proven_equivocated(&self, round: u32) -> bool {
+        self.equivocated.contains(&round)
+    }
+
+    /// The members whose prevote this member has seen in some round of this height, each with
+    /// the value it prevoted (an honest member prevotes only a value it holds and found valid).
+    pub fn prevoters(&self) -> impl Iterator<Item = (usize, Digest)> + '_ {
+        self.prevoted_by
+            .iter()
+            .map(|(_, m, d)| (usize::from(*m), *d))
+    }
+
     /// Sends the leader's proposal `p`: by digest to the members whose prevote for its value
     /// (in any round of this height) shows that they hold it, in full to the others. The
     /// digests go first: they are small, and the members that hold the value can prevote
