@@ -21,10 +21,17 @@
 //! round changes. Neither touches agreement: leaving a round is always safe, and what a leader
 //! proposes never overrides a lock (a leader that missed a lock only wastes its round, and the
 //! next leader collects the round changes as usual).
+//!
+//! A leader that re-proposes a value sends only its digest and signature
+//! ([`DigestProposal`]) to the members whose prevote for it shows that they hold it (an honest
+//! member prevotes only a value it holds), and the value itself to the others. A member checks
+//! a value once per height: a value proposed again in a later round is not validated again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::messages::{Message, Pol, Precommits, Proposal, RoundChange, Value, Vote};
+use super::messages::{
+    DigestProposal, Message, Pol, Precommits, Proposal, RoundChange, Value, Vote,
+};
 use super::seal::{MemberSignature, Phase, SigItem, Stage, VoteBody};
 use crate::codec::BoundedVec;
 use crate::hash::{BlockHash, Digest};
@@ -80,6 +87,9 @@ pub(crate) struct Bft {
     /// Rounds whose leader is proven to have signed two proposals.
     equivocated: BTreeSet<u32>,
     pub values: BTreeMap<Digest, Value>,
+    /// Values this member found valid (or built) at this height: a value proposed again in a
+    /// later round is not checked again.
+    validated: BTreeSet<Digest>,
     pending: BTreeMap<u32, Proposal>,
     prevotes: Votes,
     precommits: Votes,
@@ -128,6 +138,7 @@ impl Bft {
             attested: BTreeMap::new(),
             equivocated: BTreeSet::new(),
             values: BTreeMap::new(),
+            validated: BTreeSet::new(),
             pending: BTreeMap::new(),
             prevotes: BTreeMap::new(),
             precommits: BTreeMap::new(),
@@ -302,6 +313,32 @@ impl Bft {
         out
     }
 
+    /// Handles a proposal by digest: for a value this member holds it is that value's
+    /// proposal. A member that does not hold the value ignores it, as if the proposal had not
+    /// reached it (the leader sends the digest only to members whose prevote for the value it
+    /// has seen, and an honest member prevotes only a value it holds).
+    pub fn on_digest_proposal(
+        &mut self,
+        p: DigestProposal,
+        from: usize,
+        now: u64,
+        ctx: &mut dyn BftCtx,
+    ) -> Vec<BftOut> {
+        let Some(value) = self.values.get(&p.value).cloned() else {
+            return Vec::new();
+        };
+        let proposal = Proposal {
+            height: p.height,
+            parent: p.parent,
+            stage: p.stage,
+            round: p.round,
+            value,
+            pol: p.pol,
+            signature: p.signature,
+        };
+        self.on_proposal(proposal, from, now, ctx)
+    }
+
     fn accept_proposal(
         &mut self,
         p: Proposal,
@@ -359,10 +396,14 @@ impl Bft {
             None => true,
             Some((lr, ld)) => ld == digest || pol_ok.is_some_and(|r| r >= lr),
         };
-        // A leader does not re-check the value it just built.
-        let valid = lock_ok && (from == self.me || ctx.validate(&p.value, now));
+        // A leader does not re-check the value it just built, nor a member a value it found
+        // valid in an earlier round of this height (the height's parent and state are the
+        // same).
+        let valid = lock_ok
+            && (from == self.me || self.validated.contains(&digest) || ctx.validate(&p.value, now));
         self.values.entry(digest).or_insert(p.value);
         if valid {
+            self.validated.insert(digest);
             self.send_vote(Phase::Prevote, p.round, digest, ctx, out);
         }
     }
@@ -656,7 +697,7 @@ impl Bft {
             if ready {
                 if let Some(p) = self.make_proposal(round, now, ctx) {
                     self.proposed.insert(round);
-                    out.push(bcast(Message::Proposal(p.clone())));
+                    self.send_proposal(&p, out);
                     self.accept_proposal(p, self.me, now, ctx, out);
                 }
             }
@@ -727,6 +768,55 @@ impl Bft {
             .max()
             .unwrap_or(0);
         !voters.is_empty() && best + missing < self.quorum
+    }
+
+    /// Whether this member holds proof that the leader of `round` signed two proposals.
+    pub fn proven_equivocated(&self, round: u32) -> bool {
+        self.equivocated.contains(&round)
+    }
+
+    /// The members whose prevote this member has seen in some round of this height, each with
+    /// the value it prevoted (an honest member prevotes only a value it holds and found valid).
+    pub fn prevoters(&self) -> impl Iterator<Item = (usize, Digest)> + '_ {
+        self.prevoted_by
+            .iter()
+            .map(|(_, m, d)| (usize::from(*m), *d))
+    }
+
+    /// Sends the leader's proposal `p`: by digest to the members whose prevote for its value
+    /// (in any round of this height) shows that they hold it, in full to the others. The
+    /// digests go first: they are small, and the members that hold the value can prevote
+    /// while the value itself is still on its way to the rest.
+    fn send_proposal(&self, p: &Proposal, out: &mut Vec<BftOut>) {
+        let digest = p.value.digest(self.stage);
+        let holders: BTreeSet<usize> = self
+            .prevoted_by
+            .iter()
+            .filter(|(_, m, d)| *d == digest && usize::from(*m) != self.me)
+            .map(|(_, m, _)| usize::from(*m))
+            .collect();
+        if holders.is_empty() {
+            out.push(bcast(Message::Proposal(p.clone())));
+            return;
+        }
+        out.push(BftOut::Send(
+            holders.iter().copied().collect(),
+            Box::new(Message::DigestProposal(DigestProposal {
+                height: p.height,
+                parent: p.parent,
+                stage: p.stage,
+                round: p.round,
+                value: digest,
+                pol: p.pol.clone(),
+                signature: p.signature,
+            })),
+        ));
+        let others: Vec<usize> = (0..self.members.len())
+            .filter(|i| *i != self.me && !holders.contains(i))
+            .collect();
+        if !others.is_empty() {
+            out.push(BftOut::Send(others, Box::new(Message::Proposal(p.clone()))));
+        }
     }
 
     fn make_proposal(&mut self, round: u32, now: u64, ctx: &mut dyn BftCtx) -> Option<Proposal> {
@@ -947,10 +1037,11 @@ mod tests {
         }
     }
 
+    /// The full proposals among `out`, to everyone or to some.
     fn proposals(out: &[BftOut]) -> Vec<&Proposal> {
         out.iter()
             .filter_map(|o| match o {
-                BftOut::Broadcast(m) => match &**m {
+                BftOut::Broadcast(m) | BftOut::Send(_, m) => match &**m {
                     Message::Proposal(p) => Some(p),
                     _ => None,
                 },
@@ -984,19 +1075,34 @@ mod tests {
     fn a_leader_that_saw_only_the_digest_of_a_locked_value_re_proposes_it_once_it_receives_it() {
         let (a, da) = value(0);
         let (mut bft, mut ctx, pol, out) = leader_without_the_locked_value();
-        assert!(
-            proposals(&out).is_empty(),
+        assert_eq!(
+            proposal_recipients(&out, bft.stage),
+            (vec![], vec![]),
             "a leader cannot re-propose a value it does not hold, and must not propose another"
         );
         // Member 3 holds `a` and sends it with its round change.
         let rc = round_change(&bft, &pol, da, Some(a.clone()));
         let out = bft.on_round_change(rc, 3, 2_000_020, &mut ctx);
-        let sent = proposals(&out);
-        assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].round, 1);
-        assert_eq!(sent[0].value, a, "the locked value, not a fresh one");
+        assert_eq!(bft.values.get(&da), Some(&a));
+        // 0, 1 and 3 prevoted `a`, so hold it: it goes to them by digest.
         assert_eq!(
-            sent[0].pol.as_ref().map(|p| p.round),
+            proposal_recipients(&out, bft.stage),
+            (vec![], vec![(Some(vec![0, 1, 3]), da)]),
+            "the locked value, not a fresh one"
+        );
+        let sent = out
+            .iter()
+            .find_map(|o| match o {
+                BftOut::Send(_, m) => match &**m {
+                    Message::DigestProposal(p) => Some(p),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .expect("a proposal by digest");
+        assert_eq!(sent.round, 1);
+        assert_eq!(
+            sent.pol.as_ref().map(|p| p.round),
             Some(0),
             "with the prevote quorum that lets the locked members prevote it"
         );
@@ -1202,5 +1308,274 @@ mod tests {
             "its own round change and two more: a quorum of 3"
         );
         assert_eq!(sent[0].round, 1);
+    }
+
+    /// Member `me`'s context, counting the values it checks.
+    struct Counting {
+        member: Member,
+        validations: usize,
+    }
+
+    impl BftCtx for Counting {
+        fn sign(&mut self, body: &VoteBody) -> Signature {
+            self.member.sign(body)
+        }
+        fn check(&mut self, items: &[SigItem]) -> Result<(), usize> {
+            self.member.check(items)
+        }
+        fn validate(&mut self, value: &Value, now: u64) -> bool {
+            self.validations += 1;
+            self.member.validate(value, now)
+        }
+        fn propose(&mut self, now: u64) -> Option<Value> {
+            self.member.propose(now)
+        }
+    }
+
+    /// Where `out` sends each kind of proposal: full proposals and proposals by digest, each
+    /// with its recipients (`None`: everyone) and the value's digest.
+    #[allow(clippy::type_complexity)]
+    fn proposal_recipients(
+        out: &[BftOut],
+        stage: Stage,
+    ) -> (
+        Vec<(Option<Vec<usize>>, Digest)>,
+        Vec<(Option<Vec<usize>>, Digest)>,
+    ) {
+        let mut full = Vec::new();
+        let mut by_digest = Vec::new();
+        for o in out {
+            let (to, m) = match o {
+                BftOut::Broadcast(m) => (None, m),
+                BftOut::Send(to, m) => (Some(to.clone()), m),
+                BftOut::Decided { .. } => continue,
+            };
+            match &**m {
+                Message::Proposal(p) => full.push((to, p.value.digest(stage))),
+                Message::DigestProposal(p) => by_digest.push((to, p.value)),
+                _ => {}
+            }
+        }
+        (full, by_digest)
+    }
+
+    /// Two values that differ (a roster of `n` empty committees; the test members take any
+    /// value).
+    fn distinct(n: usize) -> (Value, Digest) {
+        let v = Value::Roster(Roster {
+            committees: BoundedVec::try_from(vec![BoundedVec::new(); n]).unwrap(),
+        });
+        let d = v.digest(Stage::Shard(0));
+        (v, d)
+    }
+
+    #[test]
+    fn a_leader_with_no_member_known_to_hold_its_value_sends_it_to_everyone() {
+        // Round 0's leader (1) proposes a fresh value nobody has prevoted.
+        let (mut leader, mut ctx) = member(1);
+        let out = leader.tick(0, &mut ctx);
+        let fresh = value(2).0.digest(leader.stage);
+        assert_eq!(
+            proposal_recipients(&out, leader.stage),
+            (vec![(None, fresh)], vec![])
+        );
+    }
+
+    /// Member 0, which prevoted round 0's `a` and then saw member 2's prevote prove that the
+    /// leader also signed `b`, in round 1, whose leader is member 2.
+    fn member_zero_in_round_one() -> (Bft, Counting) {
+        let (mut bft, member) = member_zero();
+        let mut ctx = Counting {
+            member,
+            validations: 0,
+        };
+        let (a, da) = distinct(1);
+        let (_, db) = distinct(2);
+        let proposal = round_zero_proposal(&bft, a, da);
+        bft.on_proposal(proposal, 1, 10, &mut ctx);
+        let v = prevote_with_proposal(&bft, 2, db);
+        bft.on_vote(v, 20, &mut ctx);
+        assert_eq!(bft.round, 1);
+        assert_eq!(ctx.validations, 1);
+        (bft, ctx)
+    }
+
+    /// Round 1's leader's (member 2's) proposal of `digest` by digest.
+    fn digest_proposal(bft: &Bft, digest: Digest) -> DigestProposal {
+        DigestProposal {
+            height: bft.height,
+            parent: bft.parent,
+            stage: bft.stage,
+            round: 1,
+            value: digest,
+            pol: None,
+            signature: keypair(2).sign(&bft.body(1, Phase::Propose, digest).digest()),
+        }
+    }
+
+    fn prevotes_in(out: &[BftOut], round: u32) -> Vec<Digest> {
+        out.iter()
+            .filter_map(|o| match o {
+                BftOut::Broadcast(m) => match &**m {
+                    Message::Vote(v) if v.phase == Phase::Prevote && v.round == round => {
+                        Some(v.value)
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_holding_the_value_prevotes_its_proposal_by_digest_without_checking_it_again() {
+        let (mut bft, mut ctx) = member_zero_in_round_one();
+        let (_, da) = distinct(1);
+        let p = digest_proposal(&bft, da);
+        let out = bft.on_digest_proposal(p, 2, 30, &mut ctx);
+        assert_eq!(prevotes_in(&out, 1), vec![da]);
+        assert_eq!(ctx.validations, 1, "`a` was checked in round 0 only");
+    }
+
+    #[test]
+    fn a_proposal_by_digest_of_a_value_the_member_does_not_hold_gets_no_prevote() {
+        let (mut bft, mut ctx) = member_zero_in_round_one();
+        let (b, db) = distinct(2);
+        let p = digest_proposal(&bft, db);
+        let out = bft.on_digest_proposal(p, 2, 30, &mut ctx);
+        assert!(prevotes_in(&out, 1).is_empty());
+        // The full proposal of `b` (same signature) is checked and prevoted.
+        let p = digest_proposal(&bft, db);
+        let full = Proposal {
+            height: p.height,
+            parent: p.parent,
+            stage: p.stage,
+            round: 1,
+            value: b,
+            pol: None,
+            signature: p.signature,
+        };
+        let out = bft.on_proposal(full, 2, 40, &mut ctx);
+        assert_eq!(prevotes_in(&out, 1), vec![db]);
+        assert_eq!(ctx.validations, 2);
+    }
+
+    #[test]
+    fn a_proposal_by_digest_with_a_signature_the_leader_did_not_make_gets_no_prevote() {
+        let (mut bft, mut ctx) = member_zero_in_round_one();
+        let (_, da) = distinct(1);
+        let p = DigestProposal {
+            signature: keypair(3).sign(&bft.body(1, Phase::Propose, da).digest()),
+            ..digest_proposal(&bft, da)
+        };
+        let out = bft.on_digest_proposal(p, 2, 30, &mut ctx);
+        assert!(prevotes_in(&out, 1).is_empty());
+        // Nor from a member that is not round 1's leader, with a signature of its own.
+        let p = DigestProposal {
+            signature: keypair(3).sign(&bft.body(1, Phase::Propose, da).digest()),
+            ..digest_proposal(&bft, da)
+        };
+        let out = bft.on_digest_proposal(p, 3, 30, &mut ctx);
+        assert!(prevotes_in(&out, 1).is_empty());
+    }
+
+    #[test]
+    fn a_locked_value_is_re_proposed_by_digest_and_decided_without_being_sent_again() {
+        // Four members at height 1. Round 0's leader (1) proposes `a`; everyone prevotes and
+        // locks it, but every round-0 precommit is lost; the round times out, and round 1's
+        // leader (2) re-proposes `a` with its prevote quorum.
+        let mut nodes: Vec<(Bft, Counting)> = (0..4)
+            .map(|i| {
+                let (bft, member) = member(i);
+                (
+                    bft,
+                    Counting {
+                        member,
+                        validations: 0,
+                    },
+                )
+            })
+            .collect();
+        let mut queue = std::collections::VecDeque::new();
+        // What member 2 sent in round 1: (kind, recipients).
+        let mut leader_round_one = Vec::new();
+        let deliver = |nodes: &mut Vec<(Bft, Counting)>,
+                       queue: &mut std::collections::VecDeque<(usize, usize, Message)>,
+                       leader_round_one: &mut Vec<(&'static str, Vec<usize>)>,
+                       now: u64| {
+            while let Some((to, from, m)) = queue.pop_front() {
+                if matches!(&m, Message::Vote(v) if v.phase == Phase::Precommit && v.round == 0) {
+                    continue;
+                }
+                let (bft, ctx) = &mut nodes[to];
+                let out = match m {
+                    Message::Proposal(p) => bft.on_proposal(p, from, now, ctx),
+                    Message::DigestProposal(p) => bft.on_digest_proposal(p, from, now, ctx),
+                    Message::Vote(v) => bft.on_vote(v, now, ctx),
+                    Message::RoundChange(r) => bft.on_round_change(r, from, now, ctx),
+                    Message::Precommits(p) => bft.on_precommits(p, now, ctx),
+                    _ => Vec::new(),
+                };
+                route(to, out, queue, leader_round_one);
+            }
+        };
+        fn route(
+            from: usize,
+            out: Vec<BftOut>,
+            queue: &mut std::collections::VecDeque<(usize, usize, Message)>,
+            leader_round_one: &mut Vec<(&'static str, Vec<usize>)>,
+        ) {
+            for o in out {
+                let (targets, m): (Vec<usize>, Box<Message>) = match o {
+                    BftOut::Broadcast(m) => ((0..4).filter(|i| *i != from).collect(), m),
+                    BftOut::Send(t, m) => (t, m),
+                    BftOut::Decided { .. } => continue,
+                };
+                if from == 2 {
+                    match &*m {
+                        Message::Proposal(p) if p.round == 1 => {
+                            leader_round_one.push(("full", targets.clone()))
+                        }
+                        Message::DigestProposal(p) if p.round == 1 => {
+                            leader_round_one.push(("digest", targets.clone()))
+                        }
+                        _ => {}
+                    }
+                }
+                for t in targets {
+                    queue.push_back((t, from, (*m).clone()));
+                }
+            }
+        }
+        let out = {
+            let (bft, ctx) = &mut nodes[1];
+            bft.tick(10, ctx)
+        };
+        let (full, _) = proposal_recipients(&out, Stage::Shard(0));
+        let [(None, da)] = full[..] else {
+            panic!("round 0's leader proposes to everyone: {full:?}")
+        };
+        route(1, out, &mut queue, &mut leader_round_one);
+        deliver(&mut nodes, &mut queue, &mut leader_round_one, 20);
+        for (i, (bft, _)) in nodes.iter().enumerate() {
+            assert_eq!(bft.locked, Some((0, da)), "member {i} locked `a`");
+            assert_eq!(bft.decided, None);
+        }
+        for (i, (bft, ctx)) in nodes.iter_mut().enumerate() {
+            let out = bft.tick(2_000_000, ctx);
+            route(i, out, &mut queue, &mut leader_round_one);
+        }
+        deliver(&mut nodes, &mut queue, &mut leader_round_one, 2_000_010);
+        for (i, (bft, _)) in nodes.iter().enumerate() {
+            assert_eq!(bft.decided, Some((1, da)), "member {i}");
+        }
+        assert_eq!(
+            leader_round_one,
+            vec![("digest", vec![0, 1, 3])],
+            "every other member prevoted `a`, so none gets it again"
+        );
+        for i in [0, 2, 3] {
+            assert_eq!(nodes[i].1.validations, 1, "member {i} checked `a` once");
+        }
     }
 }

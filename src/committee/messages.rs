@@ -90,6 +90,30 @@ pub struct Proposal {
     pub signature: Signature,
 }
 
+/// A leader's proposal of a value the recipient already holds, by the value's digest: a
+/// leader re-proposing a locked value sends it this way to the members whose prevote for the
+/// value it has seen (they hold it), and the value itself, as a [`Proposal`], to the others.
+/// The signature is the one a [`Proposal`] of that value carries, so the two forms are one
+/// proposal to a member that holds the value, and a leader that signs two values for one
+/// round is caught whichever form it uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestProposal {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// Which agreement.
+    pub stage: Stage,
+    /// The round.
+    pub round: u32,
+    /// The proposed value's digest.
+    pub value: Digest,
+    /// Prevotes for this value in an earlier round, when re-proposing a locked value.
+    pub pol: Option<Pol>,
+    /// The leader's signature over the [`VoteBody`](super::VoteBody) of phase `Propose`.
+    pub signature: Signature,
+}
+
 /// A prevote or precommit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vote {
@@ -261,6 +285,8 @@ pub enum Message {
     },
     /// A block is final.
     Next(NextEpoch),
+    /// A leader's proposal by digest, to members that hold the value.
+    DigestProposal(DigestProposal),
 }
 
 impl Message {
@@ -270,6 +296,7 @@ impl Message {
             Message::Identity { height, .. } | Message::Commitment { height, .. } => *height,
             Message::Assignment(m) => m.height,
             Message::Proposal(p) => p.height,
+            Message::DigestProposal(p) => p.height,
             Message::Vote(v) => v.height,
             Message::RoundChange(r) => r.height,
             Message::Precommits(p) => p.height,
@@ -284,6 +311,7 @@ impl Message {
             Message::Identity { .. } => "identity",
             Message::Assignment(_) => "assignment",
             Message::Proposal(_) => "proposal",
+            Message::DigestProposal(_) => "digest-proposal",
             Message::Vote(_) => "vote",
             Message::RoundChange(_) => "round-change",
             Message::Precommits(_) => "precommits",
@@ -306,6 +334,7 @@ macro_rules! canonical {
 canonical! {
     Message => "committee message",
     Proposal => "committee proposal",
+    DigestProposal => "committee proposal by digest",
     Vote => "committee vote",
     RoundChange => "committee round change",
     Precommits => "committee precommits",

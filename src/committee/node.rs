@@ -1100,6 +1100,7 @@ impl Node {
             }
             Message::ShardResult(r) => self.on_shard_result(r, now, host, out),
             Message::Proposal(_)
+            | Message::DigestProposal(_)
             | Message::Vote(_)
             | Message::RoundChange(_)
             | Message::Precommits(_) => self.on_bft(from, message, now, host, out),
@@ -1439,6 +1440,7 @@ impl Node {
         let e = &mut self.epoch;
         let (stage, parent) = match &message {
             Message::Proposal(p) => (p.stage, p.parent),
+            Message::DigestProposal(p) => (p.stage, p.parent),
             Message::Vote(v) => (v.stage, v.parent),
             Message::RoundChange(r) => (r.stage, r.parent),
             Message::Precommits(p) => (p.stage, p.parent),
@@ -1484,6 +1486,7 @@ impl Node {
                 };
                 match msg {
                     Message::Proposal(p) => bft.on_proposal(p, idx, now, ctx),
+                    Message::DigestProposal(p) => bft.on_digest_proposal(p, idx, now, ctx),
                     Message::Vote(v) => bft.on_vote(v, now, ctx),
                     Message::RoundChange(r) => bft.on_round_change(r, idx, now, ctx),
                     Message::Precommits(p) => bft.on_precommits(p, now, ctx),
@@ -1535,7 +1538,24 @@ impl Node {
             Self::drive(bft, input, now, &mut ctx)
         };
         let members = bft.members.clone();
+        let mut shipped = false;
         for o in outs {
+            if let BftOut::Broadcast(m) | BftOut::Send(_, m) = &o {
+                let proposed = match &**m {
+                    Message::Proposal(p) => Some((p.round, p.value.digest(stage))),
+                    Message::DigestProposal(p) => Some((p.round, p.value)),
+                    _ => None,
+                };
+                // Not after a round whose leader was proven to equivocate: that round ended
+                // at once, before most prevotes could show who holds what.
+                let shipping = |r: u32| r > 0 && !bft.proven_equivocated(r - 1);
+                if let Some((_, digest)) = proposed.filter(|(r, _)| shipping(*r)) {
+                    if stage == Stage::Final && !shipped {
+                        shipped = true;
+                        self.send_missing_shards(bft, digest, out);
+                    }
+                }
+            }
             match o {
                 BftOut::Broadcast(m) => self.send(members.clone(), *m, out),
                 BftOut::Send(to, m) => {
@@ -1592,6 +1612,54 @@ impl Node {
             .collect();
         to.dedup();
         self.send(to, Message::ShardResult(result), out);
+    }
+
+    /// A final leader proposing `digest` in a round after the first sends, ahead of the
+    /// proposal, each shard result the value includes to the final members not known to hold
+    /// it: those whose prevote for a value including that shard it has not seen. A shard's
+    /// members send its result to two final members each, and only those that decided send
+    /// it, so a shard whose agreement some honest members never finished (one beyond its
+    /// bound, whose equivocating leader split it) or whose Byzantine members withheld the
+    /// result reaches only some final members; the others cannot check a value that
+    /// includes it, and without them the final committee may lack a quorum in every round
+    /// whose leader holds the shard. Not in the first round, where no prevote shows who
+    /// holds what and every honest member has usually received every result, nor after a
+    /// round left at once on proof that its leader equivocated.
+    fn send_missing_shards(&mut self, bft: &Bft, digest: Digest, out: &mut Vec<Step>) {
+        let Some(Value::Final(v)) = bft.values.get(&digest) else {
+            return;
+        };
+        let prevoted: Vec<(usize, &FinalValue)> = bft
+            .prevoters()
+            .filter_map(|(m, d)| match bft.values.get(&d) {
+                Some(Value::Final(w)) => Some((m, &**w)),
+                _ => None,
+            })
+            .collect();
+        let mut sends = Vec::new();
+        for sc in &v.shards {
+            let Some(r) = self.epoch.shard_results.get(&sc.summary.shard) else {
+                continue;
+            };
+            let holders: BTreeSet<usize> = prevoted
+                .iter()
+                .filter(|(_, w)| w.shards.iter().any(|c| c.summary == sc.summary))
+                .map(|(m, _)| *m)
+                .collect();
+            let to: Vec<PublicKey> = bft
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != bft.me && !holders.contains(i))
+                .map(|(_, k)| *k)
+                .collect();
+            if !to.is_empty() {
+                sends.push((to, Message::ShardResult(r.clone())));
+            }
+        }
+        for (to, m) in sends {
+            self.send(to, m, out);
+        }
     }
 
     fn run_final(&mut self, now: u64, host: &mut dyn Host, out: &mut Vec<Step>) {

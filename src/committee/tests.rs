@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::block::{Header, HEADER_VERSION};
 use crate::codec::{self, BoundedVec};
-use crate::consensus::protocol::{Input, Protocol};
+use crate::consensus::protocol::{Input, Output, Protocol, ProtocolInput, Recipients};
 use crate::hash::{BlockHash, ChainId, Digest, MerkleRoot, StateRoot};
 use crate::tx::{Keypair, Signature};
 use crate::{Payload, Transaction};
@@ -116,7 +116,7 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
         round: u32::from(n),
         signatures: cert(n % 4, 0).signatures,
     });
-    match kind % 9 {
+    match kind % 10 {
         0 => Message::Identity {
             height: h,
             proof: proof(n, h),
@@ -216,6 +216,15 @@ fn message(kind: u8, b: [u8; 32], n: u8, h: u64) -> Message {
             height: h,
             value: Digest::from_bytes(b),
         },
+        9 => Message::DigestProposal(DigestProposal {
+            height: h,
+            parent,
+            stage,
+            round: u32::from(n),
+            value: Digest::from_bytes(b),
+            pol,
+            signature: Signature::from_bytes([n; 64]),
+        }),
         _ => Message::Next(NextEpoch {
             header: Header {
                 version: HEADER_VERSION,
@@ -235,7 +244,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     #[test]
-    fn messages_round_trip(kind in 0u8..9, b in any::<[u8; 32]>(), n in 0u8..12, h in any::<u64>()) {
+    fn messages_round_trip(kind in 0u8..10, b in any::<[u8; 32]>(), n in 0u8..12, h in any::<u64>()) {
         let m = message(kind, b, n, h);
         let bytes = codec::encode(&m);
         prop_assert_eq!(codec::decode::<Message>(&bytes).unwrap(), m.clone());
@@ -271,7 +280,7 @@ proptest! {
     }
 
     #[test]
-    fn corrupted_messages_never_panic(kind in 0u8..9, n in 0u8..12, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+    fn corrupted_messages_never_panic(kind in 0u8..10, n in 0u8..12, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let mut bytes = codec::encode(&message(kind, [7; 32], n, 9));
         let i = pos.index(bytes.len());
         bytes[i] ^= flip;
@@ -1345,4 +1354,140 @@ fn a_peer_that_missed_a_block_announcement_gets_it_when_it_asks_again() {
     // A few answers per peer and epoch, then no more (the node is no amplifier).
     let answers: usize = (0..10).map(|_| ask(&mut node, mined)).sum();
     assert_eq!(answers, 3);
+}
+
+/// What `node` sends in reply to `input` at `now`: each message with its recipients.
+fn sent(node: &mut Node, now: u64, input: ProtocolInput<Node>) -> Vec<(Vec<PublicKey>, Message)> {
+    node.handle(&mut verifying(), now, input)
+        .unwrap()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to: Recipients::Some(to),
+                message,
+            } => Some((to, message)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_final_leader_after_a_failed_round_sends_the_shard_results_its_value_needs_to_members_not_known_to_hold_them(
+) {
+    let params = node_params();
+    let randomness = Randomness::from_bytes([1; 32]);
+    let mine = |seed: u8, committee: u16| {
+        IdentityProof::mine_for_committee(
+            key(seed),
+            &randomness,
+            params.identity_difficulty(),
+            params.shard_bits(),
+            committee,
+        )
+    };
+    // The node (key 1) and keys 50, 51 are the final committee; 60, 61, 62 are shard 1.
+    let mut final_members = vec![mine(1, 0), mine(50, 0), mine(51, 0)];
+    final_members.sort_by_key(|p| p.key);
+    let mut shard_one = vec![mine(60, 1), mine(61, 1), mine(62, 1)];
+    shard_one.sort_by_key(|p| p.key);
+    let roster = [final_members.clone(), shard_one.clone()];
+    let parent = BlockHash::from_bytes([7; 32]);
+    let (mut node, peer) = started_node();
+    let assignment = Message::Assignment(CommitteeAssignment {
+        height: 1,
+        parent,
+        committee: Some(0),
+        members: final_members.clone().try_into().unwrap(),
+        final_members: final_members.clone().try_into().unwrap(),
+        cert: directory_cert(1, parent, &roster),
+        reveal: None,
+    });
+    from_all(&mut node, &[peer], &assignment, 1);
+    // Shard 1's result reached the node alone (its members send it to two final members
+    // each, and only those that decided send it).
+    from_all(
+        &mut node,
+        &[key(60)],
+        &shard_result(1, parent, &shard_one, &[60, 61, 62]),
+        2,
+    );
+    assert_eq!(node.shard_results_held(), vec![1]);
+    let others = [key(50), key(51)];
+    for k in others {
+        let commitment = Message::Commitment {
+            height: 1,
+            value: Digest::from_bytes([k.as_bytes()[0]; 32]),
+        };
+        from_all(&mut node, &[k], &commitment, 3);
+    }
+    // Rounds time out (the others never prevote) until the node leads one after the first;
+    // the others enter each round with it.
+    let mut proposal_round = None;
+    let mut now = 4;
+    while proposal_round.is_none() && now < 300_000_000 {
+        now += 100_000;
+        let mut out = sent(&mut node, now, Input::Timer(Tick(now)));
+        let entered: Vec<u32> = out
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::RoundChange(r) if r.stage == Stage::Final => Some(r.round),
+                _ => None,
+            })
+            .collect();
+        for round in entered {
+            let rc = Message::RoundChange(RoundChange {
+                height: 1,
+                parent,
+                stage: Stage::Final,
+                round,
+                pol: None,
+                value: None,
+            });
+            for k in others {
+                out.extend(sent(
+                    &mut node,
+                    now,
+                    Input::Message {
+                        from: k,
+                        message: rc.clone(),
+                    },
+                ));
+            }
+        }
+        let proposal = out.iter().position(
+            |(_, m)| matches!(m, Message::Proposal(p) if p.stage == Stage::Final && p.round > 0),
+        );
+        let Some(at) = proposal else {
+            continue;
+        };
+        let Message::Proposal(p) = &out[at].1 else {
+            unreachable!()
+        };
+        proposal_round = Some(p.round);
+        let Value::Final(v) = &p.value else {
+            panic!("a final proposal holds a final value")
+        };
+        assert!(v.shards.iter().any(|s| s.summary.shard == 1));
+        let shipped: Vec<&Vec<PublicKey>> = out[..at]
+            .iter()
+            .filter_map(|(to, m)| match m {
+                Message::ShardResult(r) if r.cert.summary.shard == 1 => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            shipped.len(),
+            1,
+            "shard 1's result goes ahead of the proposal"
+        );
+        let mut to = shipped[0].clone();
+        to.sort();
+        let mut expected = others.to_vec();
+        expected.sort();
+        assert_eq!(to, expected, "to the members whose prevote showed nothing");
+    }
+    assert!(
+        proposal_round.is_some(),
+        "the node led a round after the first"
+    );
 }

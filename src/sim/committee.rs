@@ -18,8 +18,8 @@ use super::{CpuModel, Report, SimConfig, SimError, Strategy};
 use crate::chain::ManualClock;
 use crate::codec;
 use crate::committee::{
-    CommitteeAssignment, CommitteeConsensus, CommitteeParams, Host, Message, Node, NodeConfig,
-    Phase, Proposal, Stage, TipInfo, Value, Vote, VoteBody,
+    CommitteeAssignment, CommitteeConsensus, CommitteeParams, DigestProposal, Host, Message, Node,
+    NodeConfig, Phase, Proposal, Stage, TipInfo, Value, Vote, VoteBody,
 };
 use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
 use crate::hash::{AccountId, BlockHash, Digest, StateRoot, TxId};
@@ -597,15 +597,31 @@ impl CommitteeDeployment {
                     ..
                 } => self.record_membership(m),
                 Output::Send {
-                    message: Message::Proposal(p),
+                    message:
+                        Message::Proposal(Proposal {
+                            height,
+                            stage,
+                            round,
+                            ..
+                        }),
+                    ..
+                }
+                | Output::Send {
+                    message:
+                        Message::DigestProposal(DigestProposal {
+                            height,
+                            stage,
+                            round,
+                            ..
+                        }),
                     ..
                 } => {
                     self.trace
                         .agreements
-                        .entry((p.height, attempt, p.stage))
+                        .entry((*height, attempt, *stage))
                         .or_default()
                         .proposed_us
-                        .entry(p.round)
+                        .entry(*round)
                         .or_insert(now);
                 }
                 _ => {}
@@ -754,6 +770,34 @@ impl CommitteeDeployment {
                 }
                 Some(other)
             }
+            Message::DigestProposal(p) => {
+                // A re-proposal by digest: its twin is the same proposal of the other value
+                // an earlier round of this agreement was equivocated on, which the other half
+                // of the committee holds.
+                let other = (0..p.round).rev().find_map(|r| {
+                    let pair = self.twins.get(&(p.height, p.stage, r))?;
+                    pair.iter().copied().find(|d| *d != p.value)
+                })?;
+                let attempt = self.nodes[node].status().attempt;
+                let body = VoteBody {
+                    height: p.height,
+                    parent: p.parent,
+                    stage: p.stage,
+                    attempt,
+                    round: p.round,
+                    phase: Phase::Propose,
+                    value: other,
+                };
+                let q = DigestProposal {
+                    value: other,
+                    pol: None,
+                    signature: Keypair::from_seed(&self.seeds[node]).sign(&body.digest()),
+                    ..p.clone()
+                };
+                self.twins
+                    .insert((p.height, p.stage, p.round), [p.value, other]);
+                Some(Message::DigestProposal(q))
+            }
             Message::Vote(v) => {
                 let [a, b] = *self.twins.get(&(v.height, v.stage, v.round))?;
                 let value = if v.value == a { b } else { a };
@@ -769,16 +813,26 @@ impl CommitteeDeployment {
     }
 
     /// The prevotes and precommits of every Byzantine member of the committee of proposal `p`
-    /// for `value` in `p`'s round, signed by each: an equivocating leader sends them with its
+    /// (in full or by digest) for its value in its round, signed by each (none for another
+    /// message): an equivocating leader sends them with its
     /// proposal, so that the honest members shown `value` see the Byzantine members' votes
     /// before any honest member's prevote could show them that the leader equivocated. Beyond
     /// what a committee tolerates, that makes honest members decide at once; within it, the
     /// votes make no quorum. Empty for the directory's agreement (its members are not
     /// recorded).
-    fn votes_ahead(&self, node: usize, p: &Proposal, value: Digest) -> Vec<Message> {
-        let members = match p.stage {
-            Stage::Shard(j) => self.members.get(&(p.height, j)),
-            Stage::Final => self.final_members.get(&p.height),
+    fn votes_ahead(&self, node: usize, p: &Message) -> Vec<Message> {
+        let (p, value) = match p {
+            Message::Proposal(p) => (
+                (p.height, p.parent, p.stage, p.round),
+                p.value.digest(p.stage),
+            ),
+            Message::DigestProposal(p) => ((p.height, p.parent, p.stage, p.round), p.value),
+            _ => return Vec::new(),
+        };
+        let (height, parent, stage, round) = p;
+        let members = match stage {
+            Stage::Shard(j) => self.members.get(&(height, j)),
+            Stage::Final => self.final_members.get(&height),
             Stage::Directory => None,
         };
         let attempt = self.nodes[node].status().attempt;
@@ -790,19 +844,19 @@ impl CommitteeDeployment {
             let keypair = Keypair::from_seed(&self.seeds[voter]);
             for phase in [Phase::Prevote, Phase::Precommit] {
                 let body = VoteBody {
-                    height: p.height,
-                    parent: p.parent,
-                    stage: p.stage,
+                    height,
+                    parent,
+                    stage,
                     attempt,
-                    round: p.round,
+                    round,
                     phase,
                     value,
                 };
                 out.push(Message::Vote(Vote {
-                    height: p.height,
-                    parent: p.parent,
-                    stage: p.stage,
-                    round: p.round,
+                    height,
+                    parent,
+                    stage,
+                    round,
                     phase,
                     value,
                     member: i as u16,
@@ -846,7 +900,9 @@ impl CommitteeDeployment {
                 }
                 Strategy::Withholding => {
                     let keep = match &message {
-                        Message::Proposal(_) => targets.len().div_ceil(3),
+                        Message::Proposal(_) | Message::DigestProposal(_) => {
+                            targets.len().div_ceil(3)
+                        }
                         Message::Vote(v) if v.phase == Phase::Precommit => 0,
                         Message::ShardResult(_) | Message::Next(_) | Message::Assignment(_) => 0,
                         _ => targets.len(),
@@ -865,12 +921,7 @@ impl CommitteeDeployment {
                             targets.into_iter().partition(|k| k.as_bytes()[0] % 2 == 0);
                         // A leader's two proposals go with the Byzantine members' votes for
                         // each.
-                        let ahead = |m: &Message| match m {
-                            Message::Proposal(p) => {
-                                self.votes_ahead(node, p, p.value.digest(p.stage))
-                            }
-                            _ => Vec::new(),
-                        };
+                        let ahead = |m: &Message| self.votes_ahead(node, m);
                         let (first_votes, second_votes) = (ahead(&message), ahead(&other));
                         if !targets.is_empty() {
                             out.push(send(targets.clone(), message));
