@@ -887,19 +887,8 @@ fn one_decided_value_seals_one_block_hash_whichever_quorum_signed() {
 
 #[test]
 fn a_node_takes_its_committee_only_from_the_directorys_certificate() {
-    let params = node_params();
-    let randomness = Randomness::from_bytes([1; 32]);
-    let mine = |seed: u8| {
-        IdentityProof::mine_for_committee(
-            key(seed),
-            &randomness,
-            params.identity_difficulty(),
-            params.shard_bits(),
-            0,
-        )
-    };
     // The roster: the node (key 1) and two others in the final committee, nobody in shard 1.
-    let mut final_members = vec![mine(1), mine(50), mine(51)];
+    let mut final_members = vec![identity(1, 0), identity(50, 0), identity(51, 0)];
     final_members.sort_by_key(|p| p.key);
     let roster = [final_members.clone(), Vec::new()];
     let parent = BlockHash::from_bytes([7; 32]);
@@ -1140,24 +1129,25 @@ fn shard_result(
     })
 }
 
-#[test]
-fn a_shard_result_counts_only_if_certified_by_the_directorys_committee() {
+/// An identity for key `seed` in `committee`, mined on [`node_params`] and randomness `[1; 32]`.
+fn identity(seed: u8, committee: u16) -> IdentityProof {
     let params = node_params();
-    let randomness = Randomness::from_bytes([1; 32]);
-    let mine = |seed: u8, committee: u16| {
-        IdentityProof::mine_for_committee(
-            key(seed),
-            &randomness,
-            params.identity_difficulty(),
-            params.shard_bits(),
-            committee,
-        )
-    };
-    // The directory's roster: the node (key 1) and keys 50, 51 in committee 0 (the final
-    // committee), keys 60, 61, 62 in committee 1.
-    let mut final_members = vec![mine(1, 0), mine(50, 0), mine(51, 0)];
+    IdentityProof::mine_for_committee(
+        key(seed),
+        &Randomness::from_bytes([1; 32]),
+        params.identity_difficulty(),
+        params.shard_bits(),
+        committee,
+    )
+}
+
+/// A started node (key 1) assigned to the final committee at height 1 by a directory whose
+/// roster is keys 1, 50, 51 in committee 0 (the final committee) and 60, 61, 62 in committee 1;
+/// with the assignment's parent and committee 1's identities, sorted by key.
+fn final_member_beside_shard_one() -> (Node, BlockHash, Vec<IdentityProof>) {
+    let mut final_members = vec![identity(1, 0), identity(50, 0), identity(51, 0)];
     final_members.sort_by_key(|p| p.key);
-    let mut shard_one = vec![mine(60, 1), mine(61, 1), mine(62, 1)];
+    let mut shard_one = vec![identity(60, 1), identity(61, 1), identity(62, 1)];
     shard_one.sort_by_key(|p| p.key);
     let roster = [final_members.clone(), shard_one.clone()];
     let parent = BlockHash::from_bytes([7; 32]);
@@ -1167,18 +1157,24 @@ fn a_shard_result_counts_only_if_certified_by_the_directorys_committee() {
         parent,
         committee: Some(0),
         members: final_members.clone().try_into().unwrap(),
-        final_members: final_members.clone().try_into().unwrap(),
+        final_members: final_members.try_into().unwrap(),
         cert: directory_cert(1, parent, &roster),
         reveal: None,
     });
     from_all(&mut node, &[peer], &assignment, 1);
+    (node, parent, shard_one)
+}
+
+#[test]
+fn a_shard_result_counts_only_if_certified_by_the_directorys_committee() {
+    let (mut node, parent, shard_one) = final_member_beside_shard_one();
     assert!(node.status().is_final);
 
     // An outsider's committee for shard 1: identities it mined, every member signing. The
     // proofs of work and the quorum hold; the directory never listed these members.
     let outsiders: u8 = 100;
     let mut forged_members: Vec<IdentityProof> =
-        (outsiders..outsiders + 3).map(|s| mine(s, 1)).collect();
+        (outsiders..outsiders + 3).map(|s| identity(s, 1)).collect();
     forged_members.sort_by_key(|p| p.key);
     let forged = shard_result(1, parent, &forged_members, &[100, 101, 102]);
     // Nor can the outsider pass off the directory's committee with signatures of its own, or
@@ -1374,35 +1370,7 @@ fn sent(node: &mut Node, now: u64, input: ProtocolInput<Node>) -> Vec<(Vec<Publi
 #[test]
 fn a_final_leader_after_a_failed_round_sends_the_shard_results_its_value_needs_to_members_not_known_to_hold_them(
 ) {
-    let params = node_params();
-    let randomness = Randomness::from_bytes([1; 32]);
-    let mine = |seed: u8, committee: u16| {
-        IdentityProof::mine_for_committee(
-            key(seed),
-            &randomness,
-            params.identity_difficulty(),
-            params.shard_bits(),
-            committee,
-        )
-    };
-    // The node (key 1) and keys 50, 51 are the final committee; 60, 61, 62 are shard 1.
-    let mut final_members = vec![mine(1, 0), mine(50, 0), mine(51, 0)];
-    final_members.sort_by_key(|p| p.key);
-    let mut shard_one = vec![mine(60, 1), mine(61, 1), mine(62, 1)];
-    shard_one.sort_by_key(|p| p.key);
-    let roster = [final_members.clone(), shard_one.clone()];
-    let parent = BlockHash::from_bytes([7; 32]);
-    let (mut node, peer) = started_node();
-    let assignment = Message::Assignment(CommitteeAssignment {
-        height: 1,
-        parent,
-        committee: Some(0),
-        members: final_members.clone().try_into().unwrap(),
-        final_members: final_members.clone().try_into().unwrap(),
-        cert: directory_cert(1, parent, &roster),
-        reveal: None,
-    });
-    from_all(&mut node, &[peer], &assignment, 1);
+    let (mut node, parent, shard_one) = final_member_beside_shard_one();
     // Shard 1's result reached the node alone (its members send it to two final members
     // each, and only those that decided send it).
     from_all(

@@ -18,13 +18,15 @@
 //! notes when each node first reports each height; afterwards each transaction's block height
 //! is read from its node (`GET /tx/{id}`), which gives its time to finality on the node it was
 //! submitted to. The bare reference is the library's `verify_batch` (all cores) over the same
-//! transactions, run before the nodes start. Loopback only, bounded in time.
+//! transactions, run before the nodes start. Loopback only, bounded in time. The nodes log
+//! warnings; with `MEDLEDGER_LOG` set (`info`, `debug`), they log at that level and their logs
+//! are kept, their folder printed at the end.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -149,6 +151,8 @@ fn bench(
         bare / 4.0
     );
 
+    // The nodes log warnings, or what `MEDLEDGER_LOG` asks (then their logs are kept).
+    let node_log = std::env::var("MEDLEDGER_LOG").unwrap_or_else(|_| "warn".into());
     let exe = std::env::current_exe()?;
     let mut nodes = Nodes(Vec::new());
     for (i, c) in configs.iter().enumerate() {
@@ -157,8 +161,8 @@ fn bench(
             Command::new(&exe)
                 .arg("--node")
                 .arg(&c.path)
-                .env("MEDLEDGER_LOG", "warn")
-                .stdout(Stdio::null())
+                .env("MEDLEDGER_LOG", &node_log)
+                .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()?,
         );
@@ -350,6 +354,11 @@ fn bench(
         rate / (bare / 4.0)
     );
     println!("all 4 nodes agree up to height {common}");
+    if std::env::var_os("MEDLEDGER_LOG").is_some() {
+        drop(nodes);
+        let kept = tmp.keep();
+        println!("node logs kept: {}", kept.join("node*.log").display());
+    }
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Transaction relay between nodes: batches of transactions on the transaction channel. A
-//! peer's well-formed batch is taken into the pool; a malformed, overfull or oversized batch is
-//! refused whole, its sender blocked, and none of its transactions taken. Four nodes' real
-//! event loops on commonware's deterministic runtime and simulated links (see `simulated.rs`).
+//! peer's well-formed batch is taken into the pool (but for transactions that fail their own
+//! checks); a malformed, overfull or oversized batch is refused whole, its sender blocked, and
+//! none of its transactions taken. Four nodes' real event loops on commonware's deterministic
+//! runtime and simulated links (see `simulated.rs`).
 
 mod harness;
 
@@ -72,9 +73,14 @@ fn a_malformed_overfull_or_oversized_relay_batch_is_refused_whole_and_changes_no
         ctx.sleep(Duration::from_secs(1)).await;
         let to = |i: usize| Recipients::One(net.pks[i].clone());
 
-        // A well-formed batch to node 0 is taken (and, as a peer's, not relayed again).
+        // A well-formed batch to node 0: its valid transaction is taken (and, as a peer's, not
+        // relayed again). A forged signature beside it, in the same batch check, is refused
+        // alone and holds nothing else back; the peer is not blocked for it.
         let taken = registration(&genesis, 60);
-        let good = TxBatch::split(vec![taken.encode()]).remove(0);
+        let mut forged = registration(&genesis, 63).encode();
+        let last = forged.len() - 1;
+        forged[last] ^= 1; // the signature's last byte
+        let good = TxBatch::split(vec![taken.encode(), forged]).remove(0);
         txs.send(to(0), codec::encode(&good), false);
         // A valid transaction inside each refused batch: none of them may take it.
         let valid = registration(&genesis, 61);
