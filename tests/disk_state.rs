@@ -127,6 +127,27 @@ fn disk_chain_to(w: &World, dir: &std::path::Path, height: u64) -> Chain<ProofOf
     chain
 }
 
+/// A world of three blocks, its tip's height, and a new folder holding its chain on disk up to
+/// `below` blocks under the tip, closed: the store to reopen it with.
+fn closed_disk_chain(below: u64) -> (World, u64, tempfile::TempDir, Box<dyn Store>) {
+    let w = world(3);
+    let top = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let store = disk_chain_to(&w, dir.path(), top - below).into_store();
+    (w, top, dir, store)
+}
+
+/// Asserts that `chain` rebuilt its state by replaying its store, to `w`'s tip: the same root
+/// in memory and on disk, and every entry.
+fn assert_replayed_to_tip(w: &World, chain: &Chain<ProofOfWork>) {
+    let top = w.net.chain.height();
+    assert_eq!(chain.height(), top);
+    assert!(chain.undo_depth() > 0, "the store's blocks were replayed");
+    assert_eq!(chain.state().root(), w.net.chain.state().root());
+    assert_eq!(disk_tip(chain), (top, w.net.chain.state().root()));
+    assert_eq!(entries(chain), entries(&w.net.chain));
+}
+
 #[test]
 fn a_reopened_chain_reads_its_state_from_disk_without_replay() {
     let w = world(5);
@@ -191,10 +212,7 @@ fn tamper(
 
 #[test]
 fn a_damaged_root_node_makes_the_chain_rebuild_its_state_by_replaying_the_store() {
-    let w = world(3);
-    let top = w.net.chain.height();
-    let dir = tempfile::tempdir().unwrap();
-    let store = disk_chain_to(&w, dir.path(), top).into_store();
+    let (w, _, dir, store) = closed_disk_chain(0);
     let root = w.net.chain.state().root().to_bytes();
     tamper(dir.path(), "nodes", |nodes| {
         use redb::ReadableTable;
@@ -208,19 +226,12 @@ fn a_damaged_root_node_makes_the_chain_rebuild_its_state_by_replaying_the_store(
         nodes.insert(root.as_slice(), node.as_slice()).unwrap();
     });
     let again = reopen(&w, dir.path(), store);
-    assert_eq!(again.height(), top);
-    assert!(again.undo_depth() > 0, "the store's blocks were replayed");
-    assert_eq!(again.state().root(), w.net.chain.state().root());
-    assert_eq!(disk_tip(&again), (top, w.net.chain.state().root()));
-    assert_eq!(entries(&again), entries(&w.net.chain));
+    assert_replayed_to_tip(&w, &again);
 }
 
 #[test]
 fn damaged_nodes_below_the_root_are_detected_when_reached_and_not_trusted() {
-    let w = world(3);
-    let top = w.net.chain.height();
-    let dir = tempfile::tempdir().unwrap();
-    let store = disk_chain_to(&w, dir.path(), top - 1).into_store();
+    let (w, top, dir, store) = closed_disk_chain(1);
     // Every node but the root changed: reopening reads only the root, so it starts.
     let root = w
         .net
@@ -273,10 +284,7 @@ fn damaged_nodes_below_the_root_are_detected_when_reached_and_not_trusted() {
 
 #[test]
 fn a_state_dir_of_an_earlier_format_is_rebuilt_once_by_replaying_the_store() {
-    let w = world(3);
-    let top = w.net.chain.height();
-    let dir = tempfile::tempdir().unwrap();
-    let store = disk_chain_to(&w, dir.path(), top).into_store();
+    let (w, _, dir, store) = closed_disk_chain(0);
     // The directory as the previous format (the state tree node by node) labelled it.
     {
         let db = redb::Database::open(dir.path().join("state.redb")).unwrap();
@@ -288,11 +296,7 @@ fn a_state_dir_of_an_earlier_format_is_rebuilt_once_by_replaying_the_store() {
         txn.commit().unwrap();
     }
     let again = reopen(&w, dir.path(), store);
-    assert_eq!(again.height(), top);
-    assert!(again.undo_depth() > 0, "the store's blocks were replayed");
-    assert_eq!(again.state().root(), w.net.chain.state().root());
-    assert_eq!(disk_tip(&again), (top, w.net.chain.state().root()));
-    assert_eq!(entries(&again), entries(&w.net.chain));
+    assert_replayed_to_tip(&w, &again);
     // Rebuilt in this format: the next opening reads it without replay.
     let store = again.into_store();
     let third = reopen(&w, dir.path(), store);
@@ -303,10 +307,7 @@ fn a_state_dir_of_an_earlier_format_is_rebuilt_once_by_replaying_the_store() {
 
 #[test]
 fn a_damaged_entry_is_found_by_checking_the_entries_against_the_state_root() {
-    let w = world(3);
-    let top = w.net.chain.height();
-    let dir = tempfile::tempdir().unwrap();
-    let store = disk_chain_to(&w, dir.path(), top).into_store();
+    let (w, _, dir, store) = closed_disk_chain(0);
     // Reopening reads the tree's root node, not the entries: a damaged entry is found by the
     // check that rebuilds the tree from every entry.
     tamper(dir.path(), "state:accounts", |t| {
