@@ -52,17 +52,23 @@ use medledger::purpose::PurposeOfUse;
 use medledger::state::disk::DiskConfig;
 use medledger::State;
 
+/// The number after `field` on its line of the process file `/proc/self/{file}` (`None` where
+/// there is none).
+fn proc_self(file: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/self/{file}"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// The bytes this process has handed to the kernel for writing so far (`wchar` in
 /// `/proc/self/io`; 0 where there is none).
 fn bytes_written() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("wchar:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
+    proc_self("io", "wchar:").unwrap_or(0)
 }
 
 /// What a group of blocks wrote: prints the bytes written and the file's growth per block.
@@ -80,14 +86,7 @@ fn report_writes(label: &str, what: &str, blocks: u64, written: u64, file: (u64,
 
 /// Resident memory of this process in MiB, from `/proc/self/status` (0 where there is none).
 fn rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
+    proc_self("status", "VmRSS:").map_or(0, |kib| kib / 1024)
 }
 
 fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
