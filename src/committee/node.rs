@@ -31,7 +31,7 @@ use crate::codec::{self, BoundedVec};
 use crate::consensus::protocol::{
     Input, Output, Outputs, Protocol, ProtocolInput, Recipients, Time,
 };
-use crate::hash::{domain, AccountId, BlockHash, Digest, StateRoot, TxId};
+use crate::hash::{domain, AccountId, BlockHash, Digest, MerkleRoot, StateRoot, TxId};
 use crate::merkle::merkle_root;
 use crate::tx::{Keypair, PublicKey, Signature};
 
@@ -486,6 +486,42 @@ pub struct Node {
     /// The last block announcements this node accepted, oldest first, each with the
     /// randomness of its height's first attempt, for peers that missed them.
     announcements: VecDeque<(NextEpoch, Randomness)>,
+    /// The last blocks this node executed (see [`Executed`]).
+    executed: Executed,
+}
+
+/// The state roots of the last few blocks a final member executed, keyed by what determines
+/// them. A final member that holds every shard's result executes the block it expects as soon
+/// as the last result arrives, while the leader builds its proposal and the proposal travels;
+/// checking the proposal then finds the state root here instead of executing the block on the
+/// critical path. Bounded: one epoch needs one or two entries.
+#[derive(Debug, Default)]
+struct Executed(VecDeque<(ExecutedKey, Option<StateRoot>)>);
+
+/// What a block's state root is a function of: its parent, height, time and transactions
+/// (through the Merkle root of their ids).
+type ExecutedKey = (BlockHash, u64, u64, MerkleRoot);
+
+impl Executed {
+    const KEPT: usize = 4;
+
+    fn state_root(
+        &mut self,
+        host: &mut dyn Host,
+        key: ExecutedKey,
+        txs: &[Transaction],
+    ) -> Option<StateRoot> {
+        if let Some((_, root)) = self.0.iter().find(|(k, _)| *k == key) {
+            return *root;
+        }
+        let (parent, height, timestamp, _) = key;
+        let root = host.state_root(&parent, height, timestamp, txs);
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back((key, root));
+        root
+    }
 }
 
 impl core::fmt::Debug for Epoch {
@@ -503,6 +539,7 @@ struct Ctx<'a> {
     host: &'a mut dyn Host,
     params: &'a CommitteeParams,
     epoch: &'a Epoch,
+    executed: &'a mut Executed,
     max_shard_txs: usize,
     stage: Stage,
 }
@@ -688,11 +725,12 @@ impl Ctx<'_> {
             e.shard_results.values().map(|r| r.cert.clone()).collect();
         let txs = self.shard_txs(&shards)?;
         let timestamp = e.parent_ts.max(now / 1_000_000);
-        let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
-        let state_root = self.host.state_root(&e.parent, e.height, timestamp, &txs)?;
+        let tx_root = merkle_root(&txs.iter().map(Transaction::id).collect::<Vec<TxId>>());
+        let key = (e.parent, e.height, timestamp, tx_root);
+        let state_root = self.executed.state_root(&mut *self.host, key, &txs)?;
         Some(FinalValue {
             timestamp,
-            tx_root: merkle_root(&ids),
+            tx_root,
             tx_count: txs.len() as u32,
             state_root,
             randomness: e.randomness,
@@ -798,7 +836,8 @@ impl Ctx<'_> {
         if v.reveals.len() < e.required_reveals() {
             return false;
         }
-        self.host.state_root(&e.parent, e.height, v.timestamp, &txs) == Some(v.state_root)
+        let key = (e.parent, e.height, v.timestamp, v.tx_root);
+        self.executed.state_root(&mut *self.host, key, &txs) == Some(v.state_root)
     }
 }
 
@@ -823,6 +862,7 @@ impl Node {
             replay: false,
             decisions: VecDeque::new(),
             announcements: VecDeque::new(),
+            executed: Executed::default(),
         }
     }
 
@@ -1427,6 +1467,29 @@ impl Node {
         }
         self.epoch.shard_results.insert(shard, r);
         self.run_final(now, host, out);
+        self.execute_ahead(now, host);
+    }
+
+    /// A final member that now holds every shard's result executes the block it expects the
+    /// leader to propose (every shard, this second's time), so that checking the proposal
+    /// finds its state root ready ([`Executed`]). A leader that proposed just now finds it
+    /// done already.
+    fn execute_ahead(&mut self, now: u64, host: &mut dyn Host) {
+        let e = &self.epoch;
+        if e.fin.as_ref().is_none_or(|f| f.decided.is_some())
+            || e.shard_results.len() != self.params.committees()
+        {
+            return;
+        }
+        let txs: Vec<Transaction> = e
+            .shard_results
+            .values()
+            .flat_map(|r| r.txs.iter().cloned())
+            .collect();
+        let tx_root = merkle_root(&txs.iter().map(Transaction::id).collect::<Vec<TxId>>());
+        let timestamp = e.parent_ts.max(now / 1_000_000);
+        let key = (e.parent, e.height, timestamp, tx_root);
+        self.executed.state_root(host, key, &txs);
     }
 
     fn on_bft(
@@ -1532,6 +1595,7 @@ impl Node {
                 host,
                 params: &self.params,
                 epoch: &self.epoch,
+                executed: &mut self.executed,
                 max_shard_txs: self.max_shard_txs,
                 stage,
             };

@@ -740,6 +740,7 @@ fn breakdown(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>
         .blocks(BLOCKS)
         .seed(SEED)
         .byzantine(f as f64 / f64::from(COMMITTEE_SIZE), Strategy::Equivocating)
+        .network(medledger::sim::NetworkModel { bandwidth_bps: std::env::var("BW").ok().and_then(|b| b.parse().ok()).unwrap_or(200_000_000), ..Default::default() })
         .build()?;
     let (report, trace) = Simulation::new(config)?.run_traced();
     println!(
@@ -782,6 +783,16 @@ fn breakdown(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>
             for (j, t) in &shards_all(&trace, height, k) {
                 println!(
                     "         shard {j:>2} (round 0): began {}, proposed {}, decided {}",
+                    t.started_us.map_or(0.0, rel),
+                    t.proposed_us.get(&0).map_or(0.0, |x| rel(*x)),
+                    t.decided.map_or(0.0, |(x, _)| rel(x))
+                );
+            }
+        }
+        if std::env::args().any(|a| a == "--all") {
+            if let Some(t) = of(Stage::Final) {
+                println!(
+                    "         final    (round 0): began {}, proposed {}, decided {}",
                     t.started_us.map_or(0.0, rel),
                     t.proposed_us.get(&0).map_or(0.0, |x| rel(*x)),
                     t.decided.map_or(0.0, |(x, _)| rel(x))
