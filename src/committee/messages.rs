@@ -30,11 +30,16 @@ pub struct ShardValue {
 impl ShardValue {
     /// The summary certified for `shard`.
     pub fn summary(&self, shard: u16) -> ShardSummary {
-        let ids: Vec<TxId> = self.txs.iter().map(Transaction::id).collect();
+        Self::summary_of(&self.txs, shard)
+    }
+
+    /// The summary of `txs` as `shard`'s value.
+    pub(crate) fn summary_of(txs: &[Transaction], shard: u16) -> ShardSummary {
+        let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect();
         ShardSummary {
             shard,
             tx_root: merkle_root(&ids),
-            tx_count: self.txs.len() as u32,
+            tx_count: txs.len() as u32,
         }
     }
 }
@@ -235,6 +240,35 @@ pub struct ShardResult {
     pub txs: BoundedVec<Transaction, MAX_SHARD_TXS>,
 }
 
+/// A shard's transactions sent ahead of its certificate: a shard member that precommits a
+/// value sends it to the final members it will send the shard's result to, while the
+/// agreement finishes, and once the value is decided sends only its certificate
+/// ([`ShardCertified`]). The batch proves nothing alone; a final member keeps it (bounded) until
+/// a certificate of its summary arrives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardBatch {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// The shard.
+    pub shard: u16,
+    /// The transactions of the value the sender precommitted.
+    pub txs: BoundedVec<Transaction, MAX_SHARD_TXS>,
+}
+
+/// A shard's decision without its transactions, for a final member the sender gave the
+/// decided value to ahead ([`ShardBatch`]): with that batch, a [`ShardResult`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCertified {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// The shard's summary and certificate.
+    pub cert: ShardCertificate,
+}
+
 /// A final member's announcement that a block is final: the sealed header itself, whose final
 /// certificate proves that the final committee certified it. A node moves to the next epoch only
 /// on an announcement whose seal checks against what it knows of the parent and the epoch's
@@ -287,6 +321,10 @@ pub enum Message {
     Next(NextEpoch),
     /// A leader's proposal by digest, to members that hold the value.
     DigestProposal(DigestProposal),
+    /// A shard's transactions, sent to final members ahead of its certificate.
+    ShardBatch(ShardBatch),
+    /// A shard's certificate, for final members that received its transactions ahead.
+    ShardCertified(ShardCertified),
 }
 
 impl Message {
@@ -301,6 +339,8 @@ impl Message {
             Message::RoundChange(r) => r.height,
             Message::Precommits(p) => p.height,
             Message::ShardResult(r) => r.height,
+            Message::ShardBatch(b) => b.height,
+            Message::ShardCertified(c) => c.height,
             Message::Next(n) => n.height(),
         }
     }
@@ -316,6 +356,8 @@ impl Message {
             Message::RoundChange(_) => "round-change",
             Message::Precommits(_) => "precommits",
             Message::ShardResult(_) => "shard-result",
+            Message::ShardBatch(_) => "shard-batch",
+            Message::ShardCertified(_) => "shard-certified",
             Message::Commitment { .. } => "commitment",
             Message::Next(_) => "next",
         }
@@ -341,6 +383,8 @@ canonical! {
     CommitteeAssignment => "committee assignment",
     Roster => "committee roster",
     ShardResult => "committee shard result",
+    ShardBatch => "committee shard batch",
+    ShardCertified => "committee shard certificate",
     NextEpoch => "committee next epoch",
     Value => "committee value",
     Pol => "committee prevote quorum",

@@ -17,15 +17,16 @@ use super::bft::{Bft, BftCtx, BftOut};
 use super::engine::{verify_seal, ParentView};
 use super::identity::{IdentityProof, Randomness};
 use super::messages::{
-    CommitteeAssignment, Message, NextEpoch, Roster, ShardResult, ShardValue, Value,
+    CommitteeAssignment, Message, NextEpoch, Roster, ShardBatch, ShardCertified, ShardResult,
+    ShardValue, Value,
 };
 use super::seal::{
     check_roster_member_list, commitment_of, verify_certificate, verify_directory, verify_members,
-    Certificate, Commitment, CommitteeSeal, DirectoryCert, FinalValue, Reveal, ShardCertificate,
-    SigItem, Stage, VoteBody,
+    Certificate, Commitment, CommitteeSeal, DirectoryCert, FinalValue, Phase, Reveal,
+    ShardCertificate, SigItem, Stage, VoteBody,
 };
-use super::Transaction;
 use super::{quorum_of, CommitteeParams};
+use super::{Transaction, MAX_SHARD_TXS};
 use crate::block::{Header, HEADER_VERSION};
 use crate::codec::{self, BoundedVec};
 use crate::consensus::protocol::{
@@ -220,6 +221,14 @@ pub struct NodeStatus {
 /// node a traffic amplifier.
 const MAX_ANSWERS: u8 = 4;
 
+/// How many precommitted shard values a member sends ahead to its final members in one epoch
+/// (a value precommitted in a later round is sent too, up to this bound).
+const MAX_SENT_AHEAD: usize = 2;
+
+/// How many distinct batches of one shard (and certificates still waiting for theirs) a final
+/// member keeps: the honest members of a shard send the same batch, so more is noise.
+const MAX_BATCHES_PER_SHARD: usize = 4;
+
 /// The most block announcements a node keeps to help peers that fell behind catch up.
 const KEPT_ANNOUNCEMENTS: usize = 8;
 
@@ -306,6 +315,16 @@ struct Epoch {
     shard: Option<Bft>,
     fin: Option<Bft>,
     shard_results: BTreeMap<u16, ShardResult>,
+    /// The shard values this member sent ahead to its final members, by digest (at most
+    /// [`MAX_SENT_AHEAD`]).
+    sent_ahead: Vec<Digest>,
+    /// Shard batches received ahead of their certificates, by shard and summary digest (at
+    /// most [`MAX_BATCHES_PER_SHARD`] per shard, one per sender).
+    batches: BTreeMap<(u16, Digest), BoundedVec<Transaction, MAX_SHARD_TXS>>,
+    batch_senders: BTreeSet<PublicKey>,
+    /// Shard certificates that arrived before their batch (at most
+    /// [`MAX_BATCHES_PER_SHARD`] per shard).
+    certified: BTreeMap<u16, Vec<ShardCertificate>>,
     commitments: BTreeMap<PublicKey, Digest>,
     my_commitment: Option<Digest>,
     fin_open_at: u64,
@@ -368,6 +387,10 @@ impl Epoch {
             shard: None,
             fin: None,
             shard_results: BTreeMap::new(),
+            sent_ahead: Vec::new(),
+            batches: BTreeMap::new(),
+            batch_senders: BTreeSet::new(),
+            certified: BTreeMap::new(),
             commitments: BTreeMap::new(),
             my_commitment: None,
             fin_open_at: 0,
@@ -1135,10 +1158,16 @@ impl Node {
                 self.run_final(now, host, out);
             }
             // Shard results are checked against the roster: kept until it is adopted.
-            Message::ShardResult(r) if !self.epoch.assigned => {
-                self.epoch.early.push(from, Message::ShardResult(r))
+            m @ (Message::ShardResult(_) | Message::ShardBatch(_) | Message::ShardCertified(_))
+                if !self.epoch.assigned =>
+            {
+                self.epoch.early.push(from, m)
             }
-            Message::ShardResult(r) => self.on_shard_result(r, now, host, out),
+            Message::ShardResult(r) => {
+                self.on_shard_result(r, now, host, out);
+            }
+            Message::ShardBatch(b) => self.on_shard_batch(from, b, now, host, out),
+            Message::ShardCertified(c) => self.on_shard_certified(c, now, host, out),
             Message::Proposal(_)
             | Message::DigestProposal(_)
             | Message::Vote(_)
@@ -1426,30 +1455,39 @@ impl Node {
         self.run_final(now, host, out);
     }
 
+    /// Takes a shard's result if it is new and certified by the shard's committee as the
+    /// directory published it; returns whether it was taken.
     fn on_shard_result(
         &mut self,
         r: ShardResult,
         now: u64,
         host: &mut dyn Host,
         out: &mut Vec<Step>,
-    ) {
+    ) -> bool {
+        if !self.shard_result_valid(&r, host) {
+            return false;
+        }
+        self.epoch.shard_results.insert(r.cert.summary.shard, r);
+        self.run_final(now, host, out);
+        self.execute_ahead(now, host);
+        true
+    }
+
+    fn shard_result_valid(&self, r: &ShardResult, host: &mut dyn Host) -> bool {
         let e = &self.epoch;
         let shard = r.cert.summary.shard;
         if r.parent != e.parent
             || usize::from(shard) >= self.params.committees()
             || e.shard_results.contains_key(&shard)
+            || ShardValue::summary_of(&r.txs, shard) != r.cert.summary
         {
-            return;
-        }
-        let value = ShardValue { txs: r.txs.clone() };
-        if value.summary(shard) != r.cert.summary {
-            return;
+            return false;
         }
         let Some(directory) = e.dir_cert.as_ref() else {
-            return;
+            return false;
         };
         let mut check = |items: &[SigItem]| host.verify_signatures(items);
-        if verify_certificate(
+        verify_certificate(
             &self.params,
             &e.randomness,
             e.attempt,
@@ -1461,13 +1499,103 @@ impl Node {
             &r.cert.cert,
             &mut check,
         )
-        .is_err()
+        .is_ok()
+    }
+
+    /// A shard's transactions sent ahead of its certificate: kept until a certificate of their
+    /// summary arrives, or completed at once by one that came first. Only final members keep
+    /// batches, one per sender and a few per shard.
+    fn on_shard_batch(
+        &mut self,
+        from: PublicKey,
+        b: ShardBatch,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Step>,
+    ) {
+        let e = &mut self.epoch;
+        if b.parent != e.parent
+            || e.fin.is_none()
+            || usize::from(b.shard) >= self.params.committees()
+            || e.shard_results.contains_key(&b.shard)
+            || !e.batch_senders.insert(from)
         {
             return;
         }
-        self.epoch.shard_results.insert(shard, r);
-        self.run_final(now, host, out);
-        self.execute_ahead(now, host);
+        let summary = ShardValue::summary_of(&b.txs, b.shard);
+        let waiting: Vec<ShardCertificate> = e
+            .certified
+            .get_mut(&b.shard)
+            .map(|certs| certs.extract_if(.., |c| c.summary == summary).collect())
+            .unwrap_or_default();
+        let mut r = ShardResult {
+            height: b.height,
+            parent: b.parent,
+            cert: ShardCertificate {
+                summary,
+                cert: Certificate::empty(),
+            },
+            txs: b.txs,
+        };
+        // A certificate that does not check (a Byzantine sender's) leaves the batch kept.
+        for cert in waiting {
+            r.cert = cert;
+            if self.shard_result_valid(&r, host) {
+                self.on_shard_result(r, now, host, out);
+                return;
+            }
+        }
+        let e = &mut self.epoch;
+        let first = (b.shard, Digest::from_bytes([0; 32]));
+        let last = (b.shard, Digest::from_bytes([0xff; 32]));
+        if e.batches.range(first..=last).count() < MAX_BATCHES_PER_SHARD {
+            e.batches
+                .entry((b.shard, summary.digest()))
+                .or_insert(r.txs);
+        }
+    }
+
+    /// A shard's certificate for a batch sent ahead: with the batch, the shard's result (checked
+    /// as any); without it, kept until it arrives.
+    fn on_shard_certified(
+        &mut self,
+        c: ShardCertified,
+        now: u64,
+        host: &mut dyn Host,
+        out: &mut Vec<Step>,
+    ) {
+        let e = &mut self.epoch;
+        let shard = c.cert.summary.shard;
+        if c.parent != e.parent
+            || e.fin.is_none()
+            || usize::from(shard) >= self.params.committees()
+            || e.shard_results.contains_key(&shard)
+        {
+            return;
+        }
+        let key = (shard, c.cert.summary.digest());
+        match e.batches.remove(&key) {
+            Some(txs) => {
+                let r = ShardResult {
+                    height: c.height,
+                    parent: c.parent,
+                    cert: c.cert,
+                    txs,
+                };
+                if !self.shard_result_valid(&r, host) {
+                    // A Byzantine sender's certificate: the batch waits for a valid one.
+                    self.epoch.batches.insert(key, r.txs);
+                    return;
+                }
+                self.on_shard_result(r, now, host, out);
+            }
+            None => {
+                let waiting = e.certified.entry(shard).or_default();
+                if waiting.len() < MAX_BATCHES_PER_SHARD && !waiting.contains(&c.cert) {
+                    waiting.push(c.cert);
+                }
+            }
+        }
     }
 
     /// A final member that now holds every shard's result executes the block it expects the
@@ -1603,8 +1731,14 @@ impl Node {
         };
         let members = bft.members.clone();
         let mut shipped = false;
+        let mut precommitted = None;
         for o in outs {
             if let BftOut::Broadcast(m) | BftOut::Send(_, m) = &o {
+                if let Message::Vote(v) = &**m {
+                    if v.phase == Phase::Precommit && matches!(stage, Stage::Shard(_)) {
+                        precommitted = Some(v.value);
+                    }
+                }
                 let proposed = match &**m {
                     Message::Proposal(p) => Some((p.round, p.value.digest(stage))),
                     Message::DigestProposal(p) => Some((p.round, p.value)),
@@ -1635,7 +1769,52 @@ impl Node {
                 })),
             }
         }
+        if let Some(digest) = precommitted {
+            self.send_batch_ahead(bft, digest, out);
+        }
         !was_decided && bft.decided.is_some()
+    }
+
+    /// The two final members a shard member sends its shard's result to, picked by its place
+    /// in its committee: every final member hears from two members of each shard.
+    fn result_recipients(&self, me: usize) -> Vec<PublicKey> {
+        let finals = &self.epoch.final_members;
+        if finals.is_empty() {
+            return Vec::new();
+        }
+        let mut to: Vec<PublicKey> = [me % finals.len(), (me + 1) % finals.len()]
+            .iter()
+            .map(|i| finals[*i].key)
+            .collect();
+        to.dedup();
+        to
+    }
+
+    /// A shard member that precommits `digest` sends the value to its final members at once,
+    /// while the agreement finishes: once decided, only the certificate follows
+    /// ([`ShardCertified`]), so the bulk of what final members download moves off the path
+    /// between the shards' decisions and the final proposal.
+    fn send_batch_ahead(&mut self, bft: &Bft, digest: Digest, out: &mut Vec<Step>) {
+        let (Stage::Shard(shard), Some(Value::Shard(v))) = (bft.stage, bft.values.get(&digest))
+        else {
+            return;
+        };
+        let e = &self.epoch;
+        if e.sent_ahead.contains(&digest) || e.sent_ahead.len() >= MAX_SENT_AHEAD {
+            return;
+        }
+        let to = self.result_recipients(bft.me);
+        if to.is_empty() {
+            return;
+        }
+        let batch = ShardBatch {
+            height: e.height,
+            parent: e.parent,
+            shard,
+            txs: v.txs.clone(),
+        };
+        self.epoch.sent_ahead.push(digest);
+        self.send(to, Message::ShardBatch(batch), out);
     }
 
     fn send_shard_result(&mut self, bft: &Bft, out: &mut Vec<Step>) {
@@ -1652,8 +1831,8 @@ impl Node {
             return;
         };
         let e = &self.epoch;
-        let mf = e.final_members.len();
-        if mf == 0 {
+        let to = self.result_recipients(bft.me);
+        if to.is_empty() {
             return;
         }
         let cert = ShardCertificate {
@@ -1664,18 +1843,21 @@ impl Node {
                 signatures: BoundedVec::try_from(signatures).expect("at most c signatures"),
             },
         };
-        let result = ShardResult {
-            height: e.height,
-            parent: e.parent,
-            cert,
-            txs: v.txs.clone(),
+        let message = if e.sent_ahead.contains(&digest) {
+            Message::ShardCertified(ShardCertified {
+                height: e.height,
+                parent: e.parent,
+                cert,
+            })
+        } else {
+            Message::ShardResult(ShardResult {
+                height: e.height,
+                parent: e.parent,
+                cert,
+                txs: v.txs.clone(),
+            })
         };
-        let mut to: Vec<PublicKey> = [bft.me % mf, (bft.me + 1) % mf]
-            .iter()
-            .map(|i| e.final_members[*i].key)
-            .collect();
-        to.dedup();
-        self.send(to, Message::ShardResult(result), out);
+        self.send(to, message, out);
     }
 
     /// A final leader proposing `digest` in a round after the first sends, ahead of the

@@ -1089,8 +1089,21 @@ fn shard_result(
     members: &[IdentityProof],
     signers: &[u8],
 ) -> Message {
+    let r = certified_result(shard, parent, members, signers, Vec::new());
+    Message::ShardResult(r)
+}
+
+/// The result of `shard` deciding `txs` at height 1 on `parent`, certified by the precommits
+/// of `signers` (seeds) among `members`.
+fn certified_result(
+    shard: u16,
+    parent: BlockHash,
+    members: &[IdentityProof],
+    signers: &[u8],
+    txs: Vec<Transaction>,
+) -> ShardResult {
     let value = ShardValue {
-        txs: BoundedVec::new(),
+        txs: txs.try_into().unwrap(),
     };
     let summary = value.summary(shard);
     let digest = VoteBody {
@@ -1114,7 +1127,7 @@ fn shard_result(
             })
         })
         .collect();
-    Message::ShardResult(ShardResult {
+    ShardResult {
         height: 1,
         parent,
         cert: ShardCertificate {
@@ -1126,7 +1139,71 @@ fn shard_result(
             },
         },
         txs: value.txs,
-    })
+    }
+}
+
+/// `r` split as its members send it to a final member they gave the value to ahead: the
+/// batch, then the certificate.
+fn sent_ahead(r: &ShardResult) -> (Message, Message) {
+    let batch = Message::ShardBatch(ShardBatch {
+        height: r.height,
+        parent: r.parent,
+        shard: r.cert.summary.shard,
+        txs: r.txs.clone(),
+    });
+    let cert = Message::ShardCertified(ShardCertified {
+        height: r.height,
+        parent: r.parent,
+        cert: r.cert.clone(),
+    });
+    (batch, cert)
+}
+
+#[test]
+fn a_shard_batch_sent_ahead_becomes_the_result_its_certificate_certifies() {
+    let (_, parent, shard_one) = final_member_beside_shard_one();
+    let txs = vec![tx(60, 0), tx(62, 0)];
+    let genuine = |signers: &[u8]| certified_result(1, parent, &shard_one, signers, txs.clone());
+    let r = genuine(&[60, 61, 62]);
+    let (batch, cert) = sent_ahead(&r);
+
+    // The batch, then its certificate; the certificate first, then the batch.
+    for order in [[&batch, &cert], [&cert, &batch]] {
+        let (mut node, _, _) = final_member_beside_shard_one();
+        from_all(&mut node, &[key(60)], order[0], 2);
+        assert!(
+            node.shard_results_held().is_empty(),
+            "half a result was taken"
+        );
+        from_all(&mut node, &[key(61)], order[1], 3);
+        assert_eq!(node.shard_results_held(), vec![1]);
+    }
+
+    // A batch other than the certified one is no result: the certificate waits for its own.
+    let (mut node, _, _) = final_member_beside_shard_one();
+    let mut other = r.clone();
+    other.txs = vec![tx(60, 0)].try_into().unwrap();
+    from_all(&mut node, &[key(60)], &sent_ahead(&other).0, 2);
+    from_all(&mut node, &[key(61)], &cert, 3);
+    assert!(
+        node.shard_results_held().is_empty(),
+        "a batch taken under another's certificate"
+    );
+    from_all(&mut node, &[key(62)], &batch, 4);
+    assert_eq!(node.shard_results_held(), vec![1]);
+
+    // A certificate that does not check (short of a quorum) leaves the batch kept for the
+    // valid one.
+    let (mut node, _, _) = final_member_beside_shard_one();
+    let (_, short) = sent_ahead(&genuine(&[60, 61]));
+    from_all(&mut node, &[key(60)], &batch, 2);
+    from_all(&mut node, &[key(61)], &short, 3);
+    assert!(
+        node.shard_results_held().is_empty(),
+        "a short certificate was taken"
+    );
+    from_all(&mut node, &[key(62)], &cert, 4);
+    assert_eq!(node.shard_results_held(), vec![1]);
 }
 
 /// An identity for key `seed` in `committee`, mined on [`node_params`] and randomness `[1; 32]`.
@@ -1457,5 +1534,122 @@ fn a_final_leader_after_a_failed_round_sends_the_shard_results_its_value_needs_t
     assert!(
         proposal_round.is_some(),
         "the node led a round after the first"
+    );
+}
+
+#[test]
+fn a_shard_member_sends_its_batch_when_it_precommits_and_then_only_the_certificate() {
+    // Key 1 in shard 1 with keys 60 and 61; the final committee is keys 50, 51 and 52.
+    let mut finals = vec![identity(50, 0), identity(51, 0), identity(52, 0)];
+    finals.sort_by_key(|p| p.key);
+    let mut members = vec![identity(1, 1), identity(60, 1), identity(61, 1)];
+    members.sort_by_key(|p| p.key);
+    let parent = BlockHash::from_bytes([7; 32]);
+    let (mut node, peer) = started_node();
+    let deliver = |node: &mut Node, from: PublicKey, message: Message| {
+        let outputs = node
+            .handle(&mut accept_all(), 2, Input::Message { from, message })
+            .unwrap();
+        outputs
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to: Recipients::Some(to),
+                    message,
+                } => Some((to, message)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let assignment = Message::Assignment(CommitteeAssignment {
+        height: 1,
+        parent,
+        committee: Some(1),
+        members: members.clone().try_into().unwrap(),
+        final_members: finals.clone().try_into().unwrap(),
+        cert: directory_cert(1, parent, &[finals.clone(), members.clone()]),
+        reveal: None,
+    });
+    let mut out = deliver(&mut node, peer, assignment);
+    assert_eq!(node.status().committee, Some(1));
+
+    // Round 0 at height 1 is led by the second member; unless that is this node, it proposes.
+    let value = Value::Shard(ShardValue {
+        txs: BoundedVec::new(),
+    });
+    let digest = value.digest(Stage::Shard(1));
+    let leader = members[1].key;
+    if leader != key(1) {
+        let proposal = Message::Proposal(Proposal {
+            height: 1,
+            parent,
+            stage: Stage::Shard(1),
+            round: 0,
+            value,
+            pol: None,
+            signature: Signature::from_bytes([0; 64]),
+        });
+        out.extend(deliver(&mut node, leader, proposal));
+    }
+    let vote = |member: usize, phase: Phase| {
+        Message::Vote(Vote {
+            height: 1,
+            parent,
+            stage: Stage::Shard(1),
+            round: 0,
+            phase,
+            value: digest,
+            member: member as u16,
+            signature: Signature::from_bytes([0; 64]),
+            proposal: None,
+        })
+    };
+    let others: Vec<(usize, PublicKey)> = members
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.key != key(1))
+        .map(|(i, m)| (i, m.key))
+        .collect();
+    for (i, k) in &others {
+        out.extend(deliver(&mut node, *k, vote(*i, Phase::Prevote)));
+    }
+    let precommitted = out
+        .iter()
+        .any(|(_, m)| matches!(m, Message::Vote(v) if v.phase == Phase::Precommit));
+    assert!(precommitted, "a prevote quorum: the node precommits");
+    let batches: Vec<&Vec<PublicKey>> = out
+        .iter()
+        .filter_map(|(to, m)| matches!(m, Message::ShardBatch(b) if b.shard == 1).then_some(to))
+        .collect();
+    assert_eq!(batches.len(), 1, "the batch goes ahead once: {out:?}");
+    assert!(
+        batches[0].len() == 2
+            && batches[0]
+                .iter()
+                .all(|k| finals.iter().any(|f| f.key == *k)),
+        "to two final members"
+    );
+
+    let mut decided = Vec::new();
+    for (i, k) in &others {
+        decided.extend(deliver(&mut node, *k, vote(*i, Phase::Precommit)));
+    }
+    let certified: Vec<&Vec<PublicKey>> = decided
+        .iter()
+        .filter_map(|(to, m)| {
+            matches!(m, Message::ShardCertified(c) if c.cert.summary.digest() == digest)
+                .then_some(to)
+        })
+        .collect();
+    assert_eq!(
+        certified,
+        vec![batches[0]],
+        "the certificate follows to the same members"
+    );
+    assert!(
+        !decided
+            .iter()
+            .any(|(_, m)| matches!(m, Message::ShardResult(_) | Message::ShardBatch(_))),
+        "the transactions are not sent again"
     );
 }

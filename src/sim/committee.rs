@@ -19,7 +19,8 @@ use crate::chain::ManualClock;
 use crate::codec;
 use crate::committee::{
     CommitteeAssignment, CommitteeConsensus, CommitteeParams, DigestProposal, Host, Message, Node,
-    NodeConfig, Phase, Proposal, Stage, TipInfo, Value, Vote, VoteBody,
+    NodeConfig, Phase, Proposal, ShardBatch, ShardResult, ShardValue, Stage, TipInfo, Value, Vote,
+    VoteBody,
 };
 use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
 use crate::hash::{AccountId, BlockHash, Digest, StateRoot, TxId};
@@ -328,6 +329,9 @@ pub struct CommitteeDeployment {
     /// The two values Byzantine leaders proposed for one round of one agreement, so that
     /// Byzantine voters vote for both (one towards each half of the committee).
     twins: HashMap<(u64, Stage, u32), [Digest; 2]>,
+    /// The last shard batch each node sent ahead to its final members, to complete the
+    /// certificate that follows into the result forwarded across shards.
+    sent_ahead: HashMap<usize, ShardBatch>,
     committee_failures: u64,
     undersized: u64,
 }
@@ -452,6 +456,7 @@ impl CommitteeDeployment {
             final_members: HashMap::new(),
             trace: Trace::default(),
             twins: HashMap::new(),
+            sent_ahead: HashMap::new(),
             committee_failures: 0,
             undersized: 0,
         };
@@ -631,19 +636,40 @@ impl CommitteeDeployment {
 
     /// An honest member's certified shard result also goes to two members of the committee of
     /// every other shard its cross-shard transactions touch.
-    fn forward_cross_shard(&self, node: usize, mut outputs: Outputs<Node>) -> Outputs<Node> {
+    fn forward_cross_shard(&mut self, node: usize, mut outputs: Outputs<Node>) -> Outputs<Node> {
         if self.host.partner.is_empty() {
             return outputs;
         }
-        let mut extra = Vec::new();
+        let mut results = Vec::new();
         for o in &outputs {
-            let Output::Send {
-                message: Message::ShardResult(r),
-                ..
-            } = o
-            else {
+            let Output::Send { message, .. } = o else {
                 continue;
             };
+            match message {
+                Message::ShardResult(r) => results.push(r.clone()),
+                Message::ShardBatch(b) => {
+                    self.sent_ahead.insert(node, b.clone());
+                }
+                Message::ShardCertified(c) => {
+                    let Some(b) = self.sent_ahead.get(&node) else {
+                        continue;
+                    };
+                    if b.height == c.height
+                        && ShardValue::summary_of(&b.txs, b.shard) == c.cert.summary
+                    {
+                        results.push(ShardResult {
+                            height: c.height,
+                            parent: c.parent,
+                            cert: c.cert.clone(),
+                            txs: b.txs.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut extra = Vec::new();
+        for r in &results {
             let partners: BTreeSet<u16> = r
                 .txs
                 .iter()
@@ -904,7 +930,11 @@ impl CommitteeDeployment {
                             targets.len().div_ceil(3)
                         }
                         Message::Vote(v) if v.phase == Phase::Precommit => 0,
-                        Message::ShardResult(_) | Message::Next(_) | Message::Assignment(_) => 0,
+                        Message::ShardResult(_)
+                        | Message::ShardBatch(_)
+                        | Message::ShardCertified(_)
+                        | Message::Next(_)
+                        | Message::Assignment(_) => 0,
                         _ => targets.len(),
                     };
                     targets.truncate(keep);

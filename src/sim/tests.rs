@@ -144,8 +144,9 @@ fn some_block_restarted(chain: &crate::Chain<crate::committee::CommitteeConsensu
 fn an_epoch_whose_final_committee_is_too_small_restarts_and_blocks_keep_coming() {
     // 12 nodes for 2 committees of 4: in these seeds the directory certifies a final
     // committee short of a quorum at some height; before restarts the chain
-    // stalled there for good.
-    for seed in [12, 16, 21] {
+    // stalled there for good. (Any change to the messages moves which seeds draw one: seed
+    // 12 stopped drawing one when shard batches began to go ahead of their certificates.)
+    for seed in [16, 21, 40] {
         let config = small(seed).blocks(10).build().unwrap();
         let mut net = Network::new(
             CommitteeDeployment::new(&config).unwrap(),
@@ -367,7 +368,8 @@ fn seeded_runs_finalise_exactly_the_recorded_blocks() {
     // decided) recorded from these runs: how the simulator stores messages, blocks and state
     // may change, what a seeded run decides may not (a change to the protocol may: both were
     // recorded again when prevotes began to carry the leader's signature of the proposal,
-    // which makes them longer). An honest run, and one with a sixth of the nodes
+    // which makes them longer, and when shard members began to send their batch to the final
+    // committee ahead of its certificate). An honest run, and one with a sixth of the nodes
     // equivocating on a network with jitter.
     let honest = Simulation::new(small(5).blocks(4).build().unwrap())
         .unwrap()
@@ -378,11 +380,11 @@ fn seeded_runs_finalise_exactly_the_recorded_blocks() {
     assert_eq!((honest.blocks, byzantine.blocks), (4, 4));
     assert_eq!(
         hex(&honest.fingerprint),
-        "82dfa90cb4794b9f2a6b2d34a28070fcf710e943ffc6c66629f24b0bd6ea2769"
+        "a530a58b2cd7eef2dfab1d50955b8702da2dc881fc3504e3ba8c2bdaf0d0d302"
     );
     assert_eq!(
         hex(&byzantine.fingerprint),
-        "b9a8e18ebc761029921286590511180ae4e7ba86f3f9dedb3fce11d9034629d0"
+        "15df9bba46356c3014ad17d252b5c6867abb19111d46e263d0f27d1839ba9ea9"
     );
 }
 

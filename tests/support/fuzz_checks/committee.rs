@@ -8,8 +8,8 @@ use medledger::chain::ManualClock;
 use medledger::codec::{self, Canonical};
 use medledger::committee::{
     CommitteeAssignment, CommitteeConsensus, CommitteeParams, CommitteeSeal, Host, Message,
-    NextEpoch, Node, NodeConfig, Pol, Precommits, Proposal, RoundChange, ShardResult, Tick, Timing,
-    TipInfo, Value, Vote,
+    NextEpoch, Node, NodeConfig, Pol, Precommits, Proposal, RoundChange, ShardBatch,
+    ShardCertified, ShardResult, Tick, Timing, TipInfo, Value, Vote,
 };
 use medledger::consensus::protocol::{Input, Protocol};
 use medledger::hash::{AccountId, BlockHash, StateRoot};
@@ -91,6 +91,8 @@ pub fn committee_message(data: &[u8]) {
             Message::Precommits(p) => standalone(p),
             Message::Assignment(x) => standalone(x),
             Message::ShardResult(r) => standalone(r),
+            Message::ShardBatch(b) => standalone(b),
+            Message::ShardCertified(c) => standalone(c),
             Message::Next(n) => standalone(n),
             _ => {}
         }
@@ -102,6 +104,8 @@ pub fn committee_message(data: &[u8]) {
     let _ = round_trip::<Precommits>(data);
     let _ = round_trip::<CommitteeAssignment>(data);
     let _ = round_trip::<ShardResult>(data);
+    let _ = round_trip::<ShardBatch>(data);
+    let _ = round_trip::<ShardCertified>(data);
     let _ = round_trip::<NextEpoch>(data);
     let _ = round_trip::<Value>(data);
     let _ = round_trip::<Pol>(data);

@@ -721,7 +721,8 @@ fn plot(
 /// per block, when the directory decided, when the shards decided (the median and the last, from
 /// the time the first shard began), which shard was last, the rounds it needed and who led
 /// them, and when the final committee decided and the block was final; with `--all` after
-/// the other arguments, also when each shard began, proposed and decided. Writes
+/// the other arguments, also when each shard and the final committee began, proposed and
+/// decided (round 0). Writes
 /// `breakdown.csv`.
 fn breakdown(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let arg = |i: usize, default: usize| -> Result<usize, std::num::ParseIntError> {
@@ -740,7 +741,6 @@ fn breakdown(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>
         .blocks(BLOCKS)
         .seed(SEED)
         .byzantine(f as f64 / f64::from(COMMITTEE_SIZE), Strategy::Equivocating)
-        .network(medledger::sim::NetworkModel { bandwidth_bps: std::env::var("BW").ok().and_then(|b| b.parse().ok()).unwrap_or(200_000_000), ..Default::default() })
         .build()?;
     let (report, trace) = Simulation::new(config)?.run_traced();
     println!(
