@@ -23,7 +23,7 @@ use super::messages::{
 use super::seal::{
     check_roster_member_list, commitment_of, verify_certificate, verify_directory, verify_members,
     Certificate, Commitment, CommitteeSeal, DirectoryCert, FinalValue, Phase, Reveal,
-    ShardCertificate, SigItem, Stage, VoteBody,
+    ShardCertificate, ShardSummary, SigItem, Stage, VoteBody,
 };
 use super::{quorum_of, CommitteeParams};
 use super::{Transaction, MAX_SHARD_TXS};
@@ -315,6 +315,10 @@ struct Epoch {
     shard: Option<Bft>,
     fin: Option<Bft>,
     shard_results: BTreeMap<u16, ShardResult>,
+    /// A second certified result of a shard, for another value: a shard beyond its bound
+    /// that an equivocating leader split can certify both, and final members then hold one
+    /// or the other. Holding both, a member can check whichever the leader proposes.
+    other_results: BTreeMap<u16, ShardResult>,
     /// The shard values this member sent ahead to its final members, by digest (at most
     /// [`MAX_SENT_AHEAD`]).
     sent_ahead: Vec<Digest>,
@@ -387,6 +391,7 @@ impl Epoch {
             shard: None,
             fin: None,
             shard_results: BTreeMap::new(),
+            other_results: BTreeMap::new(),
             sent_ahead: Vec::new(),
             batches: BTreeMap::new(),
             batch_senders: BTreeSet::new(),
@@ -420,6 +425,19 @@ impl Epoch {
     }
 
     /// Counts an answer to `peer`'s request; false once it had [`MAX_ANSWERS`] this epoch.
+    /// The certified result this node holds for `summary`, if any.
+    fn result_for(&self, summary: &ShardSummary) -> Option<&ShardResult> {
+        [&self.shard_results, &self.other_results]
+            .into_iter()
+            .filter_map(|m| m.get(&summary.shard))
+            .find(|r| r.cert.summary == *summary)
+    }
+
+    /// Whether this node holds as many results of `shard` as it keeps.
+    fn results_full(&self, shard: u16) -> bool {
+        self.other_results.contains_key(&shard)
+    }
+
     fn may_answer(&mut self, peer: PublicKey) -> bool {
         let n = self.answered.entry(peer).or_insert(0);
         *n += 1;
@@ -714,10 +732,7 @@ impl Ctx<'_> {
     fn shard_txs(&self, shards: &[ShardCertificate]) -> Option<Vec<Transaction>> {
         let mut txs = Vec::new();
         for sc in shards {
-            let r = self.epoch.shard_results.get(&sc.summary.shard)?;
-            if r.cert.summary != sc.summary {
-                return None;
-            }
+            let r = self.epoch.result_for(&sc.summary)?;
             txs.extend(r.txs.iter().cloned());
         }
         Some(txs)
@@ -808,10 +823,7 @@ impl Ctx<'_> {
         };
         for sc in &v.shards {
             // Certificates identical to those verified on arrival need no second check.
-            if e.shard_results
-                .get(&sc.summary.shard)
-                .is_some_and(|r| r.cert == *sc)
-            {
+            if e.result_for(&sc.summary).is_some_and(|r| r.cert == *sc) {
                 continue;
             }
             let host = &mut *self.host;
@@ -1467,7 +1479,11 @@ impl Node {
         if !self.shard_result_valid(&r, host) {
             return false;
         }
-        self.epoch.shard_results.insert(r.cert.summary.shard, r);
+        let shard = r.cert.summary.shard;
+        match self.epoch.shard_results.contains_key(&shard) {
+            true => self.epoch.other_results.insert(shard, r),
+            false => self.epoch.shard_results.insert(shard, r),
+        };
         self.run_final(now, host, out);
         self.execute_ahead(now, host);
         true
@@ -1478,7 +1494,8 @@ impl Node {
         let shard = r.cert.summary.shard;
         if r.parent != e.parent
             || usize::from(shard) >= self.params.committees()
-            || e.shard_results.contains_key(&shard)
+            || e.results_full(shard)
+            || e.result_for(&r.cert.summary).is_some()
             || ShardValue::summary_of(&r.txs, shard) != r.cert.summary
         {
             return false;
@@ -1517,7 +1534,7 @@ impl Node {
         if b.parent != e.parent
             || e.fin.is_none()
             || usize::from(b.shard) >= self.params.committees()
-            || e.shard_results.contains_key(&b.shard)
+            || e.results_full(b.shard)
             || !e.batch_senders.insert(from)
         {
             return;
@@ -1569,7 +1586,8 @@ impl Node {
         if c.parent != e.parent
             || e.fin.is_none()
             || usize::from(shard) >= self.params.committees()
-            || e.shard_results.contains_key(&shard)
+            || e.results_full(shard)
+            || e.result_for(&c.cert.summary).is_some()
         {
             return;
         }
@@ -1884,7 +1902,7 @@ impl Node {
             .collect();
         let mut sends = Vec::new();
         for sc in &v.shards {
-            let Some(r) = self.epoch.shard_results.get(&sc.summary.shard) else {
+            let Some(r) = self.epoch.result_for(&sc.summary) else {
                 continue;
             };
             let holders: BTreeSet<usize> = prevoted
@@ -1976,9 +1994,9 @@ impl Node {
         };
         let mut txs = Vec::with_capacity(v.tx_count as usize);
         for sc in &v.shards {
-            match e.shard_results.get(&sc.summary.shard) {
-                Some(r) if r.cert.summary == sc.summary => txs.extend(r.txs.iter().cloned()),
-                _ => return,
+            match e.result_for(&sc.summary) {
+                Some(r) => txs.extend(r.txs.iter().cloned()),
+                None => return,
             }
         }
         let cert = Certificate {
