@@ -43,10 +43,24 @@ pub(crate) trait BftCtx {
     fn sign(&mut self, body: &VoteBody) -> Signature;
     /// Checks signatures (index of a bad one on failure).
     fn check(&mut self, items: &[SigItem]) -> Result<(), usize>;
-    /// Whether a proposed value is valid.
-    fn validate(&mut self, value: &Value, now: u64) -> bool;
+    /// Whether a proposed value is valid, or cannot be checked yet.
+    fn validate(&mut self, value: &Value, now: u64) -> Validity;
     /// A fresh value to propose, if one is ready.
     fn propose(&mut self, now: u64) -> Option<Value>;
+}
+
+/// What a member found of a proposed value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Validity {
+    /// Valid: the member prevotes it.
+    Valid,
+    /// Invalid: the member never prevotes it.
+    Invalid,
+    /// Not checkable yet: the member lacks something the value builds on (a final value's
+    /// shard result). The member keeps the proposal and checks it again when the node
+    /// drives the agreement without a message ([`Bft::tick`]), as it does when what was
+    /// missing arrives.
+    Unknown,
 }
 
 /// What the agreement asks the node to do.
@@ -104,6 +118,10 @@ pub(crate) struct Bft {
     pol: Option<(u32, Digest, Vec<MemberSignature>)>,
     round_changes: BTreeMap<u32, BTreeMap<u16, Option<(Digest, Pol)>>>,
     proposed: BTreeSet<u32>,
+    /// The current round's proposal that could not be checked yet ([`Validity::Unknown`]):
+    /// its round, its value's digest and the round of the prevote quorum it came with, if
+    /// valid.
+    unchecked: Option<(u32, Digest, Option<u32>)>,
     pub decided: Option<(u32, Digest)>,
 }
 
@@ -151,6 +169,7 @@ impl Bft {
             pol: None,
             round_changes: BTreeMap::new(),
             proposed: BTreeSet::new(),
+            unchecked: None,
             decided: None,
         }
     }
@@ -206,8 +225,46 @@ impl Bft {
         if self.decided.is_none() && now >= self.deadline {
             self.enter_round(self.round + 1, now, ctx, &mut out);
         }
+        self.check_again(now, ctx, &mut out);
         self.progress(now, ctx, &mut out);
         out
+    }
+
+    /// Whether the current round's proposal is waiting to be checked (for the node: then it
+    /// asks for what the check lacks).
+    pub fn unchecked(&self) -> Option<(u32, Digest)> {
+        self.unchecked.map(|(round, digest, _)| (round, digest))
+    }
+
+    /// Checks again a proposal of the current round that could not be checked when it came,
+    /// and prevotes it if it is valid now.
+    fn check_again(&mut self, now: u64, ctx: &mut dyn BftCtx, out: &mut Vec<BftOut>) {
+        let Some((round, digest, pol_round)) = self.unchecked else {
+            return;
+        };
+        if round != self.round || self.decided.is_some() || self.sent_prevote.contains(&round) {
+            self.unchecked = None;
+            return;
+        }
+        let Some(value) = self.values.get(&digest) else {
+            self.unchecked = None;
+            return;
+        };
+        let lock_ok = match self.locked {
+            None => true,
+            Some((lr, ld)) => ld == digest || pol_round.is_some_and(|r| r >= lr),
+        };
+        let validity = match lock_ok {
+            true => ctx.validate(value, now),
+            false => Validity::Invalid,
+        };
+        if validity != Validity::Unknown {
+            self.unchecked = None;
+        }
+        if validity == Validity::Valid {
+            self.validated.insert(digest);
+            self.send_vote(Phase::Prevote, round, digest, ctx, out);
+        }
     }
 
     fn enter_round(&mut self, round: u32, now: u64, ctx: &mut dyn BftCtx, out: &mut Vec<BftOut>) {
@@ -399,12 +456,21 @@ impl Bft {
         // A leader does not re-check the value it just built, nor a member a value it found
         // valid in an earlier round of this height (the height's parent and state are the
         // same).
-        let valid = lock_ok
-            && (from == self.me || self.validated.contains(&digest) || ctx.validate(&p.value, now));
+        let validity = if !lock_ok {
+            Validity::Invalid
+        } else if from == self.me || self.validated.contains(&digest) {
+            Validity::Valid
+        } else {
+            ctx.validate(&p.value, now)
+        };
         self.values.entry(digest).or_insert(p.value);
-        if valid {
-            self.validated.insert(digest);
-            self.send_vote(Phase::Prevote, p.round, digest, ctx, out);
+        match validity {
+            Validity::Valid => {
+                self.validated.insert(digest);
+                self.send_vote(Phase::Prevote, p.round, digest, ctx, out);
+            }
+            Validity::Unknown => self.unchecked = Some((p.round, digest, pol_ok)),
+            Validity::Invalid => {}
         }
     }
 
@@ -883,8 +949,8 @@ mod tests {
             }
             Ok(())
         }
-        fn validate(&mut self, _: &Value, _: u64) -> bool {
-            true
+        fn validate(&mut self, _: &Value, _: u64) -> Validity {
+            Validity::Valid
         }
         fn propose(&mut self, _: u64) -> Option<Value> {
             Some(value(2).0)
@@ -1323,7 +1389,7 @@ mod tests {
         fn check(&mut self, items: &[SigItem]) -> Result<(), usize> {
             self.member.check(items)
         }
-        fn validate(&mut self, value: &Value, now: u64) -> bool {
+        fn validate(&mut self, value: &Value, now: u64) -> Validity {
             self.validations += 1;
             self.member.validate(value, now)
         }

@@ -269,6 +269,19 @@ pub struct ShardCertified {
     pub cert: ShardCertificate,
 }
 
+/// A final member's request for shard results it lacks, sent to the leader whose proposal
+/// includes them: without them it cannot check the proposal. Answered, by a final member
+/// that holds them, with each as a [`ShardResult`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRequest {
+    /// Height of the block.
+    pub height: u64,
+    /// Its parent.
+    pub parent: BlockHash,
+    /// The summaries of the results wanted.
+    pub shards: BoundedVec<ShardSummary, MAX_SHARDS>,
+}
+
 /// A final member's announcement that a block is final: the sealed header itself, whose final
 /// certificate proves that the final committee certified it. A node moves to the next epoch only
 /// on an announcement whose seal checks against what it knows of the parent and the epoch's
@@ -325,6 +338,8 @@ pub enum Message {
     ShardBatch(ShardBatch),
     /// A shard's certificate, for final members that received its transactions ahead.
     ShardCertified(ShardCertified),
+    /// A final member's request for shard results it lacks.
+    ShardRequest(ShardRequest),
 }
 
 impl Message {
@@ -341,6 +356,7 @@ impl Message {
             Message::ShardResult(r) => r.height,
             Message::ShardBatch(b) => b.height,
             Message::ShardCertified(c) => c.height,
+            Message::ShardRequest(r) => r.height,
             Message::Next(n) => n.height(),
         }
     }
@@ -358,6 +374,7 @@ impl Message {
             Message::ShardResult(_) => "shard-result",
             Message::ShardBatch(_) => "shard-batch",
             Message::ShardCertified(_) => "shard-certified",
+            Message::ShardRequest(_) => "shard-request",
             Message::Commitment { .. } => "commitment",
             Message::Next(_) => "next",
         }
@@ -385,6 +402,7 @@ canonical! {
     ShardResult => "committee shard result",
     ShardBatch => "committee shard batch",
     ShardCertified => "committee shard certificate",
+    ShardRequest => "committee shard request",
     NextEpoch => "committee next epoch",
     Value => "committee value",
     Pol => "committee prevote quorum",

@@ -111,8 +111,8 @@ pub use failure::{
 pub use identity::{IdentityHash, IdentityProof, Randomness};
 pub use messages::{
     CommitteeAssignment, DigestProposal, Message, NextEpoch, Pol, Precommits, Proposal, Roster,
-    RoundChange, ShardBatch, ShardCertified, ShardResult, ShardValue, Value, Vote, MAX_MESSAGE_LEN,
-    MAX_SHARD_TXS,
+    RoundChange, ShardBatch, ShardCertified, ShardRequest, ShardResult, ShardValue, Value, Vote,
+    MAX_MESSAGE_LEN, MAX_SHARD_TXS,
 };
 pub use node::{
     Decision, Host, Node, NodeConfig, NodeStatus, Tick, Timing, TipInfo, MAX_BUFFERED_BYTES,

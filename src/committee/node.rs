@@ -13,12 +13,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::bft::{Bft, BftCtx, BftOut};
+use super::bft::{Bft, BftCtx, BftOut, Validity};
 use super::engine::{verify_seal, ParentView};
 use super::identity::{IdentityProof, Randomness};
 use super::messages::{
-    CommitteeAssignment, Message, NextEpoch, Roster, ShardBatch, ShardCertified, ShardResult,
-    ShardValue, Value,
+    CommitteeAssignment, Message, NextEpoch, Roster, ShardBatch, ShardCertified, ShardRequest,
+    ShardResult, ShardValue, Value,
 };
 use super::seal::{
     check_roster_member_list, commitment_of, verify_certificate, verify_directory, verify_members,
@@ -326,6 +326,8 @@ struct Epoch {
     /// most [`MAX_BATCHES_PER_SHARD`] per shard, one per sender).
     batches: BTreeMap<(u16, Digest), BoundedVec<Transaction, MAX_SHARD_TXS>>,
     batch_senders: BTreeSet<PublicKey>,
+    /// The shard results this final member asked a leader for, by summary digest (each once).
+    requested: BTreeSet<Digest>,
     /// Shard certificates that arrived before their batch (at most
     /// [`MAX_BATCHES_PER_SHARD`] per shard).
     certified: BTreeMap<u16, Vec<ShardCertificate>>,
@@ -396,6 +398,7 @@ impl Epoch {
             batches: BTreeMap::new(),
             batch_senders: BTreeSet::new(),
             certified: BTreeMap::new(),
+            requested: BTreeSet::new(),
             commitments: BTreeMap::new(),
             my_commitment: None,
             fin_open_at: 0,
@@ -583,6 +586,8 @@ struct Ctx<'a> {
     executed: &'a mut Executed,
     max_shard_txs: usize,
     stage: Stage,
+    /// The shard results the last final value checked needed and this node lacks.
+    wanted: Vec<ShardSummary>,
 }
 
 impl BftCtx for Ctx<'_> {
@@ -594,12 +599,16 @@ impl BftCtx for Ctx<'_> {
         self.host.verify_signatures(items)
     }
 
-    fn validate(&mut self, value: &Value, now: u64) -> bool {
-        match (value, self.stage) {
+    fn validate(&mut self, value: &Value, now: u64) -> Validity {
+        let valid = match (value, self.stage) {
             (Value::Shard(v), Stage::Shard(s)) => self.validate_shard(v, s),
-            (Value::Final(v), Stage::Final) => self.validate_final(v, now),
+            (Value::Final(v), Stage::Final) => return self.validate_final(v, now),
             (Value::Roster(r), Stage::Directory) => self.validate_roster(r),
             _ => false,
+        };
+        match valid {
+            true => Validity::Valid,
+            false => Validity::Invalid,
         }
     }
 
@@ -779,7 +788,34 @@ impl Ctx<'_> {
         })
     }
 
-    fn validate_final(&mut self, v: &FinalValue, now: u64) -> bool {
+    /// A final value's validity; [`Validity::Unknown`] while this node lacks a result of a
+    /// shard the value includes (the summaries are left in `wanted`).
+    fn validate_final(&mut self, v: &FinalValue, now: u64) -> Validity {
+        let e = self.epoch;
+        for (i, sc) in v.shards.iter().enumerate() {
+            if usize::from(sc.summary.shard) >= self.params.committees()
+                || (i > 0 && v.shards[i - 1].summary.shard >= sc.summary.shard)
+            {
+                return Validity::Invalid;
+            }
+        }
+        self.wanted = v
+            .shards
+            .iter()
+            .filter(|sc| e.result_for(&sc.summary).is_none())
+            .map(|sc| sc.summary)
+            .collect();
+        if !self.wanted.is_empty() {
+            return Validity::Unknown;
+        }
+        match self.validate_final_held(v, now) {
+            true => Validity::Valid,
+            false => Validity::Invalid,
+        }
+    }
+
+    /// A final value's validity, every shard result it includes at hand.
+    fn validate_final_held(&mut self, v: &FinalValue, now: u64) -> bool {
         let e = self.epoch;
         let p = self.params;
         // The directory's certificate of the roster this node adopted (the same lists; the
@@ -810,13 +846,6 @@ impl Ctx<'_> {
             || v.timestamp > (now / 1_000_000).saturating_add(p.max_future_drift())
         {
             return false;
-        }
-        for (i, sc) in v.shards.iter().enumerate() {
-            if usize::from(sc.summary.shard) >= p.committees()
-                || (i > 0 && v.shards[i - 1].summary.shard >= sc.summary.shard)
-            {
-                return false;
-            }
         }
         let Some(txs) = self.shard_txs(&v.shards) else {
             return false;
@@ -915,6 +944,18 @@ impl Node {
     #[cfg(test)]
     pub(crate) fn shard_results_held(&self) -> Vec<u16> {
         self.epoch.shard_results.keys().copied().collect()
+    }
+
+    /// The summaries of every certified shard result this node holds, a split shard's second
+    /// included (for tests).
+    #[cfg(test)]
+    pub(crate) fn shard_summaries_held(&self) -> Vec<ShardSummary> {
+        let e = &self.epoch;
+        e.shard_results
+            .values()
+            .chain(e.other_results.values())
+            .map(|r| r.cert.summary)
+            .collect()
     }
 
     /// The node's key.
@@ -1180,6 +1221,7 @@ impl Node {
             }
             Message::ShardBatch(b) => self.on_shard_batch(from, b, now, host, out),
             Message::ShardCertified(c) => self.on_shard_certified(c, now, host, out),
+            Message::ShardRequest(r) => self.on_shard_request(from, r, out),
             Message::Proposal(_)
             | Message::DigestProposal(_)
             | Message::Vote(_)
@@ -1734,7 +1776,7 @@ impl Node {
         out: &mut Vec<Step>,
     ) -> bool {
         let was_decided = bft.decided.is_some();
-        let outs = {
+        let (outs, wanted) = {
             let mut ctx = Ctx {
                 keypair: &self.keypair,
                 key: self.key,
@@ -1744,9 +1786,14 @@ impl Node {
                 executed: &mut self.executed,
                 max_shard_txs: self.max_shard_txs,
                 stage,
+                wanted: Vec::new(),
             };
-            Self::drive(bft, input, now, &mut ctx)
+            let outs = Self::drive(bft, input, now, &mut ctx);
+            (outs, ctx.wanted)
         };
+        if let Some((round, _)) = bft.unchecked().filter(|_| !wanted.is_empty()) {
+            self.request_shards(bft, round, wanted, out);
+        }
         let members = bft.members.clone();
         let mut shipped = false;
         let mut precommitted = None;
@@ -1791,6 +1838,59 @@ impl Node {
             self.send_batch_ahead(bft, digest, out);
         }
         !was_decided && bft.decided.is_some()
+    }
+
+    /// A final member that cannot check `round`'s proposal for lack of these shard results
+    /// asks the round's leader for them (each once per epoch): the leader built the value, so
+    /// it holds them. When they arrive, the proposal is checked again
+    /// ([`Bft::tick`]) and prevoted in the same round if it is valid, instead of the round
+    /// timing out.
+    fn request_shards(
+        &mut self,
+        bft: &Bft,
+        round: u32,
+        wanted: Vec<ShardSummary>,
+        out: &mut Vec<Step>,
+    ) {
+        let leader = bft.members[bft.leader(round)];
+        let e = &mut self.epoch;
+        let shards: Vec<ShardSummary> = wanted
+            .into_iter()
+            .filter(|s| e.requested.insert(s.digest()))
+            .collect();
+        if shards.is_empty() || leader == self.key {
+            return;
+        }
+        let request = ShardRequest {
+            height: e.height,
+            parent: e.parent,
+            shards: BoundedVec::try_from(shards).expect("at most one summary per shard"),
+        };
+        self.send(vec![leader], Message::ShardRequest(request), out);
+    }
+
+    /// A final member's request for shard results this node holds: each sent as a result,
+    /// to final members only and within [`MAX_ANSWERS`] answers per peer and epoch.
+    fn on_shard_request(&mut self, from: PublicKey, r: ShardRequest, out: &mut Vec<Step>) {
+        let e = &self.epoch;
+        if r.parent != e.parent
+            || from == self.key
+            || e.fin.is_none()
+            || !e.final_members.iter().any(|m| m.key == from)
+        {
+            return;
+        }
+        let results: Vec<ShardResult> = r
+            .shards
+            .iter()
+            .filter_map(|s| e.result_for(s).cloned())
+            .collect();
+        if results.is_empty() || !self.epoch.may_answer(from) {
+            return;
+        }
+        for result in results {
+            self.send(vec![from], Message::ShardResult(result), out);
+        }
     }
 
     /// The two final members a shard member sends its shard's result to, picked by its place

@@ -480,14 +480,19 @@ impl Host for TestHost {
 
 /// A node at genesis of a two-node network, not started yet, and the other node's key.
 fn genesis_node() -> (Node, PublicKey) {
-    let me = Keypair::from_seed(&[1; 32]);
+    genesis_node_as(1)
+}
+
+/// [`genesis_node`] with the key of `seed` (the directory is keys 1 and 2 whatever it is).
+fn genesis_node_as(seed: u8) -> (Node, PublicKey) {
+    let me = Keypair::from_seed(&[seed; 32]);
     let peer = Keypair::from_seed(&[2; 32]).public();
     let tip = TipInfo {
         height: 0,
         hash: BlockHash::from_bytes([7; 32]),
         timestamp: 0,
         next_randomness: Randomness::from_bytes([1; 32]),
-        directory: vec![me.public(), peer],
+        directory: vec![key(1), peer],
         commitments: vec![],
     };
     let node = Node::new(NodeConfig {
@@ -1222,13 +1227,20 @@ fn identity(seed: u8, committee: u16) -> IdentityProof {
 /// roster is keys 1, 50, 51 in committee 0 (the final committee) and 60, 61, 62 in committee 1;
 /// with the assignment's parent and committee 1's identities, sorted by key.
 fn final_member_beside_shard_one() -> (Node, BlockHash, Vec<IdentityProof>) {
+    final_member_beside_shard_one_as(1)
+}
+
+/// [`final_member_beside_shard_one`] with the key of `seed` (1 or 50, a final member), for
+/// its first output too.
+fn final_member_beside_shard_one_as(seed: u8) -> (Node, BlockHash, Vec<IdentityProof>) {
     let mut final_members = vec![identity(1, 0), identity(50, 0), identity(51, 0)];
     final_members.sort_by_key(|p| p.key);
     let mut shard_one = vec![identity(60, 1), identity(61, 1), identity(62, 1)];
     shard_one.sort_by_key(|p| p.key);
     let roster = [final_members.clone(), shard_one.clone()];
     let parent = BlockHash::from_bytes([7; 32]);
-    let (mut node, peer) = started_node();
+    let (mut node, peer) = genesis_node_as(seed);
+    node.handle(&mut accept_all(), 0, Input::Start).unwrap();
     let assignment = Message::Assignment(CommitteeAssignment {
         height: 1,
         parent,
@@ -1538,6 +1550,38 @@ fn a_final_leader_after_a_failed_round_sends_the_shard_results_its_value_needs_t
 }
 
 #[test]
+fn a_final_member_keeps_both_results_of_a_shard_split_beyond_its_bound() {
+    // Shard 1's equivocating leader split it and, beyond the bound, both halves decided:
+    // two certified results for two values. Final members hold one or the other; a member
+    // holding both can check the value whichever the final leader proposes.
+    let (mut node, parent, shard_one) = final_member_beside_shard_one();
+    let result = |txs: Vec<Transaction>| {
+        Message::ShardResult(certified_result(1, parent, &shard_one, &[60, 61, 62], txs))
+    };
+    let summary = |m: &Message| match m {
+        Message::ShardResult(r) => r.cert.summary,
+        _ => unreachable!(),
+    };
+    let (a, b, c) = (
+        result(vec![tx(60, 0)]),
+        result(vec![tx(61, 0)]),
+        result(vec![tx(62, 0)]),
+    );
+    from_all(&mut node, &[key(60)], &a, 2);
+    from_all(&mut node, &[key(61)], &a, 3);
+    from_all(&mut node, &[key(62)], &b, 4);
+    assert_eq!(node.shard_summaries_held(), vec![summary(&a), summary(&b)]);
+    assert_eq!(
+        node.shard_results_held(),
+        vec![1],
+        "the first stays the one proposed"
+    );
+    // Two per shard at most.
+    from_all(&mut node, &[key(60)], &c, 5);
+    assert_eq!(node.shard_summaries_held(), vec![summary(&a), summary(&b)]);
+}
+
+#[test]
 fn a_shard_member_sends_its_batch_when_it_precommits_and_then_only_the_certificate() {
     // Key 1 in shard 1 with keys 60 and 61; the final committee is keys 50, 51 and 52.
     let mut finals = vec![identity(50, 0), identity(51, 0), identity(52, 0)];
@@ -1652,4 +1696,82 @@ fn a_shard_member_sends_its_batch_when_it_precommits_and_then_only_the_certifica
             .any(|(_, m)| matches!(m, Message::ShardResult(_) | Message::ShardBatch(_))),
         "the transactions are not sent again"
     );
+}
+
+#[test]
+fn a_final_member_lacking_a_shard_result_asks_the_leader_and_prevotes_when_it_arrives() {
+    // Keys 50 and 1 are final members (51 is silent, its commitment given); key 50 leads the
+    // first round, and only key 50 received shard 1's result.
+    let (mut leader, parent, shard_one) = final_member_beside_shard_one_as(50);
+    let (mut member, _, _) = final_member_beside_shard_one_as(1);
+    from_all(
+        &mut leader,
+        &[key(60)],
+        &shard_result(1, parent, &shard_one, &[60, 61, 62]),
+        2,
+    );
+    let commitment = Message::Commitment {
+        height: 1,
+        value: Digest::from_bytes([51; 32]),
+    };
+    from_all(&mut leader, &[key(51)], &commitment, 2);
+    from_all(&mut member, &[key(51)], &commitment, 2);
+    let keys = [key(50), key(1)];
+    // Every message between the two, delivered at once; what the member sent, in order.
+    let mut member_sent: Vec<(Vec<PublicKey>, Message)> = Vec::new();
+    let mut proposal: Option<(u32, Digest)> = None;
+    let prevoted = |sent: &[(Vec<PublicKey>, Message)], proposal: Option<(u32, Digest)>| {
+        sent.iter().position(|(_, m)| {
+            matches!(m, Message::Vote(v) if v.phase == Phase::Prevote
+                && Some((v.round, v.value)) == proposal)
+        })
+    };
+    let mut now = 3;
+    while now < 20_000_000 && prevoted(&member_sent, proposal).is_none() {
+        now += 50_000;
+        let mut queue = std::collections::VecDeque::new();
+        for (i, node) in [&mut leader, &mut member].into_iter().enumerate() {
+            for (to, m) in sent(node, now, Input::Timer(Tick(now))) {
+                queue.push_back((i, to, m));
+            }
+        }
+        while let Some((i, to, m)) = queue.pop_front() {
+            match &m {
+                Message::Proposal(p) if i == 0 && p.stage == Stage::Final && proposal.is_none() => {
+                    proposal = Some((p.round, p.value.digest(Stage::Final)));
+                }
+                _ => {}
+            }
+            if i == 1 {
+                member_sent.push((to.clone(), m.clone()));
+            }
+            let other = 1 - i;
+            if !to.contains(&keys[other]) {
+                continue;
+            }
+            let node = if other == 0 { &mut leader } else { &mut member };
+            let input = Input::Message {
+                from: keys[i],
+                message: m,
+            };
+            for (to, m) in sent(node, now, input) {
+                queue.push_back((other, to, m));
+            }
+        }
+    }
+    let (round, _) = proposal.expect("key 50 proposed a final value");
+    let prevoted = prevoted(&member_sent, proposal).expect("key 1 prevoted key 50's value");
+    let requested = member_sent
+        .iter()
+        .position(|(to, m)| {
+            matches!(m, Message::ShardRequest(r) if r.shards.iter().any(|s| s.shard == 1))
+                && *to == vec![key(50)]
+        })
+        .expect("key 1 asked the leader for shard 1's result");
+    assert!(requested < prevoted, "the prevote waited for the result");
+    assert_eq!(member.shard_results_held(), vec![1], "the leader answered");
+    let left_the_round = member_sent[requested..prevoted].iter().any(
+        |(_, m)| matches!(m, Message::RoundChange(r) if r.stage == Stage::Final && r.round > round),
+    );
+    assert!(!left_the_round, "the value was prevoted in its own round");
 }

@@ -524,6 +524,31 @@ impl CommitteeDeployment {
         within + across
     }
 
+    /// Of the [`safety_violations`](Self::safety_violations) within agreements, those whose
+    /// committee held more Byzantine members than it tolerates.
+    pub fn violations_beyond_bound(&self) -> u64 {
+        self.decided
+            .iter()
+            .filter(|((height, _, stage), set)| {
+                let members = match stage {
+                    Stage::Shard(j) => self.members.get(&(*height, *j)),
+                    Stage::Final => self.final_members.get(height),
+                    Stage::Directory => None,
+                };
+                set.len() > 1 && members.is_some_and(|m| self.beyond_bound(m))
+            })
+            .count() as u64
+    }
+
+    /// Whether a committee of `members` holds more Byzantine nodes than it tolerates.
+    fn beyond_bound(&self, members: &[PublicKey]) -> bool {
+        let byzantine = members
+            .iter()
+            .filter(|k| self.index.get(*k).is_some_and(|i| self.byzantine[*i]))
+            .count();
+        byzantine > members.len().saturating_sub(self.params.quorum())
+    }
+
     /// Rounds beyond the first that decisions needed, summed over agreements (each agreement
     /// counted at the earliest round an honest node decided it in).
     pub fn view_changes(&self) -> u64 {
@@ -565,6 +590,7 @@ impl CommitteeDeployment {
             committee_failures: self.committee_failures,
             undersized_committees: self.undersized,
             safety_violations: self.safety_violations(),
+            violations_beyond_bound: self.violations_beyond_bound(),
             chain_rejections: engine.refused_appends,
             fingerprint: *h.finalize().as_bytes(),
             engine,
@@ -766,16 +792,10 @@ impl CommitteeDeployment {
         if !self.committees_seen.insert((m.height, m.committee)) || m.committee.is_none() {
             return;
         }
-        let members = m.members.len();
-        let byz = m
-            .members
-            .iter()
-            .filter(|p| self.index.get(&p.key).is_some_and(|i| self.byzantine[*i]))
-            .count();
-        let q = self.params.quorum();
-        if members < q {
+        let members: Vec<PublicKey> = m.members.iter().map(|p| p.key).collect();
+        if members.len() < self.params.quorum() {
             self.undersized += 1;
-        } else if byz > members - q {
+        } else if self.beyond_bound(&members) {
             self.committee_failures += 1;
         }
     }

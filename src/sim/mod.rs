@@ -496,8 +496,13 @@ pub struct Report {
     pub committee_failures: u64,
     /// Committees published with fewer members than a quorum.
     pub undersized_committees: u64,
-    /// Agreements in which honest nodes decided different values (must be 0).
+    /// Agreements in which honest nodes decided different values (must be 0 within the
+    /// bound: see `violations_beyond_bound`).
     pub safety_violations: u64,
+    /// Of `safety_violations`, those in agreements whose committee held more Byzantine
+    /// members than it tolerates (counted in `committee_failures`): the protocol promises
+    /// nothing there, and the simulator shows what such a committee can do.
+    pub violations_beyond_bound: u64,
     /// Blocks the chain refused (must be 0).
     pub chain_rejections: u64,
     /// Digest of everything decided and finalised, for determinism checks.

@@ -9,7 +9,7 @@ use medledger::codec::{self, Canonical};
 use medledger::committee::{
     CommitteeAssignment, CommitteeConsensus, CommitteeParams, CommitteeSeal, Host, Message,
     NextEpoch, Node, NodeConfig, Pol, Precommits, Proposal, RoundChange, ShardBatch,
-    ShardCertified, ShardResult, Tick, Timing, TipInfo, Value, Vote,
+    ShardCertified, ShardRequest, ShardResult, Tick, Timing, TipInfo, Value, Vote,
 };
 use medledger::consensus::protocol::{Input, Protocol};
 use medledger::hash::{AccountId, BlockHash, StateRoot};
@@ -93,6 +93,7 @@ pub fn committee_message(data: &[u8]) {
             Message::ShardResult(r) => standalone(r),
             Message::ShardBatch(b) => standalone(b),
             Message::ShardCertified(c) => standalone(c),
+            Message::ShardRequest(r) => standalone(r),
             Message::Next(n) => standalone(n),
             _ => {}
         }
@@ -106,6 +107,7 @@ pub fn committee_message(data: &[u8]) {
     let _ = round_trip::<ShardResult>(data);
     let _ = round_trip::<ShardBatch>(data);
     let _ = round_trip::<ShardCertified>(data);
+    let _ = round_trip::<ShardRequest>(data);
     let _ = round_trip::<NextEpoch>(data);
     let _ = round_trip::<Value>(data);
     let _ = round_trip::<Pol>(data);
