@@ -22,10 +22,14 @@
 //!    conflict across shards. Each committee agrees on its shard's transactions with a
 //!    two-phase, locking BFT protocol (proposal, prevote, precommit; a round change when a leader
 //!    is silent or equivocates) and certifies the result with more than two thirds of its
-//!    members' Ed25519 signatures.
+//!    members' Ed25519 signatures. A member sends the value it precommits to two final members
+//!    ([`ShardBatch`]) and, once decided, the certificate ([`ShardCertified`]; the whole
+//!    [`ShardResult`] if it sent no batch).
 //! 5. **Final block.** The final committee merges the certified shard results into one block,
 //!    certifies it the same way, and its members commit to randomness shares that the next
-//!    final committee includes as reveals; their XOR seeds the next epoch.
+//!    final committee includes as reveals; their XOR seeds the next epoch. A final member that
+//!    lacks a result the leader's value includes asks the leader for it ([`ShardRequest`]) and
+//!    checks the value when it arrives.
 //!
 //! The block's [`CommitteeSeal`] lets a node that saw none of the messages verify all of this:
 //! [`CommitteeConsensus`] implements [`Consensus`](crate::consensus::Consensus), checking the
