@@ -219,7 +219,7 @@ pub struct NodeStatus {
 /// How many requests of one peer a node answers in one epoch (a re-sent identity answered
 /// with an assignment or a block announcement): enough for a few losses, too few to make the
 /// node a traffic amplifier.
-const MAX_ANSWERS: u8 = 4;
+pub(crate) const MAX_ANSWERS: u8 = 4;
 
 /// How many precommitted shard values a member sends ahead to its final members in one epoch
 /// (a value precommitted in a later round is sent too, up to this bound).

@@ -1775,3 +1775,49 @@ fn a_final_member_lacking_a_shard_result_asks_the_leader_and_prevotes_when_it_ar
     );
     assert!(!left_the_round, "the value was prevoted in its own round");
 }
+
+#[test]
+fn a_final_member_answers_requests_for_shard_results_from_final_members_only_and_boundedly() {
+    let (mut node, parent, shard_one) = final_member_beside_shard_one();
+    let result = shard_result(1, parent, &shard_one, &[60, 61, 62]);
+    from_all(&mut node, &[key(60)], &result, 2);
+    let Message::ShardResult(held) = &result else {
+        unreachable!()
+    };
+    let request = Message::ShardRequest(ShardRequest {
+        height: 1,
+        parent,
+        shards: vec![held.cert.summary].try_into().unwrap(),
+    });
+    let answers = |node: &mut Node, from: PublicKey| {
+        let input = Input::Message {
+            from,
+            message: request.clone(),
+        };
+        sent(node, 3, input)
+            .into_iter()
+            .filter(|(to, m)| {
+                matches!(m, Message::ShardResult(r) if r == held) && *to == vec![from]
+            })
+            .count()
+    };
+    // A shard member, an outsider: nothing (the answer is 100 KB a shard).
+    assert_eq!(answers(&mut node, key(60)), 0);
+    assert_eq!(answers(&mut node, key(100)), 0);
+    // A final member: the result, a few times per epoch at most.
+    let answered: usize = (0..10).map(|_| answers(&mut node, key(50))).sum();
+    assert_eq!(answered, usize::from(super::node::MAX_ANSWERS));
+    // A result it does not hold: nothing.
+    let mut other = held.cert.summary;
+    other.tx_count += 1;
+    let unknown = Message::ShardRequest(ShardRequest {
+        height: 1,
+        parent,
+        shards: vec![other].try_into().unwrap(),
+    });
+    let input = Input::Message {
+        from: key(51),
+        message: unknown,
+    };
+    assert!(sent(&mut node, 4, input).is_empty());
+}
