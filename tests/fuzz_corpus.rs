@@ -787,7 +787,8 @@ fn committee_seeds(out: &mut Vec<Seed>) {
     use fuzz_checks::committee::SIM_SEED;
     use medledger::committee::{
         CommitteeAssignment, FinalValue, Message, NextEpoch, Phase, Pol, Precommits, Proposal,
-        RoundChange, ShardResult, ShardValue, Stage, Value, Vote, MAX_COMMITTEE_SIZE,
+        RoundChange, ShardBatch, ShardCertified, ShardRequest, ShardResult, ShardValue, Stage,
+        Value, Vote, MAX_COMMITTEE_SIZE,
     };
     use medledger::sim::{SimConfig, Simulation};
 
@@ -936,6 +937,31 @@ fn committee_seeds(out: &mut Vec<Seed>) {
                 parent,
                 cert: seal.shards[0].clone(),
                 txs: b1.txs[..shard_txs].to_vec().try_into().unwrap(),
+            }),
+        ),
+        (
+            "shard-batch",
+            Message::ShardBatch(ShardBatch {
+                height,
+                parent,
+                shard: seal.shards[0].summary.shard,
+                txs: b1.txs[..shard_txs].to_vec().try_into().unwrap(),
+            }),
+        ),
+        (
+            "shard-certified",
+            Message::ShardCertified(ShardCertified {
+                height,
+                parent,
+                cert: seal.shards[0].clone(),
+            }),
+        ),
+        (
+            "shard-request",
+            Message::ShardRequest(ShardRequest {
+                height,
+                parent,
+                shards: vec![seal.shards[0].summary].try_into().unwrap(),
             }),
         ),
         (
