@@ -316,6 +316,10 @@ pub struct CommitteeDeployment {
     keys: Vec<PublicKey>,
     index: HashMap<PublicKey, usize>,
     byzantine: Vec<bool>,
+    /// With [`SimConfigBuilder::byzantine_per_committee`](super::SimConfigBuilder): how many
+    /// members of each committee are corrupted, and who is, by height.
+    per_committee: Option<u16>,
+    byzantine_at: BTreeMap<(u64, u32), BTreeSet<usize>>,
     bootstrap: Vec<PublicKey>,
     host: SimHost,
     decided: Decisions,
@@ -372,6 +376,7 @@ impl CommitteeDeployment {
             .map(|s| Keypair::from_seed(s).public())
             .collect();
         let index = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let per_committee = cfg.byzantine_per_committee;
         let n_byz = (cfg.byzantine_fraction * cfg.nodes as f64).floor() as usize;
         let mut order: Vec<usize> = (0..cfg.nodes).collect();
         for i in (1..order.len()).rev() {
@@ -447,6 +452,8 @@ impl CommitteeDeployment {
             keys,
             index,
             byzantine,
+            per_committee,
+            byzantine_at: BTreeMap::new(),
             bootstrap,
             host,
             decided: BTreeMap::new(),
@@ -479,9 +486,79 @@ impl CommitteeDeployment {
         })
     }
 
-    /// Which nodes are Byzantine (by index).
+    /// Which nodes are Byzantine (by index); all `false` when the adversary corrupts members
+    /// per committee (see [`byzantine_at`](Self::byzantine_at)).
     pub fn byzantine(&self) -> &[bool] {
         &self.byzantine
+    }
+
+    /// Whether node `node` is Byzantine in attempt `attempt` at `height`: always, for a
+    /// Byzantine fraction of the nodes; with members corrupted per committee, once that
+    /// attempt's committees are published, if it is one of them, and before, if it was in
+    /// the last attempt of the height before (a final member serving as the directory).
+    pub fn byzantine_at(&self, node: usize, height: u64, attempt: u32) -> bool {
+        if self.per_committee.is_none() {
+            return self.byzantine[node];
+        }
+        let set = match self.byzantine_at.get(&(height, attempt)) {
+            Some(set) => Some(set),
+            None => self
+                .byzantine_at
+                .range(..(height, 0))
+                .next_back()
+                .filter(|((h, _), _)| *h + 1 == height)
+                .map(|(_, set)| set),
+        };
+        set.is_some_and(|s| s.contains(&node))
+    }
+
+    /// The nodes (by index) of the committee of `stage` at `height`, as last assigned; `None`
+    /// for the directory's or a committee no honest node was seen assigned to.
+    pub fn committee(&self, height: u64, stage: Stage) -> Option<Vec<usize>> {
+        let members = match stage {
+            Stage::Shard(j) => self.members.get(&(height, j)),
+            Stage::Final => self.final_members.get(&height),
+            Stage::Directory => None,
+        }?;
+        Some(
+            members
+                .iter()
+                .filter_map(|k| self.index.get(k).copied())
+                .collect(),
+        )
+    }
+
+    /// Corrupts `f` members of a committee of `height`'s attempt `attempt` just published, or
+    /// as many as it tolerates if fewer (the same ones whichever member's assignment shows it
+    /// first).
+    fn corrupt(&mut self, height: u64, attempt: u32, members: &[PublicKey]) {
+        let Some(f) = self.per_committee else {
+            return;
+        };
+        let seed = self.cfg.seed.to_le_bytes();
+        let mut ranked: Vec<(blake3::Hash, usize)> = members
+            .iter()
+            .filter_map(|k| {
+                let i = *self.index.get(k)?;
+                let rank = blake3::hash(&[&seed[..], &height.to_le_bytes(), k.as_bytes()].concat());
+                Some((rank, i))
+            })
+            .collect();
+        ranked.sort_by_key(|(rank, _)| *rank.as_bytes());
+        let set = self.byzantine_at.entry((height, attempt)).or_default();
+        // A member list seen again (every member's assignment shows it; the final committee is
+        // also committee 0) already holds its `f`.
+        // Within the bound: a committee that did not fill tolerates fewer.
+        let limit = usize::from(f).min(members.len().saturating_sub(self.params.quorum()));
+        let mut corrupted = ranked.iter().filter(|(_, i)| set.contains(i)).count();
+        for (_, i) in &ranked {
+            if corrupted >= limit {
+                break;
+            }
+            if set.insert(*i) {
+                corrupted += 1;
+            }
+        }
     }
 
     /// The chain the produced blocks are appended to.
@@ -529,22 +606,27 @@ impl CommitteeDeployment {
     pub fn violations_beyond_bound(&self) -> u64 {
         self.decided
             .iter()
-            .filter(|((height, _, stage), set)| {
+            .filter(|((height, attempt, stage), set)| {
                 let members = match stage {
                     Stage::Shard(j) => self.members.get(&(*height, *j)),
                     Stage::Final => self.final_members.get(height),
                     Stage::Directory => None,
                 };
-                set.len() > 1 && members.is_some_and(|m| self.beyond_bound(m))
+                set.len() > 1 && members.is_some_and(|m| self.beyond_bound(*height, *attempt, m))
             })
             .count() as u64
     }
 
-    /// Whether a committee of `members` holds more Byzantine nodes than it tolerates.
-    fn beyond_bound(&self, members: &[PublicKey]) -> bool {
+    /// Whether a committee of `members` in attempt `attempt` at `height` holds more Byzantine
+    /// nodes than it tolerates.
+    fn beyond_bound(&self, height: u64, attempt: u32, members: &[PublicKey]) -> bool {
         let byzantine = members
             .iter()
-            .filter(|k| self.index.get(*k).is_some_and(|i| self.byzantine[*i]))
+            .filter(|k| {
+                self.index
+                    .get(*k)
+                    .is_some_and(|i| self.byzantine_at(*i, height, attempt))
+            })
             .count();
         byzantine > members.len().saturating_sub(self.params.quorum())
     }
@@ -626,7 +708,7 @@ impl CommitteeDeployment {
                 Output::Send {
                     message: Message::Assignment(m),
                     ..
-                } => self.record_membership(m),
+                } => self.record_membership(m, attempt),
                 Output::Send {
                     message:
                         Message::Proposal(Proposal {
@@ -760,7 +842,7 @@ impl CommitteeDeployment {
     /// who led their rounds, and when blocks were final.
     pub fn trace(&self) -> Trace {
         let mut trace = self.trace.clone();
-        for ((height, _, stage), t) in &mut trace.agreements {
+        for ((height, attempt, stage), t) in &mut trace.agreements {
             let members = match stage {
                 Stage::Shard(j) => self.members.get(&(*height, *j)),
                 Stage::Final => self.final_members.get(height),
@@ -775,19 +857,23 @@ impl CommitteeDeployment {
             t.byzantine_leaders = (0..=u64::from(round))
                 .map(|r| {
                     let leader = members[((*height + r) % members.len() as u64) as usize];
-                    self.index.get(&leader).is_some_and(|i| self.byzantine[*i])
+                    self.index
+                        .get(&leader)
+                        .is_some_and(|i| self.byzantine_at(*i, *height, *attempt))
                 })
                 .collect();
         }
         trace
     }
 
-    fn record_membership(&mut self, m: &CommitteeAssignment) {
-        self.final_members
-            .insert(m.height, m.final_members.iter().map(|p| p.key).collect());
+    fn record_membership(&mut self, m: &CommitteeAssignment, attempt: u32) {
+        let finals: Vec<PublicKey> = m.final_members.iter().map(|p| p.key).collect();
+        self.corrupt(m.height, attempt, &finals);
+        self.final_members.insert(m.height, finals);
         if let Some(j) = m.committee {
-            self.members
-                .insert((m.height, j), m.members.iter().map(|p| p.key).collect());
+            let members: Vec<PublicKey> = m.members.iter().map(|p| p.key).collect();
+            self.corrupt(m.height, attempt, &members);
+            self.members.insert((m.height, j), members);
         }
         if !self.committees_seen.insert((m.height, m.committee)) || m.committee.is_none() {
             return;
@@ -795,7 +881,7 @@ impl CommitteeDeployment {
         let members: Vec<PublicKey> = m.members.iter().map(|p| p.key).collect();
         if members.len() < self.params.quorum() {
             self.undersized += 1;
-        } else if self.beyond_bound(&members) {
+        } else if self.beyond_bound(m.height, attempt, &members) {
             self.committee_failures += 1;
         }
     }
@@ -884,7 +970,11 @@ impl CommitteeDeployment {
         let attempt = self.nodes[node].status().attempt;
         let mut out = Vec::new();
         for (i, key) in members.into_iter().flatten().enumerate() {
-            let Some(&voter) = self.index.get(key).filter(|v| self.byzantine[**v]) else {
+            let Some(&voter) = self
+                .index
+                .get(key)
+                .filter(|v| self.byzantine_at(**v, height, attempt))
+            else {
                 continue;
             };
             let keypair = Keypair::from_seed(&self.seeds[voter]);
@@ -1106,7 +1196,8 @@ impl Deployment for CommitteeDeployment {
             Err(never) => match never {},
         };
         let cpu_ns = self.host.cpu_ns;
-        let outputs = if self.byzantine[node] {
+        let status = self.nodes[node].status();
+        let outputs = if self.byzantine_at(node, status.height, status.attempt) {
             self.misbehave(node, outputs)
         } else {
             self.observe(node, now, &outputs);

@@ -228,6 +228,7 @@ pub struct SimConfig {
     pub(crate) network: NetworkModel,
     pub(crate) cpu: CpuModel,
     pub(crate) byzantine_fraction: f64,
+    pub(crate) byzantine_per_committee: Option<u16>,
     pub(crate) strategy: Strategy,
     pub(crate) seed: u64,
     pub(crate) identity_difficulty: u8,
@@ -251,6 +252,7 @@ impl SimConfig {
             network: NetworkModel::default(),
             cpu: CpuModel::default(),
             byzantine_fraction: 0.0,
+            byzantine_per_committee: None,
             strategy: Strategy::Silent,
             seed: 0,
             identity_difficulty: 4,
@@ -298,6 +300,7 @@ pub struct SimConfigBuilder {
     network: NetworkModel,
     cpu: CpuModel,
     byzantine_fraction: f64,
+    byzantine_per_committee: Option<u16>,
     strategy: Strategy,
     seed: u64,
     identity_difficulty: u8,
@@ -344,9 +347,24 @@ impl SimConfigBuilder {
         self.cpu = c;
         self
     }
-    /// Fraction of Byzantine nodes, in `[0, 1)`.
+    /// Fraction of Byzantine nodes, in `[0, 1)`, drawn at random: committees, drawn at
+    /// random too, hold that fraction on average, some more than they tolerate.
     pub fn byzantine(mut self, fraction: f64, strategy: Strategy) -> Self {
         self.byzantine_fraction = fraction;
+        self.byzantine_per_committee = None;
+        self.strategy = strategy;
+        self
+    }
+    /// `f` Byzantine members in every committee of every epoch, instead of a fraction of the
+    /// nodes: once a height's committees are published, the adversary corrupts `f` members of
+    /// each (chosen by the seed; fewer in a committee that did not fill and tolerates fewer),
+    /// and the final committee's stay corrupted when they serve as the next height's
+    /// directory. A mobile adversary at the bound when `f` is what a full committee tolerates
+    /// (`c - quorum`): every committee holds the most Byzantine members it can survive, none
+    /// more.
+    pub fn byzantine_per_committee(mut self, f: u16, strategy: Strategy) -> Self {
+        self.byzantine_fraction = 0.0;
+        self.byzantine_per_committee = Some(f);
         self.strategy = strategy;
         self
     }
@@ -432,6 +450,12 @@ impl SimConfigBuilder {
         if !(0.0..1.0).contains(&self.byzantine_fraction) {
             return bad("the Byzantine fraction must be in [0, 1)");
         }
+        if self
+            .byzantine_per_committee
+            .is_some_and(|f| f >= self.committee_size)
+        {
+            return bad("the Byzantine members per committee must be fewer than its size");
+        }
         if !(0.0..=1.0).contains(&self.cross_shard) {
             return bad("the cross-shard fraction must be in [0, 1]");
         }
@@ -453,6 +477,7 @@ impl SimConfigBuilder {
             network: self.network,
             cpu: self.cpu,
             byzantine_fraction: self.byzantine_fraction,
+            byzantine_per_committee: self.byzantine_per_committee,
             strategy: self.strategy,
             seed: self.seed,
             identity_difficulty: self.identity_difficulty,

@@ -424,3 +424,50 @@ fn a_trace_tells_when_each_step_happened_and_who_led_the_rounds_that_failed() {
         "the run has rounds after the first: {report:?}"
     );
 }
+
+#[test]
+fn an_adversary_at_the_bound_in_every_committee_breaks_no_agreement() {
+    // Two committees of 8 among 24 nodes: in every committee of every epoch, 2 members
+    // equivocate, all that 8 tolerate (fewer in a committee that did not fill).
+    let config = SimConfig::builder()
+        .committees(2)
+        .committee_size(8)
+        .nodes(24)
+        .block_size(16)
+        .blocks(4)
+        .seed(11)
+        .byzantine_per_committee(2, Strategy::Equivocating)
+        .build()
+        .unwrap();
+    let mut net = Network::new(
+        CommitteeDeployment::new(&config).unwrap(),
+        config.net_config(),
+    );
+    let r = net.run();
+    assert_eq!(r.blocks, 4);
+    assert_eq!((r.agreement_violations, r.refused_appends), (0, 0));
+    let d = net.deployment();
+    assert!(!some_block_restarted(d.chain()), "one attempt per height");
+    assert_eq!(d.safety_violations(), 0);
+    assert_eq!(d.committee_failures(), 0);
+    let quorum = d.params().quorum();
+    for height in 1..=4 {
+        for stage in [Stage::Shard(0), Stage::Shard(1), Stage::Final] {
+            let members = d.committee(height, stage).expect("assigned");
+            let byzantine = members
+                .iter()
+                .filter(|i| d.byzantine_at(**i, height, 0))
+                .count();
+            assert_eq!(
+                byzantine,
+                2.min(members.len().saturating_sub(quorum)),
+                "{height} {stage}"
+            );
+        }
+    }
+    assert!(
+        d.byzantine().iter().all(|b| !b),
+        "nobody is Byzantine for good"
+    );
+    assert!(d.view_changes() > 0, "they misbehaved: rounds changed");
+}

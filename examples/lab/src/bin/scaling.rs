@@ -19,10 +19,10 @@
 //! cargo run --release -p medledger-lab --bin scaling -- out/    # outputs under out/
 //! cargo run --release -p medledger-lab --bin scaling -- out/ byzantine   # that sweep only
 //! cargo run --release -p medledger-lab --bin scaling -- out/ fixed       # fixed network only
-//! cargo run --release -p medledger-lab --bin scaling -- out/ growing-byzantine [F]
+//! cargo run --release -p medledger-lab --bin scaling -- out/ growing-byzantine [F] [--exact]
 //! cargo run --release -p medledger-lab --bin scaling -- out/ elastico [COMMITTEES [NODES]]
 //! cargo run --release -p medledger-lab --bin scaling -- out/ cross-shard # 0 to 100 % cross-shard
-//! cargo run --release -p medledger-lab --bin scaling -- out/ breakdown [F [COMMITTEES]]
+//! cargo run --release -p medledger-lab --bin scaling -- out/ breakdown [F [COMMITTEES]] [--all] [--exact]
 //! ```
 
 use std::fmt::Write as _;
@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use medledger::committee::Stage;
 use medledger::committee::{failure_probability, failure_threshold};
-use medledger::sim::{AgreementTrace, Report, SimConfig, Simulation, Strategy};
+use medledger::sim::{AgreementTrace, Report, SimConfig, SimConfigBuilder, Simulation, Strategy};
 use medledger_lab::engines;
 use plotters::prelude::*;
 
@@ -175,26 +175,62 @@ struct Point {
     report: Report,
 }
 
-/// Runs one simulation per entry of `points` (committees, committee size, nodes), with a
-/// fraction `byzantine` of the nodes equivocating, printing each row as it completes with
-/// the wall-clock time it took (the runs at Elastico's scale are slow).
+/// Who equivocates in a run.
+#[derive(Clone, Copy)]
+enum Adversary {
+    /// A fraction of the nodes, so committees drawn at random hold that fraction on average.
+    Fraction(f64),
+    /// Exactly this many members of every committee (`--exact`).
+    PerCommittee(u16),
+}
+
+impl Adversary {
+    /// `f` equivocating members per committee: on average, or exactly with `--exact` among
+    /// the arguments.
+    fn from_args(f: u16) -> Self {
+        match std::env::args().any(|a| a == "--exact") {
+            true => Adversary::PerCommittee(f),
+            false => Adversary::Fraction(f64::from(f) / f64::from(COMMITTEE_SIZE)),
+        }
+    }
+
+    fn apply(self, builder: SimConfigBuilder) -> SimConfigBuilder {
+        match self {
+            Adversary::Fraction(x) => builder.byzantine(x, Strategy::Equivocating),
+            Adversary::PerCommittee(f) => {
+                builder.byzantine_per_committee(f, Strategy::Equivocating)
+            }
+        }
+    }
+
+    /// "on average" or "in every committee", after a number of members.
+    fn how(self) -> &'static str {
+        match self {
+            Adversary::Fraction(_) => "on average",
+            Adversary::PerCommittee(_) => "in every committee",
+        }
+    }
+}
+
+/// Runs one simulation per entry of `points` (committees, committee size, nodes), with the
+/// `adversary` equivocating, printing each row as it completes with the wall-clock time it
+/// took (the runs at Elastico's scale are slow).
 fn sweep(
     points: &[(usize, u16, usize)],
-    byzantine: f64,
+    adversary: Adversary,
     blocks: u64,
 ) -> Result<Vec<Point>, Box<dyn std::error::Error>> {
     let mut out = Vec::new();
     for &(k, c, nodes) in points {
         let started = std::time::Instant::now();
-        let config = SimConfig::builder()
+        let builder = SimConfig::builder()
             .committees(k)
             .committee_size(c)
             .nodes(nodes)
             .block_size(BLOCK_SIZE)
             .blocks(blocks)
-            .seed(SEED)
-            .byzantine(byzantine, Strategy::Equivocating)
-            .build()?;
+            .seed(SEED);
+        let config = adversary.apply(builder).build()?;
         let report = Simulation::new(config)?.run();
         eprintln!(
             "  {k:>2} committees of {c:>3}, {nodes:>5} nodes: {} blocks, {:.1} tx/s, p50 {:.2} s, {}; {:.1} s of wall-clock time",
@@ -373,7 +409,7 @@ fn fixed_sweep(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Erro
             (k, c, FIXED_NODES)
         })
         .collect();
-    let points = sweep(&points, 0.0, BLOCKS)?;
+    let points = sweep(&points, Adversary::Fraction(0.0), BLOCKS)?;
     finish_sweep(out_dir, "fixed", &points)
 }
 
@@ -383,25 +419,29 @@ const GROWING_BYZANTINE: u16 = 7;
 
 /// The growing-network sweep (committees of 24, 1.5 nodes per seat) with a fraction
 /// [`GROWING_BYZANTINE`]` / 24` of the nodes equivocating, so committees hold that many on
-/// average. `growing-byzantine.csv`, `growing-byzantine.svg`.
+/// average (`growing-byzantine.csv`, `growing-byzantine.svg`); with `--exact` after `F`,
+/// exactly `F` in every committee of every epoch (`growing-exact.csv`, `.svg`).
 fn growing_byzantine_sweep(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let f = std::env::args()
         .nth(3)
+        .filter(|a| a != "--exact")
         .map(|a| a.parse::<u16>())
         .transpose()?
         .unwrap_or(GROWING_BYZANTINE);
     if f >= COMMITTEE_SIZE {
         return Err(format!("f must be below the committee size {COMMITTEE_SIZE}").into());
     }
+    let adversary = Adversary::from_args(f);
     println!(
-        "\ngrowing network, committees of {COMMITTEE_SIZE} with {f} equivocating members on average:"
+        "\ngrowing network, committees of {COMMITTEE_SIZE} with {f} equivocating members {}:",
+        adversary.how()
     );
-    let points = sweep(
-        &growing_points(COMMITTEE_SIZE),
-        f64::from(f) / f64::from(COMMITTEE_SIZE),
-        BLOCKS,
-    )?;
-    finish_sweep(out_dir, "growing-byzantine", &points)
+    let points = sweep(&growing_points(COMMITTEE_SIZE), adversary, BLOCKS)?;
+    let name = match adversary {
+        Adversary::Fraction(_) => "growing-byzantine",
+        Adversary::PerCommittee(_) => "growing-exact",
+    };
+    finish_sweep(out_dir, name, &points)
 }
 
 /// Elastico's committee size.
@@ -432,7 +472,7 @@ fn elastico(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>>
         [(k, _, n)] => format!("elastico-{k}-{n}"),
         _ => "elastico".to_string(),
     };
-    let points = sweep(&points, 0.0, ELASTICO_BLOCKS)?;
+    let points = sweep(&points, Adversary::Fraction(0.0), ELASTICO_BLOCKS)?;
     println!(
         "(the sweep took {:.0} s of wall-clock time)",
         started.elapsed().as_secs_f64()
@@ -753,25 +793,27 @@ fn plot(
 /// `breakdown.csv`.
 fn breakdown(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let arg = |i: usize, default: usize| -> Result<usize, std::num::ParseIntError> {
-        std::env::args().nth(i).map_or(Ok(default), |a| a.parse())
+        let given = std::env::args().nth(i).filter(|a| !a.starts_with("--"));
+        given.map_or(Ok(default), |a| a.parse())
     };
     let f = arg(3, 2)?;
     let k = arg(4, 16)?;
     if f >= usize::from(COMMITTEE_SIZE) || !k.is_power_of_two() {
         return Err("f must be below 24 and the committees a power of two".into());
     }
-    let config = SimConfig::builder()
+    let adversary = Adversary::from_args(f as u16);
+    let builder = SimConfig::builder()
         .committees(k)
         .committee_size(COMMITTEE_SIZE)
         .nodes(k * usize::from(COMMITTEE_SIZE) * 3 / 2)
         .block_size(BLOCK_SIZE)
         .blocks(BLOCKS)
-        .seed(SEED)
-        .byzantine(f as f64 / f64::from(COMMITTEE_SIZE), Strategy::Equivocating)
-        .build()?;
+        .seed(SEED);
+    let config = adversary.apply(builder).build()?;
     let (report, trace) = Simulation::new(config)?.run_traced();
     println!(
-        "\n{k} committees of {COMMITTEE_SIZE}, {f} equivocating members on average: {:.1} tx/s, {} round changes, {}",
+        "\n{k} committees of {COMMITTEE_SIZE}, {f} equivocating members {}: {:.1} tx/s, {} round changes, {}",
+        adversary.how(),
         report.tx_per_sec,
         report.view_changes,
         violations(&report)
