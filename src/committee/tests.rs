@@ -1184,31 +1184,28 @@ fn a_shard_batch_sent_ahead_becomes_the_result_its_certificate_certifies() {
         assert_eq!(node.shard_results_held(), vec![1]);
     }
 
+    // Keys 60 and 61 send the first two messages, which make no result; key 62 the third,
+    // which completes shard 1's.
+    let no_result_until_the_third = |messages: [&Message; 3], why: &str| {
+        let (mut node, _, _) = final_member_beside_shard_one();
+        from_all(&mut node, &[key(60)], messages[0], 2);
+        from_all(&mut node, &[key(61)], messages[1], 3);
+        assert!(node.shard_results_held().is_empty(), "{why}");
+        from_all(&mut node, &[key(62)], messages[2], 4);
+        assert_eq!(node.shard_results_held(), vec![1], "{why}");
+    };
     // A batch other than the certified one is no result: the certificate waits for its own.
-    let (mut node, _, _) = final_member_beside_shard_one();
     let mut other = r.clone();
     other.txs = vec![tx(60, 0)].try_into().unwrap();
-    from_all(&mut node, &[key(60)], &sent_ahead(&other).0, 2);
-    from_all(&mut node, &[key(61)], &cert, 3);
-    assert!(
-        node.shard_results_held().is_empty(),
-        "a batch taken under another's certificate"
+    let (other_batch, _) = sent_ahead(&other);
+    no_result_until_the_third(
+        [&other_batch, &cert, &batch],
+        "a batch taken under another's certificate",
     );
-    from_all(&mut node, &[key(62)], &batch, 4);
-    assert_eq!(node.shard_results_held(), vec![1]);
-
     // A certificate that does not check (short of a quorum) leaves the batch kept for the
     // valid one.
-    let (mut node, _, _) = final_member_beside_shard_one();
     let (_, short) = sent_ahead(&genuine(&[60, 61]));
-    from_all(&mut node, &[key(60)], &batch, 2);
-    from_all(&mut node, &[key(61)], &short, 3);
-    assert!(
-        node.shard_results_held().is_empty(),
-        "a short certificate was taken"
-    );
-    from_all(&mut node, &[key(62)], &cert, 4);
-    assert_eq!(node.shard_results_held(), vec![1]);
+    no_result_until_the_third([&batch, &short, &cert], "a short certificate was taken");
 }
 
 /// An identity for key `seed` in `committee`, mined on [`node_params`] and randomness `[1; 32]`.
@@ -1443,7 +1440,17 @@ fn a_peer_that_missed_a_block_announcement_gets_it_when_it_asks_again() {
 
 /// What `node` sends in reply to `input` at `now`: each message with its recipients.
 fn sent(node: &mut Node, now: u64, input: ProtocolInput<Node>) -> Vec<(Vec<PublicKey>, Message)> {
-    node.handle(&mut verifying(), now, input)
+    sent_with(&mut verifying(), node, now, input)
+}
+
+/// [`sent`] with `host` in the node's world.
+fn sent_with(
+    host: &mut TestHost,
+    node: &mut Node,
+    now: u64,
+    input: ProtocolInput<Node>,
+) -> Vec<(Vec<PublicKey>, Message)> {
+    node.handle(host, now, input)
         .unwrap()
         .into_iter()
         .filter_map(|o| match o {
@@ -1591,19 +1598,7 @@ fn a_shard_member_sends_its_batch_when_it_precommits_and_then_only_the_certifica
     let parent = BlockHash::from_bytes([7; 32]);
     let (mut node, peer) = started_node();
     let deliver = |node: &mut Node, from: PublicKey, message: Message| {
-        let outputs = node
-            .handle(&mut accept_all(), 2, Input::Message { from, message })
-            .unwrap();
-        outputs
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Send {
-                    to: Recipients::Some(to),
-                    message,
-                } => Some((to, message)),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
+        sent_with(&mut accept_all(), node, 2, Input::Message { from, message })
     };
     let assignment = Message::Assignment(CommitteeAssignment {
         height: 1,

@@ -342,13 +342,8 @@ fn hex(bytes: &[u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Four blocks of two committees of 8 among 24 nodes, 40 ms of jitter, and a `share` of the
-/// nodes equivocating (seed 11).
-fn jittery_equivocation(share: f64) -> SimConfig {
-    let net = NetworkModel {
-        jitter_us: 40_000,
-        ..NetworkModel::default()
-    };
+/// Four blocks of 16 transactions a shard, two committees of 8 among 24 nodes, seed 11.
+fn two_committees_of_eight() -> SimConfigBuilder {
     SimConfig::builder()
         .committees(2)
         .committee_size(8)
@@ -356,6 +351,15 @@ fn jittery_equivocation(share: f64) -> SimConfig {
         .block_size(16)
         .blocks(4)
         .seed(11)
+}
+
+/// [`two_committees_of_eight`] with 40 ms of jitter and a `share` of the nodes equivocating.
+fn jittery_equivocation(share: f64) -> SimConfig {
+    let net = NetworkModel {
+        jitter_us: 40_000,
+        ..NetworkModel::default()
+    };
+    two_committees_of_eight()
         .network(net)
         .byzantine(share, Strategy::Equivocating)
         .build()
@@ -429,13 +433,7 @@ fn a_trace_tells_when_each_step_happened_and_who_led_the_rounds_that_failed() {
 fn an_adversary_at_the_bound_in_every_committee_breaks_no_agreement() {
     // Two committees of 8 among 24 nodes: in every committee of every epoch, 2 members
     // equivocate, all that 8 tolerate (fewer in a committee that did not fill).
-    let config = SimConfig::builder()
-        .committees(2)
-        .committee_size(8)
-        .nodes(24)
-        .block_size(16)
-        .blocks(4)
-        .seed(11)
+    let config = two_committees_of_eight()
         .byzantine_per_committee(2, Strategy::Equivocating)
         .build()
         .unwrap();
