@@ -236,6 +236,16 @@ impl Bft {
         self.unchecked.map(|(round, digest, _)| (round, digest))
     }
 
+    /// Whether this member's lock lets it prevote `digest`, proposed with a prevote quorum of
+    /// round `pol_round` (if it came with a valid one): unlocked, locked on it, or the quorum
+    /// is as recent as the lock.
+    fn lock_allows(&self, digest: Digest, pol_round: Option<u32>) -> bool {
+        match self.locked {
+            None => true,
+            Some((lr, ld)) => ld == digest || pol_round.is_some_and(|r| r >= lr),
+        }
+    }
+
     /// Checks again a proposal of the current round that could not be checked when it came,
     /// and prevotes it if it is valid now.
     fn check_again(&mut self, now: u64, ctx: &mut dyn BftCtx, out: &mut Vec<BftOut>) {
@@ -250,11 +260,7 @@ impl Bft {
             self.unchecked = None;
             return;
         };
-        let lock_ok = match self.locked {
-            None => true,
-            Some((lr, ld)) => ld == digest || pol_round.is_some_and(|r| r >= lr),
-        };
-        let validity = match lock_ok {
+        let validity = match self.lock_allows(digest, pol_round) {
             true => ctx.validate(value, now),
             false => Validity::Invalid,
         };
@@ -449,10 +455,7 @@ impl Bft {
             }
             _ => None,
         };
-        let lock_ok = match self.locked {
-            None => true,
-            Some((lr, ld)) => ld == digest || pol_ok.is_some_and(|r| r >= lr),
-        };
+        let lock_ok = self.lock_allows(digest, pol_ok);
         // A leader does not re-check the value it just built, nor a member a value it found
         // valid in an earlier round of this height (the height's parent and state are the
         // same).
