@@ -961,7 +961,7 @@ fn committee_seeds(out: &mut Vec<Seed>) {
             Message::ShardRequest(ShardRequest {
                 height,
                 parent,
-                shards: vec![seal.shards[0].summary].try_into().unwrap(),
+                shards: vec![seal.shards[0].summary.shard].try_into().unwrap(),
             }),
         ),
         (

@@ -269,17 +269,20 @@ pub struct ShardCertified {
     pub cert: ShardCertificate,
 }
 
-/// A final member's request for shard results it lacks, sent to the leader whose proposal
-/// includes them: without them it cannot check the proposal. Answered, by a final member
-/// that holds them, with each as a [`ShardResult`].
+/// A final member's request for the certified results of shards it lacks: sent to the
+/// leader whose proposal includes them (without them the member cannot check the proposal),
+/// and by a leader still missing results, while the shards it holds have long decided, to
+/// two other final members. Answered, by a final member that holds any, with each certified
+/// result it holds of those shards (two for a shard split beyond its bound) as a
+/// [`ShardResult`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardRequest {
     /// Height of the block.
     pub height: u64,
     /// Its parent.
     pub parent: BlockHash,
-    /// The summaries of the results wanted.
-    pub shards: BoundedVec<ShardSummary, MAX_SHARDS>,
+    /// The shards whose results are wanted.
+    pub shards: BoundedVec<u16, MAX_SHARDS>,
 }
 
 /// A final member's announcement that a block is final: the sealed header itself, whose final

@@ -23,13 +23,18 @@
 //!    two-phase, locking BFT protocol (proposal, prevote, precommit; a round change when a leader
 //!    is silent or equivocates) and certifies the result with more than two thirds of its
 //!    members' Ed25519 signatures. A member sends the value it precommits to two final members
-//!    ([`ShardBatch`]) and, once decided, the certificate ([`ShardCertified`]; the whole
-//!    [`ShardResult`] if it sent no batch).
+//!    (more if its shard is smaller than the final committee, so that every final member hears
+//!    from two members of each shard) ([`ShardBatch`]) and, once decided, the certificate
+//!    ([`ShardCertified`]; the whole [`ShardResult`] if it sent no batch).
 //! 5. **Final block.** The final committee merges the certified shard results into one block,
 //!    certifies it the same way, and its members commit to randomness shares that the next
-//!    final committee includes as reveals; their XOR seeds the next epoch. A final member that
-//!    lacks a result the leader's value includes asks the leader for it ([`ShardRequest`]) and
-//!    checks the value when it arrives.
+//!    final committee includes as reveals; their XOR seeds the next epoch. The final leader
+//!    does not wait for every shard: once more than half the shards' results are in, the rest
+//!    get as long again as those took (at most [`Timing::final_wait`]), and a shard left out
+//!    leaves its transactions to the next block. Halfway there, a leader still missing
+//!    results asks two other final members for them ([`ShardRequest`]); a final member that
+//!    lacks a result the leader's value includes asks the leader, and checks the value when
+//!    it arrives.
 //!
 //! The block's [`CommitteeSeal`] lets a node that saw none of the messages verify all of this:
 //! [`CommitteeConsensus`] implements [`Consensus`](crate::consensus::Consensus), checking the
@@ -74,7 +79,9 @@
 //!   completeness, since others may not have received them): a bias on who sits, bounded by
 //!   the rounds it leads. It can propose a final committee too small to certify (which
 //!   restarts the epoch) only if the members that accept it had no more identities
-//!   themselves.
+//!   themselves. As the final committee's leader it can leave certified shards out of the
+//!   block (members cannot tell a straggler from a shard withheld): their transactions wait
+//!   for the next block, a delay bounded by the rounds it leads.
 //! - **A Byzantine final committee** (a third or more of the final seats) can stop the chain,
 //!   and with two thirds or more it can certify any block and the next roster: the protocol's
 //!   safety is the probability that no committee is that corrupted

@@ -119,7 +119,8 @@ pub struct Timing {
     pub identity_window: u64,
     /// The first round's timeout (doubling each round, up to 64 times).
     pub round_timeout: u64,
-    /// How long the final committee's first leader waits for missing shards.
+    /// The longest the final committee's leader waits for missing shards (sooner once more
+    /// than half the shards' results are in: the rest get as long again as those took).
     pub final_wait: u64,
     /// How long a final member collects late precommits before sealing the block (members
     /// that saw the same precommits seal identical blocks).
@@ -334,6 +335,13 @@ struct Epoch {
     commitments: BTreeMap<PublicKey, Digest>,
     my_commitment: Option<Digest>,
     fin_open_at: u64,
+    /// When the final committee began to wait for shards (its member's assignment).
+    fin_began_at: u64,
+    /// When more than half the shards' results were in, if they are: stragglers get as long
+    /// again.
+    half_in_at: Option<u64>,
+    /// Whether this final member, as a round's leader, asked others for missing results.
+    pulled: bool,
     settle_until: Option<u64>,
     block_done: bool,
     early: Buffer,
@@ -402,6 +410,9 @@ impl Epoch {
             commitments: BTreeMap::new(),
             my_commitment: None,
             fin_open_at: 0,
+            fin_began_at: 0,
+            half_in_at: None,
+            pulled: false,
             settle_until: None,
             block_done: false,
             early: Buffer::default(),
@@ -439,6 +450,24 @@ impl Epoch {
     /// Whether this node holds as many results of `shard` as it keeps.
     fn results_full(&self, shard: u16) -> bool {
         self.other_results.contains_key(&shard)
+    }
+
+    /// When the final leader proposes without the shards still missing: once more than half
+    /// the shards' results are in, the rest get as long again as those took (a shard held up by a run of
+    /// Byzantine leaders, or whose result this member never received, is left to the next
+    /// block instead of holding up this one), and never longer than [`Timing::final_wait`].
+    fn final_open_at(&self) -> u64 {
+        let stragglers = self.half_in_at.map_or(u64::MAX, |half| {
+            half.saturating_add(half.saturating_sub(self.fin_began_at))
+        });
+        self.fin_open_at.min(stragglers)
+    }
+
+    /// When a final leader still missing shard results asks other final members for them:
+    /// halfway to [`Epoch::final_open_at`]'s leaving them out.
+    fn pull_at(&self) -> Option<u64> {
+        self.half_in_at
+            .map(|half| half.saturating_add(half.saturating_sub(self.fin_began_at) / 2))
     }
 
     fn may_answer(&mut self, peer: PublicKey) -> bool {
@@ -750,7 +779,7 @@ impl Ctx<'_> {
     fn propose_final(&mut self, now: u64) -> Option<FinalValue> {
         let e = self.epoch;
         let all = e.shard_results.len() == self.params.committees();
-        if !all && now < e.fin_open_at {
+        if !all && now < e.final_open_at() {
             return None;
         }
         let commitments = self.final_commitments();
@@ -1047,7 +1076,9 @@ impl Node {
         consider(e.shard.as_ref().and_then(Bft::deadline));
         consider(e.fin.as_ref().and_then(Bft::deadline));
         if e.fin.is_some() {
-            consider(Some(e.fin_open_at));
+            consider(Some(e.final_open_at()));
+            let missing = e.shard_results.len() < self.params.committees();
+            consider(e.pull_at().filter(|_| missing && !e.pulled));
         }
         if !e.block_done {
             consider(e.settle_until);
@@ -1478,6 +1509,7 @@ impl Node {
             e.my_commitment = Some(commitment);
             e.commitments.insert(self.key, commitment);
             e.fin_open_at = now.saturating_add(self.timing.final_wait);
+            e.fin_began_at = now;
             let mut bft = Bft::new(
                 height,
                 parent,
@@ -1526,6 +1558,10 @@ impl Node {
             true => self.epoch.other_results.insert(shard, r),
             false => self.epoch.shard_results.insert(shard, r),
         };
+        let e = &mut self.epoch;
+        if e.half_in_at.is_none() && 2 * e.shard_results.len() > self.params.committees() {
+            e.half_in_at = Some(now);
+        }
         self.run_final(now, host, out);
         self.execute_ahead(now, host);
         true
@@ -1854,23 +1890,63 @@ impl Node {
     ) {
         let leader = bft.members[bft.leader(round)];
         let e = &mut self.epoch;
-        let shards: Vec<ShardSummary> = wanted
+        let shards: Vec<u16> = wanted
             .into_iter()
             .filter(|s| e.requested.insert(s.digest()))
+            .map(|s| s.shard)
             .collect();
-        if shards.is_empty() || leader == self.key {
+        if leader != self.key {
+            self.ask_for_shards(vec![leader], shards, out);
+        }
+    }
+
+    /// Sends `to` a request for the results of `shards`, if there are any (at most one of
+    /// each).
+    fn ask_for_shards(&mut self, to: Vec<PublicKey>, mut shards: Vec<u16>, out: &mut Vec<Step>) {
+        shards.sort_unstable();
+        shards.dedup();
+        let Ok(shards) = BoundedVec::try_from(shards) else {
+            return;
+        };
+        if shards.is_empty() {
             return;
         }
+        let e = &self.epoch;
         let request = ShardRequest {
             height: e.height,
             parent: e.parent,
-            shards: BoundedVec::try_from(shards).expect("at most one summary per shard"),
+            shards,
         };
-        self.send(vec![leader], Message::ShardRequest(request), out);
+        self.send(to, Message::ShardRequest(request), out);
     }
 
-    /// A final member's request for shard results this node holds: each sent as a result,
-    /// to final members only and within [`MAX_ANSWERS`] answers per peer and epoch.
+    /// A final leader still missing shard results once the shards it holds have long decided
+    /// (halfway from more than half of them in to [`Epoch::final_open_at`]) asks two other
+    /// final members for them, once per epoch: those across the committee from it, whose
+    /// results came from other shard members than its own (both of its own may have been
+    /// Byzantine, or silent). What they hold arrives before the leader proposes; a shard
+    /// that has not decided yet is left to its own members' messages.
+    fn pull_missing_shards(&mut self, bft: &Bft, now: u64, out: &mut Vec<Step>) {
+        let e = &self.epoch;
+        let due = e.pull_at().is_some_and(|t| now >= t);
+        if !due || e.pulled || bft.decided.is_some() || bft.leader(bft.round) != bft.me {
+            return;
+        }
+        let missing: Vec<u16> = (0..self.params.committees() as u16)
+            .filter(|j| !e.shard_results.contains_key(j))
+            .collect();
+        let n = bft.members.len();
+        let across = [bft.me + n / 2, bft.me + n / 2 + 1];
+        let mut to: Vec<PublicKey> = across.iter().map(|i| bft.members[i % n]).collect();
+        to.retain(|k| *k != self.key);
+        to.dedup();
+        self.epoch.pulled = true;
+        self.ask_for_shards(to, missing, out);
+    }
+
+    /// A final member's request for shard results: each this node holds of those shards is
+    /// sent as a result, to final members only and within [`MAX_ANSWERS`] answers per peer
+    /// and epoch.
     fn on_shard_request(&mut self, from: PublicKey, r: ShardRequest, out: &mut Vec<Step>) {
         let e = &self.epoch;
         if r.parent != e.parent
@@ -1880,10 +1956,12 @@ impl Node {
         {
             return;
         }
-        let results: Vec<ShardResult> = r
-            .shards
+        let wanted: BTreeSet<u16> = r.shards.iter().copied().collect();
+        let results: Vec<ShardResult> = wanted
             .iter()
-            .filter_map(|s| e.result_for(s).cloned())
+            .flat_map(|j| [e.shard_results.get(j), e.other_results.get(j)])
+            .flatten()
+            .cloned()
             .collect();
         if results.is_empty() || !self.epoch.may_answer(from) {
             return;
@@ -1893,19 +1971,12 @@ impl Node {
         }
     }
 
-    /// The two final members a shard member sends its shard's result to, picked by its place
-    /// in its committee: every final member hears from two members of each shard.
-    fn result_recipients(&self, me: usize) -> Vec<PublicKey> {
+    /// The final members a shard member sends its shard's result to ([`result_recipients`]).
+    fn result_recipients(&self, me: usize, size: usize) -> Vec<PublicKey> {
         let finals = &self.epoch.final_members;
-        if finals.is_empty() {
-            return Vec::new();
-        }
-        let mut to: Vec<PublicKey> = [me % finals.len(), (me + 1) % finals.len()]
-            .iter()
-            .map(|i| finals[*i].key)
-            .collect();
-        to.dedup();
-        to
+        result_recipients(me, size, finals.len())
+            .map(|j| finals[j].key)
+            .collect()
     }
 
     /// A shard member that precommits `digest` sends the value to its final members at once,
@@ -1921,7 +1992,7 @@ impl Node {
         if e.sent_ahead.contains(&digest) || e.sent_ahead.len() >= MAX_SENT_AHEAD {
             return;
         }
-        let to = self.result_recipients(bft.me);
+        let to = self.result_recipients(bft.me, bft.members.len());
         if to.is_empty() {
             return;
         }
@@ -1949,7 +2020,7 @@ impl Node {
             return;
         };
         let e = &self.epoch;
-        let to = self.result_recipients(bft.me);
+        let to = self.result_recipients(bft.me, bft.members.len());
         if to.is_empty() {
             return;
         }
@@ -2040,6 +2111,7 @@ impl Node {
         let Some(mut bft) = self.epoch.fin.take() else {
             return;
         };
+        self.pull_missing_shards(&bft, now, out);
         if self.step_bft(&mut bft, Stage::Final, input, now, host, out) {
             self.epoch.settle_until = Some(now.saturating_add(self.timing.settle));
         }
@@ -2267,4 +2339,17 @@ impl Node {
         };
         self.outputs(steps)
     }
+}
+
+/// The places in a final committee of `n` that the shard member at `me` of a shard of `size`
+/// sends its result to: every final member hears from two members of each shard (from more
+/// when the shard is larger than the final committee), so a member of a shard at least as
+/// large as the final committee sends to two, and one of a smaller shard to as many more as
+/// it takes to leave no final member out. Final member `j` hears from the shard members at
+/// `j` and `j - 1`, modulo the smaller size; members of a larger shard beyond `n` wrap around.
+pub(crate) fn result_recipients(me: usize, size: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).filter(move |j| match size >= n {
+        true => *j == me % n || *j == (me + 1) % n,
+        false => size > 0 && (j % size == me || j % size == (me + 1) % size),
+    })
 }

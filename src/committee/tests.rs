@@ -485,6 +485,11 @@ fn genesis_node() -> (Node, PublicKey) {
 
 /// [`genesis_node`] with the key of `seed` (the directory is keys 1 and 2 whatever it is).
 fn genesis_node_as(seed: u8) -> (Node, PublicKey) {
+    genesis_node_with(seed, node_params())
+}
+
+/// [`genesis_node_as`] on `params`.
+fn genesis_node_with(seed: u8, params: CommitteeParams) -> (Node, PublicKey) {
     let me = Keypair::from_seed(&[seed; 32]);
     let peer = Keypair::from_seed(&[2; 32]).public();
     let tip = TipInfo {
@@ -496,7 +501,7 @@ fn genesis_node_as(seed: u8) -> (Node, PublicKey) {
         commitments: vec![],
     };
     let node = Node::new(NodeConfig {
-        params: node_params(),
+        params,
         keypair: me,
         peers: vec![peer],
         tip,
@@ -554,8 +559,13 @@ fn a_node_keeps_a_bounded_number_of_bytes_for_later_epochs() {
 
 /// The parameters of [`genesis_node`].
 fn node_params() -> CommitteeParams {
+    params_with(1)
+}
+
+/// [`node_params`] with `2^shard_bits` committees.
+fn params_with(shard_bits: u8) -> CommitteeParams {
     CommitteeParams::builder()
-        .shard_bits(1)
+        .shard_bits(shard_bits)
         .committee_size(4)
         .identity_difficulty(1)
         .bootstrap([key(1), key(2)])
@@ -1210,7 +1220,11 @@ fn a_shard_batch_sent_ahead_becomes_the_result_its_certificate_certifies() {
 
 /// An identity for key `seed` in `committee`, mined on [`node_params`] and randomness `[1; 32]`.
 fn identity(seed: u8, committee: u16) -> IdentityProof {
-    let params = node_params();
+    identity_on(&node_params(), seed, committee)
+}
+
+/// [`identity`] on `params`.
+fn identity_on(params: &CommitteeParams, seed: u8, committee: u16) -> IdentityProof {
     IdentityProof::mine_for_committee(
         key(seed),
         &Randomness::from_bytes([1; 32]),
@@ -1230,13 +1244,34 @@ fn final_member_beside_shard_one() -> (Node, BlockHash, Vec<IdentityProof>) {
 /// [`final_member_beside_shard_one`] with the key of `seed` (1 or 50, a final member), for
 /// its first output too.
 fn final_member_beside_shard_one_as(seed: u8) -> (Node, BlockHash, Vec<IdentityProof>) {
-    let mut final_members = vec![identity(1, 0), identity(50, 0), identity(51, 0)];
-    final_members.sort_by_key(|p| p.key);
-    let mut shard_one = vec![identity(60, 1), identity(61, 1), identity(62, 1)];
-    shard_one.sort_by_key(|p| p.key);
-    let roster = [final_members.clone(), shard_one.clone()];
+    let (node, parent, mut shards) = final_member_beside_shards(seed, 1);
+    (node, parent, shards.remove(0))
+}
+
+/// [`final_member_beside_shard_one_as`] with `2^shard_bits` committees: committee `j > 0` is
+/// keys `50 + 10j` to `52 + 10j`; with each such committee's identities, sorted by key.
+fn final_member_beside_shards(
+    seed: u8,
+    shard_bits: u8,
+) -> (Node, BlockHash, Vec<Vec<IdentityProof>>) {
+    let params = params_with(shard_bits);
+    let committee = |j: u16, seeds: [u8; 3]| {
+        let mut members: Vec<IdentityProof> =
+            seeds.iter().map(|s| identity_on(&params, *s, j)).collect();
+        members.sort_by_key(|p| p.key);
+        members
+    };
+    let final_members = committee(0, [1, 50, 51]);
+    let shards: Vec<Vec<IdentityProof>> = (1..1u16 << shard_bits)
+        .map(|j| {
+            let first = 50 + 10 * j as u8;
+            committee(j, [first, first + 1, first + 2])
+        })
+        .collect();
+    let mut roster = vec![final_members.clone()];
+    roster.extend(shards.iter().cloned());
     let parent = BlockHash::from_bytes([7; 32]);
-    let (mut node, peer) = genesis_node_as(seed);
+    let (mut node, peer) = genesis_node_with(seed, params);
     node.handle(&mut accept_all(), 0, Input::Start).unwrap();
     let assignment = Message::Assignment(CommitteeAssignment {
         height: 1,
@@ -1248,7 +1283,7 @@ fn final_member_beside_shard_one_as(seed: u8) -> (Node, BlockHash, Vec<IdentityP
         reveal: None,
     });
     from_all(&mut node, &[peer], &assignment, 1);
-    (node, parent, shard_one)
+    (node, parent, shards)
 }
 
 #[test]
@@ -1759,8 +1794,7 @@ fn a_final_member_lacking_a_shard_result_asks_the_leader_and_prevotes_when_it_ar
     let requested = member_sent
         .iter()
         .position(|(to, m)| {
-            matches!(m, Message::ShardRequest(r) if r.shards.iter().any(|s| s.shard == 1))
-                && *to == vec![key(50)]
+            matches!(m, Message::ShardRequest(r) if r.shards.contains(&1)) && *to == vec![key(50)]
         })
         .expect("key 1 asked the leader for shard 1's result");
     assert!(requested < prevoted, "the prevote waited for the result");
@@ -1769,6 +1803,114 @@ fn a_final_member_lacking_a_shard_result_asks_the_leader_and_prevotes_when_it_ar
         |(_, m)| matches!(m, Message::RoundChange(r) if r.stage == Stage::Final && r.round > round),
     );
     assert!(!left_the_round, "the value was prevoted in its own round");
+}
+
+#[test]
+fn a_final_leader_missing_a_shard_asks_two_members_then_proposes_without_it_in_good_time() {
+    // Key 50 leads the final committee's first round; of four shards, shard 1's result
+    // arrives 0.1 s after the assignment (at 1 µs), shards 2 and 3's at 0.2 s (more than half
+    // are in), and shard 0's never.
+    let (mut leader, parent, shards) = final_member_beside_shards(50, 2);
+    let result = |j: u16| {
+        let first = 50 + 10 * j as u8;
+        shard_result(
+            j,
+            parent,
+            &shards[usize::from(j) - 1],
+            &[first, first + 1, first + 2],
+        )
+    };
+    from_all(&mut leader, &[key(60)], &result(1), 100_001);
+    let half = 200_001;
+    let mut arrivals = vec![(key(70), result(2)), (key(80), result(3))];
+    for k in [key(1), key(51)] {
+        let value = Digest::from_bytes([k.as_bytes()[0]; 32]);
+        arrivals.push((k, Message::Commitment { height: 1, value }));
+    }
+    // What the leader sends and the timers it sets in reply to `input` at `now`.
+    let mut step = |now: u64, input: ProtocolInput<Node>| {
+        let (mut sent, mut timers) = (Vec::new(), Vec::new());
+        for o in leader.handle(&mut verifying(), now, input).unwrap() {
+            match o {
+                Output::Send {
+                    to: Recipients::Some(to),
+                    message,
+                } => sent.push((to, message)),
+                Output::SetTimer { at, .. } => timers.push(at),
+                _ => {}
+            }
+        }
+        (sent, timers)
+    };
+    let mut timers = Vec::new();
+    for (from, message) in arrivals {
+        timers.extend(step(half, Input::Message { from, message }).1);
+    }
+    let final_proposal = |out: &[(Vec<PublicKey>, Message)]| {
+        out.iter().find_map(|(_, m)| match m {
+            Message::Proposal(p) if p.stage == Stage::Final => match &p.value {
+                Value::Final(v) => Some(v.shards.iter().map(|s| s.summary.shard).collect()),
+                _ => None,
+            },
+            _ => None,
+        })
+    };
+    // Halfway to leaving shard 0 out, the leader asks the two other final members for it.
+    let pull = half + (half - 1) / 2;
+    assert!(
+        timers.contains(&pull),
+        "a timer for {pull} µs among {timers:?}"
+    );
+    assert!(step(pull - 1, Input::Timer(Tick(pull - 1))).0.is_empty());
+    let (out, timers) = step(pull, Input::Timer(Tick(pull)));
+    let mut asked: Vec<PublicKey> = out
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::ShardRequest(r) if r.shards.to_vec() == vec![0]))
+        .flat_map(|(to, _)| to.clone())
+        .collect();
+    asked.sort();
+    let mut others = vec![key(1), key(51)];
+    others.sort();
+    assert_eq!(asked, others, "shard 0 asked of the other final members");
+    assert_eq!(final_proposal(&out), None::<Vec<u16>>);
+    // Nobody held it: once the missing shard had as long again as the others took, the
+    // leader proposes the shards it holds, long before Timing::final_wait (3 s).
+    let open = half + (half - 1);
+    assert!(
+        timers.contains(&open),
+        "a timer for {open} µs among {timers:?}"
+    );
+    let early = step(open - 1, Input::Timer(Tick(open - 1))).0;
+    assert_eq!(final_proposal(&early), None, "the straggler had its time");
+    let out = step(open, Input::Timer(Tick(open))).0;
+    assert_eq!(final_proposal(&out), Some(vec![1, 2, 3]));
+    assert!(
+        !out.iter()
+            .any(|(_, m)| matches!(m, Message::ShardRequest(_))),
+        "asked once"
+    );
+}
+
+proptest! {
+    #[test]
+    fn every_final_member_hears_from_two_members_of_every_shard(
+        size in 1usize..60,
+        n in 1usize..60,
+    ) {
+        let mut senders = vec![0usize; n];
+        for me in 0..size {
+            let to: Vec<usize> = super::node::result_recipients(me, size, n).collect();
+            // Two each from a shard at least as large; a smaller shard's members share the
+            // final committee out, none sending to more than its share.
+            let most = if size >= n { 2 } else { 2 * n.div_ceil(size) };
+            prop_assert!(!to.is_empty() && to.len() <= most, "{me} sends to {to:?}");
+            for j in to {
+                senders[j] += 1;
+            }
+        }
+        let least = size.min(n).min(2);
+        prop_assert!(senders.iter().all(|s| *s >= least), "senders per final member: {senders:?}");
+    }
 }
 
 #[test]
@@ -1782,7 +1924,7 @@ fn a_final_member_answers_requests_for_shard_results_from_final_members_only_and
     let request = Message::ShardRequest(ShardRequest {
         height: 1,
         parent,
-        shards: vec![held.cert.summary].try_into().unwrap(),
+        shards: vec![1].try_into().unwrap(),
     });
     let answers = |node: &mut Node, from: PublicKey| {
         let input = Input::Message {
@@ -1802,13 +1944,11 @@ fn a_final_member_answers_requests_for_shard_results_from_final_members_only_and
     // A final member: the result, a few times per epoch at most.
     let answered: usize = (0..10).map(|_| answers(&mut node, key(50))).sum();
     assert_eq!(answered, usize::from(super::node::MAX_ANSWERS));
-    // A result it does not hold: nothing.
-    let mut other = held.cert.summary;
-    other.tx_count += 1;
+    // A shard whose result it does not hold: nothing.
     let unknown = Message::ShardRequest(ShardRequest {
         height: 1,
         parent,
-        shards: vec![other].try_into().unwrap(),
+        shards: vec![0].try_into().unwrap(),
     });
     let input = Input::Message {
         from: key(51),
