@@ -19,7 +19,7 @@
 //! cargo run --release -p medledger-lab --bin scaling -- out/    # outputs under out/
 //! cargo run --release -p medledger-lab --bin scaling -- out/ byzantine   # that sweep only
 //! cargo run --release -p medledger-lab --bin scaling -- out/ fixed       # fixed network only
-//! cargo run --release -p medledger-lab --bin scaling -- out/ growing-byzantine [F] [--exact]
+//! cargo run --release -p medledger-lab --bin scaling -- out/ growing-byzantine [F] [--exact] [--seeds N]
 //! cargo run --release -p medledger-lab --bin scaling -- out/ elastico [COMMITTEES [NODES]]
 //! cargo run --release -p medledger-lab --bin scaling -- out/ cross-shard # 0 to 100 % cross-shard
 //! cargo run --release -p medledger-lab --bin scaling -- out/ breakdown [F [COMMITTEES]] [--all] [--exact]
@@ -220,6 +220,16 @@ fn sweep(
     adversary: Adversary,
     blocks: u64,
 ) -> Result<Vec<Point>, Box<dyn std::error::Error>> {
+    sweep_seeded(points, adversary, blocks, SEED)
+}
+
+/// [`sweep`] with `seed`.
+fn sweep_seeded(
+    points: &[(usize, u16, usize)],
+    adversary: Adversary,
+    blocks: u64,
+    seed: u64,
+) -> Result<Vec<Point>, Box<dyn std::error::Error>> {
     let mut out = Vec::new();
     for &(k, c, nodes) in points {
         let started = std::time::Instant::now();
@@ -229,7 +239,7 @@ fn sweep(
             .nodes(nodes)
             .block_size(BLOCK_SIZE)
             .blocks(blocks)
-            .seed(SEED);
+            .seed(seed);
         let config = adversary.apply(builder).build()?;
         let report = Simulation::new(config)?.run();
         eprintln!(
@@ -424,7 +434,7 @@ const GROWING_BYZANTINE: u16 = 7;
 fn growing_byzantine_sweep(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let f = std::env::args()
         .nth(3)
-        .filter(|a| a != "--exact")
+        .filter(|a| !a.starts_with("--"))
         .map(|a| a.parse::<u16>())
         .transpose()?
         .unwrap_or(GROWING_BYZANTINE);
@@ -432,6 +442,9 @@ fn growing_byzantine_sweep(out_dir: &std::path::Path) -> Result<(), Box<dyn std:
         return Err(format!("f must be below the committee size {COMMITTEE_SIZE}").into());
     }
     let adversary = Adversary::from_args(f);
+    if let Some(seeds) = seeds_arg()? {
+        return growing_over_seeds(out_dir, f, adversary, seeds);
+    }
     println!(
         "\ngrowing network, committees of {COMMITTEE_SIZE} with {f} equivocating members {}:",
         adversary.how()
@@ -442,6 +455,107 @@ fn growing_byzantine_sweep(out_dir: &std::path::Path) -> Result<(), Box<dyn std:
         Adversary::PerCommittee(_) => "growing-exact",
     };
     finish_sweep(out_dir, name, &points)
+}
+
+/// The number after `--seeds`, if given.
+fn seeds_arg() -> Result<Option<u64>, Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(i) = args.iter().position(|a| a == "--seeds") else {
+        return Ok(None);
+    };
+    let n: u64 = args
+        .get(i + 1)
+        .ok_or("--seeds needs a number of seeds")?
+        .parse()?;
+    if n == 0 {
+        return Err("--seeds needs at least one seed".into());
+    }
+    Ok(Some(n))
+}
+
+/// The growing sweep's goal figure over `seeds` seeds (2026 onwards): one committee and the
+/// largest point per seed, each seed's ratio, and the ratio of the mean throughputs. One
+/// seed's single committee may draw no Byzantine leader in its few blocks, or several; the
+/// spread says how far one run's figure is to be trusted. `growing-seeds.csv` (with `--exact`,
+/// `growing-exact-seeds.csv`).
+fn growing_over_seeds(
+    out_dir: &std::path::Path,
+    f: u16,
+    adversary: Adversary,
+    seeds: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let points = growing_points(COMMITTEE_SIZE);
+    let ends = [points[0], points[points.len() - 1]];
+    let k = ends[1].0;
+    println!(
+        "\ngrowing network, committees of {COMMITTEE_SIZE} with {f} equivocating members {}, \
+         1 and {k} committees, seeds {SEED} to {}:",
+        adversary.how(),
+        SEED + seeds - 1
+    );
+    let mut csv = String::from(
+        "seed,committees,tx_per_sec,latency_p50_s,latency_p99_s,view_changes,committee_failures,safety_violations,violations_beyond_bound\n",
+    );
+    let mut table = format!(
+        "{:>6} {:>12} {:>12} {:>8} {:>7} {:>11}\n",
+        "seed",
+        "tx/s (1)",
+        format!("tx/s ({k})"),
+        "ratio",
+        "views",
+        "violations"
+    );
+    let (mut one, mut many, mut ratios) = (0.0, 0.0, Vec::new());
+    for seed in SEED..SEED + seeds {
+        let run = sweep_seeded(&ends, adversary, BLOCKS, seed)?;
+        for p in &run {
+            let r = &p.report;
+            writeln!(
+                csv,
+                "{seed},{},{:.3},{:.3},{:.3},{},{},{},{}",
+                p.committees,
+                r.tx_per_sec,
+                r.latency_p50_us as f64 / 1e6,
+                r.latency_p99_us as f64 / 1e6,
+                r.view_changes,
+                r.committee_failures,
+                r.safety_violations,
+                r.violations_beyond_bound
+            )?;
+            if !within_bound_safe(r) {
+                return Err(format!("seed {seed}: a safety violation within the bound").into());
+            }
+        }
+        let (a, b) = (&run[0].report, &run[1].report);
+        let ratio = b.tx_per_sec / (k as f64 * a.tx_per_sec);
+        writeln!(
+            table,
+            "{seed:>6} {:>12.1} {:>12.1} {ratio:>8.3} {:>7} {:>11}",
+            a.tx_per_sec,
+            b.tx_per_sec,
+            a.view_changes + b.view_changes,
+            a.safety_violations + b.safety_violations
+        )?;
+        one += a.tx_per_sec;
+        many += b.tx_per_sec;
+        ratios.push(ratio);
+    }
+    print!("{table}");
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    println!(
+        "mean throughput({k}) / ({k} × mean throughput(1)) = {:.3} over {seeds} seeds \
+         (each seed's ratio {lo:.3} to {hi:.3})",
+        many / (k as f64 * one)
+    );
+    let name = match adversary {
+        Adversary::Fraction(_) => "growing-seeds",
+        Adversary::PerCommittee(_) => "growing-exact-seeds",
+    };
+    std::fs::write(out_dir.join(format!("{name}.csv")), &csv)?;
+    println!("wrote {}", out_dir.join(format!("{name}.csv")).display());
+    Ok(())
 }
 
 /// Elastico's committee size.
