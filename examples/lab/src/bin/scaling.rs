@@ -477,7 +477,7 @@ fn seeds_arg() -> Result<Option<u64>, Box<dyn std::error::Error>> {
 /// largest point per seed, each seed's ratio, and the ratio of the mean throughputs. One
 /// seed's single committee may draw no Byzantine leader in its few blocks, or several; the
 /// spread says how far one run's figure is to be trusted. `growing-seeds.csv` (with `--exact`,
-/// `growing-exact-seeds.csv`).
+/// `growing-exact-seeds.csv`): the sweep CSV's columns, one sweep per seed named by it.
 fn growing_over_seeds(
     out_dir: &std::path::Path,
     f: u16,
@@ -493,9 +493,11 @@ fn growing_over_seeds(
         adversary.how(),
         SEED + seeds - 1
     );
-    let mut csv = String::from(
-        "seed,committees,tx_per_sec,latency_p50_s,latency_p99_s,view_changes,committee_failures,safety_violations,violations_beyond_bound\n",
-    );
+    let name = match adversary {
+        Adversary::Fraction(_) => "growing-seeds",
+        Adversary::PerCommittee(_) => "growing-exact-seeds",
+    };
+    let mut csv = String::new();
     let mut table = format!(
         "{:>6} {:>12} {:>12} {:>8} {:>7} {:>11}\n",
         "seed",
@@ -508,23 +510,18 @@ fn growing_over_seeds(
     let (mut one, mut many, mut ratios) = (0.0, 0.0, Vec::new());
     for seed in SEED..SEED + seeds {
         let run = sweep_seeded(&ends, adversary, BLOCKS, seed)?;
-        for p in &run {
-            let r = &p.report;
-            writeln!(
-                csv,
-                "{seed},{},{:.3},{:.3},{:.3},{},{},{},{}",
-                p.committees,
-                r.tx_per_sec,
-                r.latency_p50_us as f64 / 1e6,
-                r.latency_p99_us as f64 / 1e6,
-                r.view_changes,
-                r.committee_failures,
-                r.safety_violations,
-                r.violations_beyond_bound
-            )?;
-            if !within_bound_safe(r) {
-                return Err(format!("seed {seed}: a safety violation within the bound").into());
-            }
+        // The sweep's own CSV rows, named by seed (one header for all).
+        let (_, rows) = sweep_table(&format!("{name}-{seed}"), &run)?;
+        let skip = if csv.is_empty() { 0 } else { 1 };
+        for line in rows.lines().skip(skip) {
+            writeln!(csv, "{line}")?;
+        }
+        if let Some(p) = run.iter().find(|p| !within_bound_safe(&p.report)) {
+            return Err(format!(
+                "seed {seed}, {} committees: a safety violation within the bound",
+                p.committees
+            )
+            .into());
         }
         let (a, b) = (&run[0].report, &run[1].report);
         let ratio = b.tx_per_sec / (k as f64 * a.tx_per_sec);
@@ -549,10 +546,6 @@ fn growing_over_seeds(
          (each seed's ratio {lo:.3} to {hi:.3})",
         many / (k as f64 * one)
     );
-    let name = match adversary {
-        Adversary::Fraction(_) => "growing-seeds",
-        Adversary::PerCommittee(_) => "growing-exact-seeds",
-    };
     std::fs::write(out_dir.join(format!("{name}.csv")), &csv)?;
     println!("wrote {}", out_dir.join(format!("{name}.csv")).display());
     Ok(())
