@@ -453,9 +453,10 @@ impl Epoch {
     }
 
     /// When the final leader proposes without the shards still missing: once more than half
-    /// the shards' results are in, the rest get as long again as those took (a shard held up by a run of
-    /// Byzantine leaders, or whose result this member never received, is left to the next
-    /// block instead of holding up this one), and never longer than [`Timing::final_wait`].
+    /// the shards' results are in, the rest get as long again as those took (a shard held up
+    /// by a run of Byzantine leaders, or whose result this member never received, is left to
+    /// the next block instead of holding up this one), and never longer than
+    /// [`Timing::final_wait`].
     fn final_open_at(&self) -> u64 {
         let stragglers = self.half_in_at.map_or(u64::MAX, |half| {
             half.saturating_add(half.saturating_sub(self.fin_began_at))

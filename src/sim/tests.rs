@@ -374,9 +374,9 @@ fn seeded_runs_finalise_exactly_the_recorded_blocks() {
     // recorded again when prevotes began to carry the leader's signature of the proposal,
     // which makes them longer, when shard members began to send their batch to the final
     // committee ahead of its certificate, and when members of a shard smaller than the final
-    // committee began to send to more final members so that none is left out, and a final
-    // leader missing results began to ask other final members for them). An honest run, and one with a sixth of the nodes
-    // equivocating on a network with jitter.
+    // committee began to send to more final members, so that none is left out, and a final
+    // leader missing results to ask other final members for them). An honest run, and one
+    // with a sixth of the nodes equivocating on a network with jitter.
     let honest = Simulation::new(small(5).blocks(4).build().unwrap())
         .unwrap()
         .run();
