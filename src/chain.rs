@@ -832,6 +832,12 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     pub fn state(&self) -> &State<A::State> {
         &self.state
     }
+    /// The current state, for the ledger's pool, which applies its transactions there as
+    /// pending writes and takes them out again ([`State::take_pending`]) before it hands the
+    /// chain back: between calls of the chain the state has no pending writes.
+    pub(crate) fn state_mut(&mut self) -> &mut State<A::State> {
+        &mut self.state
+    }
     /// The state tree after the main-chain block at `height` (for proofs "as of" that height).
     /// With the state on disk (feature `redb`), the trees of the last
     /// [`max_reorg_depth`](Self::max_reorg_depth) + 1 heights only: the database keeps the

@@ -77,9 +77,9 @@
 //! no longer apply (a grant revoked in the meantime, a period now over…) are dropped and reported
 //! in the block's [`BlockReport::left_out`], with their reason.
 //!
-//! The pool answers from its own copy of the state, built by replaying the chain once when the
-//! ledger is built and then kept in step with each block: it costs about the memory of the
-//! state's tables again (not of the state tree).
+//! The pool's transactions are applied to the chain's own state as pending writes, which the
+//! ledger takes out again before it returns: the chain's blocks and queries never see them, no
+//! second copy of the state is kept, and building a ledger over a long chain replays nothing.
 //!
 //! # Block time
 //!
@@ -101,7 +101,7 @@ use crate::consensus::protocol::{Outputs, Protocol, ProtocolInput, Time};
 use crate::consensus::{Consensus, ConsensusError};
 use crate::hash::{AccountId, BlockHash, ChainId, TxId};
 use crate::pow::{PowSeal, ProofOfWork};
-use crate::state::{BlockUndo, State, StateError};
+use crate::state::{Pending, StateError};
 use crate::tx::{
     KeyCache, Keypair, PublicKey, Signature, Transaction, TxBody, TxError, VerifiedTx,
 };
@@ -374,13 +374,11 @@ impl<C: Consensus, A: Application> LedgerBuilder<C, A> {
         self
     }
 
-    /// Builds the ledger: checks the limits and replays the chain once for the pool's own copy
-    /// of the state.
+    /// Builds the ledger, with an empty pool.
     ///
     /// # Errors
     ///
-    /// [`LedgerError::Config`] for a limit out of range, [`LedgerError::Chain`] if the chain's
-    /// stored blocks cannot be replayed.
+    /// [`LedgerError::Config`] for a limit out of range.
     pub fn build(self) -> Result<Ledger<C, A>, LedgerError<A>> {
         let tx_max = crate::tx::MAX_TX_LEN;
         let bad = |what: &str| Err(LedgerError::Config(what.to_string()));
@@ -402,7 +400,6 @@ impl<C: Consensus, A: Application> LedgerBuilder<C, A> {
                 self.max_block_bytes
             ));
         }
-        let view = View::of(&self.chain)?;
         let clock = self.clock.unwrap_or_else(|| Arc::clone(self.chain.clock()));
         Ok(Ledger {
             chain: self.chain,
@@ -416,7 +413,7 @@ impl<C: Consensus, A: Application> LedgerBuilder<C, A> {
             pool: Vec::new(),
             pool_ids: HashSet::new(),
             pool_bytes: 0,
-            view,
+            pool_writes: None,
             statuses: StatusLog::new(self.max_statuses),
             subscribers: Vec::new(),
         })
@@ -434,25 +431,6 @@ struct Limits {
 struct PoolEntry<A: Application> {
     tx: VerifiedTx<A::Payload>,
     len: usize,
-}
-
-/// The pool's copy of the state: the tip's tables (the state tree is not kept up to date, it
-/// is never proved from) with every pending transaction applied as pending writes, and the undo
-/// data of recent blocks for reorganisations.
-struct View<A: Application> {
-    state: State<A::State>,
-    tip: BlockHash,
-    undo: VecDeque<(BlockHash, BlockUndo)>,
-}
-
-impl<A: Application> View<A> {
-    fn of<C: Consensus>(chain: &Chain<C, A>) -> ChainResult<Self, A> {
-        Ok(Self {
-            state: chain.replay_state()?,
-            tip: chain.tip(),
-            undo: VecDeque::new(),
-        })
-    }
 }
 
 /// Statuses of transactions no longer pending, the oldest forgotten first.
@@ -516,7 +494,11 @@ pub struct Ledger<C: Consensus, A: Application> {
     pool: Vec<PoolEntry<A>>,
     pool_ids: HashSet<TxId>,
     pool_bytes: usize,
-    view: View<A>,
+    /// The writes of the pending transactions, applied on the tip's state and taken out of it
+    /// ([`State::take_pending`]); `None` while the pool is empty, or if a table of the
+    /// application could not set its writes aside (the pool is then applied again when next
+    /// needed).
+    pool_writes: Option<Pending>,
     statuses: StatusLog<A>,
     subscribers: Vec<mpsc::Sender<LedgerEvent<A>>>,
 }
@@ -676,12 +658,16 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
     /// The nonce `account`'s next transaction must carry: the state's, plus its pending
     /// transactions.
     pub fn next_nonce(&self, account: &AccountId) -> u64 {
-        self.view.state.next_nonce(account)
+        self.chain
+            .state()
+            .next_nonce_with(self.pool_writes.as_ref(), account)
     }
 
     /// The account `key` signs for, counting pending key rotations.
     pub fn account_of_key(&self, key: &PublicKey) -> AccountId {
-        self.view.state.account_of_key(key)
+        self.chain
+            .state()
+            .account_of_key_with(self.pool_writes.as_ref(), key)
     }
 
     /// Signs `payload` as `keypair` with its account's next nonce (counting pending
@@ -779,18 +765,67 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         Ok((verified, len))
     }
 
-    /// Applies `tx` to the pool's view after the pending transactions, as of the next block;
-    /// keeps it if `keep`.
-    fn apply_to_view(
+    /// Puts the pool's writes back into the chain's state, as pending writes, for the pool's
+    /// checks; [`set_pool_aside`](Self::set_pool_aside) takes them out again before the ledger
+    /// returns to its caller. Writes lost (see [`Ledger::pool_writes`]) are made again: each
+    /// pending transaction is applied again, and one that no longer applies is dropped.
+    fn restore_pool(&mut self) {
+        let restored = match self.pool_writes.take() {
+            Some(writes) => self.chain.state_mut().restore_pending(writes),
+            None => self.pool.is_empty(),
+        };
+        if !restored {
+            let time = self.next_block_time();
+            let old_pool = core::mem::take(&mut self.pool);
+            self.pool_ids.clear();
+            self.pool_bytes = 0;
+            for entry in old_pool {
+                match self.apply_in_pool(&entry.tx, time, true) {
+                    Ok(_) => self.keep_in_pool(entry),
+                    Err(reason) => self.statuses.set(entry.tx.id(), TxStatus::Refused(reason)),
+                }
+            }
+        }
+    }
+
+    /// Takes the pool's writes out of the chain's state (see
+    /// [`restore_pool`](Self::restore_pool)).
+    fn set_pool_aside(&mut self) {
+        let state = self.chain.state_mut();
+        // A read of the disk backend that failed during the pool's checks refused the
+        // transaction it served; it must not refuse the chain's next block.
+        drop(state.take_read_failure());
+        let writes = state.take_pending();
+        self.pool_writes = writes.filter(|_| !self.pool.is_empty());
+    }
+
+    /// Takes `entry` into the pool; its writes are applied already.
+    fn keep_in_pool(&mut self, entry: PoolEntry<A>) {
+        let id = entry.tx.id();
+        self.pool_ids.insert(id);
+        self.pool_bytes += entry.len;
+        self.pool.push(entry);
+        self.statuses.forget(&id);
+    }
+
+    /// [`apply_in_pool`](Self::apply_in_pool) at the next block's time, the pool's writes put
+    /// back for it and taken out again.
+    fn apply_to_pool(
         &mut self,
         tx: &VerifiedTx<A::Payload>,
         keep: bool,
     ) -> Result<Accepted<A>, Refusal<A>> {
+        self.restore_pool();
         let time = self.next_block_time();
-        self.apply_to_view_at(tx, time, keep)
+        let result = self.apply_in_pool(tx, time, keep);
+        self.set_pool_aside();
+        result
     }
 
-    fn apply_to_view_at(
+    /// Applies `tx` on the chain's state after the pending transactions (whose writes are
+    /// back: see [`restore_pool`](Self::restore_pool)), as of the next block at `time`; keeps
+    /// its writes if `keep`.
+    fn apply_in_pool(
         &mut self,
         tx: &VerifiedTx<A::Payload>,
         time: u64,
@@ -798,8 +833,9 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
     ) -> Result<Accepted<A>, Refusal<A>> {
         let height = self.chain.height() + 1;
         let index = u32::try_from(self.pool.len()).unwrap_or(u32::MAX);
-        let events = self.view.state.apply_pending(
-            self.chain_id(),
+        let chain_id = self.chain_id();
+        let events = self.chain.state_mut().apply_pending(
+            chain_id,
             height,
             time,
             index,
@@ -834,14 +870,20 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
 
     fn admit(&mut self, tx: &Transaction<A::Payload>) -> Result<Accepted<A>, Refusal<A>> {
         let checked = self.check_alone(tx)?;
-        self.add_checked(checked)
+        self.restore_pool();
+        let time = self.next_block_time();
+        let result = self.add_checked(checked, time);
+        self.set_pool_aside();
+        result
     }
 
     /// Adds a transaction that passed the stateless and duplicate checks, if the pool has room
-    /// and it applies.
+    /// and it applies at `time` (the pool's writes are back: see
+    /// [`restore_pool`](Self::restore_pool)).
     fn add_checked(
         &mut self,
         (verified, len): (VerifiedTx<A::Payload>, usize),
+        time: u64,
     ) -> Result<Accepted<A>, Refusal<A>> {
         if self.pool.len() >= self.limits.pool_txs {
             return Err(Refusal::PoolFull {
@@ -855,11 +897,8 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                 max: self.limits.pool_bytes,
             });
         }
-        let accepted = self.apply_to_view(&verified, true)?;
-        self.pool_ids.insert(accepted.id);
-        self.pool_bytes += len;
-        self.pool.push(PoolEntry { tx: verified, len });
-        self.statuses.forget(&accepted.id);
+        let accepted = self.apply_in_pool(&verified, time, true)?;
+        self.keep_in_pool(PoolEntry { tx: verified, len });
         Ok(accepted)
     }
 
@@ -883,12 +922,15 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                 txs.iter().map(|tx| stateless.check(tx)).collect()
             }
         };
-        txs.iter()
+        self.restore_pool();
+        let time = self.next_block_time();
+        let answers = txs
+            .iter()
             .zip(checks)
             .map(|(tx, check)| {
                 let result = check.and_then(|(verified, len)| {
                     self.check_new(verified.id())?;
-                    self.add_checked((verified, len))
+                    self.add_checked((verified, len), time)
                 });
                 if let Err(reason) = &result {
                     if !matches!(reason, Refusal::Duplicate(_)) {
@@ -898,7 +940,9 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                 }
                 result
             })
-            .collect()
+            .collect();
+        self.set_pool_aside();
+        answers
     }
 
     /// Whether [`submit`](Self::submit) would accept `tx` now, and what it would do; nothing
@@ -909,7 +953,7 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
     /// The [`Refusal<A>`] `submit` would answer (but for a full pool).
     pub fn dry_run(&mut self, tx: &Transaction<A::Payload>) -> Result<Accepted<A>, Refusal<A>> {
         let (verified, _) = self.check_alone(tx)?;
-        self.apply_to_view(&verified, false)
+        self.apply_to_pool(&verified, false)
     }
 
     /// Whether `signer` could do `payload` now, after the pending transactions, and what it
@@ -938,9 +982,9 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             },
             signature: Signature::from_bytes([0; 64]),
         };
-        // Never leaves this function: applied to the view and rolled back.
+        // Never leaves this function: applied after the pool and rolled back.
         let unsigned = VerifiedTx::new_unchecked(tx);
-        self.apply_to_view(&unsigned, false)
+        self.apply_to_pool(&unsigned, false)
     }
 
     /// Builds a block of `txs` on the tip at `timestamp`, as
@@ -1033,15 +1077,13 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         block: ChainBlock<C, A>,
         mut left_out: Vec<LeftOut<A>>,
     ) -> Result<ChainUpdate<A>, LedgerError<A>> {
-        let hash = block.hash();
-        let appended = self.chain.append(block.clone())?;
-        let mut block_txs = Some(block.txs.into_inner());
+        let appended = self.chain.append(block)?;
         if appended.applied.is_empty() {
             return Ok(ChainUpdate::default());
         }
-        // The pool's writes go; the view follows the chain.
-        self.view.state.discard();
-        let mut resync = false;
+        // The pool's writes were made on the old tip: they go, and the pool is checked again
+        // on the new one below.
+        self.pool_writes = None;
         let mut reverted_txs: Vec<VerifiedTx<A::Payload>> = Vec::new();
         for reverted in &appended.reverted {
             if let Ok(Some(b)) = self.chain.block(reverted) {
@@ -1054,64 +1096,11 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                     .collect();
                 reverted_txs.splice(0..0, txs);
             }
-            match self.view.undo.pop_back() {
-                Some((h, undo)) if h == *reverted && !resync => self.view.state.undo(undo),
-                _ => resync = true,
-            }
         }
         let mut included: HashSet<TxId> = HashSet::new();
         let mut reports = Vec::with_capacity(appended.applied.len());
         for applied in &appended.applied {
-            let txs = if applied.hash == hash {
-                block_txs.take()
-            } else {
-                self.chain
-                    .block(&applied.hash)
-                    .ok()
-                    .flatten()
-                    .map(|b| b.txs.to_vec())
-            };
             let timestamp = self.chain.header(&applied.hash).map_or(0, |h| h.timestamp);
-            match txs {
-                Some(txs) if !resync && txs.len() == applied.events.len() => {
-                    for (i, (tx, (id, _))) in txs.into_iter().zip(&applied.events).enumerate() {
-                        // A block the chain just validated: its signatures hold, its ids are
-                        // the chain's.
-                        let tx = VerifiedTx::validated(tx, *id);
-                        let index = u32::try_from(i).unwrap_or(u32::MAX);
-                        if self
-                            .view
-                            .state
-                            .apply_pending(
-                                self.chain.chain_id(),
-                                applied.height,
-                                timestamp,
-                                index,
-                                &tx,
-                                true,
-                                A::apply,
-                            )
-                            .is_err()
-                        {
-                            resync = true;
-                            break;
-                        }
-                    }
-                    if resync {
-                        self.view.state.discard();
-                    } else if let Ok(undo) = self.view.state.commit_untracked() {
-                        self.view.undo.push_back((applied.hash, undo));
-                        while self.view.undo.len() as u64 > self.chain.max_reorg_depth() {
-                            self.view.undo.pop_front();
-                        }
-                        self.view.tip = applied.hash;
-                    } else {
-                        // The view's state is in memory and does not fail; if it did, rebuild.
-                        resync = true;
-                    }
-                }
-                _ => resync = true,
-            }
             let mut outcomes = Vec::with_capacity(applied.events.len());
             for (i, (id, events)) in applied.events.iter().enumerate() {
                 let index = u32::try_from(i).unwrap_or(u32::MAX);
@@ -1138,11 +1127,6 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                 txs: outcomes,
                 left_out: Vec::new(),
             });
-        }
-        if resync || self.view.tip != self.chain.tip() {
-            // The view lost step with the chain (a reorganisation deeper than its undo data):
-            // rebuild it from the chain's blocks.
-            self.view = View::of(&self.chain)?;
         }
         // Everything not included goes through the checks again, in order: rolled-back
         // transactions first (they were accepted earlier), then the pool.
@@ -1186,18 +1170,14 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                     max: self.limits.pool_bytes,
                 })
             } else {
-                self.apply_to_view_at(&entry.tx, time, true).err()
+                self.apply_in_pool(&entry.tx, time, true).err()
             };
             match refusal {
-                None => {
-                    self.pool_ids.insert(id);
-                    self.pool_bytes += entry.len;
-                    self.pool.push(entry);
-                    self.statuses.forget(&id);
-                }
+                None => self.keep_in_pool(entry),
                 Some(reason) => left_out.push(LeftOut { id, reason }),
             }
         }
+        self.set_pool_aside();
         for l in &left_out {
             self.statuses.set(l.id, TxStatus::Refused(l.reason.clone()));
         }

@@ -404,11 +404,6 @@ impl<P: AppPayload> VerifiedTx<P> {
         let id = tx.id();
         Self { tx, id }
     }
-    /// Wraps a transaction of a block the chain validated, with its id as the chain computed
-    /// it (saves encoding it again).
-    pub(crate) fn validated(tx: Transaction<P>, id: TxId) -> Self {
-        Self { tx, id }
-    }
     /// The transaction id.
     pub fn id(&self) -> TxId {
         self.id

@@ -351,6 +351,52 @@ fn access_rules_are_checked_against_the_pending_transactions() {
 }
 
 #[test]
+fn pending_transactions_stay_out_of_the_chains_state_and_survive_a_proposal_check() {
+    let (mut l, clock, c) = cast_ledger();
+    let root = l.chain().state().root();
+    for (who, op) in [
+        (
+            &c.authority,
+            AccessOp::CertifyProvider {
+                provider: c.hospital.account(),
+                emergency: false,
+            },
+        ),
+        (
+            &c.hospital,
+            register_op(&c.hospital, Role::Provider, "St Mary's"),
+        ),
+        (&c.patient, register_op(&c.patient, Role::Patient, "NHS-2")),
+    ] {
+        l.sign_and_submit(who, op).unwrap();
+    }
+    // The chain's state and queries show no pending write; the pool counts them all.
+    assert_eq!(l.chain().state().root(), root);
+    assert_eq!(l.chain().state().next_nonce(&c.patient.account()), 0);
+    assert_eq!(l.next_nonce(&c.patient.account()), 1);
+    assert!(l.chain().access().account(&c.patient.account()).is_none());
+    // A peer's proposal of two of them, checked on the chain's state, leaves the pool's
+    // writes as they were: a transaction resting on all three is still accepted.
+    let proposed: Vec<Transaction> = l.pending_txs().take(2).cloned().collect();
+    let template = l.build_template(proposed, T0 + 61).unwrap();
+    assert_eq!(template.txs.len(), 2);
+    assert!(template.rejected.is_empty());
+    let relationship = AccessOp::CreateRelationship {
+        patient: c.patient.account(),
+    };
+    l.sign_and_submit(&c.hospital, relationship).unwrap();
+    assert_eq!(l.chain().state().root(), root);
+    // A ledger built again over the chain starts with an empty pool and the chain's nonces.
+    clock.set(T0 + 61);
+    let produced = l.produce_block().unwrap();
+    assert_eq!(produced.report.txs.len(), 4);
+    let l = Ledger::new(l.into_chain()).unwrap();
+    assert_eq!(l.pending(), 0);
+    assert_eq!(l.next_nonce(&c.hospital.account()), 2);
+    assert!(l.chain().access().relationship(&c.rel).is_some());
+}
+
+#[test]
 fn a_dry_run_answers_without_adding_anything() {
     let (mut l, _, c) = cast_ledger();
     let op = register_op(&c.hospital, Role::Provider, "St Mary's");

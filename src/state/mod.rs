@@ -204,6 +204,26 @@ impl<Ev> SetAside<Ev> {
     }
 }
 
+/// The core's accounts table's place in the state's table order.
+const ACCOUNTS_SLOT: usize = 0;
+/// The core's keys table's place in the state's table order.
+const KEYS_SLOT: usize = 1;
+
+/// Pending writes taken out of a state's tables ([`State::take_pending`]) and put back later
+/// ([`State::restore_pending`]) while the committed entries stay as they were: how a mempool
+/// keeps its transactions applied on the chain's own state without the chain's blocks and
+/// queries seeing them. One entry per table, in the state's table order (the core's first).
+pub(crate) struct Pending {
+    tables: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+impl Pending {
+    /// The writes of table `i`.
+    fn table(&self, i: usize) -> Option<&(dyn Any + Send + Sync)> {
+        self.tables.get(i).map(AsRef::as_ref)
+    }
+}
+
 /// What undoes one committed block.
 pub(crate) struct BlockUndo {
     tree: StateTree,
@@ -539,6 +559,7 @@ impl<T: AppState> State<T> {
         self.tree.prove(&entry_key(tag, key))
     }
 
+    /// Every table, the core's accounts ([`ACCOUNTS_SLOT`]) and keys ([`KEYS_SLOT`]) first.
     fn tables_mut(&mut self) -> Vec<&mut dyn TableOps> {
         let mut out: Vec<&mut dyn TableOps> = vec![&mut self.core.accounts, &mut self.core.keys];
         self.app.tables_mut(&mut out);
@@ -694,8 +715,8 @@ impl<T: AppState> State<T> {
     }
 
     /// Commits the pending writes to the tables, leaving the state tree (and so the
-    /// [`root`](Self::root)) as it was; returns what undoes them. For a copy of the state that
-    /// answers queries but is never proved from.
+    /// [`root`](Self::root)) as it was; returns what undoes them (the disk backend's tests).
+    #[cfg(all(test, feature = "redb"))]
     pub(crate) fn commit_untracked(&mut self) -> Result<BlockUndo, StoreError> {
         self.commit(self.tree.clone(), Vec::new())
     }
@@ -779,15 +800,11 @@ impl<T: AppState> State<T> {
             return None;
         }
         let base = self.root();
-        let tables: Option<Vec<_>> = self
-            .tables_mut()
-            .into_iter()
-            .map(|t| t.take_block())
-            .collect();
+        let Pending { tables } = self.take_pending()?;
         Some(SetAside {
             base,
             executed,
-            tables: tables?,
+            tables,
         })
     }
 
@@ -798,18 +815,61 @@ impl<T: AppState> State<T> {
         if set_aside.base != self.root() {
             return None;
         }
+        self.restore_pending(Pending {
+            tables: set_aside.tables,
+        })
+        .then_some(set_aside.executed)
+    }
+
+    /// Takes every table's pending writes out, leaving none (as [`discard`](Self::discard)
+    /// does); `None` if a table cannot set its writes aside (they are then all discarded).
+    pub(crate) fn take_pending(&mut self) -> Option<Pending> {
+        let taken: Vec<_> = self
+            .tables_mut()
+            .into_iter()
+            .map(|t| t.take_block())
+            .collect();
+        let tables = taken.into_iter().collect::<Option<Vec<_>>>()?;
+        Some(Pending { tables })
+    }
+
+    /// Puts back as pending writes what [`take_pending`](Self::take_pending) took from this
+    /// state, which has no pending writes; `false` if a table refuses its part (nothing is
+    /// pending then).
+    pub(crate) fn restore_pending(&mut self, pending: Pending) -> bool {
+        let count = pending.tables.len();
         let mut restored = 0;
-        for (table, writes) in self.tables_mut().into_iter().zip(set_aside.tables) {
+        for (table, writes) in self.tables_mut().into_iter().zip(pending.tables) {
             if !table.restore_block(writes) {
                 break;
             }
             restored += 1;
         }
-        if restored != self.tables().len() {
+        if restored != count || restored != self.tables().len() {
             self.discard();
-            return None;
+            return false;
         }
-        Some(set_aside.executed)
+        true
+    }
+
+    /// [`next_nonce`](Self::next_nonce) with `pending` (taken from this state) applied.
+    pub(crate) fn next_nonce_with(&self, pending: Option<&Pending>, account: &AccountId) -> u64 {
+        self.core
+            .accounts
+            .get_with(pending.and_then(|p| p.table(ACCOUNTS_SLOT)), account)
+            .map_or(0, |a| a.next_nonce)
+    }
+
+    /// [`account_of_key`](Self::account_of_key) with `pending` (taken from this state) applied.
+    pub(crate) fn account_of_key_with(
+        &self,
+        pending: Option<&Pending>,
+        key: &PublicKey,
+    ) -> AccountId {
+        self.core
+            .keys
+            .get_with(pending.and_then(|p| p.table(KEYS_SLOT)), key)
+            .map_or(key.account(), |k| k.account)
     }
 
     /// Drops the pending writes of an executed block.

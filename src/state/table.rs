@@ -178,6 +178,21 @@ where
         }
     }
 
+    /// The value of `key` with `writes` (a table of this type's pending writes, as
+    /// [`TableOps::take_block`] took them out) over the committed entries: a read of a state
+    /// whose pending writes are set aside. Writes of another type are ignored.
+    pub(crate) fn get_with<'a>(
+        &'a self,
+        writes: Option<&'a (dyn Any + Send + Sync)>,
+        key: &K,
+    ) -> Option<&'a V> {
+        let writes = writes.and_then(|w| w.downcast_ref::<HashMap<K, Option<V>>>());
+        if let Some(slot) = writes.and_then(|w| w.get(key)) {
+            return slot.as_ref();
+        }
+        self.get(key)
+    }
+
     /// Whether the entries are on disk (feature `redb`, see `state::disk`).
     pub fn is_on_disk(&self) -> bool {
         !matches!(self.committed, Committed::Memory(_))
