@@ -9,10 +9,10 @@
 //!
 //! * [`submit`](Ledger::submit) checks a transaction against the current state *and* everything
 //!   already pending — signature and chain id, nonce order, and the application's rules (for
-//!   MedRec, access control), by applying it to the pool's own copy of the state — and answers [`Accepted`] (with the events
-//!   it would emit and the ids of the objects it would create) or a [`Refusal`] carrying the same
-//!   typed reason the chain would give ([`TxError`], [`StateError`]). Nothing is added on
-//!   refusal.
+//!   MedRec, access control), by applying it after the pending ones — and answers [`Accepted`]
+//!   (with the events it would emit and the ids of the objects it would create) or a
+//!   [`Refusal`] carrying the same typed reason the chain would give ([`TxError`],
+//!   [`StateError`]). Nothing is added on refusal.
 //! * [`next_nonce`](Ledger::next_nonce) counts pending transactions, and
 //!   [`sign`](Ledger::sign) signs with it; [`dry_run`](Ledger::dry_run) and
 //!   [`dry_run_op`](Ledger::dry_run_op) ask "would this be refused, and why?" without adding

@@ -854,7 +854,7 @@ fn signing_counts_pending_transactions_and_key_rotation() {
     let tx = l.sign(&new_key, data(7));
     assert_eq!(tx.body.nonce, 2);
     l.submit(tx).unwrap();
-    // The old key is retired in the pool's view.
+    // The old key is retired for the pool.
     let old = l.sign(&c.patient, data(8));
     assert!(matches!(
         l.submit(old).unwrap_err(),

@@ -688,7 +688,7 @@ impl<T: AppState> State<T> {
     /// Applies `tx` on top of the pending writes as transaction `index` of the block at
     /// `height` and `time`, without computing the state tree; its writes stay pending if `keep`
     /// and it applies, and are rolled back otherwise. For a mempool that keeps its pool applied
-    /// on its own copy of the state.
+    /// as pending writes (see [`take_pending`](Self::take_pending)).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn apply_pending<P: AppPayload, Ev, E>(
         &mut self,
