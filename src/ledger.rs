@@ -431,6 +431,9 @@ struct Limits {
 struct PoolEntry<A: Application> {
     tx: VerifiedTx<A::Payload>,
     len: usize,
+    /// Whether its writes are among the pool's (false for a peer's relayed transaction: see
+    /// [`Ledger::submit_relayed`]).
+    applied: bool,
 }
 
 /// Statuses of transactions no longer pending, the oldest forgotten first.
@@ -513,6 +516,13 @@ impl<C: Consensus, A: Application> core::fmt::Debug for Ledger<C, A> {
     }
 }
 
+/// A transaction a block built from the pool left out, with the reason (as
+/// [`BlockTemplate::rejected`] lists them).
+pub type Rejected<A> = (
+    Transaction<<A as Application>::Payload>,
+    StateError<<A as Application>::Error>,
+);
+
 /// A transaction that passed the stateless checks, with its encoded length, or why not.
 type Checked<A> = Result<(VerifiedTx<<A as Application>::Payload>, usize), Refusal<A>>;
 
@@ -525,20 +535,52 @@ struct Stateless<'a> {
 }
 
 impl Stateless<'_> {
-    /// Checks the signatures of `txs` for this chain in batches, about twice as fast as one at
-    /// a time: the key cache remembers those that pass, so [`check`](Self::check) finds them
-    /// verified. Nothing is refused here: a batch holding a bad signature leaves its
-    /// transactions to `check`, which names the bad one.
-    fn verify_batch<P: crate::tx::AppPayload>(&self, txs: &[Transaction<P>]) {
-        let ours: Vec<Transaction<P>> = txs
-            .iter()
-            .filter(|tx| tx.body.chain_id == self.chain_id)
-            .cloned()
-            .collect();
-        if ours.len() > 1 {
-            // The outcome is in the cache; each transaction's own answer comes from `check`.
-            let _ = crate::tx::verify_batch_cached(self.chain_id, ours, self.keys);
+    /// [`check`](Self::check) of each of `txs`, with its id: each encoded and hashed once (on
+    /// all cores with the `parallel` feature), the signatures checked in batches, about twice
+    /// as fast as one at a time; a bad signature refuses only its own transaction.
+    fn check_all<A: Application>(
+        &self,
+        txs: Vec<Transaction<A::Payload>>,
+    ) -> Vec<(TxId, Checked<A>)> {
+        let measure = |tx: &Transaction<A::Payload>| {
+            let bytes = tx.encode();
+            (
+                TxId::from_bytes(crate::hash::domain::TX.hash(&bytes)),
+                bytes.len(),
+            )
+        };
+        #[cfg(feature = "parallel")]
+        let measured: Vec<(TxId, usize)> = {
+            use rayon::prelude::*;
+            txs.par_iter().map(measure).collect()
+        };
+        #[cfg(not(feature = "parallel"))]
+        let measured: Vec<(TxId, usize)> = txs.iter().map(measure).collect();
+        let mut to_verify = Vec::with_capacity(txs.len());
+        for (tx, &(id, len)) in txs.into_iter().zip(&measured) {
+            if len <= self.max_len {
+                to_verify.push((tx, id));
+            }
         }
+        let mut verdicts =
+            crate::tx::verify_each_identified(self.chain_id, to_verify, self.keys).into_iter();
+        measured
+            .into_iter()
+            .map(|(id, len)| {
+                if len > self.max_len {
+                    let refusal = Refusal::TooLarge {
+                        len,
+                        max: self.max_len,
+                    };
+                    return (id, Err(refusal));
+                }
+                // One verdict per transaction handed to verification, in order.
+                let verdict = verdicts
+                    .next()
+                    .expect("a verdict for each transaction verified");
+                (id, verdict.map(|v| (v, len)).map_err(Refusal::Tx))
+            })
+            .collect()
     }
 
     /// The verified transaction and its encoded length.
@@ -780,6 +822,10 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             self.pool_ids.clear();
             self.pool_bytes = 0;
             for entry in old_pool {
+                if !entry.applied {
+                    self.keep_in_pool(entry);
+                    continue;
+                }
                 match self.apply_in_pool(&entry.tx, time, true) {
                     Ok(_) => self.keep_in_pool(entry),
                     Err(reason) => self.statuses.set(entry.tx.id(), TxStatus::Refused(reason)),
@@ -860,10 +906,7 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
     pub fn submit(&mut self, tx: Transaction<A::Payload>) -> Result<Accepted<A>, Refusal<A>> {
         let result = self.admit(&tx);
         if let Err(reason) = &result {
-            if !matches!(reason, Refusal::Duplicate(_)) {
-                self.statuses
-                    .set(tx.id(), TxStatus::Refused(reason.clone()));
-            }
+            self.record_refusal(tx.id(), reason);
         }
         result
     }
@@ -885,6 +928,18 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         (verified, len): (VerifiedTx<A::Payload>, usize),
         time: u64,
     ) -> Result<Accepted<A>, Refusal<A>> {
+        self.check_room(len)?;
+        let accepted = self.apply_in_pool(&verified, time, true)?;
+        self.keep_in_pool(PoolEntry {
+            tx: verified,
+            len,
+            applied: true,
+        });
+        Ok(accepted)
+    }
+
+    /// Refuses a transaction of `len` encoded bytes if the pool has no room for it.
+    fn check_room(&self, len: usize) -> Result<(), Refusal<A>> {
         if self.pool.len() >= self.limits.pool_txs {
             return Err(Refusal::PoolFull {
                 what: "transactions",
@@ -897,9 +952,14 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                 max: self.limits.pool_bytes,
             });
         }
-        let accepted = self.apply_in_pool(&verified, time, true)?;
-        self.keep_in_pool(PoolEntry { tx: verified, len });
-        Ok(accepted)
+        Ok(())
+    }
+
+    /// Records why transaction `id` was refused (a duplicate keeps the original's status).
+    fn record_refusal(&mut self, id: TxId, reason: &Refusal<A>) {
+        if !matches!(reason, Refusal::Duplicate(_)) {
+            self.statuses.set(id, TxStatus::Refused(reason.clone()));
+        }
     }
 
     /// [`submit`](Self::submit)s each of `txs` in order, answering each; the signatures are
@@ -909,40 +969,101 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         &mut self,
         txs: Vec<Transaction<A::Payload>>,
     ) -> Vec<Result<Accepted<A>, Refusal<A>>> {
-        let checks: Vec<Checked<A>> = {
-            let stateless = self.stateless();
-            stateless.verify_batch(&txs);
-            #[cfg(feature = "parallel")]
-            {
-                use rayon::prelude::*;
-                txs.par_iter().map(|tx| stateless.check(tx)).collect()
-            }
-            #[cfg(not(feature = "parallel"))]
-            {
-                txs.iter().map(|tx| stateless.check(tx)).collect()
-            }
-        };
+        let checks = self.stateless().check_all(txs);
         self.restore_pool();
         let time = self.next_block_time();
-        let answers = txs
-            .iter()
-            .zip(checks)
-            .map(|(tx, check)| {
-                let result = check.and_then(|(verified, len)| {
-                    self.check_new(verified.id())?;
-                    self.add_checked((verified, len), time)
+        let answers = checks
+            .into_iter()
+            .map(|(id, check)| {
+                let result = check.and_then(|checked| {
+                    self.check_new(id)?;
+                    self.add_checked(checked, time)
                 });
                 if let Err(reason) = &result {
-                    if !matches!(reason, Refusal::Duplicate(_)) {
-                        self.statuses
-                            .set(tx.id(), TxStatus::Refused(reason.clone()));
-                    }
+                    self.record_refusal(id, reason);
                 }
                 result
             })
             .collect();
         self.set_pool_aside();
         answers
+    }
+
+    /// Takes transactions that another node of the network admitted and relayed to this one:
+    /// each is checked as [`submit`](Self::submit) checks it but for the state (size, chain id
+    /// and signature, all signatures at once; duplicates; the pool's room) and kept pending
+    /// without being applied to the pool's state. The block that includes one applies it; a
+    /// block built from the pool leaves out one that does not apply then, and the pool drops
+    /// it ([`propose`](Self::propose) and [`produce_block_with`](Self::produce_block_with) do;
+    /// an engine that builds with [`build_template`](Self::build_template) calls
+    /// [`drop_rejected`](Self::drop_rejected)).
+    ///
+    /// The pool's later answers do not count these transactions: one resting on a relayed
+    /// transaction still pending (its account's next nonce, an operation on what it creates) is
+    /// refused until a block includes it. For a network where each transaction is applied on
+    /// the node its client submitted it to: applying it again on every other node is most of
+    /// what a pool costs.
+    pub fn submit_relayed(
+        &mut self,
+        txs: Vec<Transaction<A::Payload>>,
+    ) -> Vec<Result<TxId, Refusal<A>>> {
+        let checks = self.stateless().check_all(txs);
+        checks
+            .into_iter()
+            .map(|(id, check)| {
+                let result = check.and_then(|(verified, len)| {
+                    self.check_new(id)?;
+                    self.check_room(len)?;
+                    self.keep_in_pool(PoolEntry {
+                        tx: verified,
+                        len,
+                        applied: false,
+                    });
+                    Ok(id)
+                });
+                if let Err(reason) = &result {
+                    self.record_refusal(id, reason);
+                }
+                result
+            })
+            .collect()
+    }
+
+    /// Drops the pending transactions that a block built from the pool left out because they
+    /// fail against the state (as [`BlockTemplate::rejected`] lists them), recording the
+    /// reason as their status; for engines that build their blocks with
+    /// [`build_template`](Self::build_template). Transactions not pending are ignored.
+    pub fn drop_rejected(&mut self, rejected: &[Rejected<A>]) {
+        let reasons: HashMap<TxId, &StateError<A::Error>> = rejected
+            .iter()
+            .map(|(tx, reason)| (tx.id(), reason))
+            .filter(|(id, _)| self.pool_ids.contains(id))
+            .collect();
+        if reasons.is_empty() {
+            return;
+        }
+        let mut applied = false;
+        let mut dropped_bytes = 0;
+        self.pool.retain(|e| {
+            let drop = reasons.contains_key(&e.tx.id());
+            if drop {
+                applied |= e.applied;
+                dropped_bytes += e.len;
+            }
+            !drop
+        });
+        self.pool_bytes -= dropped_bytes;
+        for (id, reason) in reasons {
+            self.pool_ids.remove(&id);
+            self.statuses
+                .set(id, TxStatus::Refused(Refusal::State(reason.clone())));
+        }
+        if applied {
+            // Their writes are among the pool's: the others are applied again without them.
+            self.pool_writes = None;
+            self.restore_pool();
+            self.set_pool_aside();
+        }
     }
 
     /// Whether [`submit`](Self::submit) would accept `tx` now, and what it would do; nothing
@@ -1141,7 +1262,11 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             .filter(|tx| !included.contains(&tx.id()))
             .map(|tx| {
                 let len = tx.transaction().encode().len();
-                PoolEntry { tx, len }
+                PoolEntry {
+                    tx,
+                    len,
+                    applied: true,
+                }
             })
             .chain(
                 old_pool
@@ -1169,8 +1294,10 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                     what: "bytes",
                     max: self.limits.pool_bytes,
                 })
-            } else {
+            } else if entry.applied {
                 self.apply_in_pool(&entry.tx, time, true).err()
+            } else {
+                None
             };
             match refusal {
                 None => self.keep_in_pool(entry),

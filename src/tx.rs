@@ -590,6 +590,17 @@ pub(crate) fn verify_batch_identified<P: AppPayload>(
     verify_batch_inner(chain_id, items, cache)
 }
 
+/// As [`verify_batch_identified`], answering for each transaction: a bad one refuses only
+/// itself (for a pool that admits a burst from many clients, each with its own answer).
+pub(crate) fn verify_each_identified<P: AppPayload>(
+    chain_id: ChainId,
+    items: Vec<(Transaction<P>, TxId)>,
+    cache: &KeyCache,
+) -> Vec<Result<VerifiedTx<P>, TxError>> {
+    let items = items.into_iter().map(|(tx, id)| (tx, Some(id))).collect();
+    verify_each(chain_id, items, cache)
+}
+
 /// A transaction to verify, with its id if already known.
 type Item<P> = (Transaction<P>, Option<TxId>);
 
@@ -598,6 +609,25 @@ fn verify_batch_inner<P: AppPayload>(
     items: Vec<Item<P>>,
     cache: &KeyCache,
 ) -> Result<Vec<VerifiedTx<P>>, TxError> {
+    verify_each(chain_id, items, cache)
+        .into_iter()
+        .enumerate()
+        .map(|(index, verdict)| {
+            verdict.map_err(|e| TxError::InBatch {
+                index,
+                source: Box::new(e),
+            })
+        })
+        .collect()
+}
+
+/// Each transaction's verdict, the signatures checked in chunks of [`BATCH_CHUNK`] (in
+/// parallel with the `parallel` feature).
+fn verify_each<P: AppPayload>(
+    chain_id: ChainId,
+    items: Vec<Item<P>>,
+    cache: &KeyCache,
+) -> Vec<Result<VerifiedTx<P>, TxError>> {
     let chunks: Vec<Vec<Item<P>>> = {
         let mut out = Vec::with_capacity(items.len().div_ceil(BATCH_CHUNK));
         let mut it = items.into_iter().peekable();
@@ -606,25 +636,15 @@ fn verify_batch_inner<P: AppPayload>(
         }
         out
     };
-    let check = |(ci, chunk): (usize, Vec<Item<P>>)| -> Result<Vec<VerifiedTx<P>>, TxError> {
-        verify_chunk(chain_id, chunk, cache).map_err(|(i, e)| TxError::InBatch {
-            index: ci * BATCH_CHUNK + i,
-            source: Box::new(e),
-        })
-    };
+    let check = |chunk: Vec<Item<P>>| verify_chunk(chain_id, chunk, cache);
     #[cfg(feature = "parallel")]
-    let results: Vec<Result<Vec<VerifiedTx<P>>, TxError>> = {
+    let results: Vec<Vec<Result<VerifiedTx<P>, TxError>>> = {
         use rayon::prelude::*;
-        chunks.into_par_iter().enumerate().map(check).collect()
+        chunks.into_par_iter().map(check).collect()
     };
     #[cfg(not(feature = "parallel"))]
-    let results: Vec<Result<Vec<VerifiedTx<P>>, TxError>> =
-        chunks.into_iter().enumerate().map(check).collect();
-    let mut out = Vec::new();
-    for r in results {
-        out.extend(r?);
-    }
-    Ok(out)
+    let results: Vec<Vec<Result<VerifiedTx<P>, TxError>>> = chunks.into_iter().map(check).collect();
+    results.into_iter().flatten().collect()
 }
 
 /// The encodings of the y-coordinates of the eight small-order Ed25519 points, sign bit clear,
@@ -670,11 +690,14 @@ pub(crate) fn has_small_order_r(sig: &Signature) -> bool {
     SMALL_ORDER_Y.contains(&y)
 }
 
+/// Each transaction's verdict: for this chain, its key valid, its signature good. The
+/// signatures this cache has not seen verified are checked with one batch equation; if it
+/// fails, each is checked alone with strict verification, so only the bad ones are refused.
 fn verify_chunk<P: AppPayload>(
     chain_id: ChainId,
     chunk: Vec<Item<P>>,
     cache: &KeyCache,
-) -> Result<Vec<VerifiedTx<P>>, (usize, TxError)> {
+) -> Vec<Result<VerifiedTx<P>, TxError>> {
     let chunk: Vec<VerifiedTx<P>> = chunk
         .into_iter()
         .map(|(tx, id)| match id {
@@ -682,36 +705,41 @@ fn verify_chunk<P: AppPayload>(
             None => VerifiedTx::new_unchecked(tx),
         })
         .collect();
-    // Positions of the transactions whose signatures this cache has not seen verified.
+    let mut refused: Vec<Option<TxError>> = vec![None; chunk.len()];
+    // Positions of the transactions whose signatures go into the batch equation.
     let mut unseen = Vec::with_capacity(chunk.len());
+    let mut keys = Vec::with_capacity(chunk.len());
+    let mut messages = Vec::with_capacity(chunk.len());
+    let mut sigs = Vec::with_capacity(chunk.len());
     for (i, v) in chunk.iter().enumerate() {
         let tx = &v.tx;
         if tx.body.chain_id != chain_id {
-            return Err((
-                i,
-                TxError::WrongChain {
-                    expected: chain_id,
-                    found: tx.body.chain_id,
-                },
-            ));
+            refused[i] = Some(TxError::WrongChain {
+                expected: chain_id,
+                found: tx.body.chain_id,
+            });
+            continue;
         }
-        if !cache.is_verified(&v.id) {
-            unseen.push(i);
+        if cache.is_verified(&v.id) {
+            continue;
         }
-    }
-    let mut keys = Vec::with_capacity(unseen.len());
-    let mut messages = Vec::with_capacity(unseen.len());
-    let mut sigs = Vec::with_capacity(unseen.len());
-    for &i in &unseen {
-        let tx = &chunk[i].tx;
-        keys.push(cache.verifying_key(&tx.body.signer).map_err(|e| (i, e))?);
+        let key = match cache.verifying_key(&tx.body.signer) {
+            Ok(key) => key,
+            Err(e) => {
+                refused[i] = Some(e);
+                continue;
+            }
+        };
         // Batch verification checks the cofactorless equation only, which a signature with a
         // small-order `R` can satisfy (`R` = identity, `S = H(R ‖ A ‖ M)·a`): the signer would
         // get a second, valid-looking signature and so a second transaction id for the same
         // content. Strict verification refuses such an `R`; so does this path.
         if has_small_order_r(&tx.signature) {
-            return Err((i, TxError::BadSignature(tx.body.signer)));
+            refused[i] = Some(TxError::BadSignature(tx.body.signer));
+            continue;
         }
+        unseen.push(i);
+        keys.push(key);
         messages.push(tx.body.signing_message());
         sigs.push(ed25519_dalek::Signature::from_bytes(&tx.signature.0));
     }
@@ -720,13 +748,25 @@ fn verify_chunk<P: AppPayload>(
         if ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_err() {
             for (k, &i) in unseen.iter().enumerate() {
                 if keys[k].verify_strict(&messages[k], &sigs[k]).is_err() {
-                    return Err((i, TxError::BadSignature(chunk[i].tx.body.signer)));
+                    refused[i] = Some(TxError::BadSignature(chunk[i].tx.body.signer));
                 }
             }
         }
-        cache.remember(unseen.iter().map(|&i| chunk[i].id));
+        cache.remember(
+            unseen
+                .iter()
+                .filter(|&&i| refused[i].is_none())
+                .map(|&i| chunk[i].id),
+        );
     }
-    Ok(chunk)
+    chunk
+        .into_iter()
+        .zip(refused)
+        .map(|(v, refused)| match refused {
+            None => Ok(v),
+            Some(e) => Err(e),
+        })
+        .collect()
 }
 
 /// A signature over `message` by `Keypair::from_seed(seed)` with `R` the identity point and

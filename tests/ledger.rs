@@ -397,6 +397,126 @@ fn pending_transactions_stay_out_of_the_chains_state_and_survive_a_proposal_chec
 }
 
 #[test]
+fn relayed_transactions_wait_unapplied_and_a_block_drops_those_that_fail() {
+    let (mut l, clock, c) = cast_ledger();
+    let chain_id = l.chain_id();
+    // Another node's clients signed these, and that node relays them here.
+    let certify = Transaction::sign(
+        &c.authority,
+        chain_id,
+        0,
+        AccessOp::CertifyProvider {
+            provider: c.hospital.account(),
+            emergency: false,
+        }
+        .into(),
+    );
+    let register = Transaction::sign(
+        &c.hospital,
+        chain_id,
+        0,
+        register_op(&c.hospital, Role::Provider, "St Mary's").into(),
+    );
+    let stale = Transaction::sign(&c.patient, chain_id, 5, data(1));
+    let mut forged = Transaction::sign(&c.patient, chain_id, 0, data(2));
+    forged.signature = c.patient.sign(b"something else");
+    let answers = l.submit_relayed(vec![
+        certify.clone(),
+        register.clone(),
+        stale.clone(),
+        forged,
+        certify.clone(),
+    ]);
+    assert_eq!(
+        answers[..3],
+        [Ok(certify.id()), Ok(register.id()), Ok(stale.id())]
+    );
+    assert_eq!(
+        answers[3],
+        Err(Refusal::Tx(TxError::BadSignature(c.patient.public())))
+    );
+    assert_eq!(answers[4], Err(Refusal::Duplicate(certify.id())));
+    assert_eq!(l.pending(), 3);
+    // Pending but not applied: the pool's answers do not count them.
+    assert_eq!(l.next_nonce(&c.hospital.account()), 0);
+    let early = l.sign(
+        &c.hospital,
+        AccessOp::CreateRelationship {
+            patient: c.patient.account(),
+        },
+    );
+    assert!(matches!(
+        l.submit(early).unwrap_err(),
+        Refusal::State(StateError::App(AccessError::NotRegistered(_)))
+    ));
+    // The block applies them; the one that fails is left out and leaves the pool.
+    clock.set(T0 + 61);
+    let produced = l.produce_block().unwrap();
+    let included: Vec<_> = produced.report.txs.iter().map(|t| t.id).collect();
+    assert_eq!(included, [certify.id(), register.id()]);
+    let left_out: Vec<_> = produced.report.left_out.iter().map(|l| l.id).collect();
+    assert_eq!(left_out, [stale.id()]);
+    assert_eq!(l.pending(), 0);
+    assert!(matches!(
+        l.status(&stale.id()),
+        Some(TxStatus::Refused(Refusal::State(
+            StateError::BadNonce { .. }
+        )))
+    ));
+    assert_eq!(l.next_nonce(&c.hospital.account()), 1);
+}
+
+#[test]
+fn a_rejected_pending_transaction_dropped_takes_what_rested_on_it_along() {
+    let (mut l, _, c) = cast_ledger();
+    let root = l.chain().state().root();
+    l.sign_and_submit(
+        &c.authority,
+        AccessOp::CertifyProvider {
+            provider: c.hospital.account(),
+            emergency: false,
+        },
+    )
+    .unwrap();
+    l.sign_and_submit(
+        &c.hospital,
+        register_op(&c.hospital, Role::Provider, "St Mary's"),
+    )
+    .unwrap();
+    let patient = l.sign(&c.patient, register_op(&c.patient, Role::Patient, "NHS-4"));
+    l.submit(patient.clone()).unwrap();
+    let relationship = l.sign(
+        &c.hospital,
+        AccessOp::CreateRelationship {
+            patient: c.patient.account(),
+        },
+    );
+    l.submit(relationship.clone()).unwrap();
+    // A block built elsewhere left the patient's registration out (whatever the reason).
+    let reason = StateError::App(AccessError::NotRegistered(c.patient.account()));
+    l.drop_rejected(&[(patient.clone(), reason.clone())]);
+    assert_eq!(
+        l.status(&patient.id()),
+        Some(TxStatus::Refused(Refusal::State(reason)))
+    );
+    // The relationship rested on it: applied again without it, it fails and goes too.
+    assert!(matches!(
+        l.status(&relationship.id()),
+        Some(TxStatus::Refused(Refusal::State(StateError::App(_))))
+    ));
+    assert_eq!(l.pending(), 2);
+    assert_eq!(l.next_nonce(&c.patient.account()), 0);
+    assert_eq!(l.next_nonce(&c.hospital.account()), 1);
+    assert_eq!(l.chain().state().root(), root);
+    // Dropping what is not pending changes nothing.
+    l.drop_rejected(&[(
+        patient,
+        StateError::App(AccessError::NotRegistered(c.patient.account())),
+    )]);
+    assert_eq!(l.pending(), 2);
+}
+
+#[test]
 fn a_dry_run_answers_without_adding_anything() {
     let (mut l, _, c) = cast_ledger();
     let op = register_op(&c.hospital, Role::Provider, "St Mary's");

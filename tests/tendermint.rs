@@ -375,6 +375,43 @@ fn four_honest_validators_finalise_identical_chains_with_every_offered_transacti
     }
 }
 
+#[test]
+fn relayed_transactions_are_finalised_and_one_that_never_applies_leaves_every_pool() {
+    let mut net = Net::new(3, [Behaviour::Honest; 4], 20_000);
+    let mut txs = client_txs(40);
+    // Signed for a nonce its account will not reach: valid alone, never in a block.
+    let record = Digest::from_bytes(*blake3::hash(b"stale").as_bytes());
+    let stale = Transaction::sign(
+        &Keypair::from_seed(&[99; 32]),
+        new_chain().chain_id(),
+        9,
+        Payload::Data { record },
+    );
+    txs.push(stale.clone());
+    // Each node takes them as relayed by a peer: checked, pending, not applied to its pool.
+    for node in &mut net.nodes {
+        let answers = node.engine.offer_relayed(&mut node.ledger, txs.clone());
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(node.ledger.pending(), txs.len());
+    }
+    net.run(net.now + 30 * SECOND, 8);
+    assert!(net.min_height() >= 8, "heights {:?}", heights(&net));
+    assert_eq!(net.violations(), Vec::<String>::new());
+    assert_eq!(net.refused_appends, Vec::<String>::new());
+    for (i, node) in net.nodes.iter().enumerate() {
+        assert_eq!(net.committed_txs(i), txs.len() - 1, "node {i}");
+        // Each node proposed once at least, and its template left the stale one out.
+        assert_eq!(node.ledger.pending(), 0, "node {i}");
+        assert!(
+            matches!(
+                node.ledger.status(&stale.id()),
+                Some(medledger::TxStatus::Refused(_))
+            ),
+            "node {i}"
+        );
+    }
+}
+
 /// Runs four honest validators whose ledgers build blocks of at most `max_txs` transactions
 /// and `max_bytes` bytes of them, offered `txs`; asserts every node commits all of them, and
 /// returns the largest block on any node (transactions, bytes).

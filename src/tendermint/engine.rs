@@ -26,7 +26,7 @@ use crate::block::{Block, Header, HEADER_VERSION, MAX_BLOCK_LEN};
 use crate::codec;
 use crate::consensus::protocol::Time;
 use crate::consensus::protocol::{Input, Output, Outputs, Protocol, ProtocolInput, Recipients};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Refusal};
 use crate::tx::{self, AppPayload as _, Keypair, PublicKey, Transaction};
 
 /// The highest round a message may name (rounds beyond it would overflow the round counter).
@@ -617,6 +617,9 @@ impl<A: Application> Tendermint<A> {
         let template = ledger
             .build_template(txs, timestamp)
             .map_err(|e| TendermintError::Ledger(e.to_string()))?;
+        // What no longer applies (a peer's relayed transaction never applied here, say) would
+        // be left out of every later proposal too.
+        ledger.drop_rejected(&template.rejected);
         let block = template
             .seal(())
             .map_err(|e| TendermintError::Ledger(e.to_string()))?;
@@ -1033,6 +1036,43 @@ impl<A: Application> Tendermint<A> {
         ledger: &mut Ledger<TendermintConsensus, A>,
         txs: Vec<Transaction<P<A>>>,
     ) -> Vec<Result<(), TendermintError>> {
+        self.offer_with(ledger, txs, |ledger, passed| {
+            ledger
+                .submit_all(passed)
+                .into_iter()
+                .map(|r| r.map(|_| ()))
+                .collect()
+        })
+    }
+
+    /// [`offer_all`](Self::offer_all) for transactions a peer relayed after admitting them
+    /// itself: taken with [`Ledger::submit_relayed`] (checked but for the state, not applied
+    /// to the pool's state).
+    pub fn offer_relayed(
+        &self,
+        ledger: &mut Ledger<TendermintConsensus, A>,
+        txs: Vec<Transaction<P<A>>>,
+    ) -> Vec<Result<(), TendermintError>> {
+        self.offer_with(ledger, txs, |ledger, passed| {
+            ledger
+                .submit_relayed(passed)
+                .into_iter()
+                .map(|r| r.map(|_| ()))
+                .collect()
+        })
+    }
+
+    /// The engine's rules on each of `txs`, then `submit` on those that pass; one answer per
+    /// transaction, in order.
+    fn offer_with(
+        &self,
+        ledger: &mut Ledger<TendermintConsensus, A>,
+        txs: Vec<Transaction<P<A>>>,
+        submit: impl FnOnce(
+            &mut Ledger<TendermintConsensus, A>,
+            Vec<Transaction<P<A>>>,
+        ) -> Vec<Result<(), Refusal<A>>>,
+    ) -> Vec<Result<(), TendermintError>> {
         let mut answers: Vec<Result<(), TendermintError>> = Vec::with_capacity(txs.len());
         let mut passed = Vec::with_capacity(txs.len());
         for (index, tx) in txs.into_iter().enumerate() {
@@ -1045,7 +1085,7 @@ impl<A: Application> Tendermint<A> {
             }
         }
         let (indices, passed): (Vec<usize>, Vec<_>) = passed.into_iter().unzip();
-        for (index, result) in indices.into_iter().zip(ledger.submit_all(passed)) {
+        for (index, result) in indices.into_iter().zip(submit(ledger, passed)) {
             if let Err(refusal) = result {
                 answers[index] = Err(TendermintError::Refused {
                     index,

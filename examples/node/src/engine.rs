@@ -71,6 +71,18 @@ pub trait NodeEngine:
         (outputs, answers)
     }
 
+    /// [`offer`](Self::offer) for transactions a peer relayed, having taken them from its own
+    /// client: by default the same; Tendermint takes them into the pool without applying them
+    /// to the pool's state ([`Tendermint::offer_relayed`]), the block that includes them does.
+    fn offer_relayed(
+        &mut self,
+        ledger: &mut Ledger<Self::Consensus>,
+        now: Time,
+        txs: Vec<Transaction>,
+    ) -> (Outputs<Self>, Vec<Result<(), Error>>) {
+        self.offer(ledger, now, txs)
+    }
+
     /// Blocks reached the ledger by block sync: tells the engine (by default
     /// [`Input::Appended`]).
     ///
@@ -118,6 +130,19 @@ fn submit_all(ledger: &mut Ledger<impl Consensus>, txs: &[Transaction]) -> Resul
     Ok(())
 }
 
+/// The engine's answers to an offer, each refusal with the ledger's or the engine's reason.
+fn answers(results: Vec<Result<(), TendermintError>>) -> Vec<Result<(), Error>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.map_err(|e| match e {
+                TendermintError::Refused { reason, .. } => Error::from(reason),
+                e => Error::from(e),
+            })
+        })
+        .collect()
+}
+
 impl NodeEngine for Tendermint<MedRec> {
     type Consensus = TendermintConsensus;
     const NAME: &'static str = "tendermint";
@@ -140,17 +165,19 @@ impl NodeEngine for Tendermint<MedRec> {
     ) -> (Outputs<Self>, Vec<Result<(), Error>>) {
         // Each answer is one transaction's: its position in the node's batch (which mixes
         // clients' and peers' transactions) would mean nothing to the client.
-        let answers = self
-            .offer_all(ledger, txs)
-            .into_iter()
-            .map(|r| {
-                r.map_err(|e| match e {
-                    TendermintError::Refused { reason, .. } => Error::from(reason),
-                    e => Error::from(e),
-                })
-            })
-            .collect();
-        (Vec::new(), answers)
+        (Vec::new(), answers(self.offer_all(ledger, txs)))
+    }
+
+    fn offer_relayed(
+        &mut self,
+        ledger: &mut Ledger<TendermintConsensus>,
+        _now: Time,
+        txs: Vec<Transaction>,
+    ) -> (Outputs<Self>, Vec<Result<(), Error>>) {
+        (
+            Vec::new(),
+            answers(Tendermint::offer_relayed(self, ledger, txs)),
+        )
     }
 
     fn block_id(header: &Header<<TendermintConsensus as Consensus>::Seal>) -> String {

@@ -596,7 +596,24 @@ where
             .map(|(tx, origin)| (!matches!(origin, Origin::Peer)).then(|| tx.encode()))
             .collect();
         let mut batches = std::mem::take(&mut self.batches);
-        let answers = self.offer(txs);
+        // The clients' transactions first, applied to the pool's state; then the peers', which
+        // their own nodes applied (see `NodeEngine::offer_relayed`).
+        // Each group: the transactions' places in the inbox, and the transactions.
+        let (mut local, mut relayed) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+        for (at, (tx, origin)) in txs.into_iter().zip(&origins).enumerate() {
+            let (places, group) = match origin {
+                Origin::Peer => &mut relayed,
+                _ => &mut local,
+            };
+            places.push(at);
+            group.push(tx);
+        }
+        let mut answers: Vec<Result<String, String>> = vec![Ok(String::new()); origins.len()];
+        for ((places, group), relayed) in [(local, false), (relayed, true)] {
+            for (at, answer) in places.into_iter().zip(self.offer(group, relayed)) {
+                answers[at] = answer;
+            }
+        }
         for ((answer, origin), bytes) in answers.into_iter().zip(origins).zip(encoded) {
             if answer.is_ok() {
                 self.outbox.extend(bytes);
@@ -622,10 +639,10 @@ where
         }
     }
 
-    /// Offers `txs` to the engine (which submits them to the ledger's pool) and answers each
-    /// with its id, or the reason it was refused. Duplicates are dropped; refusals come back
-    /// with the ledger's reason.
-    fn offer(&mut self, txs: Vec<Transaction>) -> Vec<Result<String, String>> {
+    /// Offers `txs` to the engine (which submits them to the ledger's pool), as a peer's relay
+    /// if `relayed`, and answers each with its id, or the reason it was refused. Duplicates
+    /// are dropped; refusals come back with the ledger's reason.
+    fn offer(&mut self, txs: Vec<Transaction>, relayed: bool) -> Vec<Result<String, String>> {
         let mut answers: Vec<Result<String, String>> = Vec::with_capacity(txs.len());
         let mut fresh = Vec::with_capacity(txs.len());
         let mut slots = Vec::with_capacity(txs.len());
@@ -648,7 +665,11 @@ where
             return answers;
         }
         let now = self.now();
-        let (outputs, results) = self.engine.offer(&mut self.ledger, now, fresh);
+        let (outputs, results) = if relayed {
+            self.engine.offer_relayed(&mut self.ledger, now, fresh)
+        } else {
+            self.engine.offer(&mut self.ledger, now, fresh)
+        };
         self.apply(outputs);
         for (slot, result) in slots.into_iter().zip(results) {
             if let Err(e) = result {
@@ -663,7 +684,7 @@ where
     fn submit(&mut self, tx: Transaction) -> Result<String, String> {
         let bytes = tx.encode();
         let answer = self
-            .offer(vec![tx])
+            .offer(vec![tx], false)
             .pop()
             .unwrap_or_else(|| Err("no answer".into()));
         if answer.is_ok() {
