@@ -1206,7 +1206,8 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         // on the new one below.
         self.pool_writes = None;
         let mut reverted_txs: Vec<VerifiedTx<A::Payload>> = Vec::new();
-        for reverted in &appended.reverted {
+        let crate::chain::Appended { reverted, applied } = appended;
+        for reverted in &reverted {
             if let Ok(Some(b)) = self.chain.block(reverted) {
                 // Blocks the chain validated: their signatures hold.
                 let txs: Vec<VerifiedTx<A::Payload>> = b
@@ -1219,15 +1220,15 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             }
         }
         let mut included: HashSet<TxId> = HashSet::new();
-        let mut reports = Vec::with_capacity(appended.applied.len());
-        for applied in &appended.applied {
+        let mut reports = Vec::with_capacity(applied.len());
+        for applied in applied {
             let timestamp = self.chain.header(&applied.hash).map_or(0, |h| h.timestamp);
             let mut outcomes = Vec::with_capacity(applied.events.len());
-            for (i, (id, events)) in applied.events.iter().enumerate() {
+            for (i, (id, events)) in applied.events.into_iter().enumerate() {
                 let index = u32::try_from(i).unwrap_or(u32::MAX);
-                included.insert(*id);
+                included.insert(id);
                 self.statuses.set(
-                    *id,
+                    id,
                     TxStatus::Included {
                         block: applied.hash,
                         height: applied.height,
@@ -1235,10 +1236,10 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                     },
                 );
                 outcomes.push(TxOutcome {
-                    id: *id,
+                    id,
                     index,
-                    created: created_by::<A>(events),
-                    events: events.clone(),
+                    created: created_by::<A>(&events),
+                    events,
                 });
             }
             reports.push(BlockReport {
@@ -1255,27 +1256,34 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         let known_left_out: HashSet<TxId> = left_out.iter().map(|l| l.id).collect();
         let time = self.next_block_time();
         let old_pool = core::mem::take(&mut self.pool);
-        self.pool_ids.clear();
+        // The pool's ids stay, but for those that leave it: included now, or dropped below.
+        for id in &included {
+            self.pool_ids.remove(id);
+        }
         self.pool_bytes = 0;
+        // Each candidate, and whether it was pending (its id and status are the pool's).
         let candidates = reverted_txs
             .into_iter()
             .filter(|tx| !included.contains(&tx.id()))
             .map(|tx| {
                 let len = tx.transaction().encode().len();
-                PoolEntry {
+                let entry = PoolEntry {
                     tx,
                     len,
                     applied: true,
-                }
+                };
+                (entry, false)
             })
             .chain(
                 old_pool
                     .into_iter()
-                    .filter(|e| !included.contains(&e.tx.id())),
+                    .filter(|e| !included.contains(&e.tx.id()))
+                    .map(|e| (e, true)),
             );
-        for entry in candidates {
+        for (entry, was_pending) in candidates {
             let id = entry.tx.id();
             if known_left_out.contains(&id) {
+                self.pool_ids.remove(&id);
                 continue;
             }
             let max_len = self.stateless().max_len;
@@ -1300,8 +1308,15 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
                 None
             };
             match refusal {
+                None if was_pending => {
+                    self.pool_bytes += entry.len;
+                    self.pool.push(entry);
+                }
                 None => self.keep_in_pool(entry),
-                Some(reason) => left_out.push(LeftOut { id, reason }),
+                Some(reason) => {
+                    self.pool_ids.remove(&id);
+                    left_out.push(LeftOut { id, reason });
+                }
             }
         }
         self.set_pool_aside();
@@ -1312,7 +1327,7 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             last.left_out = left_out;
         }
         let update = ChainUpdate {
-            reverted: appended.reverted.clone(),
+            reverted,
             applied: reports.into_iter().map(Arc::new).collect(),
         };
         if !self.subscribers.is_empty() {
