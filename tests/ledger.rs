@@ -286,6 +286,23 @@ fn cast_ledger() -> (Ledger<ProofOfWork>, Arc<ManualClock>, Cast) {
     (l, clock, c)
 }
 
+/// Submits the authority's certification of the hospital and the hospital's registration.
+fn certify_and_register_hospital(l: &mut Ledger<ProofOfWork>, c: &Cast) {
+    l.sign_and_submit(
+        &c.authority,
+        AccessOp::CertifyProvider {
+            provider: c.hospital.account(),
+            emergency: false,
+        },
+    )
+    .unwrap();
+    l.sign_and_submit(
+        &c.hospital,
+        register_op(&c.hospital, Role::Provider, "St Mary's"),
+    )
+    .unwrap();
+}
+
 #[test]
 fn access_rules_are_checked_against_the_pending_transactions() {
     let (mut l, _, c) = cast_ledger();
@@ -304,19 +321,7 @@ fn access_rules_are_checked_against_the_pending_transactions() {
         ))),
     );
     // Pending certification and registrations make it valid before any block.
-    l.sign_and_submit(
-        &c.authority,
-        AccessOp::CertifyProvider {
-            provider: c.hospital.account(),
-            emergency: false,
-        },
-    )
-    .unwrap();
-    l.sign_and_submit(
-        &c.hospital,
-        register_op(&c.hospital, Role::Provider, "St Mary's"),
-    )
-    .unwrap();
+    certify_and_register_hospital(&mut l, &c);
     l.sign_and_submit(&c.patient, register_op(&c.patient, Role::Patient, "NHS-1"))
         .unwrap();
     let created = l
@@ -470,19 +475,7 @@ fn relayed_transactions_wait_unapplied_and_a_block_drops_those_that_fail() {
 fn a_rejected_pending_transaction_dropped_takes_what_rested_on_it_along() {
     let (mut l, _, c) = cast_ledger();
     let root = l.chain().state().root();
-    l.sign_and_submit(
-        &c.authority,
-        AccessOp::CertifyProvider {
-            provider: c.hospital.account(),
-            emergency: false,
-        },
-    )
-    .unwrap();
-    l.sign_and_submit(
-        &c.hospital,
-        register_op(&c.hospital, Role::Provider, "St Mary's"),
-    )
-    .unwrap();
+    certify_and_register_hospital(&mut l, &c);
     let patient = l.sign(&c.patient, register_op(&c.patient, Role::Patient, "NHS-4"));
     l.submit(patient.clone()).unwrap();
     let relationship = l.sign(

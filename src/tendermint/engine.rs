@@ -1036,13 +1036,7 @@ impl<A: Application> Tendermint<A> {
         ledger: &mut Ledger<TendermintConsensus, A>,
         txs: Vec<Transaction<P<A>>>,
     ) -> Vec<Result<(), TendermintError>> {
-        self.offer_with(ledger, txs, |ledger, passed| {
-            ledger
-                .submit_all(passed)
-                .into_iter()
-                .map(|r| r.map(|_| ()))
-                .collect()
-        })
+        self.offer_with(ledger, txs, Ledger::submit_all)
     }
 
     /// [`offer_all`](Self::offer_all) for transactions a peer relayed after admitting them
@@ -1053,25 +1047,19 @@ impl<A: Application> Tendermint<A> {
         ledger: &mut Ledger<TendermintConsensus, A>,
         txs: Vec<Transaction<P<A>>>,
     ) -> Vec<Result<(), TendermintError>> {
-        self.offer_with(ledger, txs, |ledger, passed| {
-            ledger
-                .submit_relayed(passed)
-                .into_iter()
-                .map(|r| r.map(|_| ()))
-                .collect()
-        })
+        self.offer_with(ledger, txs, Ledger::submit_relayed)
     }
 
     /// The engine's rules on each of `txs`, then `submit` on those that pass; one answer per
     /// transaction, in order.
-    fn offer_with(
+    fn offer_with<T>(
         &self,
         ledger: &mut Ledger<TendermintConsensus, A>,
         txs: Vec<Transaction<P<A>>>,
         submit: impl FnOnce(
             &mut Ledger<TendermintConsensus, A>,
             Vec<Transaction<P<A>>>,
-        ) -> Vec<Result<(), Refusal<A>>>,
+        ) -> Vec<Result<T, Refusal<A>>>,
     ) -> Vec<Result<(), TendermintError>> {
         let mut answers: Vec<Result<(), TendermintError>> = Vec::with_capacity(txs.len());
         let mut passed = Vec::with_capacity(txs.len());
