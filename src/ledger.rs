@@ -75,7 +75,9 @@
 //! Accepted transactions were checked at [`next_block_time`](Ledger::next_block_time): when a
 //! block is applied, the remaining ones are checked again against the new state, and those that
 //! no longer apply (a grant revoked in the meantime, a period now over…) are dropped and reported
-//! in the block's [`BlockReport::left_out`], with their reason.
+//! in the block's [`BlockReport::left_out`], with their reason. Transactions another node
+//! relayed ([`submit_relayed`](Ledger::submit_relayed)) are not applied to the pool, so not
+//! checked again either: a block built from the pool leaves out and drops one that fails.
 //!
 //! The pool's transactions are applied to the chain's own state as pending writes, which the
 //! ledger takes out again before it returns: the chain's blocks and queries never see them, no
