@@ -700,7 +700,7 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
     }
 
     /// The nonce `account`'s next transaction must carry: the state's, plus its pending
-    /// transactions.
+    /// transactions (those [relayed](Self::submit_relayed) by another node are not counted).
     pub fn next_nonce(&self, account: &AccountId) -> u64 {
         self.chain
             .state()
@@ -840,8 +840,9 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
     /// [`restore_pool`](Self::restore_pool)).
     fn set_pool_aside(&mut self) {
         let state = self.chain.state_mut();
-        // A read of the disk backend that failed during the pool's checks refused the
-        // transaction it served; it must not refuse the chain's next block.
+        // A read of the disk backend that failed during the pool's checks answered as if the
+        // entry were absent (the block that includes the transaction reads again); it must
+        // not refuse the chain's next block.
         drop(state.take_read_failure());
         let writes = state.take_pending();
         self.pool_writes = writes.filter(|_| !self.pool.is_empty());
@@ -898,8 +899,8 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         })
     }
 
-    /// Checks `tx` against the state with every pending transaction applied, and adds it to
-    /// the pool if it applies.
+    /// Checks `tx` against the state with every pending transaction applied (but those
+    /// [relayed](Self::submit_relayed) by another node), and adds it to the pool if it applies.
     ///
     /// # Errors
     ///
@@ -938,6 +939,24 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             applied: true,
         });
         Ok(accepted)
+    }
+
+    /// Refuses a relayed transaction whose nonce its account has passed (on the chain, or
+    /// with the pool's writes if they are back): it can never apply. A replay of an included
+    /// transaction is one.
+    fn check_nonce_not_passed(&self, tx: &VerifiedTx<A::Payload>) -> Result<(), Refusal<A>> {
+        let state = self.chain.state();
+        let account = state.account_of_key(&tx.signer());
+        let expected = state.next_nonce(&account);
+        let found = tx.body().nonce;
+        if found < expected {
+            return Err(Refusal::State(StateError::BadNonce {
+                account,
+                expected,
+                found,
+            }));
+        }
+        Ok(())
     }
 
     /// Refuses a transaction of `len` encoded bytes if the pool has no room for it.
@@ -996,9 +1015,10 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
     /// and signature, all signatures at once; duplicates; the pool's room) and kept pending
     /// without being applied to the pool's state. The block that includes one applies it; a
     /// block built from the pool leaves out one that does not apply then, and the pool drops
-    /// it ([`propose`](Self::propose) and [`produce_block_with`](Self::produce_block_with) do;
-    /// an engine that builds with [`build_template`](Self::build_template) calls
-    /// [`drop_rejected`](Self::drop_rejected)).
+    /// it ([`produce_block_with`](Self::produce_block_with) does; an engine that builds with
+    /// [`propose`](Self::propose) or [`build_template`](Self::build_template) calls
+    /// [`drop_rejected`](Self::drop_rejected)). One whose nonce its account has passed can never
+    /// apply and is refused here, and dropped after a block that passes it.
     ///
     /// The pool's later answers do not count these transactions: one resting on a relayed
     /// transaction still pending (its account's next nonce, an operation on what it creates) is
@@ -1015,6 +1035,7 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             .map(|(id, check)| {
                 let result = check.and_then(|(verified, len)| {
                     self.check_new(id)?;
+                    self.check_nonce_not_passed(&verified)?;
                     self.check_room(len)?;
                     self.keep_in_pool(PoolEntry {
                         tx: verified,
@@ -1031,10 +1052,13 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             .collect()
     }
 
-    /// Drops the pending transactions that a block built from the pool left out because they
-    /// fail against the state (as [`BlockTemplate::rejected`] lists them), recording the
-    /// reason as their status; for engines that build their blocks with
-    /// [`build_template`](Self::build_template). Transactions not pending are ignored.
+    /// Drops the relayed transactions ([`submit_relayed`](Self::submit_relayed)) that a block
+    /// built from the pool left out because they fail against the state (as
+    /// [`BlockTemplate::rejected`] lists them), recording the reason as their status; for
+    /// engines that build their blocks with [`build_template`](Self::build_template) or
+    /// [`propose`](Self::propose). The pool's own transactions stay: they are checked again
+    /// after the next block, and may have failed only in that block's context (after a
+    /// transaction the engine skipped, say). Transactions not pending are ignored.
     pub fn drop_rejected(&mut self, rejected: &[Rejected<A>]) {
         let reasons: HashMap<TxId, &StateError<A::Error>> = rejected
             .iter()
@@ -1044,27 +1068,21 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         if reasons.is_empty() {
             return;
         }
-        let mut applied = false;
-        let mut dropped_bytes = 0;
+        let mut dropped = Vec::new();
         self.pool.retain(|e| {
-            let drop = reasons.contains_key(&e.tx.id());
+            let drop = !e.applied && reasons.contains_key(&e.tx.id());
             if drop {
-                applied |= e.applied;
-                dropped_bytes += e.len;
+                dropped.push((e.tx.id(), e.len));
             }
             !drop
         });
-        self.pool_bytes -= dropped_bytes;
-        for (id, reason) in reasons {
+        for (id, len) in dropped {
+            self.pool_bytes -= len;
             self.pool_ids.remove(&id);
-            self.statuses
-                .set(id, TxStatus::Refused(Refusal::State(reason.clone())));
-        }
-        if applied {
-            // Their writes are among the pool's: the others are applied again without them.
-            self.pool_writes = None;
-            self.restore_pool();
-            self.set_pool_aside();
+            if let Some(reason) = reasons.get(&id) {
+                let refusal = Refusal::State((*reason).clone());
+                self.statuses.set(id, TxStatus::Refused(refusal));
+            }
         }
     }
 
@@ -1284,6 +1302,10 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             );
         for (entry, was_pending) in candidates {
             let id = entry.tx.id();
+            if !was_pending && self.pool_ids.contains(&id) {
+                // Rolled back, and relayed again since: the pending copy stands.
+                continue;
+            }
             if known_left_out.contains(&id) {
                 self.pool_ids.remove(&id);
                 continue;
@@ -1307,7 +1329,7 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
             } else if entry.applied {
                 self.apply_in_pool(&entry.tx, time, true).err()
             } else {
-                None
+                self.check_nonce_not_passed(&entry.tx).err()
             };
             match refusal {
                 None if was_pending => {

@@ -472,41 +472,45 @@ fn relayed_transactions_wait_unapplied_and_a_block_drops_those_that_fail() {
 }
 
 #[test]
-fn a_rejected_pending_transaction_dropped_takes_what_rested_on_it_along() {
-    let (mut l, _, c) = cast_ledger();
-    let root = l.chain().state().root();
+fn a_template_drops_relayed_transactions_that_fail_and_keeps_the_pools_own() {
+    let (mut l, clock, c) = cast_ledger();
+    let chain_id = l.chain_id();
     certify_and_register_hospital(&mut l, &c);
-    let patient = l.sign(&c.patient, register_op(&c.patient, Role::Patient, "NHS-4"));
-    l.submit(patient.clone()).unwrap();
-    let relationship = l.sign(
-        &c.hospital,
-        AccessOp::CreateRelationship {
-            patient: c.patient.account(),
-        },
-    );
-    l.submit(relationship.clone()).unwrap();
-    // A block built elsewhere left the patient's registration out (whatever the reason).
-    let reason = StateError::App(AccessError::NotRegistered(c.patient.account()));
-    l.drop_rejected(&[(patient.clone(), reason.clone())]);
-    assert_eq!(
-        l.status(&patient.id()),
-        Some(TxStatus::Refused(Refusal::State(reason)))
-    );
-    // The relationship rested on it: applied again without it, it fails and goes too.
+    // Relayed: a gap in the patient's nonces, valid alone, failing in any block for now.
+    let gap = Transaction::sign(&c.patient, chain_id, 3, data(9));
+    assert_eq!(l.submit_relayed(vec![gap.clone()]), [Ok(gap.id())]);
+    assert_eq!(l.pending(), 3);
+    let pending: Vec<Transaction> = l.pending_txs().cloned().collect();
+    let template = l.build_template(pending.clone(), T0 + 61).unwrap();
+    assert_eq!(template.txs.len(), 2);
+    let mut rejected = template.rejected;
+    assert_eq!(rejected.len(), 1);
+    // The hospital's registration listed as rejected too (another block's context, say):
+    // the pool's own transactions stay, to be checked again after the next block.
+    let reason = StateError::App(AccessError::NotRegistered(c.hospital.account()));
+    rejected.push((pending[1].clone(), reason));
+    l.drop_rejected(&rejected);
+    assert_eq!(l.pending(), 2);
+    assert_eq!(l.status(&pending[1].id()), Some(TxStatus::Pending));
     assert!(matches!(
-        l.status(&relationship.id()),
-        Some(TxStatus::Refused(Refusal::State(StateError::App(_))))
+        l.status(&gap.id()),
+        Some(TxStatus::Refused(Refusal::State(
+            StateError::BadNonce { .. }
+        )))
     ));
-    assert_eq!(l.pending(), 2);
-    assert_eq!(l.next_nonce(&c.patient.account()), 0);
-    assert_eq!(l.next_nonce(&c.hospital.account()), 1);
-    assert_eq!(l.chain().state().root(), root);
-    // Dropping what is not pending changes nothing.
-    l.drop_rejected(&[(
-        patient,
-        StateError::App(AccessError::NotRegistered(c.patient.account())),
-    )]);
-    assert_eq!(l.pending(), 2);
+    // Once a block passed a nonce, a relayed transaction carrying it is refused at once.
+    clock.set(T0 + 61);
+    assert_eq!(l.produce_block().unwrap().report.txs.len(), 2);
+    let replayed = Transaction::sign(&c.authority, chain_id, 0, data(10));
+    assert!(matches!(
+        l.submit_relayed(vec![replayed]).pop(),
+        Some(Err(Refusal::State(StateError::BadNonce {
+            expected: 1,
+            found: 0,
+            ..
+        })))
+    ));
+    assert_eq!(l.pending(), 0);
 }
 
 #[test]

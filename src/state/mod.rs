@@ -214,6 +214,8 @@ const KEYS_SLOT: usize = 1;
 /// keeps its transactions applied on the chain's own state without the chain's blocks and
 /// queries seeing them. One entry per table, in the state's table order (the core's first).
 pub(crate) struct Pending {
+    /// The state's root when they were taken: they hold only on that state.
+    base: StateRoot,
     tables: Vec<Box<dyn Any + Send + Sync>>,
 }
 
@@ -799,8 +801,7 @@ impl<T: AppState> State<T> {
             self.discard();
             return None;
         }
-        let base = self.root();
-        let Pending { tables } = self.take_pending()?;
+        let Pending { base, tables } = self.take_pending()?;
         Some(SetAside {
             base,
             executed,
@@ -812,10 +813,8 @@ impl<T: AppState> State<T> {
     /// root, no pending writes), and returns the execution they came from, ready for
     /// [`commit_block`](Self::commit_block); otherwise `None` and nothing changed.
     pub(crate) fn take_back<Ev>(&mut self, set_aside: SetAside<Ev>) -> Option<Executed<Ev>> {
-        if set_aside.base != self.root() {
-            return None;
-        }
         self.restore_pending(Pending {
+            base: set_aside.base,
             tables: set_aside.tables,
         })
         .then_some(set_aside.executed)
@@ -830,13 +829,19 @@ impl<T: AppState> State<T> {
             .map(|t| t.take_block())
             .collect();
         let tables = taken.into_iter().collect::<Option<Vec<_>>>()?;
-        Some(Pending { tables })
+        Some(Pending {
+            base: self.root(),
+            tables,
+        })
     }
 
     /// Puts back as pending writes what [`take_pending`](Self::take_pending) took from this
-    /// state, which has no pending writes; `false` if a table refuses its part (nothing is
-    /// pending then).
+    /// state, which has no pending writes since; `false` if the state committed a block
+    /// meanwhile (another root) or a table refuses its part (nothing is pending then).
     pub(crate) fn restore_pending(&mut self, pending: Pending) -> bool {
+        if pending.base != self.root() {
+            return false;
+        }
         let count = pending.tables.len();
         let mut restored = 0;
         for (table, writes) in self.tables_mut().into_iter().zip(pending.tables) {

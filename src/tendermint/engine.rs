@@ -617,8 +617,8 @@ impl<A: Application> Tendermint<A> {
         let template = ledger
             .build_template(txs, timestamp)
             .map_err(|e| TendermintError::Ledger(e.to_string()))?;
-        // What no longer applies (a peer's relayed transaction never applied here, say) would
-        // be left out of every later proposal too.
+        // A peer's relayed transaction that fails here (never applied to this pool) would be
+        // left out of every later proposal too; the pool's own are checked after the block.
         ledger.drop_rejected(&template.rejected);
         let block = template
             .seal(())
