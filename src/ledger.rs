@@ -811,8 +811,9 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
 
     /// Puts the pool's writes back into the chain's state, as pending writes, for the pool's
     /// checks; [`set_pool_aside`](Self::set_pool_aside) takes them out again before the ledger
-    /// returns to its caller. Writes lost (see [`Ledger::pool_writes`]) are made again: each
-    /// pending transaction is applied again, and one that no longer applies is dropped.
+    /// returns to its caller. Writes lost (see [`Ledger::pool_writes`]) or taken on another
+    /// state are made again: each applied pending transaction is applied again, and one that no
+    /// longer applies is dropped.
     fn restore_pool(&mut self) {
         let restored = match self.pool_writes.take() {
             Some(writes) => self.chain.state_mut().restore_pending(writes),
@@ -848,7 +849,7 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
         self.pool_writes = writes.filter(|_| !self.pool.is_empty());
     }
 
-    /// Takes `entry` into the pool; its writes are applied already.
+    /// Takes `entry` into the pool (an applied one's writes are among the pool's already).
     fn keep_in_pool(&mut self, entry: PoolEntry<A>) {
         let id = entry.tx.id();
         self.pool_ids.insert(id);
