@@ -966,6 +966,78 @@ fn a_proposal_from_anyone_but_the_rounds_proposer_is_refused() {
     );
 }
 
+/// The prevote a validator that is not the proposer of height 1, round 0 casts on a proposal
+/// of `txs` from that proposer, its own blocks bounded to `max_block_txs` transactions; and the
+/// proposed block's id.
+fn prevote_on_proposal_of(txs: usize, max_block_txs: usize) -> (Option<BlockId>, BlockId) {
+    let first = validator_set().proposer(1, 0).key();
+    // `validator_keys` are made from seeds 1 to 4.
+    let seeds: Vec<u8> = (1..=4).collect();
+    let key = |seed: &u8| Keypair::from_seed(&[*seed; 32]);
+    let proposer = key(seeds.iter().find(|s| key(s).public() == first).unwrap());
+    let voter_seed = seeds.iter().find(|s| key(s).public() != first).unwrap();
+    let voter = key(voter_seed).public();
+    let mut config = TendermintConfig::new(key(voter_seed));
+    config.timeouts = fast_timeouts();
+    config.max_block_txs = max_block_txs;
+    let mut engine = Engine::new(TendermintConsensus::new(NAME, validator_set()), config);
+    let mut ledger = new_ledger();
+    engine
+        .handle(&mut ledger, GENESIS * SECOND, Input::Start)
+        .unwrap();
+    let block = ledger
+        .build_template(client_txs(txs as u64), GENESIS + 1)
+        .unwrap()
+        .seal(())
+        .unwrap();
+    let proposed = ProposedBlock::new(block);
+    let id = proposed.id();
+    let proposal = medledger::tendermint::Proposal {
+        round: 0,
+        pol_round: None,
+        proposer: proposer.public(),
+        block: proposed,
+    }
+    .sign(&proposer, chain_id());
+    let out = engine
+        .handle(
+            &mut ledger,
+            GENESIS * SECOND + 1,
+            Input::Message {
+                from: proposer.public(),
+                message: Message::Proposal {
+                    proposal,
+                    parent_seal: TendermintSeal::default(),
+                },
+            },
+        )
+        .unwrap();
+    let prevote = out
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Send {
+                message: Message::Vote(v),
+                ..
+            } if v.vote.kind == VoteKind::Prevote && v.vote.validator == voter => {
+                Some(v.vote.block)
+            }
+            _ => None,
+        })
+        .expect("the validator prevotes on the round's proposal");
+    (prevote, id)
+}
+
+#[test]
+fn a_proposal_over_the_validators_block_limits_gets_a_nil_prevote() {
+    // Within the limit: a prevote for the block.
+    let (vote, id) = prevote_on_proposal_of(3, 3);
+    assert_eq!(vote, Some(id));
+    // One transaction more than this validator would ever propose: nil, however valid each
+    // transaction is (a proposer cannot make the others execute blocks of its choosing).
+    let (vote, _) = prevote_on_proposal_of(4, 3);
+    assert_eq!(vote, None);
+}
+
 #[test]
 fn offered_transactions_with_bad_signatures_are_refused_whole() {
     let (mut engine, mut chain) = started();

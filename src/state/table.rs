@@ -25,12 +25,12 @@ pub fn entry_key<K: Serialize + ?Sized>(tag: &str, key: &K) -> StateKey {
 
 /// [`entry_key`] of a key given as its encoded body. `tag` is at most 255 bytes.
 pub(crate) fn entry_key_of_body(tag: &str, body: &[u8]) -> StateKey {
-    let mut buf = Vec::with_capacity(1 + tag.len() + body.len());
+    let mut hasher = domain::STATE_KEY.hasher();
     // The tag's length first, so that no (tag, key) pair can read as another.
-    buf.push(u8::try_from(tag.len()).expect("table tags are short"));
-    buf.extend_from_slice(tag.as_bytes());
-    buf.extend_from_slice(body);
-    StateKey::from_bytes(domain::STATE_KEY.hash(&buf))
+    hasher.update(&[u8::try_from(tag.len()).expect("table tags are short")]);
+    hasher.update(tag.as_bytes());
+    hasher.update(body);
+    StateKey::from_bytes(*hasher.finalize().as_bytes())
 }
 
 /// The state-tree value committed for `value`.
@@ -301,6 +301,7 @@ where
     }
 
     fn pending_leaves(&self, out: &mut Leaves) {
+        out.reserve(self.pending.len());
         for (k, v) in &self.pending {
             let key = entry_key(self.tag, k);
             match v {

@@ -127,7 +127,9 @@ pub struct TendermintConfig {
     pub timeouts: Timeouts,
     /// The most transactions the node puts in a block it proposes (and never more than its
     /// ledger's [`max_block_txs`](crate::ledger::Ledger::max_block_txs), nor more bytes than
-    /// its [`max_block_bytes`](crate::ledger::Ledger::max_block_bytes)).
+    /// its [`max_block_bytes`](crate::ledger::Ledger::max_block_bytes)). The same limits bound
+    /// the proposals it votes for: a larger one gets its nil prevote, so the validators of one
+    /// network should share them.
     pub max_block_txs: usize,
 }
 
@@ -672,6 +674,19 @@ impl<A: Application> Tendermint<A> {
             || 1 + codec::body_len(block) > MAX_BLOCK_LEN - SEAL_ROOM
         {
             return Err("size".into());
+        }
+        // The limits this node's own proposals keep to: a proposer may not make every
+        // validator check and execute more than any of them would propose (the consortium's
+        // nodes share their limits; a block decided elsewhere still syncs through `append`).
+        let max_txs = self.max_block_txs.min(ledger.max_block_txs());
+        let encoded: usize = block.txs.iter().map(|t| 1 + codec::body_len(t)).sum();
+        if block.txs.len() > max_txs || encoded > ledger.max_block_bytes() {
+            return Err(format!(
+                "{} transactions of {encoded} bytes, over this node's block limits \
+                 ({max_txs} transactions, {} bytes)",
+                block.txs.len(),
+                ledger.max_block_bytes()
+            ));
         }
         next_validators(
             &self.validators,

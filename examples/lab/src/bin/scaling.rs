@@ -467,8 +467,9 @@ fn seeds_arg() -> Result<Option<u64>, Box<dyn std::error::Error>> {
         .get(i + 1)
         .ok_or("--seeds needs a number of seeds")?
         .parse()?;
-    if n == 0 {
-        return Err("--seeds needs at least one seed".into());
+    // Each seed is a full pair of runs (minutes each): a thousand is already days.
+    if !(1..=1000).contains(&n) {
+        return Err("--seeds takes 1 to 1000 seeds".into());
     }
     Ok(Some(n))
 }
