@@ -1,10 +1,12 @@
 //! State tree benchmarks: a 1,000-update batch into a tree of 1M entries, and lookups and proofs
-//! at 1M entries.
+//! at 1M entries; and a block's worth of new entries (10,000, what about 1,400 registrations
+//! write) into trees of 100k and 1M, whose cost per entry shows how a batch's price grows with
+//! the state (`state_tree_growth`: compare the two throughputs).
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use medledger::hash::{domain, Digest, StateKey};
 use medledger::smt::{StateTree, StateUpdate};
 
@@ -19,13 +21,60 @@ fn value(n: u64) -> Digest {
     Digest::from_bytes(domain::STATE_VALUE.hash(&n.to_le_bytes()))
 }
 
-/// A tree of `ENTRIES` entries, built in one batch.
-fn big_tree() -> StateTree {
-    let mut updates: Vec<StateUpdate> = (0..ENTRIES).map(|i| (key(i), Some(value(i)))).collect();
+/// A tree of `entries` entries, built in one batch.
+fn tree_of(entries: u64) -> StateTree {
+    let mut updates: Vec<StateUpdate> = (0..entries).map(|i| (key(i), Some(value(i)))).collect();
     updates.sort_unstable_by_key(|(k, _)| *k);
     let mut tree = StateTree::new();
     tree.apply(&updates).expect("sorted distinct keys");
     tree
+}
+
+/// A tree of `ENTRIES` entries.
+fn big_tree() -> StateTree {
+    tree_of(ENTRIES)
+}
+
+/// The same 10,000 new entries into trees of 100k and 1M entries, in elements per second: each
+/// new entry rehashes its path (about log2(size / batch) + 2 nodes), and at these sizes each
+/// node the batch passes is a cache miss away, so the cost per entry grows faster than the path.
+fn growth(c: &mut Criterion) {
+    const NEW: u64 = 10_000;
+    let mut group = c.benchmark_group("state_tree_growth");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(NEW));
+    // Eight batches in turn, so that an iteration does not find the paths the last one
+    // warmed (a block's keys are new each time).
+    let batches: Vec<Vec<StateUpdate>> = (0..8)
+        .map(|b| {
+            let mut batch: Vec<StateUpdate> = (0..NEW)
+                .map(|i| (key(2 * ENTRIES + b * NEW + i), Some(value(i))))
+                .collect();
+            batch.sort_unstable_by_key(|(k, _)| *k);
+            batch
+        })
+        .collect();
+    for size in [100_000, ENTRIES] {
+        let tree = tree_of(size);
+        let mut turn = 0;
+        group.bench_function(format!("apply_10000_into_{size}"), |b| {
+            b.iter_batched(
+                || {
+                    turn = (turn + 1) % batches.len();
+                    (tree.clone(), &batches[turn])
+                },
+                |(mut t, batch)| {
+                    t.apply(black_box(batch)).expect("sorted batch");
+                    t
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
 }
 
 fn benches(c: &mut Criterion) {
@@ -83,5 +132,5 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(state_tree, benches);
+criterion_group!(state_tree, benches, growth);
 criterion_main!(state_tree);
