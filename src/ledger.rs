@@ -672,14 +672,14 @@ impl<C: Consensus, A: Application> Ledger<C, A> {
 
     /// The most transactions a block built from the pool holds
     /// ([`LedgerBuilder::max_block_txs`]); engines that choose a block's transactions
-    /// themselves keep to it too.
+    /// themselves keep to it too, and Tendermint's validators refuse a proposal above it.
     pub fn max_block_txs(&self) -> usize {
         self.limits.block_txs
     }
 
     /// The most bytes of encoded transactions a block built from the pool holds
     /// ([`LedgerBuilder::max_block_bytes`]); engines that choose a block's transactions
-    /// themselves keep to it too.
+    /// themselves keep to it too, and Tendermint's validators refuse a proposal above it.
     pub fn max_block_bytes(&self) -> usize {
         self.limits.block_bytes
     }

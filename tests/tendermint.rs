@@ -966,27 +966,30 @@ fn a_proposal_from_anyone_but_the_rounds_proposer_is_refused() {
     );
 }
 
-/// The prevote a validator that is not the proposer of height 1, round 0 casts on a proposal
-/// of `txs` from that proposer, its own blocks bounded to `max_block_txs` transactions; and the
-/// proposed block's id.
-fn prevote_on_proposal_of(txs: usize, max_block_txs: usize) -> (Option<BlockId>, BlockId) {
+/// The prevote a validator that is not the proposer of height 1, round 0 casts on that
+/// proposer's proposal of a block of `txs`, the validator's own blocks bounded to `max_txs`
+/// transactions (its engine's limit) and `max_bytes` bytes of them (its ledger's); and the
+/// block's id.
+fn prevote_on(txs: &[Transaction], max_txs: usize, max_bytes: usize) -> (Option<BlockId>, BlockId) {
     let first = validator_set().proposer(1, 0).key();
-    // `validator_keys` are made from seeds 1 to 4.
-    let seeds: Vec<u8> = (1..=4).collect();
-    let key = |seed: &u8| Keypair::from_seed(&[*seed; 32]);
-    let proposer = key(seeds.iter().find(|s| key(s).public() == first).unwrap());
-    let voter_seed = seeds.iter().find(|s| key(s).public() != first).unwrap();
-    let voter = key(voter_seed).public();
-    let mut config = TendermintConfig::new(key(voter_seed));
+    let (proposer, voter): (Vec<Keypair>, Vec<Keypair>) = validator_keys()
+        .into_iter()
+        .partition(|k| k.public() == first);
+    let (proposer, voter) = (&proposer[0], voter.into_iter().next().unwrap());
+    let voter_key = voter.public();
+    let mut config = TendermintConfig::new(voter);
     config.timeouts = fast_timeouts();
-    config.max_block_txs = max_block_txs;
+    config.max_block_txs = max_txs;
     let mut engine = Engine::new(TendermintConsensus::new(NAME, validator_set()), config);
-    let mut ledger = new_ledger();
+    let mut ledger = TmLedger::builder(new_chain())
+        .max_block_bytes(max_bytes)
+        .build()
+        .unwrap();
     engine
         .handle(&mut ledger, GENESIS * SECOND, Input::Start)
         .unwrap();
     let block = ledger
-        .build_template(client_txs(txs as u64), GENESIS + 1)
+        .build_template(txs.to_vec(), GENESIS + 1)
         .unwrap()
         .seal(())
         .unwrap();
@@ -998,7 +1001,7 @@ fn prevote_on_proposal_of(txs: usize, max_block_txs: usize) -> (Option<BlockId>,
         proposer: proposer.public(),
         block: proposed,
     }
-    .sign(&proposer, chain_id());
+    .sign(proposer, chain_id());
     let out = engine
         .handle(
             &mut ledger,
@@ -1018,7 +1021,7 @@ fn prevote_on_proposal_of(txs: usize, max_block_txs: usize) -> (Option<BlockId>,
             Output::Send {
                 message: Message::Vote(v),
                 ..
-            } if v.vote.kind == VoteKind::Prevote && v.vote.validator == voter => {
+            } if v.vote.kind == VoteKind::Prevote && v.vote.validator == voter_key => {
                 Some(v.vote.block)
             }
             _ => None,
@@ -1029,13 +1032,23 @@ fn prevote_on_proposal_of(txs: usize, max_block_txs: usize) -> (Option<BlockId>,
 
 #[test]
 fn a_proposal_over_the_validators_block_limits_gets_a_nil_prevote() {
-    // Within the limit: a prevote for the block.
-    let (vote, id) = prevote_on_proposal_of(3, 3);
+    // A proposer cannot make the others check and execute blocks larger than they would
+    // propose themselves, however valid each transaction is.
+    // A ledger's byte limit is at least one largest transaction: enough of them to pass it.
+    let txs = client_txs(200);
+    let bytes: usize = txs.iter().map(|t| t.encode().len()).sum();
+    assert!(bytes > medledger::tx::MAX_TX_LEN);
+    let roomy = 1 << 20;
+    // The same block: a prevote for it at the limits, nil one transaction or one byte below.
+    let (vote, id) = prevote_on(&txs, 200, roomy);
     assert_eq!(vote, Some(id));
-    // One transaction more than this validator would ever propose: nil, however valid each
-    // transaction is (a proposer cannot make the others execute blocks of its choosing).
-    let (vote, _) = prevote_on_proposal_of(4, 3);
-    assert_eq!(vote, None);
+    assert_eq!(prevote_on(&txs, 199, roomy).0, None, "one transaction over");
+    assert_eq!(
+        prevote_on(&txs, 200, bytes).0,
+        Some(id),
+        "exactly the byte limit"
+    );
+    assert_eq!(prevote_on(&txs, 200, bytes - 1).0, None, "one byte over");
 }
 
 #[test]

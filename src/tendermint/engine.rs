@@ -160,8 +160,10 @@ type SealedBlock<A> = Block<TendermintSeal, P<A>>;
 ///   only from the round's proposer), for the height being agreed and at most
 ///   [`MAX_ROUNDS_AHEAD`] rounds ahead; messages for the next height wait in a bounded buffer;
 /// * a proposed block is valid when it extends the chain's tip, its time is not before its
-///   parent's nor too far ahead, and executing its transactions on the tip's state gives its
-///   roots with none refused;
+///   parent's nor too far ahead, it holds no more transactions, nor bytes of them, than the
+///   validator would propose itself ([`TendermintConfig::max_block_txs`], the ledger's
+///   [`max_block_txs`](Ledger::max_block_txs) and [`max_block_bytes`](Ledger::max_block_bytes)),
+///   and executing its transactions on the tip's state gives its roots with none refused;
 /// * the validator set of each height is read from the ledger's tip (the set the tip's seal
 ///   names for the next height), so validators join and leave through the chain;
 /// * when proposing, it builds the block from the evidence it gathered (see the
@@ -587,7 +589,8 @@ impl<A: Application> Tendermint<A> {
         // Within the engine's limits and the ledger's (a node bounds blocks by what its
         // transport carries: a larger proposal could not be sent, and no round would decide).
         // The ledger counts each transaction's encoding (its version byte too), the engine
-        // the block body they make.
+        // their bodies (`SEAL_ROOM` holds the header and the certificate); `check_block`
+        // counts alike.
         let max_txs = self.max_block_txs.min(ledger.max_block_txs());
         let (max_encoded, mut encoded) = (ledger.max_block_bytes(), 0);
         // The ledger's pool, in its order; what would make the block break the engine's body
@@ -670,16 +673,23 @@ impl<A: Application> Tendermint<A> {
         if h.timestamp < tip.timestamp || h.timestamp > (now / 1_000_000) + MAX_FUTURE_DRIFT {
             return Err(format!("timestamp {}", h.timestamp));
         }
-        if h.tx_count as usize != block.txs.len()
-            || 1 + codec::body_len(block) > MAX_BLOCK_LEN - SEAL_ROOM
-        {
-            return Err("size".into());
+        // Counted as the proposer counts them (`build_proposal`): the transactions' bodies
+        // within the engine's bound (`SEAL_ROOM` holds the header and the certificate), their
+        // encodings (a version byte more each) and their number within the limits this node's
+        // own proposals keep to: a proposer may not make every validator check and execute
+        // more than any of them would propose (the validators of one network share their
+        // limits; a block decided elsewhere still syncs through `append`).
+        let body: usize = block.txs.iter().map(codec::body_len).sum();
+        if h.tx_count as usize != block.txs.len() || body > MAX_BLOCK_LEN - SEAL_ROOM {
+            return Err(format!(
+                "size: {} transactions (the header counts {}) of {body} bytes, at most {}",
+                block.txs.len(),
+                h.tx_count,
+                MAX_BLOCK_LEN - SEAL_ROOM
+            ));
         }
-        // The limits this node's own proposals keep to: a proposer may not make every
-        // validator check and execute more than any of them would propose (the consortium's
-        // nodes share their limits; a block decided elsewhere still syncs through `append`).
         let max_txs = self.max_block_txs.min(ledger.max_block_txs());
-        let encoded: usize = block.txs.iter().map(|t| 1 + codec::body_len(t)).sum();
+        let encoded = body + block.txs.len();
         if block.txs.len() > max_txs || encoded > ledger.max_block_bytes() {
             return Err(format!(
                 "{} transactions of {encoded} bytes, over this node's block limits \

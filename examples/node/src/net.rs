@@ -56,6 +56,16 @@ pub fn node_ledger<C: Consensus>(chain: Chain<C>) -> Result<NodeLedger<C>> {
         .build()?)
 }
 
+/// The Tendermint engine of the node with `key` over `ledger`: blocks as large as the
+/// transport carries (the ledger's byte bound, [`MAX_PROPOSED_BLOCK`]), not the engine's default
+/// count, since a round decides more. Every node of a consortium runs these limits, which bound
+/// the proposals it votes for as well as its own.
+pub fn tendermint_engine(ledger: &NodeLedger, key: Keypair) -> Tendermint<MedRec> {
+    let mut config = TendermintConfig::new(key);
+    config.max_block_txs = ledger.max_block_txs();
+    Tendermint::new(ledger.chain().engine().clone(), config)
+}
+
 /// The proof-of-work engine of the node with `key`: it mines `pow`'s slices, blocks of at most
 /// [`MAX_PROPOSED_BLOCK`] bytes.
 pub fn pow_engine(key: &Keypair, pow: &PowGenesis) -> PowNode<MedRec> {
@@ -164,11 +174,7 @@ pub async fn run(
     match genesis.engine {
         EngineKind::Tendermint => {
             let ledger = node_ledger(genesis.chain(Some(store))?)?;
-            // Blocks as large as the transport carries (the ledger's byte bound,
-            // `MAX_PROPOSED_BLOCK`), not the engine's default count: a round decides more.
-            let mut tendermint = TendermintConfig::new(key);
-            tendermint.max_block_txs = ledger.max_block_txs();
-            let engine = Tendermint::new(ledger.chain().engine().clone(), tendermint);
+            let engine = tendermint_engine(&ledger, key);
             node.run(ledger, engine, transport).await
         }
         EngineKind::Pow => {

@@ -20,11 +20,12 @@ use commonware_utils::channel::{mpsc, oneshot};
 use commonware_utils::ordered::Set;
 use commonware_utils::{NZUsize, Probability};
 use medledger::file_store::FileStore;
-use medledger::tendermint::{Tendermint, TendermintConfig};
 use medledger::tx::Keypair;
 use medledger::Transaction;
 use medledger_node::config::{hex_encode, EngineKind, Genesis, NamedKey, Pacing};
-use medledger_node::net::{committee_engine, node_ledger, pow_engine, transport_key};
+use medledger_node::net::{
+    committee_engine, node_ledger, pow_engine, tendermint_engine, transport_key,
+};
 use medledger_node::node::{
     self, Finalised, NodeAccess, NodeEngine, NodeJob, NodeLedger, Pk, RpcCall, RpcRequest,
     RuntimeClock, Transport,
@@ -253,8 +254,7 @@ impl Cluster {
             EngineKind::Tendermint => {
                 let chain = genesis.chain_with_clock(Some(store), Some(clock)).unwrap();
                 let ledger = node_ledger(chain).unwrap();
-                let engine =
-                    Tendermint::new(ledger.chain().engine().clone(), TendermintConfig::new(key));
+                let engine = tendermint_engine(&ledger, key);
                 parts.run(ledger, engine)
             }
             EngineKind::Pow => {
