@@ -30,11 +30,6 @@ fn tree_of(entries: u64) -> StateTree {
     tree
 }
 
-/// A tree of `ENTRIES` entries.
-fn big_tree() -> StateTree {
-    tree_of(ENTRIES)
-}
-
 /// The same 10,000 new entries into trees of 100k and 1M entries, in elements per second: each
 /// new entry rehashes its path (about log2(size / batch) + 2 nodes), and the cost per entry
 /// grows faster than the path (the larger tree's nodes are spread over more memory). Only
@@ -79,7 +74,7 @@ fn growth(c: &mut Criterion) {
 }
 
 fn benches(c: &mut Criterion) {
-    let tree = big_tree();
+    let tree = tree_of(ENTRIES);
     assert_eq!(tree.len(), ENTRIES as usize);
 
     // Half overwrites of existing entries, half inserts of new keys.

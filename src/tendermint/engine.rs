@@ -591,8 +591,8 @@ impl<A: Application> Tendermint<A> {
         // The ledger counts each transaction's encoding (its version byte too), the engine
         // their bodies (`SEAL_ROOM` holds the header and the certificate); `check_block`
         // counts alike.
-        let max_txs = self.max_block_txs.min(ledger.max_block_txs());
-        let (max_encoded, mut encoded) = (ledger.max_block_bytes(), 0);
+        let (max_txs, max_encoded) = self.block_limits(ledger);
+        let mut encoded = 0;
         // The ledger's pool, in its order; what would make the block break the engine's body
         // rules is left out.
         for tx in ledger.pending_txs() {
@@ -654,6 +654,15 @@ impl<A: Application> Tendermint<A> {
         let _ = ledger.submit(tx);
     }
 
+    /// The most transactions, and bytes of their encodings, in a block this node proposes or
+    /// votes for: its own limit and its ledger's.
+    fn block_limits(&self, ledger: &Ledger<TendermintConsensus, A>) -> (usize, usize) {
+        (
+            self.max_block_txs.min(ledger.max_block_txs()),
+            ledger.max_block_bytes(),
+        )
+    }
+
     /// Whether `block` may be the next block of `ledger` at time `now`.
     fn check_block(
         &self,
@@ -688,14 +697,13 @@ impl<A: Application> Tendermint<A> {
                 MAX_BLOCK_LEN - SEAL_ROOM
             ));
         }
-        let max_txs = self.max_block_txs.min(ledger.max_block_txs());
+        let (max_txs, max_encoded) = self.block_limits(ledger);
         let encoded = body + block.txs.len();
-        if block.txs.len() > max_txs || encoded > ledger.max_block_bytes() {
+        if block.txs.len() > max_txs || encoded > max_encoded {
             return Err(format!(
                 "{} transactions of {encoded} bytes, over this node's block limits \
-                 ({max_txs} transactions, {} bytes)",
-                block.txs.len(),
-                ledger.max_block_bytes()
+                 ({max_txs} transactions, {max_encoded} bytes)",
+                block.txs.len()
             ));
         }
         next_validators(
