@@ -93,9 +93,9 @@
 //! # Not yet done, and how it fits
 //!
 //! * Storing the tree still makes blocks slower (the README's rows D8 and D9: blocks of 1,000
-//!   operations run at 0.17 of the rate without the tree at 1k patients, 478 ms against
-//!   79 ms, and 0.12 at 100,000, 1.59 s against 188 ms; a block writes about 7,000 records,
-//!   2.5 MB, and redb writes 160 MB for them at 1k patients, 1.45 GB at 100,000). A block
+//!   operations run at 0.17 of the rate without the tree at 1k patients, 508 ms against
+//!   85 ms, and 0.12 at 100,000, 1.48 s against 181 ms; at 100,000 patients a block writes
+//!   about 12,700 records, 5.5 MB, and redb writes 338 MB for them). A block
 //!   writes its records under random keys (their hashes) and deletes as many when it leaves
 //!   the undo window, so redb copies a page for nearly each. Keys that keep a path's records
 //!   together (a record's position in the tree and the height that wrote it, as Jellyfish
@@ -112,7 +112,7 @@
 //!   and to redb copying, caching and allocating them; syncing is the smaller part (every 16th
 //!   commit synced: rate ratio 0.48 instead of 0.21-0.27, with the 64 MiB page cache of
 //!   before), and neither a page cache whose write share holds a block's pages (the default
-//!   now: 0.42, 188 ms against 79 ms) nor writing each table's entries in key order (done; no
+//!   now: 0.47, 181 ms against 85 ms) nor writing each table's entries in key order (done; no
 //!   gain at 100,000) closes the gap. Keeping the last few blocks' writes in memory and
 //!   flushing them together would help the small state most (its blocks touch the same few
 //!   pages again), so it alone does not reach 0.7 either; what scales is fewer pages per operation: a key layout that keeps
