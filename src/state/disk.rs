@@ -96,9 +96,9 @@
 //! # Not yet done, and how it fits
 //!
 //! * Storing the tree still makes blocks slower (the README's rows D8 and D9: blocks of 1,000
-//!   operations run at 0.17 of the rate without the tree at 1k patients, 508 ms against
-//!   85 ms, and 0.12 at 100,000, 1.48 s against 181 ms; at 100,000 patients a block writes
-//!   about 12,700 records, 5.5 MB, and redb writes 338 MB for them). A block
+//!   operations run at 0.16 of the rate without the tree at 1k patients, 457 ms against
+//!   74 ms, and 0.12 at 100,000, 1.54 s against 185 ms; at 100,000 patients a block writes
+//!   about 12,700 records, 5.5 MB, and redb writes 284 MB for them). A block
 //!   writes its records under random keys (their hashes) and deletes as many when it leaves
 //!   the undo window, so redb copies a page for nearly each. Keys that keep a path's records
 //!   together (a record's position in the tree and the height that wrote it, as Jellyfish
@@ -115,7 +115,7 @@
 //!   and to redb copying, caching and allocating them; syncing is the smaller part (every 16th
 //!   commit synced: rate ratio 0.48 instead of 0.21-0.27, with the 64 MiB page cache of
 //!   before), and neither a page cache whose write share holds a block's pages (the default
-//!   now: 0.47, 181 ms against 85 ms) nor writing each table's entries in key order (done; no
+//!   now: 0.40, 185 ms against 74 ms) nor writing each table's entries in key order (done; no
 //!   gain at 100,000) closes the gap. Keeping the last few blocks' writes in memory and
 //!   flushing them together would help the small state most (its blocks touch the same few
 //!   pages again), so it alone does not reach 0.7 either; what scales is fewer pages per operation: a key layout that keeps
