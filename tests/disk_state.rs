@@ -543,6 +543,12 @@ fn a_killed_writer_leaves_the_state_of_one_committed_block_exactly() {
             roots[height as usize],
             "round {round}, seed {seed}: the state at height {height} is not block {height}'s"
         );
+        // Every record of the tree is there to read: none was collected while still in use.
+        assert_eq!(
+            state.tree().iter().count(),
+            state.tree().len(),
+            "round {round}, seed {seed}: records of the tree at height {height} are missing"
+        );
         opened += 1;
         top = top.max(height);
     }
