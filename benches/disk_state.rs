@@ -20,8 +20,9 @@
 //! its records, then blocks whose batches update it and write its new records (the first one,
 //! which also drops the whole tree's commit from the undo window, is run and reported apart).
 //! At the large size only with `DISK_BENCH_TREE_BLOCKS_BIG` set: at 100,000 patients the
-//! database file holds 4 GiB after the build, and the whole tree's commit needs up to 12 GiB
-//! with a small page cache (`DISK_BENCH_PAGE_CACHE_MIB=64`), so mind the free disk space.
+//! database file holds 4 GiB after the build, and grows to 17 GiB during that first block (to
+//! 12 GiB during the tree's commit with `DISK_BENCH_PAGE_CACHE_MIB=64`), so mind the free disk
+//! space.
 //!
 //! Last, reopening the disk state (`disk_reopen`), its database closed: by reading the tree's
 //! root node (`read_root`, what a chain does now) against rebuilding the tree from every entry
@@ -234,9 +235,8 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
         disk.tree().len(),
         started.elapsed()
     );
-    // At the large size these blocks grow the database file by tens of megabytes each, after
-    // the whole tree's commit (8 GB at 100,000 patients), so they run there only when asked
-    // for.
+    // At the large size the first of these blocks grows the database file to 17 GiB (at
+    // 100,000 patients), so they run there only when asked for.
     if n <= 1_000 || std::env::var_os(TREE_BLOCKS_BIG_ENV).is_some() {
         // The first block after that commit also drops the commit's list of the records it
         // wrote (every record of the tree: its undo, which ends as the height leaves the undo

@@ -88,17 +88,15 @@
 //! checkpoint and the later blocks replay. As after a checkpoint, the reopened chain keeps no
 //! undo data below the height it opened at.
 //!
-//! Measured (bench `disk_state`, `disk_reopen`; README rows D6 and D7): reopening a state of
-//! 100,000 patients (1,904,605 entries) takes 17.3 ms by its root node against 5.01 s
-//! rebuilding the tree from every entry (both with closing the database; 4.1 ms against 4.7 s
-//! once in a fresh process), which then holds 6 MiB resident against 655 MiB.
+//! Measured (bench `disk_state`, `disk_reopen`; the README's rows D6 and D7): reopening a state
+//! of 100,000 patients by its root node takes about a thousandth of the time that rebuilding
+//! the tree from every entry takes, and a few MiB of memory instead of about a GiB.
 //!
 //! # Not yet done, and how it fits
 //!
 //! * Storing the tree still makes blocks slower (the README's rows D8 and D9: blocks of 1,000
-//!   operations run at 0.16 of the rate without the tree at 1k patients, 457 ms against
-//!   74 ms, and 0.12 at 100,000, 1.54 s against 185 ms; at 100,000 patients a block writes
-//!   about 12,700 records, 5.5 MB, and redb writes 284 MB for them). A block
+//!   operations with the tree run at about a sixth of the rate without it at 1k patients, an
+//!   eighth at 100,000, where redb writes fifty times the bytes of the records). A block
 //!   writes its records under random keys (their hashes) and deletes as many when it leaves
 //!   the undo window, so redb copies a page for nearly each. Keys that keep a path's records
 //!   together (a record's position in the tree and the height that wrote it, as Jellyfish
@@ -115,8 +113,8 @@
 //!   and to redb copying, caching and allocating them; syncing is the smaller part (every 16th
 //!   commit synced: rate ratio 0.48 instead of 0.21-0.27, with the 64 MiB page cache of
 //!   before), and neither a page cache whose write share holds a block's pages (the default
-//!   now: 0.40, 185 ms against 74 ms) nor writing each table's entries in key order (done; no
-//!   gain at 100,000) closes the gap. Keeping the last few blocks' writes in memory and
+//!   now: 0.40 to 0.47, the README's row D5) nor writing each table's entries in key order
+//!   (done; no gain at 100,000) closes the gap. Keeping the last few blocks' writes in memory and
 //!   flushing them together would help the small state most (its blocks touch the same few
 //!   pages again), so it alone does not reach 0.7 either; what scales is fewer pages per operation: a key layout that keeps
 //!   an operation's entries on one page (keys prefixed by the patient), or appending blocks'
@@ -245,10 +243,8 @@ impl DiskConfig {
     /// The size of redb's page cache in bytes (default [`DEFAULT_PAGE_CACHE_BYTES`]). redb
     /// keeps nine tenths of it for pages read and one tenth for the pages a write transaction
     /// changes; a block that changes more pages than that tenth holds writes some of them to
-    /// the file before it commits, and one it changes again is read back and written again.
-    /// Blocks of 1,000 operations (without the state tree) write 12 MB at 1k patients and
-    /// 24 MB at 100,000 with the default (the README's "State on disk"); with a 64 MiB cache
-    /// (a 6.4 MB tenth) they wrote 69 MB and 101 MB each and took 1.5 and 1.7 times as long.
+    /// the file before it commits, and one it changes again is read back and written again
+    /// (the README's "State on disk" measures blocks with both this default and 64 MiB).
     pub fn page_cache_bytes(mut self, bytes: usize) -> Self {
         self.page_cache_bytes = bytes;
         self
@@ -620,8 +616,11 @@ impl DiskState {
             first.map_or(height + 1, |(k, _)| k.value().0)
         };
         // Heights with no writes have no records: only what lies above the first record is
-        // known to be kept.
-        state.undo_floor = floor.min(height + 1);
+        // known to be kept; and a window made smaller since keeps no more than it allows (the
+        // collection before the next block deletes the tree's records below it).
+        state.undo_floor = floor
+            .max(height.saturating_sub(undo_blocks) + 1)
+            .min(height + 1);
         Ok(Some(state))
     }
 
@@ -632,7 +631,9 @@ impl DiskState {
 
     /// Writes one block: `writes[i]` are the pending writes of the `i`-th table (tagged
     /// `tags[i]`); records their undo, prunes undo records older than the kept blocks, and sets
-    /// the height to the next one and the root to `root`; all in one transaction.
+    /// the height to the next one and the root to `root`; all in one transaction. Then deletes, in
+    /// a transaction of its own, the tree's records that the block leaving the undo window
+    /// replaced ([`collect_garbage`](Self::collect_garbage)).
     pub(crate) fn commit_block(
         &mut self,
         tags: &[&'static str],
@@ -747,7 +748,7 @@ impl DiskState {
     }
 
     /// Writes the state tree's new nodes of the block at `height`, lists the nodes it replaced,
-    /// and deletes the nodes replaced by the block that leaves the undo window.
+    /// (deleted once the block leaves the undo window: [`collect_garbage`](Self::collect_garbage)).
     fn write_nodes(
         &self,
         txn: &redb::WriteTransaction,
@@ -1659,6 +1660,36 @@ mod tests {
             assert_same_tree(&disk.committed_tree().unwrap(), &memory).unwrap();
             assert!(disk.db().take_read_failure().is_none());
         }
+    }
+
+    #[test]
+    fn a_state_reopened_with_a_smaller_undo_window_undoes_no_block_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path()).sync_every(u64::MAX);
+        let root = TreeWrite::root_only(EMPTY_ROOT);
+        let mut disk = DiskState::create(&config, &[("t", Vec::new())], 0, root, 100).unwrap();
+        // Three blocks, each writing an entry: each leaves undo records.
+        for h in 1u8..4 {
+            disk.commit_block(&["t"], &[vec![(vec![h], Some(vec![h]))]], root)
+                .unwrap();
+        }
+        drop(disk);
+        // Reopened with a window of one block: only the last block can be undone, whatever
+        // undo records the larger window left (the tree's lists below it are collected before
+        // the next block, so an undo there would find its records gone).
+        let mut disk = DiskState::open(&config, 1).unwrap().unwrap();
+        disk.undo_block(&["t"], EMPTY_ROOT, 0).unwrap();
+        let refused = disk.undo_block(&["t"], EMPTY_ROOT, 0);
+        assert!(
+            matches!(
+                refused,
+                Err(DiskError::NoUndo {
+                    height: 2,
+                    floor: 3
+                })
+            ),
+            "{refused:?}"
+        );
     }
 
     #[test]
