@@ -1482,16 +1482,7 @@ mod tests {
                 match step {
                     Step::Apply(batch) => {
                         memory.apply(&batch).unwrap();
-                        let mut next = tree.clone();
-                        let replaced = next.apply_tracked(&batch).unwrap();
-                        let (persisted, nodes) = next.persist(keep_depth);
-                        let write = TreeWrite {
-                            new: &nodes,
-                            replaced: &replaced,
-                            root: next.root(),
-                            entries: next.len() as u64,
-                        };
-                        disk.commit_block(&[], &[], write).unwrap();
+                        let persisted = commit_batch(&mut disk, &tree, &batch, keep_depth);
                         prop_assert!(persisted.deepest_in_memory().is_none_or(|d| d < keep_depth));
                         tree = persisted;
                         history.push((memory.clone(), tree.clone()));
@@ -1534,11 +1525,17 @@ mod tests {
         }
     }
 
-    /// Commits `batch` to `disk` on top of `tree` (as the chain does) and returns the new tree.
-    fn commit_batch(disk: &mut DiskState, tree: &StateTree, batch: &[StateUpdate]) -> StateTree {
+    /// Commits `batch` to `disk` on top of `tree` (as the chain does) and returns the new tree,
+    /// its nodes from `keep_depth` down held by hash.
+    fn commit_batch(
+        disk: &mut DiskState,
+        tree: &StateTree,
+        batch: &[StateUpdate],
+        keep_depth: usize,
+    ) -> StateTree {
         let mut next = tree.clone();
         let replaced = next.apply_tracked(batch).unwrap();
-        let (persisted, nodes) = next.persist(4);
+        let (persisted, nodes) = next.persist(keep_depth);
         let write = TreeWrite {
             new: &nodes,
             replaced: &replaced,
@@ -1560,26 +1557,36 @@ mod tests {
         batch
     }
 
-    #[test]
-    fn records_of_blocks_gone_from_the_undo_window_are_collected_before_the_next_block() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = DiskConfig::new(dir.path()).sync_every(u64::MAX);
+    /// A state on disk in `config`'s directory whose tree holds every key of the pool at value
+    /// 1, with an undo window of `window` blocks: the state, its tree (reading from it) and
+    /// the same tree in memory.
+    fn created_with_every_key_at_one(
+        config: &DiskConfig,
+        window: u64,
+    ) -> (DiskState, StateTree, StateTree) {
         let mut memory = StateTree::new();
         memory.apply(&every_key(1)).unwrap();
-        let (stored, nodes) = memory.persist(4);
+        let (mut stored, nodes) = memory.persist(4);
         let write = TreeWrite {
             new: &nodes,
             replaced: &[],
             root: memory.root(),
             entries: memory.len() as u64,
         };
+        let disk = DiskState::create(config, &[], 0, write, window).unwrap();
+        stored.attach(disk.db().node_source());
+        (disk, stored, memory)
+    }
+
+    #[test]
+    fn records_of_blocks_gone_from_the_undo_window_are_collected_before_the_next_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path()).sync_every(u64::MAX);
         // A long undo window: every block's replaced records stay listed.
-        let mut disk = DiskState::create(&config, &[], 0, write, 100).unwrap();
-        let mut tree = stored;
-        tree.attach(disk.db().node_source());
+        let (mut disk, mut tree, mut memory) = created_with_every_key_at_one(&config, 100);
         let mut trees = vec![memory.clone()];
         for v in 2..5 {
-            tree = commit_batch(&mut disk, &tree, &every_key(v));
+            tree = commit_batch(&mut disk, &tree, &every_key(v), 4);
             memory.apply(&every_key(v)).unwrap();
             trees.push(memory.clone());
         }
@@ -1601,7 +1608,7 @@ mod tests {
         // block 1: collected before the block, they are written again as new.
         let mut disk = DiskState::open(&config, 1).unwrap().unwrap();
         let mut tree = disk.committed_tree().unwrap();
-        tree = commit_batch(&mut disk, &tree, &every_key(1));
+        tree = commit_batch(&mut disk, &tree, &every_key(1), 4);
         memory.apply(&every_key(1)).unwrap();
         assert_same_tree(&tree, &memory).unwrap();
         assert_same_tree(&disk.committed_tree().unwrap(), &memory).unwrap();
@@ -1622,20 +1629,9 @@ mod tests {
         const WINDOW: u64 = 3;
         let dir = tempfile::tempdir().unwrap();
         let config = DiskConfig::new(dir.path()).sync_every(u64::MAX);
-        let mut memory = StateTree::new();
-        memory.apply(&every_key(1)).unwrap();
-        let (stored, nodes) = memory.persist(4);
-        let write = TreeWrite {
-            new: &nodes,
-            replaced: &[],
-            root: memory.root(),
-            entries: memory.len() as u64,
-        };
-        let mut disk = DiskState::create(&config, &[], 0, write, WINDOW).unwrap();
-        let mut tree = stored;
-        tree.attach(disk.db().node_source());
+        let (mut disk, mut tree, _) = created_with_every_key_at_one(&config, WINDOW);
         for v in 2..5 {
-            tree = commit_batch(&mut disk, &tree, &every_key(v));
+            tree = commit_batch(&mut disk, &tree, &every_key(v), 4);
         }
         drop(tree);
         drop(disk);
@@ -1647,14 +1643,14 @@ mod tests {
         let mut tree = disk.committed_tree().unwrap();
         // Height 4 sets every value back to height 1's: its records come back from the list
         // of block 2, which replaced them.
-        tree = commit_batch(&mut disk, &tree, &every_key(2));
+        tree = commit_batch(&mut disk, &tree, &every_key(2), 4);
         let mut memory = StateTree::new();
         memory.apply(&every_key(2)).unwrap();
         // Heights 5 and 6 change one key each: most of those records stay in the tree while
         // block 2 leaves the window (at height 5) and its list is collected.
         for (i, v) in [(0u8, 7u8), (3, 8)] {
             let batch = vec![(pool_key(i), Some(Digest::from_bytes([v; 32])))];
-            tree = commit_batch(&mut disk, &tree, &batch);
+            tree = commit_batch(&mut disk, &tree, &batch, 4);
             memory.apply(&batch).unwrap();
             assert_same_tree(&tree, &memory).unwrap();
             assert_same_tree(&disk.committed_tree().unwrap(), &memory).unwrap();
