@@ -28,7 +28,11 @@
 //! root node (`read_root`, what a chain does now) against rebuilding the tree from every entry
 //! (`rebuild_from_entries`, what it did before the nodes were stored), side by side; and each
 //! way once in a fresh process of this bench, which prints its resident memory before and
-//! after (`DISK_BENCH_REOPEN_CHILD` set: that process does only this).
+//! after (`DISK_BENCH_REOPEN_CHILD` set: that process does only this). Then the state is
+//! exported as a snapshot and imported by a fresh process, once in memory
+//! (`SnapshotImport::new`) and once into a state database (`SnapshotImport::on_disk`), each
+//! printing its time and resident memory; last, the file is compacted
+//! (`state::disk::compact`) and its size printed before and after.
 //!
 //! `DISK_BENCH_PAGE_CACHE_MIB` sets redb's page cache (default `DEFAULT_PAGE_CACHE_BYTES`).
 //! `DISK_BENCH_SYNC_EVERY` syncs only every so many commits (default 1, every one; see
@@ -49,9 +53,11 @@ use access_state::{
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use medledger::access::{AccessRequest, Action, RelationshipId, POINTERS_TABLE};
+use medledger::hash::StateRoot;
 use medledger::hash::TxId;
 use medledger::purpose::PurposeOfUse;
-use medledger::state::disk::DiskConfig;
+use medledger::state::disk::{self, DiskConfig};
+use medledger::state::snapshot::{SnapshotImport, MAX_CHUNK_ENTRIES};
 use medledger::State;
 
 /// The number after `field` on its line of the process file `/proc/self/{file}` (`None` where
@@ -91,6 +97,13 @@ fn rss_mib() -> u64 {
     proc_self("status", "VmRSS:").map_or(0, |kib| kib / 1024)
 }
 
+/// `DISK_BENCH_PAGE_CACHE_MIB`, if set.
+fn page_cache_mib() -> Option<usize> {
+    std::env::var("DISK_BENCH_PAGE_CACHE_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+}
+
 fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
     let dir = tempfile::tempdir().unwrap();
     let sync_every = std::env::var("DISK_BENCH_SYNC_EVERY")
@@ -98,10 +111,7 @@ fn bench_disk(c: &mut Criterion, label: &str, n: u64) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let mut config = DiskConfig::new(dir.path()).sync_every(sync_every);
-    if let Some(mib) = std::env::var("DISK_BENCH_PAGE_CACHE_MIB")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-    {
+    if let Some(mib) = page_cache_mib() {
         config = config.page_cache_bytes(mib << 20);
     }
     let rss_before = rss_mib();
@@ -311,6 +321,57 @@ fn bench_reopen(c: &mut Criterion, label: &str, n: u64, config: &DiskConfig, dis
         })
     });
     g.finish();
+
+    // The state exported as a snapshot and imported by a fresh process, in memory and on disk
+    // (each once: the resident memory is the figure), the chunks read one by one from a file.
+    let (state, height) = State::open_disk(config, 1).unwrap().unwrap();
+    let root = state.root();
+    let chunks = state.export_snapshot(height, MAX_CHUNK_ENTRIES).unwrap();
+    drop(state);
+    let file = config.dir().join("snapshot.chunks");
+    let mut bytes = Vec::new();
+    for chunk in &chunks {
+        let encoded = chunk.encode();
+        bytes.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&encoded);
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    drop((chunks, bytes));
+    for mode in ["import_memory", "import_disk"] {
+        let target = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--bench")
+            .env(
+                CHILD_ENV,
+                format!(
+                    "{mode}:{}:{}:{height}:{root}",
+                    file.to_str().unwrap(),
+                    target.path().to_str().unwrap()
+                ),
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        eprintln!(
+            "{label}: {n} patients, snapshot of {entries} entries: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    std::fs::remove_file(&file).unwrap();
+
+    // Last, the file compacted (offline, as an operator would after a bulk load): the space
+    // redb keeps after its largest transactions given back, the same state reopened.
+    let started = Instant::now();
+    let done = disk::compact(config).unwrap();
+    let took = started.elapsed();
+    let reopened = State::open_disk(config, 1).unwrap().unwrap().0;
+    assert_eq!(reopened.root(), root);
+    eprintln!(
+        "{label}: compacted in {took:.1?}: file {} -> {} bytes ({} per patient after)",
+        done.file_bytes_before,
+        done.file_bytes_after,
+        done.file_bytes_after / n
+    );
 }
 
 /// Operations per benchmarked block.
@@ -374,6 +435,9 @@ fn reopen_child(_: &mut Criterion) {
         return;
     };
     let (mode, dir) = spec.split_once(':').unwrap();
+    if mode.starts_with("import") {
+        import_child(mode, dir);
+    }
     let config = DiskConfig::new(dir);
     let before = rss_mib();
     let started = Instant::now();
@@ -390,6 +454,50 @@ fn reopen_child(_: &mut Criterion) {
          (root {})",
         rss_mib(),
         state.root()
+    );
+    std::process::exit(0);
+}
+
+/// [`reopen_child`] for a snapshot import: `rest` is `CHUNKS:DIR:HEIGHT:ROOT`; imports the
+/// chunks of the file `CHUNKS` (each after its length, four bytes big-endian) in memory
+/// (`import_memory`) or into `DIR` (`import_disk`), prints the time and resident memory, and
+/// exits.
+fn import_child(mode: &str, rest: &str) -> ! {
+    use std::io::Read;
+    let mut parts = rest.split(':');
+    let (file, dir) = (parts.next().unwrap(), parts.next().unwrap());
+    let height: u64 = parts.next().unwrap().parse().unwrap();
+    let root: StateRoot = parts.next().unwrap().parse().unwrap();
+    let before = rss_mib();
+    let started = Instant::now();
+    let mut config = DiskConfig::new(dir);
+    if let Some(mib) = page_cache_mib() {
+        config = config.page_cache_bytes(mib << 20);
+    }
+    let mut import = match mode {
+        "import_disk" => SnapshotImport::on_disk(height, root, &config).unwrap(),
+        _ => SnapshotImport::new(height, root),
+    };
+    let mut reader = std::io::BufReader::new(std::fs::File::open(file).unwrap());
+    let mut len = [0u8; 4];
+    let mut chunk = Vec::new();
+    while reader.read_exact(&mut len).is_ok() {
+        chunk.resize(u32::from_be_bytes(len) as usize, 0);
+        reader.read_exact(&mut chunk).unwrap();
+        import.add_bytes(&chunk).unwrap();
+    }
+    let chunks = import.chunks();
+    let state: State = import.finish().unwrap();
+    let took = started.elapsed();
+    assert_eq!(state.root(), root);
+    let file = state
+        .disk_usage()
+        .unwrap()
+        .map_or(String::new(), |u| format!(", file {} bytes", u.file_bytes));
+    println!(
+        "imported ({mode}, {chunks} chunks) in {took:.1?}: resident memory {before} MiB \
+         before, {} MiB after{file}",
+        rss_mib()
     );
     std::process::exit(0);
 }

@@ -1183,6 +1183,22 @@ impl<C: Consensus, A: Application> Chain<C, A> {
 
     /// Moves the state (at the tip, no block pending) to `backend`.
     fn use_backend(&mut self, backend: &StateBackend) -> ChainResult<(), A> {
+        // A snapshot imported on disk is there already: in the backend's directory only.
+        #[cfg(feature = "redb")]
+        if self.state.is_on_disk() {
+            return match backend {
+                StateBackend::Disk(config) if self.state.is_in(config) => {
+                    self.state
+                        .set_undo_blocks(self.max_reorg_depth.saturating_add(1));
+                    Ok(())
+                }
+                _ => Err(ChainError::Config(
+                    "the state is in another state database than the chain's backend names \
+                     (build the chain with the directory the snapshot was imported to)"
+                        .into(),
+                )),
+            };
+        }
         match backend {
             StateBackend::Memory => Ok(()),
             #[cfg(feature = "redb")]

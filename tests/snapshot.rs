@@ -402,3 +402,152 @@ fn a_damaged_or_stale_checkpoint_is_ignored_and_the_chain_replays() {
     assert_eq!(reopened.state().root(), w.net.chain.state().root());
     assert!(reopened.state_tree_at(1).is_some(), "replayed from genesis");
 }
+
+/// A snapshot imported straight into a state database (feature `redb`): a chain opens on it
+/// and follows the same blocks, and the directory holds a state only once the import is
+/// finished.
+#[cfg(feature = "redb")]
+mod on_disk {
+    use super::*;
+    use medledger::state::disk::DiskConfig;
+    use medledger::state::StateBackend;
+
+    /// Imports `chunks` of the tip's state into `config`'s directory.
+    fn import_on_disk(
+        w: &World,
+        chunks: &[SnapshotChunk],
+        config: &DiskConfig,
+    ) -> State<AccessState> {
+        let tip = w.net.chain.tip_header();
+        let mut import =
+            SnapshotImport::<AccessState>::on_disk(tip.height, tip.state_root, config).unwrap();
+        for chunk in chunks {
+            import.add_bytes(&chunk.encode()).unwrap();
+        }
+        import.finish().unwrap()
+    }
+
+    #[test]
+    fn a_chain_opened_on_a_snapshot_imported_to_disk_follows_blocks_and_reopens_without_replay() {
+        let mut w = world(PATIENTS);
+        let dir = tempfile::tempdir().unwrap();
+        // A small tree depth in memory, so that the import holds most records by hash only.
+        let config = DiskConfig::new(dir.path()).tree_memory_depth(4);
+        let chunks = w.net.chain.snapshot(CHUNK).unwrap();
+        assert!(chunks.len() > 4, "the state spans several chunks");
+        let state = import_on_disk(&w, &chunks, &config);
+        assert!(state.is_on_disk());
+        assert_eq!(state.root(), w.net.chain.state().root());
+        state.verify_entries().unwrap();
+        let mut fresh = w
+            .builder(Arc::new(ManualClock::new(w.net.now)))
+            .state_backend(StateBackend::Disk(config.clone()))
+            .build_from_snapshot(&w.headers(), state)
+            .unwrap();
+        for i in 0..w.patients.len() {
+            assert_eq!(w.read(&fresh, i), w.read(&w.net.chain, i));
+        }
+
+        // The original chain goes on; the chain on the imported state takes the same blocks.
+        let from = w.net.chain.height();
+        let late = Keypair::from_seed(&[98; 32]);
+        w.net.run(vec![(
+            &late,
+            register_op(&late, Role::Patient, "NHS-late-disk"),
+        )]);
+        w.net.run(vec![(
+            &w.hospital,
+            AccessOp::CreateRelationship {
+                patient: late.account(),
+            },
+        )]);
+        for h in from + 1..=w.net.chain.height() {
+            fresh.append(block_at(&w.net.chain, h)).unwrap();
+            assert_eq!(
+                fresh.state().root(),
+                w.net.chain.state_tree_at(h).unwrap().root(),
+                "state root at height {h}"
+            );
+        }
+        let tip = w.net.chain.height();
+        drop(fresh);
+
+        // The directory holds the state at the tip: it opens without a block replayed.
+        let (reopened, height) = State::<AccessState>::open_disk(&config, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(height, tip);
+        assert_eq!(reopened.root(), w.net.chain.state().root());
+        reopened.verify_entries().unwrap();
+    }
+
+    #[test]
+    fn a_tampered_chunk_is_refused_on_disk_and_a_stopped_import_leaves_no_state() {
+        let w = world(PATIENTS);
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path()).tree_memory_depth(4);
+        let chunks = w.net.chain.snapshot(CHUNK).unwrap();
+        let tip = w.net.chain.tip_header();
+        let bad = chunks
+            .iter()
+            .position(|c| c.entries().len() > 1 && c.depth() > 0)
+            .unwrap();
+        let tampered = flip_in(&chunks[bad].encode(), chunks[bad].entries()[1].value());
+
+        let mut import =
+            SnapshotImport::<AccessState>::on_disk(tip.height, tip.state_root, &config).unwrap();
+        for chunk in &chunks[..=bad] {
+            if std::ptr::eq(chunk, &chunks[bad]) {
+                let err = import.add_bytes(&tampered).unwrap_err();
+                assert!(
+                    matches!(err, SnapshotError::ProofMismatch { chunk, .. } if chunk == bad as u32),
+                    "{err}"
+                );
+                assert_eq!(
+                    import.chunks(),
+                    bad as u32,
+                    "a refused chunk changes nothing"
+                );
+            }
+            import.add(chunk).unwrap();
+        }
+        // Stopped half-way: the directory holds no state.
+        drop(import);
+        assert!(State::<AccessState>::open_disk(&config, 1)
+            .unwrap()
+            .is_none());
+
+        // A new import starts over in the same directory, and its state is exactly the tip's:
+        // nothing of the refused chunk, nor of the stopped import, is left in it.
+        let state = import_on_disk(&w, &chunks, &config);
+        assert_eq!(state.root(), tip.state_root);
+        state.verify_entries().unwrap();
+        drop(state);
+        let (reopened, height) = State::<AccessState>::open_disk(&config, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!((reopened.root(), height), (tip.state_root, tip.height));
+    }
+
+    #[test]
+    fn a_chain_refuses_a_state_imported_to_another_directory_than_its_backend() {
+        let w = world(PATIENTS);
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let chunks = w.net.chain.snapshot(CHUNK).unwrap();
+        for backend in [
+            StateBackend::Memory,
+            StateBackend::Disk(DiskConfig::new(b.path())),
+        ] {
+            let state = import_on_disk(&w, &chunks, &DiskConfig::new(a.path()));
+            let refused = w
+                .builder(Arc::new(ManualClock::new(w.net.now)))
+                .state_backend(backend)
+                .build_from_snapshot(&w.headers(), state);
+            assert!(
+                matches!(&refused, Err(ChainError::Config(m)) if m.contains("another state database")),
+                "{:?}",
+                refused.err()
+            );
+        }
+    }
+}

@@ -92,6 +92,22 @@
 //! of 100,000 patients by its root node takes about a thousandth of the time that rebuilding
 //! the tree from every entry takes, and a few MiB of memory instead of about a GiB.
 //!
+//! # Snapshot imports and compaction
+//!
+//! A new node can import a state snapshot straight into the database
+//! ([`SnapshotImport::on_disk`](crate::state::snapshot::SnapshotImport::on_disk)): each
+//! verified chunk's entries and the tree's new records are written in a transaction of their
+//! own (not synced), the upper records the chunk rewrote are deleted at once (nothing undoes
+//! an import), and the tree keeps in memory only its levels above
+//! [`DiskConfig::tree_memory_depth`]; `meta` gets its format version only when the import
+//! finishes (synced), so a directory whose import stopped half-way holds no state. The
+//! import's memory is bounded by a chunk and the caches, not by the state (the README's row
+//! D10).
+//!
+//! redb reuses the pages it frees but seldom shrinks its file, which keeps the size of the
+//! largest transaction it held; [`compact`] (offline: the database closed) moves the pages
+//! to the front and gives the rest back (the README's row D3).
+//!
 //! # Not yet done, and how it fits
 //!
 //! * Storing the tree still makes blocks slower (the README's rows D8 and D9: blocks of 1,000
@@ -330,6 +346,60 @@ pub struct DiskUsage {
     pub fragmented_bytes: u64,
 }
 
+/// What [`compact`] did to a state database's file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Compaction {
+    /// The file's size before.
+    pub file_bytes_before: u64,
+    /// The file's size after.
+    pub file_bytes_after: u64,
+}
+
+/// Compacts the state database in `config`'s directory: moves its pages towards the start of
+/// the file and gives the free space after them back to the file system. redb reuses free
+/// pages but seldom shrinks its file, so a file keeps the size of its largest transaction: a
+/// bulk load, a state moved to disk or imported from a snapshot, or a block far larger than
+/// the rest can leave it many times the size of what it holds (the README's row D3).
+///
+/// Offline: a chain or state using the directory holds its database open, and must be
+/// dropped (the node stopped) first. The entries, the tree's records, the undo records and
+/// the committed height and root are unchanged; each step is a redb transaction, so a crash
+/// in the middle leaves the database as one of them committed it, whole.
+///
+/// # Errors
+///
+/// [`DiskError::Open`] if the directory holds no state database, or the database is open
+/// (in this process or another) or cannot be opened; [`DiskError::Storage`] if redb fails
+/// while compacting (the database stays as its last completed step left it, which holds the
+/// same state).
+pub fn compact(config: &DiskConfig) -> Result<Compaction, DiskError> {
+    let path = config.dir.join(FILE_NAME);
+    let open = |reason: String| DiskError::Open {
+        dir: config.dir.clone(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(open(format!("no state database ({FILE_NAME})")));
+    }
+    let size = || {
+        std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(storage("read the file size"))
+    };
+    let file_bytes_before = size()?;
+    let mut db = Database::builder()
+        .set_cache_size(config.page_cache_bytes)
+        .open(&path)
+        .map_err(|e| open(e.to_string()))?;
+    db.compact().map_err(storage("compact"))?;
+    drop(db);
+    Ok(Compaction {
+        file_bytes_before,
+        file_bytes_after: size()?,
+    })
+}
+
 /// A table of the database as redb sees it: key bodies to value bodies.
 pub type RawTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
@@ -513,6 +583,118 @@ impl DiskState {
         tree: TreeWrite<'_>,
         undo_blocks: u64,
     ) -> Result<Self, DiskError> {
+        Self::create_with(config, tables, height, tree, undo_blocks, true)
+    }
+
+    /// Opens (or creates) the database of `config`, empties it, creates the tables tagged
+    /// `tags`, and readies it for a snapshot import at `height` ([`import_chunk`](Self::import_chunk), then
+    /// [`finish_import`](Self::finish_import)). Until it is finished, `meta` records no format
+    /// version, so the directory opens as holding no state ([`open`](Self::open) gives
+    /// `None`): an import stopped half-way is never taken for a state.
+    pub(crate) fn begin_import(
+        config: &DiskConfig,
+        tags: &[&'static str],
+        height: u64,
+        undo_blocks: u64,
+    ) -> Result<Self, DiskError> {
+        let empty = TreeWrite {
+            new: &Vec::new(),
+            replaced: &[],
+            root: crate::smt::EMPTY_ROOT,
+            entries: 0,
+        };
+        let tables: Vec<_> = tags.iter().map(|tag| (*tag, Vec::new())).collect();
+        Self::create_with(config, &tables, height, empty, undo_blocks, false)
+    }
+
+    /// Writes one verified snapshot chunk: `writes[i]` are the new entries of the `i`-th
+    /// table (tagged `tags[i]`), `tree` the import's tree after the chunk (its new records;
+    /// `replaced`, the records of earlier chunks it no longer uses, are deleted at once, as
+    /// nothing undoes an import). One transaction, not synced:
+    /// [`finish_import`](Self::finish_import) syncs them all, and a crash before it leaves no
+    /// state anyway.
+    pub(crate) fn import_chunk(
+        &mut self,
+        tags: &[&'static str],
+        writes: &[Vec<EncodedWrite>],
+        tree: TreeWrite<'_>,
+    ) -> Result<(), DiskError> {
+        let mut txn = self.db.db.begin_write().map_err(storage("begin a chunk"))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(storage("set the durability"))?;
+        for (tag, writes) in tags.iter().zip(writes) {
+            if writes.is_empty() {
+                continue;
+            }
+            let name = table_name(tag);
+            let mut table = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                .map_err(storage("open a table"))?;
+            for (key, value) in writes {
+                let Some(value) = value else {
+                    return Err(DiskError::Corrupt(format!(
+                        "a snapshot chunk deletes an entry of {tag}"
+                    )));
+                };
+                table
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(storage("write an entry"))?;
+            }
+        }
+        {
+            let mut nodes = txn.open_table(NODES).map_err(storage("open nodes"))?;
+            for hash in tree.replaced {
+                nodes
+                    .remove(hash.as_slice())
+                    .map_err(storage("delete a node"))?;
+            }
+            for (hash, node) in tree.new {
+                nodes
+                    .insert(hash.as_slice(), node.as_slice())
+                    .map_err(storage("write a node"))?;
+            }
+        }
+        txn.commit().map_err(storage("commit a chunk"))?;
+        self.db.nodes.renew();
+        Ok(())
+    }
+
+    /// Records the imported state's `root` and number of `entries` at the import's height,
+    /// with the format version that makes the directory a state, and syncs.
+    pub(crate) fn finish_import(&mut self, root: StateRoot, entries: u64) -> Result<(), DiskError> {
+        let txn = self
+            .db
+            .db
+            .begin_write()
+            .map_err(storage("begin the import's end"))?;
+        write_meta(&txn, self.height, root, entries)?;
+        txn.commit().map_err(storage("commit the import's end"))?;
+        self.db.nodes.renew();
+        Ok(())
+    }
+
+    /// Whether this is the database of `config`.
+    pub(crate) fn is_in(&self, config: &DiskConfig) -> bool {
+        self.path == config.dir.join(FILE_NAME)
+    }
+
+    /// Sets the number of blocks whose undo records are kept (the chain's reorganisation
+    /// limit plus one) for the blocks committed from now on.
+    pub(crate) fn set_undo_blocks(&mut self, undo_blocks: u64) {
+        self.undo_blocks = undo_blocks;
+        self.undo_floor = self
+            .undo_floor
+            .max(self.height.saturating_sub(undo_blocks) + 1);
+    }
+
+    fn create_with(
+        config: &DiskConfig,
+        tables: &[(&'static str, Vec<EncodedEntry>)],
+        height: u64,
+        tree: TreeWrite<'_>,
+        undo_blocks: u64,
+        format: bool,
+    ) -> Result<Self, DiskError> {
         let open = |reason: String| DiskError::Open {
             dir: config.dir.clone(),
             reason,
@@ -550,7 +732,11 @@ impl DiskState {
         }
         txn.open_table(STALE).map_err(storage("create stale"))?;
         txn.open_table(FRESH).map_err(storage("create fresh"))?;
-        write_meta(&txn, height, tree.root, tree.entries)?;
+        if format {
+            write_meta(&txn, height, tree.root, tree.entries)?;
+        } else {
+            txn.open_table(META).map_err(storage("create meta"))?;
+        }
         txn.commit().map_err(storage("commit the reset"))?;
         Ok(Self {
             db: StateDb::new(db, config.cache_entries),
@@ -1656,6 +1842,125 @@ mod tests {
             assert_same_tree(&disk.committed_tree().unwrap(), &memory).unwrap();
             assert!(disk.db().take_read_failure().is_none());
         }
+    }
+
+    #[test]
+    fn compaction_gives_back_the_space_of_deleted_entries_and_keeps_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path()).sync_every(u64::MAX);
+        // A state holding 16 MB of entries (a bulk load), and the tree of the pool's keys.
+        let bulk: Vec<EncodedEntry> = (0u32..4_000)
+            .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 4_096]))
+            .collect();
+        let mut memory = StateTree::new();
+        memory.apply(&every_key(1)).unwrap();
+        let (_, nodes) = memory.persist(4);
+        let write = TreeWrite {
+            new: &nodes,
+            replaced: &[],
+            root: memory.root(),
+            entries: memory.len() as u64,
+        };
+        let mut disk = DiskState::create(&config, &[("t", bulk.clone())], 0, write, 1).unwrap();
+        // A block deletes every entry; the next one drops its undo records (a window of one).
+        let delete: Vec<EncodedWrite> = bulk.iter().map(|(k, _)| (k.clone(), None)).collect();
+        let root = TreeWrite::root_only(memory.root());
+        let root = TreeWrite {
+            entries: memory.len() as u64,
+            ..root
+        };
+        disk.commit_block(&["t"], &[delete], root).unwrap();
+        disk.commit_block(&["t"], &[Vec::new()], root).unwrap();
+        let used = disk.usage().unwrap();
+        assert!(used.stored_bytes < 1_000_000, "{used:?}");
+
+        // Refused while the state holds the database open, and the state goes on.
+        let refused = compact(&config);
+        assert!(
+            matches!(refused, Err(DiskError::Open { .. })),
+            "{refused:?}"
+        );
+        disk.commit_block(&["t"], &[vec![(vec![9], Some(vec![9]))]], root)
+            .unwrap();
+        drop(disk);
+
+        let file = || std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+        let before = file();
+        let done = compact(&config).unwrap();
+        assert_eq!(done.file_bytes_before, before);
+        assert!(
+            done.file_bytes_after * 4 < done.file_bytes_before,
+            "{done:?}"
+        );
+        assert_eq!(file(), done.file_bytes_after);
+        // The same state, which takes the next block.
+        let mut disk = DiskState::open(&config, 1).unwrap().unwrap();
+        assert_eq!(disk.committed_tip().unwrap(), (3, memory.root()));
+        assert_same_tree(&disk.committed_tree().unwrap(), &memory).unwrap();
+        let table: DiskTable<u32, Vec<u8>> = DiskTable::open(disk.db(), "t");
+        assert_eq!(table.get(&0), None);
+        disk.commit_block(&["t"], &[vec![(vec![10], Some(vec![10]))]], root)
+            .unwrap();
+        assert_eq!(disk.committed_tip().unwrap().0, 4);
+    }
+
+    #[test]
+    fn an_import_in_chunks_leaves_exactly_the_records_of_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path());
+        let mut leaves: Vec<StateUpdate> = (0u16..600)
+            .map(|i| {
+                let key =
+                    StateKey::from_bytes(crate::hash::domain::STATE_KEY.hash(&i.to_be_bytes()));
+                (key, Some(Digest::from_bytes([i as u8; 32])))
+            })
+            .collect();
+        leaves.sort_by_key(|(k, _)| *k);
+        let mut memory = StateTree::new();
+        memory.apply(&leaves).unwrap();
+
+        // Chunks of ascending, disjoint key ranges, as a snapshot's: each rewrites the upper
+        // records the previous ones wrote, which are deleted at once.
+        let mut disk = DiskState::begin_import(&config, &["t"], 7, 1).unwrap();
+        let mut tree = StateTree::new();
+        tree.attach(disk.db().node_source());
+        for chunk in leaves.chunks(50) {
+            let mut next = tree.clone();
+            let replaced = next.apply_tracked(chunk).unwrap();
+            let (persisted, nodes) = next.persist(4);
+            let write = TreeWrite {
+                new: &nodes,
+                replaced: &replaced,
+                root: next.root(),
+                entries: next.len() as u64,
+            };
+            disk.import_chunk(&["t"], &[Vec::new()], write).unwrap();
+            tree = persisted;
+        }
+        disk.finish_import(tree.root(), tree.len() as u64).unwrap();
+        assert_same_tree(&tree, &memory).unwrap();
+        let expected: BTreeSet<Vec<u8>> = memory
+            .record_hashes()
+            .into_iter()
+            .map(|h| h.to_vec())
+            .collect();
+        assert_eq!(stored_nodes(&disk), expected);
+        drop((disk, tree));
+
+        let disk = DiskState::open(&config, 1).unwrap().unwrap();
+        assert_eq!(disk.committed_tip().unwrap(), (7, memory.root()));
+        assert_same_tree(&disk.committed_tree().unwrap(), &memory).unwrap();
+    }
+
+    #[test]
+    fn compacting_a_directory_without_a_state_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = compact(&DiskConfig::new(dir.path()));
+        assert!(
+            matches!(&refused, Err(DiskError::Open { reason, .. }) if reason.contains("no state database")),
+            "{refused:?}"
+        );
+        assert!(!dir.path().join(FILE_NAME).exists());
     }
 
     #[test]

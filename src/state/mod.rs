@@ -318,6 +318,106 @@ impl<T: AppState> State<T> {
         Ok(())
     }
 
+    /// Empties the database of `config` and moves this empty state's tables and tree there,
+    /// for a snapshot import at `height` (see [`snapshot::SnapshotImport::on_disk`]).
+    #[cfg(feature = "redb")]
+    pub(crate) fn begin_disk_import(
+        &mut self,
+        config: &disk::DiskConfig,
+        height: u64,
+    ) -> Result<(), disk::DiskError> {
+        let tags: Vec<&'static str> = self.tables().iter().map(|t| t.tag()).collect();
+        let state = disk::DiskState::begin_import(config, &tags, height, 1)?;
+        let db = state.db().clone();
+        for t in self.tables_mut() {
+            t.move_to_disk(&db);
+        }
+        self.tree.attach(db.node_source());
+        self.disk = Some(state);
+        Ok(())
+    }
+
+    /// Writes a verified snapshot chunk to the database: the tables' pending writes (the
+    /// chunk's entries) and `tree` with the chunk's `leaves` applied, whose records below the
+    /// configured depth are then held by hash only. On failure the pending writes are dropped
+    /// and `tree` is unchanged.
+    #[cfg(feature = "redb")]
+    pub(crate) fn import_chunk(
+        &mut self,
+        tree: &mut StateTree,
+        leaves: &[crate::smt::StateUpdate],
+    ) -> Result<(), disk::DiskError> {
+        let Some(mut disk) = self.disk.take() else {
+            return Err(disk::DiskError::Corrupt(
+                "a disk import without a database".into(),
+            ));
+        };
+        let mut next = tree.clone();
+        let replaced = next
+            .apply_tracked(leaves)
+            .map_err(|e| disk::DiskError::Corrupt(format!("snapshot leaves: {e}")));
+        let written = replaced.and_then(|replaced| {
+            let tables = self.tables();
+            let tags: Vec<&'static str> = tables.iter().map(|t| t.tag()).collect();
+            let writes: Vec<Vec<disk::EncodedWrite>> = tables
+                .iter()
+                .map(|t| {
+                    let mut out = Vec::new();
+                    t.pending_writes(&mut out);
+                    out
+                })
+                .collect();
+            drop(tables);
+            let (persisted, nodes) = next.persist(disk.tree_memory_depth());
+            let write = disk::TreeWrite {
+                new: &nodes,
+                replaced: &replaced,
+                root: next.root(),
+                entries: next.len() as u64,
+            };
+            disk.import_chunk(&tags, &writes, write).map(|()| persisted)
+        });
+        self.disk = Some(disk);
+        match written {
+            Ok(persisted) => {
+                for t in self.tables_mut() {
+                    drop(t.commit_block());
+                }
+                *tree = persisted;
+                Ok(())
+            }
+            Err(e) => {
+                self.discard();
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends a snapshot import on disk: records `tree` (every chunk applied) as the state's,
+    /// at the import's height, and syncs.
+    #[cfg(feature = "redb")]
+    pub(crate) fn finish_disk_import(&mut self, tree: StateTree) -> Result<(), disk::DiskError> {
+        if let Some(disk) = &mut self.disk {
+            disk.finish_import(tree.root(), tree.len() as u64)?;
+        }
+        self.tree = tree;
+        Ok(())
+    }
+
+    /// Whether this state's database is the one of `config` (`false` in memory).
+    #[cfg(feature = "redb")]
+    pub(crate) fn is_in(&self, config: &disk::DiskConfig) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.is_in(config))
+    }
+
+    /// Keeps undo records for `undo_blocks` blocks from now on (on disk; nothing in memory).
+    #[cfg(feature = "redb")]
+    pub(crate) fn set_undo_blocks(&mut self, undo_blocks: u64) {
+        if let Some(disk) = &mut self.disk {
+            disk.set_undo_blocks(undo_blocks);
+        }
+    }
+
     /// The state a state directory holds (see [`disk`]), as `(state, height)`: the tables
     /// read from it, and the state tree's root node, checked to hash to the root the database
     /// recorded (the tree's other nodes are read when reached, and checked then); later blocks

@@ -284,6 +284,16 @@ pub enum SnapshotError {
     /// The state's tables do not match its state tree (export; a bug, never input).
     #[error("the state's tables do not match its state tree")]
     Inconsistent,
+    /// An import on disk ([`SnapshotImport::on_disk`]) could not open or write the state
+    /// database: the chunk was not taken (the import goes on from where it was), or, from
+    /// [`SnapshotImport::finish`], the state was not recorded (import it again).
+    #[error("chunk {chunk}: state database: {reason}")]
+    Disk {
+        /// Position of the chunk in the import (the number of chunks, from `finish`).
+        chunk: u32,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// `prefix` with every bit from `depth` on set: the last key under the prefix.
@@ -416,8 +426,9 @@ impl Exporter<'_> {
 }
 
 /// A snapshot being imported: chunks are verified one by one against the expected root, in
-/// order, and their entries written into a fresh [`State`]; [`finish`](Self::finish) hands it
-/// over once every key is covered.
+/// order, and their entries written into a fresh [`State`], in memory ([`new`](Self::new)) or
+/// in a state database ([`on_disk`](Self::on_disk), whose memory does not grow with the
+/// state); [`finish`](Self::finish) hands it over once every key is covered.
 pub struct SnapshotImport<T> {
     root: StateRoot,
     height: u64,
@@ -451,6 +462,41 @@ impl<T: AppState> SnapshotImport<T> {
             state: State::new(),
             tree: StateTree::new(),
         }
+    }
+
+    /// Starts importing the snapshot at `height` whose state root is `root` straight into the
+    /// state database of `config` (feature `redb`), emptying it first: each chunk is written
+    /// to the database once verified, in a transaction of its own, and the state tree keeps
+    /// in memory only its levels above [`DiskConfig::tree_memory_depth`], as a chain's state
+    /// on disk does. So memory stays bounded by the chunk and the caches, not the state's
+    /// size, and [`finish`](Self::finish) gives the state on disk at `height`, for
+    /// [`ChainBuilder::build_from_snapshot`](crate::chain::ChainBuilder::build_from_snapshot)
+    /// with the same [`StateBackend::Disk`](crate::state::StateBackend::Disk) directory.
+    ///
+    /// Until `finish` returns, the directory holds no state: one whose import stopped half-way
+    /// opens as empty ([`State::open_disk`] gives `None`), and a new import starts over.
+    ///
+    /// [`DiskConfig::tree_memory_depth`]: crate::state::disk::DiskConfig::tree_memory_depth
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError::Disk`] if the database cannot be opened or emptied.
+    #[cfg(feature = "redb")]
+    pub fn on_disk(
+        height: u64,
+        root: StateRoot,
+        config: &crate::state::disk::DiskConfig,
+    ) -> Result<Self, SnapshotError> {
+        let mut import = Self::new(height, root);
+        import
+            .state
+            .begin_disk_import(config, height)
+            .map_err(|e| SnapshotError::Disk {
+                chunk: 0,
+                reason: e.to_string(),
+            })?;
+        import.tree = import.state.tree.clone();
+        Ok(import)
     }
 
     /// Chunks accepted so far.
@@ -536,9 +582,7 @@ impl<T: AppState> SnapshotImport<T> {
             });
         }
         self.write_entries(n, &chunk.entries)?;
-        self.tree
-            .apply(&leaves)
-            .expect("chunks cover ascending, disjoint key ranges and their leaves are sorted");
+        self.commit_chunk(n, &leaves)?;
         self.next = successor(&prefix_end(&prefix, depth));
         self.chunks += 1;
         Ok(())
@@ -576,8 +620,31 @@ impl<T: AppState> SnapshotImport<T> {
         }
         for t in tables {
             t.commit_tx();
+        }
+        Ok(())
+    }
+
+    /// Commits the chunk's entries, written as pending by
+    /// [`write_entries`](Self::write_entries), and its leaves to the tree: in memory, or to
+    /// the database in one transaction.
+    fn commit_chunk(&mut self, chunk: u32, leaves: &[StateUpdate]) -> Result<(), SnapshotError> {
+        #[cfg(feature = "redb")]
+        if self.state.is_on_disk() {
+            return self
+                .state
+                .import_chunk(&mut self.tree, leaves)
+                .map_err(|e| SnapshotError::Disk {
+                    chunk,
+                    reason: e.to_string(),
+                });
+        }
+        let _ = chunk;
+        for t in self.state.tables_mut() {
             drop(t.commit_block());
         }
+        self.tree
+            .apply(leaves)
+            .expect("chunks cover ascending, disjoint key ranges and their leaves are sorted");
         Ok(())
     }
 
@@ -596,6 +663,16 @@ impl<T: AppState> SnapshotImport<T> {
         }
         debug_assert_eq!(self.tree.root(), self.root);
         let mut state = self.state;
+        #[cfg(feature = "redb")]
+        if state.is_on_disk() {
+            state
+                .finish_disk_import(self.tree)
+                .map_err(|e| SnapshotError::Disk {
+                    chunk: self.chunks,
+                    reason: e.to_string(),
+                })?;
+            return Ok(state);
+        }
         state.tree = self.tree;
         Ok(state)
     }
