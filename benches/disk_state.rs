@@ -287,18 +287,10 @@ fn bench_reopen(c: &mut Criterion, label: &str, n: u64, config: &DiskConfig, dis
     let entries = disk.tree().len();
     drop(disk);
     for mode in ["read_root", "rebuild_from_entries"] {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .arg("--bench")
-            .env(
-                CHILD_ENV,
-                format!("{mode}:{}", config.dir().to_str().unwrap()),
-            )
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let spec = format!("{mode}:{}", config.dir().to_str().unwrap());
         eprintln!(
             "{label}: {n} patients, {entries} entries: {}",
-            String::from_utf8_lossy(&out.stdout).trim()
+            run_child(&spec)
         );
     }
 
@@ -339,22 +331,14 @@ fn bench_reopen(c: &mut Criterion, label: &str, n: u64, config: &DiskConfig, dis
     drop((chunks, bytes));
     for mode in ["import_memory", "import_disk"] {
         let target = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .arg("--bench")
-            .env(
-                CHILD_ENV,
-                format!(
-                    "{mode}:{}:{}:{height}:{root}",
-                    file.to_str().unwrap(),
-                    target.path().to_str().unwrap()
-                ),
-            )
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let spec = format!(
+            "{mode}:{}:{}:{height}:{root}",
+            file.to_str().unwrap(),
+            target.path().to_str().unwrap()
+        );
         eprintln!(
             "{label}: {n} patients, snapshot of {entries} entries: {}",
-            String::from_utf8_lossy(&out.stdout).trim()
+            run_child(&spec)
         );
     }
     std::fs::remove_file(&file).unwrap();
@@ -372,6 +356,18 @@ fn bench_reopen(c: &mut Criterion, label: &str, n: u64, config: &DiskConfig, dis
         done.file_bytes_after,
         done.file_bytes_after / n
     );
+}
+
+/// Runs this bench again as a child process doing only `spec` (see [`reopen_child`]), and
+/// returns what it printed.
+fn run_child(spec: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--bench")
+        .env(CHILD_ENV, spec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Operations per benchmarked block.

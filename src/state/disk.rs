@@ -626,11 +626,8 @@ impl DiskState {
             if writes.is_empty() {
                 continue;
             }
-            let name = table_name(tag);
-            let mut table = txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                .map_err(storage("open a table"))?;
-            for (key, value) in writes {
+            let mut table = open_write_table(&txn, tag)?;
+            for (key, value) in sorted_by_key(writes) {
                 let Some(value) = value else {
                     return Err(DiskError::Corrupt(format!(
                         "a snapshot chunk deletes an entry of {tag}"
@@ -711,10 +708,7 @@ impl DiskState {
                 .map_err(storage("delete an old table"))?;
         }
         for (tag, entries) in tables {
-            let name = table_name(tag);
-            let mut t = txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                .map_err(storage("create a table"))?;
+            let mut t = open_write_table(&txn, tag)?;
             for (k, v) in entries {
                 t.insert(k.as_slice(), v.as_slice())
                     .map_err(storage("write an entry"))?;
@@ -843,15 +837,8 @@ impl DiskState {
                 if writes.is_empty() {
                     continue;
                 }
-                let name = table_name(tag);
-                let mut table = txn
-                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                    .map_err(storage("open a table"))?;
-                // In key order, so that consecutive writes walk neighbouring B-tree pages
-                // (already copied for this transaction) instead of jumping across the tree.
-                let mut sorted: Vec<&EncodedWrite> = writes.iter().collect();
-                sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                for (key, value) in sorted {
+                let mut table = open_write_table(&txn, tag)?;
+                for (key, value) in sorted_by_key(writes) {
                     let old = match value {
                         Some(v) => table.insert(key.as_slice(), v.as_slice()),
                         None => table.remove(key.as_slice()),
@@ -1041,10 +1028,7 @@ impl DiskState {
                 let tag = tags.get(position as usize).ok_or_else(|| {
                     DiskError::Corrupt(format!("undo record for table {position}"))
                 })?;
-                let name = table_name(tag);
-                let mut table = txn
-                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                    .map_err(storage("open a table"))?;
+                let mut table = open_write_table(&txn, tag)?;
                 match old {
                     Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
                     None => table.remove(key.as_slice()).map(drop),
@@ -1158,6 +1142,23 @@ impl DiskState {
             .map_err(|_| DiskError::Corrupt(format!("{entries} entries do not fit in memory")))?;
         StateTree::stored(root, entries, self.db.node_source()).map_err(DiskError::Corrupt)
     }
+}
+
+/// The redb table of the state table tagged `tag`, for writing in `txn`.
+fn open_write_table<'t>(
+    txn: &'t redb::WriteTransaction,
+    tag: &str,
+) -> Result<redb::Table<'t, &'static [u8], &'static [u8]>, DiskError> {
+    txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&table_name(tag)))
+        .map_err(storage("open a table"))
+}
+
+/// `writes` in key order, so that consecutive writes walk neighbouring B-tree pages (already
+/// copied for the transaction) instead of jumping across the tree.
+fn sorted_by_key(writes: &[EncodedWrite]) -> Vec<&EncodedWrite> {
+    let mut sorted: Vec<&EncodedWrite> = writes.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    sorted
 }
 
 fn write_meta(

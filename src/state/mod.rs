@@ -357,17 +357,7 @@ impl<T: AppState> State<T> {
             .apply_tracked(leaves)
             .map_err(|e| disk::DiskError::Corrupt(format!("snapshot leaves: {e}")));
         let written = replaced.and_then(|replaced| {
-            let tables = self.tables();
-            let tags: Vec<&'static str> = tables.iter().map(|t| t.tag()).collect();
-            let writes: Vec<Vec<disk::EncodedWrite>> = tables
-                .iter()
-                .map(|t| {
-                    let mut out = Vec::new();
-                    t.pending_writes(&mut out);
-                    out
-                })
-                .collect();
-            drop(tables);
+            let (tags, writes) = self.pending_disk_writes();
             let (persisted, nodes) = next.persist(disk.tree_memory_depth());
             let write = disk::TreeWrite {
                 new: &nodes,
@@ -1014,17 +1004,7 @@ impl<T: AppState> State<T> {
         }
         #[cfg(feature = "redb")]
         if let Some(mut disk) = self.disk.take() {
-            let tables = self.tables();
-            let tags: Vec<&'static str> = tables.iter().map(|t| t.tag()).collect();
-            let writes: Vec<Vec<disk::EncodedWrite>> = tables
-                .iter()
-                .map(|t| {
-                    let mut out = Vec::new();
-                    t.pending_writes(&mut out);
-                    out
-                })
-                .collect();
-            drop(tables);
+            let (tags, writes) = self.pending_disk_writes();
             let (persisted, nodes) = tree.persist(disk.tree_memory_depth());
             let write = disk::TreeWrite {
                 new: &nodes,
@@ -1041,6 +1021,20 @@ impl<T: AppState> State<T> {
             tree = persisted;
         }
         Ok(self.commit_tables(tree))
+    }
+
+    /// Every table's tag and pending writes as canonical bodies, in the state's table order
+    /// (what the disk backend writes).
+    #[cfg(feature = "redb")]
+    fn pending_disk_writes(&self) -> (Vec<&'static str>, Vec<Vec<disk::EncodedWrite>>) {
+        self.tables()
+            .iter()
+            .map(|t| {
+                let mut out = Vec::new();
+                t.pending_writes(&mut out);
+                (t.tag(), out)
+            })
+            .unzip()
     }
 
     /// Commits the pending writes in the tables (after the database, if on disk).
