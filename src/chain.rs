@@ -1183,11 +1183,19 @@ impl<C: Consensus, A: Application> Chain<C, A> {
 
     /// Moves the state (at the tip, no block pending) to `backend`.
     fn use_backend(&mut self, backend: &StateBackend) -> ChainResult<(), A> {
-        // A snapshot imported on disk is there already: in the backend's directory only.
+        // A snapshot imported on disk is there already: in the backend's directory only (its
+        // settings stay those it was imported with), at the chain's height.
         #[cfg(feature = "redb")]
         if self.state.is_on_disk() {
             return match backend {
                 StateBackend::Disk(config) if self.state.is_in(config) => {
+                    let height = self.height();
+                    if self.state.disk_height() != Some(height) {
+                        return Err(ChainError::Config(format!(
+                            "the state on disk is at height {:?}, the chain at {height}",
+                            self.state.disk_height()
+                        )));
+                    }
                     self.state
                         .set_undo_blocks(self.max_reorg_depth.saturating_add(1));
                     Ok(())

@@ -410,7 +410,7 @@ fn a_damaged_or_stale_checkpoint_is_ignored_and_the_chain_replays() {
 mod on_disk {
     use super::*;
     use medledger::state::disk::DiskConfig;
-    use medledger::state::StateBackend;
+    use medledger::state::{entry_key, StateBackend, ACCOUNTS_TABLE};
 
     /// Imports `chunks` of the tip's state into `config`'s directory.
     fn import_on_disk(
@@ -428,7 +428,7 @@ mod on_disk {
     }
 
     #[test]
-    fn a_chain_opened_on_a_snapshot_imported_to_disk_follows_blocks_and_reopens_without_replay() {
+    fn a_chain_opened_on_a_snapshot_imported_to_disk_follows_blocks_and_its_directory_reopens() {
         let mut w = world(PATIENTS);
         let dir = tempfile::tempdir().unwrap();
         // A small tree depth in memory, so that the import holds most records by hash only.
@@ -461,6 +461,8 @@ mod on_disk {
                 patient: late.account(),
             },
         )]);
+        w.patients.push(late);
+        w.accept_and_grant(PATIENTS as usize);
         for h in from + 1..=w.net.chain.height() {
             fresh.append(block_at(&w.net.chain, h)).unwrap();
             assert_eq!(
@@ -470,6 +472,20 @@ mod on_disk {
             );
         }
         let tip = w.net.chain.height();
+        assert!(
+            tip >= from + 3,
+            "blocks enough to leave a short undo window"
+        );
+        // The chain's undo window, not the import's, holds: every tree since the snapshot
+        // still proves what the replaying chain's does (their records are kept on disk).
+        for h in from..=tip {
+            let tree = fresh.state_tree_at(h).expect("a tree of the undo window");
+            let memory = w.net.chain.state_tree_at(h).unwrap();
+            for p in &w.patients {
+                let key = entry_key(ACCOUNTS_TABLE, &p.account());
+                assert_eq!(tree.prove(&key), memory.prove(&key), "height {h}");
+            }
+        }
         drop(fresh);
 
         // The directory holds the state at the tip: it opens without a block replayed.
@@ -527,6 +543,37 @@ mod on_disk {
             .unwrap()
             .unwrap();
         assert_eq!((reopened.root(), height), (tip.state_root, tip.height));
+    }
+
+    #[test]
+    fn a_chain_refuses_a_state_imported_on_disk_at_another_height_than_its_headers() {
+        let w = world(PATIENTS);
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path());
+        // The tip's state, exported as if it were the state one block lower.
+        let tip = w.net.chain.tip_header();
+        let chunks = w
+            .net
+            .chain
+            .state()
+            .export_snapshot(tip.height - 1, CHUNK)
+            .unwrap();
+        let mut import =
+            SnapshotImport::<AccessState>::on_disk(tip.height - 1, tip.state_root, &config)
+                .unwrap();
+        for chunk in &chunks {
+            import.add(chunk).unwrap();
+        }
+        let state = import.finish().unwrap();
+        let refused = w
+            .builder(Arc::new(ManualClock::new(w.net.now)))
+            .state_backend(StateBackend::Disk(config))
+            .build_from_snapshot(&w.headers(), state);
+        assert!(
+            matches!(&refused, Err(ChainError::Config(m)) if m.contains("at height")),
+            "{:?}",
+            refused.err()
+        );
     }
 
     #[test]

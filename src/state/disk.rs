@@ -369,7 +369,7 @@ pub struct Compaction {
 ///
 /// # Errors
 ///
-/// [`DiskError::Open`] if the directory holds no state database, or the database is open
+/// [`DiskError::Open`] if the directory holds no state database file, or the database is open
 /// (in this process or another) or cannot be opened; [`DiskError::Storage`] if redb fails
 /// while compacting (the database stays as its last completed step left it, which holds the
 /// same state).
@@ -509,6 +509,18 @@ impl StateDb {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
+    }
+}
+
+#[cfg(test)]
+impl StateDb {
+    /// Deletes every record of the state tree behind the state's back (tests of reads that
+    /// fail).
+    pub(crate) fn delete_tree_records(&self) {
+        let txn = self.db.begin_write().unwrap();
+        txn.open_table(NODES).unwrap().retain(|_, _| false).unwrap();
+        txn.commit().unwrap();
+        self.nodes.renew();
     }
 }
 
@@ -670,9 +682,21 @@ impl DiskState {
         Ok(())
     }
 
-    /// Whether this is the database of `config`.
+    /// Whether this is the database of `config` (the same file, however the paths spell it).
     pub(crate) fn is_in(&self, config: &DiskConfig) -> bool {
-        self.path == config.dir.join(FILE_NAME)
+        let other = config.dir.join(FILE_NAME);
+        match (
+            std::fs::canonicalize(&self.path),
+            std::fs::canonicalize(&other),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.path == other,
+        }
+    }
+
+    /// The height of the committed state.
+    pub(crate) fn height(&self) -> u64 {
+        self.height
     }
 
     /// Sets the number of blocks whose undo records are kept (the chain's reorganisation
@@ -696,6 +720,9 @@ impl DiskState {
             dir: config.dir.clone(),
             reason,
         };
+        let undo_floor = height
+            .checked_add(1)
+            .ok_or_else(|| open(format!("a state at height {height} can take no block")))?;
         std::fs::create_dir_all(&config.dir).map_err(|e| open(e.to_string()))?;
         let db = Database::builder()
             .set_cache_size(config.page_cache_bytes)
@@ -736,7 +763,7 @@ impl DiskState {
             db: StateDb::new(db, config.cache_entries),
             path: config.dir.join(FILE_NAME),
             height,
-            undo_floor: height + 1,
+            undo_floor,
             undo_blocks,
             sync_every: config.sync_every,
             tree_memory_depth: config.tree_memory_depth,

@@ -355,7 +355,15 @@ impl<T: AppState> State<T> {
         let mut next = tree.clone();
         let replaced = next
             .apply_tracked(leaves)
-            .map_err(|e| disk::DiskError::Corrupt(format!("snapshot leaves: {e}")));
+            .map_err(|e| disk::DiskError::Corrupt(format!("snapshot leaves: {e}")))
+            .and_then(|replaced| {
+                // A record of an earlier chunk that could not be read left its subtree out of
+                // the update: the chunk is not taken.
+                match disk.db().take_read_failure() {
+                    Some(failure) => Err(failure),
+                    None => Ok(replaced),
+                }
+            });
         let written = replaced.and_then(|replaced| {
             let (tags, writes) = self.pending_disk_writes();
             let (persisted, nodes) = next.persist(disk.tree_memory_depth());
@@ -386,7 +394,17 @@ impl<T: AppState> State<T> {
     /// Ends a snapshot import on disk: records `tree` (every chunk applied) as the state's,
     /// at the import's height, and syncs.
     #[cfg(feature = "redb")]
-    pub(crate) fn finish_disk_import(&mut self, tree: StateTree) -> Result<(), disk::DiskError> {
+    pub(crate) fn finish_disk_import(
+        &mut self,
+        tree: StateTree,
+        root: crate::hash::StateRoot,
+    ) -> Result<(), disk::DiskError> {
+        if tree.root() != root {
+            return Err(disk::DiskError::Corrupt(format!(
+                "the tree written has root {}, the snapshot's is {root}",
+                tree.root()
+            )));
+        }
         if let Some(disk) = &mut self.disk {
             disk.finish_import(tree.root(), tree.len() as u64)?;
         }
@@ -398,6 +416,12 @@ impl<T: AppState> State<T> {
     #[cfg(feature = "redb")]
     pub(crate) fn is_in(&self, config: &disk::DiskConfig) -> bool {
         self.disk.as_ref().is_some_and(|d| d.is_in(config))
+    }
+
+    /// The height of the state on disk (`None` in memory).
+    #[cfg(feature = "redb")]
+    pub(crate) fn disk_height(&self) -> Option<u64> {
+        self.disk.as_ref().map(disk::DiskState::height)
     }
 
     /// Keeps undo records for `undo_blocks` blocks from now on (on disk; nothing in memory).

@@ -471,10 +471,15 @@ impl<T: AppState> SnapshotImport<T> {
     /// on disk does. So memory stays bounded by the chunk and the caches, not the state's
     /// size, and [`finish`](Self::finish) gives the state on disk at `height`, for
     /// [`ChainBuilder::build_from_snapshot`](crate::chain::ChainBuilder::build_from_snapshot)
-    /// with the same [`StateBackend::Disk`](crate::state::StateBackend::Disk) directory.
+    /// with the same [`StateBackend::Disk`](crate::state::StateBackend::Disk) directory (the
+    /// state keeps the settings of `config`) and headers ending at `height`.
     ///
     /// Until `finish` returns, the directory holds no state: one whose import stopped half-way
-    /// opens as empty ([`State::open_disk`] gives `None`), and a new import starts over.
+    /// opens as empty ([`State::open_disk`] gives `None`), and a new import starts over. A
+    /// chunk that needs records of earlier chunks the database cannot give back is refused
+    /// ([`SnapshotError::Disk`]). The chain built on the state cannot be built again from its
+    /// store (it lacks the blocks below `height`): doing so rewrites the directory from
+    /// genesis.
     ///
     /// [`DiskConfig::tree_memory_depth`]: crate::state::disk::DiskConfig::tree_memory_depth
     ///
@@ -666,7 +671,7 @@ impl<T: AppState> SnapshotImport<T> {
         #[cfg(feature = "redb")]
         if state.is_on_disk() {
             state
-                .finish_disk_import(self.tree)
+                .finish_disk_import(self.tree, self.root)
                 .map_err(|e| SnapshotError::Disk {
                     chunk: self.chunks,
                     reason: e.to_string(),
@@ -759,6 +764,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A state of 300 accounts in chunks of 8 entries imported on disk, every record held by
+    /// hash (so each chunk reads the records of the earlier ones).
+    #[cfg(feature = "redb")]
+    fn disk_import(dir: &std::path::Path) -> (State<()>, Vec<SnapshotChunk>, SnapshotImport<()>) {
+        let state = state_with(300);
+        let chunks = state.export_snapshot(7, 8).unwrap();
+        let config = crate::state::disk::DiskConfig::new(dir).tree_memory_depth(0);
+        let import = SnapshotImport::<()>::on_disk(7, state.root(), &config).unwrap();
+        (state, chunks, import)
+    }
+
+    #[cfg(feature = "redb")]
+    #[test]
+    fn a_chunk_whose_tree_records_cannot_be_read_is_refused_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, chunks, mut import) = disk_import(dir.path());
+        import.add(&chunks[0]).unwrap();
+        import.add(&chunks[1]).unwrap();
+        // The records the first chunks wrote are gone: the next chunk cannot reach the
+        // subtrees it must join, and is refused instead of leaving them out of the tree.
+        import
+            .state
+            .disk
+            .as_ref()
+            .unwrap()
+            .db()
+            .delete_tree_records();
+        let refused = import.add(&chunks[2]);
+        assert!(
+            matches!(&refused, Err(SnapshotError::Disk { chunk: 2, reason }) if reason.contains("nodes")),
+            "{refused:?}"
+        );
+        assert_eq!(import.chunks(), 2);
+    }
+
+    #[cfg(feature = "redb")]
+    #[test]
+    fn a_disk_import_round_trips_and_a_height_without_a_next_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, chunks, mut import) = disk_import(dir.path());
+        for chunk in &chunks {
+            import.add(chunk).unwrap();
+        }
+        let back = import.finish().unwrap();
+        assert_eq!(back.root(), state.root());
+        assert_eq!(entries(&back), entries(&state));
+        back.verify_entries().unwrap();
+
+        let config = crate::state::disk::DiskConfig::new(dir.path());
+        let refused = SnapshotImport::<()>::on_disk(u64::MAX, state.root(), &config);
+        assert!(
+            matches!(&refused, Err(SnapshotError::Disk { chunk: 0, reason }) if reason.contains("can take no block")),
+            "{refused:?}"
+        );
     }
 
     fn entries(state: &State<()>) -> Vec<(Vec<u8>, Vec<u8>)> {
