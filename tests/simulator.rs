@@ -412,3 +412,25 @@ fn committees_keep_finalising_on_slow_links() {
         assert_eq!(r.safety_violations + r.engine.agreement_violations, 0);
     }
 }
+
+/// A schedule the agreement proptest drew once: an equivocating validator, 8 % message loss,
+/// up to 122 ms of latency. Rebroadcasts that grew with the round (as the other timeouts do)
+/// left the honest three without a block for the whole minute; a fixed interval, and the
+/// proposal rebroadcast to those not known to hold it, finalise the four blocks in seconds.
+#[cfg(feature = "tendermint")]
+#[test]
+fn tendermint_keeps_finalising_with_an_equivocator_and_lossy_links() {
+    let mut cfg = config(5_410_507_015_973_024_433, 4);
+    cfg.max_time = 60 * SECOND;
+    cfg.network.min_latency_us = 1_000;
+    cfg.network.max_latency_us = 122_000;
+    cfg.network.jitter_us = 21_000;
+    cfg.network.drop_ppm = 80_000;
+    let mut behaviours = vec![Behaviour::Honest; 4];
+    behaviours[2] = Behaviour::Equivocating;
+    cfg.behaviours = behaviours;
+    let report = Network::new(tendermint().build().unwrap(), cfg).run();
+    assert_eq!(report.blocks, 4, "{report:?}");
+    assert_eq!(report.agreement_violations, 0);
+    assert!(report.sim_time_us < 20 * SECOND, "{report:?}");
+}

@@ -19,7 +19,7 @@ use medledger::state::StateError;
 use medledger::tendermint::{
     block_id, BlockId, CommitSignature, Evidence, Message, ProposedBlock, SignedVote, Tendermint,
     TendermintConfig, TendermintConsensus, TendermintError, TendermintSeal, Timeouts, Timer,
-    ValidatorSet, Vote, VoteKind,
+    TimerKind, ValidatorSet, Vote, VoteKind,
 };
 use medledger::tx::{Keypair, PublicKey};
 use medledger::{Block, Chain, ChainBuilder, MedRec, Payload, Transaction};
@@ -1028,6 +1028,100 @@ fn prevote_on(txs: &[Transaction], max_txs: usize, max_bytes: usize) -> (Option<
         })
         .expect("the validator prevotes on the round's proposal");
     (prevote, id)
+}
+
+#[test]
+fn a_proposer_rebroadcasts_its_proposal_only_to_validators_whose_votes_do_not_show_they_hold_it() {
+    let first = validator_set().proposer(1, 0).key();
+    let keys = validator_keys();
+    let (proposer, others): (Vec<Keypair>, Vec<Keypair>) =
+        keys.into_iter().partition(|k| k.public() == first);
+    let mut config = TendermintConfig::new(proposer.into_iter().next().unwrap());
+    config.timeouts = fast_timeouts();
+    let mut engine = Engine::new(TendermintConsensus::new(NAME, validator_set()), config);
+    let mut ledger = new_ledger();
+    let out = engine
+        .handle(&mut ledger, GENESIS * SECOND, Input::Start)
+        .unwrap();
+    let id = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send {
+                to: Recipients::All,
+                message: Message::Proposal { proposal, .. },
+            } => Some(proposal.proposal.block.id()),
+            _ => None,
+        })
+        .expect("the round's proposer proposes at once");
+    let rebroadcast = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SetTimer { timer, at } if timer.kind == TimerKind::Rebroadcast => {
+                Some((*timer, *at))
+            }
+            _ => None,
+        })
+        .expect("a rebroadcast timer for the round");
+    // One validator prevotes the block: it holds it.
+    let holder = &others[0];
+    let prevote = Vote {
+        kind: VoteKind::Prevote,
+        height: 1,
+        round: 0,
+        block: Some(id),
+        validator: holder.public(),
+    }
+    .sign(holder, chain_id());
+    engine
+        .handle(
+            &mut ledger,
+            GENESIS * SECOND + 1,
+            Input::Message {
+                from: holder.public(),
+                message: Message::Vote(prevote),
+            },
+        )
+        .unwrap();
+    let out = engine
+        .handle(&mut ledger, rebroadcast.1, Input::Timer(rebroadcast.0))
+        .unwrap();
+    let resent: Vec<&Recipients> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                message: Message::Proposal { .. },
+            } => Some(to),
+            _ => None,
+        })
+        .collect();
+    let mut expected: Vec<PublicKey> = others[1..].iter().map(|k| k.public()).collect();
+    expected.sort();
+    match resent.as_slice() {
+        [Recipients::Some(to)] => {
+            let mut to = to.clone();
+            to.sort();
+            assert_eq!(
+                to, expected,
+                "the proposal goes to those not known to hold it"
+            );
+        }
+        other => panic!("one proposal rebroadcast to some validators, got {other:?}"),
+    }
+    // The proposer's own prevote is rebroadcast to everyone, and the timer set again, a
+    // rebroadcast interval later (it does not grow with the round).
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Send {
+            to: Recipients::All,
+            message: Message::Vote(v)
+        } if v.vote.validator == first && v.vote.kind == VoteKind::Prevote
+    )));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::SetTimer { timer, at }
+            if timer.kind == TimerKind::Rebroadcast && *at == rebroadcast.1 + fast_timeouts().rebroadcast
+    )));
 }
 
 #[test]

@@ -57,7 +57,10 @@ pub struct Timeouts {
     pub precommit: u64,
     /// Added to each of the above per round.
     pub delta: u64,
-    /// Between rebroadcasts of the engine's last votes (resynchronises rounds after loss).
+    /// Between rebroadcasts of the engine's last votes, and of its own proposal to the
+    /// validators whose votes do not show they hold it (resynchronises rounds after loss).
+    /// Unlike the others it does not grow with the round: a round whose messages were lost
+    /// waits for it.
     pub rebroadcast: u64,
     /// The longest any timeout grows.
     pub max: u64,
@@ -65,14 +68,14 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     /// Three seconds to propose, one to collect prevotes and precommits, half a second more
-    /// each round, rebroadcast every five seconds, at most a minute.
+    /// each round, rebroadcast every second, at most a minute.
     fn default() -> Self {
         Self {
             propose: 3_000_000,
             prevote: 1_000_000,
             precommit: 1_000_000,
             delta: 500_000,
-            rebroadcast: 5_000_000,
+            rebroadcast: 1_000_000,
             max: 60_000_000,
         }
     }
@@ -198,6 +201,9 @@ pub struct Tendermint<A: Application> {
     last_prevote: Option<SignedVote>,
     last_precommit: Option<SignedVote>,
     own_proposal: Option<(SignedProposal<P<A>>, TendermintSeal)>,
+    /// The validators whose vote in this round shows they hold our own proposal's block
+    /// (they voted for it): its rebroadcast skips them.
+    proposal_holders: HashSet<PublicKey>,
     future: Vec<(PublicKey, Message<P<A>>)>,
     future_bytes: usize,
     timers: BTreeSet<Timer>,
@@ -237,6 +243,7 @@ impl<A: Application> Tendermint<A> {
             last_prevote: None,
             last_precommit: None,
             own_proposal: None,
+            proposal_holders: HashSet::new(),
             future: Vec::new(),
             future_bytes: 0,
             timers: BTreeSet::new(),
@@ -355,6 +362,7 @@ impl<A: Application> Tendermint<A> {
         self.last_prevote = None;
         self.last_precommit = None;
         self.own_proposal = None;
+        self.proposal_holders.clear();
         out.push(Output::Progress { height, round });
         self.set_timer(now, Timeout::rebroadcast(Round::new(round)), out);
     }
@@ -371,8 +379,11 @@ impl<A: Application> Tendermint<A> {
         let Some(round) = timeout.round.as_u32() else {
             return;
         };
-        let after = self.timeouts.duration_for(timeout).as_micros();
-        let at = now.saturating_add(u64::try_from(after).unwrap_or(u64::MAX));
+        let after = match kind {
+            TimerKind::Rebroadcast => self.rebroadcast,
+            _ => u64::try_from(self.timeouts.duration_for(timeout).as_micros()).unwrap_or(u64::MAX),
+        };
+        let at = now.saturating_add(after);
         let timer = Timer {
             height: self.height,
             round,
@@ -855,7 +866,15 @@ impl<A: Application> Tendermint<A> {
             return Ok(());
         }
         match message {
-            Message::Vote(v) => self.apply(ledger, now, DInput::Vote(to_mvote(&v)), out),
+            Message::Vote(v) => {
+                if let Some((own, _)) = &self.own_proposal {
+                    let p = &own.proposal;
+                    if v.vote.round == p.round && v.vote.block == Some(p.block.id()) {
+                        self.proposal_holders.insert(v.vote.validator);
+                    }
+                }
+                self.apply(ledger, now, DInput::Vote(to_mvote(&v)), out)
+            }
             Message::Polka(polka) => {
                 let validators = &self.validators;
                 let certificate = MPolka {
@@ -987,13 +1006,24 @@ impl<A: Application> Tendermint<A> {
             TimerKind::Precommit => Timeout::precommit(round),
             TimerKind::Rebroadcast => {
                 if let Some((proposal, parent_seal)) = &self.own_proposal {
-                    out.push(Output::Send {
-                        to: Recipients::All,
-                        message: Message::Proposal {
-                            proposal: proposal.clone(),
-                            parent_seal: parent_seal.clone(),
-                        },
-                    });
+                    // Only to the validators not known to hold the block: a proposal is a
+                    // whole block, votes are a few bytes.
+                    let missing: Vec<PublicKey> = self
+                        .validators
+                        .validators()
+                        .iter()
+                        .map(|v| v.key())
+                        .filter(|k| *k != self.me && !self.proposal_holders.contains(k))
+                        .collect();
+                    if !missing.is_empty() {
+                        out.push(Output::Send {
+                            to: Recipients::Some(missing),
+                            message: Message::Proposal {
+                                proposal: proposal.clone(),
+                                parent_seal: parent_seal.clone(),
+                            },
+                        });
+                    }
                 }
                 for vote in [self.last_prevote, self.last_precommit]
                     .into_iter()

@@ -8,7 +8,9 @@
 //! * [`Tendermint`] is the engine, a [`Protocol`](crate::consensus::Protocol): it signs and
 //!   checks proposals and votes (Ed25519), builds proposals from the transactions it was offered,
 //!   checks a proposed block by executing it against the chain, keeps the round's timers,
-//!   rebroadcasts its last votes so rounds resynchronise after message loss, answers a peer still
+//!   rebroadcasts its last votes (and, as the round's proposer, its proposal to the validators
+//!   whose votes do not show they hold it) every [`Timeouts::rebroadcast`] while a round lasts,
+//!   so rounds resynchronise after message loss, answers a peer still
 //!   voting on a finished height with the decided block, and reports double signing as
 //!   [`Evidence`].
 //! * [`TendermintConsensus`] is the stateless [`Consensus`](crate::consensus::Consensus) check of
