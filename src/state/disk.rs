@@ -599,10 +599,11 @@ impl DiskState {
     }
 
     /// Opens (or creates) the database of `config`, empties it, creates the tables tagged
-    /// `tags`, and readies it for a snapshot import at `height` ([`import_chunk`](Self::import_chunk), then
-    /// [`finish_import`](Self::finish_import)). Until it is finished, `meta` records no format
-    /// version, so the directory opens as holding no state ([`open`](Self::open) gives
-    /// `None`): an import stopped half-way is never taken for a state.
+    /// `tags`, and readies it for a snapshot import at `height`
+    /// ([`import_chunk`](Self::import_chunk), then [`finish_import`](Self::finish_import)).
+    /// Until it is finished, `meta` records no format version, so the directory opens as
+    /// holding no state ([`open`](Self::open) gives `None`): an import stopped half-way is
+    /// never taken for a state.
     pub(crate) fn begin_import(
         config: &DiskConfig,
         tags: &[&'static str],

@@ -284,9 +284,9 @@ pub enum SnapshotError {
     /// The state's tables do not match its state tree (export; a bug, never input).
     #[error("the state's tables do not match its state tree")]
     Inconsistent,
-    /// An import on disk ([`SnapshotImport::on_disk`]) could not open or write the state
-    /// database: the chunk was not taken (the import goes on from where it was), or, from
-    /// [`SnapshotImport::finish`], the state was not recorded (import it again).
+    /// An import on disk (`SnapshotImport::on_disk`, feature `redb`) could not open or write
+    /// the state database: the chunk was not taken (the import goes on from where it was), or,
+    /// from [`SnapshotImport::finish`], the state was not recorded (import it again).
     #[error("chunk {chunk}: state database: {reason}")]
     Disk {
         /// Position of the chunk in the import (the number of chunks, from `finish`).
@@ -427,7 +427,7 @@ impl Exporter<'_> {
 
 /// A snapshot being imported: chunks are verified one by one against the expected root, in
 /// order, and their entries written into a fresh [`State`], in memory ([`new`](Self::new)) or
-/// in a state database ([`on_disk`](Self::on_disk), whose memory does not grow with the
+/// in a state database (`on_disk`, feature `redb`, whose memory does not grow with the
 /// state); [`finish`](Self::finish) hands it over once every key is covered.
 pub struct SnapshotImport<T> {
     root: StateRoot,
