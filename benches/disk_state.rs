@@ -57,7 +57,7 @@ use medledger::hash::StateRoot;
 use medledger::hash::TxId;
 use medledger::purpose::PurposeOfUse;
 use medledger::state::disk::{self, DiskConfig};
-use medledger::state::snapshot::{SnapshotImport, MAX_CHUNK_ENTRIES};
+use medledger::state::snapshot::{SnapshotError, SnapshotImport, MAX_CHUNK_ENTRIES};
 use medledger::State;
 
 /// The number after `field` on its line of the process file `/proc/self/{file}` (`None` where
@@ -95,6 +95,11 @@ fn report_writes(label: &str, what: &str, blocks: u64, written: u64, file: (u64,
 /// Resident memory of this process in MiB, from `/proc/self/status` (0 where there is none).
 fn rss_mib() -> u64 {
     proc_self("status", "VmRSS:").map_or(0, |kib| kib / 1024)
+}
+
+/// The process's peak resident memory so far, in MiB (0 where `/proc` is missing).
+fn peak_rss_mib() -> u64 {
+    proc_self("status", "VmHWM:").map_or(0, |kib| kib / 1024)
 }
 
 /// `DISK_BENCH_PAGE_CACHE_MIB`, if set.
@@ -314,21 +319,30 @@ fn bench_reopen(c: &mut Criterion, label: &str, n: u64, config: &DiskConfig, dis
     });
     g.finish();
 
-    // The state exported as a snapshot and imported by a fresh process, in memory and on disk
-    // (each once: the resident memory is the figure), the chunks read one by one from a file.
+    // The state exported as a snapshot by a fresh process, all chunks at once and streamed
+    // (each once: the resident memory is the figure), to a file; then imported by a fresh
+    // process, in memory and on disk, the chunks read one by one from that file.
     let (state, height) = State::open_disk(config, 1).unwrap().unwrap();
     let root = state.root();
-    let chunks = state.export_snapshot(height, MAX_CHUNK_ENTRIES).unwrap();
     drop(state);
     let file = config.dir().join("snapshot.chunks");
-    let mut bytes = Vec::new();
-    for chunk in &chunks {
-        let encoded = chunk.encode();
-        bytes.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(&encoded);
+    let streamed = config.dir().join("snapshot-streamed.chunks");
+    for (mode, out) in [("export_collect", &file), ("export_stream", &streamed)] {
+        let spec = format!(
+            "{mode}:{}:{}",
+            config.dir().to_str().unwrap(),
+            out.to_str().unwrap()
+        );
+        eprintln!(
+            "{label}: {n} patients, {entries} entries: {}",
+            run_child(&spec)
+        );
     }
-    std::fs::write(&file, &bytes).unwrap();
-    drop((chunks, bytes));
+    assert!(
+        std::fs::read(&file).unwrap() == std::fs::read(&streamed).unwrap(),
+        "the streamed export wrote other chunks"
+    );
+    std::fs::remove_file(&streamed).unwrap();
     for mode in ["import_memory", "import_disk"] {
         let target = tempfile::tempdir().unwrap();
         let spec = format!(
@@ -434,6 +448,9 @@ fn reopen_child(_: &mut Criterion) {
     if mode.starts_with("import") {
         import_child(mode, dir);
     }
+    if mode.starts_with("export") {
+        export_child(mode, dir);
+    }
     let config = DiskConfig::new(dir);
     let before = rss_mib();
     let started = Instant::now();
@@ -450,6 +467,50 @@ fn reopen_child(_: &mut Criterion) {
          (root {})",
         rss_mib(),
         state.root()
+    );
+    std::process::exit(0);
+}
+
+/// [`reopen_child`] for a snapshot export: `rest` is `DIR:FILE`; opens the state in `DIR`,
+/// exports it in chunks of [`MAX_CHUNK_ENTRIES`] to the file `FILE` (each after its length,
+/// four bytes big-endian), all chunks at once (`export_collect`) or each written as it is cut
+/// (`export_stream`), prints the time and resident memory, and exits.
+fn export_child(mode: &str, rest: &str) -> ! {
+    use std::io::Write;
+    let (dir, file) = rest.split_once(':').unwrap();
+    let before = rss_mib();
+    let started = Instant::now();
+    let mut config = DiskConfig::new(dir);
+    if let Some(mib) = page_cache_mib() {
+        config = config.page_cache_bytes(mib << 20);
+    }
+    let (state, height): (State, u64) = State::open_disk(&config, 1).unwrap().unwrap();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(file).unwrap());
+    let mut write = |chunk: &medledger::state::snapshot::SnapshotChunk| {
+        let encoded = chunk.encode();
+        out.write_all(&(encoded.len() as u32).to_be_bytes())?;
+        out.write_all(&encoded)
+    };
+    let mut chunks = 0;
+    if mode == "export_stream" {
+        state
+            .export_snapshot_to(height, MAX_CHUNK_ENTRIES, |chunk| {
+                chunks += 1;
+                write(&chunk).map_err(|e| SnapshotError::Spill(e.to_string()))
+            })
+            .unwrap();
+    } else {
+        for chunk in &state.export_snapshot(height, MAX_CHUNK_ENTRIES).unwrap() {
+            chunks += 1;
+            write(chunk).unwrap();
+        }
+    }
+    out.flush().unwrap();
+    let took = started.elapsed();
+    println!(
+        "exported ({mode}, {chunks} chunks) in {took:.1?}: resident memory {before} MiB \
+         before, peak {} MiB",
+        peak_rss_mib()
     );
     std::process::exit(0);
 }

@@ -205,6 +205,19 @@ pub enum ChainError<E: std::error::Error + 'static> {
     /// at.
     #[error("snapshot: {0}")]
     Snapshot(#[from] SnapshotError),
+    /// The store holds a chain that was opened from a snapshot at `height` (its main chain has
+    /// no blocks up to there), and neither the state directory nor a checkpoint of the store
+    /// holds a state that reopens it with the headers it keeps: the blocks to replay are not
+    /// there. Open it from a snapshot again, on a new store.
+    #[error(
+        "the store's chain was opened from a snapshot at height {height}: neither the state \
+         directory nor a checkpoint of the store holds a state to reopen it from, and the blocks \
+         up to that height are not stored to replay"
+    )]
+    SnapshotStateMissing {
+        /// The snapshot's height (the number of headers the store keeps).
+        height: u64,
+    },
     /// The header at a snapshot's height carries another state root than the snapshot's.
     #[error("header at height {height} carries state root {header}, the snapshot {snapshot}")]
     SnapshotRoot {
@@ -477,7 +490,13 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
             }
             Some(_) => {
                 if !chain.resume_from_disk(&backend)? {
-                    chain.resume_from_checkpoint()?;
+                    if !chain.resume_from_checkpoint()? {
+                        // Replaying from genesis is all that is left: refused, before anything
+                        // is written, for a chain opened from a snapshot.
+                        if let Some(height) = chain.bodiless_base()? {
+                            return Err(ChainError::SnapshotStateMissing { height });
+                        }
+                    }
                     chain.use_backend(&backend)?;
                 }
                 chain.reload(&stored[1..])?;
@@ -495,8 +514,13 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
     ///
     /// A chain opened this way keeps no undo data below `h`, so it refuses reorganisations
     /// past `h`; it has no state trees for heights below `h` ([`Chain::state_tree_at`]); and
-    /// its store holds genesis and the blocks after `h` only, so reopening that store with
-    /// [`build`](Self::build) does not restore it, and [`Chain::replay_state`] fails on it.
+    /// its store holds genesis, the headers up to `h` ([`Store::put_headers`]) and the blocks
+    /// after `h`, so [`Chain::replay_state`] fails on it. [`build`](Self::build) reopens that
+    /// store from a state at `h` or later: the state directory's (with
+    /// [`StateBackend::Disk`]), or else a checkpoint of the store's, which this writes at `h`
+    /// with the memory backend ([`Store::put_checkpoint`]; a store that keeps none, such as the
+    /// SQLite store, then cannot reopen the chain:
+    /// [`ChainError::SnapshotStateMissing`]).
     ///
     /// # Errors
     ///
@@ -530,6 +554,11 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         }
         chain.start_from(state, height);
         chain.use_backend(&backend)?;
+        // The headers first: a store with genesis stored is not empty, and must reopen.
+        chain.store.put_headers(&encode_headers(headers))?;
+        if matches!(backend, StateBackend::Memory) {
+            chain.write_checkpoint()?;
+        }
         chain.store.put_block(&genesis.hash(), &genesis.encode())?;
         chain.store.set_main_chain(0, &chain.main)?;
         chain.store.sync()?;
@@ -592,6 +621,14 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         };
         Ok((chain, genesis))
     }
+}
+
+/// The canonical encodings of `headers`, as a store keeps them ([`Store::put_headers`]).
+fn encode_headers<S>(headers: &[Header<S>]) -> Vec<Vec<u8>>
+where
+    Header<S>: crate::codec::Canonical,
+{
+    headers.iter().map(crate::codec::encode).collect()
 }
 
 /// The genesis state of application `A` from `config` at `time`.
@@ -1477,6 +1514,23 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         Ok(self.state.export_snapshot(self.height(), max_entries)?)
     }
 
+    /// As [`snapshot`](Self::snapshot), handing each chunk to `emit` as soon as it is cut
+    /// ([`State::export_snapshot_to`]): a state on disk is exported without holding it in
+    /// memory. An error from `emit` stops the export.
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError`] (converted) if an entry exceeds the snapshot limits or a state on
+    /// disk cannot be read or spilled, or what `emit` returned.
+    pub fn snapshot_to<E: From<SnapshotError>>(
+        &self,
+        max_entries: usize,
+        emit: impl FnMut(SnapshotChunk) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.state
+            .export_snapshot_to(self.height(), max_entries, emit)
+    }
+
     /// Writes a state checkpoint of the tip to the store ([`Store::put_checkpoint`]), so that
     /// reopening the store starts from it instead of replaying every block. The chain writes
     /// one by itself every [`ChainBuilder::checkpoint_every`] blocks.
@@ -1543,6 +1597,19 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         Ok(true)
     }
 
+    /// The height below which the stored main chain has no block bodies, if it starts so
+    /// (a chain opened from a snapshot at that height): its block at height 1 is not stored.
+    fn bodiless_base(&self) -> ChainResult<Option<u64>, A> {
+        let mut height = 0;
+        while let Some(hash) = self.store.main_hash(height + 1)? {
+            if self.store.get_block(&hash)?.is_some() {
+                break;
+            }
+            height += 1;
+        }
+        Ok((height > 0).then_some(height))
+    }
+
     /// Forgets the headers taken from the store past genesis (a resume that did not check).
     fn back_to_genesis(&mut self) {
         let genesis = self.main[0];
@@ -1557,14 +1624,35 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         self.state = state;
     }
 
-    /// The headers of the stored main chain from height 1 to `height`, if the store has them all.
+    /// The headers of the stored main chain from height 1 to `height`, if the store has them
+    /// all: each from its stored block, or from the headers the store keeps without their
+    /// blocks (a chain opened from a snapshot), each of which must hash to the main chain's
+    /// hash at its height.
     fn stored_headers(&self, height: u64) -> ChainResult<Option<Vec<Header<C::Seal>>>, A> {
+        let mut kept: Option<Vec<Vec<u8>>> = None;
         let mut headers = Vec::new();
         for h in 1..=height {
-            let hash = self.store.main_hash(h)?;
-            match hash.map(|hash| self.block(&hash)).transpose()? {
-                Some(Some(block)) if Some(block.hash()) == hash => headers.push(block.header),
-                _ => return Ok(None),
+            let Some(hash) = self.store.main_hash(h)? else {
+                return Ok(None);
+            };
+            if let Some(block) = self.block(&hash)? {
+                if block.hash() != hash {
+                    return Ok(None);
+                }
+                headers.push(block.header);
+                continue;
+            }
+            if kept.is_none() {
+                kept = Some(self.store.headers()?);
+            }
+            let header = kept
+                .as_ref()
+                .and_then(|k| k.get(usize::try_from(h - 1).ok()?))
+                .and_then(|bytes| crate::codec::decode::<Header<C::Seal>>(bytes).ok())
+                .filter(|header| header.hash() == hash);
+            match header {
+                Some(header) => headers.push(header),
+                None => return Ok(None),
             }
         }
         Ok(Some(headers))

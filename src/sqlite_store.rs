@@ -1,18 +1,20 @@
 //! A [`Store`] in SQLite: the ledger in a database the application already runs (feature
 //! `sqlite`).
 //!
-//! The ledger keeps three tables, all prefixed `medledger_`, so they sit beside the
+//! The ledger keeps four tables, all prefixed `medledger_`, so they sit beside the
 //! application's own tables in the same database file:
 //!
 //! ```sql
 //! medledger_meta       (name TEXT PRIMARY KEY, value INTEGER NOT NULL)  -- 'schema_version' = 1
 //! medledger_blocks     (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, bytes BLOB NOT NULL)
 //! medledger_main_chain (height INTEGER PRIMARY KEY, hash BLOB NOT NULL)
+//! medledger_headers    (height INTEGER PRIMARY KEY, bytes BLOB NOT NULL)  -- Store::put_headers
 //! ```
 //!
 //! Opening a database creates the tables if they are missing, in one transaction, and checks
 //! that those already there are the ledger's: a table of the same name with other columns, or a
-//! newer schema version, is refused and the database is left as it was.
+//! newer schema version, is refused and the database is left as it was. (`medledger_headers`
+//! came later within schema version 1: a database without it gains it on open.)
 //!
 //! **Durability.** Writes go into one SQLite transaction (`BEGIN IMMEDIATE`) that
 //! [`Store::sync`] commits: the commit is the acknowledgement point, as a group commit. The
@@ -77,10 +79,14 @@ const SCHEMA: &str = "
         height INTEGER PRIMARY KEY,
         hash   BLOB NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS medledger_headers (
+        height INTEGER PRIMARY KEY,     -- from 1: headers kept without their blocks
+        bytes  BLOB NOT NULL
+    );
 ";
 
 /// Each table's columns as `(name, declared type)`, in order.
-const TABLES: [(&str, &[(&str, &str)]); 3] = [
+const TABLES: [(&str, &[(&str, &str)]); 4] = [
     ("medledger_meta", &[("name", "TEXT"), ("value", "INTEGER")]),
     (
         "medledger_blocks",
@@ -89,6 +95,10 @@ const TABLES: [(&str, &[(&str, &str)]); 3] = [
     (
         "medledger_main_chain",
         &[("height", "INTEGER"), ("hash", "BLOB")],
+    ),
+    (
+        "medledger_headers",
+        &[("height", "INTEGER"), ("bytes", "BLOB")],
     ),
 ];
 
@@ -370,6 +380,48 @@ impl Store for SqliteStore {
 
     fn tip_height(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.main_len()?.checked_sub(1))
+    }
+
+    fn put_headers(&mut self, headers: &[Vec<u8>]) -> Result<(), StoreError> {
+        // In the open write transaction: a failure rolls back with the rest at `sync`'s commit
+        // or is reported here, and a crash before the commit keeps the previous headers.
+        self.begin()?;
+        self.conn
+            .execute("DELETE FROM medledger_headers", [])
+            .map_err(sqlite("replace the kept headers"))?;
+        let mut insert = self
+            .conn
+            .prepare_cached("INSERT INTO medledger_headers (height, bytes) VALUES (?1, ?2)")
+            .map_err(sqlite("replace the kept headers"))?;
+        for (height, header) in (1..).zip(headers) {
+            insert
+                .execute(params![height_param(height)?, header])
+                .map_err(sqlite("replace the kept headers"))?;
+        }
+        Ok(())
+    }
+
+    fn headers(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT height, bytes FROM medledger_headers ORDER BY height")
+            .map_err(sqlite("read the kept headers"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(sqlite("read the kept headers"))?;
+        let mut headers = Vec::new();
+        for row in rows {
+            let (height, bytes) = row.map_err(sqlite("read the kept headers"))?;
+            let expected = headers.len() as i64 + 1;
+            if height != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "medledger_headers skips from height {} to {height}",
+                    expected - 1
+                )));
+            }
+            headers.push(bytes);
+        }
+        Ok(headers)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {

@@ -4,7 +4,9 @@
 //! reads them back and re-validates every block, so a store never needs to be trusted for
 //! validity, only for durability. A store may also keep a state checkpoint
 //! ([`StoredCheckpoint`]): the chain then starts from it, verified against its block's header,
-//! and re-validates only the blocks after it. [`MemoryStore`] is the embedded default;
+//! and re-validates only the blocks after it. A chain opened from a state snapshot has no
+//! bodies for the blocks below it: the store keeps their headers ([`Store::put_headers`]) so
+//! that the chain reopens from it. [`MemoryStore`] is the embedded default;
 //! [`FileStore`](crate::file_store::FileStore) is crash-safe on disk, and embedders can plug in their own
 //! database by implementing [`Store`].
 
@@ -117,6 +119,30 @@ pub trait Store: Send {
     fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         Ok(None)
     }
+
+    /// Replaces the kept headers with `headers`, whole or not at all: the encoded headers of
+    /// the main chain from height 1 upwards whose blocks the store does not hold (a chain opened
+    /// from a state snapshot puts the headers up to the snapshot's height). The chain checks
+    /// them against the main chain's hashes and its engine when it reopens, so a store need not
+    /// be trusted for them. The default keeps none: a chain opened from a snapshot on such a
+    /// store then cannot reopen from it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the backend fails; the previous headers must then still be kept.
+    fn put_headers(&mut self, headers: &[Vec<u8>]) -> Result<(), StoreError> {
+        let _ = headers;
+        Ok(())
+    }
+
+    /// The headers last put (heights 1, 2, …), empty if the store keeps none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the backend fails.
+    fn headers(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The in-memory default store.
@@ -126,6 +152,7 @@ pub struct MemoryStore {
     order: Vec<BlockHash>,
     main: Vec<BlockHash>,
     checkpoint: Option<StoredCheckpoint>,
+    headers: Vec<Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -155,6 +182,15 @@ impl Store for MemoryStore {
 
     fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         Ok(self.checkpoint.clone())
+    }
+
+    fn put_headers(&mut self, headers: &[Vec<u8>]) -> Result<(), StoreError> {
+        self.headers = headers.to_vec();
+        Ok(())
+    }
+
+    fn headers(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self.headers.clone())
     }
 
     fn block_hashes(&self) -> Result<Vec<BlockHash>, StoreError> {

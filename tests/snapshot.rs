@@ -7,16 +7,18 @@ mod common;
 #[path = "support/medrec_world.rs"]
 mod medrec_world;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use medledger::access::{AccessOp, Action, Basis, Decision, Role};
 use medledger::chain::ManualClock;
+use medledger::file_store::FileStore;
+use medledger::hash::BlockHash;
 use medledger::pow::{PowSeal, ProofOfWork};
 use medledger::purpose::PurposeOfUse::Treatment;
 use medledger::state::snapshot::{SnapshotChunk, SnapshotError, SnapshotImport};
 use medledger::state::State;
-use medledger::store::Store;
+use medledger::store::{MemoryStore, Store, StoreError, StoredCheckpoint};
 use medledger::tx::Keypair;
 use medledger::{AccessState, Chain, ChainError};
 use medrec_world::{block_at, world, World};
@@ -403,6 +405,208 @@ fn a_damaged_or_stale_checkpoint_is_ignored_and_the_chain_replays() {
     assert!(reopened.state_tree_at(1).is_some(), "replayed from genesis");
 }
 
+/// Runs a few more blocks on the world's chain (a late patient's registration, relationship,
+/// acceptance and grant) and returns the height before them.
+fn more_blocks(w: &mut World, seed: u8, id: &str) -> u64 {
+    let from = w.net.chain.height();
+    let late = Keypair::from_seed(&[seed; 32]);
+    w.net
+        .run(vec![(&late, register_op(&late, Role::Patient, id))]);
+    w.net.run(vec![(
+        &w.hospital,
+        AccessOp::CreateRelationship {
+            patient: late.account(),
+        },
+    )]);
+    w.patients.push(late);
+    w.accept_and_grant(w.patients.len() - 1);
+    from
+}
+
+/// A clock at the world's time.
+fn clock(w: &World) -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(w.net.now))
+}
+
+/// A memory store the test keeps a handle on, that keeps checkpoints and headers (`extras`)
+/// or not (the trait's defaults).
+#[derive(Clone)]
+struct Shared {
+    inner: Arc<Mutex<MemoryStore>>,
+    extras: bool,
+}
+
+impl Shared {
+    fn new(extras: bool) -> Self {
+        Self {
+            inner: Arc::default(),
+            extras,
+        }
+    }
+
+    /// The stored blocks and the main chain up to `height`.
+    fn contents(&self, height: u64) -> (Vec<BlockHash>, Vec<Option<BlockHash>>) {
+        let s = self.inner.lock().unwrap();
+        let main = (0..=height + 1).map(|h| s.main_hash(h).unwrap()).collect();
+        (s.block_hashes().unwrap(), main)
+    }
+}
+
+impl Store for Shared {
+    fn put_block(&mut self, hash: &BlockHash, encoded: &[u8]) -> Result<(), StoreError> {
+        self.inner.lock().unwrap().put_block(hash, encoded)
+    }
+    fn get_block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.lock().unwrap().get_block(hash)
+    }
+    fn block_hashes(&self) -> Result<Vec<BlockHash>, StoreError> {
+        self.inner.lock().unwrap().block_hashes()
+    }
+    fn set_main_chain(&mut self, from_height: u64, hashes: &[BlockHash]) -> Result<(), StoreError> {
+        self.inner
+            .lock()
+            .unwrap()
+            .set_main_chain(from_height, hashes)
+    }
+    fn main_hash(&self, height: u64) -> Result<Option<BlockHash>, StoreError> {
+        self.inner.lock().unwrap().main_hash(height)
+    }
+    fn tip_height(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.lock().unwrap().tip_height()
+    }
+    fn put_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        match self.extras {
+            true => self.inner.lock().unwrap().put_checkpoint(checkpoint),
+            false => Ok(()),
+        }
+    }
+    fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        match self.extras {
+            true => self.inner.lock().unwrap().checkpoint(),
+            false => Ok(None),
+        }
+    }
+    fn put_headers(&mut self, headers: &[Vec<u8>]) -> Result<(), StoreError> {
+        match self.extras {
+            true => self.inner.lock().unwrap().put_headers(headers),
+            false => Ok(()),
+        }
+    }
+    fn headers(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        match self.extras {
+            true => self.inner.lock().unwrap().headers(),
+            false => Ok(Vec::new()),
+        }
+    }
+}
+
+#[test]
+fn a_chain_opened_from_a_snapshot_reopens_from_its_file_and_follows_blocks() {
+    let mut w = world(PATIENTS);
+    let at = w.net.chain.height();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.log");
+    let state = w.import(&w.net.chain.snapshot(CHUNK).unwrap());
+    let mut fresh = w
+        .builder(clock(&w))
+        .store(FileStore::open(&path).unwrap())
+        .build_from_snapshot(&w.headers(), state)
+        .unwrap();
+    let from = more_blocks(&mut w, 97, "NHS-late-file");
+    assert_eq!(from, at);
+    w.append_blocks(&mut fresh, from + 1..=w.net.chain.height());
+    drop(fresh);
+
+    // Reopened from the file: the headers up to the snapshot, its state (the checkpoint
+    // written with it), then the blocks after it, executed again.
+    let tip = w.net.chain.height();
+    let mut reopened = w
+        .builder(clock(&w))
+        .store(FileStore::open(&path).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(reopened.tip(), w.net.chain.tip());
+    assert_eq!(reopened.state().root(), w.net.chain.state().root());
+    assert_eq!(reopened.undo_depth(), tip - at);
+    assert!(reopened.state_tree_at(at - 1).is_none());
+    assert_eq!(reopened.header_at(1), w.net.chain.header_at(1));
+    for i in 0..PATIENTS as usize {
+        assert_eq!(w.read(&reopened, i), w.read(&w.net.chain, i));
+    }
+    // It follows the next blocks, and reopens again.
+    let from = more_blocks(&mut w, 96, "NHS-later-file");
+    w.append_blocks(&mut reopened, from + 1..=w.net.chain.height());
+    assert_eq!(reopened.state().root(), w.net.chain.state().root());
+    drop(reopened);
+    let again = w
+        .builder(clock(&w))
+        .store(FileStore::open(&path).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(again.tip(), w.net.chain.tip());
+    assert_eq!(again.state().root(), w.net.chain.state().root());
+    // The blocks below the snapshot were never stored: replay from genesis cannot check it.
+    assert!(again.replay_state().is_err());
+}
+
+#[test]
+fn a_snapshot_chain_is_refused_without_its_state_or_with_damaged_headers_and_left_alone() {
+    let mut w = world(PATIENTS);
+    let at = w.net.chain.height();
+    let chunks = w.net.chain.snapshot(CHUNK).unwrap();
+    let (first, second) = (w.import(&chunks), w.import(&chunks));
+    let headers_at = w.headers();
+    let open =
+        |w: &World, store: &Shared| w.builder(clock(w)).store(store.clone()).build().map(|_| ());
+
+    // Headers kept, and a checkpoint: it reopens.
+    let kept = Shared::new(true);
+    let mut fresh = w
+        .builder(clock(&w))
+        .store(kept.clone())
+        .build_from_snapshot(&headers_at, first)
+        .unwrap();
+    let from = more_blocks(&mut w, 95, "NHS-late-shared");
+    w.append_blocks(&mut fresh, from + 1..=w.net.chain.height());
+    drop(fresh);
+    let tip = w.net.chain.height();
+    open(&w, &kept).unwrap();
+
+    // One kept header damaged: the headers no longer hash to the main chain's hashes, so the
+    // checkpoint cannot be checked against them. Refused, and the store keeps its blocks and
+    // main chain (nothing was replayed onto genesis over them).
+    let before = kept.contents(tip);
+    let mut headers = kept.headers().unwrap();
+    assert_eq!(headers.len() as u64, at);
+    let last = headers[1].len() - 1;
+    headers[1][last] ^= 1;
+    kept.clone().put_headers(&headers).unwrap();
+    let err = open(&w, &kept).unwrap_err();
+    assert!(
+        matches!(err, ChainError::SnapshotStateMissing { height } if height == at),
+        "{err}"
+    );
+    assert_eq!(kept.contents(tip), before);
+
+    // A store that keeps neither headers nor a checkpoint (the trait's defaults): refused as
+    // well, and left as it was.
+    let plain = Shared::new(false);
+    let mut fresh = w
+        .builder(clock(&w))
+        .store(plain.clone())
+        .build_from_snapshot(&headers_at, second)
+        .unwrap();
+    w.append_blocks(&mut fresh, at + 1..=tip);
+    drop(fresh);
+    let before = plain.contents(tip);
+    let err = open(&w, &plain).unwrap_err();
+    assert!(
+        matches!(err, ChainError::SnapshotStateMissing { height } if height == at),
+        "{err}"
+    );
+    assert_eq!(plain.contents(tip), before);
+}
+
 /// A snapshot imported straight into a state database (feature `redb`): a chain opens on it
 /// and follows the same blocks, and the directory holds a state only once the import is
 /// finished.
@@ -486,7 +690,7 @@ mod on_disk {
                 assert_eq!(tree.prove(&key), memory.prove(&key), "height {h}");
             }
         }
-        drop(fresh);
+        let store = fresh.into_store();
 
         // The directory holds the state at the tip: it opens without a block replayed.
         let (reopened, height) = State::<AccessState>::open_disk(&config, 1)
@@ -495,6 +699,29 @@ mod on_disk {
         assert_eq!(height, tip);
         assert_eq!(reopened.root(), w.net.chain.state().root());
         reopened.verify_entries().unwrap();
+        drop(reopened);
+
+        // And the chain reopens on its store and directory: the headers the store keeps below
+        // the snapshot, the blocks after it, the state from the directory (nothing executed).
+        let mut chain = w
+            .builder(Arc::new(ManualClock::new(w.net.now)))
+            .state_backend(StateBackend::Disk(config.clone()))
+            .boxed_store(store)
+            .build()
+            .unwrap();
+        assert_eq!(chain.tip(), w.net.chain.tip());
+        assert_eq!(chain.state().root(), w.net.chain.state().root());
+        assert_eq!(
+            chain.undo_depth(),
+            0,
+            "resumed from the directory, not replayed"
+        );
+        let from = more_blocks(&mut w, 94, "NHS-later-disk");
+        w.append_blocks(&mut chain, from + 1..=w.net.chain.height());
+        assert_eq!(chain.state().root(), w.net.chain.state().root());
+        for i in 0..PATIENTS as usize {
+            assert_eq!(w.read(&chain, i), w.read(&w.net.chain, i));
+        }
     }
 
     #[test]

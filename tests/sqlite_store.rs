@@ -261,3 +261,47 @@ fn a_newer_schema_version_is_refused() {
     }
     assert!(e.to_string().contains("schema version 2"), "{e}");
 }
+
+#[test]
+fn kept_headers_are_replaced_whole_committed_with_the_writes_and_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("headers.sqlite");
+    let first: Vec<Vec<u8>> = (1..=4u8).map(|i| vec![i; 50]).collect();
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert!(store.headers().unwrap().is_empty());
+        store.put_headers(&first).unwrap();
+        assert_eq!(store.headers().unwrap(), first);
+        store.sync().unwrap();
+        // Replaced, but not committed: dropped with the transaction.
+        store.put_headers(&[vec![9; 3]]).unwrap();
+        assert_eq!(store.headers().unwrap(), vec![vec![9; 3]]);
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.headers().unwrap(), first);
+    drop(store);
+    // A gap in the heights is damage, named.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM medledger_headers WHERE height = 2", [])
+        .unwrap();
+    let err = SqliteStore::open(&path).unwrap().headers().unwrap_err();
+    assert!(
+        corrupt_message(&err).contains("skips from height 1 to 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_database_of_before_the_headers_table_gains_it_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    database_with_chain(&path, 2);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("DROP TABLE medledger_headers", [])
+        .unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(store.headers().unwrap().is_empty());
+    assert_eq!(store.tip_height().unwrap(), Some(2));
+}

@@ -64,7 +64,8 @@ pub(crate) const MAX_MAIN_HASHES_PER_RECORD: usize = 1 << 16;
 const KIND_BLOCK: u8 = 1;
 const KIND_MAIN: u8 = 2;
 const KIND_CHECKPOINT: u8 = 3;
-/// Bytes of a checkpoint part's body before the chunk's own bytes.
+const KIND_HEADERS: u8 = 4;
+/// Bytes of a part's body (a checkpoint's or the kept headers') before the part's own bytes.
 pub(crate) const CHECKPOINT_PREFIX_LEN: usize = 1 + 8 + 32 + 4 + 4;
 /// Bytes of a block body before the block's own bytes.
 pub(crate) const BLOCK_PREFIX_LEN: usize = 1 + 32;
@@ -226,15 +227,30 @@ pub(crate) fn main_body(from_height: u64, hashes: &[BlockHash]) -> Vec<u8> {
     body
 }
 
-/// The body of a checkpoint part record, before the chunk's bytes.
+/// What a part record is a part of: both are written in parts of one record each, and replace
+/// what the store kept once their last part is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PartOf {
+    /// A state checkpoint; a part holds one encoded chunk.
+    Checkpoint,
+    /// The headers kept without their blocks; a part holds headers, each after its length
+    /// (`u32`, little-endian). `height` is the number of headers, `block` all zeros.
+    Headers,
+}
+
+/// The body of a part record, before the part's bytes.
 pub(crate) fn checkpoint_prefix(
+    of: PartOf,
     height: u64,
     block: &BlockHash,
     index: u32,
     count: u32,
 ) -> [u8; CHECKPOINT_PREFIX_LEN] {
     let mut p = [0u8; CHECKPOINT_PREFIX_LEN];
-    p[0] = KIND_CHECKPOINT;
+    p[0] = match of {
+        PartOf::Checkpoint => KIND_CHECKPOINT,
+        PartOf::Headers => KIND_HEADERS,
+    };
     p[1..9].copy_from_slice(&height.to_le_bytes());
     p[9..41].copy_from_slice(block.as_bytes());
     p[41..45].copy_from_slice(&index.to_le_bytes());
@@ -267,9 +283,11 @@ pub(crate) enum Record {
         /// Their length.
         len: u32,
     },
-    /// A part of a state checkpoint.
-    Checkpoint {
-        /// The checkpoint's height.
+    /// A part of a state checkpoint or of the kept headers.
+    Part {
+        /// What it is a part of.
+        of: PartOf,
+        /// The checkpoint's height (the number of headers).
         height: u64,
         /// Its block.
         block: BlockHash,
@@ -329,10 +347,10 @@ pub(crate) fn decode_body(body: &[u8], body_at: u64) -> Result<Record, &'static 
                 hashes,
             })
         }
-        Some(&KIND_CHECKPOINT) => {
+        Some(&kind @ (KIND_CHECKPOINT | KIND_HEADERS)) => {
             let p = body
                 .get(..CHECKPOINT_PREFIX_LEN)
-                .ok_or("checkpoint record too short")?;
+                .ok_or("part record too short")?;
             let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
             let mut height = [0u8; 8];
             height.copy_from_slice(&p[1..9]);
@@ -340,9 +358,14 @@ pub(crate) fn decode_body(body: &[u8], body_at: u64) -> Result<Record, &'static 
             block.copy_from_slice(&p[9..41]);
             let (index, count) = (u32_at(41), u32_at(45));
             if index >= count {
-                return Err("checkpoint part beyond its count");
+                return Err("part beyond its count");
             }
-            Ok(Record::Checkpoint {
+            Ok(Record::Part {
+                of: if kind == KIND_CHECKPOINT {
+                    PartOf::Checkpoint
+                } else {
+                    PartOf::Headers
+                },
                 height: u64::from_le_bytes(height),
                 block: BlockHash::from_bytes(block),
                 index,

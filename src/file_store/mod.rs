@@ -93,7 +93,7 @@ pub use format::MAX_RECORD_LEN;
 
 use format::{
     anchor_offset, check_file_header, decode_anchor, encode_anchor, encode_record, main_body,
-    new_file_prefix, Anchor, HeaderCheck, Record, Scanner, ANCHOR_LEN, BLOCK_KIND,
+    new_file_prefix, Anchor, HeaderCheck, PartOf, Record, Scanner, ANCHOR_LEN, BLOCK_KIND,
     BLOCK_PREFIX_LEN, CHECKPOINT_PREFIX_LEN, DATA_START, FILE_HEADER_LEN, FORMAT_VERSION,
     MAX_MAIN_HASHES_PER_RECORD, RECORD_HEADER_LEN,
 };
@@ -381,6 +381,9 @@ pub struct FileStore {
     order: Vec<BlockHash>,
     main: Vec<BlockHash>,
     checkpoints: Checkpoints,
+    /// The headers kept without their blocks ([`Store::put_headers`]), in parts as a
+    /// checkpoint is.
+    headers: Checkpoints,
     recovery: Recovery,
     buf: Vec<u8>,
 }
@@ -472,6 +475,7 @@ impl FileStore {
             order: Vec::new(),
             main: Vec::new(),
             checkpoints: Checkpoints::default(),
+            headers: Checkpoints::default(),
             recovery,
             buf: Vec::new(),
         };
@@ -490,7 +494,7 @@ impl FileStore {
                         &mut store.blocks,
                         &mut store.order,
                         &mut store.main,
-                        &mut store.checkpoints,
+                        [&mut store.checkpoints, &mut store.headers],
                         pos,
                         record,
                     )?;
@@ -585,18 +589,25 @@ impl FileStore {
         blocks: &mut HashMap<BlockHash, Location>,
         order: &mut Vec<BlockHash>,
         main: &mut Vec<BlockHash>,
-        checkpoints: &mut Checkpoints,
+        [checkpoints, headers]: [&mut Checkpoints; 2],
         at: u64,
         record: Record,
     ) -> Result<(), FileStoreError> {
         match record {
-            Record::Checkpoint {
+            Record::Part {
+                of,
                 height,
                 block,
                 index,
                 count,
                 len,
-            } => checkpoints.part(height, block, index, count, Location { record_at: at, len }),
+            } => {
+                let parts = match of {
+                    PartOf::Checkpoint => checkpoints,
+                    PartOf::Headers => headers,
+                };
+                parts.part(height, block, index, count, Location { record_at: at, len });
+            }
             Record::Block { hash, len, .. } => {
                 if let std::collections::hash_map::Entry::Vacant(e) = blocks.entry(hash) {
                     e.insert(Location { record_at: at, len });
@@ -772,41 +783,75 @@ impl FileStore {
         &mut self,
         checkpoint: &StoredCheckpoint,
     ) -> Result<(), FileStoreError> {
-        let count = u32::try_from(checkpoint.chunks.len())
+        self.put_parts(
+            PartOf::Checkpoint,
+            checkpoint.height,
+            checkpoint.block,
+            &checkpoint.chunks,
+        )
+    }
+
+    /// Appends `parts` as records of a set `of` (at most one record each); the set replaces
+    /// the kept one once the last is written.
+    fn put_parts(
+        &mut self,
+        of: PartOf,
+        height: u64,
+        block: BlockHash,
+        parts: &[Vec<u8>],
+    ) -> Result<(), FileStoreError> {
+        let count = u32::try_from(parts.len())
             .ok()
             .filter(|&n| n > 0)
             .ok_or(FileStoreError::CheckpointShape)?;
-        if let Some(chunk) = checkpoint
-            .chunks
+        if let Some(part) = parts
             .iter()
             .find(|c| c.len() > MAX_RECORD_LEN - CHECKPOINT_PREFIX_LEN)
         {
             return Err(FileStoreError::RecordTooLarge {
-                len: CHECKPOINT_PREFIX_LEN + chunk.len(),
+                len: CHECKPOINT_PREFIX_LEN + part.len(),
                 max: MAX_RECORD_LEN,
             });
         }
-        for (index, chunk) in checkpoint.chunks.iter().enumerate() {
+        for (index, part) in parts.iter().enumerate() {
             let at = self.len;
-            let prefix = format::checkpoint_prefix(
-                checkpoint.height,
-                &checkpoint.block,
-                index as u32,
-                count,
-            );
-            self.append_record(&[&prefix, chunk])?;
-            self.checkpoints.part(
-                checkpoint.height,
-                checkpoint.block,
+            let prefix = format::checkpoint_prefix(of, height, &block, index as u32, count);
+            self.append_record(&[&prefix, part])?;
+            let set = match of {
+                PartOf::Checkpoint => &mut self.checkpoints,
+                PartOf::Headers => &mut self.headers,
+            };
+            set.part(
+                height,
+                block,
                 index as u32,
                 count,
                 Location {
                     record_at: at,
-                    len: chunk.len() as u32,
+                    len: part.len() as u32,
                 },
             );
         }
         Ok(())
+    }
+
+    /// Reads the parts of the kept set of `set`, each checked against its record's checksum.
+    fn read_parts(&self, set: &CheckpointAt) -> Result<Vec<Vec<u8>>, FileStoreError> {
+        let mut parts = Vec::with_capacity(set.parts.len());
+        for loc in &set.parts {
+            let total = RECORD_HEADER_LEN as usize + CHECKPOINT_PREFIX_LEN + loc.len as usize;
+            let mut buf = vec![0u8; total];
+            self.disk.read_at(loc.record_at, &mut buf)?;
+            if !format::verify_record(loc.record_at, &buf) {
+                return Err(FileStoreError::CorruptRecord {
+                    offset: loc.record_at,
+                    reason: "part record changed on disk since it was read",
+                });
+            }
+            buf.drain(..RECORD_HEADER_LEN as usize + CHECKPOINT_PREFIX_LEN);
+            parts.push(buf);
+        }
+        Ok(parts)
     }
 
     /// Reads the chunks of the kept checkpoint.
@@ -814,25 +859,71 @@ impl FileStore {
         let Some(current) = &self.checkpoints.current else {
             return Ok(None);
         };
-        let mut chunks = Vec::with_capacity(current.parts.len());
-        for loc in &current.parts {
-            let total = RECORD_HEADER_LEN as usize + CHECKPOINT_PREFIX_LEN + loc.len as usize;
-            let mut buf = vec![0u8; total];
-            self.disk.read_at(loc.record_at, &mut buf)?;
-            if !format::verify_record(loc.record_at, &buf) {
-                return Err(FileStoreError::CorruptRecord {
-                    offset: loc.record_at,
-                    reason: "checkpoint record changed on disk since it was read",
-                });
-            }
-            buf.drain(..RECORD_HEADER_LEN as usize + CHECKPOINT_PREFIX_LEN);
-            chunks.push(buf);
-        }
         Ok(Some(StoredCheckpoint {
             height: current.height,
             block: current.block,
-            chunks,
+            chunks: self.read_parts(current)?,
         }))
+    }
+
+    /// Writes `headers` in parts of as many as fit a record, each after its length.
+    fn put_header_parts(&mut self, headers: &[Vec<u8>]) -> Result<(), FileStoreError> {
+        const ROOM: usize = MAX_RECORD_LEN - CHECKPOINT_PREFIX_LEN;
+        let mut parts = vec![Vec::new()];
+        for header in headers {
+            let len = u32::try_from(header.len())
+                .ok()
+                .filter(|_| 4 + header.len() <= ROOM)
+                .ok_or(FileStoreError::RecordTooLarge {
+                    len: CHECKPOINT_PREFIX_LEN + 4 + header.len(),
+                    max: MAX_RECORD_LEN,
+                })?;
+            let last = parts.last_mut().expect("never empty");
+            if last.len() + 4 + header.len() > ROOM {
+                parts.push(Vec::new());
+            }
+            let last = parts.last_mut().expect("never empty");
+            last.extend_from_slice(&len.to_le_bytes());
+            last.extend_from_slice(header);
+        }
+        let count = headers.len() as u64;
+        self.put_parts(
+            PartOf::Headers,
+            count,
+            BlockHash::from_bytes([0; 32]),
+            &parts,
+        )
+    }
+
+    /// Reads the kept headers (none if none were put).
+    fn read_headers(&self) -> Result<Vec<Vec<u8>>, FileStoreError> {
+        let Some(current) = &self.headers.current else {
+            return Ok(Vec::new());
+        };
+        let mut headers = Vec::new();
+        for (part, loc) in self.read_parts(current)?.iter().zip(&current.parts) {
+            let damaged = || FileStoreError::CorruptRecord {
+                offset: loc.record_at,
+                reason: "headers part does not split into its headers",
+            };
+            let mut rest = part.as_slice();
+            while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                let len = u32::from_le_bytes(*len) as usize;
+                let header = tail.get(..len).ok_or_else(damaged)?;
+                headers.push(header.to_vec());
+                rest = &tail[len..];
+            }
+            if !rest.is_empty() {
+                return Err(damaged());
+            }
+        }
+        if headers.len() as u64 != current.height {
+            return Err(FileStoreError::CorruptRecord {
+                offset: current.parts[0].record_at,
+                reason: "headers parts hold another number of headers than they name",
+            });
+        }
+        Ok(headers)
     }
 
     fn set_main(&mut self, from_height: u64, hashes: &[BlockHash]) -> Result<(), FileStoreError> {
@@ -900,6 +991,14 @@ impl Store for FileStore {
 
     fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         Ok(self.read_checkpoint()?)
+    }
+
+    fn put_headers(&mut self, headers: &[Vec<u8>]) -> Result<(), StoreError> {
+        Ok(self.put_header_parts(headers)?)
+    }
+
+    fn headers(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self.read_headers()?)
     }
 }
 

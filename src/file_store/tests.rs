@@ -779,8 +779,11 @@ fn a_checkpoint_replaces_the_last_only_once_written_whole() {
     ));
     // The first part of another checkpoint, and no more (a crash while it was written): the
     // kept one stays, before and after reopening.
-    s.append_record(&[&format::checkpoint_prefix(3, &h(3), 0, 2), &[4; 40]])
-        .unwrap();
+    s.append_record(&[
+        &format::checkpoint_prefix(format::PartOf::Checkpoint, 3, &h(3), 0, 2),
+        &[4; 40],
+    ])
+    .unwrap();
     assert_eq!(s.checkpoint().unwrap().as_ref(), Some(&first));
     drop(s);
     let mut s = open(&disk).unwrap();
@@ -794,4 +797,87 @@ fn a_checkpoint_replaces_the_last_only_once_written_whole() {
     assert_eq!(s.checkpoint().unwrap().as_ref(), Some(&second));
     drop(s);
     assert_eq!(open(&disk).unwrap().checkpoint().unwrap(), Some(second));
+}
+
+#[test]
+fn kept_headers_replace_the_last_only_once_written_whole_and_survive_reopening() {
+    let disk = MemDisk::new();
+    let mut s = create(&disk);
+    fill(&mut s, 2);
+    assert!(s.headers().unwrap().is_empty());
+    let first: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
+    s.put_headers(&first).unwrap();
+    assert_eq!(s.headers().unwrap(), first);
+    // The first part of another set, and no more (a crash while it was written): the kept
+    // headers stay, before and after reopening.
+    let mut part = 1u32.to_le_bytes().to_vec();
+    part.push(9);
+    s.append_record(&[
+        &format::checkpoint_prefix(
+            format::PartOf::Headers,
+            2,
+            &BlockHash::from_bytes([0; 32]),
+            0,
+            2,
+        ),
+        &part,
+    ])
+    .unwrap();
+    assert_eq!(s.headers().unwrap(), first);
+    drop(s);
+    let mut s = open(&disk).unwrap();
+    assert_eq!(s.headers().unwrap(), first);
+    // Headers are not blocks, nor a checkpoint.
+    assert_eq!(s.block_hashes().unwrap().len(), 2);
+    assert_eq!(s.checkpoint().unwrap(), None);
+    // More headers than one record holds are written in parts, and read back in order.
+    let big: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1 << 20]).collect();
+    s.put_headers(&big).unwrap();
+    assert_eq!(s.headers().unwrap(), big);
+    drop(s);
+    let s = open(&disk).unwrap();
+    assert_eq!(s.headers().unwrap(), big);
+}
+
+#[test]
+fn a_headers_part_that_does_not_split_into_its_headers_is_reported_as_damage() {
+    let disk = MemDisk::new();
+    let mut s = create(&disk);
+    // One header of 10 bytes announced, 3 given: checksummed as written, but not headers.
+    let mut part = 10u32.to_le_bytes().to_vec();
+    part.extend_from_slice(&[1, 2, 3]);
+    s.append_record(&[
+        &format::checkpoint_prefix(
+            format::PartOf::Headers,
+            1,
+            &BlockHash::from_bytes([0; 32]),
+            0,
+            1,
+        ),
+        &part,
+    ])
+    .unwrap();
+    drop(s);
+    let mut s = open(&disk).unwrap();
+    assert!(matches!(s.headers(), Err(StoreError::Corrupt(_))));
+    // A part naming two headers but holding one.
+    let mut part = 1u32.to_le_bytes().to_vec();
+    part.push(7);
+    s.append_record(&[
+        &format::checkpoint_prefix(
+            format::PartOf::Headers,
+            2,
+            &BlockHash::from_bytes([0; 32]),
+            0,
+            1,
+        ),
+        &part,
+    ])
+    .unwrap();
+    drop(s);
+    let err = open(&disk).unwrap().headers().unwrap_err();
+    assert!(
+        err.to_string().contains("another number of headers"),
+        "{err}"
+    );
 }

@@ -832,6 +832,11 @@ impl DiskState {
         Ok(Some(state))
     }
 
+    /// The state directory (the database file's folder).
+    pub(crate) fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// The shared handle the tables read through.
     pub(crate) fn db(&self) -> &StateDb {
         &self.db
@@ -1318,9 +1323,9 @@ where
         self.cache.insert(key.clone(), cached).value.as_ref()
     }
 
-    /// Appends every committed entry as `(key body, value body)`; a failed read ends the
-    /// listing early and is recorded as in [`get`](Self::get).
-    pub(crate) fn entries(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    /// Hands every committed entry to `visit` as `(key body, value body)`, in key order; a
+    /// failed read ends the visit early and is recorded as in [`get`](Self::get).
+    pub(crate) fn visit(&self, visit: &mut dyn FnMut(&[u8], &[u8])) {
         let Some(reader) = &self.reader else {
             self.fail("the table could not be opened".into());
             return;
@@ -1331,7 +1336,7 @@ where
         };
         for item in range {
             match item {
-                Ok((k, v)) => out.push((k.value().to_vec(), v.value().to_vec())),
+                Ok((k, v)) => visit(k.value(), v.value()),
                 Err(e) => return self.fail(e.to_string()),
             }
         }
@@ -1494,7 +1499,7 @@ mod tests {
         );
         assert!(disk.db().take_read_failure().is_none(), "taken once");
         let mut listed = Vec::new();
-        table.entries(&mut listed);
+        table.visit(&mut |k, v| listed.push((k.to_vec(), v.to_vec())));
         assert_eq!(
             listed.len(),
             2,

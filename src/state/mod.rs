@@ -626,6 +626,12 @@ impl<T: AppState> State<T> {
         None
     }
 
+    /// The directory of the state database, if the committed entries are on disk.
+    #[cfg(feature = "redb")]
+    pub(crate) fn disk_dir(&self) -> Option<&std::path::Path> {
+        self.disk.as_ref().map(|d| d.dir())
+    }
+
     /// Whether the committed entries are on disk (see [`StateBackend`]).
     pub fn is_on_disk(&self) -> bool {
         #[cfg(feature = "redb")]

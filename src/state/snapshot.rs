@@ -281,6 +281,10 @@ pub enum SnapshotError {
         /// The limit.
         max: usize,
     },
+    /// A streamed export on disk could not write or read its temporary files, or the state's
+    /// entries (see [`State::export_snapshot_to`]).
+    #[error("snapshot export: {0}")]
+    Spill(String),
     /// The state's tables do not match its state tree (export; a bug, never input).
     #[error("the state's tables do not match its state tree")]
     Inconsistent,
@@ -323,13 +327,20 @@ fn has_prefix(key: &StateKey, prefix: &StateKey, depth: usize) -> bool {
     (0..depth).all(|i| bit(key, i) == bit(prefix, i))
 }
 
+/// Entries a streamed export of a state on disk holds in memory at once, at most about
+/// ([`State::export_snapshot_to`]): above this many, the entries are first spilled to
+/// temporary files by key prefix.
+#[cfg(feature = "redb")]
+pub const EXPORT_BUCKET_ENTRIES: usize = 1 << 18;
+
 impl<T: AppState> State<T> {
     /// Exports the committed state as snapshot chunks for `height` (the height whose header
     /// carries this state's [`root`](Self::root)), in import order, each of at most
     /// `max_entries` entries (taken as 1 if 0, and as [`MAX_CHUNK_ENTRIES`] if larger) and
     /// [`MAX_CHUNK_BYTES`]. Pending writes are ignored.
     ///
-    /// The export holds every entry in memory at once, encoded, with its state key.
+    /// The chunks are returned together; [`export_snapshot_to`](Self::export_snapshot_to)
+    /// hands them over one by one instead.
     ///
     /// # Errors
     ///
@@ -339,8 +350,85 @@ impl<T: AppState> State<T> {
         height: u64,
         max_entries: usize,
     ) -> Result<Vec<SnapshotChunk>, SnapshotError> {
+        let mut out = Vec::new();
+        self.export_snapshot_to(height, max_entries, |chunk| {
+            out.push(chunk);
+            Ok::<_, SnapshotError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// As [`export_snapshot`](Self::export_snapshot) (the same chunks, in the same order),
+    /// handing each chunk to `emit` as soon as it is cut; an error from `emit` stops the
+    /// export.
+    ///
+    /// In memory, the export holds every entry once more, encoded, with its state key. On disk
+    /// (feature `redb`), a state of more than [`EXPORT_BUCKET_ENTRIES`] entries is read once
+    /// and spilled by key prefix to up to 256 temporary files in the state's directory (each
+    /// entry written once and read back once, the files removed at the end, whatever
+    /// happens), so that the export holds one file's entries at a time instead of the whole
+    /// state: a bound for a state far larger than memory.
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError::EntryTooLarge`] if an entry exceeds the snapshot limits,
+    /// [`SnapshotError::Spill`] if the temporary files fail, or what `emit` returned.
+    pub fn export_snapshot_to<E: From<SnapshotError>>(
+        &self,
+        height: u64,
+        max_entries: usize,
+        mut emit: impl FnMut(SnapshotChunk) -> Result<(), E>,
+    ) -> Result<(), E> {
+        #[cfg(feature = "redb")]
+        if let Some(dir) = self.disk_dir() {
+            if self.tree.len() > EXPORT_BUCKET_ENTRIES {
+                return self.export_spilled(
+                    dir,
+                    height,
+                    max_entries,
+                    EXPORT_BUCKET_ENTRIES,
+                    &mut emit,
+                );
+            }
+        }
         let mut entries: Vec<(StateKey, SnapshotEntry)> = Vec::with_capacity(self.tree.len());
-        let mut raw = Vec::new();
+        self.for_each_entry(&mut |key, entry| {
+            entries.push((key, entry));
+            Ok(())
+        })?;
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        if entries.len() != self.tree.len() {
+            return Err(SnapshotError::Inconsistent.into());
+        }
+        self.exporter(height, max_entries, &mut emit).split(
+            entries,
+            StateKey::from_bytes([0; 32]),
+            0,
+        )
+    }
+
+    fn exporter<'a, F>(
+        &'a self,
+        height: u64,
+        max_entries: usize,
+        emit: &'a mut F,
+    ) -> Exporter<'a, F> {
+        Exporter {
+            tree: &self.tree,
+            root: self.root(),
+            height,
+            max_entries: max_entries.clamp(1, MAX_CHUNK_ENTRIES),
+            emit,
+        }
+    }
+
+    /// Hands every committed entry, with its state key, to `visit`, table by table; stops at
+    /// the first error.
+    fn for_each_entry(
+        &self,
+        visit: &mut dyn FnMut(StateKey, SnapshotEntry) -> Result<(), SnapshotError>,
+    ) -> Result<(), SnapshotError> {
+        let mut failed = None;
         for table in self.tables() {
             let tag = table.tag();
             let too_large = |len: usize, max: usize| SnapshotError::EntryTooLarge {
@@ -349,59 +437,98 @@ impl<T: AppState> State<T> {
                 max,
             };
             let table_tag = BoundedString::try_from(tag).map_err(|e| too_large(e.len, e.max))?;
-            raw.clear();
-            table.committed_entries(&mut raw);
-            for (key, value) in raw.drain(..) {
-                let entry = SnapshotEntry {
-                    table: table_tag.clone(),
-                    key: BoundedBytes::try_from(key).map_err(|e| too_large(e.len, e.max))?,
-                    value: BoundedBytes::try_from(value).map_err(|e| too_large(e.len, e.max))?,
-                };
-                entries.push((entry.leaf().0, entry));
+            table.visit_committed(&mut |key, value| {
+                if failed.is_some() {
+                    return;
+                }
+                let entry = BoundedBytes::try_from(key.to_vec())
+                    .map_err(|e| too_large(e.len, e.max))
+                    .and_then(|key| {
+                        Ok(SnapshotEntry {
+                            table: table_tag.clone(),
+                            key,
+                            value: BoundedBytes::try_from(value.to_vec())
+                                .map_err(|e| too_large(e.len, e.max))?,
+                        })
+                    })
+                    .and_then(|entry| visit(entry.leaf().0, entry));
+                if let Err(e) = entry {
+                    failed = Some(e);
+                }
+            });
+            if let Some(e) = failed.take() {
+                return Err(e);
             }
         }
-        entries.sort_unstable_by_key(|(key, _)| *key);
-        if entries.len() != self.tree.len() {
-            return Err(SnapshotError::Inconsistent);
+        if let Some(e) = self.take_read_failure() {
+            return Err(SnapshotError::Spill(format!("reading the state: {e}")));
         }
-        let mut out = Vec::new();
-        let mut cx = Exporter {
-            tree: &self.tree,
-            root: self.root(),
-            height,
-            max_entries: max_entries.clamp(1, MAX_CHUNK_ENTRIES),
-            out: &mut out,
-        };
-        cx.split(entries, StateKey::from_bytes([0; 32]), 0)?;
-        Ok(out)
+        Ok(())
+    }
+
+    /// The export of [`export_snapshot_to`](Self::export_snapshot_to) through temporary files
+    /// in `dir`, one per prefix of `bits` bits, where `bits` (at most 8) is what keeps a file
+    /// to about `bucket_entries` entries.
+    #[cfg(feature = "redb")]
+    fn export_spilled<E: From<SnapshotError>>(
+        &self,
+        dir: &std::path::Path,
+        height: u64,
+        max_entries: usize,
+        bucket_entries: usize,
+        emit: &mut impl FnMut(SnapshotChunk) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let len = self.tree.len();
+        let bits = (0..=spill::MAX_BITS)
+            .find(|&b| len.div_ceil(1 << b) <= bucket_entries.max(1))
+            .unwrap_or(spill::MAX_BITS);
+        let mut spill = spill::Spill::create(dir, bits)?;
+        self.for_each_entry(&mut |key, entry| spill.write(&key, &entry))?;
+        if spill.total() != len {
+            return Err(SnapshotError::Inconsistent.into());
+        }
+        spill.finish_writing()?;
+        self.exporter(height, max_entries, emit).split_spilled(
+            &spill,
+            StateKey::from_bytes([0; 32]),
+            0,
+        )
     }
 }
 
-struct Exporter<'a> {
+/// Cuts sorted entries into chunks and hands them to `emit`.
+struct Exporter<'a, F> {
     tree: &'a StateTree,
     root: StateRoot,
     height: u64,
     max_entries: usize,
-    out: &'a mut Vec<SnapshotChunk>,
+    emit: &'a mut F,
 }
 
-impl Exporter<'_> {
+impl<F, E> Exporter<'_, F>
+where
+    F: FnMut(SnapshotChunk) -> Result<(), E>,
+    E: From<SnapshotError>,
+{
+    /// Whether `count` entries of `bytes` encoded bytes make one chunk (one entry always does).
+    fn fits(&self, count: usize, bytes: usize) -> bool {
+        count <= 1 || (count <= self.max_entries && bytes + CHUNK_OVERHEAD <= MAX_CHUNK_BYTES)
+    }
+
     /// Emits the entries under `prefix` (at `depth`) as one chunk if they fit, or splits them.
     fn split(
         &mut self,
         entries: Vec<(StateKey, SnapshotEntry)>,
         prefix: StateKey,
         depth: usize,
-    ) -> Result<(), SnapshotError> {
+    ) -> Result<(), E> {
         let bytes: usize = entries.iter().map(|(_, e)| e.encoded_len()).sum();
-        if entries.len() <= 1
-            || (entries.len() <= self.max_entries && bytes + CHUNK_OVERHEAD <= MAX_CHUNK_BYTES)
-        {
+        if self.fits(entries.len(), bytes) {
             let siblings = self
                 .tree
                 .path_siblings(&prefix, depth)
                 .ok_or(SnapshotError::Inconsistent)?;
-            self.out.push(SnapshotChunk {
+            return (self.emit)(SnapshotChunk {
                 root: self.root,
                 height: self.height,
                 prefix,
@@ -412,16 +539,203 @@ impl Exporter<'_> {
                 )
                 .map_err(|_| SnapshotError::Inconsistent)?,
             });
-            return Ok(());
         }
         // Two or more distinct keys share the first `depth` bits, so `depth < 256`.
         let mid = entries.partition_point(|(key, _)| !bit(key, depth));
         let mut entries = entries;
         let hi = entries.split_off(mid);
-        let mut right = prefix.to_bytes();
-        right[depth / 8] |= 1 << (7 - depth % 8);
         self.split(entries, prefix, depth + 1)?;
-        self.split(hi, StateKey::from_bytes(right), depth + 1)
+        self.split(hi, right_half(&prefix, depth), depth + 1)
+    }
+
+    /// As [`split`](Self::split), the entries under `prefix` read from `spill`: a prefix
+    /// whose files' entries make one chunk, or as deep as one file, is read and split in
+    /// memory; a shorter one is split first by the files' counts. The chunks are those of
+    /// [`split`](Self::split) on every entry.
+    #[cfg(feature = "redb")]
+    fn split_spilled(
+        &mut self,
+        spill: &spill::Spill,
+        prefix: StateKey,
+        depth: usize,
+    ) -> Result<(), E> {
+        let files = spill.files_under(&prefix, depth);
+        let (count, bytes) = spill.stats(files.clone());
+        if depth >= spill.bits() || self.fits(count, bytes) {
+            let mut entries = Vec::with_capacity(count);
+            for file in files {
+                spill.read(file, &mut entries)?;
+            }
+            entries.sort_unstable_by_key(|(key, _)| *key);
+            return self.split(entries, prefix, depth);
+        }
+        self.split_spilled(spill, prefix, depth + 1)?;
+        self.split_spilled(spill, right_half(&prefix, depth), depth + 1)
+    }
+}
+
+/// `prefix` (of `depth` bits) extended by a one bit.
+fn right_half(prefix: &StateKey, depth: usize) -> StateKey {
+    let mut right = prefix.to_bytes();
+    right[depth / 8] |= 1 << (7 - depth % 8);
+    StateKey::from_bytes(right)
+}
+
+/// The temporary files of a streamed export on disk.
+#[cfg(feature = "redb")]
+mod spill {
+    use std::fs::{self, File};
+    use std::io::{BufWriter, Read, Write};
+    use std::ops::Range;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::{SnapshotEntry, SnapshotError};
+    use crate::codec;
+    use crate::hash::StateKey;
+
+    /// The most prefix bits: 256 files open at once.
+    pub(super) const MAX_BITS: usize = 8;
+
+    /// Entries spilled to one file per key prefix of `bits` bits, each as its state key, its
+    /// body's length (`u32`, little-endian) and its canonical body. The folder is removed when
+    /// this is dropped.
+    pub(super) struct Spill {
+        dir: PathBuf,
+        bits: usize,
+        writers: Vec<BufWriter<File>>,
+        counts: Vec<usize>,
+        bytes: Vec<usize>,
+        buf: Vec<u8>,
+    }
+
+    fn failed(what: &str, path: &Path, e: impl core::fmt::Display) -> SnapshotError {
+        SnapshotError::Spill(format!("{what} {}: {e}", path.display()))
+    }
+
+    impl Spill {
+        /// A new folder in `parent` with `2^bits` empty files.
+        pub(super) fn create(parent: &Path, bits: usize) -> Result<Self, SnapshotError> {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let dir = parent.join(format!(
+                "export-{}-{}.tmp",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::create_dir(&dir).map_err(|e| failed("create", &dir, e))?;
+            let mut spill = Self {
+                dir,
+                bits,
+                writers: Vec::new(),
+                counts: vec![0; 1 << bits],
+                bytes: vec![0; 1 << bits],
+                buf: Vec::new(),
+            };
+            for i in 0..1usize << bits {
+                let path = spill.file(i);
+                let file = File::create(&path).map_err(|e| failed("create", &path, e))?;
+                spill.writers.push(BufWriter::with_capacity(64 << 10, file));
+            }
+            Ok(spill)
+        }
+
+        fn file(&self, i: usize) -> PathBuf {
+            self.dir.join(format!("{i:03}"))
+        }
+
+        pub(super) fn bits(&self) -> usize {
+            self.bits
+        }
+
+        /// The file of `key`: its first `bits` bits.
+        fn file_of(&self, key: &StateKey) -> usize {
+            let b = key.to_bytes();
+            (usize::from(u16::from_be_bytes([b[0], b[1]]))) >> (16 - self.bits)
+        }
+
+        /// Appends `entry` to its file.
+        pub(super) fn write(
+            &mut self,
+            key: &StateKey,
+            entry: &SnapshotEntry,
+        ) -> Result<(), SnapshotError> {
+            let i = self.file_of(key);
+            self.buf.clear();
+            codec::encode_body_into(entry, &mut self.buf);
+            let len = u32::try_from(self.buf.len()).map_err(|_| SnapshotError::Inconsistent)?;
+            let path = self.file(i);
+            let w = &mut self.writers[i];
+            w.write_all(key.as_bytes())
+                .and_then(|()| w.write_all(&len.to_le_bytes()))
+                .and_then(|()| w.write_all(&self.buf))
+                .map_err(|e| failed("write", &path, e))?;
+            self.counts[i] += 1;
+            self.bytes[i] += entry.encoded_len();
+            Ok(())
+        }
+
+        /// Entries written.
+        pub(super) fn total(&self) -> usize {
+            self.counts.iter().sum()
+        }
+
+        /// Flushes and closes every file.
+        pub(super) fn finish_writing(&mut self) -> Result<(), SnapshotError> {
+            for (i, mut w) in core::mem::take(&mut self.writers).into_iter().enumerate() {
+                w.flush().map_err(|e| failed("write", &self.file(i), e))?;
+            }
+            Ok(())
+        }
+
+        /// The files whose keys start with the first `depth` bits of `prefix` (one, for a
+        /// prefix as long as the files' or longer).
+        pub(super) fn files_under(&self, prefix: &StateKey, depth: usize) -> Range<usize> {
+            let first = self.file_of(prefix);
+            let len = 1usize << self.bits.saturating_sub(depth);
+            first..first + len
+        }
+
+        /// The entries of `files`, and an upper bound on their encoded bytes (as
+        /// [`SnapshotEntry::encoded_len`] counts them).
+        pub(super) fn stats(&self, files: Range<usize>) -> (usize, usize) {
+            (
+                self.counts[files.clone()].iter().sum(),
+                self.bytes[files].iter().sum(),
+            )
+        }
+
+        /// Appends the entries of file `i` to `out`.
+        pub(super) fn read(
+            &self,
+            i: usize,
+            out: &mut Vec<(StateKey, SnapshotEntry)>,
+        ) -> Result<(), SnapshotError> {
+            let path = self.file(i);
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| failed("read", &path, e))?;
+            let mut rest = bytes.as_slice();
+            while !rest.is_empty() {
+                let damaged = || failed("read", &path, "an entry is cut short or damaged");
+                let (key, tail) = rest.split_first_chunk::<32>().ok_or_else(damaged)?;
+                let (len, tail) = tail.split_first_chunk::<4>().ok_or_else(damaged)?;
+                let len = u32::from_le_bytes(*len) as usize;
+                let body = tail.get(..len).ok_or_else(damaged)?;
+                let entry: SnapshotEntry =
+                    codec::decode_body("snapshot entry", body).map_err(|_| damaged())?;
+                out.push((StateKey::from_bytes(*key), entry));
+                rest = &tail[len..];
+            }
+            Ok(())
+        }
+    }
+
+    impl Drop for Spill {
+        fn drop(&mut self) {
+            self.writers.clear();
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -818,6 +1132,71 @@ mod tests {
         let refused = SnapshotImport::<()>::on_disk(u64::MAX, state.root(), &config);
         assert!(
             matches!(&refused, Err(SnapshotError::Disk { chunk: 0, reason }) if reason.contains("can take no block")),
+            "{refused:?}"
+        );
+    }
+
+    /// The temporary folders of spilled exports left in `dir`.
+    #[cfg(feature = "redb")]
+    fn spill_folders(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+            .collect()
+    }
+
+    #[cfg(feature = "redb")]
+    #[test]
+    fn a_spilled_export_gives_the_chunks_of_the_export_in_memory_and_leaves_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, chunks, mut import) = disk_import(dir.path());
+        for chunk in &chunks {
+            import.add(chunk).unwrap();
+        }
+        let on_disk = import.finish().unwrap();
+        for max in [1, 3, 8, 64, MAX_CHUNK_ENTRIES] {
+            let expected = state.export_snapshot(7, max).unwrap();
+            // From 256 files of one or two entries to one file of every entry.
+            for bucket in [1, 7, 40, 1000] {
+                let mut got = Vec::new();
+                on_disk
+                    .export_spilled(dir.path(), 7, max, bucket, &mut |c| {
+                        got.push(c);
+                        Ok::<_, SnapshotError>(())
+                    })
+                    .unwrap();
+                assert_eq!(got, expected, "max {max}, about {bucket} entries a file");
+            }
+        }
+        assert_eq!(
+            on_disk.export_snapshot(7, 8).unwrap(),
+            state.export_snapshot(7, 8).unwrap()
+        );
+        assert!(spill_folders(dir.path()).is_empty());
+
+        // An error from the receiver stops the export, and the files go as well.
+        let mut taken = 0;
+        let stopped = on_disk.export_spilled(dir.path(), 7, 8, 7, &mut |_| {
+            taken += 1;
+            match taken {
+                3 => Err(SnapshotError::Spill("receiver gone".into())),
+                _ => Ok(()),
+            }
+        });
+        assert!(
+            matches!(&stopped, Err(SnapshotError::Spill(m)) if m == "receiver gone"),
+            "{stopped:?}"
+        );
+        assert_eq!(taken, 3);
+        assert!(spill_folders(dir.path()).is_empty());
+
+        // A folder that cannot be written: refused, saying where.
+        let missing = dir.path().join("no such folder");
+        let refused =
+            on_disk.export_spilled(&missing, 7, 8, 7, &mut |_| Ok::<_, SnapshotError>(()));
+        assert!(
+            matches!(&refused, Err(SnapshotError::Spill(m)) if m.contains("no such folder")),
             "{refused:?}"
         );
     }

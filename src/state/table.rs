@@ -84,9 +84,15 @@ pub trait TableOps: Send + Sync {
     fn undo_block(&mut self, undo: Box<dyn Any + Send + Sync>);
     /// The table's tag (see [`entry_key`]).
     fn tag(&self) -> &'static str;
-    /// Appends every committed entry as `(key body, value body)`: the encodings [`entry_key`]
-    /// and [`value_digest`] hash (for state snapshots).
-    fn committed_entries(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>);
+    /// Hands every committed entry to `visit` as `(key body, value body)`: the encodings
+    /// [`entry_key`] and [`value_digest`] hash (for state snapshots). On disk, an entry that
+    /// cannot be read ends the visit and is recorded as a read failure.
+    fn visit_committed(&self, visit: &mut dyn FnMut(&[u8], &[u8]));
+    /// Appends every committed entry as `(key body, value body)` (see
+    /// [`visit_committed`](Self::visit_committed)).
+    fn committed_entries(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        self.visit_committed(&mut |key, value| out.push((key.to_vec(), value.to_vec())));
+    }
     /// Decodes an entry given as `(key body, value body)` and writes it as a pending write of
     /// the current transaction (for state snapshots).
     ///
@@ -239,19 +245,20 @@ where
         self.tag
     }
 
-    fn committed_entries(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    fn visit_committed(&self, visit: &mut dyn FnMut(&[u8], &[u8])) {
         match &self.committed {
             Committed::Memory(map) => {
-                out.reserve(map.len());
+                let (mut key, mut value) = (Vec::new(), Vec::new());
                 for (k, v) in map {
-                    let (mut key, mut value) = (Vec::new(), Vec::new());
+                    key.clear();
+                    value.clear();
                     codec::encode_body_into(k, &mut key);
                     codec::encode_body_into(v, &mut value);
-                    out.push((key, value));
+                    visit(&key, &value);
                 }
             }
             #[cfg(feature = "redb")]
-            Committed::Disk(disk) => disk.entries(out),
+            Committed::Disk(disk) => disk.visit(visit),
         }
     }
 
