@@ -28,8 +28,10 @@
 //! root node (`read_root`, what a chain does now) against rebuilding the tree from every entry
 //! (`rebuild_from_entries`, what it did before the nodes were stored), side by side; and each
 //! way once in a fresh process of this bench, which prints its resident memory before and
-//! after (`DISK_BENCH_REOPEN_CHILD` set: that process does only this). Then the state is
-//! exported as a snapshot and imported by a fresh process, once in memory
+//! after (`DISK_BENCH_REOPEN_CHILD` set: that process does only this). Then a fresh process
+//! exports the state as a snapshot to a file, all chunks at once (`export_snapshot`) and
+//! streamed (`export_snapshot_to`), printing its time and peak resident memory (the two files
+//! must hold the same bytes), and a fresh process imports it, once in memory
 //! (`SnapshotImport::new`) and once into a state database (`SnapshotImport::on_disk`), each
 //! printing its time and resident memory; last, the file is compacted
 //! (`state::disk::compact`) and its size printed before and after.
