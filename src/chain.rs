@@ -210,13 +210,14 @@ pub enum ChainError<E: std::error::Error + 'static> {
     /// holds a state that reopens it with the headers it keeps: the blocks to replay are not
     /// there. Open it from a snapshot again, on a new store.
     #[error(
-        "the store's chain was opened from a snapshot at height {height}: neither the state \
-         directory nor a checkpoint of the store holds a state to reopen it from, and the blocks \
-         up to that height are not stored to replay"
+        "the store's chain was opened from a snapshot at height {height}, whose blocks it does \
+         not hold to replay, and no state reopens it: {reason}"
     )]
     SnapshotStateMissing {
-        /// The snapshot's height (the number of headers the store keeps).
+        /// The snapshot's height (below it, the store's main chain has no blocks).
         height: u64,
+        /// Why neither the state directory nor the store's checkpoint reopened it.
+        reason: String,
     },
     /// The header at a snapshot's height carries another state root than the snapshot's.
     #[error("header at height {height} carries state root {header}, the snapshot {snapshot}")]
@@ -463,13 +464,18 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
     /// verifies the checkpoint against that header's state root and starts from it; then (or
     /// without a usable checkpoint, from genesis) it re-validates every later stored block. A
     /// chain resumed from a checkpoint refuses reorganisations below it, as one opened from a
-    /// snapshot; [`Chain::replay_state`] still replays from genesis to check it.
+    /// snapshot; [`Chain::replay_state`] still replays from genesis to check it. The store of
+    /// a chain opened from a snapshot ([`build_from_snapshot`](Self::build_from_snapshot))
+    /// holds no blocks below it to replay: it reopens from the state directory or the
+    /// checkpoint only.
     ///
     /// # Errors
     ///
     /// [`ChainError::Config`] for an empty name or a genesis configuration the application
     /// refuses, [`ChainError::GenesisMismatch`] if the store holds another chain,
-    /// [`ChainError::Store`] if it or the state database fails.
+    /// [`ChainError::Store`] if it or the state database fails,
+    /// [`ChainError::SnapshotStateMissing`] (and nothing written) for the store of a chain
+    /// opened from a snapshot that no stored state reopens.
     pub fn build(self) -> ChainResult<Chain<C, A>, A> {
         let backend = self.state_backend.clone();
         let (mut chain, genesis) = self.genesis_chain()?;
@@ -489,12 +495,15 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
                 })
             }
             Some(_) => {
-                if !chain.resume_from_disk(&backend)? {
-                    if !chain.resume_from_checkpoint()? {
+                if let Err(disk) = chain.resume_from_disk(&backend)? {
+                    if let Err(checkpoint) = chain.resume_from_checkpoint()? {
                         // Replaying from genesis is all that is left: refused, before anything
                         // is written, for a chain opened from a snapshot.
                         if let Some(height) = chain.bodiless_base()? {
-                            return Err(ChainError::SnapshotStateMissing { height });
+                            return Err(ChainError::SnapshotStateMissing {
+                                height,
+                                reason: format!("{disk}; {checkpoint}"),
+                            });
                         }
                     }
                     chain.use_backend(&backend)?;
@@ -554,13 +563,14 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         }
         chain.start_from(state, height);
         chain.use_backend(&backend)?;
-        // The headers first: a store with genesis stored is not empty, and must reopen.
+        // The genesis block last: a store holding no block is empty (a crash before leaves one
+        // that opens from a snapshot again), one holding it must reopen with the rest.
         chain.store.put_headers(&encode_headers(headers))?;
         if matches!(backend, StateBackend::Memory) {
             chain.write_checkpoint()?;
         }
-        chain.store.put_block(&genesis.hash(), &genesis.encode())?;
         chain.store.set_main_chain(0, &chain.main)?;
+        chain.store.put_block(&genesis.hash(), &genesis.encode())?;
         chain.store.sync()?;
         Ok(chain)
     }
@@ -622,6 +632,9 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
         Ok((chain, genesis))
     }
 }
+
+/// Whether a chain resumed from a stored state, or why not.
+type Resumed = Result<(), String>;
 
 /// The canonical encodings of `headers`, as a store keeps them ([`Store::put_headers`]).
 fn encode_headers<S>(headers: &[Header<S>]) -> Vec<Vec<u8>>
@@ -1161,11 +1174,28 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         self.engine.verify_body(checked.header(), checked.txs())?;
         let total_work = parent_work.saturating_add(work);
         if checked.header().parent == self.tip() {
-            let applied = self.apply_checked(&checked)?;
+            let executed = self.execute_checked(&checked)?;
+            // The block and the main chain reach the store before the state commits: after a
+            // crash in between, a state on disk is a block behind the store's main chain, and
+            // reopening replays that block; a state ahead of it could not be checked against
+            // any stored header (and a chain opened from a snapshot could not reopen at all).
+            let height = checked.header().height;
+            if let Err(e) = self.store_block(&checked, total_work).and_then(|()| {
+                self.main.push(hash);
+                self.persist_main(height)
+            }) {
+                self.forget_tip_block(hash, height);
+                self.state.discard();
+                return Err(e);
+            }
+            let applied = match self.commit_checked(&checked, executed) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    self.forget_tip_block(hash, height);
+                    return Err(e);
+                }
+            };
             self.trim_undo();
-            self.store_block(&checked, total_work)?;
-            self.main.push(hash);
-            self.persist_main(applied.height)?;
             self.scheduled_checkpoint();
             return Ok(Appended {
                 reverted: Vec::new(),
@@ -1187,6 +1217,23 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             return Ok(Appended::default());
         }
         self.reorganise(checked, total_work)
+    }
+
+    /// Takes back an append of `hash` at `height` on the tip that failed after the block was
+    /// indexed or put on the main chain: the block is unknown again (an append may try it
+    /// again), and the store's main chain ends below it (best effort: if that fails too, the
+    /// stored block is valid, and reopening replays it).
+    fn forget_tip_block(&mut self, hash: BlockHash, height: u64) {
+        if self.main.last() == Some(&hash) {
+            self.main.pop();
+        }
+        self.index.remove(&hash);
+        if !self.replaying && self.store.main_hash(height).ok().flatten() == Some(hash) {
+            let _ = self
+                .store
+                .set_main_chain(height, &[])
+                .and_then(|()| self.store.sync());
+        }
     }
 
     /// Writes the main chain from `from_height` up to the tip to the store, and syncs.
@@ -1263,8 +1310,17 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         &mut self,
         block: &CheckedChainBlock<C, A>,
     ) -> ChainResult<AppliedBlock<A::Event>, A> {
+        let executed = self.execute_checked(block)?;
+        self.commit_checked(block, executed)
+    }
+
+    /// Executes `block` on the tip's state, its writes left pending: a block built or checked
+    /// on this state already is taken as it was executed.
+    fn execute_checked(
+        &mut self,
+        block: &CheckedChainBlock<C, A>,
+    ) -> ChainResult<Executed<A::Event>, A> {
         let h = block.header();
-        // A block built or checked on this state already is committed as it was executed.
         let set_aside = self
             .executed
             .iter()
@@ -1272,10 +1328,19 @@ impl<C: Consensus, A: Application> Chain<C, A> {
             .and_then(|i| self.executed.remove(i))
             .and_then(|e| self.state.take_back(e.writes));
         self.executed.clear();
-        let executed = match set_aside {
-            Some(executed) => executed,
-            None => execute_block::<C, A>(&mut self.state, self.chain_id, block)?,
-        };
+        match set_aside {
+            Some(executed) => Ok(executed),
+            None => execute_block::<C, A>(&mut self.state, self.chain_id, block),
+        }
+    }
+
+    /// Commits `block`'s execution to the state, keeping its undo data and state tree.
+    fn commit_checked(
+        &mut self,
+        block: &CheckedChainBlock<C, A>,
+        executed: Executed<A::Event>,
+    ) -> ChainResult<AppliedBlock<A::Event>, A> {
+        let h = block.header();
         let events = executed.events.clone();
         let undo = self.state.commit_block(executed)?;
         // On disk, the committed tree holds its lower levels by hash (read from the database
@@ -1566,17 +1631,22 @@ impl<C: Consensus, A: Application> Chain<C, A> {
 
     /// Starts from the store's checkpoint, if it keeps a usable one: the headers up to it from
     /// the stored main chain, checked by the engine, and the state verified against the last
-    /// one. Returns whether it did; if not, the chain is as it was (at genesis).
-    fn resume_from_checkpoint(&mut self) -> ChainResult<bool, A> {
+    /// one. Returns `Err` with why it did not; the chain is then as it was (at genesis).
+    fn resume_from_checkpoint(&mut self) -> ChainResult<Resumed, A> {
         let Some(checkpoint) = self.store.checkpoint()? else {
-            return Ok(false);
+            return Ok(Err("the store keeps no checkpoint".into()));
         };
         let height = checkpoint.height;
         if height == 0 || self.store.main_hash(height)? != Some(checkpoint.block) {
-            return Ok(false);
+            return Ok(Err(format!(
+                "the store's checkpoint at height {height} is not of a main-chain block"
+            )));
         }
         let Some(headers) = self.stored_headers(height)? else {
-            return Ok(false);
+            return Ok(Err(format!(
+                "the store lacks a block or kept header up to its checkpoint's height \
+                 {height}, or one does not hash to the main chain's"
+            )));
         };
         let resumed = (|| {
             for header in &headers {
@@ -1591,10 +1661,12 @@ impl<C: Consensus, A: Application> Chain<C, A> {
         })();
         let Some(state) = resumed else {
             self.back_to_genesis();
-            return Ok(false);
+            return Ok(Err(format!(
+                "the store's checkpoint at height {height} does not check against its headers"
+            )));
         };
         self.start_from(state, height);
-        Ok(true)
+        Ok(Ok(()))
     }
 
     /// The height below which the stored main chain has no block bodies, if it starts so
@@ -1664,29 +1736,46 @@ impl<C: Consensus, A: Application> Chain<C, A> {
     /// executed), as for a checkpoint. Returns whether it did; if not, the chain is as it was
     /// (at genesis) and the directory is left for [`use_backend`](Self::use_backend) to
     /// rewrite.
-    fn resume_from_disk(&mut self, backend: &StateBackend) -> ChainResult<bool, A> {
+    fn resume_from_disk(&mut self, backend: &StateBackend) -> ChainResult<Resumed, A> {
         #[cfg(feature = "redb")]
         if let StateBackend::Disk(config) = backend {
             // A directory that cannot be read or does not check is rebuilt, as a damaged
             // checkpoint is: the blocks are the truth.
-            let Ok(Some((state, height))) =
-                State::open_disk(config, self.max_reorg_depth.saturating_add(1))
-            else {
-                return Ok(false);
-            };
+            let dir = config.dir().display();
+            let (state, height) =
+                match State::open_disk(config, self.max_reorg_depth.saturating_add(1)) {
+                    Ok(Some(opened)) => opened,
+                    Ok(None) => {
+                        return Ok(Err(format!("the state directory {dir} holds no state")))
+                    }
+                    Err(e) => {
+                        return Ok(Err(format!(
+                            "the state directory {dir} could not be opened: {e}"
+                        )))
+                    }
+                };
             let Some(headers) = self.stored_headers(height)? else {
-                return Ok(false);
+                return Ok(Err(format!(
+                    "the state directory {dir} holds the state at height {height}, and the \
+                     store lacks a block or kept header up to it, or one does not hash to the \
+                     main chain's"
+                )));
             };
             let accepted = headers.iter().all(|h| self.accept_header(h).is_ok());
             if !accepted || self.tip_header().state_root != state.root() {
                 self.back_to_genesis();
-                return Ok(false);
+                return Ok(Err(format!(
+                    "the state directory {dir} holds a state at height {height} that the \
+                     stored headers up to it do not check"
+                )));
             }
             self.start_from(state, height);
-            return Ok(true);
+            return Ok(Ok(()));
         }
         let _ = backend;
-        Ok(false)
+        Ok(Err(
+            "the state is in memory, not in a state directory".into()
+        ))
     }
 
     /// Adds `header` to the main chain without its body (opening from a snapshot): the header

@@ -383,22 +383,35 @@ impl Store for SqliteStore {
     }
 
     fn put_headers(&mut self, headers: &[Vec<u8>]) -> Result<(), StoreError> {
-        // In the open write transaction: a failure rolls back with the rest at `sync`'s commit
-        // or is reported here, and a crash before the commit keeps the previous headers.
+        // Within the open write transaction (a crash before `sync` commits keeps the previous
+        // headers), under a savepoint: a failure half-way rolls the replacement back alone.
         self.begin()?;
         self.conn
-            .execute("DELETE FROM medledger_headers", [])
+            .execute_batch("SAVEPOINT medledger_headers")
             .map_err(sqlite("replace the kept headers"))?;
-        let mut insert = self
-            .conn
-            .prepare_cached("INSERT INTO medledger_headers (height, bytes) VALUES (?1, ?2)")
-            .map_err(sqlite("replace the kept headers"))?;
-        for (height, header) in (1..).zip(headers) {
-            insert
-                .execute(params![height_param(height)?, header])
+        let replaced = (|| {
+            self.conn
+                .execute("DELETE FROM medledger_headers", [])
                 .map_err(sqlite("replace the kept headers"))?;
-        }
-        Ok(())
+            let mut insert = self
+                .conn
+                .prepare_cached("INSERT INTO medledger_headers (height, bytes) VALUES (?1, ?2)")
+                .map_err(sqlite("replace the kept headers"))?;
+            for (height, header) in (1..).zip(headers) {
+                insert
+                    .execute(params![height_param(height)?, header])
+                    .map_err(sqlite("replace the kept headers"))?;
+            }
+            Ok(())
+        })();
+        let end = match replaced {
+            Ok(()) => "RELEASE medledger_headers",
+            Err(_) => "ROLLBACK TO medledger_headers; RELEASE medledger_headers",
+        };
+        self.conn
+            .execute_batch(end)
+            .map_err(sqlite("replace the kept headers"))?;
+        replaced
     }
 
     fn headers(&self) -> Result<Vec<Vec<u8>>, StoreError> {

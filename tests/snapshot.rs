@@ -7,6 +7,7 @@ mod common;
 #[path = "support/medrec_world.rs"]
 mod medrec_world;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
@@ -434,6 +435,8 @@ fn clock(w: &World) -> Arc<ManualClock> {
 struct Shared {
     inner: Arc<Mutex<MemoryStore>>,
     extras: bool,
+    /// Set: the next main-chain write panics, as a process dying in it would stop.
+    crash_on_main: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -441,6 +444,7 @@ impl Shared {
         Self {
             inner: Arc::default(),
             extras,
+            crash_on_main: Arc::default(),
         }
     }
 
@@ -463,6 +467,9 @@ impl Store for Shared {
         self.inner.lock().unwrap().block_hashes()
     }
     fn set_main_chain(&mut self, from_height: u64, hashes: &[BlockHash]) -> Result<(), StoreError> {
+        if self.crash_on_main.swap(false, Ordering::SeqCst) {
+            panic!("the process dies while writing the main chain");
+        }
         self.inner
             .lock()
             .unwrap()
@@ -583,7 +590,8 @@ fn a_snapshot_chain_is_refused_without_its_state_or_with_damaged_headers_and_lef
     kept.clone().put_headers(&headers).unwrap();
     let err = open(&w, &kept).unwrap_err();
     assert!(
-        matches!(err, ChainError::SnapshotStateMissing { height } if height == at),
+        matches!(&err, ChainError::SnapshotStateMissing { height, reason }
+            if *height == at && reason.contains("does not hash to the main chain's")),
         "{err}"
     );
     assert_eq!(kept.contents(tip), before);
@@ -601,7 +609,8 @@ fn a_snapshot_chain_is_refused_without_its_state_or_with_damaged_headers_and_lef
     let before = plain.contents(tip);
     let err = open(&w, &plain).unwrap_err();
     assert!(
-        matches!(err, ChainError::SnapshotStateMissing { height } if height == at),
+        matches!(&err, ChainError::SnapshotStateMissing { height, reason }
+            if *height == at && reason.contains("keeps no checkpoint")),
         "{err}"
     );
     assert_eq!(plain.contents(tip), before);
@@ -722,6 +731,44 @@ mod on_disk {
         for i in 0..PATIENTS as usize {
             assert_eq!(w.read(&chain, i), w.read(&w.net.chain, i));
         }
+    }
+
+    #[test]
+    fn a_snapshot_chain_on_disk_that_dies_while_appending_reopens_and_replays_the_block() {
+        let mut w = world(PATIENTS);
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskConfig::new(dir.path());
+        let state = import_on_disk(&w, &w.net.chain.snapshot(CHUNK).unwrap(), &config);
+        let store = Shared::new(true);
+        let mut chain = w
+            .builder(clock(&w))
+            .state_backend(StateBackend::Disk(config.clone()))
+            .store(store.clone())
+            .build_from_snapshot(&w.headers(), state)
+            .unwrap();
+        let from = more_blocks(&mut w, 93, "NHS-crash-disk");
+        let tip = w.net.chain.height();
+        w.append_blocks(&mut chain, from + 1..=tip - 1);
+        // The last block's append dies in the store's main-chain write (the chain, and its
+        // database, are dropped as the panic unwinds).
+        store.crash_on_main.store(true, Ordering::SeqCst);
+        let block = block_at(&w.net.chain, tip);
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _ = chain.append(block);
+        }));
+        assert!(died.is_err());
+        // The state had not committed the block: the directory is a block behind the store,
+        // which holds the block, and reopening replays it. (Committed first, the state would
+        // be ahead of every stored header, and the chain could not reopen.)
+        let reopened = w
+            .builder(clock(&w))
+            .state_backend(StateBackend::Disk(config.clone()))
+            .store(store.clone())
+            .build()
+            .unwrap();
+        assert_eq!(reopened.tip(), w.net.chain.tip());
+        assert_eq!(reopened.state().root(), w.net.chain.state().root());
+        assert_eq!(reopened.undo_depth(), 1, "the block replayed");
     }
 
     #[test]

@@ -9,11 +9,16 @@
 //!         | 0x02 from_height:u64 hash[32]*                        a main-chain update
 //!         | 0x03 height:u64 hash[32] index:u32 count:u32 chunk-bytes
 //!                                                   part `index` of `count` of a state checkpoint
+//!         | 0x04 count:u64 zero[32] index:u32 count:u32 (len:u32 header-bytes)*
+//!                                          part `index` of the headers kept without their blocks
 //! ```
 //!
 //! A state checkpoint (the state after block `hash` at `height`, as snapshot chunks) is written
 //! as `count` consecutive part records, index 0 first; it replaces the previous checkpoint only
-//! once its last part is read, so a crash while one is written leaves the previous one.
+//! once its last part is read, so a crash while one is written leaves the previous one. The
+//! headers a store keeps without their blocks (a chain opened from a snapshot) are written the
+//! same way, `count` headers in all, each after its length; a build before kind 4 refuses a
+//! file holding one as an unknown record kind.
 //!
 //! Integers are little-endian. `header.check` is the first 16 bytes of BLAKE3 in the
 //! [`STORE_RECORD`](crate::hash::domain::STORE_RECORD) domain over the header's first 16 bytes;

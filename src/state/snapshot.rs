@@ -350,8 +350,9 @@ impl<T: AppState> State<T> {
         height: u64,
         max_entries: usize,
     ) -> Result<Vec<SnapshotChunk>, SnapshotError> {
+        // Every chunk is kept anyway: no spill (it would write and read the state once more).
         let mut out = Vec::new();
-        self.export_snapshot_to(height, max_entries, |chunk| {
+        self.export_in_memory(height, max_entries, &mut |chunk| {
             out.push(chunk);
             Ok::<_, SnapshotError>(())
         })?;
@@ -364,10 +365,12 @@ impl<T: AppState> State<T> {
     ///
     /// In memory, the export holds every entry once more, encoded, with its state key. On disk
     /// (feature `redb`), a state of more than [`EXPORT_BUCKET_ENTRIES`] entries is read once
-    /// and spilled by key prefix to up to 256 temporary files in the state's directory (each
-    /// entry written once and read back once, the files removed at the end, whatever
-    /// happens), so that the export holds one file's entries at a time instead of the whole
-    /// state: a bound for a state far larger than memory.
+    /// and spilled by key prefix to up to 256 temporary files in a folder
+    /// `export-PID-N.tmp` of the state's directory (each entry written once and read back
+    /// once), so that the export holds one file's entries at a time instead of the whole
+    /// state: a bound for a state far larger than memory. The folder is removed when the
+    /// export returns or panics; one left by a process that was killed is removed by the next
+    /// spilled export of the directory (another process cannot have the state open).
     ///
     /// # Errors
     ///
@@ -381,16 +384,22 @@ impl<T: AppState> State<T> {
     ) -> Result<(), E> {
         #[cfg(feature = "redb")]
         if let Some(dir) = self.disk_dir() {
-            if self.tree.len() > EXPORT_BUCKET_ENTRIES {
-                return self.export_spilled(
-                    dir,
-                    height,
-                    max_entries,
-                    EXPORT_BUCKET_ENTRIES,
-                    &mut emit,
-                );
+            let bucket_entries = spill::bucket_entries();
+            if self.tree.len() > bucket_entries {
+                return self.export_spilled(dir, height, max_entries, bucket_entries, &mut emit);
             }
         }
+        self.export_in_memory(height, max_entries, &mut emit)
+    }
+
+    /// The export of [`export_snapshot_to`](Self::export_snapshot_to) with every entry in
+    /// memory.
+    fn export_in_memory<E: From<SnapshotError>>(
+        &self,
+        height: u64,
+        max_entries: usize,
+        emit: &mut impl FnMut(SnapshotChunk) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut entries: Vec<(StateKey, SnapshotEntry)> = Vec::with_capacity(self.tree.len());
         self.for_each_entry(&mut |key, entry| {
             entries.push((key, entry));
@@ -400,11 +409,8 @@ impl<T: AppState> State<T> {
         if entries.len() != self.tree.len() {
             return Err(SnapshotError::Inconsistent.into());
         }
-        self.exporter(height, max_entries, &mut emit).split(
-            entries,
-            StateKey::from_bytes([0; 32]),
-            0,
-        )
+        self.exporter(height, max_entries, emit)
+            .split(entries, StateKey::from_bytes([0; 32]), 0)
     }
 
     fn exporter<'a, F>(
@@ -597,6 +603,38 @@ mod spill {
     /// The most prefix bits: 256 files open at once.
     pub(super) const MAX_BITS: usize = 8;
 
+    #[cfg(test)]
+    thread_local! {
+        /// A test's bound instead of [`super::EXPORT_BUCKET_ENTRIES`] (this thread only).
+        pub(super) static BUCKET_ENTRIES: core::cell::Cell<Option<usize>> =
+            const { core::cell::Cell::new(None) };
+    }
+
+    /// The entries above which an export on disk spills, and about how many a file holds.
+    pub(super) fn bucket_entries() -> usize {
+        #[cfg(test)]
+        if let Some(n) = BUCKET_ENTRIES.with(core::cell::Cell::get) {
+            return n;
+        }
+        super::EXPORT_BUCKET_ENTRIES
+    }
+
+    /// Removes the folders that exports of other processes left in `parent` (killed while
+    /// exporting: a live one cannot have this state open).
+    fn remove_stale(parent: &Path) {
+        let Ok(listing) = fs::read_dir(parent) else {
+            return;
+        };
+        let own = format!("export-{}-", std::process::id());
+        for entry in listing.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("export-") && name.ends_with(".tmp") && !name.starts_with(&own) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// Entries spilled to one file per key prefix of `bits` bits, each as its state key, its
     /// body's length (`u32`, little-endian) and its canonical body. The folder is removed when
     /// this is dropped.
@@ -617,6 +655,7 @@ mod spill {
         /// A new folder in `parent` with `2^bits` empty files.
         pub(super) fn create(parent: &Path, bits: usize) -> Result<Self, SnapshotError> {
             static NEXT: AtomicU64 = AtomicU64::new(0);
+            remove_stale(parent);
             let dir = parent.join(format!(
                 "export-{}-{}.tmp",
                 std::process::id(),
@@ -695,8 +734,8 @@ mod spill {
             first..first + len
         }
 
-        /// The entries of `files`, and an upper bound on their encoded bytes (as
-        /// [`SnapshotEntry::encoded_len`] counts them).
+        /// The entries of `files`, and their encoded bytes as [`SnapshotEntry::encoded_len`]
+        /// counts them (what the exporter's fit check adds up).
         pub(super) fn stats(&self, files: Range<usize>) -> (usize, usize) {
             (
                 self.counts[files.clone()].iter().sum(),
@@ -1173,6 +1212,26 @@ mod tests {
             on_disk.export_snapshot(7, 8).unwrap(),
             state.export_snapshot(7, 8).unwrap()
         );
+        assert!(spill_folders(dir.path()).is_empty());
+
+        // The public route spills above its bound (lowered for this thread), to the same
+        // chunks; a folder a killed exporter left behind is removed on the way.
+        let stale = dir.path().join("export-0-7.tmp");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("000"), b"left over").unwrap();
+        spill::BUCKET_ENTRIES.with(|b| b.set(Some(40)));
+        let mut got = Vec::new();
+        let mut spilled = false;
+        on_disk
+            .export_snapshot_to(7, 8, |c| {
+                spilled |= !spill_folders(dir.path()).is_empty();
+                got.push(c);
+                Ok::<_, SnapshotError>(())
+            })
+            .unwrap();
+        spill::BUCKET_ENTRIES.with(|b| b.set(None));
+        assert!(spilled, "the export went through its temporary files");
+        assert_eq!(got, state.export_snapshot(7, 8).unwrap());
         assert!(spill_folders(dir.path()).is_empty());
 
         // An error from the receiver stops the export, and the files go as well.
