@@ -799,6 +799,14 @@ fn a_checkpoint_replaces_the_last_only_once_written_whole() {
     assert_eq!(open(&disk).unwrap().checkpoint().unwrap(), Some(second));
 }
 
+/// Appends part `index` of `parts` of a kept-headers set of `count` headers, holding `bytes`
+/// (as a crash, or damage, would leave it).
+fn append_headers_part(s: &mut FileStore, count: u64, index: u32, parts: u32, bytes: &[u8]) {
+    let zero = BlockHash::from_bytes([0; 32]);
+    let prefix = format::checkpoint_prefix(format::PartOf::Headers, count, &zero, index, parts);
+    s.append_record(&[&prefix, bytes]).unwrap();
+}
+
 #[test]
 fn kept_headers_replace_the_last_only_once_written_whole_and_survive_reopening() {
     let disk = MemDisk::new();
@@ -812,17 +820,7 @@ fn kept_headers_replace_the_last_only_once_written_whole_and_survive_reopening()
     // headers stay, before and after reopening.
     let mut part = 1u32.to_le_bytes().to_vec();
     part.push(9);
-    s.append_record(&[
-        &format::checkpoint_prefix(
-            format::PartOf::Headers,
-            2,
-            &BlockHash::from_bytes([0; 32]),
-            0,
-            2,
-        ),
-        &part,
-    ])
-    .unwrap();
+    append_headers_part(&mut s, 2, 0, 2, &part);
     assert_eq!(s.headers().unwrap(), first);
     drop(s);
     let mut s = open(&disk).unwrap();
@@ -846,34 +844,14 @@ fn a_headers_part_that_does_not_split_into_its_headers_is_reported_as_damage() {
     // One header of 10 bytes announced, 3 given: checksummed as written, but not headers.
     let mut part = 10u32.to_le_bytes().to_vec();
     part.extend_from_slice(&[1, 2, 3]);
-    s.append_record(&[
-        &format::checkpoint_prefix(
-            format::PartOf::Headers,
-            1,
-            &BlockHash::from_bytes([0; 32]),
-            0,
-            1,
-        ),
-        &part,
-    ])
-    .unwrap();
+    append_headers_part(&mut s, 1, 0, 1, &part);
     drop(s);
     let mut s = open(&disk).unwrap();
     assert!(matches!(s.headers(), Err(StoreError::Corrupt(_))));
     // A part naming two headers but holding one.
     let mut part = 1u32.to_le_bytes().to_vec();
     part.push(7);
-    s.append_record(&[
-        &format::checkpoint_prefix(
-            format::PartOf::Headers,
-            2,
-            &BlockHash::from_bytes([0; 32]),
-            0,
-            1,
-        ),
-        &part,
-    ])
-    .unwrap();
+    append_headers_part(&mut s, 2, 0, 1, &part);
     drop(s);
     let err = open(&disk).unwrap().headers().unwrap_err();
     assert!(
