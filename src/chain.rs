@@ -525,11 +525,10 @@ impl<C: Consensus, A: Application> ChainBuilder<C, A> {
     /// past `h`; it has no state trees for heights below `h` ([`Chain::state_tree_at`]); and
     /// its store holds genesis, the headers up to `h` ([`Store::put_headers`]) and the blocks
     /// after `h`, so [`Chain::replay_state`] fails on it. [`build`](Self::build) reopens that
-    /// store from a state at `h` or later: the state directory's (with
-    /// [`StateBackend::Disk`]), or else a checkpoint of the store's, which this writes at `h`
-    /// with the memory backend ([`Store::put_checkpoint`]; a store that keeps none, such as the
-    /// SQLite store, then cannot reopen the chain:
-    /// [`ChainError::SnapshotStateMissing`]).
+    /// store from a state at `h` or later: the state directory's (with `StateBackend::Disk`,
+    /// feature `redb`), or else a checkpoint of the store's, which this writes at `h` with the
+    /// memory backend ([`Store::put_checkpoint`]; a store that keeps none, such as the SQLite
+    /// store, then cannot reopen the chain: [`ChainError::SnapshotStateMissing`]).
     ///
     /// # Errors
     ///

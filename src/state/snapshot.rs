@@ -327,10 +327,9 @@ fn has_prefix(key: &StateKey, prefix: &StateKey, depth: usize) -> bool {
     (0..depth).all(|i| bit(key, i) == bit(prefix, i))
 }
 
-/// Entries a streamed export of a state on disk holds in memory at once, at most about
-/// ([`State::export_snapshot_to`]): above this many, the entries are first spilled to
-/// temporary files by key prefix.
-#[cfg(feature = "redb")]
+/// Entries a streamed export of a state on disk (feature `redb`) holds in memory at once, at
+/// most about ([`State::export_snapshot_to`]): above this many, the entries are first spilled
+/// to temporary files by key prefix.
 pub const EXPORT_BUCKET_ENTRIES: usize = 1 << 18;
 
 impl<T: AppState> State<T> {
